@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Who is on the other end of a connection: pid, uid and gid from the kernel
+ * (SO_PEERCRED, never from a message), plus the command name and start time
+ * of the process from /proc (the start time tells a reused pid from the
+ * process that had it before). proc_root is a parameter so tests can point it
+ * at a fixture directory.
+ */
+#pragma once
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#define IDENTITY_COMM_MAX 16 /* TASK_COMM_LEN, including the NUL */
+
+typedef struct Identity {
+        pid_t pid;
+        uid_t uid;
+        gid_t gid;
+        uint64_t start_time; /* clock ticks since boot, field 22 of /proc/PID/stat; 0 when unknown */
+        char comm[IDENTITY_COMM_MAX];
+} Identity;
+
+/* Reads the peer's credentials from a connected AF_UNIX socket. Returns 0 or -errno. */
+int identity_from_socket(int fd, Identity *ret);
+/* Fills comm and start_time from PROC_ROOT/PID/stat; on failure (the process
+ * is gone) sets comm to "?" and start_time to 0 and returns -errno. */
+int identity_read_proc(const char *proc_root, Identity *id);
+/* Parses the contents of /proc/PID/stat. Pure. Returns 0 or -EINVAL. */
+int identity_parse_stat(const char *text, size_t len, char ret_comm[IDENTITY_COMM_MAX], uint64_t *ret_start_time);

@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The ledger: budgets ("scopes") as sliding windows of committed tokens plus
+ * a cap on tokens in flight, and allocations that reserve their worst case
+ * (granted x hard multiplier) in every scope they are charged to, all or
+ * nothing. Reports commit usage as it happens; settlement commits the final
+ * usage and refunds the rest of the reservation. Usage past the reservation is
+ * still committed, never dropped.
+ *
+ * Pure core: no clock (now_usec is a monotonic time passed in), no I/O, no
+ * logging. Every operation is O(scopes of the allocation), never
+ * O(allocations). The ledger does not decide which scopes an allocation is
+ * charged to (the caller passes the list), nor who owns an allocation.
+ *
+ * Invariants (checked by tests/unit/test-ledger.c):
+ *   - for every scope and window: committed in the window + reserved <= limit,
+ *     as long as no allocation's usage went past its reservation;
+ *   - scope reserved == sum over its live allocations of
+ *     (reservation - min(used, reservation));
+ *   - scope committed_total == sum over its live and settled allocations of used.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct Ledger Ledger;
+typedef struct LedgerScope LedgerScope;
+typedef struct LedgerAllocation LedgerAllocation;
+
+/* Token counts at or above this are out of range everywhere (protocol and
+ * config): 10^12 x a multiplier of at most 5000 permille stays far below 2^63. */
+#define LEDGER_TOKENS_MAX UINT64_C(1000000000000)
+
+/* The most scopes one allocation can be charged to: global, user, unit and
+ * its slices, process and rules (later issues) fit. */
+#define LEDGER_SCOPES_MAX 16
+
+typedef enum LedgerWindow {
+        LEDGER_WINDOW_MINUTE,
+        LEDGER_WINDOW_HOUR,
+        LEDGER_WINDOW_DAY,
+        _LEDGER_WINDOW_MAX,
+} LedgerWindow;
+
+/* "minute", "hour", "day" */
+const char *ledger_window_to_string(LedgerWindow w);
+/* The window's span in microseconds (60 s, 3600 s, 86400 s). */
+uint64_t ledger_window_span_usec(LedgerWindow w);
+
+typedef struct LedgerLimits {
+        uint64_t window_tokens[_LEDGER_WINDOW_MAX]; /* 0: no limit */
+        uint64_t in_flight_tokens;                  /* reserved tokens at once; 0: no limit */
+} LedgerLimits;
+
+typedef struct LedgerParams {
+        uint32_t warn_permille; /* 1000..hard_permille; 1500 = 1.5x */
+        uint32_t hard_permille; /* 1000..5000; 2000 = 2.0x */
+} LedgerParams;
+
+typedef enum LedgerState {
+        LEDGER_STATE_OK,
+        LEDGER_STATE_WARNING,  /* used >= warn_at */
+        LEDGER_STATE_EXCEEDED, /* used >= hard_limit */
+} LedgerState;
+
+/* "ok", "warning", "exceeded" */
+const char *ledger_state_to_string(LedgerState s);
+
+/* Why a reservation was refused: the first scope (in the order given) that
+ * had no room, and which of its limits. */
+typedef struct LedgerRefusal {
+        const LedgerScope *scope;
+        int window;                /* a LedgerWindow, or -1 for the in-flight cap */
+        uint64_t limit_tokens;     /* the limit that would be passed */
+        uint64_t used_tokens;      /* committed in that window (0 for the in-flight cap) */
+        uint64_t reserved_tokens;  /* reserved in the scope now */
+        uint64_t retry_after_usec; /* when enough commits age out of the window; 0 if unknown */
+} LedgerRefusal;
+
+Ledger *ledger_new(const LedgerParams *params);
+/* Frees every allocation and every scope still linked to the ledger. NULL-safe. */
+Ledger *ledger_free(Ledger *l);
+/* Takes effect for allocations granted from now on. */
+void ledger_set_params(Ledger *l, const LedgerParams *params);
+const LedgerParams *ledger_get_params(const Ledger *l);
+
+/* Scopes. name is copied. Returns NULL on allocation failure. */
+LedgerScope *ledger_scope_new(Ledger *l, const char *name, const LedgerLimits *limits);
+/* Frees a scope. Returns -EBUSY (and frees nothing) while live allocations are charged to it. */
+int ledger_scope_free(Ledger *l, LedgerScope *s);
+/* New limits apply to reservations from now on; what is already reserved stays. */
+void ledger_scope_set_limits(LedgerScope *s, const LedgerLimits *limits);
+const LedgerLimits *ledger_scope_get_limits(const LedgerScope *s);
+const char *ledger_scope_name(const LedgerScope *s);
+uint64_t ledger_scope_reserved(const LedgerScope *s);
+uint64_t ledger_scope_committed_total(const LedgerScope *s);
+size_t ledger_scope_n_allocations(const LedgerScope *s); /* live allocations charged to it */
+/* Tokens committed inside window w as of now_usec (ages out old commits). */
+uint64_t ledger_scope_window_used(LedgerScope *s, LedgerWindow w, uint64_t now_usec);
+/* True when no allocation is charged to the scope and every window is empty as
+ * of now_usec: dropping the scope then loses nothing. */
+bool ledger_scope_is_idle(LedgerScope *s, uint64_t now_usec);
+void ledger_scope_set_userdata(LedgerScope *s, void *userdata);
+void *ledger_scope_get_userdata(const LedgerScope *s);
+
+/*
+ * Reserves granted_tokens x hard multiplier in each of the n_scopes scopes, all
+ * or nothing. 1 <= granted_tokens < LEDGER_TOKENS_MAX, 1 <= n_scopes <=
+ * LEDGER_SCOPES_MAX, no scope twice (programming errors otherwise).
+ * Returns 0 and the new allocation; -EDQUOT with *ret_refusal filled when a
+ * scope has no room; -ENOMEM.
+ */
+int ledger_reserve(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint64_t granted_tokens,
+                   uint64_t now_usec, LedgerAllocation **ret, LedgerRefusal *ret_refusal);
+
+/*
+ * Records cumulative usage. Both totals must be >= the last ones (-ERANGE
+ * otherwise, nothing changes) and < LEDGER_TOKENS_MAX. The increase is
+ * committed in every scope at now_usec. Returns 0 and the state.
+ */
+int ledger_report(Ledger *l, LedgerAllocation *a, uint64_t input_tokens, uint64_t output_tokens,
+                  uint64_t now_usec, LedgerState *ret_state);
+
+/*
+ * Settles and frees the allocation: commits the final totals as ledger_report()
+ * does (-ERANGE if lower than the last; nothing changes then) and refunds what
+ * is left of the reservation. Returns 0 with the final used total and the
+ * refunded tokens.
+ */
+int ledger_settle(Ledger *l, LedgerAllocation *a, uint64_t input_tokens, uint64_t output_tokens,
+                  uint64_t now_usec, uint64_t *ret_used, uint64_t *ret_refunded);
+
+/* Looks up a live allocation by id; NULL when unknown or already settled. O(1). */
+LedgerAllocation *ledger_find(Ledger *l, uint64_t id);
+/* Iterates live allocations in grant order: pass NULL to start. */
+LedgerAllocation *ledger_next(Ledger *l, LedgerAllocation *prev);
+size_t ledger_n_allocations(const Ledger *l);
+
+/* Ids are never 0 and not reused for the lifetime of the ledger object. */
+uint64_t ledger_allocation_id(const LedgerAllocation *a);
+uint64_t ledger_allocation_granted(const LedgerAllocation *a);
+uint64_t ledger_allocation_warn_at(const LedgerAllocation *a);
+uint64_t ledger_allocation_hard_limit(const LedgerAllocation *a); /* = the reservation per scope */
+uint64_t ledger_allocation_reserved(const LedgerAllocation *a);   /* what is still reserved */
+uint64_t ledger_allocation_input_tokens(const LedgerAllocation *a);
+uint64_t ledger_allocation_output_tokens(const LedgerAllocation *a);
+uint64_t ledger_allocation_used(const LedgerAllocation *a);       /* input + output */
+uint64_t ledger_allocation_granted_usec(const LedgerAllocation *a);
+LedgerState ledger_allocation_state(const LedgerAllocation *a);
+size_t ledger_allocation_scopes(const LedgerAllocation *a, LedgerScope *const **ret_scopes);
+void ledger_allocation_set_userdata(LedgerAllocation *a, void *userdata);
+void *ledger_allocation_get_userdata(const LedgerAllocation *a);

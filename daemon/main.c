@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tokenbudgetd's entry point: command line, configuration, event loop. All
+ * the work happens in server.c and dispatch.c; this file only wires them.
+ * Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "log.h"
+#include "server.h"
+#include "tb-config.h"
+
+#define DEFAULT_CONFIG_FILE "/etc/tokenbudget/tokenbudgetd.conf"
+
+enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+typedef struct Args {
+        const char *config_path;
+        const char *socket_path;
+        const char *check_config_path;
+} Args;
+
+static void help(void) {
+        printf("Usage: tokenbudgetd [OPTIONS]\n"
+               "\n"
+               "The LLM token budget daemon: agents request, report and release token\n"
+               "allocations over Varlink (io.tokenbudget.agent); budgetctl(1) shows the state.\n"
+               "\n"
+               "  -c, --config FILE        read the configuration from FILE\n"
+               "                           (default " DEFAULT_CONFIG_FILE
+               ", built-in defaults\n"
+               "                           when it does not exist)\n"
+               "  -s, --socket PATH        listen on PATH instead of the configured socket\n"
+               "      --check-config FILE  validate FILE, print every error as FILE:LINE: message\n"
+               "  -h, --help               show this help\n"
+               "      --version            show the version\n"
+               "\n"
+               "Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.\n"
+               "See tokenbudgetd(8).\n");
+}
+
+static int parse_args(int argc, char **argv, Args *args) {
+        enum { ARG_CHECK_CONFIG = 0x100, ARG_VERSION };
+        static const struct option options[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "socket", required_argument, NULL, 's' },
+                { "check-config", required_argument, NULL, ARG_CHECK_CONFIG },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                {},
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "c:s:h", options, NULL)) >= 0) {
+                switch (c) {
+                case 'c':
+                        args->config_path = optarg;
+                        break;
+                case 's':
+                        args->socket_path = optarg;
+                        break;
+                case ARG_CHECK_CONFIG:
+                        args->check_config_path = optarg;
+                        break;
+                case 'h':
+                        help();
+                        exit(EXIT_SUCCESS);
+                case ARG_VERSION:
+                        printf("tokenbudgetd " TB_VERSION "\n");
+                        exit(EXIT_SUCCESS);
+                default:
+                        fprintf(stderr, "Try 'tokenbudgetd --help'.\n");
+                        return -EINVAL;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "tokenbudgetd: unexpected argument '%s'. Try 'tokenbudgetd --help'.\n",
+                        argv[optind]);
+                return -EINVAL;
+        }
+        if (args->socket_path && args->socket_path[0] != '/') {
+                fprintf(stderr, "tokenbudgetd: --socket needs an absolute path, got '%s'.\n", args->socket_path);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static void print_errors(const char *errors, const char *prefix) {
+        const char *line = errors ? errors : "";
+
+        while (*line) {
+                const char *end = strchrnul(line, '\n');
+                fprintf(stderr, "%s%.*s\n", prefix, (int)(end - line), line);
+                line = *end ? end + 1 : end;
+        }
+}
+
+static int check_config(const char *path) {
+        _cleanup_free_ char *errors = NULL;
+        Config c;
+
+        if (config_load_file(path, &c, &errors) < 0) {
+                print_errors(errors, "");
+                return EXIT_USAGE;
+        }
+        config_done(&c);
+        printf("%s: OK\n", path);
+        return EXIT_SUCCESS;
+}
+
+/* The configuration to start with: --config FILE must exist; the default file
+ * is optional (built-in defaults when it does not exist). */
+static int load_config(const char *path, Config *ret, const char **ret_used_path) {
+        _cleanup_free_ char *errors = NULL;
+        int r;
+
+        if (!path && access(DEFAULT_CONFIG_FILE, F_OK) == 0)
+                path = DEFAULT_CONFIG_FILE;
+        *ret_used_path = path;
+        if (!path)
+                return config_init_defaults(ret);
+        r = config_load_file(path, ret, &errors);
+        if (r < 0) {
+                print_errors(errors, "<3>");
+                log_error("invalid configuration in %s; not starting", path);
+        }
+        return r;
+}
+
+int main(int argc, char **argv) {
+        Args args = {};
+        const char *config_path = NULL;
+        struct event_base *base = NULL;
+        Server *server = NULL;
+        Config config;
+        int r;
+
+        if (parse_args(argc, argv, &args) < 0)
+                return EXIT_USAGE;
+        if (args.check_config_path)
+                return check_config(args.check_config_path);
+
+        if (load_config(args.config_path, &config, &config_path) < 0)
+                return EXIT_USAGE;
+        if (args.socket_path) {
+                char *copy = strdup(args.socket_path);
+                if (!copy)
+                        return EXIT_RUNTIME;
+                free(config.socket_path);
+                config.socket_path = copy;
+        }
+
+        /* A peer that disconnects mid-write must not kill the daemon. */
+        signal(SIGPIPE, SIG_IGN);
+
+        base = event_base_new();
+        if (!base) {
+                log_error("cannot create the event loop");
+                config_done(&config);
+                return EXIT_RUNTIME;
+        }
+        r = server_new(base, &config, config_path, &server);
+        if (r < 0) {
+                log_error("cannot set up: %s", strerror(-r));
+                config_done(&config);
+                event_base_free(base);
+                return EXIT_RUNTIME;
+        }
+        r = server_listen(server, server->config.socket_path);
+        if (r >= 0)
+                r = server_run(server);
+        server_free(server);
+        event_base_free(base);
+        return r < 0 ? EXIT_RUNTIME : EXIT_SUCCESS;
+}

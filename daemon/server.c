@@ -1,0 +1,885 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The server shell: listening socket, peers, framing, per-client limits, and
+ * the process scopes. Reads and writes are plain non-blocking syscalls into
+ * our own buffers on libevent events (a bufferevent costs ~5 syscalls per
+ * read where this costs 1; see shared/TESTING.md). Time is read once per
+ * event and passed down; the ledger never reads the clock.
+ *
+ * What it does not do: decide anything about budgets (ledger.c), know any
+ * method (dispatch.c), or parse JSON (protocol/varlink.c).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <json-c/json.h>
+#include <systemd/sd-daemon.h>
+
+#include "dispatch.h"
+#include "hashmap.h"
+#include "log.h"
+#include "server.h"
+#include "tb-config.h"
+
+/* Bytes asked of read(2) at a time: one typical burst of pipelined calls. */
+#define READ_CHUNK_BYTES 16384
+/* Connections accepted per wakeup of the listening socket, so a flood of
+ * connects cannot starve the peers already connected. */
+#define ACCEPT_BATCH 64
+/* How long to stop accepting after EMFILE/ENFILE. */
+#define ACCEPT_RETRY_USEC 100000
+
+typedef struct UidCount {
+        uid_t uid;
+        unsigned n;
+} UidCount;
+
+static void peer_read_cb(evutil_socket_t fd, short what, void *userdata);
+static void peer_write_cb(evutil_socket_t fd, short what, void *userdata);
+
+uint64_t now_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * UINT64_C(1000000) + (uint64_t)ts.tv_nsec / 1000;
+}
+
+const char *priority_to_string(Priority p) {
+        static const char *const names[_PRIORITY_MAX] = {
+                [PRIORITY_INTERACTIVE] = "interactive",
+                [PRIORITY_NORMAL] = "normal",
+                [PRIORITY_BACKGROUND] = "background",
+        };
+        return p < _PRIORITY_MAX ? names[p] : NULL;
+}
+
+int priority_from_string(const char *s) {
+        for (Priority p = 0; p < _PRIORITY_MAX; p++)
+                if (strcmp(s, priority_to_string(p)) == 0)
+                        return (int)p;
+        return -EINVAL;
+}
+
+/* Allocation ids on the wire: the ledger's 64-bit id as 16 lower-case hex
+ * digits. Opaque to clients. */
+void allocation_format_id(uint64_t id, char buf[static 17]) {
+        snprintf(buf, 17, "%016" PRIx64, id);
+}
+
+static int allocation_parse_id(const char *s, uint64_t *ret) {
+        uint64_t v = 0;
+
+        if (strlen(s) != 16)
+                return -EINVAL;
+        for (size_t i = 0; i < 16; i++) {
+                char c = s[i];
+                unsigned d;
+
+                if (c >= '0' && c <= '9')
+                        d = (unsigned)(c - '0');
+                else if (c >= 'a' && c <= 'f')
+                        d = (unsigned)(c - 'a' + 10);
+                else
+                        return -EINVAL;
+                v = v << 4 | d;
+        }
+        *ret = v;
+        return 0;
+}
+
+AllocInfo *server_find_allocation(Server *s, const char *id) {
+        LedgerAllocation *a;
+        uint64_t v;
+
+        if (allocation_parse_id(id, &v) < 0)
+                return NULL;
+        a = ledger_find(s->ledger, v);
+        return a ? ledger_allocation_get_userdata(a) : NULL;
+}
+
+/* ---- process scopes ---- */
+
+static void process_free(Server *s, ProcessEntry *e) {
+        if (e->lingering) {
+                if (s->lingering_tail == e)
+                        s->lingering_tail = e->lingering_prev;
+                LIST_REMOVE(lingering, s->lingering, e);
+        }
+        LIST_REMOVE(processes, s->processes, e);
+        hashmap_remove(s->processes_by_pid, (uint64_t)e->pid);
+        (void)ledger_scope_free(s->ledger, e->scope);
+        s->n_processes--;
+        free(e);
+}
+
+/* Drops lingering entries whose windows have emptied, oldest first; stops at
+ * the first that still holds usage (newer ones are unlikely to be idle). */
+static void processes_sweep(Server *s, uint64_t now) {
+        while (s->lingering_tail && ledger_scope_is_idle(s->lingering_tail->scope, now))
+                process_free(s, s->lingering_tail);
+}
+
+static void process_unlinger(Server *s, ProcessEntry *e) {
+        if (!e->lingering)
+                return;
+        if (s->lingering_tail == e)
+                s->lingering_tail = e->lingering_prev;
+        LIST_REMOVE(lingering, s->lingering, e);
+        e->lingering = false;
+}
+
+/* Called when a reference goes away: an entry nobody refers to is freed when
+ * it holds no usage, else kept (lingering) so a reconnect keeps its budget. */
+static void process_release(Server *s, ProcessEntry *e, uint64_t now) {
+        if (e->n_peers > 0 || e->n_allocations > 0)
+                return;
+        if (ledger_scope_is_idle(e->scope, now)) {
+                process_free(s, e);
+                return;
+        }
+        LIST_PREPEND(lingering, s->lingering, e);
+        if (!s->lingering_tail)
+                s->lingering_tail = e;
+        e->lingering = true;
+}
+
+static int process_new(Server *s, const Identity *id, uint64_t now, ProcessEntry **ret) {
+        char name[32];
+        ProcessEntry *e;
+        int r;
+
+        processes_sweep(s, now);
+        if (s->n_processes >= s->config.max_tracked_processes) {
+                if (!s->lingering_tail)
+                        return -EUSERS;
+                log_notice("tracking %u processes (limits.max_tracked_processes): forgetting the usage of "
+                           "process %d",
+                           s->n_processes, (int)s->lingering_tail->pid);
+                process_free(s, s->lingering_tail);
+        }
+
+        e = calloc(1, sizeof(*e));
+        if (!e)
+                return -ENOMEM;
+        snprintf(name, sizeof(name), "process:%d", (int)id->pid);
+        e->scope = ledger_scope_new(s->ledger, name, &s->config.process);
+        if (!e->scope) {
+                free(e);
+                return -ENOMEM;
+        }
+        e->pid = id->pid;
+        e->start_time = id->start_time;
+        r = hashmap_put(s->processes_by_pid, (uint64_t)e->pid, e);
+        if (r < 0) {
+                (void)ledger_scope_free(s->ledger, e->scope);
+                free(e);
+                return r;
+        }
+        LIST_PREPEND(processes, s->processes, e);
+        s->n_processes++;
+        *ret = e;
+        return 0;
+}
+
+/* The entry for the peer's process, created on first sight. A pid that now
+ * belongs to a different process (other start time) gets a fresh entry when
+ * the old one is unreferenced; if the old one is still referenced (a socket
+ * inherited across exec), the two share it. */
+static int process_get(Server *s, const Identity *id, uint64_t now, ProcessEntry **ret) {
+        ProcessEntry *e = hashmap_get(s->processes_by_pid, (uint64_t)id->pid);
+
+        if (e && e->start_time != id->start_time && e->n_peers == 0 && e->n_allocations == 0) {
+                process_free(s, e);
+                e = NULL;
+        }
+        if (!e) {
+                int r = process_new(s, id, now, &e);
+                if (r < 0)
+                        return r;
+        }
+        process_unlinger(s, e);
+        *ret = e;
+        return 0;
+}
+
+/* ---- connections per uid ---- */
+
+static int uid_count_add(Server *s, uid_t uid, int delta) {
+        UidCount *c = hashmap_get(s->connections_by_uid, uid);
+        int r;
+
+        if (!c) {
+                if (delta < 0)
+                        return 0;
+                c = calloc(1, sizeof(*c));
+                if (!c)
+                        return -ENOMEM;
+                c->uid = uid;
+                r = hashmap_put(s->connections_by_uid, uid, c);
+                if (r < 0) {
+                        free(c);
+                        return r;
+                }
+        }
+        c->n = (unsigned)((int)c->n + delta);
+        if (c->n == 0)
+                free(hashmap_remove(s->connections_by_uid, uid));
+        return 0;
+}
+
+static unsigned uid_count_get(Server *s, uid_t uid) {
+        UidCount *c = hashmap_get(s->connections_by_uid, uid);
+        return c ? c->n : 0;
+}
+
+/* ---- allocations ---- */
+
+int server_settle(Server *s, AllocInfo *info, uint64_t input_tokens, uint64_t output_tokens, uint64_t now,
+                  uint64_t *ret_used, uint64_t *ret_refunded) {
+        Peer *p = info->owner;
+        int r;
+
+        r = ledger_settle(s->ledger, info->allocation, input_tokens, output_tokens, now, ret_used, ret_refunded);
+        if (r < 0)
+                return r;
+        LIST_REMOVE(allocs, p->allocs, info);
+        p->n_allocations--;
+        p->process->n_allocations--;
+        free(info);
+        return 0;
+}
+
+/* ---- peers ---- */
+
+static void peer_free(Peer *p) {
+        Server *s = p->server;
+
+        if (p->read_event)
+                event_free(p->read_event);
+        if (p->write_event)
+                event_free(p->write_event);
+        if (p->fd >= 0)
+                close(p->fd);
+        varlink_buffer_clear(&p->in);
+        varlink_buffer_clear(&p->out);
+        free(p);
+        (void)s;
+}
+
+/* Settles what the peer left open, at the usage it reported; closes it; the
+ * memory goes on the next loop turn (reap_cb), never inside its own callback. */
+static void peer_kill(Peer *p, const char *why) {
+        Server *s = p->server;
+        uint64_t now;
+
+        if (p->dead)
+                return;
+        p->dead = true;
+        now = now_usec();
+
+        while (p->allocs) {
+                AllocInfo *info = p->allocs;
+                LedgerAllocation *a = info->allocation;
+                uint64_t used = 0, refunded = 0;
+                char id[17];
+
+                allocation_format_id(ledger_allocation_id(a), id);
+                (void)server_settle(s, info, ledger_allocation_input_tokens(a),
+                                    ledger_allocation_output_tokens(a), now, &used, &refunded);
+                log_info("allocation %s of pid %d (%s) abandoned: its connection closed; settled at %" PRIu64
+                         " tokens used, %" PRIu64 " refunded",
+                         id, (int)p->identity.pid, p->identity.comm, used, refunded);
+        }
+
+        if (why)
+                log_debug("closing connection of pid %d (%s): %s", (int)p->identity.pid, p->identity.comm, why);
+
+        event_del(p->read_event);
+        event_del(p->write_event);
+        if (p->process) {
+                p->process->n_peers--;
+                process_release(s, p->process, now);
+                p->process = NULL;
+        }
+        (void)uid_count_add(s, p->identity.uid, -1);
+        LIST_REMOVE(peers, s->peers, p);
+        s->n_peers--;
+        LIST_PREPEND(dead, s->dead_peers, p);
+        event_active(s->reap_event, EV_READ, 0);
+}
+
+static void reap_cb(evutil_socket_t fd, short what, void *userdata) {
+        Server *s = userdata;
+
+        while (s->dead_peers) {
+                Peer *p = s->dead_peers;
+                LIST_REMOVE(dead, s->dead_peers, p);
+                peer_free(p);
+        }
+}
+
+int peer_reply(Peer *p, struct json_object *parameters) {
+        int r = 0;
+
+        if (!p->current_oneway)
+                r = varlink_format_reply(&p->out, parameters, false);
+        json_object_put(parameters);
+        return r;
+}
+
+int peer_error(Peer *p, const char *error, struct json_object *parameters) {
+        int r = 0;
+
+        if (!p->current_oneway)
+                r = varlink_format_error(&p->out, error, parameters);
+        json_object_put(parameters);
+        return r;
+}
+
+int peer_invalid_parameter(Peer *p, const char *parameter) {
+        if (p->current_oneway)
+                return 0;
+        return varlink_format_invalid_parameter(&p->out, parameter);
+}
+
+/* Writes what is queued. Returns 0 when all of it went out or the rest waits
+ * for EV_WRITE, -errno when the peer is gone. */
+static int peer_flush(Peer *p) {
+        while (p->out_offset < p->out.len) {
+                ssize_t n = send(p->fd, p->out.data + p->out_offset, p->out.len - p->out_offset,
+                                 MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN) {
+                                event_add(p->write_event, NULL);
+                                return 0;
+                        }
+                        return -errno;
+                }
+                p->out_offset += (size_t)n;
+        }
+        p->out.len = 0;
+        p->out_offset = 0;
+        event_del(p->write_event);
+        return 0;
+}
+
+static size_t peer_pending_output(const Peer *p) {
+        return p->out.len - p->out_offset;
+}
+
+/* Handles every whole message in the input buffer, in order. Returns 0, or
+ * -errno with *ret_why set when the peer must be closed. */
+static int peer_process_input(Peer *p, const char **ret_why) {
+        Server *s = p->server;
+        uint64_t now = now_usec();
+        size_t offset = 0;
+        int r = 0;
+
+        while (!p->dead) {
+                VarlinkCall call;
+                size_t frame_len;
+
+                /* Skip what earlier reads already scanned without finding a
+                 * NUL, so a message trickling in byte by byte costs O(n), not
+                 * O(n^2). */
+                if (p->in_scanned > s->config.max_message_bytes) { /* the limit shrank on reload */
+                        r = -EMSGSIZE;
+                        *ret_why = "message exceeds limits.max_message_bytes";
+                        break;
+                }
+                r = varlink_frame_next(p->in.data + offset + p->in_scanned, p->in.len - offset - p->in_scanned,
+                                       s->config.max_message_bytes - p->in_scanned, &frame_len);
+                if (r == 0) {
+                        p->in_scanned = p->in.len - offset;
+                        break;
+                }
+                frame_len += p->in_scanned;
+                p->in_scanned = 0;
+                if (r < 0) {
+                        *ret_why = "message exceeds limits.max_message_bytes";
+                        break;
+                }
+                /* A peer that keeps sending while not reading its replies
+                 * is cut off instead of growing our memory. */
+                if (peer_pending_output(p) > s->config.max_output_bytes) {
+                        r = -ENOBUFS;
+                        *ret_why = "queued output exceeds limits.max_output_bytes";
+                        break;
+                }
+                r = varlink_call_parse(p->in.data + offset, frame_len, &call, ret_why);
+                offset += frame_len + 1;
+                if (r < 0)
+                        break;
+                p->current_oneway = call.oneway;
+                r = dispatch_call(s, p, &call, now);
+                p->current_oneway = false;
+                varlink_call_done(&call);
+                if (r < 0) {
+                        *ret_why = "out of memory";
+                        break;
+                }
+        }
+        varlink_buffer_consume(&p->in, offset);
+        return r < 0 ? r : 0;
+}
+
+static void peer_read_cb(evutil_socket_t fd, short what, void *userdata) {
+        Peer *p = userdata;
+        const char *why = NULL;
+        ssize_t n;
+        int r;
+
+        r = varlink_buffer_reserve(&p->in, READ_CHUNK_BYTES);
+        if (r < 0)
+                return peer_kill(p, "out of memory");
+        n = recv(fd, p->in.data + p->in.len, READ_CHUNK_BYTES, MSG_DONTWAIT);
+        if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR)
+                        return;
+                return peer_kill(p, strerror(errno));
+        }
+        if (n == 0)
+                return peer_kill(p, "end of file");
+        p->in.len += (size_t)n;
+
+        r = peer_process_input(p, &why);
+        if (r < 0)
+                return peer_kill(p, why);
+        if (p->dead)
+                return;
+        r = peer_flush(p);
+        if (r < 0)
+                return peer_kill(p, strerror(-r));
+        if (peer_pending_output(p) > p->server->config.max_output_bytes)
+                return peer_kill(p, "queued output exceeds limits.max_output_bytes");
+}
+
+static void peer_write_cb(evutil_socket_t fd, short what, void *userdata) {
+        Peer *p = userdata;
+        int r = peer_flush(p);
+
+        if (r < 0)
+                peer_kill(p, strerror(-r));
+}
+
+static int peer_new(Server *s, int fd, Peer **ret) {
+        Peer *p = calloc(1, sizeof(*p));
+
+        if (!p)
+                return -ENOMEM;
+        p->server = s;
+        p->fd = fd;
+        p->read_event = event_new(s->base, fd, EV_READ | EV_PERSIST, peer_read_cb, p);
+        p->write_event = event_new(s->base, fd, EV_WRITE | EV_PERSIST, peer_write_cb, p);
+        if (!p->read_event || !p->write_event) {
+                p->fd = -1;
+                peer_free(p);
+                return -ENOMEM;
+        }
+        *ret = p;
+        return 0;
+}
+
+/* Over a limit, a connection is accepted and closed at once: the client sees
+ * EOF instead of hanging in the listen backlog. */
+static const char *accept_refusal(Server *s, const Identity *id) {
+        if (s->n_peers >= s->config.max_connections)
+                return "limits.max_connections";
+        if (uid_count_get(s, id->uid) >= s->config.max_connections_per_uid)
+                return "limits.max_connections_per_uid";
+        return NULL;
+}
+
+static void accept_one(Server *s, int fd) {
+        Identity id;
+        const char *limit;
+        Peer *p;
+        int r;
+
+        r = identity_from_socket(fd, &id);
+        if (r < 0) {
+                log_warning("cannot read credentials of a new connection: %s", strerror(-r));
+                close(fd);
+                return;
+        }
+        limit = accept_refusal(s, &id);
+        if (limit) {
+                log_warning("refusing connection of pid %d uid %u: %s reached", (int)id.pid, (unsigned)id.uid,
+                            limit);
+                close(fd);
+                return;
+        }
+        (void)identity_read_proc(s->proc_root, &id);
+
+        r = peer_new(s, fd, &p);
+        if (r < 0) {
+                close(fd);
+                return;
+        }
+        p->identity = id;
+        r = process_get(s, &id, now_usec(), &p->process);
+        if (r < 0) {
+                log_warning("refusing connection of pid %d: %s", (int)id.pid,
+                            r == -EUSERS ? "limits.max_tracked_processes reached" : strerror(-r));
+                peer_free(p);
+                return;
+        }
+        r = uid_count_add(s, id.uid, +1);
+        if (r < 0) {
+                process_release(s, p->process, now_usec());
+                peer_free(p);
+                return;
+        }
+        p->process->n_peers++;
+        LIST_PREPEND(peers, s->peers, p);
+        s->n_peers++;
+        event_add(p->read_event, NULL);
+        log_debug("connection from pid %d (%s) uid %u", (int)id.pid, id.comm, (unsigned)id.uid);
+}
+
+static void accept_retry_cb(evutil_socket_t fd, short what, void *userdata) {
+        Server *s = userdata;
+
+        event_add(s->listen_event, NULL);
+}
+
+static void listen_cb(evutil_socket_t listen_fd, short what, void *userdata) {
+        Server *s = userdata;
+
+        for (int i = 0; i < ACCEPT_BATCH; i++) {
+                int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd < 0) {
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                                struct timeval tv = { 0, ACCEPT_RETRY_USEC };
+                                log_warning("cannot accept connections: %s; pausing", strerror(errno));
+                                event_del(s->listen_event);
+                                event_add(s->accept_retry_event, &tv);
+                        }
+                        return;
+                }
+                accept_one(s, fd);
+        }
+}
+
+/* ---- signals, reload, shutdown ---- */
+
+static void server_shutdown(Server *s) {
+        unsigned n = 0;
+
+        if (s->listen_event)
+                event_del(s->listen_event);
+        while (s->peers) {
+                n += s->peers->n_allocations;
+                peer_kill(s->peers, "daemon stopping");
+        }
+        log_info("stopping; settled %u open allocation(s)", n);
+        event_base_loopexit(s->base, NULL);
+}
+
+static int read_file(const char *path, size_t max_bytes, char **ret) {
+        FILE *f = fopen(path, "re");
+        char *buf;
+        size_t n;
+
+        if (!f)
+                return -errno;
+        buf = malloc(max_bytes + 1);
+        if (!buf) {
+                fclose(f);
+                return -ENOMEM;
+        }
+        n = fread(buf, 1, max_bytes + 1, f);
+        if (ferror(f)) {
+                free(buf);
+                fclose(f);
+                return -EIO;
+        }
+        fclose(f);
+        if (n > max_bytes) {
+                free(buf);
+                return -EFBIG;
+        }
+        buf[n] = 0;
+        *ret = buf;
+        return 0;
+}
+
+int config_load_file(const char *path, Config *ret, char **ret_errors) {
+        _cleanup_free_ char *text = NULL;
+        int r;
+
+        /* A configuration file over 1 MiB is a mistake, not a configuration. */
+        r = read_file(path, 1024 * 1024, &text);
+        if (r < 0) {
+                if (asprintf(ret_errors, "%s: cannot read: %s\n", path, strerror(-r)) < 0)
+                        *ret_errors = NULL;
+                return r;
+        }
+        return config_parse(text, path, ret, ret_errors);
+}
+
+static void server_apply_config(Server *s) {
+        LedgerParams params = {
+                .warn_permille = s->config.warn_permille,
+                .hard_permille = s->config.hard_permille,
+        };
+
+        ledger_set_params(s->ledger, &params);
+        ledger_scope_set_limits(s->global, &s->config.global);
+        for (ProcessEntry *e = s->processes; e; e = e->processes_next)
+                ledger_scope_set_limits(e->scope, &s->config.process);
+        log_set_level(s->config.log_level);
+}
+
+static void server_reload(Server *s) {
+        _cleanup_free_ char *errors = NULL;
+        Config c;
+        int r;
+
+        if (!s->config_path) {
+                log_info("reload requested; running on built-in defaults, nothing to re-read");
+                return;
+        }
+        r = config_load_file(s->config_path, &c, &errors);
+        if (r < 0) {
+                log_error("configuration %s rejected, keeping the old one:", s->config_path);
+                for (char *line = errors ? strtok(errors, "\n") : NULL; line; line = strtok(NULL, "\n"))
+                        log_error("%s", line);
+                return;
+        }
+        if (strcmp(c.socket_path, s->config.socket_path) != 0)
+                log_warning("socket changed in %s; the new path takes effect at restart", s->config_path);
+        /* The socket we listen on stays. */
+        free(c.socket_path);
+        c.socket_path = TAKE_PTR(s->config.socket_path);
+        config_done(&s->config);
+        s->config = c;
+        server_apply_config(s);
+        log_info("configuration %s reloaded", s->config_path);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *userdata) {
+        Server *s = userdata;
+
+        if (sig == SIGHUP)
+                server_reload(s);
+        else
+                server_shutdown(s);
+}
+
+/* ---- setup ---- */
+
+int server_new(struct event_base *base, Config *config, const char *config_path, Server **ret) {
+        static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
+        LedgerParams params = {
+                .warn_permille = config->warn_permille,
+                .hard_permille = config->hard_permille,
+        };
+        Server *s = calloc(1, sizeof(*s));
+
+        if (!s)
+                return -ENOMEM;
+        s->base = base;
+        s->config = *config; /* takes ownership */
+        *config = (Config){};
+        s->listen_fd = -1;
+        s->proc_root = "/proc";
+        s->euid = geteuid();
+        s->start_usec = now_usec();
+        s->exit_code = 0;
+        if (config_path && !(s->config_path = strdup(config_path)))
+                goto oom;
+        s->ledger = ledger_new(&params);
+        if (!s->ledger)
+                goto oom;
+        s->global = ledger_scope_new(s->ledger, "global", &s->config.global);
+        s->processes_by_pid = hashmap_new();
+        s->connections_by_uid = hashmap_new();
+        s->reap_event = event_new(base, -1, 0, reap_cb, s);
+        s->accept_retry_event = evtimer_new(base, accept_retry_cb, s);
+        if (!s->global || !s->processes_by_pid || !s->connections_by_uid || !s->reap_event ||
+            !s->accept_retry_event)
+                goto oom;
+        for (size_t i = 0; i < ELEMENTSOF(signals); i++) {
+                s->signal_events[i] = evsignal_new(base, signals[i], signal_cb, s);
+                if (!s->signal_events[i] || event_add(s->signal_events[i], NULL) < 0)
+                        goto oom;
+        }
+        log_set_level(s->config.log_level);
+        *ret = s;
+        return 0;
+oom:
+        server_free(s);
+        return -ENOMEM;
+}
+
+Server *server_free(Server *s) {
+        if (!s)
+                return NULL;
+        while (s->peers)
+                peer_kill(s->peers, NULL);
+        if (s->reap_event)
+                reap_cb(-1, 0, s);
+        while (s->processes)
+                process_free(s, s->processes);
+        for (size_t i = 0; i < ELEMENTSOF(s->signal_events); i++)
+                if (s->signal_events[i])
+                        event_free(s->signal_events[i]);
+        if (s->listen_event)
+                event_free(s->listen_event);
+        if (s->accept_retry_event)
+                event_free(s->accept_retry_event);
+        if (s->reap_event)
+                event_free(s->reap_event);
+        if (s->listen_fd >= 0)
+                close(s->listen_fd);
+        if (s->owns_socket_file && s->socket_path)
+                (void)unlink(s->socket_path);
+        hashmap_free(s->processes_by_pid);
+        hashmap_free(s->connections_by_uid);
+        ledger_free(s->ledger);
+        config_done(&s->config);
+        free(s->config_path);
+        free(s->socket_path);
+        free(s);
+        return NULL;
+}
+
+static int mkdir_parents(const char *path, mode_t mode) {
+        _cleanup_free_ char *copy = strdup(path);
+        char *slash;
+
+        if (!copy)
+                return -ENOMEM;
+        for (slash = strchr(copy + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+                *slash = 0;
+                if (mkdir(copy, mode) < 0 && errno != EEXIST)
+                        return -errno;
+                *slash = '/';
+        }
+        return 0;
+}
+
+/* A socket file that exists is replaced only when nothing answers on it: a
+ * live one means another daemon is serving, and stealing its path would
+ * orphan its clients. */
+static int socket_file_check_stale(const struct sockaddr_un *sa, socklen_t sa_len) {
+        _cleanup_close_ int fd = -1;
+
+        if (access(sa->sun_path, F_OK) < 0)
+                return errno == ENOENT ? 0 : -errno;
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        if (connect(fd, (const struct sockaddr *)sa, sa_len) == 0)
+                return -EADDRINUSE;
+        if (unlink(sa->sun_path) < 0 && errno != ENOENT)
+                return -errno;
+        return 0;
+}
+
+static int socket_create(const char *path, int *ret_fd) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        socklen_t sa_len;
+        _cleanup_close_ int fd = -1;
+        int r;
+
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, path);
+        sa_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+
+        r = mkdir_parents(path, 0755);
+        if (r < 0)
+                return r;
+        r = socket_file_check_stale(&sa, sa_len);
+        if (r < 0)
+                return r;
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        if (bind(fd, (struct sockaddr *)&sa, sa_len) < 0)
+                return -errno;
+        /* Any local process may ask for a budget; who it is comes from SO_PEERCRED. */
+        if (chmod(path, 0666) < 0 || listen(fd, SOMAXCONN) < 0) {
+                r = -errno;
+                (void)unlink(path);
+                return r;
+        }
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+/* The socket systemd passed: the one named "varlink", or the only one. */
+static int socket_from_systemd(int *ret_fd) {
+        char **names = NULL;
+        int n, fd = -1;
+
+        n = sd_listen_fds_with_names(1, &names);
+        if (n <= 0)
+                return n;
+        for (int i = 0; i < n; i++) {
+                if ((names && names[i] && strcmp(names[i], "varlink") == 0) || n == 1)
+                        fd = SD_LISTEN_FDS_START + i;
+        }
+        for (int i = 0; names && i < n; i++)
+                free(names[i]);
+        free(names);
+        if (fd < 0)
+                return -ENOENT;
+        if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0)
+                return -ENOTSOCK;
+        if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+                return -errno;
+        *ret_fd = fd;
+        return 1;
+}
+
+int server_listen(Server *s, const char *socket_path) {
+        int r, fd = -1;
+
+        r = socket_from_systemd(&fd);
+        if (r < 0)
+                return log_error("LISTEN_FDS set, but no usable listening AF_UNIX stream socket named "
+                                 "'varlink' was passed: %s",
+                                 strerror(-r)),
+                       r;
+        if (r == 0) {
+                r = socket_create(socket_path, &fd);
+                if (r == -EADDRINUSE)
+                        return log_error("another tokenbudgetd is already answering on %s", socket_path), r;
+                if (r < 0)
+                        return log_error("cannot listen on %s: %s", socket_path, strerror(-r)), r;
+                s->owns_socket_file = true;
+                log_info("tokenbudgetd " TB_VERSION " listening on %s", socket_path);
+        } else
+                log_info("tokenbudgetd " TB_VERSION " serving the socket passed by systemd");
+
+        s->listen_fd = fd;
+        s->socket_path = strdup(socket_path);
+        s->listen_event = event_new(s->base, fd, EV_READ | EV_PERSIST, listen_cb, s);
+        if (!s->socket_path || !s->listen_event || event_add(s->listen_event, NULL) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+int server_run(Server *s) {
+        (void)sd_notify(0, "READY=1");
+        if (event_base_dispatch(s->base) < 0)
+                return -EIO;
+        return s->exit_code;
+}

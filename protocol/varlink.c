@@ -1,0 +1,823 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The Varlink codec: finds NUL-terminated frames in an input buffer, parses
+ * call and reply messages strictly (json-c plus a one-pass lexical check that
+ * closes the gaps json-c's strict mode leaves open), validates parameters
+ * against a field table and formats replies, errors and calls into a growable
+ * output buffer. It is pure and reentrant: no I/O, no clock, no global state.
+ * It does not know the methods of any interface; dispatch is the server's job.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "varlink.h"
+
+#define FORMAT_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+int varlink_frame_next(const char *buf, size_t len, size_t max_message_bytes, size_t *ret_frame_len) {
+        const char *nul;
+        size_t scan_bytes;
+
+        assert(buf || len == 0);
+        assert(ret_frame_len);
+
+        /* The NUL of a maximal frame sits at index max_message_bytes, so look
+         * at one byte more than the limit; never rescan past it. */
+        scan_bytes = len > max_message_bytes ? max_message_bytes + 1 : len;
+        nul = scan_bytes > 0 ? memchr(buf, '\0', scan_bytes) : NULL;
+        if (nul) {
+                *ret_frame_len = (size_t)(nul - buf);
+                return 1;
+        }
+        if (len > max_message_bytes)
+                return -EMSGSIZE;
+        return 0;
+}
+
+/*
+ * Lexical check. json-c 0.16 in strict mode still accepts single-quoted
+ * strings, NaN and Infinity, raw control characters inside strings, and its
+ * UTF-8 validation lets overlong forms and surrogates through. One pass over
+ * the bytes rejects all of that, finds trailing data after the top-level
+ * value, keys containing \u0000 (json-c would silently truncate them, so
+ * "method\u0000x" would become "method") and counts the object members in
+ * the text, which lets the caller detect duplicate keys after parsing.
+ */
+
+/* Bytes allowed outside strings: JSON whitespace, structure, numbers and the
+ * letters of true, false and null. */
+static const bool json_outside_allowed[256] = {
+        [' '] = true, ['\t'] = true, ['\n'] = true, ['\r'] = true, ['{'] = true, ['}'] = true, ['['] = true,
+        [']'] = true, [':'] = true,  [','] = true,  ['0'] = true,  ['1'] = true, ['2'] = true, ['3'] = true,
+        ['4'] = true, ['5'] = true,  ['6'] = true,  ['7'] = true,  ['8'] = true, ['9'] = true, ['+'] = true,
+        ['-'] = true, ['.'] = true,  ['e'] = true,  ['E'] = true,  ['t'] = true, ['r'] = true, ['u'] = true,
+        ['f'] = true, ['a'] = true,  ['l'] = true,  ['s'] = true,  ['n'] = true,
+};
+
+static bool json_is_space(unsigned char c) {
+        return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Length of the strict UTF-8 sequence (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF) at p, or 0 when it is invalid. */
+static size_t utf8_sequence_len(const unsigned char *p, size_t n) {
+        unsigned char lo = 0x80, hi = 0xBF;
+        size_t need;
+
+        if (p[0] >= 0xC2 && p[0] <= 0xDF)
+                need = 1;
+        else if (p[0] >= 0xE0 && p[0] <= 0xEF) {
+                need = 2;
+                if (p[0] == 0xE0)
+                        lo = 0xA0;
+                else if (p[0] == 0xED)
+                        hi = 0x9F;
+        } else if (p[0] >= 0xF0 && p[0] <= 0xF4) {
+                need = 3;
+                if (p[0] == 0xF0)
+                        lo = 0x90;
+                else if (p[0] == 0xF4)
+                        hi = 0x8F;
+        } else
+                return 0;
+
+        if (n <= need || p[1] < lo || p[1] > hi)
+                return 0;
+        for (size_t k = 2; k <= need; k++)
+                if ((p[k] & 0xC0) != 0x80)
+                        return 0;
+        return need + 1;
+}
+
+/* Scans the string whose opening quote is at s[*i]; leaves *i after the
+ * closing quote. */
+static const char *json_scan_string(const unsigned char *s, size_t len, size_t *i, bool *ret_has_nul) {
+        size_t p = *i + 1;
+
+        *ret_has_nul = false;
+        while (p < len) {
+                unsigned char c = s[p];
+                size_t n;
+
+                if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+                        p++;
+                        continue;
+                }
+                if (c == '"') {
+                        *i = p + 1;
+                        return NULL;
+                }
+                if (c == '\\') {
+                        if (len - p >= 6 && memcmp(s + p + 1, "u0000", 5) == 0)
+                                *ret_has_nul = true;
+                        /* Skip the escaped byte so \" does not end the string;
+                         * json-c checks the escape itself. */
+                        p += 2;
+                        continue;
+                }
+                if (c < 0x20)
+                        return "invalid JSON: control character in string";
+                n = utf8_sequence_len(s + p, len - p);
+                if (n == 0)
+                        return "invalid UTF-8";
+                p += n;
+        }
+        return "invalid JSON";
+}
+
+static const char *json_scan(const char *msg, size_t len, size_t *ret_n_members) {
+        const unsigned char *s = (const unsigned char *)msg;
+        bool closed = false, nul_string = false;
+        size_t depth = 0, n_members = 0;
+
+        for (size_t i = 0; i < len;) {
+                unsigned char c = s[i];
+                const char *reason;
+
+                if (closed && !json_is_space(c))
+                        return "trailing data after JSON object";
+                if (c == '"') {
+                        reason = json_scan_string(s, len, &i, &nul_string);
+                        if (reason)
+                                return reason;
+                        continue;
+                }
+                if (!json_outside_allowed[c])
+                        return c >= 0x80 && utf8_sequence_len(s + i, len - i) == 0 ? "invalid UTF-8"
+                                                                                   : "invalid JSON";
+                if (c == '{' || c == '[')
+                        depth++;
+                else if (c == '}' || c == ']') {
+                        if (depth == 0)
+                                return "invalid JSON";
+                        closed = --depth == 0;
+                } else if (c == ':') {
+                        if (nul_string)
+                                return "NUL in object key";
+                        n_members++;
+                }
+                if (!json_is_space(c))
+                        nul_string = false;
+                i++;
+        }
+        *ret_n_members = n_members;
+        return NULL;
+}
+
+/* Members of all objects in the tree; fewer than in the text means json-c
+ * merged duplicate keys (it keeps the last value). Depth is bounded by
+ * VARLINK_MAX_DEPTH, so recursion is safe. */
+static size_t json_count_members(struct json_object *o) {
+        size_t n = 0;
+
+        if (json_object_is_type(o, json_type_object)) {
+                json_object_object_foreach(o, key, value) {
+                        (void)key;
+                        n += 1 + json_count_members(value);
+                }
+        } else if (json_object_is_type(o, json_type_array)) {
+                size_t k = json_object_array_length(o);
+
+                for (size_t j = 0; j < k; j++)
+                        n += json_count_members(json_object_array_get_idx(o, j));
+        }
+        return n;
+}
+
+static const char *json_tokener_reason(enum json_tokener_error e) {
+        switch (e) {
+        case json_tokener_error_depth:
+                return "JSON nested too deeply";
+        case json_tokener_error_parse_utf8_string:
+                return "invalid UTF-8";
+        default:
+                return "invalid JSON";
+        }
+}
+
+/* Runs json-c over exactly msg[0..len); finishes a bare top-level scalar
+ * (e.g. "123") with the terminating NUL json-c expects, so that it is
+ * reported as a non-object rather than as truncated JSON. */
+static int json_tokenize(const char *msg, size_t len, struct json_object **ret, const char **ret_reason) {
+        struct json_tokener *tok;
+        struct json_object *o;
+        enum json_tokener_error e;
+        bool consumed;
+
+        tok = json_tokener_new_ex(VARLINK_MAX_DEPTH);
+        if (!tok)
+                return -ENOMEM;
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+
+        o = json_tokener_parse_ex(tok, msg, (int)len);
+        e = json_tokener_get_error(tok);
+        consumed = json_tokener_get_parse_end(tok) == len;
+        if (e == json_tokener_continue) {
+                o = json_tokener_parse_ex(tok, "", 1);
+                e = json_tokener_get_error(tok);
+        }
+        json_tokener_free(tok);
+
+        if (e != json_tokener_success) {
+                *ret_reason = json_tokener_reason(e);
+                return -EBADMSG;
+        }
+        if (!consumed) {
+                json_object_put(o);
+                *ret_reason = "trailing data after JSON object";
+                return -EBADMSG;
+        }
+        *ret = o;
+        return 0;
+}
+
+static int json_parse_object(const char *msg, size_t len, struct json_object **ret,
+                             const char **ret_reason) {
+        struct json_object *o = NULL;
+        size_t n_members = 0;
+        int r;
+
+        assert(msg || len == 0);
+
+        /* json-c takes an int length. */
+        if (len > INT_MAX) {
+                *ret_reason = "message too long";
+                return -EBADMSG;
+        }
+        *ret_reason = json_scan(msg, len, &n_members);
+        if (*ret_reason)
+                return -EBADMSG;
+
+        r = json_tokenize(msg, len, &o, ret_reason);
+        if (r < 0)
+                return r;
+        if (!json_object_is_type(o, json_type_object)) {
+                json_object_put(o);
+                *ret_reason = "message is not a JSON object";
+                return -EBADMSG;
+        }
+        if (json_count_members(o) != n_members) {
+                json_object_put(o);
+                *ret_reason = "duplicate key";
+                return -EBADMSG;
+        }
+        *ret = o;
+        return 0;
+}
+
+/* Names, per the grammar of https://varlink.org/Interface-Definition:
+ * interface [a-z]([-]*[a-z0-9])*([.][a-z0-9]([-]*[a-z0-9])*)+,
+ * member (method, error, type) [A-Z][A-Za-z0-9]*. */
+static bool interface_label_valid(const char *s, size_t n, bool first) {
+        if (n == 0 || s[n - 1] == '-')
+                return false;
+        if (first ? !(s[0] >= 'a' && s[0] <= 'z') : s[0] == '-')
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+                        return false;
+        return true;
+}
+
+static bool interface_name_valid(const char *s, size_t n) {
+        size_t labels = 0;
+
+        for (size_t start = 0;;) {
+                const char *dot = memchr(s + start, '.', n - start);
+                size_t end = dot ? (size_t)(dot - s) : n;
+
+                if (!interface_label_valid(s + start, end - start, labels == 0))
+                        return false;
+                labels++;
+                if (!dot)
+                        return labels >= 2;
+                start = end + 1;
+        }
+}
+
+static bool member_name_valid(const char *s, size_t n) {
+        if (n == 0 || !(s[0] >= 'A' && s[0] <= 'Z'))
+                return false;
+        for (size_t i = 1; i < n; i++)
+                if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
+                      (s[i] >= '0' && s[i] <= '9')))
+                        return false;
+        return true;
+}
+
+static bool qualified_name_split(const char *s, size_t n, size_t *ret_interface_len) {
+        const char *dot = NULL;
+
+        for (size_t i = n; i > 0; i--)
+                if (s[i - 1] == '.') {
+                        dot = s + i - 1;
+                        break;
+                }
+        if (!dot)
+                return false;
+        if (!interface_name_valid(s, (size_t)(dot - s)) ||
+            !member_name_valid(dot + 1, n - (size_t)(dot - s) - 1))
+                return false;
+        *ret_interface_len = (size_t)(dot - s);
+        return true;
+}
+
+int varlink_method_split(const char *method, size_t *ret_interface_len) {
+        size_t interface_len;
+
+        if (!method || !qualified_name_split(method, strlen(method), &interface_len))
+                return -EINVAL;
+        if (ret_interface_len)
+                *ret_interface_len = interface_len;
+        return 0;
+}
+
+/* Header keys of calls and replies, applied by type into the output struct. */
+typedef enum HeaderKind {
+        HEADER_NAME,   /* a string without NUL, stored as const char * */
+        HEADER_OBJECT, /* an object or null, stored as struct json_object * */
+        HEADER_FLAG,   /* a boolean, stored as bool */
+} HeaderKind;
+
+typedef struct HeaderKey {
+        const char *name;
+        HeaderKind kind;
+        size_t offset;
+        const char *reason;  /* when the value has the wrong type */
+        const char *invalid; /* when a name contains a NUL */
+} HeaderKey;
+
+static const HeaderKey call_keys[] = {
+        {"method", HEADER_NAME, offsetof(VarlinkCall, method), "method is not a string",
+         "invalid method name"},
+        {"parameters", HEADER_OBJECT, offsetof(VarlinkCall, parameters), "parameters is not an object"},
+        {"oneway", HEADER_FLAG, offsetof(VarlinkCall, oneway), "oneway is not a boolean"},
+        {"more", HEADER_FLAG, offsetof(VarlinkCall, more), "more is not a boolean"},
+        {"upgrade", HEADER_FLAG, offsetof(VarlinkCall, upgrade), "upgrade is not a boolean"},
+};
+
+static const HeaderKey reply_keys[] = {
+        {"error", HEADER_NAME, offsetof(VarlinkReply, error), "error is not a string", "invalid error name"},
+        {"parameters", HEADER_OBJECT, offsetof(VarlinkReply, parameters), "parameters is not an object"},
+        {"continues", HEADER_FLAG, offsetof(VarlinkReply, continues), "continues is not a boolean"},
+};
+
+static const char *header_apply(const HeaderKey *k, struct json_object *value, void *ret) {
+        char *field = (char *)ret + k->offset;
+
+        switch (k->kind) {
+        case HEADER_NAME: {
+                const char *s;
+
+                if (!json_object_is_type(value, json_type_string))
+                        return k->reason;
+                s = json_object_get_string(value);
+                /* A NUL inside would make the C string differ from the JSON one. */
+                if (memchr(s, '\0', (size_t)json_object_get_string_len(value)))
+                        return k->invalid;
+                memcpy(field, &s, sizeof(s));
+                return NULL;
+        }
+        case HEADER_OBJECT:
+                /* json-c represents null as a NULL object. */
+                if (value && !json_object_is_type(value, json_type_object))
+                        return k->reason;
+                memcpy(field, &value, sizeof(value));
+                return NULL;
+        case HEADER_FLAG: {
+                bool b;
+
+                if (!json_object_is_type(value, json_type_boolean))
+                        return k->reason;
+                b = json_object_get_boolean(value);
+                memcpy(field, &b, sizeof(b));
+                return NULL;
+        }
+        }
+        assert(!"unknown header kind");
+        return "unknown key";
+}
+
+static const char *header_parse(struct json_object *root, const HeaderKey *keys, size_t n_keys, void *ret) {
+        json_object_object_foreach(root, key, value) {
+                const HeaderKey *k = NULL;
+                const char *reason;
+
+                /* Vendor-prefixed keys ("org.example": ...) are extensions we ignore. */
+                if (strchr(key, '.'))
+                        continue;
+                for (size_t i = 0; i < n_keys && !k; i++)
+                        if (strcmp(key, keys[i].name) == 0)
+                                k = &keys[i];
+                if (!k)
+                        return "unknown key";
+                reason = header_apply(k, value, ret);
+                if (reason)
+                        return reason;
+        }
+        return NULL;
+}
+
+/* Absent and null parameters become an empty object owned by root. */
+static int parameters_ensure(struct json_object *root, struct json_object **parameters) {
+        struct json_object *o;
+
+        if (*parameters)
+                return 0;
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        if (json_object_object_add(root, "parameters", o) < 0) {
+                json_object_put(o);
+                return -ENOMEM;
+        }
+        *parameters = o;
+        return 0;
+}
+
+static const char *call_check(const VarlinkCall *call) {
+        size_t interface_len;
+
+        if (!call->method)
+                return "missing method";
+        if (!qualified_name_split(call->method, strlen(call->method), &interface_len))
+                return "invalid method name";
+        if (call->oneway + call->more + call->upgrade > 1)
+                return "more than one of oneway, more, upgrade";
+        return NULL;
+}
+
+int varlink_call_parse(const char *msg, size_t len, VarlinkCall *ret, const char **ret_reason) {
+        const char *reason = NULL;
+        VarlinkCall call = {};
+        int r;
+
+        assert(ret);
+
+        r = json_parse_object(msg, len, &call.root, &reason);
+        if (r >= 0) {
+                reason = header_parse(call.root, call_keys, sizeof(call_keys) / sizeof(call_keys[0]), &call);
+                if (!reason)
+                        reason = call_check(&call);
+                r = reason ? -EBADMSG : parameters_ensure(call.root, &call.parameters);
+        }
+        if (ret_reason)
+                *ret_reason = r == -EBADMSG ? reason : NULL;
+        if (r < 0) {
+                varlink_call_done(&call);
+                *ret = (VarlinkCall){};
+                return r;
+        }
+        *ret = call;
+        return 0;
+}
+
+void varlink_call_done(VarlinkCall *call) {
+        if (!call)
+                return;
+        json_object_put(call->root);
+        *call = (VarlinkCall){};
+}
+
+static const char *reply_check(const VarlinkReply *reply) {
+        size_t interface_len;
+
+        if (reply->error && !qualified_name_split(reply->error, strlen(reply->error), &interface_len))
+                return "invalid error name";
+        /* An error ends the call (varlink.org/Method-Call), so it cannot continue. */
+        if (reply->error && reply->continues)
+                return "error reply with continues";
+        return NULL;
+}
+
+int varlink_reply_parse(const char *msg, size_t len, VarlinkReply *ret, const char **ret_reason) {
+        const char *reason = NULL;
+        VarlinkReply reply = {};
+        int r;
+
+        assert(ret);
+
+        r = json_parse_object(msg, len, &reply.root, &reason);
+        if (r >= 0) {
+                reason = header_parse(reply.root, reply_keys, sizeof(reply_keys) / sizeof(reply_keys[0]),
+                                      &reply);
+                if (!reason)
+                        reason = reply_check(&reply);
+                r = reason ? -EBADMSG : parameters_ensure(reply.root, &reply.parameters);
+        }
+        if (ret_reason)
+                *ret_reason = r == -EBADMSG ? reason : NULL;
+        if (r < 0) {
+                varlink_reply_done(&reply);
+                *ret = (VarlinkReply){};
+                return r;
+        }
+        *ret = reply;
+        return 0;
+}
+
+void varlink_reply_done(VarlinkReply *reply) {
+        if (!reply)
+                return;
+        json_object_put(reply->root);
+        *reply = (VarlinkReply){};
+}
+
+/* Growth starts at 4 KiB: most replies fit, and the buffer is reused per
+ * connection. */
+#define BUFFER_MIN_BYTES 4096
+
+int varlink_buffer_reserve(VarlinkBuffer *b, size_t extra) {
+        size_t need, cap;
+        char *data;
+
+        assert(b);
+
+        /* No object can be larger than PTRDIFF_MAX; do not ask malloc. */
+        if (extra > (size_t)PTRDIFF_MAX - b->len)
+                return -ENOMEM;
+        need = b->len + extra;
+        if (need <= b->cap)
+                return 0;
+
+        cap = b->cap > BUFFER_MIN_BYTES ? b->cap : BUFFER_MIN_BYTES;
+        while (cap < need)
+                cap = cap > (size_t)PTRDIFF_MAX / 2 ? need : cap * 2;
+        data = realloc(b->data, cap);
+        if (!data)
+                return -ENOMEM;
+        b->data = data;
+        b->cap = cap;
+        return 0;
+}
+
+void varlink_buffer_consume(VarlinkBuffer *b, size_t n) {
+        assert(b);
+        assert(n <= b->len);
+
+        if (n < b->len)
+                memmove(b->data, b->data + n, b->len - n);
+        b->len -= n;
+}
+
+void varlink_buffer_clear(VarlinkBuffer *b) {
+        if (!b)
+                return;
+        free(b->data);
+        *b = (VarlinkBuffer){};
+}
+
+/* Appends after a reserve that guaranteed the room. */
+static void buffer_put(VarlinkBuffer *b, const char *s, size_t n) {
+        assert(b->cap - b->len >= n);
+        memcpy(b->data + b->len, s, n);
+        b->len += n;
+}
+
+#define BUFFER_PUT_LITERAL(b, s) buffer_put((b), (s), sizeof(s) - 1)
+
+/* JSON string escaping for names we write ourselves: quote, backslash and
+ * control characters; UTF-8 passes through. */
+static size_t json_quoted_len(const char *s) {
+        size_t n = 2;
+
+        for (; *s; s++) {
+                unsigned char c = (unsigned char)*s;
+
+                n += c == '"' || c == '\\' ? 2 : c < 0x20 ? 6 : 1;
+        }
+        return n;
+}
+
+static void buffer_put_quoted(VarlinkBuffer *b, const char *s) {
+        static const char hex[] = "0123456789abcdef";
+
+        BUFFER_PUT_LITERAL(b, "\"");
+        for (; *s; s++) {
+                unsigned char c = (unsigned char)*s;
+
+                if (c == '"' || c == '\\') {
+                        char esc[2] = {'\\', (char)c};
+                        buffer_put(b, esc, sizeof(esc));
+                } else if (c < 0x20) {
+                        char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 0xF]};
+                        buffer_put(b, esc, sizeof(esc));
+                } else
+                        buffer_put(b, (const char *)&c, 1);
+        }
+        BUFFER_PUT_LITERAL(b, "\"");
+}
+
+/* The serialized parameters, or "{}" for NULL. The text is owned by the
+ * object (json-c caches it there). */
+static const char *parameters_text(struct json_object *parameters, size_t *ret_len) {
+        const char *s;
+        size_t n;
+
+        if (!parameters) {
+                *ret_len = 2;
+                return "{}";
+        }
+        assert(json_object_is_type(parameters, json_type_object));
+        s = json_object_to_json_string_length(parameters, FORMAT_FLAGS, &n);
+        *ret_len = n;
+        return s;
+}
+
+/* Sums byte counts for a reserve, failing on overflow. */
+static bool size_add(size_t *total, size_t n) {
+        if (n > SIZE_MAX - *total)
+                return false;
+        *total += n;
+        return true;
+}
+
+#define STRLEN_LITERAL(s) (sizeof(s) - 1)
+
+int varlink_format_reply(VarlinkBuffer *b, struct json_object *parameters, bool continues) {
+        size_t params_len, total = STRLEN_LITERAL("{\"parameters\":") + STRLEN_LITERAL("}") + 1;
+        const char *params;
+
+        assert(b);
+
+        params = parameters_text(parameters, &params_len);
+        if (!params || !size_add(&total, params_len) ||
+            !size_add(&total, continues ? STRLEN_LITERAL(",\"continues\":true") : 0) ||
+            varlink_buffer_reserve(b, total) < 0)
+                return -ENOMEM;
+
+        BUFFER_PUT_LITERAL(b, "{\"parameters\":");
+        buffer_put(b, params, params_len);
+        if (continues)
+                BUFFER_PUT_LITERAL(b, ",\"continues\":true");
+        buffer_put(b, "}", 2); /* with the frame's NUL */
+        return 0;
+}
+
+int varlink_format_error(VarlinkBuffer *b, const char *error, struct json_object *parameters) {
+        size_t params_len, total = STRLEN_LITERAL("{\"error\":,\"parameters\":}") + 1;
+        const char *params;
+
+        assert(b);
+        assert(error);
+
+        params = parameters_text(parameters, &params_len);
+        if (!params || !size_add(&total, params_len) || !size_add(&total, json_quoted_len(error)) ||
+            varlink_buffer_reserve(b, total) < 0)
+                return -ENOMEM;
+
+        BUFFER_PUT_LITERAL(b, "{\"error\":");
+        buffer_put_quoted(b, error);
+        BUFFER_PUT_LITERAL(b, ",\"parameters\":");
+        buffer_put(b, params, params_len);
+        buffer_put(b, "}", 2);
+        return 0;
+}
+
+int varlink_format_invalid_parameter(VarlinkBuffer *b, const char *parameter) {
+        size_t total = STRLEN_LITERAL("{\"error\":\"" VARLINK_ERROR_INVALID_PARAMETER
+                                      "\",\"parameters\":{\"parameter\":}}") +
+                       1;
+
+        assert(b);
+        assert(parameter);
+
+        /* The name may come from the peer (an unknown key): it is escaped. */
+        if (!size_add(&total, json_quoted_len(parameter)) || varlink_buffer_reserve(b, total) < 0)
+                return -ENOMEM;
+
+        BUFFER_PUT_LITERAL(b, "{\"error\":\"" VARLINK_ERROR_INVALID_PARAMETER
+                              "\",\"parameters\":{\"parameter\":");
+        buffer_put_quoted(b, parameter);
+        buffer_put(b, "}}", 3);
+        return 0;
+}
+
+int varlink_format_call(VarlinkBuffer *b, const char *method, struct json_object *parameters, bool oneway,
+                        bool more) {
+        size_t params_len, total = STRLEN_LITERAL("{\"method\":,\"parameters\":}") + 1;
+        const char *params;
+
+        assert(b);
+        assert(method);
+        assert(!(oneway && more));
+
+        params = parameters_text(parameters, &params_len);
+        if (!params || !size_add(&total, params_len) || !size_add(&total, json_quoted_len(method)) ||
+            !size_add(&total, oneway ? STRLEN_LITERAL(",\"oneway\":true") : 0) ||
+            !size_add(&total, more ? STRLEN_LITERAL(",\"more\":true") : 0) ||
+            varlink_buffer_reserve(b, total) < 0)
+                return -ENOMEM;
+
+        BUFFER_PUT_LITERAL(b, "{\"method\":");
+        buffer_put_quoted(b, method);
+        BUFFER_PUT_LITERAL(b, ",\"parameters\":");
+        buffer_put(b, params, params_len);
+        if (oneway)
+                BUFFER_PUT_LITERAL(b, ",\"oneway\":true");
+        if (more)
+                BUFFER_PUT_LITERAL(b, ",\"more\":true");
+        buffer_put(b, "}", 2);
+        return 0;
+}
+
+/* Parameter validation. */
+
+static bool param_int_valid(struct json_object *v, uint64_t max, int64_t *ret) {
+        uint64_t limit = max == 0 || max > INT64_MAX ? INT64_MAX : max;
+        int64_t i;
+
+        /* Doubles (5.0, 1e3) are json_type_double and fail here. */
+        if (!json_object_is_type(v, json_type_int))
+                return false;
+        i = json_object_get_int64(v);
+        if (i < 0)
+                return false;
+        /* json-c 0.16 keeps values above INT64_MAX as uint64 and clamps
+         * get_int64 to INT64_MAX: the two getters disagree for those. */
+        if (json_object_get_uint64(v) != (uint64_t)i || (uint64_t)i > limit)
+                return false;
+        *ret = i;
+        return true;
+}
+
+static bool param_string_valid(struct json_object *v, uint64_t max, const char **ret) {
+        const char *s;
+        size_t n;
+
+        if (!json_object_is_type(v, json_type_string))
+                return false;
+        s = json_object_get_string(v);
+        n = (size_t)json_object_get_string_len(v);
+        if (memchr(s, '\0', n) || (max != 0 && n > max))
+                return false;
+        *ret = s;
+        return true;
+}
+
+static bool param_valid(const VarlinkField *f, struct json_object *v, VarlinkValue *ret) {
+        switch (f->type) {
+        case VARLINK_FIELD_INT:
+                return param_int_valid(v, f->max, &ret->i);
+        case VARLINK_FIELD_STRING:
+                return param_string_valid(v, f->max, &ret->s);
+        case VARLINK_FIELD_BOOL:
+                if (!json_object_is_type(v, json_type_boolean))
+                        return false;
+                ret->b = json_object_get_boolean(v);
+                return true;
+        }
+        assert(!"unknown field type");
+        return false;
+}
+
+static bool field_known(const VarlinkField *fields, size_t n_fields, const char *name) {
+        for (size_t i = 0; i < n_fields; i++)
+                if (strcmp(fields[i].name, name) == 0)
+                        return true;
+        return false;
+}
+
+int varlink_params_parse(struct json_object *parameters, const VarlinkField *fields, size_t n_fields,
+                         VarlinkValue *ret_values, const char **ret_bad_parameter) {
+        assert(fields || n_fields == 0);
+        assert(ret_values || n_fields == 0);
+        assert(!parameters || json_object_is_type(parameters, json_type_object));
+
+        if (ret_bad_parameter)
+                *ret_bad_parameter = NULL;
+
+        if (parameters) {
+                json_object_object_foreach(parameters, key, value) {
+                        (void)value;
+                        if (!field_known(fields, n_fields, key)) {
+                                if (ret_bad_parameter)
+                                        *ret_bad_parameter = key;
+                                return -EINVAL;
+                        }
+                }
+        }
+
+        for (size_t i = 0; i < n_fields; i++) {
+                struct json_object *v = NULL;
+                bool ok;
+
+                ret_values[i] = (VarlinkValue){};
+                if (parameters)
+                        json_object_object_get_ex(parameters, fields[i].name, &v);
+                /* json-c represents null as NULL: null counts as absent. */
+                ok = v ? param_valid(&fields[i], v, &ret_values[i]) : fields[i].optional;
+                if (!ok) {
+                        if (ret_bad_parameter)
+                                *ret_bad_parameter = fields[i].name;
+                        return -EINVAL;
+                }
+                ret_values[i].present = v != NULL;
+        }
+        return 0;
+}

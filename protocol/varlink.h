@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The Varlink codec: framing, parsing and formatting of Varlink messages
+ * (one JSON object followed by one NUL byte, https://varlink.org/Method-Call).
+ * Pure: takes bytes and json-c objects, returns values; no I/O, no clock, no
+ * event loop. Used by the daemon (calls in, replies out) and by
+ * libtokenbudget (calls out, replies in). It does not know any interface but
+ * org.varlink.service's error names.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct json_object;
+
+/* Standard errors of org.varlink.service. */
+#define VARLINK_ERROR_INTERFACE_NOT_FOUND "org.varlink.service.InterfaceNotFound"
+#define VARLINK_ERROR_METHOD_NOT_FOUND "org.varlink.service.MethodNotFound"
+#define VARLINK_ERROR_METHOD_NOT_IMPLEMENTED "org.varlink.service.MethodNotImplemented"
+#define VARLINK_ERROR_INVALID_PARAMETER "org.varlink.service.InvalidParameter"
+#define VARLINK_ERROR_PERMISSION_DENIED "org.varlink.service.PermissionDenied"
+#define VARLINK_ERROR_EXPECTED_MORE "org.varlink.service.ExpectedMore"
+
+/* JSON nesting deeper than this is a protocol violation (json-c's default is 32). */
+#define VARLINK_MAX_DEPTH 32
+
+/*
+ * Finds the end of the next frame in buf[0..len). Returns 1 and sets
+ * *ret_frame_len to the length of the message without its NUL when a whole
+ * frame is there; 0 when more bytes are needed; -EMSGSIZE when no NUL is found
+ * within max_message_bytes (the message is too long: close the peer). A frame
+ * of exactly max_message_bytes bytes plus its NUL is accepted.
+ */
+int varlink_frame_next(const char *buf, size_t len, size_t max_message_bytes, size_t *ret_frame_len);
+
+typedef struct VarlinkCall {
+        struct json_object *root;       /* owns everything below; put with varlink_call_done() */
+        const char *method;             /* fully qualified, e.g. "io.tokenbudget.agent.Request" */
+        struct json_object *parameters; /* always an object: absent and null become an empty object */
+        bool oneway;
+        bool more;
+        bool upgrade;
+} VarlinkCall;
+
+/*
+ * Parses one call message (msg[0..len), without the NUL). Strict JSON, UTF-8
+ * validated, the whole message must be consumed. Returns 0 or -EBADMSG with a
+ * static reason in *ret_reason for: invalid JSON, trailing bytes, a non-object,
+ * a missing or non-string method, a method name that is not a valid
+ * fully-qualified Varlink method name, unknown unprefixed keys (keys containing
+ * a '.' are vendor headers and ignored), non-boolean flags, more than one of
+ * oneway/more/upgrade, parameters that is neither an object nor null. An
+ * embedded NUL byte in msg is invalid JSON.
+ */
+int varlink_call_parse(const char *msg, size_t len, VarlinkCall *ret, const char **ret_reason);
+void varlink_call_done(VarlinkCall *call);
+
+/* Splits "a.b.c.Method" into interface length (up to the last dot). Returns 0 or -EINVAL. */
+int varlink_method_split(const char *method, size_t *ret_interface_len);
+
+typedef struct VarlinkReply {
+        struct json_object *root;       /* owns everything below; put with varlink_reply_done() */
+        const char *error;              /* NULL for a successful reply */
+        struct json_object *parameters; /* always an object */
+        bool continues;
+} VarlinkReply;
+
+/* Parses one reply message (client side), same strictness as varlink_call_parse(). */
+int varlink_reply_parse(const char *msg, size_t len, VarlinkReply *ret, const char **ret_reason);
+void varlink_reply_done(VarlinkReply *reply);
+
+/*
+ * Formatting. Each appends one whole message including its trailing NUL to a
+ * growable byte buffer and returns 0 or -ENOMEM. parameters may be NULL (an
+ * empty object is written).
+ */
+typedef struct VarlinkBuffer {
+        char *data;
+        size_t len;
+        size_t cap;
+} VarlinkBuffer;
+
+int varlink_buffer_reserve(VarlinkBuffer *b, size_t extra);
+void varlink_buffer_consume(VarlinkBuffer *b, size_t n); /* drops n bytes from the front */
+void varlink_buffer_clear(VarlinkBuffer *b);             /* frees the memory */
+
+int varlink_format_reply(VarlinkBuffer *b, struct json_object *parameters, bool continues);
+int varlink_format_error(VarlinkBuffer *b, const char *error, struct json_object *parameters);
+/* Convenience: {"error":"org.varlink.service.InvalidParameter","parameters":{"parameter":NAME}} */
+int varlink_format_invalid_parameter(VarlinkBuffer *b, const char *parameter);
+int varlink_format_call(VarlinkBuffer *b, const char *method, struct json_object *parameters, bool oneway, bool more);
+
+/*
+ * Parameter validation against a table. Every key of parameters must be in the
+ * table, every non-optional field present; int fields must be JSON integers
+ * (not doubles) within [0, max] (max 0 means INT64_MAX); string fields must be
+ * strings of at most max bytes (max 0 means no limit) and contain no NUL; bool
+ * fields booleans; null counts as absent for optional fields. Returns 0 and
+ * fills the values, or -EINVAL with *ret_bad_parameter naming the field
+ * (a pointer into the table or into parameters, valid while both live).
+ */
+typedef enum VarlinkFieldType {
+        VARLINK_FIELD_INT,
+        VARLINK_FIELD_STRING,
+        VARLINK_FIELD_BOOL,
+} VarlinkFieldType;
+
+typedef struct VarlinkField {
+        const char *name;
+        VarlinkFieldType type;
+        bool optional;
+        uint64_t max;
+} VarlinkField;
+
+typedef struct VarlinkValue {
+        bool present;
+        int64_t i;       /* VARLINK_FIELD_INT */
+        const char *s;   /* VARLINK_FIELD_STRING, borrowed from parameters */
+        bool b;          /* VARLINK_FIELD_BOOL */
+} VarlinkValue;
+
+int varlink_params_parse(struct json_object *parameters, const VarlinkField *fields, size_t n_fields,
+                         VarlinkValue *ret_values, const char **ret_bad_parameter);
+
+/*
+ * The interface descriptions in protocol/ *.varlink, embedded at build time.
+ * varlink_interface_description() returns the text for an interface name or
+ * NULL; varlink_interfaces[] lists the names, NULL-terminated.
+ */
+extern const char *const varlink_interfaces[];
+const char *varlink_interface_description(const char *interface);
