@@ -1,0 +1,712 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * budgetctl: the admin command line of tokenbudgetd. A table of verbs, each a
+ * function that makes one call on the admin interface (io.tokenbudget.admin)
+ * through libtokenbudget and prints the reply as a table, or as pretty JSON
+ * with --json. It validates the shape of every reply it prints from and never
+ * trusts the daemon's strings on a terminal (control characters are replaced).
+ * It does not change the daemon's state and keeps no state of its own.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h> /* isfinite(), a macro: no libm needed */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#ifndef TB_VERSION
+#include "tb-config.h"
+#endif
+#include "tokenbudget.h"
+
+/* Exit codes, documented in --help and budgetctl(1). */
+enum {
+        EXIT_OK = 0,
+        EXIT_FAILED = 1,      /* the daemon answered with an error, or something else failed */
+        EXIT_USAGE = 2,       /* unknown command or option, bad value */
+        EXIT_UNREACHABLE = 3, /* could not connect to the daemon */
+};
+
+#define USEC_PER_SEC UINT64_C(1000000)
+/* Far beyond any sensible wait, and small enough that milliseconds fit an int. */
+#define TIMEOUT_MAX_SEC 86400.0
+
+typedef struct Options {
+        const char *socket; /* NULL: the library's default search */
+        bool json;
+        bool legend;
+        int timeout_ms;
+        double timeout_sec; /* as given, for messages */
+} Options;
+
+/* ---- small helpers ---- */
+
+/* "1234" -> "1.2k": SI units, at most one decimal, rounded down (never overstates usage). */
+static const char *format_tokens(char buf[static 32], uint64_t v) {
+        static const char units[] = "kMGTPE";
+        uint64_t scale = 1000;
+        size_t u = 0;
+
+        if (v < 1000) {
+                snprintf(buf, 32, "%" PRIu64, v);
+                return buf;
+        }
+        while (u + 1 < sizeof(units) - 1 && v / scale >= 1000) {
+                scale *= 1000;
+                u++;
+        }
+        uint64_t tenths = v / (scale / 10);
+        if (tenths < 1000 && tenths % 10 != 0)
+                snprintf(buf, 32, "%" PRIu64 ".%" PRIu64 "%c", tenths / 10, tenths % 10, units[u]);
+        else
+                snprintf(buf, 32, "%" PRIu64 "%c", tenths / 10, units[u]);
+        return buf;
+}
+
+/* "42s", "5min 12s", "2h 5min", "3d 4h": the two largest units. */
+static const char *format_duration(char buf[static 32], uint64_t usec) {
+        uint64_t s = usec / USEC_PER_SEC;
+
+        if (s < 60)
+                snprintf(buf, 32, "%" PRIu64 "s", s);
+        else if (s < 3600)
+                snprintf(buf, 32, "%" PRIu64 "min %" PRIu64 "s", s / 60, s % 60);
+        else if (s < 86400)
+                snprintf(buf, 32, "%" PRIu64 "h %" PRIu64 "min", s / 3600, s % 3600 / 60);
+        else
+                snprintf(buf, 32, "%" PRIu64 "d %" PRIu64 "h", s / 86400, s % 86400 / 3600);
+        return buf;
+}
+
+/* "used/limit", with "-" for an unlimited limit. */
+static const char *format_ratio(char buf[static 64], uint64_t used, bool has_limit, uint64_t limit) {
+        char a[32], b[32];
+
+        snprintf(buf, 64, "%s/%s", format_tokens(a, used), has_limit ? format_tokens(b, limit) : "-");
+        return buf;
+}
+
+/* ---- tables ---- */
+
+typedef struct Table {
+        size_t n_columns;
+        const bool *right; /* per column: right-aligned (numbers) */
+        char **cells;      /* row-major; the first row is the header */
+        size_t n_cells;
+} Table;
+
+static Table *table_free(Table *t) {
+        if (!t)
+                return NULL;
+        for (size_t i = 0; i < t->n_cells; i++)
+                free(t->cells[i]);
+        free(t->cells);
+        free(t);
+        return NULL;
+}
+
+/* Adds one cell; the daemon's strings may hold anything, so control characters become '?'. */
+static int table_add(Table *t, const char *text) {
+        char **cells;
+        char *copy;
+
+        copy = strdup(text);
+        if (!copy)
+                return -ENOMEM;
+        for (char *p = copy; *p; p++)
+                if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                        *p = '?';
+        cells = realloc(t->cells, (t->n_cells + 1) * sizeof(*cells));
+        if (!cells) {
+                free(copy);
+                return -ENOMEM;
+        }
+        t->cells = cells;
+        t->cells[t->n_cells++] = copy;
+        return 0;
+}
+
+/* Display width: counts UTF-8 code points, good enough for names and numbers. */
+static size_t text_width(const char *s) {
+        size_t w = 0;
+
+        for (; *s; s++)
+                if (((unsigned char)*s & 0xc0) != 0x80)
+                        w++;
+        return w;
+}
+
+static void table_print(const Table *t, bool legend) {
+        size_t widths[16] = {0};
+
+        if (t->n_columns == 0 || t->n_columns > 16)
+                return;
+        for (size_t i = legend ? 0 : t->n_columns; i < t->n_cells; i++) {
+                size_t w = text_width(t->cells[i]);
+
+                if (w > widths[i % t->n_columns])
+                        widths[i % t->n_columns] = w;
+        }
+        for (size_t i = legend ? 0 : t->n_columns; i < t->n_cells; i++) {
+                size_t col = i % t->n_columns, pad = widths[col] - text_width(t->cells[i]);
+                bool last = col + 1 == t->n_columns;
+
+                if (t->right[col])
+                        printf("%*s%s", (int)pad, "", t->cells[i]);
+                else
+                        printf("%s%*s", t->cells[i], last ? 0 : (int)pad, "");
+                fputs(last ? "\n" : "  ", stdout);
+        }
+}
+
+/* ---- reply shape ---- */
+
+static int malformed(const char *what, const char *ctx, const char *key) {
+        fprintf(stderr, "budgetctl: malformed reply from tokenbudgetd: %s%s %s\n", ctx, key, what);
+        return -EBADMSG;
+}
+
+/* A non-negative integer field; with ret_present, absent or null is allowed. */
+static int get_uint(json_object *o, const char *ctx, const char *key, uint64_t *ret, bool *ret_present) {
+        json_object *v = json_object_object_get(o, key);
+
+        if (ret_present) {
+                *ret_present = v != NULL;
+                if (!v)
+                        return 0;
+        }
+        if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
+                return malformed("is missing or not a non-negative integer", ctx, key);
+        *ret = (uint64_t)json_object_get_int64(v);
+        return 0;
+}
+
+/* A string field; with optional, absent or null reads as "-". */
+static int get_string(json_object *o, const char *ctx, const char *key, bool optional, const char **ret) {
+        json_object *v = json_object_object_get(o, key);
+
+        if (!v && optional) {
+                *ret = "-";
+                return 0;
+        }
+        if (!json_object_is_type(v, json_type_string))
+                return malformed("is missing or not a string", ctx, key);
+        *ret = json_object_get_string(v);
+        return 0;
+}
+
+static int get_array(json_object *o, const char *ctx, const char *key, json_object **ret) {
+        json_object *v = json_object_object_get(o, key);
+
+        if (!json_object_is_type(v, json_type_array))
+                return malformed("is missing or not an array", ctx, key);
+        *ret = v;
+        return 0;
+}
+
+static int get_object_at(json_object *array, size_t i, const char *ctx, json_object **ret) {
+        json_object *v = json_object_array_get_idx(array, i);
+        char key[32];
+
+        if (!json_object_is_type(v, json_type_object)) {
+                snprintf(key, sizeof(key), "[%zu]", i);
+                return malformed("is not an object", ctx, key);
+        }
+        *ret = v;
+        return 0;
+}
+
+/* ---- status ---- */
+
+typedef struct Span {
+        const char *name;
+        uint64_t usec;
+} Span;
+
+typedef struct Spans {
+        Span items[8]; /* the daemon has minute, hour and day */
+        size_t n;
+} Spans;
+
+static int spans_add(Spans *spans, const char *name, uint64_t usec) {
+        size_t i;
+
+        for (i = 0; i < spans->n; i++)
+                if (strcmp(spans->items[i].name, name) == 0)
+                        return 0;
+        if (spans->n == sizeof(spans->items) / sizeof(spans->items[0]))
+                return malformed("has more distinct spans than budgetctl can show", "", "windows");
+        /* Keep them sorted by length: minute, hour, day. */
+        for (i = spans->n; i > 0 && spans->items[i - 1].usec > usec; i--)
+                spans->items[i] = spans->items[i - 1];
+        spans->items[i] = (Span){name, usec};
+        spans->n++;
+        return 0;
+}
+
+/* Validates every window of every scope and collects the distinct spans. */
+static int status_collect_spans(json_object *scopes, Spans *spans) {
+        for (size_t i = 0; i < json_object_array_length(scopes); i++) {
+                json_object *scope, *windows, *w;
+                char ctx[64];
+                int r;
+
+                snprintf(ctx, sizeof(ctx), "scopes[%zu].", i);
+                if (get_object_at(scopes, i, "scopes", &scope) < 0 ||
+                    get_array(scope, ctx, "windows", &windows) < 0)
+                        return -EBADMSG;
+                for (size_t j = 0; j < json_object_array_length(windows); j++) {
+                        const char *span;
+                        uint64_t span_usec, v;
+                        bool present;
+
+                        snprintf(ctx, sizeof(ctx), "scopes[%zu].windows", i);
+                        if (get_object_at(windows, j, ctx, &w) < 0)
+                                return -EBADMSG;
+                        snprintf(ctx, sizeof(ctx), "scopes[%zu].windows[%zu].", i, j);
+                        if (get_string(w, ctx, "span", false, &span) < 0 ||
+                            get_uint(w, ctx, "spanUsec", &span_usec, NULL) < 0 ||
+                            get_uint(w, ctx, "used", &v, NULL) < 0 ||
+                            get_uint(w, ctx, "limit", &v, &present) < 0)
+                                return -EBADMSG;
+                        r = spans_add(spans, span, span_usec);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+static int status_header(json_object *reply, const Options *o) {
+        uint64_t uptime_usec, connections, allocations, reserved;
+        const char *version;
+        char a[32], b[32];
+
+        if (get_string(reply, "", "version", false, &version) < 0 ||
+            get_uint(reply, "", "uptimeUsec", &uptime_usec, NULL) < 0 ||
+            get_uint(reply, "", "connections", &connections, NULL) < 0 ||
+            get_uint(reply, "", "allocations", &allocations, NULL) < 0 ||
+            get_uint(reply, "", "reserved", &reserved, NULL) < 0)
+                return -EBADMSG;
+        if (!o->legend)
+                return 0;
+        printf("tokenbudgetd %s, up %s\n", version, format_duration(a, uptime_usec));
+        printf("Connections: %" PRIu64 "  Allocations in flight: %" PRIu64 "  Reserved: %s tokens\n\n",
+               connections, allocations, format_tokens(b, reserved));
+        return 0;
+}
+
+/* The cell of one span for one scope: "used/limit", or "-" when the scope has no such window. */
+static int status_window_cell(json_object *windows, const char *span, char buf[static 64]) {
+        for (size_t j = 0; j < json_object_array_length(windows); j++) {
+                json_object *w = json_object_array_get_idx(windows, j);
+                uint64_t used, limit = 0;
+                bool has_limit;
+
+                if (strcmp(json_object_get_string(json_object_object_get(w, "span")), span) != 0)
+                        continue;
+                /* Already validated by status_collect_spans(). */
+                get_uint(w, "", "used", &used, NULL);
+                get_uint(w, "", "limit", &limit, &has_limit);
+                format_ratio(buf, used, has_limit, limit);
+                return 0;
+        }
+        strcpy(buf, "-");
+        return 0;
+}
+
+static int status_row(Table *t, json_object *scope, size_t i, const Spans *spans) {
+        uint64_t reserved, in_flight_limit = 0, allocations, committed;
+        json_object *windows = json_object_object_get(scope, "windows");
+        const char *name;
+        bool has_limit;
+        char ctx[32], cell[64];
+        int r;
+
+        snprintf(ctx, sizeof(ctx), "scopes[%zu].", i);
+        if (get_string(scope, ctx, "name", false, &name) < 0 ||
+            get_uint(scope, ctx, "reserved", &reserved, NULL) < 0 ||
+            get_uint(scope, ctx, "committed", &committed, NULL) < 0 ||
+            get_uint(scope, ctx, "allocations", &allocations, NULL) < 0 ||
+            get_uint(scope, ctx, "inFlightLimit", &in_flight_limit, &has_limit) < 0)
+                return -EBADMSG;
+        r = table_add(t, name);
+        for (size_t s = 0; r >= 0 && s < spans->n; s++) {
+                status_window_cell(windows, spans->items[s].name, cell);
+                r = table_add(t, cell);
+        }
+        if (r >= 0)
+                r = table_add(t, format_ratio(cell, reserved, has_limit, in_flight_limit));
+        if (r >= 0) {
+                snprintf(cell, sizeof(cell), "%" PRIu64, allocations);
+                r = table_add(t, cell);
+        }
+        return r;
+}
+
+static int status_print(json_object *reply, const Options *o) {
+        bool right[16] = {false};
+        json_object *scopes;
+        Spans spans = {};
+        Table *t;
+        int r;
+
+        if (status_header(reply, o) < 0 || get_array(reply, "", "scopes", &scopes) < 0 ||
+            status_collect_spans(scopes, &spans) < 0)
+                return -EBADMSG;
+
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->n_columns = spans.n + 3;
+        for (size_t c = 1; c < t->n_columns; c++)
+                right[c] = true;
+        t->right = right;
+        r = table_add(t, "NAME");
+        for (size_t s = 0; r >= 0 && s < spans.n; s++) {
+                char header[32];
+
+                snprintf(header, sizeof(header), "%s", spans.items[s].name);
+                for (char *p = header; *p; p++)
+                        *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
+                r = table_add(t, header);
+        }
+        if (r >= 0)
+                r = table_add(t, "IN-FLIGHT");
+        if (r >= 0)
+                r = table_add(t, "ALLOCS");
+        for (size_t i = 0; r >= 0 && i < json_object_array_length(scopes); i++)
+                r = status_row(t, json_object_array_get_idx(scopes, i), i, &spans);
+        if (r >= 0)
+                table_print(t, o->legend);
+        table_free(t);
+        return r;
+}
+
+/* ---- list ---- */
+
+static int list_row(Table *t, json_object *a, size_t i) {
+        uint64_t pid, uid, granted, used, age_usec;
+        const char *id, *command, *agent, *state;
+        char ctx[32], num[2][24], g[32], u[32], age[32];
+        int r = 0;
+
+        snprintf(ctx, sizeof(ctx), "allocations[%zu].", i);
+        if (get_string(a, ctx, "id", false, &id) < 0 || get_uint(a, ctx, "pid", &pid, NULL) < 0 ||
+            get_uint(a, ctx, "uid", &uid, NULL) < 0 || get_string(a, ctx, "command", false, &command) < 0 ||
+            get_string(a, ctx, "agent", true, &agent) < 0 ||
+            get_uint(a, ctx, "granted", &granted, NULL) < 0 || get_uint(a, ctx, "used", &used, NULL) < 0 ||
+            get_string(a, ctx, "state", false, &state) < 0 ||
+            get_uint(a, ctx, "ageUsec", &age_usec, NULL) < 0)
+                return -EBADMSG;
+        snprintf(num[0], sizeof(num[0]), "%" PRIu64, pid);
+        snprintf(num[1], sizeof(num[1]), "%" PRIu64, uid);
+        const char *cells[] = {
+                id,
+                num[0],
+                num[1],
+                command,
+                agent,
+                format_tokens(g, granted),
+                format_tokens(u, used),
+                state,
+                format_duration(age, age_usec),
+        };
+        for (size_t c = 0; r >= 0 && c < sizeof(cells) / sizeof(cells[0]); c++)
+                r = table_add(t, cells[c]);
+        return r;
+}
+
+static int list_print(json_object *reply, const Options *o) {
+        static const char *const headers[] = {"ID",      "PID",  "UID",   "COMMAND", "AGENT",
+                                              "GRANTED", "USED", "STATE", "AGE"};
+        static const bool right[] = {false, true, true, false, false, true, true, false, true};
+        json_object *allocations;
+        size_t n;
+        Table *t;
+        int r = 0;
+
+        if (get_array(reply, "", "allocations", &allocations) < 0)
+                return -EBADMSG;
+        n = json_object_array_length(allocations);
+        for (size_t i = 0; i < n; i++) {
+                json_object *a;
+
+                if (get_object_at(allocations, i, "allocations", &a) < 0)
+                        return -EBADMSG;
+        }
+        if (n == 0) {
+                if (o->legend)
+                        puts("No open allocations.");
+                return 0;
+        }
+
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->n_columns = sizeof(headers) / sizeof(headers[0]);
+        t->right = right;
+        for (size_t c = 0; r >= 0 && c < t->n_columns; c++)
+                r = table_add(t, headers[c]);
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = list_row(t, json_object_array_get_idx(allocations, i), i);
+        if (r >= 0)
+                table_print(t, o->legend);
+        table_free(t);
+        return r;
+}
+
+/* ---- talking to the daemon ---- */
+
+/* Prints where budgetctl looked, in the library's order (tokenbudget.h). */
+static void print_addresses_tried(const Options *o) {
+        const char *env = getenv(TB_SOCKET_ENV), *runtime = getenv("XDG_RUNTIME_DIR");
+
+        if (o->socket) {
+                fputs(o->socket, stderr);
+                return;
+        }
+        if (env && *env)
+                fprintf(stderr, "%s or ", env);
+        fputs(TB_SYSTEM_SOCKET, stderr);
+        if (runtime && runtime[0] == '/')
+                fprintf(stderr, " or %s/tokenbudget/io.tokenbudget", runtime);
+}
+
+static int connect_failed(const Options *o, int r, const char *error) {
+        switch (r) {
+        case -ENOENT:
+        case -ENOTDIR:
+        case -ECONNREFUSED:
+                fputs("budgetctl: tokenbudgetd is not running at ", stderr);
+                print_addresses_tried(o);
+                fprintf(stderr, " (start it with 'systemctl start tokenbudgetd.socket' or pass --socket)\n");
+                break;
+        case -EACCES:
+        case -EPERM:
+                fprintf(stderr, "budgetctl: permission denied: %s\n", error ? error : strerror(-r));
+                break;
+        default:
+                fprintf(stderr, "budgetctl: %s\n", error ? error : strerror(-r));
+        }
+        return EXIT_UNREACHABLE;
+}
+
+static int call_failed(const Options *o, tb_client *c, int r) {
+        switch (r) {
+        case -EACCES:
+                fprintf(stderr, "budgetctl: permission denied: the admin interface needs root or the "
+                                "daemon's user\n");
+                break;
+        case -ETIMEDOUT:
+                fprintf(stderr,
+                        "budgetctl: tokenbudgetd did not answer within %g s (pass --timeout to wait "
+                        "longer)\n",
+                        o->timeout_sec);
+                break;
+        case -ECONNRESET:
+                fprintf(stderr, "budgetctl: tokenbudgetd closed the connection (see 'journalctl -u "
+                                "tokenbudgetd')\n");
+                break;
+        case -EOPNOTSUPP:
+                fprintf(stderr, "budgetctl: %s (is tokenbudgetd older than budgetctl?)\n",
+                        tb_client_error(c));
+                break;
+        default:
+                fprintf(stderr, "budgetctl: %s\n", tb_client_error(c));
+        }
+        return EXIT_FAILED;
+}
+
+/* Calls an admin method; on success *ret is the reply's parameters. Returns an exit code. */
+static int admin_call(const Options *o, const char *method, json_object **ret) {
+        tb_client *c = NULL;
+        char *error = NULL, *text = NULL;
+        int r, exit_code = EXIT_OK;
+
+        r = tb_client_open(o->socket, &c, &error);
+        if (r < 0) {
+                exit_code = connect_failed(o, r, error);
+                free(error);
+                return exit_code;
+        }
+        tb_client_set_timeout(c, o->timeout_ms);
+        r = tb_call(c, method, NULL, &text);
+        if (r < 0)
+                exit_code = call_failed(o, c, r);
+        else {
+                *ret = json_tokener_parse(text);
+                if (!json_object_is_type(*ret, json_type_object)) {
+                        fprintf(stderr, "budgetctl: malformed reply from tokenbudgetd to %s\n", method);
+                        json_object_put(*ret);
+                        *ret = NULL;
+                        exit_code = EXIT_FAILED;
+                }
+        }
+        free(text);
+        tb_client_close(c);
+        return exit_code;
+}
+
+/* ---- verbs ---- */
+
+typedef struct Verb {
+        const char *name;
+        const char *method;
+        int (*print)(json_object *reply, const Options *o);
+        const char *help;
+} Verb;
+
+static const Verb verbs[] = {
+        {"status", "io.tokenbudget.admin.Status", status_print,
+         "Show the daemon, its budgets and their usage"},
+        {"list", "io.tokenbudget.admin.List", list_print, "List the open allocations, oldest first"},
+};
+
+static int verb_run(const Verb *v, const Options *o) {
+        json_object *reply = NULL;
+        int exit_code, r;
+
+        exit_code = admin_call(o, v->method, &reply);
+        if (exit_code != EXIT_OK)
+                return exit_code;
+        if (o->json) {
+                puts(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PRETTY |
+                                                                   JSON_C_TO_STRING_SPACED |
+                                                                   JSON_C_TO_STRING_NOSLASHESCAPE));
+                r = 0;
+        } else
+                r = v->print(reply, o);
+        json_object_put(reply);
+        if (r == -ENOMEM)
+                fprintf(stderr, "budgetctl: out of memory\n");
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+                fprintf(stderr, "budgetctl: cannot write the output: %s\n", strerror(errno));
+                return EXIT_FAILED;
+        }
+        return r < 0 ? EXIT_FAILED : EXIT_OK;
+}
+
+static void help(void) {
+        printf("Usage: budgetctl [OPTIONS] COMMAND\n\n"
+               "Query tokenbudgetd, the LLM token budget daemon.\n\n"
+               "Commands:\n");
+        for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+                printf("  %-8s %s\n", verbs[i].name, verbs[i].help);
+        printf("\nOptions:\n"
+               "  -s, --socket=ADDRESS   Connect to ADDRESS (a socket path, unix:PATH or @abstract)\n"
+               "                         instead of $" TB_SOCKET_ENV ", " TB_SYSTEM_SOCKET "\n"
+               "                         and $XDG_RUNTIME_DIR/tokenbudget/io.tokenbudget\n"
+               "  -j, --json             Print the daemon's reply as JSON, with exact numbers\n"
+               "  -t, --timeout=SECONDS  Wait at most SECONDS for the daemon (default 5, 0: forever)\n"
+               "      --no-legend        Print only the rows: no summary, headers or notes\n"
+               "  -h, --help             Show this help\n"
+               "      --version          Show the version\n\n"
+               "Exit status:\n"
+               "  0  success\n"
+               "  1  the daemon answered with an error, or another failure\n"
+               "  2  usage error (unknown command or option, bad value)\n"
+               "  3  the daemon is not reachable\n\n"
+               "See budgetctl(1).\n");
+}
+
+static int parse_timeout(const char *s, Options *o) {
+        char *end = NULL;
+        double v;
+
+        errno = 0;
+        v = strtod(s, &end);
+        if (errno != 0 || end == s || *end != '\0' || !isfinite(v) || v < 0 || v > TIMEOUT_MAX_SEC) {
+                fprintf(stderr, "budgetctl: invalid --timeout '%s': expected seconds between 0 and %g\n", s,
+                        TIMEOUT_MAX_SEC);
+                return -EINVAL;
+        }
+        o->timeout_sec = v;
+        /* Round up, so a tiny positive timeout does not become 0 (forever). */
+        o->timeout_ms = (int)(v * 1000.0);
+        if (o->timeout_ms < v * 1000.0)
+                o->timeout_ms++;
+        return 0;
+}
+
+enum {
+        ARG_NO_LEGEND = 0x100,
+        ARG_VERSION,
+};
+
+/* Returns -1 to go on with a command, else an exit code. */
+static int parse_options(int argc, char **argv, Options *o) {
+        static const struct option options[] = {
+                {"socket", required_argument, NULL, 's'},
+                {"json", no_argument, NULL, 'j'},
+                {"timeout", required_argument, NULL, 't'},
+                {"no-legend", no_argument, NULL, ARG_NO_LEGEND},
+                {"help", no_argument, NULL, 'h'},
+                {"version", no_argument, NULL, ARG_VERSION},
+                {},
+        };
+        int ch;
+
+        while ((ch = getopt_long(argc, argv, "s:jt:h", options, NULL)) >= 0) {
+                switch (ch) {
+                case 's':
+                        o->socket = optarg;
+                        break;
+                case 'j':
+                        o->json = true;
+                        break;
+                case 't':
+                        if (parse_timeout(optarg, o) < 0)
+                                return EXIT_USAGE;
+                        break;
+                case ARG_NO_LEGEND:
+                        o->legend = false;
+                        break;
+                case 'h':
+                        help();
+                        return EXIT_OK;
+                case ARG_VERSION:
+                        printf("budgetctl %s (libtokenbudget %s)\n", TB_VERSION, tb_version());
+                        return EXIT_OK;
+                default:
+                        fprintf(stderr, "Try 'budgetctl --help'.\n");
+                        return EXIT_USAGE;
+                }
+        }
+        return -1;
+}
+
+int main(int argc, char **argv) {
+        Options o = {.legend = true, .timeout_ms = 5000, .timeout_sec = 5.0};
+        int r;
+
+        r = parse_options(argc, argv, &o);
+        if (r >= 0)
+                return r;
+        if (optind >= argc) {
+                fprintf(stderr, "budgetctl: missing command (try 'budgetctl --help')\n");
+                return EXIT_USAGE;
+        }
+        if (optind + 1 < argc) {
+                fprintf(stderr, "budgetctl: unexpected argument '%s' after '%s'\n", argv[optind + 1],
+                        argv[optind]);
+                return EXIT_USAGE;
+        }
+        if (o.socket && !*o.socket) {
+                fprintf(stderr, "budgetctl: --socket needs a non-empty address\n");
+                return EXIT_USAGE;
+        }
+        for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+                if (strcmp(argv[optind], verbs[i].name) == 0)
+                        return verb_run(&verbs[i], &o);
+        fprintf(stderr, "budgetctl: unknown command '%s' (try 'budgetctl --help')\n", argv[optind]);
+        return EXIT_USAGE;
+}
