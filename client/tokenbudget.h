@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define TB_SYSTEM_SOCKET "/run/tokenbudget/io.tokenbudget"
-#define TB_SOCKET_ENV "TOKENBUDGET_SOCKET"
+#define TB_SOCKET_ENV    "TOKENBUDGET_SOCKET"
 
 typedef struct tb_client tb_client;
 

@@ -19,12 +19,12 @@
 #include "log.h"
 #include "tb-config.h"
 
-#define AGENT_INTERFACE "io.tokenbudget.agent"
-#define ADMIN_INTERFACE "io.tokenbudget.admin"
+#define AGENT_INTERFACE   "io.tokenbudget.agent"
+#define ADMIN_INTERFACE   "io.tokenbudget.admin"
 #define SERVICE_INTERFACE "org.varlink.service"
 
 /* Declared strings (class, agent, model) are labels, not payloads. */
-#define LABEL_MAX_BYTES 255
+#define LABEL_MAX_BYTES  255
 #define TOKENS_FIELD_MAX (LEDGER_TOKENS_MAX - 1)
 
 typedef int (*MethodHandler)(Server *s, Peer *p, const VarlinkValue *v, uint64_t now);
@@ -143,7 +143,7 @@ static AllocInfo *alloc_info_new(const VarlinkValue *label_values, Priority prio
                 return NULL;
         info->priority = priority;
         q = info->strings;
-        const char **targets[3] = { &info->task_class, &info->agent, &info->model };
+        const char **targets[3] = {&info->task_class, &info->agent, &info->model};
         for (size_t i = 0; i < 3; i++) {
                 if (!lengths[i])
                         continue;
@@ -156,11 +156,11 @@ static AllocInfo *alloc_info_new(const VarlinkValue *label_values, Priority prio
 
 enum { REQ_ESTIMATE, REQ_CLASS, REQ_AGENT, REQ_MODEL, REQ_PRIORITY };
 static const VarlinkField request_fields[] = {
-        [REQ_ESTIMATE] = { "estimate", VARLINK_FIELD_INT, true, TOKENS_FIELD_MAX },
-        [REQ_CLASS] = { "class", VARLINK_FIELD_STRING, true, LABEL_MAX_BYTES },
-        [REQ_AGENT] = { "agent", VARLINK_FIELD_STRING, true, LABEL_MAX_BYTES },
-        [REQ_MODEL] = { "model", VARLINK_FIELD_STRING, true, LABEL_MAX_BYTES },
-        [REQ_PRIORITY] = { "priority", VARLINK_FIELD_STRING, true, LABEL_MAX_BYTES },
+        [REQ_ESTIMATE] = {"estimate", VARLINK_FIELD_INT, true, TOKENS_FIELD_MAX},
+        [REQ_CLASS] = {"class", VARLINK_FIELD_STRING, true, LABEL_MAX_BYTES},
+        [REQ_AGENT] = {"agent", VARLINK_FIELD_STRING, true, LABEL_MAX_BYTES},
+        [REQ_MODEL] = {"model", VARLINK_FIELD_STRING, true, LABEL_MAX_BYTES},
+        [REQ_PRIORITY] = {"priority", VARLINK_FIELD_STRING, true, LABEL_MAX_BYTES},
 };
 
 static int request_reply(Peer *p, LedgerAllocation *a, bool clamped) {
@@ -180,7 +180,7 @@ static int request_reply(Peer *p, LedgerAllocation *a, bool clamped) {
 static int method_request(Server *s, Peer *p, const VarlinkValue *v, uint64_t now) {
         uint64_t estimate = s->config.default_estimate, granted;
         Priority priority = PRIORITY_NORMAL;
-        LedgerScope *scopes[] = { s->global, p->process->scope };
+        LedgerScope *scopes[] = {s->global, p->process->scope};
         LedgerRefusal refusal;
         LedgerAllocation *a;
         AllocInfo *info;
@@ -214,8 +214,8 @@ static int method_request(Server *s, Peer *p, const VarlinkValue *v, uint64_t no
         if (r < 0) {
                 free(info);
                 if (r == -EDQUOT) {
-                        log_debug("request of %" PRIu64 " tokens by pid %d refused by scope %s",
-                                  granted, (int)p->identity.pid, ledger_scope_name(refusal.scope));
+                        log_debug("request of %" PRIu64 " tokens by pid %d refused by scope %s", granted,
+                                  (int)p->identity.pid, ledger_scope_name(refusal.scope));
                         return error_budget_exhausted(p, &refusal);
                 }
                 return r;
@@ -256,14 +256,14 @@ static const char *decreased_field(const LedgerAllocation *a, uint64_t input, ui
 
 enum { USAGE_ALLOCATION, USAGE_INPUT, USAGE_OUTPUT };
 static const VarlinkField report_fields[] = {
-        [USAGE_ALLOCATION] = { "allocation", VARLINK_FIELD_STRING, false, LABEL_MAX_BYTES },
-        [USAGE_INPUT] = { "inputTokens", VARLINK_FIELD_INT, false, TOKENS_FIELD_MAX },
-        [USAGE_OUTPUT] = { "outputTokens", VARLINK_FIELD_INT, false, TOKENS_FIELD_MAX },
+        [USAGE_ALLOCATION] = {"allocation", VARLINK_FIELD_STRING, false, LABEL_MAX_BYTES},
+        [USAGE_INPUT] = {"inputTokens", VARLINK_FIELD_INT, false, TOKENS_FIELD_MAX},
+        [USAGE_OUTPUT] = {"outputTokens", VARLINK_FIELD_INT, false, TOKENS_FIELD_MAX},
 };
 static const VarlinkField release_fields[] = {
-        [USAGE_ALLOCATION] = { "allocation", VARLINK_FIELD_STRING, false, LABEL_MAX_BYTES },
-        [USAGE_INPUT] = { "inputTokens", VARLINK_FIELD_INT, true, TOKENS_FIELD_MAX },
-        [USAGE_OUTPUT] = { "outputTokens", VARLINK_FIELD_INT, true, TOKENS_FIELD_MAX },
+        [USAGE_ALLOCATION] = {"allocation", VARLINK_FIELD_STRING, false, LABEL_MAX_BYTES},
+        [USAGE_INPUT] = {"inputTokens", VARLINK_FIELD_INT, true, TOKENS_FIELD_MAX},
+        [USAGE_OUTPUT] = {"outputTokens", VARLINK_FIELD_INT, true, TOKENS_FIELD_MAX},
 };
 
 static int method_report(Server *s, Peer *p, const VarlinkValue *v, uint64_t now) {
@@ -427,16 +427,18 @@ static int method_list(Server *s, Peer *p, const VarlinkValue *v, uint64_t now) 
 /* ---- the table ---- */
 
 static const VarlinkField interface_fields[] = {
-        { "interface", VARLINK_FIELD_STRING, false, 0 },
+        {"interface", VARLINK_FIELD_STRING, false, 0},
 };
 
-#define METHOD(n, h, f, adm) { n, h, f, ELEMENTSOF(f), adm }
-#define METHOD0(n, h, adm) { n, h, NULL, 0, adm }
+#define METHOD(n, h, f, adm)                                                                                \
+        { n, h, f, ELEMENTSOF(f), adm }
+#define METHOD0(n, h, adm)                                                                                  \
+        { n, h, NULL, 0, adm }
 
 static const Method methods[] = {
         METHOD0(SERVICE_INTERFACE ".GetInfo", method_get_info, false),
-        METHOD(SERVICE_INTERFACE ".GetInterfaceDescription", method_get_interface_description, interface_fields,
-               false),
+        METHOD(SERVICE_INTERFACE ".GetInterfaceDescription", method_get_interface_description,
+               interface_fields, false),
         METHOD(AGENT_INTERFACE ".Request", method_request, request_fields, false),
         METHOD(AGENT_INTERFACE ".Report", method_report, report_fields, false),
         METHOD(AGENT_INTERFACE ".Release", method_release, release_fields, false),

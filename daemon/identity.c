@@ -25,11 +25,12 @@ int identity_from_socket(int fd, Identity *ret) {
                 return -errno;
         if (len != sizeof(cred) || cred.pid <= 0)
                 return -ENODATA;
-        *ret = (Identity){ .pid = cred.pid, .uid = cred.uid, .gid = cred.gid };
+        *ret = (Identity){.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
         return 0;
 }
 
-int identity_parse_stat(const char *text, size_t len, char ret_comm[IDENTITY_COMM_MAX], uint64_t *ret_start_time) {
+int identity_parse_stat(const char *text, size_t len, char ret_comm[IDENTITY_COMM_MAX],
+                        uint64_t *ret_start_time) {
         const char *open, *close_paren, *p, *end = text + len;
         size_t n;
 

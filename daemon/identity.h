@@ -27,4 +27,5 @@ int identity_from_socket(int fd, Identity *ret);
  * is gone) sets comm to "?" and start_time to 0 and returns -errno. */
 int identity_read_proc(const char *proc_root, Identity *id);
 /* Parses the contents of /proc/PID/stat. Pure. Returns 0 or -EINVAL. */
-int identity_parse_stat(const char *text, size_t len, char ret_comm[IDENTITY_COMM_MAX], uint64_t *ret_start_time);
+int identity_parse_stat(const char *text, size_t len, char ret_comm[IDENTITY_COMM_MAX],
+                        uint64_t *ret_start_time);

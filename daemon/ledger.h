@@ -146,7 +146,7 @@ uint64_t ledger_allocation_hard_limit(const LedgerAllocation *a); /* = the reser
 uint64_t ledger_allocation_reserved(const LedgerAllocation *a);   /* what is still reserved */
 uint64_t ledger_allocation_input_tokens(const LedgerAllocation *a);
 uint64_t ledger_allocation_output_tokens(const LedgerAllocation *a);
-uint64_t ledger_allocation_used(const LedgerAllocation *a);       /* input + output */
+uint64_t ledger_allocation_used(const LedgerAllocation *a); /* input + output */
 uint64_t ledger_allocation_granted_usec(const LedgerAllocation *a);
 LedgerState ledger_allocation_state(const LedgerAllocation *a);
 size_t ledger_allocation_scopes(const LedgerAllocation *a, LedgerScope *const **ret_scopes);

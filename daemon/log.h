@@ -15,12 +15,12 @@ void log_set_level(LogLevel level);
 LogLevel log_get_level(void);
 void log_msg(LogLevel level, const char *fmt, ...) _printf_(2, 3);
 
-#define log_error(...) log_msg(LOG_LEVEL_ERR, __VA_ARGS__)
+#define log_error(...)   log_msg(LOG_LEVEL_ERR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)
-#define log_notice(...) log_msg(LOG_LEVEL_NOTICE, __VA_ARGS__)
-#define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
-#define log_debug(...)                                                                                    \
-        do {                                                                                              \
-                if (log_get_level() >= LOG_LEVEL_DEBUG)                                                   \
-                        log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__);                                            \
+#define log_notice(...)  log_msg(LOG_LEVEL_NOTICE, __VA_ARGS__)
+#define log_info(...)    log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
+#define log_debug(...)                                                                                      \
+        do {                                                                                                \
+                if (log_get_level() >= LOG_LEVEL_DEBUG)                                                     \
+                        log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__);                                              \
         } while (0)

@@ -9,25 +9,25 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define _cleanup_(f) __attribute__((cleanup(f)))
-#define _unused_ __attribute__((unused))
+#define _cleanup_(f)   __attribute__((cleanup(f)))
+#define _unused_       __attribute__((unused))
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
-#define _noreturn_ __attribute__((noreturn))
+#define _noreturn_     __attribute__((noreturn))
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 
-#define TAKE_PTR(p)                                                                                       \
-        ({                                                                                                \
-                __typeof__(p) _p_ = (p);                                                                  \
-                (p) = NULL;                                                                               \
-                _p_;                                                                                      \
+#define TAKE_PTR(p)                                                                                         \
+        ({                                                                                                  \
+                __typeof__(p) _p_ = (p);                                                                    \
+                (p) = NULL;                                                                                 \
+                _p_;                                                                                        \
         })
 
-#define TAKE_FD(fd)                                                                                       \
-        ({                                                                                                \
-                int _fd_ = (fd);                                                                          \
-                (fd) = -1;                                                                                \
-                _fd_;                                                                                     \
+#define TAKE_FD(fd)                                                                                         \
+        ({                                                                                                  \
+                int _fd_ = (fd);                                                                            \
+                (fd) = -1;                                                                                  \
+                _fd_;                                                                                       \
         })
 
 static inline void freep(void *p) {
@@ -39,30 +39,30 @@ static inline void closep(int *fd) {
                 close(*fd);
 }
 
-#define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_free_  _cleanup_(freep)
 #define _cleanup_close_ _cleanup_(closep)
 
 /* Intrusive doubly linked lists: LIST_FIELDS(Type, name) in the struct, a
  * Type *name head somewhere. */
 #define LIST_FIELDS(t, name) t *name##_next, *name##_prev
 
-#define LIST_PREPEND(name, head, item)                                                                    \
-        do {                                                                                              \
-                __typeof__(*(head)) **_head = &(head), *_item = (item);                                   \
-                if ((_item->name##_next = *_head))                                                        \
-                        _item->name##_next->name##_prev = _item;                                          \
-                _item->name##_prev = NULL;                                                                \
-                *_head = _item;                                                                           \
+#define LIST_PREPEND(name, head, item)                                                                      \
+        do {                                                                                                \
+                __typeof__(*(head)) **_head = &(head), *_item = (item);                                     \
+                if ((_item->name##_next = *_head))                                                          \
+                        _item->name##_next->name##_prev = _item;                                            \
+                _item->name##_prev = NULL;                                                                  \
+                *_head = _item;                                                                             \
         } while (0)
 
-#define LIST_REMOVE(name, head, item)                                                                     \
-        do {                                                                                              \
-                __typeof__(*(head)) **_head = &(head), *_item = (item);                                   \
-                if (_item->name##_next)                                                                   \
-                        _item->name##_next->name##_prev = _item->name##_prev;                             \
-                if (_item->name##_prev)                                                                   \
-                        _item->name##_prev->name##_next = _item->name##_next;                             \
-                else                                                                                      \
-                        *_head = _item->name##_next;                                                      \
-                _item->name##_next = _item->name##_prev = NULL;                                           \
+#define LIST_REMOVE(name, head, item)                                                                       \
+        do {                                                                                                \
+                __typeof__(*(head)) **_head = &(head), *_item = (item);                                     \
+                if (_item->name##_next)                                                                     \
+                        _item->name##_next->name##_prev = _item->name##_prev;                               \
+                if (_item->name##_prev)                                                                     \
+                        _item->name##_prev->name##_next = _item->name##_next;                               \
+                else                                                                                        \
+                        *_head = _item->name##_next;                                                        \
+                _item->name##_next = _item->name##_prev = NULL;                                             \
         } while (0)

@@ -36,8 +36,7 @@ static void help(void) {
                "allocations over Varlink (io.tokenbudget.agent); budgetctl(1) shows the state.\n"
                "\n"
                "  -c, --config FILE        read the configuration from FILE\n"
-               "                           (default " DEFAULT_CONFIG_FILE
-               ", built-in defaults\n"
+               "                           (default " DEFAULT_CONFIG_FILE ", built-in defaults\n"
                "                           when it does not exist)\n"
                "  -s, --socket PATH        listen on PATH instead of the configured socket\n"
                "      --check-config FILE  validate FILE, print every error as FILE:LINE: message\n"
@@ -51,11 +50,11 @@ static void help(void) {
 static int parse_args(int argc, char **argv, Args *args) {
         enum { ARG_CHECK_CONFIG = 0x100, ARG_VERSION };
         static const struct option options[] = {
-                { "config", required_argument, NULL, 'c' },
-                { "socket", required_argument, NULL, 's' },
-                { "check-config", required_argument, NULL, ARG_CHECK_CONFIG },
-                { "help", no_argument, NULL, 'h' },
-                { "version", no_argument, NULL, ARG_VERSION },
+                {"config", required_argument, NULL, 'c'},
+                {"socket", required_argument, NULL, 's'},
+                {"check-config", required_argument, NULL, ARG_CHECK_CONFIG},
+                {"help", no_argument, NULL, 'h'},
+                {"version", no_argument, NULL, ARG_VERSION},
                 {},
         };
         int c;
@@ -88,7 +87,8 @@ static int parse_args(int argc, char **argv, Args *args) {
                 return -EINVAL;
         }
         if (args->socket_path && args->socket_path[0] != '/') {
-                fprintf(stderr, "tokenbudgetd: --socket needs an absolute path, got '%s'.\n", args->socket_path);
+                fprintf(stderr, "tokenbudgetd: --socket needs an absolute path, got '%s'.\n",
+                        args->socket_path);
                 return -EINVAL;
         }
         return 0;

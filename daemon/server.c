@@ -251,7 +251,8 @@ int server_settle(Server *s, AllocInfo *info, uint64_t input_tokens, uint64_t ou
         Peer *p = info->owner;
         int r;
 
-        r = ledger_settle(s->ledger, info->allocation, input_tokens, output_tokens, now, ret_used, ret_refunded);
+        r = ledger_settle(s->ledger, info->allocation, input_tokens, output_tokens, now, ret_used,
+                          ret_refunded);
         if (r < 0)
                 return r;
         LIST_REMOVE(allocs, p->allocs, info);
@@ -304,7 +305,8 @@ static void peer_kill(Peer *p, const char *why) {
         }
 
         if (why)
-                log_debug("closing connection of pid %d (%s): %s", (int)p->identity.pid, p->identity.comm, why);
+                log_debug("closing connection of pid %d (%s): %s", (int)p->identity.pid, p->identity.comm,
+                          why);
 
         event_del(p->read_event);
         event_del(p->write_event);
@@ -401,7 +403,8 @@ static int peer_process_input(Peer *p, const char **ret_why) {
                         *ret_why = "message exceeds limits.max_message_bytes";
                         break;
                 }
-                r = varlink_frame_next(p->in.data + offset + p->in_scanned, p->in.len - offset - p->in_scanned,
+                r = varlink_frame_next(p->in.data + offset + p->in_scanned,
+                                       p->in.len - offset - p->in_scanned,
                                        s->config.max_message_bytes - p->in_scanned, &frame_len);
                 if (r == 0) {
                         p->in_scanned = p->in.len - offset;
@@ -518,8 +521,8 @@ static void accept_one(Server *s, int fd) {
         }
         limit = accept_refusal(s, &id);
         if (limit) {
-                log_warning("refusing connection of pid %d uid %u: %s reached", (int)id.pid, (unsigned)id.uid,
-                            limit);
+                log_warning("refusing connection of pid %d uid %u: %s reached", (int)id.pid,
+                            (unsigned)id.uid, limit);
                 close(fd);
                 return;
         }
@@ -564,7 +567,7 @@ static void listen_cb(evutil_socket_t listen_fd, short what, void *userdata) {
                 int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (fd < 0) {
                         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                                struct timeval tv = { 0, ACCEPT_RETRY_USEC };
+                                struct timeval tv = {0, ACCEPT_RETRY_USEC};
                                 log_warning("cannot accept connections: %s; pausing", strerror(errno));
                                 event_del(s->listen_event);
                                 event_add(s->accept_retry_event, &tv);
@@ -684,7 +687,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *userdata) {
 /* ---- setup ---- */
 
 int server_new(struct event_base *base, Config *config, const char *config_path, Server **ret) {
-        static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
+        static const int signals[] = {SIGTERM, SIGINT, SIGHUP};
         LedgerParams params = {
                 .warn_permille = config->warn_permille,
                 .hard_permille = config->hard_permille,
@@ -793,7 +796,7 @@ static int socket_file_check_stale(const struct sockaddr_un *sa, socklen_t sa_le
 }
 
 static int socket_create(const char *path, int *ret_fd) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
         socklen_t sa_len;
         _cleanup_close_ int fd = -1;
         int r;

@@ -16,12 +16,12 @@
 struct json_object;
 
 /* Standard errors of org.varlink.service. */
-#define VARLINK_ERROR_INTERFACE_NOT_FOUND "org.varlink.service.InterfaceNotFound"
-#define VARLINK_ERROR_METHOD_NOT_FOUND "org.varlink.service.MethodNotFound"
+#define VARLINK_ERROR_INTERFACE_NOT_FOUND    "org.varlink.service.InterfaceNotFound"
+#define VARLINK_ERROR_METHOD_NOT_FOUND       "org.varlink.service.MethodNotFound"
 #define VARLINK_ERROR_METHOD_NOT_IMPLEMENTED "org.varlink.service.MethodNotImplemented"
-#define VARLINK_ERROR_INVALID_PARAMETER "org.varlink.service.InvalidParameter"
-#define VARLINK_ERROR_PERMISSION_DENIED "org.varlink.service.PermissionDenied"
-#define VARLINK_ERROR_EXPECTED_MORE "org.varlink.service.ExpectedMore"
+#define VARLINK_ERROR_INVALID_PARAMETER      "org.varlink.service.InvalidParameter"
+#define VARLINK_ERROR_PERMISSION_DENIED      "org.varlink.service.PermissionDenied"
+#define VARLINK_ERROR_EXPECTED_MORE          "org.varlink.service.ExpectedMore"
 
 /* JSON nesting deeper than this is a protocol violation (json-c's default is 32). */
 #define VARLINK_MAX_DEPTH 32
@@ -90,7 +90,8 @@ int varlink_format_reply(VarlinkBuffer *b, struct json_object *parameters, bool 
 int varlink_format_error(VarlinkBuffer *b, const char *error, struct json_object *parameters);
 /* Convenience: {"error":"org.varlink.service.InvalidParameter","parameters":{"parameter":NAME}} */
 int varlink_format_invalid_parameter(VarlinkBuffer *b, const char *parameter);
-int varlink_format_call(VarlinkBuffer *b, const char *method, struct json_object *parameters, bool oneway, bool more);
+int varlink_format_call(VarlinkBuffer *b, const char *method, struct json_object *parameters, bool oneway,
+                        bool more);
 
 /*
  * Parameter validation against a table. Every key of parameters must be in the
@@ -116,9 +117,9 @@ typedef struct VarlinkField {
 
 typedef struct VarlinkValue {
         bool present;
-        int64_t i;       /* VARLINK_FIELD_INT */
-        const char *s;   /* VARLINK_FIELD_STRING, borrowed from parameters */
-        bool b;          /* VARLINK_FIELD_BOOL */
+        int64_t i;     /* VARLINK_FIELD_INT */
+        const char *s; /* VARLINK_FIELD_STRING, borrowed from parameters */
+        bool b;        /* VARLINK_FIELD_BOOL */
 } VarlinkValue;
 
 int varlink_params_parse(struct json_object *parameters, const VarlinkField *fields, size_t n_fields,
