@@ -14,7 +14,8 @@
  *
  * Invariants (checked by tests/unit/test-ledger.c):
  *   - for every scope and window: committed in the window + reserved <= limit,
- *     as long as no allocation's usage went past its reservation;
+ *     as long as no allocation's usage went past its reservation and no limit
+ *     was lowered below what was already reserved;
  *   - scope reserved == sum over its live allocations of
  *     (reservation - min(used, reservation));
  *   - scope committed_total == sum over its live and settled allocations of used.
@@ -110,7 +111,8 @@ void *ledger_scope_get_userdata(const LedgerScope *s);
  * or nothing. 1 <= granted_tokens < LEDGER_TOKENS_MAX, 1 <= n_scopes <=
  * LEDGER_SCOPES_MAX, no scope twice (programming errors otherwise).
  * Returns 0 and the new allocation; -EDQUOT with *ret_refusal filled when a
- * scope has no room; -ENOMEM.
+ * scope has no room (a scope whose reserved total would pass 2^64-1 refuses
+ * as an in-flight cap of UINT64_MAX); -ENOMEM.
  */
 int ledger_reserve(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint64_t granted_tokens,
                    uint64_t now_usec, LedgerAllocation **ret, LedgerRefusal *ret_refusal);

@@ -1,0 +1,744 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The ledger: scopes with sliding-window budgets and allocations that reserve
+ * their worst case in every scope they are charged to (see ledger.h for the
+ * contract and its invariants).
+ *
+ * Windows are rings of buckets so that memory and time stay bounded: the
+ * minute is 60 buckets of 1 s, the hour 60 of 60 s, the day 96 of 15 min. A
+ * window is therefore approximated at bucket granularity: tokens committed at
+ * time t count in the window while now_usec / bucket < t / bucket + nbuckets,
+ * i.e. they leave it between (span - bucket) and span after they were
+ * committed. Each ring keeps its running sum and the absolute index of its
+ * newest bucket; moving to a later now clears at most nbuckets buckets.
+ *
+ * Time is the caller's monotonic now_usec. A now earlier than one already seen
+ * (which callers must not pass) is treated as the latest now seen, so rings
+ * never run backwards.
+ *
+ * Allocations live in a slab of chunks of doubling size (never moved, so the
+ * pointers handed out stay valid) with a free list. An id is
+ * (generation << 32) | (slot + 1): never 0, O(1) to look up, and a stale id
+ * of a reused slot does not match because the generation is bumped on every
+ * reuse; a slot whose generation would wrap is retired instead, so ids are
+ * never reused. Live allocations also sit on a doubly linked list in grant
+ * order.
+ *
+ * The ledger decides nothing about policy: which scopes an allocation is
+ * charged to, who owns it and what happens when it is refused are the
+ * caller's business. No clock, no I/O, no logging.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ledger.h"
+
+#define USEC_PER_SEC UINT64_C(1000000)
+
+typedef struct WindowSpec {
+        const char *name;
+        uint64_t bucket_usec;
+        unsigned n_buckets;
+        unsigned offset; /* of the ring's first bucket in LedgerScope.buckets */
+} WindowSpec;
+
+/* 60 x 1 s, 60 x 1 min, 96 x 15 min: the approximation is at most one bucket
+ * (1/60 or 1/96 of the span), and a scope's rings cost 216 x 8 bytes. */
+static const WindowSpec window_specs[_LEDGER_WINDOW_MAX] = {
+        [LEDGER_WINDOW_MINUTE] = {"minute", 1 * USEC_PER_SEC, 60, 0},
+        [LEDGER_WINDOW_HOUR] = {"hour", 60 * USEC_PER_SEC, 60, 60},
+        [LEDGER_WINDOW_DAY] = {"day", 900 * USEC_PER_SEC, 96, 120},
+};
+#define WINDOW_BUCKETS_TOTAL (60 + 60 + 96)
+
+typedef struct WindowRing {
+        uint64_t sum_tokens;
+        uint64_t head; /* absolute index (now_usec / bucket_usec) of the newest bucket */
+} WindowRing;
+
+struct LedgerScope {
+        Ledger *ledger;
+        LedgerScope *prev, *next; /* all scopes of the ledger, for ledger_free() */
+        char *name;
+        LedgerLimits limits;
+        uint64_t reserved_tokens;
+        uint64_t committed_total_tokens; /* saturating: it only grows */
+        size_t n_allocations;
+        void *userdata;
+        WindowRing rings[_LEDGER_WINDOW_MAX];
+        uint64_t buckets[WINDOW_BUCKETS_TOTAL];
+};
+
+/* 224 bytes on 64-bit: with the slab's worst slack (a chunk just started,
+ * capacity < 2 x live) 100,000 open allocations stay under 512 bytes each. */
+struct LedgerAllocation {
+        LedgerAllocation *prev, *next; /* grant order while live; next = free list when free */
+        uint32_t slot;
+        uint32_t generation;
+        uint8_t n_scopes;
+        bool live;
+        uint64_t granted_tokens;
+        uint64_t warn_at_tokens;
+        uint64_t reservation_tokens; /* = hard limit, reserved in each scope at grant */
+        uint64_t still_reserved_tokens;
+        uint64_t input_tokens;
+        uint64_t output_tokens;
+        uint64_t granted_usec;
+        void *userdata;
+        LedgerScope *scopes[LEDGER_SCOPES_MAX];
+};
+
+/* Chunk c holds SLAB_CHUNK0_SLOTS << c slots. 26 chunks give 2^32 - 64 slots:
+ * every slot + 1 fits the low 32 bits of an id. */
+#define SLAB_CHUNK0_SLOTS 64u
+#define SLAB_CHUNKS_MAX   26u
+
+struct Ledger {
+        LedgerParams params;
+        uint64_t now_usec; /* the latest now seen */
+        LedgerScope *scopes;
+        LedgerAllocation *chunks[SLAB_CHUNKS_MAX];
+        unsigned n_chunks;
+        uint64_t n_slots;   /* slots handed out at least once */
+        uint64_t cap_slots; /* slots in the allocated chunks */
+        LedgerAllocation *free_slots;
+        LedgerAllocation *first, *last; /* live allocations in grant order */
+        size_t n_allocations;
+};
+
+static const LedgerParams params_default = {
+        .warn_permille = 1500,
+        .hard_permille = 2000,
+};
+
+static uint64_t sat_add(uint64_t a, uint64_t b) {
+        return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+static uint64_t sat_sub(uint64_t a, uint64_t b) {
+        return a > b ? a - b : 0;
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b) {
+        return a < b ? a : b;
+}
+
+/* tokens < LEDGER_TOKENS_MAX and permille <= 5000: the product is < 2^53. */
+static uint64_t tokens_permille_ceil(uint64_t tokens, uint32_t permille) {
+        return (tokens * permille + 999) / 1000;
+}
+
+static bool params_valid(const LedgerParams *p) {
+        return p->warn_permille >= 1000 && p->warn_permille <= p->hard_permille && p->hard_permille <= 5000;
+}
+
+const char *ledger_window_to_string(LedgerWindow w) {
+        if ((unsigned)w >= _LEDGER_WINDOW_MAX)
+                return NULL;
+        return window_specs[w].name;
+}
+
+uint64_t ledger_window_span_usec(LedgerWindow w) {
+        assert((unsigned)w < _LEDGER_WINDOW_MAX);
+        return window_specs[w].bucket_usec * window_specs[w].n_buckets;
+}
+
+const char *ledger_state_to_string(LedgerState s) {
+        static const char *const names[] = {
+                [LEDGER_STATE_OK] = "ok",
+                [LEDGER_STATE_WARNING] = "warning",
+                [LEDGER_STATE_EXCEEDED] = "exceeded",
+        };
+
+        if ((unsigned)s >= sizeof(names) / sizeof(names[0]))
+                return NULL;
+        return names[s];
+}
+
+/* Time never runs backwards inside the ledger. */
+static uint64_t ledger_clamp_now(Ledger *l, uint64_t now_usec) {
+        if (now_usec > l->now_usec)
+                l->now_usec = now_usec;
+        return l->now_usec;
+}
+
+/* --- window rings --- */
+
+static uint64_t *ring_buckets(LedgerScope *s, LedgerWindow w) {
+        return s->buckets + window_specs[w].offset;
+}
+
+/* Moves the ring's head to now, zeroing the buckets that left the window. */
+static void ring_advance(LedgerScope *s, LedgerWindow w, uint64_t now_usec) {
+        const WindowSpec *spec = &window_specs[w];
+        WindowRing *r = &s->rings[w];
+        uint64_t *b = ring_buckets(s, w);
+        uint64_t idx = now_usec / spec->bucket_usec;
+
+        if (idx <= r->head)
+                return;
+
+        if (idx - r->head >= spec->n_buckets) {
+                memset(b, 0, spec->n_buckets * sizeof(uint64_t));
+                r->sum_tokens = 0;
+        } else
+                for (uint64_t i = r->head + 1; i <= idx; i++) {
+                        r->sum_tokens = sat_sub(r->sum_tokens, b[i % spec->n_buckets]);
+                        b[i % spec->n_buckets] = 0;
+                }
+        r->head = idx;
+}
+
+static uint64_t ring_used(LedgerScope *s, LedgerWindow w, uint64_t now_usec) {
+        ring_advance(s, w, now_usec);
+        return s->rings[w].sum_tokens;
+}
+
+static void ring_commit(LedgerScope *s, LedgerWindow w, uint64_t now_usec, uint64_t tokens) {
+        uint64_t *slot;
+
+        ring_advance(s, w, now_usec);
+        slot = &ring_buckets(s, w)[s->rings[w].head % window_specs[w].n_buckets];
+        *slot = sat_add(*slot, tokens);
+        s->rings[w].sum_tokens = sat_add(s->rings[w].sum_tokens, tokens);
+}
+
+/* How long until enough of the window ages out for need_tokens (reserved +
+ * the new reservation) to fit under limit_tokens; 0 when even an empty window
+ * is too small. The ring has been advanced to now_usec. */
+static uint64_t ring_retry_after(LedgerScope *s, LedgerWindow w, uint64_t now_usec, uint64_t need_tokens,
+                                 uint64_t limit_tokens) {
+        const WindowSpec *spec = &window_specs[w];
+        const WindowRing *r = &s->rings[w];
+        const uint64_t *b = ring_buckets(s, w);
+        uint64_t aged = 0;
+
+        if (need_tokens > limit_tokens)
+                return 0;
+
+        /* The bucket at ring position (head + k) % n is the one of index
+         * head + k - n; it leaves the window when the head reaches head + k. */
+        for (uint64_t k = 1; k <= spec->n_buckets; k++) {
+                aged = sat_add(aged, b[(r->head + k) % spec->n_buckets]);
+                if (sat_add(sat_sub(r->sum_tokens, aged), need_tokens) <= limit_tokens) {
+                        uint64_t leaves_usec = (r->head + k) * spec->bucket_usec;
+                        return leaves_usec > now_usec ? leaves_usec - now_usec : 1;
+                }
+        }
+        return 0; /* only reachable when sums saturated */
+}
+
+/* --- ledger and scopes --- */
+
+Ledger *ledger_new(const LedgerParams *params) {
+        Ledger *l = calloc(1, sizeof(*l));
+
+        if (!l)
+                return NULL;
+        ledger_set_params(l, params);
+        return l;
+}
+
+static void scope_destroy(LedgerScope *s) {
+        free(s->name);
+        free(s);
+}
+
+Ledger *ledger_free(Ledger *l) {
+        if (!l)
+                return NULL;
+
+        for (LedgerScope *s = l->scopes, *next; s; s = next) {
+                next = s->next;
+                scope_destroy(s);
+        }
+        for (unsigned c = 0; c < l->n_chunks; c++)
+                free(l->chunks[c]);
+        free(l);
+        return NULL;
+}
+
+/* NULL means the built-in defaults (1.5x warn, 2x hard). */
+void ledger_set_params(Ledger *l, const LedgerParams *params) {
+        assert(l);
+        assert(!params || params_valid(params));
+        l->params = params ? *params : params_default;
+}
+
+const LedgerParams *ledger_get_params(const Ledger *l) {
+        assert(l);
+        return &l->params;
+}
+
+LedgerScope *ledger_scope_new(Ledger *l, const char *name, const LedgerLimits *limits) {
+        LedgerScope *s;
+
+        assert(l);
+        assert(name);
+        assert(limits);
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return NULL;
+        s->name = strdup(name);
+        if (!s->name) {
+                free(s);
+                return NULL;
+        }
+        s->ledger = l;
+        s->limits = *limits;
+
+        s->next = l->scopes;
+        if (l->scopes)
+                l->scopes->prev = s;
+        l->scopes = s;
+        return s;
+}
+
+int ledger_scope_free(Ledger *l, LedgerScope *s) {
+        assert(l);
+        if (!s)
+                return 0;
+        assert(s->ledger == l);
+
+        if (s->n_allocations > 0)
+                return -EBUSY;
+
+        if (s->prev)
+                s->prev->next = s->next;
+        else
+                l->scopes = s->next;
+        if (s->next)
+                s->next->prev = s->prev;
+        scope_destroy(s);
+        return 0;
+}
+
+void ledger_scope_set_limits(LedgerScope *s, const LedgerLimits *limits) {
+        assert(s);
+        assert(limits);
+        s->limits = *limits;
+}
+
+const LedgerLimits *ledger_scope_get_limits(const LedgerScope *s) {
+        assert(s);
+        return &s->limits;
+}
+
+const char *ledger_scope_name(const LedgerScope *s) {
+        assert(s);
+        return s->name;
+}
+
+uint64_t ledger_scope_reserved(const LedgerScope *s) {
+        assert(s);
+        return s->reserved_tokens;
+}
+
+uint64_t ledger_scope_committed_total(const LedgerScope *s) {
+        assert(s);
+        return s->committed_total_tokens;
+}
+
+size_t ledger_scope_n_allocations(const LedgerScope *s) {
+        assert(s);
+        return s->n_allocations;
+}
+
+uint64_t ledger_scope_window_used(LedgerScope *s, LedgerWindow w, uint64_t now_usec) {
+        assert(s);
+        assert((unsigned)w < _LEDGER_WINDOW_MAX);
+        return ring_used(s, w, ledger_clamp_now(s->ledger, now_usec));
+}
+
+bool ledger_scope_is_idle(LedgerScope *s, uint64_t now_usec) {
+        assert(s);
+
+        if (s->n_allocations > 0 || s->reserved_tokens > 0)
+                return false;
+        for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++)
+                if (ledger_scope_window_used(s, w, now_usec) > 0)
+                        return false;
+        return true;
+}
+
+void ledger_scope_set_userdata(LedgerScope *s, void *userdata) {
+        assert(s);
+        s->userdata = userdata;
+}
+
+void *ledger_scope_get_userdata(const LedgerScope *s) {
+        assert(s);
+        return s->userdata;
+}
+
+/* --- the allocation slab --- */
+
+static LedgerAllocation *slab_slot(const Ledger *l, uint64_t slot) {
+        /* Chunk c starts at slot 64 * (2^c - 1). */
+        uint64_t q = slot / SLAB_CHUNK0_SLOTS + 1;
+        unsigned c = 63u - (unsigned)__builtin_clzll(q);
+
+        return &l->chunks[c][slot - SLAB_CHUNK0_SLOTS * ((UINT64_C(1) << c) - 1)];
+}
+
+static int slab_grow(Ledger *l) {
+        uint64_t n = (uint64_t)SLAB_CHUNK0_SLOTS << l->n_chunks;
+        LedgerAllocation *chunk;
+
+        if (l->n_chunks >= SLAB_CHUNKS_MAX || n > SIZE_MAX / sizeof(LedgerAllocation))
+                return -ENOMEM;
+        chunk = calloc(n, sizeof(LedgerAllocation));
+        if (!chunk)
+                return -ENOMEM;
+        l->chunks[l->n_chunks++] = chunk;
+        l->cap_slots += n;
+        return 0;
+}
+
+static int slab_alloc(Ledger *l, LedgerAllocation **ret) {
+        LedgerAllocation *a;
+
+        if (l->free_slots) {
+                a = l->free_slots;
+                l->free_slots = a->next;
+                /* Freed slots with a wrapping generation were retired, so this
+                 * cannot repeat an id. */
+                a->generation++;
+        } else {
+                if (l->n_slots == l->cap_slots) {
+                        int r = slab_grow(l);
+                        if (r < 0)
+                                return r;
+                }
+                a = slab_slot(l, l->n_slots);
+                a->slot = (uint32_t)l->n_slots++;
+                a->generation = 0;
+        }
+
+        *ret = a;
+        return 0;
+}
+
+static void slab_release(Ledger *l, LedgerAllocation *a) {
+        uint32_t slot = a->slot, generation = a->generation;
+
+        *a = (LedgerAllocation){.slot = slot, .generation = generation};
+        if (generation == UINT32_MAX)
+                return; /* retired: one more reuse would repeat id (0 << 32) | slot */
+        a->next = l->free_slots;
+        l->free_slots = a;
+}
+
+static void allocation_link(Ledger *l, LedgerAllocation *a) {
+        a->prev = l->last;
+        a->next = NULL;
+        if (l->last)
+                l->last->next = a;
+        else
+                l->first = a;
+        l->last = a;
+        l->n_allocations++;
+}
+
+static void allocation_unlink(Ledger *l, LedgerAllocation *a) {
+        if (a->prev)
+                a->prev->next = a->next;
+        else
+                l->first = a->next;
+        if (a->next)
+                a->next->prev = a->prev;
+        else
+                l->last = a->prev;
+        l->n_allocations--;
+}
+
+/* --- reservations --- */
+
+static bool scopes_valid(const Ledger *l, LedgerScope *const *scopes, size_t n_scopes) {
+        for (size_t i = 0; i < n_scopes; i++) {
+                if (!scopes[i] || scopes[i]->ledger != l)
+                        return false;
+                for (size_t j = 0; j < i; j++)
+                        if (scopes[j] == scopes[i])
+                                return false;
+        }
+        return true;
+}
+
+/* Returns true when the scope has room for reservation_tokens; otherwise fills
+ * *ret_refusal with its first limit (minute, hour, day, in flight) that has no
+ * room. */
+static bool scope_has_room(LedgerScope *s, uint64_t reservation_tokens, uint64_t now_usec,
+                           LedgerRefusal *ret_refusal) {
+        uint64_t need = sat_add(s->reserved_tokens, reservation_tokens);
+
+        for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++) {
+                uint64_t limit = s->limits.window_tokens[w];
+                uint64_t used = ring_used(s, w, now_usec);
+
+                if (limit == 0 || sat_add(used, need) <= limit)
+                        continue;
+                *ret_refusal = (LedgerRefusal){
+                        .scope = s,
+                        .window = (int)w,
+                        .limit_tokens = limit,
+                        .used_tokens = used,
+                        .reserved_tokens = s->reserved_tokens,
+                        .retry_after_usec = ring_retry_after(s, w, now_usec, need, limit),
+                };
+                return false;
+        }
+
+        /* Without an in-flight cap, 2^64 - 1 is the implicit one: reserved
+         * must never wrap, whatever the clients ask for. */
+        if ((s->limits.in_flight_tokens != 0 && need > s->limits.in_flight_tokens) || need == UINT64_MAX) {
+                *ret_refusal = (LedgerRefusal){
+                        .scope = s,
+                        .window = -1,
+                        .limit_tokens =
+                                s->limits.in_flight_tokens != 0 ? s->limits.in_flight_tokens : UINT64_MAX,
+                        .reserved_tokens = s->reserved_tokens,
+                };
+                return false;
+        }
+        return true;
+}
+
+int ledger_reserve(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint64_t granted_tokens,
+                   uint64_t now_usec, LedgerAllocation **ret, LedgerRefusal *ret_refusal) {
+        LedgerAllocation *a;
+        LedgerRefusal refusal;
+        uint64_t reservation;
+        int r;
+
+        assert(l);
+        assert(scopes);
+        assert(n_scopes >= 1 && n_scopes <= LEDGER_SCOPES_MAX);
+        assert(granted_tokens >= 1 && granted_tokens < LEDGER_TOKENS_MAX);
+        assert(ret);
+        assert(scopes_valid(l, scopes, n_scopes));
+
+        now_usec = ledger_clamp_now(l, now_usec);
+        reservation = tokens_permille_ceil(granted_tokens, l->params.hard_permille);
+
+        /* All or nothing: check every scope before touching any. */
+        for (size_t i = 0; i < n_scopes; i++)
+                if (!scope_has_room(scopes[i], reservation, now_usec, &refusal)) {
+                        if (ret_refusal)
+                                *ret_refusal = refusal;
+                        return -EDQUOT;
+                }
+
+        r = slab_alloc(l, &a);
+        if (r < 0)
+                return r;
+
+        a->live = true;
+        a->n_scopes = (uint8_t)n_scopes;
+        a->granted_tokens = granted_tokens;
+        a->warn_at_tokens = tokens_permille_ceil(granted_tokens, l->params.warn_permille);
+        a->reservation_tokens = reservation;
+        a->still_reserved_tokens = reservation;
+        a->granted_usec = now_usec;
+        for (size_t i = 0; i < n_scopes; i++) {
+                a->scopes[i] = scopes[i];
+                scopes[i]->reserved_tokens += reservation;
+                scopes[i]->n_allocations++;
+        }
+        allocation_link(l, a);
+
+        *ret = a;
+        return 0;
+}
+
+static LedgerState allocation_state(const LedgerAllocation *a) {
+        uint64_t used = a->input_tokens + a->output_tokens;
+
+        if (used >= a->reservation_tokens)
+                return LEDGER_STATE_EXCEEDED;
+        if (used >= a->warn_at_tokens)
+                return LEDGER_STATE_WARNING;
+        return LEDGER_STATE_OK;
+}
+
+static int totals_valid(const LedgerAllocation *a, uint64_t input_tokens, uint64_t output_tokens) {
+        if (input_tokens >= LEDGER_TOKENS_MAX || output_tokens >= LEDGER_TOKENS_MAX)
+                return -ERANGE;
+        if (input_tokens < a->input_tokens || output_tokens < a->output_tokens)
+                return -ERANGE;
+        return 0;
+}
+
+/* Commits the increase to the new totals in every scope. The part of it still
+ * covered by the reservation moves from reserved to committed, so window +
+ * reserved does not change; the rest is an overrun, committed all the same. */
+static void allocation_commit(LedgerAllocation *a, uint64_t input_tokens, uint64_t output_tokens,
+                              uint64_t now_usec) {
+        uint64_t delta = (input_tokens + output_tokens) - (a->input_tokens + a->output_tokens);
+        uint64_t from_reserved = min_u64(delta, a->still_reserved_tokens);
+
+        a->input_tokens = input_tokens;
+        a->output_tokens = output_tokens;
+        a->still_reserved_tokens -= from_reserved;
+        if (delta == 0)
+                return;
+
+        for (size_t i = 0; i < a->n_scopes; i++) {
+                LedgerScope *s = a->scopes[i];
+
+                for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++)
+                        ring_commit(s, w, now_usec, delta);
+                s->committed_total_tokens = sat_add(s->committed_total_tokens, delta);
+                assert(s->reserved_tokens >= from_reserved);
+                s->reserved_tokens -= from_reserved;
+        }
+}
+
+int ledger_report(Ledger *l, LedgerAllocation *a, uint64_t input_tokens, uint64_t output_tokens,
+                  uint64_t now_usec, LedgerState *ret_state) {
+        int r;
+
+        assert(l);
+        assert(a && a->live);
+
+        r = totals_valid(a, input_tokens, output_tokens);
+        if (r < 0)
+                return r;
+
+        allocation_commit(a, input_tokens, output_tokens, ledger_clamp_now(l, now_usec));
+        if (ret_state)
+                *ret_state = allocation_state(a);
+        return 0;
+}
+
+int ledger_settle(Ledger *l, LedgerAllocation *a, uint64_t input_tokens, uint64_t output_tokens,
+                  uint64_t now_usec, uint64_t *ret_used, uint64_t *ret_refunded) {
+        uint64_t refund;
+        int r;
+
+        assert(l);
+        assert(a && a->live);
+
+        r = totals_valid(a, input_tokens, output_tokens);
+        if (r < 0)
+                return r;
+
+        allocation_commit(a, input_tokens, output_tokens, ledger_clamp_now(l, now_usec));
+
+        refund = a->still_reserved_tokens;
+        for (size_t i = 0; i < a->n_scopes; i++) {
+                LedgerScope *s = a->scopes[i];
+
+                assert(s->reserved_tokens >= refund && s->n_allocations > 0);
+                s->reserved_tokens -= refund;
+                s->n_allocations--;
+        }
+
+        if (ret_used)
+                *ret_used = input_tokens + output_tokens;
+        if (ret_refunded)
+                *ret_refunded = refund;
+
+        allocation_unlink(l, a);
+        slab_release(l, a);
+        return 0;
+}
+
+LedgerAllocation *ledger_find(Ledger *l, uint64_t id) {
+        uint64_t slot_plus_one = id & UINT32_MAX;
+        LedgerAllocation *a;
+
+        assert(l);
+
+        if (slot_plus_one == 0 || slot_plus_one > l->n_slots)
+                return NULL;
+        a = slab_slot(l, slot_plus_one - 1);
+        if (!a->live || a->generation != (uint32_t)(id >> 32))
+                return NULL;
+        return a;
+}
+
+LedgerAllocation *ledger_next(Ledger *l, LedgerAllocation *prev) {
+        assert(l);
+        if (!prev)
+                return l->first;
+        assert(prev->live);
+        return prev->next;
+}
+
+size_t ledger_n_allocations(const Ledger *l) {
+        assert(l);
+        return l->n_allocations;
+}
+
+/* --- allocation accessors --- */
+
+uint64_t ledger_allocation_id(const LedgerAllocation *a) {
+        assert(a);
+        return ((uint64_t)a->generation << 32) | ((uint64_t)a->slot + 1);
+}
+
+uint64_t ledger_allocation_granted(const LedgerAllocation *a) {
+        assert(a);
+        return a->granted_tokens;
+}
+
+uint64_t ledger_allocation_warn_at(const LedgerAllocation *a) {
+        assert(a);
+        return a->warn_at_tokens;
+}
+
+uint64_t ledger_allocation_hard_limit(const LedgerAllocation *a) {
+        assert(a);
+        return a->reservation_tokens;
+}
+
+uint64_t ledger_allocation_reserved(const LedgerAllocation *a) {
+        assert(a);
+        return a->still_reserved_tokens;
+}
+
+uint64_t ledger_allocation_input_tokens(const LedgerAllocation *a) {
+        assert(a);
+        return a->input_tokens;
+}
+
+uint64_t ledger_allocation_output_tokens(const LedgerAllocation *a) {
+        assert(a);
+        return a->output_tokens;
+}
+
+uint64_t ledger_allocation_used(const LedgerAllocation *a) {
+        assert(a);
+        return a->input_tokens + a->output_tokens;
+}
+
+uint64_t ledger_allocation_granted_usec(const LedgerAllocation *a) {
+        assert(a);
+        return a->granted_usec;
+}
+
+LedgerState ledger_allocation_state(const LedgerAllocation *a) {
+        assert(a);
+        return allocation_state(a);
+}
+
+size_t ledger_allocation_scopes(const LedgerAllocation *a, LedgerScope *const **ret_scopes) {
+        assert(a);
+        if (ret_scopes)
+                *ret_scopes = a->scopes;
+        return a->n_scopes;
+}
+
+void ledger_allocation_set_userdata(LedgerAllocation *a, void *userdata) {
+        assert(a);
+        a->userdata = userdata;
+}
+
+void *ledger_allocation_get_userdata(const LedgerAllocation *a) {
+        assert(a);
+        return a->userdata;
+}

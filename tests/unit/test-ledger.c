@@ -1,0 +1,1168 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests for daemon/ledger.c: table-driven cases for grants, refusals
+ * (every window kind and the in-flight cap, with the exact refusal fields),
+ * all-or-nothing reservation, reports, states, settlement, window ageing at
+ * bucket granularity, ids, iteration and scope lifetime; then seeded property
+ * runs that interleave thousands of random operations and check the ledger's
+ * invariants against an independent shadow model after every one of them.
+ * Time moves by parameter only.
+ */
+#include <check.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) && !defined(__SANITIZE_ADDRESS__)
+#define __SANITIZE_ADDRESS__ 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+/* From <sanitizer/allocator_interface.h>, which gcc does not install: under
+ * ASan, malloc statistics come from its allocator, not glibc's. */
+size_t __sanitizer_get_current_allocated_bytes(void);
+#else
+#include <malloc.h>
+#endif
+
+#include "ledger.h"
+
+#define SEC(x)    ((uint64_t)((x)*1000000.0 + 0.5))
+#define N_ROWS(t) (sizeof(t) / sizeof((t)[0]))
+
+/* Aligned to every bucket size (1 s, 60 s, 900 s), so offsets are easy to
+ * reason about. */
+#define T_BASE SEC(900 * 200)
+
+static const LedgerParams params_default = {.warn_permille = 1500, .hard_permille = 2000};
+static const LedgerLimits limits_none = {};
+
+/* Commits `used` tokens in the given scopes at now by reserving and settling. */
+static void commit_tokens(Ledger *l, LedgerScope *const *scopes, size_t n, uint64_t used,
+                          uint64_t now_usec) {
+        LedgerAllocation *a;
+        LedgerRefusal refusal;
+        uint64_t ret_used;
+
+        ck_assert_int_eq(ledger_reserve(l, scopes, n, used / 2 + 1, now_usec, &a, &refusal), 0);
+        ck_assert_int_eq(ledger_settle(l, a, used, 0, now_usec, &ret_used, NULL), 0);
+        ck_assert_uint_eq(ret_used, used);
+}
+
+START_TEST(test_strings) {
+        ck_assert_str_eq(ledger_window_to_string(LEDGER_WINDOW_MINUTE), "minute");
+        ck_assert_str_eq(ledger_window_to_string(LEDGER_WINDOW_HOUR), "hour");
+        ck_assert_str_eq(ledger_window_to_string(LEDGER_WINDOW_DAY), "day");
+        ck_assert_ptr_null(ledger_window_to_string(_LEDGER_WINDOW_MAX));
+        ck_assert_uint_eq(ledger_window_span_usec(LEDGER_WINDOW_MINUTE), SEC(60));
+        ck_assert_uint_eq(ledger_window_span_usec(LEDGER_WINDOW_HOUR), SEC(3600));
+        ck_assert_uint_eq(ledger_window_span_usec(LEDGER_WINDOW_DAY), SEC(86400));
+        ck_assert_str_eq(ledger_state_to_string(LEDGER_STATE_OK), "ok");
+        ck_assert_str_eq(ledger_state_to_string(LEDGER_STATE_WARNING), "warning");
+        ck_assert_str_eq(ledger_state_to_string(LEDGER_STATE_EXCEEDED), "exceeded");
+        ck_assert_ptr_null(ledger_state_to_string(LEDGER_STATE_EXCEEDED + 1));
+}
+END_TEST
+
+/*
+ * Each row: 100 tokens committed at T0 = 1000 s, one live allocation holding a
+ * reservation of 200, then the row's limits, then a grant of 100 (reservation
+ * 200 at 2x) asked at T0 + 10 s. The commit leaves the minute window at
+ * 1060 s, the hour window at 4560 s (bucket 960..1020 s) and the day window at
+ * 87300 s (bucket 900..1800 s).
+ */
+typedef struct RefusalRow {
+        const char *name;
+        LedgerLimits limits;
+        int expect_ret;
+        int window;
+        uint64_t limit_tokens, used_tokens, reserved_tokens, retry_after_usec;
+} RefusalRow;
+
+static const RefusalRow refusal_rows[] = {
+        {"within all limits", {{1000, 10000, 100000}, 5000}, 0},
+        {"minute exactly full", {{500, 0, 0}, 0}, 0},
+        {"hour exactly full", {{0, 500, 0}, 0}, 0},
+        {"day exactly full", {{0, 0, 500}, 0}, 0},
+        {"in flight exactly full", {{0, 0, 0}, 400}, 0},
+        {"minute one short", {{499, 0, 0}, 0}, -EDQUOT, LEDGER_WINDOW_MINUTE, 499, 100, 200, SEC(50)},
+        {"minute too small even empty", {{399, 0, 0}, 0}, -EDQUOT, LEDGER_WINDOW_MINUTE, 399, 100, 200, 0},
+        {"hour one short", {{0, 499, 0}, 0}, -EDQUOT, LEDGER_WINDOW_HOUR, 499, 100, 200, SEC(3550)},
+        {"day one short", {{0, 0, 499}, 0}, -EDQUOT, LEDGER_WINDOW_DAY, 499, 100, 200, SEC(86290)},
+        {"in flight one short", {{0, 0, 0}, 399}, -EDQUOT, -1, 399, 0, 200, 0},
+        {"minute before hour", {{499, 499, 0}, 0}, -EDQUOT, LEDGER_WINDOW_MINUTE, 499, 100, 200, SEC(50)},
+        {"hour before day", {{0, 499, 499}, 0}, -EDQUOT, LEDGER_WINDOW_HOUR, 499, 100, 200, SEC(3550)},
+        {"window before cap", {{0, 0, 499}, 399}, -EDQUOT, LEDGER_WINDOW_DAY, 499, 100, 200, SEC(86290)},
+};
+
+START_TEST(test_reserve_refusal) {
+        for (size_t i = 0; i < N_ROWS(refusal_rows); i++) {
+                const RefusalRow *row = &refusal_rows[i];
+                Ledger *l = ledger_new(&params_default);
+                LedgerScope *s = ledger_scope_new(l, "s", &limits_none);
+                LedgerAllocation *held, *a = NULL;
+                LedgerRefusal refusal = {};
+                int r;
+
+                commit_tokens(l, &s, 1, 100, SEC(1000));
+                ck_assert_int_eq(ledger_reserve(l, &s, 1, 100, SEC(1000), &held, &refusal), 0);
+                ledger_scope_set_limits(s, &row->limits);
+
+                r = ledger_reserve(l, &s, 1, 100, SEC(1010), &a, &refusal);
+                ck_assert_msg(r == row->expect_ret, "row '%s': returned %d", row->name, r);
+                if (r == 0) {
+                        ck_assert_msg(ledger_scope_reserved(s) == 400, "row '%s': reserved", row->name);
+                        ck_assert_msg(ledger_allocation_hard_limit(a) == 200, "row '%s': hard limit",
+                                      row->name);
+                        ledger_free(l);
+                        continue;
+                }
+                ck_assert_msg(refusal.scope == s, "row '%s': scope", row->name);
+                ck_assert_msg(refusal.window == row->window, "row '%s': window %d", row->name,
+                              refusal.window);
+                ck_assert_msg(refusal.limit_tokens == row->limit_tokens, "row '%s': limit", row->name);
+                ck_assert_msg(refusal.used_tokens == row->used_tokens, "row '%s': used %" PRIu64, row->name,
+                              refusal.used_tokens);
+                ck_assert_msg(refusal.reserved_tokens == row->reserved_tokens, "row '%s': reserved",
+                              row->name);
+                ck_assert_msg(refusal.retry_after_usec == row->retry_after_usec,
+                              "row '%s': retry after %" PRIu64 " usec", row->name, refusal.retry_after_usec);
+                ck_assert_msg(ledger_scope_reserved(s) == 200 && ledger_scope_n_allocations(s) == 1 &&
+                                      ledger_n_allocations(l) == 1,
+                              "row '%s': refusal changed the scope", row->name);
+                ledger_free(l);
+        }
+}
+END_TEST
+
+START_TEST(test_all_or_nothing) {
+        static const LedgerLimits tight = {{100, 0, 0}, 0};
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *a = ledger_scope_new(l, "a", &limits_none);
+        LedgerScope *b = ledger_scope_new(l, "b", &tight);
+        LedgerAllocation *x;
+        LedgerRefusal refusal = {};
+
+        /* Refused in the second scope: the first is untouched. */
+        ck_assert_int_eq(ledger_reserve(l, (LedgerScope *[]){a, b}, 2, 100, T_BASE, &x, &refusal), -EDQUOT);
+        ck_assert_ptr_eq(refusal.scope, b);
+        ck_assert_uint_eq(ledger_scope_reserved(a), 0);
+        ck_assert_uint_eq(ledger_scope_n_allocations(a), 0);
+        ck_assert_uint_eq(ledger_n_allocations(l), 0);
+        ck_assert(ledger_scope_is_idle(a, T_BASE));
+
+        /* A grant that fits charges both. */
+        ck_assert_int_eq(ledger_reserve(l, (LedgerScope *[]){a, b}, 2, 50, T_BASE, &x, &refusal), 0);
+        ck_assert_uint_eq(ledger_scope_reserved(a), 100);
+        ck_assert_uint_eq(ledger_scope_reserved(b), 100);
+
+        /* Both full: the refusal names the first scope in the order given. */
+        ledger_scope_set_limits(a, &tight);
+        ck_assert_int_eq(ledger_reserve(l, (LedgerScope *[]){b, a}, 2, 1, T_BASE, &x, &refusal), -EDQUOT);
+        ck_assert_ptr_eq(refusal.scope, b);
+        ck_assert_int_eq(ledger_reserve(l, (LedgerScope *[]){a, b}, 2, 1, T_BASE, &x, &refusal), -EDQUOT);
+        ck_assert_ptr_eq(refusal.scope, a);
+        ck_assert_uint_eq(ledger_scope_reserved(a), 100);
+        ck_assert_uint_eq(ledger_scope_reserved(b), 100);
+        ck_assert_uint_eq(ledger_n_allocations(l), 1);
+
+        /* A NULL refusal pointer is allowed. */
+        ck_assert_int_eq(ledger_reserve(l, (LedgerScope *[]){a, b}, 2, 1, T_BASE, &x, NULL), -EDQUOT);
+        ledger_free(l);
+}
+END_TEST
+
+/* One allocation of 100 (warn at 150, hard at 200) driven through reports. */
+typedef struct ReportStep {
+        const char *name;
+        uint64_t input_tokens, output_tokens;
+        int expect_ret;
+        LedgerState state;
+        uint64_t used_tokens, still_reserved_tokens;
+} ReportStep;
+
+static const ReportStep report_steps[] = {
+        {"first report", 10, 20, 0, LEDGER_STATE_OK, 30, 170},
+        {"retried identical report", 10, 20, 0, LEDGER_STATE_OK, 30, 170},
+        {"lower input", 5, 30, -ERANGE, LEDGER_STATE_OK, 30, 170},
+        {"lower output", 10, 19, -ERANGE, LEDGER_STATE_OK, 30, 170},
+        {"just below warn", 100, 49, 0, LEDGER_STATE_OK, 149, 51},
+        {"at warn", 100, 50, 0, LEDGER_STATE_WARNING, 150, 50},
+        {"just below hard", 100, 99, 0, LEDGER_STATE_WARNING, 199, 1},
+        {"at hard", 100, 100, 0, LEDGER_STATE_EXCEEDED, 200, 0},
+        {"past hard is still committed", 100, 300, 0, LEDGER_STATE_EXCEEDED, 400, 0},
+        {"input out of range", LEDGER_TOKENS_MAX, 300, -ERANGE, LEDGER_STATE_EXCEEDED, 400, 0},
+        {"output out of range", 100, LEDGER_TOKENS_MAX, -ERANGE, LEDGER_STATE_EXCEEDED, 400, 0},
+        {"largest totals", LEDGER_TOKENS_MAX - 1, LEDGER_TOKENS_MAX - 1, 0, LEDGER_STATE_EXCEEDED,
+         2 * (LEDGER_TOKENS_MAX - 1), 0},
+};
+
+START_TEST(test_report) {
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *s = ledger_scope_new(l, "s", &limits_none);
+        LedgerAllocation *a;
+        LedgerRefusal refusal;
+
+        ck_assert_int_eq(ledger_reserve(l, &s, 1, 100, T_BASE, &a, &refusal), 0);
+        for (size_t i = 0; i < N_ROWS(report_steps); i++) {
+                const ReportStep *st = &report_steps[i];
+                LedgerState state = (LedgerState)99;
+                uint64_t now = T_BASE + SEC(i);
+                int r = ledger_report(l, a, st->input_tokens, st->output_tokens, now, &state);
+
+                ck_assert_msg(r == st->expect_ret, "row '%s': returned %d", st->name, r);
+                if (r == 0)
+                        ck_assert_msg(state == st->state, "row '%s': state %s", st->name,
+                                      ledger_state_to_string(state));
+                ck_assert_msg(ledger_allocation_state(a) == st->state, "row '%s': allocation state",
+                              st->name);
+                ck_assert_msg(ledger_allocation_used(a) == st->used_tokens, "row '%s': used %" PRIu64,
+                              st->name, ledger_allocation_used(a));
+                ck_assert_msg(ledger_allocation_reserved(a) == st->still_reserved_tokens,
+                              "row '%s': reserved", st->name);
+                ck_assert_msg(ledger_scope_reserved(s) == st->still_reserved_tokens,
+                              "row '%s': scope reserved", st->name);
+                ck_assert_msg(ledger_scope_committed_total(s) == st->used_tokens, "row '%s': committed",
+                              st->name);
+                for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++)
+                        ck_assert_msg(ledger_scope_window_used(s, w, now) == st->used_tokens,
+                                      "row '%s': %s window", st->name, ledger_window_to_string(w));
+        }
+        ledger_free(l);
+}
+END_TEST
+
+/* Thresholds round up; the probes are used = warn_at - 1, warn_at,
+ * hard - 1, hard, hard + 1, each on a fresh allocation. */
+typedef struct StateRow {
+        const char *name;
+        uint64_t granted_tokens;
+        LedgerParams params;
+        uint64_t warn_at, hard_limit;
+        LedgerState states[5];
+} StateRow;
+
+#define OK LEDGER_STATE_OK
+#define WA LEDGER_STATE_WARNING
+#define EX LEDGER_STATE_EXCEEDED
+/* clang-format off */
+static const StateRow state_rows[] = {
+        { "defaults", 100, { 1500, 2000 }, 150, 200, { OK, WA, WA, EX, EX } },
+        { "rounding up", 3, { 1500, 2000 }, 5, 6, { OK, WA, WA, EX, EX } },
+        { "1x and 1x", 1, { 1000, 1000 }, 1, 1, { OK, EX, OK, EX, EX } },
+        { "odd permille", 7, { 1001, 5000 }, 8, 35, { OK, WA, WA, EX, EX } },
+        { "largest grant", LEDGER_TOKENS_MAX - 1, { 1000, 1500 }, 999999999999, 1499999999999, { OK, WA, WA, EX, EX } },
+};
+/* clang-format on */
+#undef OK
+#undef WA
+#undef EX
+
+START_TEST(test_states) {
+        for (size_t i = 0; i < N_ROWS(state_rows); i++) {
+                const StateRow *row = &state_rows[i];
+                Ledger *l = ledger_new(&row->params);
+                LedgerScope *s = ledger_scope_new(l, "s", &limits_none);
+                uint64_t probes[5] = {row->warn_at - 1, row->warn_at, row->hard_limit - 1, row->hard_limit,
+                                      row->hard_limit + 1};
+
+                for (size_t p = 0; p < 5; p++) {
+                        LedgerAllocation *a;
+                        LedgerRefusal refusal;
+                        LedgerState state;
+                        uint64_t input = probes[p] < LEDGER_TOKENS_MAX ? probes[p] : LEDGER_TOKENS_MAX - 1;
+
+                        ck_assert_int_eq(ledger_reserve(l, &s, 1, row->granted_tokens, T_BASE, &a, &refusal),
+                                         0);
+                        ck_assert_msg(ledger_allocation_granted(a) == row->granted_tokens, "row '%s'",
+                                      row->name);
+                        ck_assert_msg(ledger_allocation_warn_at(a) == row->warn_at,
+                                      "row '%s': warn_at %" PRIu64, row->name, ledger_allocation_warn_at(a));
+                        ck_assert_msg(ledger_allocation_hard_limit(a) == row->hard_limit,
+                                      "row '%s': hard limit %" PRIu64, row->name,
+                                      ledger_allocation_hard_limit(a));
+                        ck_assert_msg(ledger_allocation_state(a) == LEDGER_STATE_OK, "row '%s': fresh",
+                                      row->name);
+                        ck_assert_int_eq(ledger_report(l, a, input, probes[p] - input, T_BASE, &state), 0);
+                        ck_assert_msg(state == row->states[p], "row '%s', probe %zu (used %" PRIu64 "): %s",
+                                      row->name, p, probes[p], ledger_state_to_string(state));
+                        ck_assert_int_eq(ledger_settle(l, a, input, probes[p] - input, T_BASE, NULL, NULL),
+                                         0);
+                }
+                ledger_free(l);
+        }
+}
+END_TEST
+
+/* One allocation of 100 (reservation 200), an optional report, then settle. */
+typedef struct SettleRow {
+        const char *name;
+        uint64_t report_in, report_out; /* 0, 0: no report */
+        uint64_t settle_in, settle_out;
+        int expect_ret;
+        uint64_t used_tokens, refunded_tokens;
+} SettleRow;
+
+static const SettleRow settle_rows[] = {
+        {"nothing used", 0, 0, 0, 0, 0, 0, 200},
+        {"part used", 0, 0, 30, 20, 0, 50, 150},
+        {"after a report", 40, 20, 50, 30, 0, 80, 120},
+        {"settle equal to report", 40, 20, 40, 20, 0, 60, 140},
+        {"lower than the report", 40, 20, 39, 30, -ERANGE, 60, 140},
+        {"exactly the hard limit", 0, 0, 100, 100, 0, 200, 0},
+        {"overrun", 0, 0, 200, 100, 0, 300, 0},
+        {"overrun after a report", 150, 100, 150, 150, 0, 300, 0},
+        {"out of range", 0, 0, LEDGER_TOKENS_MAX, 0, -ERANGE, 0, 200},
+};
+
+START_TEST(test_settle) {
+        for (size_t i = 0; i < N_ROWS(settle_rows); i++) {
+                const SettleRow *row = &settle_rows[i];
+                Ledger *l = ledger_new(&params_default);
+                LedgerScope *s = ledger_scope_new(l, "s", &limits_none);
+                LedgerAllocation *a;
+                LedgerRefusal refusal;
+                uint64_t used = UINT64_MAX, refunded = UINT64_MAX, id;
+                int r;
+
+                ck_assert_int_eq(ledger_reserve(l, &s, 1, 100, T_BASE, &a, &refusal), 0);
+                id = ledger_allocation_id(a);
+                if (row->report_in + row->report_out > 0)
+                        ck_assert_int_eq(ledger_report(l, a, row->report_in, row->report_out, T_BASE, NULL),
+                                         0);
+                r = ledger_settle(l, a, row->settle_in, row->settle_out, T_BASE + SEC(1), &used, &refunded);
+                ck_assert_msg(r == row->expect_ret, "row '%s': returned %d", row->name, r);
+                ck_assert_msg(ledger_scope_committed_total(s) == row->used_tokens, "row '%s': committed",
+                              row->name);
+                ck_assert_msg(ledger_scope_window_used(s, LEDGER_WINDOW_MINUTE, T_BASE + SEC(1)) ==
+                                      row->used_tokens,
+                              "row '%s': window", row->name);
+                if (r < 0) {
+                        ck_assert_msg(ledger_find(l, id) == a, "row '%s': failed settle freed it",
+                                      row->name);
+                        ck_assert_msg(ledger_scope_reserved(s) == row->refunded_tokens, "row '%s': reserved",
+                                      row->name);
+                        ck_assert_msg(ledger_allocation_used(a) == row->used_tokens, "row '%s': used",
+                                      row->name);
+                        ledger_free(l);
+                        continue;
+                }
+                ck_assert_msg(used == row->used_tokens, "row '%s': used %" PRIu64, row->name, used);
+                ck_assert_msg(refunded == row->refunded_tokens, "row '%s': refunded %" PRIu64, row->name,
+                              refunded);
+                ck_assert_msg(ledger_scope_reserved(s) == 0, "row '%s': reserved left", row->name);
+                ck_assert_msg(ledger_scope_n_allocations(s) == 0, "row '%s': still charged", row->name);
+                ck_assert_msg(ledger_n_allocations(l) == 0, "row '%s': still live", row->name);
+                ck_assert_msg(ledger_find(l, id) == NULL, "row '%s': still found", row->name);
+                ledger_free(l);
+        }
+}
+END_TEST
+
+/* A commit at T_BASE + 5.3 s is in the window until the bucket it fell in
+ * leaves: at bucket granularity, not exactly one span later. */
+typedef struct EdgeRow {
+        LedgerWindow window;
+        uint64_t last_in_usec, first_out_usec; /* offsets from T_BASE */
+} EdgeRow;
+
+static const EdgeRow edge_rows[] = {
+        {LEDGER_WINDOW_MINUTE, SEC(65) - 1, SEC(65)},
+        {LEDGER_WINDOW_HOUR, SEC(3600) - 1, SEC(3600)},
+        {LEDGER_WINDOW_DAY, SEC(86400) - 1, SEC(86400)},
+};
+
+START_TEST(test_window_edges) {
+        for (size_t i = 0; i < N_ROWS(edge_rows); i++) {
+                const EdgeRow *row = &edge_rows[i];
+                const char *name = ledger_window_to_string(row->window);
+                Ledger *l = ledger_new(&params_default);
+                LedgerScope *s = ledger_scope_new(l, "s", &limits_none);
+
+                commit_tokens(l, &s, 1, 600, T_BASE + SEC(5.3));
+                ck_assert_msg(ledger_scope_window_used(s, row->window, T_BASE + SEC(5.3)) == 600, "%s: now",
+                              name);
+                ck_assert_msg(ledger_scope_window_used(s, row->window, T_BASE + row->last_in_usec) == 600,
+                              "%s: last instant in", name);
+                ck_assert_msg(!ledger_scope_is_idle(s, T_BASE + row->last_in_usec), "%s: idle too early",
+                              name);
+                ck_assert_msg(ledger_scope_window_used(s, row->window, T_BASE + row->first_out_usec) == 0,
+                              "%s: first instant out", name);
+                /* Time does not run backwards: an earlier now sees the latest state. */
+                ck_assert_msg(ledger_scope_window_used(s, row->window, T_BASE) == 0, "%s: backwards", name);
+                ck_assert_uint_eq(ledger_scope_committed_total(s), 600);
+                ledger_free(l);
+        }
+}
+END_TEST
+
+/*
+ * Commits of 300 tokens at the given offsets, then a limit on one window, then
+ * a grant (reservation = 2x) at probe_usec: the refusal's retry_after_usec must
+ * be exactly when room appears. Offsets are from T_BASE.
+ */
+typedef struct RetryRow {
+        const char *name;
+        LedgerWindow window;
+        uint64_t commit_usec[3];
+        uint64_t probe_usec;
+        uint64_t granted_tokens;
+        uint64_t retry_after_usec;
+} RetryRow;
+
+/* clang-format off */
+static const RetryRow retry_rows[] = {
+        { "minute: oldest bucket", LEDGER_WINDOW_MINUTE, { SEC(10), SEC(20), SEC(30) }, SEC(40), 200, SEC(30) },
+        { "minute: two buckets", LEDGER_WINDOW_MINUTE, { SEC(10), SEC(20), SEC(30) }, SEC(40), 350, SEC(40) },
+        { "minute: all buckets", LEDGER_WINDOW_MINUTE, { SEC(10), SEC(20), SEC(30) }, SEC(40), 500, SEC(50) },
+        { "minute: never fits", LEDGER_WINDOW_MINUTE, { SEC(10), SEC(20), SEC(30) }, SEC(40), 501, 0 },
+        { "minute: mid-bucket", LEDGER_WINDOW_MINUTE, { SEC(10.5), SEC(20), SEC(30) }, SEC(40.25), 200, SEC(29.75) },
+        { "hour: oldest bucket", LEDGER_WINDOW_HOUR, { SEC(10), SEC(70), SEC(130) }, SEC(200), 200, SEC(3400) },
+        { "hour: two buckets", LEDGER_WINDOW_HOUR, { SEC(10), SEC(70), SEC(130) }, SEC(200), 350, SEC(3460) },
+        { "hour: same bucket", LEDGER_WINDOW_HOUR, { SEC(10), SEC(20), SEC(130) }, SEC(200), 350, SEC(3400) },
+        { "day: oldest bucket", LEDGER_WINDOW_DAY, { SEC(10), SEC(1000), SEC(1001) }, SEC(2000), 200, SEC(84400) },
+        { "day: two buckets", LEDGER_WINDOW_DAY, { SEC(10), SEC(1000), SEC(1001) }, SEC(2000), 350, SEC(85300) },
+};
+/* clang-format on */
+
+START_TEST(test_retry_after) {
+        for (size_t i = 0; i < N_ROWS(retry_rows); i++) {
+                const RetryRow *row = &retry_rows[i];
+                Ledger *l = ledger_new(&params_default);
+                LedgerScope *s = ledger_scope_new(l, "s", &limits_none);
+                LedgerLimits limits = {};
+                LedgerAllocation *a;
+                LedgerRefusal refusal = {};
+                uint64_t probe = T_BASE + row->probe_usec;
+
+                for (size_t c = 0; c < 3; c++)
+                        commit_tokens(l, &s, 1, 300, T_BASE + row->commit_usec[c]);
+                limits.window_tokens[row->window] = 1000;
+                ledger_scope_set_limits(s, &limits);
+
+                ck_assert_msg(ledger_reserve(l, &s, 1, row->granted_tokens, probe, &a, &refusal) == -EDQUOT,
+                              "row '%s': granted", row->name);
+                ck_assert_msg(refusal.window == (int)row->window, "row '%s': window", row->name);
+                ck_assert_msg(refusal.used_tokens == 900, "row '%s': used %" PRIu64, row->name,
+                              refusal.used_tokens);
+                ck_assert_msg(refusal.retry_after_usec == row->retry_after_usec,
+                              "row '%s': retry after %" PRIu64 " usec", row->name, refusal.retry_after_usec);
+                if (row->retry_after_usec == 0) {
+                        ledger_free(l);
+                        continue;
+                }
+                ck_assert_msg(ledger_reserve(l, &s, 1, row->granted_tokens,
+                                             probe + row->retry_after_usec - 1, &a, &refusal) == -EDQUOT,
+                              "row '%s': room appeared before retry_after", row->name);
+                ck_assert_msg(ledger_reserve(l, &s, 1, row->granted_tokens, probe + row->retry_after_usec,
+                                             &a, &refusal) == 0,
+                              "row '%s': no room at retry_after", row->name);
+                ledger_free(l);
+        }
+}
+END_TEST
+
+START_TEST(test_backwards_time) {
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *s = ledger_scope_new(l, "s", &limits_none);
+        LedgerAllocation *a;
+        LedgerRefusal refusal;
+
+        ck_assert_int_eq(ledger_reserve(l, &s, 1, 100, T_BASE + SEC(100), &a, &refusal), 0);
+        /* A report stamped 90 s in the past counts at the latest now seen. */
+        ck_assert_int_eq(ledger_report(l, a, 10, 10, T_BASE + SEC(10), NULL), 0);
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_MINUTE, T_BASE + SEC(159)), 20);
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_MINUTE, T_BASE + SEC(160)), 0);
+        /* Even from time 0. */
+        ck_assert_int_eq(ledger_settle(l, a, 20, 20, 0, NULL, NULL), 0);
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_MINUTE, 0), 20);
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_HOUR, 0), 40);
+        ck_assert_int_eq(ledger_reserve(l, &s, 1, 100, 0, &a, &refusal), 0);
+        ck_assert_uint_eq(ledger_allocation_granted_usec(a), T_BASE + SEC(160));
+        ledger_free(l);
+}
+END_TEST
+
+static int cmp_u64(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+        return x < y ? -1 : x > y;
+}
+
+START_TEST(test_ids) {
+        enum { N_KEEP = 100, N_CYCLES = 2000 };
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *s = ledger_scope_new(l, "s", &limits_none);
+        LedgerAllocation *kept[N_KEEP], *a;
+        LedgerRefusal refusal;
+        uint64_t *ids = malloc((N_KEEP + N_CYCLES) * sizeof(uint64_t));
+        size_t n_ids = 0;
+
+        ck_assert_ptr_nonnull(ids);
+        ck_assert_ptr_null(ledger_find(l, 0));
+        ck_assert_ptr_null(ledger_find(l, 1));
+        for (size_t i = 0; i < N_KEEP; i++) {
+                ck_assert_int_eq(ledger_reserve(l, &s, 1, 1, T_BASE, &kept[i], &refusal), 0);
+                ids[n_ids++] = ledger_allocation_id(kept[i]);
+                ck_assert_uint_ne(ids[n_ids - 1], 0);
+        }
+
+        /* Settle and re-grant over and over: slots are reused, ids are not,
+         * and a stale id never finds the slot's new tenant. */
+        for (size_t i = 0; i < N_CYCLES; i++) {
+                size_t k = (i * 7) % N_KEEP;
+                uint64_t old = ledger_allocation_id(kept[k]);
+
+                ck_assert_int_eq(ledger_settle(l, kept[k], 0, 0, T_BASE, NULL, NULL), 0);
+                ck_assert_ptr_null(ledger_find(l, old));
+                ck_assert_int_eq(ledger_reserve(l, &s, 1, 1, T_BASE, &kept[k], &refusal), 0);
+                ck_assert_ptr_null(ledger_find(l, old));
+                ids[n_ids++] = ledger_allocation_id(kept[k]);
+                ck_assert_ptr_eq(ledger_find(l, ids[n_ids - 1]), kept[k]);
+        }
+        for (size_t i = 0; i < N_KEEP; i++)
+                ck_assert_ptr_eq(ledger_find(l, ledger_allocation_id(kept[i])), kept[i]);
+        ck_assert_ptr_null(ledger_find(l, UINT64_MAX));
+        ck_assert_ptr_null(ledger_find(l, UINT64_C(0xffffffff)));
+
+        qsort(ids, n_ids, sizeof(uint64_t), cmp_u64);
+        for (size_t i = 1; i < n_ids; i++)
+                ck_assert_msg(ids[i] != ids[i - 1], "id %" PRIu64 " handed out twice", ids[i]);
+
+        /* Settling everything and starting over still does not repeat ids. */
+        for (size_t i = 0; i < N_KEEP; i++)
+                ck_assert_int_eq(ledger_settle(l, kept[i], 0, 0, T_BASE, NULL, NULL), 0);
+        ck_assert_int_eq(ledger_reserve(l, &s, 1, 1, T_BASE, &a, &refusal), 0);
+        ck_assert_ptr_null(
+                bsearch(&(uint64_t){ledger_allocation_id(a)}, ids, n_ids, sizeof(uint64_t), cmp_u64));
+        free(ids);
+        ledger_free(l);
+}
+END_TEST
+
+START_TEST(test_scope_lifetime) {
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *s = ledger_scope_new(l, "user-1000", &limits_none);
+        LedgerScope *g = ledger_scope_new(l, "global", &limits_none);
+        LedgerAllocation *a;
+        LedgerRefusal refusal;
+        int tag;
+
+        ck_assert_str_eq(ledger_scope_name(s), "user-1000");
+        ck_assert_ptr_null(ledger_scope_get_userdata(s));
+        ledger_scope_set_userdata(s, &tag);
+        ck_assert_ptr_eq(ledger_scope_get_userdata(s), &tag);
+        ck_assert(ledger_scope_is_idle(s, T_BASE));
+
+        ck_assert_int_eq(ledger_reserve(l, (LedgerScope *[]){g, s}, 2, 10, T_BASE, &a, &refusal), 0);
+        ck_assert(!ledger_scope_is_idle(s, T_BASE));
+        ck_assert_int_eq(ledger_scope_free(l, s), -EBUSY);
+        ck_assert_uint_eq(ledger_scope_n_allocations(s), 1);
+        ck_assert_str_eq(ledger_scope_name(s), "user-1000");
+
+        /* Settled with usage: not idle until the day window has let it go. */
+        ck_assert_int_eq(ledger_settle(l, a, 5, 0, T_BASE, NULL, NULL), 0);
+        ck_assert(!ledger_scope_is_idle(s, T_BASE));
+        ck_assert(!ledger_scope_is_idle(s, T_BASE + SEC(86400) - 1));
+        ck_assert(ledger_scope_is_idle(s, T_BASE + SEC(86400)));
+        ck_assert_int_eq(ledger_scope_free(l, s), 0);
+
+        /* Settled without usage: idle at once. */
+        s = ledger_scope_new(l, "unit", &limits_none);
+        ck_assert_int_eq(
+                ledger_reserve(l, (LedgerScope *[]){s, g}, 2, 10, T_BASE + SEC(86400), &a, &refusal), 0);
+        ck_assert_int_eq(ledger_settle(l, a, 0, 0, T_BASE + SEC(86400), NULL, NULL), 0);
+        ck_assert(ledger_scope_is_idle(s, T_BASE + SEC(86400)));
+        ck_assert_int_eq(ledger_scope_free(l, NULL), 0);
+
+        /* ledger_free() frees the scopes still linked, and live allocations. */
+        ck_assert_int_eq(
+                ledger_reserve(l, (LedgerScope *[]){s, g}, 2, 10, T_BASE + SEC(86400), &a, &refusal), 0);
+        ck_assert_ptr_null(ledger_free(l));
+        ck_assert_ptr_null(ledger_free(NULL));
+}
+END_TEST
+
+START_TEST(test_set_limits_and_params) {
+        static const LedgerLimits roomy = {{0, 0, 0}, 1000};
+        static const LedgerLimits small = {{0, 0, 0}, 300};
+        static const LedgerParams strict = {.warn_permille = 1000, .hard_permille = 1000};
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *s = ledger_scope_new(l, "s", &roomy);
+        LedgerAllocation *a, *b;
+        LedgerRefusal refusal;
+
+        ck_assert_int_eq(ledger_reserve(l, &s, 1, 200, T_BASE, &a, &refusal), 0);
+        ledger_scope_set_limits(s, &small);
+        ck_assert_uint_eq(ledger_scope_get_limits(s)->in_flight_tokens, 300);
+        /* What is reserved stays; new reservations see the new limit. */
+        ck_assert_uint_eq(ledger_scope_reserved(s), 400);
+        ck_assert_int_eq(ledger_reserve(l, &s, 1, 1, T_BASE, &b, &refusal), -EDQUOT);
+        ck_assert_uint_eq(refusal.limit_tokens, 300);
+        ck_assert_uint_eq(refusal.reserved_tokens, 400);
+        ledger_scope_set_limits(s, &roomy);
+
+        /* New params apply to new grants only. */
+        ledger_set_params(l, &strict);
+        ck_assert_uint_eq(ledger_get_params(l)->hard_permille, 1000);
+        ck_assert_int_eq(ledger_reserve(l, &s, 1, 200, T_BASE, &b, &refusal), 0);
+        ck_assert_uint_eq(ledger_allocation_hard_limit(a), 400);
+        ck_assert_uint_eq(ledger_allocation_warn_at(a), 300);
+        ck_assert_uint_eq(ledger_allocation_hard_limit(b), 200);
+        ck_assert_uint_eq(ledger_allocation_warn_at(b), 200);
+        ck_assert_uint_eq(ledger_scope_reserved(s), 600);
+        ledger_free(l);
+}
+END_TEST
+
+START_TEST(test_iteration_and_accessors) {
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *g = ledger_scope_new(l, "g", &limits_none);
+        LedgerScope *u = ledger_scope_new(l, "u", &limits_none);
+        LedgerAllocation *a[6], *it;
+        LedgerScope *const *scopes;
+        LedgerRefusal refusal;
+        size_t expect[] = {0, 2, 4, 5}, n = 0;
+
+        ck_assert_ptr_null(ledger_next(l, NULL));
+        for (size_t i = 0; i < 5; i++) {
+                ck_assert_int_eq(
+                        ledger_reserve(l, (LedgerScope *[]){g, u}, 2, 10 + i, T_BASE + i, &a[i], &refusal),
+                        0);
+                ledger_allocation_set_userdata(a[i], &expect[0] + i);
+        }
+        ck_assert_int_eq(ledger_settle(l, a[1], 0, 0, T_BASE, NULL, NULL), 0);
+        ck_assert_int_eq(ledger_settle(l, a[3], 0, 0, T_BASE, NULL, NULL), 0);
+        /* Reuses a freed slot but goes to the end of grant order. */
+        ck_assert_int_eq(ledger_reserve(l, &u, 1, 15, T_BASE + 5, &a[5], &refusal), 0);
+
+        for (it = ledger_next(l, NULL); it; it = ledger_next(l, it)) {
+                ck_assert_uint_lt(n, N_ROWS(expect));
+                ck_assert_msg(it == a[expect[n]], "position %zu is not allocation %zu", n, expect[n]);
+                n++;
+        }
+        ck_assert_uint_eq(n, N_ROWS(expect));
+        ck_assert_uint_eq(ledger_n_allocations(l), 4);
+        ck_assert_uint_eq(ledger_scope_n_allocations(g), 3);
+        ck_assert_uint_eq(ledger_scope_n_allocations(u), 4);
+
+        ck_assert_ptr_eq(ledger_allocation_get_userdata(a[2]), &expect[2]);
+        ck_assert_ptr_null(ledger_allocation_get_userdata(a[5]));
+        ck_assert_uint_eq(ledger_allocation_granted_usec(a[4]), T_BASE + 4);
+        ck_assert_uint_eq(ledger_allocation_scopes(a[2], &scopes), 2);
+        ck_assert_ptr_eq(scopes[0], g);
+        ck_assert_ptr_eq(scopes[1], u);
+        ck_assert_uint_eq(ledger_allocation_scopes(a[5], &scopes), 1);
+        ck_assert_ptr_eq(scopes[0], u);
+        ck_assert_int_eq(ledger_report(l, a[2], 3, 4, T_BASE + 6, NULL), 0);
+        ck_assert_uint_eq(ledger_allocation_input_tokens(a[2]), 3);
+        ck_assert_uint_eq(ledger_allocation_output_tokens(a[2]), 4);
+        ck_assert_uint_eq(ledger_allocation_used(a[2]), 7);
+        ledger_free(l);
+}
+END_TEST
+
+static size_t heap_bytes_in_use(void) {
+#if defined(__SANITIZE_ADDRESS__)
+        return __sanitizer_get_current_allocated_bytes();
+#else
+        struct mallinfo2 mi = mallinfo2();
+        return mi.uordblks + mi.hblkhd;
+#endif
+}
+
+/* Valgrind's malloc replacement reports no statistics: probe with a block of
+ * known size, and skip the memory checks (saying so) when it is not seen. */
+static bool heap_accounting_works(void) {
+        size_t before = heap_bytes_in_use();
+        void *p = malloc(1 << 20);
+        bool works;
+
+        if (!p)
+                return false;
+        works = heap_bytes_in_use() >= before + (1 << 20);
+        free(p);
+        if (!works)
+                printf("heap statistics unavailable (valgrind?): memory checks skipped\n");
+        return works;
+}
+
+/* 100,000 open allocations must cost under 512 bytes each, slab slack
+ * included. Informational output only; no timing. */
+START_TEST(test_memory_per_allocation) {
+        enum { N = 100000 };
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *scopes[3] = {
+                ledger_scope_new(l, "g", &limits_none),
+                ledger_scope_new(l, "u", &limits_none),
+                ledger_scope_new(l, "p", &limits_none),
+        };
+        LedgerAllocation *a;
+        LedgerRefusal refusal;
+        bool measured = heap_accounting_works();
+        size_t before = heap_bytes_in_use(), per;
+
+        for (size_t i = 0; i < N; i++)
+                ck_assert_int_eq(ledger_reserve(l, scopes, 3, 100, T_BASE, &a, &refusal), 0);
+        per = (heap_bytes_in_use() - before) / N;
+        if (measured) {
+                printf("ledger: %zu bytes per open allocation\n", per);
+                ck_assert_uint_gt(per, 0);
+                ck_assert_uint_lt(per, 512);
+        }
+        ck_assert_uint_eq(ledger_scope_reserved(scopes[0]), UINT64_C(200) * N);
+        ledger_free(l);
+}
+END_TEST
+
+/* --- property runs against a shadow model --- */
+
+enum { M_SCOPES = 7, M_PER_ALLOC = 3 };
+
+typedef struct ShadowAlloc {
+        LedgerAllocation *a;
+        size_t scopes[M_PER_ALLOC];
+        uint64_t granted, input, output, reservation;
+} ShadowAlloc;
+
+typedef struct Commit {
+        uint64_t usec, tokens;
+} Commit;
+
+typedef struct Model {
+        uint64_t seed, rng;
+        size_t op;
+        bool overrun;
+        Ledger *l;
+        uint64_t now_usec;
+        LedgerScope *scopes[M_SCOPES];
+        LedgerLimits limits[M_SCOPES];
+        uint64_t committed[M_SCOPES];
+        Commit *commits[M_SCOPES];
+        size_t n_commits[M_SCOPES], cap_commits[M_SCOPES];
+        ShadowAlloc *allocs;
+        size_t n_allocs, cap_allocs;
+} Model;
+
+#define MCHECK(m, cond, fmt, ...)                                                                           \
+        ck_assert_msg(cond, "seed %" PRIu64 " op %zu: " fmt, (m)->seed, (m)->op, ##__VA_ARGS__)
+
+/* The bucket sizes documented in ledger.c, modelled independently here. */
+static const uint64_t model_bucket_usec[_LEDGER_WINDOW_MAX] = {SEC(1), SEC(60), SEC(900)};
+static const uint64_t model_n_buckets[_LEDGER_WINDOW_MAX] = {60, 60, 96};
+
+static uint64_t model_rand(Model *m) {
+        uint64_t z = (m->rng += UINT64_C(0x9e3779b97f4a7c15));
+
+        z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+        return z ^ (z >> 31);
+}
+
+static uint64_t model_range(Model *m, uint64_t n) {
+        return model_rand(m) % n;
+}
+
+static uint64_t model_window_used(const Model *m, size_t s, LedgerWindow w, uint64_t at_usec) {
+        uint64_t now_bucket = at_usec / model_bucket_usec[w], sum = 0;
+
+        for (size_t i = 0; i < m->n_commits[s]; i++)
+                if (m->commits[s][i].usec / model_bucket_usec[w] + model_n_buckets[w] > now_bucket)
+                        sum += m->commits[s][i].tokens;
+        return sum;
+}
+
+static uint64_t model_reserved(const Model *m, size_t s) {
+        uint64_t sum = 0;
+
+        for (size_t i = 0; i < m->n_allocs; i++)
+                for (size_t j = 0; j < M_PER_ALLOC; j++)
+                        if (m->allocs[i].scopes[j] == s) {
+                                const ShadowAlloc *x = &m->allocs[i];
+                                uint64_t used = x->input + x->output;
+                                sum += x->reservation - (used < x->reservation ? used : x->reservation);
+                        }
+        return sum;
+}
+
+static size_t model_n_charged(const Model *m, size_t s) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < m->n_allocs; i++)
+                for (size_t j = 0; j < M_PER_ALLOC; j++)
+                        n += m->allocs[i].scopes[j] == s;
+        return n;
+}
+
+static void model_commit(Model *m, const ShadowAlloc *x, uint64_t delta) {
+        if (delta == 0)
+                return;
+        for (size_t j = 0; j < M_PER_ALLOC; j++) {
+                size_t s = x->scopes[j];
+
+                if (m->n_commits[s] == m->cap_commits[s]) {
+                        m->cap_commits[s] = m->cap_commits[s] ? m->cap_commits[s] * 2 : 64;
+                        m->commits[s] = realloc(m->commits[s], m->cap_commits[s] * sizeof(Commit));
+                        ck_assert_ptr_nonnull(m->commits[s]);
+                }
+                m->commits[s][m->n_commits[s]++] = (Commit){m->now_usec, delta};
+                m->committed[s] += delta;
+        }
+}
+
+/* Drops commits that left even the day window, to keep checks fast. */
+static void model_prune(Model *m) {
+        uint64_t day_bucket = m->now_usec / model_bucket_usec[LEDGER_WINDOW_DAY];
+
+        for (size_t s = 0; s < M_SCOPES; s++) {
+                size_t keep = 0;
+
+                for (size_t i = 0; i < m->n_commits[s]; i++)
+                        if (m->commits[s][i].usec / model_bucket_usec[LEDGER_WINDOW_DAY] +
+                                    model_n_buckets[LEDGER_WINDOW_DAY] >
+                            day_bucket)
+                                m->commits[s][keep++] = m->commits[s][i];
+                m->n_commits[s] = keep;
+        }
+}
+
+/* Global, two users, four processes (two per user), with small limits so
+ * that every kind of refusal happens often. */
+static void model_init(Model *m, uint64_t seed, bool overrun) {
+        static const LedgerLimits limits[3] = {
+                {{3000, 20000, 100000}, 2000},
+                {{1500, 10000, 60000}, 1200},
+                {{800, 0, 0}, 600},
+        };
+
+        *m = (Model){.seed = seed, .rng = seed, .overrun = overrun};
+        m->l = ledger_new(&params_default);
+        ck_assert_ptr_nonnull(m->l);
+        m->now_usec = SEC(1000) + model_range(m, SEC(1000000));
+        for (size_t s = 0; s < M_SCOPES; s++) {
+                char name[16];
+
+                m->limits[s] = limits[s == 0 ? 0 : s < 3 ? 1 : 2];
+                snprintf(name, sizeof(name), "scope-%zu", s);
+                m->scopes[s] = ledger_scope_new(m->l, name, &m->limits[s]);
+                ck_assert_ptr_nonnull(m->scopes[s]);
+        }
+}
+
+static void model_done(Model *m) {
+        for (size_t s = 0; s < M_SCOPES; s++)
+                free(m->commits[s]);
+        free(m->allocs);
+        ledger_free(m->l);
+}
+
+/* Callers must never pass an earlier now, but the ledger must cope: now and
+ * then hand it a stale timestamp; the model keeps the latest. */
+static uint64_t model_now_arg(Model *m) {
+        if (model_range(m, 20) == 0)
+                return m->now_usec - model_range(m, m->now_usec);
+        return m->now_usec;
+}
+
+/* The refusal the model expects for scope s, if any. */
+static bool model_scope_refusal(const Model *m, size_t s, uint64_t reservation, LedgerRefusal *ret) {
+        uint64_t reserved = model_reserved(m, s), need = reserved + reservation;
+
+        for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++) {
+                uint64_t limit = m->limits[s].window_tokens[w];
+                uint64_t used = model_window_used(m, s, w, m->now_usec);
+
+                if (limit != 0 && used + need > limit) {
+                        *ret = (LedgerRefusal){m->scopes[s], (int)w, limit, used, reserved, 0};
+                        return true;
+                }
+        }
+        if (m->limits[s].in_flight_tokens != 0 && need > m->limits[s].in_flight_tokens) {
+                *ret = (LedgerRefusal){m->scopes[s], -1, m->limits[s].in_flight_tokens, 0, reserved, 0};
+                return true;
+        }
+        return false;
+}
+
+/* retry_after_usec is right when room appears exactly then, per the model. */
+static void model_check_retry(const Model *m, size_t s, uint64_t reservation, const LedgerRefusal *got) {
+        uint64_t need = model_reserved(m, s) + reservation, at;
+
+        if (got->window < 0 || need > got->limit_tokens) {
+                MCHECK(m, got->retry_after_usec == 0, "retry %" PRIu64 " for a refusal that cannot clear",
+                       got->retry_after_usec);
+                return;
+        }
+        MCHECK(m, got->retry_after_usec > 0, "no retry time for a window refusal");
+        at = m->now_usec + got->retry_after_usec;
+        MCHECK(m, model_window_used(m, s, got->window, at) + need <= got->limit_tokens, "no room at retry");
+        MCHECK(m, model_window_used(m, s, got->window, at - 1) + need > got->limit_tokens,
+               "room before retry");
+}
+
+static void model_op_reserve(Model *m) {
+        size_t p = model_range(m, 4), order[M_PER_ALLOC] = {0, 1 + p / 2, 3 + p};
+        uint64_t granted = 1 + model_range(m, 120), reservation = granted * 2;
+        LedgerScope *scopes[M_PER_ALLOC];
+        LedgerRefusal got = {}, expect = {};
+        LedgerAllocation *a;
+        bool refused = false;
+        int r;
+
+        for (size_t i = M_PER_ALLOC - 1; i > 0; i--) {
+                size_t j = model_range(m, i + 1), t = order[i];
+                order[i] = order[j];
+                order[j] = t;
+        }
+        for (size_t i = 0; i < M_PER_ALLOC; i++) {
+                scopes[i] = m->scopes[order[i]];
+                if (!refused)
+                        refused = model_scope_refusal(m, order[i], reservation, &expect);
+        }
+
+        r = ledger_reserve(m->l, scopes, M_PER_ALLOC, granted, model_now_arg(m), &a, &got);
+        MCHECK(m, r == (refused ? -EDQUOT : 0), "reserve returned %d", r);
+        if (refused) {
+                MCHECK(m, got.scope == expect.scope, "refused by %s, expected %s",
+                       ledger_scope_name(got.scope), ledger_scope_name(expect.scope));
+                MCHECK(m, got.window == expect.window, "refusal window %d, expected %d", got.window,
+                       expect.window);
+                MCHECK(m, got.limit_tokens == expect.limit_tokens, "refusal limit");
+                MCHECK(m, got.used_tokens == expect.used_tokens,
+                       "refusal used %" PRIu64 ", expected %" PRIu64, got.used_tokens, expect.used_tokens);
+                MCHECK(m, got.reserved_tokens == expect.reserved_tokens, "refusal reserved");
+                for (size_t i = 0; i < M_PER_ALLOC; i++)
+                        if (m->scopes[order[i]] == got.scope)
+                                model_check_retry(m, order[i], reservation, &got);
+                return;
+        }
+
+        if (m->n_allocs == m->cap_allocs) {
+                m->cap_allocs = m->cap_allocs ? m->cap_allocs * 2 : 64;
+                m->allocs = realloc(m->allocs, m->cap_allocs * sizeof(ShadowAlloc));
+                ck_assert_ptr_nonnull(m->allocs);
+        }
+        m->allocs[m->n_allocs++] =
+                (ShadowAlloc){a, {order[0], order[1], order[2]}, granted, 0, 0, reservation};
+        MCHECK(m, ledger_allocation_granted_usec(a) == m->now_usec, "granted_usec");
+}
+
+/* New totals for a report or settlement: sometimes lower (must be refused),
+ * sometimes the same, usually higher; within the reservation unless the run
+ * allows overruns. */
+static int model_next_totals(Model *m, const ShadowAlloc *x, uint64_t *ret_in, uint64_t *ret_out) {
+        uint64_t cap = m->overrun ? 3 * x->reservation : x->reservation;
+        uint64_t used = x->input + x->output, room = cap > used ? cap - used : 0;
+        uint64_t pick = model_range(m, 10);
+
+        if (pick == 0 && x->input > 0) {
+                *ret_in = x->input - 1;
+                *ret_out = x->output + 1;
+                return -ERANGE;
+        }
+        if (pick == 1 || room == 0) {
+                *ret_in = x->input;
+                *ret_out = x->output;
+                return 0;
+        }
+        *ret_in = x->input + model_range(m, room / 2 + 1);
+        *ret_out = x->output + model_range(m, room - (*ret_in - x->input) + 1);
+        return 0;
+}
+
+static void model_apply_totals(Model *m, ShadowAlloc *x, uint64_t in, uint64_t out) {
+        uint64_t delta = in + out - x->input - x->output;
+
+        x->input = in;
+        x->output = out;
+        model_commit(m, x, delta);
+}
+
+static void model_op_report(Model *m) {
+        ShadowAlloc *x;
+        uint64_t in, out, warn_at;
+        LedgerState state;
+        int expect, r;
+
+        if (m->n_allocs == 0)
+                return;
+        x = &m->allocs[model_range(m, m->n_allocs)];
+        expect = model_next_totals(m, x, &in, &out);
+        r = ledger_report(m->l, x->a, in, out, model_now_arg(m), &state);
+        MCHECK(m, r == expect, "report returned %d, expected %d", r, expect);
+        if (r < 0)
+                return;
+        model_apply_totals(m, x, in, out);
+        /* 1.5x, rounded up, is the warn threshold; 2x the hard limit. */
+        warn_at = (x->granted * 3 + 1) / 2;
+        MCHECK(m,
+               state == (in + out >= x->reservation ? LEDGER_STATE_EXCEEDED
+                         : in + out >= warn_at      ? LEDGER_STATE_WARNING
+                                                    : LEDGER_STATE_OK),
+               "state %s at %" PRIu64 " of %" PRIu64, ledger_state_to_string(state), in + out,
+               x->reservation);
+}
+
+static void model_op_settle(Model *m) {
+        size_t i;
+        ShadowAlloc *x;
+        uint64_t in, out, used, refunded, still, id;
+        int expect, r;
+
+        if (m->n_allocs == 0)
+                return;
+        i = model_range(m, m->n_allocs);
+        x = &m->allocs[i];
+        id = ledger_allocation_id(x->a);
+        expect = model_next_totals(m, x, &in, &out);
+        r = ledger_settle(m->l, x->a, in, out, model_now_arg(m), &used, &refunded);
+        MCHECK(m, r == expect, "settle returned %d, expected %d", r, expect);
+        if (r < 0)
+                return;
+        model_apply_totals(m, x, in, out);
+        still = x->reservation > in + out ? x->reservation - in - out : 0;
+        MCHECK(m, used == in + out, "settle used");
+        MCHECK(m, refunded == still, "refunded %" PRIu64 ", expected %" PRIu64, refunded, still);
+        MCHECK(m, ledger_find(m->l, id) == NULL, "settled allocation still found");
+        m->allocs[i] = m->allocs[--m->n_allocs];
+}
+
+/* 0..90 s, and now and then a jump of up to 8 h so that hours and days age. */
+static void model_op_advance(Model *m) {
+        if (model_range(m, 20) == 0)
+                m->now_usec += model_range(m, SEC(8 * 3600));
+        else
+                m->now_usec += model_range(m, SEC(90) + 1);
+        model_prune(m);
+}
+
+static void model_check(Model *m, bool windows_against_model) {
+        MCHECK(m, ledger_n_allocations(m->l) == m->n_allocs, "allocation count");
+        for (size_t i = 0; i < m->n_allocs; i++) {
+                const ShadowAlloc *x = &m->allocs[i];
+                uint64_t used = x->input + x->output;
+
+                MCHECK(m, ledger_find(m->l, ledger_allocation_id(x->a)) == x->a,
+                       "live allocation not found");
+                MCHECK(m, ledger_allocation_used(x->a) == used, "allocation used");
+                MCHECK(m,
+                       ledger_allocation_reserved(x->a) ==
+                               (used < x->reservation ? x->reservation - used : 0),
+                       "allocation still reserved");
+        }
+        for (size_t s = 0; s < M_SCOPES; s++) {
+                LedgerScope *sc = m->scopes[s];
+                uint64_t reserved = ledger_scope_reserved(sc);
+
+                MCHECK(m, reserved == model_reserved(m, s),
+                       "scope %zu reserved %" PRIu64 ", expected %" PRIu64, s, reserved,
+                       model_reserved(m, s));
+                MCHECK(m, ledger_scope_committed_total(sc) == m->committed[s], "scope %zu committed total",
+                       s);
+                MCHECK(m, ledger_scope_n_allocations(sc) == model_n_charged(m, s), "scope %zu allocations",
+                       s);
+                if (!m->overrun && m->limits[s].in_flight_tokens)
+                        MCHECK(m, reserved <= m->limits[s].in_flight_tokens, "scope %zu over in-flight cap",
+                               s);
+                for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++) {
+                        uint64_t used = ledger_scope_window_used(sc, w, m->now_usec);
+                        uint64_t limit = m->limits[s].window_tokens[w];
+
+                        if (!m->overrun && limit)
+                                MCHECK(m, used + reserved <= limit,
+                                       "scope %zu %s window: %" PRIu64 " + %" PRIu64 " > %" PRIu64, s,
+                                       ledger_window_to_string(w), used, reserved, limit);
+                        if (windows_against_model)
+                                MCHECK(m, used == model_window_used(m, s, w, m->now_usec),
+                                       "scope %zu %s window used %" PRIu64 ", model %" PRIu64, s,
+                                       ledger_window_to_string(w), used,
+                                       model_window_used(m, s, w, m->now_usec));
+                }
+        }
+}
+
+static void property_run(uint64_t seed, size_t n_ops, bool overrun) {
+        Model m;
+
+        model_init(&m, seed, overrun);
+        for (m.op = 0; m.op < n_ops; m.op++) {
+                uint64_t pick = model_range(&m, 100);
+
+                if (pick < 40)
+                        model_op_reserve(&m);
+                else if (pick < 70)
+                        model_op_report(&m);
+                else if (pick < 90)
+                        model_op_settle(&m);
+                else
+                        model_op_advance(&m);
+                model_check(&m, pick >= 90 || m.op % 64 == 0);
+        }
+        /* Settle everything: every reservation comes back. */
+        while (m.n_allocs > 0) {
+                ShadowAlloc *x = &m.allocs[m.n_allocs - 1];
+                ck_assert_int_eq(ledger_settle(m.l, x->a, x->input, x->output, m.now_usec, NULL, NULL), 0);
+                m.n_allocs--;
+        }
+        model_check(&m, true);
+        for (size_t s = 0; s < M_SCOPES; s++)
+                MCHECK(&m, ledger_scope_reserved(m.scopes[s]) == 0, "scope %zu kept a reservation", s);
+        model_done(&m);
+}
+
+/* 6 x 4,000 = 24,000 operations within the hard limits. */
+START_TEST(test_property_within_limits) {
+        for (uint64_t seed = 1; seed <= 6; seed++)
+                property_run(seed * UINT64_C(0x1234567), 4000, false);
+}
+END_TEST
+
+/* Overruns allowed: accounting must still balance, limits may be passed. */
+START_TEST(test_property_overruns) {
+        for (uint64_t seed = 1; seed <= 4; seed++)
+                property_run(seed * UINT64_C(0x7654321), 4000, true);
+}
+END_TEST
+
+static Suite *ledger_suite(void) {
+        Suite *s = suite_create("ledger");
+        TCase *tc = tcase_create("core");
+        TCase *prop = tcase_create("property");
+
+        /* Generous: sanitizer and valgrind builds run these too. */
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, test_strings);
+        tcase_add_test(tc, test_reserve_refusal);
+        tcase_add_test(tc, test_all_or_nothing);
+        tcase_add_test(tc, test_report);
+        tcase_add_test(tc, test_states);
+        tcase_add_test(tc, test_settle);
+        tcase_add_test(tc, test_window_edges);
+        tcase_add_test(tc, test_retry_after);
+        tcase_add_test(tc, test_backwards_time);
+        tcase_add_test(tc, test_ids);
+        tcase_add_test(tc, test_scope_lifetime);
+        tcase_add_test(tc, test_set_limits_and_params);
+        tcase_add_test(tc, test_iteration_and_accessors);
+        tcase_add_test(tc, test_memory_per_allocation);
+        suite_add_tcase(s, tc);
+
+        tcase_set_timeout(prop, 110);
+        tcase_add_test(prop, test_property_within_limits);
+        tcase_add_test(prop, test_property_overruns);
+        suite_add_tcase(s, prop);
+        return s;
+}
+
+int main(void) {
+        SRunner *sr = srunner_create(ledger_suite());
+        int failed;
+
+        srunner_run_all(sr, CK_ENV);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
