@@ -373,7 +373,9 @@ static int peer_flush(Peer *p) {
                 }
                 p->out_offset += (size_t)n;
         }
-        p->out.len = 0;
+        /* An idle connection holds no buffers: 10,000 idle agents must cost
+         * a few hundred bytes each, not 20 KiB. */
+        varlink_buffer_clear(&p->out);
         p->out_offset = 0;
         event_del(p->write_event);
         return 0;
@@ -437,6 +439,8 @@ static int peer_process_input(Peer *p, const char **ret_why) {
                 }
         }
         varlink_buffer_consume(&p->in, offset);
+        if (p->in.len == 0)
+                varlink_buffer_clear(&p->in);
         return r < 0 ? r : 0;
 }
 
