@@ -46,19 +46,23 @@
 /* Strings from the file are quoted in messages; keep a line readable. */
 #define QUOTE_MAX_BYTES 64
 
+#define USEC_PER_SEC UINT64_C(1000000)
+
 typedef enum SettingKind {
         SETTING_SOCKET,     /* char *, an absolute path that fits sun_path */
         SETTING_UINT,       /* uint64_t in [min, max] */
         SETTING_MULTIPLIER, /* uint32_t permille, from a number in 1.0..5.0 */
         SETTING_LOG_LEVEL,  /* LogLevel, from its name */
+        SETTING_BOOL,       /* bool, from true or false */
+        SETTING_SECONDS,    /* uint64_t microseconds, from whole seconds in [min, max] */
 } SettingKind;
 
 typedef struct Setting {
         const char *group; /* NULL at top level */
         const char *name;
         SettingKind kind;
-        size_t offset; /* of the field in Config */
-        uint64_t min, max;
+        size_t offset;     /* of the field in Config */
+        uint64_t min, max; /* for SETTING_SECONDS, in seconds */
 } Setting;
 
 /* The four budgets of a LedgerLimits, for the "global" and "process" groups. */
@@ -92,6 +96,13 @@ static const Setting settings[] = {
          offsetof(Config, max_allocations_per_process), 1, 1000000},
         {"limits", "max_tracked_processes", SETTING_UINT, offsetof(Config, max_tracked_processes), 1,
          10000000},
+        {"journal", "log_granted", SETTING_BOOL, offsetof(Config, journal_log_granted), 0, 0},
+        /* Past an hour, a summary of suppressed events comes too late to help anyone. */
+        {"journal", "rate_limit_interval_sec", SETTING_SECONDS,
+         offsetof(Config, journal_rate_limit_interval_usec), 0, 3600},
+        /* A million entries at ~35 us of journald CPU each is already 35 s of CPU per interval. */
+        {"journal", "rate_limit_burst", SETTING_UINT, offsetof(Config, journal_rate_limit_burst), 0,
+         1000000},
 };
 
 static const char *const log_level_names[] = {
@@ -122,6 +133,9 @@ int config_init_defaults(Config *c) {
                 .max_connections_per_uid = 128,
                 .max_allocations_per_process = 64,
                 .max_tracked_processes = 4096,
+                .journal_log_granted = false,
+                .journal_rate_limit_interval_usec = 10 * USEC_PER_SEC,
+                .journal_rate_limit_burst = 20,
         };
         c->socket_path = strdup(DEFAULT_SOCKET_PATH);
         if (!c->socket_path)
@@ -463,7 +477,9 @@ static bool check_type(Context *ctx, const config_setting_t *cs, const char *pat
         return false;
 }
 
-static int apply_uint(Context *ctx, const Setting *s, const config_setting_t *cs, const char *path) {
+/* An integer in [s->min, s->max], for SETTING_UINT and SETTING_SECONDS. */
+static int parse_uint(Context *ctx, const Setting *s, const config_setting_t *cs, const char *path,
+                      uint64_t *ret) {
         unsigned line = config_setting_source_line(cs);
         long long v;
 
@@ -477,7 +493,31 @@ static int apply_uint(Context *ctx, const Setting *s, const config_setting_t *cs
                            path, s->min, s->max, v, beyond);
                 return -EINVAL;
         }
-        *(uint64_t *)field(ctx->config, s) = (uint64_t)v;
+        *ret = (uint64_t)v;
+        return 0;
+}
+
+static int apply_uint(Context *ctx, const Setting *s, const config_setting_t *cs, const char *path) {
+        return parse_uint(ctx, s, cs, path, (uint64_t *)field(ctx->config, s));
+}
+
+static int apply_seconds(Context *ctx, const Setting *s, const config_setting_t *cs, const char *path) {
+        uint64_t v;
+        int r;
+
+        /* The bounds keep v * USEC_PER_SEC far from overflowing. */
+        assert(s->max <= UINT64_MAX / USEC_PER_SEC);
+        r = parse_uint(ctx, s, cs, path, &v);
+        if (r < 0)
+                return r;
+        *(uint64_t *)field(ctx->config, s) = v * USEC_PER_SEC;
+        return 0;
+}
+
+static int apply_bool(Context *ctx, const Setting *s, const config_setting_t *cs, const char *path) {
+        if (!check_type(ctx, cs, path, false, CONFIG_TYPE_BOOL, "a boolean (true or false)"))
+                return -EINVAL;
+        *(bool *)field(ctx->config, s) = config_setting_get_bool(cs) != 0;
         return 0;
 }
 
@@ -571,6 +611,12 @@ static int apply_setting(Context *ctx, size_t index, const config_setting_t *cs)
                 break;
         case SETTING_LOG_LEVEL:
                 r = apply_log_level(ctx, s, cs, path);
+                break;
+        case SETTING_BOOL:
+                r = apply_bool(ctx, s, cs, path);
+                break;
+        case SETTING_SECONDS:
+                r = apply_seconds(ctx, s, cs, path);
                 break;
         default:
                 assert(!"unknown setting kind");
@@ -774,6 +820,13 @@ static void format_setting(FILE *f, const Config *c, const Setting *s) {
         case SETTING_LOG_LEVEL:
                 format_string(f, log_level_to_string(*(const LogLevel *)p) ?: "");
                 break;
+        case SETTING_BOOL:
+                fputs(*(const bool *)p ? "true" : "false", f);
+                break;
+        case SETTING_SECONDS:
+                /* Parsed from whole seconds, so exact. */
+                fprintf(f, "%" PRIu64, *(const uint64_t *)p / USEC_PER_SEC);
+                break;
         }
         fputs(";\n", f);
 }
@@ -829,5 +882,8 @@ bool config_equal(const Config *a, const Config *b) {
                a->max_connections == b->max_connections &&
                a->max_connections_per_uid == b->max_connections_per_uid &&
                a->max_allocations_per_process == b->max_allocations_per_process &&
-               a->max_tracked_processes == b->max_tracked_processes;
+               a->max_tracked_processes == b->max_tracked_processes &&
+               a->journal_log_granted == b->journal_log_granted &&
+               a->journal_rate_limit_interval_usec == b->journal_rate_limit_interval_usec &&
+               a->journal_rate_limit_burst == b->journal_rate_limit_burst;
 }

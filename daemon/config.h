@@ -43,6 +43,12 @@ typedef struct Config {
         uint64_t max_connections_per_uid;     /* 128, >= 1 */
         uint64_t max_allocations_per_process; /* 64, >= 1 */
         uint64_t max_tracked_processes;       /* 4096, >= 1: process scopes kept, live or idle */
+
+        /* "journal" group: structured events (journal.h). Rate limiting is per
+         * event kind; an interval or burst of 0 turns it off. */
+        bool journal_log_granted;                  /* "log_granted" = false: a debug event per grant */
+        uint64_t journal_rate_limit_interval_usec; /* "rate_limit_interval_sec" = 10, 0..3600 s */
+        uint64_t journal_rate_limit_burst;         /* "rate_limit_burst" = 20 events, 0..1000000 */
 } Config;
 
 /* Fills *c with the built-in defaults. Returns 0 or -ENOMEM. */

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -177,6 +178,40 @@ static int request_reply(Peer *p, LedgerAllocation *a, bool clamped) {
         return reply_built(p, o, r);
 }
 
+/* Why a refusal happened, in words an admin can act on. */
+static void emit_refused(Server *s, Peer *p, const VarlinkValue *v, uint64_t estimate, uint64_t granted,
+                         const LedgerRefusal *refusal, uint64_t now) {
+        uint64_t reservation = (granted * s->config.hard_permille + 999) / 1000;
+        const char *scope = ledger_scope_name(refusal->scope);
+        char reason[256];
+        Event e = {
+                .pid = p->identity.pid,
+                .uid = p->identity.uid,
+                .has_uid = true,
+                .comm = p->identity.comm,
+                .agent = v[REQ_AGENT].present ? v[REQ_AGENT].s : NULL,
+                .task_class = v[REQ_CLASS].present ? v[REQ_CLASS].s : NULL,
+                .estimate = estimate,
+                .has_estimate = true,
+                .scope = scope,
+                .decision = "refused",
+                .reason = reason,
+        };
+
+        if (refusal->window >= 0)
+                snprintf(reason, sizeof(reason),
+                         "%s window of %s: %" PRIu64 " used + %" PRIu64 " reserved + %" PRIu64
+                         " requested > %" PRIu64,
+                         ledger_window_to_string((LedgerWindow)refusal->window), scope, refusal->used_tokens,
+                         refusal->reserved_tokens, reservation, refusal->limit_tokens);
+        else
+                snprintf(reason, sizeof(reason),
+                         "tokens in flight of %s: %" PRIu64 " reserved + %" PRIu64 " requested > %" PRIu64,
+                         scope, refusal->reserved_tokens, reservation, refusal->limit_tokens);
+        journal_emit(s->journal, EVENT_REFUSED, &e, now, "Refused %" PRIu64 " tokens to %s (pid %d): %s",
+                     estimate, p->identity.comm, (int)p->identity.pid, reason);
+}
+
 static int method_request(Server *s, Peer *p, const VarlinkValue *v, uint64_t now) {
         uint64_t estimate = s->config.default_estimate, granted;
         Priority priority = PRIORITY_NORMAL;
@@ -214,18 +249,30 @@ static int method_request(Server *s, Peer *p, const VarlinkValue *v, uint64_t no
         if (r < 0) {
                 free(info);
                 if (r == -EDQUOT) {
-                        log_debug("request of %" PRIu64 " tokens by pid %d refused by scope %s", granted,
-                                  (int)p->identity.pid, ledger_scope_name(refusal.scope));
+                        s->n_refused++;
+                        emit_refused(s, p, v, estimate, granted, &refusal, now);
                         return error_budget_exhausted(p, &refusal);
                 }
                 return r;
         }
         info->owner = p;
         info->allocation = a;
+        info->estimate = estimate;
         ledger_allocation_set_userdata(a, info);
         LIST_PREPEND(allocs, p->allocs, info);
         p->n_allocations++;
         p->process->n_allocations++;
+        s->n_granted++;
+        server_changed(s);
+        /* Granted events are the hot path: not even formatted unless asked for. */
+        if (s->config.journal_log_granted) {
+                char id[17];
+                allocation_format_id(ledger_allocation_id(a), id);
+                server_emit_allocation(
+                        s, EVENT_GRANTED, info, now, granted < estimate ? "degraded" : "granted", NULL,
+                        "Granted %" PRIu64 " of %" PRIu64 " tokens to %s (pid %d) as allocation %s", granted,
+                        estimate, p->identity.comm, (int)p->identity.pid, id);
+        }
         return request_reply(p, a, granted < estimate);
 }
 
@@ -254,6 +301,31 @@ static const char *decreased_field(const LedgerAllocation *a, uint64_t input, ui
         return NULL;
 }
 
+/* An event when usage crosses the warning or the hard limit (once each:
+ * later reports in the same state say nothing new). */
+static void emit_crossing(Server *s, const AllocInfo *info, LedgerState before, LedgerState after,
+                          uint64_t now) {
+        const LedgerAllocation *a = info->allocation;
+        const Identity *id = &info->owner->identity;
+        char sid[17];
+
+        if (after <= before)
+                return;
+        allocation_format_id(ledger_allocation_id(a), sid);
+        if (after == LEDGER_STATE_EXCEEDED)
+                server_emit_allocation(s, EVENT_EXCEEDED, info, now, NULL, NULL,
+                                       "Allocation %s of %s (pid %d) exceeded its hard limit: %" PRIu64
+                                       " tokens used, hard limit %" PRIu64 " (granted %" PRIu64 ")",
+                                       sid, id->comm, (int)id->pid, ledger_allocation_used(a),
+                                       ledger_allocation_hard_limit(a), ledger_allocation_granted(a));
+        else
+                server_emit_allocation(s, EVENT_WARNING, info, now, NULL, NULL,
+                                       "Allocation %s of %s (pid %d) passed its warning threshold: %" PRIu64
+                                       " tokens used, warning at %" PRIu64 " (granted %" PRIu64 ")",
+                                       sid, id->comm, (int)id->pid, ledger_allocation_used(a),
+                                       ledger_allocation_warn_at(a), ledger_allocation_granted(a));
+}
+
 enum { USAGE_ALLOCATION, USAGE_INPUT, USAGE_OUTPUT };
 static const VarlinkField report_fields[] = {
         [USAGE_ALLOCATION] = {"allocation", VARLINK_FIELD_STRING, false, LABEL_MAX_BYTES},
@@ -268,7 +340,7 @@ static const VarlinkField release_fields[] = {
 
 static int method_report(Server *s, Peer *p, const VarlinkValue *v, uint64_t now) {
         uint64_t input = (uint64_t)v[USAGE_INPUT].i, output = (uint64_t)v[USAGE_OUTPUT].i;
-        LedgerState state;
+        LedgerState state, before;
         const char *bad;
         AllocInfo *info;
         json_object *o;
@@ -280,9 +352,11 @@ static int method_report(Server *s, Peer *p, const VarlinkValue *v, uint64_t now
         bad = decreased_field(info->allocation, input, output);
         if (bad)
                 return peer_invalid_parameter(p, bad);
+        before = ledger_allocation_state(info->allocation);
         r = ledger_report(s->ledger, info->allocation, input, output, now, &state);
         if (r < 0)
                 return peer_invalid_parameter(p, "inputTokens");
+        emit_crossing(s, info, before, state, now);
 
         o = json_object_new_object();
         r = add(o, "state", json_object_new_string(ledger_state_to_string(state)));
@@ -292,6 +366,7 @@ static int method_report(Server *s, Peer *p, const VarlinkValue *v, uint64_t now
 
 static int method_release(Server *s, Peer *p, const VarlinkValue *v, uint64_t now) {
         uint64_t input, output, used = 0, refunded = 0;
+        LedgerState before, state;
         const char *bad;
         AllocInfo *info;
         json_object *o;
@@ -307,9 +382,16 @@ static int method_release(Server *s, Peer *p, const VarlinkValue *v, uint64_t no
         bad = decreased_field(info->allocation, input, output);
         if (bad)
                 return peer_invalid_parameter(p, bad);
+        before = ledger_allocation_state(info->allocation);
+        /* Final totals can cross a threshold too: say so before the
+         * allocation is gone. */
+        if (ledger_report(s->ledger, info->allocation, input, output, now, &state) < 0)
+                return peer_invalid_parameter(p, "inputTokens");
+        emit_crossing(s, info, before, state, now);
         r = server_settle(s, info, input, output, now, &used, &refunded);
         if (r < 0)
                 return peer_invalid_parameter(p, "inputTokens");
+        server_changed(s);
 
         o = json_object_new_object();
         r = add(o, "used", json_u64(used));

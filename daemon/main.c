@@ -151,14 +151,6 @@ int main(int argc, char **argv) {
 
         if (load_config(args.config_path, &config, &config_path) < 0)
                 return EXIT_USAGE;
-        if (args.socket_path) {
-                char *copy = strdup(args.socket_path);
-                if (!copy)
-                        return EXIT_RUNTIME;
-                free(config.socket_path);
-                config.socket_path = copy;
-        }
-
         /* A peer that disconnects mid-write must not kill the daemon. */
         signal(SIGPIPE, SIG_IGN);
 
@@ -175,7 +167,9 @@ int main(int argc, char **argv) {
                 event_base_free(base);
                 return EXIT_RUNTIME;
         }
-        r = server_listen(server, server->config.socket_path);
+        /* --socket overrides the file's socket without changing the
+         * configuration, so a reload compares file with file. */
+        r = server_listen(server, args.socket_path ?: server->config.socket_path);
         if (r >= 0)
                 r = server_run(server);
         server_free(server);

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@
 #include "dispatch.h"
 #include "hashmap.h"
 #include "log.h"
+#include "notify.h"
 #include "server.h"
 #include "tb-config.h"
 
@@ -262,6 +264,82 @@ int server_settle(Server *s, AllocInfo *info, uint64_t input_tokens, uint64_t ou
         return 0;
 }
 
+/* ---- status and events ---- */
+
+/* Circuit breakers (a later issue) enter degraded mode here: 80% of a pool. */
+#define DEGRADED_PERMILLE 800
+
+static unsigned permille(uint64_t part, uint64_t whole) {
+        if (whole == 0)
+                return 0;
+        return part >= whole ? 1000 : (unsigned)(part * 1000 / whole);
+}
+
+unsigned server_global_utilisation_permille(Server *s, uint64_t now) {
+        const LedgerLimits *limits = ledger_scope_get_limits(s->global);
+        uint64_t reserved = ledger_scope_reserved(s->global);
+        unsigned worst = permille(reserved, limits->in_flight_tokens);
+
+        for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++) {
+                unsigned u;
+                if (limits->window_tokens[w] == 0)
+                        continue;
+                u = permille(ledger_scope_window_used(s->global, w, now) + reserved,
+                             limits->window_tokens[w]);
+                if (u > worst)
+                        worst = u;
+        }
+        return worst;
+}
+
+static char *server_status_text(void *userdata) {
+        Server *s = userdata;
+        unsigned u = server_global_utilisation_permille(s, now_usec());
+        char *text;
+
+        if (asprintf(&text, "%s%sServing: %zu allocation(s) in flight, %s%u%% of the global pool used%s",
+                     s->status_note ?: "", s->status_note ? "; " : "", ledger_n_allocations(s->ledger),
+                     u >= DEGRADED_PERMILLE ? "DEGRADED (" : "", u / 10,
+                     u >= DEGRADED_PERMILLE ? ")" : "") < 0)
+                return NULL;
+        return text;
+}
+
+void server_changed(Server *s) {
+        notify_status_changed(s->notify);
+}
+
+void server_emit_allocation(Server *s, EventKind kind, const AllocInfo *info, uint64_t now,
+                            const char *decision, const char *reason, const char *fmt, ...) {
+        const Identity *id = &info->owner->identity;
+        const LedgerAllocation *a = info->allocation;
+        char sid[17], message[512];
+        va_list ap;
+        Event e = {
+                .allocation = sid,
+                .pid = id->pid,
+                .uid = id->uid,
+                .has_uid = true,
+                .comm = id->comm,
+                .agent = info->agent,
+                .task_class = info->task_class,
+                .granted = ledger_allocation_granted(a),
+                .has_granted = true,
+                .used = ledger_allocation_used(a),
+                .has_used = true,
+                .estimate = info->estimate,
+                .has_estimate = true,
+                .decision = decision,
+                .reason = reason,
+        };
+
+        allocation_format_id(ledger_allocation_id(a), sid);
+        va_start(ap, fmt);
+        vsnprintf(message, sizeof(message), fmt, ap);
+        va_end(ap);
+        journal_emit(s->journal, kind, &e, now, "%s", message);
+}
+
 /* ---- peers ---- */
 
 static void peer_free(Peer *p) {
@@ -293,15 +371,22 @@ static void peer_kill(Peer *p, const char *why) {
         while (p->allocs) {
                 AllocInfo *info = p->allocs;
                 LedgerAllocation *a = info->allocation;
-                uint64_t used = 0, refunded = 0;
                 char id[17];
 
+                /* Settled at what was reported: the unreported rest is unknown, and
+                 * the reservation is what a crashed agent must not keep. */
                 allocation_format_id(ledger_allocation_id(a), id);
+                server_emit_allocation(
+                        s, EVENT_ABANDONED, info, now, NULL,
+                        "its connection closed before it released the allocation",
+                        "Allocation %s of %s (pid %d) abandoned: its connection closed; settled "
+                        "at %" PRIu64 " tokens used, %" PRIu64 " refunded",
+                        id, p->identity.comm, (int)p->identity.pid, ledger_allocation_used(a),
+                        ledger_allocation_reserved(a));
                 (void)server_settle(s, info, ledger_allocation_input_tokens(a),
-                                    ledger_allocation_output_tokens(a), now, &used, &refunded);
-                log_info("allocation %s of pid %d (%s) abandoned: its connection closed; settled at %" PRIu64
-                         " tokens used, %" PRIu64 " refunded",
-                         id, (int)p->identity.pid, p->identity.comm, used, refunded);
+                                    ledger_allocation_output_tokens(a), now, NULL, NULL);
+                s->n_abandoned++;
+                server_changed(s);
         }
 
         if (why)
@@ -585,15 +670,19 @@ static void listen_cb(evutil_socket_t listen_fd, short what, void *userdata) {
 /* ---- signals, reload, shutdown ---- */
 
 static void server_shutdown(Server *s) {
-        unsigned n = 0;
+        uint64_t now = now_usec();
+        unsigned n = ledger_n_allocations(s->ledger);
+        Event e = {.has_used = true, .used = ledger_scope_committed_total(s->global)};
 
+        notify_stopping(s->notify);
         if (s->listen_event)
                 event_del(s->listen_event);
-        while (s->peers) {
-                n += s->peers->n_allocations;
+        journal_emit(s->journal, EVENT_STOPPING, &e, now,
+                     "tokenbudgetd stopping after %" PRIu64 " s: settling %u open allocation(s); %" PRIu64
+                     " granted, %" PRIu64 " refused, %" PRIu64 " abandoned, %" PRIu64 " tokens used",
+                     (now - s->start_usec) / 1000000, n, s->n_granted, s->n_refused, s->n_abandoned, e.used);
+        while (s->peers)
                 peer_kill(s->peers, "daemon stopping");
-        }
-        log_info("stopping; settled %u open allocation(s)", n);
         event_base_loopexit(s->base, NULL);
 }
 
@@ -639,6 +728,14 @@ int config_load_file(const char *path, Config *ret, char **ret_errors) {
         return config_parse(text, path, ret, ret_errors);
 }
 
+static JournalSettings journal_settings(const Config *c) {
+        return (JournalSettings){
+                .log_granted = c->journal_log_granted,
+                .rate_limit_interval_usec = c->journal_rate_limit_interval_usec,
+                .rate_limit_burst = c->journal_rate_limit_burst,
+        };
+}
+
 static void server_apply_config(Server *s) {
         LedgerParams params = {
                 .warn_permille = s->config.warn_permille,
@@ -650,33 +747,53 @@ static void server_apply_config(Server *s) {
         for (ProcessEntry *e = s->processes; e; e = e->processes_next)
                 ledger_scope_set_limits(e->scope, &s->config.process);
         log_set_level(s->config.log_level);
+        JournalSettings js = journal_settings(&s->config);
+        journal_set_settings(s->journal, &js);
+}
+
+/* Errors come one per line; the journal gets them all in the reason field,
+ * STATUS= and the MESSAGE the first (STATUS= is one line). */
+static void server_reload_rejected(Server *s, char *errors, uint64_t now) {
+        Event e = {.reason = errors ? errors : "unreadable"};
+        char *first = errors ? strndup(errors, strcspn(errors, "\n")) : NULL;
+
+        free(s->status_note);
+        if (asprintf(&s->status_note, "Configuration %s rejected, keeping the old one: %s", s->config_path,
+                     first ?: "") < 0)
+                s->status_note = NULL;
+        journal_emit(s->journal, EVENT_CONFIG_REJECTED, &e, now,
+                     "Configuration %s rejected, keeping the old one: %s", s->config_path, first ?: "");
+        free(first);
 }
 
 static void server_reload(Server *s) {
         _cleanup_free_ char *errors = NULL;
+        uint64_t now = now_usec();
         Config c;
         int r;
 
+        notify_reloading(s->notify, now);
         if (!s->config_path) {
                 log_info("reload requested; running on built-in defaults, nothing to re-read");
+                notify_ready(s->notify);
                 return;
         }
         r = config_load_file(s->config_path, &c, &errors);
         if (r < 0) {
-                log_error("configuration %s rejected, keeping the old one:", s->config_path);
-                for (char *line = errors ? strtok(errors, "\n") : NULL; line; line = strtok(NULL, "\n"))
-                        log_error("%s", line);
+                server_reload_rejected(s, errors, now);
+                notify_ready(s->notify);
                 return;
         }
+        /* The socket we listen on (s->socket_path) stays. */
         if (strcmp(c.socket_path, s->config.socket_path) != 0)
                 log_warning("socket changed in %s; the new path takes effect at restart", s->config_path);
-        /* The socket we listen on stays. */
-        free(c.socket_path);
-        c.socket_path = TAKE_PTR(s->config.socket_path);
         config_done(&s->config);
         s->config = c;
         server_apply_config(s);
-        log_info("configuration %s reloaded", s->config_path);
+        s->status_note = mfree(s->status_note);
+        journal_emit(s->journal, EVENT_CONFIG_RELOADED, &(Event){}, now, "Configuration %s reloaded",
+                     s->config_path);
+        notify_ready(s->notify);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *userdata) {
@@ -727,6 +844,11 @@ int server_new(struct event_base *base, Config *config, const char *config_path,
                         goto oom;
         }
         log_set_level(s->config.log_level);
+        JournalSettings js = journal_settings(&s->config);
+        s->journal = journal_new(base, &js);
+        s->notify = notify_new(base, server_status_text, s);
+        if (!s->journal || !s->notify)
+                goto oom;
         *ret = s;
         return 0;
 oom:
@@ -756,6 +878,9 @@ Server *server_free(Server *s) {
                 close(s->listen_fd);
         if (s->owns_socket_file && s->socket_path)
                 (void)unlink(s->socket_path);
+        s->notify = notify_free(s->notify);
+        s->journal = journal_free(s->journal);
+        free(s->status_note);
         hashmap_free(s->processes_by_pid);
         hashmap_free(s->connections_by_uid);
         ledger_free(s->ledger);
@@ -884,8 +1009,20 @@ int server_listen(Server *s, const char *socket_path) {
         return 0;
 }
 
+static void server_emit_started(Server *s) {
+        const LedgerLimits *g = &s->config.global;
+
+        journal_emit(s->journal, EVENT_STARTED, &(Event){}, now_usec(),
+                     "tokenbudgetd " TB_VERSION " started on %s with %s; global limits per minute %" PRIu64
+                     ", hour %" PRIu64 ", day %" PRIu64 ", in flight %" PRIu64 " (0: none)",
+                     s->socket_path, s->config_path ?: "built-in defaults",
+                     g->window_tokens[LEDGER_WINDOW_MINUTE], g->window_tokens[LEDGER_WINDOW_HOUR],
+                     g->window_tokens[LEDGER_WINDOW_DAY], g->in_flight_tokens);
+}
+
 int server_run(Server *s) {
-        (void)sd_notify(0, "READY=1");
+        server_emit_started(s);
+        notify_ready(s->notify);
         if (event_base_dispatch(s->base) < 0)
                 return -EIO;
         return s->exit_code;

@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "identity.h"
+#include "journal.h"
 #include "ledger.h"
 #include "macro.h"
 #include "varlink.h"
@@ -42,6 +43,7 @@ struct AllocInfo {
         LedgerAllocation *allocation;
         LIST_FIELDS(AllocInfo, allocs); /* the owner's list */
         Priority priority;
+        uint64_t estimate;                      /* what the agent asked for, before clamping */
         const char *agent, *task_class, *model; /* into strings[], NULL when not given */
         char strings[];
 };
@@ -102,6 +104,10 @@ struct Server {
         unsigned n_processes;
         const char *proc_root;
         int exit_code;
+        Journal *journal;
+        struct Notify *notify;
+        char *status_note; /* why the last reload was rejected; prefixed to STATUS= */
+        uint64_t n_granted, n_refused, n_abandoned;
 };
 
 int server_new(struct event_base *base, Config *config, const char *config_path, Server **ret);
@@ -124,6 +130,15 @@ int peer_invalid_parameter(Peer *p, const char *parameter);
 int server_settle(Server *s, AllocInfo *info, uint64_t input_tokens, uint64_t output_tokens, uint64_t now,
                   uint64_t *ret_used, uint64_t *ret_refunded);
 AllocInfo *server_find_allocation(Server *s, const char *id);
+/* Something STATUS= shows changed (allocations, usage). */
+void server_changed(Server *s);
+/* Journal events about one allocation; the Event is filled from the owner's
+ * identity, the declared labels and the ledger's numbers. */
+void server_emit_allocation(Server *s, EventKind kind, const AllocInfo *info, uint64_t now,
+                            const char *decision, const char *reason, const char *fmt, ...) _printf_(7, 8);
+/* Utilisation of the global pool in permille: the highest of its limited
+ * windows' (used + reserved) / limit and of reserved / in-flight cap. */
+unsigned server_global_utilisation_permille(Server *s, uint64_t now);
 void allocation_format_id(uint64_t id, char buf[static 17]);
 const char *priority_to_string(Priority p);
 int priority_from_string(const char *s);

@@ -96,6 +96,7 @@ typedef enum FieldType {
         FIELD_PERMILLE,
         FIELD_LOG_LEVEL,
         FIELD_STRING,
+        FIELD_BOOL,
 } FieldType;
 
 typedef struct OverrideRow {
@@ -109,6 +110,8 @@ typedef struct OverrideRow {
 
 #define U64(p, v, member, n)                                                                                \
         { p, v, offsetof(Config, member), FIELD_U64, n, NULL }
+#define BOOL(p, v, member, n)                                                                               \
+        { p, v, offsetof(Config, member), FIELD_BOOL, n, NULL }
 #define PERMILLE(p, v, member, n)                                                                           \
         { p, v, offsetof(Config, member), FIELD_PERMILLE, n, NULL }
 
@@ -159,6 +162,18 @@ static const OverrideRow override_rows[] = {
         U64("limits.max_allocations_per_process", "1000000", max_allocations_per_process, 1000000),
         U64("limits.max_tracked_processes", "1", max_tracked_processes, 1),
         U64("limits.max_tracked_processes", "10000000", max_tracked_processes, 10000000),
+        BOOL("journal.log_granted", "true", journal_log_granted, true),
+        BOOL("journal.log_granted", "false", journal_log_granted, false),
+        /* libconfig spells booleans in any case. */
+        BOOL("journal.log_granted", "TRUE", journal_log_granted, true),
+        /* Seconds in the file, microseconds in Config. */
+        U64("journal.rate_limit_interval_sec", "0", journal_rate_limit_interval_usec, 0),
+        U64("journal.rate_limit_interval_sec", "1", journal_rate_limit_interval_usec, 1000000),
+        U64("journal.rate_limit_interval_sec", "3600", journal_rate_limit_interval_usec, 3600000000),
+        U64("journal.rate_limit_interval_sec", "0x3c", journal_rate_limit_interval_usec, 60000000),
+        U64("journal.rate_limit_burst", "0", journal_rate_limit_burst, 0),
+        U64("journal.rate_limit_burst", "1", journal_rate_limit_burst, 1),
+        U64("journal.rate_limit_burst", "1000000", journal_rate_limit_burst, 1000000),
 };
 
 static void row_apply(const OverrideRow *row, Config *c) {
@@ -173,6 +188,9 @@ static void row_apply(const OverrideRow *row, Config *c) {
                 break;
         case FIELD_LOG_LEVEL:
                 *(LogLevel *)p = (LogLevel)row->number;
+                break;
+        case FIELD_BOOL:
+                *(bool *)p = row->number != 0;
                 break;
         case FIELD_STRING:
                 free(*(char **)p);
@@ -219,6 +237,9 @@ START_TEST(test_defaults) {
         ck_assert_uint_eq(c.max_connections_per_uid, 128);
         ck_assert_uint_eq(c.max_allocations_per_process, 64);
         ck_assert_uint_eq(c.max_tracked_processes, 4096);
+        ck_assert(!c.journal_log_granted);
+        ck_assert_uint_eq(c.journal_rate_limit_interval_usec, 10000000);
+        ck_assert_uint_eq(c.journal_rate_limit_burst, 20);
         config_done(&c);
         ck_assert_ptr_null(c.socket_path);
         config_done(&c); /* twice is harmless */
@@ -292,7 +313,9 @@ START_TEST(test_equal_detects_each_field) {
         ck_assert_msg(config_equal(&a, &b), "row %d: defaults differ", _i);
         row_apply(row, &b);
         /* A row may set a field to its default; change it once more then. */
-        if (config_equal(&a, &b)) {
+        if (config_equal(&a, &b) && row->type == FIELD_BOOL) {
+                *(bool *)((char *)&b + row->offset) = !*(bool *)((char *)&b + row->offset);
+        } else if (config_equal(&a, &b)) {
                 ck_assert_int_eq(row->type, FIELD_U64);
                 *(uint64_t *)((char *)&b + row->offset) += 1;
         }
@@ -366,7 +389,28 @@ static const InvalidRow invalid_rows[] = {
          "limits.max_tracked_processes must be between 1 and 10000000, got 0"},
         {"tracked 10^7 + 1", "limits = { max_tracked_processes = 10000001; };", 1,
          "limits.max_tracked_processes must be between 1 and 10000000, got 10000001"},
+        {"interval 3601 s", "journal = { rate_limit_interval_sec = 3601; };", 1,
+         "journal.rate_limit_interval_sec must be between 0 and 3600, got 3601"},
+        {"interval negative", "journal = {\n        rate_limit_interval_sec = -1;\n};", 2,
+         "journal.rate_limit_interval_sec must be between 0 and 3600, got -1"},
+        /* Would overflow 64 bits once in microseconds, were it accepted. */
+        {"interval huge", "journal = { rate_limit_interval_sec = 18446744073709551; };", 1,
+         "journal.rate_limit_interval_sec must be between 0 and 3600, got 18446744073709551"},
+        {"burst 10^6 + 1", "journal = { rate_limit_burst = 1000001; };", 1,
+         "journal.rate_limit_burst must be between 0 and 1000000, got 1000001"},
+        {"burst negative", "journal = { rate_limit_burst = -20; };", 1,
+         "journal.rate_limit_burst must be between 0 and 1000000, got -20"},
         /* wrong types */
+        {"log_granted integer", "journal = { log_granted = 1; };", 1,
+         "journal.log_granted must be a boolean (true or false), got an integer"},
+        {"log_granted string", "journal = { log_granted = \"yes\"; };", 1,
+         "journal.log_granted must be a boolean (true or false), got a string"},
+        {"interval float", "journal = { rate_limit_interval_sec = 0.5; };", 1,
+         "journal.rate_limit_interval_sec must be an integer, got a float"},
+        {"interval string", "journal = { rate_limit_interval_sec = \"10s\"; };", 1,
+         "journal.rate_limit_interval_sec must be an integer, got a string"},
+        {"burst bool", "journal = { rate_limit_burst = false; };", 1,
+         "journal.rate_limit_burst must be an integer, got a boolean"},
         {"estimate float", "default_estimate = 1.5;", 1, "default_estimate must be an integer, got a float"},
         {"estimate string", "default_estimate = \"4000\";", 1,
          "default_estimate must be an integer, got a string"},
@@ -397,6 +441,9 @@ static const InvalidRow invalid_rows[] = {
         {"global scalar", "global = 5;", 1, "global must be a group, got an integer"},
         {"process string", "process = \"x\";", 1, "process must be a group, got a string"},
         {"limits list", "limits = ( 1 );", 1, "limits must be a group, got a list"},
+        {"journal bool", "journal = true;", 1, "journal must be a group, got a boolean"},
+        {"unknown in journal", "journal = { rate_limit_interval_usec = 5; };", 1,
+         "unknown setting 'journal.rate_limit_interval_usec'"},
         /* syntax */
         {"syntax", "socket = ;", 1, "syntax error"},
         {"syntax line 3", "default_estimate = 5;\n\nmax_request_tokens = = 2;", 3, "syntax error"},
