@@ -911,9 +911,13 @@ static int mkdir_parents(const char *path, mode_t mode) {
  * orphan its clients. */
 static int socket_file_check_stale(const struct sockaddr_un *sa, socklen_t sa_len) {
         _cleanup_close_ int fd = -1;
+        struct stat st;
 
-        if (access(sa->sun_path, F_OK) < 0)
+        if (lstat(sa->sun_path, &st) < 0)
                 return errno == ENOENT ? 0 : -errno;
+        /* Only a socket file can be stale; anything else at the path is not ours to remove. */
+        if (!S_ISSOCK(st.st_mode))
+                return -EEXIST;
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return -errno;
@@ -994,6 +998,10 @@ int server_listen(Server *s, const char *socket_path) {
                 r = socket_create(socket_path, &fd);
                 if (r == -EADDRINUSE)
                         return log_error("another tokenbudgetd is already answering on %s", socket_path), r;
+                if (r == -EEXIST)
+                        return log_error("cannot listen on %s: a file that is not a socket is in the way",
+                                         socket_path),
+                               r;
                 if (r < 0)
                         return log_error("cannot listen on %s: %s", socket_path, strerror(-r)), r;
                 s->owns_socket_file = true;

@@ -5,8 +5,9 @@
 BUILD_PACKAGES=(gcc pkg-config meson ninja-build python3
     libevent-dev libconfig-dev libsystemd-dev libjson-c-dev)
 # Check for the unit tests; Go and Debian's varlink-go for the conformance test;
-# clang-format for the format check.
-TEST_PACKAGES=(check golang-go golang-github-varlink-go-dev clang-format)
+# clang-format for the format check; systemd (journald, journalctl,
+# systemd-socket-activate, systemd-analyze) for the system suite.
+TEST_PACKAGES=(check golang-go golang-github-varlink-go-dev clang-format systemd man-db)
 
 install_packages() {
     local missing=() pkg
