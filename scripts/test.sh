@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Installs what the tests need, builds, and runs every test suite; then the
+# Installs what the tests need, builds, and runs every test suite (unit,
+# integration, system); then the
 # unit and integration suites again in an address+undefined sanitizer build.
 # Ends with one line "tests: N passed, N failed, N skipped".
 set -euo pipefail
