@@ -338,10 +338,27 @@ static const VarlinkField release_fields[] = {
         [USAGE_OUTPUT] = {"outputTokens", VARLINK_FIELD_INT, true, TOKENS_FIELD_MAX},
 };
 
+/* Records cumulative totals (Report, and Release before it settles), with an
+ * event when they cross a threshold. Returns 0, or -ERANGE with the field that
+ * went down (or out of range) in *ret_bad. */
+static int record_usage(Server *s, AllocInfo *info, uint64_t input, uint64_t output, uint64_t now,
+                        LedgerState *ret_state, const char **ret_bad) {
+        LedgerState before = ledger_allocation_state(info->allocation);
+
+        *ret_bad = decreased_field(info->allocation, input, output);
+        if (*ret_bad)
+                return -ERANGE;
+        if (ledger_report(s->ledger, info->allocation, input, output, now, ret_state) < 0) {
+                *ret_bad = "inputTokens";
+                return -ERANGE;
+        }
+        emit_crossing(s, info, before, *ret_state, now);
+        return 0;
+}
+
 static int method_report(Server *s, Peer *p, const VarlinkValue *v, uint64_t now) {
-        uint64_t input = (uint64_t)v[USAGE_INPUT].i, output = (uint64_t)v[USAGE_OUTPUT].i;
-        LedgerState state, before;
         const char *bad;
+        LedgerState state;
         AllocInfo *info;
         json_object *o;
         int r = 0;
@@ -349,14 +366,9 @@ static int method_report(Server *s, Peer *p, const VarlinkValue *v, uint64_t now
         info = own_allocation(s, p, v[USAGE_ALLOCATION].s, &r);
         if (!info)
                 return r;
-        bad = decreased_field(info->allocation, input, output);
-        if (bad)
+        if (record_usage(s, info, (uint64_t)v[USAGE_INPUT].i, (uint64_t)v[USAGE_OUTPUT].i, now, &state,
+                         &bad) < 0)
                 return peer_invalid_parameter(p, bad);
-        before = ledger_allocation_state(info->allocation);
-        r = ledger_report(s->ledger, info->allocation, input, output, now, &state);
-        if (r < 0)
-                return peer_invalid_parameter(p, "inputTokens");
-        emit_crossing(s, info, before, state, now);
 
         o = json_object_new_object();
         r = add(o, "state", json_object_new_string(ledger_state_to_string(state)));
@@ -366,8 +378,8 @@ static int method_report(Server *s, Peer *p, const VarlinkValue *v, uint64_t now
 
 static int method_release(Server *s, Peer *p, const VarlinkValue *v, uint64_t now) {
         uint64_t input, output, used = 0, refunded = 0;
-        LedgerState before, state;
         const char *bad;
+        LedgerState state;
         AllocInfo *info;
         json_object *o;
         int r = 0;
@@ -379,15 +391,9 @@ static int method_release(Server *s, Peer *p, const VarlinkValue *v, uint64_t no
                                        : ledger_allocation_input_tokens(info->allocation);
         output = v[USAGE_OUTPUT].present ? (uint64_t)v[USAGE_OUTPUT].i
                                          : ledger_allocation_output_tokens(info->allocation);
-        bad = decreased_field(info->allocation, input, output);
-        if (bad)
+        /* Final totals can cross a threshold too: say so before the allocation is gone. */
+        if (record_usage(s, info, input, output, now, &state, &bad) < 0)
                 return peer_invalid_parameter(p, bad);
-        before = ledger_allocation_state(info->allocation);
-        /* Final totals can cross a threshold too: say so before the
-         * allocation is gone. */
-        if (ledger_report(s->ledger, info->allocation, input, output, now, &state) < 0)
-                return peer_invalid_parameter(p, "inputTokens");
-        emit_crossing(s, info, before, state, now);
         r = server_settle(s, info, input, output, now, &used, &refunded);
         if (r < 0)
                 return peer_invalid_parameter(p, "inputTokens");
