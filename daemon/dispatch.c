@@ -164,18 +164,21 @@ static const VarlinkField request_fields[] = {
         [REQ_PRIORITY] = {"priority", VARLINK_FIELD_STRING, true, LABEL_MAX_BYTES},
 };
 
+/* The hot methods' replies are formatted straight into the output: their
+ * values are numbers, a hex id and fixed words, which need no escaping. */
 static int request_reply(Peer *p, LedgerAllocation *a, bool clamped) {
-        json_object *o = json_object_new_object();
         char id[17];
-        int r;
 
         allocation_format_id(ledger_allocation_id(a), id);
-        r = add(o, "allocation", json_object_new_string(id));
-        r = r ?: add(o, "decision", json_object_new_string(clamped ? "degraded" : "granted"));
-        r = r ?: add(o, "granted", json_u64(ledger_allocation_granted(a)));
-        r = r ?: add(o, "warnAt", json_u64(ledger_allocation_warn_at(a)));
-        r = r ?: add(o, "hardLimit", json_u64(ledger_allocation_hard_limit(a)));
-        return reply_built(p, o, r);
+        return peer_reply_fields(p,
+                                 (const ReplyField[]){
+                                         {"allocation", id, 0},
+                                         {"decision", clamped ? "degraded" : "granted", 0},
+                                         {"granted", NULL, ledger_allocation_granted(a)},
+                                         {"warnAt", NULL, ledger_allocation_warn_at(a)},
+                                         {"hardLimit", NULL, ledger_allocation_hard_limit(a)},
+                                 },
+                                 5);
 }
 
 /* Why a refusal happened, in words an admin can act on. */
@@ -360,7 +363,7 @@ static int method_report(Server *s, Peer *p, const VarlinkValue *v, uint64_t now
         const char *bad;
         LedgerState state;
         AllocInfo *info;
-        json_object *o;
+
         int r = 0;
 
         info = own_allocation(s, p, v[USAGE_ALLOCATION].s, &r);
@@ -370,10 +373,12 @@ static int method_report(Server *s, Peer *p, const VarlinkValue *v, uint64_t now
                          &bad) < 0)
                 return peer_invalid_parameter(p, bad);
 
-        o = json_object_new_object();
-        r = add(o, "state", json_object_new_string(ledger_state_to_string(state)));
-        r = r ?: add(o, "used", json_u64(ledger_allocation_used(info->allocation)));
-        return reply_built(p, o, r);
+        return peer_reply_fields(p,
+                                 (const ReplyField[]){
+                                         {"state", ledger_state_to_string(state), 0},
+                                         {"used", NULL, ledger_allocation_used(info->allocation)},
+                                 },
+                                 2);
 }
 
 static int method_release(Server *s, Peer *p, const VarlinkValue *v, uint64_t now) {
@@ -381,7 +386,7 @@ static int method_release(Server *s, Peer *p, const VarlinkValue *v, uint64_t no
         const char *bad;
         LedgerState state;
         AllocInfo *info;
-        json_object *o;
+
         int r = 0;
 
         info = own_allocation(s, p, v[USAGE_ALLOCATION].s, &r);
@@ -399,10 +404,12 @@ static int method_release(Server *s, Peer *p, const VarlinkValue *v, uint64_t no
                 return peer_invalid_parameter(p, "inputTokens");
         server_changed(s);
 
-        o = json_object_new_object();
-        r = add(o, "used", json_u64(used));
-        r = r ?: add(o, "refunded", json_u64(refunded));
-        return reply_built(p, o, r);
+        return peer_reply_fields(p,
+                                 (const ReplyField[]){
+                                         {"used", NULL, used},
+                                         {"refunded", NULL, refunded},
+                                 },
+                                 2);
 }
 
 /* ---- io.tokenbudget.admin ---- */

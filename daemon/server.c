@@ -426,6 +426,54 @@ int peer_reply(Peer *p, struct json_object *parameters) {
         return r;
 }
 
+/* Decimal digits of v, written backwards from end; returns the start. */
+static char *format_u64(char *end, uint64_t v) {
+        do {
+                *--end = (char)('0' + v % 10);
+                v /= 10;
+        } while (v);
+        return end;
+}
+
+int peer_reply_fields(Peer *p, const ReplyField *fields, size_t n_fields) {
+        static const char head[] = "{\"parameters\":{", tail[] = "}}";
+        VarlinkBuffer *b = &p->out;
+        size_t need = sizeof(head) + sizeof(tail);
+        char *q;
+        int r;
+
+        if (p->current_oneway)
+                return 0;
+        for (size_t i = 0; i < n_fields; i++)
+                need += strlen(fields[i].key) + 6 + (fields[i].string ? strlen(fields[i].string) : 20);
+        r = varlink_buffer_reserve(b, need);
+        if (r < 0)
+                return r;
+
+        q = mempcpy(b->data + b->len, head, sizeof(head) - 1);
+        for (size_t i = 0; i < n_fields; i++) {
+                char digits[20], *d;
+
+                if (i > 0)
+                        *q++ = ',';
+                *q++ = '"';
+                q = stpcpy(q, fields[i].key);
+                *q++ = '"';
+                *q++ = ':';
+                if (fields[i].string) {
+                        *q++ = '"';
+                        q = stpcpy(q, fields[i].string);
+                        *q++ = '"';
+                } else {
+                        d = format_u64(digits + sizeof(digits), fields[i].number);
+                        q = mempcpy(q, d, (size_t)(digits + sizeof(digits) - d));
+                }
+        }
+        q = mempcpy(q, tail, sizeof(tail)); /* with the NUL that ends the message */
+        b->len = (size_t)(q - b->data);
+        return 0;
+}
+
 int peer_error(Peer *p, const char *error, struct json_object *parameters) {
         int r = 0;
 
@@ -439,6 +487,30 @@ int peer_invalid_parameter(Peer *p, const char *parameter) {
         if (p->current_oneway)
                 return 0;
         return varlink_format_invalid_parameter(&p->out, parameter);
+}
+
+/* Buffers are lent: a peer with nothing pending reads into and replies from
+ * the server's scratch buffers, and keeps one only while a partial message
+ * or unsent output remains. So an idle connection holds no buffer and the hot
+ * path allocates none. */
+#define SCRATCH_MAX_BYTES (64 * 1024)
+
+static void buffer_borrow(VarlinkBuffer *b, VarlinkBuffer *scratch) {
+        if (b->data || !scratch->data)
+                return;
+        *b = *scratch;
+        b->len = 0;
+        *scratch = (VarlinkBuffer){};
+}
+
+static void buffer_give_back(VarlinkBuffer *b, VarlinkBuffer *scratch) {
+        if (b->len > 0)
+                return;
+        if (!scratch->data && b->cap <= SCRATCH_MAX_BYTES)
+                *scratch = *b;
+        else
+                free(b->data);
+        *b = (VarlinkBuffer){};
 }
 
 /* Writes what is queued. Returns 0 when all of it went out or the rest waits
@@ -458,10 +530,9 @@ static int peer_flush(Peer *p) {
                 }
                 p->out_offset += (size_t)n;
         }
-        /* An idle connection holds no buffers: 10,000 idle agents must cost
-         * a few hundred bytes each, not 20 KiB. */
-        varlink_buffer_clear(&p->out);
+        p->out.len = 0;
         p->out_offset = 0;
+        buffer_give_back(&p->out, &p->server->scratch_out);
         event_del(p->write_event);
         return 0;
 }
@@ -510,7 +581,7 @@ static int peer_process_input(Peer *p, const char **ret_why) {
                         *ret_why = "queued output exceeds limits.max_output_bytes";
                         break;
                 }
-                r = varlink_call_parse(p->in.data + offset, frame_len, &call, ret_why);
+                r = varlink_call_parse_with(s->tokener, p->in.data + offset, frame_len, &call, ret_why);
                 offset += frame_len + 1;
                 if (r < 0)
                         break;
@@ -524,8 +595,7 @@ static int peer_process_input(Peer *p, const char **ret_why) {
                 }
         }
         varlink_buffer_consume(&p->in, offset);
-        if (p->in.len == 0)
-                varlink_buffer_clear(&p->in);
+        buffer_give_back(&p->in, &s->scratch_in);
         return r < 0 ? r : 0;
 }
 
@@ -535,13 +605,18 @@ static void peer_read_cb(evutil_socket_t fd, short what, void *userdata) {
         ssize_t n;
         int r;
 
+        buffer_borrow(&p->in, &p->server->scratch_in);
+        buffer_borrow(&p->out, &p->server->scratch_out);
         r = varlink_buffer_reserve(&p->in, READ_CHUNK_BYTES);
         if (r < 0)
                 return peer_kill(p, "out of memory");
         n = recv(fd, p->in.data + p->in.len, READ_CHUNK_BYTES, MSG_DONTWAIT);
         if (n < 0) {
-                if (errno == EAGAIN || errno == EINTR)
+                if (errno == EAGAIN || errno == EINTR) {
+                        buffer_give_back(&p->in, &p->server->scratch_in);
+                        buffer_give_back(&p->out, &p->server->scratch_out);
                         return;
+                }
                 return peer_kill(p, strerror(errno));
         }
         if (n == 0)
@@ -847,7 +922,8 @@ int server_new(struct event_base *base, Config *config, const char *config_path,
         JournalSettings js = journal_settings(&s->config);
         s->journal = journal_new(base, &js);
         s->notify = notify_new(base, server_status_text, s);
-        if (!s->journal || !s->notify)
+        s->tokener = varlink_tokener_new();
+        if (!s->journal || !s->notify || !s->tokener)
                 goto oom;
         *ret = s;
         return 0;
@@ -881,6 +957,10 @@ Server *server_free(Server *s) {
         s->notify = notify_free(s->notify);
         s->journal = journal_free(s->journal);
         free(s->status_note);
+        if (s->tokener)
+                json_tokener_free(s->tokener);
+        varlink_buffer_clear(&s->scratch_in);
+        varlink_buffer_clear(&s->scratch_out);
         hashmap_free(s->processes_by_pid);
         hashmap_free(s->connections_by_uid);
         ledger_free(s->ledger);

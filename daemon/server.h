@@ -108,6 +108,8 @@ struct Server {
         struct Notify *notify;
         char *status_note; /* why the last reload was rejected; prefixed to STATUS= */
         uint64_t n_granted, n_refused, n_abandoned;
+        struct json_tokener *tokener;          /* reused for every call */
+        VarlinkBuffer scratch_in, scratch_out; /* lent to the peer being served */
 };
 
 int server_new(struct event_base *base, Config *config, const char *config_path, Server **ret);
@@ -125,6 +127,15 @@ int config_load_file(const char *path, Config *ret, char **ret_errors);
  * when it was oneway). parameters is consumed (json_object_put) and may be NULL. */
 int peer_reply(Peer *p, struct json_object *parameters);
 int peer_error(Peer *p, const char *error, struct json_object *parameters);
+/* A reply written straight into the output, for the hot methods: keys and
+ * string values are trusted (fixed words, hex ids: nothing to escape);
+ * string NULL means the number is written. */
+typedef struct ReplyField {
+        const char *key;
+        const char *string;
+        uint64_t number;
+} ReplyField;
+int peer_reply_fields(Peer *p, const ReplyField *fields, size_t n_fields);
 int peer_invalid_parameter(Peer *p, const char *parameter);
 /* Settles and frees one allocation of p (used by Release and on disconnect). */
 int server_settle(Server *s, AllocInfo *info, uint64_t input_tokens, uint64_t output_tokens, uint64_t now,

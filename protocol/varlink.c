@@ -203,16 +203,28 @@ static const char *json_tokener_reason(enum json_tokener_error e) {
 /* Runs json-c over exactly msg[0..len); finishes a bare top-level scalar
  * (e.g. "123") with the terminating NUL json-c expects, so that it is
  * reported as a non-object rather than as truncated JSON. */
-static int json_tokenize(const char *msg, size_t len, struct json_object **ret, const char **ret_reason) {
-        struct json_tokener *tok;
+struct json_tokener *varlink_tokener_new(void) {
+        struct json_tokener *tok = json_tokener_new_ex(VARLINK_MAX_DEPTH);
+
+        if (tok)
+                json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+        return tok;
+}
+
+static int json_tokenize(struct json_tokener *reuse, const char *msg, size_t len, struct json_object **ret,
+                         const char **ret_reason) {
+        struct json_tokener *tok = reuse;
         struct json_object *o;
         enum json_tokener_error e;
         bool consumed;
 
-        tok = json_tokener_new_ex(VARLINK_MAX_DEPTH);
-        if (!tok)
-                return -ENOMEM;
-        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+        if (tok)
+                json_tokener_reset(tok);
+        else {
+                tok = varlink_tokener_new();
+                if (!tok)
+                        return -ENOMEM;
+        }
 
         o = json_tokener_parse_ex(tok, msg, (int)len);
         e = json_tokener_get_error(tok);
@@ -221,7 +233,8 @@ static int json_tokenize(const char *msg, size_t len, struct json_object **ret, 
                 o = json_tokener_parse_ex(tok, "", 1);
                 e = json_tokener_get_error(tok);
         }
-        json_tokener_free(tok);
+        if (!reuse)
+                json_tokener_free(tok);
 
         if (e != json_tokener_success) {
                 *ret_reason = json_tokener_reason(e);
@@ -236,7 +249,7 @@ static int json_tokenize(const char *msg, size_t len, struct json_object **ret, 
         return 0;
 }
 
-static int json_parse_object(const char *msg, size_t len, struct json_object **ret,
+static int json_parse_object(struct json_tokener *tok, const char *msg, size_t len, struct json_object **ret,
                              const char **ret_reason) {
         struct json_object *o = NULL;
         size_t n_members = 0;
@@ -253,7 +266,7 @@ static int json_parse_object(const char *msg, size_t len, struct json_object **r
         if (*ret_reason)
                 return -EBADMSG;
 
-        r = json_tokenize(msg, len, &o, ret_reason);
+        r = json_tokenize(tok, msg, len, &o, ret_reason);
         if (r < 0)
                 return r;
         if (!json_object_is_type(o, json_type_object)) {
@@ -453,13 +466,18 @@ static const char *call_check(const VarlinkCall *call) {
 }
 
 int varlink_call_parse(const char *msg, size_t len, VarlinkCall *ret, const char **ret_reason) {
+        return varlink_call_parse_with(NULL, msg, len, ret, ret_reason);
+}
+
+int varlink_call_parse_with(struct json_tokener *tok, const char *msg, size_t len, VarlinkCall *ret,
+                            const char **ret_reason) {
         const char *reason = NULL;
         VarlinkCall call = {};
         int r;
 
         assert(ret);
 
-        r = json_parse_object(msg, len, &call.root, &reason);
+        r = json_parse_object(tok, msg, len, &call.root, &reason);
         if (r >= 0) {
                 reason = header_parse(call.root, call_keys, sizeof(call_keys) / sizeof(call_keys[0]), &call);
                 if (!reason)
@@ -502,7 +520,7 @@ int varlink_reply_parse(const char *msg, size_t len, VarlinkReply *ret, const ch
 
         assert(ret);
 
-        r = json_parse_object(msg, len, &reply.root, &reason);
+        r = json_parse_object(NULL, msg, len, &reply.root, &reason);
         if (r >= 0) {
                 reason = header_parse(reply.root, reply_keys, sizeof(reply_keys) / sizeof(reply_keys[0]),
                                       &reply);
