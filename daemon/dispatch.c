@@ -563,23 +563,47 @@ static int error_not_found(Peer *p, const char *method) {
         return peer_error(p, VARLINK_ERROR_INTERFACE_NOT_FOUND, o);
 }
 
+static const Method *method_find(const char *name) {
+        for (size_t i = 0; i < ELEMENTSOF(methods); i++)
+                if (strcmp(methods[i].name, name) == 0)
+                        return &methods[i];
+        return NULL;
+}
+
+/* After the parameters passed their table: who may call, then the handler. */
+static int dispatch_validated(Server *s, Peer *p, const Method *m, const VarlinkValue *values,
+                              uint64_t now) {
+        if (m->admin && p->identity.uid != 0 && p->identity.uid != s->euid)
+                return peer_error(p, VARLINK_ERROR_PERMISSION_DENIED, NULL);
+        return m->handler(s, p, values, now);
+}
+
 int dispatch_call(Server *s, Peer *p, const VarlinkCall *call, uint64_t now) {
         VarlinkValue values[FIELDS_MAX];
         const char *bad = NULL;
-        const Method *m = NULL;
+        const Method *m = method_find(call->method);
 
-        for (size_t i = 0; i < ELEMENTSOF(methods); i++)
-                if (strcmp(methods[i].name, call->method) == 0) {
-                        m = &methods[i];
-                        break;
-                }
         if (!m)
                 return error_not_found(p, call->method);
         if (call->upgrade)
                 return peer_invalid_parameter(p, "upgrade");
         if (varlink_params_parse(call->parameters, m->fields, m->n_fields, values, &bad) < 0)
                 return peer_invalid_parameter(p, bad);
-        if (m->admin && p->identity.uid != 0 && p->identity.uid != s->euid)
-                return peer_error(p, VARLINK_ERROR_PERMISSION_DENIED, NULL);
-        return m->handler(s, p, values, now);
+        return dispatch_validated(s, p, m, values, now);
+}
+
+/* The same checks in the same order as dispatch_call(): the flat parser
+ * guarantees identical values and identical bad-parameter names. */
+int dispatch_flat_call(Server *s, Peer *p, const VarlinkFlatCall *call, uint64_t now) {
+        VarlinkValue values[FIELDS_MAX];
+        const char *bad = NULL;
+        const Method *m = method_find(call->method);
+
+        if (!m)
+                return error_not_found(p, call->method);
+        if (call->upgrade)
+                return peer_invalid_parameter(p, "upgrade");
+        if (varlink_flat_params_parse(call, m->fields, m->n_fields, values, &bad) < 0)
+                return peer_invalid_parameter(p, bad);
+        return dispatch_validated(s, p, m, values, now);
 }

@@ -15,3 +15,6 @@
 /* Handles one call from p. Returns 0 (a reply or error was queued, or none
  * for oneway) or a negative errno after which the peer must be dropped. */
 int dispatch_call(Server *s, Peer *p, const VarlinkCall *call, uint64_t now);
+/* The same for a call the allocation-free flat parser took
+ * (varlink_call_parse_flat()); identical replies for identical bytes. */
+int dispatch_flat_call(Server *s, Peer *p, const VarlinkFlatCall *call, uint64_t now);

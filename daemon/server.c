@@ -550,6 +550,7 @@ static int peer_process_input(Peer *p, const char **ret_why) {
         int r = 0;
 
         while (!p->dead) {
+                VarlinkFlatCall flat;
                 VarlinkCall call;
                 size_t frame_len;
 
@@ -580,6 +581,19 @@ static int peer_process_input(Peer *p, const char **ret_why) {
                         r = -ENOBUFS;
                         *ret_why = "queued output exceeds limits.max_output_bytes";
                         break;
+                }
+                /* Most calls are flat (scalar parameters, no escapes): parsed in
+                 * place without json-c; anything else takes the strict path. */
+                if (varlink_call_parse_flat(p->in.data + offset, frame_len, &flat) == 1) {
+                        offset += frame_len + 1;
+                        p->current_oneway = flat.oneway;
+                        r = dispatch_flat_call(s, p, &flat, now);
+                        p->current_oneway = false;
+                        if (r < 0) {
+                                *ret_why = "out of memory";
+                                break;
+                        }
+                        continue;
                 }
                 r = varlink_call_parse_with(s->tokener, p->in.data + offset, frame_len, &call, ret_why);
                 offset += frame_len + 1;

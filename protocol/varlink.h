@@ -136,6 +136,62 @@ int varlink_params_parse(struct json_object *parameters, const VarlinkField *fie
                          VarlinkValue *ret_values, const char **ret_bad_parameter);
 
 /*
+ * The flat fast path: most calls are one object of the header keys whose
+ * parameters are a handful of strings, small non-negative integers and
+ * booleans. Those are parsed in place, without json-c and without
+ * allocating, into a VarlinkFlatCall that borrows from (and NUL-terminates
+ * inside) the message buffer.
+ *
+ * varlink_call_parse_flat() returns 1 and fills *ret only when msg[0..len)
+ * is, byte for byte, a message varlink_call_parse() accepts with the same
+ * method, flags and parameter values. It accepts: JSON whitespace around
+ * tokens; one object whose keys come from method, parameters, oneway, more
+ * and upgrade, each at most once; method a valid qualified name; flags
+ * true or false, at most one true; parameters null or an object of at most
+ * VARLINK_FLAT_PARAMS_MAX distinct names whose values are null, true,
+ * false, integers 0 or [1-9][0-9]{0,17}, or strings without escapes (bytes
+ * 0x20-0x7F but quote and backslash, or strict UTF-8). Everything else,
+ * valid or not, returns 0 with msg untouched: the strict path decides.
+ * It never fails on its own. On 1, the closing quotes of method, parameter
+ * names and string values are overwritten with NUL, so all pointers are C
+ * strings valid as long as msg.
+ */
+#define VARLINK_FLAT_PARAMS_MAX 8
+
+typedef struct VarlinkFlatParam {
+        const char *name; /* into msg, NUL-terminated */
+        size_t name_len;
+        VarlinkFieldType type; /* INT, STRING or BOOL; meaningless when is_null */
+        bool is_null;
+        int64_t i;
+        bool b;
+        const char *s; /* into msg, NUL-terminated */
+        size_t s_len;
+} VarlinkFlatParam;
+
+typedef struct VarlinkFlatCall {
+        const char *method; /* into msg, NUL-terminated */
+        size_t method_len;
+        bool oneway;
+        bool more;
+        bool upgrade;
+        VarlinkFlatParam params[VARLINK_FLAT_PARAMS_MAX]; /* in message order */
+        size_t n_params;
+} VarlinkFlatCall;
+
+int varlink_call_parse_flat(char *msg, size_t len, VarlinkFlatCall *ret);
+
+/*
+ * varlink_params_parse() over a flat call's parameters, with the same result,
+ * the same *ret_bad_parameter (by content: a pointer into the table or into
+ * msg) and the same ret_values as varlink_params_parse() gives for the
+ * parameters object varlink_call_parse() builds from the same message. String
+ * values borrow from msg.
+ */
+int varlink_flat_params_parse(const VarlinkFlatCall *call, const VarlinkField *fields, size_t n_fields,
+                              VarlinkValue *ret_values, const char **ret_bad_parameter);
+
+/*
  * The interface descriptions in protocol/ *.varlink, embedded at build time.
  * varlink_interface_description() returns the text for an interface name or
  * NULL; varlink_interfaces[] lists the names, NULL-terminated.

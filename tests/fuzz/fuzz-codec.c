@@ -4,10 +4,14 @@
  * the way the server does (varlink_frame_next over a buffer), parses every
  * frame as a call and as a reply, validates call parameters against a
  * table like io.tokenbudget.agent.Request's, and checks one invariant: a
- * parsed message formatted again parses to the same values. It does not
- * exercise any I/O.
+ * parsed message formatted again parses to the same values. It also runs
+ * the flat fast path over every frame: when it takes a message, the strict
+ * path must accept it with the same method, flags and parameter values, and
+ * both parameter validators must agree; when it refuses, the message must be
+ * untouched. It does not exercise any I/O.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +61,102 @@ static void fuzz_round_trip(const VarlinkCall *call) {
         varlink_buffer_clear(&b);
 }
 
+/* A table where every parameter kind can fail in a different place. */
+static const VarlinkField fuzz_flat_fields[] = {
+        {"allocation", VARLINK_FIELD_STRING, false, 16},
+        {"inputTokens", VARLINK_FIELD_INT, true, 1000},
+        {"outputTokens", VARLINK_FIELD_INT, true, 0},
+        {"flag", VARLINK_FIELD_BOOL, true, 0},
+        {"a", VARLINK_FIELD_INT, true, 0},
+        {"", VARLINK_FIELD_STRING, true, 0},
+};
+
+#define FUZZ_SENTINEL ((const char *)fuzz_fields)
+
+static bool fuzz_value_equal(const VarlinkValue *a, const VarlinkValue *b) {
+        if (a->present != b->present || a->i != b->i || a->b != b->b)
+                return false;
+        if (a->s == b->s)
+                return true;
+        return a->s && b->s && a->s != FUZZ_SENTINEL && b->s != FUZZ_SENTINEL && strcmp(a->s, b->s) == 0;
+}
+
+static void fuzz_flat_params(struct json_object *parameters, const VarlinkFlatCall *fc,
+                             const VarlinkField *fields, size_t n_fields) {
+        VarlinkValue strict[8], flat[8];
+        const char *strict_bad = "unset", *flat_bad = "unset";
+
+        if (n_fields > 8)
+                abort();
+        for (size_t i = 0; i < 8; i++)
+                strict[i] = flat[i] = (VarlinkValue){true, -7, FUZZ_SENTINEL, true};
+        if (varlink_params_parse(parameters, fields, n_fields, strict, &strict_bad) !=
+            varlink_flat_params_parse(fc, fields, n_fields, flat, &flat_bad))
+                abort();
+        if (!strict_bad != !flat_bad || (strict_bad && strcmp(strict_bad, flat_bad) != 0))
+                abort();
+        for (size_t i = 0; i < 8; i++)
+                if (!fuzz_value_equal(&strict[i], &flat[i]))
+                        abort();
+}
+
+static bool fuzz_flat_param_equal(const VarlinkFlatParam *v, const char *key, struct json_object *o) {
+        if (strcmp(key, v->name) != 0 || strlen(v->name) != v->name_len)
+                return false;
+        if (v->is_null)
+                return o == NULL;
+        switch (v->type) {
+        case VARLINK_FIELD_INT:
+                return json_object_is_type(o, json_type_int) && json_object_get_int64(o) == v->i;
+        case VARLINK_FIELD_STRING:
+                return json_object_is_type(o, json_type_string) &&
+                       (size_t)json_object_get_string_len(o) == v->s_len && strlen(v->s) == v->s_len &&
+                       memcmp(json_object_get_string(o), v->s, v->s_len) == 0;
+        case VARLINK_FIELD_BOOL:
+                return json_object_is_type(o, json_type_boolean) && json_object_get_boolean(o) == v->b;
+        }
+        return false;
+}
+
+/* The flat path against the strict one, on a private copy it may modify. */
+static void fuzz_flat(const char *msg, size_t len) {
+        char *copy = malloc(len + 1);
+        const char *reason;
+        VarlinkFlatCall fc;
+        VarlinkCall call;
+        size_t k = 0;
+        int r;
+
+        if (!copy)
+                abort();
+        memcpy(copy, msg, len);
+        copy[len] = 'X';
+        r = varlink_call_parse_flat(copy, len, &fc);
+        if (copy[len] != 'X' || (r != 0 && r != 1))
+                abort();
+        if (r == 0) {
+                if (memcmp(copy, msg, len) != 0)
+                        abort();
+                free(copy);
+                return;
+        }
+        if (varlink_call_parse(msg, len, &call, &reason) < 0 || strcmp(call.method, fc.method) != 0 ||
+            strlen(fc.method) != fc.method_len || call.oneway != fc.oneway || call.more != fc.more ||
+            call.upgrade != fc.upgrade || (size_t)json_object_object_length(call.parameters) != fc.n_params)
+                abort();
+        json_object_object_foreach(call.parameters, key, o) {
+                if (!fuzz_flat_param_equal(&fc.params[k++], key, o))
+                        abort();
+        }
+        fuzz_flat_params(call.parameters, &fc, fuzz_fields, sizeof(fuzz_fields) / sizeof(fuzz_fields[0]));
+        fuzz_flat_params(call.parameters, &fc, fuzz_flat_fields,
+                         sizeof(fuzz_flat_fields) / sizeof(fuzz_flat_fields[0]));
+        fuzz_flat_params(call.parameters, &fc, fuzz_flat_fields + 1, 3);
+        fuzz_flat_params(call.parameters, &fc, NULL, 0);
+        varlink_call_done(&call);
+        free(copy);
+}
+
 static void fuzz_frame(const char *msg, size_t len) {
         VarlinkValue values[sizeof(fuzz_fields) / sizeof(fuzz_fields[0])];
         const char *reason, *bad;
@@ -85,6 +185,7 @@ static void fuzz_frame(const char *msg, size_t len) {
                 varlink_reply_done(&reply);
         else if (!reason)
                 abort();
+        fuzz_flat(msg, len);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
