@@ -363,7 +363,6 @@ static int method_report(Server *s, Peer *p, const VarlinkValue *v, uint64_t now
         const char *bad;
         LedgerState state;
         AllocInfo *info;
-
         int r = 0;
 
         info = own_allocation(s, p, v[USAGE_ALLOCATION].s, &r);
@@ -386,7 +385,6 @@ static int method_release(Server *s, Peer *p, const VarlinkValue *v, uint64_t no
         const char *bad;
         LedgerState state;
         AllocInfo *info;
-
         int r = 0;
 
         info = own_allocation(s, p, v[USAGE_ALLOCATION].s, &r);
