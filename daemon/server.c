@@ -642,11 +642,13 @@ static void peer_read_cb(evutil_socket_t fd, short what, void *userdata) {
                 return peer_kill(p, why);
         if (p->dead)
                 return;
+        /* limits.max_output_bytes is enforced before each new message (in
+         * peer_process_input()), not here: one large admin reply (Status with
+         * thousands of processes) may exceed it and is still delivered to a
+         * peer that reads. */
         r = peer_flush(p);
         if (r < 0)
                 return peer_kill(p, strerror(-r));
-        if (peer_pending_output(p) > p->server->config.max_output_bytes)
-                return peer_kill(p, "queued output exceeds limits.max_output_bytes");
 }
 
 static void peer_write_cb(evutil_socket_t fd, short what, void *userdata) {

@@ -278,6 +278,43 @@ START_TEST(test_max_output_bytes) {
 }
 END_TEST
 
+/* max_output_bytes bounds a backlog, not one reply: a List far larger than
+ * the limit, and than the socket's kernel buffer (~200 KiB), still reaches
+ * budgetctl, which reads it. */
+#define LARGE_LIST_ALLOCATIONS 5000
+
+START_TEST(test_large_reply_over_max_output_bytes) {
+        TestDaemon *d =
+                harness_daemon_start("limits: { max_output_bytes = 65536; max_allocations_per_process = "
+                                     "10000; };\n");
+        tb_client *agent = harness_client(d);
+        char *const argv[] = {
+                (char *)harness_env("BUDGETCTL"), "--socket", d->socket_path, "--json", "list", NULL};
+        CommandResult res;
+        json_object *reply, *list;
+        tb_grant g;
+        int r;
+
+        for (int i = 0; i < LARGE_LIST_ALLOCATIONS; i++) {
+                r = tb_request(agent, &(tb_request_params){.estimate = 10, .agent = "large-reply-test"}, &g);
+                ck_assert_msg(r == 0, "request %d: %d %s", i, r, tb_client_error(agent));
+        }
+        harness_run(argv, NULL, 10000, &res);
+        ck_assert_msg(res.status == 0, "budgetctl --json list exited %d: %s", res.status, res.err);
+        ck_assert_msg(strlen(res.out) > 1024 * 1024,
+                      "the List reply is only %zu bytes; the test needs more than the socket buffer",
+                      strlen(res.out));
+        reply = json_tokener_parse(res.out);
+        ck_assert_msg(reply && json_object_object_get_ex(reply, "allocations", &list),
+                      "budgetctl --json list printed no allocations array");
+        ck_assert_int_eq(json_object_array_length(list), LARGE_LIST_ALLOCATIONS);
+        json_object_put(reply);
+        command_result_done(&res);
+        tb_client_close(agent);
+        harness_daemon_stop(d);
+}
+END_TEST
+
 static Suite *limits_suite(void) {
         Suite *s = suite_create("integration-limits");
         TCase *tc;
@@ -294,6 +331,7 @@ static Suite *limits_suite(void) {
         suite_add_tcase(s, tc);
         tc = harness_tcase("max_output_bytes", 30);
         tcase_add_test(tc, test_max_output_bytes);
+        tcase_add_test(tc, test_large_reply_over_max_output_bytes);
         suite_add_tcase(s, tc);
         return s;
 }
