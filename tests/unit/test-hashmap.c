@@ -11,44 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) && !defined(__SANITIZE_ADDRESS__)
-#define __SANITIZE_ADDRESS__ 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-/* From <sanitizer/allocator_interface.h>, which gcc does not install. */
-size_t __sanitizer_get_current_allocated_bytes(void);
-#else
-#include <malloc.h>
-#endif
+#include "heap-stats.h"
 
 #include "hashmap.h"
-
-static size_t heap_bytes_in_use(void) {
-#if defined(__SANITIZE_ADDRESS__)
-        return __sanitizer_get_current_allocated_bytes();
-#else
-        struct mallinfo2 mi = mallinfo2();
-        return mi.uordblks + mi.hblkhd;
-#endif
-}
-
-/* Valgrind's malloc replacement reports no statistics: probe with a block of
- * known size, and skip the memory checks (saying so) when it is not seen. */
-static bool heap_accounting_works(void) {
-        size_t before = heap_bytes_in_use();
-        void *p = malloc(1 << 20);
-        bool works;
-
-        if (!p)
-                return false;
-        works = heap_bytes_in_use() >= before + (1 << 20);
-        free(p);
-        if (!works)
-                printf("heap statistics unavailable (valgrind?): memory checks skipped\n");
-        return works;
-}
 
 /* Values are addresses inside this array, so each key's value is distinct. */
 static char values[4096];
