@@ -28,7 +28,12 @@ if ! clang-format --dry-run --Werror $(git ls-files '*.c' '*.h' 2>/dev/null || f
 fi
 
 echo "== build"
-[ -d build ] || meson setup build -Dwerror=true >/dev/null
+# run.sh may have configured build/ without the tests: set what the tests need.
+if [ -d build ]; then
+    meson configure build -Dtests=true -Dwerror=true >/dev/null
+else
+    meson setup build -Dwerror=true >/dev/null
+fi
 meson compile -C build
 echo "== tests (all suites)"
 meson test -C build --print-errorlogs || status=1
