@@ -729,14 +729,37 @@ static int parse_prepared(Context *ctx, const char *prepared) {
         return 0;
 }
 
+/* A NUL byte ends the text for libconfig and our lexer alike, so whatever
+ * follows it would silently not be read: a file zero-filled by a power loss
+ * would become the built-in defaults. Refuse it, naming where it is. */
+static void check_no_nul(const char *data, size_t size, Errors *errors) {
+        const char *nul = memchr(data, 0, size);
+        unsigned line = 1;
+
+        if (!nul)
+                return;
+        for (const char *p = data; p < nul; p++)
+                line += *p == '\n';
+        errors_add(errors, line,
+                   "NUL byte at offset %zu: not a text file (zero-filled after a crash or power loss?); "
+                   "nothing of it was applied",
+                   (size_t)(nul - data));
+}
+
 int config_parse(const char *text, const char *filename, Config *ret, char **ret_errors) {
+        assert(text);
+        return config_parse_buffer(text, strlen(text), filename, ret, ret_errors);
+}
+
+int config_parse_buffer(const char *text, size_t size, const char *filename, Config *ret,
+                        char **ret_errors) {
         Errors errors = {.filename = filename};
         Context ctx = {.errors = &errors};
         Config c;
         char *prepared;
         int r;
 
-        assert(text);
+        assert(text || size == 0);
         assert(filename);
         assert(ret);
 
@@ -747,9 +770,16 @@ int config_parse(const char *text, const char *filename, Config *ret, char **ret
                 return r;
         ctx.config = &c;
 
-        prepared = prepare_text(text, &errors);
-        r = prepared ? parse_prepared(&ctx, prepared) : -ENOMEM;
-        free(prepared);
+        check_no_nul(text, size, &errors);
+        if (errors.n == 0) {
+                /* The lexer wants a terminated string; the caller's bytes need not be one. */
+                char *copy = strndup(text ?: "", size);
+
+                prepared = copy ? prepare_text(copy, &errors) : NULL;
+                r = prepared ? parse_prepared(&ctx, prepared) : -ENOMEM;
+                free(prepared);
+                free(copy);
+        }
         if (r >= 0 && errors.oom)
                 r = -ENOMEM;
         if (r >= 0 && errors.n > 0) {

@@ -66,6 +66,11 @@ void config_done(Config *c);
  * range.
  */
 int config_parse(const char *text, const char *filename, Config *ret, char **ret_errors);
+/* The same for size bytes that need not end in a NUL (a file as read): a NUL
+ * byte anywhere in them is an error naming its line and offset, and nothing is
+ * parsed then (libconfig would stop reading at it and silently keep the
+ * defaults for the rest). */
+int config_parse_buffer(const char *text, size_t size, const char *filename, Config *ret, char **ret_errors);
 
 /* Writes the configuration in the file format, every setting, to a malloc'ed
  * string (what conf/tokenbudgetd.conf holds for the defaults, minus comments). */

@@ -777,7 +777,7 @@ static void server_shutdown(Server *s) {
         event_base_loopexit(s->base, NULL);
 }
 
-static int read_file(const char *path, size_t max_bytes, char **ret) {
+static int read_file(const char *path, size_t max_bytes, char **ret, size_t *ret_size) {
         FILE *f = fopen(path, "re");
         char *buf;
         size_t n;
@@ -802,21 +802,23 @@ static int read_file(const char *path, size_t max_bytes, char **ret) {
         }
         buf[n] = 0;
         *ret = buf;
+        *ret_size = n;
         return 0;
 }
 
 int config_load_file(const char *path, Config *ret, char **ret_errors) {
         _cleanup_free_ char *text = NULL;
+        size_t size = 0;
         int r;
 
         /* A configuration file over 1 MiB is a mistake, not a configuration. */
-        r = read_file(path, 1024 * 1024, &text);
+        r = read_file(path, 1024 * 1024, &text, &size);
         if (r < 0) {
                 if (asprintf(ret_errors, "%s: cannot read: %s\n", path, strerror(-r)) < 0)
                         *ret_errors = NULL;
                 return r;
         }
-        return config_parse(text, path, ret, ret_errors);
+        return config_parse_buffer(text, size, path, ret, ret_errors);
 }
 
 static JournalSettings journal_settings(const Config *c) {

@@ -492,6 +492,61 @@ START_TEST(test_invalid) {
 }
 END_TEST
 
+/* Text with NUL bytes (a file zero-filled after a power loss, or a binary
+ * file): an error naming the line and offset of the first NUL, whatever the
+ * rest says, so a damaged file never silently becomes the defaults. */
+typedef struct NulRow {
+        const char *name;
+        const char *data;
+        size_t size;
+        unsigned line;
+        const char *message;
+} NulRow;
+
+#define NUL_ROW(name, literal, line, message)                                                               \
+        { name, literal, sizeof(literal) - 1, line, message }
+
+static const NulRow nul_rows[] = {
+        NUL_ROW("only zeros", "\0\0\0\0\0\0\0\0", 1, "NUL byte at offset 0"),
+        NUL_ROW("zeros after a valid line", "default_estimate = 5;\n\0\0\0\0", 2, "NUL byte at offset 22"),
+        NUL_ROW("zeros in the middle", "global = {\n\0\0tokens_per_minute = 5; };\n", 2,
+                "NUL byte at offset 11"),
+        NUL_ROW("NUL inside a string", "socket = \"/run/a\0b\";\n", 1, "NUL byte at offset 16"),
+        NUL_ROW("NUL after the last newline", "log_level = \"info\";\n\n\n\0", 4, "NUL byte at offset 22"),
+};
+
+START_TEST(test_nul_bytes) {
+        const NulRow *row = &nul_rows[_i];
+        char *errors = NULL;
+        Config c;
+        int r;
+
+        r = config_parse_buffer(row->data, row->size, FILENAME, &c, &errors);
+        ck_assert_msg(r == -EINVAL, "row '%s': config_parse_buffer() = %d, want -EINVAL", row->name, r);
+        ck_assert_msg(errors && has_error(errors, row->line, row->message),
+                      "row '%s': want \"%s:%u: ...%s...\", got:\n%s", row->name, FILENAME, row->line,
+                      row->message, errors ?: "(none)");
+        ck_assert_msg(count_lines(errors) == 1, "row '%s': want one error line, got:\n%s", row->name,
+                      errors);
+        free(errors);
+}
+END_TEST
+
+/* Bytes that are not NUL-terminated parse like the same text. */
+START_TEST(test_buffer_without_terminator) {
+        static const char text[] = "default_estimate = 7;XXXX";
+        char *errors = NULL;
+        Config c;
+
+        ck_assert_int_eq(config_parse_buffer(text, strlen("default_estimate = 7;"), FILENAME, &c, &errors),
+                         0);
+        ck_assert_uint_eq(c.default_estimate, 7);
+        config_done(&c);
+        ck_assert_int_eq(config_parse_buffer("", 0, FILENAME, &c, &errors), 0);
+        config_done(&c);
+}
+END_TEST
+
 START_TEST(test_invalid_without_errors_out) {
         Config c;
 
@@ -727,6 +782,8 @@ static Suite *config_suite(void) {
         tcase_add_loop_test(tc, test_equal_detects_each_field, 0, (int)ELEMENTSOF(override_rows));
         tcase_add_loop_test(tc, test_invalid, 0, (int)ELEMENTSOF(invalid_rows));
         tcase_add_test(tc, test_invalid_without_errors_out);
+        tcase_add_loop_test(tc, test_nul_bytes, 0, (int)ELEMENTSOF(nul_rows));
+        tcase_add_test(tc, test_buffer_without_terminator);
         tcase_add_test(tc, test_multiple_errors);
         tcase_add_test(tc, test_include_and_syntax_error);
         tcase_add_test(tc, test_no_relation_error_from_invalid_value);
