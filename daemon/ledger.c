@@ -5,12 +5,18 @@
  * contract and its invariants).
  *
  * Windows are rings of buckets so that memory and time stay bounded: the
- * minute is 60 buckets of 1 s, the hour 60 of 60 s, the day 96 of 15 min. A
- * window is therefore approximated at bucket granularity: tokens committed at
- * time t count in the window while now_usec / bucket < t / bucket + nbuckets,
- * i.e. they leave it between (span - bucket) and span after they were
- * committed. Each ring keeps its running sum and the absolute index of its
- * newest bucket; moving to a later now clears at most nbuckets buckets.
+ * minute's span is 60 buckets of 1 s, the hour's 60 of 60 s, the day's 96 of
+ * 15 min, and each ring has one bucket more than its span. Tokens committed
+ * at time t count in the window while now_usec / bucket <= t / bucket +
+ * nbuckets (nbuckets = span / bucket), so they count at every now with
+ * now - t <= span and leave between span and span + one bucket after they
+ * were committed: the window errs on the safe side only, and every true
+ * interval of the span sees at most the limit (issue 7, point 9: with the
+ * old ring of nbuckets buckets they left up to one bucket before the span was
+ * over, and a burst at a bucket edge doubled a limit in one real minute).
+ * Each ring keeps its running sum and the absolute index of its newest
+ * bucket; moving to a later now clears at most nbuckets + 1 buckets, so every
+ * operation stays O(1) amortised.
  *
  * Time is the caller's monotonic now_usec. A now earlier than one already seen
  * (which callers must not pass) is treated as the latest now seen, so rings
@@ -40,18 +46,20 @@
 typedef struct WindowSpec {
         const char *name;
         uint64_t bucket_usec;
-        unsigned n_buckets;
-        unsigned offset; /* of the ring's first bucket in LedgerScope.buckets */
+        unsigned n_buckets; /* in the span */
+        unsigned ring_size; /* n_buckets + 1: the bucket the span starts in */
+        unsigned offset;    /* of the ring's first bucket in LedgerScope.buckets */
 } WindowSpec;
 
-/* 60 x 1 s, 60 x 1 min, 96 x 15 min: the approximation is at most one bucket
- * (1/60 or 1/96 of the span), and a scope's rings cost 216 x 8 bytes. */
+/* Spans of 60 x 1 s, 60 x 1 min, 96 x 15 min: usage stays at most one bucket
+ * (1/60 or 1/96 of the span) longer than the span, and a scope's rings cost
+ * 219 x 8 bytes. */
 static const WindowSpec window_specs[_LEDGER_WINDOW_MAX] = {
-        [LEDGER_WINDOW_MINUTE] = {"minute", 1 * USEC_PER_SEC, 60, 0},
-        [LEDGER_WINDOW_HOUR] = {"hour", 60 * USEC_PER_SEC, 60, 60},
-        [LEDGER_WINDOW_DAY] = {"day", 900 * USEC_PER_SEC, 96, 120},
+        [LEDGER_WINDOW_MINUTE] = {"minute", 1 * USEC_PER_SEC, 60, 61, 0},
+        [LEDGER_WINDOW_HOUR] = {"hour", 60 * USEC_PER_SEC, 60, 61, 61},
+        [LEDGER_WINDOW_DAY] = {"day", 900 * USEC_PER_SEC, 96, 97, 122},
 };
-#define WINDOW_BUCKETS_TOTAL (60 + 60 + 96)
+#define WINDOW_BUCKETS_TOTAL (61 + 61 + 97)
 
 typedef struct WindowRing {
         uint64_t sum_tokens;
@@ -180,13 +188,13 @@ static void ring_advance(LedgerScope *s, LedgerWindow w, uint64_t now_usec) {
         if (idx <= r->head)
                 return;
 
-        if (idx - r->head >= spec->n_buckets) {
-                memset(b, 0, spec->n_buckets * sizeof(uint64_t));
+        if (idx - r->head >= spec->ring_size) {
+                memset(b, 0, spec->ring_size * sizeof(uint64_t));
                 r->sum_tokens = 0;
         } else
                 for (uint64_t i = r->head + 1; i <= idx; i++) {
-                        r->sum_tokens = sat_sub(r->sum_tokens, b[i % spec->n_buckets]);
-                        b[i % spec->n_buckets] = 0;
+                        r->sum_tokens = sat_sub(r->sum_tokens, b[i % spec->ring_size]);
+                        b[i % spec->ring_size] = 0;
                 }
         r->head = idx;
 }
@@ -200,7 +208,7 @@ static void ring_commit(LedgerScope *s, LedgerWindow w, uint64_t now_usec, uint6
         uint64_t *slot;
 
         ring_advance(s, w, now_usec);
-        slot = &ring_buckets(s, w)[s->rings[w].head % window_specs[w].n_buckets];
+        slot = &ring_buckets(s, w)[s->rings[w].head % window_specs[w].ring_size];
         *slot = sat_add(*slot, tokens);
         s->rings[w].sum_tokens = sat_add(s->rings[w].sum_tokens, tokens);
 }
@@ -218,10 +226,12 @@ static uint64_t ring_retry_after(LedgerScope *s, LedgerWindow w, uint64_t now_us
         if (need_tokens > limit_tokens)
                 return 0;
 
-        /* The bucket at ring position (head + k) % n is the one of index
-         * head + k - n; it leaves the window when the head reaches head + k. */
-        for (uint64_t k = 1; k <= spec->n_buckets; k++) {
-                aged = sat_add(aged, b[(r->head + k) % spec->n_buckets]);
+        /* With m = ring_size = n_buckets + 1, the bucket at ring position
+         * (head + k) % m is the one of index j = head + k - m; it counts while
+         * the head is <= j + n_buckets, so it leaves when the head reaches
+         * head + k, at (head + k) x bucket. */
+        for (uint64_t k = 1; k <= spec->ring_size; k++) {
+                aged = sat_add(aged, b[(r->head + k) % spec->ring_size]);
                 if (sat_add(sat_sub(r->sum_tokens, aged), need_tokens) <= limit_tokens) {
                         uint64_t leaves_usec = (r->head + k) * spec->bucket_usec;
                         return leaves_usec > now_usec ? leaves_usec - now_usec : 1;

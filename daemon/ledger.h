@@ -12,10 +12,17 @@
  * O(allocations). The ledger does not decide which scopes an allocation is
  * charged to (the caller passes the list), nor who owns an allocation.
  *
+ * Windows: tokens committed at time t count in a window at every now with
+ * now - t <= span (60 s, 3600 s, 86400 s), and leave it no later than span +
+ * one bucket (1 s, 60 s, 15 min) after t: windows are kept at bucket
+ * granularity and err only on the safe side.
+ *
  * Invariants (checked by tests/unit/test-ledger.c):
  *   - for every scope and window: committed in the window + reserved <= limit,
  *     as long as no allocation's usage went past its reservation and no limit
- *     was lowered below what was already reserved;
+ *     was lowered below what was already reserved; hence, under the same
+ *     conditions, the tokens committed in any true interval [x, x + span]
+ *     are at most the limit;
  *   - scope reserved == sum over its live allocations of
  *     (reservation - min(used, reservation));
  *   - scope committed_total == sum over its live and settled allocations of used.
@@ -73,11 +80,15 @@ const char *ledger_state_to_string(LedgerState s);
  * had no room, and which of its limits. */
 typedef struct LedgerRefusal {
         const LedgerScope *scope;
-        int window;                /* a LedgerWindow, or -1 for the in-flight cap */
-        uint64_t limit_tokens;     /* the limit that would be passed */
-        uint64_t used_tokens;      /* committed in that window (0 for the in-flight cap) */
-        uint64_t reserved_tokens;  /* reserved in the scope now */
-        uint64_t retry_after_usec; /* when enough commits age out of the window; 0 if unknown */
+        int window;               /* a LedgerWindow, or -1 for the in-flight cap */
+        uint64_t limit_tokens;    /* the limit that would be passed */
+        uint64_t used_tokens;     /* committed in that window (0 for the in-flight cap) */
+        uint64_t reserved_tokens; /* reserved in the scope now */
+        /* The earliest delay after which the same reservation fits in this
+         * window if nothing else changes; 0 when no ageing can make room
+         * (reserved plus the reservation pass the limit) and for the
+         * in-flight cap. */
+        uint64_t retry_after_usec;
 } LedgerRefusal;
 
 Ledger *ledger_new(const LedgerParams *params);

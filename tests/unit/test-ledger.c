@@ -30,6 +30,10 @@
 static const LedgerParams params_default = {.warn_permille = 1500, .hard_permille = 2000};
 static const LedgerLimits limits_none = {};
 
+static uint64_t sat_sub_u64(uint64_t a, uint64_t b) {
+        return a > b ? a - b : 0;
+}
+
 /* Commits `used` tokens in the given scopes at now by reserving and settling. */
 static void commit_tokens(Ledger *l, LedgerScope *const *scopes, size_t n, uint64_t used,
                           uint64_t now_usec) {
@@ -60,9 +64,10 @@ END_TEST
 /*
  * Each row: 100 tokens committed at T0 = 1000 s, one live allocation holding a
  * reservation of 200, then the row's limits, then a grant of 100 (reservation
- * 200 at 2x) asked at T0 + 10 s. The commit leaves the minute window at
- * 1060 s, the hour window at 4560 s (bucket 960..1020 s) and the day window at
- * 87300 s (bucket 900..1800 s).
+ * 200 at 2x) asked at T0 + 10 s. A commit leaves a window one span after the
+ * start of the next bucket: the minute window at 1061 s, the hour window at
+ * 4620 s (bucket 960..1020 s) and the day window at 88200 s (bucket
+ * 900..1800 s).
  */
 typedef struct RefusalRow {
         const char *name;
@@ -78,14 +83,14 @@ static const RefusalRow refusal_rows[] = {
         {"hour exactly full", {{0, 500, 0}, 0}, 0},
         {"day exactly full", {{0, 0, 500}, 0}, 0},
         {"in flight exactly full", {{0, 0, 0}, 400}, 0},
-        {"minute one short", {{499, 0, 0}, 0}, -EDQUOT, LEDGER_WINDOW_MINUTE, 499, 100, 200, SEC(50)},
+        {"minute one short", {{499, 0, 0}, 0}, -EDQUOT, LEDGER_WINDOW_MINUTE, 499, 100, 200, SEC(51)},
         {"minute too small even empty", {{399, 0, 0}, 0}, -EDQUOT, LEDGER_WINDOW_MINUTE, 399, 100, 200, 0},
-        {"hour one short", {{0, 499, 0}, 0}, -EDQUOT, LEDGER_WINDOW_HOUR, 499, 100, 200, SEC(3550)},
-        {"day one short", {{0, 0, 499}, 0}, -EDQUOT, LEDGER_WINDOW_DAY, 499, 100, 200, SEC(86290)},
+        {"hour one short", {{0, 499, 0}, 0}, -EDQUOT, LEDGER_WINDOW_HOUR, 499, 100, 200, SEC(3610)},
+        {"day one short", {{0, 0, 499}, 0}, -EDQUOT, LEDGER_WINDOW_DAY, 499, 100, 200, SEC(87190)},
         {"in flight one short", {{0, 0, 0}, 399}, -EDQUOT, -1, 399, 0, 200, 0},
-        {"minute before hour", {{499, 499, 0}, 0}, -EDQUOT, LEDGER_WINDOW_MINUTE, 499, 100, 200, SEC(50)},
-        {"hour before day", {{0, 499, 499}, 0}, -EDQUOT, LEDGER_WINDOW_HOUR, 499, 100, 200, SEC(3550)},
-        {"window before cap", {{0, 0, 499}, 399}, -EDQUOT, LEDGER_WINDOW_DAY, 499, 100, 200, SEC(86290)},
+        {"minute before hour", {{499, 499, 0}, 0}, -EDQUOT, LEDGER_WINDOW_MINUTE, 499, 100, 200, SEC(51)},
+        {"hour before day", {{0, 499, 499}, 0}, -EDQUOT, LEDGER_WINDOW_HOUR, 499, 100, 200, SEC(3610)},
+        {"window before cap", {{0, 0, 499}, 399}, -EDQUOT, LEDGER_WINDOW_DAY, 499, 100, 200, SEC(87190)},
 };
 
 START_TEST(test_reserve_refusal) {
@@ -352,17 +357,18 @@ START_TEST(test_settle) {
 }
 END_TEST
 
-/* A commit at T_BASE + 5.3 s is in the window until the bucket it fell in
- * leaves: at bucket granularity, not exactly one span later. */
+/* A commit at T_BASE + 5.3 s is in the window for at least the span, and
+ * until one span after the end of the bucket it fell in (bucket granularity,
+ * on the safe side): 66 s, 3660 s, 87300 s. */
 typedef struct EdgeRow {
         LedgerWindow window;
         uint64_t last_in_usec, first_out_usec; /* offsets from T_BASE */
 } EdgeRow;
 
 static const EdgeRow edge_rows[] = {
-        {LEDGER_WINDOW_MINUTE, SEC(65) - 1, SEC(65)},
-        {LEDGER_WINDOW_HOUR, SEC(3600) - 1, SEC(3600)},
-        {LEDGER_WINDOW_DAY, SEC(86400) - 1, SEC(86400)},
+        {LEDGER_WINDOW_MINUTE, SEC(66) - 1, SEC(66)},
+        {LEDGER_WINDOW_HOUR, SEC(3660) - 1, SEC(3660)},
+        {LEDGER_WINDOW_DAY, SEC(87300) - 1, SEC(87300)},
 };
 
 START_TEST(test_window_edges) {
@@ -405,16 +411,19 @@ typedef struct RetryRow {
 
 /* clang-format off */
 static const RetryRow retry_rows[] = {
-        { "minute: oldest bucket", LEDGER_WINDOW_MINUTE, { SEC(10), SEC(20), SEC(30) }, SEC(40), 200, SEC(30) },
-        { "minute: two buckets", LEDGER_WINDOW_MINUTE, { SEC(10), SEC(20), SEC(30) }, SEC(40), 350, SEC(40) },
-        { "minute: all buckets", LEDGER_WINDOW_MINUTE, { SEC(10), SEC(20), SEC(30) }, SEC(40), 500, SEC(50) },
+        { "minute: oldest bucket", LEDGER_WINDOW_MINUTE, { SEC(10), SEC(20), SEC(30) }, SEC(40), 200, SEC(31) },
+        { "minute: two buckets", LEDGER_WINDOW_MINUTE, { SEC(10), SEC(20), SEC(30) }, SEC(40), 350, SEC(41) },
+        { "minute: all buckets", LEDGER_WINDOW_MINUTE, { SEC(10), SEC(20), SEC(30) }, SEC(40), 500, SEC(51) },
         { "minute: never fits", LEDGER_WINDOW_MINUTE, { SEC(10), SEC(20), SEC(30) }, SEC(40), 501, 0 },
-        { "minute: mid-bucket", LEDGER_WINDOW_MINUTE, { SEC(10.5), SEC(20), SEC(30) }, SEC(40.25), 200, SEC(29.75) },
-        { "hour: oldest bucket", LEDGER_WINDOW_HOUR, { SEC(10), SEC(70), SEC(130) }, SEC(200), 200, SEC(3400) },
-        { "hour: two buckets", LEDGER_WINDOW_HOUR, { SEC(10), SEC(70), SEC(130) }, SEC(200), 350, SEC(3460) },
-        { "hour: same bucket", LEDGER_WINDOW_HOUR, { SEC(10), SEC(20), SEC(130) }, SEC(200), 350, SEC(3400) },
-        { "day: oldest bucket", LEDGER_WINDOW_DAY, { SEC(10), SEC(1000), SEC(1001) }, SEC(2000), 200, SEC(84400) },
-        { "day: two buckets", LEDGER_WINDOW_DAY, { SEC(10), SEC(1000), SEC(1001) }, SEC(2000), 350, SEC(85300) },
+        { "minute: mid-bucket", LEDGER_WINDOW_MINUTE, { SEC(10.5), SEC(20), SEC(30) }, SEC(40.25), 200, SEC(30.75) },
+        /* Committed in the last usec of a bucket: still counted a full span later. */
+        { "minute: bucket's last usec", LEDGER_WINDOW_MINUTE, { SEC(10) - 1, SEC(20), SEC(30) }, SEC(40), 200, SEC(30) },
+        { "hour: oldest bucket", LEDGER_WINDOW_HOUR, { SEC(10), SEC(70), SEC(130) }, SEC(200), 200, SEC(3460) },
+        { "hour: two buckets", LEDGER_WINDOW_HOUR, { SEC(10), SEC(70), SEC(130) }, SEC(200), 350, SEC(3520) },
+        { "hour: same bucket", LEDGER_WINDOW_HOUR, { SEC(10), SEC(20), SEC(130) }, SEC(200), 350, SEC(3460) },
+        { "hour: bucket's last usec", LEDGER_WINDOW_HOUR, { SEC(60) - 1, SEC(70), SEC(130) }, SEC(200), 200, SEC(3460) },
+        { "day: oldest bucket", LEDGER_WINDOW_DAY, { SEC(10), SEC(1000), SEC(1001) }, SEC(2000), 200, SEC(85300) },
+        { "day: two buckets", LEDGER_WINDOW_DAY, { SEC(10), SEC(1000), SEC(1001) }, SEC(2000), 350, SEC(86200) },
 };
 /* clang-format on */
 
@@ -464,14 +473,14 @@ START_TEST(test_backwards_time) {
         ck_assert_int_eq(ledger_reserve(l, &s, 1, 100, T_BASE + SEC(100), &a, &refusal), 0);
         /* A report stamped 90 s in the past counts at the latest now seen. */
         ck_assert_int_eq(ledger_report(l, a, 10, 10, T_BASE + SEC(10), NULL), 0);
-        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_MINUTE, T_BASE + SEC(159)), 20);
-        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_MINUTE, T_BASE + SEC(160)), 0);
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_MINUTE, T_BASE + SEC(161) - 1), 20);
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_MINUTE, T_BASE + SEC(161)), 0);
         /* Even from time 0. */
         ck_assert_int_eq(ledger_settle(l, a, 20, 20, 0, NULL, NULL), 0);
         ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_MINUTE, 0), 20);
         ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_HOUR, 0), 40);
         ck_assert_int_eq(ledger_reserve(l, &s, 1, 100, 0, &a, &refusal), 0);
-        ck_assert_uint_eq(ledger_allocation_granted_usec(a), T_BASE + SEC(160));
+        ck_assert_uint_eq(ledger_allocation_granted_usec(a), T_BASE + SEC(161));
         ledger_free(l);
 }
 END_TEST
@@ -555,8 +564,9 @@ START_TEST(test_scope_lifetime) {
         /* Settled with usage: not idle until the day window has let it go. */
         ck_assert_int_eq(ledger_settle(l, a, 5, 0, T_BASE, NULL, NULL), 0);
         ck_assert(!ledger_scope_is_idle(s, T_BASE));
-        ck_assert(!ledger_scope_is_idle(s, T_BASE + SEC(86400) - 1));
-        ck_assert(ledger_scope_is_idle(s, T_BASE + SEC(86400)));
+        ck_assert(!ledger_scope_is_idle(s, T_BASE + SEC(86400)));
+        ck_assert(!ledger_scope_is_idle(s, T_BASE + SEC(87300) - 1));
+        ck_assert(ledger_scope_is_idle(s, T_BASE + SEC(87300)));
         ck_assert_int_eq(ledger_scope_free(l, s), 0);
 
         /* Settled without usage: idle at once. */
@@ -714,16 +724,24 @@ typedef struct Model {
 #define MCHECK(m, cond, fmt, ...)                                                                           \
         ck_assert_msg(cond, "seed %" PRIu64 " op %zu: " fmt, (m)->seed, (m)->op, ##__VA_ARGS__)
 
-/* The bucket sizes documented in ledger.c, modelled independently here. */
+/* The bucket sizes documented in ledger.c, modelled independently here: a
+ * commit at t counts while now / bucket <= t / bucket + n (buckets in the
+ * span). */
 static const uint64_t model_bucket_usec[_LEDGER_WINDOW_MAX] = {SEC(1), SEC(60), SEC(900)};
 static const uint64_t model_n_buckets[_LEDGER_WINDOW_MAX] = {60, 60, 96};
 
-static uint64_t model_rand(Model *m) {
-        uint64_t z = (m->rng += UINT64_C(0x9e3779b97f4a7c15));
+/* splitmix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number
+ * generators", OOPSLA 2014): seeded and reproducible. */
+static uint64_t splitmix64(uint64_t *state) {
+        uint64_t z = (*state += UINT64_C(0x9e3779b97f4a7c15));
 
         z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
         z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
         return z ^ (z >> 31);
+}
+
+static uint64_t model_rand(Model *m) {
+        return splitmix64(&m->rng);
 }
 
 static uint64_t model_range(Model *m, uint64_t n) {
@@ -734,7 +752,7 @@ static uint64_t model_window_used(const Model *m, size_t s, LedgerWindow w, uint
         uint64_t now_bucket = at_usec / model_bucket_usec[w], sum = 0;
 
         for (size_t i = 0; i < m->n_commits[s]; i++)
-                if (m->commits[s][i].usec / model_bucket_usec[w] + model_n_buckets[w] > now_bucket)
+                if (m->commits[s][i].usec / model_bucket_usec[w] + model_n_buckets[w] >= now_bucket)
                         sum += m->commits[s][i].tokens;
         return sum;
 }
@@ -786,7 +804,7 @@ static void model_prune(Model *m) {
 
                 for (size_t i = 0; i < m->n_commits[s]; i++)
                         if (m->commits[s][i].usec / model_bucket_usec[LEDGER_WINDOW_DAY] +
-                                    model_n_buckets[LEDGER_WINDOW_DAY] >
+                                    model_n_buckets[LEDGER_WINDOW_DAY] >=
                             day_bucket)
                                 m->commits[s][keep++] = m->commits[s][i];
                 m->n_commits[s] = keep;
@@ -1091,6 +1109,280 @@ START_TEST(test_property_overruns) {
 }
 END_TEST
 
+/* --- every true interval of a window's span (issue 7, point 9) --- */
+
+/*
+ * One scope with a small limit on one window only, driven by random
+ * reservations, reports and settlements (usage never past the reservation) at
+ * times piled up at bucket edges (k x bucket +- 3 usec, k often a span, a span
+ * minus or plus one bucket ahead: where a bucket-granular window is most
+ * likely to forget tokens too early). Every commit is recorded here; the run
+ * then checks that no true interval of the window's span, [x, x + span] with
+ * both ends included, starting or ending at a commit, holds more than the
+ * limit. After every operation it also checks the bound documented in
+ * ledger.h: the window counts every commit of the last span and none of
+ * those at least span + one bucket old. Refusals are retried at
+ * retry_after_usec - 1 (still refused) and at retry_after_usec (granted).
+ */
+typedef struct IntervalRow {
+        const char *name;
+        LedgerWindow window;
+        uint64_t bucket_usec; /* as documented in ledger.c */
+        uint64_t limit_tokens;
+} IntervalRow;
+
+static const IntervalRow interval_rows[] = {
+        {"minute", LEDGER_WINDOW_MINUTE, SEC(1), 1000},
+        {"hour", LEDGER_WINDOW_HOUR, SEC(60), 1000},
+        {"day", LEDGER_WINDOW_DAY, SEC(900), 1000},
+};
+
+enum { I_SEEDS = 8, I_OPS = 4000, I_LIVE_MAX = 12 };
+
+typedef struct IntervalLive {
+        LedgerAllocation *a;
+        uint64_t reservation, used;
+} IntervalLive;
+
+typedef struct IntervalRun {
+        const IntervalRow *row;
+        uint64_t seed, rng, span_usec, now_usec;
+        size_t op;
+        Ledger *l;
+        LedgerScope *s;
+        IntervalLive live[I_LIVE_MAX];
+        size_t n_live;
+        /* Commits in time order, and prefix sums: prefix[i] = tokens of the first i. */
+        Commit *commits;
+        uint64_t *prefix;
+        size_t n_commits, cap_commits;
+        uint64_t n_retries;
+} IntervalRun;
+
+#define ICHECK(r, cond, fmt, ...)                                                                           \
+        ck_assert_msg(cond, "row '%s' seed %" PRIu64 " op %zu: " fmt, (r)->row->name, (r)->seed, (r)->op,   \
+                      ##__VA_ARGS__)
+
+static uint64_t interval_range(IntervalRun *r, uint64_t n) {
+        return splitmix64(&r->rng) % n;
+}
+
+/* Index of the first commit at or after usec. */
+static size_t interval_lower(const IntervalRun *r, uint64_t usec) {
+        size_t lo = 0, hi = r->n_commits;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (r->commits[mid].usec < usec)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
+/* Tokens committed at times in [from_usec, to_usec]. */
+static uint64_t interval_sum(const IntervalRun *r, uint64_t from_usec, uint64_t to_usec) {
+        size_t i = interval_lower(r, from_usec);
+        size_t j = to_usec == UINT64_MAX ? r->n_commits : interval_lower(r, to_usec + 1);
+
+        return j > i ? r->prefix[j] - r->prefix[i] : 0;
+}
+
+static void interval_record(IntervalRun *r, uint64_t tokens) {
+        if (tokens == 0)
+                return;
+        if (r->n_commits == r->cap_commits) {
+                r->cap_commits = r->cap_commits ? r->cap_commits * 2 : 256;
+                r->commits = realloc(r->commits, r->cap_commits * sizeof(Commit));
+                r->prefix = realloc(r->prefix, (r->cap_commits + 1) * sizeof(uint64_t));
+                ck_assert_ptr_nonnull(r->commits);
+                ck_assert_ptr_nonnull(r->prefix);
+        }
+        r->commits[r->n_commits] = (Commit){r->now_usec, tokens};
+        r->prefix[r->n_commits + 1] = r->prefix[r->n_commits] + tokens;
+        r->n_commits++;
+}
+
+/* A refusal: retry_after_usec is 0 exactly when the reservation cannot fit
+ * until something is settled; otherwise the same reservation is refused one
+ * usec earlier and granted then. */
+static void interval_check_refusal(IntervalRun *r, uint64_t granted, const LedgerRefusal *got) {
+        uint64_t need = ledger_scope_reserved(r->s) + 2 * granted, at;
+        LedgerRefusal again;
+        LedgerAllocation *a;
+        int ret;
+
+        ICHECK(r, got->window == (int)r->row->window, "refused by window %d", got->window);
+        if (need > r->row->limit_tokens) {
+                ICHECK(r, got->retry_after_usec == 0, "retry after %" PRIu64 " usec, but it never fits",
+                       got->retry_after_usec);
+                return;
+        }
+        ICHECK(r, got->retry_after_usec > 0, "no retry time for %" PRIu64 " of %" PRIu64, need,
+               r->row->limit_tokens);
+        if (interval_range(r, 2) == 0 || r->n_live == I_LIVE_MAX)
+                return;
+
+        at = r->now_usec + got->retry_after_usec;
+        ret = ledger_reserve(r->l, &r->s, 1, granted, at - 1, &a, &again);
+        ICHECK(r, ret == -EDQUOT, "granted 1 usec before retry_after (%" PRIu64 " usec)",
+               got->retry_after_usec);
+        r->now_usec = at;
+        ret = ledger_reserve(r->l, &r->s, 1, granted, at, &a, &again);
+        ICHECK(r, ret == 0,
+               "refused at retry_after (%" PRIu64 " usec): used %" PRIu64 " + reserved %" PRIu64,
+               got->retry_after_usec, again.used_tokens, again.reserved_tokens);
+        r->live[r->n_live++] = (IntervalLive){a, 2 * granted, 0};
+        r->n_retries++;
+}
+
+static void interval_op_reserve(IntervalRun *r) {
+        uint64_t granted = 1 + interval_range(r, 150);
+        LedgerRefusal refusal = {};
+        LedgerAllocation *a;
+        int ret;
+
+        if (r->n_live == I_LIVE_MAX)
+                return;
+        ret = ledger_reserve(r->l, &r->s, 1, granted, r->now_usec, &a, &refusal);
+        ICHECK(r, ret == 0 || ret == -EDQUOT, "reserve returned %d", ret);
+        if (ret < 0) {
+                interval_check_refusal(r, granted, &refusal);
+                return;
+        }
+        r->live[r->n_live++] = (IntervalLive){a, 2 * granted, 0};
+}
+
+/* New usage within the reservation: half the time all of it (the worst case
+ * for the window), otherwise a random part of what is left. */
+static uint64_t interval_next_used(IntervalRun *r, const IntervalLive *x) {
+        if (interval_range(r, 2) == 0)
+                return x->reservation;
+        return x->used + interval_range(r, x->reservation - x->used + 1);
+}
+
+static void interval_op_report(IntervalRun *r) {
+        IntervalLive *x;
+        uint64_t used;
+
+        if (r->n_live == 0)
+                return;
+        x = &r->live[interval_range(r, r->n_live)];
+        used = interval_next_used(r, x);
+        ICHECK(r, ledger_report(r->l, x->a, used, 0, r->now_usec, NULL) == 0, "report");
+        interval_record(r, used - x->used);
+        x->used = used;
+}
+
+static void interval_op_settle(IntervalRun *r) {
+        size_t i;
+        uint64_t used;
+
+        if (r->n_live == 0)
+                return;
+        i = interval_range(r, r->n_live);
+        used = interval_next_used(r, &r->live[i]);
+        ICHECK(r, ledger_settle(r->l, r->live[i].a, used, 0, r->now_usec, NULL, NULL) == 0, "settle");
+        interval_record(r, used - r->live[i].used);
+        r->live[i] = r->live[--r->n_live];
+}
+
+/* To a bucket edge k buckets ahead, +- 3 usec; k is 0, 1, 2, or the span in
+ * buckets minus one, plus zero or plus one. Time never goes back. */
+static void interval_op_advance(IntervalRun *r) {
+        uint64_t b = r->row->bucket_usec, n = r->span_usec / b;
+        const uint64_t ks[] = {0, 1, 2, n - 1, n, n + 1};
+        uint64_t k = ks[interval_range(r, N_ROWS(ks))];
+        uint64_t t = (r->now_usec / b + k) * b + interval_range(r, 7) - 3;
+
+        if (t > r->now_usec)
+                r->now_usec = t;
+}
+
+/* The documented bound, at now: every commit of [now - span, now] counts, no
+ * commit at or before now - span - bucket does. */
+static void interval_check_window(IntervalRun *r) {
+        uint64_t used = ledger_scope_window_used(r->s, r->row->window, r->now_usec);
+        uint64_t b = r->row->bucket_usec;
+        uint64_t must = interval_sum(r, sat_sub_u64(r->now_usec, r->span_usec), r->now_usec);
+        uint64_t may = interval_sum(r, sat_sub_u64(r->now_usec, r->span_usec + b) + 1, r->now_usec);
+
+        ICHECK(r, used >= must, "window holds %" PRIu64 ", the last span %" PRIu64, used, must);
+        ICHECK(r, used <= may, "window holds %" PRIu64 ", the last span + bucket only %" PRIu64, used, may);
+}
+
+/* No true interval [x, x + span] starting or ending at a commit holds more
+ * than the limit. */
+static void interval_check_all(IntervalRun *r) {
+        uint64_t worst = 0, worst_from = 0, limit = r->row->limit_tokens;
+
+        for (size_t i = 0; i < r->n_commits; i++) {
+                uint64_t x = r->commits[i].usec;
+                uint64_t starting = interval_sum(r, x, x + r->span_usec);
+                uint64_t ending = interval_sum(r, sat_sub_u64(x, r->span_usec), x);
+
+                if (starting > worst)
+                        worst = starting, worst_from = x;
+                if (ending > worst)
+                        worst = ending, worst_from = sat_sub_u64(x, r->span_usec);
+        }
+        ck_assert_msg(worst <= limit,
+                      "row '%s' seed %" PRIu64 ": %" PRIu64 " tokens committed in [%" PRIu64 ", %" PRIu64
+                      "] usec, one %s, against a limit of %" PRIu64 " (%zu commits)",
+                      r->row->name, r->seed, worst, worst_from, worst_from + r->span_usec,
+                      ledger_window_to_string(r->row->window), limit, r->n_commits);
+}
+
+static void interval_run(const IntervalRow *row, uint64_t seed) {
+        LedgerLimits limits = {};
+        IntervalRun r = {.row = row, .seed = seed, .rng = seed};
+
+        r.span_usec = ledger_window_span_usec(row->window);
+        /* Start on a bucket edge far from 0 so that now - span never wraps. */
+        r.now_usec = T_BASE + (interval_range(&r, 1000) * row->bucket_usec);
+        limits.window_tokens[row->window] = row->limit_tokens;
+        r.l = ledger_new(&params_default);
+        ck_assert_ptr_nonnull(r.l);
+        r.s = ledger_scope_new(r.l, "s", &limits);
+        ck_assert_ptr_nonnull(r.s);
+        r.prefix = calloc(1, sizeof(uint64_t));
+        ck_assert_ptr_nonnull(r.prefix);
+
+        for (r.op = 0; r.op < I_OPS; r.op++) {
+                uint64_t pick = interval_range(&r, 100);
+
+                if (pick < 35)
+                        interval_op_reserve(&r);
+                else if (pick < 55)
+                        interval_op_report(&r);
+                else if (pick < 80)
+                        interval_op_settle(&r);
+                else
+                        interval_op_advance(&r);
+                interval_check_window(&r);
+        }
+        while (r.n_live > 0)
+                interval_op_settle(&r);
+        interval_check_all(&r);
+        /* The retry path must have been exercised, or the row proves little. */
+        ck_assert_msg(r.n_retries > 0, "row '%s' seed %" PRIu64 ": no refusal was retried", row->name, seed);
+
+        free(r.commits);
+        free(r.prefix);
+        ledger_free(r.l);
+}
+
+/* One loop iteration per row, so that every window kind reports on its own. */
+START_TEST(test_property_true_intervals) {
+        const IntervalRow *row = &interval_rows[_i];
+
+        for (uint64_t seed = 1; seed <= I_SEEDS; seed++)
+                interval_run(row, seed * UINT64_C(0x9e3779b1) + (uint64_t)_i);
+}
+END_TEST
+
 static Suite *ledger_suite(void) {
         Suite *s = suite_create("ledger");
         TCase *tc = tcase_create("core");
@@ -1117,6 +1409,7 @@ static Suite *ledger_suite(void) {
         tcase_set_timeout(prop, 110);
         tcase_add_test(prop, test_property_within_limits);
         tcase_add_test(prop, test_property_overruns);
+        tcase_add_loop_test(prop, test_property_true_intervals, 0, N_ROWS(interval_rows));
         suite_add_tcase(s, prop);
         return s;
 }
