@@ -1,26 +1,61 @@
 # SPDX-License-Identifier: MIT
 # Sourced by run.sh, test.sh and bench/run.sh: the Debian packages each needs,
-# and a function that installs the missing ones (apt-get, as root).
+# every one named (apt-get here never pulls recommended packages, so gcc
+# comes without libc6-dev), and a function that installs the missing ones
+# (apt-get, as root) or says which are missing and how to install them.
 
-BUILD_PACKAGES=(gcc pkg-config meson ninja-build python3
-    libevent-dev libconfig-dev libsystemd-dev libjson-c-dev)
+# dpkg-dev: meson asks its dpkg-architecture for the multiarch libdir
+# (lib/x86_64-linux-gnu); without it the library would be installed in lib64,
+# where neither the loader nor pkg-config look. procps: /bin/kill, which the
+# units' ExecReload= runs.
+BUILD_PACKAGES=(gcc libc6-dev dpkg-dev pkg-config meson ninja-build python3
+    libevent-dev libconfig-dev libsystemd-dev libjson-c-dev procps)
 # Check for the unit tests; Go and Debian's varlink-go for the conformance test;
 # clang-format for the format check; systemd (journald, journalctl,
-# systemd-socket-activate, systemd-analyze) for the system suite.
-TEST_PACKAGES=(check golang-go golang-github-varlink-go-dev clang-format systemd man-db)
+# systemd-socket-activate, systemd-analyze) for the system suite and man-db
+# for its Documentation= check; clang and libclang-rt-14-dev (the libFuzzer
+# runtime, only recommended by clang) for the fuzz targets. clang-format
+# already brings LLVM's libraries, so clang adds about 100 MB, and the fuzz
+# step a minute.
+TEST_PACKAGES=(check golang-go golang-github-varlink-go-dev clang-format systemd man-db
+    clang libclang-rt-14-dev)
 
 install_packages() {
-    local missing=() pkg
+    local missing=() pkg log
     for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||
             missing+=("$pkg")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ]; then
-        echo "missing packages: ${missing[*]}; install them (as root: apt-get install ${missing[*]})" >&2
+        echo "missing packages: ${missing[*]}; install them (as root: apt-get install ${missing[*]}) and rerun" >&2
         return 1
     fi
     echo "installing: ${missing[*]}" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    log=$(mktemp)
+    if ! { apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+        >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        echo "installing ${missing[*]} failed (apt-get output above): check the network and" \
+            "/etc/apt/sources.list.d/, install them with apt-get install ${missing[*]}, and rerun" >&2
+        return 1
+    fi
+    rm -f "$log"
+}
+
+# meson_setup DIR OPTION...: configures DIR unless a previous setup finished
+# there (a failed one leaves a directory without coredata, set up anew);
+# prints meson's output only when it fails.
+meson_setup() {
+    local dir=$1 out
+    shift
+    [ -f "$dir/meson-private/coredata.dat" ] && return 0
+    if ! out=$(meson setup "$dir" "$@" 2>&1); then
+        printf '%s\n' "$out" >&2
+        echo "meson setup $dir $* failed (above; log: $dir/meson-logs/meson-log.txt): install what it" \
+            "names, or remove $dir, and rerun" >&2
+        return 1
+    fi
 }

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Installs what the build needs, builds, and runs tokenbudgetd in the
-# foreground with built-in defaults. Stop it with Ctrl-C: it settles open
-# allocations and exits 0.
+# Installs what the build needs (scripts/deps.sh names every package), builds
+# into build/, and runs tokenbudgetd in the foreground with built-in
+# defaults. Stop it with Ctrl-C: it settles open allocations and exits 0. A
+# failing step prints its output and what to do; rerunning after a fix
+# continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 install_packages "${BUILD_PACKAGES[@]}"
 
-[ -d build ] || meson setup build -Dtests=false >/dev/null
-meson compile -C build >/dev/null
+meson_setup build -Dtests=false
+if ! out=$(meson compile -C build 2>&1); then
+    printf '%s\n' "$out" >&2
+    echo "run.sh: the build failed (above); fix it and rerun ./scripts/run.sh" >&2
+    exit 1
+fi
 
 if [ -n "${TOKENBUDGET_SOCKET:-}" ]; then
     socket=$TOKENBUDGET_SOCKET
