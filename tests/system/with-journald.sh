@@ -7,7 +7,9 @@
 # with --catalog a private catalog directory (the system's catalogs plus
 # FILE) whose database is rebuilt for journalctl -x. The host's journal,
 # catalog and sockets are never touched. Exits 77 with a reason when this
-# machine cannot do it (not root, no journald, no unshare).
+# machine cannot do it (not root, no journald, no unshare, or a chroot whose
+# root is not a mount point: there the new namespace's mounts cannot be made
+# private, and unprivate ones would reach the host's).
 set -euo pipefail
 
 skip() { echo "SKIP: $*" >&2; exit 77; }
@@ -18,6 +20,9 @@ if [ "${1:-}" != --inside ]; then
         command -v "$tool" >/dev/null || skip "$tool is not installed"
     done
     [ -x /lib/systemd/systemd-journald ] || skip "/lib/systemd/systemd-journald is not installed (package systemd)"
+    err=$(unshare -m --propagation private true 2>&1) ||
+        skip "no private mount namespace here ($err); in a chroot, bind-mount its root onto itself" \
+            "before chroot (mount --bind ROOT ROOT), as scripts/check-fresh.sh does"
     exec unshare -m --propagation private "$0" --inside "$@"
 fi
 shift
@@ -30,7 +35,10 @@ fi
 
 private=$(mktemp -d /tmp/tb-journald.XXXXXX)
 mount -t tmpfs tmpfs "$private"
+# A fresh /run (a chroot's) lacks these; an empty directory left behind
+# on the host's /run is harmless.
 for dir in /run/systemd /run/log; do
+    mkdir -p "$dir"
     mount -t tmpfs tmpfs "$dir"
 done
 # Storage=volatile writes under /run/log only; a host /var/log/journal is
