@@ -61,6 +61,7 @@ struct tb_client {
         char *error;       /* NULL reads as "" */
         char *error_name;
         uint64_t retry_after_usec;
+        uint64_t last_call_usec; /* end of the last call, for the idle-close check */
 };
 
 /* How a daemon error maps to an errno (tokenbudget.h); anything else is -EBADE. */
@@ -71,7 +72,6 @@ static const struct {
         {"io.tokenbudget.agent.BudgetExhausted", EDQUOT},
         {"io.tokenbudget.agent.TooManyAllocations", EUSERS},
         {"io.tokenbudget.agent.UnknownAllocation", ENOENT},
-        {"io.tokenbudget.agent.NotOwner", EPERM},
         {VARLINK_ERROR_PERMISSION_DENIED, EACCES},
         {VARLINK_ERROR_INVALID_PARAMETER, EINVAL},
         {VARLINK_ERROR_INTERFACE_NOT_FOUND, EOPNOTSUPP},
@@ -556,9 +556,44 @@ static int client_fail_io(tb_client *c, const char *method, int r) {
         }
 }
 
+/* Only a handle idle for this long is checked for a close by the daemon:
+ * the check costs a system call, and the daemon's idle timeout is minutes. */
+#define TB_IDLE_CHECK_USEC 1000000u
+
+/*
+ * The daemon closes a connection that holds no allocation and has sent
+ * nothing for limits.idle_timeout_sec, and it does so only between calls,
+ * without reading anything more. So an end of file already waiting on an idle
+ * handle means no call was lost: connect again to the same address and go on,
+ * as if the handle had never been closed. (A daemon that restarted has
+ * settled the old connection's allocations; calls about them answer
+ * UnknownAllocation, as they would have on the old connection.)
+ */
+static void client_reconnect_if_closed(tb_client *c, uint64_t now) {
+        struct sockaddr_un sa;
+        socklen_t len;
+        char *display = NULL, byte;
+        ssize_t n;
+        int fd;
+
+        if (c->last_call_usec == 0 || now - c->last_call_usec < TB_IDLE_CHECK_USEC || c->in.len > 0)
+                return;
+        n = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)))
+                return;
+        if (address_to_sockaddr(c->address, &sa, &len, &display) < 0)
+                return;
+        free(display);
+        if (socket_connect(&sa, len, c->timeout_ms > 0 ? c->timeout_ms : TB_DEFAULT_TIMEOUT_MS, &fd) < 0)
+                return; /* the send or receive then reports the closed connection */
+        close(c->fd);
+        c->fd = fd;
+        c->in_scanned = 0;
+}
+
 /* Writes c->out and reads one reply into *ret (which the caller then owns). */
 static int client_transact(tb_client *c, const char *method, VarlinkReply *ret) {
-        uint64_t deadline_usec = 0;
+        uint64_t deadline_usec = 0, now;
         const char *reason = NULL;
         size_t frame_len = 0;
         int r;
@@ -568,8 +603,10 @@ static int client_transact(tb_client *c, const char *method, VarlinkReply *ret) 
                                    "%s: not connected to tokenbudgetd: the connection was closed after an "
                                    "earlier error; open a new handle",
                                    method);
+        now = now_usec();
+        client_reconnect_if_closed(c, now);
         if (c->timeout_ms > 0)
-                deadline_usec = now_usec() + (uint64_t)c->timeout_ms * 1000u;
+                deadline_usec = now + (uint64_t)c->timeout_ms * 1000u;
 
         r = client_send(c, deadline_usec);
         c->out.len = 0;
@@ -577,6 +614,7 @@ static int client_transact(tb_client *c, const char *method, VarlinkReply *ret) 
                 r = client_receive(c, deadline_usec, &frame_len);
         if (r < 0)
                 return client_fail_io(c, method, r);
+        c->last_call_usec = now_usec();
 
         r = varlink_reply_parse(c->in.data, frame_len, ret, &reason);
         varlink_buffer_consume(&c->in, frame_len + 1);

@@ -12,19 +12,22 @@
  *   "io.tokenbudget.agent.BudgetExhausted: scope=global limit=100000 used=99000
  *    reserved=0 retryAfterUsec=41000000"
  * Mapping of daemon errors: BudgetExhausted -EDQUOT, TooManyAllocations
- * -EUSERS, UnknownAllocation -ENOENT, NotOwner -EPERM, PermissionDenied
+ * -EUSERS, UnknownAllocation -ENOENT, PermissionDenied
  * -EACCES, InvalidParameter -EINVAL, InterfaceNotFound/MethodNotFound/
  * MethodNotImplemented -EOPNOTSUPP, any other daemon error -EBADE. Transport:
  * -ETIMEDOUT, -ECONNRESET (daemon closed the connection), -EPROTO (malformed
  * reply), connect() errors as they are (-ENOENT, -ECONNREFUSED, -EACCES).
  * After -ETIMEDOUT, -ECONNRESET or -EPROTO the connection is closed and every
- * further call returns -ENOTCONN: open a new handle.
+ * further call returns -ENOTCONN: open a new handle. The daemon closes a
+ * connection that holds no allocation and sends nothing for its
+ * limits.idle_timeout_sec (15 min by default); a handle notices that at its
+ * next call and connects again on its own, so an idle agent sees nothing.
  *
  * Thread safety: a handle is not thread-safe; use one handle per thread (or
  * lock around every call). Distinct handles are independent. Allocations
  * belong to the connection: another handle, even in the same process, gets
- * NotOwner; closing the handle makes the daemon settle its open allocations at
- * the usage reported so far.
+ * UnknownAllocation (as for an id that does not exist); closing the handle makes the daemon settle its open
+ * allocations at the usage reported so far.
  */
 #ifndef TOKENBUDGET_H
 #define TOKENBUDGET_H

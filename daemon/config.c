@@ -96,6 +96,15 @@ static const Setting settings[] = {
          offsetof(Config, max_allocations_per_process), 1, 1000000},
         {"limits", "max_tracked_processes", SETTING_UINT, offsetof(Config, max_tracked_processes), 1,
          10000000},
+        /* The same bounds as max_output_bytes; the relation check keeps it >= that. */
+        {"limits", "max_output_bytes_per_uid", SETTING_UINT, offsetof(Config, max_output_bytes_per_uid),
+         65536, 1073741824},
+        {"limits", "admin_connections", SETTING_UINT, offsetof(Config, admin_connections), 0, 999999},
+        /* A day: past that an idle connection is not an agent thinking. */
+        {"limits", "idle_timeout_sec", SETTING_SECONDS, offsetof(Config, idle_timeout_usec), 0, 86400},
+        /* A week: no model call runs that long without a report. */
+        {"limits", "allocation_idle_timeout_sec", SETTING_SECONDS,
+         offsetof(Config, allocation_idle_timeout_usec), 1, 604800},
         {"journal", "log_granted", SETTING_BOOL, offsetof(Config, journal_log_granted), 0, 0},
         /* Past an hour, a summary of suppressed events comes too late to help anyone. */
         {"journal", "rate_limit_interval_sec", SETTING_SECONDS,
@@ -133,6 +142,17 @@ int config_init_defaults(Config *c) {
                 .max_connections_per_uid = 128,
                 .max_allocations_per_process = 64,
                 .max_tracked_processes = 4096,
+                /* 128 connections of one uid each near max_output_bytes pinned 115 MiB; a uid's
+                 * readers together get 8 replies' worth of the per-connection bound. */
+                .max_output_bytes_per_uid = 8 * 1048576,
+                /* budgetctl and a few admin tools must always get in, however full. */
+                .admin_connections = 8,
+                /* Well above an agent's think time between tasks (minutes); libtokenbudget
+                 * reconnects on its own when an idle handle was closed. */
+                .idle_timeout_usec = 900 * USEC_PER_SEC,
+                /* Well above a long model call (a local model writing 8k tokens at 5 tokens/s
+                 * takes under half an hour) with no report in between. */
+                .allocation_idle_timeout_usec = 3600 * USEC_PER_SEC,
                 .journal_log_granted = false,
                 .journal_rate_limit_interval_usec = 10 * USEC_PER_SEC,
                 .journal_rate_limit_burst = 20,
@@ -701,12 +721,25 @@ static void check_relations(Context *ctx) {
                 errors_add(ctx->errors, line,
                            "warn_multiplier (%g) must not be greater than hard_multiplier (%g)",
                            c->warn_permille / 1000.0, c->hard_permille / 1000.0);
+        /* Equal would let one uid take every slot and lock every other user out. */
         if (relation_checkable(ctx, "limits", "max_connections_per_uid", "max_connections", &line) &&
-            c->max_connections_per_uid > c->max_connections)
+            c->max_connections_per_uid >= c->max_connections)
                 errors_add(ctx->errors, line,
                            "limits.max_connections_per_uid (%" PRIu64
-                           ") must not be greater than limits.max_connections (%" PRIu64 ")",
+                           ") must be less than limits.max_connections (%" PRIu64 ")",
                            c->max_connections_per_uid, c->max_connections);
+        if (relation_checkable(ctx, "limits", "admin_connections", "max_connections", &line) &&
+            c->admin_connections >= c->max_connections)
+                errors_add(ctx->errors, line,
+                           "limits.admin_connections (%" PRIu64
+                           ") must be less than limits.max_connections (%" PRIu64 ")",
+                           c->admin_connections, c->max_connections);
+        if (relation_checkable(ctx, "limits", "max_output_bytes_per_uid", "max_output_bytes", &line) &&
+            c->max_output_bytes_per_uid < c->max_output_bytes)
+                errors_add(ctx->errors, line,
+                           "limits.max_output_bytes_per_uid (%" PRIu64
+                           ") must not be less than limits.max_output_bytes (%" PRIu64 ")",
+                           c->max_output_bytes_per_uid, c->max_output_bytes);
 }
 
 /* Parses the prepared text into ctx->config, adding any errors. */
@@ -913,6 +946,10 @@ bool config_equal(const Config *a, const Config *b) {
                a->max_connections_per_uid == b->max_connections_per_uid &&
                a->max_allocations_per_process == b->max_allocations_per_process &&
                a->max_tracked_processes == b->max_tracked_processes &&
+               a->max_output_bytes_per_uid == b->max_output_bytes_per_uid &&
+               a->admin_connections == b->admin_connections &&
+               a->idle_timeout_usec == b->idle_timeout_usec &&
+               a->allocation_idle_timeout_usec == b->allocation_idle_timeout_usec &&
                a->journal_log_granted == b->journal_log_granted &&
                a->journal_rate_limit_interval_usec == b->journal_rate_limit_interval_usec &&
                a->journal_rate_limit_burst == b->journal_rate_limit_burst;

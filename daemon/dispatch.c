@@ -261,6 +261,7 @@ static int method_request(Server *s, Peer *p, const VarlinkValue *v, uint64_t no
         info->owner = p;
         info->allocation = a;
         info->estimate = estimate;
+        info->last_report_usec = now;
         ledger_allocation_set_userdata(a, info);
         LIST_PREPEND(allocs, p->allocs, info);
         p->n_allocations++;
@@ -284,12 +285,10 @@ static int method_request(Server *s, Peer *p, const VarlinkValue *v, uint64_t no
 static AllocInfo *own_allocation(Server *s, Peer *p, const char *id, int *ret_r) {
         AllocInfo *info = server_find_allocation(s, id);
 
-        if (!info) {
+        /* Another peer's allocation gets the same answer as one that does not
+         * exist: nobody learns which ids are live by asking. */
+        if (!info || info->owner != p) {
                 *ret_r = error_allocation(p, AGENT_INTERFACE ".UnknownAllocation", id);
-                return NULL;
-        }
-        if (info->owner != p) {
-                *ret_r = error_allocation(p, AGENT_INTERFACE ".NotOwner", id);
                 return NULL;
         }
         return info;
@@ -355,6 +354,7 @@ static int record_usage(Server *s, AllocInfo *info, uint64_t input, uint64_t out
                 *ret_bad = "inputTokens";
                 return -ERANGE;
         }
+        info->last_report_usec = now;
         emit_crossing(s, info, before, *ret_state, now);
         return 0;
 }
@@ -454,13 +454,39 @@ static json_object *scope_json(LedgerScope *scope, const ProcessEntry *process, 
         return o;
 }
 
+/* Whether a scope has anything to show: usage in a window, a reservation or
+ * an open allocation. The rest (processes connected but idle, or gone with
+ * their windows not yet empty of zero) only Status(all: true) lists. */
+static bool scope_is_interesting(LedgerScope *scope, uint64_t now) {
+        if (ledger_scope_reserved(scope) > 0 || ledger_scope_n_allocations(scope) > 0)
+                return true;
+        for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++)
+                if (ledger_scope_window_used(scope, w, now) > 0)
+                        return true;
+        return false;
+}
+
+enum { STATUS_ALL };
+static const VarlinkField status_fields[] = {
+        [STATUS_ALL] = {"all", VARLINK_FIELD_BOOL, true, 0},
+};
+
 static int method_status(Server *s, Peer *p, const VarlinkValue *v, uint64_t now) {
         json_object *o = json_object_new_object(), *scopes = json_object_new_array();
+        bool all = v[STATUS_ALL].present && v[STATUS_ALL].b;
+        uint64_t hidden = 0;
         int r = 0;
 
         r = scopes ? array_add(scopes, scope_json(s->global, NULL, now)) : -ENOMEM;
-        for (ProcessEntry *e = s->processes; e && r == 0; e = e->processes_next)
+        for (ProcessEntry *e = s->processes; e && r == 0; e = e->processes_next) {
+                if (!all && !scope_is_interesting(e->scope, now)) {
+                        hidden++;
+                        continue;
+                }
                 r = array_add(scopes, scope_json(e->scope, e, now));
+        }
+        if (hidden > 0)
+                r = r ?: add(o, "hiddenScopes", json_u64(hidden));
         r = r ?: add(o, "version", json_object_new_string(TB_VERSION));
         r = r ?: add(o, "uptimeUsec", json_u64(now - s->start_usec));
         r = r ?: add(o, "connections", json_u64(s->n_peers));
@@ -535,7 +561,7 @@ static const Method methods[] = {
         METHOD(AGENT_INTERFACE ".Request", method_request, request_fields, false),
         METHOD(AGENT_INTERFACE ".Report", method_report, report_fields, false),
         METHOD(AGENT_INTERFACE ".Release", method_release, release_fields, false),
-        METHOD0(ADMIN_INTERFACE ".Status", method_status, true),
+        METHOD(ADMIN_INTERFACE ".Status", method_status, status_fields, true),
         METHOD0(ADMIN_INTERFACE ".List", method_list, true),
 };
 

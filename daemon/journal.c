@@ -71,6 +71,8 @@ static const KindInfo kinds[_EVENT_KIND_MAX] = {
         [EVENT_STARTED] = {TB_MESSAGE_STARTED, "started", LOG_INFO},
         [EVENT_STOPPING] = {TB_MESSAGE_STOPPING, "stopping", LOG_INFO},
         [EVENT_SUPPRESSED] = {TB_MESSAGE_SUPPRESSED, "suppressed", LOG_WARNING},
+        [EVENT_EXPIRED] = {TB_MESSAGE_EXPIRED, "expired", LOG_WARNING},
+        [EVENT_SHUTDOWN] = {TB_MESSAGE_SHUTDOWN, "shutdown", LOG_INFO},
 };
 
 struct Journal {

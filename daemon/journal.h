@@ -29,6 +29,8 @@ struct event_base;
 #define TB_MESSAGE_STARTED         "326d00ba4c9f42a9a4e0edd973fe2486"
 #define TB_MESSAGE_STOPPING        "e55d1b5b48884a43b10c1f92b6d02ea7"
 #define TB_MESSAGE_SUPPRESSED      "1f686d1b9263474e9e12148446fedb63"
+#define TB_MESSAGE_EXPIRED         "07686839fc6c4b06be24723f27385292"
+#define TB_MESSAGE_SHUTDOWN        "bf0fb52768bb4c6ca8660bcec4db9484"
 
 typedef enum EventKind {
         EVENT_GRANTED,         /* debug; only when journal.log_granted = true */
@@ -41,6 +43,8 @@ typedef enum EventKind {
         EVENT_STARTED,         /* info */
         EVENT_STOPPING,        /* info, with a summary */
         EVENT_SUPPRESSED,      /* warning: N events of one kind were rate limited */
+        EVENT_EXPIRED,         /* warning: an allocation had no report for allocation_idle_timeout_sec */
+        EVENT_SHUTDOWN,        /* info: an allocation still open at SIGTERM was settled */
         _EVENT_KIND_MAX,
 } EventKind;
 

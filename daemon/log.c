@@ -5,6 +5,7 @@
  * daemon under load never interleave mid-line.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,4 +40,22 @@ void log_msg(LogLevel level, const char *fmt, ...) {
         line[n++] = '\n';
         (void)!write(STDERR_FILENO, line, (size_t)n);
         errno = saved_errno;
+}
+
+void log_limited(RateLimit *rl, uint64_t now_usec, LogLevel level, const char *fmt, ...) {
+        char line[768];
+        uint64_t suppressed;
+        va_list ap;
+
+        if (level > log_level || !ratelimit_test(rl, now_usec))
+                return;
+        va_start(ap, fmt);
+        vsnprintf(line, sizeof(line), fmt, ap);
+        va_end(ap);
+        suppressed = ratelimit_take_suppressed(rl);
+        if (suppressed > 0)
+                log_msg(level, "%s (%" PRIu64 " similar message(s) suppressed before this one)", line,
+                        suppressed);
+        else
+                log_msg(level, "%s", line);
 }

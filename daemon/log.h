@@ -8,12 +8,20 @@
  */
 #pragma once
 
+#include <stdint.h>
+
 #include "config.h"
 #include "macro.h"
+#include "ratelimit.h"
 
 void log_set_level(LogLevel level);
 LogLevel log_get_level(void);
 void log_msg(LogLevel level, const char *fmt, ...) _printf_(2, 3);
+/* For every line a client can cause (a refused connection, a limit hit):
+ * passes only what rl lets through at now_usec, and the first line after a
+ * suppressed stretch says how many similar lines were dropped. A client must
+ * not be able to fill the disk or block the daemon on a slow stderr. */
+void log_limited(RateLimit *rl, uint64_t now_usec, LogLevel level, const char *fmt, ...) _printf_(4, 5);
 
 #define log_error(...)   log_msg(LOG_LEVEL_ERR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)

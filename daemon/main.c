@@ -7,10 +7,13 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -118,16 +121,20 @@ static int check_config(const char *path) {
 }
 
 /* The configuration to start with: --config FILE must exist; the default file
- * is optional (built-in defaults when it does not exist). */
-static int load_config(const char *path, Config *ret, const char **ret_used_path) {
+ * is optional (built-in defaults when it does not exist, read on reload once
+ * it does). */
+static int load_config(const char *path, Config *ret, const char **ret_used_path, bool *ret_optional) {
         _cleanup_free_ char *errors = NULL;
         int r;
 
-        if (!path && access(DEFAULT_CONFIG_FILE, F_OK) == 0)
+        *ret_optional = !path;
+        if (!path) {
+                *ret_used_path = DEFAULT_CONFIG_FILE;
+                if (access(DEFAULT_CONFIG_FILE, F_OK) < 0 && errno == ENOENT)
+                        return config_init_defaults(ret);
                 path = DEFAULT_CONFIG_FILE;
+        }
         *ret_used_path = path;
-        if (!path)
-                return config_init_defaults(ret);
         r = config_load_file(path, ret, &errors);
         if (r < 0) {
                 print_errors(errors, "<3>");
@@ -136,11 +143,30 @@ static int load_config(const char *path, Config *ret, const char **ret_used_path
         return r;
 }
 
+/* Every connection is a descriptor: take all the kernel allows this process
+ * (the soft limit is often 1024, the hard one far higher), and say how many
+ * that is. */
+static unsigned raise_fd_limit(void) {
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return 1024;
+        if (rl.rlim_cur < rl.rlim_max) {
+                struct rlimit want = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+                if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+                        rl.rlim_cur = rl.rlim_max;
+        }
+        return rl.rlim_cur > UINT_MAX ? UINT_MAX : (unsigned)rl.rlim_cur;
+}
+
 int main(int argc, char **argv) {
         Args args = {};
         const char *config_path = NULL;
         struct event_base *base = NULL;
+        _cleanup_free_ char *errors = NULL;
         Server *server = NULL;
+        bool config_optional;
+        unsigned fd_limit;
         Config config;
         int r;
 
@@ -149,8 +175,17 @@ int main(int argc, char **argv) {
         if (args.check_config_path)
                 return check_config(args.check_config_path);
 
-        if (load_config(args.config_path, &config, &config_path) < 0)
+        if (load_config(args.config_path, &config, &config_path, &config_optional) < 0)
                 return EXIT_USAGE;
+        fd_limit = raise_fd_limit();
+        if (server_check_fd_limit(&config, fd_limit,
+                                  config_optional && access(config_path, F_OK) < 0 ? NULL : config_path,
+                                  &errors) < 0) {
+                print_errors(errors, "<3>");
+                log_error("not starting");
+                config_done(&config);
+                return EXIT_USAGE;
+        }
         /* A peer that disconnects mid-write must not kill the daemon. */
         signal(SIGPIPE, SIG_IGN);
 
@@ -160,7 +195,9 @@ int main(int argc, char **argv) {
                 config_done(&config);
                 return EXIT_RUNTIME;
         }
-        r = server_new(base, &config, config_path, &server);
+        r = server_new(base, &config, config_path, config_optional, &server);
+        if (r >= 0)
+                server->fd_limit = fd_limit;
         if (r < 0) {
                 log_error("cannot set up: %s", strerror(-r));
                 config_done(&config);

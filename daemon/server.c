@@ -10,6 +10,7 @@
  * method (dispatch.c), or parse JSON (protocol/varlink.c).
  */
 #define _GNU_SOURCE
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -42,11 +44,6 @@
 #define ACCEPT_BATCH 64
 /* How long to stop accepting after EMFILE/ENFILE. */
 #define ACCEPT_RETRY_USEC 100000
-
-typedef struct UidCount {
-        uid_t uid;
-        unsigned n;
-} UidCount;
 
 static void peer_read_cb(evutil_socket_t fd, short what, void *userdata);
 static void peer_write_cb(evutil_socket_t fd, short what, void *userdata);
@@ -157,20 +154,41 @@ static void process_release(Server *s, ProcessEntry *e, uint64_t now) {
         e->lingering = true;
 }
 
+/* A flood of connections at the limit must not make us read /proc for every
+ * tracked process each time: one search per second at most. */
+#define DEAD_SCAN_INTERVAL_USEC 1000000
+
+/* Frees unreferenced entries whose process has exited: a process budget is
+ * keyed by pid and start time, so no process can ever spend from them again
+ * and dropping them loses nothing (global and the other scopes keep their
+ * own usage). */
+static void processes_forget_exited(Server *s, uint64_t now) {
+        ProcessEntry *e, *prev;
+
+        if (s->dead_scan_usec != 0 && now - s->dead_scan_usec < DEAD_SCAN_INTERVAL_USEC)
+                return;
+        s->dead_scan_usec = now;
+        for (e = s->lingering_tail; e; e = prev) {
+                Identity id = {.pid = e->pid};
+
+                prev = e->lingering_prev;
+                if (identity_read_proc(s->proc_root, &id) < 0 || id.start_time != e->start_time)
+                        process_free(s, e);
+        }
+}
+
 static int process_new(Server *s, const Identity *id, uint64_t now, ProcessEntry **ret) {
         char name[32];
         ProcessEntry *e;
         int r;
 
         processes_sweep(s, now);
-        if (s->n_processes >= s->config.max_tracked_processes) {
-                if (!s->lingering_tail)
-                        return -EUSERS;
-                log_notice("tracking %u processes (limits.max_tracked_processes): forgetting the usage of "
-                           "process %d",
-                           s->n_processes, (int)s->lingering_tail->pid);
-                process_free(s, s->lingering_tail);
-        }
+        if (s->n_processes >= s->config.max_tracked_processes)
+                processes_forget_exited(s, now);
+        /* Usage is never dropped to make room: a process that is alive (and
+         * could reconnect) keeps its budget, and new processes wait. */
+        if (s->n_processes >= s->config.max_tracked_processes)
+                return -EUSERS;
 
         e = calloc(1, sizeof(*e));
         if (!e)
@@ -218,13 +236,12 @@ static int process_get(Server *s, const Identity *id, uint64_t now, ProcessEntry
 
 /* ---- connections per uid ---- */
 
-static int uid_count_add(Server *s, uid_t uid, int delta) {
+/* The uid's counts, created for its first connection. */
+static int uid_count_ref(Server *s, uid_t uid, UidCount **ret) {
         UidCount *c = hashmap_get(s->connections_by_uid, uid);
         int r;
 
         if (!c) {
-                if (delta < 0)
-                        return 0;
                 c = calloc(1, sizeof(*c));
                 if (!c)
                         return -ENOMEM;
@@ -235,15 +252,28 @@ static int uid_count_add(Server *s, uid_t uid, int delta) {
                         return r;
                 }
         }
-        c->n = (unsigned)((int)c->n + delta);
-        if (c->n == 0)
-                free(hashmap_remove(s->connections_by_uid, uid));
+        c->n_connections++;
+        *ret = c;
         return 0;
+}
+
+static void uid_count_unref(Server *s, UidCount *c) {
+        if (!c)
+                return;
+        assert(c->n_connections > 0);
+        if (--c->n_connections == 0)
+                free(hashmap_remove(s->connections_by_uid, c->uid));
 }
 
 static unsigned uid_count_get(Server *s, uid_t uid) {
         UidCount *c = hashmap_get(s->connections_by_uid, uid);
-        return c ? c->n : 0;
+        return c ? c->n_connections : 0;
+}
+
+/* Root and the daemon's own user: the admin interface's callers, who get
+ * the limits.admin_connections slots. */
+static bool uid_is_admin(const Server *s, uid_t uid) {
+        return uid == 0 || uid == s->euid;
 }
 
 /* ---- allocations ---- */
@@ -357,8 +387,52 @@ static void peer_free(Peer *p) {
         (void)s;
 }
 
-/* Settles what the peer left open, at the usage it reported; closes it; the
- * memory goes on the next loop turn (reap_cb), never inside its own callback. */
+/* Settles an allocation its owner did not release, at the usage it reported
+ * (the unreported rest is unknown, and the reservation is what a crashed or
+ * stuck agent must not keep), with the journal event that says why. */
+void server_settle_unreleased(Server *s, AllocInfo *info, SettleCause cause, uint64_t now) {
+        static const struct {
+                EventKind kind;
+                const char *reason, *what;
+        } causes[] = {
+                [SETTLE_ABANDONED] = {EVENT_ABANDONED,
+                                      "its connection closed before it released the allocation",
+                                      "abandoned: its connection closed"},
+                [SETTLE_SHUTDOWN] = {EVENT_SHUTDOWN, "the daemon is stopping", "settled at shutdown"},
+                [SETTLE_EXPIRED] = {EVENT_EXPIRED, "no report for limits.allocation_idle_timeout_sec",
+                                    "expired: no report for limits.allocation_idle_timeout_sec"},
+        };
+        const Identity *id = &info->owner->identity;
+        LedgerAllocation *a = info->allocation;
+        char sid[17];
+
+        allocation_format_id(ledger_allocation_id(a), sid);
+        server_emit_allocation(s, causes[cause].kind, info, now, NULL, causes[cause].reason,
+                               "Allocation %s of %s (pid %d) %s; settled at %" PRIu64
+                               " tokens used, %" PRIu64 " refunded",
+                               sid, id->comm, (int)id->pid, causes[cause].what, ledger_allocation_used(a),
+                               ledger_allocation_reserved(a));
+        (void)server_settle(s, info, ledger_allocation_input_tokens(a), ledger_allocation_output_tokens(a),
+                            now, NULL, NULL);
+        if (cause == SETTLE_EXPIRED)
+                s->n_expired++;
+        else if (cause == SETTLE_ABANDONED)
+                s->n_abandoned++;
+        server_changed(s);
+}
+
+/* Keeps the uid's total of unsent output equal to the sum over its peers. */
+static void peer_count_output(Peer *p) {
+        size_t pending = p->dead ? 0 : p->out.len - p->out_offset;
+
+        if (!p->uid_count)
+                return;
+        p->uid_count->output_bytes = p->uid_count->output_bytes - p->output_counted + pending;
+        p->output_counted = pending;
+}
+
+/* Settles what the peer left open; closes it; the memory goes on the next
+ * loop turn (reap_cb), never inside its own callback. */
 static void peer_kill(Peer *p, const char *why) {
         Server *s = p->server;
         uint64_t now;
@@ -368,26 +442,9 @@ static void peer_kill(Peer *p, const char *why) {
         p->dead = true;
         now = now_usec();
 
-        while (p->allocs) {
-                AllocInfo *info = p->allocs;
-                LedgerAllocation *a = info->allocation;
-                char id[17];
-
-                /* Settled at what was reported: the unreported rest is unknown, and
-                 * the reservation is what a crashed agent must not keep. */
-                allocation_format_id(ledger_allocation_id(a), id);
-                server_emit_allocation(
-                        s, EVENT_ABANDONED, info, now, NULL,
-                        "its connection closed before it released the allocation",
-                        "Allocation %s of %s (pid %d) abandoned: its connection closed; settled "
-                        "at %" PRIu64 " tokens used, %" PRIu64 " refunded",
-                        id, p->identity.comm, (int)p->identity.pid, ledger_allocation_used(a),
-                        ledger_allocation_reserved(a));
-                (void)server_settle(s, info, ledger_allocation_input_tokens(a),
-                                    ledger_allocation_output_tokens(a), now, NULL, NULL);
-                s->n_abandoned++;
-                server_changed(s);
-        }
+        while (p->allocs)
+                server_settle_unreleased(s, p->allocs, s->stopping ? SETTLE_SHUTDOWN : SETTLE_ABANDONED,
+                                         now);
 
         if (why)
                 log_debug("closing connection of pid %d (%s): %s", (int)p->identity.pid, p->identity.comm,
@@ -400,7 +457,9 @@ static void peer_kill(Peer *p, const char *why) {
                 process_release(s, p->process, now);
                 p->process = NULL;
         }
-        (void)uid_count_add(s, p->identity.uid, -1);
+        peer_count_output(p);
+        uid_count_unref(s, p->uid_count);
+        p->uid_count = NULL;
         LIST_REMOVE(peers, s->peers, p);
         s->n_peers--;
         LIST_PREPEND(dead, s->dead_peers, p);
@@ -516,17 +575,20 @@ static void buffer_give_back(VarlinkBuffer *b, VarlinkBuffer *scratch) {
 /* Writes what is queued. Returns 0 when all of it went out or the rest waits
  * for EV_WRITE, -errno when the peer is gone. */
 static int peer_flush(Peer *p) {
+        int r = 0;
+
         while (p->out_offset < p->out.len) {
                 ssize_t n = send(p->fd, p->out.data + p->out_offset, p->out.len - p->out_offset,
                                  MSG_NOSIGNAL | MSG_DONTWAIT);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        if (errno == EAGAIN) {
+                        if (errno == EAGAIN)
                                 event_add(p->write_event, NULL);
-                                return 0;
-                        }
-                        return -errno;
+                        else
+                                r = -errno;
+                        peer_count_output(p);
+                        return r;
                 }
                 p->out_offset += (size_t)n;
         }
@@ -534,6 +596,7 @@ static int peer_flush(Peer *p) {
         p->out_offset = 0;
         buffer_give_back(&p->out, &p->server->scratch_out);
         event_del(p->write_event);
+        peer_count_output(p);
         return 0;
 }
 
@@ -541,11 +604,36 @@ static size_t peer_pending_output(const Peer *p) {
         return p->out.len - p->out_offset;
 }
 
+/* A peer is closed only after the replies to what it sent before are out:
+ * the calls that came in the same read as a protocol violation (or before
+ * EOF) took effect, so their answers must arrive. It reads no more; the
+ * sweep closes it if it does not read them either. */
+static void peer_close_after_flush(Peer *p, const char *why) {
+        int r;
+
+        if (p->dead)
+                return;
+        p->closing = true;
+        event_del(p->read_event);
+        r = peer_flush(p);
+        if (r < 0 || peer_pending_output(p) == 0)
+                peer_kill(p, why);
+        else
+                log_debug("closing connection of pid %d (%s) once its replies are out: %s",
+                          (int)p->identity.pid, p->identity.comm, why);
+}
+
+/* Output a uid's peers have queued and not sent, with p's newest replies. */
+static size_t uid_pending_output(const Peer *p) {
+        if (!p->uid_count)
+                return 0;
+        return p->uid_count->output_bytes - p->output_counted + peer_pending_output(p);
+}
+
 /* Handles every whole message in the input buffer, in order. Returns 0, or
  * -errno with *ret_why set when the peer must be closed. */
-static int peer_process_input(Peer *p, const char **ret_why) {
+static int peer_process_input(Peer *p, uint64_t now, const char **ret_why) {
         Server *s = p->server;
-        uint64_t now = now_usec();
         size_t offset = 0;
         int r = 0;
 
@@ -580,6 +668,11 @@ static int peer_process_input(Peer *p, const char **ret_why) {
                 if (peer_pending_output(p) > s->config.max_output_bytes) {
                         r = -ENOBUFS;
                         *ret_why = "queued output exceeds limits.max_output_bytes";
+                        break;
+                }
+                if (uid_pending_output(p) > s->config.max_output_bytes_per_uid) {
+                        r = -ENOBUFS;
+                        *ret_why = "queued output of its uid exceeds limits.max_output_bytes_per_uid";
                         break;
                 }
                 /* Most calls are flat (scalar parameters, no escapes): parsed in
@@ -633,13 +726,17 @@ static void peer_read_cb(evutil_socket_t fd, short what, void *userdata) {
                 }
                 return peer_kill(p, strerror(errno));
         }
-        if (n == 0)
-                return peer_kill(p, "end of file");
+        if (n == 0) {
+                /* A half-closed peer may still read the replies to what it sent. */
+                buffer_give_back(&p->in, &p->server->scratch_in);
+                return peer_close_after_flush(p, "end of file");
+        }
         p->in.len += (size_t)n;
+        p->last_input_usec = now_usec();
 
-        r = peer_process_input(p, &why);
+        r = peer_process_input(p, p->last_input_usec, &why);
         if (r < 0)
-                return peer_kill(p, why);
+                return peer_close_after_flush(p, why);
         if (p->dead)
                 return;
         /* limits.max_output_bytes is enforced before each new message (in
@@ -657,6 +754,8 @@ static void peer_write_cb(evutil_socket_t fd, short what, void *userdata) {
 
         if (r < 0)
                 peer_kill(p, strerror(-r));
+        else if (p->closing && peer_pending_output(p) == 0)
+                peer_kill(p, "replies sent before closing");
 }
 
 static int peer_new(Server *s, int fd, Peer **ret) {
@@ -677,17 +776,25 @@ static int peer_new(Server *s, int fd, Peer **ret) {
         return 0;
 }
 
+static void sweep_schedule(Server *s);
+
 /* Over a limit, a connection is accepted and closed at once: the client sees
- * EOF instead of hanging in the listen backlog. */
+ * EOF instead of hanging in the listen backlog. The last
+ * limits.admin_connections slots are for admins only, so no number of other
+ * users' connections can lock budgetctl out. */
 static const char *accept_refusal(Server *s, const Identity *id) {
         if (s->n_peers >= s->config.max_connections)
-                return "limits.max_connections";
+                return "limits.max_connections reached";
+        if (!uid_is_admin(s, id->uid) &&
+            s->n_peers >= s->config.max_connections - s->config.admin_connections)
+                return "limits.max_connections reached (the rest is limits.admin_connections, for admins)";
         if (uid_count_get(s, id->uid) >= s->config.max_connections_per_uid)
-                return "limits.max_connections_per_uid";
+                return "limits.max_connections_per_uid reached";
         return NULL;
 }
 
 static void accept_one(Server *s, int fd) {
+        uint64_t now = now_usec();
         Identity id;
         const char *limit;
         Peer *p;
@@ -695,14 +802,16 @@ static void accept_one(Server *s, int fd) {
 
         r = identity_from_socket(fd, &id);
         if (r < 0) {
-                log_warning("cannot read credentials of a new connection: %s", strerror(-r));
+                log_limited(&s->log_limits[LOG_LIMIT_CREDENTIALS], now, LOG_LEVEL_WARNING,
+                            "cannot read credentials of a new connection: %s", strerror(-r));
                 close(fd);
                 return;
         }
         limit = accept_refusal(s, &id);
         if (limit) {
-                log_warning("refusing connection of pid %d uid %u: %s reached", (int)id.pid,
-                            (unsigned)id.uid, limit);
+                log_limited(&s->log_limits[LOG_LIMIT_REFUSED_CONNECTION], now, LOG_LEVEL_WARNING,
+                            "refusing connection of pid %d uid %u: %s", (int)id.pid, (unsigned)id.uid,
+                            limit);
                 close(fd);
                 return;
         }
@@ -714,16 +823,20 @@ static void accept_one(Server *s, int fd) {
                 return;
         }
         p->identity = id;
-        r = process_get(s, &id, now_usec(), &p->process);
+        p->last_input_usec = now;
+        r = process_get(s, &id, now, &p->process);
         if (r < 0) {
-                log_warning("refusing connection of pid %d: %s", (int)id.pid,
-                            r == -EUSERS ? "limits.max_tracked_processes reached" : strerror(-r));
+                log_limited(&s->log_limits[LOG_LIMIT_REFUSED_CONNECTION], now, LOG_LEVEL_WARNING,
+                            "refusing connection of pid %d uid %u: %s", (int)id.pid, (unsigned)id.uid,
+                            r == -EUSERS ? "limits.max_tracked_processes reached: every tracked process is "
+                                           "alive or holds usage"
+                                         : strerror(-r));
                 peer_free(p);
                 return;
         }
-        r = uid_count_add(s, id.uid, +1);
+        r = uid_count_ref(s, id.uid, &p->uid_count);
         if (r < 0) {
-                process_release(s, p->process, now_usec());
+                process_release(s, p->process, now);
                 peer_free(p);
                 return;
         }
@@ -731,7 +844,76 @@ static void accept_one(Server *s, int fd) {
         LIST_PREPEND(peers, s->peers, p);
         s->n_peers++;
         event_add(p->read_event, NULL);
+        sweep_schedule(s);
         log_debug("connection from pid %d (%s) uid %u", (int)id.pid, id.comm, (unsigned)id.uid);
+}
+
+/* ---- the sweep: idle connections and expired allocations ---- */
+
+/* A closing peer that does not read its last replies within this long is cut off. */
+#define CLOSING_GRACE_USEC (5 * UINT64_C(1000000))
+/* The sweep runs at a quarter of the shortest timeout, so a timeout is
+ * enforced at most 25% late, but never more often than 10 times a second nor
+ * less often than every 30 s. It runs only while clients are connected: an
+ * idle daemon has no timer at all. */
+#define SWEEP_MIN_USEC UINT64_C(100000)
+#define SWEEP_MAX_USEC (30 * UINT64_C(1000000))
+
+static uint64_t sweep_interval_usec(const Server *s) {
+        uint64_t t = s->config.allocation_idle_timeout_usec;
+
+        if (s->config.idle_timeout_usec > 0 && s->config.idle_timeout_usec < t)
+                t = s->config.idle_timeout_usec;
+        if (CLOSING_GRACE_USEC < t)
+                t = CLOSING_GRACE_USEC;
+        t /= 4;
+        return t < SWEEP_MIN_USEC ? SWEEP_MIN_USEC : t > SWEEP_MAX_USEC ? SWEEP_MAX_USEC : t;
+}
+
+static void sweep_schedule(Server *s) {
+        uint64_t usec = sweep_interval_usec(s);
+        struct timeval tv = {.tv_sec = (time_t)(usec / 1000000), .tv_usec = (suseconds_t)(usec % 1000000)};
+
+        if (s->n_peers > 0 && !s->stopping && !evtimer_pending(s->sweep_event, NULL))
+                evtimer_add(s->sweep_event, &tv);
+}
+
+static void sweep_peers(Server *s, uint64_t now) {
+        Peer *next;
+
+        for (Peer *p = s->peers; p; p = next) {
+                next = p->peers_next;
+                if (p->closing) {
+                        if (now - p->last_input_usec >= CLOSING_GRACE_USEC)
+                                peer_kill(p, "it did not read its last replies");
+                } else if (p->n_allocations == 0 && s->config.idle_timeout_usec > 0 &&
+                           now - p->last_input_usec >= s->config.idle_timeout_usec)
+                        peer_kill(p, "idle for limits.idle_timeout_sec with no allocation");
+        }
+}
+
+/* Allocations with no report for limits.allocation_idle_timeout_sec are
+ * settled at what they reported: a stuck agent must not hold its
+ * reservation, and so other agents' budget, forever. */
+static void sweep_allocations(Server *s, uint64_t now) {
+        LedgerAllocation *next;
+
+        for (LedgerAllocation *a = ledger_next(s->ledger, NULL); a; a = next) {
+                AllocInfo *info = ledger_allocation_get_userdata(a);
+
+                next = ledger_next(s->ledger, a);
+                if (now - info->last_report_usec >= s->config.allocation_idle_timeout_usec)
+                        server_settle_unreleased(s, info, SETTLE_EXPIRED, now);
+        }
+}
+
+static void sweep_cb(evutil_socket_t fd, short what, void *userdata) {
+        Server *s = userdata;
+        uint64_t now = now_usec();
+
+        sweep_allocations(s, now);
+        sweep_peers(s, now);
+        sweep_schedule(s);
 }
 
 static void accept_retry_cb(evutil_socket_t fd, short what, void *userdata) {
@@ -748,7 +930,9 @@ static void listen_cb(evutil_socket_t listen_fd, short what, void *userdata) {
                 if (fd < 0) {
                         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                                 struct timeval tv = {0, ACCEPT_RETRY_USEC};
-                                log_warning("cannot accept connections: %s; pausing", strerror(errno));
+                                log_limited(&s->log_limits[LOG_LIMIT_ACCEPT_FAILED], now_usec(),
+                                            LOG_LEVEL_WARNING, "cannot accept connections: %s; pausing",
+                                            strerror(errno));
                                 event_del(s->listen_event);
                                 event_add(s->accept_retry_event, &tv);
                         }
@@ -765,9 +949,12 @@ static void server_shutdown(Server *s) {
         unsigned n = ledger_n_allocations(s->ledger);
         Event e = {.has_used = true, .used = ledger_scope_committed_total(s->global)};
 
+        s->stopping = true;
         notify_stopping(s->notify);
         if (s->listen_event)
                 event_del(s->listen_event);
+        if (s->sweep_event)
+                event_del(s->sweep_event);
         journal_emit(s->journal, EVENT_STOPPING, &e, now,
                      "tokenbudgetd stopping after %" PRIu64 " s: settling %u open allocation(s); %" PRIu64
                      " granted, %" PRIu64 " refused, %" PRIu64 " abandoned, %" PRIu64 " tokens used",
@@ -829,6 +1016,13 @@ static JournalSettings journal_settings(const Config *c) {
         };
 }
 
+/* Log lines a client can cause are limited like the journal's events. */
+static void log_limits_configure(Server *s) {
+        for (size_t i = 0; i < ELEMENTSOF(s->log_limits); i++)
+                ratelimit_configure(&s->log_limits[i], s->config.journal_rate_limit_interval_usec,
+                                    s->config.journal_rate_limit_burst);
+}
+
 static void server_apply_config(Server *s) {
         LedgerParams params = {
                 .warn_permille = s->config.warn_permille,
@@ -842,6 +1036,23 @@ static void server_apply_config(Server *s) {
         log_set_level(s->config.log_level);
         JournalSettings js = journal_settings(&s->config);
         journal_set_settings(s->journal, &js);
+        log_limits_configure(s);
+        /* The timeouts may have changed: the next sweep comes at the new interval. */
+        event_del(s->sweep_event);
+        sweep_schedule(s);
+}
+
+int server_check_fd_limit(const Config *c, unsigned fd_limit, const char *path, char **ret_error) {
+        if (c->max_connections + SERVER_RESERVED_FDS <= fd_limit)
+                return 0;
+        if (asprintf(ret_error,
+                     "%s: limits.max_connections (%" PRIu64 ") does not fit the file descriptor limit (%u, "
+                     "RLIMIT_NOFILE; LimitNOFILE= in the unit) with the %u the daemon keeps for itself: set "
+                     "it to at most %u, or raise the limit\n",
+                     path ?: "built-in defaults", c->max_connections, fd_limit, SERVER_RESERVED_FDS,
+                     fd_limit > SERVER_RESERVED_FDS ? fd_limit - SERVER_RESERVED_FDS : 0) < 0)
+                *ret_error = NULL;
+        return -EMFILE;
 }
 
 /* Errors come one per line; the journal gets them all in the reason field,
@@ -871,7 +1082,20 @@ static void server_reload(Server *s) {
                 notify_ready(s->notify);
                 return;
         }
-        r = config_load_file(s->config_path, &c, &errors);
+        /* The default file is optional: created after start it is read now;
+         * removed, the built-in defaults apply, as they would at a start. */
+        if (s->config_optional && access(s->config_path, F_OK) < 0 && errno == ENOENT) {
+                r = config_init_defaults(&c);
+                if (r >= 0)
+                        log_info("reload requested; %s does not exist, using the built-in defaults",
+                                 s->config_path);
+        } else
+                r = config_load_file(s->config_path, &c, &errors);
+        if (r >= 0) {
+                r = server_check_fd_limit(&c, s->fd_limit, s->config_path, &errors);
+                if (r < 0)
+                        config_done(&c);
+        }
         if (r < 0) {
                 server_reload_rejected(s, errors, now);
                 notify_ready(s->notify);
@@ -900,17 +1124,35 @@ static void signal_cb(evutil_socket_t sig, short what, void *userdata) {
 
 /* ---- setup ---- */
 
-int server_new(struct event_base *base, Config *config, const char *config_path, Server **ret) {
+/* Allocation ids must be unguessable (a peer that could guess another's id
+ * could probe it) and differ across restarts: the ledger permutes a counter
+ * with a key from the kernel's random source, new at every start. */
+static int ledger_key_from_kernel(Ledger *l) {
+        uint8_t key[16];
+        ssize_t n = getrandom(key, sizeof(key), 0);
+
+        if (n != (ssize_t)sizeof(key))
+                return log_error("cannot read a random key for allocation ids: %s",
+                                 n < 0 ? strerror(errno) : "short read"),
+                       n < 0 ? -errno : -EIO;
+        ledger_set_id_key(l, key);
+        return 0;
+}
+
+int server_new(struct event_base *base, Config *config, const char *config_path, bool config_optional,
+               Server **ret) {
         static const int signals[] = {SIGTERM, SIGINT, SIGHUP};
         LedgerParams params = {
                 .warn_permille = config->warn_permille,
                 .hard_permille = config->hard_permille,
         };
         Server *s = calloc(1, sizeof(*s));
+        int r;
 
         if (!s)
                 return -ENOMEM;
         s->base = base;
+        s->config_optional = config_optional;
         s->config = *config; /* takes ownership */
         *config = (Config){};
         s->listen_fd = -1;
@@ -928,9 +1170,16 @@ int server_new(struct event_base *base, Config *config, const char *config_path,
         s->connections_by_uid = hashmap_new();
         s->reap_event = event_new(base, -1, 0, reap_cb, s);
         s->accept_retry_event = evtimer_new(base, accept_retry_cb, s);
+        s->sweep_event = evtimer_new(base, sweep_cb, s);
         if (!s->global || !s->processes_by_pid || !s->connections_by_uid || !s->reap_event ||
-            !s->accept_retry_event)
+            !s->accept_retry_event || !s->sweep_event)
                 goto oom;
+        r = ledger_key_from_kernel(s->ledger);
+        if (r < 0) {
+                server_free(s);
+                return r;
+        }
+        log_limits_configure(s);
         for (size_t i = 0; i < ELEMENTSOF(signals); i++) {
                 s->signal_events[i] = evsignal_new(base, signals[i], signal_cb, s);
                 if (!s->signal_events[i] || event_add(s->signal_events[i], NULL) < 0)
@@ -966,6 +1215,8 @@ Server *server_free(Server *s) {
                 event_free(s->listen_event);
         if (s->accept_retry_event)
                 event_free(s->accept_retry_event);
+        if (s->sweep_event)
+                event_free(s->sweep_event);
         if (s->reap_event)
                 event_free(s->reap_event);
         if (s->listen_fd >= 0)
@@ -1115,15 +1366,22 @@ int server_listen(Server *s, const char *socket_path) {
         return 0;
 }
 
+/* What the configuration came from, for messages. */
+static const char *server_config_source(const Server *s) {
+        if (!s->config_path || (s->config_optional && access(s->config_path, F_OK) < 0))
+                return "built-in defaults";
+        return s->config_path;
+}
+
 static void server_emit_started(Server *s) {
         const LedgerLimits *g = &s->config.global;
 
         journal_emit(s->journal, EVENT_STARTED, &(Event){}, now_usec(),
                      "tokenbudgetd " TB_VERSION " started on %s with %s; global limits per minute %" PRIu64
                      ", hour %" PRIu64 ", day %" PRIu64 ", in flight %" PRIu64 " (0: none)",
-                     s->socket_path, s->config_path ?: "built-in defaults",
-                     g->window_tokens[LEDGER_WINDOW_MINUTE], g->window_tokens[LEDGER_WINDOW_HOUR],
-                     g->window_tokens[LEDGER_WINDOW_DAY], g->in_flight_tokens);
+                     s->socket_path, server_config_source(s), g->window_tokens[LEDGER_WINDOW_MINUTE],
+                     g->window_tokens[LEDGER_WINDOW_HOUR], g->window_tokens[LEDGER_WINDOW_DAY],
+                     g->in_flight_tokens);
 }
 
 int server_run(Server *s) {

@@ -18,6 +18,7 @@
 #include "journal.h"
 #include "ledger.h"
 #include "macro.h"
+#include "ratelimit.h"
 #include "varlink.h"
 
 struct event_base;
@@ -28,6 +29,31 @@ typedef struct Server Server;
 typedef struct Peer Peer;
 typedef struct ProcessEntry ProcessEntry;
 typedef struct AllocInfo AllocInfo;
+typedef struct UidCount UidCount;
+
+/* Connections and queued output of one uid (limits.max_connections_per_uid,
+ * limits.max_output_bytes_per_uid). */
+struct UidCount {
+        uid_t uid;
+        unsigned n_connections;
+        size_t output_bytes; /* unsent output of all its connections */
+};
+
+/* Log lines a client can cause, each rate limited on its own (log_limited()). */
+typedef enum LogLimitKind {
+        LOG_LIMIT_REFUSED_CONNECTION,
+        LOG_LIMIT_ACCEPT_FAILED,
+        LOG_LIMIT_CREDENTIALS,
+        LOG_LIMIT_CLOSED,
+        _LOG_LIMIT_MAX,
+} LogLimitKind;
+
+/* How an allocation was settled other than by its owner's Release. */
+typedef enum SettleCause {
+        SETTLE_ABANDONED, /* its connection closed */
+        SETTLE_SHUTDOWN,  /* the daemon is stopping */
+        SETTLE_EXPIRED,   /* no report for limits.allocation_idle_timeout_sec */
+} SettleCause;
 
 typedef enum Priority {
         PRIORITY_INTERACTIVE,
@@ -44,6 +70,7 @@ struct AllocInfo {
         LIST_FIELDS(AllocInfo, allocs); /* the owner's list */
         Priority priority;
         uint64_t estimate;                      /* what the agent asked for, before clamping */
+        uint64_t last_report_usec;              /* grant or last Report, for the expiry sweep */
         const char *agent, *task_class, *model; /* into strings[], NULL when not given */
         char strings[];
 };
@@ -73,9 +100,13 @@ struct Peer {
         size_t out_offset; /* bytes of out already written */
         Identity identity;
         ProcessEntry *process;
+        UidCount *uid_count;
+        size_t output_counted;    /* of the unsent output, what uid_count->output_bytes holds */
+        uint64_t last_input_usec; /* connect or last bytes received, for limits.idle_timeout_sec */
         AllocInfo *allocs;
         unsigned n_allocations;
         bool dead;
+        bool closing;        /* reads no more; closed once its queued replies are out (or it stalls) */
         bool current_oneway; /* the call being dispatched wants no reply */
         LIST_FIELDS(Peer, peers);
         LIST_FIELDS(Peer, dead);
@@ -84,7 +115,9 @@ struct Peer {
 struct Server {
         struct event_base *base;
         Config config;
-        char *config_path; /* NULL: built-in defaults */
+        char *config_path;    /* NULL: built-in defaults */
+        bool config_optional; /* config_path is the default file: missing means built-in defaults */
+        unsigned fd_limit;    /* RLIMIT_NOFILE at start, that max_connections must fit in */
         uint64_t start_usec;
         uid_t euid;
         Ledger *ledger;
@@ -95,6 +128,7 @@ struct Server {
         struct event *listen_event;
         struct event *accept_retry_event;
         struct event *reap_event;
+        struct event *sweep_event; /* idle connections, expired allocations; only while peers exist */
         struct event *signal_events[3];
         Peer *peers, *dead_peers;
         unsigned n_peers;
@@ -104,21 +138,37 @@ struct Server {
         unsigned n_processes;
         const char *proc_root;
         int exit_code;
+        bool stopping; /* SIGTERM came: what is still open is settled as shutdown */
         Journal *journal;
         struct Notify *notify;
         char *status_note; /* why the last reload was rejected; prefixed to STATUS= */
-        uint64_t n_granted, n_refused, n_abandoned;
+        uint64_t n_granted, n_refused, n_abandoned, n_expired;
+        uint64_t dead_scan_usec; /* last search for tracked processes that have exited */
+        RateLimit log_limits[_LOG_LIMIT_MAX];
         struct json_tokener *tokener;          /* reused for every call */
         VarlinkBuffer scratch_in, scratch_out; /* lent to the peer being served */
 };
 
-int server_new(struct event_base *base, Config *config, const char *config_path, Server **ret);
+/* config_optional: config_path is the default file, read when it exists (also
+ * when it appears after start: on reload). */
+int server_new(struct event_base *base, Config *config, const char *config_path, bool config_optional,
+               Server **ret);
 Server *server_free(Server *s);
 /* Takes a listening socket: from systemd (LISTEN_FDS) or created at socket_path. */
 int server_listen(Server *s, const char *socket_path);
 int server_run(Server *s);
 
 uint64_t now_usec(void);
+
+/* File descriptors kept out of max_connections: stdio, the listening socket,
+ * the event loop's own, the journal and notify sockets, and the few opened
+ * for a moment (the config file on reload, /proc/PID/stat at accept, a
+ * connection accepted only to be refused). So the watchdog, the journal, a
+ * reload and an admin still work however many clients connect. */
+#define SERVER_RESERVED_FDS 64u
+/* 0 when c->max_connections fits fd_limit with SERVER_RESERVED_FDS to spare;
+ * else -EMFILE and a "PATH: ..." line in *ret_error. */
+int server_check_fd_limit(const Config *c, unsigned fd_limit, const char *path, char **ret_error);
 /* Reads and parses a configuration file (config_parse() on its contents);
  * errors as config_parse() gives them, one "FILE:LINE: message" per line. */
 int config_load_file(const char *path, Config *ret, char **ret_errors);
@@ -140,6 +190,9 @@ int peer_invalid_parameter(Peer *p, const char *parameter);
 /* Settles and frees one allocation of p (used by Release and on disconnect). */
 int server_settle(Server *s, AllocInfo *info, uint64_t input_tokens, uint64_t output_tokens, uint64_t now,
                   uint64_t *ret_used, uint64_t *ret_refunded);
+/* Settles an allocation its owner did not release (connection gone, daemon
+ * stopping, expired), at its last reported usage, with the journal event. */
+void server_settle_unreleased(Server *s, AllocInfo *info, SettleCause cause, uint64_t now);
 AllocInfo *server_find_allocation(Server *s, const char *id);
 /* Something STATUS= shows changed (allocations, usage). */
 void server_changed(Server *s);

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <ftw.h>
 #include <poll.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -221,7 +223,8 @@ static void track_daemon(pid_t pid, bool add) {
         }
 }
 
-static void exec_daemon(const TestDaemon *d, const char *binary, pid_t parent) {
+static void exec_daemon(const TestDaemon *d, const char *binary, pid_t parent,
+                        const HarnessDaemonOptions *options) {
         int log = open(d->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
         int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
@@ -229,6 +232,16 @@ static void exec_daemon(const TestDaemon *d, const char *binary, pid_t parent) {
         (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent || log < 0 || null < 0)
                 _exit(127);
+        for (size_t i = 0; options && options->env && options->env[i]; i++)
+                if (putenv((char *)options->env[i]) < 0)
+                        _exit(127);
+        if (options && options->nofile > 0) {
+                struct rlimit rl = {.rlim_cur = options->nofile, .rlim_max = options->nofile};
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                        dprintf(log, "harness: setrlimit(RLIMIT_NOFILE, %u): %m\n", options->nofile);
+                        _exit(127);
+                }
+        }
         (void)dup2(null, STDIN_FILENO);
         (void)dup2(log, STDOUT_FILENO);
         (void)dup2(log, STDERR_FILENO);
@@ -252,13 +265,118 @@ TestDaemon *harness_daemon_start(const char *config_text) {
         return harness_daemon_start_at(config_text, NULL);
 }
 
-TestDaemon *harness_daemon_start_at(const char *config_text, const char *socket_path) {
-        TestDaemon *d = calloc(1, sizeof(*d));
-        const char *binary = harness_env("TOKENBUDGETD");
-        pid_t parent = getpid();
-        uint64_t deadline;
+static TestDaemon *daemon_start(const char *config_text, const char *socket_path,
+                                const HarnessDaemonOptions *options);
 
-        ck_assert_ptr_nonnull(d);
+TestDaemon *harness_daemon_start_at(const char *config_text, const char *socket_path) {
+        return daemon_start(config_text, socket_path, NULL);
+}
+
+TestDaemon *harness_daemon_start_with(const char *config_text, const HarnessDaemonOptions *options) {
+        return daemon_start(config_text, NULL, options);
+}
+
+static void daemon_prepare(TestDaemon *d, const char *config_text, const char *socket_path);
+
+int harness_daemon_run_to_exit(const char *config_text, const HarnessDaemonOptions *options, int timeout_ms,
+                               char **ret_err) {
+        TestDaemon d = {};
+        uint64_t deadline = harness_now_usec() + (uint64_t)timeout_ms * 1000u;
+        pid_t parent = getpid();
+        int status = 0;
+
+        daemon_prepare(&d, config_text, NULL);
+        d.pid = fork();
+        ck_assert_msg(d.pid >= 0, "fork: %s", strerror(errno));
+        if (d.pid == 0)
+                exec_daemon(&d, harness_env("TOKENBUDGETD"), parent, options);
+        for (;;) {
+                pid_t r = waitpid(d.pid, &status, WNOHANG);
+
+                ck_assert_msg(r >= 0, "waitpid: %s", strerror(errno));
+                if (r == d.pid)
+                        break;
+                if (harness_now_usec() >= deadline) {
+                        kill(d.pid, SIGKILL);
+                        waitpid(d.pid, &status, 0);
+                        ck_abort_msg(
+                                "tokenbudgetd (config %s) still ran after %d ms; expected it to refuse to "
+                                "start",
+                                d.config_path, timeout_ms);
+                }
+                harness_sleep_msec(5);
+        }
+        *ret_err = harness_read_file(d.log_path, NULL);
+        ck_assert_ptr_nonnull(*ret_err);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+size_t harness_connect_as(const char *path, uid_t uid, size_t n, int *fds) {
+        int sv[2], status = 0;
+        size_t got = 0;
+        pid_t pid;
+
+        ck_assert_msg(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair: %s",
+                      strerror(errno));
+        pid = fork();
+        ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
+        if (pid == 0) {
+                close(sv[0]);
+                if (setgroups(0, NULL) < 0 || setgid(uid) < 0 || setuid(uid) < 0)
+                        _exit(2);
+                for (size_t i = 0; i < n; i++) {
+                        int fd = try_connect(path);
+                        char byte = fd >= 0 ? 1 : 0;
+                        char control[CMSG_SPACE(sizeof(int))] = {0};
+                        struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+                        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+
+                        if (fd >= 0) {
+                                struct cmsghdr *cm;
+
+                                mh.msg_control = control;
+                                mh.msg_controllen = sizeof(control);
+                                cm = CMSG_FIRSTHDR(&mh);
+                                cm->cmsg_level = SOL_SOCKET;
+                                cm->cmsg_type = SCM_RIGHTS;
+                                cm->cmsg_len = CMSG_LEN(sizeof(int));
+                                memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+                        }
+                        if (sendmsg(sv[1], &mh, 0) != 1)
+                                _exit(3);
+                        if (fd >= 0)
+                                close(fd);
+                }
+                _exit(0);
+        }
+        close(sv[1]);
+        for (size_t i = 0; i < n; i++) {
+                char byte = 0;
+                char control[CMSG_SPACE(sizeof(int))];
+                struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+                struct msghdr mh = {.msg_iov = &iov,
+                                    .msg_iovlen = 1,
+                                    .msg_control = control,
+                                    .msg_controllen = sizeof(control)};
+                struct cmsghdr *cm;
+
+                fds[i] = -1;
+                if (recvmsg(sv[0], &mh, MSG_CMSG_CLOEXEC) != 1)
+                        break;
+                cm = CMSG_FIRSTHDR(&mh);
+                if (byte == 1 && cm && cm->cmsg_type == SCM_RIGHTS) {
+                        memcpy(&fds[i], CMSG_DATA(cm), sizeof(int));
+                        got++;
+                }
+        }
+        close(sv[0]);
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                      "connecting child as uid %u: status 0x%x", (unsigned)uid, status);
+        return got;
+}
+
+static void daemon_prepare(TestDaemon *d, const char *config_text, const char *socket_path) {
         snprintf(d->dir, sizeof(d->dir), "%s/d-XXXXXX", harness_dir());
         ck_assert_msg(mkdtemp(d->dir), "mkdtemp(%s): %s", d->dir, strerror(errno));
         (void)chmod(d->dir, 0755);
@@ -276,11 +394,21 @@ TestDaemon *harness_daemon_start_at(const char *config_text, const char *socket_
         ck_assert(snprintf(d->log_path, sizeof(d->log_path), "%s/stderr", d->dir) <
                   (int)sizeof(d->log_path));
         write_file(d->config_path, config_text);
+}
 
+static TestDaemon *daemon_start(const char *config_text, const char *socket_path,
+                                const HarnessDaemonOptions *options) {
+        TestDaemon *d = calloc(1, sizeof(*d));
+        const char *binary = harness_env("TOKENBUDGETD");
+        pid_t parent = getpid();
+        uint64_t deadline;
+
+        ck_assert_ptr_nonnull(d);
+        daemon_prepare(d, config_text, socket_path);
         d->pid = fork();
         ck_assert_msg(d->pid >= 0, "fork: %s", strerror(errno));
         if (d->pid == 0)
-                exec_daemon(d, binary, parent);
+                exec_daemon(d, binary, parent, options);
         track_daemon(d->pid, true);
 
         deadline = harness_now_usec() + HARNESS_START_TIMEOUT_MSEC * 1000ull;
@@ -573,7 +701,8 @@ json_object *harness_admin(tb_client *c, const char *method) {
         int r;
 
         snprintf(name, sizeof(name), "io.tokenbudget.admin.%s", method);
-        r = tb_call(c, name, NULL, &text);
+        /* Tests look at idle scopes too: Status lists them only when asked. */
+        r = tb_call(c, name, strcmp(method, "Status") == 0 ? "{\"all\":true}" : NULL, &text);
         ck_assert_msg(r == 0, "tb_call(%s) = %d (%s): %s", name, r, strerror(-r), tb_client_error(c));
         ck_assert_msg(text, "tb_call(%s) returned no reply text", name);
         o = json_tokener_parse(text);

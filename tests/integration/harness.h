@@ -68,6 +68,22 @@ typedef struct TestDaemon {
 TestDaemon *harness_daemon_start(const char *config_text);
 /* The same, listening on socket_path instead of a socket in its own directory. */
 TestDaemon *harness_daemon_start_at(const char *config_text, const char *socket_path);
+/* How to run a daemon beyond its config: extra environment entries
+ * ("NAME=VALUE", NULL-terminated, may be NULL) and, when nofile > 0, its
+ * RLIMIT_NOFILE (soft and hard). */
+typedef struct HarnessDaemonOptions {
+        const char *const *env;
+        unsigned nofile;
+} HarnessDaemonOptions;
+TestDaemon *harness_daemon_start_with(const char *config_text, const HarnessDaemonOptions *options);
+/* Writes config_text and runs the daemon with options to its end (it is
+ * expected to refuse to start): its exit status, its stderr in *ret_err. */
+int harness_daemon_run_to_exit(const char *config_text, const HarnessDaemonOptions *options, int timeout_ms,
+                               char **ret_err);
+/* Opens n connections to path as uid (and gid) in a forked child and hands
+ * them over (SCM_RIGHTS): the daemon sees that uid on each (SO_PEERCRED is
+ * taken at connect). Fills fds; returns how many connected (the rest are -1). */
+size_t harness_connect_as(const char *path, uid_t uid, size_t n, int *fds);
 /* SIGKILL and reap (the test wants a crash: its stderr is not printed); frees d. */
 void harness_daemon_kill(TestDaemon *d);
 /* SIGTERM, then asserts exit status 0 within HARNESS_STOP_TIMEOUT_MSEC; frees d. */
@@ -124,7 +140,8 @@ json_object *reply_parameters(json_object *reply);
 int64_t json_int(json_object *o, const char *key, const char *what);
 const char *json_str(json_object *o, const char *key, const char *what);
 
-/* Calls io.tokenbudget.admin.METHOD through tb_call and parses the reply. */
+/* Calls io.tokenbudget.admin.METHOD through tb_call and parses the reply
+ * (Status with all: true, so idle scopes are listed too). */
 json_object *harness_admin(tb_client *c, const char *method);
 /* The scope object named name in a Status reply, or NULL. */
 json_object *status_scope(json_object *status, const char *name);

@@ -208,24 +208,31 @@ START_TEST(test_not_owner) {
         int r;
 
         ck_assert_msg(tb_request(a, &p, &g) == 0, "request: %s", tb_client_error(a));
-        r = tb_report(b, g.allocation, 10, 10, NULL, NULL);
-        ck_assert_msg(r == -EPERM, "report by another connection returned %d (%s), expected -EPERM", r,
-                      tb_client_error(b));
-        ck_assert_msg(tb_client_error_name(b) &&
-                              strcmp(tb_client_error_name(b), "io.tokenbudget.agent.NotOwner") == 0,
-                      "report by another connection: error name %s, expected NotOwner",
-                      tb_client_error_name(b));
-        ck_assert_msg(strstr(tb_client_error(b), g.allocation), "NotOwner \"%s\" does not name %s",
-                      tb_client_error(b), g.allocation);
-        r = tb_release(b, g.allocation, NULL, NULL, NULL, NULL);
-        ck_assert_msg(r == -EPERM, "release by another connection returned %d (%s), expected -EPERM", r,
-                      tb_client_error(b));
+        /* Another connection's allocation looks exactly like one that does
+         * not exist, so nobody learns which ids are live by asking. */
+        for (int i = 0; i < 2; i++) {
+                const char *id = i == 0 ? g.allocation : "00000000deadbeef";
+                char want[128], got[256];
+
+                r = tb_report(b, id, 10, 10, NULL, NULL);
+                ck_assert_msg(r == -ENOENT,
+                              "report of %s by another connection returned %d (%s), expected -ENOENT", id, r,
+                              tb_client_error(b));
+                snprintf(got, sizeof(got), "%s", tb_client_error(b));
+                snprintf(want, sizeof(want), "io.tokenbudget.agent.UnknownAllocation: allocation=%s", id);
+                ck_assert_msg(strcmp(got, want) == 0,
+                              "report of %s by another connection: '%s', expected '%s'", id, got, want);
+                r = tb_release(b, id, NULL, NULL, NULL, NULL);
+                ck_assert_msg(r == -ENOENT,
+                              "release of %s by another connection returned %d (%s), expected -ENOENT", id,
+                              r, tb_client_error(b));
+        }
 
         /* The owner is unaffected by the intruder's attempts. */
         ck_assert_msg(tb_report(a, g.allocation, 30, 20, NULL, &used) == 0 && used == 50,
                       "owner's report failed or wrong used %" PRIu64 ": %s", used, tb_client_error(a));
         assert_release(a, g.allocation, NULL, NULL, 50, 150, "owner's release");
-        assert_settled(admin, 50, "after NotOwner attempts");
+        assert_settled(admin, 50, "after another connection's attempts");
         tb_client_close(a);
         tb_client_close(b);
         tb_client_close(admin);
@@ -352,9 +359,11 @@ START_TEST(test_concurrent_clients) {
                 pthread_join(th[i], NULL);
         for (size_t i = 0; i < RACE_CLIENTS; i++) {
                 ck_assert_msg(!rc[i].failure[0], "client %zu failed: %s", i, rc[i].failure);
+                /* Usage leaves the minute window between 60 and 61 s after it was committed
+                 * (one 1 s bucket late, never early: daemon/ledger.h). */
                 ck_assert_msg(rc[i].refusals == 0 ||
-                                      (rc[i].min_retry_usec > 0 && rc[i].max_retry_usec <= 60000000),
-                              "client %zu: retryAfterUsec out of (0, 60 s] for a minute window: %" PRIu64
+                                      (rc[i].min_retry_usec > 0 && rc[i].max_retry_usec <= 61000000),
+                              "client %zu: retryAfterUsec out of (0, 61 s] for a minute window: %" PRIu64
                               "..%" PRIu64,
                               i, rc[i].min_retry_usec, rc[i].max_retry_usec);
                 grants += rc[i].grants;

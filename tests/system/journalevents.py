@@ -9,6 +9,9 @@ started; granted for a Request; warning and exceeded from Reports past warnAt
 (1.5x) and hardLimit (2x); abandoned when a second connection closes with its
 allocation open; refused for a Request that does not fit in flight; config
 reloaded / rejected on SIGHUP with a good / broken file; stopping on SIGTERM.
+Daemon C (allocation_idle_timeout_sec = 1): expired for an allocation with
+no report for a second; settled at shutdown (not abandoned) for one still
+open at SIGTERM.
 Daemon B (defaults but burst 3 per 1 s, 100 tokens in flight per process):
 no granted event (off by default); 10 refusals give 3 refused events and
 one "7 similar events suppressed" summary, after which refusals are logged
@@ -168,9 +171,39 @@ def drive_daemon_b(work, ids, events):
     check_stderr_prefixes(d.stderr(), "daemon B")
 
 
+def drive_daemon_c(work, ids, events):
+    cfg = write(os.path.join(work, "c.conf"), "limits: { allocation_idle_timeout_sec = 1; };\n")
+    d = Daemon(work, "c", config=cfg).wait_serving()
+    me = _me()
+    c = d.connect()
+    g = c.call("io.tokenbudget.agent.Request", estimate=500, agent="sleeper")
+    c.call("io.tokenbudget.agent.Report", allocation=g["allocation"], inputTokens=40, outputTokens=2)
+    _one(ids, "EXPIRED", d.pid, "expired",
+         {**me, "PRIORITY": "4", "TOKENBUDGET_ALLOCATION": g["allocation"], "TOKENBUDGET_AGENT": "sleeper",
+          "TOKENBUDGET_GRANTED": "500", "TOKENBUDGET_USED": "42",
+          "TOKENBUDGET_REASON": lambda v: "allocation_idle_timeout_sec" in v}, events)
+    try:
+        c.call("io.tokenbudget.agent.Report", allocation=g["allocation"], inputTokens=50, outputTokens=2)
+        raise AssertionError("a Report of an expired allocation was accepted")
+    except VarlinkError as e:
+        check(e.error == "io.tokenbudget.agent.UnknownAllocation", f"Report after expiry: {e}")
+
+    g2 = c.call("io.tokenbudget.agent.Request", estimate=700, agent="stayer")
+    c.call("io.tokenbudget.agent.Report", allocation=g2["allocation"], inputTokens=7, outputTokens=0)
+    check(d.stop() == 0, "daemon C: exit status after SIGTERM")
+    _one(ids, "SHUTDOWN", d.pid, "settled at shutdown",
+         {**me, "PRIORITY": "6", "TOKENBUDGET_ALLOCATION": g2["allocation"], "TOKENBUDGET_AGENT": "stayer",
+          "TOKENBUDGET_GRANTED": "700", "TOKENBUDGET_USED": "7",
+          "TOKENBUDGET_REASON": lambda v: "stopping" in v}, events)
+    check(not journal_entries(ids["ABANDONED"], d.pid), "an allocation settled at shutdown was logged as abandoned")
+    c.close()
+    check_stderr_prefixes(d.stderr(), "daemon C")
+
+
 def drive(work):
     ids = message_ids(env("SRCDIR"))
     events = Events()
     drive_daemon_a(work, ids, events)
     drive_daemon_b(work, ids, events)
+    drive_daemon_c(work, ids, events)
     return ids, events

@@ -104,6 +104,10 @@ EXPECTED = {
         ("Service", "ConfigurationDirectory"): "tokenbudget",
         ("Service", "CapabilityBoundingSet"): "CAP_KILL",
         ("Unit", "Requires"): "tokenbudgetd.socket",
+        # limits.max_connections (1024) + the daemon's 64 must fit; a client must not push it into swap.
+        ("Service", "LimitNOFILE"): "65536",
+        ("Service", "MemoryHigh"): "384M",
+        ("Service", "MemoryMax"): "512M",
     },
     "tokenbudgetd.socket": {
         ("Socket", "ListenStream"): "/run/tokenbudget/io.tokenbudget",

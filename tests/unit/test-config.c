@@ -154,14 +154,23 @@ static const OverrideRow override_rows[] = {
         U64("limits.max_message_bytes", "1024", max_message_bytes, 1024),
         U64("limits.max_message_bytes", "16777216", max_message_bytes, 16777216),
         U64("limits.max_output_bytes", "65536", max_output_bytes, 65536),
-        U64("limits.max_output_bytes", "1073741824", max_output_bytes, 1073741824),
+        /* The largest a per-connection bound can be with the default per-uid bound. */
+        U64("limits.max_output_bytes", "8388608", max_output_bytes, 8388608),
         U64("limits.max_connections", "1000000", max_connections, 1000000),
         U64("limits.max_connections_per_uid", "1", max_connections_per_uid, 1),
-        U64("limits.max_connections_per_uid", "1024", max_connections_per_uid, 1024),
+        U64("limits.max_connections_per_uid", "1023", max_connections_per_uid, 1023),
         U64("limits.max_allocations_per_process", "1", max_allocations_per_process, 1),
         U64("limits.max_allocations_per_process", "1000000", max_allocations_per_process, 1000000),
         U64("limits.max_tracked_processes", "1", max_tracked_processes, 1),
         U64("limits.max_tracked_processes", "10000000", max_tracked_processes, 10000000),
+        U64("limits.max_output_bytes_per_uid", "1048576", max_output_bytes_per_uid, 1048576),
+        U64("limits.max_output_bytes_per_uid", "1073741824", max_output_bytes_per_uid, 1073741824),
+        U64("limits.admin_connections", "0", admin_connections, 0),
+        U64("limits.admin_connections", "1023", admin_connections, 1023),
+        U64("limits.idle_timeout_sec", "0", idle_timeout_usec, 0),
+        U64("limits.idle_timeout_sec", "86400", idle_timeout_usec, 86400000000),
+        U64("limits.allocation_idle_timeout_sec", "1", allocation_idle_timeout_usec, 1000000),
+        U64("limits.allocation_idle_timeout_sec", "604800", allocation_idle_timeout_usec, 604800000000),
         BOOL("journal.log_granted", "true", journal_log_granted, true),
         BOOL("journal.log_granted", "false", journal_log_granted, false),
         /* libconfig spells booleans in any case. */
@@ -237,6 +246,10 @@ START_TEST(test_defaults) {
         ck_assert_uint_eq(c.max_connections_per_uid, 128);
         ck_assert_uint_eq(c.max_allocations_per_process, 64);
         ck_assert_uint_eq(c.max_tracked_processes, 4096);
+        ck_assert_uint_eq(c.max_output_bytes_per_uid, 8388608);
+        ck_assert_uint_eq(c.admin_connections, 8);
+        ck_assert_uint_eq(c.idle_timeout_usec, 900000000);
+        ck_assert_uint_eq(c.allocation_idle_timeout_usec, 3600000000);
         ck_assert(!c.journal_log_granted);
         ck_assert_uint_eq(c.journal_rate_limit_interval_usec, 10000000);
         ck_assert_uint_eq(c.journal_rate_limit_burst, 20);
@@ -463,9 +476,23 @@ static const InvalidRow invalid_rows[] = {
          "warn_multiplier (1.3) must not be greater than hard_multiplier (1.2)"},
         {"per uid > connections",
          "limits = {\n  max_connections = 100;\n  max_connections_per_uid = 200;\n};", 3,
-         "limits.max_connections_per_uid (200) must not be greater than limits.max_connections (100)"},
-        {"connections < default per uid", "limits = { max_connections = 64; };", 1,
-         "limits.max_connections_per_uid (128) must not be greater than limits.max_connections (64)"},
+         "limits.max_connections_per_uid (200) must be less than limits.max_connections (100)"},
+        {"connections < default per uid",
+         "limits = { max_connections = 64; max_connections_per_uid = 8; "
+         "admin_connections = 64; };",
+         1, "limits.admin_connections (64) must be less than limits.max_connections (64)"},
+        /* One uid could take every slot and lock every other user out. */
+        {"per uid = connections",
+         "limits = {\n  max_connections = 100;\n  max_connections_per_uid = 100;\n};", 3,
+         "limits.max_connections_per_uid (100) must be less than limits.max_connections (100)"},
+        {"default per uid = connections", "limits = { max_connections = 128; };", 1,
+         "limits.max_connections_per_uid (128) must be less than limits.max_connections (128)"},
+        {"per uid output < per connection", "limits = { max_output_bytes_per_uid = 65536; };", 1,
+         "limits.max_output_bytes_per_uid (65536) must not be less than limits.max_output_bytes (1048576)"},
+        {"idle timeout too long", "limits = { idle_timeout_sec = 86401; };", 1,
+         "limits.idle_timeout_sec must be between 0 and 86400"},
+        {"allocation idle timeout 0", "limits = { allocation_idle_timeout_sec = 0; };", 1,
+         "limits.allocation_idle_timeout_sec must be between 1 and 604800"},
         /* socket paths */
         {"relative socket", "socket = \"run/x.sock\";", 1,
          "socket must be an absolute path, got 'run/x.sock'"},
