@@ -5,7 +5,9 @@
  * through libtokenbudget and prints the reply as a table, or as pretty JSON
  * with --json. It validates the shape of every reply it prints from and never
  * trusts the daemon's strings on a terminal (control characters are replaced).
- * It does not change the daemon's state and keeps no state of its own.
+ * When no daemon answers it says where it looked and how to start one there
+ * (the systemd unit when one is installed, else by hand). It does not change
+ * the daemon's state and keeps no state of its own.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
@@ -13,12 +15,15 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h> /* isfinite(), a macro: no libm needed */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -41,6 +46,7 @@ enum {
 
 typedef struct Options {
         const char *socket; /* NULL: the library's default search */
+        bool all;           /* status --all: every tracked scope, idle ones too */
         bool json;
         bool legend;
         int timeout_ms;
@@ -353,14 +359,16 @@ static int status_row(Table *t, json_object *scope, size_t i, const Spans *spans
 }
 
 static int status_print(json_object *reply, const Options *o) {
-        bool right[16] = {false};
+        bool right[16] = {false}, present;
+        uint64_t hidden = 0;
         json_object *scopes;
         Spans spans = {};
         Table *t;
         int r;
 
-        if (status_header(reply, o) < 0 || get_array(reply, "", "scopes", &scopes) < 0 ||
-            status_collect_spans(scopes, &spans) < 0)
+        /* hiddenScopes: how many idle scopes the daemon left out; older daemons do not send it. */
+        if (get_uint(reply, "", "hiddenScopes", &hidden, &present) < 0 || status_header(reply, o) < 0 ||
+            get_array(reply, "", "scopes", &scopes) < 0 || status_collect_spans(scopes, &spans) < 0)
                 return -EBADMSG;
 
         t = calloc(1, sizeof(*t));
@@ -388,6 +396,9 @@ static int status_print(json_object *reply, const Options *o) {
         if (r >= 0)
                 table_print(t, o->legend);
         table_free(t);
+        if (r >= 0 && o->legend && !o->all && hidden > 0)
+                printf("(%" PRIu64 " idle scope%s not shown; budgetctl status --all lists them)\n", hidden,
+                       hidden == 1 ? "" : "s");
         return r;
 }
 
@@ -464,21 +475,192 @@ static int list_print(json_object *reply, const Options *o) {
         return r;
 }
 
-/* ---- talking to the daemon ---- */
+/* ---- when the daemon is not reachable ---- */
 
-/* Prints where budgetctl looked, in the library's order (tokenbudget.h). */
-static void print_addresses_tried(const Options *o) {
+#define USER_SOCKET_SUFFIX "/tokenbudget/io.tokenbudget" /* under $XDG_RUNTIME_DIR (tokenbudget.h) */
+#define SOCKET_UNIT        "tokenbudgetd.socket"
+/* Where run.sh serves as a user without $XDG_RUNTIME_DIR (scripts/run.sh). */
+#define RUN_SH_FALLBACK_SOCKET "/tmp/tokenbudget/io.tokenbudget"
+
+/* One address budgetctl tried: the path as connect() saw it ("@name" for an abstract socket). */
+typedef struct Address {
+        char path[256];     /* sun_path is 108 bytes: a longer one failed otherwise, not here */
+        const char *origin; /* "--socket", "$TOKENBUDGET_SOCKET", or NULL for a built-in default */
+} Address;
+
+typedef struct Addresses {
+        Address items[3];
+        size_t n;
+        char user_socket[256]; /* $XDG_RUNTIME_DIR/tokenbudget/io.tokenbudget, or "" */
+} Addresses;
+
+/* "unix:PATH;mode=..." -> "PATH", as the library does. */
+static void addresses_add(Addresses *a, const char *address, const char *origin) {
+        size_t n;
+
+        if (strncmp(address, "unix:", 5) == 0) {
+                address += 5;
+                n = strcspn(address, ";");
+        } else
+                n = strlen(address);
+        snprintf(a->items[a->n].path, sizeof(a->items[a->n].path), "%.*s", (int)n, address);
+        a->items[a->n++].origin = origin;
+}
+
+/* The addresses the library tried, in its order (tokenbudget.h). */
+static void addresses_tried(const Options *o, Addresses *ret) {
         const char *env = getenv(TB_SOCKET_ENV), *runtime = getenv("XDG_RUNTIME_DIR");
 
+        *ret = (Addresses){};
+        if (runtime && runtime[0] == '/')
+                snprintf(ret->user_socket, sizeof(ret->user_socket), "%s" USER_SOCKET_SUFFIX, runtime);
         if (o->socket) {
-                fputs(o->socket, stderr);
+                addresses_add(ret, o->socket, "--socket");
                 return;
         }
         if (env && *env)
-                fprintf(stderr, "%s or ", env);
-        fputs(TB_SYSTEM_SOCKET, stderr);
-        if (runtime && runtime[0] == '/')
-                fprintf(stderr, " or %s/tokenbudget/io.tokenbudget", runtime);
+                addresses_add(ret, env, "$" TB_SOCKET_ENV);
+        addresses_add(ret, TB_SYSTEM_SOCKET, NULL);
+        if (ret->user_socket[0])
+                addresses_add(ret, ret->user_socket, NULL);
+}
+
+/* Connecting failed with ENOENT, ENOTDIR or ECONNREFUSED: a socket file there is left over. */
+static bool address_is_stale(const Address *a) {
+        struct stat st;
+
+        return a->path[0] != '@' && stat(a->path, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+/*
+ * The address the hint is about: the one the user named; else a stale socket
+ * (a daemon ran there); else the one budgetctl is of use with: the admin
+ * interface answers only root and the daemon's user, so for anyone but root
+ * that is their own session's daemon.
+ */
+static const Address *addresses_target(const Addresses *a) {
+        if (a->items[0].origin)
+                return &a->items[0];
+        for (size_t i = 0; i < a->n; i++)
+                if (address_is_stale(&a->items[i]))
+                        return &a->items[i];
+        return a->n == 1 || geteuid() == 0 ? &a->items[0] : &a->items[a->n - 1];
+}
+
+/* Whether dir (under $HOME when home_relative) holds the socket unit. */
+static bool unit_in_dir(const char *dir, size_t dir_len, bool home_relative) {
+        const char *home = home_relative ? getenv("HOME") : "";
+        char path[PATH_MAX];
+
+        if (!home || (home_relative && home[0] != '/') || dir_len == 0)
+                return false;
+        snprintf(path, sizeof(path), "%s%.*s/" SOCKET_UNIT, home, (int)dir_len, dir);
+        return access(path, F_OK) == 0;
+}
+
+/*
+ * Whether systemd (the system or the user manager) would find the socket unit.
+ * $SYSTEMD_UNIT_PATH replaces the search path as it does for systemd; an empty
+ * last entry (a trailing ':') appends the usual directories.
+ */
+static bool unit_installed(bool user) {
+        static const struct {
+                const char *dir;
+                bool user, home_relative;
+        } dirs[] = {
+                {"/etc/systemd/system", false, false},      {"/usr/local/lib/systemd/system", false, false},
+                {"/usr/lib/systemd/system", false, false},  {"/lib/systemd/system", false, false},
+                {"/.config/systemd/user", true, true},      {"/etc/systemd/user", true, false},
+                {"/.local/share/systemd/user", true, true}, {"/usr/local/lib/systemd/user", true, false},
+                {"/usr/lib/systemd/user", true, false},
+        };
+        const char *env = getenv("SYSTEMD_UNIT_PATH");
+
+        if (env && *env) {
+                for (const char *p = env;; p++) {
+                        size_t n = strcspn(p, ":");
+
+                        if (unit_in_dir(p, n, false))
+                                return true;
+                        p += n;
+                        if (*p == '\0')
+                                return false;
+                        if (p[1] == '\0')
+                                break;
+                }
+        }
+        for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+                if (dirs[i].user == user &&
+                    unit_in_dir(dirs[i].dir, strlen(dirs[i].dir), dirs[i].home_relative))
+                        return true;
+        return false;
+}
+
+/* The socket scripts/run.sh serves: $TOKENBUDGET_SOCKET, else the system socket as root, else the user's. */
+static const char *run_sh_socket(const Addresses *a) {
+        const char *env = getenv(TB_SOCKET_ENV);
+
+        if (env && *env)
+                return env;
+        if (geteuid() == 0)
+                return TB_SYSTEM_SOCKET;
+        return a->user_socket[0] ? a->user_socket : RUN_SH_FALLBACK_SOCKET;
+}
+
+/* The second line: how to start a daemon at a, as a service if one is installed, else by hand. */
+static void print_start_hint(const Address *a, const Addresses *all) {
+        bool is_system = strcmp(a->path, TB_SYSTEM_SOCKET) == 0;
+        bool is_user = all->user_socket[0] && strcmp(a->path, all->user_socket) == 0;
+        const char *run_sh = run_sh_socket(all);
+        char by_hand[300], source_tree[320];
+
+        /* tokenbudgetd listens only on absolute paths: an abstract or relative one is not ours to start. */
+        if (a->path[0] != '/')
+                return;
+        if (is_user && unit_installed(true)) {
+                fputs("budgetctl: start it with 'systemctl --user start " SOCKET_UNIT "'\n", stderr);
+                return;
+        }
+        if (is_system && unit_installed(false)) {
+                fputs("budgetctl: start it with 'systemctl start " SOCKET_UNIT "'\n", stderr);
+                return;
+        }
+        /* tokenbudgetd serves the system socket unless told otherwise. */
+        snprintf(by_hand, sizeof(by_hand), is_system ? "tokenbudgetd" : "tokenbudgetd --socket %s", a->path);
+        snprintf(source_tree, sizeof(source_tree),
+                 strcmp(a->path, run_sh) == 0 ? "./scripts/run.sh" : TB_SOCKET_ENV "=%s ./scripts/run.sh",
+                 a->path);
+        fprintf(stderr, "budgetctl: %sstart it by hand with '%s' (or '%s' in the source tree)\n",
+                is_system || is_user ? "tokenbudgetd is not installed as a service; " : "", by_hand,
+                source_tree);
+}
+
+static void print_address(const Address *a) {
+        fputs(a->path, stderr);
+        if (a->origin)
+                fprintf(stderr, " (named by %s)", a->origin);
+}
+
+/* Nothing answers: the stale socket found, or every address tried; then how to start the daemon. */
+static void print_not_running(const Options *o) {
+        const Address *target;
+        Addresses a;
+
+        addresses_tried(o, &a);
+        target = addresses_target(&a);
+        if (address_is_stale(target)) {
+                fputs("budgetctl: a socket exists at ", stderr);
+                print_address(target);
+                fputs(" but no daemon answers (it was stopped or crashed)\n", stderr);
+        } else {
+                fputs("budgetctl: tokenbudgetd is not running at ", stderr);
+                for (size_t i = 0; i < a.n; i++) {
+                        fputs(i > 0 ? " or " : "", stderr);
+                        print_address(&a.items[i]);
+                }
+                fputc('\n', stderr);
+        }
+        print_start_hint(target, &a);
 }
 
 static int connect_failed(const Options *o, int r, const char *error) {
@@ -486,9 +668,7 @@ static int connect_failed(const Options *o, int r, const char *error) {
         case -ENOENT:
         case -ENOTDIR:
         case -ECONNREFUSED:
-                fputs("budgetctl: tokenbudgetd is not running at ", stderr);
-                print_addresses_tried(o);
-                fprintf(stderr, " (start it with 'systemctl start tokenbudgetd.socket' or pass --socket)\n");
+                print_not_running(o);
                 break;
         case -EACCES:
         case -EPERM:
@@ -500,8 +680,30 @@ static int connect_failed(const Options *o, int r, const char *error) {
         return EXIT_UNREACHABLE;
 }
 
+/* ---- talking to the daemon ---- */
+
+/* Whether the daemon answered InvalidParameter naming parameter (the library's "NAME: key=value" text). */
+static bool invalid_parameter_is(tb_client *c, const char *parameter) {
+        const char *name = tb_client_error_name(c), *text = tb_client_error(c), *p;
+        size_t n = strlen(parameter);
+
+        if (!name || strcmp(name, "org.varlink.service.InvalidParameter") != 0)
+                return false;
+        p = strstr(text, "parameter=");
+        return p && strncmp(p + 10, parameter, n) == 0 && (p[10 + n] == '\0' || p[10 + n] == ' ');
+}
+
 static int call_failed(const Options *o, tb_client *c, int r) {
         switch (r) {
+        case -EINVAL:
+                /* A daemon from before Status took "all" refuses it; its plain Status lists every scope. */
+                if (o->all && invalid_parameter_is(c, "all"))
+                        fprintf(stderr,
+                                "budgetctl: this tokenbudgetd is too old for --all (it refused the "
+                                "parameter 'all'); its plain 'budgetctl status' lists every scope\n");
+                else
+                        fprintf(stderr, "budgetctl: %s\n", tb_client_error(c));
+                break;
         case -EACCES:
                 fprintf(stderr, "budgetctl: permission denied: the admin interface needs root or the "
                                 "daemon's user\n");
@@ -526,8 +728,11 @@ static int call_failed(const Options *o, tb_client *c, int r) {
         return EXIT_FAILED;
 }
 
-/* Calls an admin method; on success *ret is the reply's parameters. Returns an exit code. */
-static int admin_call(const Options *o, const char *method, json_object **ret) {
+/*
+ * Calls an admin method with parameters (a JSON object or NULL); on success *ret
+ * is the reply's parameters. Returns an exit code.
+ */
+static int admin_call(const Options *o, const char *method, const char *parameters, json_object **ret) {
         tb_client *c = NULL;
         char *error = NULL, *text = NULL;
         int r, exit_code = EXIT_OK;
@@ -539,7 +744,7 @@ static int admin_call(const Options *o, const char *method, json_object **ret) {
                 return exit_code;
         }
         tb_client_set_timeout(c, o->timeout_ms);
-        r = tb_call(c, method, NULL, &text);
+        r = tb_call(c, method, parameters, &text);
         if (r < 0)
                 exit_code = call_failed(o, c, r);
         else {
@@ -561,21 +766,27 @@ static int admin_call(const Options *o, const char *method, json_object **ret) {
 typedef struct Verb {
         const char *name;
         const char *method;
+        bool takes_all; /* --all applies: sent as {"all": true} */
         int (*print)(json_object *reply, const Options *o);
         const char *help;
 } Verb;
 
 static const Verb verbs[] = {
-        {"status", "io.tokenbudget.admin.Status", status_print,
-         "Show the daemon, its budgets and their usage"},
-        {"list", "io.tokenbudget.admin.List", list_print, "List the open allocations, oldest first"},
+        {"status", "io.tokenbudget.admin.Status", true, status_print,
+         "Show the daemon and the budgets in use (--all: every budget)"},
+        {"list", "io.tokenbudget.admin.List", false, list_print, "List the open allocations, oldest first"},
 };
 
 static int verb_run(const Verb *v, const Options *o) {
         json_object *reply = NULL;
         int exit_code, r;
 
-        exit_code = admin_call(o, v->method, &reply);
+        if (o->all && !v->takes_all) {
+                fprintf(stderr, "budgetctl: --all applies only to 'status'\n");
+                return EXIT_USAGE;
+        }
+        /* Only with --all: a daemon that predates the parameter still answers a plain Status. */
+        exit_code = admin_call(o, v->method, o->all ? "{\"all\":true}" : NULL, &reply);
         if (exit_code != EXIT_OK)
                 return exit_code;
         if (o->json) {
@@ -607,6 +818,8 @@ static void help(void) {
                "                         and $XDG_RUNTIME_DIR/tokenbudget/io.tokenbudget\n"
                "  -j, --json             Print the daemon's reply as JSON, with exact numbers\n"
                "  -t, --timeout=SECONDS  Wait at most SECONDS for the daemon (default 5, 0: forever)\n"
+               "  -a, --all              status: list idle scopes too (no usage in any window,\n"
+               "                         nothing reserved or allocated)\n"
                "      --no-legend        Print only the rows: no summary, headers or notes\n"
                "  -h, --help             Show this help\n"
                "      --version          Show the version\n\n"
@@ -645,23 +858,23 @@ enum {
 /* Returns -1 to go on with a command, else an exit code. */
 static int parse_options(int argc, char **argv, Options *o) {
         static const struct option options[] = {
-                {"socket", required_argument, NULL, 's'},
-                {"json", no_argument, NULL, 'j'},
-                {"timeout", required_argument, NULL, 't'},
-                {"no-legend", no_argument, NULL, ARG_NO_LEGEND},
-                {"help", no_argument, NULL, 'h'},
-                {"version", no_argument, NULL, ARG_VERSION},
-                {},
+                {"socket", required_argument, NULL, 's'},        {"json", no_argument, NULL, 'j'},
+                {"timeout", required_argument, NULL, 't'},       {"all", no_argument, NULL, 'a'},
+                {"no-legend", no_argument, NULL, ARG_NO_LEGEND}, {"help", no_argument, NULL, 'h'},
+                {"version", no_argument, NULL, ARG_VERSION},     {},
         };
         int ch;
 
-        while ((ch = getopt_long(argc, argv, "s:jt:h", options, NULL)) >= 0) {
+        while ((ch = getopt_long(argc, argv, "s:jt:ah", options, NULL)) >= 0) {
                 switch (ch) {
                 case 's':
                         o->socket = optarg;
                         break;
                 case 'j':
                         o->json = true;
+                        break;
+                case 'a':
+                        o->all = true;
                         break;
                 case 't':
                         if (parse_timeout(optarg, o) < 0)

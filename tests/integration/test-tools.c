@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Integration tests of the programs as a user runs them: budgetctl (human and
- * JSON output against allocations the test holds open, exit codes), the
- * example agent, and tokenbudgetd's own command line (--help, --version,
+ * JSON output against allocations the test holds open, idle scopes left out
+ * unless --all, exit codes, the hint when no daemon answers), the example agent, and tokenbudgetd's own
+ * command line (--help, --version,
  * --check-config, bad config at start, stale and live sockets, SIGTERM with
  * open allocations).
  */
@@ -11,23 +12,56 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define RUN_TIMEOUT_MSEC 10000
 
+/*
+ * Runs budgetctl [--socket PATH] ARGS... (args NULL-terminated, at most 4) with
+ * the extra environment env (may be NULL; "NAME" alone unsets NAME, a glibc
+ * putenv() extension); the result is in *ret.
+ */
+static void budgetctl_run(const char *socket_path, char *const env[], const char *const args[],
+                          CommandResult *ret) {
+        char *argv[8] = {(char *)harness_env("BUDGETCTL")};
+        size_t n = 1;
+
+        if (socket_path) {
+                argv[n++] = "--socket";
+                argv[n++] = (char *)socket_path;
+        }
+        for (size_t i = 0; args[i]; i++) {
+                ck_assert(n + 1 < sizeof(argv) / sizeof(argv[0]));
+                argv[n++] = (char *)args[i];
+        }
+        harness_run(argv, env, RUN_TIMEOUT_MSEC, ret);
+}
+
 /* Runs budgetctl --socket PATH ARGS...; the result is in *ret. */
 static void budgetctl(const char *socket_path, const char *a1, const char *a2, CommandResult *ret) {
-        char *argv[] = {(char *)harness_env("BUDGETCTL"),
-                        "--socket",
-                        (char *)socket_path,
-                        (char *)a1,
-                        (char *)a2,
-                        NULL};
+        const char *args[] = {a1, a2, NULL};
 
-        harness_run(argv, NULL, RUN_TIMEOUT_MSEC, ret);
+        budgetctl_run(socket_path, NULL, args, ret);
+}
+
+/* Whether the table in out has a row whose first column is exactly name. */
+static bool table_has_row(const char *out, const char *name) {
+        size_t n = strlen(name);
+
+        for (const char *line = out; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL)
+                if (strncmp(line, name, n) == 0 && (line[n] == ' ' || line[n] == '\n' || line[n] == '\0'))
+                        return true;
+        return false;
 }
 
 static json_object *parse_json_output(const CommandResult *res, const char *what) {
@@ -151,6 +185,265 @@ START_TEST(test_budgetctl_exit_codes) {
                       "budgetctl status without a daemon: message does not name %s: %s", missing, res.err);
         command_result_done(&res);
         harness_daemon_stop(d);
+}
+END_TEST
+
+/*
+ * A child that stays connected with an idle process scope: one Request and a
+ * Release with no usage, then "OK" on fd and it waits until the test kills it.
+ */
+_Noreturn static void idle_child(const char *socket_path, int fd) {
+        tb_request_params p = {.estimate = 100};
+        const uint64_t zero = 0;
+        tb_client *c = NULL;
+        tb_grant g;
+
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (tb_client_open(socket_path, &c, NULL) < 0 || tb_request(c, &p, &g) < 0 ||
+            tb_release(c, g.allocation, &zero, &zero, NULL, NULL) < 0) {
+                dprintf(fd, "ERR %s\n", c ? tb_client_error(c) : "cannot connect");
+                _exit(1);
+        }
+        dprintf(fd, "OK\n");
+        for (;;)
+                pause();
+}
+
+static pid_t idle_child_start(const TestDaemon *d) {
+        struct pollfd pfd;
+        char line[256] = "";
+        int pipefd[2];
+        ssize_t n;
+        pid_t pid;
+
+        ck_assert_int_eq(pipe(pipefd), 0);
+        pid = fork();
+        ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
+        if (pid == 0) {
+                close(pipefd[0]);
+                idle_child(d->socket_path, pipefd[1]);
+        }
+        close(pipefd[1]);
+        pfd = (struct pollfd){.fd = pipefd[0], .events = POLLIN};
+        ck_assert_msg(poll(&pfd, 1, 10000) == 1, "idle child did not report within 10 s");
+        n = read(pipefd[0], line, sizeof(line) - 1);
+        ck_assert_msg(n > 0 && strncmp(line, "OK", 2) == 0, "idle child failed: %s",
+                      n > 0 ? line : "(nothing)");
+        close(pipefd[0]);
+        return pid;
+}
+
+/*
+ * status shows the global scope and busy scopes only, and says how many idle
+ * ones it left out; --all shows them too. Needs a daemon whose Status takes
+ * "all" and answers hiddenScopes (io.tokenbudget.admin).
+ */
+START_TEST(test_budgetctl_status_idle) {
+        TestDaemon *d = harness_daemon_start("");
+        tb_client *c = harness_client(d);
+        const char *call = "", *json_all[] = {"--json", "--all", "status", NULL};
+        char busy[64], idle[64];
+        unsigned n_hidden = 0;
+        json_object *o, *hidden;
+        CommandResult res;
+        const char *note;
+        pid_t child;
+        int r;
+
+        r = harness_cycle(c, 1000, &call);
+        ck_assert_msg(r == 0, "cycle with usage: %s: %d %s", call, r, tb_client_error(c));
+        child = idle_child_start(d);
+        snprintf(busy, sizeof(busy), "process:%d", (int)getpid());
+        snprintf(idle, sizeof(idle), "process:%d", (int)child);
+
+        budgetctl(d->socket_path, "status", NULL, &res);
+        ck_assert_msg(res.status == 0, "budgetctl status exited %d: %s", res.status, res.err);
+        ck_assert_msg(table_has_row(res.out, "global") && table_has_row(res.out, busy),
+                      "budgetctl status does not list global and the busy %s:\n%s", busy, res.out);
+        ck_assert_msg(!table_has_row(res.out, idle), "budgetctl status lists the idle %s:\n%s", idle,
+                      res.out);
+        note = strstr(res.out, "\n(");
+        ck_assert_msg(note && sscanf(note, "\n(%u idle scope", &n_hidden) == 1 && n_hidden >= 1 &&
+                              strstr(note, "not shown; budgetctl status --all lists them)\n"),
+                      "budgetctl status does not say how many idle scopes it left out:\n%s", res.out);
+        command_result_done(&res);
+
+        budgetctl(d->socket_path, "status", "--all", &res);
+        ck_assert_msg(res.status == 0, "budgetctl status --all exited %d: %s", res.status, res.err);
+        ck_assert_msg(table_has_row(res.out, "global") && table_has_row(res.out, busy) &&
+                              table_has_row(res.out, idle),
+                      "budgetctl status --all does not list global, %s and the idle %s:\n%s", busy, idle,
+                      res.out);
+        ck_assert_msg(!strstr(res.out, "not shown"), "budgetctl status --all still has a note:\n%s",
+                      res.out);
+        command_result_done(&res);
+
+        budgetctl(d->socket_path, "--no-legend", "status", &res);
+        ck_assert_msg(res.status == 0 && table_has_row(res.out, busy) && !strstr(res.out, "not shown") &&
+                              !strstr(res.out, "NAME"),
+                      "budgetctl --no-legend status: exit %d, expected only rows:\n%s", res.status, res.out);
+        command_result_done(&res);
+
+        budgetctl(d->socket_path, "--json", "status", &res);
+        o = parse_json_output(&res, "budgetctl --json status");
+        ck_assert_msg(status_scope(o, busy) && !status_scope(o, idle) &&
+                              json_int(o, "hiddenScopes", "status --json") == n_hidden,
+                      "status --json: expected %s, not %s, and hiddenScopes %u: %s", busy, idle, n_hidden,
+                      res.out);
+        json_object_put(o);
+        command_result_done(&res);
+
+        budgetctl_run(d->socket_path, NULL, json_all, &res);
+        o = parse_json_output(&res, "budgetctl --json --all status");
+        ck_assert_msg(status_scope(o, busy) && status_scope(o, idle), "status --json --all: no %s or %s: %s",
+                      busy, idle, res.out);
+        ck_assert_msg(!json_object_object_get_ex(o, "hiddenScopes", &hidden) || !hidden ||
+                              json_object_get_int64(hidden) == 0,
+                      "status --json --all: hiddenScopes is not absent or 0: %s", res.out);
+        json_object_put(o);
+        command_result_done(&res);
+
+        budgetctl(d->socket_path, "list", "--all", &res);
+        ck_assert_msg(res.status == 2, "budgetctl list --all: exit %d, expected 2 (stderr: %s)", res.status,
+                      res.err);
+        command_result_done(&res);
+
+        ck_assert_int_eq(kill(child, SIGKILL), 0);
+        ck_assert_int_eq(waitpid(child, NULL, 0), child);
+        tb_client_close(c);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+static size_t lines(const char *text) {
+        size_t n = 0;
+
+        for (; *text; text++)
+                n += *text == '\n';
+        return n;
+}
+
+/* Runs budgetctl status with env (and --socket when socket_path) and expects exit 3 and want in stderr. */
+static void expect_not_running(const char *socket_path, char *const env[], const char *want,
+                               const char *what) {
+        const char *args[] = {"status", NULL};
+        CommandResult res;
+
+        budgetctl_run(socket_path, env, args, &res);
+        ck_assert_msg(res.status == 3, "%s: exit %d, expected 3 (stderr: %s)", what, res.status, res.err);
+        ck_assert_msg(strstr(res.err, want), "%s: stderr does not say \"%s\":\n%s", what, want, res.err);
+        ck_assert_msg(lines(res.err) <= 2, "%s: more than two lines:\n%s", what, res.err);
+        command_result_done(&res);
+}
+
+/* Binds a Unix socket at path and closes it without unlinking: what a crashed daemon leaves. */
+static void make_stale_socket(const char *path) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
+        ck_assert(strlen(path) < sizeof(sa.sun_path));
+        strcpy(sa.sun_path, path);
+        ck_assert_msg(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "bind %s: %s", path,
+                      strerror(errno));
+        close(fd);
+}
+
+static void make_unit_dir(const char *dir, bool with_unit) {
+        char path[300];
+        FILE *f;
+
+        ck_assert_msg(mkdir(dir, 0755) == 0, "mkdir %s: %s", dir, strerror(errno));
+        if (!with_unit)
+                return;
+        snprintf(path, sizeof(path), "%s/tokenbudgetd.socket", dir);
+        f = fopen(path, "we");
+        ck_assert_msg(f, "%s: %s", path, strerror(errno));
+        fputs("[Socket]\nListenStream=/run/tokenbudget/io.tokenbudget\n", f);
+        ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Whether a daemon serves the system socket here: budgetctl would reach it in its default search. */
+static bool system_socket_answers(const char *what) {
+        RawConn *live = raw_open(TB_SYSTEM_SOCKET);
+
+        if (!live)
+                return false;
+        raw_close(live);
+        fprintf(stderr, "%s: %s answers on this machine: skipped\n", what, TB_SYSTEM_SOCKET);
+        return true;
+}
+
+/*
+ * The message when no daemon answers names the address and who named it
+ * (--socket, $TOKENBUDGET_SOCKET), and says when a socket was left behind.
+ */
+START_TEST(test_budgetctl_not_running) {
+        char missing[300], stale[300], want[400];
+        char *env[] = {NULL, "XDG_RUNTIME_DIR", NULL};
+
+        snprintf(missing, sizeof(missing), "%s/no-daemon-here.sock", harness_dir());
+        snprintf(want, sizeof(want), "tokenbudgetd is not running at %s (named by --socket)", missing);
+        expect_not_running(missing, NULL, want, "--socket at a missing path");
+        snprintf(want, sizeof(want), "start it by hand with 'tokenbudgetd --socket %s'", missing);
+        expect_not_running(missing, NULL, want, "--socket at a missing path");
+
+        snprintf(stale, sizeof(stale), "%s/stale.sock", harness_dir());
+        make_stale_socket(stale);
+        snprintf(want, sizeof(want),
+                 "a socket exists at %s (named by --socket) but no daemon answers (it was stopped or "
+                 "crashed)",
+                 stale);
+        expect_not_running(stale, NULL, want, "--socket at a stale socket");
+
+        if (system_socket_answers("TOKENBUDGET_SOCKET at a missing path"))
+                return;
+        ck_assert(asprintf(&env[0], "TOKENBUDGET_SOCKET=%s", missing) >= 0);
+        snprintf(want, sizeof(want), "tokenbudgetd is not running at %s (named by $TOKENBUDGET_SOCKET)",
+                 missing);
+        expect_not_running(NULL, env, want, "TOKENBUDGET_SOCKET at a missing path");
+        free(env[0]);
+}
+END_TEST
+
+/*
+ * The second line says how to start the daemon: with systemctl (--user for the
+ * user-session socket) when the unit is installed, else by hand.
+ * $SYSTEMD_UNIT_PATH points the unit search at the test's own directories.
+ */
+START_TEST(test_budgetctl_start_hint) {
+        char xdg[300], user_socket[400], units[300], no_units[300];
+        char xdg_env[320], units_env[320], no_units_env[320];
+        char *env_user[] = {xdg_env, units_env, "TOKENBUDGET_SOCKET", NULL};
+        char *env_user_none[] = {xdg_env, no_units_env, "TOKENBUDGET_SOCKET", NULL};
+        char *env_system[] = {units_env, "TOKENBUDGET_SOCKET", NULL};
+        char *env_system_none[] = {no_units_env, "TOKENBUDGET_SOCKET", NULL};
+
+        snprintf(xdg, sizeof(xdg), "%s/xdg", harness_dir());
+        ck_assert_int_eq(mkdir(xdg, 0700), 0);
+        snprintf(user_socket, sizeof(user_socket), "%s/tokenbudget/io.tokenbudget", xdg);
+        snprintf(units, sizeof(units), "%s/units", harness_dir());
+        snprintf(no_units, sizeof(no_units), "%s/no-units", harness_dir());
+        make_unit_dir(units, true);
+        make_unit_dir(no_units, false);
+        snprintf(xdg_env, sizeof(xdg_env), "XDG_RUNTIME_DIR=%s", xdg);
+        snprintf(units_env, sizeof(units_env), "SYSTEMD_UNIT_PATH=%s", units);
+        snprintf(no_units_env, sizeof(no_units_env), "SYSTEMD_UNIT_PATH=%s", no_units);
+
+        expect_not_running(user_socket, env_user,
+                           "start it with 'systemctl --user start tokenbudgetd.socket'",
+                           "the user-session socket, the unit installed");
+        expect_not_running(user_socket, env_user_none, "tokenbudgetd is not installed as a service",
+                           "the user-session socket, no unit");
+        if (system_socket_answers("the system socket"))
+                return;
+        expect_not_running(TB_SYSTEM_SOCKET, env_system,
+                           "start it with 'systemctl start tokenbudgetd.socket'",
+                           "the system socket, the unit installed");
+        expect_not_running(
+                TB_SYSTEM_SOCKET, env_system_none,
+                "tokenbudgetd is not installed as a service; start it by hand with 'tokenbudgetd'",
+                "the system socket, no unit");
 }
 END_TEST
 
@@ -348,6 +641,9 @@ static Suite *tools_suite(void) {
         tcase_add_test(tc, test_budgetctl_human);
         tcase_add_test(tc, test_budgetctl_json);
         tcase_add_test(tc, test_budgetctl_exit_codes);
+        tcase_add_test(tc, test_budgetctl_status_idle);
+        tcase_add_test(tc, test_budgetctl_not_running);
+        tcase_add_test(tc, test_budgetctl_start_hint);
         suite_add_tcase(s, tc);
         tc = harness_tcase("example_agent", 30);
         tcase_add_test(tc, test_example_agent);
