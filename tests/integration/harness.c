@@ -286,6 +286,13 @@ int harness_daemon_run_to_exit(const char *config_text, const HarnessDaemonOptio
         int status = 0;
 
         daemon_prepare(&d, config_text, NULL);
+        if (options && options->config_size > 0) {
+                FILE *f = fopen(d.config_path, "we");
+
+                ck_assert_msg(f && fwrite(config_text, 1, options->config_size, f) == options->config_size &&
+                                      fclose(f) == 0,
+                              "writing %s: %s", d.config_path, strerror(errno));
+        }
         d.pid = fork();
         ck_assert_msg(d.pid >= 0, "fork: %s", strerror(errno));
         if (d.pid == 0)
