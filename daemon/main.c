@@ -39,8 +39,10 @@ static void help(void) {
                "allocations over Varlink (io.tokenbudget.agent); budgetctl(1) shows the state.\n"
                "\n"
                "  -c, --config FILE        read the configuration from FILE\n"
-               "                           (default " DEFAULT_CONFIG_FILE ", built-in defaults\n"
-               "                           when it does not exist)\n"
+               "                           (default: tokenbudgetd.conf in $CONFIGURATION_DIRECTORY,\n"
+               "                           else " DEFAULT_CONFIG_FILE "; while it\n"
+               "                           does not exist, the built-in defaults, and SIGHUP\n"
+               "                           reads it once it does)\n"
                "  -s, --socket PATH        listen on PATH instead of the configured socket\n"
                "      --check-config FILE  validate FILE, print every error as FILE:LINE: message\n"
                "  -h, --help               show this help\n"
@@ -120,6 +122,23 @@ static int check_config(const char *path) {
         return EXIT_SUCCESS;
 }
 
+/* The default file: in the directory systemd's ConfigurationDirectory= names
+ * ($CONFIGURATION_DIRECTORY, /etc/tokenbudget for the unit we ship), else
+ * DEFAULT_CONFIG_FILE. Lives as long as the process. */
+static const char *default_config_file(void) {
+        static char *path;
+        const char *dir = getenv("CONFIGURATION_DIRECTORY");
+
+        if (path)
+                return path;
+        /* systemd passes a colon-separated list when the unit names several. */
+        if (!dir || dir[0] != '/')
+                return DEFAULT_CONFIG_FILE;
+        if (asprintf(&path, "%.*s/tokenbudgetd.conf", (int)strcspn(dir, ":"), dir) < 0)
+                return path = NULL;
+        return path;
+}
+
 /* The configuration to start with: --config FILE must exist; the default file
  * is optional (built-in defaults when it does not exist, read on reload once
  * it does). */
@@ -129,10 +148,12 @@ static int load_config(const char *path, Config *ret, const char **ret_used_path
 
         *ret_optional = !path;
         if (!path) {
-                *ret_used_path = DEFAULT_CONFIG_FILE;
-                if (access(DEFAULT_CONFIG_FILE, F_OK) < 0 && errno == ENOENT)
+                path = default_config_file();
+                if (!path)
+                        return -ENOMEM;
+                *ret_used_path = path;
+                if (access(path, F_OK) < 0 && errno == ENOENT)
                         return config_init_defaults(ret);
-                path = DEFAULT_CONFIG_FILE;
         }
         *ret_used_path = path;
         r = config_load_file(path, ret, &errors);

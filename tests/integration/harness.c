@@ -245,7 +245,11 @@ static void exec_daemon(const TestDaemon *d, const char *binary, pid_t parent,
         (void)dup2(null, STDIN_FILENO);
         (void)dup2(log, STDOUT_FILENO);
         (void)dup2(log, STDERR_FILENO);
-        execl(binary, "tokenbudgetd", "--config", d->config_path, "--socket", d->socket_path, (char *)NULL);
+        if (options && options->no_config_option)
+                execl(binary, "tokenbudgetd", "--socket", d->socket_path, (char *)NULL);
+        else
+                execl(binary, "tokenbudgetd", "--config", d->config_path, "--socket", d->socket_path,
+                      (char *)NULL);
         dprintf(STDERR_FILENO, "harness: exec %s: %m\n", binary);
         _exit(127);
 }

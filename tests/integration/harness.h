@@ -74,7 +74,8 @@ TestDaemon *harness_daemon_start_at(const char *config_text, const char *socket_
 typedef struct HarnessDaemonOptions {
         const char *const *env;
         unsigned nofile;
-        size_t config_size; /* > 0: the config is this many bytes (NULs included), not a string */
+        size_t config_size;    /* > 0: the config is this many bytes (NULs included), not a string */
+        bool no_config_option; /* run without --config: the daemon looks for its default file */
 } HarnessDaemonOptions;
 TestDaemon *harness_daemon_start_with(const char *config_text, const HarnessDaemonOptions *options);
 /* Writes config_text and runs the daemon with options to its end (it is

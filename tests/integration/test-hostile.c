@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define GETINFO_CALL "{\"method\":\"org.varlink.service.GetInfo\"}"
@@ -342,6 +343,70 @@ START_TEST(test_config_nul_on_reload) {
 }
 END_TEST
 
+/* ---- the default config file (point 14) ---- */
+
+static void wait_log(const TestDaemon *d, const char *needle, const char *what) {
+        char *log = NULL;
+
+        for (int i = 0; i < 100; i++) {
+                log = harness_read_file(d->log_path, NULL);
+                if (log && strstr(log, needle))
+                        break;
+                free(log);
+                log = NULL;
+                harness_sleep_msec(50);
+        }
+        ck_assert_msg(log, "%s: no '%s' in the daemon's log", what, needle);
+        free(log);
+}
+
+static int64_t granted_without_estimate(RawConn *r, const char *what) {
+        json_object *reply =
+                raw_call(r, "{\"method\":\"io.tokenbudget.agent.Request\",\"parameters\":{}}", what);
+        int64_t granted = json_int(reply_parameters(reply), "granted", what);
+
+        json_object_put(reply);
+        return granted;
+}
+
+/* Started with no file, the daemon runs on the built-in defaults; a file
+ * created afterwards is read on SIGHUP, and removing it again goes back to
+ * the defaults, as a restart would. The directory is systemd's
+ * $CONFIGURATION_DIRECTORY, so the test need not touch /etc. */
+START_TEST(test_default_config_created_after_start) {
+        char dir[300], path[340], env_entry[360];
+        const char *env[] = {env_entry, NULL};
+        TestDaemon *d;
+        RawConn *r;
+        FILE *f;
+
+        snprintf(dir, sizeof(dir), "%s/etc-tokenbudget", harness_dir());
+        snprintf(path, sizeof(path), "%s/tokenbudgetd.conf", dir);
+        snprintf(env_entry, sizeof(env_entry), "CONFIGURATION_DIRECTORY=%s", dir);
+        ck_assert_int_eq(mkdir(dir, 0755), 0);
+        d = harness_daemon_start_with("", &(HarnessDaemonOptions){.env = env, .no_config_option = true});
+        r = raw_open(d->socket_path);
+        ck_assert_ptr_nonnull(r);
+        wait_log(d, "with built-in defaults", "start without a file");
+        ck_assert_int_eq(granted_without_estimate(r, "Request on the defaults"), 4000);
+
+        f = fopen(path, "w");
+        ck_assert_ptr_nonnull(f);
+        fputs("default_estimate = 1234;\n", f);
+        ck_assert_int_eq(fclose(f), 0);
+        ck_assert_int_eq(kill(d->pid, SIGHUP), 0);
+        wait_log(d, "reloaded", "reload after the file was created");
+        ck_assert_int_eq(granted_without_estimate(r, "Request after the file appeared"), 1234);
+
+        ck_assert_int_eq(unlink(path), 0);
+        ck_assert_int_eq(kill(d->pid, SIGHUP), 0);
+        wait_log(d, "does not exist, using the built-in defaults", "reload after the file was removed");
+        ck_assert_int_eq(granted_without_estimate(r, "Request after the file was removed"), 4000);
+        raw_close(r);
+        harness_daemon_stop(d);
+}
+END_TEST
+
 static Suite *hostile_suite(void) {
         Suite *s = suite_create("integration-hostile");
         TCase *tc;
@@ -364,6 +429,7 @@ static Suite *hostile_suite(void) {
         tc = harness_tcase("config", 30);
         tcase_add_test(tc, test_config_nul_at_start);
         tcase_add_test(tc, test_config_nul_on_reload);
+        tcase_add_test(tc, test_default_config_created_after_start);
         suite_add_tcase(s, tc);
         return s;
 }
