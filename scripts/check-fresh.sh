@@ -100,12 +100,12 @@ in_root() { # LOG SCRIPT: runs SCRIPT with bash in /root/tokenbudget inside the 
 }
 
 failed=0
-result() { # STEP LOG STATUS DETAIL
+result() { # STEP LOG STATUS WHAT_PASSING_MEANS [FAILURE_DETAIL]
     if [ "$3" -eq 0 ]; then
         echo "check-fresh: $1: PASS ($4)"
     else
         failed=1
-        echo "check-fresh: $1: FAIL (exit $3${4:+; $4}); last lines of $2:" >&2
+        echo "check-fresh: $1: FAIL (exit $3${5:+; $5}); last lines of $2:" >&2
         tail -n 30 "$2" | sed 's/^/    /' >&2
     fi
 }
@@ -145,7 +145,8 @@ in_root "$logs/run.log" '
     echo "tokenbudgetd exit status after SIGTERM: $rc"
     [ $rc -eq 0 ]' || status=$?
 socket=$(sed -n 's/^tokenbudgetd: socket //p' "$logs/run.log" | head -n 1)
-result run.sh "$logs/run.log" $status "socket ${socket:-none}; budgetctl status answered; exit 0 after SIGTERM"
+result run.sh "$logs/run.log" $status "socket $socket; budgetctl status answered; exit 0 after SIGTERM" \
+    "${socket:+socket $socket}"
 
 echo "check-fresh: ./scripts/test.sh (log: $logs/test.log)"
 status=0
@@ -157,7 +158,8 @@ case "$line" in
 esac
 skipped=$(grep -E '^ *[0-9]+/[0-9]+ .* SKIP ' "$logs/test.log" | sed -E 's/^ *[0-9]+\/[0-9]+ +//; s/ +SKIP.*//' |
     tr -s ' \n' ' ' || true)
-result test.sh "$logs/test.log" $status "${line:-no summary line}${skipped:+; skipped:$skipped}"
+result test.sh "$logs/test.log" $status "$line${skipped:+; skipped:$skipped}" \
+    "${line:-no summary line}${skipped:+; skipped:$skipped}"
 
 # The README's "Installing" section, as written: this root is thrown away.
 echo "check-fresh: README Installing (log: $logs/install.log)"

@@ -88,6 +88,11 @@ readme_example() {
         rm -rf "$dir"
         return 1
     fi
+    if [ ! -x build/daemon/tokenbudgetd ]; then
+        echo "build/ has no tokenbudgetd: the build failed (above)" >&2
+        rm -rf "$dir"
+        return 1
+    fi
     ln -s "$PWD/build" "$dir/build"
     ./build/daemon/tokenbudgetd --socket "$dir/tb.sock" 2>"$dir/daemon.log" &
     pid=$!
