@@ -3,12 +3,16 @@
  * libFuzzer entry point for the Varlink codec: splits the input into frames
  * the way the server does (varlink_frame_next over a buffer), parses every
  * frame as a call and as a reply, validates call parameters against a
- * table like io.tokenbudget.agent.Request's, and checks one invariant: a
- * parsed message formatted again parses to the same values. It also runs
- * the flat fast path over every frame: when it takes a message, the strict
- * path must accept it with the same method, flags and parameter values, and
- * both parameter validators must agree; when it refuses, the message must be
- * untouched. It does not exercise any I/O.
+ * table like io.tokenbudget.agent.Request's, and checks that a parsed
+ * message (call, reply or error) formatted again parses to the same values.
+ * It also runs the flat fast path over every frame: when it takes a message,
+ * the strict path must accept it with the same method, flags and parameter
+ * values, and both parameter validators must agree; when it refuses, the
+ * message must be untouched. Every frame is also parsed with one tokener
+ * reused across all inputs, as the server does, and must give what a fresh
+ * parse gives. The codec is compiled into the target under the same
+ * instrumentation (tests/fuzz/meson.build), so libFuzzer sees its branches.
+ * It does not exercise any I/O.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -20,8 +24,9 @@
 
 #include "varlink.h"
 
-/* Small enough that the fuzzer also reaches the size limit. */
-#define FUZZ_MAX_MESSAGE_BYTES 4096
+/* Well below libFuzzer's default -max_len of 4096, so that inputs reach the
+ * size limit (a frame of 1024 bytes plus its NUL passes, one more fails). */
+#define FUZZ_MAX_MESSAGE_BYTES 1024
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -54,10 +59,39 @@ static void fuzz_round_trip(const VarlinkCall *call) {
 
         if (varlink_frame_next(b.data, b.len, b.len, &frame_len) != 1 ||
             varlink_call_parse(b.data, frame_len, &again, &reason) < 0 ||
-            strcmp(again.method, call->method) != 0 ||
-            !json_object_equal(again.parameters, call->parameters))
+            strcmp(again.method, call->method) != 0 || again.oneway != call->oneway ||
+            again.more != call->more || !json_object_equal(again.parameters, call->parameters))
                 abort();
         varlink_call_done(&again);
+        varlink_buffer_clear(&b);
+
+        /* No parameters and empty parameters are written alike. */
+        if (json_object_object_length(call->parameters) == 0) {
+                VarlinkBuffer none = {};
+
+                if (varlink_format_call(&none, call->method, NULL, call->oneway, call->more) < 0 ||
+                    varlink_format_call(&b, call->method, call->parameters, call->oneway, call->more) < 0 ||
+                    none.len != b.len || memcmp(none.data, b.data, b.len) != 0)
+                        abort();
+                varlink_buffer_clear(&none);
+                varlink_buffer_clear(&b);
+        }
+}
+
+/* Formats a parsed error reply again and parses it back: same name, same parameters. */
+static void fuzz_error_round_trip(const VarlinkReply *reply) {
+        VarlinkBuffer b = {};
+        VarlinkReply again;
+        const char *reason;
+        size_t frame_len;
+
+        if (varlink_format_error(&b, reply->error, reply->parameters) < 0 ||
+            varlink_frame_next(b.data, b.len, b.len, &frame_len) != 1 || frame_len + 1 != b.len ||
+            varlink_reply_parse(b.data, frame_len, &again, &reason) < 0 || !again.error ||
+            strcmp(again.error, reply->error) != 0 || again.continues ||
+            !json_object_equal(again.parameters, reply->parameters))
+                abort();
+        varlink_reply_done(&again);
         varlink_buffer_clear(&b);
 }
 
@@ -157,13 +191,42 @@ static void fuzz_flat(const char *msg, size_t len) {
         free(copy);
 }
 
+/* One tokener for the whole run, reset for each message like the server's. */
+static struct json_tokener *fuzz_tokener;
+
+/* varlink_call_parse_with() on the shared tokener against the fresh parse's result. */
+static void fuzz_reused_tokener(const char *msg, size_t len, int r, const VarlinkCall *call,
+                                const char *reason) {
+        const char *again_reason = NULL;
+        VarlinkCall again;
+
+        if (!fuzz_tokener && !(fuzz_tokener = varlink_tokener_new()))
+                abort();
+        if (varlink_call_parse_with(fuzz_tokener, msg, len, &again, &again_reason) != r)
+                abort();
+        if (r < 0) {
+                if (!again_reason || strcmp(again_reason, reason) != 0)
+                        abort();
+                return;
+        }
+        if (strcmp(again.method, call->method) != 0 || again.oneway != call->oneway ||
+            again.more != call->more || again.upgrade != call->upgrade ||
+            !json_object_equal(again.parameters, call->parameters))
+                abort();
+        varlink_call_done(&again);
+}
+
 static void fuzz_frame(const char *msg, size_t len) {
         VarlinkValue values[sizeof(fuzz_fields) / sizeof(fuzz_fields[0])];
         const char *reason, *bad;
         VarlinkReply reply;
         VarlinkCall call;
+        int r;
 
-        if (varlink_call_parse(msg, len, &call, &reason) == 0) {
+        reason = NULL;
+        r = varlink_call_parse(msg, len, &call, &reason);
+        fuzz_reused_tokener(msg, len, r, &call, reason);
+        if (r == 0) {
                 size_t interface_len;
 
                 if (varlink_method_split(call.method, &interface_len) < 0)
@@ -178,12 +241,14 @@ static void fuzz_frame(const char *msg, size_t len) {
                 }
                 fuzz_round_trip(&call);
                 varlink_call_done(&call);
-        } else if (!reason)
+        } else if (r != -EBADMSG || !reason)
                 abort();
 
-        if (varlink_reply_parse(msg, len, &reply, &reason) == 0)
+        if (varlink_reply_parse(msg, len, &reply, &reason) == 0) {
+                if (reply.error)
+                        fuzz_error_round_trip(&reply);
                 varlink_reply_done(&reply);
-        else if (!reason)
+        } else if (!reason)
                 abort();
         fuzz_flat(msg, len);
 }
