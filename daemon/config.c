@@ -96,6 +96,8 @@ static const Setting settings[] = {
          offsetof(Config, max_allocations_per_process), 1, 1000000},
         {"limits", "max_tracked_processes", SETTING_UINT, offsetof(Config, max_tracked_processes), 1,
          10000000},
+        {"limits", "max_tracked_processes_per_uid", SETTING_UINT,
+         offsetof(Config, max_tracked_processes_per_uid), 1, 10000000},
         /* The same bounds as max_output_bytes; the relation check keeps it >= that. */
         {"limits", "max_output_bytes_per_uid", SETTING_UINT, offsetof(Config, max_output_bytes_per_uid),
          65536, 1073741824},
@@ -142,6 +144,8 @@ int config_init_defaults(Config *c) {
                 .max_connections_per_uid = 128,
                 .max_allocations_per_process = 64,
                 .max_tracked_processes = 4096,
+                /* A quarter: one user's sleeping processes cannot fill the table for everyone. */
+                .max_tracked_processes_per_uid = 1024,
                 /* 128 connections of one uid each near max_output_bytes pinned 115 MiB; a uid's
                  * readers together get 8 replies' worth of the per-connection bound. */
                 .max_output_bytes_per_uid = 8 * 1048576,
@@ -946,6 +950,7 @@ bool config_equal(const Config *a, const Config *b) {
                a->max_connections_per_uid == b->max_connections_per_uid &&
                a->max_allocations_per_process == b->max_allocations_per_process &&
                a->max_tracked_processes == b->max_tracked_processes &&
+               a->max_tracked_processes_per_uid == b->max_tracked_processes_per_uid &&
                a->max_output_bytes_per_uid == b->max_output_bytes_per_uid &&
                a->admin_connections == b->admin_connections &&
                a->idle_timeout_usec == b->idle_timeout_usec &&

@@ -37,18 +37,19 @@ typedef struct Config {
         LedgerLimits process;
 
         /* "limits" group */
-        uint64_t max_message_bytes;            /* 65536, 1024..16 MiB */
-        uint64_t max_output_bytes;             /* 1 MiB, >= 64 KiB: queued output per peer */
-        uint64_t max_connections;              /* 1024, >= 1 */
-        uint64_t max_connections_per_uid;      /* 128, >= 1 */
-        uint64_t max_allocations_per_process;  /* 64, >= 1 */
-        uint64_t max_tracked_processes;        /* 4096, >= 1: process scopes kept, live or idle */
-        uint64_t max_output_bytes_per_uid;     /* 8 MiB, >= max_output_bytes: queued output of one uid */
-        uint64_t admin_connections;            /* 8, < max_connections: slots only admins may take */
-        uint64_t idle_timeout_usec;            /* "idle_timeout_sec" = 900: a connection holding no
-                                                * allocation that sends nothing is closed; 0: never */
-        uint64_t allocation_idle_timeout_usec; /* "allocation_idle_timeout_sec" = 3600: an allocation
-                                                * with no report for this long is settled as expired */
+        uint64_t max_message_bytes;             /* 65536, 1024..16 MiB */
+        uint64_t max_output_bytes;              /* 1 MiB, >= 64 KiB: queued output per peer */
+        uint64_t max_connections;               /* 1024, >= 1 */
+        uint64_t max_connections_per_uid;       /* 128, >= 1 */
+        uint64_t max_allocations_per_process;   /* 64, >= 1 */
+        uint64_t max_tracked_processes;         /* 4096, >= 1: process scopes kept, live or idle */
+        uint64_t max_tracked_processes_per_uid; /* 1024, >= 1: of those, for one non-admin uid */
+        uint64_t max_output_bytes_per_uid;      /* 8 MiB, >= max_output_bytes: queued output of one uid */
+        uint64_t admin_connections;             /* 8, < max_connections: slots only admins may take */
+        uint64_t idle_timeout_usec;             /* "idle_timeout_sec" = 900: a connection holding no
+                                                 * allocation that sends nothing is closed; 0: never */
+        uint64_t allocation_idle_timeout_usec;  /* "allocation_idle_timeout_sec" = 3600: an allocation
+                                                 * with no report for this long is settled as expired */
 
         /* "journal" group: structured events (journal.h). Rate limiting is per
          * event kind; an interval or burst of 0 turns it off. */

@@ -108,6 +108,59 @@ AllocInfo *server_find_allocation(Server *s, const char *id) {
         return a ? ledger_allocation_get_userdata(a) : NULL;
 }
 
+/* ---- connections and processes per uid ---- */
+
+/* The uid's counts, created on first need; freed when nothing refers to it. */
+static UidCount *uid_count_get_or_new(Server *s, uid_t uid) {
+        UidCount *c = hashmap_get(s->connections_by_uid, uid);
+
+        if (c)
+                return c;
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return NULL;
+        c->uid = uid;
+        if (hashmap_put(s->connections_by_uid, uid, c) < 0) {
+                free(c);
+                return NULL;
+        }
+        return c;
+}
+
+static void uid_count_maybe_free(Server *s, UidCount *c) {
+        if (c->n_connections == 0 && c->n_processes == 0)
+                free(hashmap_remove(s->connections_by_uid, c->uid));
+}
+
+static int uid_count_ref(Server *s, uid_t uid, UidCount **ret) {
+        UidCount *c = uid_count_get_or_new(s, uid);
+
+        if (!c)
+                return -ENOMEM;
+        c->n_connections++;
+        *ret = c;
+        return 0;
+}
+
+static void uid_count_unref(Server *s, UidCount *c) {
+        if (!c)
+                return;
+        assert(c->n_connections > 0);
+        c->n_connections--;
+        uid_count_maybe_free(s, c);
+}
+
+static unsigned uid_count_get(Server *s, uid_t uid) {
+        UidCount *c = hashmap_get(s->connections_by_uid, uid);
+        return c ? c->n_connections : 0;
+}
+
+/* Root and the daemon's own user: the admin interface's callers, who get
+ * the limits.admin_connections slots. */
+static bool uid_is_admin(const Server *s, uid_t uid) {
+        return uid == 0 || uid == s->euid;
+}
+
 /* ---- process scopes ---- */
 
 static void process_free(Server *s, ProcessEntry *e) {
@@ -120,6 +173,8 @@ static void process_free(Server *s, ProcessEntry *e) {
         hashmap_remove(s->processes_by_pid, (uint64_t)e->pid);
         (void)ledger_scope_free(s->ledger, e->scope);
         s->n_processes--;
+        e->owner->n_processes--;
+        uid_count_maybe_free(s, e->owner);
         free(e);
 }
 
@@ -177,18 +232,36 @@ static void processes_forget_exited(Server *s, uint64_t now) {
         }
 }
 
-static int process_new(Server *s, const Identity *id, uint64_t now, ProcessEntry **ret) {
+/* Whether owner may have one more process tracked: -EUSERS when the table
+ * is full, -ETOOMANYREFS when the uid has its share. Usage is never dropped
+ * to make room: a process that is alive (and could reconnect) keeps its
+ * budget, and new processes wait; exited ones are dropped first. A uid's
+ * share keeps one user's sleeping processes from locking every other user
+ * out, and admins are never refused (budgetctl must always get in). */
+static int process_admit(Server *s, const UidCount *owner, uint64_t now) {
+        bool full, share;
+
+        if (uid_is_admin(s, owner->uid))
+                return 0;
+        full = s->n_processes >= s->config.max_tracked_processes;
+        share = owner->n_processes >= s->config.max_tracked_processes_per_uid;
+        if (full || share) {
+                processes_forget_exited(s, now);
+                full = s->n_processes >= s->config.max_tracked_processes;
+                share = owner->n_processes >= s->config.max_tracked_processes_per_uid;
+        }
+        return full ? -EUSERS : share ? -ETOOMANYREFS : 0;
+}
+
+static int process_new(Server *s, const Identity *id, UidCount *owner, uint64_t now, ProcessEntry **ret) {
         char name[32];
         ProcessEntry *e;
         int r;
 
         processes_sweep(s, now);
-        if (s->n_processes >= s->config.max_tracked_processes)
-                processes_forget_exited(s, now);
-        /* Usage is never dropped to make room: a process that is alive (and
-         * could reconnect) keeps its budget, and new processes wait. */
-        if (s->n_processes >= s->config.max_tracked_processes)
-                return -EUSERS;
+        r = process_admit(s, owner, now);
+        if (r < 0)
+                return r;
 
         e = calloc(1, sizeof(*e));
         if (!e)
@@ -209,6 +282,8 @@ static int process_new(Server *s, const Identity *id, uint64_t now, ProcessEntry
         }
         LIST_PREPEND(processes, s->processes, e);
         s->n_processes++;
+        e->owner = owner;
+        owner->n_processes++;
         *ret = e;
         return 0;
 }
@@ -217,7 +292,7 @@ static int process_new(Server *s, const Identity *id, uint64_t now, ProcessEntry
  * belongs to a different process (other start time) gets a fresh entry when
  * the old one is unreferenced; if the old one is still referenced (a socket
  * inherited across exec), the two share it. */
-static int process_get(Server *s, const Identity *id, uint64_t now, ProcessEntry **ret) {
+static int process_get(Server *s, const Identity *id, UidCount *owner, uint64_t now, ProcessEntry **ret) {
         ProcessEntry *e = hashmap_get(s->processes_by_pid, (uint64_t)id->pid);
 
         if (e && e->start_time != id->start_time && e->n_peers == 0 && e->n_allocations == 0) {
@@ -225,55 +300,13 @@ static int process_get(Server *s, const Identity *id, uint64_t now, ProcessEntry
                 e = NULL;
         }
         if (!e) {
-                int r = process_new(s, id, now, &e);
+                int r = process_new(s, id, owner, now, &e);
                 if (r < 0)
                         return r;
         }
         process_unlinger(s, e);
         *ret = e;
         return 0;
-}
-
-/* ---- connections per uid ---- */
-
-/* The uid's counts, created for its first connection. */
-static int uid_count_ref(Server *s, uid_t uid, UidCount **ret) {
-        UidCount *c = hashmap_get(s->connections_by_uid, uid);
-        int r;
-
-        if (!c) {
-                c = calloc(1, sizeof(*c));
-                if (!c)
-                        return -ENOMEM;
-                c->uid = uid;
-                r = hashmap_put(s->connections_by_uid, uid, c);
-                if (r < 0) {
-                        free(c);
-                        return r;
-                }
-        }
-        c->n_connections++;
-        *ret = c;
-        return 0;
-}
-
-static void uid_count_unref(Server *s, UidCount *c) {
-        if (!c)
-                return;
-        assert(c->n_connections > 0);
-        if (--c->n_connections == 0)
-                free(hashmap_remove(s->connections_by_uid, c->uid));
-}
-
-static unsigned uid_count_get(Server *s, uid_t uid) {
-        UidCount *c = hashmap_get(s->connections_by_uid, uid);
-        return c ? c->n_connections : 0;
-}
-
-/* Root and the daemon's own user: the admin interface's callers, who get
- * the limits.admin_connections slots. */
-static bool uid_is_admin(const Server *s, uid_t uid) {
-        return uid == 0 || uid == s->euid;
 }
 
 /* ---- allocations ---- */
@@ -447,8 +480,9 @@ static void peer_kill(Peer *p, const char *why) {
                                          now);
 
         if (why)
-                log_debug("closing connection of pid %d (%s): %s", (int)p->identity.pid, p->identity.comm,
-                          why);
+                log_limited(&s->log_limits[LOG_LIMIT_CLOSED], now, LOG_LEVEL_DEBUG,
+                            "closing connection of pid %d (%s): %s", (int)p->identity.pid, p->identity.comm,
+                            why);
 
         event_del(p->read_event);
         event_del(p->write_event);
@@ -619,8 +653,9 @@ static void peer_close_after_flush(Peer *p, const char *why) {
         if (r < 0 || peer_pending_output(p) == 0)
                 peer_kill(p, why);
         else
-                log_debug("closing connection of pid %d (%s) once its replies are out: %s",
-                          (int)p->identity.pid, p->identity.comm, why);
+                log_limited(&p->server->log_limits[LOG_LIMIT_CLOSED], now_usec(), LOG_LEVEL_DEBUG,
+                            "closing connection of pid %d (%s) once its replies are out: %s",
+                            (int)p->identity.pid, p->identity.comm, why);
 }
 
 /* Output a uid's peers have queued and not sent, with p's newest replies. */
@@ -824,19 +859,21 @@ static void accept_one(Server *s, int fd) {
         }
         p->identity = id;
         p->last_input_usec = now;
-        r = process_get(s, &id, now, &p->process);
+        r = uid_count_ref(s, id.uid, &p->uid_count);
         if (r < 0) {
-                log_limited(&s->log_limits[LOG_LIMIT_REFUSED_CONNECTION], now, LOG_LEVEL_WARNING,
-                            "refusing connection of pid %d uid %u: %s", (int)id.pid, (unsigned)id.uid,
-                            r == -EUSERS ? "limits.max_tracked_processes reached: every tracked process is "
-                                           "alive or holds usage"
-                                         : strerror(-r));
                 peer_free(p);
                 return;
         }
-        r = uid_count_ref(s, id.uid, &p->uid_count);
+        r = process_get(s, &id, p->uid_count, now, &p->process);
         if (r < 0) {
-                process_release(s, p->process, now);
+                log_limited(&s->log_limits[LOG_LIMIT_REFUSED_CONNECTION], now, LOG_LEVEL_WARNING,
+                            "refusing connection of pid %d uid %u: %s", (int)id.pid, (unsigned)id.uid,
+                            r == -EUSERS         ? "limits.max_tracked_processes reached: every tracked "
+                                                   "process is alive and holds usage"
+                            : r == -ETOOMANYREFS ? "limits.max_tracked_processes_per_uid reached: every "
+                                                   "process of this uid is alive and holds usage"
+                                                 : strerror(-r));
+                uid_count_unref(s, p->uid_count);
                 peer_free(p);
                 return;
         }

@@ -31,12 +31,14 @@ typedef struct ProcessEntry ProcessEntry;
 typedef struct AllocInfo AllocInfo;
 typedef struct UidCount UidCount;
 
-/* Connections and queued output of one uid (limits.max_connections_per_uid,
- * limits.max_output_bytes_per_uid). */
+/* Connections, tracked processes and queued output of one uid
+ * (limits.max_connections_per_uid, max_tracked_processes_per_uid,
+ * max_output_bytes_per_uid). Kept while any of them is not zero. */
 struct UidCount {
         uid_t uid;
         unsigned n_connections;
-        size_t output_bytes; /* unsent output of all its connections */
+        unsigned n_processes; /* process scopes tracked for it (limits.max_tracked_processes_per_uid) */
+        size_t output_bytes;  /* unsent output of all its connections */
 };
 
 /* Log lines a client can cause, each rate limited on its own (log_limited()). */
@@ -82,6 +84,7 @@ struct ProcessEntry {
         pid_t pid;
         uint64_t start_time;
         LedgerScope *scope;
+        UidCount *owner; /* the uid that first connected from it */
         unsigned n_peers;
         unsigned n_allocations;
         bool lingering;

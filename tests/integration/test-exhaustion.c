@@ -898,6 +898,43 @@ START_TEST(test_tracked_processes_admin_not_locked_out) {
 }
 END_TEST
 
+/* One user's share of the table: with its 2 processes alive and holding
+ * usage, its 3rd is refused, and another user's process still gets in. */
+START_TEST(test_tracked_processes_per_uid) {
+        TestDaemon *d;
+        pid_t children[2];
+        int hold[2], done[2], k;
+
+        if (!have_root("max_tracked_processes_per_uid"))
+                return;
+        d = harness_daemon_start(
+                "limits: { max_tracked_processes = 10; max_tracked_processes_per_uid = 2; };\n");
+        ck_assert_msg(pipe2(hold, O_CLOEXEC) == 0 && pipe2(done, O_CLOEXEC) == 0, "pipe: %s",
+                      strerror(errno));
+        for (size_t i = 0; i < 2; i++) {
+                struct pollfd pfd = {.fd = done[0], .events = POLLIN};
+                char byte = 1;
+
+                children[i] = spawn_holding_child(d, 65534, hold, done[1]);
+                ck_assert_msg(poll(&pfd, 1, 15000) == 1 && read(done[0], &byte, 1) == 1 && byte == 0,
+                              "uid 65534's child %zu: its cycle failed (%d)", i, byte);
+        }
+        k = refused_child(d, 65534);
+        ck_assert_msg(k == 0, "uid 65534's 3rd live process was served (status %d), its share is 2", k);
+        k = cycling_child(d, 65533);
+        ck_assert_msg(k == 0,
+                      "uid 65533's process could not do a cycle (status %d) while uid 65534 is at its share",
+                      k);
+        close(hold[1]);
+        for (size_t i = 0; i < 2; i++)
+                ck_assert_msg((k = wait_child(children[i])) == 0, "holding child %zu exited %d", i, k);
+        close(hold[0]);
+        close(done[0]);
+        close(done[1]);
+        harness_daemon_stop(d);
+}
+END_TEST
+
 /* ---- log floods (point 8) ---- */
 
 #define LOG_FLOOD_ATTEMPTS 300
@@ -1026,6 +1063,7 @@ static Suite *exhaustion_suite(void) {
         suite_add_tcase(s, tc);
         tc = harness_tcase("max_tracked_processes_admin", 60);
         tcase_add_test(tc, test_tracked_processes_admin_not_locked_out);
+        tcase_add_test(tc, test_tracked_processes_per_uid);
         suite_add_tcase(s, tc);
         tc = harness_tcase("log_floods", 60);
         tcase_add_test(tc, test_refusal_log_rate_limited);

@@ -63,10 +63,10 @@ START_TEST(test_admin_slots) {
         harness_sleep_msec(200);
         ck_assert_uint_eq(harness_connect_as(d->socket_path, 65530, 1, &extra), 1);
         RawConn fifth = {.fd = extra};
-        int k = raw_expect_eof(&fifth, HARNESS_REPLY_TIMEOUT_MSEC, NULL);
+        int eof = raw_expect_eof(&fifth, HARNESS_REPLY_TIMEOUT_MSEC, NULL);
         free(fifth.buf);
         close(extra);
-        ck_assert_msg(k == 0, "a fifth user got one of the slots kept for admins");
+        ck_assert_msg(eof == 0, "a fifth user got one of the slots kept for admins");
 
         char *const argv[] = {(char *)harness_env("BUDGETCTL"), "--socket", d->socket_path, "status", NULL};
         CommandResult res;

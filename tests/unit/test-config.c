@@ -163,6 +163,8 @@ static const OverrideRow override_rows[] = {
         U64("limits.max_allocations_per_process", "1000000", max_allocations_per_process, 1000000),
         U64("limits.max_tracked_processes", "1", max_tracked_processes, 1),
         U64("limits.max_tracked_processes", "10000000", max_tracked_processes, 10000000),
+        U64("limits.max_tracked_processes_per_uid", "1", max_tracked_processes_per_uid, 1),
+        U64("limits.max_tracked_processes_per_uid", "10000000", max_tracked_processes_per_uid, 10000000),
         U64("limits.max_output_bytes_per_uid", "1048576", max_output_bytes_per_uid, 1048576),
         U64("limits.max_output_bytes_per_uid", "1073741824", max_output_bytes_per_uid, 1073741824),
         U64("limits.admin_connections", "0", admin_connections, 0),
@@ -247,6 +249,7 @@ START_TEST(test_defaults) {
         ck_assert_uint_eq(c.max_allocations_per_process, 64);
         ck_assert_uint_eq(c.max_tracked_processes, 4096);
         ck_assert_uint_eq(c.max_output_bytes_per_uid, 8388608);
+        ck_assert_uint_eq(c.max_tracked_processes_per_uid, 1024);
         ck_assert_uint_eq(c.admin_connections, 8);
         ck_assert_uint_eq(c.idle_timeout_usec, 900000000);
         ck_assert_uint_eq(c.allocation_idle_timeout_usec, 3600000000);
