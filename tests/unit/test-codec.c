@@ -1270,6 +1270,27 @@ START_TEST(test_flat_differential) {
 }
 END_TEST
 
+/* One tokener serves every peer: a message that fails right after a high
+ * surrogate escape must not leave it pending for the next message (json-c's
+ * reset keeps it; found by fuzz-codec, corpus crash-tokener-surrogate-state). */
+START_TEST(test_tokener_forgets_pending_surrogate) {
+        static const char bad[] = "{\"method\":\"a.b.C\",\"parameters\":{\"x\":\"\\ud83d\\uzzzz\"}}";
+        static const char good[] = "{\"method\":\"a.b.C\",\"parameters\":{\"x\":\"\\u0041\"}}";
+        struct json_tokener *tok = varlink_tokener_new();
+        const char *reason = NULL;
+        json_object *x;
+        VarlinkCall call;
+
+        ck_assert_ptr_nonnull(tok);
+        ck_assert_int_lt(varlink_call_parse_with(tok, bad, strlen(bad), &call, &reason), 0);
+        ck_assert_int_eq(varlink_call_parse_with(tok, good, strlen(good), &call, &reason), 0);
+        ck_assert(json_object_object_get_ex(call.parameters, "x", &x));
+        ck_assert_str_eq(json_object_get_string(x), "A");
+        varlink_call_done(&call);
+        json_tokener_free(tok);
+}
+END_TEST
+
 static Suite *codec_suite(void) {
         Suite *s = suite_create("codec");
         TCase *tc = tcase_create("core");
@@ -1300,6 +1321,7 @@ static Suite *codec_suite(void) {
         tcase_add_test(tc, test_flat_values);
         tcase_add_test(tc, test_flat_refused);
         tcase_add_test(tc, test_flat_differential);
+        tcase_add_test(tc, test_tokener_forgets_pending_surrogate);
         suite_add_tcase(s, tc);
         return s;
 }
