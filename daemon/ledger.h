@@ -92,6 +92,14 @@ typedef struct LedgerRefusal {
 } LedgerRefusal;
 
 Ledger *ledger_new(const LedgerParams *params);
+/*
+ * Keys the allocation ids. Call it once, right after ledger_new() and before
+ * the first reservation, with 16 bytes from getrandom(2): ids are then
+ * unguessable without the key and independent from one start to the next
+ * (n ids over all runs collide with probability about n^2 / 2^65). Without
+ * it the key is all zeros and the ids are the same in every run (for tests).
+ */
+void ledger_set_id_key(Ledger *l, const uint8_t key[16]);
 /* Frees every allocation and every scope still linked to the ledger. NULL-safe. */
 Ledger *ledger_free(Ledger *l);
 /* Takes effect for allocations granted from now on. */
@@ -151,7 +159,9 @@ LedgerAllocation *ledger_find(Ledger *l, uint64_t id);
 LedgerAllocation *ledger_next(Ledger *l, LedgerAllocation *prev);
 size_t ledger_n_allocations(const Ledger *l);
 
-/* Ids are never 0 and not reused for the lifetime of the ledger object. */
+/* Ids are never 0, not reused for the lifetime of the ledger object, and
+ * pseudo-random 64-bit values (a keyed permutation of an internal serial:
+ * see ledger_set_id_key()). */
 uint64_t ledger_allocation_id(const LedgerAllocation *a);
 uint64_t ledger_allocation_granted(const LedgerAllocation *a);
 uint64_t ledger_allocation_warn_at(const LedgerAllocation *a);
