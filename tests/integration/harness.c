@@ -319,7 +319,52 @@ int harness_daemon_run_to_exit(const char *config_text, const HarnessDaemonOptio
         }
         *ret_err = harness_read_file(d.log_path, NULL);
         ck_assert_ptr_nonnull(*ret_err);
+        /* The caller wanted it to exit and checks how: the teardown need not print its stderr. */
+        {
+                char path[300];
+
+                snprintf(path, sizeof(path), "%s/stopped-ok", d.dir);
+                write_file(path, "");
+        }
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+RawConn *harness_open_working(const TestDaemon *d, const char *what) {
+        uint64_t deadline = harness_now_usec() + 2000000;
+
+        for (;;) {
+                RawConn *r = raw_open(d->socket_path);
+                char *msg = NULL;
+                int k;
+
+                ck_assert_msg(r, "%s: connect: %s", what, strerror(errno));
+                k = raw_send_msg(r, HARNESS_GETINFO_CALL);
+                if (k == 0)
+                        k = raw_recv(r, HARNESS_REPLY_TIMEOUT_MSEC, &msg);
+                if (k == 1 && strstr(msg, "tokenbudgetd")) {
+                        free(msg);
+                        return r;
+                }
+                free(msg);
+                raw_close(r);
+                ck_assert_msg(harness_now_usec() < deadline,
+                              "%s: no working connection within 2 s (last: %d)", what, k);
+                harness_sleep_msec(20);
+        }
+}
+
+void harness_assert_refused(const TestDaemon *d, const char *what) {
+        RawConn *r = raw_open(d->socket_path);
+        char *data = NULL;
+        int k;
+
+        ck_assert_msg(r, "%s: connect() itself failed (%s); expected accept then EOF", what,
+                      strerror(errno));
+        k = raw_expect_eof(r, HARNESS_REPLY_TIMEOUT_MSEC, &data);
+        ck_assert_msg(k == 0, "%s: expected EOF, got %s%s", what, k == -EBADMSG ? "data: " : strerror(-k),
+                      k == -EBADMSG ? data : "");
+        free(data);
+        raw_close(r);
 }
 
 size_t harness_connect_as(const char *path, uid_t uid, size_t n, int *fds) {

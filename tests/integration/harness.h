@@ -79,7 +79,8 @@ typedef struct HarnessDaemonOptions {
 } HarnessDaemonOptions;
 TestDaemon *harness_daemon_start_with(const char *config_text, const HarnessDaemonOptions *options);
 /* Writes config_text and runs the daemon with options to its end (it is
- * expected to refuse to start): its exit status, its stderr in *ret_err. */
+ * expected to refuse to start): its exit status, its stderr in *ret_err (the
+ * teardown does not print it: the caller checks both). */
 int harness_daemon_run_to_exit(const char *config_text, const HarnessDaemonOptions *options, int timeout_ms,
                                char **ret_err);
 /* Opens n connections to path as uid (and gid) in a forked child and hands
@@ -130,6 +131,13 @@ int raw_recv(RawConn *r, int timeout_ms, char **ret);
 int raw_expect_eof(RawConn *r, int timeout_ms, char **ret_data);
 /* Sends one call, receives one reply, parses it; fails the test (naming what) on error. */
 json_object *raw_call(RawConn *r, const char *json, const char *what);
+
+#define HARNESS_GETINFO_CALL "{\"method\":\"org.varlink.service.GetInfo\"}"
+/* A raw connection that answered GetInfo; retries for 2 s while the daemon
+ * still counts a connection just closed. Fails the test naming what. */
+RawConn *harness_open_working(const TestDaemon *d, const char *what);
+/* A connection over a limit is accepted, then closed without a reply. */
+void harness_assert_refused(const TestDaemon *d, const char *what);
 
 /* A GetInfo call padded with blanks inside the object to exactly len bytes (malloc'ed). */
 char *harness_padded_getinfo(size_t len);

@@ -33,7 +33,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define GETINFO_CALL  "{\"method\":\"org.varlink.service.GetInfo\"}"
 #define N_ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- helpers ---- */
@@ -90,97 +89,11 @@ static RawConn *raw_from_fd(int fd) {
 }
 
 static void assert_getinfo(RawConn *r, const char *what) {
-        json_object *reply = raw_call(r, GETINFO_CALL, what);
+        json_object *reply = raw_call(r, HARNESS_GETINFO_CALL, what);
 
         ck_assert_msg(!reply_error(reply), "%s: GetInfo answered %s", what,
                       json_object_to_json_string(reply));
         json_object_put(reply);
-}
-
-/* A raw connection that answered GetInfo; retries for 2 s while the daemon still counts a closed one. */
-static RawConn *open_working(const TestDaemon *d, const char *what) {
-        uint64_t deadline = harness_now_usec() + 2000000;
-
-        for (;;) {
-                RawConn *r = raw_open(d->socket_path);
-                char *msg = NULL;
-                int k;
-
-                ck_assert_msg(r, "%s: connect: %s", what, strerror(errno));
-                k = raw_send_msg(r, GETINFO_CALL);
-                if (k == 0)
-                        k = raw_recv(r, HARNESS_REPLY_TIMEOUT_MSEC, &msg);
-                if (k == 1 && strstr(msg, "tokenbudgetd")) {
-                        free(msg);
-                        return r;
-                }
-                free(msg);
-                raw_close(r);
-                ck_assert_msg(harness_now_usec() < deadline,
-                              "%s: no working connection within 2 s (last: %d)", what, k);
-                harness_sleep_msec(20);
-        }
-}
-
-/* A connection over a limit is accepted, then closed without a reply. */
-static void assert_refused(const TestDaemon *d, const char *what) {
-        RawConn *r = raw_open(d->socket_path);
-        char *data = NULL;
-        int k;
-
-        ck_assert_msg(r, "%s: connect() itself failed (%s); expected accept then EOF", what,
-                      strerror(errno));
-        k = raw_expect_eof(r, HARNESS_REPLY_TIMEOUT_MSEC, &data);
-        ck_assert_msg(k == 0, "%s: expected EOF, got %s%s", what, k == -EBADMSG ? "data: " : strerror(-k),
-                      k == -EBADMSG ? data : "");
-        raw_close(r);
-}
-
-/* harness_daemon_run_to_exit() leaves no "stopped-ok" mark, so the teardown
- * would print the stderr of a daemon that refused to start as the test wanted:
- * marks every daemon directory in harness_dir() not in before (a NUL-separated
- * list from daemon_dirs()). */
-static char *daemon_dirs(void) {
-        DIR *dir = opendir(harness_dir());
-        size_t len = 0;
-        char *list = NULL;
-        struct dirent *e;
-
-        ck_assert_msg(dir, "opendir %s: %s", harness_dir(), strerror(errno));
-        while ((e = readdir(dir))) {
-                size_t n = strlen(e->d_name) + 1;
-
-                if (strncmp(e->d_name, "d-", 2) != 0)
-                        continue;
-                list = realloc(list, len + n + 1);
-                ck_assert_ptr_nonnull(list);
-                memcpy(list + len, e->d_name, n);
-                len += n;
-        }
-        closedir(dir);
-        list = realloc(list, len + 1);
-        ck_assert_ptr_nonnull(list);
-        list[len] = 0;
-        return list;
-}
-
-static void mark_expected_exits(const char *before) {
-        char *now = daemon_dirs();
-
-        for (const char *name = now; *name; name += strlen(name) + 1) {
-                bool known = false;
-                char path[512];
-                FILE *f;
-
-                for (const char *b = before; *b && !known; b += strlen(b) + 1)
-                        known = strcmp(b, name) == 0;
-                if (known)
-                        continue;
-                snprintf(path, sizeof(path), "%s/%s/stopped-ok", harness_dir(), name);
-                f = fopen(path, "we");
-                ck_assert_msg(f && fclose(f) == 0, "cannot create %s: %s", path, strerror(errno));
-        }
-        free(now);
 }
 
 static json_object *admin_status(tb_client *admin) {
@@ -302,12 +215,9 @@ START_TEST(test_fd_limit_refused_at_start) {
         /* What a person needs to fix it: the setting, its value, the limit, what fits (200 - 64). */
         static const char *const expected[] = {"limits.max_connections", "1024", "200", "136",
                                                "file descriptor limit"};
-        char *before = daemon_dirs(), *err = NULL;
+        char *err = NULL;
         int status = harness_daemon_run_to_exit("limits: { max_connections = 1024; };\n",
                                                 &(HarnessDaemonOptions){.nofile = FD_NOFILE}, 5000, &err);
-
-        mark_expected_exits(before);
-        free(before);
 
         ck_assert_msg(
                 status == 2,
@@ -426,9 +336,9 @@ START_TEST(test_fd_exhaustion) {
         }
         admin = harness_client(d);
         for (size_t i = 0; i < N_ELEMENTS(raw); i++)
-                raw[i] = open_working(d, "a root connection in the admin slots");
+                raw[i] = harness_open_working(d, "a root connection in the admin slots");
         if (root)
-                assert_refused(d, "a root connection with all 136 slots taken");
+                harness_assert_refused(d, "a root connection with all 136 slots taken");
 
         /* The watchdog keeps coming: under the unit, a missed one restarts the daemon. */
         notify_drain(notify_fd);
@@ -597,7 +507,7 @@ START_TEST(test_output_per_uid) {
         int fd, k;
 
         for (size_t c = 0; c < OUTPUT_CONNS; c++)
-                conns[c] = open_working(d, "a connection to flood");
+                conns[c] = harness_open_working(d, "a connection to flood");
         if (have_root("per-uid output: uid 65534 served during root's backlog")) {
                 ck_assert_uint_eq(harness_connect_as(d->socket_path, 65534, 1, &fd), 1);
                 other = raw_from_fd(fd);
@@ -723,7 +633,7 @@ static int refused_child(const TestDaemon *d, uid_t uid) {
                 r = raw_open(d->socket_path);
                 if (!r)
                         _exit(2);
-                k = raw_send_msg(r, GETINFO_CALL);
+                k = raw_send_msg(r, HARNESS_GETINFO_CALL);
                 if (k < 0 && k != -EPIPE && k != -ECONNRESET)
                         _exit(3);
                 k = raw_expect_eof(r, HARNESS_REPLY_TIMEOUT_MSEC, NULL);
@@ -951,9 +861,9 @@ START_TEST(test_refusal_log_rate_limited) {
         char *text;
 
         for (size_t i = 0; i < N_ELEMENTS(held); i++)
-                held[i] = open_working(d, "a connection within max_connections_per_uid = 2");
+                held[i] = harness_open_working(d, "a connection within max_connections_per_uid = 2");
         for (int i = 0; i < LOG_FLOOD_ATTEMPTS; i++)
-                assert_refused(d, "a connection over max_connections_per_uid = 2");
+                harness_assert_refused(d, "a connection over max_connections_per_uid = 2");
 
         text = daemon_log(d);
         lines = count_substr(text, "refusing connection");
@@ -1010,17 +920,17 @@ START_TEST(test_refusal_log_counts_suppressed) {
         char *text = NULL;
 
         for (size_t i = 0; i < N_ELEMENTS(held); i++)
-                held[i] = open_working(d, "a connection within max_connections_per_uid = 2");
+                held[i] = harness_open_working(d, "a connection within max_connections_per_uid = 2");
         start_usec = harness_now_usec();
         for (; attempts < LOG_FLOOD_ATTEMPTS; attempts++)
-                assert_refused(d, "a connection over max_connections_per_uid = 2");
+                harness_assert_refused(d, "a connection over max_connections_per_uid = 2");
         /* One more every 100 ms until a line carries the count (the interval is 1 s). */
         deadline = harness_now_usec() + 10000000;
         while (!noted && harness_now_usec() < deadline) {
                 const char *last;
 
                 harness_sleep_msec(100);
-                assert_refused(d, "a connection over max_connections_per_uid = 2, after the flood");
+                harness_assert_refused(d, "a connection over max_connections_per_uid = 2, after the flood");
                 attempts++;
                 free(text);
                 text = daemon_log(d);

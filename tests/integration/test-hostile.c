@@ -20,8 +20,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define GETINFO_CALL "{\"method\":\"org.varlink.service.GetInfo\"}"
-
 static bool is_root(const char *what) {
         if (geteuid() == 0)
                 return true;
@@ -36,8 +34,8 @@ static bool served(const char *path) {
         bool ok;
 
         ck_assert_msg(r, "connect %s: %s", path, strerror(errno));
-        ok = raw_send_msg(r, GETINFO_CALL) == 0 && raw_recv(r, HARNESS_REPLY_TIMEOUT_MSEC, &msg) == 1 &&
-             strstr(msg, "tokenbudgetd");
+        ok = raw_send_msg(r, HARNESS_GETINFO_CALL) == 0 &&
+             raw_recv(r, HARNESS_REPLY_TIMEOUT_MSEC, &msg) == 1 && strstr(msg, "tokenbudgetd");
         free(msg);
         raw_close(r);
         return ok;
@@ -108,7 +106,8 @@ START_TEST(test_idle_connection_closed) {
                       "the idle connection was closed after %" PRIu64 " us", harness_now_usec() - start);
         /* One that holds an allocation is not idle, however quiet. */
         harness_sleep_msec(1500);
-        reply = raw_call(holder, GETINFO_CALL, "GetInfo on the quiet connection holding an allocation");
+        reply = raw_call(holder, HARNESS_GETINFO_CALL,
+                         "GetInfo on the quiet connection holding an allocation");
         ck_assert_msg(!reply_error(reply), "GetInfo: %s", json_object_to_json_string(reply));
         json_object_put(reply);
         raw_close(idle);
@@ -231,7 +230,7 @@ START_TEST(test_replies_after_half_close) {
         int n, k;
 
         ck_assert_ptr_nonnull(r);
-        n = snprintf(batch, sizeof(batch), "%s%c%s%c", GETINFO_CALL, 0, GETINFO_CALL, 0);
+        n = snprintf(batch, sizeof(batch), "%s%c%s%c", HARNESS_GETINFO_CALL, 0, HARNESS_GETINFO_CALL, 0);
         ck_assert_int_eq(raw_send(r, batch, (size_t)n), 0);
         ck_assert_int_eq(shutdown(r->fd, SHUT_WR), 0);
         for (int i = 0; i < 2; i++) {

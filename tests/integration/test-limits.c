@@ -19,49 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define GETINFO_CALL "{\"method\":\"org.varlink.service.GetInfo\"}"
-
-/* A raw connection that answered GetInfo; retries for 2 s while the daemon still counts a closed one. */
-static RawConn *open_working(const TestDaemon *d, const char *what) {
-        uint64_t deadline = harness_now_usec() + 2000000;
-
-        for (;;) {
-                RawConn *r = raw_open(d->socket_path);
-                char *msg = NULL;
-                int k;
-
-                ck_assert_msg(r, "%s: connect: %s", what, strerror(errno));
-                k = raw_send_msg(r, GETINFO_CALL);
-                if (k == 0)
-                        k = raw_recv(r, HARNESS_REPLY_TIMEOUT_MSEC, &msg);
-                if (k == 1 && strstr(msg, "tokenbudgetd")) {
-                        free(msg);
-                        return r;
-                }
-                free(msg);
-                raw_close(r);
-                ck_assert_msg(harness_now_usec() < deadline,
-                              "%s: no working connection within 2 s (last: %d)", what, k);
-                harness_sleep_msec(20);
-        }
-}
-
-/* The connection over the limit is accepted, then closed without a reply. */
-static void assert_rejected(const TestDaemon *d, const char *what) {
-        RawConn *r = raw_open(d->socket_path);
-        char *data = NULL;
-        int k;
-
-        ck_assert_msg(r, "%s: connect() itself failed (%s); expected accept then EOF", what,
-                      strerror(errno));
-        k = raw_expect_eof(r, HARNESS_REPLY_TIMEOUT_MSEC, &data);
-        ck_assert_msg(k == 0, "%s: expected EOF, got %s%s", what, k == -EBADMSG ? "data: " : strerror(-k),
-                      k == -EBADMSG ? data : "");
-        raw_close(r);
-}
-
 static void assert_works(RawConn *r, const char *what) {
-        json_object *reply = raw_call(r, GETINFO_CALL, what);
+        json_object *reply = raw_call(r, HARNESS_GETINFO_CALL, what);
 
         ck_assert_msg(!reply_error(reply), "%s: %s", what, json_object_to_json_string(reply));
         json_object_put(reply);
@@ -111,7 +70,7 @@ static int other_uid_getinfo(const TestDaemon *d) {
                 if (setgroups(0, NULL) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
                         _exit(2);
                 r = raw_open(d->socket_path);
-                if (!r || raw_send_msg(r, GETINFO_CALL) < 0 ||
+                if (!r || raw_send_msg(r, HARNESS_GETINFO_CALL) < 0 ||
                     raw_recv(r, HARNESS_REPLY_TIMEOUT_MSEC, &msg) != 1 || !strstr(msg, "tokenbudgetd"))
                         _exit(1);
                 _exit(0);
@@ -131,8 +90,8 @@ static void check_connection_limit(const char *config, size_t limit, const char 
 
         ck_assert(limit < 16);
         for (size_t i = 0; i < limit; i++)
-                conns[i] = open_working(d, what);
-        assert_rejected(d, what);
+                conns[i] = harness_open_working(d, what);
+        harness_assert_refused(d, what);
         if (geteuid() == 0) {
                 int k = other_uid_getinfo(d);
 
@@ -145,7 +104,7 @@ static void check_connection_limit(const char *config, size_t limit, const char 
         for (size_t i = 0; i < limit; i++)
                 assert_works(conns[i], "a connection within the limit, after the rejection");
         conns[0] = raw_close(conns[0]);
-        conns[0] = open_working(d, "a new connection after closing one");
+        conns[0] = harness_open_working(d, "a new connection after closing one");
         for (size_t i = 0; i < limit; i++)
                 raw_close(conns[i]);
         harness_daemon_stop(d);
@@ -165,9 +124,9 @@ START_TEST(test_max_connections) {
         d = harness_daemon_start("limits: { max_connections = 4; max_connections_per_uid = 3; "
                                  "admin_connections = 0; };\n");
         for (size_t i = 0; i < 3; i++)
-                conns[i] = open_working(d, "a root connection within the limit");
+                conns[i] = harness_open_working(d, "a root connection within the limit");
         ck_assert_uint_eq(harness_connect_as(d->socket_path, 65534, 1, other), 1);
-        assert_rejected(d, "a 5th connection (root) with max_connections = 4");
+        harness_assert_refused(d, "a 5th connection (root) with max_connections = 4");
         ck_assert_msg(other_uid_getinfo(d) == 1,
                       "a 5th connection (uid 65534) with max_connections = 4 was served");
         close(other[0]);
