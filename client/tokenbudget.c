@@ -33,7 +33,9 @@
 #ifndef TB_VERSION
 #include "tb-config.h"
 #endif
+#include "time-util.h"
 #include "tokenbudget.h"
+#include "utf8.h"
 #include "varlink.h"
 
 #define TB_EXPORT __attribute__((visibility("default")))
@@ -78,13 +80,6 @@ static const struct {
         {VARLINK_ERROR_METHOD_NOT_FOUND, EOPNOTSUPP},
         {VARLINK_ERROR_METHOD_NOT_IMPLEMENTED, EOPNOTSUPP},
 };
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 /* Records a failure of the current call; returns r (a negative errno). */
 static int client_failv(tb_client *c, int r, const char *fmt, va_list ap)
@@ -162,38 +157,6 @@ static int buf_put(VarlinkBuffer *b, const char *s, size_t n) {
         return 0;
 }
 
-/* Strict UTF-8 (no overlongs, no surrogates): the daemon rejects anything else. */
-static bool utf8_valid(const char *s) {
-        const unsigned char *p = (const unsigned char *)s;
-
-        while (*p) {
-                unsigned n, cp;
-
-                if (*p < 0x80) {
-                        p++;
-                        continue;
-                }
-                if ((*p & 0xe0) == 0xc0)
-                        n = 1, cp = *p & 0x1f;
-                else if ((*p & 0xf0) == 0xe0)
-                        n = 2, cp = *p & 0x0f;
-                else if ((*p & 0xf8) == 0xf0)
-                        n = 3, cp = *p & 0x07;
-                else
-                        return false;
-                for (unsigned i = 1; i <= n; i++) {
-                        if ((p[i] & 0xc0) != 0x80)
-                                return false;
-                        cp = (cp << 6) | (p[i] & 0x3f);
-                }
-                if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-                    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-                        return false;
-                p += n + 1;
-        }
-        return true;
-}
-
 /* Appends s as a JSON string: quotes, backslashes and control characters escaped. */
 static int buf_put_json_string(VarlinkBuffer *b, const char *s) {
         const char *run = s;
@@ -254,7 +217,7 @@ static int client_check_string(tb_client *c, const char *name, const char *value
                 return 0;
         if (!value || !*value)
                 return client_fail(c, -EINVAL, "invalid argument: %s must be a non-empty string", name);
-        if (!utf8_valid(value))
+        if (!utf8_valid(value, strlen(value)))
                 return client_fail(c, -EINVAL, "invalid argument: %s is not valid UTF-8", name);
         return 0;
 }

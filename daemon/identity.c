@@ -16,6 +16,7 @@
 
 #include "identity.h"
 #include "macro.h"
+#include "procfs.h"
 
 int identity_from_socket(int fd, Identity *ret) {
         struct ucred cred;
@@ -26,51 +27,6 @@ int identity_from_socket(int fd, Identity *ret) {
         if (len != sizeof(cred) || cred.pid <= 0)
                 return -ENODATA;
         *ret = (Identity){.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
-        return 0;
-}
-
-int identity_parse_stat(const char *text, size_t len, char ret_comm[IDENTITY_COMM_MAX],
-                        uint64_t *ret_start_time) {
-        const char *open, *close_paren, *p, *end = text + len;
-        size_t n;
-
-        /* "PID (COMM) STATE PPID ..." where COMM may itself contain ") ", so
-         * the command ends at the last ')'. */
-        open = memchr(text, '(', len);
-        if (!open)
-                return -EINVAL;
-        close_paren = NULL;
-        for (p = end; p > open; p--)
-                if (p[-1] == ')') {
-                        close_paren = p - 1;
-                        break;
-                }
-        if (!close_paren)
-                return -EINVAL;
-        n = (size_t)(close_paren - open - 1);
-        if (n >= IDENTITY_COMM_MAX)
-                n = IDENTITY_COMM_MAX - 1;
-        memcpy(ret_comm, open + 1, n);
-        ret_comm[n] = 0;
-        for (size_t i = 0; i < n; i++)
-                if ((unsigned char)ret_comm[i] < 0x20 || ret_comm[i] == 0x7f)
-                        ret_comm[i] = '?';
-
-        /* Field 3 (state) follows ") "; the start time is field 22. */
-        p = close_paren + 1;
-        for (int field = 3; field < 22; field++) {
-                p = memchr(p + 1, ' ', (size_t)(end - p - 1));
-                if (!p || p + 1 >= end)
-                        return -EINVAL;
-        }
-        char buf[24];
-        size_t m = 0;
-        for (p++; p < end && *p >= '0' && *p <= '9' && m < sizeof(buf) - 1; p++)
-                buf[m++] = *p;
-        if (m == 0)
-                return -EINVAL;
-        buf[m] = 0;
-        *ret_start_time = strtoull(buf, NULL, 10);
         return 0;
 }
 
@@ -89,7 +45,7 @@ int identity_read_proc(const char *proc_root, Identity *id) {
                 if (n < 0)
                         r = -errno;
                 else
-                        r = identity_parse_stat(text, (size_t)n, id->comm, &id->start_time);
+                        r = procfs_parse_stat(text, (size_t)n, id->comm, &id->start_time);
         }
         if (r < 0) {
                 strcpy(id->comm, "?");

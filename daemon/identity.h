@@ -11,7 +11,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define IDENTITY_COMM_MAX 16 /* TASK_COMM_LEN, including the NUL */
+#include "procfs.h"
+
+#define IDENTITY_COMM_MAX PROCFS_COMM_MAX
 
 typedef struct Identity {
         pid_t pid;
@@ -26,6 +28,3 @@ int identity_from_socket(int fd, Identity *ret);
 /* Fills comm and start_time from PROC_ROOT/PID/stat; on failure (the process
  * is gone) sets comm to "?" and start_time to 0 and returns -errno. */
 int identity_read_proc(const char *proc_root, Identity *id);
-/* Parses the contents of /proc/PID/stat. Pure. Returns 0 or -EINVAL. */
-int identity_parse_stat(const char *text, size_t len, char ret_comm[IDENTITY_COMM_MAX],
-                        uint64_t *ret_start_time);

@@ -31,6 +31,8 @@
 #include <systemd/sd-journal.h>
 
 #include "journal.h"
+#include "time-util.h"
+#include "utf8.h"
 #include "macro.h"
 #include "ratelimit.h"
 
@@ -90,13 +92,6 @@ const char *event_kind_message_id(EventKind kind) {
         return kinds[kind].message_id;
 }
 
-static uint64_t monotonic_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * UINT64_C(1000000) + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /* ---- fields, formatted on the stack ---- */
 
 typedef struct Fields {
@@ -110,22 +105,6 @@ typedef struct Fields {
 static void fields_init(Fields *f) {
         f->n_iov = 0;
         f->used = 0;
-}
-
-/* The largest n' <= n such that s[0..n') does not end inside a UTF-8
- * character (a sequence whose lead byte says it needs more bytes). */
-static size_t utf8_cut(const char *s, size_t n) {
-        size_t k, len;
-        unsigned char lead;
-
-        if (n == 0)
-                return 0;
-        k = n - 1;
-        while (k > 0 && n - k < 4 && ((unsigned char)s[k] & 0xc0) == 0x80)
-                k--;
-        lead = (unsigned char)s[k];
-        len = (lead & 0xe0) == 0xc0 ? 2 : (lead & 0xf0) == 0xe0 ? 3 : (lead & 0xf8) == 0xf0 ? 4 : 1;
-        return k + len > n ? k : n;
 }
 
 /* Starts a field "NAME=" and returns where its value goes, or NULL when the
@@ -321,7 +300,7 @@ static void timer_update(Journal *j, uint64_t now_usec) {
 
 static void timer_cb(evutil_socket_t fd, short what, void *userdata) {
         Journal *j = userdata;
-        uint64_t now = monotonic_usec();
+        uint64_t now = now_usec();
 
         /* A one-shot timer is no longer pending once it fired. It may fire a
          * little early (libevent's coarse clock): then nothing is due yet and
@@ -441,5 +420,5 @@ void journal_set_settings(Journal *j, const JournalSettings *settings) {
          * every kind starts afresh under the new ones. */
         send_all_summaries(j);
         limits_configure(j);
-        timer_update(j, monotonic_usec());
+        timer_update(j, now_usec());
 }

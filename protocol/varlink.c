@@ -15,6 +15,7 @@
 
 #include <json-c/json.h>
 
+#include "utf8.h"
 #include "varlink.h"
 
 #define FORMAT_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
@@ -61,37 +62,6 @@ static const bool json_outside_allowed[256] = {
 
 static bool json_is_space(unsigned char c) {
         return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-/* Length of the strict UTF-8 sequence (RFC 3629: no overlong forms, no
- * surrogates, nothing above U+10FFFF) at p, or 0 when it is invalid. */
-static size_t utf8_sequence_len(const unsigned char *p, size_t n) {
-        unsigned char lo = 0x80, hi = 0xBF;
-        size_t need;
-
-        if (p[0] >= 0xC2 && p[0] <= 0xDF)
-                need = 1;
-        else if (p[0] >= 0xE0 && p[0] <= 0xEF) {
-                need = 2;
-                if (p[0] == 0xE0)
-                        lo = 0xA0;
-                else if (p[0] == 0xED)
-                        hi = 0x9F;
-        } else if (p[0] >= 0xF0 && p[0] <= 0xF4) {
-                need = 3;
-                if (p[0] == 0xF0)
-                        lo = 0x90;
-                else if (p[0] == 0xF4)
-                        hi = 0x8F;
-        } else
-                return 0;
-
-        if (n <= need || p[1] < lo || p[1] > hi)
-                return 0;
-        for (size_t k = 2; k <= need; k++)
-                if ((p[k] & 0xC0) != 0x80)
-                        return 0;
-        return need + 1;
 }
 
 /* Scans the string whose opening quote is at s[*i]; leaves *i after the

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Tests for daemon/config.c: built-in defaults, every setting overridden,
+ * Tests for daemon/core/config.c: built-in defaults, every setting overridden,
  * every kind of invalid input with its "FILE:LINE: message", several errors
  * in one file, the format -> parse round trip, config_equal(), and that
  * conf/tokenbudgetd.conf lists exactly the settings, each at its default.

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Unit tests for daemon/hashmap.c: the basic operations, -EEXIST, growth and
+ * Unit tests for common/hashmap.c: the basic operations, -EEXIST, growth and
  * shrinking over many keys, and a long random run against a shadow array that
  * exercises backward-shift deletion with clustered and adversarial keys.
  */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Unit tests for daemon/ledger.c: table-driven cases for grants, refusals
+ * Unit tests for daemon/core/ledger.c: table-driven cases for grants, refusals
  * (every window kind and the in-flight cap, with the exact refusal fields),
  * all-or-nothing reservation, reports, states, settlement, window ageing at
  * bucket granularity, ids (SipHash-2-4 against its reference vectors, keyed

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Tests for daemon/ratelimit.c: each row is a script of steps (an event at a
+ * Tests for common/ratelimit.c: each row is a script of steps (an event at a
  * time, taking the suppressed count, asking when the interval ends, changing
  * the settings) with the answer each step must give. Time moves by parameter.
  */
