@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * budgetctl: the admin command line of tokenbudgetd. A table of verbs, each a
- * function that makes one call on the admin interface (io.tokenbudget.admin)
- * through libtokenbudget and prints the reply as a table, or as pretty JSON
- * with --json. It validates the shape of every reply it prints from and never
+ * budgetctl: the admin command line of tokenbudgetd. A table of verbs, each
+ * with the arguments it takes, the options that apply to it and a function
+ * that makes one call on the admin interface (io.tokenbudget.admin) through
+ * libtokenbudget and prints the reply as a table (budgetctl-format.h formats
+ * the values), or as pretty JSON with --json. It validates the shape of every reply it prints from and never
  * trusts the daemon's strings on a terminal (control characters are replaced).
  * When no daemon answers it says where it looked and how to start one there
  * (the systemd unit when one is installed, else by hand). It does not change
@@ -12,6 +13,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
 #endif
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -30,7 +32,10 @@
 #ifndef TB_VERSION
 #include "tb-config.h"
 #endif
+#include "budgetctl-format.h"
+#include "macro.h"
 #include "tokenbudget.h"
+#include "utf8.h"
 
 /* Exit codes, documented in --help and budgetctl(1). */
 enum {
@@ -40,7 +45,6 @@ enum {
         EXIT_UNREACHABLE = 3, /* could not connect to the daemon */
 };
 
-#define USEC_PER_SEC UINT64_C(1000000)
 /* Far beyond any sensible wait, and small enough that milliseconds fit an int. */
 #define TIMEOUT_MAX_SEC 86400.0
 
@@ -52,53 +56,6 @@ typedef struct Options {
         int timeout_ms;
         double timeout_sec; /* as given, for messages */
 } Options;
-
-/* ---- small helpers ---- */
-
-/* "1234" -> "1.2k": SI units, at most one decimal, rounded down (never overstates usage). */
-static const char *format_tokens(char buf[static 32], uint64_t v) {
-        static const char units[] = "kMGTPE";
-        uint64_t scale = 1000;
-        size_t u = 0;
-
-        if (v < 1000) {
-                snprintf(buf, 32, "%" PRIu64, v);
-                return buf;
-        }
-        while (u + 1 < sizeof(units) - 1 && v / scale >= 1000) {
-                scale *= 1000;
-                u++;
-        }
-        uint64_t tenths = v / (scale / 10);
-        if (tenths < 1000 && tenths % 10 != 0)
-                snprintf(buf, 32, "%" PRIu64 ".%" PRIu64 "%c", tenths / 10, tenths % 10, units[u]);
-        else
-                snprintf(buf, 32, "%" PRIu64 "%c", tenths / 10, units[u]);
-        return buf;
-}
-
-/* "42s", "5min 12s", "2h 5min", "3d 4h": the two largest units. */
-static const char *format_duration(char buf[static 32], uint64_t usec) {
-        uint64_t s = usec / USEC_PER_SEC;
-
-        if (s < 60)
-                snprintf(buf, 32, "%" PRIu64 "s", s);
-        else if (s < 3600)
-                snprintf(buf, 32, "%" PRIu64 "min %" PRIu64 "s", s / 60, s % 60);
-        else if (s < 86400)
-                snprintf(buf, 32, "%" PRIu64 "h %" PRIu64 "min", s / 3600, s % 3600 / 60);
-        else
-                snprintf(buf, 32, "%" PRIu64 "d %" PRIu64 "h", s / 86400, s % 86400 / 3600);
-        return buf;
-}
-
-/* "used/limit", with "-" for an unlimited limit. */
-static const char *format_ratio(char buf[static 64], uint64_t used, bool has_limit, uint64_t limit) {
-        char a[32], b[32];
-
-        snprintf(buf, 64, "%s/%s", format_tokens(a, used), has_limit ? format_tokens(b, limit) : "-");
-        return buf;
-}
 
 /* ---- tables ---- */
 
@@ -127,9 +84,7 @@ static int table_add(Table *t, const char *text) {
         copy = strdup(text);
         if (!copy)
                 return -ENOMEM;
-        for (char *p = copy; *p; p++)
-                if ((unsigned char)*p < 0x20 || *p == 0x7f)
-                        *p = '?';
+        format_sanitize(copy);
         cells = realloc(t->cells, (t->n_cells + 1) * sizeof(*cells));
         if (!cells) {
                 free(copy);
@@ -140,29 +95,19 @@ static int table_add(Table *t, const char *text) {
         return 0;
 }
 
-/* Display width: counts UTF-8 code points, good enough for names and numbers. */
-static size_t text_width(const char *s) {
-        size_t w = 0;
-
-        for (; *s; s++)
-                if (((unsigned char)*s & 0xc0) != 0x80)
-                        w++;
-        return w;
-}
-
 static void table_print(const Table *t, bool legend) {
         size_t widths[16] = {0};
 
         if (t->n_columns == 0 || t->n_columns > 16)
                 return;
         for (size_t i = legend ? 0 : t->n_columns; i < t->n_cells; i++) {
-                size_t w = text_width(t->cells[i]);
+                size_t w = utf8_width(t->cells[i]);
 
                 if (w > widths[i % t->n_columns])
                         widths[i % t->n_columns] = w;
         }
         for (size_t i = legend ? 0 : t->n_columns; i < t->n_cells; i++) {
-                size_t col = i % t->n_columns, pad = widths[col] - text_width(t->cells[i]);
+                size_t col = i % t->n_columns, pad = widths[col] - utf8_width(t->cells[i]);
                 bool last = col + 1 == t->n_columns;
 
                 if (t->right[col])
@@ -294,7 +239,7 @@ static int status_collect_spans(json_object *scopes, Spans *spans) {
 static int status_header(json_object *reply, const Options *o) {
         uint64_t uptime_usec, connections, allocations, reserved;
         const char *version;
-        char a[32], b[32];
+        char a[FORMAT_DURATION_MAX], b[FORMAT_TOKENS_MAX];
 
         if (get_string(reply, "", "version", false, &version) < 0 ||
             get_uint(reply, "", "uptimeUsec", &uptime_usec, NULL) < 0 ||
@@ -311,7 +256,7 @@ static int status_header(json_object *reply, const Options *o) {
 }
 
 /* The cell of one span for one scope: "used/limit", or "-" when the scope has no such window. */
-static int status_window_cell(json_object *windows, const char *span, char buf[static 64]) {
+static int status_window_cell(json_object *windows, const char *span, char buf[static FORMAT_RATIO_MAX]) {
         for (size_t j = 0; j < json_object_array_length(windows); j++) {
                 json_object *w = json_object_array_get_idx(windows, j);
                 uint64_t used, limit = 0;
@@ -334,7 +279,7 @@ static int status_row(Table *t, json_object *scope, size_t i, const Spans *spans
         json_object *windows = json_object_object_get(scope, "windows");
         const char *name;
         bool has_limit;
-        char ctx[32], cell[64];
+        char ctx[32], cell[FORMAT_RATIO_MAX];
         int r;
 
         snprintf(ctx, sizeof(ctx), "scopes[%zu].", i);
@@ -383,9 +328,7 @@ static int status_print(json_object *reply, const Options *o) {
                 char header[32];
 
                 snprintf(header, sizeof(header), "%s", spans.items[s].name);
-                for (char *p = header; *p; p++)
-                        *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
-                r = table_add(t, header);
+                r = table_add(t, format_upper(header));
         }
         if (r >= 0)
                 r = table_add(t, "IN-FLIGHT");
@@ -407,7 +350,7 @@ static int status_print(json_object *reply, const Options *o) {
 static int list_row(Table *t, json_object *a, size_t i) {
         uint64_t pid, uid, granted, used, age_usec;
         const char *id, *command, *agent, *state;
-        char ctx[32], num[2][24], g[32], u[32], age[32];
+        char ctx[32], num[2][24], g[FORMAT_TOKENS_MAX], u[FORMAT_TOKENS_MAX], age[FORMAT_DURATION_MAX];
         int r = 0;
 
         snprintf(ctx, sizeof(ctx), "allocations[%zu].", i);
@@ -761,32 +704,18 @@ static int admin_call(const Options *o, const char *method, const char *paramete
         return exit_code;
 }
 
-/* ---- verbs ---- */
+/* ---- showing what the daemon says ---- */
 
-typedef struct Verb {
-        const char *name;
-        const char *method;
-        bool takes_all; /* --all applies: sent as {"all": true} */
-        int (*print)(json_object *reply, const Options *o);
-        const char *help;
-} Verb;
-
-static const Verb verbs[] = {
-        {"status", "io.tokenbudget.admin.Status", true, status_print,
-         "Show the daemon and the budgets in use (--all: every budget)"},
-        {"list", "io.tokenbudget.admin.List", false, list_print, "List the open allocations, oldest first"},
-};
-
-static int verb_run(const Verb *v, const Options *o) {
+/*
+ * Calls method with parameters (a JSON object or NULL) and prints the reply:
+ * as pretty JSON with --json, else with print. Returns an exit code.
+ */
+static int admin_show(const Options *o, const char *method, const char *parameters,
+                      int (*print)(json_object *reply, const Options *o)) {
         json_object *reply = NULL;
         int exit_code, r;
 
-        if (o->all && !v->takes_all) {
-                fprintf(stderr, "budgetctl: --all applies only to 'status'\n");
-                return EXIT_USAGE;
-        }
-        /* Only with --all: a daemon that predates the parameter still answers a plain Status. */
-        exit_code = admin_call(o, v->method, o->all ? "{\"all\":true}" : NULL, &reply);
+        exit_code = admin_call(o, method, parameters, &reply);
         if (exit_code != EXIT_OK)
                 return exit_code;
         if (o->json) {
@@ -795,7 +724,7 @@ static int verb_run(const Verb *v, const Options *o) {
                                                                    JSON_C_TO_STRING_NOSLASHESCAPE));
                 r = 0;
         } else
-                r = v->print(reply, o);
+                r = print(reply, o);
         json_object_put(reply);
         if (r == -ENOMEM)
                 fprintf(stderr, "budgetctl: out of memory\n");
@@ -806,12 +735,184 @@ static int verb_run(const Verb *v, const Options *o) {
         return r < 0 ? EXIT_FAILED : EXIT_OK;
 }
 
+/* ---- verbs ---- */
+
+/*
+ * A verb's function gets argv[0] = the verb and its arguments argv[1..argc),
+ * their number already checked against the verb's row, and returns an exit
+ * code.
+ */
+typedef int (*VerbFunction)(int argc, char **argv, const Options *o);
+
+static int verb_status(int argc, char **argv, const Options *o) {
+        /* Only with --all: a daemon that predates the parameter still answers a plain Status. */
+        return admin_show(o, "io.tokenbudget.admin.Status", o->all ? "{\"all\":true}" : NULL, status_print);
+}
+
+static int verb_list(int argc, char **argv, const Options *o) {
+        return admin_show(o, "io.tokenbudget.admin.List", NULL, list_print);
+}
+
+static int verb_help(int argc, char **argv, const Options *o);
+
+/* The options that apply to some verbs only; any other verb refuses them as a usage error. */
+typedef enum VerbFlags {
+        VERB_ALL = 1 << 0, /* --all */
+} VerbFlags;
+
+/* max_args: no maximum. */
+#define VERB_ANY UINT_MAX
+/* The longest verb name; a longer word is no slip of one (no suggestion). */
+#define VERB_NAME_MAX 16
+
+typedef struct Verb {
+        const char *name;
+        unsigned min_args, max_args; /* arguments after the verb */
+        VerbFlags flags;
+        VerbFunction function;
+        /* The arguments for help and errors, required ones first, optional ones in brackets:
+         * "ID [TOKENS]"; "" for none. An error names a missing one with "a"/"an" before it. */
+        const char *args;
+        const char *help;
+} Verb;
+
+/* A new verb is one row here and one function above. */
+static const Verb verbs[] = {
+        {"status", 0, 0, VERB_ALL, verb_status, "",
+         "Show the daemon and the budgets in use (--all: every budget)"},
+        {"list", 0, 0, 0, verb_list, "", "List the open allocations, oldest first"},
+        {"help", 0, 0, 0, verb_help, "", "Show this help"},
+};
+
+static const Verb *verb_find(const char *name) {
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (strcmp(name, verbs[i].name) == 0)
+                        return &verbs[i];
+        return NULL;
+}
+
+/* Edit distance with transpositions (optimal string alignment): "stauts" is 1 from "status". */
+static size_t edit_distance(const char *a, const char *b) {
+        size_t na = strlen(a), nb = strlen(b), d[3][VERB_NAME_MAX + 1];
+
+        assert(na <= VERB_NAME_MAX && nb <= VERB_NAME_MAX);
+        for (size_t j = 0; j <= nb; j++)
+                d[0][j] = j;
+        for (size_t i = 1; i <= na; i++) {
+                size_t *row = d[i % 3], *prev = d[(i - 1) % 3], *prev2 = d[(i + 1) % 3];
+
+                row[0] = i;
+                for (size_t j = 1; j <= nb; j++) {
+                        size_t cost = a[i - 1] != b[j - 1], v = prev[j - 1] + cost;
+
+                        if (prev[j] + 1 < v)
+                                v = prev[j] + 1;
+                        if (row[j - 1] + 1 < v)
+                                v = row[j - 1] + 1;
+                        if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                            prev2[j - 2] + 1 < v)
+                                v = prev2[j - 2] + 1;
+                        row[j] = v;
+                }
+        }
+        return d[na % 3][nb];
+}
+
+/* The verb name is a slip of: at most 2 edits away and fewer edits than it has letters. */
+static const Verb *verb_closest(const char *name) {
+        const Verb *best = NULL;
+        size_t best_d = 3;
+
+        if (strlen(name) > VERB_NAME_MAX)
+                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
+                size_t d = edit_distance(name, verbs[i].name);
+
+                if (d < best_d && d < strlen(verbs[i].name)) {
+                        best = &verbs[i];
+                        best_d = d;
+                }
+        }
+        return best;
+}
+
+/* "budgetctl: 'approve' needs an ID (usage: budgetctl approve ID [TOKENS])": the first one missing. */
+static void verb_missing_arg(const Verb *v, unsigned n_args) {
+        const char *w = v->args;
+        size_t n;
+
+        for (unsigned i = 0; i < n_args; i++) {
+                w += strcspn(w, " ");
+                w += strspn(w, " ");
+        }
+        n = strcspn(w, " ");
+        /* Placeholders are read as words: "an ID", "a SCOPE", "a KEY". */
+        fprintf(stderr, "budgetctl: '%s' needs %s %.*s (usage: budgetctl %s %s)\n", v->name,
+                n > 0 && strchr("AEIO", w[0]) ? "an" : "a", (int)n, w, v->name, v->args);
+}
+
+/* The options given that v does not take, as a usage error; 0 when all apply. */
+static int verb_check_flags(const Verb *v, const Options *o) {
+        const char *sep = "";
+
+        if (!o->all || (v->flags & VERB_ALL))
+                return 0;
+        fputs("budgetctl: --all applies only to ", stderr);
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (verbs[i].flags & VERB_ALL) {
+                        fprintf(stderr, "%s'%s'", sep, verbs[i].name);
+                        sep = " and ";
+                }
+        fputc('\n', stderr);
+        return -EINVAL;
+}
+
+/* Checks the arguments and the options against v's row and runs it. Returns an exit code. */
+static int verb_dispatch(const Verb *v, int argc, char **argv, const Options *o) {
+        unsigned n_args = (unsigned)argc - 1;
+
+        if (n_args < v->min_args) {
+                verb_missing_arg(v, n_args);
+                return EXIT_USAGE;
+        }
+        if (n_args > v->max_args) {
+                if (v->max_args == 0)
+                        fprintf(stderr, "budgetctl: '%s' takes no arguments\n", v->name);
+                else
+                        fprintf(stderr, "budgetctl: '%s' takes %s%u argument%s (usage: budgetctl %s %s)\n",
+                                v->name, v->min_args == v->max_args ? "" : "at most ", v->max_args,
+                                v->max_args == 1 ? "" : "s", v->name, v->args);
+                return EXIT_USAGE;
+        }
+        if (verb_check_flags(v, o) < 0)
+                return EXIT_USAGE;
+        if (o->socket && !*o->socket) {
+                fprintf(stderr, "budgetctl: --socket needs a non-empty address\n");
+                return EXIT_USAGE;
+        }
+        return v->function(argc, argv, o);
+}
+
 static void help(void) {
-        printf("Usage: budgetctl [OPTIONS] COMMAND\n\n"
+        int width = 8;
+
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
+                /* Two spaces at least between the synopsis and the help. */
+                int w = (int)(strlen(verbs[i].name) + (*verbs[i].args ? 1 + strlen(verbs[i].args) : 0)) + 1;
+
+                if (w > width)
+                        width = w;
+        }
+        printf("Usage: budgetctl [OPTIONS] COMMAND [ARGS...]\n\n"
                "Query tokenbudgetd, the LLM token budget daemon.\n\n"
                "Commands:\n");
-        for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
-                printf("  %-8s %s\n", verbs[i].name, verbs[i].help);
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
+                char synopsis[128];
+
+                snprintf(synopsis, sizeof(synopsis), "%s%s%s", verbs[i].name, *verbs[i].args ? " " : "",
+                         verbs[i].args);
+                printf("  %-*s %s\n", width, synopsis, verbs[i].help);
+        }
         printf("\nOptions:\n"
                "  -s, --socket=ADDRESS   Connect to ADDRESS (a socket path, unix:PATH or @abstract)\n"
                "                         instead of $" TB_SOCKET_ENV ", " TB_SYSTEM_SOCKET "\n"
@@ -823,12 +924,18 @@ static void help(void) {
                "      --no-legend        Print only the rows: no summary, headers or notes\n"
                "  -h, --help             Show this help\n"
                "      --version          Show the version\n\n"
+               "Options may come before or after the command.\n\n"
                "Exit status:\n"
                "  0  success\n"
                "  1  the daemon answered with an error, or another failure\n"
-               "  2  usage error (unknown command or option, bad value)\n"
+               "  2  usage error (unknown command or option, wrong arguments, bad value)\n"
                "  3  the daemon is not reachable\n\n"
                "See budgetctl(1).\n");
+}
+
+static int verb_help(int argc, char **argv, const Options *o) {
+        help();
+        return EXIT_OK;
 }
 
 static int parse_timeout(const char *s, Options *o) {
@@ -899,8 +1006,10 @@ static int parse_options(int argc, char **argv, Options *o) {
 
 int main(int argc, char **argv) {
         Options o = {.legend = true, .timeout_ms = 5000, .timeout_sec = 5.0};
+        const Verb *v, *closest;
         int r;
 
+        /* getopt_long() permutes argv: options after the verb count too, its arguments end up last. */
         r = parse_options(argc, argv, &o);
         if (r >= 0)
                 return r;
@@ -908,18 +1017,15 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "budgetctl: missing command (try 'budgetctl --help')\n");
                 return EXIT_USAGE;
         }
-        if (optind + 1 < argc) {
-                fprintf(stderr, "budgetctl: unexpected argument '%s' after '%s'\n", argv[optind + 1],
-                        argv[optind]);
-                return EXIT_USAGE;
-        }
-        if (o.socket && !*o.socket) {
-                fprintf(stderr, "budgetctl: --socket needs a non-empty address\n");
-                return EXIT_USAGE;
-        }
-        for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
-                if (strcmp(argv[optind], verbs[i].name) == 0)
-                        return verb_run(&verbs[i], &o);
-        fprintf(stderr, "budgetctl: unknown command '%s' (try 'budgetctl --help')\n", argv[optind]);
+        v = verb_find(argv[optind]);
+        if (v)
+                return verb_dispatch(v, argc - optind, argv + optind, &o);
+        closest = verb_closest(argv[optind]);
+        if (closest)
+                fprintf(stderr,
+                        "budgetctl: unknown command '%s'; did you mean '%s'? (try 'budgetctl --help')\n",
+                        argv[optind], closest->name);
+        else
+                fprintf(stderr, "budgetctl: unknown command '%s' (try 'budgetctl --help')\n", argv[optind]);
         return EXIT_USAGE;
 }

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * budgetctl's formatting of values for a terminal: token counts with SI
+ * suffixes, durations in their two largest units, used/limit ratios, and the
+ * cleaning of daemon strings before they reach a terminal. Pure: values in,
+ * text out into a caller's buffer; no allocation, no I/O, no locale. Tables
+ * and their widths are budgetctl's (it measures with utf8_width()).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Buffer sizes. The longest outputs are far shorter ("99.9k", "213503982d 8h",
+ * "99.9k/99.9k"); the room is for snprintf's worst case. */
+#define FORMAT_TOKENS_MAX   32
+#define FORMAT_DURATION_MAX 32
+#define FORMAT_RATIO_MAX    64
+
+/*
+ * A token count, never more than it is (it is compared against limits):
+ *   below 1000       exact: "0", "999"
+ *   from 1000 up     in the largest SI unit not above it (k 10^3, M 10^6,
+ *                    G 10^9, T 10^12, P 10^15, E 10^18), truncated, never
+ *                    rounded up:
+ *                      below 100 units: one decimal, ".0" left out
+ *                        ("1k" for 1000..1099, "14.1k" for 14199, "99.9k")
+ *                      100 units and more: whole units ("100k", "999k")
+ *   UINT64_MAX       "18.4E"
+ * So the text is at most 5 characters, and shown <= count < shown + step,
+ * where step is a tenth of the unit below 100 units and the unit from 100 up
+ * (the largest loss is just under 10%, at 1099 shown as "1k"). Returns buf.
+ */
+const char *format_tokens(char buf[static FORMAT_TOKENS_MAX], uint64_t tokens);
+
+/*
+ * A duration in whole seconds (truncated) in its two largest units:
+ * "42s" below a minute, "5min 12s" below an hour, "2h 5min" below a day,
+ * else "3d 4h" (days are the largest unit: UINT64_MAX is "213503982d 8h").
+ * Returns buf.
+ */
+const char *format_duration(char buf[static FORMAT_DURATION_MAX], uint64_t usec);
+
+/* "used/limit" with both as format_tokens(), and "-" for the limit when there
+ * is none ("14.1k/2M", "0/-"). Returns buf. */
+const char *format_ratio(char buf[static FORMAT_RATIO_MAX], uint64_t used, bool has_limit, uint64_t limit);
+
+/* Replaces the ASCII control characters (below 0x20, and 0x7f) of s with '?',
+ * in place, so a daemon string cannot drive the terminal. Returns s. */
+char *format_sanitize(char *s);
+
+/* Upper-cases the ASCII letters of s in place ("minute" -> "MINUTE", a
+ * column header); other bytes are left alone. Returns s. */
+char *format_upper(char *s);
