@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tests for client/budgetctl-format.c: each table row is an input and the
+ * exact text wanted, at every unit boundary from 0 to UINT64_MAX; then
+ * sweeps read the token and duration texts back and check that none shows
+ * more than the value (a count shown is compared against a limit) and none
+ * loses more than its precision. Failure messages name the row or the value.
+ */
+#include <check.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "budgetctl-format.h"
+
+#define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+#define SEC           UINT64_C(1000000)
+#define MIN           (60 * SEC)
+#define HOUR          (60 * MIN)
+#define DAY           (24 * HOUR)
+
+/* ---- token counts ---- */
+
+typedef struct TokensRow {
+        const char *name;
+        uint64_t tokens;
+        const char *want;
+} TokensRow;
+
+static const TokensRow tokens_rows[] = {
+        {"zero", 0, "0"},
+        {"one", 1, "1"},
+        {"the largest exact", 999, "999"},
+        {"the first k", 1000, "1k"},
+        {"1001 is not 1.0k", 1001, "1k"},
+        {"1099 is not rounded to 1.1k", 1099, "1k"},
+        {"1100", 1100, "1.1k"},
+        {"1234", 1234, "1.2k"},
+        {"1999 is not 2k", 1999, "1.9k"},
+        {"9999 is not 10k", 9999, "9.9k"},
+        {"10000", 10000, "10k"},
+        {"14100", 14100, "14.1k"},
+        {"14199 is not 14.2k", 14199, "14.1k"},
+        {"99999 is not 100k", 99999, "99.9k"},
+        {"100000: whole units from 100 up", 100000, "100k"},
+        {"100999 is not 101k", 100999, "100k"},
+        {"123456", 123456, "123k"},
+        {"999999 is not 1M", 999999, "999k"},
+        {"the first M", 1000000, "1M"},
+        {"1049999", 1049999, "1M"},
+        {"1999999 is not 2M", 1999999, "1.9M"},
+        {"2.5M", 2500000, "2.5M"},
+        {"99999999 is not 100M", 99999999, "99.9M"},
+        {"100M", 100000000, "100M"},
+        {"999999999 is not 1G", 999999999, "999M"},
+        {"the first G", UINT64_C(1000000000), "1G"},
+        {"9999999999", UINT64_C(9999999999), "9.9G"},
+        {"999999999999 is not 1T", UINT64_C(999999999999), "999G"},
+        {"the first T", UINT64_C(1000000000000), "1T"},
+        {"999999999999999 is not 1P", UINT64_C(999999999999999), "999T"},
+        {"the first P", UINT64_C(1000000000000000), "1P"},
+        {"999999999999999999 is not 1E", UINT64_C(999999999999999999), "999P"},
+        {"the first E", UINT64_C(1000000000000000000), "1E"},
+        {"9999999999999999999", UINT64_C(9999999999999999999), "9.9E"},
+        {"10^19", UINT64_C(10000000000000000000), "10E"},
+        {"18399999999999999999", UINT64_C(18399999999999999999), "18.3E"},
+        {"UINT64_MAX is not 18.5E", UINT64_MAX, "18.4E"},
+};
+
+START_TEST(test_tokens_row) {
+        const TokensRow *row = &tokens_rows[_i];
+        char buf[FORMAT_TOKENS_MAX];
+
+        ck_assert_msg(strcmp(format_tokens(buf, row->tokens), row->want) == 0,
+                      "row '%s': format_tokens(%" PRIu64 ") = \"%s\", want \"%s\"", row->name, row->tokens,
+                      buf, row->want);
+}
+END_TEST
+
+/*
+ * Reads a format_tokens() text back: *ret_shown is the value it stands for,
+ * *ret_step what its last digit is worth. Fails the test on a text outside
+ * the documented forms.
+ */
+static void tokens_parse(const char *text, uint64_t v, uint64_t *ret_shown, uint64_t *ret_step) {
+        static const char units[] = "kMGTPE";
+        uint64_t whole = 0, tenth = 0, scale = 1;
+        const char *p = text, *u;
+        bool decimal = false;
+
+        ck_assert_msg(strlen(text) >= 1 && strlen(text) <= 5, "%" PRIu64 ": \"%s\" is not 1 to 5 characters",
+                      v, text);
+        for (; *p >= '0' && *p <= '9'; p++)
+                whole = whole * 10 + (uint64_t)(*p - '0');
+        ck_assert_msg(p > text && (text[0] != '0' || p == text + 1), "%" PRIu64 ": \"%s\" has no whole part",
+                      v, text);
+        if (*p == '.') {
+                ck_assert_msg(p[1] >= '1' && p[1] <= '9', "%" PRIu64 ": \"%s\": the decimal is not 1-9", v,
+                              text);
+                tenth = (uint64_t)(p[1] - '0');
+                decimal = true;
+                p += 2;
+        }
+        if (*p == '\0') {
+                ck_assert_msg(!decimal && whole < 1000, "%" PRIu64 ": \"%s\" has no unit", v, text);
+                *ret_shown = whole;
+                *ret_step = 1;
+                return;
+        }
+        u = strchr(units, *p);
+        ck_assert_msg(u && *u && p[1] == '\0', "%" PRIu64 ": \"%s\" does not end in one SI unit", v, text);
+        for (const char *q = units; q <= u; q++)
+                scale *= 1000;
+        /* The largest unit not above v: 1 to 999 of it; a decimal only below 100. */
+        ck_assert_msg(whole >= 1 && whole < 1000 && (!decimal || whole < 100),
+                      "%" PRIu64 ": \"%s\" is not in the largest unit, or has a decimal from 100 up", v,
+                      text);
+        *ret_shown = whole * scale + tenth * (scale / 10);
+        *ret_step = whole < 100 ? scale / 10 : scale;
+}
+
+static void tokens_check(uint64_t v) {
+        char buf[FORMAT_TOKENS_MAX];
+        uint64_t shown, step;
+
+        tokens_parse(format_tokens(buf, v), v, &shown, &step);
+        ck_assert_msg(shown <= v, "%" PRIu64 " is shown as \"%s\", more than it is", v, buf);
+        /* v - shown, not shown + step: that overflows near UINT64_MAX. */
+        ck_assert_msg(v - shown < step, "%" PRIu64 " is shown as \"%s\", more than its last digit below it",
+                      v, buf);
+}
+
+/* Every value below 200k, then both sides of every power of ten and of every 10^k - 1. */
+START_TEST(test_tokens_boundaries) {
+        uint64_t p = 1;
+
+        for (uint64_t v = 0; v < 200000; v++)
+                tokens_check(v);
+        for (int k = 0; k <= 19; k++) {
+                for (uint64_t d = 0; d <= 2; d++) {
+                        tokens_check(p + d);
+                        if (p > d)
+                                tokens_check(p - 1 - d);
+                }
+                if (k < 19)
+                        p *= 10;
+        }
+        for (uint64_t d = 0; d < 1000; d++)
+                tokens_check(UINT64_MAX - d);
+}
+END_TEST
+
+/* Values spread over the whole range: growing by about 0.1% a step, some 45,000 of them. */
+START_TEST(test_tokens_sweep) {
+        for (uint64_t v = 1;; v += v / 1024 + 1) {
+                tokens_check(v);
+                if (v > UINT64_MAX - (v / 1024 + 1))
+                        break;
+        }
+}
+END_TEST
+
+/* ---- durations ---- */
+
+typedef struct DurationRow {
+        const char *name;
+        uint64_t usec;
+        const char *want;
+} DurationRow;
+
+static const DurationRow duration_rows[] = {
+        {"zero", 0, "0s"},
+        {"just under a second", SEC - 1, "0s"},
+        {"one second", SEC, "1s"},
+        {"just under a minute", MIN - 1, "59s"},
+        {"one minute", MIN, "1min 0s"},
+        {"61 s", MIN + SEC, "1min 1s"},
+        {"just under an hour", HOUR - 1, "59min 59s"},
+        {"one hour", HOUR, "1h 0min"},
+        {"an hour less a microsecond is not 1h", HOUR - 1, "59min 59s"},
+        {"61 min", HOUR + MIN, "1h 1min"},
+        {"an hour and 59.999999 s drops the seconds", HOUR + MIN - 1, "1h 0min"},
+        {"just under a day", DAY - 1, "23h 59min"},
+        {"one day", DAY, "1d 0h"},
+        {"25 h", DAY + HOUR, "1d 1h"},
+        {"a day and 59 min drops the minutes", DAY + HOUR - 1, "1d 0h"},
+        {"days stay the largest unit", 400 * DAY + 5 * HOUR, "400d 5h"},
+        {"UINT64_MAX", UINT64_MAX, "213503982d 8h"},
+};
+
+START_TEST(test_duration_row) {
+        const DurationRow *row = &duration_rows[_i];
+        char buf[FORMAT_DURATION_MAX];
+
+        ck_assert_msg(strcmp(format_duration(buf, row->usec), row->want) == 0,
+                      "row '%s': format_duration(%" PRIu64 ") = \"%s\", want \"%s\"", row->name, row->usec,
+                      buf, row->want);
+}
+END_TEST
+
+/* Reads a format_duration() text back into microseconds; *ret_step is what its last unit is worth. */
+static uint64_t duration_parse(const char *text, uint64_t usec, uint64_t *ret_step) {
+        uint64_t a = 0, b = 0;
+        char ua[4] = "", ub[4] = "";
+        int n = -1;
+
+        if (sscanf(text, "%" SCNu64 "%3[a-z] %" SCNu64 "%3[a-z]%n", &a, ua, &b, ub, &n) == 4 &&
+            (size_t)n == strlen(text)) {
+                if (strcmp(ua, "min") == 0 && strcmp(ub, "s") == 0 && a < 60 && b < 60) {
+                        *ret_step = SEC;
+                        return a * MIN + b * SEC;
+                }
+                if (strcmp(ua, "h") == 0 && strcmp(ub, "min") == 0 && a < 24 && b < 60) {
+                        *ret_step = MIN;
+                        return a * HOUR + b * MIN;
+                }
+                if (strcmp(ua, "d") == 0 && strcmp(ub, "h") == 0 && b < 24) {
+                        *ret_step = HOUR;
+                        return a * DAY + b * HOUR;
+                }
+        } else if (sscanf(text, "%" SCNu64 "s%n", &a, &n) == 1 && (size_t)n == strlen(text) && a < 60) {
+                *ret_step = SEC;
+                return a * SEC;
+        }
+        ck_abort_msg("%" PRIu64 " us is shown as \"%s\", not one of the documented forms", usec, text);
+        return 0;
+}
+
+static void duration_check(uint64_t usec) {
+        char buf[FORMAT_DURATION_MAX];
+        uint64_t shown, step;
+
+        shown = duration_parse(format_duration(buf, usec), usec, &step);
+        ck_assert_msg(shown <= usec, "%" PRIu64 " us is shown as \"%s\", longer than it is", usec, buf);
+        ck_assert_msg(usec - shown < step,
+                      "%" PRIu64 " us is shown as \"%s\", short by more than its last unit", usec, buf);
+}
+
+/* Both sides of every unit boundary, then the whole range. */
+START_TEST(test_duration_sweep) {
+        static const uint64_t boundaries[] = {SEC, MIN, HOUR, DAY};
+
+        for (size_t i = 0; i < ELEMENTSOF(boundaries); i++)
+                for (uint64_t k = 1; k <= 3; k++)
+                        for (uint64_t d = 0; d <= 2; d++) {
+                                duration_check(k * boundaries[i] - d);
+                                duration_check(k * boundaries[i] + d);
+                        }
+        for (uint64_t usec = 0;; usec += usec / 512 + 1) {
+                duration_check(usec);
+                if (usec > UINT64_MAX - (usec / 512 + 1))
+                        break;
+        }
+        duration_check(UINT64_MAX);
+}
+END_TEST
+
+/* ---- ratios ---- */
+
+typedef struct RatioRow {
+        const char *name;
+        uint64_t used;
+        bool has_limit;
+        uint64_t limit;
+        const char *want;
+} RatioRow;
+
+static const RatioRow ratio_rows[] = {
+        {"nothing used, no limit", 0, false, 0, "0/-"},
+        {"a limit of 0", 0, true, 0, "0/0"},
+        {"no limit ignores the limit value", 1, false, 12345, "1/-"},
+        {"both in the same unit", 14199, true, 500000, "14.1k/500k"},
+        {"different units", 14199, true, 2000000, "14.1k/2M"},
+        {"exact against k", 999, true, 1000, "999/1k"},
+        {"used above the limit", 2500000, true, 1999999, "2.5M/1.9M"},
+        {"the longest", UINT64_MAX, true, UINT64_MAX, "18.4E/18.4E"},
+};
+
+START_TEST(test_ratio_row) {
+        const RatioRow *row = &ratio_rows[_i];
+        char buf[FORMAT_RATIO_MAX];
+
+        ck_assert_msg(strcmp(format_ratio(buf, row->used, row->has_limit, row->limit), row->want) == 0,
+                      "row '%s': format_ratio(%" PRIu64 ", %s, %" PRIu64 ") = \"%s\", want \"%s\"",
+                      row->name, row->used, row->has_limit ? "true" : "false", row->limit, buf, row->want);
+}
+END_TEST
+
+/* ---- strings ---- */
+
+typedef struct StringRow {
+        const char *name;
+        const char *in;
+        const char *want;
+} StringRow;
+
+static const StringRow sanitize_rows[] = {
+        {"empty", "", ""},
+        {"plain", "process:4242", "process:4242"},
+        {"a newline", "a\nb", "a?b"},
+        {"an escape sequence", "\x1b[31mred", "?[31mred"},
+        {"a tab and a carriage return", "\ta\r", "?a?"},
+        {"the first and last C0 controls", "\x01x\x1f", "?x?"},
+        {"DEL", "x\x7f", "x?"},
+        {"a space stays", "a b", "a b"},
+        {"UTF-8 stays", "caf\xc3\xa9 \xe2\x82\xac", "caf\xc3\xa9 \xe2\x82\xac"},
+};
+
+START_TEST(test_sanitize_row) {
+        const StringRow *row = &sanitize_rows[_i];
+        char buf[64];
+
+        snprintf(buf, sizeof(buf), "%s", row->in);
+        ck_assert_msg(format_sanitize(buf) == buf && strcmp(buf, row->want) == 0,
+                      "row '%s': format_sanitize() gave \"%s\", want \"%s\"", row->name, buf, row->want);
+}
+END_TEST
+
+static const StringRow upper_rows[] = {
+        {"empty", "", ""},
+        {"a span", "minute", "MINUTE"},
+        {"already upper", "DAY", "DAY"},
+        {"digits and punctuation stay", "in-flight 2", "IN-FLIGHT 2"},
+        {"the letters at the ends", "az", "AZ"},
+        {"UTF-8 stays", "\xc3\xa9t\xc3\xa9", "\xc3\xa9T\xc3\xa9"},
+};
+
+START_TEST(test_upper_row) {
+        const StringRow *row = &upper_rows[_i];
+        char buf[64];
+
+        snprintf(buf, sizeof(buf), "%s", row->in);
+        ck_assert_msg(format_upper(buf) == buf && strcmp(buf, row->want) == 0,
+                      "row '%s': format_upper() gave \"%s\", want \"%s\"", row->name, buf, row->want);
+}
+END_TEST
+
+static Suite *format_suite(void) {
+        Suite *s = suite_create("format");
+        TCase *tc;
+
+        tc = tcase_create("tokens");
+        tcase_add_loop_test(tc, test_tokens_row, 0, (int)ELEMENTSOF(tokens_rows));
+        tcase_add_test(tc, test_tokens_boundaries);
+        tcase_add_test(tc, test_tokens_sweep);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("durations");
+        tcase_add_loop_test(tc, test_duration_row, 0, (int)ELEMENTSOF(duration_rows));
+        tcase_add_test(tc, test_duration_sweep);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("ratios");
+        tcase_add_loop_test(tc, test_ratio_row, 0, (int)ELEMENTSOF(ratio_rows));
+        suite_add_tcase(s, tc);
+        tc = tcase_create("strings");
+        tcase_add_loop_test(tc, test_sanitize_row, 0, (int)ELEMENTSOF(sanitize_rows));
+        tcase_add_loop_test(tc, test_upper_row, 0, (int)ELEMENTSOF(upper_rows));
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        SRunner *sr = srunner_create(format_suite());
+        int failed;
+
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
