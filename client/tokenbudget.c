@@ -33,6 +33,7 @@
 #ifndef TB_VERSION
 #include "tb-config.h"
 #endif
+#include "macro.h"
 #include "time-util.h"
 #include "tokenbudget.h"
 #include "utf8.h"
@@ -62,6 +63,7 @@ struct tb_client {
         VarlinkBuffer out; /* the call being sent */
         char *error;       /* NULL reads as "" */
         char *error_name;
+        json_object *error_parameters; /* of the last daemon error reply; NULL otherwise */
         uint64_t retry_after_usec;
         uint64_t last_call_usec; /* end of the last call, for the idle-close check */
 };
@@ -93,6 +95,8 @@ static int client_failv(tb_client *c, int r, const char *fmt, va_list ap) {
                 text = NULL;
         c->error = text;
         c->error_name = NULL; /* transport and argument errors have no Varlink name */
+        json_object_put(c->error_parameters);
+        c->error_parameters = NULL;
         c->retry_after_usec = 0;
         return r;
 }
@@ -224,9 +228,11 @@ static int client_check_string(tb_client *c, const char *name, const char *value
 
 /* ---- addresses and connecting ---- */
 
-/* Strips "unix:" and any ";mode=..." suffix; "@name" is an abstract socket. */
-static int address_to_sockaddr(const char *address, struct sockaddr_un *ret_sa, socklen_t *ret_len,
-                               char **ret_display) {
+/*
+ * The path connect() sees for an address: "unix:PATH;key=value..." becomes
+ * PATH, anything else is a path as it is; "@name" is an abstract socket.
+ */
+static int address_to_path(const char *address, char **ret_path) {
         const char *path = address;
         size_t n;
 
@@ -237,8 +243,15 @@ static int address_to_sockaddr(const char *address, struct sockaddr_un *ret_sa, 
                 n = strlen(path);
         if (n == 0 || (path[0] == '@' && n == 1))
                 return -EINVAL;
-        if (n > sizeof(ret_sa->sun_path) - (path[0] == '@' ? 0 : 1))
+        if (n > sizeof(((struct sockaddr_un *)NULL)->sun_path) - (path[0] == '@' ? 0 : 1))
                 return -ENAMETOOLONG;
+        *ret_path = strndup(path, n);
+        return *ret_path ? 0 : -ENOMEM;
+}
+
+/* A path from address_to_path() as a socket address. */
+static void path_to_sockaddr(const char *path, struct sockaddr_un *ret_sa, socklen_t *ret_len) {
+        size_t n = strlen(path);
 
         memset(ret_sa, 0, sizeof(*ret_sa));
         ret_sa->sun_family = AF_UNIX;
@@ -249,8 +262,6 @@ static int address_to_sockaddr(const char *address, struct sockaddr_un *ret_sa, 
                 *ret_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
         } else
                 *ret_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
-        *ret_display = strndup(path, n);
-        return *ret_display ? 0 : -ENOMEM;
 }
 
 static int socket_connect(const struct sockaddr_un *sa, socklen_t len, int timeout_ms, int *ret_fd) {
@@ -277,7 +288,16 @@ static int socket_connect(const struct sockaddr_un *sa, socklen_t len, int timeo
         return 0;
 }
 
-/* The addresses to try, in order; entries are malloc'ed. Returns the count or -ENOMEM. */
+TB_EXPORT char **tb_strv_free(char **strv) {
+        if (!strv)
+                return NULL;
+        for (char **i = strv; *i; i++)
+                free(*i);
+        free(strv);
+        return NULL;
+}
+
+/* The addresses to try, in order, as given; entries are malloc'ed. Returns the count or -ENOMEM. */
 static int address_candidates(const char *address, char *ret[TB_MAX_CANDIDATES]) {
         const char *env, *runtime;
         int n = 0;
@@ -301,32 +321,62 @@ oom:
         return -ENOMEM;
 }
 
+/*
+ * The one address search (tb_client_addresses() and tb_client_open()): the
+ * paths to try, in order, NULL-terminated. On an address that is not a valid
+ * socket address, *ret_bad (when not NULL) is a malloc'ed copy of it.
+ */
+static int client_addresses(const char *address, char ***ret_paths, char **ret_bad) {
+        char *candidates[TB_MAX_CANDIDATES] = {NULL}, **paths;
+        int n, r = 0;
+
+        n = address_candidates(address, candidates);
+        if (n < 0)
+                return n;
+        paths = calloc((size_t)n + 1, sizeof(*paths));
+        if (!paths)
+                r = -ENOMEM;
+        for (int i = 0; r >= 0 && i < n; i++) {
+                r = address_to_path(candidates[i], &paths[i]);
+                if (r < 0 && r != -ENOMEM && ret_bad)
+                        *ret_bad = TAKE_PTR(candidates[i]);
+        }
+        for (int i = 0; i < n; i++)
+                free(candidates[i]);
+        if (r < 0) {
+                tb_strv_free(paths);
+                return r;
+        }
+        *ret_paths = paths;
+        return n;
+}
+
+TB_EXPORT int tb_client_addresses(const char *address, char ***ret_paths) {
+        if (!ret_paths)
+                return -EINVAL;
+        return client_addresses(address, ret_paths, NULL);
+}
+
 /* Whether the next candidate address is worth trying after this error. */
 static bool connect_error_try_next(int r) {
         return r == -ENOENT || r == -ENOTDIR || r == -ECONNREFUSED;
 }
 
-/* Tries each candidate; on success *ret_fd and *ret_display are set, else *errors lists why. */
-static int connect_candidates(char **candidates, int n, int *ret_fd, char **ret_display, FILE *errors) {
+/* Tries each path; on success *ret_fd and *ret_index are set, else errors lists why. */
+static int connect_paths(char **paths, int *ret_fd, int *ret_index, FILE *errors) {
         int r = -ENOENT;
 
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; paths[i]; i++) {
                 struct sockaddr_un sa;
                 socklen_t len;
-                char *display = NULL;
 
-                r = address_to_sockaddr(candidates[i], &sa, &len, &display);
-                if (r == -ENOMEM)
-                        return r;
-                if (r >= 0)
-                        r = socket_connect(&sa, len, TB_DEFAULT_TIMEOUT_MS, ret_fd);
+                path_to_sockaddr(paths[i], &sa, &len);
+                r = socket_connect(&sa, len, TB_DEFAULT_TIMEOUT_MS, ret_fd);
                 if (r >= 0) {
-                        *ret_display = display;
+                        *ret_index = i;
                         return 0;
                 }
-                fprintf(errors, "%s%s: %s", i > 0 ? "; at " : "", display ? display : candidates[i],
-                        r == -EINVAL ? "Invalid socket address" : strerror(-r));
-                free(display);
+                fprintf(errors, "%s%s: %s", i > 0 ? "; at " : "", paths[i], strerror(-r));
                 if (!connect_error_try_next(r))
                         break;
         }
@@ -334,26 +384,30 @@ static int connect_candidates(char **candidates, int n, int *ret_fd, char **ret_
 }
 
 TB_EXPORT int tb_client_open(const char *address, tb_client **ret, char **ret_error) {
-        char *candidates[TB_MAX_CANDIDATES] = {NULL}, *display = NULL, *errors = NULL;
+        char **paths = NULL, *bad = NULL, *errors = NULL;
         size_t errors_len = 0;
         tb_client *c = NULL;
         FILE *f = NULL;
-        int n, fd = -1, r;
+        int n, fd = -1, index = 0, r;
 
         if (ret_error)
                 *ret_error = NULL;
         if (!ret)
                 return -EINVAL;
-        n = address_candidates(address, candidates);
-        if (n < 0)
-                return n;
+        n = r = client_addresses(address, &paths, &bad);
+        if (r == -ENOMEM)
+                return r;
         f = open_memstream(&errors, &errors_len);
         if (!f) {
                 r = -ENOMEM;
                 goto finish;
         }
         fputs("cannot connect to tokenbudgetd at ", f);
-        r = connect_candidates(candidates, n, &fd, &display, f);
+        if (r < 0)
+                fprintf(f, "%s: %s", bad ? bad : "(null)",
+                        r == -EINVAL ? "Invalid socket address" : strerror(-r));
+        else
+                r = connect_paths(paths, &fd, &index, f);
         if (connect_error_try_next(r))
                 fputs(" (is the daemon running?)", f);
         if (fclose(f) != 0 && r >= 0)
@@ -368,10 +422,11 @@ TB_EXPORT int tb_client_open(const char *address, tb_client **ret, char **ret_er
         }
         c->fd = fd;
         c->timeout_ms = TB_DEFAULT_TIMEOUT_MS;
-        c->address = display;
+        c->address = paths[index];
+        /* Moves the NULL-terminated rest over the taken entry. */
+        memmove(&paths[index], &paths[index + 1], (size_t)(n - index) * sizeof(*paths));
         *ret = c;
         fd = -1;
-        display = NULL;
         r = 0;
 finish:
         if (r < 0 && ret_error && errors) {
@@ -380,10 +435,9 @@ finish:
         }
         if (fd >= 0)
                 close(fd);
-        free(display);
+        tb_strv_free(paths);
+        free(bad);
         free(errors);
-        for (int i = 0; i < n; i++)
-                free(candidates[i]);
         return r;
 }
 
@@ -395,6 +449,7 @@ TB_EXPORT tb_client *tb_client_close(tb_client *c) {
         free(c->address);
         free(c->error);
         free(c->error_name);
+        json_object_put(c->error_parameters);
         free(c);
         return NULL;
 }
@@ -414,6 +469,21 @@ TB_EXPORT const char *tb_client_error(const tb_client *c) {
 
 TB_EXPORT const char *tb_client_error_name(const tb_client *c) {
         return c ? c->error_name : NULL;
+}
+
+TB_EXPORT const char *tb_client_error_parameter(const tb_client *c, const char *key) {
+        json_object *v;
+
+        if (!c || !key || !c->error_parameters)
+                return NULL;
+        v = json_object_object_get(c->error_parameters, key);
+        if (!v)
+                return NULL;
+        /* Strings as they are; integers (and anything else) as their JSON text, e.g. "41000000". */
+        return json_object_is_type(v, json_type_string)
+                       ? json_object_get_string(v)
+                       : json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
+                                                                   JSON_C_TO_STRING_NOSLASHESCAPE);
 }
 
 TB_EXPORT uint64_t tb_client_retry_after_usec(const tb_client *c) {
@@ -535,7 +605,7 @@ static int client_fail_io(tb_client *c, const char *method, int r) {
 static void client_reconnect_if_closed(tb_client *c, uint64_t now) {
         struct sockaddr_un sa;
         socklen_t len;
-        char *display = NULL, byte;
+        char byte;
         ssize_t n;
         int fd;
 
@@ -544,9 +614,7 @@ static void client_reconnect_if_closed(tb_client *c, uint64_t now) {
         n = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
         if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)))
                 return;
-        if (address_to_sockaddr(c->address, &sa, &len, &display) < 0)
-                return;
-        free(display);
+        path_to_sockaddr(c->address, &sa, &len);
         if (socket_connect(&sa, len, c->timeout_ms > 0 ? c->timeout_ms : TB_DEFAULT_TIMEOUT_MS, &fd) < 0)
                 return; /* the send or receive then reports the closed connection */
         close(c->fd);
@@ -630,6 +698,8 @@ static int client_fail_reply(tb_client *c, const VarlinkReply *reply) {
         free(c->error_name);
         c->error = text;
         c->error_name = strdup(reply->error);
+        json_object_put(c->error_parameters);
+        c->error_parameters = json_object_get(reply->parameters);
         c->retry_after_usec = 0;
         if (r == -EDQUOT) {
                 json_object *retry = json_object_object_get(reply->parameters, "retryAfterUsec");

@@ -52,6 +52,16 @@ typedef struct tb_client tb_client;
  * naming the address(es) tried.
  */
 int tb_client_open(const char *address, tb_client **ret, char **ret_error);
+/*
+ * The socket paths tb_client_open(address) would try, in its order, as
+ * connect() sees them ("unix:PATH;key=value" becomes PATH; "@name" is an
+ * abstract socket): a malloc'ed NULL-terminated array (free it with
+ * tb_strv_free()). Returns the count, or -EINVAL/-ENAMETOOLONG when an address
+ * is not a socket address, or -ENOMEM.
+ */
+int tb_client_addresses(const char *address, char ***ret_paths);
+/* Frees a NULL-terminated array of strings and the strings. NULL-safe; returns NULL. */
+char **tb_strv_free(char **strv);
 /* Closes the connection and frees the handle. NULL-safe; returns NULL. */
 tb_client *tb_client_close(tb_client *c);
 /* Timeout for each call, in milliseconds; 0 or negative waits forever. */
@@ -62,6 +72,14 @@ const char *tb_client_address(const tb_client *c);
 const char *tb_client_error(const tb_client *c);
 /* The Varlink error name of the last failed call, or NULL for transport errors. */
 const char *tb_client_error_name(const tb_client *c);
+/*
+ * The value of parameter key of the last daemon error reply (e.g. "parameter"
+ * of InvalidParameter, "scope" of BudgetExhausted): strings as they are,
+ * integers in decimal (other JSON values as their JSON text); NULL when that
+ * reply had no such parameter or the last failure was not a daemon error.
+ * Valid until the next failed call on the handle.
+ */
+const char *tb_client_error_parameter(const tb_client *c, const char *key);
 /* For BudgetExhausted: the daemon's retryAfterUsec of the last failed call; 0 otherwise. */
 uint64_t tb_client_retry_after_usec(const tb_client *c);
 

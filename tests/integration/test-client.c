@@ -102,6 +102,41 @@ START_TEST(test_user_session_fallback) {
 }
 END_TEST
 
+/* tb_client_addresses() lists what tb_client_open() tries, in its order, as
+ * connect() sees each path. */
+START_TEST(test_addresses) {
+        char runtime_dir[256], user_path[340], **paths = NULL;
+        int n;
+
+        snprintf(runtime_dir, sizeof(runtime_dir), "%s/runtime", harness_dir());
+        snprintf(user_path, sizeof(user_path), "%s/tokenbudget/io.tokenbudget", runtime_dir);
+        ck_assert_int_eq(setenv(TB_SOCKET_ENV, "unix:/tmp/from-env.sock;mode=0600", 1), 0);
+        ck_assert_int_eq(setenv("XDG_RUNTIME_DIR", runtime_dir, 1), 0);
+        n = tb_client_addresses(NULL, &paths);
+        ck_assert_int_eq(n, 3);
+        ck_assert_str_eq(paths[0], "/tmp/from-env.sock");
+        ck_assert_str_eq(paths[1], TB_SYSTEM_SOCKET);
+        ck_assert_str_eq(paths[2], user_path);
+        ck_assert_ptr_null(paths[3]);
+        paths = tb_strv_free(paths);
+
+        /* An empty $TOKENBUDGET_SOCKET and a relative $XDG_RUNTIME_DIR count as unset. */
+        ck_assert_int_eq(setenv(TB_SOCKET_ENV, "", 1), 0);
+        ck_assert_int_eq(setenv("XDG_RUNTIME_DIR", "relative", 1), 0);
+        ck_assert_int_eq(tb_client_addresses(NULL, &paths), 1);
+        ck_assert_str_eq(paths[0], TB_SYSTEM_SOCKET);
+        ck_assert_ptr_null(paths[1]);
+        paths = tb_strv_free(paths);
+
+        /* An argument is the only address; "unix:" is stripped, "@" kept. */
+        ck_assert_int_eq(tb_client_addresses("unix:@abstract;mode=0600", &paths), 1);
+        ck_assert_str_eq(paths[0], "@abstract");
+        paths = tb_strv_free(paths);
+        ck_assert_int_eq(tb_client_addresses("unix:", &paths), -EINVAL);
+        ck_assert_ptr_null(tb_strv_free(NULL));
+}
+END_TEST
+
 START_TEST(test_nothing_answers) {
         char missing[256], *error = NULL;
         tb_client *c = NULL;
@@ -158,6 +193,9 @@ START_TEST(test_error_mapping) {
         r = tb_request(c, &(tb_request_params){.estimate = 900}, &g);
         ck_assert_msg(r == -EDQUOT, "BudgetExhausted: %d %s", r, tb_client_error(c));
         ck_assert_str_eq(tb_client_error_name(c), "io.tokenbudget.agent.BudgetExhausted");
+        /* Strings as they are, integers in decimal. */
+        ck_assert_pstr_eq(tb_client_error_parameter(c, "scope"), "global");
+        ck_assert_pstr_eq(tb_client_error_parameter(c, "limit"), "1000");
         ck_assert_msg(strstr(tb_client_error(c), "scope=global") &&
                               strstr(tb_client_error(c), "limit=1000") &&
                               strstr(tb_client_error(c), "retryAfterUsec="),
@@ -174,6 +212,8 @@ START_TEST(test_error_mapping) {
         r = tb_call(c, "io.tokenbudget.agent.Request", "{\"estimate\":-1}", NULL);
         ck_assert_msg(r == -EINVAL && strstr(tb_client_error(c), "parameter=estimate"),
                       "InvalidParameter: %d %s", r, tb_client_error(c));
+        ck_assert_pstr_eq(tb_client_error_parameter(c, "parameter"), "estimate");
+        ck_assert_ptr_null(tb_client_error_parameter(c, "scope"));
 
         /* Errors do not close the connection. */
         ck_assert_int_eq(tb_request(c, &(tb_request_params){.estimate = 100}, &g), 0);
@@ -189,6 +229,7 @@ static Suite *client_suite(void) {
         tc = harness_tcase("address", 30);
         tcase_add_test(tc, test_address_order);
         tcase_add_test(tc, test_user_session_fallback);
+        tcase_add_test(tc, test_addresses);
         tcase_add_test(tc, test_nothing_answers);
         suite_add_tcase(s, tc);
         tc = harness_tcase("calls", 30);
