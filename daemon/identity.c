@@ -53,3 +53,11 @@ int identity_read_proc(const char *proc_root, Identity *id) {
         }
         return r;
 }
+
+bool identity_is_admin(const Identity *id) {
+        static uid_t euid = (uid_t)-1;
+
+        if (euid == (uid_t)-1)
+                euid = geteuid();
+        return id->uid == 0 || id->uid == euid;
+}

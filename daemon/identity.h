@@ -8,6 +8,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -28,3 +29,7 @@ int identity_from_socket(int fd, Identity *ret);
 /* Fills comm and start_time from PROC_ROOT/PID/stat; on failure (the process
  * is gone) sets comm to "?" and start_time to 0 and returns -errno. */
 int identity_read_proc(const char *proc_root, Identity *id);
+/* Root and the daemon's own user: the admin interface's callers, who get
+ * the limits.admin_connections slots and are exempt from per-uid process
+ * limits. */
+bool identity_is_admin(const Identity *id);

@@ -19,7 +19,9 @@
 
 #include "config.h"
 #include "log.h"
-#include "server.h"
+#include "config-file.h"
+#include "macro.h"
+#include "manager.h"
 #include "tb-config.h"
 
 #define DEFAULT_CONFIG_FILE "/etc/tokenbudget/tokenbudgetd.conf"
@@ -185,7 +187,7 @@ int main(int argc, char **argv) {
         const char *config_path = NULL;
         struct event_base *base = NULL;
         _cleanup_free_ char *errors = NULL;
-        Server *server = NULL;
+        Manager *manager = NULL;
         bool config_optional;
         unsigned fd_limit;
         Config config;
@@ -199,7 +201,7 @@ int main(int argc, char **argv) {
         if (load_config(args.config_path, &config, &config_path, &config_optional) < 0)
                 return EXIT_USAGE;
         fd_limit = raise_fd_limit();
-        if (server_check_fd_limit(&config, fd_limit,
+        if (config_check_fd_limit(&config, fd_limit,
                                   config_optional && access(config_path, F_OK) < 0 ? NULL : config_path,
                                   &errors) < 0) {
                 print_errors(errors, "<3>");
@@ -216,21 +218,15 @@ int main(int argc, char **argv) {
                 config_done(&config);
                 return EXIT_RUNTIME;
         }
-        r = server_new(base, &config, config_path, config_optional, &server);
-        if (r >= 0)
-                server->fd_limit = fd_limit;
+        r = manager_new(base, &config, config_path, config_optional, fd_limit, &manager);
         if (r < 0) {
                 log_error("cannot set up: %s", strerror(-r));
                 config_done(&config);
                 event_base_free(base);
                 return EXIT_RUNTIME;
         }
-        /* --socket overrides the file's socket without changing the
-         * configuration, so a reload compares file with file. */
-        r = server_listen(server, args.socket_path ?: server->config.socket_path);
-        if (r >= 0)
-                r = server_run(server);
-        server_free(server);
+        r = manager_run(manager, args.socket_path);
+        manager_free(manager);
         event_base_free(base);
         return r < 0 ? EXIT_RUNTIME : EXIT_SUCCESS;
 }

@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The configuration file: read (bounded), then parsed by the pure core
+ * (config_parse_buffer()), and checked against what the process may open.
+ */
+#pragma once
+
+#include "config.h"
+
+/* File descriptors kept out of max_connections: stdio, the listening socket,
+ * the event loop's own, the journal and notify sockets, and the few opened
+ * for a moment (the config file on reload, /proc/PID/stat at accept, a
+ * connection accepted only to be refused). So the watchdog, the journal, a
+ * reload and an admin still work however many clients connect. */
+#define DAEMON_RESERVED_FDS 64u
+
+/* Reads and parses a configuration file; errors as config_parse_buffer()
+ * gives them, one "FILE:LINE: message" per line, in *ret_errors. */
+int config_load_file(const char *path, Config *ret, char **ret_errors);
+/* 0 when c->max_connections fits fd_limit with DAEMON_RESERVED_FDS to spare;
+ * else -EMFILE and a "PATH: ..." line in *ret_error (path NULL: the
+ * built-in defaults). */
+int config_check_fd_limit(const Config *c, unsigned fd_limit, const char *path, char **ret_error);

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The listening socket: the one systemd passed (socket activation, the
+ * socket named "varlink" or the only one), else one created at a path (a
+ * stale socket file is replaced, a live one or anything else is not). It
+ * accepts in batches, reads each new peer's credentials (SO_PEERCRED, never a
+ * message) and refuses connections over the limits (total, the admin
+ * reserve, per uid) by closing them at once, so the client sees EOF instead
+ * of hanging in the backlog. The rest it hands to its owner.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "identity.h"
+#include "peer.h"
+
+struct event_base;
+
+typedef struct Listener Listener;
+
+/* A connection the limits let in: fd (taken) and who it is. */
+typedef void (*ListenerConnectionFunc)(void *userdata, int fd, const Identity *identity, uint64_t now);
+
+typedef struct ListenerLimits {
+        uint64_t max_connections;
+        uint64_t admin_connections; /* the last ones of max_connections, for admins only */
+        uint64_t max_connections_per_uid;
+        uint64_t log_interval_usec; /* rate limit of the lines a client can cause */
+        unsigned log_burst;
+} ListenerLimits;
+
+Listener *listener_new(struct event_base *base, const PeerSet *peers, const ListenerLimits *limits,
+                       ListenerConnectionFunc connection, void *userdata);
+/* NULL-safe; returns NULL. Removes a socket file it created. */
+Listener *listener_free(Listener *l);
+void listener_set_limits(Listener *l, const ListenerLimits *limits);
+/* Takes the socket from systemd (LISTEN_FDS) or creates it at socket_path,
+ * and starts accepting. Logs what went wrong. */
+int listener_start(Listener *l, const char *socket_path);
+/* Accepts no more (shutdown). */
+void listener_stop(Listener *l);
+const char *listener_socket_path(const Listener *l);

@@ -1,0 +1,430 @@
+/* SPDX-License-Identifier: MIT */
+/* The manager (see manager.h). Time is read once per event and passed down. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "budget.h"
+#include "config-file.h"
+#include "dispatch.h"
+#include "journal.h"
+#include "listener.h"
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+#include "method.h"
+#include "notify.h"
+#include "peer.h"
+#include "ratelimit.h"
+#include "tb-config.h"
+#include "time-util.h"
+
+/* Circuit breakers (a later issue) enter degraded mode here: 80% of a pool. */
+#define DEGRADED_PERMILLE 800
+/* The sweep runs at a quarter of the shortest timeout, so a timeout is
+ * enforced at most 25% late, but never more often than 10 times a second nor
+ * less often than every 30 s. It runs only while clients are connected: an
+ * idle daemon has no timer at all. */
+#define SWEEP_MIN_USEC UINT64_C(100000)
+#define SWEEP_MAX_USEC (30 * USEC_PER_SEC)
+
+struct Manager {
+        struct event_base *base;
+        Config config;
+        char *config_path;    /* NULL: built-in defaults */
+        bool config_optional; /* config_path is the default file: missing means built-in defaults */
+        unsigned fd_limit;
+        uint64_t start_usec;
+        Journal *journal;
+        Notify *notify;
+        Budget *budget;
+        PeerSet *peers;
+        Listener *listener;
+        DispatchContext context;
+        struct event *sweep_event;
+        struct event *signal_events[3];
+        RateLimit log_refused;
+        bool stopping;     /* SIGTERM came: what is still open is settled as shutdown */
+        char *status_note; /* why the last reload was rejected; prefixed to STATUS= */
+};
+
+/* ---- limits of the pieces, from the configuration ---- */
+
+static JournalSettings journal_settings(const Config *c) {
+        return (JournalSettings){
+                .log_granted = c->journal_log_granted,
+                .rate_limit_interval_usec = c->journal_rate_limit_interval_usec,
+                .rate_limit_burst = c->journal_rate_limit_burst,
+        };
+}
+
+static PeerSetLimits peer_limits(const Config *c) {
+        return (PeerSetLimits){
+                .max_message_bytes = c->max_message_bytes,
+                .max_output_bytes = c->max_output_bytes,
+                .max_output_bytes_per_uid = c->max_output_bytes_per_uid,
+                .idle_timeout_usec = c->idle_timeout_usec,
+                .log_interval_usec = c->journal_rate_limit_interval_usec,
+                .log_burst = (unsigned)c->journal_rate_limit_burst,
+        };
+}
+
+static ListenerLimits listener_limits(const Config *c) {
+        return (ListenerLimits){
+                .max_connections = c->max_connections,
+                .admin_connections = c->admin_connections,
+                .max_connections_per_uid = c->max_connections_per_uid,
+                .log_interval_usec = c->journal_rate_limit_interval_usec,
+                .log_burst = (unsigned)c->journal_rate_limit_burst,
+        };
+}
+
+/* ---- the sweep ---- */
+
+static uint64_t sweep_interval_usec(const Config *c) {
+        uint64_t t = c->allocation_idle_timeout_usec;
+
+        if (c->idle_timeout_usec > 0 && c->idle_timeout_usec < t)
+                t = c->idle_timeout_usec;
+        if (PEER_CLOSING_GRACE_USEC < t)
+                t = PEER_CLOSING_GRACE_USEC;
+        t /= 4;
+        return t < SWEEP_MIN_USEC ? SWEEP_MIN_USEC : t > SWEEP_MAX_USEC ? SWEEP_MAX_USEC : t;
+}
+
+static void sweep_schedule(Manager *m) {
+        uint64_t usec = sweep_interval_usec(&m->config);
+        struct timeval tv = {.tv_sec = (time_t)(usec / USEC_PER_SEC),
+                             .tv_usec = (suseconds_t)(usec % USEC_PER_SEC)};
+
+        if (peer_set_size(m->peers) > 0 && !m->stopping && !evtimer_pending(m->sweep_event, NULL))
+                evtimer_add(m->sweep_event, &tv);
+}
+
+static void sweep_cb(evutil_socket_t fd, short what, void *userdata) {
+        Manager *m = userdata;
+        uint64_t now = now_usec();
+
+        budget_expire(m->budget, now);
+        peer_set_sweep(m->peers, now);
+        sweep_schedule(m);
+}
+
+/* ---- connections ---- */
+
+static void connection_cb(void *userdata, int fd, const Identity *id, uint64_t now) {
+        Manager *m = userdata;
+        Client *client;
+        int r;
+
+        r = budget_client_new(m->budget, id, now, &client);
+        if (r < 0) {
+                log_limited(&m->log_refused, now, LOG_LEVEL_WARNING,
+                            "refusing connection of pid %d uid %u: %s", (int)id->pid, (unsigned)id->uid,
+                            r == -EUSERS         ? "limits.max_tracked_processes reached: every tracked "
+                                                   "process is alive and holds usage"
+                            : r == -ETOOMANYREFS ? "limits.max_tracked_processes_per_uid reached: every "
+                                                   "process of this uid is alive and holds usage"
+                                                 : strerror(-r));
+                close(fd);
+                return;
+        }
+        r = peer_set_add(m->peers, fd, id, client, now);
+        if (r < 0) {
+                budget_client_free(m->budget, client, SETTLE_ABANDONED, now);
+                return;
+        }
+        sweep_schedule(m);
+        log_debug("connection from pid %d (%s) uid %u", (int)id->pid, id->comm, (unsigned)id->uid);
+}
+
+static int handle_call_cb(void *userdata, Call *call, const VarlinkCall *message, uint64_t now) {
+        Manager *m = userdata;
+        return dispatch_call(&m->context, call, message, now);
+}
+
+static int handle_flat_call_cb(void *userdata, Call *call, const VarlinkFlatCall *message, uint64_t now) {
+        Manager *m = userdata;
+        return dispatch_flat_call(&m->context, call, message, now);
+}
+
+static void disconnected_cb(void *userdata, void *session, uint64_t now) {
+        Manager *m = userdata;
+        budget_client_free(m->budget, session, m->stopping ? SETTLE_SHUTDOWN : SETTLE_ABANDONED, now);
+}
+
+static bool may_close_idle_cb(void *userdata, void *session) {
+        return !budget_client_has_allocations(session);
+}
+
+/* The commit point: once per loop iteration, after its calls changed the
+ * budget and before any of their replies is written. Nothing to commit
+ * while the ledger lives in memory only; the durable store commits here. */
+static void commit_cb(void *userdata) {
+}
+
+/* ---- status ---- */
+
+static char *status_text_cb(void *userdata) {
+        Manager *m = userdata;
+        unsigned u = budget_global_utilisation_permille(m->budget, now_usec());
+        char *text;
+
+        if (asprintf(&text, "%s%sServing: %zu allocation(s) in flight, %s%u%% of the global pool used%s",
+                     m->status_note ?: "", m->status_note ? "; " : "",
+                     ledger_n_allocations(budget_ledger(m->budget)),
+                     u >= DEGRADED_PERMILLE ? "DEGRADED (" : "", u / 10,
+                     u >= DEGRADED_PERMILLE ? ")" : "") < 0)
+                return NULL;
+        return text;
+}
+
+static void budget_changed_cb(void *userdata) {
+        Manager *m = userdata;
+        notify_status_changed(m->notify);
+}
+
+/* ---- reload and shutdown ---- */
+
+static void manager_apply_config(Manager *m) {
+        JournalSettings js = journal_settings(&m->config);
+        PeerSetLimits pl = peer_limits(&m->config);
+        ListenerLimits ll = listener_limits(&m->config);
+
+        budget_set_config(m->budget, &m->config);
+        peer_set_set_limits(m->peers, &pl);
+        if (m->listener)
+                listener_set_limits(m->listener, &ll);
+        log_set_level(m->config.log_level);
+        journal_set_settings(m->journal, &js);
+        ratelimit_configure(&m->log_refused, m->config.journal_rate_limit_interval_usec,
+                            m->config.journal_rate_limit_burst);
+        /* The timeouts may have changed: the next sweep comes at the new interval. */
+        event_del(m->sweep_event);
+        sweep_schedule(m);
+}
+
+/* Errors come one per line; the journal gets them all in the reason field,
+ * STATUS= and the MESSAGE the first (STATUS= is one line). */
+static void reload_rejected(Manager *m, char *errors, uint64_t now) {
+        Event e = {.reason = errors ? errors : "unreadable"};
+        _cleanup_free_ char *first = errors ? strndup(errors, strcspn(errors, "\n")) : NULL;
+
+        free(m->status_note);
+        if (asprintf(&m->status_note, "Configuration %s rejected, keeping the old one: %s", m->config_path,
+                     first ?: "") < 0)
+                m->status_note = NULL;
+        journal_emit(m->journal, EVENT_CONFIG_REJECTED, &e, now,
+                     "Configuration %s rejected, keeping the old one: %s", m->config_path, first ?: "");
+}
+
+static void manager_reload(Manager *m) {
+        _cleanup_free_ char *errors = NULL;
+        uint64_t now = now_usec();
+        Config c;
+        int r;
+
+        notify_reloading(m->notify, now);
+        if (!m->config_path) {
+                log_info("reload requested; running on built-in defaults, nothing to re-read");
+                notify_ready(m->notify);
+                return;
+        }
+        /* The default file is optional: created after start it is read now;
+         * removed, the built-in defaults apply, as they would at a start. */
+        if (m->config_optional && access(m->config_path, F_OK) < 0 && errno == ENOENT) {
+                r = config_init_defaults(&c);
+                if (r >= 0)
+                        log_info("reload requested; %s does not exist, using the built-in defaults",
+                                 m->config_path);
+        } else
+                r = config_load_file(m->config_path, &c, &errors);
+        if (r >= 0) {
+                r = config_check_fd_limit(&c, m->fd_limit, m->config_path, &errors);
+                if (r < 0)
+                        config_done(&c);
+        }
+        if (r < 0) {
+                reload_rejected(m, errors, now);
+                notify_ready(m->notify);
+                return;
+        }
+        /* The socket we listen on stays. */
+        if (strcmp(c.socket_path, m->config.socket_path) != 0)
+                log_warning("socket changed in %s; the new path takes effect at restart", m->config_path);
+        config_done(&m->config);
+        m->config = c;
+        manager_apply_config(m);
+        m->status_note = mfree(m->status_note);
+        journal_emit(m->journal, EVENT_CONFIG_RELOADED, &(Event){}, now, "Configuration %s reloaded",
+                     m->config_path);
+        notify_ready(m->notify);
+}
+
+static void manager_shutdown(Manager *m) {
+        uint64_t now = now_usec();
+        size_t n = ledger_n_allocations(budget_ledger(m->budget));
+        BudgetStats st = budget_stats(m->budget);
+        Event e = {.has_used = true, .used = ledger_scope_committed_total(budget_global(m->budget))};
+
+        m->stopping = true;
+        notify_stopping(m->notify);
+        if (m->listener)
+                listener_stop(m->listener);
+        event_del(m->sweep_event);
+        journal_emit(m->journal, EVENT_STOPPING, &e, now,
+                     "tokenbudgetd stopping after %" PRIu64 " s: settling %zu open allocation(s); %" PRIu64
+                     " granted, %" PRIu64 " refused, %" PRIu64 " abandoned, %" PRIu64 " tokens used",
+                     (now - m->start_usec) / USEC_PER_SEC, n, st.n_granted, st.n_refused, st.n_abandoned,
+                     e.used);
+        peer_set_close_all(m->peers, "daemon stopping");
+        event_base_loopexit(m->base, NULL);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *userdata) {
+        Manager *m = userdata;
+
+        if (sig == SIGHUP)
+                manager_reload(m);
+        else
+                manager_shutdown(m);
+}
+
+/* ---- setup ---- */
+
+/* Allocation ids must be unguessable (a peer that could guess another's id
+ * could probe it) and differ across restarts: the ledger permutes a counter
+ * with a key from the kernel's random source, new at every start. */
+static int id_key_from_kernel(uint8_t key[static 16]) {
+        ssize_t n = getrandom(key, 16, 0);
+
+        if (n != 16)
+                return log_error("cannot read a random key for allocation ids: %s",
+                                 n < 0 ? strerror(errno) : "short read"),
+                       n < 0 ? -errno : -EIO;
+        return 0;
+}
+
+int manager_new(struct event_base *base, Config *config, const char *config_path, bool config_optional,
+                unsigned fd_limit, Manager **ret) {
+        static const int signals[] = {SIGTERM, SIGINT, SIGHUP};
+        static const PeerSetOps peer_ops = {
+                .handle_call = handle_call_cb,
+                .handle_flat_call = handle_flat_call_cb,
+                .disconnected = disconnected_cb,
+                .may_close_idle = may_close_idle_cb,
+                .commit = commit_cb,
+        };
+        Manager *m = calloc(1, sizeof(*m));
+        uint8_t key[16];
+        int r;
+
+        if (!m)
+                return -ENOMEM;
+        m->base = base;
+        m->config = *config; /* takes ownership */
+        *config = (Config){};
+        m->config_optional = config_optional;
+        m->fd_limit = fd_limit;
+        m->start_usec = now_usec();
+        if (config_path && !(m->config_path = strdup(config_path)))
+                goto oom;
+        r = id_key_from_kernel(key);
+        if (r < 0) {
+                manager_free(m);
+                return r;
+        }
+        log_set_level(m->config.log_level);
+        JournalSettings js = journal_settings(&m->config);
+        PeerSetLimits pl = peer_limits(&m->config);
+        ListenerLimits ll = listener_limits(&m->config);
+        m->journal = journal_new(base, &js);
+        m->notify = notify_new(base, status_text_cb, m);
+        if (!m->journal || !m->notify)
+                goto oom;
+        r = budget_new(&m->config, m->journal, key, budget_changed_cb, m, &m->budget);
+        if (r < 0)
+                goto oom;
+        m->peers = peer_set_new(base, &pl, &peer_ops, m);
+        if (!m->peers)
+                goto oom;
+        m->listener = listener_new(base, m->peers, &ll, connection_cb, m);
+        m->sweep_event = evtimer_new(base, sweep_cb, m);
+        if (!m->listener || !m->sweep_event)
+                goto oom;
+        m->context = (DispatchContext){.budget = m->budget, .peers = m->peers, .start_usec = m->start_usec};
+        ratelimit_configure(&m->log_refused, m->config.journal_rate_limit_interval_usec,
+                            m->config.journal_rate_limit_burst);
+        for (size_t i = 0; i < ELEMENTSOF(signals); i++) {
+                m->signal_events[i] = evsignal_new(base, signals[i], signal_cb, m);
+                if (!m->signal_events[i] || event_add(m->signal_events[i], NULL) < 0)
+                        goto oom;
+        }
+        *ret = m;
+        return 0;
+oom:
+        manager_free(m);
+        return -ENOMEM;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        /* Peers first: closing them settles their clients in the budget. */
+        m->peers = peer_set_free(m->peers);
+        m->listener = listener_free(m->listener);
+        m->budget = budget_free(m->budget);
+        for (size_t i = 0; i < ELEMENTSOF(m->signal_events); i++)
+                if (m->signal_events[i])
+                        event_free(m->signal_events[i]);
+        if (m->sweep_event)
+                event_free(m->sweep_event);
+        m->notify = notify_free(m->notify);
+        m->journal = journal_free(m->journal);
+        free(m->status_note);
+        config_done(&m->config);
+        free(m->config_path);
+        free(m);
+        return NULL;
+}
+
+/* What the configuration came from, for messages. */
+static const char *config_source(const Manager *m) {
+        if (!m->config_path || (m->config_optional && access(m->config_path, F_OK) < 0))
+                return "built-in defaults";
+        return m->config_path;
+}
+
+static void emit_started(Manager *m) {
+        const LedgerLimits *g = &m->config.global;
+
+        journal_emit(m->journal, EVENT_STARTED, &(Event){}, now_usec(),
+                     "tokenbudgetd " TB_VERSION " started on %s with %s; global limits per minute %" PRIu64
+                     ", hour %" PRIu64 ", day %" PRIu64 ", in flight %" PRIu64 " (0: none)",
+                     listener_socket_path(m->listener), config_source(m),
+                     g->window_tokens[LEDGER_WINDOW_MINUTE], g->window_tokens[LEDGER_WINDOW_HOUR],
+                     g->window_tokens[LEDGER_WINDOW_DAY], g->in_flight_tokens);
+}
+
+int manager_run(Manager *m, const char *socket_path) {
+        int r;
+
+        /* --socket overrides the file's socket without changing the
+         * configuration, so a reload compares file with file. */
+        r = listener_start(m->listener, socket_path ?: m->config.socket_path);
+        if (r < 0)
+                return r;
+        emit_started(m);
+        notify_ready(m->notify);
+        if (event_base_dispatch(m->base) < 0)
+                return -EIO;
+        return 0;
+}

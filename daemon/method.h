@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What a method handler is and what it gets: the call (answer now or
+ * later, call.h), its parameters validated against the method's table, and
+ * the daemon's pieces it may use. Each interface's handlers (service.c,
+ * agent.c, admin.c) export their rows; dispatch.c looks calls up in them.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "budget.h"
+#include "call.h"
+#include "peer.h"
+#include "varlink.h"
+
+typedef struct DispatchContext {
+        Budget *budget;
+        const PeerSet *peers;
+        uint64_t start_usec; /* when the daemon started, for uptime */
+} DispatchContext;
+
+/* Returns 0 (answered, deferred, or oneway) or -ENOMEM (the peer is dropped). */
+typedef int (*MethodHandler)(const DispatchContext *ctx, Call *call, const VarlinkValue *values,
+                             uint64_t now);
+
+typedef struct Method {
+        const char *name; /* fully qualified */
+        MethodHandler handler;
+        const VarlinkField *fields;
+        size_t n_fields;
+        bool admin; /* root and the daemon's user only */
+} Method;
+
+#define METHOD(n, h, f, adm)                                                                                \
+        { n, h, f, ELEMENTSOF(f), adm }
+#define METHOD0(n, h, adm)                                                                                  \
+        { n, h, NULL, 0, adm }
+
+/* Every method takes at most this many parameters. */
+#define METHOD_FIELDS_MAX 8
+
+extern const Method service_methods[];
+extern const size_t service_n_methods;
+extern const Method agent_methods[];
+extern const size_t agent_n_methods;
+extern const Method admin_methods[];
+extern const size_t admin_n_methods;
