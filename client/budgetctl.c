@@ -420,74 +420,83 @@ static int list_print(json_object *reply, const Options *o) {
 
 /* ---- when the daemon is not reachable ---- */
 
-#define USER_SOCKET_SUFFIX "/tokenbudget/io.tokenbudget" /* under $XDG_RUNTIME_DIR (tokenbudget.h) */
-#define SOCKET_UNIT        "tokenbudgetd.socket"
+#define SOCKET_UNIT "tokenbudgetd.socket"
 /* Where run.sh serves as a user without $XDG_RUNTIME_DIR (scripts/run.sh). */
 #define RUN_SH_FALLBACK_SOCKET "/tmp/tokenbudget/io.tokenbudget"
 
-/* One address budgetctl tried: the path as connect() saw it ("@name" for an abstract socket). */
-typedef struct Address {
-        char path[256];     /* sun_path is 108 bytes: a longer one failed otherwise, not here */
-        const char *origin; /* "--socket", "$TOKENBUDGET_SOCKET", or NULL for a built-in default */
-} Address;
-
+/*
+ * The addresses budgetctl tried, from the library's one address search
+ * (tb_client_addresses()): paths as connect() saw them ("@name" for an
+ * abstract socket). Who named the first one budgetctl knows from its inputs.
+ */
 typedef struct Addresses {
-        Address items[3];
+        char **defaults; /* the search without --socket: [$TOKENBUDGET_SOCKET,] system[, user]; or NULL */
+        char **named;    /* the search for --socket, or NULL */
+        char **paths;    /* the one tried: named or defaults; n of them */
         size_t n;
-        char user_socket[256]; /* $XDG_RUNTIME_DIR/tokenbudget/io.tokenbudget, or "" */
+        const char *origin;      /* of paths[0]: "--socket", "$TOKENBUDGET_SOCKET", or NULL for a default */
+        const char *user_socket; /* $XDG_RUNTIME_DIR/tokenbudget/io.tokenbudget, or NULL */
 } Addresses;
 
-/* "unix:PATH;mode=..." -> "PATH", as the library does. */
-static void addresses_add(Addresses *a, const char *address, const char *origin) {
-        size_t n;
-
-        if (strncmp(address, "unix:", 5) == 0) {
-                address += 5;
-                n = strcspn(address, ";");
-        } else
-                n = strlen(address);
-        snprintf(a->items[a->n].path, sizeof(a->items[a->n].path), "%.*s", (int)n, address);
-        a->items[a->n++].origin = origin;
+static void addresses_done(Addresses *a) {
+        a->defaults = tb_strv_free(a->defaults);
+        a->named = tb_strv_free(a->named);
 }
 
-/* The addresses the library tried, in its order (tokenbudget.h). */
-static void addresses_tried(const Options *o, Addresses *ret) {
-        const char *env = getenv(TB_SOCKET_ENV), *runtime = getenv("XDG_RUNTIME_DIR");
+/* The addresses tb_client_open(o->socket) tried, in its order. Returns 0 or -errno. */
+static int addresses_tried(const Options *o, Addresses *ret) {
+        const char *env = getenv(TB_SOCKET_ENV);
+        size_t last_system = SIZE_MAX;
+        int n;
 
         *ret = (Addresses){};
-        if (runtime && runtime[0] == '/')
-                snprintf(ret->user_socket, sizeof(ret->user_socket), "%s" USER_SOCKET_SUFFIX, runtime);
-        if (o->socket) {
-                addresses_add(ret, o->socket, "--socket");
-                return;
+        /* Without --socket, what was tried; with it, where the user-session socket is. */
+        n = tb_client_addresses(NULL, &ret->defaults);
+        if (n < 0 && !o->socket)
+                return n;
+        /* In the order of tokenbudget.h: $TOKENBUDGET_SOCKET, the system socket, the user's. */
+        for (int i = 0; i < n; i++)
+                if (strcmp(ret->defaults[i], TB_SYSTEM_SOCKET) == 0)
+                        last_system = (size_t)i;
+        if (last_system != SIZE_MAX && last_system + 1 < (size_t)n)
+                ret->user_socket = ret->defaults[last_system + 1];
+        if (!o->socket) {
+                ret->paths = ret->defaults;
+                ret->n = (size_t)n;
+                ret->origin = env && *env ? "$" TB_SOCKET_ENV : NULL;
+                return 0;
         }
-        if (env && *env)
-                addresses_add(ret, env, "$" TB_SOCKET_ENV);
-        addresses_add(ret, TB_SYSTEM_SOCKET, NULL);
-        if (ret->user_socket[0])
-                addresses_add(ret, ret->user_socket, NULL);
+        n = tb_client_addresses(o->socket, &ret->named);
+        if (n < 0) {
+                addresses_done(ret);
+                return n;
+        }
+        ret->paths = ret->named;
+        ret->n = (size_t)n;
+        ret->origin = "--socket";
+        return 0;
 }
 
 /* Connecting failed with ENOENT, ENOTDIR or ECONNREFUSED: a socket file there is left over. */
-static bool address_is_stale(const Address *a) {
+static bool address_is_stale(const char *path) {
         struct stat st;
 
-        return a->path[0] != '@' && stat(a->path, &st) == 0 && S_ISSOCK(st.st_mode);
+        return path[0] != '@' && stat(path, &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
 /*
- * The address the hint is about: the one the user named; else a stale socket
- * (a daemon ran there); else the one budgetctl is of use with: the admin
- * interface answers only root and the daemon's user, so for anyone but root
- * that is their own session's daemon.
+ * The index of the address the hint is about: the one the user named; else
+ * a stale socket (a daemon ran there); else the one budgetctl is of use
+ * with: the admin interface answers only root and the daemon's user, so for
+ * anyone but root that is their own session's daemon.
  */
-static const Address *addresses_target(const Addresses *a) {
-        if (a->items[0].origin)
-                return &a->items[0];
+static size_t addresses_target(const Addresses *a) {
+        if (a->origin)
+                return 0;
         for (size_t i = 0; i < a->n; i++)
-                if (address_is_stale(&a->items[i]))
-                        return &a->items[i];
-        return a->n == 1 || geteuid() == 0 ? &a->items[0] : &a->items[a->n - 1];
+                if (address_is_stale(a->paths[i]))
+                        return i;
+        return a->n == 1 || geteuid() == 0 ? 0 : a->n - 1;
 }
 
 /* Whether dir (under $HOME when home_relative) holds the socket unit. */
@@ -539,7 +548,11 @@ static bool unit_installed(bool user) {
         return false;
 }
 
-/* The socket scripts/run.sh serves: $TOKENBUDGET_SOCKET, else the system socket as root, else the user's. */
+/*
+ * The socket scripts/run.sh serves: $TOKENBUDGET_SOCKET as it is (run.sh
+ * hands it to tokenbudgetd --socket), else the system socket as root, else
+ * the user's.
+ */
 static const char *run_sh_socket(const Addresses *a) {
         const char *env = getenv(TB_SOCKET_ENV);
 
@@ -547,18 +560,18 @@ static const char *run_sh_socket(const Addresses *a) {
                 return env;
         if (geteuid() == 0)
                 return TB_SYSTEM_SOCKET;
-        return a->user_socket[0] ? a->user_socket : RUN_SH_FALLBACK_SOCKET;
+        return a->user_socket ? a->user_socket : RUN_SH_FALLBACK_SOCKET;
 }
 
-/* The second line: how to start a daemon at a, as a service if one is installed, else by hand. */
-static void print_start_hint(const Address *a, const Addresses *all) {
-        bool is_system = strcmp(a->path, TB_SYSTEM_SOCKET) == 0;
-        bool is_user = all->user_socket[0] && strcmp(a->path, all->user_socket) == 0;
+/* The second line: how to start a daemon at path, as a service if one is installed, else by hand. */
+static void print_start_hint(const char *path, const Addresses *all) {
+        bool is_system = strcmp(path, TB_SYSTEM_SOCKET) == 0;
+        bool is_user = all->user_socket && strcmp(path, all->user_socket) == 0;
         const char *run_sh = run_sh_socket(all);
         char by_hand[300], source_tree[320];
 
         /* tokenbudgetd listens only on absolute paths: an abstract or relative one is not ours to start. */
-        if (a->path[0] != '/')
+        if (path[0] != '/')
                 return;
         if (is_user && unit_installed(true)) {
                 fputs("budgetctl: start it with 'systemctl --user start " SOCKET_UNIT "'\n", stderr);
@@ -569,41 +582,50 @@ static void print_start_hint(const Address *a, const Addresses *all) {
                 return;
         }
         /* tokenbudgetd serves the system socket unless told otherwise. */
-        snprintf(by_hand, sizeof(by_hand), is_system ? "tokenbudgetd" : "tokenbudgetd --socket %s", a->path);
+        snprintf(by_hand, sizeof(by_hand), is_system ? "tokenbudgetd" : "tokenbudgetd --socket %s", path);
         snprintf(source_tree, sizeof(source_tree),
-                 strcmp(a->path, run_sh) == 0 ? "./scripts/run.sh" : TB_SOCKET_ENV "=%s ./scripts/run.sh",
-                 a->path);
+                 strcmp(path, run_sh) == 0 ? "./scripts/run.sh" : TB_SOCKET_ENV "=%s ./scripts/run.sh",
+                 path);
         fprintf(stderr, "budgetctl: %sstart it by hand with '%s' (or '%s' in the source tree)\n",
                 is_system || is_user ? "tokenbudgetd is not installed as a service; " : "", by_hand,
                 source_tree);
 }
 
-static void print_address(const Address *a) {
-        fputs(a->path, stderr);
-        if (a->origin)
+static void print_address(const Addresses *a, size_t i) {
+        fputs(a->paths[i], stderr);
+        if (i == 0 && a->origin)
                 fprintf(stderr, " (named by %s)", a->origin);
 }
 
-/* Nothing answers: the stale socket found, or every address tried; then how to start the daemon. */
-static void print_not_running(const Options *o) {
-        const Address *target;
+/*
+ * Nothing answers: the stale socket found, or every address tried; then how
+ * to start the daemon. error is the library's description, for when the
+ * addresses cannot be listed.
+ */
+static void print_not_running(const Options *o, int r, const char *error) {
         Addresses a;
+        size_t target;
 
-        addresses_tried(o, &a);
+        if (addresses_tried(o, &a) < 0 || a.n == 0) {
+                fprintf(stderr, "budgetctl: %s\n", error ? error : strerror(-r));
+                addresses_done(&a);
+                return;
+        }
         target = addresses_target(&a);
-        if (address_is_stale(target)) {
+        if (address_is_stale(a.paths[target])) {
                 fputs("budgetctl: a socket exists at ", stderr);
-                print_address(target);
+                print_address(&a, target);
                 fputs(" but no daemon answers (it was stopped or crashed)\n", stderr);
         } else {
                 fputs("budgetctl: tokenbudgetd is not running at ", stderr);
                 for (size_t i = 0; i < a.n; i++) {
                         fputs(i > 0 ? " or " : "", stderr);
-                        print_address(&a.items[i]);
+                        print_address(&a, i);
                 }
                 fputc('\n', stderr);
         }
-        print_start_hint(target, &a);
+        print_start_hint(a.paths[target], &a);
+        addresses_done(&a);
 }
 
 static int connect_failed(const Options *o, int r, const char *error) {
@@ -611,7 +633,7 @@ static int connect_failed(const Options *o, int r, const char *error) {
         case -ENOENT:
         case -ENOTDIR:
         case -ECONNREFUSED:
-                print_not_running(o);
+                print_not_running(o, r, error);
                 break;
         case -EACCES:
         case -EPERM:
@@ -625,15 +647,12 @@ static int connect_failed(const Options *o, int r, const char *error) {
 
 /* ---- talking to the daemon ---- */
 
-/* Whether the daemon answered InvalidParameter naming parameter (the library's "NAME: key=value" text). */
-static bool invalid_parameter_is(tb_client *c, const char *parameter) {
-        const char *name = tb_client_error_name(c), *text = tb_client_error(c), *p;
-        size_t n = strlen(parameter);
+/* Whether the daemon answered InvalidParameter naming parameter. */
+static bool invalid_parameter_is(const tb_client *c, const char *parameter) {
+        const char *name = tb_client_error_name(c), *value = tb_client_error_parameter(c, "parameter");
 
-        if (!name || strcmp(name, "org.varlink.service.InvalidParameter") != 0)
-                return false;
-        p = strstr(text, "parameter=");
-        return p && strncmp(p + 10, parameter, n) == 0 && (p[10 + n] == '\0' || p[10 + n] == ' ');
+        return name && strcmp(name, "org.varlink.service.InvalidParameter") == 0 && value &&
+               strcmp(value, parameter) == 0;
 }
 
 static int call_failed(const Options *o, tb_client *c, int r) {
