@@ -2,7 +2,8 @@
 /*
  * Integration tests of the programs as a user runs them: budgetctl (human and
  * JSON output against allocations the test holds open, idle scopes left out
- * unless --all, exit codes, the hint when no daemon answers), the example agent, and tokenbudgetd's own
+ * unless --all, exit codes, verbs and their arguments, the hint when no daemon
+ * answers), the example agent, and tokenbudgetd's own
  * command line (--help, --version,
  * --check-config, bad config at start, stale and live sockets, SIGTERM with
  * open allocations).
@@ -323,6 +324,129 @@ static size_t lines(const char *text) {
         return n;
 }
 
+/*
+ * The verb table: arguments counted per verb, options after the verb, --all
+ * only where it applies, a suggestion for a slip, help listing the verbs.
+ */
+static const struct usage_row {
+        const char *name;
+        const char *args[4];
+        int status;
+        const char *out; /* in stdout, or NULL */
+        const char *err; /* in stderr, or NULL */
+} usage_rows[] = {
+        {"an argument to status", {"status", "extra"}, 2, NULL, "budgetctl: 'status' takes no arguments\n"},
+        {"an argument to list", {"list", "x", "y"}, 2, NULL, "budgetctl: 'list' takes no arguments\n"},
+        {"a slip of status", {"stauts"}, 2, NULL, "unknown command 'stauts'; did you mean 'status'?"},
+        {"a slip of list", {"lst"}, 2, NULL, "did you mean 'list'?"},
+        {"nothing close", {"frobnicate"}, 2, NULL, "unknown command 'frobnicate' (try 'budgetctl --help')"},
+        {"no command", {"--json"}, 2, NULL, "missing command"},
+        {"--all on list", {"list", "--all"}, 2, NULL, "--all applies only to 'status'\n"},
+        {"help lists the verbs", {"help"}, 0, "\n  status ", NULL},
+        {"help lists list", {"help"}, 0, "\n  list ", NULL},
+        {"help lists help", {"help"}, 0, "\n  help ", NULL},
+        {"--help lists the verbs", {"--help"}, 0, "COMMAND [ARGS...]", NULL},
+        {"an argument to help", {"help", "status"}, 2, NULL, "'help' takes no arguments"},
+        {"an option after the verb", {"list", "--json"}, 0, "\"allocations\"", NULL},
+        {"options on both sides", {"--no-legend", "status", "--json"}, 0, "\"scopes\"", NULL},
+};
+
+START_TEST(test_budgetctl_usage) {
+        const struct usage_row *row = &usage_rows[_i];
+        TestDaemon *d = harness_daemon_start("");
+        CommandResult res;
+
+        budgetctl_run(d->socket_path, NULL, row->args, &res);
+        ck_assert_msg(res.status == row->status, "row '%s': exit %d, expected %d (stderr: %s)", row->name,
+                      res.status, row->status, res.err);
+        ck_assert_msg(!row->out || strstr(res.out, row->out), "row '%s': stdout does not have \"%s\":\n%s",
+                      row->name, row->out, res.out);
+        ck_assert_msg(!row->err || strstr(res.err, row->err), "row '%s': stderr does not have \"%s\":\n%s",
+                      row->name, row->err, res.err);
+        ck_assert_msg(row->status != 2 || lines(res.err) == 1,
+                      "row '%s': a usage error of more than one line:\n%s", row->name, res.err);
+        command_result_done(&res);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/*
+ * A daemon that answers one call with reply (a Varlink message without its
+ * NUL) and exits: listens at path before it returns, serves in a child.
+ */
+static pid_t fake_daemon_start(const char *path, const char *reply) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        pid_t pid;
+
+        ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
+        ck_assert(strlen(path) < sizeof(sa.sun_path));
+        strcpy(sa.sun_path, path);
+        ck_assert_msg(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(fd, 4) == 0,
+                      "bind/listen %s: %s", path, strerror(errno));
+        pid = fork();
+        ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
+        if (pid == 0) {
+                char c = 1;
+                int conn;
+
+                (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+                conn = accept(fd, NULL, NULL);
+                while (conn >= 0 && c != '\0' && read(conn, &c, 1) == 1)
+                        ;
+                if (conn < 0 || write(conn, reply, strlen(reply) + 1) != (ssize_t)strlen(reply) + 1)
+                        _exit(1);
+                _exit(0);
+        }
+        close(fd);
+        return pid;
+}
+
+/*
+ * A daemon from before Status took "all" refuses the parameter: budgetctl
+ * says so (tb_client_error_parameter() names it); InvalidParameter for
+ * another parameter is just the daemon's error.
+ */
+START_TEST(test_budgetctl_too_old_for_all) {
+        static const struct {
+                const char *parameter;
+                const char *want;
+        } rows[] = {
+                {"all",
+                 "budgetctl: this tokenbudgetd is too old for --all (it refused the parameter 'all'); "
+                 "its plain 'budgetctl status' lists every scope\n"},
+                {"allx", "budgetctl: org.varlink.service.InvalidParameter"},
+        };
+
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+                const char *args[] = {"--all", "status", NULL};
+                char path[300], reply[200];
+                CommandResult res;
+                pid_t pid;
+                int status;
+
+                snprintf(path, sizeof(path), "%s/old-%zu.sock", harness_dir(), i);
+                snprintf(reply, sizeof(reply),
+                         "{\"error\":\"org.varlink.service.InvalidParameter\",\"parameters\":{\"parameter\":"
+                         "\"%s\"}}",
+                         rows[i].parameter);
+                pid = fake_daemon_start(path, reply);
+                budgetctl_run(path, NULL, args, &res);
+                ck_assert_msg(res.status == 1, "parameter %s: exit %d, expected 1 (stderr: %s)",
+                              rows[i].parameter, res.status, res.err);
+                ck_assert_msg(strstr(res.err, rows[i].want),
+                              "parameter %s: stderr does not have \"%s\":\n%s", rows[i].parameter,
+                              rows[i].want, res.err);
+                ck_assert_msg(i == 0 || !strstr(res.err, "too old"), "parameter %s: taken for 'all':\n%s",
+                              rows[i].parameter, res.err);
+                command_result_done(&res);
+                ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+                ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                              "the fake daemon did not answer");
+        }
+}
+END_TEST
+
 /* Runs budgetctl status with env (and --socket when socket_path) and expects exit 3 and want in stderr. */
 static void expect_not_running(const char *socket_path, char *const env[], const char *want,
                                const char *what) {
@@ -379,7 +503,7 @@ static bool system_socket_answers(const char *what) {
  * (--socket, $TOKENBUDGET_SOCKET), and says when a socket was left behind.
  */
 START_TEST(test_budgetctl_not_running) {
-        char missing[300], stale[300], want[400];
+        char missing[300], stale[300], want[1000], unix_address[330], xdg[300];
         char *env[] = {NULL, "XDG_RUNTIME_DIR", NULL};
 
         snprintf(missing, sizeof(missing), "%s/no-daemon-here.sock", harness_dir());
@@ -396,12 +520,27 @@ START_TEST(test_budgetctl_not_running) {
                  stale);
         expect_not_running(stale, NULL, want, "--socket at a stale socket");
 
+        /* The path as connect() sees it, from the library (tb_client_addresses()). */
+        snprintf(unix_address, sizeof(unix_address), "unix:%s;mode=0600", missing);
+        snprintf(want, sizeof(want), "tokenbudgetd is not running at %s (named by --socket)\n", missing);
+        expect_not_running(unix_address, NULL, want, "--socket at unix:PATH;mode=0600");
+
         if (system_socket_answers("TOKENBUDGET_SOCKET at a missing path"))
                 return;
         ck_assert(asprintf(&env[0], "TOKENBUDGET_SOCKET=%s", missing) >= 0);
         snprintf(want, sizeof(want), "tokenbudgetd is not running at %s (named by $TOKENBUDGET_SOCKET)",
                  missing);
         expect_not_running(NULL, env, want, "TOKENBUDGET_SOCKET at a missing path");
+
+        /* Every address of the search, in the library's order. */
+        snprintf(xdg, sizeof(xdg), "%s/xdg-order", harness_dir());
+        ck_assert(asprintf(&env[1], "XDG_RUNTIME_DIR=%s", xdg) >= 0);
+        snprintf(want, sizeof(want),
+                 "tokenbudgetd is not running at %s (named by $TOKENBUDGET_SOCKET) or " TB_SYSTEM_SOCKET
+                 " or %s/tokenbudget/io.tokenbudget\n",
+                 missing, xdg);
+        expect_not_running(NULL, env, want, "TOKENBUDGET_SOCKET, the system and the user-session socket");
+        free(env[1]);
         free(env[0]);
 }
 END_TEST
@@ -641,7 +780,9 @@ static Suite *tools_suite(void) {
         tcase_add_test(tc, test_budgetctl_human);
         tcase_add_test(tc, test_budgetctl_json);
         tcase_add_test(tc, test_budgetctl_exit_codes);
+        tcase_add_loop_test(tc, test_budgetctl_usage, 0, (int)(sizeof(usage_rows) / sizeof(usage_rows[0])));
         tcase_add_test(tc, test_budgetctl_status_idle);
+        tcase_add_test(tc, test_budgetctl_too_old_for_all);
         tcase_add_test(tc, test_budgetctl_not_running);
         tcase_add_test(tc, test_budgetctl_start_hint);
         suite_add_tcase(s, tc);
