@@ -4,11 +4,12 @@
  * with the arguments it takes, the options that apply to it and a function
  * that makes one call on the admin interface (io.tokenbudget.admin) through
  * libtokenbudget and prints the reply as a table (budgetctl-format.h formats
- * the values), or as pretty JSON with --json. It validates the shape of every reply it prints from and never
- * trusts the daemon's strings on a terminal (control characters are replaced).
- * When no daemon answers it says where it looked and how to start one there
- * (the systemd unit when one is installed, else by hand). It does not change
- * the daemon's state and keeps no state of its own.
+ * the values), or as pretty JSON with --json. It validates the shape of every
+ * reply it prints from and never trusts the daemon's strings on a terminal
+ * (control characters are replaced). When no daemon answers it says where it
+ * looked (the library's own address search, tb_client_addresses()) and how to
+ * start one there (the systemd unit when one is installed, else by hand). It
+ * does not change the daemon's state and keeps no state of its own.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
@@ -837,7 +838,7 @@ static size_t edit_distance(const char *a, const char *b) {
         return d[na % 3][nb];
 }
 
-/* The verb name is a slip of: at most 2 edits away and fewer edits than it has letters. */
+/* The verb name looks like a slip of: at most 2 edits away, and fewer edits than the verb has letters. */
 static const Verb *verb_closest(const char *name) {
         const Verb *best = NULL;
         size_t best_d = 3;
