@@ -52,7 +52,10 @@ int procfs_parse_stat(const char *text, size_t len, char ret_comm[PROCFS_COMM_MA
                         return -EINVAL; /* more digits than any uint64_t */
                 buf[m++] = *p;
         }
-        if (m == 0 || (p < end && *p != ' ' && *p != '\n'))
+        /* The kernel always writes a separator after the start time (field
+         * 23 follows): text ending right after its digits was cut short,
+         * maybe inside them, and would give a smaller start time. */
+        if (m == 0 || p >= end || (*p != ' ' && *p != '\n'))
                 return -EINVAL;
         buf[m] = 0;
         errno = 0;
