@@ -13,6 +13,8 @@
 
 #include <json-c/json.h>
 
+#include "flat-differential.h"
+#include "tb-check.h"
 #include "varlink.h"
 
 #ifndef SRCDIR
@@ -803,127 +805,9 @@ START_TEST(test_interface_descriptions) {
 END_TEST
 
 /* The flat fast path: varlink_call_parse_flat() and varlink_flat_params_parse()
- * against the strict path. */
-
-static const VarlinkField flat_tables_all[] = {
-        {"allocation", VARLINK_FIELD_STRING, false, 16}, {"inputTokens", VARLINK_FIELD_INT, true, 1000},
-        {"outputTokens", VARLINK_FIELD_INT, true, 0},    {"flag", VARLINK_FIELD_BOOL, true, 0},
-        {"class", VARLINK_FIELD_STRING, true, 0},        {"", VARLINK_FIELD_INT, true, 0},
-        {"count", VARLINK_FIELD_INT, false, 1},
-};
-
-static const struct {
-        const VarlinkField *fields;
-        size_t n_fields;
-} flat_tables[] = {
-        {request_fields, ELEMENTSOF(request_fields)},
-        {flat_tables_all, ELEMENTSOF(flat_tables_all)},
-        {flat_tables_all, 5}, /* allocation required, the rest optional */
-        {flat_tables_all + 1, 4},
-        {NULL, 0},
-};
-
-#define FLAT_SENTINEL ((const char *)flat_tables)
-
-/* Both return values, the named parameter and every value slot agree. */
-static void flat_compare_params(const char *label, struct json_object *parameters, const VarlinkFlatCall *fc,
-                                const VarlinkField *fields, size_t n_fields) {
-        VarlinkValue strict[8], flat[8];
-        const char *strict_bad = "unset", *flat_bad = "unset";
-        int rs, rf;
-
-        ck_assert(n_fields <= ELEMENTSOF(strict));
-        for (size_t i = 0; i < ELEMENTSOF(strict); i++)
-                strict[i] = flat[i] = (VarlinkValue){true, -7, FLAT_SENTINEL, true};
-        rs = varlink_params_parse(parameters, fields, n_fields, strict, &strict_bad);
-        rf = varlink_flat_params_parse(fc, fields, n_fields, flat, &flat_bad);
-        ck_assert_msg(rs == rf, "%s: strict %d, flat %d", label, rs, rf);
-        ck_assert_msg((!strict_bad && !flat_bad) ||
-                              (strict_bad && flat_bad && strcmp(strict_bad, flat_bad) == 0),
-                      "%s: bad parameter '%s' vs '%s'", label, strict_bad ? strict_bad : "(null)",
-                      flat_bad ? flat_bad : "(null)");
-        for (size_t i = 0; i < ELEMENTSOF(strict); i++) {
-                const VarlinkValue *a = &strict[i], *b = &flat[i];
-
-                ck_assert_msg(a->present == b->present && a->i == b->i && a->b == b->b, "%s: value %zu",
-                              label, i);
-                ck_assert_msg(a->s == b->s || (a->s && b->s && a->s != FLAT_SENTINEL &&
-                                               b->s != FLAT_SENTINEL && strcmp(a->s, b->s) == 0),
-                              "%s: string value %zu", label, i);
-        }
-}
-
-/* The flat values equal the strict parameters object member by member, in
- * the same (insertion) order. */
-static void flat_compare_call(const char *label, const VarlinkCall *call, const VarlinkFlatCall *fc) {
-        size_t k = 0;
-
-        ck_assert_msg(strcmp(call->method, fc->method) == 0 && strlen(fc->method) == fc->method_len,
-                      "%s: method '%s' vs '%s'", label, call->method, fc->method);
-        ck_assert_msg(call->oneway == fc->oneway && call->more == fc->more && call->upgrade == fc->upgrade,
-                      "%s: flags", label);
-        ck_assert_msg((size_t)json_object_object_length(call->parameters) == fc->n_params, "%s: %zu params",
-                      label, fc->n_params);
-        json_object_object_foreach(call->parameters, key, o) {
-                const VarlinkFlatParam *v = &fc->params[k++];
-
-                ck_assert_msg(strcmp(key, v->name) == 0 && strlen(v->name) == v->name_len,
-                              "%s: param %zu name '%s' vs '%s'", label, k, key, v->name);
-                if (v->is_null) {
-                        ck_assert_msg(o == NULL, "%s: %s not null", label, key);
-                        continue;
-                }
-                switch (v->type) {
-                case VARLINK_FIELD_INT:
-                        ck_assert_msg(json_object_is_type(o, json_type_int) &&
-                                              json_object_get_int64(o) == v->i,
-                                      "%s: %s int", label, key);
-                        break;
-                case VARLINK_FIELD_STRING:
-                        ck_assert_msg(json_object_is_type(o, json_type_string) &&
-                                              (size_t)json_object_get_string_len(o) == v->s_len &&
-                                              strlen(v->s) == v->s_len &&
-                                              memcmp(json_object_get_string(o), v->s, v->s_len) == 0,
-                                      "%s: %s string", label, key);
-                        break;
-                case VARLINK_FIELD_BOOL:
-                        ck_assert_msg(json_object_is_type(o, json_type_boolean) &&
-                                              json_object_get_boolean(o) == v->b,
-                                      "%s: %s bool", label, key);
-                        break;
-                }
-        }
-}
-
-/* Runs both paths over msg; returns whether the flat one took it. */
-static bool flat_differential(const char *label, const char *msg, size_t len) {
-        char *copy = malloc(len + 1);
-        const char *reason = NULL;
-        VarlinkFlatCall fc;
-        VarlinkCall call;
-        int rs, rf;
-
-        ck_assert_ptr_nonnull(copy);
-        memcpy(copy, msg, len);
-        copy[len] = 'X'; /* the byte after the message must stay too */
-        rs = varlink_call_parse(msg, len, &call, &reason);
-        rf = varlink_call_parse_flat(copy, len, &fc);
-        ck_assert_msg(rf == 0 || rf == 1, "%s: flat returned %d", label, rf);
-        ck_assert_msg(copy[len] == 'X', "%s: wrote past the message", label);
-        if (rf == 0)
-                ck_assert_msg(memcmp(copy, msg, len) == 0, "%s: refused but modified", label);
-        else {
-                ck_assert_msg(rs == 0, "%s: flat accepted, strict refused (%s)", label, reason);
-                flat_compare_call(label, &call, &fc);
-                for (size_t t = 0; t < ELEMENTSOF(flat_tables); t++)
-                        flat_compare_params(label, call.parameters, &fc, flat_tables[t].fields,
-                                            flat_tables[t].n_fields);
-        }
-        if (rs == 0)
-                varlink_call_done(&call);
-        free(copy);
-        return rf == 1;
-}
+ * against the strict path, row by row with flat_differential()
+ * (tests/common/flat-differential.c); tests/property/property-codec.c runs
+ * it over generated calls. */
 
 START_TEST(test_flat_accepted) {
         static const struct {
@@ -1073,203 +957,6 @@ START_TEST(test_flat_refused) {
 }
 END_TEST
 
-/* xorshift64*: a fixed seed makes every failure reproducible. */
-static uint64_t flat_random(uint64_t *state) {
-        *state ^= *state >> 12;
-        *state ^= *state << 25;
-        *state ^= *state >> 27;
-        return *state * 2685821657736338717ULL;
-}
-
-static const char *flat_pick(uint64_t *state, const char *const *choices, size_t n) {
-        return choices[flat_random(state) % n];
-}
-
-#define FLAT_PICK(state, a) flat_pick((state), (a), ELEMENTSOF(a))
-
-static void flat_append(char *buf, size_t cap, size_t *len, const char *s) {
-        size_t n = strlen(s);
-
-        if (*len + n < cap) {
-                memcpy(buf + *len, s, n);
-                *len += n;
-        }
-}
-
-static void flat_append_space(uint64_t *state, char *buf, size_t cap, size_t *len) {
-        static const char *const spaces[] = {"", "", "", "", " ", "\n", " \t\r\n "};
-
-        flat_append(buf, cap, len, FLAT_PICK(state, spaces));
-}
-
-/* A flat-ish parameters object: mostly valid members, some of every kind of
- * value and name the flat path must refuse. */
-static void flat_gen_parameters(uint64_t *state, char *buf, size_t cap, size_t *len) {
-        static const char *const names[] = {
-                "\"allocation\"", "\"inputTokens\"", "\"outputTokens\"", "\"flag\"",
-                "\"class\"",      "\"count\"",       "\"estimate\"",     "\"\"",
-                "\"x.y\"",        "\"caf\xc3\xa9\"", "\"a\\u006c\"",     "\"count\\u0000\"",
-        };
-        static const char *const values[] = {
-                "0",
-                "1",
-                "400",
-                "1000",
-                "1001",
-                "999999999999999999",
-                "1000000000000000000",
-                "9223372036854775807",
-                "9223372036854775808",
-                "01",
-                "-1",
-                "-0",
-                "1.0",
-                "1e3",
-                "true",
-                "false",
-                "null",
-                "\"\"",
-                "\"0000000100000001\"",
-                "\"00000001000000012\"",
-                "\"caf\xc3\xa9\"",
-                "\"\xf0\x9f\x98\x80\"",
-                "\"\x7f\"",
-                "\"a\\\"b\"",
-                "\"\\u0000\"",
-                "\"\xc0\xaf\"",
-                "\"\x01\"",
-                "{}",
-                "[]",
-                "{\"a\":1}",
-                "[1,2]",
-                "\"abcdefgh\"",
-                "\"abcdefghi\"",
-        };
-        size_t n = flat_random(state) % 11;
-
-        flat_append(buf, cap, len, "{");
-        for (size_t k = 0; k < n; k++) {
-                if (k > 0)
-                        flat_append(buf, cap, len, ",");
-                flat_append_space(state, buf, cap, len);
-                flat_append(buf, cap, len, FLAT_PICK(state, names));
-                flat_append_space(state, buf, cap, len);
-                flat_append(buf, cap, len, ":");
-                flat_append_space(state, buf, cap, len);
-                flat_append(buf, cap, len, FLAT_PICK(state, values));
-                flat_append_space(state, buf, cap, len);
-        }
-        flat_append(buf, cap, len, "}");
-}
-
-static size_t flat_gen_call(uint64_t *state, char *buf, size_t cap) {
-        static const char *const keys[] = {
-                "\"method\"", "\"method\"",  "\"parameters\"",  "\"parameters\"", "\"oneway\"",
-                "\"more\"",   "\"upgrade\"", "\"org.example\"", "\"bogus\"",      "\"\"",
-        };
-        static const char *const methods[] = {
-                "\"io.tokenbudget.agent.Report\"",
-                "\"a.b.C\"",
-                "\"a.B\"",
-                "\"a.b.c\"",
-                "\"A.b.C\"",
-                "null",
-                "\"a.b.C\\u0041\"",
-                "\"a-.b.C\"",
-                "\"a.b.C\xc3\xa9\"",
-        };
-        static const char *const flags[] = {"true", "false", "false", "null", "1", "\"true\""};
-        static const char *const others[] = {"null", "1", "[]", "\"x\"", "{}"};
-        size_t len = 0, n = 1 + flat_random(state) % 4;
-
-        flat_append_space(state, buf, cap, &len);
-        flat_append(buf, cap, &len, "{");
-        for (size_t k = 0; k < n; k++) {
-                const char *key = k == 0 ? "\"method\"" : FLAT_PICK(state, keys);
-
-                if (k > 0)
-                        flat_append(buf, cap, &len, ",");
-                flat_append_space(state, buf, cap, &len);
-                flat_append(buf, cap, &len, key);
-                flat_append(buf, cap, &len, ":");
-                flat_append_space(state, buf, cap, &len);
-                if (strcmp(key, "\"method\"") == 0)
-                        flat_append(buf, cap, &len,
-                                    k == 0 ? methods[flat_random(state) % 2] : FLAT_PICK(state, methods));
-                else if (strcmp(key, "\"parameters\"") == 0 && flat_random(state) % 5 > 0)
-                        flat_gen_parameters(state, buf, cap, &len);
-                else if (strcmp(key, "\"parameters\"") == 0)
-                        flat_append(buf, cap, &len, "null");
-                else if (key[1] == 'o' || key[1] == 'm' || key[1] == 'u')
-                        flat_append(buf, cap, &len, FLAT_PICK(state, flags));
-                else
-                        flat_append(buf, cap, &len, FLAT_PICK(state, others));
-                flat_append_space(state, buf, cap, &len);
-        }
-        flat_append(buf, cap, &len, "}");
-        flat_append_space(state, buf, cap, &len);
-        return len;
-}
-
-/* Up to three byte edits: structure, quotes, escapes, digits, NUL, bad UTF-8. */
-static size_t flat_mutate(uint64_t *state, char *buf, size_t cap, size_t len) {
-        static const char bytes[] = "\"\\{}[],: 0019-.eatnu\x7f\x01\x80\xc3\xff";
-        size_t n = flat_random(state) % 4;
-
-        for (size_t k = 0; k < n && len > 0; k++) {
-                size_t at = flat_random(state) % len;
-                char c = bytes[flat_random(state) % (sizeof(bytes) - 1)];
-
-                switch (flat_random(state) % 4) {
-                case 0:
-                        buf[at] = c;
-                        break;
-                case 1:
-                        memmove(buf + at, buf + at + 1, len - at - 1);
-                        len--;
-                        break;
-                case 2:
-                        if (len + 1 < cap) {
-                                memmove(buf + at + 1, buf + at, len - at);
-                                buf[at] = c;
-                                len++;
-                        }
-                        break;
-                default:
-                        len = at;
-                        break;
-                }
-        }
-        return len;
-}
-
-START_TEST(test_flat_differential) {
-        uint64_t state = 0x9E3779B97F4A7C15ULL;
-        size_t n_flat = 0, n_clean = 0, n_clean_flat = 0;
-        const size_t n_rounds = 40000;
-
-        for (size_t round = 0; round < n_rounds; round++) {
-                char buf[1024], label[48];
-                size_t len = flat_gen_call(&state, buf, sizeof(buf));
-                bool mutated = flat_random(&state) % 2;
-
-                if (mutated)
-                        len = flat_mutate(&state, buf, sizeof(buf), len);
-                snprintf(label, sizeof(label), "round %zu (%.*s)", round, (int)(len < 20 ? len : 20), buf);
-                if (flat_differential(label, buf, len)) {
-                        n_flat++;
-                        n_clean_flat += !mutated;
-                }
-                n_clean += !mutated;
-        }
-        /* The generator must reach the interesting side often, or the test
-         * proves nothing. */
-        ck_assert_msg(n_flat > n_rounds / 20, "only %zu of %zu messages were flat", n_flat, n_rounds);
-        ck_assert_msg(n_clean_flat > n_clean / 10, "only %zu of %zu unmutated messages were flat",
-                      n_clean_flat, n_clean);
-}
-END_TEST
-
 /* One tokener serves every peer: a message that fails right after a high
  * surrogate escape must not leave it pending for the next message (json-c's
  * reset keeps it; found by fuzz-codec, corpus crash-tokener-surrogate-state). */
@@ -1314,24 +1001,16 @@ static Suite *codec_suite(void) {
         tcase_add_test(tc, test_interface_descriptions);
         suite_add_tcase(s, tc);
 
-        /* The differential test runs many messages, slowly under sanitizers. */
+        /* The generated differential run is tests/property/property-codec.c. */
         tc = tcase_create("flat");
-        tcase_set_timeout(tc, 120);
         tcase_add_test(tc, test_flat_accepted);
         tcase_add_test(tc, test_flat_values);
         tcase_add_test(tc, test_flat_refused);
-        tcase_add_test(tc, test_flat_differential);
         tcase_add_test(tc, test_tokener_forgets_pending_surrogate);
         suite_add_tcase(s, tc);
         return s;
 }
 
 int main(void) {
-        SRunner *sr = srunner_create(codec_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+        return tb_check_main(codec_suite());
 }

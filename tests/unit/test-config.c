@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "tb-check.h"
 
 #ifndef SRCDIR
 #error "SRCDIR must point at the source tree"
@@ -825,11 +826,5 @@ static Suite *config_suite(void) {
 }
 
 int main(void) {
-        SRunner *sr = srunner_create(config_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+        return tb_check_main(config_suite());
 }

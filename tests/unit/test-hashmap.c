@@ -14,20 +14,14 @@
 #include "heap-stats.h"
 
 #include "hashmap.h"
+#include "splitmix64.h"
+#include "tb-check.h"
 
 /* Values are addresses inside this array, so each key's value is distinct. */
 static char values[4096];
 
 static void *value_for(size_t i) {
         return &values[i % sizeof(values)];
-}
-
-static uint64_t splitmix64(uint64_t *state) {
-        uint64_t z = (*state += UINT64_C(0x9e3779b97f4a7c15));
-
-        z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-        return z ^ (z >> 31);
 }
 
 typedef struct BasicOp {
@@ -254,11 +248,5 @@ static Suite *hashmap_suite(void) {
 }
 
 int main(void) {
-        SRunner *sr = srunner_create(hashmap_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_ENV);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+        return tb_check_main(hashmap_suite());
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "ratelimit.h"
+#include "tb-check.h"
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 #define SEC           UINT64_C(1000000)
@@ -177,11 +178,5 @@ static Suite *ratelimit_suite(void) {
 }
 
 int main(void) {
-        SRunner *sr = srunner_create(ratelimit_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+        return tb_check_main(ratelimit_suite());
 }
