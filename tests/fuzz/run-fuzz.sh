@@ -11,14 +11,16 @@
 # when BUILD_DIR is a meson build dir, but never configures one:
 #   CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false
 #   tests/fuzz/run-fuzz.sh build-fuzz 20
+# -j JOBS runs up to JOBS targets at once (default 1), each still for SECONDS;
+# scripts/test.sh runs one per core. The lines come in the order of TARGETS.
 # Exit status: 0 all clean, 1 a target failed (or did not build), 77 skipped
 # (clang missing, or BUILD_DIR has no fuzz targets), 2 usage.
 set -u
 
-TARGETS=(codec config)
+TARGETS=(codec config procfs)
 
 usage() {
-        echo "usage: $0 BUILD_DIR SECONDS" >&2
+        echo "usage: $0 [-j JOBS] BUILD_DIR SECONDS" >&2
         exit 2
 }
 
@@ -27,10 +29,17 @@ skip() {
         exit 77
 }
 
+jobs=1
+if [ "${1:-}" = -j ]; then
+        [ $# -ge 2 ] || usage
+        jobs=$2
+        shift 2
+fi
 [ $# -eq 2 ] || usage
 build=$1
 seconds=$2
 [[ $seconds =~ ^[1-9][0-9]*$ ]] || usage
+[[ $jobs =~ ^[1-9][0-9]*$ ]] || usage
 fuzz_dir=$(cd "$(dirname "$0")" && pwd)
 
 command -v clang >/dev/null || skip "clang is not installed (the fuzz targets need clang's libFuzzer)"
@@ -77,12 +86,14 @@ last_number() {
         grep -a "$pattern" "$file" | grep -ao "$key: *[0-9]*" | tail -n 1 | grep -o '[0-9]*$'
 }
 
-failed=0
-for t in "${TARGETS[@]}"; do
-        name=fuzz-$t
-        log=$tmp/$name.log
+# Runs target $1 and writes its exit status and elapsed seconds to $tmp/fuzz-$1.rc.
+run_target() {
+        local t=$1 name=fuzz-$1 start rc
         mkdir -p "$tmp/corpus"
-        cp -R "$fuzz_dir/corpus/$t" "$tmp/corpus/$t" || exit 1
+        cp -R "$fuzz_dir/corpus/$t" "$tmp/corpus/$t" || {
+                echo "1 0" >"$tmp/$name.rc"
+                return
+        }
         start=$SECONDS
         # -timeout: one input taking 10 s is a hang (they take microseconds);
         # -rss_limit_mb: ASan's quarantine alone takes some 400 MB.
@@ -96,10 +107,29 @@ for t in "${TARGETS[@]}"; do
                 -error_exitcode=1 \
                 -timeout_exitcode=1 \
                 -artifact_prefix="$artifacts/$name-" \
-                "$tmp/corpus/$t" >"$log" 2>&1
+                "$tmp/corpus/$t" >"$tmp/$name.log" 2>&1
         rc=$?
-        elapsed=$((SECONDS - start))
-        runs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$')
+        echo "$rc $((SECONDS - start))" >"$tmp/$name.rc"
+}
+
+# At most $jobs at once.
+running=0
+for t in "${TARGETS[@]}"; do
+        if [ "$running" -ge "$jobs" ]; then
+                wait -n
+                running=$((running - 1))
+        fi
+        run_target "$t" &
+        running=$((running + 1))
+done
+wait
+
+failed=0
+for t in "${TARGETS[@]}"; do
+        name=fuzz-$t
+        log=$tmp/$name.log
+        read -r rc elapsed <"$tmp/$name.rc" 2>/dev/null || { rc=1 elapsed=0; }
+        runs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$log" 2>/dev/null | grep -o '[0-9]*$')
         seed_cov=$(last_number cov 'INITED' "$log")
         cov=$(last_number cov 'cov:' "$log")
         if [ $rc -eq 0 ] && [ -n "$runs" ]; then
