@@ -258,16 +258,32 @@ static int json_parse_object(struct json_tokener *tok, const char *msg, size_t l
         return 0;
 }
 
-/* Names, per the grammar of https://varlink.org/Interface-Definition:
- * interface [a-z]([-]*[a-z0-9])*([.][a-z0-9]([-]*[a-z0-9])*)+,
- * member (method, error, type) [A-Z][A-Za-z0-9]*. */
+/*
+ * Names, per the grammar of UAPI.20 "Varlink IPC", section Interface
+ * Definition (https://uapi-group.org/specifications/specs/varlink/; it
+ * differs from varlink.org's in allowing upper case in interface names, as
+ * systemd's varlink_idl_interface_name_is_valid() does):
+ *   interface_name  [A-Za-z]([-]*[A-Za-z0-9])*(\.[A-Za-z0-9]([-]*[A-Za-z0-9])*)+
+ *   name            [A-Z][A-Za-z0-9]*      (the method or error after the last dot)
+ * So an interface has at least two dot-separated labels, none empty; each
+ * label is ASCII letters, digits and dashes, neither starting nor ending with
+ * a dash; the first label starts with a letter, the others with a letter or
+ * a digit. Runs of dashes inside a label are allowed (the grammar's [-]*;
+ * systemd allows single dashes only, and a one-label interface name). There is
+ * no length limit but the message size limit. Names are case-sensitive:
+ * io.TokenBudget.agent is another interface than io.tokenbudget.agent.
+ */
+static bool char_is_alnum(char c) {
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
 static bool interface_label_valid(const char *s, size_t n, bool first) {
-        if (n == 0 || s[n - 1] == '-')
+        if (n == 0 || s[0] == '-' || s[n - 1] == '-')
                 return false;
-        if (first ? !(s[0] >= 'a' && s[0] <= 'z') : s[0] == '-')
+        if (first && !((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z')))
                 return false;
         for (size_t i = 0; i < n; i++)
-                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+                if (!char_is_alnum(s[i]) && s[i] != '-')
                         return false;
         return true;
 }
@@ -292,8 +308,7 @@ static bool member_name_valid(const char *s, size_t n) {
         if (n == 0 || !(s[0] >= 'A' && s[0] <= 'Z'))
                 return false;
         for (size_t i = 1; i < n; i++)
-                if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
-                      (s[i] >= '0' && s[i] <= '9')))
+                if (!char_is_alnum(s[i]))
                         return false;
         return true;
 }

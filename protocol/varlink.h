@@ -67,7 +67,10 @@ struct json_tokener *varlink_tokener_new(void);
 int varlink_call_parse_with(struct json_tokener *tok, const char *msg, size_t len, VarlinkCall *ret,
                             const char **ret_reason);
 
-/* Splits "a.b.c.Method" into interface length (up to the last dot). Returns 0 or -EINVAL. */
+/* Splits "a.b.c.Method" into interface length (up to the last dot). Returns 0, or -EINVAL for a
+ * name outside the UAPI.20 grammar (https://uapi-group.org/specifications/specs/varlink/; the rules
+ * are at their definition in varlink.c): upper case in interface names is valid, so
+ * "com.example.DoesNotExist.Foo" splits, and an unknown interface is the caller's InterfaceNotFound. */
 int varlink_method_split(const char *method, size_t *ret_interface_len);
 
 typedef struct VarlinkReply {
@@ -136,7 +139,7 @@ int varlink_params_parse(struct json_object *parameters, const VarlinkField *fie
                          VarlinkValue *ret_values, const char **ret_bad_parameter);
 
 /*
- * The flat fast path: most calls are one object of the header keys whose
+ * The flat fast path (varlink-flat.c): most calls are one object of the header keys whose
  * parameters are a handful of strings, small non-negative integers and
  * booleans. Those are parsed in place, without json-c and without
  * allocating, into a VarlinkFlatCall that borrows from (and NUL-terminates

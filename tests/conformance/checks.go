@@ -33,6 +33,7 @@ var checks = []check{
 	{"Request above max_request_tokens is degraded", checkDegraded},
 	{"admin Status and List show the open allocation", checkAdmin},
 	{"unknown method and unknown interface errors", checkNotFound},
+	{"upper-case interface names get InterfaceNotFound, names outside UAPI.20 close the connection", checkNames},
 	{"Release and Report of a released allocation give UnknownAllocation", checkUnknownAllocation},
 	{"missing, mistyped and out-of-range parameters give InvalidParameter", checkInvalidParameter},
 	{"more, oneway and upgrade flags as varlink-go sends them", checkFlags},

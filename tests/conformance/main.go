@@ -9,7 +9,10 @@
 // daemon's own descriptions (see schema.go).
 //
 // It does not start the daemon (run-conformance.sh does) and does not test
-// protocol violations or limits; the integration tests cover those.
+// protocol violations or limits, which the integration tests cover, but for
+// one: a method name outside the UAPI.20 grammar closes the connection, while
+// a well-formed one of an unknown interface, upper case included, gets
+// InterfaceNotFound (names.go).
 //
 // Usage: conformance -address unix:PATH [-protocol-dir DIR]
 // [-default-estimate N] [-max-request-tokens N]. The numbers must match the

@@ -10,7 +10,11 @@
  * values, and both parameter validators must agree; when it refuses, the
  * message must be untouched. Every frame is also parsed with one tokener
  * reused across all inputs, as the server does, and must give what a fresh
- * parse gives. The codec is compiled into the target under the same
+ * parse gives. Every frame, taken as a name, must be a valid qualified name
+ * for varlink_method_split() exactly when a second, literal reading of the
+ * UAPI.20 grammar says so, and taken as an allocation identifier it must
+ * parse exactly when it is 16 lower-case hex digits, and format back to
+ * itself. The codec is compiled into the target under the same
  * instrumentation (tests/fuzz/meson.build), so libFuzzer sees its branches.
  * It does not exercise any I/O.
  */
@@ -22,6 +26,7 @@
 
 #include <json-c/json.h>
 
+#include "allocation-id.h"
 #include "varlink.h"
 
 /* Well below libFuzzer's default -max_len of 4096, so that inputs reach the
@@ -216,6 +221,78 @@ static void fuzz_reused_tokener(const char *msg, size_t len, int r, const Varlin
         varlink_call_done(&again);
 }
 
+static bool fuzz_alpha(char c) {
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+static bool fuzz_alnum(char c) {
+        return fuzz_alpha(c) || (c >= '0' && c <= '9');
+}
+
+/* The UAPI.20 regular expressions read left to right, apart from the codec's
+ * label-by-label check, so that the fuzzer compares two readings:
+ *   [A-Za-z]([-]*[A-Za-z0-9])*(\.[A-Za-z0-9]([-]*[A-Za-z0-9])*)+ "." [A-Z][A-Za-z0-9]*
+ * The member cannot hold a dot, so it is what follows the last one. */
+static bool fuzz_reference_name(const char *s, size_t n) {
+        size_t dot = n, i, labels = 0;
+
+        while (dot > 0 && s[dot - 1] != '.')
+                dot--;
+        if (dot == 0 || dot == n || !(s[dot] >= 'A' && s[dot] <= 'Z'))
+                return false;
+        for (i = dot + 1; i < n; i++)
+                if (!fuzz_alnum(s[i]))
+                        return false;
+        dot--; /* the interface is s[0..dot) */
+        if (dot == 0 || !fuzz_alpha(s[0]))
+                return false;
+        for (i = 1;;) {
+                /* ([-]*[A-Za-z0-9])* */
+                while (i < dot && (s[i] == '-' || fuzz_alnum(s[i]))) {
+                        while (i < dot && s[i] == '-')
+                                i++;
+                        if (i == dot || !fuzz_alnum(s[i]))
+                                return false;
+                        i++;
+                }
+                labels++;
+                if (i == dot)
+                        return labels >= 2;
+                /* \.[A-Za-z0-9] */
+                if (s[i] != '.' || i + 1 == dot || !fuzz_alnum(s[i + 1]))
+                        return false;
+                i += 2; /* the dot and the first character of the label */
+        }
+}
+
+/* The frame as a C string (up to its first NUL) for the name and identifier
+ * parsers. */
+static void fuzz_strings(const char *msg, size_t len) {
+        char *s = malloc(len + 1), out[ALLOCATION_ID_STRING_MAX];
+        size_t interface_len, n;
+        uint64_t id;
+        bool hex = true;
+
+        if (!s)
+                abort();
+        memcpy(s, msg, len);
+        s[len] = '\0';
+        n = strlen(s);
+        if ((varlink_method_split(s, &interface_len) == 0) != fuzz_reference_name(s, n))
+                abort();
+        for (size_t i = 0; i < n; i++)
+                hex = hex && ((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'));
+        hex = hex && n == ALLOCATION_ID_STRING_MAX - 1;
+        if ((allocation_id_parse(s, &id) == 0) != hex)
+                abort();
+        if (hex) {
+                allocation_id_format(id, out);
+                if (strcmp(out, s) != 0)
+                        abort();
+        }
+        free(s);
+}
+
 static void fuzz_frame(const char *msg, size_t len) {
         VarlinkValue values[sizeof(fuzz_fields) / sizeof(fuzz_fields[0])];
         const char *reason, *bad;
@@ -251,6 +328,7 @@ static void fuzz_frame(const char *msg, size_t len) {
         } else if (!reason)
                 abort();
         fuzz_flat(msg, len);
+        fuzz_strings(msg, len);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
