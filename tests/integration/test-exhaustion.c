@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include "harness.h"
+#include "tb-check.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -36,13 +37,6 @@
 #define N_ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- helpers ---- */
-
-static bool have_root(const char *what) {
-        if (geteuid() == 0)
-                return true;
-        printf("NOTE %s: not root, cannot connect as another uid; that part is not run\n", what);
-        return false;
-}
 
 static char *daemon_log(const TestDaemon *d) {
         char *text = harness_read_file(d->log_path, NULL);
@@ -312,7 +306,7 @@ START_TEST(test_fd_exhaustion) {
         const char *env[] = {env_notify, "WATCHDOG_USEC=600000", NULL};
         int notify_fd = notify_socket_open(notify_path, sizeof(notify_path));
         int flood[FD_FLOOD_ATTEMPTS], filler[FD_FILLER_ATTEMPTS];
-        bool root = have_root("fd exhaustion: the flood from uid 65534");
+        bool root = tb_check_need_root_part("fd exhaustion: every slot taken by uids 65534 and 65533");
         RawConn *raw[FD_ROOT_HELD - 1];
         int64_t connections, expected_connections = FD_ROOT_HELD;
         unsigned watchdogs;
@@ -508,7 +502,7 @@ START_TEST(test_output_per_uid) {
 
         for (size_t c = 0; c < OUTPUT_CONNS; c++)
                 conns[c] = harness_open_working(d, "a connection to flood");
-        if (have_root("per-uid output: uid 65534 served during root's backlog")) {
+        if (tb_check_need_root_part("per-uid output: uid 65534 served during root's backlog")) {
                 ck_assert_uint_eq(harness_connect_as(d->socket_path, 65534, 1, &fd), 1);
                 other = raw_from_fd(fd);
                 assert_getinfo(other, "uid 65534 before the flood");
@@ -769,7 +763,7 @@ START_TEST(test_tracked_processes_admin_not_locked_out) {
         int hold[2], done[2], k;
         CommandResult res;
 
-        if (!have_root("max_tracked_processes: root locked out"))
+        if (!tb_check_need_root("max_tracked_processes: root locked out by uid 65534's processes"))
                 return;
         d = harness_daemon_start("limits: { max_tracked_processes = 3; };\n");
         ck_assert_msg(pipe2(hold, O_CLOEXEC) == 0 && pipe2(done, O_CLOEXEC) == 0, "pipe: %s",
@@ -815,7 +809,7 @@ START_TEST(test_tracked_processes_per_uid) {
         pid_t children[2];
         int hold[2], done[2], k;
 
-        if (!have_root("max_tracked_processes_per_uid"))
+        if (!tb_check_need_root("max_tracked_processes_per_uid: processes of uid 65534"))
                 return;
         d = harness_daemon_start(
                 "limits: { max_tracked_processes = 10; max_tracked_processes_per_uid = 2; };\n");
@@ -972,6 +966,7 @@ static Suite *exhaustion_suite(void) {
         tcase_add_test(tc, test_max_tracked_processes);
         suite_add_tcase(s, tc);
         tc = harness_tcase("max_tracked_processes_admin", 60);
+        tb_check_tag_root(tc);
         tcase_add_test(tc, test_tracked_processes_admin_not_locked_out);
         tcase_add_test(tc, test_tracked_processes_per_uid);
         suite_add_tcase(s, tc);

@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "harness.h"
+#include "tb-check.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -19,13 +20,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static bool is_root(const char *what) {
-        if (geteuid() == 0)
-                return true;
-        printf("NOTE %s: not root, cannot connect as other uids; not run\n", what);
-        return false;
-}
 
 /* Whether a connection made now is served (GetInfo answered) or closed at once. */
 static bool served(const char *path) {
@@ -51,7 +45,7 @@ START_TEST(test_admin_slots) {
         int fds[4][2], extra;
         TestDaemon *d;
 
-        if (!is_root("admin slots"))
+        if (!tb_check_need_root("admin slots: connections of uids 65530 to 65534"))
                 return;
         d = harness_daemon_start("limits: { max_connections = 10; max_connections_per_uid = 2; "
                                  "admin_connections = 2; };\n");
@@ -413,6 +407,7 @@ static Suite *hostile_suite(void) {
         TCase *tc;
 
         tc = harness_tcase("admin_slots", 30);
+        tb_check_tag_root(tc);
         tcase_add_test(tc, test_admin_slots);
         suite_add_tcase(s, tc);
         tc = harness_tcase("idle", 30);
