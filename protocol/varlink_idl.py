@@ -248,8 +248,12 @@ class _Parser:
         while True:
             name = self.name(FIELD_NAME_RE, 'field name')
             this = 'struct' if self.accept(':') else 'enum'
-            if kind is not None and this != kind:
-                self.fail(name, 'a structure field and an enumeration value in the same "( )"')
+            if kind == 'struct' and this == 'enum':
+                self.fail(name, f'expected ":" and a type after field {name.text} '
+                          '(a structure field and an enumeration value in the same "( )")')
+            if kind == 'enum' and this == 'struct':
+                self.fail(name, f'field {name.text} has a type, the values before it do not '
+                          '(a structure field and an enumeration value in the same "( )")')
             kind = this
             ftype = self.type() if kind == 'struct' else None
             items.append(Field(name.text, ftype, name.line, name.column))
