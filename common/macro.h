@@ -23,6 +23,14 @@
                 _p_;                                                                                        \
         })
 
+/* Moves a struct out, leaving it zeroed. */
+#define TAKE_STRUCT(s)                                                                                      \
+        ({                                                                                                  \
+                __typeof__(s) _s_ = (s);                                                                    \
+                (s) = (__typeof__(s)){};                                                                    \
+                _s_;                                                                                        \
+        })
+
 #define TAKE_FD(fd)                                                                                         \
         ({                                                                                                  \
                 int _fd_ = (fd);                                                                            \

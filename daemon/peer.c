@@ -3,11 +3,14 @@
  * Peers and the set of them (see peer.h). Time is read once per event and
  * passed down.
  *
- * Buffers are lent: a peer with nothing pending reads into and replies from
- * buffers of the set's pool, and keeps one only while a partial message or
- * unsent output remains. So an idle connection holds no buffer and the hot
- * path allocates none, even though replies wait for the end of the loop
- * iteration (the commit point) before they are written.
+ * Buffers are lent, so an idle connection holds none and the hot path
+ * allocates none. Input: a peer reads into a buffer of the set's small pool
+ * and keeps it only while a partial message remains. Output: the replies of
+ * every peer served in one loop iteration are appended to one arena, each
+ * peer's as one segment, and written from there at the commit point; only
+ * what a peer does not take at once (EAGAIN) is copied into a buffer of its
+ * own. One hot buffer for a whole iteration, as the single scratch buffer
+ * was before replies waited for the commit.
  */
 #define _GNU_SOURCE
 #include <assert.h>
@@ -29,12 +32,13 @@
 
 /* Bytes asked of recv(2) at a time: one typical burst of pipelined calls. */
 #define READ_CHUNK_BYTES 16384
-/* The pool keeps buffers up to this size, at most POOL_MAX of them and
- * POOL_MAX_BYTES in all: enough for every peer served in one iteration of a
- * busy loop, little next to the connections themselves. */
+/* The pool keeps a few buffers of up to this size: input is given back as
+ * soon as it is handled, so one or two are in use at a time. */
 #define POOL_BUFFER_MAX_BYTES (64 * 1024)
-#define POOL_MAX              1024
-#define POOL_MAX_BYTES        (4 * 1024 * 1024)
+#define POOL_MAX              8
+#define POOL_MAX_BYTES        (256 * 1024)
+/* An arena grown past this by one large reply is freed after its turn. */
+#define ARENA_KEEP_BYTES (1024 * 1024)
 
 /* Connections and queued output of one uid. Kept while it has connections. */
 typedef struct UidConns {
@@ -51,10 +55,15 @@ struct Peer {
         struct event *read_event;
         struct event *write_event;
         VarlinkBuffer in;
-        size_t in_scanned; /* bytes at the front of in known to hold no NUL */
-        VarlinkBuffer out;
-        size_t out_offset;    /* bytes of out already written */
+        size_t in_scanned;    /* bytes at the front of in known to hold no NUL */
+        VarlinkBuffer out;    /* its own output (or, while lent, the arena) */
+        size_t out_offset;    /* bytes of out already written (while lent: where its segment starts) */
         size_t out_committed; /* bytes of out that passed a commit: only those may be written */
+        size_t seg_start;     /* its segment of the arena: replies of this iteration, before out */
+        size_t seg_len;
+        bool has_seg;
+        bool seg_committed;
+        bool lent; /* out is the arena, while its input is handled */
         Identity identity;
         void *session;
         Call *call; /* the call being handled, or reused for the next message */
@@ -87,6 +96,8 @@ struct PeerSet {
         struct json_tokener *tokener; /* reused for every call */
         VarlinkBuffer pool[POOL_MAX];
         size_t n_pool, pool_bytes;
+        VarlinkBuffer arena; /* this iteration's replies; empty while lent to a peer */
+        bool arena_lent;
         RateLimit log_closed;
 };
 
@@ -145,7 +156,65 @@ static void uid_unref(PeerSet *s, UidConns *u) {
 }
 
 static size_t peer_pending_output(const Peer *p) {
-        return p->out.len - p->out_offset;
+        return (p->has_seg ? p->seg_len : 0) + p->out.len - p->out_offset;
+}
+
+/* Replies go into the arena while the peer has nothing else pending (else
+ * after what it has, in its own buffer, to keep them in order). */
+static void peer_output_begin(Peer *p) {
+        PeerSet *s = p->set;
+
+        if (p->lent || s->arena_lent || p->has_seg || p->out.len > 0)
+                return;
+        varlink_buffer_clear(&p->out);
+        p->out = TAKE_STRUCT(s->arena);
+        p->out_offset = p->out.len;
+        s->arena_lent = p->lent = true;
+}
+
+/* The arena back; what was appended is the peer's segment. */
+static void peer_output_end(Peer *p) {
+        PeerSet *s = p->set;
+        size_t start = p->out_offset, len;
+
+        if (!p->lent)
+                return;
+        len = p->out.len - start;
+        s->arena = TAKE_STRUCT(p->out);
+        p->out_offset = 0;
+        s->arena_lent = p->lent = false;
+        if (len > 0) {
+                p->seg_start = start;
+                p->seg_len = len;
+                p->has_seg = true;
+                p->seg_committed = false;
+        }
+}
+
+/* Moves the unsent rest of the segment into the peer's own buffer, in front
+ * of what is there: before the arena is reset, or when the peer did not
+ * take all of it. */
+static int peer_output_keep(Peer *p) {
+        PeerSet *s = p->set;
+        size_t own = p->out.len - p->out_offset, committed;
+        VarlinkBuffer b = {};
+
+        if (!p->has_seg)
+                return 0;
+        committed = (p->seg_committed ? p->seg_len : 0) +
+                    (p->out_committed > p->out_offset ? p->out_committed - p->out_offset : 0);
+        if (varlink_buffer_reserve(&b, p->seg_len + own) < 0)
+                return -ENOMEM;
+        memcpy(b.data, s->arena.data + p->seg_start, p->seg_len);
+        if (own > 0)
+                memcpy(b.data + p->seg_len, p->out.data + p->out_offset, own);
+        b.len = p->seg_len + own;
+        varlink_buffer_clear(&p->out);
+        p->out = b;
+        p->out_offset = 0;
+        p->out_committed = committed;
+        p->has_seg = false;
+        return 0;
 }
 
 /* Keeps the uid's total of unsent output equal to the sum over its peers. */
@@ -201,6 +270,27 @@ static void peer_call_completed(void *owner) {
 static int peer_flush(Peer *p) {
         int r = 0;
 
+        if (p->has_seg && !p->seg_committed)
+                return 0; /* nothing of it may leave before the commit */
+        while (p->has_seg) {
+                ssize_t n = send(p->fd, p->set->arena.data + p->seg_start, p->seg_len,
+                                 MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno != EAGAIN)
+                        return -errno;
+                if (n < 0 || (size_t)n < p->seg_len) {
+                        if (n > 0) {
+                                p->seg_start += (size_t)n;
+                                p->seg_len -= (size_t)n;
+                        }
+                        r = peer_output_keep(p);
+                        if (r < 0)
+                                return r;
+                        break;
+                }
+                p->has_seg = false;
+        }
         while (p->out_offset < p->out_committed) {
                 ssize_t n = send(p->fd, p->out.data + p->out_offset, p->out_committed - p->out_offset,
                                  MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -251,6 +341,7 @@ static int peer_process_input(Peer *p, uint64_t now, const char **ret_why) {
         size_t offset = 0;
         int r = 0;
 
+        peer_output_begin(p);
         while (!p->dead && !call_is_pending(p->call)) {
                 VarlinkFlatCall flat;
                 VarlinkCall call;
@@ -317,6 +408,7 @@ static int peer_process_input(Peer *p, uint64_t now, const char **ret_why) {
                         break;
                 }
         }
+        peer_output_end(p);
         varlink_buffer_consume(&p->in, offset);
         buffer_give_back(s, &p->in);
         if (peer_pending_output(p) > 0)
@@ -365,7 +457,6 @@ static void peer_read_cb(evutil_socket_t fd, short what, void *userdata) {
         int r;
 
         buffer_borrow(s, &p->in);
-        buffer_borrow(s, &p->out);
         r = varlink_buffer_reserve(&p->in, READ_CHUNK_BYTES);
         if (r < 0)
                 return peer_kill(p, "out of memory");
@@ -373,14 +464,12 @@ static void peer_read_cb(evutil_socket_t fd, short what, void *userdata) {
         if (n <= 0) {
                 if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
                         buffer_give_back(s, &p->in);
-                        buffer_give_back(s, &p->out);
                         return;
                 }
                 if (n < 0)
                         return peer_kill(p, strerror(errno));
                 /* A half-closed peer may still read the replies to what it sent. */
                 buffer_give_back(s, &p->in);
-                buffer_give_back(s, &p->out);
                 return peer_close_after_flush(p, "end of file");
         }
         p->in.len += (size_t)n;
@@ -389,8 +478,6 @@ static void peer_read_cb(evutil_socket_t fd, short what, void *userdata) {
         r = peer_process_input(p, p->last_input_usec, &why);
         if (r < 0)
                 return peer_close_after_flush(p, why);
-        if (!p->dead && !p->dirty)
-                buffer_give_back(s, &p->out);
         peer_update_reading(p);
 }
 
@@ -412,13 +499,10 @@ static void turn_resume(PeerSet *s) {
 
                 LIST_REMOVE(resume, s->resume, p);
                 p->resume = false;
-                buffer_borrow(s, &p->out);
                 if (peer_process_input(p, now_usec(), &why) < 0) {
                         peer_close_after_flush(p, why);
                         continue;
                 }
-                if (!p->dead && !p->dirty)
-                        buffer_give_back(s, &p->out);
                 peer_update_reading(p);
         }
 }
@@ -440,6 +524,7 @@ static void turn_cb(evutil_socket_t fd, short what, void *userdata) {
         for (Peer *p = s->batch; p; p = p->dirty_next) {
                 p->in_batch = true;
                 p->out_committed = p->out.len;
+                p->seg_committed = true;
         }
         while (s->batch) {
                 Peer *p = s->batch;
@@ -453,6 +538,14 @@ static void turn_cb(evutil_socket_t fd, short what, void *userdata) {
                 else if (p->closing && peer_pending_output(p) == 0)
                         peer_kill(p, "replies sent before closing");
         }
+        /* Output that came after the commit (a late answer during the
+         * flush) waits in its peer's own buffer for the next turn. */
+        for (Peer *p = s->dirty; p; p = p->dirty_next)
+                if (peer_output_keep(p) < 0)
+                        p->closing = true; /* out of memory: its replies cannot be kept */
+        s->arena.len = 0;
+        if (s->arena.cap > ARENA_KEEP_BYTES)
+                varlink_buffer_clear(&s->arena);
 }
 
 /* ---- life and death ---- */
@@ -479,6 +572,8 @@ static void peer_kill(Peer *p, const char *why) {
         if (p->dead)
                 return;
         now = now_usec();
+        peer_output_end(p);
+        p->has_seg = false;
         call_cancel(p->call);
         p->dead = true;
         s->ops.disconnected(s->userdata, p->session, now);
@@ -610,6 +705,7 @@ PeerSet *peer_set_free(PeerSet *s) {
                 json_tokener_free(s->tokener);
         for (size_t i = 0; i < s->n_pool; i++)
                 free(s->pool[i].data);
+        varlink_buffer_clear(&s->arena);
         hashmap_free(s->uids);
         free(s);
         return NULL;
