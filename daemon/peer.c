@@ -540,9 +540,11 @@ static void turn_cb(evutil_socket_t fd, short what, void *userdata) {
         }
         /* Output that came after the commit (a late answer during the
          * flush) waits in its peer's own buffer for the next turn. */
-        for (Peer *p = s->dirty; p; p = p->dirty_next)
+        for (Peer *p = s->dirty, *next; p; p = next) {
+                next = p->dirty_next;
                 if (peer_output_keep(p) < 0)
-                        p->closing = true; /* out of memory: its replies cannot be kept */
+                        peer_kill(p, "out of memory"); /* its replies cannot be kept */
+        }
         s->arena.len = 0;
         if (s->arena.cap > ARENA_KEEP_BYTES)
                 varlink_buffer_clear(&s->arena);
