@@ -20,19 +20,18 @@
 #define DEFAULT_ESTIMATE_TOKENS 1000
 #define USEC_PER_SEC            1000000.0
 
-static int parse_estimate(int argc, char **argv, int64_t *ret) {
+static int parse_estimate(int argc, char **argv, uint64_t *ret) {
         char *end = NULL;
-        long long v;
+        unsigned long long v;
 
         if (argc < 2) {
                 *ret = DEFAULT_ESTIMATE_TOKENS;
                 return 0;
         }
         errno = 0;
-        v = strtoll(argv[1], &end, 10);
-        if (argc > 2 || errno != 0 || end == argv[1] || *end != '\0' || v < 0) {
-                fprintf(stderr,
-                        "usage: example-agent [ESTIMATE]  (ESTIMATE: tokens, a non-negative integer)\n");
+        v = strtoull(argv[1], &end, 10);
+        if (argc > 2 || errno != 0 || end == argv[1] || *end != '\0' || argv[1][0] == '-' || v == 0) {
+                fprintf(stderr, "usage: example-agent [ESTIMATE]  (ESTIMATE: tokens, a positive integer)\n");
                 return -EINVAL;
         }
         *ret = v;
@@ -40,12 +39,12 @@ static int parse_estimate(int argc, char **argv, int64_t *ret) {
 }
 
 /* Asks for a budget. A refusal because the budget is used up is normal: tell the user when to retry. */
-static int request(tb_client *c, int64_t estimate, tb_grant *ret) {
+static int request(tb_client *c, uint64_t estimate, tb_grant *ret) {
+        /* Designated initialisers: every field left out is zero, which means "not sent". */
         const tb_request_params params = {
                 .estimate = estimate,
                 .task_class = "example", /* the daemon learns how estimates of this class turn out */
                 .agent = "example-agent",
-                .priority = TB_PRIORITY_DEFAULT,
         };
         int r;
 
@@ -66,7 +65,9 @@ static int request(tb_client *c, int64_t estimate, tb_grant *ret) {
                 return r;
         }
         printf("Allocation %s: %s %" PRIu64 " tokens (warn at %" PRIu64 ", hard limit %" PRIu64 ").\n",
-               ret->allocation, ret->decision, ret->granted, ret->warn_at, ret->hard_limit);
+               ret->allocation, ret->decision_name, ret->granted, ret->warn_at, ret->hard_limit);
+        if (ret->decision == TB_DECISION_DEGRADED)
+                printf("Less than asked for: a real agent would shrink the task (a smaller max_tokens).\n");
         return 0;
 }
 
@@ -75,29 +76,34 @@ static int request(tb_client *c, int64_t estimate, tb_grant *ret) {
  * A real agent would stop or shrink its work once the state leaves "ok".
  */
 static int report(tb_client *c, const tb_grant *g, uint64_t input_tokens, uint64_t output_tokens) {
-        tb_state state;
-        uint64_t used;
+        const tb_report_params params = {
+                .allocation = g->allocation,
+                .input_tokens = input_tokens,
+                .output_tokens = output_tokens,
+        };
+        tb_report_reply reply;
         int r;
 
-        r = tb_report(c, g->allocation, input_tokens, output_tokens, &state, &used);
+        r = tb_report(c, &params, &reply);
         if (r < 0) {
                 fprintf(stderr, "Report failed: %s\n", tb_client_error(c));
                 return r;
         }
         printf("Reported %" PRIu64 " input + %" PRIu64 " output tokens: used %" PRIu64 ", state %s.\n",
-               input_tokens, output_tokens, used, tb_state_to_string(state));
-        if (state != TB_STATE_OK)
+               input_tokens, output_tokens, reply.used, reply.state_name);
+        /* A state this library does not know yet (TB_STATE_UNKNOWN) is no reason to stop. */
+        if (reply.state == TB_STATE_WARNING || reply.state == TB_STATE_EXCEEDED)
                 printf("The allocation is past its %s threshold: a real agent would wrap up now.\n",
-                       state == TB_STATE_WARNING ? "warning" : "hard");
+                       reply.state == TB_STATE_WARNING ? "warning" : "hard");
         return 0;
 }
 
 int main(int argc, char **argv) {
-        tb_client *c = NULL;
+        TB_CLEANUP_CLIENT tb_client *c = NULL; /* closed when main returns */
         char *error = NULL;
         tb_grant grant;
-        int64_t estimate;
-        uint64_t input_tokens, output_tokens, used, refunded;
+        tb_release_reply released;
+        uint64_t estimate, input_tokens, output_tokens;
         int r;
 
         if (parse_estimate(argc, argv, &estimate) < 0)
@@ -113,31 +119,33 @@ int main(int argc, char **argv) {
 
         r = request(c, estimate, &grant);
         if (r < 0)
-                goto finish;
+                return EXIT_FAILURE;
 
         /* Simulate two model calls: about a third of the grant, then about three quarters in total. */
         input_tokens = grant.granted / 4;
         output_tokens = grant.granted / 12;
-        r = report(c, &grant, input_tokens, output_tokens);
-        if (r < 0)
-                goto finish;
+        if (report(c, &grant, input_tokens, output_tokens) < 0)
+                return EXIT_FAILURE;
         input_tokens = grant.granted / 2;
         output_tokens = grant.granted / 4;
-        r = report(c, &grant, input_tokens, output_tokens);
-        if (r < 0)
-                goto finish;
+        if (report(c, &grant, input_tokens, output_tokens) < 0)
+                return EXIT_FAILURE;
 
         /* Settle with the final totals; what was reserved but not used goes back to the budgets. */
-        r = tb_release(c, grant.allocation, &input_tokens, &output_tokens, &used, &refunded);
+        r = tb_release(c,
+                       &(tb_release_params){
+                               .allocation = grant.allocation,
+                               .input_tokens = input_tokens,
+                               .output_tokens = output_tokens,
+                       },
+                       &released);
         if (r < 0) {
                 fprintf(stderr, "Release failed: %s\n", tb_client_error(c));
-                goto finish;
+                return EXIT_FAILURE;
         }
-        printf("Released %s: used %" PRIu64 " tokens, refunded %" PRIu64 ".\n", grant.allocation, used,
-               refunded);
-
-finish:
-        /* Closing also settles any allocation still open, at the usage reported so far. */
-        tb_client_close(c);
-        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        printf("Released %s: used %" PRIu64 " tokens, refunded %" PRIu64 ".\n", grant.allocation,
+               released.used, released.refunded);
+        /* Closing (here by TB_CLEANUP_CLIENT) also settles any allocation still open, at the usage
+         * reported so far. */
+        return EXIT_SUCCESS;
 }

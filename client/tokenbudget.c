@@ -1,20 +1,26 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libtokenbudget: the blocking C client of tokenbudgetd (see tokenbudget.h).
+ * libtokenbudget: the C client of tokenbudgetd (see tokenbudget.h).
  *
- * One handle is one AF_UNIX stream connection speaking Varlink in strict
- * request/reply order: a call writes one message and reads exactly one reply,
- * with a poll()-based deadline covering the whole exchange. Framing and reply
- * parsing go through the shared codec (protocol/varlink.h); the hot-path
- * requests (Request, Report, Release) are formatted with snprintf rather than
- * json-c objects. It does not reconnect, retry, queue, pipeline or run an
- * event loop, and it keeps no global state: distinct handles are independent.
+ * One handle is one AF_UNIX stream connection speaking Varlink. Calls queue
+ * up: each one appends its message to the output buffer and a pending entry
+ * to a FIFO; the daemon answers in order, so each reply completes the oldest
+ * pending call. tb_client_process() is the only place that sends, receives
+ * and runs callbacks, without ever blocking; a blocking call is an async call
+ * on an otherwise idle handle followed by process()/poll() until it is
+ * answered. Framing and reply parsing go through the shared codec
+ * (protocol/varlink.h); the hot-path requests (Request, Report, Release) are
+ * formatted with snprintf into a reused buffer rather than json-c objects,
+ * and the FIFO is a reused ring, so a call allocates nothing of its own. It
+ * does not retry, and it keeps no global state: distinct handles are
+ * independent.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1 /* asprintf, vasprintf */
 #endif
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -41,7 +47,6 @@
 
 #define TB_EXPORT __attribute__((visibility("default")))
 
-#define TB_DEFAULT_TIMEOUT_MS 5000
 /* The largest reply accepted: a List of many allocations stays far below it. */
 #define TB_REPLY_MAX_BYTES ((size_t)16 * 1024 * 1024)
 /* Smallest free space offered to recv(): a typical reply is a few hundred bytes. */
@@ -49,23 +54,105 @@
 #define TB_USER_SOCKET_SUFFIX "/tokenbudget/io.tokenbudget"
 /* $TOKENBUDGET_SOCKET, the system socket, the user-session socket. */
 #define TB_MAX_CANDIDATES 3
+/* The first size of the ring of pending calls; it doubles when full. */
+#define TB_CALLS_MIN 8
 
 #define METHOD_REQUEST "io.tokenbudget.agent.Request"
 #define METHOD_REPORT  "io.tokenbudget.agent.Report"
 #define METHOD_RELEASE "io.tokenbudget.agent.Release"
 
+/*
+ * The ABI promise (tokenbudget.h) checked where the compiler can: on LP64 the
+ * structs have these sizes for good, and the fields announced for later fit in
+ * their reserved space (each layout below is the struct with those fields
+ * carved out of reserved[], and must keep the size).
+ */
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(tb_request_params) == 168, "tb_request_params changed size");
+_Static_assert(sizeof(tb_grant) == 304, "tb_grant changed size");
+_Static_assert(sizeof(tb_report_params) == 152, "tb_report_params changed size");
+_Static_assert(sizeof(tb_report_reply) == 160, "tb_report_reply changed size");
+_Static_assert(sizeof(tb_release_params) == 152, "tb_release_params changed size");
+_Static_assert(sizeof(tb_release_reply) == 144, "tb_release_reply changed size");
+
+struct request_params_planned {
+        uint64_t estimate;
+        const char *task_class, *agent, *model;
+        tb_priority priority;
+        uint64_t min_tokens, wait_usec, prompt_tokens;
+        uint64_t reserved[13];
+};
+_Static_assert(sizeof(struct request_params_planned) == sizeof(tb_request_params),
+               "planned fields do not fit");
+
+struct grant_planned {
+        char allocation[TB_ALLOCATION_ID_MAX];
+        uint64_t granted, warn_at, hard_limit;
+        tb_decision decision;
+        char decision_name[TB_NAME_MAX];
+        uint64_t suggested_max_tokens;
+        union {
+                const char *suggested_model;
+                uint64_t suggested_model_slot;
+        };
+        union {
+                const char *reason;
+                uint64_t reason_slot;
+        };
+        uint64_t waited_usec, predicted, predicted_output, samples;
+        uint64_t hard_multiplier_permille; /* or an enum naming where it came from: one slot either way */
+        uint64_t reserved[16];
+};
+_Static_assert(sizeof(struct grant_planned) == sizeof(tb_grant), "planned hints do not fit");
+#endif
+
+typedef enum CallKind {
+        CALL_REQUEST,
+        CALL_REPORT,
+        CALL_RELEASE,
+        CALL_GENERIC,
+} CallKind;
+
+/* A call sent (or queued to be sent) and not answered yet. */
+typedef struct PendingCall {
+        CallKind kind;
+        union {
+                tb_request_cb request;
+                tb_report_cb report;
+                tb_release_cb release;
+                tb_call_cb call;
+        } callback;
+        void *userdata;
+        uint64_t timeout_usec;  /* what it was given, for the message */
+        uint64_t deadline_usec; /* TB_USEC_INFINITY: none */
+        char *method;           /* CALL_GENERIC only (a copy, for messages); else NULL */
+} PendingCall;
+
+/* What a reply becomes before its callback sees it. */
+typedef union CallReply {
+        tb_grant grant;
+        tb_report_reply report;
+        tb_release_reply release;
+        const char *json; /* CALL_GENERIC: the parameters as JSON text, owned by the parsed reply */
+} CallReply;
+
 struct tb_client {
         int fd; /* -1 after a transport error: every call then fails with -ENOTCONN */
-        int timeout_ms;
+        uint64_t timeout_usec;
         char *address;
-        VarlinkBuffer in;  /* received bytes not consumed yet */
-        size_t in_scanned; /* bytes at the front of in known to hold no NUL */
-        VarlinkBuffer out; /* the call being sent */
-        char *error;       /* NULL reads as "" */
+        VarlinkBuffer in;   /* received bytes not consumed yet */
+        size_t in_scanned;  /* bytes at the front of in known to hold no NUL */
+        VarlinkBuffer out;  /* messages of the pending calls not sent yet */
+        size_t out_sent;    /* bytes at the front of out already sent */
+        PendingCall *calls; /* ring of calls_cap entries: n_calls from calls_head, oldest first */
+        size_t calls_head, n_calls, calls_cap;
+        unsigned dispatching; /* > 0 while a callback runs */
+        bool closed;          /* tb_client_close() inside a callback: freed when process() returns */
+        char *error;          /* NULL reads as "" */
         char *error_name;
         json_object *error_parameters; /* of the last daemon error reply; NULL otherwise */
         uint64_t retry_after_usec;
-        uint64_t last_call_usec; /* end of the last call, for the idle-close check */
+        uint64_t last_io_usec; /* when the connection last carried a reply (or opened) */
 };
 
 /* How a daemon error maps to an errno (tokenbudget.h); anything else is -EBADE. */
@@ -83,21 +170,28 @@ static const struct {
         {VARLINK_ERROR_METHOD_NOT_IMPLEMENTED, EOPNOTSUPP},
 };
 
-/* Records a failure of the current call; returns r (a negative errno). */
+/* ---- what the last failure was ---- */
+
+static void client_set_error(tb_client *c, char *text, char *name, json_object *parameters) {
+        free(c->error);
+        free(c->error_name);
+        json_object_put(c->error_parameters);
+        c->error = text;
+        c->error_name = name;
+        c->error_parameters = parameters;
+        c->retry_after_usec = 0;
+}
+
+/* Records a failure that is not a daemon error; returns r (a negative errno). */
 static int client_failv(tb_client *c, int r, const char *fmt, va_list ap)
         __attribute__((format(printf, 3, 0)));
 static int client_failv(tb_client *c, int r, const char *fmt, va_list ap) {
         char *text = NULL;
 
-        free(c->error);
-        free(c->error_name);
         if (vasprintf(&text, fmt, ap) < 0)
                 text = NULL;
-        c->error = text;
-        c->error_name = NULL; /* transport and argument errors have no Varlink name */
-        json_object_put(c->error_parameters);
-        c->error_parameters = NULL;
-        c->retry_after_usec = 0;
+        /* Transport and argument errors have no Varlink name. */
+        client_set_error(c, text, NULL, NULL);
         return r;
 }
 
@@ -111,25 +205,54 @@ static int client_fail(tb_client *c, int r, const char *fmt, ...) {
         return r;
 }
 
-static void client_disconnect(tb_client *c) {
-        if (c->fd >= 0)
-                close(c->fd);
-        c->fd = -1;
-        varlink_buffer_clear(&c->in);
-        c->in_scanned = 0;
+static int error_to_errno(const char *name) {
+        for (size_t i = 0; i < ELEMENTSOF(error_map); i++)
+                if (strcmp(error_map[i].name, name) == 0)
+                        return error_map[i].error;
+        return EBADE;
 }
 
-/* A transport failure leaves the stream out of step: close it (tokenbudget.h). */
-static int client_fail_transport(tb_client *c, int r, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-static int client_fail_transport(tb_client *c, int r, const char *fmt, ...) {
-        va_list ap;
+/* Records "NAME: key=value key=value" from an error reply, keys in the order sent; returns its errno. */
+static int client_fail_reply(tb_client *c, const VarlinkReply *reply) {
+        const char *sep = ": ";
+        char *text = NULL;
+        size_t text_len = 0;
+        FILE *f;
+        int r = -error_to_errno(reply->error);
 
-        client_disconnect(c);
-        va_start(ap, fmt);
-        r = client_failv(c, r, fmt, ap);
-        va_end(ap);
+        f = open_memstream(&text, &text_len);
+        if (!f)
+                return client_fail(c, r, "%s", reply->error);
+        fputs(reply->error, f);
+        json_object_object_foreach(reply->parameters, key, value) {
+                if (json_object_is_type(value, json_type_string))
+                        fprintf(f, "%s%s=%s", sep, key, json_object_get_string(value));
+                else
+                        fprintf(f, "%s%s=%s", sep, key,
+                                json_object_to_json_string_ext(
+                                        value, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+                sep = " ";
+        }
+        if (fclose(f) != 0)
+                return client_fail(c, r, "%s", reply->error);
+
+        client_set_error(c, text, strdup(reply->error), json_object_get(reply->parameters));
+        if (r == -EDQUOT) {
+                json_object *retry = json_object_object_get(reply->parameters, "retryAfterUsec");
+
+                if (json_object_is_type(retry, json_type_int) && json_object_get_int64(retry) > 0)
+                        c->retry_after_usec = (uint64_t)json_object_get_int64(retry);
+        }
         return r;
+}
+
+/* "300 ms", "1500 us": for messages about timeouts. */
+static const char *format_usec(char buf[static 32], uint64_t usec) {
+        if (usec % USEC_PER_MSEC == 0)
+                snprintf(buf, 32, "%" PRIu64 " ms", usec / USEC_PER_MSEC);
+        else
+                snprintf(buf, 32, "%" PRIu64 " us", usec);
+        return buf;
 }
 
 /* ---- building requests without json-c objects ---- */
@@ -205,8 +328,8 @@ static int buf_put_uint_param(VarlinkBuffer *b, bool *first, const char *key, ui
         return 0;
 }
 
+/* Appends to what b holds: calls queue up behind each other. */
 static int buf_begin_call(VarlinkBuffer *b, const char *method) {
-        b->len = 0;
         return buf_printf(b, "{\"method\":\"%s\",\"parameters\":{", method);
 }
 
@@ -214,6 +337,8 @@ static int buf_begin_call(VarlinkBuffer *b, const char *method) {
 static int buf_end_call(VarlinkBuffer *b) {
         return buf_put(b, "}}", 3);
 }
+
+/* ---- checking and formatting the caller's params ---- */
 
 /* Checks a caller's string parameter; NULL is allowed only when optional. */
 static int client_check_string(tb_client *c, const char *name, const char *value, bool optional) {
@@ -223,6 +348,121 @@ static int client_check_string(tb_client *c, const char *name, const char *value
                 return client_fail(c, -EINVAL, "invalid argument: %s must be a non-empty string", name);
         if (!utf8_valid(value, strlen(value)))
                 return client_fail(c, -EINVAL, "invalid argument: %s is not valid UTF-8", name);
+        return 0;
+}
+
+/*
+ * Reserved space set by the caller is a field this library does not know (a
+ * program built against a newer tokenbudget.h): refuse it rather than drop it.
+ */
+static int client_check_reserved(tb_client *c, const char *type, const uint64_t *reserved, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (reserved[i] != 0)
+                        return client_fail(
+                                c, -EINVAL,
+                                "invalid argument: %s.reserved[%zu] is not zero: a field this "
+                                "libtokenbudget (%s) does not know (was the program built against "
+                                "a newer tokenbudget.h?)",
+                                type, i, TB_VERSION);
+        return 0;
+}
+
+static const char *const priority_names[] = {
+        [TB_PRIORITY_INTERACTIVE] = "interactive",
+        [TB_PRIORITY_NORMAL] = "normal",
+        [TB_PRIORITY_BACKGROUND] = "background",
+};
+
+static int request_check(tb_client *c, const tb_request_params *p) {
+        if (client_check_reserved(c, "tb_request_params", p->reserved, ELEMENTSOF(p->reserved)) < 0)
+                return -EINVAL;
+        if ((int)p->priority < (int)TB_PRIORITY_DEFAULT || (int)p->priority > (int)TB_PRIORITY_BACKGROUND)
+                return client_fail(c, -EINVAL, "invalid argument: unknown priority %d", (int)p->priority);
+        if (client_check_string(c, "class", p->task_class, true) < 0 ||
+            client_check_string(c, "agent", p->agent, true) < 0 ||
+            client_check_string(c, "model", p->model, true) < 0)
+                return -EINVAL;
+        return 0;
+}
+
+/* Appends the Request message; zero fields are not sent. */
+static int request_format(VarlinkBuffer *b, const tb_request_params *p) {
+        bool first = true;
+
+        if (buf_begin_call(b, METHOD_REQUEST) < 0 ||
+            (p->estimate > 0 && buf_put_uint_param(b, &first, "estimate", p->estimate) < 0) ||
+            buf_put_string_param(b, &first, "class", p->task_class) < 0 ||
+            buf_put_string_param(b, &first, "agent", p->agent) < 0 ||
+            buf_put_string_param(b, &first, "model", p->model) < 0 ||
+            (p->priority != TB_PRIORITY_DEFAULT &&
+             buf_put_string_param(b, &first, "priority", priority_names[p->priority]) < 0) ||
+            buf_end_call(b) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int report_check(tb_client *c, const tb_report_params *p) {
+        if (!p)
+                return client_fail(c, -EINVAL, "invalid argument: %s needs its params", METHOD_REPORT);
+        if (client_check_reserved(c, "tb_report_params", p->reserved, ELEMENTSOF(p->reserved)) < 0)
+                return -EINVAL;
+        return client_check_string(c, "allocation", p->allocation, false);
+}
+
+/* Appends the Report message: both totals always (zero is a total). */
+static int report_format(VarlinkBuffer *b, const tb_report_params *p) {
+        bool first = true;
+
+        if (buf_begin_call(b, METHOD_REPORT) < 0 ||
+            buf_put_string_param(b, &first, "allocation", p->allocation) < 0 ||
+            buf_put_uint_param(b, &first, "inputTokens", p->input_tokens) < 0 ||
+            buf_put_uint_param(b, &first, "outputTokens", p->output_tokens) < 0 || buf_end_call(b) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int release_check(tb_client *c, const tb_release_params *p) {
+        if (!p)
+                return client_fail(c, -EINVAL, "invalid argument: %s needs its params", METHOD_RELEASE);
+        if (client_check_reserved(c, "tb_release_params", p->reserved, ELEMENTSOF(p->reserved)) < 0)
+                return -EINVAL;
+        return client_check_string(c, "allocation", p->allocation, false);
+}
+
+/* Appends the Release message; a zero total is not sent (the last reported one stands). */
+static int release_format(VarlinkBuffer *b, const tb_release_params *p) {
+        bool first = true;
+
+        if (buf_begin_call(b, METHOD_RELEASE) < 0 ||
+            buf_put_string_param(b, &first, "allocation", p->allocation) < 0 ||
+            (p->input_tokens > 0 && buf_put_uint_param(b, &first, "inputTokens", p->input_tokens) < 0) ||
+            (p->output_tokens > 0 && buf_put_uint_param(b, &first, "outputTokens", p->output_tokens) < 0) ||
+            buf_end_call(b) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+/* Parses parameters_json (NULL: none) into *ret; the caller puts it. */
+static int call_check(tb_client *c, const char *method, const char *parameters_json, json_object **ret) {
+        size_t interface_len;
+
+        *ret = NULL;
+        if (!method || varlink_method_split(method, &interface_len) < 0)
+                return client_fail(c, -EINVAL, "invalid argument: '%s' is not a Varlink method name",
+                                   method ? method : "(null)");
+        if (parameters_json) {
+                enum json_tokener_error e;
+                json_object *params = json_tokener_parse_verbose(parameters_json, &e);
+
+                if (!json_object_is_type(params, json_type_object)) {
+                        json_object_put(params);
+                        return client_fail(c, -EINVAL,
+                                           "invalid argument: parameters of %s are not a JSON object%s%s",
+                                           method, e != json_tokener_success ? ": " : "",
+                                           e != json_tokener_success ? json_tokener_error_desc(e) : "");
+                }
+                *ret = params;
+        }
         return 0;
 }
 
@@ -264,10 +504,10 @@ static void path_to_sockaddr(const char *path, struct sockaddr_un *ret_sa, sockl
                 *ret_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
 }
 
-static int socket_connect(const struct sockaddr_un *sa, socklen_t len, int timeout_ms, int *ret_fd) {
+static int socket_connect(const struct sockaddr_un *sa, socklen_t len, uint64_t timeout_usec, int *ret_fd) {
         struct timeval tv = {
-                .tv_sec = timeout_ms / 1000,
-                .tv_usec = (timeout_ms % 1000) * 1000,
+                .tv_sec = (time_t)(timeout_usec / USEC_PER_SEC),
+                .tv_usec = (suseconds_t)(timeout_usec % USEC_PER_SEC),
         };
         int fd, r;
 
@@ -371,7 +611,7 @@ static int connect_paths(char **paths, int *ret_fd, int *ret_index, FILE *errors
                 socklen_t len;
 
                 path_to_sockaddr(paths[i], &sa, &len);
-                r = socket_connect(&sa, len, TB_DEFAULT_TIMEOUT_MS, ret_fd);
+                r = socket_connect(&sa, len, TB_TIMEOUT_DEFAULT_USEC, ret_fd);
                 if (r >= 0) {
                         *ret_index = i;
                         return 0;
@@ -421,7 +661,8 @@ TB_EXPORT int tb_client_open(const char *address, tb_client **ret, char **ret_er
                 goto finish;
         }
         c->fd = fd;
-        c->timeout_ms = TB_DEFAULT_TIMEOUT_MS;
+        c->timeout_usec = TB_TIMEOUT_DEFAULT_USEC;
+        c->last_io_usec = now_usec();
         c->address = paths[index];
         /* Moves the NULL-terminated rest over the taken entry. */
         memmove(&paths[index], &paths[index + 1], (size_t)(n - index) * sizeof(*paths));
@@ -441,22 +682,49 @@ finish:
         return r;
 }
 
+/* ---- the handle ---- */
+
+static void client_disconnect(tb_client *c) {
+        if (c->fd >= 0)
+                close(c->fd);
+        c->fd = -1;
+        varlink_buffer_clear(&c->in);
+        c->in_scanned = 0;
+        c->out.len = c->out_sent = 0;
+}
+
+/* Forgets every pending call without running its callback. */
+static void calls_drop(tb_client *c) {
+        for (size_t i = 0; i < c->n_calls; i++)
+                free(c->calls[(c->calls_head + i) % c->calls_cap].method);
+        c->n_calls = c->calls_head = 0;
+}
+
+static void client_free(tb_client *c) {
+        varlink_buffer_clear(&c->out);
+        free(c->calls);
+        free(c->address);
+        client_set_error(c, NULL, NULL, NULL);
+        free(c);
+}
+
 TB_EXPORT tb_client *tb_client_close(tb_client *c) {
         if (!c)
                 return NULL;
         client_disconnect(c);
-        varlink_buffer_clear(&c->out);
-        free(c->address);
-        free(c->error);
-        free(c->error_name);
-        json_object_put(c->error_parameters);
-        free(c);
+        calls_drop(c);
+        if (c->dispatching > 0)
+                c->closed = true; /* the callback's caller still uses c: tb_client_process() frees it */
+        else
+                client_free(c);
         return NULL;
 }
 
-TB_EXPORT void tb_client_set_timeout(tb_client *c, int timeout_ms) {
-        if (c)
-                c->timeout_ms = timeout_ms;
+TB_EXPORT int tb_client_set_timeout_usec(tb_client *c, uint64_t timeout_usec) {
+        if (!c)
+                return -EINVAL;
+        c->timeout_usec = timeout_usec == 0 ? TB_TIMEOUT_DEFAULT_USEC : timeout_usec;
+        return 0;
 }
 
 TB_EXPORT const char *tb_client_address(const tb_client *c) {
@@ -490,104 +758,387 @@ TB_EXPORT uint64_t tb_client_retry_after_usec(const tb_client *c) {
         return c ? c->retry_after_usec : 0;
 }
 
-/* ---- one exchange: write the call, read one reply ---- */
+/* ---- the FIFO of pending calls ---- */
 
-/* Waits for events on the socket until the deadline (0: none). */
-static int client_wait(tb_client *c, short events, uint64_t deadline_usec) {
-        for (;;) {
-                struct pollfd p = {.fd = c->fd, .events = events};
-                int timeout_ms = -1, r;
+static const char *const call_methods[] = {
+        [CALL_REQUEST] = METHOD_REQUEST,
+        [CALL_REPORT] = METHOD_REPORT,
+        [CALL_RELEASE] = METHOD_RELEASE,
+};
 
-                if (deadline_usec > 0) {
-                        uint64_t now = now_usec();
+static const char *call_method(const PendingCall *p) {
+        return p->kind == CALL_GENERIC ? p->method : call_methods[p->kind];
+}
 
-                        if (now >= deadline_usec)
-                                return -ETIMEDOUT;
-                        /* Round up so that poll never wakes just before the deadline. */
-                        timeout_ms = (int)((deadline_usec - now + 999) / 1000);
-                }
-                r = poll(&p, 1, timeout_ms);
-                if (r < 0 && errno == EINTR)
-                        continue;
-                if (r < 0)
-                        return -errno;
-                if (r == 0)
-                        return -ETIMEDOUT;
-                /* POLLHUP/POLLERR: let send()/recv() report what happened. */
-                return 0;
+static const PendingCall *calls_at(const tb_client *c, size_t i) {
+        return &c->calls[(c->calls_head + i) % c->calls_cap];
+}
+
+static int calls_push(tb_client *c, const PendingCall *p) {
+        if (c->n_calls == c->calls_cap) {
+                size_t cap = c->calls_cap > 0 ? c->calls_cap * 2 : TB_CALLS_MIN;
+                PendingCall *calls = reallocarray(NULL, cap, sizeof(*calls));
+
+                if (!calls)
+                        return -ENOMEM;
+                for (size_t i = 0; i < c->n_calls; i++)
+                        calls[i] = *calls_at(c, i);
+                free(c->calls);
+                c->calls = calls;
+                c->calls_cap = cap;
+                c->calls_head = 0;
+        }
+        c->calls[(c->calls_head + c->n_calls) % c->calls_cap] = *p;
+        c->n_calls++;
+        return 0;
+}
+
+static PendingCall calls_pop(tb_client *c) {
+        PendingCall p = c->calls[c->calls_head];
+
+        c->calls_head = (c->calls_head + 1) % c->calls_cap;
+        c->n_calls--;
+        return p;
+}
+
+/* ---- completing calls ---- */
+
+static void complete_request(tb_client *c, const PendingCall *p, int error, const CallReply *reply) {
+        if (p->callback.request)
+                p->callback.request(c, error, &reply->grant, p->userdata);
+}
+
+static void complete_report(tb_client *c, const PendingCall *p, int error, const CallReply *reply) {
+        if (p->callback.report)
+                p->callback.report(c, error, &reply->report, p->userdata);
+}
+
+static void complete_release(tb_client *c, const PendingCall *p, int error, const CallReply *reply) {
+        if (p->callback.release)
+                p->callback.release(c, error, &reply->release, p->userdata);
+}
+
+static void complete_generic(tb_client *c, const PendingCall *p, int error, const CallReply *reply) {
+        if (p->callback.call)
+                p->callback.call(c, error, error < 0 ? NULL : reply->json, p->userdata);
+}
+
+/* Where a reply field is wrong: for the message about a malformed reply. */
+typedef struct ReplyFault {
+        const char *field;
+        const char *what;
+} ReplyFault;
+
+static int parse_grant(json_object *params, CallReply *ret, ReplyFault *ret_fault);
+static int parse_report(json_object *params, CallReply *ret, ReplyFault *ret_fault);
+static int parse_release(json_object *params, CallReply *ret, ReplyFault *ret_fault);
+static int parse_generic(json_object *params, CallReply *ret, ReplyFault *ret_fault);
+
+static const struct {
+        int (*parse)(json_object *params, CallReply *ret, ReplyFault *ret_fault);
+        void (*complete)(tb_client *c, const PendingCall *p, int error, const CallReply *reply);
+} call_types[] = {
+        [CALL_REQUEST] = {parse_grant, complete_request},
+        [CALL_REPORT] = {parse_report, complete_report},
+        [CALL_RELEASE] = {parse_release, complete_release},
+        [CALL_GENERIC] = {parse_generic, complete_generic},
+};
+
+/* Runs p's callback (p is already off the FIFO) and frees what p holds. */
+static void call_complete(tb_client *c, PendingCall *p, int error, const CallReply *reply) {
+        c->dispatching++;
+        call_types[p->kind].complete(c, p, error, reply);
+        c->dispatching--;
+        free(p->method);
+}
+
+/*
+ * The connection cannot go on (a timeout, a close, a malformed reply): close
+ * it and fail every pending call with r, oldest first, each with its own
+ * message while its callback runs. Returns r.
+ */
+static int client_abort(tb_client *c, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int client_abort(tb_client *c, int r, const char *fmt, ...) {
+        char *reason = NULL;
+        CallReply zero;
+        va_list ap;
+        bool first = true;
+
+        client_disconnect(c);
+        va_start(ap, fmt);
+        if (vasprintf(&reason, fmt, ap) < 0)
+                reason = NULL;
+        va_end(ap);
+        memset(&zero, 0, sizeof(zero));
+        if (c->n_calls == 0)
+                client_fail(c, r, "%s", reason ? reason : strerror(-r));
+        while (c->n_calls > 0 && !c->closed) {
+                PendingCall p = calls_pop(c);
+
+                if (first)
+                        client_fail(c, r, "%s: %s", call_method(&p), reason ? reason : strerror(-r));
+                else
+                        client_fail(c, r,
+                                    "%s: not answered: the connection was closed after the call before it "
+                                    "failed (%s)",
+                                    call_method(&p), reason ? reason : strerror(-r));
+                first = false;
+                call_complete(c, &p, r, &zero);
+        }
+        free(reason);
+        return r;
+}
+
+/* The transport failed with r: the message says how. */
+static int client_abort_io(tb_client *c, int r) {
+        switch (r) {
+        case -ECONNRESET:
+                return client_abort(c, r, "tokenbudgetd closed the connection");
+        case -EMSGSIZE:
+                return client_abort(c, -EPROTO, "reply from tokenbudgetd exceeds %zu bytes",
+                                    TB_REPLY_MAX_BYTES);
+        default:
+                return client_abort(c, r, "%s", strerror(-r));
         }
 }
 
-static int client_send(tb_client *c, uint64_t deadline_usec) {
-        size_t done = 0;
+/* ---- moving bytes, never blocking ---- */
 
-        while (done < c->out.len) {
-                ssize_t n = send(c->fd, c->out.data + done, c->out.len - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+/* Sends what the socket takes; returns 1 when something went out, 0 when nothing, or -errno. */
+static int client_send_some(tb_client *c) {
+        bool sent = false;
+
+        while (c->out_sent < c->out.len) {
+                ssize_t n = send(c->fd, c->out.data + c->out_sent, c->out.len - c->out_sent,
+                                 MSG_DONTWAIT | MSG_NOSIGNAL);
 
                 if (n >= 0) {
-                        done += (size_t)n;
+                        c->out_sent += (size_t)n;
+                        sent = sent || n > 0;
                         continue;
                 }
                 if (errno == EINTR)
                         continue;
-                if (errno != EAGAIN)
-                        return errno == EPIPE ? -ECONNRESET : -errno;
-                int r = client_wait(c, POLLOUT, deadline_usec);
+                if (errno == EAGAIN)
+                        break;
+                return errno == EPIPE ? -ECONNRESET : -errno;
+        }
+        if (c->out_sent == c->out.len)
+                c->out.len = c->out_sent = 0;
+        return sent;
+}
+
+/* One recv() of what is there; returns 1 when bytes came, 0 when none, or -errno. */
+static int client_receive_some(tb_client *c) {
+        size_t space = c->in.len < TB_READ_CHUNK_BYTES ? TB_READ_CHUNK_BYTES : c->in.len;
+        ssize_t n;
+
+        if (varlink_buffer_reserve(&c->in, space) < 0)
+                return -ENOMEM;
+        n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, MSG_DONTWAIT);
+        if (n == 0)
+                return -ECONNRESET;
+        if (n < 0)
+                return errno == EINTR || errno == EAGAIN ? 0 : errno == EPIPE ? -ECONNRESET : -errno;
+        c->in.len += (size_t)n;
+        return 1;
+}
+
+/* Whether a whole frame is buffered: 1 and its length without the NUL, 0, or -EMSGSIZE. */
+static int client_next_frame(tb_client *c, size_t *ret_frame_len) {
+        size_t frame_len;
+        int r;
+
+        if (c->in.len <= c->in_scanned)
+                return 0;
+        r = varlink_frame_next(c->in.data + c->in_scanned, c->in.len - c->in_scanned,
+                               TB_REPLY_MAX_BYTES - c->in_scanned, &frame_len);
+        if (r < 0)
+                return -EMSGSIZE;
+        if (r == 0) {
+                c->in_scanned = c->in.len;
+                return 0;
+        }
+        *ret_frame_len = c->in_scanned + frame_len;
+        return 1;
+}
+
+/* Completes the oldest pending call with the reply in the first frame_len bytes of c->in. */
+static int client_dispatch_frame(tb_client *c, size_t frame_len, uint64_t now) {
+        const char *reason = NULL;
+        ReplyFault fault = {};
+        VarlinkReply reply;
+        CallReply out;
+        PendingCall p;
+        int r;
+
+        r = varlink_reply_parse(c->in.data, frame_len, &reply, &reason);
+        varlink_buffer_consume(&c->in, frame_len + 1);
+        c->in_scanned = 0;
+        if (r < 0)
+                return client_abort(c, -EPROTO, "malformed reply from tokenbudgetd: %s",
+                                    reason ? reason : "invalid message");
+        if (c->n_calls == 0 || reply.continues) {
+                varlink_reply_done(&reply);
+                return client_abort(c, -EPROTO, "malformed reply from tokenbudgetd: %s",
+                                    c->n_calls == 0 ? "a reply to no call"
+                                                    : "'continues' set on a call that did not ask for more");
+        }
+        c->last_io_usec = now;
+        memset(&out, 0, sizeof(out));
+        if (reply.error) {
+                p = calls_pop(c);
+                r = client_fail_reply(c, &reply);
+                call_complete(c, &p, r, &out);
+                varlink_reply_done(&reply);
+                return 0;
+        }
+        if (call_types[c->calls[c->calls_head].kind].parse(reply.parameters, &out, &fault) < 0) {
+                varlink_reply_done(&reply);
+                return client_abort(c, -EPROTO, "malformed reply from tokenbudgetd: '%s' is missing or %s",
+                                    fault.field, fault.what);
+        }
+        p = calls_pop(c);
+        call_complete(c, &p, 0, &out);
+        varlink_reply_done(&reply); /* after the callback: a generic reply's JSON text lives in it */
+        return 0;
+}
+
+/* Completes every call whose reply is buffered; returns how many, or -errno after an abort. */
+static int client_dispatch(tb_client *c, uint64_t now) {
+        int n = 0, r;
+
+        while (!c->closed && c->fd >= 0) {
+                size_t frame_len = 0;
+
+                r = client_next_frame(c, &frame_len);
+                if (r < 0)
+                        return client_abort_io(c, r);
+                if (r == 0)
+                        break;
+                r = client_dispatch_frame(c, frame_len, now);
                 if (r < 0)
                         return r;
+                n++;
+        }
+        return n;
+}
+
+static uint64_t calls_deadline(const tb_client *c) {
+        uint64_t deadline = TB_USEC_INFINITY;
+
+        for (size_t i = 0; i < c->n_calls; i++)
+                if (calls_at(c, i)->deadline_usec < deadline)
+                        deadline = calls_at(c, i)->deadline_usec;
+        return deadline;
+}
+
+/* Fails everything when a pending call is past its deadline (the replies come in order). */
+static int client_check_timeouts(tb_client *c, uint64_t now) {
+        char buf[32];
+
+        for (size_t i = 0; i < c->n_calls; i++) {
+                const PendingCall *p = calls_at(c, i);
+
+                if (now >= p->deadline_usec)
+                        return client_abort(c, -ETIMEDOUT, "tokenbudgetd did not answer within %s",
+                                            format_usec(buf, p->timeout_usec));
         }
         return 0;
 }
 
-/* Reads until a whole reply frame is buffered; *ret_frame_len excludes its NUL. */
-static int client_receive(tb_client *c, uint64_t deadline_usec, size_t *ret_frame_len) {
-        for (;;) {
-                size_t frame_len, space;
-                ssize_t n;
-                int r;
+TB_EXPORT int tb_client_process(tb_client *c) {
+        int did = 0, r;
 
-                if (c->in.len > c->in_scanned) {
-                        r = varlink_frame_next(c->in.data + c->in_scanned, c->in.len - c->in_scanned,
-                                               TB_REPLY_MAX_BYTES - c->in_scanned, &frame_len);
-                        if (r < 0)
-                                return -EMSGSIZE;
-                        if (r > 0) {
-                                *ret_frame_len = c->in_scanned + frame_len;
-                                return 0;
-                        }
-                        c->in_scanned = c->in.len;
+        if (!c)
+                return -EINVAL;
+        if (c->dispatching > 0)
+                return -EBUSY;
+        if (c->fd < 0)
+                return -ENOTCONN;
+        r = client_send_some(c);
+        if (r < 0) {
+                r = client_abort_io(c, r);
+                goto finish;
+        }
+        did |= r;
+        if (c->n_calls > 0) {
+                r = client_receive_some(c);
+                if (r < 0) {
+                        r = client_abort_io(c, r);
+                        goto finish;
                 }
-                r = client_wait(c, POLLIN, deadline_usec);
-                if (r < 0)
-                        return r;
-                space = c->in.len < TB_READ_CHUNK_BYTES ? TB_READ_CHUNK_BYTES : c->in.len;
-                if (varlink_buffer_reserve(&c->in, space) < 0)
-                        return -ENOMEM;
-                n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, MSG_DONTWAIT);
-                if (n == 0)
-                        return -ECONNRESET;
-                if (n < 0 && (errno == EINTR || errno == EAGAIN))
-                        continue;
-                if (n < 0)
-                        return errno == EPIPE ? -ECONNRESET : -errno;
-                c->in.len += (size_t)n;
+                did |= r;
         }
+        r = client_dispatch(c, now_usec());
+        if (r < 0)
+                goto finish;
+        did |= r > 0;
+        if (!c->closed && c->n_calls > 0)
+                r = client_check_timeouts(c, now_usec());
+finish:
+        if (c->closed) {
+                /* 0 ends the caller's "until it returns 0" loop, without its error path. */
+                client_free(c);
+                return 0;
+        }
+        return r < 0 ? r : did;
 }
 
-static int client_fail_io(tb_client *c, const char *method, int r) {
-        switch (r) {
-        case -ETIMEDOUT:
-                return client_fail_transport(c, r, "%s: tokenbudgetd did not answer within %d ms", method,
-                                             c->timeout_ms);
-        case -ECONNRESET:
-                return client_fail_transport(c, r, "%s: tokenbudgetd closed the connection", method);
-        case -EMSGSIZE:
-                return client_fail_transport(c, -EPROTO, "%s: reply from tokenbudgetd exceeds %zu bytes",
-                                             method, TB_REPLY_MAX_BYTES);
-        default:
-                return client_fail_transport(c, r, "%s: %s", method, strerror(-r));
-        }
+TB_EXPORT int tb_client_get_fd(const tb_client *c) {
+        if (!c)
+                return -EINVAL;
+        return c->fd >= 0 ? c->fd : -ENOTCONN;
 }
+
+TB_EXPORT int tb_client_get_events(const tb_client *c) {
+        if (!c)
+                return -EINVAL;
+        if (c->fd < 0)
+                return -ENOTCONN;
+        return (c->n_calls > 0 ? POLLIN : 0) | (c->out_sent < c->out.len ? POLLOUT : 0);
+}
+
+TB_EXPORT int tb_client_get_timeout(const tb_client *c, uint64_t *ret_usec) {
+        uint64_t deadline;
+
+        if (!c || !ret_usec)
+                return -EINVAL;
+        deadline = calls_deadline(c);
+        *ret_usec = deadline;
+        return deadline != TB_USEC_INFINITY;
+}
+
+TB_EXPORT unsigned tb_client_pending(const tb_client *c) {
+        return c ? (unsigned)c->n_calls : 0;
+}
+
+TB_EXPORT int tb_client_wait(tb_client *c, uint64_t timeout_usec) {
+        uint64_t deadline, now = now_usec();
+        int events, timeout_ms = -1, r;
+        struct pollfd p;
+
+        events = tb_client_get_events(c);
+        if (events <= 0)
+                return events;
+        deadline = calls_deadline(c);
+        if (timeout_usec != TB_USEC_INFINITY && timeout_usec < TB_USEC_INFINITY - now &&
+            now + timeout_usec < deadline)
+                deadline = now + timeout_usec;
+        if (deadline != TB_USEC_INFINITY) {
+                /* Round up so that poll() never wakes just before the deadline. */
+                uint64_t ms = deadline > now ? (deadline - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC : 0;
+
+                timeout_ms = ms > INT_MAX ? INT_MAX : (int)ms;
+        }
+        p = (struct pollfd){.fd = c->fd, .events = (short)events};
+        r = poll(&p, 1, timeout_ms);
+        if (r < 0)
+                return errno == EINTR ? 0 : -errno;
+        return r > 0;
+}
+
+/* ---- starting calls ---- */
 
 /* Only a handle idle for this long is checked for a close by the daemon:
  * the check costs a system call, and the daemon's idle timeout is minutes. */
@@ -600,7 +1151,8 @@ static int client_fail_io(tb_client *c, const char *method, int r) {
  * handle means no call was lost: connect again to the same address and go on,
  * as if the handle had never been closed. (A daemon that restarted has
  * settled the old connection's allocations; calls about them answer
- * UnknownAllocation, as they would have on the old connection.)
+ * UnknownAllocation, as they would have on the old connection.) The new
+ * socket is made before the old one is closed, so its number differs.
  */
 static void client_reconnect_if_closed(tb_client *c, uint64_t now) {
         struct sockaddr_un sa;
@@ -609,371 +1161,409 @@ static void client_reconnect_if_closed(tb_client *c, uint64_t now) {
         ssize_t n;
         int fd;
 
-        if (c->last_call_usec == 0 || now - c->last_call_usec < TB_IDLE_CHECK_USEC || c->in.len > 0)
+        if (c->n_calls > 0 || c->in.len > 0 || now - c->last_io_usec < TB_IDLE_CHECK_USEC)
                 return;
         n = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
         if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)))
                 return;
         path_to_sockaddr(c->address, &sa, &len);
-        if (socket_connect(&sa, len, c->timeout_ms > 0 ? c->timeout_ms : TB_DEFAULT_TIMEOUT_MS, &fd) < 0)
+        if (socket_connect(&sa, len,
+                           c->timeout_usec < TB_TIMEOUT_DEFAULT_USEC ? c->timeout_usec
+                                                                     : TB_TIMEOUT_DEFAULT_USEC,
+                           &fd) < 0)
                 return; /* the send or receive then reports the closed connection */
         close(c->fd);
         c->fd = fd;
         c->in_scanned = 0;
+        c->last_io_usec = now;
 }
 
-/* Writes c->out and reads one reply into *ret (which the caller then owns). */
-static int client_transact(tb_client *c, const char *method, VarlinkReply *ret) {
-        uint64_t deadline_usec = 0, now;
-        const char *reason = NULL;
-        size_t frame_len = 0;
-        int r;
-
+/* Whether a call can start on c; sets the error text when not. */
+static int client_can_start(tb_client *c, const char *method) {
         if (c->fd < 0)
                 return client_fail(c, -ENOTCONN,
                                    "%s: not connected to tokenbudgetd: the connection was closed after an "
                                    "earlier error; open a new handle",
-                                   method);
-        now = now_usec();
-        client_reconnect_if_closed(c, now);
-        if (c->timeout_ms > 0)
-                deadline_usec = now + (uint64_t)c->timeout_ms * 1000u;
-
-        r = client_send(c, deadline_usec);
-        c->out.len = 0;
-        if (r >= 0)
-                r = client_receive(c, deadline_usec, &frame_len);
-        if (r < 0)
-                return client_fail_io(c, method, r);
-        c->last_call_usec = now_usec();
-
-        r = varlink_reply_parse(c->in.data, frame_len, ret, &reason);
-        varlink_buffer_consume(&c->in, frame_len + 1);
-        c->in_scanned = 0;
-        if (r < 0)
-                return client_fail_transport(c, -EPROTO, "%s: malformed reply from tokenbudgetd: %s", method,
-                                             reason ? reason : "invalid message");
-        if (ret->continues) {
-                varlink_reply_done(ret);
-                return client_fail_transport(c, -EPROTO,
-                                             "%s: malformed reply from tokenbudgetd: 'continues' set on a "
-                                             "call that did not ask for more",
-                                             method);
-        }
+                                   method ? method : "call");
         return 0;
 }
 
-static int error_to_errno(const char *name) {
-        for (size_t i = 0; i < sizeof(error_map) / sizeof(error_map[0]); i++)
-                if (strcmp(error_map[i].name, name) == 0)
-                        return error_map[i].error;
-        return EBADE;
+/*
+ * Queues the call whose message was appended to c->out from mark on; on
+ * failure the message is taken back. Sends what it can at once (errors are
+ * left for tb_client_process() to find).
+ */
+static int client_queue(tb_client *c, PendingCall *p, size_t mark) {
+        uint64_t now = now_usec();
+        int r;
+
+        p->timeout_usec = c->timeout_usec;
+        p->deadline_usec =
+                c->timeout_usec > TB_USEC_INFINITY - now ? TB_USEC_INFINITY : now + c->timeout_usec;
+        r = calls_push(c, p);
+        if (r < 0) {
+                c->out.len = mark;
+                return client_fail(c, r, "%s: out of memory", call_method(p));
+        }
+        (void)client_send_some(c);
+        return 0;
 }
 
-/* Formats "NAME: key=value key=value" from an error reply, keys in the order sent. */
-static int client_fail_reply(tb_client *c, const VarlinkReply *reply) {
-        const char *sep = ": ";
-        char *text = NULL;
-        size_t text_len = 0;
-        FILE *f;
-        int r = -error_to_errno(reply->error);
+/* Before formatting: a handle the daemon closed while idle connects again. */
+static void client_prepare(tb_client *c) {
+        if (c->n_calls == 0)
+                client_reconnect_if_closed(c, now_usec());
+}
 
-        f = open_memstream(&text, &text_len);
-        if (!f)
-                return client_fail(c, r, "%s", reply->error);
-        fputs(reply->error, f);
-        json_object_object_foreach(reply->parameters, key, value) {
-                if (json_object_is_type(value, json_type_string))
-                        fprintf(f, "%s%s=%s", sep, key, json_object_get_string(value));
-                else
-                        fprintf(f, "%s%s=%s", sep, key,
-                                json_object_to_json_string_ext(
-                                        value, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-                sep = " ";
+static int request_start(tb_client *c, const tb_request_params *params, tb_request_cb callback,
+                         void *userdata) {
+        static const tb_request_params defaults = {};
+        PendingCall p = {.kind = CALL_REQUEST, .callback.request = callback, .userdata = userdata};
+        size_t mark;
+        int r;
+
+        if (!params)
+                params = &defaults;
+        r = client_can_start(c, METHOD_REQUEST);
+        if (r >= 0)
+                r = request_check(c, params);
+        if (r < 0)
+                return r;
+        client_prepare(c);
+        mark = c->out.len;
+        if (request_format(&c->out, params) < 0) {
+                c->out.len = mark;
+                return client_fail(c, -ENOMEM, "%s: out of memory", METHOD_REQUEST);
         }
-        if (fclose(f) != 0)
-                return client_fail(c, r, "%s", reply->error);
+        return client_queue(c, &p, mark);
+}
 
-        free(c->error);
-        free(c->error_name);
-        c->error = text;
-        c->error_name = strdup(reply->error);
-        json_object_put(c->error_parameters);
-        c->error_parameters = json_object_get(reply->parameters);
-        c->retry_after_usec = 0;
-        if (r == -EDQUOT) {
-                json_object *retry = json_object_object_get(reply->parameters, "retryAfterUsec");
+static int report_start(tb_client *c, const tb_report_params *params, tb_report_cb callback,
+                        void *userdata) {
+        PendingCall p = {.kind = CALL_REPORT, .callback.report = callback, .userdata = userdata};
+        size_t mark;
+        int r;
 
-                if (json_object_is_type(retry, json_type_int) && json_object_get_int64(retry) > 0)
-                        c->retry_after_usec = (uint64_t)json_object_get_int64(retry);
+        r = client_can_start(c, METHOD_REPORT);
+        if (r >= 0)
+                r = report_check(c, params);
+        if (r < 0)
+                return r;
+        client_prepare(c);
+        mark = c->out.len;
+        if (report_format(&c->out, params) < 0) {
+                c->out.len = mark;
+                return client_fail(c, -ENOMEM, "%s: out of memory", METHOD_REPORT);
         }
+        return client_queue(c, &p, mark);
+}
+
+static int release_start(tb_client *c, const tb_release_params *params, tb_release_cb callback,
+                         void *userdata) {
+        PendingCall p = {.kind = CALL_RELEASE, .callback.release = callback, .userdata = userdata};
+        size_t mark;
+        int r;
+
+        r = client_can_start(c, METHOD_RELEASE);
+        if (r >= 0)
+                r = release_check(c, params);
+        if (r < 0)
+                return r;
+        client_prepare(c);
+        mark = c->out.len;
+        if (release_format(&c->out, params) < 0) {
+                c->out.len = mark;
+                return client_fail(c, -ENOMEM, "%s: out of memory", METHOD_RELEASE);
+        }
+        return client_queue(c, &p, mark);
+}
+
+static int call_start(tb_client *c, const char *method, const char *parameters_json, tb_call_cb callback,
+                      void *userdata) {
+        PendingCall p = {.kind = CALL_GENERIC, .callback.call = callback, .userdata = userdata};
+        json_object *params = NULL;
+        size_t mark;
+        int r;
+
+        r = client_can_start(c, method);
+        if (r >= 0)
+                r = call_check(c, method, parameters_json, &params);
+        if (r < 0)
+                return r;
+        client_prepare(c);
+        mark = c->out.len;
+        r = varlink_format_call(&c->out, method, params, false, false);
+        json_object_put(params);
+        p.method = strdup(method);
+        if (r < 0 || !p.method) {
+                c->out.len = mark;
+                free(p.method);
+                return client_fail(c, -ENOMEM, "%s: out of memory", method);
+        }
+        r = client_queue(c, &p, mark);
+        if (r < 0)
+                free(p.method);
         return r;
 }
 
-/* One call: c->out holds the message; a daemon error becomes its errno. */
-static int client_call(tb_client *c, const char *method, VarlinkReply *ret) {
-        int r;
-
-        r = client_transact(c, method, ret);
-        if (r < 0)
-                return r;
-        if (ret->error) {
-                r = client_fail_reply(c, ret);
-                varlink_reply_done(ret);
-                return r;
-        }
-        return 0;
+TB_EXPORT int tb_request_async(tb_client *c, const tb_request_params *params, tb_request_cb callback,
+                               void *userdata) {
+        return c ? request_start(c, params, callback, userdata) : -EINVAL;
 }
 
-/* ---- validating replies ---- */
-
-static int client_fail_field(tb_client *c, const char *method, const char *field, const char *what) {
-        return client_fail_transport(c, -EPROTO,
-                                     "%s: malformed reply from tokenbudgetd: '%s' is missing or %s", method,
-                                     field, what);
+TB_EXPORT int tb_report_async(tb_client *c, const tb_report_params *params, tb_report_cb callback,
+                              void *userdata) {
+        return c ? report_start(c, params, callback, userdata) : -EINVAL;
 }
 
-static int reply_get_uint(tb_client *c, const char *method, json_object *params, const char *field,
-                          uint64_t *ret) {
+TB_EXPORT int tb_release_async(tb_client *c, const tb_release_params *params, tb_release_cb callback,
+                               void *userdata) {
+        return c ? release_start(c, params, callback, userdata) : -EINVAL;
+}
+
+TB_EXPORT int tb_call_async(tb_client *c, const char *method, const char *parameters_json,
+                            tb_call_cb callback, void *userdata) {
+        return c ? call_start(c, method, parameters_json, callback, userdata) : -EINVAL;
+}
+
+/* ---- parsing replies ---- */
+
+static int reply_fault(ReplyFault *ret, const char *field, const char *what) {
+        *ret = (ReplyFault){field, what};
+        return -EPROTO;
+}
+
+static int reply_get_uint(json_object *params, const char *field, uint64_t *ret, ReplyFault *ret_fault) {
         json_object *v = json_object_object_get(params, field);
 
         if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
-                return client_fail_field(c, method, field, "not a non-negative integer");
+                return reply_fault(ret_fault, field, "not a non-negative integer");
         *ret = (uint64_t)json_object_get_int64(v);
         return 0;
 }
 
 /* Copies a string field into ret[size]; longer strings are malformed. */
-static int reply_get_string(tb_client *c, const char *method, json_object *params, const char *field,
-                            char *ret, size_t size) {
+static int reply_get_string(json_object *params, const char *field, char *ret, size_t size,
+                            ReplyFault *ret_fault) {
         json_object *v = json_object_object_get(params, field);
         size_t n;
 
         if (!json_object_is_type(v, json_type_string))
-                return client_fail_field(c, method, field, "not a string");
+                return reply_fault(ret_fault, field, "not a string");
         n = (size_t)json_object_get_string_len(v);
         if (n == 0 || n >= size || memchr(json_object_get_string(v), '\0', n))
-                return client_fail_field(c, method, field, "not a string of the expected length");
+                return reply_fault(ret_fault, field, "not a string of the expected length");
         memcpy(ret, json_object_get_string(v), n + 1);
         return 0;
 }
 
-/* ---- the agent interface ---- */
+/*
+ * A name the daemon sent for a decision or state: the value of names[] it
+ * matches, else 0 (unknown to this library: a newer daemon). The name is kept
+ * when it fits.
+ */
+static int reply_get_name(json_object *params, const char *field, const char *const *names, size_t n_names,
+                          int *ret_value, char ret_name[static TB_NAME_MAX], ReplyFault *ret_fault) {
+        json_object *v = json_object_object_get(params, field);
+        const char *s;
+        size_t len;
 
-static const char *const priority_names[] = {
-        [TB_PRIORITY_INTERACTIVE] = "interactive",
-        [TB_PRIORITY_NORMAL] = "normal",
-        [TB_PRIORITY_BACKGROUND] = "background",
-};
-
-static int request_format(tb_client *c, const tb_request_params *p) {
-        VarlinkBuffer *b = &c->out;
-        bool first = true;
-
-        if ((int)p->priority < (int)TB_PRIORITY_DEFAULT || (int)p->priority > (int)TB_PRIORITY_BACKGROUND)
-                return client_fail(c, -EINVAL, "invalid argument: unknown priority %d", (int)p->priority);
-        if (client_check_string(c, "class", p->task_class, true) < 0 ||
-            client_check_string(c, "agent", p->agent, true) < 0 ||
-            client_check_string(c, "model", p->model, true) < 0)
-                return -EINVAL;
-        if (buf_begin_call(b, METHOD_REQUEST) < 0 ||
-            (p->estimate >= 0 && buf_put_uint_param(b, &first, "estimate", (uint64_t)p->estimate) < 0) ||
-            buf_put_string_param(b, &first, "class", p->task_class) < 0 ||
-            buf_put_string_param(b, &first, "agent", p->agent) < 0 ||
-            buf_put_string_param(b, &first, "model", p->model) < 0 ||
-            (p->priority != TB_PRIORITY_DEFAULT &&
-             buf_put_string_param(b, &first, "priority", priority_names[p->priority]) < 0) ||
-            buf_end_call(b) < 0)
-                return client_fail(c, -ENOMEM, "%s: out of memory", METHOD_REQUEST);
+        if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0)
+                return reply_fault(ret_fault, field, "not a non-empty string");
+        s = json_object_get_string(v);
+        len = (size_t)json_object_get_string_len(v);
+        *ret_value = 0;
+        for (size_t i = 1; i < n_names; i++)
+                if (names[i] && strcmp(s, names[i]) == 0)
+                        *ret_value = (int)i;
+        if (len < TB_NAME_MAX && !memchr(s, '\0', len))
+                memcpy(ret_name, s, len + 1);
         return 0;
 }
 
+static const char *const decision_names[] = {
+        [TB_DECISION_GRANTED] = "granted",
+        [TB_DECISION_DEGRADED] = "degraded",
+};
+
+static const char *const state_names[] = {
+        [TB_STATE_OK] = "ok",
+        [TB_STATE_WARNING] = "warning",
+        [TB_STATE_EXCEEDED] = "exceeded",
+};
+
+static int parse_grant(json_object *params, CallReply *ret, ReplyFault *ret_fault) {
+        tb_grant *g = &ret->grant;
+        int decision = 0;
+
+        if (reply_get_string(params, "allocation", g->allocation, sizeof(g->allocation), ret_fault) < 0 ||
+            reply_get_name(params, "decision", decision_names, ELEMENTSOF(decision_names), &decision,
+                           g->decision_name, ret_fault) < 0 ||
+            reply_get_uint(params, "granted", &g->granted, ret_fault) < 0 ||
+            reply_get_uint(params, "warnAt", &g->warn_at, ret_fault) < 0 ||
+            reply_get_uint(params, "hardLimit", &g->hard_limit, ret_fault) < 0)
+                return -EPROTO;
+        g->decision = (tb_decision)decision;
+        return 0;
+}
+
+static int parse_report(json_object *params, CallReply *ret, ReplyFault *ret_fault) {
+        tb_report_reply *r = &ret->report;
+        int state = 0;
+
+        if (reply_get_name(params, "state", state_names, ELEMENTSOF(state_names), &state, r->state_name,
+                           ret_fault) < 0 ||
+            reply_get_uint(params, "used", &r->used, ret_fault) < 0)
+                return -EPROTO;
+        r->state = (tb_state)state;
+        return 0;
+}
+
+static int parse_release(json_object *params, CallReply *ret, ReplyFault *ret_fault) {
+        if (reply_get_uint(params, "used", &ret->release.used, ret_fault) < 0 ||
+            reply_get_uint(params, "refunded", &ret->release.refunded, ret_fault) < 0)
+                return -EPROTO;
+        return 0;
+}
+
+static int parse_generic(json_object *params, CallReply *ret, ReplyFault *ret_fault) {
+        ret->json = json_object_to_json_string_ext(params,
+                                                   JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        return ret->json ? 0 : reply_fault(ret_fault, "parameters", "not printable");
+}
+
+/* ---- blocking calls: one async call, driven here until it is answered ---- */
+
+typedef struct SyncCall {
+        bool done;
+        int error;
+        void *ret;   /* where the reply goes; NULL: nowhere */
+        size_t size; /* of *ret */
+        char **ret_json;
+} SyncCall;
+
+static void sync_done(SyncCall *s, int error, const void *reply) {
+        s->done = true;
+        s->error = error;
+        if (error >= 0 && s->ret)
+                memcpy(s->ret, reply, s->size);
+}
+
+static void sync_request_cb(tb_client *c, int error, const tb_grant *reply, void *userdata) {
+        sync_done(userdata, error, reply);
+}
+
+static void sync_report_cb(tb_client *c, int error, const tb_report_reply *reply, void *userdata) {
+        sync_done(userdata, error, reply);
+}
+
+static void sync_release_cb(tb_client *c, int error, const tb_release_reply *reply, void *userdata) {
+        sync_done(userdata, error, reply);
+}
+
+static void sync_call_cb(tb_client *c, int error, const char *reply_json, void *userdata) {
+        SyncCall *s = userdata;
+
+        s->done = true;
+        s->error = error;
+        if (error >= 0 && s->ret_json) {
+                *s->ret_json = strdup(reply_json);
+                if (!*s->ret_json)
+                        s->error = client_fail(c, -ENOMEM, "%s: out of memory", "reply");
+        }
+}
+
+/* A blocking call needs the handle to itself. */
+static int client_check_idle(tb_client *c, const char *method) {
+        if (c->dispatching > 0)
+                return client_fail(c, -EBUSY, "%s: a blocking call from inside a callback", method);
+        if (c->n_calls > 0)
+                return client_fail(c, -EBUSY,
+                                   "%s: %zu asynchronous call(s) pending on this handle: a blocking call "
+                                   "waits until they are answered (tb_client_process())",
+                                   method, c->n_calls);
+        return 0;
+}
+
+/* Runs the handle until s is done (its timeout is the call's deadline). */
+static int sync_run(tb_client *c, SyncCall *s) {
+        while (!s->done) {
+                int r = tb_client_process(c);
+
+                if (r < 0 && !s->done)
+                        return r;
+                if (r == 0) {
+                        r = tb_client_wait(c, TB_USEC_INFINITY);
+                        if (r < 0 && !s->done)
+                                return client_abort_io(c, r);
+                }
+        }
+        return s->error;
+}
+
 TB_EXPORT int tb_request(tb_client *c, const tb_request_params *params, tb_grant *ret) {
-        static const tb_request_params defaults = {.estimate = -1};
-        VarlinkReply reply;
-        tb_grant g = {};
+        SyncCall s = {.ret = ret, .size = sizeof(*ret)};
         int r;
 
         if (!c || !ret)
                 return -EINVAL;
-        r = request_format(c, params ? params : &defaults);
-        if (r < 0)
-                return r;
-        r = client_call(c, METHOD_REQUEST, &reply);
-        if (r < 0)
-                return r;
-
-        r = reply_get_string(c, METHOD_REQUEST, reply.parameters, "allocation", g.allocation,
-                             sizeof(g.allocation));
+        memset(ret, 0, sizeof(*ret));
+        r = client_check_idle(c, METHOD_REQUEST);
         if (r >= 0)
-                r = reply_get_string(c, METHOD_REQUEST, reply.parameters, "decision", g.decision,
-                                     sizeof(g.decision));
-        if (r >= 0 && strcmp(g.decision, "granted") != 0 && strcmp(g.decision, "degraded") != 0)
-                r = client_fail_field(c, METHOD_REQUEST, "decision", "neither \"granted\" nor \"degraded\"");
-        if (r >= 0)
-                r = reply_get_uint(c, METHOD_REQUEST, reply.parameters, "granted", &g.granted);
-        if (r >= 0)
-                r = reply_get_uint(c, METHOD_REQUEST, reply.parameters, "warnAt", &g.warn_at);
-        if (r >= 0)
-                r = reply_get_uint(c, METHOD_REQUEST, reply.parameters, "hardLimit", &g.hard_limit);
-        varlink_reply_done(&reply);
-        if (r < 0)
-                return r;
-        *ret = g;
-        return 0;
+                r = request_start(c, params, sync_request_cb, &s);
+        return r < 0 ? r : sync_run(c, &s);
 }
 
-static int state_from_string(const char *s, tb_state *ret) {
-        static const tb_state states[] = {TB_STATE_OK, TB_STATE_WARNING, TB_STATE_EXCEEDED};
-
-        for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
-                if (strcmp(s, tb_state_to_string(states[i])) == 0) {
-                        *ret = states[i];
-                        return 0;
-                }
-        return -EINVAL;
-}
-
-TB_EXPORT int tb_report(tb_client *c, const char *allocation, uint64_t input_tokens, uint64_t output_tokens,
-                        tb_state *ret_state, uint64_t *ret_used) {
-        VarlinkBuffer *b;
-        VarlinkReply reply;
-        json_object *state;
-        tb_state s = TB_STATE_OK;
-        uint64_t used = 0;
-        bool first = true;
+TB_EXPORT int tb_report(tb_client *c, const tb_report_params *params, tb_report_reply *ret) {
+        SyncCall s = {.ret = ret, .size = sizeof(*ret)};
         int r;
 
         if (!c)
                 return -EINVAL;
-        b = &c->out;
-        if (client_check_string(c, "allocation", allocation, false) < 0)
-                return -EINVAL;
-        if (buf_begin_call(b, METHOD_REPORT) < 0 ||
-            buf_put_string_param(b, &first, "allocation", allocation) < 0 ||
-            buf_put_uint_param(b, &first, "inputTokens", input_tokens) < 0 ||
-            buf_put_uint_param(b, &first, "outputTokens", output_tokens) < 0 || buf_end_call(b) < 0)
-                return client_fail(c, -ENOMEM, "%s: out of memory", METHOD_REPORT);
-        r = client_call(c, METHOD_REPORT, &reply);
-        if (r < 0)
-                return r;
-
-        state = json_object_object_get(reply.parameters, "state");
-        if (!json_object_is_type(state, json_type_string) ||
-            state_from_string(json_object_get_string(state), &s) < 0)
-                r = client_fail_field(c, METHOD_REPORT, "state", "not \"ok\", \"warning\" or \"exceeded\"");
+        if (ret)
+                memset(ret, 0, sizeof(*ret));
+        r = client_check_idle(c, METHOD_REPORT);
         if (r >= 0)
-                r = reply_get_uint(c, METHOD_REPORT, reply.parameters, "used", &used);
-        varlink_reply_done(&reply);
-        if (r < 0)
-                return r;
-        if (ret_state)
-                *ret_state = s;
-        if (ret_used)
-                *ret_used = used;
-        return 0;
+                r = report_start(c, params, sync_report_cb, &s);
+        return r < 0 ? r : sync_run(c, &s);
 }
 
-TB_EXPORT int tb_release(tb_client *c, const char *allocation, const uint64_t *input_tokens,
-                         const uint64_t *output_tokens, uint64_t *ret_used, uint64_t *ret_refunded) {
-        VarlinkBuffer *b;
-        VarlinkReply reply;
-        uint64_t used = 0, refunded = 0;
-        bool first = true;
+TB_EXPORT int tb_release(tb_client *c, const tb_release_params *params, tb_release_reply *ret) {
+        SyncCall s = {.ret = ret, .size = sizeof(*ret)};
         int r;
 
         if (!c)
                 return -EINVAL;
-        b = &c->out;
-        if (client_check_string(c, "allocation", allocation, false) < 0)
-                return -EINVAL;
-        if (buf_begin_call(b, METHOD_RELEASE) < 0 ||
-            buf_put_string_param(b, &first, "allocation", allocation) < 0 ||
-            (input_tokens && buf_put_uint_param(b, &first, "inputTokens", *input_tokens) < 0) ||
-            (output_tokens && buf_put_uint_param(b, &first, "outputTokens", *output_tokens) < 0) ||
-            buf_end_call(b) < 0)
-                return client_fail(c, -ENOMEM, "%s: out of memory", METHOD_RELEASE);
-        r = client_call(c, METHOD_RELEASE, &reply);
-        if (r < 0)
-                return r;
-
-        r = reply_get_uint(c, METHOD_RELEASE, reply.parameters, "used", &used);
+        if (ret)
+                memset(ret, 0, sizeof(*ret));
+        r = client_check_idle(c, METHOD_RELEASE);
         if (r >= 0)
-                r = reply_get_uint(c, METHOD_RELEASE, reply.parameters, "refunded", &refunded);
-        varlink_reply_done(&reply);
-        if (r < 0)
-                return r;
-        if (ret_used)
-                *ret_used = used;
-        if (ret_refunded)
-                *ret_refunded = refunded;
-        return 0;
-}
-
-/* ---- any method ---- */
-
-static int call_format(tb_client *c, const char *method, const char *parameters_json) {
-        json_object *params = NULL;
-        size_t interface_len;
-        int r;
-
-        if (!method || varlink_method_split(method, &interface_len) < 0)
-                return client_fail(c, -EINVAL, "invalid argument: '%s' is not a Varlink method name",
-                                   method ? method : "(null)");
-        if (parameters_json) {
-                enum json_tokener_error e;
-
-                params = json_tokener_parse_verbose(parameters_json, &e);
-                if (!json_object_is_type(params, json_type_object)) {
-                        json_object_put(params);
-                        return client_fail(c, -EINVAL,
-                                           "invalid argument: parameters of %s are not a JSON object%s%s",
-                                           method, e != json_tokener_success ? ": " : "",
-                                           e != json_tokener_success ? json_tokener_error_desc(e) : "");
-                }
-        }
-        c->out.len = 0;
-        r = varlink_format_call(&c->out, method, params, false, false);
-        json_object_put(params);
-        if (r < 0)
-                return client_fail(c, r, "%s: %s", method, strerror(-r));
-        return 0;
+                r = release_start(c, params, sync_release_cb, &s);
+        return r < 0 ? r : sync_run(c, &s);
 }
 
 TB_EXPORT int tb_call(tb_client *c, const char *method, const char *parameters_json, char **ret_reply_json) {
-        VarlinkReply reply;
-        char *text = NULL;
+        SyncCall s = {.ret_json = ret_reply_json};
         int r;
 
         if (!c)
                 return -EINVAL;
-        r = call_format(c, method, parameters_json);
-        if (r < 0)
-                return r;
-        r = client_call(c, method, &reply);
-        if (r < 0)
-                return r;
-        if (ret_reply_json) {
-                text = strdup(json_object_to_json_string_ext(
-                        reply.parameters, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-                if (!text)
-                        r = client_fail(c, -ENOMEM, "%s: out of memory", method);
-                *ret_reply_json = text;
-        }
-        varlink_reply_done(&reply);
-        return r;
+        if (ret_reply_json)
+                *ret_reply_json = NULL;
+        r = client_check_idle(c, method ? method : "call");
+        if (r >= 0)
+                r = call_start(c, method, parameters_json, sync_call_cb, &s);
+        return r < 0 ? r : sync_run(c, &s);
 }
 
+/* ---- names ---- */
+
 TB_EXPORT const char *tb_state_to_string(tb_state s) {
-        switch (s) {
-        case TB_STATE_OK:
-                return "ok";
-        case TB_STATE_WARNING:
-                return "warning";
-        case TB_STATE_EXCEEDED:
-                return "exceeded";
-        }
-        return NULL;
+        return (size_t)s < ELEMENTSOF(state_names) ? state_names[s] : NULL;
+}
+
+TB_EXPORT const char *tb_decision_to_string(tb_decision d) {
+        return (size_t)d < ELEMENTSOF(decision_names) ? decision_names[d] : NULL;
 }
 
 TB_EXPORT const char *tb_version(void) {

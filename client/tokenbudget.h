@@ -3,8 +3,50 @@
  * libtokenbudget: the C client of tokenbudgetd, the LLM token budget daemon.
  *
  * An agent asks before it spends (tb_request), reports cumulative usage as it
- * spends (tb_report) and releases when done (tb_release). Every call blocks
- * until the daemon answers or the handle's timeout passes (default 5 s).
+ * spends (tb_report) and releases when done (tb_release). Each call exists
+ * twice: blocking (it returns when the daemon answered or the handle's timeout
+ * passed, 5 s by default) and asynchronous (tb_request_async() and friends
+ * queue the call and return; an event loop drives the handle with
+ * tb_client_get_fd(), tb_client_get_events(), tb_client_get_timeout() and
+ * tb_client_process(), which runs the call's callback when the answer is in).
+ *
+ * ABI and versioning. The library is libtokenbudget.so.1 and every symbol is
+ * versioned (TOKENBUDGET_1, see client/libtokenbudget.sym). Within soname 1
+ * changes are additive only: new functions (in a new version node, e.g.
+ * TOKENBUDGET_1.1, so a program that needs them fails at load time, naming the
+ * version, rather than at a call), new fields carved out of the reserved space
+ * of the structs below, new enum values. Nothing declared here changes its
+ * size, layout, signature or meaning; a change that must is a new soname. So
+ * a program built against soname 1 runs on every later 1.x library.
+ *
+ * Structs that grow. Every params and reply struct has a fixed size with a
+ * reserved tail (uint64_t reserved[]), and:
+ * - In params, zero means "not sent" for every optional field (the daemon's
+ *   default applies; the required ones, e.g. Report's totals, are always sent
+ *   and there zero is a value). So initialise params with designated
+ *   initialisers ({.agent = "x"}) or memset, and a program built against an
+ *   older header sends nothing for fields it does not know.
+ * - The library refuses (-EINVAL, and tb_client_error() names the slot) params
+ *   whose reserved space is not zero: a program built against a newer header,
+ *   setting a field this library does not know, fails loudly instead of having
+ *   the field ignored.
+ * - The library zero-fills the whole reply struct first, so a field this
+ *   library does not fill reads as zero ("not given").
+ * - A new field takes whole uint64_t slots from the front of the reserved
+ *   array: integers are uint64_t; a pointer or an enum is declared in an
+ *   anonymous union with a uint64_t, so it takes one slot on every
+ *   architecture. String fields of replies point into the handle (valid
+ *   until the next call completes on it, or for an async call until its
+ *   callback returns): copy what you keep.
+ * - Enums: zero is "unknown" in replies (a value this library version does
+ *   not know; the name the daemon sent is kept beside it) and "not sent" in
+ *   params.
+ * Pointers in params are only read during the call that takes them: an async
+ * call formats its message before it returns.
+ *
+ * Times are microseconds in uint64_t: durations are relative, deadlines are
+ * absolute CLOCK_MONOTONIC; UINT64_MAX means "never" (no timeout, no
+ * deadline).
  *
  * Errors: functions return 0 (or a count) on success and a negative errno on
  * failure; tb_client_error() then describes the failure in words, including the
@@ -17,11 +59,15 @@
  * MethodNotImplemented -EOPNOTSUPP, any other daemon error -EBADE. Transport:
  * -ETIMEDOUT, -ECONNRESET (daemon closed the connection), -EPROTO (malformed
  * reply), connect() errors as they are (-ENOENT, -ECONNREFUSED, -EACCES).
- * After -ETIMEDOUT, -ECONNRESET or -EPROTO the connection is closed and every
- * further call returns -ENOTCONN: open a new handle. The daemon closes a
+ * After -ETIMEDOUT, -ECONNRESET or -EPROTO the connection is closed (every
+ * call still pending on it fails with the same error) and every further call
+ * returns -ENOTCONN: open a new handle. A blocking call while async calls are
+ * pending, or from inside a callback, returns -EBUSY. The daemon closes a
  * connection that holds no allocation and sends nothing for its
- * limits.idle_timeout_sec (15 min by default); a handle notices that at its
- * next call and connects again on its own, so an idle agent sees nothing.
+ * limits.idle_timeout_sec (15 min by default); a handle notices that when a
+ * call starts with none pending and connects again on its own, so an idle
+ * agent sees nothing (an event loop sees a new descriptor, see
+ * tb_client_get_fd()).
  *
  * Thread safety: a handle is not thread-safe; use one handle per thread (or
  * lock around every call). Distinct handles are independent. Allocations
@@ -41,7 +87,14 @@ extern "C" {
 #define TB_SYSTEM_SOCKET "/run/tokenbudget/io.tokenbudget"
 #define TB_SOCKET_ENV    "TOKENBUDGET_SOCKET"
 
+/* The timeout of a handle until tb_client_set_timeout_usec() changes it. */
+#define TB_TIMEOUT_DEFAULT_USEC UINT64_C(5000000)
+/* No timeout, no deadline. */
+#define TB_USEC_INFINITY UINT64_MAX
+
 typedef struct tb_client tb_client;
+
+/* ---- connecting ---- */
 
 /*
  * Connects to the daemon. address is a socket path or "unix:PATH"; when NULL,
@@ -62,15 +115,28 @@ int tb_client_open(const char *address, tb_client **ret, char **ret_error);
 int tb_client_addresses(const char *address, char ***ret_paths);
 /* Frees a NULL-terminated array of strings and the strings. NULL-safe; returns NULL. */
 char **tb_strv_free(char **strv);
-/* Closes the connection and frees the handle. NULL-safe; returns NULL. */
+/*
+ * Closes the connection and frees the handle. NULL-safe; returns NULL. Calls
+ * still pending are dropped without running their callbacks (free what their
+ * userdata holds yourself). Allowed inside a callback: no further callback
+ * runs, and the handle is freed when tb_client_process() returns (0 then;
+ * the handle is gone, do not call it again).
+ */
 tb_client *tb_client_close(tb_client *c);
-/* Timeout for each call, in milliseconds; 0 or negative waits forever. */
-void tb_client_set_timeout(tb_client *c, int timeout_ms);
-/* The address connected to. */
+/*
+ * The timeout of each call started from now on, in microseconds, from its
+ * start to its answer: 0 restores the default (TB_TIMEOUT_DEFAULT_USEC),
+ * TB_USEC_INFINITY waits for ever. Returns 0, or -EINVAL for a NULL handle.
+ */
+int tb_client_set_timeout_usec(tb_client *c, uint64_t timeout_usec);
+/* The path connected to (as tb_client_addresses() gives it). */
 const char *tb_client_address(const tb_client *c);
-/* What the last failed call on this handle was about; "" when none failed. */
+
+/* ---- what the last failed call was about ---- */
+
+/* In words; "" when none failed. Inside a failing call's callback: that call. */
 const char *tb_client_error(const tb_client *c);
-/* The Varlink error name of the last failed call, or NULL for transport errors. */
+/* The Varlink error name of the last failed call, or NULL for transport and argument errors. */
 const char *tb_client_error_name(const tb_client *c);
 /*
  * The value of parameter key of the last daemon error reply (e.g. "parameter"
@@ -83,6 +149,8 @@ const char *tb_client_error_parameter(const tb_client *c, const char *key);
 /* For BudgetExhausted: the daemon's retryAfterUsec of the last failed call; 0 otherwise. */
 uint64_t tb_client_retry_after_usec(const tb_client *c);
 
+/* ---- the agent interface: params and replies ---- */
+
 typedef enum tb_priority {
         TB_PRIORITY_DEFAULT = 0, /* not sent: the daemon's default ("normal") */
         TB_PRIORITY_INTERACTIVE,
@@ -91,47 +159,195 @@ typedef enum tb_priority {
 } tb_priority;
 
 typedef struct tb_request_params {
-        int64_t estimate;       /* tokens; < 0: not sent, the daemon's default_estimate applies */
-        const char *task_class; /* NULL: not sent */
+        uint64_t estimate; /* tokens the task expects to use; 0: not sent (the daemon's default_estimate) */
+        const char *task_class; /* "class" on the wire; NULL: not sent */
         const char *agent;      /* NULL: not sent */
         const char *model;      /* NULL: not sent */
-        tb_priority priority;
+        tb_priority priority;   /* TB_PRIORITY_DEFAULT: not sent */
+        uint64_t reserved[16];  /* must be zero; future fields (minTokens, waitUsec, promptTokens) */
 } tb_request_params;
 
 #define TB_ALLOCATION_ID_MAX 64
+/* The longest name of a decision or state kept in a reply, with its NUL. */
+#define TB_NAME_MAX 20
+
+typedef enum tb_decision {
+        TB_DECISION_UNKNOWN = 0, /* a decision this library does not know: see decision_name */
+        TB_DECISION_GRANTED,
+        TB_DECISION_DEGRADED, /* less than the estimate was granted */
+} tb_decision;
 
 typedef struct tb_grant {
         char allocation[TB_ALLOCATION_ID_MAX];
-        char decision[16]; /* "granted" or "degraded" */
-        uint64_t granted;
-        uint64_t warn_at;
-        uint64_t hard_limit;
+        uint64_t granted;    /* tokens */
+        uint64_t warn_at;    /* granted x the warn multiplier */
+        uint64_t hard_limit; /* granted x the hard multiplier: what is reserved */
+        tb_decision decision;
+        char decision_name[TB_NAME_MAX]; /* as the daemon sent it; "" when longer */
+        uint64_t reserved[24];           /* zero; future hints (suggestedMaxTokens, suggestedModel, ...) */
 } tb_grant;
 
+/* Cumulative totals since the grant (not deltas): both are always sent. */
+typedef struct tb_report_params {
+        const char *allocation; /* required */
+        uint64_t input_tokens;
+        uint64_t output_tokens;
+        uint64_t reserved[16]; /* must be zero */
+} tb_report_params;
+
 typedef enum tb_state {
+        TB_STATE_UNKNOWN = 0, /* a state this library does not know: see state_name */
         TB_STATE_OK,
-        TB_STATE_WARNING,
-        TB_STATE_EXCEEDED,
+        TB_STATE_WARNING,  /* used has reached warn_at */
+        TB_STATE_EXCEEDED, /* used has reached hard_limit */
 } tb_state;
 
-/* params may be NULL (everything default). */
+typedef struct tb_report_reply {
+        uint64_t used; /* tokens */
+        tb_state state;
+        char state_name[TB_NAME_MAX]; /* as the daemon sent it; "" when longer */
+        uint64_t reserved[16];        /* zero */
+} tb_report_reply;
+
+/* Final totals. 0: not sent, the last reported total stands (totals never go down, so nothing is lost). */
+typedef struct tb_release_params {
+        const char *allocation; /* required */
+        uint64_t input_tokens;
+        uint64_t output_tokens;
+        uint64_t reserved[16]; /* must be zero */
+} tb_release_params;
+
+typedef struct tb_release_reply {
+        uint64_t used;         /* tokens, final */
+        uint64_t refunded;     /* reserved tokens returned to the budgets */
+        uint64_t reserved[16]; /* zero */
+} tb_release_reply;
+
+/* ---- blocking calls ---- */
+
+/* params may be NULL (everything default). *ret is zero-filled first. */
 int tb_request(tb_client *c, const tb_request_params *params, tb_grant *ret);
-/* Cumulative totals since the grant. ret_state and ret_used may be NULL. */
-int tb_report(tb_client *c, const char *allocation, uint64_t input_tokens, uint64_t output_tokens,
-              tb_state *ret_state, uint64_t *ret_used);
-/* Final totals; pass NULL for either to keep the last reported value. ret_* may be NULL. */
-int tb_release(tb_client *c, const char *allocation, const uint64_t *input_tokens,
-               const uint64_t *output_tokens, uint64_t *ret_used, uint64_t *ret_refunded);
+/* ret may be NULL. */
+int tb_report(tb_client *c, const tb_report_params *params, tb_report_reply *ret);
+/* ret may be NULL. */
+int tb_release(tb_client *c, const tb_release_params *params, tb_release_reply *ret);
 
 /*
  * Any method, for other tools (budgetctl): parameters_json is a JSON object or
  * NULL; on success *ret_reply_json (may be NULL) is the reply's parameters as a
- * malloc'ed JSON text. Daemon errors map as above.
+ * malloc'ed JSON text (NULL on failure). Daemon errors map as above.
  */
 int tb_call(tb_client *c, const char *method, const char *parameters_json, char **ret_reply_json);
 
+/* ---- asynchronous calls and the event loop ---- */
+
+/*
+ * Completion callbacks: error is 0 or the negative errno the blocking call
+ * would have returned, and tb_client_error() & co. describe it while the
+ * callback runs. reply is never NULL; it is all zeros on error (reply_json of
+ * tb_call_async() is NULL then) and valid until the callback returns. A
+ * callback may start calls and may close the handle; a blocking call or
+ * tb_client_process() from inside it returns -EBUSY.
+ */
+typedef void (*tb_request_cb)(tb_client *c, int error, const tb_grant *reply, void *userdata);
+typedef void (*tb_report_cb)(tb_client *c, int error, const tb_report_reply *reply, void *userdata);
+typedef void (*tb_release_cb)(tb_client *c, int error, const tb_release_reply *reply, void *userdata);
+typedef void (*tb_call_cb)(tb_client *c, int error, const char *reply_json, void *userdata);
+
+/*
+ * Queue a call and return at once; several may be in flight on one handle
+ * (Varlink answers in order, so callbacks run in the order of the calls).
+ * Returns 0 when the call was queued: its callback (may be NULL) then runs
+ * exactly once, from tb_client_process() (unless the handle is closed first).
+ * Returns a negative errno when it was not (bad params -EINVAL, a closed
+ * connection -ENOTCONN, -ENOMEM): no callback runs. Each call's timeout is the
+ * handle's when it is queued, counted from then.
+ */
+int tb_request_async(tb_client *c, const tb_request_params *params, tb_request_cb callback, void *userdata);
+int tb_report_async(tb_client *c, const tb_report_params *params, tb_report_cb callback, void *userdata);
+int tb_release_async(tb_client *c, const tb_release_params *params, tb_release_cb callback, void *userdata);
+int tb_call_async(tb_client *c, const char *method, const char *parameters_json, tb_call_cb callback,
+                  void *userdata);
+
+/*
+ * The socket to watch, or -ENOTCONN once the connection is closed. It can be
+ * a different descriptor after a call was started (the handle reconnects when
+ * the daemon closed it while idle, and the new one never has the old number):
+ * an event loop that registers the descriptor (epoll, libevent, sd-event)
+ * compares tb_client_get_fd() with the one it registered after starting calls
+ * and registers the new one when they differ.
+ */
+int tb_client_get_fd(const tb_client *c);
+/*
+ * What to wait for: POLLIN while calls are pending, POLLOUT while part of a
+ * call is unsent (values of <poll.h>); 0 when nothing is pending: then do not
+ * watch the descriptor at all (poll() and epoll report a hang-up even for no
+ * events, and the daemon may close an idle connection). -ENOTCONN once the
+ * connection is closed.
+ */
+int tb_client_get_events(const tb_client *c);
+/*
+ * The earliest deadline of the pending calls (the oldest call's, unless the
+ * timeout was shortened since) as an absolute CLOCK_MONOTONIC time in
+ * microseconds: returns 1 and sets *ret_usec; returns 0 with *ret_usec =
+ * TB_USEC_INFINITY when nothing pending has a deadline. Call
+ * tb_client_process() when it passes.
+ */
+int tb_client_get_timeout(const tb_client *c, uint64_t *ret_usec);
+/*
+ * Does what can be done without blocking: sends what the socket takes, reads
+ * what is there, runs the callbacks of the answered calls, and fails the calls
+ * past their deadline (-ETIMEDOUT; then the connection is closed). Returns >0
+ * when it did something (call it again until it returns 0, then wait), 0 when
+ * there was nothing to do, or a negative errno when the connection failed
+ * (after running every pending call's callback with that error) or was closed
+ * before (-ENOTCONN).
+ */
+int tb_client_process(tb_client *c);
+/*
+ * Waits up to timeout_usec (TB_USEC_INFINITY: no limit), and never past the
+ * deadline of a pending call, for the events of tb_client_get_events().
+ * Returns 1 when they came, 0 on timeout, a signal or nothing to wait for,
+ * or a negative errno. For programs without an event loop of their own.
+ */
+int tb_client_wait(tb_client *c, uint64_t timeout_usec);
+/* How many calls are pending (queued and not yet answered). */
+unsigned tb_client_pending(const tb_client *c);
+
+/* ---- names ---- */
+
+/* "ok", "warning", "exceeded"; NULL for TB_STATE_UNKNOWN and values this library does not know. */
 const char *tb_state_to_string(tb_state s);
+/* "granted", "degraded"; NULL for TB_DECISION_UNKNOWN and values this library does not know. */
+const char *tb_decision_to_string(tb_decision d);
+/* The library's version, e.g. "0.1.0". */
 const char *tb_version(void);
+
+/* ---- scope-bound cleanup (GCC and clang): TB_CLEANUP_CLIENT tb_client *c = NULL; ---- */
+
+static inline void tb_client_closep(tb_client **c) {
+        if (c && *c)
+                *c = tb_client_close(*c);
+}
+
+static inline void tb_strv_freep(char ***strv) {
+        if (strv && *strv)
+                *strv = tb_strv_free(*strv);
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TB_CLEANUP_CLIENT __attribute__((cleanup(tb_client_closep)))
+#define TB_CLEANUP_STRV   __attribute__((cleanup(tb_strv_freep)))
+#endif
+
+/*
+ * Source compatibility for callers not yet moved to tb_client_set_timeout_usec()
+ * (milliseconds; 0 or negative waits for ever). No symbol: not part of the
+ * ABI, and it goes once budgetctl has moved.
+ */
+static inline void tb_client_set_timeout(tb_client *c, int timeout_ms) {
+        (void)tb_client_set_timeout_usec(c, timeout_ms > 0 ? (uint64_t)timeout_ms * 1000 : TB_USEC_INFINITY);
+}
 
 #ifdef __cplusplus
 }

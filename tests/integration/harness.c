@@ -545,7 +545,7 @@ tb_client *harness_client(const TestDaemon *d) {
         ck_assert_msg(r == 0 && c, "tb_client_open(%s) = %d (%s): %s", d->socket_path, r, strerror(-r),
                       error ? error : "(no description)");
         free(error);
-        tb_client_set_timeout(c, 10000);
+        tb_client_set_timeout_usec(c, 10 * 1000000);
         return c;
 }
 
@@ -859,9 +859,9 @@ void command_result_done(CommandResult *r) {
 }
 
 int harness_cycle(tb_client *c, int64_t estimate, const char **ret_failed_call) {
-        tb_request_params params = {.estimate = estimate};
+        tb_request_params params = {.estimate = estimate > 0 ? (uint64_t)estimate : 0};
         tb_grant g;
-        uint64_t used = 0, refunded = 0;
+        tb_release_reply rel;
         int r;
 
         r = tb_request(c, &params, &g);
@@ -869,17 +869,21 @@ int harness_cycle(tb_client *c, int64_t estimate, const char **ret_failed_call) 
                 *ret_failed_call = "tb_request";
                 return r;
         }
-        r = tb_report(c, g.allocation, g.granted / 2, g.granted / 4, NULL, NULL);
+        r = tb_report(c,
+                      &(tb_report_params){.allocation = g.allocation,
+                                          .input_tokens = g.granted / 2,
+                                          .output_tokens = g.granted / 4},
+                      NULL);
         if (r < 0) {
                 *ret_failed_call = "tb_report";
                 return r;
         }
-        r = tb_release(c, g.allocation, NULL, NULL, &used, &refunded);
+        r = tb_release(c, &(tb_release_params){.allocation = g.allocation}, &rel);
         if (r < 0) {
                 *ret_failed_call = "tb_release";
                 return r;
         }
-        if (used != g.granted / 2 + g.granted / 4 || used + refunded != g.hard_limit) {
+        if (rel.used != g.granted / 2 + g.granted / 4 || rel.used + rel.refunded != g.hard_limit) {
                 *ret_failed_call = "tb_release (wrong used/refunded)";
                 return -EBADE;
         }

@@ -49,7 +49,7 @@ static void *bystander_thread(void *arg) {
                 free(error);
                 return NULL;
         }
-        tb_client_set_timeout(c, 5000);
+        tb_client_set_timeout_usec(c, 5 * 1000000);
         while (!atomic_load(&b->stop)) {
                 const char *call = "";
 

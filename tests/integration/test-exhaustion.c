@@ -282,10 +282,10 @@ static void close_all(int *fds, size_t n) {
 /* A Request without an estimate is granted default_estimate: the config in force. */
 static int64_t default_grant(tb_client *c, const char *what) {
         tb_grant g;
-        int r = tb_request(c, &(tb_request_params){.estimate = -1}, &g);
+        int r = tb_request(c, &(tb_request_params){}, &g);
 
         ck_assert_msg(r == 0, "%s: Request without an estimate: %d %s", what, r, tb_client_error(c));
-        r = tb_release(c, g.allocation, NULL, NULL, NULL, NULL);
+        r = tb_release(c, &(tb_release_params){.allocation = g.allocation}, NULL);
         ck_assert_msg(r == 0, "%s: Release: %d %s", what, r, tb_client_error(c));
         return (int64_t)g.granted;
 }
@@ -560,18 +560,23 @@ END_TEST
 /* Request (estimate 100), Report (60 + 40), Release: 0 when 100 were used, else what failed. */
 static int child_cycle(const char *socket_path) {
         tb_client *c = NULL;
-        uint64_t used = 0;
+        tb_release_reply rel;
         tb_grant g;
         int r;
 
         if (tb_client_open(socket_path, &c, NULL) < 0)
                 return 10;
-        tb_client_set_timeout(c, 10000);
+        tb_client_set_timeout_usec(c, 10 * 1000000);
         r = tb_request(c, &(tb_request_params){.estimate = CHILD_TOKENS}, &g) < 0 ? 11
-            : tb_report(c, g.allocation, 60, CHILD_TOKENS - 60, NULL, NULL) < 0   ? 12
-            : tb_release(c, g.allocation, NULL, NULL, &used, NULL) < 0            ? 13
-            : used != CHILD_TOKENS                                                ? 14
-                                                                                  : 0;
+            : tb_report(c,
+                        &(tb_report_params){.allocation = g.allocation,
+                                            .input_tokens = 60,
+                                            .output_tokens = CHILD_TOKENS - 60},
+                        NULL) < 0
+                    ? 12
+            : tb_release(c, &(tb_release_params){.allocation = g.allocation}, &rel) < 0 ? 13
+            : rel.used != CHILD_TOKENS                                                  ? 14
+                                                                                        : 0;
         tb_client_close(c);
         return r;
 }

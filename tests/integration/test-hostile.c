@@ -139,12 +139,21 @@ START_TEST(test_allocation_expires) {
         int r;
 
         ck_assert_int_eq(tb_request(stuck, &(tb_request_params){.estimate = 1000}, &gs), 0);
-        ck_assert_int_eq(tb_report(stuck, gs.allocation, 30, 12, NULL, NULL), 0);
+        ck_assert_int_eq(tb_report(stuck,
+                                   &(tb_report_params){.allocation = gs.allocation,
+                                                       .input_tokens = 30,
+                                                       .output_tokens = 12},
+                                   NULL),
+                         0);
         ck_assert_int_eq(tb_request(busy, &(tb_request_params){.estimate = 1000}, &gb), 0);
         /* The busy one reports every 300 ms for 3 s: it never expires. */
         for (int i = 1; i <= 10; i++) {
                 harness_sleep_msec(300);
-                r = tb_report(busy, gb.allocation, (uint64_t)i, 0, NULL, NULL);
+                r = tb_report(busy,
+                              &(tb_report_params){.allocation = gb.allocation,
+                                                  .input_tokens = (uint64_t)i,
+                                                  .output_tokens = 0},
+                              NULL);
                 ck_assert_msg(r == 0, "report %d of an allocation that keeps reporting: %s", i,
                               tb_client_error(busy));
         }
@@ -162,7 +171,10 @@ START_TEST(test_allocation_expires) {
         ck_assert_int_eq(json_int(st, "reserved", "Status"), 2000 - 10);
         ck_assert_int_eq(json_int(status_scope(st, "global"), "committed", "global"), 42 + 10);
         json_object_put(st);
-        r = tb_report(stuck, gs.allocation, 50, 12, NULL, NULL);
+        r = tb_report(
+                stuck,
+                &(tb_report_params){.allocation = gs.allocation, .input_tokens = 50, .output_tokens = 12},
+                NULL);
         ck_assert_msg(r == -ENOENT, "Report of an expired allocation: %d (%s), expected -ENOENT", r,
                       tb_client_error(stuck));
         /* Its connection stays: a new request works. */
@@ -251,7 +263,7 @@ static void request_ids(const TestDaemon *d, uint64_t ids[ID_SAMPLES]) {
                 ck_assert_int_eq(tb_request(c, &(tb_request_params){.estimate = 1}, &g), 0);
                 ck_assert_msg(strlen(g.allocation) == 16, "id '%s' is not 16 hex digits", g.allocation);
                 ids[i] = strtoull(g.allocation, NULL, 16);
-                ck_assert_int_eq(tb_release(c, g.allocation, NULL, NULL, NULL, NULL), 0);
+                ck_assert_int_eq(tb_release(c, &(tb_release_params){.allocation = g.allocation}, NULL), 0);
         }
         tb_client_close(c);
 }

@@ -86,18 +86,19 @@ static void assert_settled(tb_client *admin, int64_t committed, const char *what
 static void cycle_requests(tb_client *c, tb_grant *grants) {
         for (size_t i = 0; i < sizeof(request_rows) / sizeof(request_rows[0]); i++) {
                 const struct request_row *row = &request_rows[i];
-                tb_request_params p = {.estimate = row->estimate, .task_class = "it-cycle"};
+                tb_request_params p = {.estimate = row->estimate > 0 ? (uint64_t)row->estimate : 0,
+                                       .task_class = "it-cycle"};
                 int r = tb_request(c, row->estimate < 0 ? NULL : &p, &grants[i]);
 
                 ck_assert_msg(r == 0, "request row %zu (estimate %" PRId64 "): %d %s", i, row->estimate, r,
                               tb_client_error(c));
                 ck_assert_msg(
-                        strcmp(grants[i].decision, row->decision) == 0 &&
+                        strcmp(grants[i].decision_name, row->decision) == 0 &&
                                 grants[i].granted == row->granted && grants[i].warn_at == row->warn_at &&
                                 grants[i].hard_limit == row->hard_limit,
                         "request row %zu (estimate %" PRId64 "): got %s granted=%" PRIu64 " warnAt=%" PRIu64
                         " hardLimit=%" PRIu64 ", expected %s %" PRIu64 " %" PRIu64 " %" PRIu64,
-                        i, row->estimate, grants[i].decision, grants[i].granted, grants[i].warn_at,
+                        i, row->estimate, grants[i].decision_name, grants[i].granted, grants[i].warn_at,
                         grants[i].hard_limit, row->decision, row->granted, row->warn_at, row->hard_limit);
                 ck_assert_msg(grants[i].allocation[0] && strlen(grants[i].allocation) <= 63,
                               "request row %zu: bad allocation id \"%s\"", i, grants[i].allocation);
@@ -107,9 +108,14 @@ static void cycle_requests(tb_client *c, tb_grant *grants) {
 static void cycle_reports(tb_client *c, const char *id) {
         for (size_t i = 0; i < sizeof(report_rows) / sizeof(report_rows[0]); i++) {
                 const struct report_row *row = &report_rows[i];
-                tb_state state = (tb_state)-1;
-                uint64_t used = UINT64_MAX;
-                int r = tb_report(c, id, row->input, row->output, &state, &used);
+                tb_report_reply reply;
+                int r = tb_report(c,
+                                  &(tb_report_params){.allocation = id,
+                                                      .input_tokens = row->input,
+                                                      .output_tokens = row->output},
+                                  &reply);
+                tb_state state = reply.state;
+                uint64_t used = reply.used;
 
                 ck_assert_msg(r == row->rc,
                               "report row %zu (%" PRIu64 ", %" PRIu64 "): returned %d (%s), expected %d", i,
@@ -130,8 +136,13 @@ static void cycle_reports(tb_client *c, const char *id) {
 
 static void assert_release(tb_client *c, const char *id, const uint64_t *in, const uint64_t *out,
                            uint64_t want_used, uint64_t want_refunded, const char *what) {
-        uint64_t used = UINT64_MAX, refunded = UINT64_MAX;
-        int r = tb_release(c, id, in, out, &used, &refunded);
+        tb_release_reply reply;
+        int r = tb_release(c,
+                           &(tb_release_params){.allocation = id,
+                                                .input_tokens = in ? *in : 0,
+                                                .output_tokens = out ? *out : 0},
+                           &reply);
+        uint64_t used = reply.used, refunded = reply.refunded;
 
         ck_assert_msg(r == 0, "%s: tb_release = %d (%s)", what, r, tb_client_error(c));
         ck_assert_msg(used == want_used && refunded == want_refunded,
@@ -164,14 +175,22 @@ START_TEST(test_full_cycle) {
                 json_object_put(st);
         }
 
-        ck_assert_msg(tb_report(c, g[1].allocation, 100, 100, NULL, NULL) == 0, "report on 1: %s",
-                      tb_client_error(c));
+        ck_assert_msg(tb_report(c,
+                                &(tb_report_params){.allocation = g[1].allocation,
+                                                    .input_tokens = 100,
+                                                    .output_tokens = 100},
+                                NULL) == 0,
+                      "report on 1: %s", tb_client_error(c));
         in = 150;
         out = 150;
         assert_release(c, g[1].allocation, &in, &out, 300, 833 - 300, "release of allocation 1 with totals");
         assert_release(c, g[2].allocation, NULL, NULL, 0, 3, "release of allocation 2, never reported");
-        ck_assert_msg(tb_report(c, g[3].allocation, 10, 20, NULL, NULL) == 0, "report on 3: %s",
-                      tb_client_error(c));
+        ck_assert_msg(tb_report(c,
+                                &(tb_report_params){.allocation = g[3].allocation,
+                                                    .input_tokens = 10,
+                                                    .output_tokens = 20},
+                                NULL) == 0,
+                      "report on 3: %s", tb_client_error(c));
         in = 50;
         assert_release(c, g[3].allocation, &in, NULL, 70, 125000 - 70,
                        "release of allocation 3 with input only");
@@ -179,7 +198,7 @@ START_TEST(test_full_cycle) {
         assert_release(c, g[4].allocation, NULL, &out, 5, 125000 - 5,
                        "release of allocation 4 with output only");
 
-        r = tb_release(c, g[0].allocation, NULL, NULL, NULL, NULL);
+        r = tb_release(c, &(tb_release_params){.allocation = g[0].allocation}, NULL);
         ck_assert_msg(r == -ENOENT, "second release of %s returned %d (%s), expected -ENOENT",
                       g[0].allocation, r, tb_client_error(c));
         ck_assert_msg(tb_client_error_name(c) &&
@@ -187,7 +206,10 @@ START_TEST(test_full_cycle) {
                       "second release: error name %s, expected UnknownAllocation", tb_client_error_name(c));
         ck_assert_msg(strstr(tb_client_error(c), g[0].allocation),
                       "UnknownAllocation \"%s\" does not name %s", tb_client_error(c), g[0].allocation);
-        r = tb_report(c, g[1].allocation, 500, 500, NULL, NULL);
+        r = tb_report(c,
+                      &(tb_report_params){
+                              .allocation = g[1].allocation, .input_tokens = 500, .output_tokens = 500},
+                      NULL);
         ck_assert_msg(r == -ENOENT, "report after release returned %d (%s), expected -ENOENT", r,
                       tb_client_error(c));
 
@@ -204,7 +226,7 @@ START_TEST(test_not_owner) {
         TestDaemon *d = harness_daemon_start("");
         tb_client *a = harness_client(d), *b = harness_client(d), *admin = harness_client(d);
         tb_request_params p = {.estimate = 100};
-        uint64_t used = 0;
+        tb_report_reply rep;
         tb_grant g;
         int r;
 
@@ -215,7 +237,9 @@ START_TEST(test_not_owner) {
                 const char *id = i == 0 ? g.allocation : "00000000deadbeef";
                 char want[128], got[256];
 
-                r = tb_report(b, id, 10, 10, NULL, NULL);
+                r = tb_report(b,
+                              &(tb_report_params){.allocation = id, .input_tokens = 10, .output_tokens = 10},
+                              NULL);
                 ck_assert_msg(r == -ENOENT,
                               "report of %s by another connection returned %d (%s), expected -ENOENT", id, r,
                               tb_client_error(b));
@@ -223,15 +247,19 @@ START_TEST(test_not_owner) {
                 snprintf(want, sizeof(want), "io.tokenbudget.agent.UnknownAllocation: allocation=%s", id);
                 ck_assert_msg(strcmp(got, want) == 0,
                               "report of %s by another connection: '%s', expected '%s'", id, got, want);
-                r = tb_release(b, id, NULL, NULL, NULL, NULL);
+                r = tb_release(b, &(tb_release_params){.allocation = id}, NULL);
                 ck_assert_msg(r == -ENOENT,
                               "release of %s by another connection returned %d (%s), expected -ENOENT", id,
                               r, tb_client_error(b));
         }
 
         /* The owner is unaffected by the intruder's attempts. */
-        ck_assert_msg(tb_report(a, g.allocation, 30, 20, NULL, &used) == 0 && used == 50,
-                      "owner's report failed or wrong used %" PRIu64 ": %s", used, tb_client_error(a));
+        ck_assert_msg(tb_report(a,
+                                &(tb_report_params){
+                                        .allocation = g.allocation, .input_tokens = 30, .output_tokens = 20},
+                                &rep) == 0 &&
+                              rep.used == 50,
+                      "owner's report failed or wrong used %" PRIu64 ": %s", rep.used, tb_client_error(a));
         assert_release(a, g.allocation, NULL, NULL, 50, 150, "owner's release");
         assert_settled(admin, 50, "after another connection's attempts");
         tb_client_close(a);
@@ -266,10 +294,15 @@ typedef struct RaceClient {
 
 /* One grant: report the full hard limit, release without totals. Returns false on failure. */
 static bool race_spend(tb_client *c, RaceClient *rc, const tb_grant *g) {
-        uint64_t used = 0, refunded = 1;
-        tb_state state = TB_STATE_OK;
-        int r = tb_report(c, g->allocation, g->hard_limit / 2, g->hard_limit - g->hard_limit / 2, &state,
-                          &used);
+        tb_report_reply rep;
+        tb_release_reply rel;
+        int r = tb_report(c,
+                          &(tb_report_params){.allocation = g->allocation,
+                                              .input_tokens = g->hard_limit / 2,
+                                              .output_tokens = g->hard_limit - g->hard_limit / 2},
+                          &rep);
+        tb_state state = rep.state;
+        uint64_t used = rep.used, refunded;
 
         if (r < 0 || state != TB_STATE_EXCEEDED || used != g->hard_limit) {
                 snprintf(rc->failure, sizeof(rc->failure),
@@ -277,7 +310,9 @@ static bool race_spend(tb_client *c, RaceClient *rc, const tb_grant *g) {
                          tb_state_to_string(state), used, tb_client_error(c));
                 return false;
         }
-        r = tb_release(c, g->allocation, NULL, NULL, &used, &refunded);
+        r = tb_release(c, &(tb_release_params){.allocation = g->allocation}, &rel);
+        used = rel.used;
+        refunded = rel.refunded;
         if (r < 0 || used != g->hard_limit || refunded != 0) {
                 snprintf(rc->failure, sizeof(rc->failure),
                          "release: r=%d used=%" PRIu64 " refunded=%" PRIu64 " (%s)", r, used, refunded,
@@ -445,8 +480,15 @@ static void disconnect_child(const char *socket_path, int fd) {
         tb_grant g1, g2;
 
         if (tb_client_open(socket_path, &c, NULL) < 0 || tb_request(c, &p1, &g1) < 0 ||
-            tb_request(c, &p2, &g2) < 0 || tb_report(c, g1.allocation, 100, 200, NULL, NULL) < 0 ||
-            tb_report(c, g2.allocation, 400, 0, NULL, NULL) < 0) {
+            tb_request(c, &p2, &g2) < 0 ||
+            tb_report(c,
+                      &(tb_report_params){
+                              .allocation = g1.allocation, .input_tokens = 100, .output_tokens = 200},
+                      NULL) < 0 ||
+            tb_report(c,
+                      &(tb_report_params){
+                              .allocation = g2.allocation, .input_tokens = 400, .output_tokens = 0},
+                      NULL) < 0) {
                 dprintf(fd, "ERR %s\n", c ? tb_client_error(c) : "cannot connect");
                 _exit(1);
         }
@@ -505,9 +547,17 @@ START_TEST(test_disconnect_closed) {
 
         ck_assert_msg(tb_request(c, &p, &g1) == 0 && tb_request(c, &p, &g2) == 0, "request: %s",
                       tb_client_error(c));
-        ck_assert_msg(tb_report(c, g1.allocation, 50, 50, NULL, NULL) == 0, "report: %s",
-                      tb_client_error(c));
-        ck_assert_msg(tb_report(c, g2.allocation, 0, 30, NULL, NULL) == 0, "report: %s", tb_client_error(c));
+        ck_assert_msg(tb_report(c,
+                                &(tb_report_params){.allocation = g1.allocation,
+                                                    .input_tokens = 50,
+                                                    .output_tokens = 50},
+                                NULL) == 0,
+                      "report: %s", tb_client_error(c));
+        ck_assert_msg(tb_report(c,
+                                &(tb_report_params){
+                                        .allocation = g2.allocation, .input_tokens = 0, .output_tokens = 30},
+                                NULL) == 0,
+                      "report: %s", tb_client_error(c));
         c = tb_client_close(c);
         assert_disconnect_settled(admin, 130, "after the client closed its socket");
         tb_client_close(admin);
@@ -620,7 +670,7 @@ static void permission_child(const char *socket_path, int fd) {
                 }
         }
         r = tb_request(c, &p, &g);
-        if (r < 0 || tb_release(c, g.allocation, NULL, NULL, NULL, NULL) < 0) {
+        if (r < 0 || tb_release(c, &(tb_release_params){.allocation = g.allocation}, NULL) < 0) {
                 dprintf(fd, "agent calls as uid 65534 failed: %d %s\n", r, tb_client_error(c));
                 _exit(1);
         }

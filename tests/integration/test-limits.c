@@ -168,8 +168,8 @@ START_TEST(test_max_allocations_per_process) {
                               "4th allocation: error \"%s\", expected TooManyAllocations with limit=3",
                               tb_client_error(c));
         }
-        ck_assert_msg(tb_release(a, g[0].allocation, NULL, NULL, NULL, NULL) == 0, "release: %s",
-                      tb_client_error(a));
+        ck_assert_msg(tb_release(a, &(tb_release_params){.allocation = g[0].allocation}, NULL) == 0,
+                      "release: %s", tb_client_error(a));
         ck_assert_msg(tb_request(b, &p, &extra) == 0, "request after a release: %s", tb_client_error(b));
         tb_client_close(a);
         tb_client_close(b);

@@ -114,8 +114,12 @@ START_TEST(test_budgetctl_json) {
         tb_grant g;
 
         ck_assert_msg(tb_request(c, &p, &g) == 0, "request: %s", tb_client_error(c));
-        ck_assert_msg(tb_report(c, g.allocation, 100, 11, NULL, NULL) == 0, "report: %s",
-                      tb_client_error(c));
+        ck_assert_msg(tb_report(c,
+                                &(tb_report_params){.allocation = g.allocation,
+                                                    .input_tokens = 100,
+                                                    .output_tokens = 11},
+                                NULL) == 0,
+                      "report: %s", tb_client_error(c));
 
         budgetctl(d->socket_path, "--json", "status", &res);
         o = parse_json_output(&res, "budgetctl --json status");
@@ -195,13 +199,12 @@ END_TEST
  */
 _Noreturn static void idle_child(const char *socket_path, int fd) {
         tb_request_params p = {.estimate = 100};
-        const uint64_t zero = 0;
         tb_client *c = NULL;
         tb_grant g;
 
         (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (tb_client_open(socket_path, &c, NULL) < 0 || tb_request(c, &p, &g) < 0 ||
-            tb_release(c, g.allocation, &zero, &zero, NULL, NULL) < 0) {
+            tb_release(c, &(tb_release_params){.allocation = g.allocation}, NULL) < 0) {
                 dprintf(fd, "ERR %s\n", c ? tb_client_error(c) : "cannot connect");
                 _exit(1);
         }
@@ -736,10 +739,16 @@ START_TEST(test_sigterm_with_open_allocations) {
 
         ck_assert_msg(tb_request(c, &p, &g1) == 0 && tb_request(c, &p, &g2) == 0, "request: %s",
                       tb_client_error(c));
-        ck_assert_msg(tb_report(c, g1.allocation, 10, 20, NULL, NULL) == 0, "report: %s",
-                      tb_client_error(c));
+        ck_assert_msg(tb_report(c,
+                                &(tb_report_params){.allocation = g1.allocation,
+                                                    .input_tokens = 10,
+                                                    .output_tokens = 20},
+                                NULL) == 0,
+                      "report: %s", tb_client_error(c));
         harness_daemon_stop(d); /* asserts exit status 0 */
-        r = tb_report(c, g1.allocation, 20, 20, NULL, NULL);
+        r = tb_report(
+                c, &(tb_report_params){.allocation = g1.allocation, .input_tokens = 20, .output_tokens = 20},
+                NULL);
         ck_assert_msg(r < 0, "a report after the daemon exited succeeded");
         tb_client_close(c);
 }
