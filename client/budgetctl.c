@@ -46,7 +46,7 @@ enum {
         EXIT_UNREACHABLE = 3, /* could not connect to the daemon */
 };
 
-/* Far beyond any sensible wait, and small enough that milliseconds fit an int. */
+/* Far beyond any sensible wait: a day. */
 #define TIMEOUT_MAX_SEC 86400.0
 
 typedef struct Options {
@@ -54,8 +54,8 @@ typedef struct Options {
         bool all;           /* status --all: every tracked scope, idle ones too */
         bool json;
         bool legend;
-        int timeout_ms;
-        double timeout_sec; /* as given, for messages */
+        uint64_t timeout_usec; /* TB_USEC_INFINITY for --timeout 0 */
+        double timeout_sec;    /* as given, for messages */
 } Options;
 
 /* ---- tables ---- */
@@ -706,7 +706,7 @@ static int admin_call(const Options *o, const char *method, const char *paramete
                 free(error);
                 return exit_code;
         }
-        tb_client_set_timeout(c, o->timeout_ms);
+        tb_client_set_timeout_usec(c, o->timeout_usec);
         r = tb_call(c, method, parameters, &text);
         if (r < 0)
                 exit_code = call_failed(o, c, r);
@@ -970,10 +970,14 @@ static int parse_timeout(const char *s, Options *o) {
                 return -EINVAL;
         }
         o->timeout_sec = v;
-        /* Round up, so a tiny positive timeout does not become 0 (forever). */
-        o->timeout_ms = (int)(v * 1000.0);
-        if (o->timeout_ms < v * 1000.0)
-                o->timeout_ms++;
+        if (v == 0) {
+                o->timeout_usec = TB_USEC_INFINITY; /* the library's 0 is its default */
+                return 0;
+        }
+        /* Round up, so a tiny positive timeout does not become 0 (the default). */
+        o->timeout_usec = (uint64_t)(v * 1e6);
+        if (o->timeout_usec < v * 1e6)
+                o->timeout_usec++;
         return 0;
 }
 
@@ -1025,7 +1029,9 @@ static int parse_options(int argc, char **argv, Options *o) {
 }
 
 int main(int argc, char **argv) {
-        Options o = {.legend = true, .timeout_ms = 5000, .timeout_sec = 5.0};
+        Options o = {.legend = true,
+                     .timeout_usec = TB_TIMEOUT_DEFAULT_USEC,
+                     .timeout_sec = TB_TIMEOUT_DEFAULT_USEC / 1e6};
         const Verb *v, *closest;
         int r;
 
