@@ -7,7 +7,8 @@
 # dpkg-dev: meson asks its dpkg-architecture for the multiarch libdir
 # (lib/x86_64-linux-gnu); without it the library would be installed in lib64,
 # where neither the loader nor pkg-config look. procps: /bin/kill, which the
-# units' ExecReload= runs.
+# units' ExecReload= runs. gcc brings binutils, whose nm the core boundary
+# test reads libtbcore.a with.
 BUILD_PACKAGES=(gcc libc6-dev dpkg-dev pkg-config meson ninja-build python3
     libevent-dev libconfig-dev libsystemd-dev libjson-c-dev procps)
 # Check for the unit tests; Go and Debian's varlink-go for the conformance test;
@@ -18,7 +19,8 @@ BUILD_PACKAGES=(gcc libc6-dev dpkg-dev pkg-config meson ninja-build python3
 # llvm-symbolizer, without which their sanitizer reports name no source line.
 # clang-format already brings LLVM's libraries: on a bare Debian 12 these
 # three add 32 MB of downloads (200 MB on disk) to the 217 MB the rest needs,
-# and the fuzz step about a minute.
+# and the fuzz step 60 s per target, one per core at a time (two minutes on
+# two cores for the three targets).
 TEST_PACKAGES=(check golang-go golang-github-varlink-go-dev clang-format systemd man-db
     clang libclang-rt-14-dev llvm)
 
