@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "budgetctl-format.h"
+#include "tb-check.h"
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 #define SEC           UINT64_C(1000000)
@@ -360,11 +361,5 @@ static Suite *format_suite(void) {
 }
 
 int main(void) {
-        SRunner *sr = srunner_create(format_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+        return tb_check_main(format_suite());
 }
