@@ -305,15 +305,16 @@ def check_link(args):
         m = re.match(r'^(.*?):([^:]+\.o):\s+U\s+(\S+)$', line)
         if not m:
             continue
-        obj, sym = m.group(2), m.group(3).split('@')[0]
+        # meson's thin archives name members by path: libtbcore.a.p/ledger.c.o
+        obj, sym = os.path.basename(m.group(2)), m.group(3).split('@')[0]
         objects.add(obj)
         if sym in defined:
             continue  # defined by another core file
         if sym in forbidden or LINK_PREFIXES.match(sym):
             what, how = link_kind(sym, logs)
             src = os.path.join('daemon', 'core', obj[:-2]) if obj.endswith('.c.o') else obj
-            findings.append(f'{src} ({os.path.basename(args.library)}: {obj}) references {sym}: {what} '
-                            f'(a call hidden behind a macro or an inline function?) ({how})')
+            findings.append(f'{src}: {os.path.basename(args.library)}({obj}) references {sym}: {what}, maybe '
+                            f'through a macro or an inline function ({how})')
     for f in findings:
         print(f)
     if findings:
