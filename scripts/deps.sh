@@ -20,9 +20,10 @@ BUILD_PACKAGES=(gcc libc6-dev dpkg-dev pkg-config meson ninja-build python3
 # clang-format already brings LLVM's libraries: on a bare Debian 12 these
 # three add 32 MB of downloads (200 MB on disk) to the 217 MB the rest needs,
 # and the fuzz step 60 s per target, one per core at a time (two minutes on
-# two cores for the three targets).
+# two cores for the three targets). strace counts the daemon's system calls
+# per message (tests/integration/test-syscalls.py; 1.3 MB).
 TEST_PACKAGES=(check golang-go golang-github-varlink-go-dev clang-format systemd man-db
-    clang libclang-rt-14-dev llvm)
+    clang libclang-rt-14-dev llvm strace)
 
 install_packages() {
     local missing=() pkg log
