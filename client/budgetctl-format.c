@@ -6,9 +6,11 @@
  * every magnitude.
  */
 #include "budgetctl-format.h"
+#include "utf8.h"
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #define USEC_PER_SEC UINT64_C(1000000)
 #define SEC_PER_MIN  UINT64_C(60)
@@ -66,9 +68,24 @@ const char *format_ratio(char buf[static FORMAT_RATIO_MAX], uint64_t used, bool 
 }
 
 char *format_sanitize(char *s) {
-        for (char *p = s; *p; p++)
-                if ((unsigned char)*p < 0x20 || *p == 0x7f)
-                        *p = '?';
+        const unsigned char *p = (const unsigned char *)s;
+        char *q = s;
+
+        while (*p) {
+                size_t n = *p < 0x80 ? 1 : utf8_sequence_len(p, strlen((const char *)p));
+
+                /* C0 controls and DEL; C1 controls (U+0080..U+009F, e.g. CSI
+                 * U+009B, which some terminals obey); bytes that are not UTF-8. */
+                if (n == 0 || *p < 0x20 || *p == 0x7f || (*p == 0xc2 && p[1] < 0xa0)) {
+                        *q++ = '?';
+                        p += n ?: 1;
+                        continue;
+                }
+                memmove(q, p, n);
+                q += n;
+                p += n;
+        }
+        *q = 0;
         return s;
 }
 

@@ -45,8 +45,10 @@ const char *format_duration(char buf[static FORMAT_DURATION_MAX], uint64_t usec)
  * is none ("14.1k/2M", "0/-"). Returns buf. */
 const char *format_ratio(char buf[static FORMAT_RATIO_MAX], uint64_t used, bool has_limit, uint64_t limit);
 
-/* Replaces the ASCII control characters (below 0x20, and 0x7f) of s with '?',
- * in place, so a daemon string cannot drive the terminal. Returns s. */
+/* Replaces each control character of s with '?', in place: C0 (below 0x20),
+ * DEL, and C1 (U+0080..U+009F, whose CSI some terminals obey), and each byte
+ * that is not UTF-8, so no string an agent chose can drive the admin's
+ * terminal. Returns s. */
 char *format_sanitize(char *s);
 
 /* Upper-cases the ASCII letters of s in place ("minute" -> "MINUTE", a

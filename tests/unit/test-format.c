@@ -311,6 +311,22 @@ static const StringRow sanitize_rows[] = {
         {"DEL", "x\x7f", "x?"},
         {"a space stays", "a b", "a b"},
         {"UTF-8 stays", "caf\xc3\xa9 \xe2\x82\xac", "caf\xc3\xa9 \xe2\x82\xac"},
+        {"a C1 CSI (U+009B)",
+         "a\xc2\x9b"
+         "31mb",
+         "a?31mb"},
+        {"the first and last C1 controls", "\xc2\x80x\xc2\x9f", "?x?"},
+        {"U+00A0 stays",
+         "a\xc2\xa0"
+         "b",
+         "a\xc2\xa0"
+         "b"},
+        {"a lone continuation byte",
+         "a\x9b"
+         "b",
+         "a?b"},
+        {"a cut sequence", "a\xe2\x82", "a??"},
+        {"an overlong form", "\xc0\xaf", "??"},
 };
 
 START_TEST(test_sanitize_row) {
