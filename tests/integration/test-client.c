@@ -728,6 +728,10 @@ START_TEST(test_async_timeout) {
                       "first: call %d error %d (%s)", log.order[0], log.error[0], log.text[0]);
         ck_assert_msg(log.order[1] == 1 && log.error[1] == -ETIMEDOUT && strstr(log.text[1], "Report"),
                       "second: call %d error %d (%s)", log.order[1], log.error[1], log.text[1]);
+        /* A failed call's reply is all zeros. */
+        ck_assert_msg(log.grant[0].allocation[0] == '\0' && log.grant[0].granted == 0 &&
+                              log.grant[0].decision == TB_DECISION_UNKNOWN && log.report[1].used == 0,
+                      "a timed-out call's reply is not zero");
         /* Closed, as after a blocking timeout. */
         ck_assert_int_eq(tb_client_get_fd(c), -ENOTCONN);
         ck_assert_int_eq(tb_client_process(c), -ENOTCONN);
