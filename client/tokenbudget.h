@@ -340,15 +340,6 @@ static inline void tb_strv_freep(char ***strv) {
 #define TB_CLEANUP_STRV   __attribute__((cleanup(tb_strv_freep)))
 #endif
 
-/*
- * Source compatibility for callers not yet moved to tb_client_set_timeout_usec()
- * (milliseconds; 0 or negative waits for ever). No symbol: not part of the
- * ABI, and it goes once budgetctl has moved.
- */
-static inline void tb_client_set_timeout(tb_client *c, int timeout_ms) {
-        (void)tb_client_set_timeout_usec(c, timeout_ms > 0 ? (uint64_t)timeout_ms * 1000 : TB_USEC_INFINITY);
-}
-
 #ifdef __cplusplus
 }
 #endif
