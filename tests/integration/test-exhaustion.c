@@ -673,24 +673,24 @@ static void assert_process_used(json_object *status, pid_t pid, int64_t expected
                       (long long)used, (long long)expected);
 }
 
-/* The agents' uid: a user's other than the admin's, when the test can setuid. */
-static uid_t agent_uid_or_own(const char *what) {
-        if (geteuid() == 0)
-                return 65534;
-        printf("NOTE %s: not root, the agents run as the test's own uid\n", what);
-        return (uid_t)-1;
-}
+/* The agents' uid: not an admin's (root and the daemon's own uid are never
+ * refused a process slot), so the test needs root to setuid to it. */
+#define TRACKED_AGENT_UID 65534
 
 START_TEST(test_max_tracked_processes) {
-        uid_t agent_uid = agent_uid_or_own("max_tracked_processes");
-        TestDaemon *d = harness_daemon_start("limits: { max_tracked_processes = 4; };\n");
-        /* Connected first and kept: the test process is one of the 4 tracked. */
-        tb_client *admin = harness_client(d);
+        uid_t agent_uid = TRACKED_AGENT_UID;
+        TestDaemon *d;
+        tb_client *admin;
         pid_t children[TRACKED_CHILDREN];
         int hold[2], done[2], k;
         json_object *status, *global;
         int64_t used;
 
+        if (!tb_check_need_root("max_tracked_processes: agents of uid 65534, which is not an admin"))
+                return;
+        d = harness_daemon_start("limits: { max_tracked_processes = 4; };\n");
+        /* Connected first and kept: the test process is one of the 4 tracked. */
+        admin = harness_client(d);
         ck_assert_msg(pipe2(hold, O_CLOEXEC) == 0 && pipe2(done, O_CLOEXEC) == 0, "pipe: %s",
                       strerror(errno));
         for (size_t i = 0; i < TRACKED_CHILDREN; i++) {
@@ -968,6 +968,7 @@ static Suite *exhaustion_suite(void) {
         tcase_add_test(tc, test_output_per_uid);
         suite_add_tcase(s, tc);
         tc = harness_tcase("max_tracked_processes", 60);
+        tb_check_tag_root(tc);
         tcase_add_test(tc, test_max_tracked_processes);
         suite_add_tcase(s, tc);
         tc = harness_tcase("max_tracked_processes_admin", 60);
