@@ -32,6 +32,7 @@
 
 #ifndef TB_VERSION
 #include "tb-config.h"
+#include "varlink-names.h"
 #endif
 #include "budgetctl-format.h"
 #include "macro.h"
@@ -652,7 +653,7 @@ static int connect_failed(const Options *o, int r, const char *error) {
 static bool invalid_parameter_is(const tb_client *c, const char *parameter) {
         const char *name = tb_client_error_name(c), *value = tb_client_error_parameter(c, "parameter");
 
-        return name && strcmp(name, "org.varlink.service.InvalidParameter") == 0 && value &&
+        return name && strcmp(name, VL_ERROR_SERVICE_INVALID_PARAMETER) == 0 && value &&
                strcmp(value, parameter) == 0;
 }
 
@@ -766,11 +767,11 @@ typedef int (*VerbFunction)(int argc, char **argv, const Options *o);
 
 static int verb_status(int argc, char **argv, const Options *o) {
         /* Only with --all: a daemon that predates the parameter still answers a plain Status. */
-        return admin_show(o, "io.tokenbudget.admin.Status", o->all ? "{\"all\":true}" : NULL, status_print);
+        return admin_show(o, VL_METHOD_ADMIN_STATUS, o->all ? "{\"all\":true}" : NULL, status_print);
 }
 
 static int verb_list(int argc, char **argv, const Options *o) {
-        return admin_show(o, "io.tokenbudget.admin.List", NULL, list_print);
+        return admin_show(o, VL_METHOD_ADMIN_LIST, NULL, list_print);
 }
 
 static int verb_help(int argc, char **argv, const Options *o);

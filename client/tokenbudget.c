@@ -43,6 +43,7 @@
 #include "time-util.h"
 #include "tokenbudget.h"
 #include "utf8.h"
+#include "varlink-names.h"
 #include "varlink.h"
 
 #define TB_EXPORT __attribute__((visibility("default")))
@@ -57,9 +58,9 @@
 /* The first size of the ring of pending calls; it doubles when full. */
 #define TB_CALLS_MIN 8
 
-#define METHOD_REQUEST "io.tokenbudget.agent.Request"
-#define METHOD_REPORT  "io.tokenbudget.agent.Report"
-#define METHOD_RELEASE "io.tokenbudget.agent.Release"
+#define METHOD_REQUEST VL_METHOD_AGENT_REQUEST
+#define METHOD_REPORT  VL_METHOD_AGENT_REPORT
+#define METHOD_RELEASE VL_METHOD_AGENT_RELEASE
 
 /*
  * The ABI promise (tokenbudget.h) checked where the compiler can: on LP64 the
@@ -160,14 +161,14 @@ static const struct {
         const char *name;
         int error;
 } error_map[] = {
-        {"io.tokenbudget.agent.BudgetExhausted", EDQUOT},
-        {"io.tokenbudget.agent.TooManyAllocations", EUSERS},
-        {"io.tokenbudget.agent.UnknownAllocation", ENOENT},
-        {VARLINK_ERROR_PERMISSION_DENIED, EACCES},
-        {VARLINK_ERROR_INVALID_PARAMETER, EINVAL},
-        {VARLINK_ERROR_INTERFACE_NOT_FOUND, EOPNOTSUPP},
-        {VARLINK_ERROR_METHOD_NOT_FOUND, EOPNOTSUPP},
-        {VARLINK_ERROR_METHOD_NOT_IMPLEMENTED, EOPNOTSUPP},
+        {VL_ERROR_AGENT_BUDGET_EXHAUSTED, EDQUOT},
+        {VL_ERROR_AGENT_TOO_MANY_ALLOCATIONS, EUSERS},
+        {VL_ERROR_AGENT_UNKNOWN_ALLOCATION, ENOENT},
+        {VL_ERROR_SERVICE_PERMISSION_DENIED, EACCES},
+        {VL_ERROR_SERVICE_INVALID_PARAMETER, EINVAL},
+        {VL_ERROR_SERVICE_INTERFACE_NOT_FOUND, EOPNOTSUPP},
+        {VL_ERROR_SERVICE_METHOD_NOT_FOUND, EOPNOTSUPP},
+        {VL_ERROR_SERVICE_METHOD_NOT_IMPLEMENTED, EOPNOTSUPP},
 };
 
 /* ---- what the last failure was ---- */
@@ -238,7 +239,8 @@ static int client_fail_reply(tb_client *c, const VarlinkReply *reply) {
 
         client_set_error(c, text, strdup(reply->error), json_object_get(reply->parameters));
         if (r == -EDQUOT) {
-                json_object *retry = json_object_object_get(reply->parameters, "retryAfterUsec");
+                json_object *retry = json_object_object_get(
+                        reply->parameters, VL_FIELD_AGENT_BUDGET_EXHAUSTED_RETRY_AFTER_USEC);
 
                 if (json_object_is_type(retry, json_type_int) && json_object_get_int64(retry) > 0)
                         c->retry_after_usec = (uint64_t)json_object_get_int64(retry);
@@ -390,12 +392,14 @@ static int request_format(VarlinkBuffer *b, const tb_request_params *p) {
         bool first = true;
 
         if (buf_begin_call(b, METHOD_REQUEST) < 0 ||
-            (p->estimate > 0 && buf_put_uint_param(b, &first, "estimate", p->estimate) < 0) ||
-            buf_put_string_param(b, &first, "class", p->task_class) < 0 ||
-            buf_put_string_param(b, &first, "agent", p->agent) < 0 ||
-            buf_put_string_param(b, &first, "model", p->model) < 0 ||
+            (p->estimate > 0 &&
+             buf_put_uint_param(b, &first, VL_IN_AGENT_REQUEST_ESTIMATE, p->estimate) < 0) ||
+            buf_put_string_param(b, &first, VL_IN_AGENT_REQUEST_CLASS, p->task_class) < 0 ||
+            buf_put_string_param(b, &first, VL_IN_AGENT_REQUEST_AGENT, p->agent) < 0 ||
+            buf_put_string_param(b, &first, VL_IN_AGENT_REQUEST_MODEL, p->model) < 0 ||
             (p->priority != TB_PRIORITY_DEFAULT &&
-             buf_put_string_param(b, &first, "priority", priority_names[p->priority]) < 0) ||
+             buf_put_string_param(b, &first, VL_IN_AGENT_REQUEST_PRIORITY, priority_names[p->priority]) <
+                     0) ||
             buf_end_call(b) < 0)
                 return -ENOMEM;
         return 0;
@@ -414,9 +418,10 @@ static int report_format(VarlinkBuffer *b, const tb_report_params *p) {
         bool first = true;
 
         if (buf_begin_call(b, METHOD_REPORT) < 0 ||
-            buf_put_string_param(b, &first, "allocation", p->allocation) < 0 ||
-            buf_put_uint_param(b, &first, "inputTokens", p->input_tokens) < 0 ||
-            buf_put_uint_param(b, &first, "outputTokens", p->output_tokens) < 0 || buf_end_call(b) < 0)
+            buf_put_string_param(b, &first, VL_IN_AGENT_REPORT_ALLOCATION, p->allocation) < 0 ||
+            buf_put_uint_param(b, &first, VL_IN_AGENT_REPORT_INPUT_TOKENS, p->input_tokens) < 0 ||
+            buf_put_uint_param(b, &first, VL_IN_AGENT_REPORT_OUTPUT_TOKENS, p->output_tokens) < 0 ||
+            buf_end_call(b) < 0)
                 return -ENOMEM;
         return 0;
 }
@@ -434,9 +439,11 @@ static int release_format(VarlinkBuffer *b, const tb_release_params *p) {
         bool first = true;
 
         if (buf_begin_call(b, METHOD_RELEASE) < 0 ||
-            buf_put_string_param(b, &first, "allocation", p->allocation) < 0 ||
-            (p->input_tokens > 0 && buf_put_uint_param(b, &first, "inputTokens", p->input_tokens) < 0) ||
-            (p->output_tokens > 0 && buf_put_uint_param(b, &first, "outputTokens", p->output_tokens) < 0) ||
+            buf_put_string_param(b, &first, VL_IN_AGENT_RELEASE_ALLOCATION, p->allocation) < 0 ||
+            (p->input_tokens > 0 &&
+             buf_put_uint_param(b, &first, VL_IN_AGENT_RELEASE_INPUT_TOKENS, p->input_tokens) < 0) ||
+            (p->output_tokens > 0 &&
+             buf_put_uint_param(b, &first, VL_IN_AGENT_RELEASE_OUTPUT_TOKENS, p->output_tokens) < 0) ||
             buf_end_call(b) < 0)
                 return -ENOMEM;
         return 0;
@@ -1396,12 +1403,13 @@ static int parse_grant(json_object *params, CallReply *ret, ReplyFault *ret_faul
         tb_grant *g = &ret->grant;
         int decision = 0;
 
-        if (reply_get_string(params, "allocation", g->allocation, sizeof(g->allocation), ret_fault) < 0 ||
-            reply_get_name(params, "decision", decision_names, ELEMENTSOF(decision_names), &decision,
-                           g->decision_name, ret_fault) < 0 ||
-            reply_get_uint(params, "granted", &g->granted, ret_fault) < 0 ||
-            reply_get_uint(params, "warnAt", &g->warn_at, ret_fault) < 0 ||
-            reply_get_uint(params, "hardLimit", &g->hard_limit, ret_fault) < 0)
+        if (reply_get_string(params, VL_OUT_AGENT_REQUEST_ALLOCATION, g->allocation, sizeof(g->allocation),
+                             ret_fault) < 0 ||
+            reply_get_name(params, VL_OUT_AGENT_REQUEST_DECISION, decision_names, ELEMENTSOF(decision_names),
+                           &decision, g->decision_name, ret_fault) < 0 ||
+            reply_get_uint(params, VL_OUT_AGENT_REQUEST_GRANTED, &g->granted, ret_fault) < 0 ||
+            reply_get_uint(params, VL_OUT_AGENT_REQUEST_WARN_AT, &g->warn_at, ret_fault) < 0 ||
+            reply_get_uint(params, VL_OUT_AGENT_REQUEST_HARD_LIMIT, &g->hard_limit, ret_fault) < 0)
                 return -EPROTO;
         g->decision = (tb_decision)decision;
         return 0;
@@ -1411,17 +1419,17 @@ static int parse_report(json_object *params, CallReply *ret, ReplyFault *ret_fau
         tb_report_reply *r = &ret->report;
         int state = 0;
 
-        if (reply_get_name(params, "state", state_names, ELEMENTSOF(state_names), &state, r->state_name,
-                           ret_fault) < 0 ||
-            reply_get_uint(params, "used", &r->used, ret_fault) < 0)
+        if (reply_get_name(params, VL_OUT_AGENT_REPORT_STATE, state_names, ELEMENTSOF(state_names), &state,
+                           r->state_name, ret_fault) < 0 ||
+            reply_get_uint(params, VL_OUT_AGENT_REPORT_USED, &r->used, ret_fault) < 0)
                 return -EPROTO;
         r->state = (tb_state)state;
         return 0;
 }
 
 static int parse_release(json_object *params, CallReply *ret, ReplyFault *ret_fault) {
-        if (reply_get_uint(params, "used", &ret->release.used, ret_fault) < 0 ||
-            reply_get_uint(params, "refunded", &ret->release.refunded, ret_fault) < 0)
+        if (reply_get_uint(params, VL_OUT_AGENT_RELEASE_USED, &ret->release.used, ret_fault) < 0 ||
+            reply_get_uint(params, VL_OUT_AGENT_RELEASE_REFUNDED, &ret->release.refunded, ret_fault) < 0)
                 return -EPROTO;
         return 0;
 }

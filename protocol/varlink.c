@@ -19,6 +19,7 @@
 
 #include "utf8.h"
 #include "varlink-internal.h"
+#include "varlink-names.h"
 #include "varlink.h"
 
 #define FORMAT_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
@@ -689,7 +690,7 @@ int varlink_format_error(VarlinkBuffer *b, const char *error, struct json_object
 }
 
 int varlink_format_invalid_parameter(VarlinkBuffer *b, const char *parameter) {
-        size_t total = STRLEN_LITERAL("{\"error\":\"" VARLINK_ERROR_INVALID_PARAMETER
+        size_t total = STRLEN_LITERAL("{\"error\":\"" VL_ERROR_SERVICE_INVALID_PARAMETER
                                       "\",\"parameters\":{\"parameter\":}}") +
                        1;
 
@@ -700,7 +701,7 @@ int varlink_format_invalid_parameter(VarlinkBuffer *b, const char *parameter) {
         if (!size_add(&total, json_quoted_len(parameter)) || varlink_buffer_reserve(b, total) < 0)
                 return -ENOMEM;
 
-        BUFFER_PUT_LITERAL(b, "{\"error\":\"" VARLINK_ERROR_INVALID_PARAMETER
+        BUFFER_PUT_LITERAL(b, "{\"error\":\"" VL_ERROR_SERVICE_INVALID_PARAMETER
                               "\",\"parameters\":{\"parameter\":");
         buffer_put_quoted(b, parameter);
         buffer_put(b, "}}", 3);

@@ -15,13 +15,8 @@
 
 struct json_object;
 
-/* Standard errors of org.varlink.service. */
-#define VARLINK_ERROR_INTERFACE_NOT_FOUND    "org.varlink.service.InterfaceNotFound"
-#define VARLINK_ERROR_METHOD_NOT_FOUND       "org.varlink.service.MethodNotFound"
-#define VARLINK_ERROR_METHOD_NOT_IMPLEMENTED "org.varlink.service.MethodNotImplemented"
-#define VARLINK_ERROR_INVALID_PARAMETER      "org.varlink.service.InvalidParameter"
-#define VARLINK_ERROR_PERMISSION_DENIED      "org.varlink.service.PermissionDenied"
-#define VARLINK_ERROR_EXPECTED_MORE          "org.varlink.service.ExpectedMore"
+/* The standard errors of org.varlink.service, like every wire name, are in
+ * the generated varlink-names.h (VL_ERROR_SERVICE_*). */
 
 /* JSON nesting deeper than this is a protocol violation (json-c's default is 32). */
 #define VARLINK_MAX_DEPTH 32

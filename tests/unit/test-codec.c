@@ -15,6 +15,7 @@
 
 #include "flat-differential.h"
 #include "tb-check.h"
+#include "varlink-names.h"
 #include "varlink.h"
 
 #ifndef SRCDIR
@@ -493,7 +494,7 @@ START_TEST(test_format_exact) {
 
         ck_assert_int_eq(varlink_format_reply(&b, p, false), 0);
         ck_assert_int_eq(varlink_format_reply(&b, NULL, true), 0);
-        ck_assert_int_eq(varlink_format_error(&b, VARLINK_ERROR_PERMISSION_DENIED, NULL), 0);
+        ck_assert_int_eq(varlink_format_error(&b, VL_ERROR_SERVICE_PERMISSION_DENIED, NULL), 0);
         ck_assert_int_eq(varlink_format_invalid_parameter(&b, "estimate"), 0);
         ck_assert_int_eq(varlink_format_call(&b, "a.b.C", NULL, true, false), 0);
         ck_assert_int_eq(varlink_format_call(&b, "a.b.C", p, false, true), 0);
@@ -570,7 +571,7 @@ START_TEST(test_format_round_trip) {
         ck_assert_int_eq(varlink_format_invalid_parameter(&b, weird), 0);
         take_message(&b, &m);
         ck_assert_msg(varlink_reply_parse(m, strlen(m), &reply, &reason) == 0, "%s: %s", m, reason);
-        ck_assert_str_eq(reply.error, VARLINK_ERROR_INVALID_PARAMETER);
+        ck_assert_str_eq(reply.error, VL_ERROR_SERVICE_INVALID_PARAMETER);
         {
                 struct json_object *name = NULL;
 
