@@ -21,3 +21,14 @@ int config_load_file(const char *path, Config *ret, char **ret_errors);
  * else -EMFILE and a "PATH: ..." line in *ret_error (path NULL: the
  * built-in defaults). */
 int config_check_fd_limit(const Config *c, unsigned fd_limit, const char *path, char **ret_error);
+
+/*
+ * config_load_file() in a child process, for reloads: the parsers
+ * (libconfig's flex scanner exits the process when malloc fails, and
+ * libconfig 1.5 writes through unchecked allocations) run where their
+ * failure cannot take the daemon and its ledger down. The child sends the
+ * result over a pipe and exits; a child that crashes or exits otherwise is
+ * an error naming how it ended. Returns like config_load_file(); -ENOMEM or
+ * -errno when the child cannot be started.
+ */
+int config_load_file_isolated(const char *path, Config *ret, char **ret_errors);

@@ -246,7 +246,7 @@ static void manager_reload(Manager *m) {
                         log_info("reload requested; %s does not exist, using the built-in defaults",
                                  m->config_path);
         } else
-                r = config_load_file(m->config_path, &c, &errors);
+                r = config_load_file_isolated(m->config_path, &c, &errors);
         if (r >= 0) {
                 r = config_check_fd_limit(&c, m->fd_limit, m->config_path, &errors);
                 if (r < 0)
