@@ -165,9 +165,15 @@ static bool may_close_idle_cb(void *userdata, void *session) {
         return !budget_client_has_allocations(session);
 }
 
-/* The commit point: once per loop iteration, after its calls changed the
- * budget and before any of their replies is written. Nothing to commit
- * while the ledger lives in memory only; the durable store commits here. */
+/* The commit point. While the ledger lives in memory only there is never
+ * anything to commit, so replies leave as soon as they are made; the durable
+ * store says here that the iteration's writes are pending, and commits them
+ * in commit_cb, once per loop iteration, before any of their replies is
+ * written. */
+static bool commit_pending_cb(void *userdata) {
+        return false;
+}
+
 static void commit_cb(void *userdata) {
 }
 
@@ -321,6 +327,7 @@ int manager_new(struct event_base *base, Config *config, const char *config_path
                 .handle_flat_call = handle_flat_call_cb,
                 .disconnected = disconnected_cb,
                 .may_close_idle = may_close_idle_cb,
+                .commit_pending = commit_pending_cb,
                 .commit = commit_cb,
         };
         Manager *m = calloc(1, sizeof(*m));

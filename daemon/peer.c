@@ -98,6 +98,7 @@ struct PeerSet {
         size_t n_pool, pool_bytes;
         VarlinkBuffer arena; /* this iteration's replies; empty while lent to a peer */
         bool arena_lent;
+        unsigned n_segments; /* peers with a segment in the arena */
         RateLimit log_closed;
 };
 
@@ -188,7 +189,20 @@ static void peer_output_end(Peer *p) {
                 p->seg_len = len;
                 p->has_seg = true;
                 p->seg_committed = false;
-        }
+                s->n_segments++;
+        } else if (s->n_segments == 0)
+                s->arena.len = 0;
+}
+
+/* The segment is sent or moved out; with none left the arena starts over. */
+static void peer_segment_gone(Peer *p) {
+        PeerSet *s = p->set;
+
+        if (!p->has_seg)
+                return;
+        p->has_seg = false;
+        if (--s->n_segments == 0 && !s->arena_lent)
+                s->arena.len = 0;
 }
 
 /* Moves the unsent rest of the segment into the peer's own buffer, in front
@@ -213,7 +227,7 @@ static int peer_output_keep(Peer *p) {
         p->out = b;
         p->out_offset = 0;
         p->out_committed = committed;
-        p->has_seg = false;
+        peer_segment_gone(p);
         return 0;
 }
 
@@ -289,7 +303,7 @@ static int peer_flush(Peer *p) {
                                 return r;
                         break;
                 }
-                p->has_seg = false;
+                peer_segment_gone(p);
         }
         while (p->out_offset < p->out_committed) {
                 ssize_t n = send(p->fd, p->out.data + p->out_offset, p->out_committed - p->out_offset,
@@ -315,6 +329,27 @@ static int peer_flush(Peer *p) {
         }
         peer_count_output(p);
         return 0;
+}
+
+/* Replies were queued: with writes waiting for the commit they wait too
+ * (for the end of the iteration); with nothing to commit they leave at
+ * once, as the peer's calls are answered, so the client can go on while
+ * the daemon serves the next peer. */
+static void peer_output_ready(Peer *p) {
+        PeerSet *s = p->set;
+        int r;
+
+        if (p->dead || peer_pending_output(p) == 0)
+                return;
+        if (s->ops.commit_pending && s->ops.commit_pending(s->userdata))
+                return peer_mark_dirty(p);
+        p->out_committed = p->out.len;
+        p->seg_committed = true;
+        r = peer_flush(p);
+        if (r < 0)
+                return peer_kill(p, strerror(-r));
+        if (p->closing && peer_pending_output(p) == 0)
+                return peer_kill(p, "replies sent before closing");
 }
 
 /* ---- input ---- */
@@ -411,8 +446,7 @@ static int peer_process_input(Peer *p, uint64_t now, const char **ret_why) {
         peer_output_end(p);
         varlink_buffer_consume(&p->in, offset);
         buffer_give_back(s, &p->in);
-        if (peer_pending_output(p) > 0)
-                peer_mark_dirty(p);
+        peer_output_ready(p);
         return r < 0 ? r : 0;
 }
 
@@ -428,7 +462,9 @@ static void peer_close_after_flush(Peer *p, const char *why) {
         event_del(p->read_event);
         if (peer_pending_output(p) == 0)
                 return peer_kill(p, why);
-        peer_mark_dirty(p);
+        peer_output_ready(p);
+        if (p->dead)
+                return;
         log_limited(&p->set->log_closed, now_usec(), LOG_LEVEL_DEBUG,
                     "closing connection of pid %d (%s) once its replies are out: %s", (int)p->identity.pid,
                     p->identity.comm, why);
@@ -545,8 +581,7 @@ static void turn_cb(evutil_socket_t fd, short what, void *userdata) {
                 if (peer_output_keep(p) < 0)
                         peer_kill(p, "out of memory"); /* its replies cannot be kept */
         }
-        s->arena.len = 0;
-        if (s->arena.cap > ARENA_KEEP_BYTES)
+        if (s->n_segments == 0 && s->arena.cap > ARENA_KEEP_BYTES)
                 varlink_buffer_clear(&s->arena);
 }
 
@@ -575,7 +610,7 @@ static void peer_kill(Peer *p, const char *why) {
                 return;
         now = now_usec();
         peer_output_end(p);
-        p->has_seg = false;
+        peer_segment_gone(p);
         call_cancel(p->call);
         p->dead = true;
         s->ops.disconnected(s->userdata, p->session, now);

@@ -7,12 +7,15 @@
  * queued output per connection and per uid, idle time) and hands each call
  * to the set's call handler as a Call (call.h). It does not know any method.
  *
- * Replies leave at one point per loop iteration: after the set's commit hook
- * ran (the durable store commits there), every peer with queued output is
- * flushed. So no reply to a call that changed the ledger is written before
- * the change is committed, and a burst of pipelined calls still costs one
- * send(). A peer is never freed inside its own callback: it is marked dead
- * and freed on the next loop turn (as tmux does).
+ * The commit point: while the set's owner has writes to commit
+ * (commit_pending), replies wait for the end of the loop iteration, where the
+ * commit hook runs once and then every waiting peer is flushed. So no reply
+ * to a call whose change must be durable is written before the change is
+ * committed, and one commit serves every call of the iteration. With nothing
+ * to commit (an in-memory ledger), holding replies would only delay clients:
+ * they are written as soon as a peer's messages are handled. Either way a
+ * burst of pipelined calls costs one send(). A peer is never freed inside its own callback: it is marked
+ * dead and freed on the next loop turn (as tmux does).
  */
 #pragma once
 
@@ -38,8 +41,14 @@ typedef struct PeerSetOps {
         void (*disconnected)(void *userdata, void *session, uint64_t now);
         /* Whether the idle timeout may close the connection (it holds nothing). */
         bool (*may_close_idle)(void *userdata, void *session);
-        /* Once per loop iteration in which replies were queued, before any of
-         * them is written. May be NULL. */
+        /* Whether the calls handled since the last commit left writes that
+         * must be committed before their replies leave. While it says so,
+         * replies wait for the end of the loop iteration, where commit runs
+         * once for all of them (group commit); otherwise (or NULL) they are
+         * written as soon as their peer's messages are handled. */
+        bool (*commit_pending)(void *userdata);
+        /* Once per loop iteration in which replies waited, before any of them
+         * is written. May be NULL. */
         void (*commit)(void *userdata);
 } PeerSetOps;
 

@@ -34,7 +34,8 @@ typedef struct Fixture {
         PeerSet *set;
         int client_fd;
         unsigned n_now, n_later, n_commits, n_cancelled, n_disconnected;
-        int bytes_at_commit; /* FIONREAD on the client at the last commit, -1 before */
+        int bytes_at_commit;    /* FIONREAD on the client at the last commit, -1 before */
+        bool nothing_to_commit; /* commit_pending says no: replies leave at once */
         Call *later[MAX_LATER];
         int64_t later_n[MAX_LATER];
         size_t n_pending;
@@ -87,6 +88,12 @@ static bool may_close_idle_cb(void *userdata, void *session) {
         return true;
 }
 
+/* As the durable store will: the iteration's calls left writes to commit. */
+static bool commit_pending_cb(void *userdata) {
+        Fixture *f = userdata;
+        return !f->nothing_to_commit;
+}
+
 static void commit_cb(void *userdata) {
         Fixture *f = userdata;
 
@@ -99,6 +106,7 @@ static const PeerSetOps ops = {
         .handle_flat_call = handle_flat_call_cb,
         .disconnected = disconnected_cb,
         .may_close_idle = may_close_idle_cb,
+        .commit_pending = commit_pending_cb,
         .commit = commit_cb,
 };
 
@@ -197,6 +205,28 @@ START_TEST(test_commit_before_write) {
         /* A turn with nothing to answer commits nothing. */
         turn(&f);
         ck_assert_uint_eq(f.n_commits, 1);
+        fixture_done(&f);
+}
+END_TEST
+
+/* With nothing to commit, replies are not held: they are on the socket
+ * while the loop is still serving (no commit hook needed at all). */
+START_TEST(test_nothing_to_commit_writes_at_once) {
+        static const char *const calls[] = {
+                "{\"method\":\"org.example.test.Now\",\"parameters\":{\"n\":1}}",
+                "{\"method\":\"org.example.test.Now\",\"parameters\":{\"n\":2}}",
+        };
+        char replies[256];
+        Fixture f;
+
+        fixture_init(&f);
+        f.nothing_to_commit = true;
+        send_calls(&f, calls, 2);
+        turn(&f);
+        ck_assert_uint_eq(f.n_now, 2);
+        ck_assert_uint_eq(f.n_commits, 0);
+        read_replies(&f, replies, sizeof(replies));
+        ck_assert_str_eq(replies, "1,2");
         fixture_done(&f);
 }
 END_TEST
@@ -347,6 +377,7 @@ static Suite *peer_suite(void) {
         TCase *tc = tcase_create("calls");
 
         tcase_add_test(tc, test_commit_before_write);
+        tcase_add_test(tc, test_nothing_to_commit_writes_at_once);
         tcase_add_test(tc, test_deferred_keeps_order);
         tcase_add_test(tc, test_cancel_exactly_once);
         tcase_add_test(tc, test_free_cancels_pending);
