@@ -90,10 +90,9 @@ struct PeerSet {
         Peer *peers, *dead, *dirty, *resume;
         Peer *batch; /* dirty peers whose output was committed, being flushed */
         unsigned n_peers;
-        Hashmap *uids;                /* uid -> UidConns */
-        struct event *turn_event;     /* the end of an iteration: resume, commit, flush */
-        struct event *reap_event;     /* frees dead peers */
-        struct json_tokener *tokener; /* reused for every call */
+        Hashmap *uids;            /* uid -> UidConns */
+        struct event *turn_event; /* the end of an iteration: resume, commit, flush */
+        struct event *reap_event; /* frees dead peers */
         VarlinkBuffer pool[POOL_MAX];
         size_t n_pool, pool_bytes;
         VarlinkBuffer arena; /* this iteration's replies; empty while lent to a peer */
@@ -428,7 +427,7 @@ static int peer_process_input(Peer *p, uint64_t now, const char **ret_why) {
                         }
                         continue;
                 }
-                r = varlink_call_parse_with(s->tokener, p->in.data + offset, frame_len, &call, ret_why);
+                r = varlink_call_parse(p->in.data + offset, frame_len, &call, ret_why);
                 offset += frame_len + 1;
                 if (r == -ENOMEM)
                         *ret_why = "out of memory";
@@ -722,8 +721,7 @@ PeerSet *peer_set_new(struct event_base *base, const PeerSetLimits *limits, cons
         s->uids = hashmap_new();
         s->turn_event = event_new(base, -1, 0, turn_cb, s);
         s->reap_event = event_new(base, -1, 0, reap_cb, s);
-        s->tokener = varlink_tokener_new();
-        if (!s->uids || !s->turn_event || !s->reap_event || !s->tokener)
+        if (!s->uids || !s->turn_event || !s->reap_event)
                 return peer_set_free(s);
         return s;
 }
@@ -738,8 +736,6 @@ PeerSet *peer_set_free(PeerSet *s) {
                 event_free(s->turn_event);
         if (s->reap_event)
                 event_free(s->reap_event);
-        if (s->tokener)
-                json_tokener_free(s->tokener);
         for (size_t i = 0; i < s->n_pool; i++)
                 free(s->pool[i].data);
         varlink_buffer_clear(&s->arena);

@@ -2,9 +2,9 @@
 /*
  * The flat fast path (declared in varlink.h): a recursive-descent reader over
  * the two levels a flat call has, without json-c and without allocating. It
- * accepts a strict subset of what the strict path (varlink.c: its lexical
- * check plus json-c) accepts, so that a 1 from it never disagrees with the
- * strict path; the method name goes through the same grammar
+ * accepts a strict subset of what the strict path (json-codec.c: its
+ * lexical check and parser) accepts, so that a 1 from it never disagrees
+ * with the strict path; the method name goes through the same grammar
  * (varlink-internal.h). Nothing is written to msg until the whole message
  * has been read and checked. Pure: no I/O, no clock, no global state.
  */
@@ -63,7 +63,7 @@ static bool flat_literal(FlatReader *r, const char *word) {
         return true;
 }
 
-/* A string without escapes, with the bytes varlink.c's json_scan_string() passes
+/* A string without escapes, with the bytes json-codec.c's json_scan_string() passes
  * (0x20-0x7F, strict UTF-8), and nothing that would make json-c's copy
  * differ from the raw bytes. Returns the offset and length of its content. */
 static bool flat_string(FlatReader *r, size_t *ret_start, size_t *ret_len) {
@@ -214,8 +214,8 @@ static bool flat_names_equal(const VarlinkFlatParam *a, const VarlinkFlatParam *
         return a->name_len == b->name_len && memcmp(a->name, b->name, a->name_len) == 0;
 }
 
-/* The checks varlink_call_parse() makes after json-c, plus the duplicate
- * parameter names its member count would catch. */
+/* The checks varlink_call_parse() makes after parsing, plus the duplicate
+ * parameter names it refuses. */
 static bool flat_call_valid(const VarlinkFlatCall *call) {
         size_t interface_len;
 
@@ -250,7 +250,7 @@ int varlink_call_parse_flat(char *msg, size_t len, VarlinkFlatCall *ret) {
         assert(msg || len == 0);
         assert(ret);
 
-        /* The strict path refuses these (json-c takes an int length). */
+        /* The strict path refuses these (json-c's int length limit, kept). */
         if (len > INT_MAX || !flat_take(&r, '{'))
                 return 0;
         for (bool first = true;; first = false) {

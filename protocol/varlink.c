@@ -1,28 +1,28 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The Varlink codec: finds NUL-terminated frames in an input buffer, parses
- * call and reply messages strictly (json-c plus a one-pass lexical check that
- * closes the gaps json-c's strict mode leaves open), validates parameters
- * against a field table and formats replies, errors and calls into a growable
- * output buffer. It is pure and reentrant: no I/O, no clock, no global state.
- * It does not know the methods of any interface; dispatch is the server's job.
- * The flat fast path is in varlink-flat.c; the name grammar and the field
- * lookup both paths use are declared in varlink-internal.h.
+ * call and reply messages strictly (json-codec.c: a lexical check and a
+ * parser of our own building json-c objects, accepting what json-c's strict
+ * tokener accepted), validates parameters against a field table and formats
+ * replies, errors and calls into a growable output buffer (json-codec.c's
+ * writer, the bytes json-c wrote). Out of memory is -ENOMEM, never a crash
+ * or a partial message. It is pure and reentrant: no I/O, no clock, no
+ * global state. It does not know the methods of any interface; dispatch is
+ * the server's job. The flat fast path is in varlink-flat.c; the name
+ * grammar and the field lookup both paths use are declared in
+ * varlink-internal.h.
  */
 #include <assert.h>
 #include <errno.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <json-c/json.h>
 
-#include "utf8.h"
+#include "json-codec.h"
 #include "varlink-internal.h"
 #include "varlink-names.h"
 #include "varlink.h"
-
-#define FORMAT_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 int varlink_frame_next(const char *buf, size_t len, size_t max_message_bytes, size_t *ret_frame_len) {
         const char *nul;
@@ -44,205 +44,18 @@ int varlink_frame_next(const char *buf, size_t len, size_t max_message_bytes, si
         return 0;
 }
 
-/*
- * Lexical check. json-c 0.16 in strict mode still accepts single-quoted
- * strings, NaN and Infinity, raw control characters inside strings, and its
- * UTF-8 validation lets overlong forms and surrogates through. One pass over
- * the bytes rejects all of that, finds trailing data after the top-level
- * value, keys containing \u0000 (json-c would silently truncate them, so
- * "method\u0000x" would become "method") and counts the object members in
- * the text, which lets the caller detect duplicate keys after parsing.
- */
-
-/* Bytes allowed outside strings: JSON whitespace, structure, numbers and the
- * letters of true, false and null. */
-static const bool json_outside_allowed[256] = {
-        [' '] = true, ['\t'] = true, ['\n'] = true, ['\r'] = true, ['{'] = true, ['}'] = true, ['['] = true,
-        [']'] = true, [':'] = true,  [','] = true,  ['0'] = true,  ['1'] = true, ['2'] = true, ['3'] = true,
-        ['4'] = true, ['5'] = true,  ['6'] = true,  ['7'] = true,  ['8'] = true, ['9'] = true, ['+'] = true,
-        ['-'] = true, ['.'] = true,  ['e'] = true,  ['E'] = true,  ['t'] = true, ['r'] = true, ['u'] = true,
-        ['f'] = true, ['a'] = true,  ['l'] = true,  ['s'] = true,  ['n'] = true,
-};
-
-/* Scans the string whose opening quote is at s[*i]; leaves *i after the
- * closing quote. */
-static const char *json_scan_string(const unsigned char *s, size_t len, size_t *i, bool *ret_has_nul) {
-        size_t p = *i + 1;
-
-        *ret_has_nul = false;
-        while (p < len) {
-                unsigned char c = s[p];
-                size_t n;
-
-                if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-                        p++;
-                        continue;
-                }
-                if (c == '"') {
-                        *i = p + 1;
-                        return NULL;
-                }
-                if (c == '\\') {
-                        if (len - p >= 6 && memcmp(s + p + 1, "u0000", 5) == 0)
-                                *ret_has_nul = true;
-                        /* Skip the escaped byte so \" does not end the string;
-                         * json-c checks the escape itself. */
-                        p += 2;
-                        continue;
-                }
-                if (c < 0x20)
-                        return "invalid JSON: control character in string";
-                n = utf8_sequence_len(s + p, len - p);
-                if (n == 0)
-                        return "invalid UTF-8";
-                p += n;
-        }
-        return "invalid JSON";
-}
-
-static const char *json_scan(const char *msg, size_t len, size_t *ret_n_members) {
-        const unsigned char *s = (const unsigned char *)msg;
-        bool closed = false, nul_string = false;
-        size_t depth = 0, n_members = 0;
-
-        for (size_t i = 0; i < len;) {
-                unsigned char c = s[i];
-                const char *reason;
-
-                if (closed && !json_is_space(c))
-                        return "trailing data after JSON object";
-                if (c == '"') {
-                        reason = json_scan_string(s, len, &i, &nul_string);
-                        if (reason)
-                                return reason;
-                        continue;
-                }
-                if (!json_outside_allowed[c])
-                        return c >= 0x80 && utf8_sequence_len(s + i, len - i) == 0 ? "invalid UTF-8"
-                                                                                   : "invalid JSON";
-                if (c == '{' || c == '[')
-                        depth++;
-                else if (c == '}' || c == ']') {
-                        if (depth == 0)
-                                return "invalid JSON";
-                        closed = --depth == 0;
-                } else if (c == ':') {
-                        if (nul_string)
-                                return "NUL in object key";
-                        n_members++;
-                }
-                if (!json_is_space(c))
-                        nul_string = false;
-                i++;
-        }
-        *ret_n_members = n_members;
-        return NULL;
-}
-
-/* Members of all objects in the tree; fewer than in the text means json-c
- * merged duplicate keys (it keeps the last value). Depth is bounded by
- * VARLINK_MAX_DEPTH, so recursion is safe. */
-static size_t json_count_members(struct json_object *o) {
-        size_t n = 0;
-
-        if (json_object_is_type(o, json_type_object)) {
-                json_object_object_foreach(o, key, value) {
-                        (void)key;
-                        n += 1 + json_count_members(value);
-                }
-        } else if (json_object_is_type(o, json_type_array)) {
-                size_t k = json_object_array_length(o);
-
-                for (size_t j = 0; j < k; j++)
-                        n += json_count_members(json_object_array_get_idx(o, j));
-        }
-        return n;
-}
-
-static const char *json_tokener_reason(enum json_tokener_error e) {
-        switch (e) {
-        case json_tokener_error_depth:
-                return "JSON nested too deeply";
-        case json_tokener_error_parse_utf8_string:
-                return "invalid UTF-8";
-        default:
-                return "invalid JSON";
-        }
-}
-
-/* Runs json-c over exactly msg[0..len); finishes a bare top-level scalar
- * (e.g. "123") with the terminating NUL json-c expects, so that it is
- * reported as a non-object rather than as truncated JSON. */
-struct json_tokener *varlink_tokener_new(void) {
-        struct json_tokener *tok = json_tokener_new_ex(VARLINK_MAX_DEPTH);
-
-        if (tok)
-                json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-        return tok;
-}
-
-static int json_tokenize(struct json_tokener *reuse, const char *msg, size_t len, struct json_object **ret,
-                         const char **ret_reason) {
-        struct json_tokener *tok = reuse;
-        struct json_object *o;
-        enum json_tokener_error e;
-        bool consumed;
-
-        if (tok) {
-                json_tokener_reset(tok);
-                /* json_tokener_reset() (json-c 0.16, and upstream still) keeps a
-                 * high surrogate left pending by a message that failed right
-                 * after it ("\ud83d\uzzzz"): the next message, maybe another
-                 * peer's, would get a U+FFFD before its first \u escape.
-                 * Found by tests/fuzz/fuzz-codec. */
-                tok->high_surrogate = 0;
-        } else {
-                tok = varlink_tokener_new();
-                if (!tok)
-                        return -ENOMEM;
-        }
-
-        o = json_tokener_parse_ex(tok, msg, (int)len);
-        e = json_tokener_get_error(tok);
-        consumed = json_tokener_get_parse_end(tok) == len;
-        if (e == json_tokener_continue) {
-                o = json_tokener_parse_ex(tok, "", 1);
-                e = json_tokener_get_error(tok);
-        }
-        if (!reuse)
-                json_tokener_free(tok);
-
-        if (e != json_tokener_success) {
-                *ret_reason = json_tokener_reason(e);
-                return -EBADMSG;
-        }
-        if (!consumed) {
-                json_object_put(o);
-                *ret_reason = "trailing data after JSON object";
-                return -EBADMSG;
-        }
-        *ret = o;
-        return 0;
-}
-
-static int json_parse_object(struct json_tokener *tok, const char *msg, size_t len, struct json_object **ret,
+/* Parses msg as one JSON object (json-codec.c), refusing duplicate keys
+ * only after the rest: the reasons come in the order json-c and the
+ * lexical check used to give them. */
+static int json_parse_object(const char *msg, size_t len, struct json_object **ret,
                              const char **ret_reason) {
         struct json_object *o = NULL;
-        size_t n_members = 0;
+        bool duplicate_key = false;
         int r;
 
         assert(msg || len == 0);
 
-        /* json-c takes an int length. */
-        if (len > INT_MAX) {
-                *ret_reason = "message too long";
-                return -EBADMSG;
-        }
-        *ret_reason = json_scan(msg, len, &n_members);
-        if (*ret_reason)
-                return -EBADMSG;
-
-        r = json_tokenize(tok, msg, len, &o, ret_reason);
+        r = json_codec_parse(msg, len, VARLINK_MAX_DEPTH, &o, &duplicate_key, ret_reason);
         if (r < 0)
                 return r;
         if (!json_object_is_type(o, json_type_object)) {
@@ -250,7 +63,7 @@ static int json_parse_object(struct json_tokener *tok, const char *msg, size_t l
                 *ret_reason = "message is not a JSON object";
                 return -EBADMSG;
         }
-        if (json_count_members(o) != n_members) {
+        if (duplicate_key) {
                 json_object_put(o);
                 *ret_reason = "duplicate key";
                 return -EBADMSG;
@@ -436,7 +249,11 @@ static int parameters_ensure(struct json_object *root, struct json_object **para
         o = json_object_new_object();
         if (!o)
                 return -ENOMEM;
-        if (json_object_object_add(root, "parameters", o) < 0) {
+        /* A constant key: json-c copies nothing, so a failed insert loses
+         * nothing (it leaks its copy of the key when growing the table
+         * fails, json-codec.c). A "parameters": null there gets its value
+         * replaced in place. */
+        if (json_object_object_add_ex(root, "parameters", o, JSON_C_OBJECT_ADD_CONSTANT_KEY) < 0) {
                 json_object_put(o);
                 return -ENOMEM;
         }
@@ -457,18 +274,13 @@ static const char *call_check(const VarlinkCall *call) {
 }
 
 int varlink_call_parse(const char *msg, size_t len, VarlinkCall *ret, const char **ret_reason) {
-        return varlink_call_parse_with(NULL, msg, len, ret, ret_reason);
-}
-
-int varlink_call_parse_with(struct json_tokener *tok, const char *msg, size_t len, VarlinkCall *ret,
-                            const char **ret_reason) {
         const char *reason = NULL;
         VarlinkCall call = {};
         int r;
 
         assert(ret);
 
-        r = json_parse_object(tok, msg, len, &call.root, &reason);
+        r = json_parse_object(msg, len, &call.root, &reason);
         if (r >= 0) {
                 reason = header_parse(call.root, call_keys, sizeof(call_keys) / sizeof(call_keys[0]), &call);
                 if (!reason)
@@ -512,7 +324,7 @@ int varlink_reply_parse(const char *msg, size_t len, VarlinkReply *ret, const ch
 
         assert(ret);
 
-        r = json_parse_object(NULL, msg, len, &reply.root, &reason);
+        r = json_parse_object(msg, len, &reply.root, &reason);
         if (r >= 0) {
                 reason = header_parse(reply.root, reply_keys, sizeof(reply_keys) / sizeof(reply_keys[0]),
                                       &reply);
@@ -591,6 +403,15 @@ static void buffer_put(VarlinkBuffer *b, const char *s, size_t n) {
 
 #define BUFFER_PUT_LITERAL(b, s) buffer_put((b), (s), sizeof(s) - 1)
 
+static int buffer_append(VarlinkBuffer *b, const char *s, size_t n) {
+        if (varlink_buffer_reserve(b, n) < 0)
+                return -ENOMEM;
+        buffer_put(b, s, n);
+        return 0;
+}
+
+#define BUFFER_APPEND_LITERAL(b, s) buffer_append((b), (s), sizeof(s) - 1)
+
 /* JSON string escaping for names we write ourselves: quote, backslash and
  * control characters; UTF-8 passes through. */
 static size_t json_quoted_len(const char *s) {
@@ -604,9 +425,11 @@ static size_t json_quoted_len(const char *s) {
         return n;
 }
 
-static void buffer_put_quoted(VarlinkBuffer *b, const char *s) {
+static int buffer_append_quoted(VarlinkBuffer *b, const char *s) {
         static const char hex[] = "0123456789abcdef";
 
+        if (varlink_buffer_reserve(b, json_quoted_len(s)) < 0)
+                return -ENOMEM;
         BUFFER_PUT_LITERAL(b, "\"");
         for (; *s; s++) {
                 unsigned char c = (unsigned char)*s;
@@ -621,118 +444,83 @@ static void buffer_put_quoted(VarlinkBuffer *b, const char *s) {
                         buffer_put(b, (const char *)&c, 1);
         }
         BUFFER_PUT_LITERAL(b, "\"");
+        return 0;
 }
 
-/* The serialized parameters, or "{}" for NULL. The text is owned by the
- * object (json-c caches it there). */
-static const char *parameters_text(struct json_object *parameters, size_t *ret_len) {
-        const char *s;
-        size_t n;
-
-        if (!parameters) {
-                *ret_len = 2;
-                return "{}";
-        }
+/* The parameters object as json-c would write it (json-codec.c), or {}
+ * for NULL. */
+static int buffer_append_parameters(VarlinkBuffer *b, struct json_object *parameters) {
+        if (!parameters)
+                return BUFFER_APPEND_LITERAL(b, "{}");
         assert(json_object_is_type(parameters, json_type_object));
-        s = json_object_to_json_string_length(parameters, FORMAT_FLAGS, &n);
-        *ret_len = n;
-        return s;
+        return json_codec_write(b, parameters);
 }
 
-/* Sums byte counts for a reserve, failing on overflow. */
-static bool size_add(size_t *total, size_t n) {
-        if (n > SIZE_MAX - *total)
-                return false;
-        *total += n;
-        return true;
+/* A message is written piece by piece; when a piece does not fit, the
+ * buffer goes back to where the message started. */
+static int buffer_abandon(VarlinkBuffer *b, size_t start) {
+        b->len = start;
+        return -ENOMEM;
 }
-
-#define STRLEN_LITERAL(s) (sizeof(s) - 1)
 
 int varlink_format_reply(VarlinkBuffer *b, struct json_object *parameters, bool continues) {
-        size_t params_len, total = STRLEN_LITERAL("{\"parameters\":") + STRLEN_LITERAL("}") + 1;
-        const char *params;
+        size_t start;
 
         assert(b);
 
-        params = parameters_text(parameters, &params_len);
-        if (!params || !size_add(&total, params_len) ||
-            !size_add(&total, continues ? STRLEN_LITERAL(",\"continues\":true") : 0) ||
-            varlink_buffer_reserve(b, total) < 0)
-                return -ENOMEM;
-
-        BUFFER_PUT_LITERAL(b, "{\"parameters\":");
-        buffer_put(b, params, params_len);
-        if (continues)
-                BUFFER_PUT_LITERAL(b, ",\"continues\":true");
-        buffer_put(b, "}", 2); /* with the frame's NUL */
+        start = b->len;
+        if (BUFFER_APPEND_LITERAL(b, "{\"parameters\":") < 0 ||
+            buffer_append_parameters(b, parameters) < 0 ||
+            (continues && BUFFER_APPEND_LITERAL(b, ",\"continues\":true") < 0) ||
+            buffer_append(b, "}", 2) < 0) /* with the frame's NUL */
+                return buffer_abandon(b, start);
         return 0;
 }
 
 int varlink_format_error(VarlinkBuffer *b, const char *error, struct json_object *parameters) {
-        size_t params_len, total = STRLEN_LITERAL("{\"error\":,\"parameters\":}") + 1;
-        const char *params;
+        size_t start;
 
         assert(b);
         assert(error);
 
-        params = parameters_text(parameters, &params_len);
-        if (!params || !size_add(&total, params_len) || !size_add(&total, json_quoted_len(error)) ||
-            varlink_buffer_reserve(b, total) < 0)
-                return -ENOMEM;
-
-        BUFFER_PUT_LITERAL(b, "{\"error\":");
-        buffer_put_quoted(b, error);
-        BUFFER_PUT_LITERAL(b, ",\"parameters\":");
-        buffer_put(b, params, params_len);
-        buffer_put(b, "}", 2);
+        start = b->len;
+        if (BUFFER_APPEND_LITERAL(b, "{\"error\":") < 0 || buffer_append_quoted(b, error) < 0 ||
+            BUFFER_APPEND_LITERAL(b, ",\"parameters\":") < 0 ||
+            buffer_append_parameters(b, parameters) < 0 || buffer_append(b, "}", 2) < 0)
+                return buffer_abandon(b, start);
         return 0;
 }
 
 int varlink_format_invalid_parameter(VarlinkBuffer *b, const char *parameter) {
-        size_t total = STRLEN_LITERAL("{\"error\":\"" VL_ERROR_SERVICE_INVALID_PARAMETER
-                                      "\",\"parameters\":{\"parameter\":}}") +
-                       1;
+        size_t start;
 
         assert(b);
         assert(parameter);
 
         /* The name may come from the peer (an unknown key): it is escaped. */
-        if (!size_add(&total, json_quoted_len(parameter)) || varlink_buffer_reserve(b, total) < 0)
-                return -ENOMEM;
-
-        BUFFER_PUT_LITERAL(b, "{\"error\":\"" VL_ERROR_SERVICE_INVALID_PARAMETER
-                              "\",\"parameters\":{\"parameter\":");
-        buffer_put_quoted(b, parameter);
-        buffer_put(b, "}}", 3);
+        start = b->len;
+        if (BUFFER_APPEND_LITERAL(b, "{\"error\":\"" VL_ERROR_SERVICE_INVALID_PARAMETER
+                                     "\",\"parameters\":{\"parameter\":") < 0 ||
+            buffer_append_quoted(b, parameter) < 0 || buffer_append(b, "}}", 3) < 0)
+                return buffer_abandon(b, start);
         return 0;
 }
 
 int varlink_format_call(VarlinkBuffer *b, const char *method, struct json_object *parameters, bool oneway,
                         bool more) {
-        size_t params_len, total = STRLEN_LITERAL("{\"method\":,\"parameters\":}") + 1;
-        const char *params;
+        size_t start;
 
         assert(b);
         assert(method);
         assert(!(oneway && more));
 
-        params = parameters_text(parameters, &params_len);
-        if (!params || !size_add(&total, params_len) || !size_add(&total, json_quoted_len(method)) ||
-            !size_add(&total, oneway ? STRLEN_LITERAL(",\"oneway\":true") : 0) ||
-            !size_add(&total, more ? STRLEN_LITERAL(",\"more\":true") : 0) ||
-            varlink_buffer_reserve(b, total) < 0)
-                return -ENOMEM;
-
-        BUFFER_PUT_LITERAL(b, "{\"method\":");
-        buffer_put_quoted(b, method);
-        BUFFER_PUT_LITERAL(b, ",\"parameters\":");
-        buffer_put(b, params, params_len);
-        if (oneway)
-                BUFFER_PUT_LITERAL(b, ",\"oneway\":true");
-        if (more)
-                BUFFER_PUT_LITERAL(b, ",\"more\":true");
-        buffer_put(b, "}", 2);
+        start = b->len;
+        if (BUFFER_APPEND_LITERAL(b, "{\"method\":") < 0 || buffer_append_quoted(b, method) < 0 ||
+            BUFFER_APPEND_LITERAL(b, ",\"parameters\":") < 0 ||
+            buffer_append_parameters(b, parameters) < 0 ||
+            (oneway && BUFFER_APPEND_LITERAL(b, ",\"oneway\":true") < 0) ||
+            (more && BUFFER_APPEND_LITERAL(b, ",\"more\":true") < 0) || buffer_append(b, "}", 2) < 0)
+                return buffer_abandon(b, start);
         return 0;
 }
 

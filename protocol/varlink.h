@@ -41,8 +41,9 @@ typedef struct VarlinkCall {
 
 /*
  * Parses one call message (msg[0..len), without the NUL). Strict JSON, UTF-8
- * validated, the whole message must be consumed. Returns 0, -ENOMEM (with a
- * NULL reason), or -EBADMSG with a
+ * validated, the whole message must be consumed (protocol/json-codec.h). No
+ * state is kept between messages. Returns 0, -ENOMEM (with a NULL reason),
+ * or -EBADMSG with a
  * static reason in *ret_reason for: invalid JSON, trailing bytes, a non-object,
  * a missing or non-string method, a method name that is not a valid
  * fully-qualified Varlink method name, unknown unprefixed keys (keys containing
@@ -52,15 +53,6 @@ typedef struct VarlinkCall {
  */
 int varlink_call_parse(const char *msg, size_t len, VarlinkCall *ret, const char **ret_reason);
 void varlink_call_done(VarlinkCall *call);
-
-/* The same with a caller-owned tokener from varlink_tokener_new() (free with
- * json_tokener_free()), reset and reused for each message: a server parsing
- * many messages saves json-c's per-parse allocations. Not thread-safe: one
- * tokener per thread. tok NULL: a fresh one for this message. */
-struct json_tokener;
-struct json_tokener *varlink_tokener_new(void);
-int varlink_call_parse_with(struct json_tokener *tok, const char *msg, size_t len, VarlinkCall *ret,
-                            const char **ret_reason);
 
 /* Splits "a.b.c.Method" into interface length (up to the last dot). Returns 0, or -EINVAL for a
  * name outside the UAPI.20 grammar (https://uapi-group.org/specifications/specs/varlink/; the rules
@@ -81,8 +73,11 @@ void varlink_reply_done(VarlinkReply *reply);
 
 /*
  * Formatting. Each appends one whole message including its trailing NUL to a
- * growable byte buffer and returns 0 or -ENOMEM. parameters may be NULL (an
- * empty object is written).
+ * growable byte buffer and returns 0, or -ENOMEM with the buffer holding what
+ * it held before (no partial message; its capacity may have grown).
+ * parameters may be NULL (an empty object is written); its text is what
+ * json_object_to_json_string_ext(JSON_C_TO_STRING_PLAIN |
+ * JSON_C_TO_STRING_NOSLASHESCAPE) gives (protocol/json-codec.h).
  */
 typedef struct VarlinkBuffer {
         char *data;

@@ -1,16 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The strict and flat call parsers compared (see flat-differential.h). The
- * tables are the shapes the daemon's handlers use: the Request method's
- * fields, every kind of field, and subsets with required and optional ones.
+ * The codec's differentials (see flat-differential.h): the strict and flat
+ * call parsers, and the JSON parser and writer against json-c. The tables
+ * are the shapes the daemon's handlers use: the Request method's fields,
+ * every kind of field, and subsets with required and optional ones.
  */
 #include <check.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <json-c/json.h>
 
 #include "flat-differential.h"
+#include "json-codec.h"
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -139,4 +143,182 @@ bool flat_differential(const char *label, const char *msg, size_t len) {
                 varlink_call_done(&call);
         free(copy);
         return rf == 1;
+}
+
+/* ---- the JSON parser and writer against json-c ---- */
+
+bool json_identical(struct json_object *a, struct json_object *b) {
+        enum json_type t = json_object_get_type(a);
+
+        if (t != json_object_get_type(b))
+                return false;
+        switch (t) {
+        case json_type_null:
+                return true;
+        case json_type_boolean:
+                return json_object_get_boolean(a) == json_object_get_boolean(b);
+        case json_type_int:
+                return json_object_get_int64(a) == json_object_get_int64(b) &&
+                       json_object_get_uint64(a) == json_object_get_uint64(b);
+        case json_type_double: {
+                double x = json_object_get_double(a), y = json_object_get_double(b);
+                const char *tx = json_object_get_userdata(a), *ty = json_object_get_userdata(b);
+
+                return memcmp(&x, &y, sizeof(x)) == 0 && !tx == !ty && (!tx || strcmp(tx, ty) == 0);
+        }
+        case json_type_string:
+                return json_object_get_string_len(a) == json_object_get_string_len(b) &&
+                       memcmp(json_object_get_string(a), json_object_get_string(b),
+                              (size_t)json_object_get_string_len(a)) == 0;
+        case json_type_array: {
+                size_t n = json_object_array_length(a);
+
+                if (n != json_object_array_length(b))
+                        return false;
+                for (size_t i = 0; i < n; i++)
+                        if (!json_identical(json_object_array_get_idx(a, i),
+                                            json_object_array_get_idx(b, i)))
+                                return false;
+                return true;
+        }
+        case json_type_object: {
+                struct lh_entry *eb = lh_table_head(json_object_get_object(b));
+
+                if (json_object_object_length(a) != json_object_object_length(b))
+                        return false;
+                json_object_object_foreach(a, key, value) {
+                        if (!eb || strcmp(key, lh_entry_k(eb)) != 0 ||
+                            !json_identical(value, lh_entry_v(eb)))
+                                return false;
+                        eb = lh_entry_next(eb);
+                }
+                return true;
+        }
+        }
+        return false;
+}
+
+void json_writer_differential(const char *label, struct json_object *o) {
+        VarlinkBuffer b = {.len = 0};
+        const char *text;
+        size_t len;
+        int r;
+
+        text = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
+                                                 &len);
+        if (!text)
+                ck_abort_msg("%s: json-c cannot write the value", label);
+        r = json_codec_write(&b, o);
+        if (r < 0 || b.len != len || memcmp(b.data, text, len) != 0)
+                ck_abort_msg("%s: json_codec_write() gave %d '%.*s', json-c '%s'", label, r, (int)b.len,
+                             b.data ? b.data : "", text);
+        varlink_buffer_clear(&b);
+}
+
+/* Members of all objects in the tree. */
+static size_t json_count_members(struct json_object *o) {
+        size_t n = 0;
+
+        if (json_object_is_type(o, json_type_object)) {
+                json_object_object_foreach(o, key, value) {
+                        (void)key;
+                        n += 1 + json_count_members(value);
+                }
+        } else if (json_object_is_type(o, json_type_array)) {
+                size_t k = json_object_array_length(o);
+
+                for (size_t j = 0; j < k; j++)
+                        n += json_count_members(json_object_array_get_idx(o, j));
+        }
+        return n;
+}
+
+/* What varlink.c did before json-codec.c: the lexical check, json-c's
+ * strict tokener over exactly text[0..len) (a bare scalar finished with the
+ * NUL json-c expects), and fewer members in the tree than colons in the
+ * text for a duplicate key. */
+static int json_reference_parse(const char *text, size_t len, struct json_object **ret, bool *ret_duplicate,
+                                const char **ret_reason) {
+        struct json_tokener *tok;
+        struct json_object *o;
+        enum json_tokener_error e;
+        size_t n_members = 0;
+        bool consumed;
+
+        *ret = NULL;
+        *ret_reason = json_codec_scan(text, len, &n_members);
+        if (*ret_reason)
+                return -EBADMSG;
+        tok = json_tokener_new_ex(VARLINK_MAX_DEPTH);
+        if (!tok)
+                ck_abort_msg("json_tokener_new_ex() failed");
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+        o = json_tokener_parse_ex(tok, text, (int)len);
+        e = json_tokener_get_error(tok);
+        consumed = json_tokener_get_parse_end(tok) == len;
+        if (e == json_tokener_continue) {
+                o = json_tokener_parse_ex(tok, "", 1);
+                e = json_tokener_get_error(tok);
+        }
+        json_tokener_free(tok);
+        if (e != json_tokener_success) {
+                *ret_reason = e == json_tokener_error_depth               ? "JSON nested too deeply"
+                              : e == json_tokener_error_parse_utf8_string ? "invalid UTF-8"
+                                                                          : "invalid JSON";
+                return -EBADMSG;
+        }
+        if (!consumed) {
+                json_object_put(o);
+                *ret_reason = "trailing data after JSON object";
+                return -EBADMSG;
+        }
+        *ret_duplicate = json_count_members(o) != n_members;
+        *ret = o;
+        return 0;
+}
+
+/* text as a C string literal, cut at some 300 bytes, for a failure message. */
+static const char *json_escaped(const char *text, size_t len, char *buf, size_t cap) {
+        size_t o = 0;
+
+        for (size_t i = 0; i < len && o + 5 < cap; i++) {
+                unsigned char c = (unsigned char)text[i];
+
+                if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"')
+                        buf[o++] = (char)c;
+                else
+                        o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", c);
+        }
+        buf[o] = '\0';
+        return buf;
+}
+
+bool json_differential(const char *label, const char *text, size_t len) {
+        char esc[1200];
+        struct json_object *ours = NULL, *ref = NULL;
+        const char *ours_reason = "unset", *ref_reason = "unset";
+        bool ours_dup = false, ref_dup = false;
+        int rs, rr;
+
+        rs = json_codec_parse(text, len, VARLINK_MAX_DEPTH, &ours, &ours_dup, &ours_reason);
+        rr = json_reference_parse(text, len, &ref, &ref_dup, &ref_reason);
+        if (rs != rr)
+                ck_abort_msg("%s: json_codec_parse() %d (%s), json-c %d (%s) for \"%s\"", label, rs,
+                             ours_reason ? ours_reason : "-", rr, ref_reason ? ref_reason : "-",
+                             json_escaped(text, len, esc, sizeof(esc)));
+        if (rr < 0) {
+                if (!ours_reason || strcmp(ours_reason, ref_reason) != 0 || ours)
+                        ck_abort_msg("%s: reason '%s', json-c '%s' for \"%s\"", label,
+                                     ours_reason ? ours_reason : "(null)", ref_reason,
+                                     json_escaped(text, len, esc, sizeof(esc)));
+                return false;
+        }
+        if (ours_reason || ours_dup != ref_dup || !json_identical(ours, ref))
+                ck_abort_msg("%s: values differ (duplicate key %d vs %d): '%s' vs json-c '%s' for \"%s\"",
+                             label, ours_dup, ref_dup, json_object_to_json_string(ours),
+                             json_object_to_json_string(ref), json_escaped(text, len, esc, sizeof(esc)));
+        json_writer_differential(label, ours);
+        json_object_put(ours);
+        json_object_put(ref);
+        return true;
 }

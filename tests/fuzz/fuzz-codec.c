@@ -8,9 +8,13 @@
  * It also runs the flat fast path over every frame: when it takes a message,
  * the strict path must accept it with the same method, flags and parameter
  * values, and both parameter validators must agree; when it refuses, the
- * message must be untouched. Every frame is also parsed with one tokener
- * reused across all inputs, as the server does, and must give what a fresh
- * parse gives. Every frame, taken as a name, must be a valid qualified name
+ * message must be untouched. Every frame also goes through the JSON parser
+ * (protocol/json-codec.c) and through json-c 0.16's strict tokener behind the
+ * same lexical check, as varlink.c used it before: both must accept or
+ * refuse it alike, with the same reason and duplicate-key verdict, and give
+ * identical values, which the codec's writer must write as json-c does;
+ * the frame's bytes as a string and as a key must be written as json-c
+ * writes them too. Every frame, taken as a name, must be a valid qualified name
  * for varlink_method_split() exactly when a second, literal reading of the
  * UAPI.20 grammar says so, and taken as an allocation identifier it must
  * parse exactly when it is 16 lower-case hex digits, and format back to
@@ -27,6 +31,7 @@
 #include <json-c/json.h>
 
 #include "allocation-id.h"
+#include "json-codec.h"
 #include "varlink.h"
 
 /* Well below libFuzzer's default -max_len of 4096, so that inputs reach the
@@ -196,29 +201,166 @@ static void fuzz_flat(const char *msg, size_t len) {
         free(copy);
 }
 
-/* One tokener for the whole run, reset for each message like the server's. */
-static struct json_tokener *fuzz_tokener;
+/* ---- the JSON parser and writer against json-c ---- */
 
-/* varlink_call_parse_with() on the shared tokener against the fresh parse's result. */
-static void fuzz_reused_tokener(const char *msg, size_t len, int r, const VarlinkCall *call,
-                                const char *reason) {
-        const char *again_reason = NULL;
-        VarlinkCall again;
+/* Same type and value through every getter, members in order (see
+ * json_identical() in tests/common/flat-differential.c). */
+static bool fuzz_json_identical(struct json_object *a, struct json_object *b) {
+        enum json_type t = json_object_get_type(a);
 
-        if (!fuzz_tokener && !(fuzz_tokener = varlink_tokener_new()))
+        if (t != json_object_get_type(b))
+                return false;
+        switch (t) {
+        case json_type_null:
+                return true;
+        case json_type_boolean:
+                return json_object_get_boolean(a) == json_object_get_boolean(b);
+        case json_type_int:
+                return json_object_get_int64(a) == json_object_get_int64(b) &&
+                       json_object_get_uint64(a) == json_object_get_uint64(b);
+        case json_type_double: {
+                double x = json_object_get_double(a), y = json_object_get_double(b);
+                const char *tx = json_object_get_userdata(a), *ty = json_object_get_userdata(b);
+
+                return memcmp(&x, &y, sizeof(x)) == 0 && !tx == !ty && (!tx || strcmp(tx, ty) == 0);
+        }
+        case json_type_string:
+                return json_object_get_string_len(a) == json_object_get_string_len(b) &&
+                       memcmp(json_object_get_string(a), json_object_get_string(b),
+                              (size_t)json_object_get_string_len(a)) == 0;
+        case json_type_array: {
+                size_t n = json_object_array_length(a);
+
+                if (n != json_object_array_length(b))
+                        return false;
+                for (size_t i = 0; i < n; i++)
+                        if (!fuzz_json_identical(json_object_array_get_idx(a, i),
+                                                 json_object_array_get_idx(b, i)))
+                                return false;
+                return true;
+        }
+        case json_type_object: {
+                struct lh_entry *eb = lh_table_head(json_object_get_object(b));
+
+                if (json_object_object_length(a) != json_object_object_length(b))
+                        return false;
+                json_object_object_foreach(a, key, value) {
+                        if (!eb || strcmp(key, lh_entry_k(eb)) != 0 ||
+                            !fuzz_json_identical(value, lh_entry_v(eb)))
+                                return false;
+                        eb = lh_entry_next(eb);
+                }
+                return true;
+        }
+        }
+        return false;
+}
+
+/* json_codec_write() and json-c's writer give the same bytes for o. */
+static void fuzz_json_write(struct json_object *o) {
+        VarlinkBuffer b = {};
+        const char *text;
+        size_t len;
+
+        text = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
+                                                 &len);
+        if (!text || json_codec_write(&b, o) < 0 || b.len != len || memcmp(b.data, text, len) != 0)
                 abort();
-        if (varlink_call_parse_with(fuzz_tokener, msg, len, &again, &again_reason) != r)
+        varlink_buffer_clear(&b);
+}
+
+static size_t fuzz_json_count_members(struct json_object *o) {
+        size_t n = 0;
+
+        if (json_object_is_type(o, json_type_object)) {
+                json_object_object_foreach(o, key, value) {
+                        (void)key;
+                        n += 1 + fuzz_json_count_members(value);
+                }
+        } else if (json_object_is_type(o, json_type_array))
+                for (size_t j = 0; j < json_object_array_length(o); j++)
+                        n += fuzz_json_count_members(json_object_array_get_idx(o, j));
+        return n;
+}
+
+/* varlink.c before json-codec.c: the lexical check, json-c's strict
+ * tokener finished with a NUL, the member count for duplicates. */
+static int fuzz_json_reference(const char *msg, size_t len, struct json_object **ret, bool *ret_duplicate,
+                               const char **ret_reason) {
+        struct json_tokener *tok;
+        struct json_object *o;
+        enum json_tokener_error e;
+        size_t n_members = 0;
+        bool consumed;
+
+        *ret = NULL;
+        *ret_reason = json_codec_scan(msg, len, &n_members);
+        if (*ret_reason)
+                return -EBADMSG;
+        tok = json_tokener_new_ex(VARLINK_MAX_DEPTH);
+        if (!tok)
+                abort();
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+        o = json_tokener_parse_ex(tok, msg, (int)len);
+        e = json_tokener_get_error(tok);
+        consumed = json_tokener_get_parse_end(tok) == len;
+        if (e == json_tokener_continue) {
+                o = json_tokener_parse_ex(tok, "", 1);
+                e = json_tokener_get_error(tok);
+        }
+        json_tokener_free(tok);
+        if (e != json_tokener_success) {
+                *ret_reason = e == json_tokener_error_depth               ? "JSON nested too deeply"
+                              : e == json_tokener_error_parse_utf8_string ? "invalid UTF-8"
+                                                                          : "invalid JSON";
+                return -EBADMSG;
+        }
+        if (!consumed) {
+                json_object_put(o);
+                *ret_reason = "trailing data after JSON object";
+                return -EBADMSG;
+        }
+        *ret_duplicate = fuzz_json_count_members(o) != n_members;
+        *ret = o;
+        return 0;
+}
+
+static void fuzz_json(const char *msg, size_t len) {
+        struct json_object *ours = NULL, *ref = NULL, *s, *k;
+        const char *ours_reason = NULL, *ref_reason = NULL;
+        bool ours_dup = false, ref_dup = false;
+        char *key;
+        int r;
+
+        r = json_codec_parse(msg, len, VARLINK_MAX_DEPTH, &ours, &ours_dup, &ours_reason);
+        if (r != fuzz_json_reference(msg, len, &ref, &ref_dup, &ref_reason))
                 abort();
         if (r < 0) {
-                if (!again_reason || strcmp(again_reason, reason) != 0)
+                if (ours || !ours_reason || strcmp(ours_reason, ref_reason) != 0)
                         abort();
-                return;
+        } else {
+                if (ours_reason || ours_dup != ref_dup || !fuzz_json_identical(ours, ref))
+                        abort();
+                fuzz_json_write(ours);
         }
-        if (strcmp(again.method, call->method) != 0 || again.oneway != call->oneway ||
-            again.more != call->more || again.upgrade != call->upgrade ||
-            !json_object_equal(again.parameters, call->parameters))
+        json_object_put(ours);
+        json_object_put(ref);
+
+        /* Any bytes as a string, and up to the first NUL as a key. */
+        s = json_object_new_string_len(msg, (int)len);
+        k = json_object_new_object();
+        key = malloc(len + 1);
+        if (!s || !k || !key)
                 abort();
-        varlink_call_done(&again);
+        memcpy(key, msg, len);
+        key[len] = '\0';
+        if (json_object_object_add(k, key, json_object_get(s)) < 0)
+                abort();
+        fuzz_json_write(s);
+        fuzz_json_write(k);
+        free(key);
+        json_object_put(s);
+        json_object_put(k);
 }
 
 static bool fuzz_alpha(char c) {
@@ -302,7 +444,6 @@ static void fuzz_frame(const char *msg, size_t len) {
 
         reason = NULL;
         r = varlink_call_parse(msg, len, &call, &reason);
-        fuzz_reused_tokener(msg, len, r, &call, reason);
         if (r == 0) {
                 size_t interface_len;
 
@@ -328,6 +469,7 @@ static void fuzz_frame(const char *msg, size_t len) {
         } else if (!reason)
                 abort();
         fuzz_flat(msg, len);
+        fuzz_json(msg, len);
         fuzz_strings(msg, len);
 }
 
