@@ -187,8 +187,8 @@ static int message_parse(const char *buf, size_t len, Config *ret, char **ret_er
 /* How the child ended, for the error message. */
 static void describe_end(int status, char buf[static 64]) {
         if (WIFSIGNALED(status))
-                snprintf(buf, 64, "was killed by signal %d (%s)", WTERMSIG(status),
-                         strsignal(WTERMSIG(status)));
+                snprintf(buf, 64, "was killed by signal %d (SIG%s)", WTERMSIG(status),
+                         sigabbrev_np(WTERMSIG(status)) ?: "?");
         else
                 snprintf(buf, 64, "exited with status %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }

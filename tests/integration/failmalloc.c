@@ -208,12 +208,23 @@ static void arm_cb(int sig) {
 }
 
 static void crash_cb(int sig) {
-        static const char head[] = "failmalloc: fatal signal; backtrace (addr2line -f -e BINARY OFFSET):\n";
+        static const char head[] = "failmalloc: fatal signal in pid ",
+                          tail[] = "; backtrace (addr2line -f -e BINARY OFFSET):\n";
+        char digits[16], *d = digits + sizeof(digits);
         void *frames[64];
+        unsigned pid = (unsigned)getpid();
         int n;
 
         armed = 0;
+        /* The pid tells the daemon from a child of it (the configuration
+         * parser of a reload), whose crash the daemon survives by design. */
+        do {
+                *--d = (char)('0' + pid % 10);
+                pid /= 10;
+        } while (pid);
         (void)!write(STDERR_FILENO, head, sizeof(head) - 1);
+        (void)!write(STDERR_FILENO, d, (size_t)(digits + sizeof(digits) - d));
+        (void)!write(STDERR_FILENO, tail, sizeof(tail) - 1);
         n = backtrace(frames, 64);
         backtrace_symbols_fd(frames, n, STDERR_FILENO);
         /* SA_RESETHAND restored the default action: die of the same signal. */
