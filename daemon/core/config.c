@@ -580,6 +580,8 @@ static int apply_log_level(Context *ctx, const Setting *s, const config_setting_
         if (!check_type(ctx, cs, path, false, CONFIG_TYPE_STRING, "a string"))
                 return -EINVAL;
         v = config_setting_get_string(cs);
+        if (!v)
+                return -ENOMEM; /* libconfig could not copy it */
         for (size_t i = 0; i < ELEMENTSOF(log_level_names); i++)
                 if (log_level_names[i] && strcmp(v, log_level_names[i]) == 0) {
                         *(LogLevel *)field(ctx->config, s) = (LogLevel)i;
@@ -599,6 +601,8 @@ static int apply_socket(Context *ctx, const Setting *s, const config_setting_t *
         if (!check_type(ctx, cs, path, false, CONFIG_TYPE_STRING, "a string"))
                 return -EINVAL;
         v = config_setting_get_string(cs);
+        if (!v)
+                return -ENOMEM; /* libconfig could not copy it */
         quote(v, q);
         if (v[0] != '/') {
                 errors_add(ctx->errors, line, "%s must be an absolute path, got '%s'", path, q);
@@ -676,9 +680,15 @@ static bool is_group_name(const char *name) {
 static int walk_group(Context *ctx, const config_setting_t *group, const char *group_name) {
         for (int i = 0; i < config_setting_length(group); i++) {
                 const config_setting_t *cs = config_setting_get_elem(group, (unsigned)i);
-                const char *name = config_setting_name(cs);
-                unsigned line = config_setting_source_line(cs);
+                const char *name = cs ? config_setting_name(cs) : NULL;
+                unsigned line;
                 int index;
+
+                /* libconfig 1.5 leaves a setting nameless when copying its name
+                 * failed: out of memory, not a configuration error. */
+                if (!name)
+                        return -ENOMEM;
+                line = config_setting_source_line(cs);
 
                 if (!group_name && is_group_name(name)) {
                         if (!check_type(ctx, cs, name, false, CONFIG_TYPE_GROUP, "a group"))

@@ -167,11 +167,11 @@ static void assert_log_clean(const TestDaemon *d, const char *what) {
 
         ck_assert_msg(log, "%s: cannot read %s", what, d->log_path);
         for (size_t i = 0; i < ELEMENTSOF(marks); i++)
-                ck_assert_msg(!strstr(log, marks[i]), "%s: the daemon's log shows '%s':\n%s", what, marks[i],
-                              strstr(log, marks[i]));
+                ck_assert_msg(!strstr(log, marks[i]), "%s: the daemon's log shows '%s':\n%.2000s", what,
+                              marks[i], strstr(log, marks[i]));
         for (const char *p = strstr(log, crash); p; p = strstr(p + 1, crash))
-                ck_assert_msg(atoi(p + strlen(crash)) != (int)d->pid, "%s: the daemon crashed:\n%s", what,
-                              p);
+                ck_assert_msg(atoi(p + strlen(crash)) != (int)d->pid, "%s: the daemon crashed:\n%.2000s",
+                              what, p);
         free(log);
 }
 
