@@ -28,7 +28,7 @@ typedef struct TbCheckShared {
 
 static TbCheckShared *shared;
 
-static void record(bool part, const char *fmt, va_list ap) {
+__attribute__((format(printf, 2, 0))) static void record(bool part, const char *fmt, va_list ap) {
         const char *test = tcase_name();
         char reason[512];
         int n;
