@@ -47,14 +47,12 @@
 #endif
 #endif
 
-#if defined(__SANITIZE_ADDRESS__)
-/* ASan's allocator under its interceptors' names (malloc itself is ours). */
-void *__interceptor_malloc(size_t size);
-void *__interceptor_calloc(size_t n, size_t size);
-void *__interceptor_realloc(void *p, size_t size);
-void __interceptor_free(void *p);
-#define REAL(f) __interceptor_##f
-#else
+/* Under AddressSanitizer the allocator is ASan's: replacing it there crashed
+ * ASan's own start-up in some builds (its dlsym runs our calloc before it is
+ * ready), so the allocation-failure tests run in the other builds only and
+ * skip here; ASan still checks every other test for memory errors. */
+#if !defined(__SANITIZE_ADDRESS__)
+#define TEST_JSON_INTERPOSE 1
 /* glibc's allocator under the names it exports for this (GLIBC_2.2.5). */
 void *__libc_malloc(size_t size);
 void *__libc_calloc(size_t n, size_t size);
@@ -85,7 +83,7 @@ static unsigned long fa_disarm(void) {
         return fa.n;
 }
 
-static bool fa_fail(void) {
+static __attribute__((unused)) bool fa_fail(void) {
         unsigned long n;
 
         if (!fa.armed)
@@ -98,6 +96,7 @@ static bool fa_fail(void) {
         return true;
 }
 
+#if TEST_JSON_INTERPOSE
 void *malloc(size_t size) {
         void *p = fa_fail() ? NULL : REAL(malloc)(size);
 
@@ -152,6 +151,7 @@ char *strndup(const char *s, size_t max) {
         }
         return p;
 }
+#endif
 
 /* ---- helpers ---- */
 
@@ -793,6 +793,10 @@ static void oom_parse(const char *label, const char *text, OomTally *t) {
 }
 
 START_TEST(test_oom_parse) {
+#if !TEST_JSON_INTERPOSE
+        tb_check_skip("allocation failures are injected only without AddressSanitizer");
+        return;
+#endif
         OomTally t = {};
         char *long_doc = oom_long_document();
 
@@ -862,6 +866,10 @@ static void oom_message(const char *label, const char *msg, bool call, OomTally 
 }
 
 START_TEST(test_oom_messages) {
+#if !TEST_JSON_INTERPOSE
+        tb_check_skip("allocation failures are injected only without AddressSanitizer");
+        return;
+#endif
         OomTally t = {};
 
         oom_message("call", oom_documents[0], true, &t);
@@ -983,6 +991,10 @@ static void oom_write(const char *label, struct json_object *p, OomTally *t) {
 }
 
 START_TEST(test_oom_write) {
+#if !TEST_JSON_INTERPOSE
+        tb_check_skip("allocation failures are injected only without AddressSanitizer");
+        return;
+#endif
         struct json_object *small = json_object_new_object(), *big = status_parameters(400);
         OomTally t = {};
 
