@@ -229,6 +229,10 @@ int config_load_file_isolated(const char *path, Config *ret, char **ret_errors) 
                 return r;
         if (r >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
                 r = message_parse(buf, len, ret, ret_errors);
+                /* A parser that failed without a word ran out of memory. */
+                if (r < 0 && r != -EPROTO && !*ret_errors &&
+                    asprintf(ret_errors, "%s: cannot parse: %s\n", path, strerror(-r)) < 0)
+                        *ret_errors = NULL;
                 if (r != -EPROTO)
                         return r;
         }
