@@ -40,6 +40,7 @@
 #include "tb-config.h"
 #endif
 #include "macro.h"
+#include "json-codec.h"
 #include "time-util.h"
 #include "tokenbudget.h"
 #include "utf8.h"
@@ -458,15 +459,24 @@ static int call_check(tb_client *c, const char *method, const char *parameters_j
                 return client_fail(c, -EINVAL, "invalid argument: '%s' is not a Varlink method name",
                                    method ? method : "(null)");
         if (parameters_json) {
-                enum json_tokener_error e;
-                json_object *params = json_tokener_parse_verbose(parameters_json, &e);
+                /* The codec's parser, not json-c's tokener: json-c 0.16's crashes
+                 * when malloc fails, and it is the daemon's grammar. */
+                const char *reason = NULL;
+                json_object *params = NULL;
+                bool duplicate = false;
+                int r = json_codec_parse(parameters_json, strlen(parameters_json), VARLINK_MAX_DEPTH,
+                                         &params, &duplicate, &reason);
 
-                if (!json_object_is_type(params, json_type_object)) {
+                if (r == -ENOMEM)
+                        return client_fail(c, r, "out of memory parsing the parameters of %s", method);
+                if (r < 0 || !json_object_is_type(params, json_type_object) || duplicate) {
                         json_object_put(params);
                         return client_fail(c, -EINVAL,
                                            "invalid argument: parameters of %s are not a JSON object%s%s",
-                                           method, e != json_tokener_success ? ": " : "",
-                                           e != json_tokener_success ? json_tokener_error_desc(e) : "");
+                                           method, r < 0 || duplicate ? ": " : "",
+                                           r < 0       ? reason
+                                           : duplicate ? "a key is given twice"
+                                                       : "");
                 }
                 *ret = params;
         }

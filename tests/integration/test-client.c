@@ -265,6 +265,34 @@ static int queued_deadline(const char *path, uint64_t timeout_usec, uint64_t *re
         return r;
 }
 
+/* tb_call()'s parameter text is parsed by the codec's own parser (the
+ * daemon's grammar), and refused before anything is sent. */
+START_TEST(test_call_bad_parameters) {
+        static const struct {
+                const char *text, *want;
+        } rows[] = {
+                {"[1]", "not a JSON object"},
+                {"{", "invalid JSON"},
+                {"{\"a\":1,\"a\":2}", "a key is given twice"},
+                {"{\"a\":\"\xff\"}", "invalid UTF-8"},
+                {"{\"a\":1} x", "trailing"},
+        };
+        TestDaemon *d = harness_daemon_start("");
+        tb_client *c = harness_client(d);
+
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+                int r = tb_call(c, "org.varlink.service.GetInfo", rows[i].text, NULL);
+                ck_assert_msg(r == -EINVAL && strstr(tb_client_error(c), rows[i].want),
+                              "row %zu (%s): %d '%s', want -EINVAL with '%s'", i, rows[i].text, r,
+                              tb_client_error(c), rows[i].want);
+        }
+        /* Nothing went out: the connection still answers in order. */
+        ck_assert_int_eq(tb_call(c, "org.varlink.service.GetInfo", "{}", NULL), 0);
+        tb_client_close(c);
+        harness_daemon_stop(d);
+}
+END_TEST
+
 START_TEST(test_timeout_usec) {
         static const struct {
                 uint64_t set_usec, want_usec; /* want TB_USEC_INFINITY: no deadline */
@@ -904,6 +932,7 @@ static Suite *client_suite(void) {
         tcase_add_test(tc, test_timeout);
         tcase_add_test(tc, test_timeout_usec);
         tcase_add_test(tc, test_error_mapping);
+        tcase_add_test(tc, test_call_bad_parameters);
         suite_add_tcase(s, tc);
         tc = harness_tcase("growth", 30);
         tcase_add_test(tc, test_zero_is_not_sent);
