@@ -15,6 +15,7 @@
 
 #include "flat-differential.h"
 #include "json-codec.h"
+#include "json-oracle.h"
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -215,68 +216,6 @@ void json_writer_differential(const char *label, struct json_object *o) {
         varlink_buffer_clear(&b);
 }
 
-/* Members of all objects in the tree. */
-static size_t json_count_members(struct json_object *o) {
-        size_t n = 0;
-
-        if (json_object_is_type(o, json_type_object)) {
-                json_object_object_foreach(o, key, value) {
-                        (void)key;
-                        n += 1 + json_count_members(value);
-                }
-        } else if (json_object_is_type(o, json_type_array)) {
-                size_t k = json_object_array_length(o);
-
-                for (size_t j = 0; j < k; j++)
-                        n += json_count_members(json_object_array_get_idx(o, j));
-        }
-        return n;
-}
-
-/* What varlink.c did before json-codec.c: the lexical check, json-c's
- * strict tokener over exactly text[0..len) (a bare scalar finished with the
- * NUL json-c expects), and fewer members in the tree than colons in the
- * text for a duplicate key. */
-static int json_reference_parse(const char *text, size_t len, struct json_object **ret, bool *ret_duplicate,
-                                const char **ret_reason) {
-        struct json_tokener *tok;
-        struct json_object *o;
-        enum json_tokener_error e;
-        size_t n_members = 0;
-        bool consumed;
-
-        *ret = NULL;
-        *ret_reason = json_codec_scan(text, len, &n_members);
-        if (*ret_reason)
-                return -EBADMSG;
-        tok = json_tokener_new_ex(VARLINK_MAX_DEPTH);
-        if (!tok)
-                ck_abort_msg("json_tokener_new_ex() failed");
-        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-        o = json_tokener_parse_ex(tok, text, (int)len);
-        e = json_tokener_get_error(tok);
-        consumed = json_tokener_get_parse_end(tok) == len;
-        if (e == json_tokener_continue) {
-                o = json_tokener_parse_ex(tok, "", 1);
-                e = json_tokener_get_error(tok);
-        }
-        json_tokener_free(tok);
-        if (e != json_tokener_success) {
-                *ret_reason = e == json_tokener_error_depth               ? "JSON nested too deeply"
-                              : e == json_tokener_error_parse_utf8_string ? "invalid UTF-8"
-                                                                          : "invalid JSON";
-                return -EBADMSG;
-        }
-        if (!consumed) {
-                json_object_put(o);
-                *ret_reason = "trailing data after JSON object";
-                return -EBADMSG;
-        }
-        *ret_duplicate = json_count_members(o) != n_members;
-        *ret = o;
-        return 0;
-}
-
 /* text as a C string literal, cut at some 300 bytes, for a failure message. */
 static const char *json_escaped(const char *text, size_t len, char *buf, size_t cap) {
         size_t o = 0;
@@ -301,7 +240,7 @@ bool json_differential(const char *label, const char *text, size_t len) {
         int rs, rr;
 
         rs = json_codec_parse(text, len, VARLINK_MAX_DEPTH, &ours, &ours_dup, &ours_reason);
-        rr = json_reference_parse(text, len, &ref, &ref_dup, &ref_reason);
+        rr = json_oracle_parse(text, len, &ref, &ref_dup, &ref_reason);
         if (rs != rr)
                 ck_abort_msg("%s: json_codec_parse() %d (%s), json-c %d (%s) for \"%s\"", label, rs,
                              ours_reason ? ours_reason : "-", rr, ref_reason ? ref_reason : "-",

@@ -32,6 +32,7 @@
 
 #include "allocation-id.h"
 #include "json-codec.h"
+#include "json-oracle.h"
 #include "varlink.h"
 
 /* Well below libFuzzer's default -max_len of 4096, so that inputs reach the
@@ -269,62 +270,6 @@ static void fuzz_json_write(struct json_object *o) {
         varlink_buffer_clear(&b);
 }
 
-static size_t fuzz_json_count_members(struct json_object *o) {
-        size_t n = 0;
-
-        if (json_object_is_type(o, json_type_object)) {
-                json_object_object_foreach(o, key, value) {
-                        (void)key;
-                        n += 1 + fuzz_json_count_members(value);
-                }
-        } else if (json_object_is_type(o, json_type_array))
-                for (size_t j = 0; j < json_object_array_length(o); j++)
-                        n += fuzz_json_count_members(json_object_array_get_idx(o, j));
-        return n;
-}
-
-/* varlink.c before json-codec.c: the lexical check, json-c's strict
- * tokener finished with a NUL, the member count for duplicates. */
-static int fuzz_json_reference(const char *msg, size_t len, struct json_object **ret, bool *ret_duplicate,
-                               const char **ret_reason) {
-        struct json_tokener *tok;
-        struct json_object *o;
-        enum json_tokener_error e;
-        size_t n_members = 0;
-        bool consumed;
-
-        *ret = NULL;
-        *ret_reason = json_codec_scan(msg, len, &n_members);
-        if (*ret_reason)
-                return -EBADMSG;
-        tok = json_tokener_new_ex(VARLINK_MAX_DEPTH);
-        if (!tok)
-                abort();
-        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-        o = json_tokener_parse_ex(tok, msg, (int)len);
-        e = json_tokener_get_error(tok);
-        consumed = json_tokener_get_parse_end(tok) == len;
-        if (e == json_tokener_continue) {
-                o = json_tokener_parse_ex(tok, "", 1);
-                e = json_tokener_get_error(tok);
-        }
-        json_tokener_free(tok);
-        if (e != json_tokener_success) {
-                *ret_reason = e == json_tokener_error_depth               ? "JSON nested too deeply"
-                              : e == json_tokener_error_parse_utf8_string ? "invalid UTF-8"
-                                                                          : "invalid JSON";
-                return -EBADMSG;
-        }
-        if (!consumed) {
-                json_object_put(o);
-                *ret_reason = "trailing data after JSON object";
-                return -EBADMSG;
-        }
-        *ret_duplicate = fuzz_json_count_members(o) != n_members;
-        *ret = o;
-        return 0;
-}
-
 static void fuzz_json(const char *msg, size_t len) {
         struct json_object *ours = NULL, *ref = NULL, *s, *k;
         const char *ours_reason = NULL, *ref_reason = NULL;
@@ -333,7 +278,7 @@ static void fuzz_json(const char *msg, size_t len) {
         int r;
 
         r = json_codec_parse(msg, len, VARLINK_MAX_DEPTH, &ours, &ours_dup, &ours_reason);
-        if (r != fuzz_json_reference(msg, len, &ref, &ref_dup, &ref_reason))
+        if (r != json_oracle_parse(msg, len, &ref, &ref_dup, &ref_reason))
                 abort();
         if (r < 0) {
                 if (ours || !ours_reason || strcmp(ours_reason, ref_reason) != 0)

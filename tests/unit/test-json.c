@@ -33,6 +33,7 @@
 #include <json-c/json.h>
 
 #include "json-codec.h"
+#include "json-oracle.h"
 #include "tb-check.h"
 #include "varlink.h"
 
@@ -183,39 +184,6 @@ static bool same_value(struct json_object *a, struct json_object *b) {
         return same;
 }
 
-/* json-c's strict tokener, configured as the codec had it. */
-static int jsonc_parse(const char *text, size_t len, struct json_object **ret, const char **ret_reason) {
-        struct json_tokener *tok = json_tokener_new_ex(VARLINK_MAX_DEPTH);
-        enum json_tokener_error e;
-        struct json_object *o;
-        bool consumed;
-
-        ck_assert_ptr_nonnull(tok);
-        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-        o = json_tokener_parse_ex(tok, text, (int)len);
-        e = json_tokener_get_error(tok);
-        consumed = json_tokener_get_parse_end(tok) == len;
-        if (e == json_tokener_continue) {
-                o = json_tokener_parse_ex(tok, "", 1);
-                e = json_tokener_get_error(tok);
-        }
-        json_tokener_free(tok);
-        *ret = NULL;
-        if (e != json_tokener_success) {
-                *ret_reason = e == json_tokener_error_depth               ? "JSON nested too deeply"
-                              : e == json_tokener_error_parse_utf8_string ? "invalid UTF-8"
-                                                                          : "invalid JSON";
-                return -EBADMSG;
-        }
-        if (!consumed) {
-                json_object_put(o);
-                *ret_reason = "trailing data after JSON object";
-                return -EBADMSG;
-        }
-        *ret = o;
-        return 0;
-}
-
 /* ---- parsing ---- */
 
 typedef struct ParseRow {
@@ -251,7 +219,7 @@ static void check_parse_rows(const ParseRow *rows, size_t n) {
                 }
                 /* json-c, behind the lexical check, gives the same. */
                 if (!json_codec_scan(row->text, row->len, NULL)) {
-                        rr = jsonc_parse(row->text, row->len, &ref, &ref_reason);
+                        rr = json_oracle_tokener(row->text, row->len, &ref, &ref_reason);
                         ck_assert_msg(rr == r, "row %zu: json-c %d (%s)", i, rr,
                                       ref_reason ? ref_reason : "-");
                         if (r < 0)
@@ -508,7 +476,7 @@ START_TEST(test_parse_depth) {
                         ck_assert_msg(r == 0, "row %zu: got %d (%s)", i, r, reason);
                 /* json-c agrees, at its depth */
                 if (rows[i].max_depth == VARLINK_MAX_DEPTH) {
-                        int rr = jsonc_parse(text, strlen(text), &ref, &ref_reason);
+                        int rr = json_oracle_tokener(text, strlen(text), &ref, &ref_reason);
 
                         ck_assert_msg(rr == r && (r == 0 || strcmp(reason, ref_reason) == 0),
                                       "row %zu: json-c %d (%s)", i, rr, ref_reason ? ref_reason : "-");
@@ -546,7 +514,7 @@ START_TEST(test_parse_large) {
         ck_assert_int_eq(json_codec_parse(text, len, VARLINK_MAX_DEPTH, &o, &dup, &reason), 0);
         ck_assert(!dup);
         ck_assert_int_eq(json_object_object_length(o), 302);
-        ck_assert_int_eq(jsonc_parse(text, len, &ref, &reason), 0);
+        ck_assert_int_eq(json_oracle_tokener(text, len, &ref, &reason), 0);
         ck_assert(same_value(o, ref));
         w = written(o);
         ck_assert_str_eq(w, json_object_to_json_string_ext(ref, JSON_C_TO_STRING_PLAIN |
