@@ -36,10 +36,13 @@ typedef struct Fixture {
         unsigned n_now, n_later, n_commits, n_cancelled, n_disconnected;
         int bytes_at_commit;    /* FIONREAD on the client at the last commit, -1 before */
         bool nothing_to_commit; /* commit_pending says no: replies leave at once */
+        bool with_cancel;       /* Later defers with cancel_cb, as a queue would */
         Call *later[MAX_LATER];
         int64_t later_n[MAX_LATER];
         size_t n_pending;
 } Fixture;
+
+static void cancel_cb(Call *call, void *userdata);
 
 static int handle(Fixture *f, Call *call, const char *method, int64_t n) {
         if (strcmp(method, "org.example.test.Now") == 0) {
@@ -50,7 +53,7 @@ static int handle(Fixture *f, Call *call, const char *method, int64_t n) {
                 f->n_later++;
                 ck_assert_uint_lt(f->n_pending, MAX_LATER);
                 f->later_n[f->n_pending] = n;
-                f->later[f->n_pending] = call_defer(call, NULL, NULL);
+                f->later[f->n_pending] = call_defer(call, f->with_cancel ? cancel_cb : NULL, f);
                 ck_assert_ptr_nonnull(f->later[f->n_pending]);
                 f->n_pending++;
                 return 0;
@@ -269,34 +272,14 @@ START_TEST(test_deferred_keeps_order) {
 }
 END_TEST
 
-/* A handler that defers with a cancel callback; the peer closes first. */
-static int handle_with_cancel(void *userdata, Call *call, const VarlinkFlatCall *m, uint64_t now) {
-        Fixture *f = userdata;
-
-        f->n_later++;
-        f->later[f->n_pending++] = call_defer(call, cancel_cb, f);
-        return 0;
-}
-
+/* A deferral with a cancel callback; the peer closes first. */
 START_TEST(test_cancel_exactly_once) {
         static const char *const calls[] = {
                 "{\"method\":\"org.example.test.Later\",\"parameters\":{\"n\":1}}"};
-        PeerSetOps cancel_ops = ops;
-        PeerSetLimits limits = {.max_message_bytes = 65536,
-                                .max_output_bytes = 1 << 20,
-                                .max_output_bytes_per_uid = 1 << 22,
-                                .log_interval_usec = 1000000,
-                                .log_burst = 10};
-        Identity id = {.pid = getpid(), .uid = getuid(), .comm = "test-peer"};
-        int fds[2];
-        Fixture f = {.bytes_at_commit = -1};
+        Fixture f;
 
-        cancel_ops.handle_flat_call = handle_with_cancel;
-        f.base = event_base_new();
-        f.set = peer_set_new(f.base, &limits, &cancel_ops, &f);
-        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
-        f.client_fd = fds[1];
-        ck_assert_int_eq(peer_set_add(f.set, fds[0], &id, NULL, 0), 0);
+        fixture_init(&f);
+        f.with_cancel = true;
         send_calls(&f, calls, 1);
         turn(&f);
         ck_assert_uint_eq(f.n_pending, 1);
@@ -313,8 +296,7 @@ START_TEST(test_cancel_exactly_once) {
         f.set = peer_set_free(f.set);
         ck_assert_uint_eq(f.n_cancelled, 1);
         ck_assert_uint_eq(f.n_disconnected, 1);
-        call_unref(f.later[0]);
-        event_base_free(f.base);
+        fixture_done(&f);
 }
 END_TEST
 
@@ -322,30 +304,16 @@ END_TEST
 START_TEST(test_free_cancels_pending) {
         static const char *const calls[] = {
                 "{\"method\":\"org.example.test.Later\",\"parameters\":{\"n\":1}}"};
-        PeerSetOps cancel_ops = ops;
-        PeerSetLimits limits = {.max_message_bytes = 65536,
-                                .max_output_bytes = 1 << 20,
-                                .max_output_bytes_per_uid = 1 << 22,
-                                .log_interval_usec = 1000000,
-                                .log_burst = 10};
-        Identity id = {.pid = getpid(), .uid = getuid(), .comm = "test-peer"};
-        int fds[2];
-        Fixture f = {.bytes_at_commit = -1};
+        Fixture f;
 
-        cancel_ops.handle_flat_call = handle_with_cancel;
-        f.base = event_base_new();
-        f.set = peer_set_new(f.base, &limits, &cancel_ops, &f);
-        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
-        f.client_fd = fds[1];
-        ck_assert_int_eq(peer_set_add(f.set, fds[0], &id, NULL, 0), 0);
+        fixture_init(&f);
+        f.with_cancel = true;
         send_calls(&f, calls, 1);
         turn(&f);
         f.set = peer_set_free(f.set);
         ck_assert_uint_eq(f.n_cancelled, 1);
         ck_assert_uint_eq(f.n_disconnected, 1);
-        call_unref(f.later[0]);
-        close(f.client_fd);
-        event_base_free(f.base);
+        fixture_done(&f);
 }
 END_TEST
 
