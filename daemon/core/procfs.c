@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
+/* Parsers for /proc/PID/stat and /proc/PID/cgroup text (see procfs.h). */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,4 +63,89 @@ int procfs_parse_stat(const char *text, size_t len, char ret_comm[PROCFS_COMM_MA
         errno = 0;
         *ret_start_time = strtoull(buf, NULL, 10);
         return errno == ERANGE ? -EINVAL : 0;
+}
+
+typedef struct CgroupLine {
+        const char *path;
+        size_t len;
+} CgroupLine;
+
+/* Whether the comma-separated list of n bytes at s has the word "name=systemd". */
+static bool has_systemd_controller(const char *s, size_t n) {
+        static const char word[] = "name=systemd";
+        const size_t m = sizeof(word) - 1;
+
+        for (size_t i = 0; i <= n;) {
+                const char *comma = memchr(s + i, ',', n - i);
+                size_t len = comma ? (size_t)(comma - (s + i)) : n - i;
+
+                if (len == m && memcmp(s + i, word, m) == 0)
+                        return true;
+                if (!comma)
+                        break;
+                i += len + 1;
+        }
+        return false;
+}
+
+/* One line, without its newline: "ID:CONTROLLERS:PATH". Sets *unified or
+ * *legacy (the first of each) when it is that line. */
+static void cgroup_line(const char *s, size_t n, CgroupLine *unified, CgroupLine *legacy) {
+        static const char deleted[] = " (deleted)";
+        const char *c1, *c2, *path;
+        size_t len;
+
+        c1 = memchr(s, ':', n);
+        if (!c1)
+                return;
+        c2 = memchr(c1 + 1, ':', n - (size_t)(c1 + 1 - s));
+        if (!c2)
+                return;
+        path = c2 + 1;
+        len = n - (size_t)(path - s);
+        if (memchr(path, 0, len))
+                return;
+        /* cg_pid_get_path(): the cgroup of a zombie whose cgroup is gone. */
+        if (len >= sizeof(deleted) - 1 &&
+            memcmp(path + len - (sizeof(deleted) - 1), deleted, sizeof(deleted) - 1) == 0)
+                len -= sizeof(deleted) - 1;
+        if (len > 0 && path[0] != '/')
+                return;
+        if (c1 - s == 1 && s[0] == '0') {
+                if (!unified->path)
+                        *unified = (CgroupLine){path, len};
+        } else if (has_systemd_controller(c1 + 1, (size_t)(c2 - c1 - 1))) {
+                if (!legacy->path)
+                        *legacy = (CgroupLine){path, len};
+        }
+}
+
+static bool cgroup_line_is_root(const CgroupLine *l) {
+        return l->len == 0 || (l->len == 1 && l->path[0] == '/');
+}
+
+int procfs_parse_cgroup(const char *text, size_t size, char **ret_path) {
+        CgroupLine unified = {}, legacy = {}, *pick;
+        const char *p = text, *end = text + size;
+        char *path;
+
+        while (p < end) {
+                const char *nl = memchr(p, '\n', (size_t)(end - p));
+                size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+
+                cgroup_line(p, n, &unified, &legacy);
+                p += n + 1;
+        }
+        if (unified.path && !(cgroup_line_is_root(&unified) && legacy.path))
+                pick = &unified;
+        else if (legacy.path)
+                pick = &legacy;
+        else
+                return -EINVAL;
+        /* libsystemd's internal "" for the root is "/" in sd_pid_get_cgroup(). */
+        path = pick->len == 0 ? strdup("/") : strndup(pick->path, pick->len);
+        if (!path)
+                return -ENOMEM;
+        *ret_path = path;
+        return 0;
 }

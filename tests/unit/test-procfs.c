@@ -9,6 +9,10 @@
  * /proc/self/stat (embedded: unit tests read no files of the system). Each
  * row is parsed from a heap copy of exactly its length, so a sanitizer build
  * sees any read past the end. The fuzz target is tests/fuzz/fuzz-procfs.c.
+ *
+ * Then procfs_parse_cgroup(): /proc/PID/cgroup text of a cgroup2-only host,
+ * of a hybrid host (this machine's, captured), of a legacy host, of a
+ * legacy host where something mounted cgroup2 elsewhere, and garbage.
  */
 #include <check.h>
 #include <errno.h>
@@ -169,12 +173,129 @@ START_TEST(test_every_cut) {
 }
 END_TEST
 
+/* ---- /proc/PID/cgroup ---- */
+
+/* Captured from this machine's `cat /proc/self/cgroup` (Debian 12, a
+ * hybrid layout: cgroup v1 controllers and name=systemd, cgroup2 on
+ * /sys/fs/cgroup/unified). */
+#define HYBRID_HERE                                                                                         \
+        "9:name=systemd:/\n8:pids:/\n7:blkio:/\n6:freezer:/\n5:devices:/\n"                                 \
+        "4:memory:/process_api/9e44ee8d125db46ebbfcd81ab2d8912d\n3:cpuset:/\n2:cpuacct:/\n1:cpu:/\n0::/\n"
+/* A hybrid host with systemd as PID 1 keeps both hierarchies in step. */
+#define SESSION "/user.slice/user-1000.slice/session-2.scope"
+#define HYBRID_SYSTEMD                                                                                      \
+        "12:pids:" SESSION "\n5:cpu,cpuacct:" SESSION "\n1:name=systemd:" SESSION "\n0::" SESSION "\n"
+#define LEGACY                                                                                              \
+        "11:memory:/system.slice/foo.service\n2:cpu,cpuacct:/system.slice/foo.service\n"                    \
+        "1:name=systemd:/system.slice/foo.service\n"
+
+typedef struct CgroupRow {
+        const char *name;
+        const char *text;
+        size_t len;
+        int ret;
+        const char *path;
+} CgroupRow;
+
+static const CgroupRow cgroup_rows[] = {
+        /* real layouts */
+        {"cgroup2 only", BYTES("0::" SESSION "\n"), 0, SESSION},
+        {"cgroup2 only, root", BYTES("0::/\n"), 0, "/"},
+        {"hybrid, this machine", BYTES(HYBRID_HERE), 0, "/"},
+        {"hybrid with systemd", BYTES(HYBRID_SYSTEMD), 0, SESSION},
+        {"legacy", BYTES(LEGACY), 0, "/system.slice/foo.service"},
+        {"legacy, cgroup2 mounted elsewhere", BYTES("0::/\n" LEGACY), 0, "/system.slice/foo.service"},
+        {"hybrid out of step: cgroup2 wins", BYTES("1:name=systemd:/a.service\n0::/b.service\n"), 0,
+         "/b.service"},
+        {"no newline at the end", BYTES("1:name=systemd:/a.service\n0::/b.service"), 0, "/b.service"},
+        {"cgroup2 line first", BYTES("0::/b.service\n1:name=systemd:/a.service\n"), 0, "/b.service"},
+        {"name=systemd among controllers", BYTES("3:cpu,name=systemd,memory:/x.service\n"), 0, "/x.service"},
+        {"zombie in a removed cgroup", BYTES("0::/system.slice/foo.service (deleted)\n"), 0,
+         "/system.slice/foo.service"},
+        {"':' inside the path", BYTES("0::/system.slice/a:b.service\n"), 0, "/system.slice/a:b.service"},
+        {"outside our cgroup namespace", BYTES("0::/../../x.service\n"), 0, "/../../x.service"},
+        {"empty path is the root", BYTES("0::\n"), 0, "/"},
+        {"first cgroup2 line wins", BYTES("0::/a.service\n0::/b.service\n"), 0, "/a.service"},
+        {"first name=systemd line wins", BYTES("1:name=systemd:/a\n2:name=systemd:/b\n"), 0, "/a"},
+        {"garbage lines around", BYTES("hello\n\n::::\n0::/x.service\nworld"), 0, "/x.service"},
+        {"hierarchy 0 with controllers (as libsystemd reads it)", BYTES("0:foo:/x.service\n"), 0,
+         "/x.service"},
+
+        /* neither line */
+        {"empty", BYTES(""), -EINVAL},
+        {"newline", BYTES("\n"), -EINVAL},
+        {"only v1 controllers", BYTES("11:memory:/x\n2:cpu:/x\n"), -EINVAL},
+        {"one colon", BYTES("0:/x.service\n"), -EINVAL},
+        {"name=systemdx", BYTES("1:name=systemdx:/x\n"), -EINVAL},
+        {"name=systemd in the path only", BYTES("1:cpu:/name=systemd\n"), -EINVAL},
+        {"hierarchy 00", BYTES("00::/x\n"), -EINVAL},
+        {"relative path", BYTES("0::x.service\n"), -EINVAL},
+        {"NUL in the path", BYTES("0::/x\0y\n"), -EINVAL},
+        {"NUL skipped, the next line used", BYTES("0::/x\0y\n1:name=systemd:/z\n"), 0, "/z"},
+        {"binary", BYTES("\xff\xfe\x00\x01:\x02"), -EINVAL},
+};
+
+START_TEST(test_cgroup_rows) {
+        const CgroupRow *row = &cgroup_rows[_i];
+        char *copy = malloc(row->len ? row->len : 1), *path = NULL;
+        int r;
+
+        ck_assert_ptr_nonnull(copy);
+        memcpy(copy, row->text, row->len);
+        r = procfs_parse_cgroup(copy, row->len, &path);
+        free(copy);
+        ck_assert_msg(r == row->ret, "row '%s': returned %d, expected %d", row->name, r, row->ret);
+        if (r < 0) {
+                ck_assert_ptr_null(path);
+                return;
+        }
+        ck_assert_msg(strcmp(path, row->path) == 0, "row '%s': \"%s\", expected \"%s\"", row->name, path,
+                      row->path);
+        free(path);
+}
+END_TEST
+
+/* Every prefix of the hybrid text of a systemd host fails or gives an
+ * absolute prefix of the real path (a line without its newline is taken as
+ * it is: the last line of the kernel's text has one, but the parser cannot
+ * tell a cut line from a last one), never bytes from another line; from the
+ * first line's end on it always succeeds, and the whole text gives the path. */
+START_TEST(test_cgroup_every_cut) {
+        static const char text[] = HYBRID_SYSTEMD;
+        const size_t len = sizeof(text) - 1;
+        const size_t legacy_line_end = (size_t)(strstr(text, "\n0::") - text);
+
+        for (size_t n = 0; n <= len; n++) {
+                char *copy = malloc(n ? n : 1), *path = NULL;
+                int r;
+
+                ck_assert_ptr_nonnull(copy);
+                memcpy(copy, text, n);
+                r = procfs_parse_cgroup(copy, n, &path);
+                free(copy);
+                if (n >= legacy_line_end)
+                        ck_assert_msg(r == 0, "cut at %zu: %d", n, r);
+                if (r < 0)
+                        continue;
+                ck_assert_msg(path[0] == '/' && strncmp(path, SESSION, strlen(path)) == 0, "cut at %zu: %s",
+                              n, path);
+                if (n == len)
+                        ck_assert_str_eq(path, SESSION);
+                free(path);
+        }
+}
+END_TEST
+
 static Suite *procfs_suite(void) {
         Suite *s = suite_create("procfs");
         TCase *tc = tcase_create("stat");
 
         tcase_add_loop_test(tc, test_rows, 0, (int)ELEMENTSOF(rows));
         tcase_add_test(tc, test_every_cut);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("cgroup");
+        tcase_add_loop_test(tc, test_cgroup_rows, 0, (int)ELEMENTSOF(cgroup_rows));
+        tcase_add_test(tc, test_cgroup_every_cut);
         suite_add_tcase(s, tc);
         return s;
 }
