@@ -2,19 +2,27 @@
 /*
  * tokenbudgetd's configuration: built-in defaults, and a parser and validator
  * for the libconfig file format that reports every error it finds as
- * "FILE:LINE: message", naming each setting by its full path. One table of
- * settings drives parsing, validation and formatting, so a setting cannot be
- * known to one and missing from another.
+ * "FILE:LINE: message", naming each setting by its full path
+ * ("limits.max_connections", "rules[2] ('nightly').match.unit"). Two tables
+ * of settings, one for the file's top level and its groups and one for a
+ * rule, drive parsing, validation, formatting, comparison, freeing and
+ * packing, so a setting cannot be known to one and missing from another.
  *
- * Pure: the caller reads the file and passes its text; nothing here opens a
- * file, logs or reads the clock. libconfig's @include is refused (the daemon's
- * configuration is one file, and an include would be file I/O behind the
- * caller's back). Before libconfig sees the text, a small lexical pre-pass
- * that mirrors libconfig's lexer refuses @include and rewrites integer
- * literals: libconfig 1.5 stores a decimal literal without an L suffix in a
- * C int and silently wraps it (4294967297 parses as 1), so every integer
- * literal is handed over as a 64-bit one with its exact value, saturated at
- * the 64-bit limits.
+ * Pure: the caller reads the file and passes its text, and resolves user and
+ * group names through a lookup function it passes in; nothing here opens a
+ * file, asks NSS, logs or reads the clock. libconfig's @include is refused
+ * (the daemon's configuration is one file, and an include would be file I/O
+ * behind the caller's back). Before libconfig sees the text, a small lexical
+ * pre-pass that mirrors libconfig's lexer refuses @include and rewrites
+ * integer literals: libconfig 1.5 stores a decimal literal without an L
+ * suffix in a C int and silently wraps it (4294967297 parses as 1), so every
+ * integer literal is handed over as a 64-bit one with its exact value,
+ * saturated at the 64-bit limits.
+ *
+ * config_pack()/config_unpack() turn a Config into self-contained bytes and
+ * back for the reload's parser child; unpacking accepts only what parsing can
+ * produce (every value in range, every string valid), so bytes from a child
+ * gone wrong cannot put a value into the daemon that the file could not.
  */
 #include <assert.h>
 #include <errno.h>
@@ -28,6 +36,7 @@
 #include <sys/un.h>
 
 #include "config.h"
+#include "utf8.h"
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 
@@ -36,9 +45,12 @@
 /* Token counts must stay below LEDGER_TOKENS_MAX (see ledger.h). */
 #define TOKENS_SETTING_MAX (LEDGER_TOKENS_MAX - 1)
 
-/* The hard multiplier is bounded by PRODUCT.md ("configurable 1.0-5.0"). */
+/* The hard multiplier is bounded by PRODUCT.md ("configurable 1.0-5.0"); the
+ * warning threshold lies below it. */
 #define MULTIPLIER_MIN_PERMILLE 1000u
 #define MULTIPLIER_MAX_PERMILLE 5000u
+/* escalate_multiplier (issue 10): past the hard limit, up to 10x. */
+#define ESCALATE_MAX_PERMILLE 10000u
 
 /* A socket path must fit sockaddr_un.sun_path with its terminating NUL. */
 #define SOCKET_PATH_SIZE sizeof(((struct sockaddr_un *)NULL)->sun_path)
@@ -48,84 +60,284 @@
 
 #define USEC_PER_SEC UINT64_C(1000000)
 
-typedef enum SettingKind {
-        SETTING_SOCKET,     /* char *, an absolute path that fits sun_path */
-        SETTING_UINT,       /* uint64_t in [min, max] */
-        SETTING_MULTIPLIER, /* uint32_t permille, from a number in 1.0..5.0 */
-        SETTING_LOG_LEVEL,  /* LogLevel, from its name */
-        SETTING_BOOL,       /* bool, from true or false */
-        SETTING_SECONDS,    /* uint64_t microseconds, from whole seconds in [min, max] */
-} SettingKind;
+/* A rule's name is part of scope names ("rule:NAME:KEY") on the wire and in
+ * the journal: short, and nothing that needs quoting. */
+#define RULE_NAME_MAX_BYTES 64
 
-typedef struct Setting {
-        const char *group; /* NULL at top level */
-        const char *name;
-        SettingKind kind;
-        size_t offset;     /* of the field in Config */
-        uint64_t min, max; /* for SETTING_SECONDS, in seconds */
-} Setting;
+/* glibc's LOGIN_NAME_MAX; longer names exist nowhere we would look. */
+#define ID_NAME_MAX_BYTES 256
 
-/* The four budgets of a LedgerLimits, for the "global" and "process" groups. */
-#define LIMITS_SETTING(g, name, member)                                                                     \
-        { #g, name, SETTING_UINT, offsetof(Config, g.member), 0, TOKENS_SETTING_MAX }
-#define LIMITS_SETTINGS(g)                                                                                  \
-        LIMITS_SETTING(g, "tokens_per_minute", window_tokens[LEDGER_WINDOW_MINUTE]),                        \
-                LIMITS_SETTING(g, "tokens_per_hour", window_tokens[LEDGER_WINDOW_HOUR]),                    \
-                LIMITS_SETTING(g, "tokens_per_day", window_tokens[LEDGER_WINDOW_DAY]),                      \
-                LIMITS_SETTING(g, "max_tokens_in_flight", in_flight_tokens)
+/* Unit names are at most 255 bytes (systemd's UNIT_NAME_MAX - 1), as are
+ * file names; a longer pattern would match nothing it could not match
+ * shorter, and fnmatch(3) backtracks over every '*' in it. */
+#define GLOB_MAX_BYTES 256
 
-/* Grouped by group, in the order config_format() writes them. */
-static const Setting settings[] = {
-        {NULL, "socket", SETTING_SOCKET, offsetof(Config, socket_path), 0, 0},
-        {NULL, "default_estimate", SETTING_UINT, offsetof(Config, default_estimate), 1, TOKENS_SETTING_MAX},
-        {NULL, "max_request_tokens", SETTING_UINT, offsetof(Config, max_request_tokens), 1,
-         TOKENS_SETTING_MAX},
-        {NULL, "warn_multiplier", SETTING_MULTIPLIER, offsetof(Config, warn_permille), 0, 0},
-        {NULL, "hard_multiplier", SETTING_MULTIPLIER, offsetof(Config, hard_permille), 0, 0},
-        {NULL, "log_level", SETTING_LOG_LEVEL, offsetof(Config, log_level), 0, 0},
-        LIMITS_SETTINGS(global),
-        LIMITS_SETTINGS(process),
-        /* 1 KiB holds any request we define; 16 MiB bounds what one peer can make us buffer. */
-        {"limits", "max_message_bytes", SETTING_UINT, offsetof(Config, max_message_bytes), 1024, 16777216},
-        /* 64 KiB holds a few replies; 1 GiB is far past any sane backlog. */
-        {"limits", "max_output_bytes", SETTING_UINT, offsetof(Config, max_output_bytes), 65536, 1073741824},
-        {"limits", "max_connections", SETTING_UINT, offsetof(Config, max_connections), 1, 1000000},
-        {"limits", "max_connections_per_uid", SETTING_UINT, offsetof(Config, max_connections_per_uid), 1,
-         1000000},
-        {"limits", "max_allocations_per_process", SETTING_UINT,
-         offsetof(Config, max_allocations_per_process), 1, 1000000},
-        {"limits", "max_tracked_processes", SETTING_UINT, offsetof(Config, max_tracked_processes), 1,
-         10000000},
-        {"limits", "max_tracked_processes_per_uid", SETTING_UINT,
-         offsetof(Config, max_tracked_processes_per_uid), 1, 10000000},
-        /* The same bounds as max_output_bytes; the relation check keeps it >= that. */
-        {"limits", "max_output_bytes_per_uid", SETTING_UINT, offsetof(Config, max_output_bytes_per_uid),
-         65536, 1073741824},
-        {"limits", "admin_connections", SETTING_UINT, offsetof(Config, admin_connections), 0, 999999},
-        /* A day: past that an idle connection is not an agent thinking. */
-        {"limits", "idle_timeout_sec", SETTING_SECONDS, offsetof(Config, idle_timeout_usec), 0, 86400},
-        /* A week: no model call runs that long without a report. */
-        {"limits", "allocation_idle_timeout_sec", SETTING_SECONDS,
-         offsetof(Config, allocation_idle_timeout_usec), 1, 604800},
-        {"journal", "log_granted", SETTING_BOOL, offsetof(Config, journal_log_granted), 0, 0},
-        /* Past an hour, a summary of suppressed events comes too late to help anyone. */
-        {"journal", "rate_limit_interval_sec", SETTING_SECONDS,
-         offsetof(Config, journal_rate_limit_interval_usec), 0, 3600},
-        /* A million entries at ~35 us of journald CPU each is already 35 s of CPU per interval. */
-        {"journal", "rate_limit_burst", SETTING_UINT, offsetof(Config, journal_rate_limit_burst), 0,
-         1000000},
-};
+/* The largest uid or gid: (uid_t) -1 means "no id" to the kernel. */
+#define ID_MAX UINT32_C(4294967294)
+
+_Static_assert(sizeof(uid_t) == sizeof(uint32_t) && sizeof(gid_t) == sizeof(uint32_t),
+               "ids travel as uint32_t");
+
+/* ---- names of enumerations ---- */
 
 static const char *const log_level_names[] = {
         [LOG_LEVEL_ERR] = "err",   [LOG_LEVEL_WARNING] = "warning", [LOG_LEVEL_NOTICE] = "notice",
         [LOG_LEVEL_INFO] = "info", [LOG_LEVEL_DEBUG] = "debug",
 };
 
-const char *log_level_to_string(LogLevel l) {
-        if ((size_t)l >= ELEMENTSOF(log_level_names))
-                return NULL;
-        return log_level_names[l];
+static const char *const priority_names[_PRIORITY_MAX] = {
+        [PRIORITY_INTERACTIVE] = "interactive",
+        [PRIORITY_NORMAL] = "normal",
+        [PRIORITY_BACKGROUND] = "background",
+};
+
+static const char *const rule_per_names[_RULE_PER_MAX] = {
+        [RULE_PER_RULE] = "rule",       [RULE_PER_USER] = "user",   [RULE_PER_UNIT] = "unit",
+        [RULE_PER_PROCESS] = "process", [RULE_PER_AGENT] = "agent",
+};
+
+static const char *name_of(const char *const *names, size_t n, unsigned i) {
+        return i < n ? names[i] : NULL;
 }
+
+static int index_of(const char *const *names, size_t n, const char *s) {
+        if (!s)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++)
+                if (names[i] && strcmp(names[i], s) == 0)
+                        return (int)i;
+        return -EINVAL;
+}
+
+const char *log_level_to_string(LogLevel l) {
+        return name_of(log_level_names, ELEMENTSOF(log_level_names), (unsigned)l);
+}
+
+const char *priority_to_string(Priority p) {
+        return name_of(priority_names, ELEMENTSOF(priority_names), (unsigned)p);
+}
+
+int priority_from_string(const char *s) {
+        return index_of(priority_names, ELEMENTSOF(priority_names), s);
+}
+
+const char *rule_per_to_string(RulePer p) {
+        return name_of(rule_per_names, ELEMENTSOF(rule_per_names), (unsigned)p);
+}
+
+int rule_per_from_string(const char *s) {
+        return index_of(rule_per_names, ELEMENTSOF(rule_per_names), s);
+}
+
+/* ---- the tables ---- */
+
+typedef enum SettingKind {
+        SETTING_SOCKET,     /* char *, an absolute path that fits sun_path */
+        SETTING_UINT,       /* uint64_t in [min, max] */
+        SETTING_MULTIPLIER, /* uint32_t permille, from a number in [min, max] permille */
+        SETTING_LOG_LEVEL,  /* LogLevel, from its name */
+        SETTING_BOOL,       /* bool, from true or false */
+        SETTING_SECONDS,    /* uint64_t microseconds, from whole seconds in [min, max] */
+        SETTING_USER,       /* char *, a user name or a uid, and the has_id/id fields */
+        SETTING_GROUP,      /* char *, a group name or a gid, and the has_id/id fields */
+        SETTING_GLOB,       /* char *, an fnmatch(3) pattern */
+        SETTING_PRIORITY,   /* Priority, from its name */
+        SETTING_RULE_PER,   /* RulePer, from its name */
+        SETTING_RULE_NAME,  /* char *, [A-Za-z0-9_.-]{1,64} */
+        _SETTING_KIND_MAX,
+} SettingKind;
+
+typedef struct Setting {
+        const char *group; /* NULL at the level of the table */
+        const char *name;
+        SettingKind kind;
+        size_t offset; /* of the field in Config or RuleConfig */
+        /* SETTING_UINT, _SECONDS (in seconds), _MULTIPLIER (in permille): the
+         * range; SETTING_USER, _GROUP: the name's length (min 0: "" allowed). */
+        uint64_t min, max;
+        /* In a rule: the RULE_SET_* bit the setting marks when given; its
+         * value counts only then (0: always counts). */
+        uint32_t set_bit;
+        /* String kinds: NULL is allowed and means "not given". */
+        bool optional;
+        /* SETTING_USER, _GROUP: the bool saying the id is known, and the id. */
+        size_t has_id_offset, id_offset;
+} Setting;
+
+#define ROW(g, n, k, type, member, lo, hi)                                                                  \
+        { .group = g, .name = n, .kind = k, .offset = offsetof(type, member), .min = lo, .max = hi }
+#define UINT_ROW(g, n, member, lo, hi) ROW(g, n, SETTING_UINT, Config, member, lo, hi)
+
+/* The budgets of a LedgerLimits: "tokens_per_*" and "max_tokens_in_flight";
+ * 0 is no limit. */
+#define LIMITS_ROWS(g, type, limits)                                                                        \
+        ROW(g, "tokens_per_minute", SETTING_UINT, type, limits.window_tokens[LEDGER_WINDOW_MINUTE], 0,      \
+            TOKENS_SETTING_MAX),                                                                            \
+                ROW(g, "tokens_per_hour", SETTING_UINT, type, limits.window_tokens[LEDGER_WINDOW_HOUR], 0,  \
+                    TOKENS_SETTING_MAX),                                                                    \
+                ROW(g, "tokens_per_day", SETTING_UINT, type, limits.window_tokens[LEDGER_WINDOW_DAY], 0,    \
+                    TOKENS_SETTING_MAX),                                                                    \
+                ROW(g, "max_tokens_in_flight", SETTING_UINT, type, limits.in_flight_tokens, 0,              \
+                    TOKENS_SETTING_MAX)
+/* The same and "max_allocations" (allocations in flight; 0: no limit). The
+ * ledger keeps counts far below 10^12; one bound for every budget number. */
+#define LIMITS_ROWS_WITH_ALLOCATIONS(g, type, limits)                                                       \
+        LIMITS_ROWS(g, type, limits), ROW(g, "max_allocations", SETTING_UINT, type, limits.max_allocations, \
+                                          0, TOKENS_SETTING_MAX)
+
+/* The file's top level and groups, grouped by group, in the order
+ * config_format() writes them ("rules" comes last, see config_format()). */
+static const Setting settings[] = {
+        ROW(NULL, "socket", SETTING_SOCKET, Config, socket_path, 0, 0),
+        UINT_ROW(NULL, "default_estimate", default_estimate, 1, TOKENS_SETTING_MAX),
+        UINT_ROW(NULL, "max_request_tokens", max_request_tokens, 1, TOKENS_SETTING_MAX),
+        ROW(NULL, "warn_multiplier", SETTING_MULTIPLIER, Config, warn_permille, MULTIPLIER_MIN_PERMILLE,
+            MULTIPLIER_MAX_PERMILLE),
+        ROW(NULL, "hard_multiplier", SETTING_MULTIPLIER, Config, hard_permille, MULTIPLIER_MIN_PERMILLE,
+            MULTIPLIER_MAX_PERMILLE),
+        ROW(NULL, "log_level", SETTING_LOG_LEVEL, Config, log_level, 0, 0),
+        {.group = NULL,
+         .name = "admin_group",
+         .kind = SETTING_GROUP,
+         .offset = offsetof(Config, admin_group),
+         .min = 0,
+         .max = ID_NAME_MAX_BYTES,
+         .has_id_offset = offsetof(Config, has_admin_gid),
+         .id_offset = offsetof(Config, admin_gid)},
+        LIMITS_ROWS_WITH_ALLOCATIONS("global", Config, global),
+        LIMITS_ROWS("process", Config, process),
+        LIMITS_ROWS_WITH_ALLOCATIONS("user", Config, user),
+        LIMITS_ROWS_WITH_ALLOCATIONS("unit", Config, unit),
+        LIMITS_ROWS_WITH_ALLOCATIONS("agent", Config, agent),
+        /* 1 KiB holds any request we define; 16 MiB bounds what one peer can make us buffer. */
+        UINT_ROW("limits", "max_message_bytes", max_message_bytes, 1024, 16777216),
+        /* 64 KiB holds a few replies; 1 GiB is far past any sane backlog. */
+        UINT_ROW("limits", "max_output_bytes", max_output_bytes, 65536, 1073741824),
+        UINT_ROW("limits", "max_connections", max_connections, 1, 1000000),
+        UINT_ROW("limits", "max_connections_per_uid", max_connections_per_uid, 1, 1000000),
+        UINT_ROW("limits", "max_allocations_per_process", max_allocations_per_process, 1, 1000000),
+        UINT_ROW("limits", "max_tracked_processes", max_tracked_processes, 1, 10000000),
+        UINT_ROW("limits", "max_tracked_processes_per_uid", max_tracked_processes_per_uid, 1, 10000000),
+        /* The same bounds as the process table's. */
+        UINT_ROW("limits", "max_tracked_scopes", max_tracked_scopes, 1, 10000000),
+        UINT_ROW("limits", "max_tracked_scopes_per_uid", max_tracked_scopes_per_uid, 1, 10000000),
+        /* The same bounds as max_output_bytes; the relation check keeps it >= that. */
+        UINT_ROW("limits", "max_output_bytes_per_uid", max_output_bytes_per_uid, 65536, 1073741824),
+        UINT_ROW("limits", "admin_connections", admin_connections, 0, 999999),
+        /* A day: past that an idle connection is not an agent thinking. */
+        ROW("limits", "idle_timeout_sec", SETTING_SECONDS, Config, idle_timeout_usec, 0, 86400),
+        /* A week: no model call runs that long without a report. */
+        ROW("limits", "allocation_idle_timeout_sec", SETTING_SECONDS, Config, allocation_idle_timeout_usec,
+            1, 604800),
+        ROW("journal", "log_granted", SETTING_BOOL, Config, journal_log_granted, 0, 0),
+        /* Past an hour, a summary of suppressed events comes too late to help anyone. */
+        ROW("journal", "rate_limit_interval_sec", SETTING_SECONDS, Config, journal_rate_limit_interval_usec,
+            0, 3600),
+        /* A million entries at ~35 us of journald CPU each is already 35 s of CPU per interval. */
+        UINT_ROW("journal", "rate_limit_burst", journal_rate_limit_burst, 0, 1000000),
+};
+
+#define MATCH_ID_ROW(n, k, member, has, id)                                                                 \
+        {                                                                                                   \
+                .group = "match", .name = n, .kind = k, .offset = offsetof(RuleConfig, match.member),       \
+                .min = 1, .max = ID_NAME_MAX_BYTES, .optional = true,                                       \
+                .has_id_offset = offsetof(RuleConfig, match.has),                                           \
+                .id_offset = offsetof(RuleConfig, match.id)                                                 \
+        }
+#define MATCH_GLOB_ROW(n, member)                                                                           \
+        {                                                                                                   \
+                .group = "match", .name = n, .kind = SETTING_GLOB,                                          \
+                .offset = offsetof(RuleConfig, match.member), .optional = true                              \
+        }
+#define RULE_OPTIONAL_ROW(n, k, member, lo, hi, bit)                                                        \
+        {                                                                                                   \
+                .name = n, .kind = k, .offset = offsetof(RuleConfig, member), .min = lo, .max = hi,         \
+                .set_bit = bit                                                                              \
+        }
+
+/* One element of "rules", in the order config_format() writes them. */
+static const Setting rule_settings[] = {
+        ROW(NULL, "name", SETTING_RULE_NAME, RuleConfig, name, 0, 0),
+        MATCH_ID_ROW("user", SETTING_USER, user, has_uid, uid),
+        MATCH_ID_ROW("group", SETTING_GROUP, group, has_gid, gid),
+        MATCH_GLOB_ROW("unit", unit),
+        MATCH_GLOB_ROW("slice", slice),
+        MATCH_GLOB_ROW("command", command),
+        MATCH_GLOB_ROW("agent", agent),
+        ROW(NULL, "per", SETTING_RULE_PER, RuleConfig, per, 0, 0),
+        LIMITS_ROWS_WITH_ALLOCATIONS(NULL, RuleConfig, limits),
+        RULE_OPTIONAL_ROW("max_request_tokens", SETTING_UINT, max_request_tokens, 1, TOKENS_SETTING_MAX,
+                          RULE_SET_MAX_REQUEST_TOKENS),
+        RULE_OPTIONAL_ROW("priority", SETTING_PRIORITY, priority, 0, 0, RULE_SET_PRIORITY),
+        RULE_OPTIONAL_ROW("max_priority", SETTING_PRIORITY, max_priority, 0, 0, RULE_SET_MAX_PRIORITY),
+        RULE_OPTIONAL_ROW("warn_multiplier", SETTING_MULTIPLIER, warn_permille, MULTIPLIER_MIN_PERMILLE,
+                          MULTIPLIER_MAX_PERMILLE, RULE_SET_WARN),
+        RULE_OPTIONAL_ROW("hard_multiplier", SETTING_MULTIPLIER, hard_permille, MULTIPLIER_MIN_PERMILLE,
+                          MULTIPLIER_MAX_PERMILLE, RULE_SET_HARD),
+        RULE_OPTIONAL_ROW("escalate_multiplier", SETTING_MULTIPLIER, escalate_permille,
+                          MULTIPLIER_MIN_PERMILLE, ESCALATE_MAX_PERMILLE, RULE_SET_ESCALATE),
+};
+
+#define RULE_SET_ALL                                                                                        \
+        (RULE_SET_MAX_REQUEST_TOKENS | RULE_SET_PRIORITY | RULE_SET_MAX_PRIORITY | RULE_SET_WARN |          \
+         RULE_SET_HARD | RULE_SET_ESCALATE)
+
+static bool streq_ptr(const char *a, const char *b) {
+        return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* The row of table for group.name (group NULL: the table's own level), or -1. */
+static int table_find(const Setting *table, size_t n, const char *group, const char *name) {
+        for (size_t i = 0; i < n; i++)
+                if (streq_ptr(table[i].group, group) && strcmp(table[i].name, name) == 0)
+                        return (int)i;
+        return -1;
+}
+
+static bool table_has_group(const Setting *table, size_t n, const char *name) {
+        for (size_t i = 0; i < n; i++)
+                if (table[i].group && strcmp(table[i].group, name) == 0)
+                        return true;
+        return false;
+}
+
+static size_t setting_index(const char *group, const char *name) {
+        int i = table_find(settings, ELEMENTSOF(settings), group, name);
+
+        assert(i >= 0);
+        return (size_t)i;
+}
+
+static size_t rule_setting_index(const char *name) {
+        int i = table_find(rule_settings, ELEMENTSOF(rule_settings), NULL, name);
+
+        assert(i >= 0);
+        return (size_t)i;
+}
+
+static void *field(void *base, const Setting *s) {
+        return (char *)base + s->offset;
+}
+
+static const void *field_const(const void *base, const Setting *s) {
+        return (const char *)base + s->offset;
+}
+
+static bool is_string_kind(SettingKind k) {
+        return k == SETTING_SOCKET || k == SETTING_USER || k == SETTING_GROUP || k == SETTING_GLOB ||
+               k == SETTING_RULE_NAME;
+}
+
+static bool is_id_kind(SettingKind k) {
+        return k == SETTING_USER || k == SETTING_GROUP;
+}
+
+/* Whether a row's value counts: optional rule settings only when given. */
+static bool row_counts(const Setting *s, uint32_t set) {
+        return !s->set_bit || (set & s->set_bit);
+}
+
+/* ---- defaults ---- */
 
 int config_init_defaults(Config *c) {
         assert(c);
@@ -138,6 +350,19 @@ int config_init_defaults(Config *c) {
                 .log_level = LOG_LEVEL_INFO,
                 .global = {.window_tokens = {2000000, 20000000, 100000000}, .in_flight_tokens = 1000000},
                 .process = {.window_tokens = {500000, 5000000, 0}, .in_flight_tokens = 400000},
+                /* A laptop has one person: the global budget is theirs. A shared
+                 * machine sets these. */
+                .user = {},
+                /* A service is a program, not a person: a fraction of the global budget, so
+                 * one runaway unit cannot spend it all. */
+                .unit = {.window_tokens = {1000000, 10000000, 0},
+                         .in_flight_tokens = 600000,
+                         .max_allocations = 256},
+                /* One declared agent: a process's budget, with as many allocations in flight
+                 * as one process may hold. */
+                .agent = {.window_tokens = {500000, 5000000, 0},
+                          .in_flight_tokens = 400000,
+                          .max_allocations = 64},
                 .max_message_bytes = 65536,
                 .max_output_bytes = 1048576,
                 .max_connections = 1024,
@@ -146,6 +371,11 @@ int config_init_defaults(Config *c) {
                 .max_tracked_processes = 4096,
                 /* A quarter: one user's sleeping processes cannot fill the table for everyone. */
                 .max_tracked_processes_per_uid = 1024,
+                /* Users, units, slices, agents and rule keys: four for each tracked process. */
+                .max_tracked_scopes = 16384,
+                /* The same share as for processes: one uid cannot fill the table by inventing
+                 * agent names. */
+                .max_tracked_scopes_per_uid = 1024,
                 /* 128 connections of one uid each near max_output_bytes pinned 115 MiB; a uid's
                  * readers together get 8 replies' worth of the per-connection bound. */
                 .max_output_bytes_per_uid = 8 * 1048576,
@@ -162,24 +392,32 @@ int config_init_defaults(Config *c) {
                 .journal_rate_limit_burst = 20,
         };
         c->socket_path = strdup(DEFAULT_SOCKET_PATH);
-        if (!c->socket_path)
+        c->admin_group = strdup("");
+        if (!c->socket_path || !c->admin_group) {
+                config_done(c);
                 return -ENOMEM;
+        }
         return 0;
+}
+
+static void rows_done(const Setting *table, size_t n, void *base) {
+        for (size_t i = 0; i < n; i++)
+                if (is_string_kind(table[i].kind)) {
+                        char **p = field(base, &table[i]);
+                        free(*p);
+                        *p = NULL;
+                }
 }
 
 void config_done(Config *c) {
         if (!c)
                 return;
-        free(c->socket_path);
-        c->socket_path = NULL;
-}
-
-static void *field(Config *c, const Setting *s) {
-        return (char *)c + s->offset;
-}
-
-static const void *field_const(const Config *c, const Setting *s) {
-        return (const char *)c + s->offset;
+        rows_done(settings, ELEMENTSOF(settings), c);
+        for (size_t i = 0; i < c->n_rules; i++)
+                rows_done(rule_settings, ELEMENTSOF(rule_settings), &c->rules[i]);
+        free(c->rules);
+        c->rules = NULL;
+        c->n_rules = 0;
 }
 
 /* ---- error collection ---- */
@@ -488,6 +726,9 @@ typedef struct Context {
         Errors *errors;
         unsigned lines[ELEMENTSOF(settings)]; /* where each setting was set; 0 if not */
         bool invalid[ELEMENTSOF(settings)];   /* set in the file, but refused */
+        /* config->n_rules x ELEMENTSOF(rule_settings): where each rule's settings were
+         * set. A refused value is not marked set, so the relation checks skip it. */
+        unsigned *rule_lines;
 } Context;
 
 static bool check_type(Context *ctx, const config_setting_t *cs, const char *path, bool number_ok,
@@ -499,6 +740,26 @@ static bool check_type(Context *ctx, const config_setting_t *cs, const char *pat
         errors_add(ctx->errors, config_setting_source_line(cs), "%s must be %s, got %s", path, expected,
                    type_name(type));
         return false;
+}
+
+/* A string setting's value; -EINVAL (reported) for another type, -ENOMEM when
+ * libconfig could not copy it (it leaves the value NULL then). */
+static int get_string(Context *ctx, const config_setting_t *cs, const char *path, const char **ret) {
+        if (!check_type(ctx, cs, path, false, CONFIG_TYPE_STRING, "a string"))
+                return -EINVAL;
+        *ret = config_setting_get_string(cs);
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* Replaces the string at p with a copy of v. */
+static int store_string(char **p, const char *v) {
+        char *copy = strdup(v);
+
+        if (!copy)
+                return -ENOMEM;
+        free(*p);
+        *p = copy;
+        return 0;
 }
 
 /* An integer in [s->min, s->max], for SETTING_UINT and SETTING_SECONDS. */
@@ -521,11 +782,13 @@ static int parse_uint(Context *ctx, const Setting *s, const config_setting_t *cs
         return 0;
 }
 
-static int apply_uint(Context *ctx, const Setting *s, const config_setting_t *cs, const char *path) {
-        return parse_uint(ctx, s, cs, path, (uint64_t *)field(ctx->config, s));
+static int apply_uint(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                      const char *path) {
+        return parse_uint(ctx, s, cs, path, field(base, s));
 }
 
-static int apply_seconds(Context *ctx, const Setting *s, const config_setting_t *cs, const char *path) {
+static int apply_seconds(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                         const char *path) {
         uint64_t v;
         int r;
 
@@ -534,14 +797,15 @@ static int apply_seconds(Context *ctx, const Setting *s, const config_setting_t 
         r = parse_uint(ctx, s, cs, path, &v);
         if (r < 0)
                 return r;
-        *(uint64_t *)field(ctx->config, s) = v * USEC_PER_SEC;
+        *(uint64_t *)field(base, s) = v * USEC_PER_SEC;
         return 0;
 }
 
-static int apply_bool(Context *ctx, const Setting *s, const config_setting_t *cs, const char *path) {
+static int apply_bool(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                      const char *path) {
         if (!check_type(ctx, cs, path, false, CONFIG_TYPE_BOOL, "a boolean (true or false)"))
                 return -EINVAL;
-        *(bool *)field(ctx->config, s) = config_setting_get_bool(cs) != 0;
+        *(bool *)field(base, s) = config_setting_get_bool(cs) != 0;
         return 0;
 }
 
@@ -554,55 +818,141 @@ static void format_double(double v, char buf[static 32]) {
         }
 }
 
-static int apply_multiplier(Context *ctx, const Setting *s, const config_setting_t *cs, const char *path) {
+/* 1500 -> "1.5", 2000 -> "2.0", 1234 -> "1.234": exact, and what a person writes. */
+static void permille_text(uint64_t permille, char buf[static 32]) {
+        unsigned frac = (unsigned)(permille % 1000), digits = 3;
+
+        if (frac == 0) {
+                snprintf(buf, 32, "%" PRIu64 ".0", permille / 1000);
+                return;
+        }
+        while (frac % 10 == 0) {
+                frac /= 10;
+                digits--;
+        }
+        snprintf(buf, 32, "%" PRIu64 ".%0*u", permille / 1000, (int)digits, frac);
+}
+
+static int apply_multiplier(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                            const char *path) {
         double v;
 
         if (!check_type(ctx, cs, path, true, CONFIG_TYPE_FLOAT, "a number"))
                 return -EINVAL;
         v = config_setting_type(cs) == CONFIG_TYPE_FLOAT ? config_setting_get_float(cs)
                                                          : (double)config_setting_get_int64(cs);
-        if (!(v >= MULTIPLIER_MIN_PERMILLE / 1000.0 && v <= MULTIPLIER_MAX_PERMILLE / 1000.0)) {
-                char text[32];
+        if (!(v >= s->min / 1000.0 && v <= s->max / 1000.0)) {
+                char text[32], lo[32], hi[32];
                 format_double(v, text);
+                permille_text(s->min, lo);
+                permille_text(s->max, hi);
                 errors_add(ctx->errors, config_setting_source_line(cs),
-                           "%s must be between 1.0 and 5.0, got %s", path, text);
+                           "%s must be between %s and %s, got %s", path, lo, hi, text);
                 return -EINVAL;
         }
         /* Round to nearest; v is positive here, so no libm needed. */
-        *(uint32_t *)field(ctx->config, s) = (uint32_t)(v * 1000.0 + 0.5);
+        *(uint32_t *)field(base, s) = (uint32_t)(v * 1000.0 + 0.5);
         return 0;
 }
 
-static int apply_log_level(Context *ctx, const Setting *s, const config_setting_t *cs, const char *path) {
-        const char *v;
-        char q[QUOTE_MAX_BYTES + 4];
+/* The names a SETTING_LOG_LEVEL, _PRIORITY or _RULE_PER value is written as. */
+static const char *const *choice_names(SettingKind k, size_t *ret_n) {
+        switch (k) {
+        case SETTING_LOG_LEVEL:
+                *ret_n = ELEMENTSOF(log_level_names);
+                return log_level_names;
+        case SETTING_PRIORITY:
+                *ret_n = ELEMENTSOF(priority_names);
+                return priority_names;
+        case SETTING_RULE_PER:
+                *ret_n = ELEMENTSOF(rule_per_names);
+                return rule_per_names;
+        default:
+                assert(!"not a choice");
+                *ret_n = 0;
+                return NULL;
+        }
+}
 
-        if (!check_type(ctx, cs, path, false, CONFIG_TYPE_STRING, "a string"))
-                return -EINVAL;
-        v = config_setting_get_string(cs);
-        if (!v)
-                return -ENOMEM; /* libconfig could not copy it */
-        for (size_t i = 0; i < ELEMENTSOF(log_level_names); i++)
-                if (log_level_names[i] && strcmp(v, log_level_names[i]) == 0) {
-                        *(LogLevel *)field(ctx->config, s) = (LogLevel)i;
-                        return 0;
-                }
+/* The name of choice v of a SETTING_LOG_LEVEL, _PRIORITY or _RULE_PER, or NULL. */
+static const char *choice_name(SettingKind k, unsigned v) {
+        size_t n = 0;
+        const char *const *names = choice_names(k, &n);
+
+        return name_of(names, n, v);
+}
+
+/* A choice's value as an index into its names (each is an enum). */
+static unsigned choice_get(const Setting *s, const void *base) {
+        const void *p = field_const(base, s);
+
+        switch (s->kind) {
+        case SETTING_LOG_LEVEL:
+                return (unsigned)*(const LogLevel *)p;
+        case SETTING_PRIORITY:
+                return (unsigned)*(const Priority *)p;
+        default:
+                return (unsigned)*(const RulePer *)p;
+        }
+}
+
+static void choice_set(const Setting *s, void *base, unsigned v) {
+        void *p = field(base, s);
+
+        switch (s->kind) {
+        case SETTING_LOG_LEVEL:
+                *(LogLevel *)p = (LogLevel)v;
+                break;
+        case SETTING_PRIORITY:
+                *(Priority *)p = (Priority)v;
+                break;
+        default:
+                *(RulePer *)p = (RulePer)v;
+        }
+}
+
+static int apply_choice(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                        const char *path) {
+        char q[QUOTE_MAX_BYTES + 4], list[128] = "";
+        size_t n = 0, len = 0;
+        const char *const *names = choice_names(s->kind, &n);
+        const char *v;
+        int r = get_string(ctx, cs, path, &v);
+
+        if (r < 0)
+                return r;
+        r = index_of(names, n, v);
+        if (r >= 0) {
+                choice_set(s, base, (unsigned)r);
+                return 0;
+        }
+        for (size_t i = 0; i < n; i++)
+                if (names[i])
+                        len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s", len ? ", " : "",
+                                                names[i]);
         quote(v, q);
-        errors_add(ctx->errors, config_setting_source_line(cs),
-                   "%s must be one of err, warning, notice, info, debug, got '%s'", path, q);
+        errors_add(ctx->errors, config_setting_source_line(cs), "%s must be one of %s, got '%s'", path, list,
+                   q);
         return -EINVAL;
 }
 
-static int apply_socket(Context *ctx, const Setting *s, const config_setting_t *cs, const char *path) {
-        unsigned line = config_setting_source_line(cs);
-        const char *v;
-        char q[QUOTE_MAX_BYTES + 4], *copy;
+static const char *socket_problem(const char *v) {
+        if (v[0] != '/')
+                return "must be an absolute path";
+        if (strlen(v) >= SOCKET_PATH_SIZE)
+                return "too long";
+        return NULL;
+}
 
-        if (!check_type(ctx, cs, path, false, CONFIG_TYPE_STRING, "a string"))
-                return -EINVAL;
-        v = config_setting_get_string(cs);
-        if (!v)
-                return -ENOMEM; /* libconfig could not copy it */
+static int apply_socket(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                        const char *path) {
+        unsigned line = config_setting_source_line(cs);
+        char q[QUOTE_MAX_BYTES + 4];
+        const char *v;
+        int r = get_string(ctx, cs, path, &v);
+
+        if (r < 0)
+                return r;
         quote(v, q);
         if (v[0] != '/') {
                 errors_add(ctx->errors, line, "%s must be an absolute path, got '%s'", path, q);
@@ -613,101 +963,422 @@ static int apply_socket(Context *ctx, const Setting *s, const config_setting_t *
                            SOCKET_PATH_SIZE, strlen(v), q);
                 return -EINVAL;
         }
-        copy = strdup(v);
-        if (!copy)
-                return -ENOMEM;
-        free(*(char **)field(ctx->config, s));
-        *(char **)field(ctx->config, s) = copy;
+        return store_string(field(base, s), v);
+}
+
+static bool is_rule_name_char(char ch) {
+        return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+               ch == '_' || ch == '.' || ch == '-';
+}
+
+static bool rule_name_valid(const char *v) {
+        size_t n = strlen(v);
+
+        if (n < 1 || n > RULE_NAME_MAX_BYTES)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!is_rule_name_char(v[i]))
+                        return false;
+        return true;
+}
+
+static int apply_rule_name(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                           const char *path) {
+        char q[QUOTE_MAX_BYTES + 4];
+        const char *v;
+        int r = get_string(ctx, cs, path, &v);
+
+        if (r < 0)
+                return r;
+        if (!rule_name_valid(v)) {
+                quote(v, q);
+                errors_add(ctx->errors, config_setting_source_line(cs),
+                           "%s must be 1 to %d of the characters A-Z a-z 0-9 _ . -, got '%s'", path,
+                           RULE_NAME_MAX_BYTES, q);
+                return -EINVAL;
+        }
+        return store_string(field(base, s), v);
+}
+
+/* Why a user or group name is not one (NULL: it may be), for "PATH %s". */
+static const char *id_name_problem(const Setting *s, const char *v) {
+        size_t n = strlen(v);
+
+        if (n < s->min)
+                return "must not be empty";
+        if (n > s->max)
+                return "must be at most 256 bytes";
+        if (!utf8_valid(v, n))
+                return "must be valid UTF-8";
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+                        return "must not contain control characters";
+        return NULL;
+}
+
+static bool is_all_digits(const char *v) {
+        if (!*v)
+                return false;
+        for (; *v; v++)
+                if (*v < '0' || *v > '9')
+                        return false;
+        return true;
+}
+
+/* The id an all-digits string names; false when it is above ID_MAX. */
+static bool parse_id(const char *v, uint32_t *ret) {
+        uint64_t id = 0;
+
+        for (; *v; v++) {
+                id = id * 10 + (uint64_t)(*v - '0');
+                if (id > ID_MAX)
+                        return false;
+        }
+        *ret = (uint32_t)id;
+        return true;
+}
+
+static int store_id(const Setting *s, void *base, const char *text, bool has_id, uint32_t id) {
+        int r = store_string(field(base, s), text);
+
+        if (r < 0)
+                return r;
+        *(bool *)((char *)base + s->has_id_offset) = has_id;
+        *(uint32_t *)((char *)base + s->id_offset) = has_id ? id : 0;
         return 0;
 }
 
-static int apply_setting(Context *ctx, size_t index, const config_setting_t *cs) {
-        const Setting *s = &settings[index];
-        char path[128];
-        int r;
+/* A user or group: a name, resolved later by config_resolve_names(), or an id,
+ * resolved now. A string of digits is an id too ("1000" and 1000 are the
+ * same; systemd refuses all-digit user names). */
+static int apply_id(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                    const char *path) {
+        bool group = s->kind == SETTING_GROUP;
+        const char *what = group ? "group" : "user", *id_what = group ? "gid" : "uid", *problem, *v;
+        unsigned line = config_setting_source_line(cs);
+        int type = config_setting_type(cs);
+        char q[QUOTE_MAX_BYTES + 4], text[16];
+        uint32_t id;
 
-        snprintf(path, sizeof(path), "%s%s%s", s->group ?: "", s->group ? "." : "", s->name);
-        switch (s->kind) {
-        case SETTING_SOCKET:
-                r = apply_socket(ctx, s, cs, path);
-                break;
-        case SETTING_UINT:
-                r = apply_uint(ctx, s, cs, path);
-                break;
-        case SETTING_MULTIPLIER:
-                r = apply_multiplier(ctx, s, cs, path);
-                break;
-        case SETTING_LOG_LEVEL:
-                r = apply_log_level(ctx, s, cs, path);
-                break;
-        case SETTING_BOOL:
-                r = apply_bool(ctx, s, cs, path);
-                break;
-        case SETTING_SECONDS:
-                r = apply_seconds(ctx, s, cs, path);
-                break;
-        default:
-                assert(!"unknown setting kind");
-                r = -EINVAL;
+        if (type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64) {
+                long long n = config_setting_get_int64(cs);
+                if (n < 0 || (unsigned long long)n > ID_MAX) {
+                        errors_add(ctx->errors, line,
+                                   "%s must be a %s name or a %s from 0 to %" PRIu32 ", got %lld", path,
+                                   what, id_what, ID_MAX, n);
+                        return -EINVAL;
+                }
+                snprintf(text, sizeof(text), "%lld", n);
+                return store_id(s, base, text, true, (uint32_t)n);
         }
-        if (r >= 0)
-                ctx->lines[index] = config_setting_source_line(cs);
-        else
-                ctx->invalid[index] = true;
-        return r;
+        if (type != CONFIG_TYPE_STRING) {
+                errors_add(ctx->errors, line, "%s must be a %s name (a string) or a %s (an integer), got %s",
+                           path, what, id_what, type_name(type));
+                return -EINVAL;
+        }
+        v = config_setting_get_string(cs);
+        if (!v)
+                return -ENOMEM;
+        quote(v, q);
+        problem = id_name_problem(s, v);
+        if (problem) {
+                errors_add(ctx->errors, line, "%s %s, got '%s'", path, problem, q);
+                return -EINVAL;
+        }
+        if (!is_all_digits(v))
+                return store_id(s, base, v, false, 0);
+        if (!parse_id(v, &id)) {
+                errors_add(ctx->errors, line, "%s must be a %s name or a %s from 0 to %" PRIu32 ", got '%s'",
+                           path, what, id_what, ID_MAX, q);
+                return -EINVAL;
+        }
+        /* Canonical, so "01000" formats and compares as 1000. */
+        snprintf(text, sizeof(text), "%" PRIu32, id);
+        return store_id(s, base, text, true, id);
 }
 
-/* ---- the tree walk ---- */
+static bool is_class_name(const char *p, size_t n) {
+        static const char *const classes[] = {"alnum", "alpha", "blank", "cntrl", "digit", "graph",
+                                              "lower", "print", "punct", "space", "upper", "xdigit"};
 
-static bool streq_ptr(const char *a, const char *b) {
-        return (!a && !b) || (a && b && strcmp(a, b) == 0);
-}
-
-static int setting_find(const char *group, const char *name) {
-        for (size_t i = 0; i < ELEMENTSOF(settings); i++)
-                if (streq_ptr(settings[i].group, group) && strcmp(settings[i].name, name) == 0)
-                        return (int)i;
-        return -1;
-}
-
-static bool is_group_name(const char *name) {
-        for (size_t i = 0; i < ELEMENTSOF(settings); i++)
-                if (settings[i].group && strcmp(settings[i].group, name) == 0)
+        for (size_t i = 0; i < ELEMENTSOF(classes); i++)
+                if (strlen(classes[i]) == n && strncmp(classes[i], p, n) == 0)
                         return true;
         return false;
 }
 
-static int walk_group(Context *ctx, const config_setting_t *group, const char *group_name) {
+/* The end (the closing ']') of the bracket expression that opens at p[0] ==
+ * '[', as fnmatch(3) reads it without flags, or NULL with *ret_problem set.
+ * "[]x]" and "[!]x]" hold a ']'; "[[:alpha:]]" a class; '\' escapes. */
+static const char *bracket_end(const char *p, const char **ret_problem) {
+        const char *q = p + 1;
+
+        if (*q == '!' || *q == '^')
+                q++;
+        if (*q == ']')
+                q++;
+        for (; *q; q++) {
+                if (*q == '\\') {
+                        if (!q[1])
+                                break;
+                        q++;
+                } else if (*q == '[' && (q[1] == ':' || q[1] == '.' || q[1] == '=')) {
+                        char delim = q[1];
+                        const char *start = q + 2, *end = start;
+
+                        while (*end && !(end[0] == delim && end[1] == ']'))
+                                end++;
+                        if (!*end)
+                                break;
+                        if (delim == ':' && !is_class_name(start, (size_t)(end - start))) {
+                                *ret_problem = "unknown character class";
+                                return NULL;
+                        }
+                        q = end + 1;
+                } else if (*q == ']')
+                        return q;
+        }
+        *ret_problem = "unbalanced '['";
+        return NULL;
+}
+
+/* Why v is not a pattern fnmatch(3) (no flags) reads as written, or NULL. */
+static const char *glob_problem(const char *v) {
+        size_t n = strlen(v);
+
+        if (n == 0)
+                return "empty";
+        if (n > GLOB_MAX_BYTES)
+                return "longer than 256 bytes";
+        if (!utf8_valid(v, n))
+                return "not valid UTF-8";
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+                        return "a control character";
+        for (const char *p = v; *p; p++) {
+                const char *problem = NULL;
+
+                if (*p == '\\') {
+                        if (!p[1])
+                                return "trailing '\\'";
+                        p++;
+                } else if (*p == '[') {
+                        p = bracket_end(p, &problem);
+                        if (!p)
+                                return problem;
+                }
+        }
+        return NULL;
+}
+
+static int apply_glob(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                      const char *path) {
+        char q[QUOTE_MAX_BYTES + 4];
+        const char *v, *problem;
+        int r = get_string(ctx, cs, path, &v);
+
+        if (r < 0)
+                return r;
+        problem = glob_problem(v);
+        if (problem) {
+                quote(v, q);
+                errors_add(ctx->errors, config_setting_source_line(cs), "%s: malformed glob '%s': %s", path,
+                           q, problem);
+                return -EINVAL;
+        }
+        return store_string(field(base, s), v);
+}
+
+typedef int (*ApplyFunc)(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                         const char *path);
+
+static const ApplyFunc apply_funcs[_SETTING_KIND_MAX] = {
+        [SETTING_SOCKET] = apply_socket,
+        [SETTING_UINT] = apply_uint,
+        [SETTING_MULTIPLIER] = apply_multiplier,
+        [SETTING_LOG_LEVEL] = apply_choice,
+        [SETTING_BOOL] = apply_bool,
+        [SETTING_SECONDS] = apply_seconds,
+        [SETTING_USER] = apply_id,
+        [SETTING_GROUP] = apply_id,
+        [SETTING_GLOB] = apply_glob,
+        [SETTING_PRIORITY] = apply_choice,
+        [SETTING_RULE_PER] = apply_choice,
+        [SETTING_RULE_NAME] = apply_rule_name,
+};
+
+/* ---- the tree walk ---- */
+
+/* One table's settings being read into one struct. */
+typedef struct Walk {
+        const Setting *table;
+        size_t n_table;
+        void *base;         /* the Config or RuleConfig the table's offsets are into */
+        uint32_t *set;      /* RuleConfig.set, or NULL */
+        unsigned *lines;    /* per row: the line that set it; 0 if none */
+        bool *invalid;      /* per row: set in the file but refused; NULL: not kept */
+        const char *prefix; /* "" at the top level, "rules[3] ('x')" in a rule */
+        bool top;           /* the top level, where "rules" lives */
+} Walk;
+
+static void make_path(char *buf, size_t size, const char *prefix, const char *group, const char *name) {
+        snprintf(buf, size, "%s%s%s%s%s", prefix, *prefix ? "." : "", group ?: "", group ? "." : "", name);
+}
+
+static int apply_row(Context *ctx, const Walk *w, size_t index, const config_setting_t *cs,
+                     const char *path) {
+        const Setting *s = &w->table[index];
+        int r = apply_funcs[s->kind](ctx, s, w->base, cs, path);
+
+        if (r >= 0) {
+                w->lines[index] = config_setting_source_line(cs);
+                if (w->set)
+                        *w->set |= s->set_bit;
+        } else if (w->invalid)
+                w->invalid[index] = true;
+        return r;
+}
+
+static int walk_rules(Context *ctx, const config_setting_t *cs);
+
+/* A setting of a group (group_name) or of the walk's own level (NULL). */
+static int walk_member(Context *ctx, const Walk *w, const config_setting_t *cs, const char *group_name,
+                       const char *name);
+
+static int walk_group(Context *ctx, const Walk *w, const config_setting_t *group, const char *group_name) {
         for (int i = 0; i < config_setting_length(group); i++) {
                 const config_setting_t *cs = config_setting_get_elem(group, (unsigned)i);
                 const char *name = cs ? config_setting_name(cs) : NULL;
-                unsigned line;
-                int index;
 
                 /* libconfig 1.5 leaves a setting nameless when copying its name
                  * failed: out of memory, not a configuration error. */
                 if (!name)
                         return -ENOMEM;
-                line = config_setting_source_line(cs);
-
-                if (!group_name && is_group_name(name)) {
-                        if (!check_type(ctx, cs, name, false, CONFIG_TYPE_GROUP, "a group"))
-                                continue;
-                        if (walk_group(ctx, cs, name) == -ENOMEM)
-                                return -ENOMEM;
-                        continue;
-                }
-                index = setting_find(group_name, name);
-                if (index < 0) {
-                        errors_add(ctx->errors, line, "unknown setting '%s%s%s'", group_name ?: "",
-                                   group_name ? "." : "", name);
-                        continue;
-                }
-                if (apply_setting(ctx, (size_t)index, cs) == -ENOMEM)
+                if (walk_member(ctx, w, cs, group_name, name) == -ENOMEM)
                         return -ENOMEM;
         }
         return 0;
 }
+
+static int walk_member(Context *ctx, const Walk *w, const config_setting_t *cs, const char *group_name,
+                       const char *name) {
+        unsigned line = config_setting_source_line(cs);
+        char path[192];
+        int index;
+
+        if (!group_name && w->top && strcmp(name, "rules") == 0)
+                return walk_rules(ctx, cs);
+        make_path(path, sizeof(path), w->prefix, group_name, name);
+        if (!group_name && table_has_group(w->table, w->n_table, name)) {
+                if (!check_type(ctx, cs, path, false, CONFIG_TYPE_GROUP, "a group"))
+                        return 0;
+                return walk_group(ctx, w, cs, name);
+        }
+        index = table_find(w->table, w->n_table, group_name, name);
+        if (index < 0) {
+                /* A predicate written next to the rule's settings, not in its match group. */
+                bool predicate =
+                        !w->top && !group_name && table_find(w->table, w->n_table, "match", name) >= 0;
+                errors_add(ctx->errors, line, "%s%sunknown setting '%s%s%s'%s", w->prefix,
+                           *w->prefix ? ": " : "", group_name ?: "", group_name ? "." : "", name,
+                           predicate ? " (predicates go in match = { ... })" : "");
+                return 0;
+        }
+        /* A rule's name was read first, to name the rule in every message. */
+        if (!w->top && w->table[index].kind == SETTING_RULE_NAME)
+                return 0;
+        return apply_row(ctx, w, (size_t)index, cs, path);
+}
+
+/* The member of group named name, or NULL; -ENOMEM in *ret_r when libconfig
+ * left a member nameless. (Not config_setting_get_member(), which compares
+ * those NULL names with strcmp().) */
+static const config_setting_t *find_member(const config_setting_t *group, const char *name, int *ret_r) {
+        *ret_r = 0;
+        for (int i = 0; i < config_setting_length(group); i++) {
+                const config_setting_t *cs = config_setting_get_elem(group, (unsigned)i);
+                const char *n = cs ? config_setting_name(cs) : NULL;
+
+                if (!n) {
+                        *ret_r = -ENOMEM;
+                        return NULL;
+                }
+                if (strcmp(n, name) == 0)
+                        return cs;
+        }
+        return NULL;
+}
+
+static void rule_prefix(const RuleConfig *rule, size_t i, char buf[static 96]) {
+        if (rule->name)
+                snprintf(buf, 96, "rules[%zu] ('%s')", i, rule->name);
+        else
+                snprintf(buf, 96, "rules[%zu]", i);
+}
+
+static int parse_rule(Context *ctx, const config_setting_t *cs, size_t i) {
+        RuleConfig *rule = &ctx->config->rules[i];
+        const config_setting_t *name;
+        char prefix[96], path[128];
+        Walk w = {
+                .table = rule_settings,
+                .n_table = ELEMENTSOF(rule_settings),
+                .base = rule,
+                .set = &rule->set,
+                .lines = ctx->rule_lines + i * ELEMENTSOF(rule_settings),
+                .prefix = prefix,
+        };
+        int r;
+
+        rule->line = config_setting_source_line(cs);
+        rule->per = RULE_PER_RULE;
+        rule_prefix(rule, i, prefix);
+        if (!check_type(ctx, cs, prefix, false, CONFIG_TYPE_GROUP, "a group { ... }"))
+                return 0;
+        name = find_member(cs, "name", &r);
+        if (r < 0)
+                return r;
+        if (name) {
+                snprintf(path, sizeof(path), "%s.name", prefix);
+                r = apply_row(ctx, &w, rule_setting_index("name"), name, path);
+                if (r == -ENOMEM)
+                        return r;
+                rule_prefix(rule, i, prefix);
+        } else
+                errors_add(ctx->errors, rule->line,
+                           "%s: missing setting 'name' (every rule needs a unique name)", prefix);
+        return walk_group(ctx, &w, cs, NULL);
+}
+
+static int walk_rules(Context *ctx, const config_setting_t *cs) {
+        Config *c = ctx->config;
+        size_t n;
+
+        if (!check_type(ctx, cs, "rules", false, CONFIG_TYPE_LIST, "a list ( { ... }, ... )"))
+                return 0;
+        n = (size_t)config_setting_length(cs);
+        if (n > CONFIG_RULES_MAX) {
+                errors_add(ctx->errors,
+                           config_setting_source_line(config_setting_get_elem(cs, CONFIG_RULES_MAX)),
+                           "rules must have at most %d rules, got %zu", CONFIG_RULES_MAX, n);
+                n = CONFIG_RULES_MAX;
+        }
+        if (n == 0)
+                return 0;
+        c->rules = calloc(n, sizeof(RuleConfig));
+        ctx->rule_lines = calloc(n * ELEMENTSOF(rule_settings), sizeof(unsigned));
+        if (!c->rules || !ctx->rule_lines)
+                return -ENOMEM;
+        c->n_rules = n;
+        for (size_t i = 0; i < n; i++) {
+                int r = parse_rule(ctx, config_setting_get_elem(cs, (unsigned)i), i);
+                if (r == -ENOMEM)
+                        return r;
+        }
+        return 0;
+}
+
+/* ---- relations between settings ---- */
 
 /*
  * Whether a relation between settings a and b can be checked: a value the file
@@ -717,16 +1388,15 @@ static int walk_group(Context *ctx, const config_setting_t *group, const char *g
  */
 static bool relation_checkable(const Context *ctx, const char *group, const char *a, const char *b,
                                unsigned *ret_line) {
-        int ia = setting_find(group, a), ib = setting_find(group, b);
+        size_t ia = setting_index(group, a), ib = setting_index(group, b);
 
-        assert(ia >= 0 && ib >= 0);
         if (ctx->invalid[ia] || ctx->invalid[ib])
                 return false;
         *ret_line = ctx->lines[ia] ?: ctx->lines[ib];
         return true;
 }
 
-static void check_relations(Context *ctx) {
+static void check_top_relations(Context *ctx) {
         const Config *c = ctx->config;
         unsigned line;
 
@@ -756,8 +1426,121 @@ static void check_relations(Context *ctx) {
                            c->max_output_bytes_per_uid, c->max_output_bytes);
 }
 
+/* A rule's multipliers: warn <= hard, each of the rule's own against the
+ * other of the rule's, or the top-level one when the rule sets only one. */
+static void check_rule_multipliers(Context *ctx, const RuleConfig *rule, const unsigned *lines,
+                                   const char *prefix) {
+        const Config *c = ctx->config;
+        bool warn = rule->set & RULE_SET_WARN, hard = rule->set & RULE_SET_HARD;
+
+        if (warn && hard && rule->warn_permille > rule->hard_permille)
+                errors_add(ctx->errors, lines[rule_setting_index("warn_multiplier")],
+                           "%s.warn_multiplier (%g) must not be greater than its hard_multiplier (%g)",
+                           prefix, rule->warn_permille / 1000.0, rule->hard_permille / 1000.0);
+        else if (warn && !hard && !ctx->invalid[setting_index(NULL, "hard_multiplier")] &&
+                 rule->warn_permille > c->hard_permille)
+                errors_add(ctx->errors, lines[rule_setting_index("warn_multiplier")],
+                           "%s.warn_multiplier (%g) must not be greater than the top-level hard_multiplier "
+                           "(%g)",
+                           prefix, rule->warn_permille / 1000.0, c->hard_permille / 1000.0);
+        else if (hard && !warn && !ctx->invalid[setting_index(NULL, "warn_multiplier")] &&
+                 c->warn_permille > rule->hard_permille)
+                errors_add(
+                        ctx->errors, lines[rule_setting_index("hard_multiplier")],
+                        "%s.hard_multiplier (%g) must not be less than the top-level warn_multiplier (%g)",
+                        prefix, rule->hard_permille / 1000.0, c->warn_permille / 1000.0);
+}
+
+static void check_rule_relations(Context *ctx, size_t i) {
+        const RuleConfig *rule = &ctx->config->rules[i];
+        const unsigned *lines = ctx->rule_lines + i * ELEMENTSOF(rule_settings);
+        char prefix[96];
+
+        rule_prefix(rule, i, prefix);
+        /* A greater value is a lower priority. */
+        if ((rule->set & RULE_SET_PRIORITY) && (rule->set & RULE_SET_MAX_PRIORITY) &&
+            rule->priority < rule->max_priority)
+                errors_add(ctx->errors, lines[rule_setting_index("priority")],
+                           "%s.priority ('%s') must not be above its max_priority ('%s')", prefix,
+                           priority_to_string(rule->priority), priority_to_string(rule->max_priority));
+        check_rule_multipliers(ctx, rule, lines, prefix);
+}
+
+typedef struct NamedRule {
+        const char *name;
+        size_t index;
+} NamedRule;
+
+static int named_rule_compare(const void *a, const void *b) {
+        const NamedRule *x = a, *y = b;
+        int r = strcmp(x->name, y->name);
+
+        if (r != 0)
+                return r;
+        return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/*
+ * Calls found(i, first, userdata) for every rule i whose name an earlier rule
+ * first has too, in no particular order; rules without a name are skipped.
+ * O(n log n): 10000 rules are 50 million comparisons pairwise. Returns 0, or
+ * -ENOMEM.
+ */
+static int find_duplicate_names(const RuleConfig *rules, size_t n, void (*found)(size_t, size_t, void *),
+                                void *userdata) {
+        NamedRule *sorted;
+        size_t m = 0;
+
+        if (n < 2)
+                return 0;
+        sorted = calloc(n, sizeof(*sorted));
+        if (!sorted)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (rules[i].name)
+                        sorted[m++] = (NamedRule){rules[i].name, i};
+        qsort(sorted, m, sizeof(*sorted), named_rule_compare);
+        for (size_t i = 1, first = 0; i < m; i++) {
+                if (strcmp(sorted[i].name, sorted[first].name) != 0) {
+                        first = i;
+                        continue;
+                }
+                found(sorted[i].index, sorted[first].index, userdata);
+        }
+        free(sorted);
+        return 0;
+}
+
+static void duplicate_name_found(size_t i, size_t first, void *userdata) {
+        Context *ctx = userdata;
+        const RuleConfig *rules = ctx->config->rules;
+        size_t row = rule_setting_index("name");
+
+        errors_add(ctx->errors, ctx->rule_lines[i * ELEMENTSOF(rule_settings) + row],
+                   "rules[%zu]: duplicate rule name '%s', first used by rules[%zu] on line %u", i,
+                   rules[i].name, first, ctx->rule_lines[first * ELEMENTSOF(rule_settings) + row]);
+}
+
+static int check_relations(Context *ctx) {
+        check_top_relations(ctx);
+        for (size_t i = 0; i < ctx->config->n_rules; i++)
+                check_rule_relations(ctx, i);
+        return find_duplicate_names(ctx->config->rules, ctx->config->n_rules, duplicate_name_found, ctx);
+}
+
+/* ---- parsing ---- */
+
 /* Parses the prepared text into ctx->config, adding any errors. */
 static int parse_prepared(Context *ctx, const char *prepared) {
+        Walk w = {
+                .table = settings,
+                .n_table = ELEMENTSOF(settings),
+                .base = ctx->config,
+                .lines = ctx->lines,
+                .invalid = ctx->invalid,
+                .prefix = "",
+                .top = true,
+        };
         config_t lc;
         int r = 0;
 
@@ -768,12 +1551,12 @@ static int parse_prepared(Context *ctx, const char *prepared) {
                 config_destroy(&lc);
                 return 0;
         }
-        r = walk_group(ctx, config_root_setting(&lc), NULL);
+        r = walk_group(ctx, &w, config_root_setting(&lc), NULL);
         config_destroy(&lc);
         if (r < 0)
                 return r;
-        check_relations(ctx);
-        return 0;
+        ctx->config->admin_group_line = ctx->lines[setting_index(NULL, "admin_group")];
+        return check_relations(ctx);
 }
 
 /* A NUL byte ends the text for libconfig and our lexer alike, so whatever
@@ -827,6 +1610,7 @@ int config_parse_buffer(const char *text, size_t size, const char *filename, Con
                 free(prepared);
                 free(copy);
         }
+        free(ctx.rule_lines);
         if (r >= 0 && errors.oom)
                 r = -ENOMEM;
         if (r >= 0 && errors.n > 0) {
@@ -862,40 +1646,40 @@ static void format_string(FILE *f, const char *s) {
         fputc('"', f);
 }
 
-/* 1500 -> "1.5", 2000 -> "2.0", 1234 -> "1.234": exact, and what a person writes. */
-static void format_permille(FILE *f, uint32_t permille) {
-        unsigned frac = permille % 1000, digits = 3;
-
-        if (frac == 0) {
-                fprintf(f, "%u.0", permille / 1000);
-                return;
-        }
-        while (frac % 10 == 0) {
-                frac /= 10;
-                digits--;
-        }
-        fprintf(f, "%u.%0*u", permille / 1000, (int)digits, frac);
+static void format_uint(FILE *f, uint64_t v) {
+        /* libconfig itself needs the L suffix past 32 bits. */
+        fprintf(f, "%" PRIu64 "%s", v, v > INT_MAX ? "L" : "");
 }
 
-static void format_setting(FILE *f, const Config *c, const Setting *s) {
-        const void *p = field_const(c, s);
+static void format_value(FILE *f, const Setting *s, const void *base) {
+        const void *p = field_const(base, s);
+        char text[32];
 
-        fprintf(f, "%s%s = ", s->group ? "        " : "", s->name);
         switch (s->kind) {
         case SETTING_SOCKET:
+        case SETTING_GLOB:
+        case SETTING_RULE_NAME:
                 format_string(f, *(char *const *)p ?: "");
                 break;
-        case SETTING_UINT: {
-                uint64_t v = *(const uint64_t *)p;
-                /* libconfig itself needs the L suffix past 32 bits. */
-                fprintf(f, "%" PRIu64 "%s", v, v > INT_MAX ? "L" : "");
+        case SETTING_USER:
+        case SETTING_GROUP:
+                /* An id was stored as its canonical digits. */
+                if (is_all_digits(*(char *const *)p))
+                        format_uint(f, strtoull(*(char *const *)p, NULL, 10));
+                else
+                        format_string(f, *(char *const *)p ?: "");
                 break;
-        }
+        case SETTING_UINT:
+                format_uint(f, *(const uint64_t *)p);
+                break;
         case SETTING_MULTIPLIER:
-                format_permille(f, *(const uint32_t *)p);
+                permille_text(*(const uint32_t *)p, text);
+                fputs(text, f);
                 break;
         case SETTING_LOG_LEVEL:
-                format_string(f, log_level_to_string(*(const LogLevel *)p) ?: "");
+        case SETTING_PRIORITY:
+        case SETTING_RULE_PER:
+                format_string(f, choice_name(s->kind, choice_get(s, base)) ?: "");
                 break;
         case SETTING_BOOL:
                 fputs(*(const bool *)p ? "true" : "false", f);
@@ -904,12 +1688,37 @@ static void format_setting(FILE *f, const Config *c, const Setting *s) {
                 /* Parsed from whole seconds, so exact. */
                 fprintf(f, "%" PRIu64, *(const uint64_t *)p / USEC_PER_SEC);
                 break;
+        case _SETTING_KIND_MAX:
+                assert(!"unknown setting kind");
         }
-        fputs(";\n", f);
+}
+
+/* The rows of a table that count, grouped, each line indented by indent. */
+static void format_rows(FILE *f, const Setting *table, size_t n, const void *base, uint32_t set,
+                        int indent) {
+        const char *group = NULL;
+
+        for (size_t i = 0; i < n; i++) {
+                const Setting *s = &table[i];
+
+                if (!streq_ptr(group, s->group)) {
+                        if (group)
+                                fprintf(f, "%*s};\n", indent, "");
+                        if (s->group)
+                                fprintf(f, "%*s%s = {\n", indent, "", s->group);
+                        group = s->group;
+                }
+                if (!row_counts(s, set) || (s->optional && !*(char *const *)field_const(base, s)))
+                        continue;
+                fprintf(f, "%*s%s = ", indent + (group ? 8 : 0), "", s->name);
+                format_value(f, s, base);
+                fputs(";\n", f);
+        }
+        if (group)
+                fprintf(f, "%*s};\n", indent, "");
 }
 
 char *config_format(const Config *c) {
-        const char *group = NULL;
         char *buf = NULL;
         size_t size = 0;
         FILE *f;
@@ -919,19 +1728,19 @@ char *config_format(const Config *c) {
         f = open_memstream(&buf, &size);
         if (!f)
                 return NULL;
-        for (size_t i = 0; i < ELEMENTSOF(settings); i++) {
-                const Setting *s = &settings[i];
-
-                if (!streq_ptr(group, s->group)) {
-                        if (group)
-                                fputs("};\n", f);
-                        fprintf(f, "%s = {\n", s->group);
-                        group = s->group;
+        format_rows(f, settings, ELEMENTSOF(settings), c, 0, 0);
+        if (c->n_rules == 0)
+                fputs("rules = ( );\n", f);
+        else {
+                fputs("rules = (\n", f);
+                for (size_t i = 0; i < c->n_rules; i++) {
+                        fputs("        {\n", f);
+                        format_rows(f, rule_settings, ELEMENTSOF(rule_settings), &c->rules[i],
+                                    c->rules[i].set, 16);
+                        fputs(i + 1 < c->n_rules ? "        },\n" : "        }\n", f);
                 }
-                format_setting(f, c, s);
+                fputs(");\n", f);
         }
-        if (group)
-                fputs("};\n", f);
         if (fclose(f) != 0) {
                 free(buf);
                 return NULL;
@@ -939,33 +1748,444 @@ char *config_format(const Config *c) {
         return buf;
 }
 
-static bool ledger_limits_equal(const LedgerLimits *a, const LedgerLimits *b) {
-        for (size_t w = 0; w < _LEDGER_WINDOW_MAX; w++)
-                if (a->window_tokens[w] != b->window_tokens[w])
+/* ---- comparison ---- */
+
+static bool row_equal(const Setting *s, const void *a, const void *b) {
+        const void *pa = field_const(a, s), *pb = field_const(b, s);
+
+        if (is_id_kind(s->kind)) {
+                bool has_a = *(const bool *)((const char *)a + s->has_id_offset);
+                bool has_b = *(const bool *)((const char *)b + s->has_id_offset);
+                uint32_t id_a = *(const uint32_t *)((const char *)a + s->id_offset);
+                uint32_t id_b = *(const uint32_t *)((const char *)b + s->id_offset);
+
+                if (has_a != has_b || (has_a && id_a != id_b))
                         return false;
-        return a->in_flight_tokens == b->in_flight_tokens;
+        }
+        if (is_string_kind(s->kind))
+                return streq_ptr(*(char *const *)pa, *(char *const *)pb);
+        switch (s->kind) {
+        case SETTING_UINT:
+        case SETTING_SECONDS:
+                return *(const uint64_t *)pa == *(const uint64_t *)pb;
+        case SETTING_MULTIPLIER:
+                return *(const uint32_t *)pa == *(const uint32_t *)pb;
+        case SETTING_BOOL:
+                return *(const bool *)pa == *(const bool *)pb;
+        default:
+                return choice_get(s, a) == choice_get(s, b);
+        }
 }
 
+static bool rows_equal(const Setting *table, size_t n, const void *a, const void *b, uint32_t set) {
+        for (size_t i = 0; i < n; i++)
+                if (row_counts(&table[i], set) && !row_equal(&table[i], a, b))
+                        return false;
+        return true;
+}
+
+/* Where a setting was written (admin_group_line, a rule's line) is not part
+ * of the configuration: a formatted copy has other lines. */
 bool config_equal(const Config *a, const Config *b) {
         assert(a);
         assert(b);
 
-        return streq_ptr(a->socket_path, b->socket_path) && a->default_estimate == b->default_estimate &&
-               a->max_request_tokens == b->max_request_tokens && a->warn_permille == b->warn_permille &&
-               a->hard_permille == b->hard_permille && a->log_level == b->log_level &&
-               ledger_limits_equal(&a->global, &b->global) &&
-               ledger_limits_equal(&a->process, &b->process) &&
-               a->max_message_bytes == b->max_message_bytes && a->max_output_bytes == b->max_output_bytes &&
-               a->max_connections == b->max_connections &&
-               a->max_connections_per_uid == b->max_connections_per_uid &&
-               a->max_allocations_per_process == b->max_allocations_per_process &&
-               a->max_tracked_processes == b->max_tracked_processes &&
-               a->max_tracked_processes_per_uid == b->max_tracked_processes_per_uid &&
-               a->max_output_bytes_per_uid == b->max_output_bytes_per_uid &&
-               a->admin_connections == b->admin_connections &&
-               a->idle_timeout_usec == b->idle_timeout_usec &&
-               a->allocation_idle_timeout_usec == b->allocation_idle_timeout_usec &&
-               a->journal_log_granted == b->journal_log_granted &&
-               a->journal_rate_limit_interval_usec == b->journal_rate_limit_interval_usec &&
-               a->journal_rate_limit_burst == b->journal_rate_limit_burst;
+        if (!rows_equal(settings, ELEMENTSOF(settings), a, b, 0) || a->n_rules != b->n_rules)
+                return false;
+        for (size_t i = 0; i < a->n_rules; i++)
+                if (a->rules[i].set != b->rules[i].set ||
+                    !rows_equal(rule_settings, ELEMENTSOF(rule_settings), &a->rules[i], &b->rules[i],
+                                a->rules[i].set))
+                        return false;
+        return true;
+}
+
+/* ---- names to ids ---- */
+
+typedef struct Resolver {
+        ConfigLookupFunc lookup;
+        void *userdata;
+        Errors warnings;
+} Resolver;
+
+/* Resolves one name; an unknown one (or a failed lookup) is a warning whose
+ * message begins with what, ends with consequence. */
+static int resolve_one(Resolver *res, bool group, const char *name, bool *has_id, uint32_t *id,
+                       unsigned line, const char *what, const char *consequence) {
+        char q[QUOTE_MAX_BYTES + 4];
+        uint32_t v = 0;
+        int r;
+
+        if (!name || !*name || *has_id)
+                return 0;
+        r = res->lookup(group, name, &v, res->userdata);
+        if (r == -ENOMEM)
+                return r;
+        if (r >= 0) {
+                *has_id = true;
+                *id = v;
+                return 0;
+        }
+        quote(name, q);
+        if (r == -ENOENT)
+                errors_add(&res->warnings, line, "warning: %s '%s' is not a known %s; %s", what, q,
+                           group ? "group" : "user", consequence);
+        else
+                errors_add(&res->warnings, line, "warning: %s '%s': cannot look the %s up (%s); %s", what, q,
+                           group ? "group" : "user", strerror(-r), consequence);
+        return 0;
+}
+
+static int resolve_rule(Resolver *res, RuleConfig *rule) {
+        RuleMatch *m = &rule->match;
+        char what[128];
+        int r;
+
+        snprintf(what, sizeof(what), "rule '%s': match.user", rule->name ?: "");
+        r = resolve_one(res, false, m->user, &m->has_uid, &m->uid, rule->line, what,
+                        "the rule can never match");
+        if (r < 0)
+                return r;
+        snprintf(what, sizeof(what), "rule '%s': match.group", rule->name ?: "");
+        return resolve_one(res, true, m->group, &m->has_gid, &m->gid, rule->line, what,
+                           "the rule can never match");
+}
+
+int config_resolve_names(Config *c, const char *filename, ConfigLookupFunc lookup, void *userdata,
+                         char **ret_warnings) {
+        Resolver res = {.lookup = lookup, .userdata = userdata, .warnings = {.filename = filename}};
+        int r;
+
+        assert(c);
+        assert(filename);
+        assert(lookup);
+
+        if (ret_warnings)
+                *ret_warnings = NULL;
+        r = resolve_one(&res, true, c->admin_group, &c->has_admin_gid, &c->admin_gid, c->admin_group_line,
+                        "admin_group", "it makes nobody an admin");
+        for (size_t i = 0; r >= 0 && i < c->n_rules; i++)
+                r = resolve_rule(&res, &c->rules[i]);
+        if (r >= 0 && res.warnings.oom)
+                r = -ENOMEM;
+        if (r >= 0 && res.warnings.n > 0 && ret_warnings) {
+                *ret_warnings = errors_join(&res.warnings);
+                if (!*ret_warnings)
+                        r = -ENOMEM;
+        }
+        errors_done(&res.warnings);
+        return r;
+}
+
+/* ---- packing ---- */
+
+/* "tokenbudget config", version 1: bump it with any change to what follows. */
+static const char pack_magic[8] = {'T', 'B', 'C', 'O', 'N', 'F', 0, 1};
+
+#define PACK_NULL_STRING UINT32_MAX
+
+typedef struct Packer {
+        char *data;
+        size_t size, allocated;
+        int error; /* the first: -ENOMEM, or -E2BIG for a string past 4 GiB */
+} Packer;
+
+static void pack_bytes(Packer *p, const void *data, size_t n) {
+        if (p->error || n == 0)
+                return;
+        if (n > p->allocated - p->size) {
+                size_t allocated = p->allocated ? p->allocated : 1024;
+                char *bigger;
+
+                while (n > allocated - p->size) {
+                        if (allocated > SIZE_MAX / 2) {
+                                p->error = -ENOMEM;
+                                return;
+                        }
+                        allocated *= 2;
+                }
+                bigger = realloc(p->data, allocated);
+                if (!bigger) {
+                        p->error = -ENOMEM;
+                        return;
+                }
+                p->data = bigger;
+                p->allocated = allocated;
+        }
+        memcpy(p->data + p->size, data, n);
+        p->size += n;
+}
+
+static void pack_u8(Packer *p, uint8_t v) {
+        pack_bytes(p, &v, sizeof(v));
+}
+
+static void pack_u32(Packer *p, uint32_t v) {
+        pack_bytes(p, &v, sizeof(v));
+}
+
+static void pack_u64(Packer *p, uint64_t v) {
+        pack_bytes(p, &v, sizeof(v));
+}
+
+/* A length, then the bytes without the NUL; PACK_NULL_STRING for NULL. */
+static void pack_string(Packer *p, const char *s) {
+        size_t n = s ? strlen(s) : 0;
+
+        if (n >= PACK_NULL_STRING) {
+                p->error = p->error ?: -E2BIG;
+                return;
+        }
+        pack_u32(p, s ? (uint32_t)n : PACK_NULL_STRING);
+        pack_bytes(p, s, n);
+}
+
+static void pack_row(Packer *p, const Setting *s, const void *base) {
+        const void *v = field_const(base, s);
+
+        if (is_string_kind(s->kind))
+                pack_string(p, *(char *const *)v);
+        if (is_id_kind(s->kind)) {
+                pack_u8(p, *(const bool *)((const char *)base + s->has_id_offset));
+                pack_u32(p, *(const uint32_t *)((const char *)base + s->id_offset));
+        }
+        switch (s->kind) {
+        case SETTING_UINT:
+        case SETTING_SECONDS:
+                pack_u64(p, *(const uint64_t *)v);
+                break;
+        case SETTING_MULTIPLIER:
+                pack_u32(p, *(const uint32_t *)v);
+                break;
+        case SETTING_BOOL:
+                pack_u8(p, *(const bool *)v);
+                break;
+        case SETTING_LOG_LEVEL:
+        case SETTING_PRIORITY:
+        case SETTING_RULE_PER:
+                pack_u32(p, choice_get(s, base));
+                break;
+        default:
+                break;
+        }
+}
+
+static void pack_rows(Packer *p, const Setting *table, size_t n, const void *base, uint32_t set) {
+        for (size_t i = 0; i < n; i++)
+                if (row_counts(&table[i], set))
+                        pack_row(p, &table[i], base);
+}
+
+int config_pack(const Config *c, char **ret, size_t *ret_size) {
+        Packer p = {};
+
+        assert(c);
+        assert(ret);
+        assert(ret_size);
+
+        pack_bytes(&p, pack_magic, sizeof(pack_magic));
+        pack_rows(&p, settings, ELEMENTSOF(settings), c, 0);
+        pack_u32(&p, c->admin_group_line);
+        pack_u32(&p, (uint32_t)c->n_rules);
+        for (size_t i = 0; i < c->n_rules; i++) {
+                pack_u32(&p, c->rules[i].line);
+                pack_u32(&p, c->rules[i].set);
+                pack_rows(&p, rule_settings, ELEMENTSOF(rule_settings), &c->rules[i], c->rules[i].set);
+        }
+        if (p.error) {
+                free(p.data);
+                return p.error;
+        }
+        *ret = p.data;
+        *ret_size = p.size;
+        return 0;
+}
+
+typedef struct Unpacker {
+        const char *p;
+        size_t left;
+} Unpacker;
+
+static bool unpack_bytes(Unpacker *u, void *ret, size_t n) {
+        if (n > u->left)
+                return false;
+        memcpy(ret, u->p, n);
+        u->p += n;
+        u->left -= n;
+        return true;
+}
+
+static int unpack_string(Unpacker *u, char **ret) {
+        uint32_t n;
+        char *s;
+
+        if (!unpack_bytes(u, &n, sizeof(n)))
+                return -EPROTO;
+        if (n == PACK_NULL_STRING) {
+                *ret = NULL;
+                return 0;
+        }
+        /* A NUL inside would make the string another, shorter one. */
+        if (n > u->left || memchr(u->p, 0, n))
+                return -EPROTO;
+        s = strndup(u->p, n);
+        if (!s)
+                return -ENOMEM;
+        u->p += n;
+        u->left -= n;
+        *ret = s;
+        return 0;
+}
+
+/* Whether a string row holds what apply_funcs[] could have stored. */
+static bool string_row_valid(const Setting *s, const void *base) {
+        const char *v = *(char *const *)field_const(base, s);
+        bool has_id = is_id_kind(s->kind) && *(const bool *)((const char *)base + s->has_id_offset);
+        uint32_t id = is_id_kind(s->kind) ? *(const uint32_t *)((const char *)base + s->id_offset) : 0,
+                 digits_id;
+
+        if (!v)
+                return s->optional && !has_id;
+        switch (s->kind) {
+        case SETTING_SOCKET:
+                return !socket_problem(v);
+        case SETTING_GLOB:
+                return !glob_problem(v);
+        case SETTING_RULE_NAME:
+                return rule_name_valid(v);
+        default:
+                if (id_name_problem(s, v) || (has_id && id > ID_MAX) || (!has_id && id != 0))
+                        return false;
+                /* Digits are an id, resolved when parsed, and written canonically. */
+                if (!is_all_digits(v))
+                        return true;
+                return has_id && parse_id(v, &digits_id) && digits_id == id && (v[0] != '0' || !v[1]);
+        }
+}
+
+static int unpack_scalar_row(Unpacker *u, const Setting *s, void *base) {
+        void *p = field(base, s);
+        uint64_t v64;
+        uint32_t v32;
+        uint8_t v8;
+
+        switch (s->kind) {
+        case SETTING_UINT:
+        case SETTING_SECONDS: {
+                uint64_t unit = s->kind == SETTING_SECONDS ? USEC_PER_SEC : 1;
+                if (!unpack_bytes(u, &v64, sizeof(v64)) || v64 % unit != 0 || v64 / unit < s->min ||
+                    v64 / unit > s->max)
+                        return -EPROTO;
+                *(uint64_t *)p = v64;
+                return 0;
+        }
+        case SETTING_MULTIPLIER:
+                if (!unpack_bytes(u, &v32, sizeof(v32)) || v32 < s->min || v32 > s->max)
+                        return -EPROTO;
+                *(uint32_t *)p = v32;
+                return 0;
+        case SETTING_BOOL:
+                if (!unpack_bytes(u, &v8, sizeof(v8)) || v8 > 1)
+                        return -EPROTO;
+                *(bool *)p = v8;
+                return 0;
+        default:
+                if (!unpack_bytes(u, &v32, sizeof(v32)) || !choice_name(s->kind, v32))
+                        return -EPROTO;
+                choice_set(s, base, v32);
+                return 0;
+        }
+}
+
+static int unpack_row(Unpacker *u, const Setting *s, void *base) {
+        uint8_t has_id;
+        uint32_t id;
+        int r;
+
+        if (!is_string_kind(s->kind))
+                return unpack_scalar_row(u, s, base);
+        r = unpack_string(u, field(base, s));
+        if (r < 0)
+                return r;
+        if (is_id_kind(s->kind)) {
+                if (!unpack_bytes(u, &has_id, sizeof(has_id)) || has_id > 1 ||
+                    !unpack_bytes(u, &id, sizeof(id)))
+                        return -EPROTO;
+                *(bool *)((char *)base + s->has_id_offset) = has_id;
+                *(uint32_t *)((char *)base + s->id_offset) = id;
+        }
+        return string_row_valid(s, base) ? 0 : -EPROTO;
+}
+
+static int unpack_rows(Unpacker *u, const Setting *table, size_t n, void *base, uint32_t set) {
+        for (size_t i = 0; i < n; i++) {
+                int r;
+
+                if (!row_counts(&table[i], set))
+                        continue;
+                r = unpack_row(u, &table[i], base);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static void duplicate_found(size_t i, size_t first, void *userdata) {
+        (void)i;
+        (void)first;
+        *(bool *)userdata = true;
+}
+
+static int unpack_rules(Unpacker *u, Config *c) {
+        bool duplicate = false;
+        uint32_t n;
+        int r;
+
+        if (!unpack_bytes(u, &n, sizeof(n)) || n > CONFIG_RULES_MAX)
+                return -EPROTO;
+        if (n == 0)
+                return 0;
+        c->rules = calloc(n, sizeof(RuleConfig));
+        if (!c->rules)
+                return -ENOMEM;
+        c->n_rules = n;
+        for (size_t i = 0; i < n; i++) {
+                RuleConfig *rule = &c->rules[i];
+
+                if (!unpack_bytes(u, &rule->line, sizeof(rule->line)) ||
+                    !unpack_bytes(u, &rule->set, sizeof(rule->set)) || (rule->set & ~(uint32_t)RULE_SET_ALL))
+                        return -EPROTO;
+                r = unpack_rows(u, rule_settings, ELEMENTSOF(rule_settings), rule, rule->set);
+                if (r < 0)
+                        return r;
+        }
+        r = find_duplicate_names(c->rules, c->n_rules, duplicate_found, &duplicate);
+        if (r < 0)
+                return r;
+        return duplicate ? -EPROTO : 0;
+}
+
+int config_unpack(const char *buf, size_t size, Config *ret) {
+        Unpacker u = {.p = buf, .left = size};
+        char magic[sizeof(pack_magic)];
+        Config c = {};
+        int r = -EPROTO;
+
+        assert(buf || size == 0);
+        assert(ret);
+
+        if (unpack_bytes(&u, magic, sizeof(magic)) && memcmp(magic, pack_magic, sizeof(magic)) == 0)
+                r = unpack_rows(&u, settings, ELEMENTSOF(settings), &c, 0);
+        if (r >= 0 && !unpack_bytes(&u, &c.admin_group_line, sizeof(c.admin_group_line)))
+                r = -EPROTO;
+        if (r >= 0)
+                r = unpack_rules(&u, &c);
+        if (r >= 0 && u.left != 0)
+                r = -EPROTO;
+        if (r < 0) {
+                config_done(&c);
+                return r;
+        }
+        *ret = c;
+        return 0;
 }

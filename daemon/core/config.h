@@ -1,16 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * tokenbudgetd's configuration: the built-in defaults and the parser and
- * validator for the libconfig file format. Pure: the caller reads the file and
- * passes its text (libconfig's @include is refused), so tests use strings.
- * Every setting has a built-in default; conf/tokenbudgetd.conf lists them all
- * and tests/unit/test-config.c keeps the two equal.
+ * validator for the libconfig file format, the rules in it, the resolution of
+ * the user and group names it holds (through a lookup the caller passes), and
+ * a Config packed into bytes for the reload's parser child. Pure: the caller
+ * reads the file and passes its text (libconfig's @include is refused), so
+ * tests use strings. Every setting has a built-in default;
+ * conf/tokenbudgetd.conf lists them all and tests/unit/test-config.c keeps the
+ * two equal.
  */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <sys/types.h>
 
 #include "ledger.h"
 
@@ -21,6 +26,75 @@ typedef enum LogLevel {
         LOG_LEVEL_INFO = 6,
         LOG_LEVEL_DEBUG = 7,
 } LogLevel;
+
+/* Priorities, highest first: a Request may ask for its rule's max_priority
+ * or anything below it (a greater value). */
+typedef enum Priority {
+        PRIORITY_INTERACTIVE,
+        PRIORITY_NORMAL,
+        PRIORITY_BACKGROUND,
+        _PRIORITY_MAX,
+} Priority;
+
+const char *priority_to_string(Priority p);
+int priority_from_string(const char *s); /* a Priority, or -EINVAL */
+
+/* How a rule's limits are kept: one budget shared by everything it matches
+ * ("rule:NAME"), or one per matching user, unit, process or agent
+ * ("rule:NAME:KEY"). */
+typedef enum RulePer {
+        RULE_PER_RULE,
+        RULE_PER_USER,
+        RULE_PER_UNIT,
+        RULE_PER_PROCESS,
+        RULE_PER_AGENT,
+        _RULE_PER_MAX,
+} RulePer;
+
+const char *rule_per_to_string(RulePer p);
+int rule_per_from_string(const char *s); /* a RulePer, or -EINVAL */
+
+/* What a rule matches; every predicate given must hold. NULL: any. */
+typedef struct RuleMatch {
+        char *user;    /* "match.user": a user name, or a uid written as an integer (then "UID") */
+        char *group;   /* "match.group": a group name, or a gid written as an integer (then "GID") */
+        char *unit;    /* "match.unit": fnmatch(3) glob on the systemd unit (system or user unit) */
+        char *slice;   /* "match.slice": glob on any slice above the process */
+        char *command; /* "match.command": glob on the comm or the exe basename */
+        char *agent;   /* "match.agent": glob on the agent name the Request declares */
+        /* Filled by config_resolve_names() (or at parse time for numbers):
+         * has_uid/has_gid false with user/group set means the name is unknown
+         * and the rule can never match. */
+        bool has_uid, has_gid;
+        uid_t uid;
+        gid_t gid;
+} RuleMatch;
+
+/* Which optional rule settings the file gave (else they come from a less
+ * specific rule, then the top-level settings). */
+enum {
+        RULE_SET_MAX_REQUEST_TOKENS = 1u << 0,
+        RULE_SET_PRIORITY = 1u << 1,
+        RULE_SET_MAX_PRIORITY = 1u << 2,
+        RULE_SET_WARN = 1u << 3,
+        RULE_SET_HARD = 1u << 4,
+        RULE_SET_ESCALATE = 1u << 5,
+};
+
+typedef struct RuleConfig {
+        char *name;    /* [A-Za-z0-9_.-], 1..64 bytes, unique */
+        unsigned line; /* where the rule starts in the file, for messages */
+        RuleMatch match;
+        RulePer per;         /* "per" = "rule" */
+        LedgerLimits limits; /* tokens_per_*, max_tokens_in_flight, max_allocations; 0: no limit */
+        uint32_t set;        /* RULE_SET_* */
+        uint64_t max_request_tokens;
+        Priority priority, max_priority;
+        uint32_t warn_permille, hard_permille, escalate_permille;
+} RuleConfig;
+
+/* At most this many rules in one file. */
+#define CONFIG_RULES_MAX 10000
 
 typedef struct Config {
         /* top level */
@@ -35,6 +109,24 @@ typedef struct Config {
          * tokens_per_day, max_tokens_in_flight; 0 = no limit */
         LedgerLimits global;
         LedgerLimits process;
+        /* "user", "unit" and "agent" groups: the same four plus
+         * max_allocations (allocations in flight); "global" has
+         * max_allocations too, "process" does not (limits.max_allocations_per_process). */
+        LedgerLimits user;
+        LedgerLimits unit;
+        LedgerLimits agent;
+
+        /* "admin_group": members (primary or supplementary group) may use the
+         * admin interface like root; "" (default): nobody but root and the
+         * daemon's user. A name or a gid. has_admin_gid as for RuleMatch. */
+        char *admin_group;
+        bool has_admin_gid;
+        gid_t admin_gid;
+        unsigned admin_group_line; /* where the file set it, for messages; 0: not set */
+
+        /* "rules": in file order. */
+        RuleConfig *rules;
+        size_t n_rules;
 
         /* "limits" group */
         uint64_t max_message_bytes;             /* 65536, 1024..16 MiB */
@@ -44,6 +136,8 @@ typedef struct Config {
         uint64_t max_allocations_per_process;   /* 64, >= 1 */
         uint64_t max_tracked_processes;         /* 4096, >= 1: process scopes kept, live or idle */
         uint64_t max_tracked_processes_per_uid; /* 1024, >= 1: of those, for one non-admin uid */
+        uint64_t max_tracked_scopes;            /* 16384, >= 1: user, unit, slice, agent, rule scopes kept */
+        uint64_t max_tracked_scopes_per_uid;    /* 1024, >= 1: of those, created by one non-admin uid */
         uint64_t max_output_bytes_per_uid;      /* 8 MiB, >= max_output_bytes: queued output of one uid */
         uint64_t admin_connections;             /* 8, < max_connections: slots only admins may take */
         uint64_t idle_timeout_usec;             /* "idle_timeout_sec" = 900: a connection holding no
@@ -68,9 +162,12 @@ void config_done(Config *c);
  * returns 0 and fills *ret (free with config_done()). On failure returns
  * -EINVAL (or -ENOMEM) and sets *ret_errors to a malloc'ed string of one line
  * per error, each "FILE:LINE: message" (e.g. "x.conf:7: hard_multiplier must be
- * between 1.0 and 5.0, got 7.5"), covering every error found: syntax errors
- * (libconfig stops at the first), unknown settings, wrong types, values out of
- * range.
+ * between 1.0 and 5.0, got 7.5", "x.conf:9: rules[2] ('nightly').match.unit:
+ * malformed glob '[abc': unbalanced '['"), sorted by line, covering every error
+ * found: syntax errors (libconfig stops at the first), unknown settings, wrong
+ * types, values out of range, relations between values, rules without a name
+ * or with another's. User and group ids written as numbers are resolved here;
+ * names are left to config_resolve_names().
  */
 int config_parse(const char *text, const char *filename, Config *ret, char **ret_errors);
 /* The same for size bytes that need not end in a NUL (a file as read): a NUL
@@ -80,9 +177,44 @@ int config_parse(const char *text, const char *filename, Config *ret, char **ret
 int config_parse_buffer(const char *text, size_t size, const char *filename, Config *ret, char **ret_errors);
 
 /* Writes the configuration in the file format, every setting, to a malloc'ed
- * string (what conf/tokenbudgetd.conf holds for the defaults, minus comments). */
+ * string (what conf/tokenbudgetd.conf holds for the defaults, minus comments);
+ * of a rule, the optional settings it gives (RULE_SET_*) and its predicates.
+ * Parsing it gives a Config equal to c, resolved names aside. */
 char *config_format(const Config *c);
 
+/* Every setting, rules included, and the ids names resolved to; not where
+ * they were written (admin_group_line, RuleConfig.line) nor a rule's optional
+ * settings it does not give. */
 bool config_equal(const Config *a, const Config *b);
+
+/*
+ * Names to ids, for match.user, match.group and admin_group given by name:
+ * the lookup is the caller's (getpwnam_r/getgrnam_r in the daemon, a table in
+ * tests). Returns 0 and the id, -ENOENT when there is no such name, or
+ * another -errno.
+ */
+typedef int (*ConfigLookupFunc)(bool group, const char *name, uint32_t *ret_id, void *userdata);
+/*
+ * Resolves every name in c not resolved yet. A name that is not known, or
+ * whose lookup failed, is no error (the rule can never match, admin_group
+ * grants nothing) but a warning: *ret_warnings (may be NULL) is set to a
+ * malloc'ed string of one "FILE:LINE: warning: ..." line per such name,
+ * sorted by line, or to NULL when there is none (e.g. "x.conf:12: warning:
+ * rule 'x': match.user 'bob' is not a known user; the rule can never match").
+ * Returns 0, or -ENOMEM (also when the lookup returns it).
+ */
+int config_resolve_names(Config *c, const char *filename, ConfigLookupFunc lookup, void *userdata,
+                         char **ret_warnings);
+
+/*
+ * A Config as one self-contained byte string and back, for the reload child
+ * (config-file.c): no pointers cross the pipe. Lines and resolved ids travel
+ * too. config_pack() returns 0 and a malloc'ed *ret, or -ENOMEM (-E2BIG for a
+ * string of 4 GiB). config_unpack() checks every length and every value (what
+ * it accepts, the parser could have produced; relations between values aside)
+ * and returns -EPROTO for bytes that are not a packed Config, or -ENOMEM.
+ */
+int config_pack(const Config *c, char **ret, size_t *ret_size);
+int config_unpack(const char *buf, size_t size, Config *ret);
 
 const char *log_level_to_string(LogLevel l);

@@ -4,6 +4,10 @@
  * every kind of invalid input with its "FILE:LINE: message", several errors
  * in one file, the format -> parse round trip, config_equal(), and that
  * conf/tokenbudgetd.conf lists exactly the settings, each at its default.
+ * Rules: every key, per, user and group as names and ids, globs valid and
+ * malformed, names missing and duplicated, CONFIG_RULES_MAX; each error's
+ * exact text. config_resolve_names() with a table for NSS, and
+ * config_pack()/config_unpack() round trips and garbage.
  * Links only the core library (and libconfig, to walk files independently).
  */
 #include <check.h>
@@ -31,6 +35,10 @@
 #define SOCKET_108 "/" A100 "aaaaaaa"
 
 /* ---- helpers ---- */
+
+static bool streq(const char *a, const char *b) {
+        return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
 
 static size_t count_lines(const char *s) {
         size_t n = 0;
@@ -98,7 +106,11 @@ typedef enum FieldType {
         FIELD_LOG_LEVEL,
         FIELD_STRING,
         FIELD_BOOL,
+        FIELD_ADMIN_GROUP, /* string, and number the gid (NO_ID: a name, not resolved) */
+        FIELD_RULES,       /* one rule named string, everything else at its default */
 } FieldType;
+
+#define NO_ID UINT64_MAX
 
 typedef struct OverrideRow {
         const char *path;  /* "name" or "group.name" */
@@ -115,6 +127,15 @@ typedef struct OverrideRow {
         { p, v, offsetof(Config, member), FIELD_BOOL, n, NULL }
 #define PERMILLE(p, v, member, n)                                                                           \
         { p, v, offsetof(Config, member), FIELD_PERMILLE, n, NULL }
+#define ADMIN(v, string, id)                                                                                \
+        { "admin_group", v, offsetof(Config, admin_group), FIELD_ADMIN_GROUP, id, string }
+/* The five budgets of a "user", "unit" or "agent" group (and "global"'s max_allocations). */
+#define LIMITS5(g, a, b, c, d, e)                                                                           \
+        U64(#g ".tokens_per_minute", #a, g.window_tokens[LEDGER_WINDOW_MINUTE], a),                         \
+                U64(#g ".tokens_per_hour", #b, g.window_tokens[LEDGER_WINDOW_HOUR], b),                     \
+                U64(#g ".tokens_per_day", #c, g.window_tokens[LEDGER_WINDOW_DAY], c),                       \
+                U64(#g ".max_tokens_in_flight", #d, g.in_flight_tokens, d),                                 \
+                U64(#g ".max_allocations", #e, g.max_allocations, e)
 
 static const OverrideRow override_rows[] = {
         {"socket", "\"/tmp/tb/other.sock\"", offsetof(Config, socket_path), FIELD_STRING, 0,
@@ -148,6 +169,24 @@ static const OverrideRow override_rows[] = {
         /* libconfig 1.5 alone would wrap this to 1. */
         U64("global.tokens_per_day", "4294967297", global.window_tokens[LEDGER_WINDOW_DAY], 4294967297),
         U64("global.max_tokens_in_flight", "999999999999", global.in_flight_tokens, 999999999999),
+        U64("global.max_allocations", "0", global.max_allocations, 0),
+        U64("global.max_allocations", "999999999999", global.max_allocations, 999999999999),
+        LIMITS5(user, 1, 2, 3, 4, 5),
+        LIMITS5(user, 999999999999, 999999999999, 999999999999, 999999999999, 999999999999),
+        LIMITS5(unit, 0, 0, 7, 0, 0),
+        LIMITS5(unit, 6, 7, 8, 9, 10),
+        LIMITS5(agent, 0, 0, 7, 0, 0),
+        LIMITS5(agent, 11, 12, 13, 14, 15),
+        ADMIN("\"wheel\"", "wheel", NO_ID),
+        ADMIN("10", "10", 10),
+        ADMIN("\"10\"", "10", 10),
+        ADMIN("\"0010\"", "10", 10),
+        ADMIN("0", "0", 0),
+        ADMIN("4294967294", "4294967294", 4294967294),
+        ADMIN("\"\xc3\xa9quipe\"", "\xc3\xa9quipe", NO_ID),
+        {"rules", "( { name = \"only\"; } )", offsetof(Config, rules), FIELD_RULES, 0, "only"},
+        {"rules", "( { name = \"a-Z_0.9\"; match = { }; } )", offsetof(Config, rules), FIELD_RULES, 0,
+         "a-Z_0.9"},
         U64("process.tokens_per_minute", "0x10", process.window_tokens[LEDGER_WINDOW_MINUTE], 16),
         U64("process.tokens_per_hour", "0xFFFFFFFF", process.window_tokens[LEDGER_WINDOW_HOUR], 4294967295),
         U64("process.tokens_per_day", "+0042", process.window_tokens[LEDGER_WINDOW_DAY], 42),
@@ -166,6 +205,10 @@ static const OverrideRow override_rows[] = {
         U64("limits.max_tracked_processes", "10000000", max_tracked_processes, 10000000),
         U64("limits.max_tracked_processes_per_uid", "1", max_tracked_processes_per_uid, 1),
         U64("limits.max_tracked_processes_per_uid", "10000000", max_tracked_processes_per_uid, 10000000),
+        U64("limits.max_tracked_scopes", "1", max_tracked_scopes, 1),
+        U64("limits.max_tracked_scopes", "10000000", max_tracked_scopes, 10000000),
+        U64("limits.max_tracked_scopes_per_uid", "1", max_tracked_scopes_per_uid, 1),
+        U64("limits.max_tracked_scopes_per_uid", "10000000", max_tracked_scopes_per_uid, 10000000),
         U64("limits.max_output_bytes_per_uid", "1048576", max_output_bytes_per_uid, 1048576),
         U64("limits.max_output_bytes_per_uid", "1073741824", max_output_bytes_per_uid, 1073741824),
         U64("limits.admin_connections", "0", admin_connections, 0),
@@ -188,10 +231,42 @@ static const OverrideRow override_rows[] = {
         U64("journal.rate_limit_burst", "1000000", journal_rate_limit_burst, 1000000),
 };
 
+static void rules_clear(Config *c) {
+        for (size_t i = 0; i < c->n_rules; i++) {
+                RuleConfig *r = &c->rules[i];
+                free(r->name);
+                free(r->match.user);
+                free(r->match.group);
+                free(r->match.unit);
+                free(r->match.slice);
+                free(r->match.command);
+                free(r->match.agent);
+        }
+        free(c->rules);
+        c->rules = NULL;
+        c->n_rules = 0;
+}
+
 static void row_apply(const OverrideRow *row, Config *c) {
         char *p = (char *)c + row->offset;
 
         switch (row->type) {
+        case FIELD_ADMIN_GROUP:
+                free(c->admin_group);
+                c->admin_group = strdup(row->string);
+                ck_assert_ptr_nonnull(c->admin_group);
+                c->has_admin_gid = row->number != NO_ID;
+                c->admin_gid = row->number != NO_ID ? (gid_t)row->number : 0;
+                break;
+        case FIELD_RULES:
+                rules_clear(c);
+                c->rules = calloc(1, sizeof(RuleConfig));
+                ck_assert_ptr_nonnull(c->rules);
+                c->rules[0].name = strdup(row->string);
+                ck_assert_ptr_nonnull(c->rules[0].name);
+                c->rules[0].per = RULE_PER_RULE;
+                c->n_rules = 1;
+                break;
         case FIELD_U64:
                 *(uint64_t *)p = row->number;
                 break;
@@ -257,8 +332,32 @@ START_TEST(test_defaults) {
         ck_assert(!c.journal_log_granted);
         ck_assert_uint_eq(c.journal_rate_limit_interval_usec, 10000000);
         ck_assert_uint_eq(c.journal_rate_limit_burst, 20);
+        ck_assert_uint_eq(c.global.max_allocations, 0);
+        for (size_t w = 0; w < _LEDGER_WINDOW_MAX; w++)
+                ck_assert_uint_eq(c.user.window_tokens[w], 0);
+        ck_assert_uint_eq(c.user.in_flight_tokens, 0);
+        ck_assert_uint_eq(c.user.max_allocations, 0);
+        ck_assert_uint_eq(c.unit.window_tokens[LEDGER_WINDOW_MINUTE], 1000000);
+        ck_assert_uint_eq(c.unit.window_tokens[LEDGER_WINDOW_HOUR], 10000000);
+        ck_assert_uint_eq(c.unit.window_tokens[LEDGER_WINDOW_DAY], 0);
+        ck_assert_uint_eq(c.unit.in_flight_tokens, 600000);
+        ck_assert_uint_eq(c.unit.max_allocations, 256);
+        ck_assert_uint_eq(c.agent.window_tokens[LEDGER_WINDOW_MINUTE], 500000);
+        ck_assert_uint_eq(c.agent.window_tokens[LEDGER_WINDOW_HOUR], 5000000);
+        ck_assert_uint_eq(c.agent.window_tokens[LEDGER_WINDOW_DAY], 0);
+        ck_assert_uint_eq(c.agent.in_flight_tokens, 400000);
+        ck_assert_uint_eq(c.agent.max_allocations, 64);
+        ck_assert_uint_eq(c.process.max_allocations, 0); /* limits.max_allocations_per_process instead */
+        ck_assert_str_eq(c.admin_group, "");
+        ck_assert(!c.has_admin_gid);
+        ck_assert_uint_eq(c.admin_group_line, 0);
+        ck_assert_ptr_null(c.rules);
+        ck_assert_uint_eq(c.n_rules, 0);
+        ck_assert_uint_eq(c.max_tracked_scopes, 16384);
+        ck_assert_uint_eq(c.max_tracked_scopes_per_uid, 1024);
         config_done(&c);
         ck_assert_ptr_null(c.socket_path);
+        ck_assert_ptr_null(c.admin_group);
         config_done(&c); /* twice is harmless */
         config_done(NULL);
 }
@@ -451,7 +550,7 @@ static const InvalidRow invalid_rows[] = {
         {"unknown nested", "global = {\n        tokens_per_week = 5;\n};", 2,
          "unknown setting 'global.tokens_per_week'"},
         {"digit in name", "tokens2 = 5;", 1, "unknown setting 'tokens2'"},
-        {"unknown group", "rules = { x = 1; };", 1, "unknown setting 'rules'"},
+        {"rules a group", "rules = { x = 1; };", 1, "rules must be a list ( { ... }, ... ), got a group"},
         {"top-level name in group", "limits = { socket = \"/x\"; };", 1, "unknown setting 'limits.socket'"},
         {"group name in group", "global = { process = { }; };", 1, "unknown setting 'global.process'"},
         /* groups given as scalars */
@@ -710,10 +809,1010 @@ START_TEST(test_round_trip_each_override) {
 }
 END_TEST
 
+/* ---- names of enumerations ---- */
+
+START_TEST(test_enum_names) {
+        static const char *const priorities[] = {"interactive", "normal", "background"};
+        static const char *const pers[] = {"rule", "user", "unit", "process", "agent"};
+
+        ck_assert_int_eq(_PRIORITY_MAX, (int)ELEMENTSOF(priorities));
+        for (int i = 0; i < _PRIORITY_MAX; i++) {
+                ck_assert_str_eq(priority_to_string((Priority)i), priorities[i]);
+                ck_assert_int_eq(priority_from_string(priorities[i]), i);
+        }
+        ck_assert_ptr_null(priority_to_string(_PRIORITY_MAX));
+        ck_assert_ptr_null(priority_to_string((Priority)-1));
+        ck_assert_int_eq(priority_from_string("high"), -EINVAL);
+        ck_assert_int_eq(priority_from_string("Normal"), -EINVAL);
+        ck_assert_int_eq(priority_from_string(""), -EINVAL);
+        ck_assert_int_eq(priority_from_string(NULL), -EINVAL);
+
+        ck_assert_int_eq(_RULE_PER_MAX, (int)ELEMENTSOF(pers));
+        for (int i = 0; i < _RULE_PER_MAX; i++) {
+                ck_assert_str_eq(rule_per_to_string((RulePer)i), pers[i]);
+                ck_assert_int_eq(rule_per_from_string(pers[i]), i);
+        }
+        ck_assert_ptr_null(rule_per_to_string(_RULE_PER_MAX));
+        ck_assert_int_eq(rule_per_from_string("group"), -EINVAL);
+        ck_assert_int_eq(rule_per_from_string(NULL), -EINVAL);
+}
+END_TEST
+
+/* ---- errors, exactly ---- */
+
+/* The whole error text, every line, for the settings of issue 9. */
+typedef struct ExactRow {
+        const char *name;
+        const char *text;
+        const char *errors; /* without the "test.conf:" of each line */
+} ExactRow;
+
+#define LONG_NAME_64 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define LONG_NAME_65 LONG_NAME_64 "a"
+#define RULE(body)   "rules = ( { name = \"x\"; " body " } );"
+#define GLOB_ROW(name, glob, problem)                                                                       \
+        {                                                                                                   \
+                name, RULE("match = { unit = \"" glob "\"; };"),                                            \
+                        "1: rules[0] ('x').match.unit: malformed glob '" glob "': " problem "\n"            \
+        }
+
+static const ExactRow exact_rows[] = {
+        /* the new groups and limits */
+        {"global allocations negative", "global = { max_allocations = -1; };",
+         "1: global.max_allocations must be between 0 and 999999999999, got -1\n"},
+        {"user 10^12", "user = {\n  tokens_per_minute = 1000000000000;\n};",
+         "2: user.tokens_per_minute must be between 0 and 999999999999, got 1000000000000\n"},
+        {"unit string", "unit = { max_allocations = \"x\"; };",
+         "1: unit.max_allocations must be an integer, got a string\n"},
+        {"agent negative", "agent = { max_tokens_in_flight = -1; };",
+         "1: agent.max_tokens_in_flight must be between 0 and 999999999999, got -1\n"},
+        {"agent unknown", "agent = { tokens_per_week = 1; };",
+         "1: unknown setting 'agent.tokens_per_week'\n"},
+        {"process has no max_allocations", "process = { max_allocations = 5; };",
+         "1: unknown setting 'process.max_allocations'\n"},
+        {"user scalar", "user = 5;", "1: user must be a group, got an integer\n"},
+        {"unit list", "unit = ( );", "1: unit must be a group, got a list\n"},
+        {"scopes 0", "limits = { max_tracked_scopes = 0; };",
+         "1: limits.max_tracked_scopes must be between 1 and 10000000, got 0\n"},
+        {"scopes 10^7 + 1", "limits = { max_tracked_scopes = 10000001; };",
+         "1: limits.max_tracked_scopes must be between 1 and 10000000, got 10000001\n"},
+        {"scopes per uid 0", "limits = { max_tracked_scopes_per_uid = 0; };",
+         "1: limits.max_tracked_scopes_per_uid must be between 1 and 10000000, got 0\n"},
+        {"scopes per uid 10^7 + 1", "limits = { max_tracked_scopes_per_uid = 10000001; };",
+         "1: limits.max_tracked_scopes_per_uid must be between 1 and 10000000, got 10000001\n"},
+        /* admin_group */
+        {"admin gid negative", "admin_group = -1;",
+         "1: admin_group must be a group name or a gid from 0 to 4294967294, got -1\n"},
+        {"admin gid -1 as unsigned", "admin_group = 4294967295;",
+         "1: admin_group must be a group name or a gid from 0 to 4294967294, got 4294967295\n"},
+        {"admin gid string too big", "admin_group = \"4294967295\";",
+         "1: admin_group must be a group name or a gid from 0 to 4294967294, got '4294967295'\n"},
+        {"admin gid huge string", "admin_group = \"99999999999999999999999\";",
+         "1: admin_group must be a group name or a gid from 0 to 4294967294, got "
+         "'99999999999999999999999'\n"},
+        {"admin bool", "admin_group = true;",
+         "1: admin_group must be a group name (a string) or a gid (an integer), got a boolean\n"},
+        {"admin float", "admin_group = 1.5;",
+         "1: admin_group must be a group name (a string) or a gid (an integer), got a float\n"},
+        {"admin control", "admin_group = \"a\\nb\";",
+         "1: admin_group must not contain control characters, got 'a?b'\n"},
+        {"admin not UTF-8", "admin_group = \"\\xff\";", "1: admin_group must be valid UTF-8, got '?'\n"},
+        {"admin too long",
+         "admin_group = \"" LONG_NAME_65 LONG_NAME_65 LONG_NAME_65
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\";",
+         "1: admin_group must be at most 256 bytes, got '"
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...'\n"},
+        /* the list and its elements */
+        {"rules scalar", "rules = 5;", "1: rules must be a list ( { ... }, ... ), got an integer\n"},
+        {"rules array", "rules = [ ];", "1: rules must be a list ( { ... }, ... ), got an array\n"},
+        {"rule scalar", "rules = ( 5 );", "1: rules[0] must be a group { ... }, got an integer\n"},
+        {"rule list", "rules = ( { name = \"a\"; },\n ( ) );",
+         "2: rules[1] must be a group { ... }, got a list\n"},
+        {"missing name", "rules = ( { } );",
+         "1: rules[0]: missing setting 'name' (every rule needs a unique name)\n"},
+        {"missing name, other errors", "rules = (\n  {\n    per = \"x\";\n  }\n);",
+         "2: rules[0]: missing setting 'name' (every rule needs a unique name)\n"
+         "3: rules[0].per must be one of rule, user, unit, process, agent, got 'x'\n"},
+        {"name integer", "rules = ( { name = 5; } );",
+         "1: rules[0].name must be a string, got an integer\n"},
+        {"name empty", "rules = ( { name = \"\"; } );",
+         "1: rules[0].name must be 1 to 64 of the characters A-Z a-z 0-9 _ . -, got ''\n"},
+        {"name space", "rules = ( { name = \"a b\"; } );",
+         "1: rules[0].name must be 1 to 64 of the characters A-Z a-z 0-9 _ . -, got 'a b'\n"},
+        {"name colon", "rules = ( { name = \"a:b\"; } );",
+         "1: rules[0].name must be 1 to 64 of the characters A-Z a-z 0-9 _ . -, got 'a:b'\n"},
+        {"name 65", "rules = ( { name = \"" LONG_NAME_65 "\"; } );",
+         "1: rules[0].name must be 1 to 64 of the characters A-Z a-z 0-9 _ . -, got '" LONG_NAME_64
+         "...'\n"},
+        {"name invalid, later errors unnamed", "rules = ( { name = \"a b\"; tokens_per_week = 1; } );",
+         "1: rules[0].name must be 1 to 64 of the characters A-Z a-z 0-9 _ . -, got 'a b'\n"
+         "1: rules[0]: unknown setting 'tokens_per_week'\n"},
+        {"duplicate names", "rules = (\n { name = \"a\"; },\n { name = \"b\"; },\n { name = \"a\"; }\n);",
+         "4: rules[2]: duplicate rule name 'a', first used by rules[0] on line 2\n"},
+        {"three of a name", "rules = (\n { name = \"a\"; },\n { name = \"a\"; },\n { name = \"a\"; }\n);",
+         "3: rules[1]: duplicate rule name 'a', first used by rules[0] on line 2\n"
+         "4: rules[2]: duplicate rule name 'a', first used by rules[0] on line 2\n"},
+        {"duplicate key", RULE("per = \"user\"; per = \"unit\";"), "1: duplicate setting name\n"},
+        {"trailing comma", "rules = ( { name = \"a\"; }, );", "1: syntax error\n"},
+        /* unknown keys */
+        {"unknown key", RULE("tokens_per_week = 1;"),
+         "1: rules[0] ('x'): unknown setting 'tokens_per_week'\n"},
+        {"unknown before name", "rules = ( { tokens_per_week = 1; name = \"x\"; } );",
+         "1: rules[0] ('x'): unknown setting 'tokens_per_week'\n"},
+        {"unknown in match", RULE("match = { uid = 1; };"),
+         "1: rules[0] ('x'): unknown setting 'match.uid'\n"},
+        {"predicate outside match", RULE("user = \"alice\";"),
+         "1: rules[0] ('x'): unknown setting 'user' (predicates go in match = { ... })\n"},
+        {"group in match", RULE("match = { match = { }; };"),
+         "1: rules[0] ('x'): unknown setting 'match.match'\n"},
+        {"top-level setting in rule", RULE("socket = \"/x\";"),
+         "1: rules[0] ('x'): unknown setting 'socket'\n"},
+        {"top-level group in rule", RULE("global = { };"), "1: rules[0] ('x'): unknown setting 'global'\n"},
+        {"rule setting at top", "per = \"user\";", "1: unknown setting 'per'\n"},
+        {"match at top", "match = { };", "1: unknown setting 'match'\n"},
+        /* types and values */
+        {"match scalar", RULE("match = 5;"), "1: rules[0] ('x').match must be a group, got an integer\n"},
+        {"per unknown", RULE("per = \"group\";"),
+         "1: rules[0] ('x').per must be one of rule, user, unit, process, agent, got 'group'\n"},
+        {"per integer", RULE("per = 1;"), "1: rules[0] ('x').per must be a string, got an integer\n"},
+        {"priority unknown", RULE("priority = \"high\";"),
+         "1: rules[0] ('x').priority must be one of interactive, normal, background, got 'high'\n"},
+        {"max_priority integer", RULE("max_priority = 0;"),
+         "1: rules[0] ('x').max_priority must be a string, got an integer\n"},
+        {"tokens negative", RULE("tokens_per_hour = -1;"),
+         "1: rules[0] ('x').tokens_per_hour must be between 0 and 999999999999, got -1\n"},
+        {"tokens 10^12", RULE("tokens_per_day = 1000000000000;"),
+         "1: rules[0] ('x').tokens_per_day must be between 0 and 999999999999, got 1000000000000\n"},
+        {"in flight float", RULE("max_tokens_in_flight = 1.5;"),
+         "1: rules[0] ('x').max_tokens_in_flight must be an integer, got a float\n"},
+        {"allocations string", RULE("max_allocations = \"8\";"),
+         "1: rules[0] ('x').max_allocations must be an integer, got a string\n"},
+        {"request tokens 0", RULE("max_request_tokens = 0;"),
+         "1: rules[0] ('x').max_request_tokens must be between 1 and 999999999999, got 0\n"},
+        {"warn 0.5", RULE("warn_multiplier = 0.5;"),
+         "1: rules[0] ('x').warn_multiplier must be between 1.0 and 5.0, got 0.5\n"},
+        {"hard 5.5", RULE("hard_multiplier = 5.5;"),
+         "1: rules[0] ('x').hard_multiplier must be between 1.0 and 5.0, got 5.5\n"},
+        {"hard string", RULE("hard_multiplier = \"2\";"),
+         "1: rules[0] ('x').hard_multiplier must be a number, got a string\n"},
+        {"escalate 10.5", RULE("escalate_multiplier = 10.5;"),
+         "1: rules[0] ('x').escalate_multiplier must be between 1.0 and 10.0, got 10.5\n"},
+        {"escalate 0.999", RULE("escalate_multiplier = 0.999;"),
+         "1: rules[0] ('x').escalate_multiplier must be between 1.0 and 10.0, got 0.999\n"},
+        {"user negative", RULE("match = { user = -1; };"),
+         "1: rules[0] ('x').match.user must be a user name or a uid from 0 to 4294967294, got -1\n"},
+        {"user empty", RULE("match = { user = \"\"; };"),
+         "1: rules[0] ('x').match.user must not be empty, got ''\n"},
+        {"user bool", RULE("match = { user = false; };"),
+         "1: rules[0] ('x').match.user must be a user name (a string) or a uid (an integer), got a "
+         "boolean\n"},
+        {"group float", RULE("match = { group = 1.5; };"),
+         "1: rules[0] ('x').match.group must be a group name (a string) or a gid (an integer), got a "
+         "float\n"},
+        {"group too big", RULE("match = { group = 0x100000000; };"),
+         "1: rules[0] ('x').match.group must be a group name or a gid from 0 to 4294967294, got "
+         "4294967296\n"},
+        {"group control", RULE("match = { group = \"wh\\teel\"; };"),
+         "1: rules[0] ('x').match.group must not contain control characters, got 'wh?eel'\n"},
+        {"glob integer", RULE("match = { command = 5; };"),
+         "1: rules[0] ('x').match.command must be a string, got an integer\n"},
+        /* relations inside a rule and with the top level */
+        {"priority above max", RULE("priority = \"interactive\";\nmax_priority = \"normal\";"),
+         "1: rules[0] ('x').priority ('interactive') must not be above its max_priority ('normal')\n"},
+        {"warn above hard", RULE("hard_multiplier = 1.2;\nwarn_multiplier = 1.3;"),
+         "2: rules[0] ('x').warn_multiplier (1.3) must not be greater than its hard_multiplier (1.2)\n"},
+        {"warn above top-level hard", RULE("warn_multiplier = 2.5;"),
+         "1: rules[0] ('x').warn_multiplier (2.5) must not be greater than the top-level hard_multiplier "
+         "(2)\n"},
+        {"hard below top-level warn", RULE("hard_multiplier = 1.2;"),
+         "1: rules[0] ('x').hard_multiplier (1.2) must not be less than the top-level warn_multiplier "
+         "(1.5)\n"},
+        {"top-level hard later in the file", RULE("warn_multiplier = 2.5;") "\nhard_multiplier = 2.4;",
+         "1: rules[0] ('x').warn_multiplier (2.5) must not be greater than the top-level hard_multiplier "
+         "(2.4)\n"},
+        /* A top-level value that failed its own check is not compared. */
+        {"invalid top-level hard", RULE("warn_multiplier = 2.5;") "\nhard_multiplier = 9;",
+         "2: hard_multiplier must be between 1.0 and 5.0, got 9\n"},
+        {"invalid rule warn", RULE("warn_multiplier = 9;"),
+         "1: rules[0] ('x').warn_multiplier must be between 1.0 and 5.0, got 9\n"},
+        /* every error of several rules, named by index and name */
+        {"the brief's example",
+         "rules = (\n { name = \"a\"; },\n { name = \"b\"; },\n {\n  name = \"nightly\";\n"
+         "  match = { unit = \"[abc\"; };\n  tokens_per_week = 1;\n  per = \"slice\";\n }\n);",
+         "6: rules[2] ('nightly').match.unit: malformed glob '[abc': unbalanced '['\n"
+         "7: rules[2] ('nightly'): unknown setting 'tokens_per_week'\n"
+         "8: rules[2] ('nightly').per must be one of rule, user, unit, process, agent, got 'slice'\n"},
+        /* globs */
+        GLOB_ROW("glob empty", "", "empty"),
+        GLOB_ROW("glob unbalanced", "[abc", "unbalanced '['"),
+        GLOB_ROW("glob only [", "[", "unbalanced '['"),
+        GLOB_ROW("glob [] is not closed", "[]", "unbalanced '['"),
+        GLOB_ROW("glob [!] is not closed", "[!]", "unbalanced '['"),
+        {"glob escaped ] is not a close", RULE("match = { unit = \"[a\\\\]\"; };"),
+         "1: rules[0] ('x').match.unit: malformed glob '[a\\]': unbalanced '['\n"},
+        GLOB_ROW("glob class not closed", "[[:alpha:]", "unbalanced '['"),
+        GLOB_ROW("glob class unterminated", "[[:alpha]", "unbalanced '['"),
+        GLOB_ROW("glob unknown class", "[[:foo:]]", "unknown character class"),
+        GLOB_ROW("glob second bracket", "a[b]c[d", "unbalanced '['"),
+        {"glob trailing backslash", RULE("match = { unit = \"foo\\\\\"; };"),
+         "1: rules[0] ('x').match.unit: malformed glob 'foo\\': trailing '\\'\n"},
+        {"glob tab", RULE("match = { unit = \"a\\tb\"; };"),
+         "1: rules[0] ('x').match.unit: malformed glob 'a?b': a control character\n"},
+        {"glob not UTF-8", RULE("match = { agent = \"a\\xc3\"; };"),
+         "1: rules[0] ('x').match.agent: malformed glob 'a?': not valid UTF-8\n"},
+        {"glob too long",
+         RULE("match = { slice = \"" LONG_NAME_65 LONG_NAME_65 LONG_NAME_65 LONG_NAME_65 "\"; };"),
+         "1: rules[0] ('x').match.slice: malformed glob '"
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...': longer than 256 bytes\n"},
+        {"every glob",
+         RULE("match = {\n unit = \"[\";\n slice = \"[\";\n command = \"[\";\n agent = \"[\";\n};"),
+         "2: rules[0] ('x').match.unit: malformed glob '[': unbalanced '['\n"
+         "3: rules[0] ('x').match.slice: malformed glob '[': unbalanced '['\n"
+         "4: rules[0] ('x').match.command: malformed glob '[': unbalanced '['\n"
+         "5: rules[0] ('x').match.agent: malformed glob '[': unbalanced '['\n"},
+};
+
+/* Prefixes each line of want with FILENAME ":". */
+static char *with_filename(const char *want) {
+        char *buf = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&buf, &size);
+
+        ck_assert_ptr_nonnull(f);
+        for (const char *p = want; *p;) {
+                const char *eol = strchr(p, '\n');
+                size_t len = eol ? (size_t)(eol - p + 1) : strlen(p);
+                fprintf(f, FILENAME ":%.*s", (int)len, p);
+                p += len;
+        }
+        ck_assert_int_eq(fclose(f), 0);
+        return buf;
+}
+
+START_TEST(test_exact_errors) {
+        const ExactRow *row = &exact_rows[_i];
+        char *errors = NULL, *want = with_filename(row->errors);
+        Config c;
+        int r;
+
+        r = config_parse(row->text, FILENAME, &c, &errors);
+        ck_assert_msg(r == -EINVAL, "row '%s': config_parse() = %d, want -EINVAL", row->name, r);
+        ck_assert_msg(errors && strcmp(errors, want) == 0, "row '%s':\nwant:\n%sgot:\n%s", row->name, want,
+                      errors ?: "(none)");
+        free(errors);
+        free(want);
+}
+END_TEST
+
+/* ---- rules that parse ---- */
+
+#define S(x) ((char *)(x))
+
+typedef struct RuleRow {
+        const char *name;
+        const char *body; /* between the rule's { and } */
+        RuleConfig want;  /* line is always 1 */
+} RuleRow;
+
+/* per = "rule" is RULE_PER_RULE, 0. */
+#define NAMED(...)                                                                                          \
+        { .name = S("x"), __VA_ARGS__ }
+
+static const RuleRow rule_rows[] = {
+        {"name only", "name = \"x\";", NAMED()},
+        {"empty match", "name = \"x\"; match = { };", NAMED()},
+        {"name of 64", "name = \"" LONG_NAME_64 "\";", {.name = S(LONG_NAME_64)}},
+        {"name characters", "name = \"AZaz09_.-\";", {.name = S("AZaz09_.-")}},
+        {"per rule", "name = \"x\"; per = \"rule\";", NAMED()},
+        {"per user", "name = \"x\"; per = \"user\";", NAMED(.per = RULE_PER_USER)},
+        {"per unit", "name = \"x\"; per = \"unit\";", NAMED(.per = RULE_PER_UNIT)},
+        {"per process", "name = \"x\"; per = \"process\";", NAMED(.per = RULE_PER_PROCESS)},
+        {"per agent", "name = \"x\"; per = \"agent\";", NAMED(.per = RULE_PER_AGENT)},
+        {"user name", "name = \"x\"; match = { user = \"alice\"; };", NAMED(.match = {.user = S("alice")})},
+        {"uid", "name = \"x\"; match = { user = 1000; };",
+         NAMED(.match = {.user = S("1000"), .has_uid = true, .uid = 1000})},
+        {"uid as a string", "name = \"x\"; match = { user = \"1000\"; };",
+         NAMED(.match = {.user = S("1000"), .has_uid = true, .uid = 1000})},
+        {"uid with zeros", "name = \"x\"; match = { user = \"007\"; };",
+         NAMED(.match = {.user = S("7"), .has_uid = true, .uid = 7})},
+        {"uid 0", "name = \"x\"; match = { user = 0; };", NAMED(.match = {.user = S("0"), .has_uid = true})},
+        {"uid hex", "name = \"x\"; match = { user = 0x10; };",
+         NAMED(.match = {.user = S("16"), .has_uid = true, .uid = 16})},
+        {"uid largest", "name = \"x\"; match = { user = 4294967294; };",
+         NAMED(.match = {.user = S("4294967294"), .has_uid = true, .uid = 4294967294u})},
+        {"user name with digits", "name = \"x\"; match = { user = \"u1000\"; };",
+         NAMED(.match = {.user = S("u1000")})},
+        {"group name", "name = \"x\"; match = { group = \"wheel\"; };",
+         NAMED(.match = {.group = S("wheel")})},
+        {"gid", "name = \"x\"; match = { group = 10; };",
+         NAMED(.match = {.group = S("10"), .has_gid = true, .gid = 10})},
+        {"globs",
+         "name = \"x\"; match = { unit = \"nightly-*.service\"; slice = \"batch.slice\"; "
+         "command = \"python3*\"; agent = \"nightly-*\"; };",
+         NAMED(.match = {.unit = S("nightly-*.service"),
+                         .slice = S("batch.slice"),
+                         .command = S("python3*"),
+                         .agent = S("nightly-*")})},
+        {"limits",
+         "name = \"x\"; tokens_per_minute = 1; tokens_per_hour = 2; tokens_per_day = 3; "
+         "max_tokens_in_flight = 4; max_allocations = 5;",
+         NAMED(.limits = {.window_tokens = {1, 2, 3}, .in_flight_tokens = 4, .max_allocations = 5})},
+        {"limits at most", "name = \"x\"; tokens_per_day = 999999999999; max_allocations = 999999999999;",
+         NAMED(.limits = {.window_tokens = {0, 0, 999999999999}, .max_allocations = 999999999999})},
+        {"max_request_tokens", "name = \"x\"; max_request_tokens = 1;",
+         NAMED(.set = RULE_SET_MAX_REQUEST_TOKENS, .max_request_tokens = 1)},
+        {"priority", "name = \"x\"; priority = \"background\";",
+         NAMED(.set = RULE_SET_PRIORITY, .priority = PRIORITY_BACKGROUND)},
+        {"max_priority", "name = \"x\"; max_priority = \"interactive\";",
+         NAMED(.set = RULE_SET_MAX_PRIORITY, .max_priority = PRIORITY_INTERACTIVE)},
+        {"priority at its max", "name = \"x\"; priority = \"normal\"; max_priority = \"normal\";",
+         NAMED(.set = RULE_SET_PRIORITY | RULE_SET_MAX_PRIORITY, .priority = PRIORITY_NORMAL,
+               .max_priority = PRIORITY_NORMAL)},
+        {"priority below its max",
+         "name = \"x\"; priority = \"background\"; max_priority = \"interactive\";",
+         NAMED(.set = RULE_SET_PRIORITY | RULE_SET_MAX_PRIORITY, .priority = PRIORITY_BACKGROUND,
+               .max_priority = PRIORITY_INTERACTIVE)},
+        {"warn below top-level hard", "name = \"x\"; warn_multiplier = 2;",
+         NAMED(.set = RULE_SET_WARN, .warn_permille = 2000)},
+        {"hard above top-level warn", "name = \"x\"; hard_multiplier = 1.5;",
+         NAMED(.set = RULE_SET_HARD, .hard_permille = 1500)},
+        /* Its own pair may lie outside the top-level one's. */
+        {"own warn and hard", "name = \"x\"; warn_multiplier = 1.1; hard_multiplier = 1.2;",
+         NAMED(.set = RULE_SET_WARN | RULE_SET_HARD, .warn_permille = 1100, .hard_permille = 1200)},
+        {"hard integer", "name = \"x\"; hard_multiplier = 5;",
+         NAMED(.set = RULE_SET_HARD, .hard_permille = 5000)},
+        {"escalate", "name = \"x\"; escalate_multiplier = 10.0;",
+         NAMED(.set = RULE_SET_ESCALATE, .escalate_permille = 10000)},
+        {"escalate 1", "name = \"x\"; escalate_multiplier = 1;",
+         NAMED(.set = RULE_SET_ESCALATE, .escalate_permille = 1000)},
+        {"every key",
+         "name = \"nightly\"; match = { user = \"alice\"; group = \"wheel\"; unit = \"nightly-*.service\"; "
+         "slice = \"batch.slice\"; command = \"python3*\"; agent = \"nightly-*\"; }; per = \"agent\"; "
+         "tokens_per_minute = 10; tokens_per_hour = 100000; tokens_per_day = 1000000; "
+         "max_tokens_in_flight = 5000; max_allocations = 8; max_request_tokens = 20000; "
+         "priority = \"background\"; max_priority = \"normal\"; warn_multiplier = 1.2; hard_multiplier = "
+         "1.5; "
+         "escalate_multiplier = 2.5;",
+         {.name = S("nightly"),
+          .match = {.user = S("alice"),
+                    .group = S("wheel"),
+                    .unit = S("nightly-*.service"),
+                    .slice = S("batch.slice"),
+                    .command = S("python3*"),
+                    .agent = S("nightly-*")},
+          .per = RULE_PER_AGENT,
+          .limits = {.window_tokens = {10, 100000, 1000000}, .in_flight_tokens = 5000, .max_allocations = 8},
+          .set = RULE_SET_MAX_REQUEST_TOKENS | RULE_SET_PRIORITY | RULE_SET_MAX_PRIORITY | RULE_SET_WARN |
+                 RULE_SET_HARD | RULE_SET_ESCALATE,
+          .max_request_tokens = 20000,
+          .priority = PRIORITY_BACKGROUND,
+          .max_priority = PRIORITY_NORMAL,
+          .warn_permille = 1200,
+          .hard_permille = 1500,
+          .escalate_permille = 2500}},
+        {"keys in any order, name last", "per = \"user\"; match = { user = 5; }; name = \"x\";",
+         NAMED(.per = RULE_PER_USER, .match = {.user = S("5"), .has_uid = true, .uid = 5})},
+        {"colon syntax", "name: \"x\"; match: { agent: \"a\"; };", NAMED(.match = {.agent = S("a")})},
+};
+
+/* Globs fnmatch(3) reads as written: none is refused. */
+static const char *const valid_globs[] = {
+        "*",
+        "?",
+        "a",
+        "nightly-*.service",
+        "[abc]",
+        "[!abc]",
+        "[^abc]",
+        "[]]",
+        "[]x]",
+        "[!]x]",
+        "[a-z]*",
+        "[[:alpha:]]",
+        "[[:alnum:][:space:]]x",
+        "[[.a.]]",
+        "[[=a=]]",
+        "\\\\[",
+        "a\\\\*b",
+        "[a\\\\]]",
+        "]",
+        "a]b",
+        "[[]",
+        "\xc4\x8d\x61j-*",
+        "x\\\\y",
+        "{a,b}",
+        "~user",
+        "*[*]*",
+};
+
+static void check_rule(const RuleConfig *got, const RuleConfig *want, const char *row) {
+        ck_assert_msg(streq(got->name, want->name), "row '%s': name %s", row, got->name ?: "NULL");
+        ck_assert_msg(streq(got->match.user, want->match.user), "row '%s': user %s", row,
+                      got->match.user ?: "NULL");
+        ck_assert_msg(streq(got->match.group, want->match.group), "row '%s': group", row);
+        ck_assert_msg(streq(got->match.unit, want->match.unit), "row '%s': unit", row);
+        ck_assert_msg(streq(got->match.slice, want->match.slice), "row '%s': slice", row);
+        ck_assert_msg(streq(got->match.command, want->match.command), "row '%s': command", row);
+        ck_assert_msg(streq(got->match.agent, want->match.agent), "row '%s': agent", row);
+        ck_assert_msg(got->match.has_uid == want->match.has_uid && got->match.uid == want->match.uid,
+                      "row '%s': uid %d %u", row, got->match.has_uid, (unsigned)got->match.uid);
+        ck_assert_msg(got->match.has_gid == want->match.has_gid && got->match.gid == want->match.gid,
+                      "row '%s': gid %d %u", row, got->match.has_gid, (unsigned)got->match.gid);
+        ck_assert_msg(got->per == want->per, "row '%s': per %d", row, (int)got->per);
+        ck_assert_msg(memcmp(&got->limits, &want->limits, sizeof(got->limits)) == 0, "row '%s': limits",
+                      row);
+        ck_assert_msg(got->set == want->set, "row '%s': set 0x%x, want 0x%x", row, got->set, want->set);
+        ck_assert_msg(got->max_request_tokens == want->max_request_tokens, "row '%s': max_request_tokens",
+                      row);
+        ck_assert_msg(got->priority == want->priority && got->max_priority == want->max_priority,
+                      "row '%s': priorities %d %d", row, (int)got->priority, (int)got->max_priority);
+        ck_assert_msg(got->warn_permille == want->warn_permille &&
+                              got->hard_permille == want->hard_permille &&
+                              got->escalate_permille == want->escalate_permille,
+                      "row '%s': multipliers %u %u %u", row, got->warn_permille, got->hard_permille,
+                      got->escalate_permille);
+}
+
+START_TEST(test_rule) {
+        const RuleRow *row = &rule_rows[_i];
+        const RuleConfig *want = &row->want;
+        char text[2048];
+        Config c;
+
+        snprintf(text, sizeof(text), "rules = ( { %s } );", row->body);
+        parse_ok(text, row->name, &c);
+        ck_assert_uint_eq(c.n_rules, 1);
+        ck_assert_uint_eq(c.rules[0].line, 1);
+        check_rule(&c.rules[0], want, row->name);
+        check_round_trip(&c, row->name);
+        config_done(&c);
+}
+END_TEST
+
+START_TEST(test_valid_glob) {
+        char text[512];
+        Config c;
+
+        snprintf(text, sizeof(text),
+                 "rules = ( { name = \"g\"; match = { unit = \"%s\"; command = \"%s\"; }; } );",
+                 valid_globs[_i], valid_globs[_i]);
+        parse_ok(text, valid_globs[_i], &c);
+        ck_assert_ptr_nonnull(c.rules[0].match.unit);
+        check_round_trip(&c, valid_globs[_i]);
+        config_done(&c);
+}
+END_TEST
+
+/* Rules keep the file's order and lines. */
+START_TEST(test_rules_in_order) {
+        static const char text[] = "rules = (\n"
+                                   "  { name = \"first\"; },\n"
+                                   "  {\n"
+                                   "    name = \"second\";\n"
+                                   "  },\n"
+                                   "\n"
+                                   "  { name = \"third\"; per = \"unit\"; }\n"
+                                   ");\n";
+        Config c;
+
+        parse_ok(text, "in order", &c);
+        ck_assert_uint_eq(c.n_rules, 3);
+        ck_assert_str_eq(c.rules[0].name, "first");
+        ck_assert_str_eq(c.rules[1].name, "second");
+        ck_assert_str_eq(c.rules[2].name, "third");
+        ck_assert_uint_eq(c.rules[0].line, 2);
+        ck_assert_uint_eq(c.rules[1].line, 3);
+        ck_assert_uint_eq(c.rules[2].line, 7);
+        ck_assert_int_eq(c.rules[2].per, RULE_PER_UNIT);
+        config_done(&c);
+}
+END_TEST
+
+/* n rules named r0, r1, ..., one per line from line 2. */
+static char *many_rules(size_t n) {
+        char *buf = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&buf, &size);
+
+        ck_assert_ptr_nonnull(f);
+        fputs("rules = (\n", f);
+        for (size_t i = 0; i < n; i++)
+                fprintf(f, "{ name = \"r%zu\"; }%s\n", i, i + 1 < n ? "," : "");
+        fputs(");\n", f);
+        ck_assert_int_eq(fclose(f), 0);
+        return buf;
+}
+
+START_TEST(test_rules_max) {
+        char *text = many_rules(CONFIG_RULES_MAX), *errors = NULL, want[128];
+        Config c;
+
+        parse_ok(text, "CONFIG_RULES_MAX rules", &c);
+        ck_assert_uint_eq(c.n_rules, CONFIG_RULES_MAX);
+        ck_assert_str_eq(c.rules[CONFIG_RULES_MAX - 1].name, "r9999");
+        check_round_trip(&c, "CONFIG_RULES_MAX rules");
+        config_done(&c);
+        free(text);
+
+        /* One more: one error, on the line of the first rule too many. */
+        text = many_rules(CONFIG_RULES_MAX + 1);
+        ck_assert_int_eq(config_parse(text, FILENAME, &c, &errors), -EINVAL);
+        snprintf(want, sizeof(want), FILENAME ":%d: rules must have at most %d rules, got %d\n",
+                 CONFIG_RULES_MAX + 2, CONFIG_RULES_MAX, CONFIG_RULES_MAX + 1);
+        ck_assert_str_eq(errors, want);
+        free(errors);
+        free(text);
+}
+END_TEST
+
+/* A file with errors in the rules and around them: every one reported, by line. */
+START_TEST(test_rules_every_error) {
+        static const char text[] = "rules = (\n"                                          /* 1 */
+                                   "  { name = \"ok\"; },\n"                              /* 2 */
+                                   "  { per = \"unit\"; },\n"                             /* 3 */
+                                   "  { name = \"ok\"; priority = \"urgent\"; },\n"       /* 4 */
+                                   "  { name = \"g\"; match = { unit = \"a\\\\\"; }; }\n" /* 5 */
+                                   ");\n"                                                 /* 6 */
+                                   "user = { max_allocations = -1; };\n"                  /* 7 */
+                                   "admin_group = 1.0;\n";                                /* 8 */
+        static const char want[] = FILENAME
+                ":3: rules[1]: missing setting 'name' (every rule needs a unique name)\n" FILENAME
+                ":4: rules[2] ('ok').priority must be one of interactive, normal, background, got "
+                "'urgent'\n" FILENAME
+                ":4: rules[2]: duplicate rule name 'ok', first used by rules[0] on line 2\n" FILENAME
+                ":5: rules[3] ('g').match.unit: malformed glob 'a\\': trailing '\\'\n" FILENAME
+                ":7: user.max_allocations must be between 0 and 999999999999, got -1\n" FILENAME
+                ":8: admin_group must be a group name (a string) or a gid (an integer), got a float\n";
+        char *errors = NULL;
+        Config c;
+
+        ck_assert_int_eq(config_parse(text, FILENAME, &c, &errors), -EINVAL);
+        ck_assert_msg(errors && strcmp(errors, want) == 0, "want:\n%sgot:\n%s", want, errors ?: "(none)");
+        free(errors);
+}
+END_TEST
+
+/* ---- format with rules ---- */
+
+static const char rich_rules[] =
+        "admin_group = \"staff\";\n"
+        "rules = (\n"
+        "  { name = \"nightly\"; match = { user = \"alice\"; group = 10; unit = \"nightly-*.service\"; "
+        "slice = \"batch.slice\"; command = \"python3*\"; agent = \"a\\\\*\"; }; per = \"agent\"; "
+        "tokens_per_minute = 1; tokens_per_hour = 4294967297; tokens_per_day = 999999999999; "
+        "max_tokens_in_flight = 4; max_allocations = 5; max_request_tokens = 6; priority = \"background\"; "
+        "max_priority = \"normal\"; warn_multiplier = 1.001; hard_multiplier = 4.999; "
+        "escalate_multiplier = 9.5; },\n"
+        "  { name = \"all\"; },\n"
+        "  { name = \"q\"; match = { user = \"o\\\"brien\"; group = \"x\\\\y\"; }; per = \"process\"; "
+        "priority = \"interactive\"; },\n"
+        "  { name = \"u\"; per = \"unit\"; match = { user = 0; }; hard_multiplier = 2; }\n"
+        ");\n";
+
+START_TEST(test_round_trip_rules) {
+        char *text;
+        Config c;
+
+        parse_ok(rich_rules, "rich rules", &c);
+        ck_assert_uint_eq(c.n_rules, 4);
+        check_round_trip(&c, "rich rules");
+        text = config_format(&c);
+        ck_assert_ptr_nonnull(text);
+        /* Only what a rule sets is written; an id as an integer, a name as a string. */
+        ck_assert_msg(
+                strstr(text,
+                       "                name = \"all\";\n                match = {\n                };\n"
+                       "                per = \"rule\";\n"),
+                "%s", text);
+        ck_assert_msg(strstr(text, "                        group = 10;\n"), "%s", text);
+        ck_assert_msg(strstr(text, "                        user = 0;\n"), "%s", text);
+        ck_assert_msg(strstr(text, "tokens_per_hour = 4294967297L;\n"), "%s", text);
+        ck_assert_msg(strstr(text, "escalate_multiplier = 9.5;\n"), "%s", text);
+        ck_assert_msg(strstr(text, "admin_group = \"staff\";\n"), "%s", text);
+        free(text);
+        config_done(&c);
+}
+END_TEST
+
+/* config_equal() sees a change in any part of a rule, and in their number. */
+START_TEST(test_equal_rules) {
+        Config a, b;
+
+        parse_ok(rich_rules, "rich rules", &a);
+        for (int change = 0; change < 20; change++) {
+                RuleConfig *r;
+
+                parse_ok(rich_rules, "rich rules", &b);
+                ck_assert(config_equal(&a, &b));
+                r = &b.rules[0];
+                switch (change) {
+                case 0:
+                        r->name[0] = 'N';
+                        break;
+                case 1:
+                        r->match.user[0] = 'A';
+                        break;
+                case 2:
+                        r->match.gid = 11;
+                        break;
+                case 3:
+                        r->match.has_uid = true;
+                        break;
+                case 4:
+                        r->match.unit[0] = 'N';
+                        break;
+                case 5:
+                        r->match.slice[0] = 'B';
+                        break;
+                case 6:
+                        r->match.command[0] = 'P';
+                        break;
+                case 7:
+                        r->match.agent[0] = 'b';
+                        break;
+                case 8:
+                        r->per = RULE_PER_USER;
+                        break;
+                case 9:
+                        r->limits.window_tokens[LEDGER_WINDOW_DAY]--;
+                        break;
+                case 10:
+                        r->limits.max_allocations++;
+                        break;
+                case 11:
+                        r->max_request_tokens++;
+                        break;
+                case 12:
+                        r->priority = PRIORITY_NORMAL;
+                        break;
+                case 13:
+                        r->max_priority = PRIORITY_INTERACTIVE;
+                        break;
+                case 14:
+                        r->warn_permille++;
+                        break;
+                case 15:
+                        r->escalate_permille++;
+                        break;
+                case 16:
+                        r->set &= ~(uint32_t)RULE_SET_ESCALATE;
+                        break;
+                case 17:
+                        b.n_rules--;
+                        break;
+                case 18:
+                        b.has_admin_gid = true;
+                        break;
+                case 19:
+                        free(b.rules[1].match.unit);
+                        b.rules[1].match.unit = strdup("*");
+                        break;
+                }
+                ck_assert_msg(!config_equal(&a, &b) && !config_equal(&b, &a), "change %d not seen", change);
+                if (change == 17)
+                        b.n_rules++;
+                config_done(&b);
+        }
+        /* What does not count: where things were written, and unset values. */
+        parse_ok(rich_rules, "rich rules", &b);
+        b.rules[0].line = 99;
+        b.admin_group_line = 99;
+        b.rules[1].priority = PRIORITY_BACKGROUND;
+        b.rules[1].max_request_tokens = 5;
+        ck_assert(config_equal(&a, &b));
+        config_done(&b);
+        config_done(&a);
+}
+END_TEST
+
+/* ---- names to ids ---- */
+
+typedef struct LookupEntry {
+        bool group;
+        const char *name;
+        int r;
+        uint32_t id;
+} LookupEntry;
+
+static const LookupEntry lookup_entries[] = {
+        {false, "alice", 0, 1000},  {false, "root", 0, 0},        {true, "wheel", 0, 10},
+        {true, "staff", 0, 50},     {false, "nss-down", -EIO, 0}, {true, "nss-down", -EIO, 0},
+        {false, "oom", -ENOMEM, 0}, {true, "alice", 0, 1001},
+};
+
+static unsigned lookup_calls;
+
+static int table_lookup(bool group, const char *name, uint32_t *ret_id, void *userdata) {
+        ck_assert_ptr_eq(userdata, &lookup_calls);
+        lookup_calls++;
+        for (size_t i = 0; i < ELEMENTSOF(lookup_entries); i++)
+                if (lookup_entries[i].group == group && strcmp(lookup_entries[i].name, name) == 0) {
+                        if (lookup_entries[i].r == 0)
+                                *ret_id = lookup_entries[i].id;
+                        return lookup_entries[i].r;
+                }
+        return -ENOENT;
+}
+
+typedef struct ResolveRow {
+        const char *name;
+        const char *text;
+        int r;
+        const char *warnings; /* exact, without "test.conf:"; NULL: none */
+        unsigned calls;       /* lookups made */
+        int admin_gid;        /* -1: none */
+        int uid, gid;         /* of rules[0]; -1: none */
+} ResolveRow;
+
+static const ResolveRow resolve_rows[] = {
+        {"nothing to resolve", "", 0, NULL, 0, -1, -1, -1},
+        {"known user", "rules = ( { name = \"a\"; match = { user = \"alice\"; }; } );", 0, NULL, 1, -1, 1000,
+         -1},
+        {"known group", "rules = ( { name = \"a\"; match = { group = \"alice\"; }; } );", 0, NULL, 1, -1, -1,
+         1001},
+        {"both", "rules = ( { name = \"a\"; match = { user = \"root\"; group = \"wheel\"; }; } );", 0, NULL,
+         2, -1, 0, 10},
+        {"ids need no lookup",
+         "admin_group = 5;\nrules = ( { name = \"a\"; match = { user = 7; group = \"8\"; }; } );", 0, NULL,
+         0, 5, 7, 8},
+        {"admin group", "\n\nadmin_group = \"staff\";", 0, NULL, 1, 50, -1, -1},
+        {"unknown user", "rules = (\n { name = \"a\";\n  match = { user = \"bob\"; }; }\n);", 0,
+         "2: warning: rule 'a': match.user 'bob' is not a known user; the rule can never match\n", 1, -1, -1,
+         -1},
+        {"unknown group",
+         "rules = ( { name = \"a\"; match = { user = \"alice\"; group = \"nobody-here\"; }; } );", 0,
+         "1: warning: rule 'a': match.group 'nobody-here' is not a known group; the rule can never match\n",
+         2, -1, 1000, -1},
+        {"a user is not a group", "rules = ( { name = \"a\"; match = { group = \"root\"; }; } );", 0,
+         "1: warning: rule 'a': match.group 'root' is not a known group; the rule can never match\n", 1, -1,
+         -1, -1},
+        {"unknown admin group", "admin_group = \"wheel2\";", 0,
+         "1: warning: admin_group 'wheel2' is not a known group; it makes nobody an admin\n", 1, -1, -1, -1},
+        {"lookup fails", "rules = ( { name = \"a\"; match = { user = \"nss-down\"; }; } );", 0,
+         "1: warning: rule 'a': match.user 'nss-down': cannot look the user up (Input/output error); the "
+         "rule can "
+         "never match\n",
+         1, -1, -1, -1},
+        {"admin lookup fails", "admin_group = \"nss-down\";", 0,
+         "1: warning: admin_group 'nss-down': cannot look the group up (Input/output error); it makes "
+         "nobody an "
+         "admin\n",
+         1, -1, -1, -1},
+        {"every warning, by line",
+         "rules = (\n { name = \"b\"; match = { user = \"x\"; group = \"y\"; }; },\n { name = \"c\"; match "
+         "= { user = "
+         "\"alice\"; }; }\n);\nadmin_group = \"z\";",
+         0,
+         "2: warning: rule 'b': match.user 'x' is not a known user; the rule can never match\n"
+         "2: warning: rule 'b': match.group 'y' is not a known group; the rule can never match\n"
+         "5: warning: admin_group 'z' is not a known group; it makes nobody an admin\n",
+         4, -1, -1, -1},
+        {"out of memory", "rules = ( { name = \"a\"; match = { user = \"oom\"; }; } );", -ENOMEM, NULL, 1,
+         -1, -1, -1},
+};
+
+START_TEST(test_resolve_names) {
+        const ResolveRow *row = &resolve_rows[_i];
+        char *warnings = (char *)"unset", *want = row->warnings ? with_filename(row->warnings) : NULL;
+        Config c;
+        int r;
+
+        parse_ok(row->text, row->name, &c);
+        lookup_calls = 0;
+        r = config_resolve_names(&c, FILENAME, table_lookup, &lookup_calls, &warnings);
+        ck_assert_msg(r == row->r, "row '%s': config_resolve_names() = %d, want %d", row->name, r, row->r);
+        ck_assert_msg(lookup_calls == row->calls, "row '%s': %u lookups, want %u", row->name, lookup_calls,
+                      row->calls);
+        if (r == 0) {
+                ck_assert_msg(streq(warnings, want), "row '%s': warnings\n%s\nwant\n%s", row->name,
+                              warnings ?: "(none)", want ?: "(none)");
+                ck_assert_msg(c.has_admin_gid == (row->admin_gid >= 0) &&
+                                      (row->admin_gid < 0 || c.admin_gid == (gid_t)row->admin_gid),
+                              "row '%s': admin gid %d %u", row->name, c.has_admin_gid,
+                              (unsigned)c.admin_gid);
+        }
+        if (c.n_rules > 0 && r == 0) {
+                const RuleMatch *m = &c.rules[0].match;
+                ck_assert_msg(m->has_uid == (row->uid >= 0) && (row->uid < 0 || m->uid == (uid_t)row->uid),
+                              "row '%s': uid %d %u", row->name, m->has_uid, (unsigned)m->uid);
+                ck_assert_msg(m->has_gid == (row->gid >= 0) && (row->gid < 0 || m->gid == (gid_t)row->gid),
+                              "row '%s': gid %d %u", row->name, m->has_gid, (unsigned)m->gid);
+        }
+        if (r == 0) {
+                /* Again: what is resolved is not looked up twice; the unknown are. */
+                char *again = NULL;
+                unsigned before = lookup_calls;
+
+                ck_assert_int_eq(config_resolve_names(&c, FILENAME, table_lookup, &lookup_calls, &again), 0);
+                ck_assert_msg(streq(again, want), "row '%s': second warnings differ", row->name);
+                ck_assert_msg(lookup_calls - before == (row->warnings ? count_lines(row->warnings) : 0),
+                              "row '%s': %u lookups the second time", row->name, lookup_calls - before);
+                free(again);
+                free(warnings);
+        }
+        /* Without a place for warnings, names are still resolved. */
+        config_done(&c);
+        parse_ok(row->text, row->name, &c);
+        r = config_resolve_names(&c, FILENAME, table_lookup, &lookup_calls, NULL);
+        ck_assert_int_eq(r, row->r);
+        config_done(&c);
+        free(want);
+}
+END_TEST
+
+/* ---- pack and unpack ---- */
+
+static void pack_ok(const Config *c, char **ret, size_t *ret_size) {
+        ck_assert_int_eq(config_pack(c, ret, ret_size), 0);
+        ck_assert_ptr_nonnull(*ret);
+        ck_assert_uint_gt(*ret_size, 8);
+}
+
+/* Unpacks buf to a Config equal to c, lines, ids and all. */
+static void check_unpacks_to(const char *buf, size_t size, const Config *c, const char *row) {
+        Config u;
+        int r = config_unpack(buf, size, &u);
+
+        ck_assert_msg(r == 0, "row '%s': config_unpack() = %d", row, r);
+        ck_assert_msg(config_equal(c, &u), "row '%s': unpacked differs", row);
+        ck_assert_uint_eq(u.admin_group_line, c->admin_group_line);
+        ck_assert_uint_eq(u.n_rules, c->n_rules);
+        for (size_t i = 0; i < c->n_rules; i++)
+                ck_assert_uint_eq(u.rules[i].line, c->rules[i].line);
+        config_done(&u);
+}
+
+START_TEST(test_pack_round_trip) {
+        static const char *const texts[] = {"", rich_rules,
+                                            "rules = ( { name = \"a\"; } );\nadmin_group = 0;"};
+        char *buf;
+        size_t size;
+        Config c;
+
+        for (size_t i = 0; i < ELEMENTSOF(texts); i++) {
+                parse_ok(texts[i], texts[i], &c);
+                pack_ok(&c, &buf, &size);
+                check_unpacks_to(buf, size, &c, texts[i]);
+                free(buf);
+                /* Resolved ids travel too. */
+                ck_assert_int_eq(config_resolve_names(&c, FILENAME, table_lookup, &lookup_calls, NULL), 0);
+                pack_ok(&c, &buf, &size);
+                check_unpacks_to(buf, size, &c, texts[i]);
+                free(buf);
+                config_done(&c);
+        }
+        /* The defaults, and every override row's value. */
+        ck_assert_int_eq(config_init_defaults(&c), 0);
+        for (size_t i = 0; i < ELEMENTSOF(override_rows); i++) {
+                row_apply(&override_rows[i], &c);
+                pack_ok(&c, &buf, &size);
+                check_unpacks_to(buf, size, &c, override_rows[i].path);
+                free(buf);
+        }
+        config_done(&c);
+}
+END_TEST
+
+/* Every prefix of a packed Config, and it with a byte more, is refused. */
+START_TEST(test_unpack_truncated) {
+        char *buf, *longer;
+        size_t size;
+        Config c, u;
+
+        parse_ok(rich_rules, "rich rules", &c);
+        pack_ok(&c, &buf, &size);
+        for (size_t n = 0; n < size; n++) {
+                /* A copy of exactly n bytes, so a read past it is ASan's to see. */
+                char *copy = malloc(n ? n : 1);
+                ck_assert_ptr_nonnull(copy);
+                memcpy(copy, buf, n);
+                ck_assert_msg(config_unpack(copy, n, &u) == -EPROTO, "%zu of %zu bytes not refused", n,
+                              size);
+                free(copy);
+        }
+        longer = malloc(size + 1);
+        ck_assert_ptr_nonnull(longer);
+        memcpy(longer, buf, size);
+        longer[size] = 0;
+        ck_assert_int_eq(config_unpack(longer, size + 1, &u), -EPROTO);
+        ck_assert_int_eq(config_unpack(NULL, 0, &u), -EPROTO);
+        free(longer);
+        free(buf);
+        config_done(&c);
+}
+END_TEST
+
+/* Any byte changed to anything: refused, or a Config that is valid by every
+ * rule of the file; never a crash or a leak. */
+START_TEST(test_unpack_garbage) {
+        static const unsigned char values[] = {0x00, 0x01, 0x02, 0x30, 0x5b, 0x7f, 0x80, 0xfe, 0xff};
+        char *buf;
+        size_t size;
+        Config c, u;
+
+        parse_ok(rich_rules, "rich rules", &c);
+        pack_ok(&c, &buf, &size);
+        for (size_t i = 0; i < size; i++) {
+                char saved = buf[i];
+                for (size_t v = 0; v < ELEMENTSOF(values); v++) {
+                        int r;
+
+                        buf[i] = (char)values[v];
+                        r = config_unpack(buf, size, &u);
+                        ck_assert_msg(r == 0 || r == -EPROTO, "byte %zu = 0x%02x: %d", i, values[v], r);
+                        if (r == 0) {
+                                char *text = config_format(&u);
+                                Config again;
+
+                                /* What unpacks formats to a file that parses. */
+                                ck_assert_ptr_nonnull(text);
+                                if (config_parse(text, FILENAME, &again, NULL) == 0)
+                                        config_done(&again);
+                                free(text);
+                                config_done(&u);
+                        }
+                }
+                buf[i] = saved;
+        }
+        free(buf);
+        config_done(&c);
+}
+END_TEST
+
+/* Values the file could not hold are refused, not carried into the daemon. */
+START_TEST(test_unpack_refuses_invalid_values) {
+        for (int change = 0; change < 10; change++) {
+                char *buf;
+                size_t size;
+                Config c, u;
+
+                parse_ok(rich_rules, "rich rules", &c);
+                switch (change) {
+                case 0:
+                        c.default_estimate = 0;
+                        break;
+                case 1:
+                        c.hard_permille = 5001;
+                        break;
+                case 2:
+                        c.log_level = (LogLevel)2;
+                        break;
+                case 3:
+                        c.rules[0].per = _RULE_PER_MAX;
+                        break;
+                case 4:
+                        c.rules[0].match.unit[0] = '[';
+                        break;
+                case 5:
+                        c.rules[0].name[0] = ' ';
+                        break;
+                case 6:
+                        free(c.rules[1].name);
+                        c.rules[1].name = strdup("nightly");
+                        ck_assert_ptr_nonnull(c.rules[1].name);
+                        break;
+                case 7:
+                        c.rules[0].match.gid = 11; /* "10" with another id */
+                        break;
+                case 8:
+                        c.idle_timeout_usec = 1;
+                        break;
+                case 9:
+                        c.socket_path[0] = 'x';
+                        break;
+                }
+                pack_ok(&c, &buf, &size);
+                ck_assert_msg(config_unpack(buf, size, &u) == -EPROTO, "change %d unpacked", change);
+                free(buf);
+                config_done(&c);
+        }
+}
+END_TEST
+
 /* ---- the shipped file ---- */
 
 typedef struct Paths {
-        char *items[64];
+        char *items[128];
         size_t n;
 } Paths;
 
@@ -821,6 +1920,20 @@ static Suite *config_suite(void) {
         tcase_add_test(tc, test_round_trip);
         tcase_add_loop_test(tc, test_round_trip_each_override, 0, (int)ELEMENTSOF(override_rows));
         tcase_add_test(tc, test_conf_file);
+        tcase_add_test(tc, test_enum_names);
+        tcase_add_loop_test(tc, test_exact_errors, 0, (int)ELEMENTSOF(exact_rows));
+        tcase_add_loop_test(tc, test_rule, 0, (int)ELEMENTSOF(rule_rows));
+        tcase_add_loop_test(tc, test_valid_glob, 0, (int)ELEMENTSOF(valid_globs));
+        tcase_add_test(tc, test_rules_in_order);
+        tcase_add_test(tc, test_rules_max);
+        tcase_add_test(tc, test_rules_every_error);
+        tcase_add_test(tc, test_round_trip_rules);
+        tcase_add_test(tc, test_equal_rules);
+        tcase_add_loop_test(tc, test_resolve_names, 0, (int)ELEMENTSOF(resolve_rows));
+        tcase_add_test(tc, test_pack_round_trip);
+        tcase_add_test(tc, test_unpack_truncated);
+        tcase_add_test(tc, test_unpack_garbage);
+        tcase_add_test(tc, test_unpack_refuses_invalid_values);
         suite_add_tcase(s, tc);
         return s;
 }
