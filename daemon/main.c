@@ -111,17 +111,28 @@ static void print_errors(const char *errors, const char *prefix) {
         }
 }
 
+/* Warnings (names that are not known) do not make a file invalid: they go to
+ * stderr, and the exit status stays 0. */
 static int check_config(const char *path) {
-        _cleanup_free_ char *errors = NULL;
+        _cleanup_free_ char *errors = NULL, *warnings = NULL;
         Config c;
 
-        if (config_load_file(path, &c, &errors) < 0) {
+        if (config_load_file(path, &c, &errors, &warnings) < 0) {
                 print_errors(errors, "");
                 return EXIT_USAGE;
         }
+        print_errors(warnings, "");
         config_done(&c);
         printf("%s: OK\n", path);
         return EXIT_SUCCESS;
+}
+
+static void log_warnings(const char *warnings) {
+        for (const char *line = warnings ?: ""; *line;) {
+                const char *end = strchrnul(line, '\n');
+                log_warning("%.*s", (int)(end - line), line);
+                line = *end ? end + 1 : end;
+        }
 }
 
 /* The default file: in the directory systemd's ConfigurationDirectory= names
@@ -145,7 +156,7 @@ static const char *default_config_file(void) {
  * is optional (built-in defaults when it does not exist, read on reload once
  * it does). */
 static int load_config(const char *path, Config *ret, const char **ret_used_path, bool *ret_optional) {
-        _cleanup_free_ char *errors = NULL;
+        _cleanup_free_ char *errors = NULL, *warnings = NULL;
         int r;
 
         *ret_optional = !path;
@@ -158,11 +169,12 @@ static int load_config(const char *path, Config *ret, const char **ret_used_path
                         return config_init_defaults(ret);
         }
         *ret_used_path = path;
-        r = config_load_file(path, ret, &errors);
+        r = config_load_file(path, ret, &errors, &warnings);
         if (r < 0) {
                 print_errors(errors, "<3>");
                 log_error("invalid configuration in %s; not starting", path);
         }
+        log_warnings(warnings);
         return r;
 }
 
