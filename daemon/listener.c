@@ -27,7 +27,7 @@
 /* How long to stop accepting after EMFILE/ENFILE. */
 #define ACCEPT_RETRY_USEC 100000
 
-enum { LOG_REFUSED, LOG_ACCEPT_FAILED, LOG_CREDENTIALS, _LOG_MAX };
+enum { LOG_REFUSED, LOG_ACCEPT_FAILED, LOG_CREDENTIALS, LOG_GROUPS, _LOG_MAX };
 
 struct Listener {
         struct event_base *base;
@@ -120,6 +120,8 @@ static const char *accept_refusal(const Listener *l, const Identity *id) {
 
 static void accept_one(Listener *l, int fd) {
         uint64_t now = now_usec();
+        _cleanup_free_ gid_t *groups = NULL;
+        size_t n_groups = 0;
         const char *limit;
         Identity id;
         int r;
@@ -131,6 +133,15 @@ static void accept_one(Listener *l, int fd) {
                 close(fd);
                 return;
         }
+        /* Without its groups a peer is still served, as what its uid and
+         * primary gid make it: membership of admin_group through a
+         * supplementary group is then not seen (fails closed). */
+        r = identity_peer_groups(fd, &groups, &n_groups);
+        if (r < 0)
+                log_limited(&l->log_limits[LOG_GROUPS], now, LOG_LEVEL_WARNING,
+                            "cannot read the groups of pid %d uid %u: %s", (int)id.pid, (unsigned)id.uid,
+                            strerror(-r));
+        identity_set_admin_groups(&id, groups, n_groups, l->limits.has_admin_gid, l->limits.admin_gid);
         limit = accept_refusal(l, &id);
         if (limit) {
                 log_limited(&l->log_limits[LOG_REFUSED], now, LOG_LEVEL_WARNING,
@@ -140,7 +151,7 @@ static void accept_one(Listener *l, int fd) {
                 return;
         }
         (void)identity_read_proc("/proc", &id);
-        l->connection(l->userdata, fd, &id, now);
+        l->connection(l->userdata, fd, &id, TAKE_PTR(groups), n_groups, now);
 }
 
 static void listen_cb(evutil_socket_t listen_fd, short what, void *userdata) {
