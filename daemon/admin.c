@@ -1,6 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* io.tokenbudget.admin: Status and List, for root and the daemon's user. */
+/*
+ * io.tokenbudget.admin: Status and List for everyone (non-admins see the
+ * global scope and their own uid's scopes and allocations), SetLimits and
+ * Reload for admins.
+ */
 #include <errno.h>
+#include <string.h>
 
 #include "json-util.h"
 #include "macro.h"
@@ -11,6 +16,7 @@
 static json_object *window_json(LedgerScope *scope, LedgerWindow w, uint64_t now) {
         const LedgerLimits *limits = ledger_scope_get_limits(scope);
         json_object *o = json_object_new_object();
+        uint64_t frees;
         int r;
 
         r = json_add(o, VL_FIELD_ADMIN_WINDOW_SPAN, json_object_new_string(ledger_window_to_string(w)));
@@ -18,12 +24,16 @@ static json_object *window_json(LedgerScope *scope, LedgerWindow w, uint64_t now
         if (limits->window_tokens[w] > 0)
                 r = r ?: json_add(o, VL_FIELD_ADMIN_WINDOW_LIMIT, json_u64(limits->window_tokens[w]));
         r = r ?: json_add(o, VL_FIELD_ADMIN_WINDOW_USED, json_u64(ledger_scope_window_used(scope, w, now)));
+        frees = ledger_scope_window_frees_in(scope, w, now);
+        if (frees > 0)
+                r = r ?: json_add(o, VL_FIELD_ADMIN_WINDOW_FREES_IN_USEC, json_u64(frees));
         if (r < 0)
                 return json_object_put(o), NULL;
         return o;
 }
 
-static json_object *scope_json(LedgerScope *scope, const ProcessEntry *process, uint64_t now) {
+/* kind, owner uid (-1: shared) and pid (0: not a process scope) of a scope. */
+static json_object *scope_json(LedgerScope *scope, ScopeKind kind, int64_t owner, pid_t pid, uint64_t now) {
         const LedgerLimits *limits = ledger_scope_get_limits(scope);
         json_object *o = json_object_new_object(), *windows = json_object_new_array();
         int r = 0;
@@ -31,13 +41,11 @@ static json_object *scope_json(LedgerScope *scope, const ProcessEntry *process, 
         for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX && r == 0; w++)
                 r = json_append(windows, window_json(scope, w, now));
         r = r ?: json_add(o, VL_FIELD_ADMIN_SCOPE_NAME, json_object_new_string(ledger_scope_name(scope)));
-        r = r
-                    ?: json_add(o, VL_FIELD_ADMIN_SCOPE_KIND,
-                                json_object_new_string(process ? "process" : "global"));
-        if (process)
-                r = r
-                            ?: json_add(o, VL_FIELD_ADMIN_SCOPE_PID,
-                                        json_object_new_int64(process_entry_pid(process)));
+        r = r ?: json_add(o, VL_FIELD_ADMIN_SCOPE_KIND, json_object_new_string(scope_kind_to_string(kind)));
+        if (owner >= 0)
+                r = r ?: json_add(o, VL_FIELD_ADMIN_SCOPE_UID, json_object_new_int64(owner));
+        if (pid > 0)
+                r = r ?: json_add(o, VL_FIELD_ADMIN_SCOPE_PID, json_object_new_int64(pid));
         if (r < 0) {
                 json_object_put(windows);
                 return json_object_put(o), NULL;
@@ -47,6 +55,10 @@ static json_object *scope_json(LedgerScope *scope, const ProcessEntry *process, 
                 r = r
                             ?: json_add(o, VL_FIELD_ADMIN_SCOPE_IN_FLIGHT_LIMIT,
                                         json_u64(limits->in_flight_tokens));
+        if (limits->max_allocations > 0)
+                r = r
+                            ?: json_add(o, VL_FIELD_ADMIN_SCOPE_ALLOCATIONS_LIMIT,
+                                        json_u64(limits->max_allocations));
         r = r ?: json_add(o, VL_FIELD_ADMIN_SCOPE_RESERVED, json_u64(ledger_scope_reserved(scope)));
         r = r ?: json_add(o, VL_FIELD_ADMIN_SCOPE_COMMITTED, json_u64(ledger_scope_committed_total(scope)));
         r = r ?: json_add(o, VL_FIELD_ADMIN_SCOPE_ALLOCATIONS, json_u64(ledger_scope_n_allocations(scope)));
@@ -67,30 +79,89 @@ static bool scope_is_interesting(LedgerScope *scope, uint64_t now) {
         return false;
 }
 
-enum { STATUS_ALL };
+enum { STATUS_ALL, STATUS_KIND, STATUS_UID };
 static const VarlinkField status_fields[] = {
         [STATUS_ALL] = {VL_IN_ADMIN_STATUS_ALL, VARLINK_FIELD_BOOL, true, 0},
+        [STATUS_KIND] = {VL_IN_ADMIN_STATUS_KIND, VARLINK_FIELD_STRING, true, 16},
+        [STATUS_UID] = {VL_IN_ADMIN_STATUS_UID, VARLINK_FIELD_INT, true, UINT32_MAX - 1},
 };
+
+/* What one Status call shows. */
+typedef struct StatusFilter {
+        bool all;
+        int kind;    /* a ScopeKind, or -1: every kind */
+        int64_t uid; /* -1: every uid */
+        json_object *scopes;
+        uint64_t hidden;
+        uint64_t now;
+} StatusFilter;
+
+static int status_add(StatusFilter *f, LedgerScope *scope, ScopeKind kind, int64_t owner, pid_t pid) {
+        /* Global is always shown: the aggregate everyone may see. */
+        if (kind != SCOPE_GLOBAL) {
+                if (f->kind >= 0 && (int)kind != f->kind)
+                        return 0;
+                if (f->uid >= 0 && owner != f->uid)
+                        return 0;
+                if (!f->all && !scope_is_interesting(scope, f->now)) {
+                        f->hidden++;
+                        return 0;
+                }
+        }
+        return json_append(f->scopes, scope_json(scope, kind, owner, pid, f->now));
+}
 
 static int method_status(const DispatchContext *ctx, Call *call, const VarlinkValue *v, uint64_t now) {
         const ProcessTable *processes = budget_processes(ctx->budget);
+        const ScopeTable *table = budget_scopes(ctx->budget);
         LedgerScope *global = budget_global(ctx->budget);
-        json_object *o = json_object_new_object(), *scopes = json_object_new_array();
-        bool all = v[STATUS_ALL].present && v[STATUS_ALL].b;
-        uint64_t hidden = 0;
-        int r;
+        const Identity *caller = call_identity(call);
+        json_object *o = json_object_new_object();
+        StatusFilter f = {
+                .all = v[STATUS_ALL].present && v[STATUS_ALL].b,
+                .kind = -1,
+                .uid = -1,
+                .scopes = json_object_new_array(),
+                .now = now,
+        };
+        int r = 0;
 
-        r = json_append(scopes, scope_json(global, NULL, now));
-        for (ProcessEntry *e = process_table_next(processes, NULL); e && r == 0;
-             e = process_table_next(processes, e)) {
-                if (!all && !scope_is_interesting(process_entry_scope(e), now)) {
-                        hidden++;
+        if (v[STATUS_KIND].present) {
+                f.kind = scope_kind_from_string(v[STATUS_KIND].s);
+                if (f.kind < 0) {
+                        json_object_put(f.scopes);
+                        json_object_put(o);
+                        return call_invalid_parameter(call, VL_IN_ADMIN_STATUS_KIND);
+                }
+        }
+        if (v[STATUS_UID].present)
+                f.uid = v[STATUS_UID].i;
+        if (!identity_is_admin(caller)) {
+                /* Everyone may see their own budgets, and only those. */
+                if (f.uid >= 0 && f.uid != (int64_t)caller->uid) {
+                        json_object_put(f.scopes);
+                        json_object_put(o);
+                        return call_error(call, VL_ERROR_SERVICE_PERMISSION_DENIED, NULL);
+                }
+                f.uid = caller->uid;
+        }
+
+        /* Kind by kind, in chain order. */
+        for (ScopeKind k = 0; k < _SCOPE_KIND_MAX && r == 0; k++) {
+                if (k == SCOPE_PROCESS) {
+                        for (ProcessEntry *e = process_table_next(processes, NULL); e && r == 0;
+                             e = process_table_next(processes, e))
+                                r = status_add(&f, process_entry_scope(e), SCOPE_PROCESS,
+                                               process_entry_uid(e), process_entry_pid(e));
                         continue;
                 }
-                r = json_append(scopes, scope_json(process_entry_scope(e), e, now));
+                for (ScopeEntry *e = scope_table_next(table, NULL); e && r == 0;
+                     e = scope_table_next(table, e))
+                        if (scope_entry_kind(e) == k)
+                                r = status_add(&f, scope_entry_scope(e), k, scope_entry_owner(e), 0);
         }
-        if (hidden > 0)
-                r = r ?: json_add(o, VL_OUT_ADMIN_STATUS_HIDDEN_SCOPES, json_u64(hidden));
+        if (f.hidden > 0)
+                r = r ?: json_add(o, VL_OUT_ADMIN_STATUS_HIDDEN_SCOPES, json_u64(f.hidden));
         r = r ?: json_add(o, VL_OUT_ADMIN_STATUS_VERSION, json_object_new_string(TB_VERSION));
         r = r ?: json_add(o, VL_OUT_ADMIN_STATUS_UPTIME_USEC, json_u64(now - ctx->start_usec));
         r = r ?: json_add(o, VL_OUT_ADMIN_STATUS_CONNECTIONS, json_u64(peer_set_size(ctx->peers)));
@@ -99,11 +170,11 @@ static int method_status(const DispatchContext *ctx, Call *call, const VarlinkVa
                                 json_u64(ledger_n_allocations(budget_ledger(ctx->budget))));
         r = r ?: json_add(o, VL_OUT_ADMIN_STATUS_RESERVED, json_u64(ledger_scope_reserved(global)));
         if (r < 0) {
-                json_object_put(scopes);
+                json_object_put(f.scopes);
                 json_object_put(o);
                 return r;
         }
-        r = json_add(o, VL_OUT_ADMIN_STATUS_SCOPES, scopes);
+        r = json_add(o, VL_OUT_ADMIN_STATUS_SCOPES, f.scopes);
         if (r < 0) {
                 json_object_put(o);
                 return r;
@@ -160,9 +231,13 @@ static int method_list(const DispatchContext *ctx, Call *call, const VarlinkValu
         json_object *o = json_object_new_object(), *list = json_object_new_array();
         int r = 0;
 
+        const Identity *caller = call_identity(call);
+        bool admin = identity_is_admin(caller);
+
         for (Allocation *a = budget_next_allocation(ctx->budget, NULL); a && r == 0;
              a = budget_next_allocation(ctx->budget, a))
-                r = json_append(list, allocation_json(a, now));
+                if (admin || allocation_identity(a)->uid == caller->uid)
+                        r = json_append(list, allocation_json(a, now));
         if (r < 0 || !list) {
                 json_object_put(list);
                 json_object_put(o);
@@ -176,8 +251,85 @@ static int method_list(const DispatchContext *ctx, Call *call, const VarlinkValu
         return call_reply(call, o);
 }
 
+#define TOKENS_FIELD_MAX (LEDGER_TOKENS_MAX - 1)
+
+enum { SET_SCOPE, SET_MINUTE, SET_HOUR, SET_DAY, SET_IN_FLIGHT, SET_ALLOCATIONS };
+static const VarlinkField set_limits_fields[] = {
+        [SET_SCOPE] = {VL_IN_ADMIN_SET_LIMITS_SCOPE, VARLINK_FIELD_STRING, false, 511},
+        [SET_MINUTE] = {VL_IN_ADMIN_SET_LIMITS_TOKENS_PER_MINUTE, VARLINK_FIELD_INT, true, TOKENS_FIELD_MAX},
+        [SET_HOUR] = {VL_IN_ADMIN_SET_LIMITS_TOKENS_PER_HOUR, VARLINK_FIELD_INT, true, TOKENS_FIELD_MAX},
+        [SET_DAY] = {VL_IN_ADMIN_SET_LIMITS_TOKENS_PER_DAY, VARLINK_FIELD_INT, true, TOKENS_FIELD_MAX},
+        [SET_IN_FLIGHT] = {VL_IN_ADMIN_SET_LIMITS_MAX_TOKENS_IN_FLIGHT, VARLINK_FIELD_INT, true,
+                           TOKENS_FIELD_MAX},
+        /* limits.max_allocations_per_process's bound */
+        [SET_ALLOCATIONS] = {VL_IN_ADMIN_SET_LIMITS_MAX_ALLOCATIONS, VARLINK_FIELD_INT, true, 1000000},
+};
+
+static int method_set_limits(const DispatchContext *ctx, Call *call, const VarlinkValue *v, uint64_t now) {
+        const char *scope = v[SET_SCOPE].s;
+        ScopeLimitsChange change = {};
+        json_object *o;
+        int r;
+
+        for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++)
+                if (v[SET_MINUTE + w].present) {
+                        change.mask |= 1u << w;
+                        change.values.window_tokens[w] = (uint64_t)v[SET_MINUTE + w].i;
+                }
+        if (v[SET_IN_FLIGHT].present) {
+                change.mask |= SCOPE_LIMIT_IN_FLIGHT;
+                change.values.in_flight_tokens = (uint64_t)v[SET_IN_FLIGHT].i;
+        }
+        if (v[SET_ALLOCATIONS].present) {
+                change.mask |= SCOPE_LIMIT_ALLOCATIONS;
+                change.values.max_allocations = (uint64_t)v[SET_ALLOCATIONS].i;
+        }
+        r = budget_set_limits(ctx->budget, scope, &change);
+        if (r == -EINVAL)
+                return call_invalid_parameter(call, VL_IN_ADMIN_SET_LIMITS_SCOPE);
+        if (r == -ENOENT) {
+                o = json_object_new_object();
+                r = json_add(o, VL_FIELD_ADMIN_UNKNOWN_SCOPE_SCOPE, json_object_new_string(scope));
+                if (r < 0) {
+                        json_object_put(o);
+                        return r;
+                }
+                return call_error(call, VL_ERROR_ADMIN_UNKNOWN_SCOPE, o);
+        }
+        if (r < 0)
+                return r;
+        return call_reply_fields(call,
+                                 (const ReplyField[]){
+                                         {VL_OUT_ADMIN_SET_LIMITS_SCOPE, scope, 0},
+                                         {VL_OUT_ADMIN_SET_LIMITS_SCOPES, NULL, (uint64_t)r},
+                                 },
+                                 2);
+}
+
+static int method_reload(const DispatchContext *ctx, Call *call, const VarlinkValue *v, uint64_t now) {
+        _cleanup_free_ char *errors = NULL;
+        json_object *o;
+        int r;
+
+        r = ctx->reload(ctx->userdata, &errors);
+        if (r >= 0)
+                return call_reply(call, NULL);
+        if (r == -ENOMEM && !errors)
+                return r;
+        o = json_object_new_object();
+        r = json_add(o, VL_FIELD_ADMIN_RELOAD_REJECTED_REASON,
+                     json_object_new_string(errors ?: "the configuration could not be read"));
+        if (r < 0) {
+                json_object_put(o);
+                return r;
+        }
+        return call_error(call, VL_ERROR_ADMIN_RELOAD_REJECTED, o);
+}
+
 const Method admin_methods[] = {
-        METHOD(VL_METHOD_ADMIN_STATUS, method_status, status_fields, true),
-        METHOD0(VL_METHOD_ADMIN_LIST, method_list, true),
+        METHOD(VL_METHOD_ADMIN_STATUS, method_status, status_fields, false),
+        METHOD0(VL_METHOD_ADMIN_LIST, method_list, false),
+        METHOD(VL_METHOD_ADMIN_SET_LIMITS, method_set_limits, set_limits_fields, true),
+        METHOD0(VL_METHOD_ADMIN_RELOAD, method_reload, true),
 };
 const size_t admin_n_methods = ELEMENTSOF(admin_methods);

@@ -47,15 +47,33 @@ static int error_budget_exhausted(Call *call, const LedgerRefusal *refusal) {
         return call_error(call, VL_ERROR_AGENT_BUDGET_EXHAUSTED, o);
 }
 
-static int error_too_many_allocations(Call *call, uint64_t limit) {
+/* TooManyAllocations and TooManyScopes: a limit and the scope it is of. */
+static int error_limit_scope(Call *call, const char *error, const char *limit_key, const char *scope_key,
+                             uint64_t limit, const char *scope) {
         json_object *o = json_object_new_object();
-        int r = json_add(o, VL_FIELD_AGENT_TOO_MANY_ALLOCATIONS_LIMIT, json_u64(limit));
+        int r = json_add(o, limit_key, json_u64(limit));
 
+        r = r ?: json_add(o, scope_key, json_object_new_string(scope));
         if (r < 0) {
                 json_object_put(o);
                 return r;
         }
-        return call_error(call, VL_ERROR_AGENT_TOO_MANY_ALLOCATIONS, o);
+        return call_error(call, error, o);
+}
+
+static int error_refused(Call *call, const BudgetRefusal *refusal) {
+        switch (refusal->kind) {
+        case REFUSAL_ALLOCATIONS:
+                return error_limit_scope(
+                        call, VL_ERROR_AGENT_TOO_MANY_ALLOCATIONS, VL_FIELD_AGENT_TOO_MANY_ALLOCATIONS_LIMIT,
+                        VL_FIELD_AGENT_TOO_MANY_ALLOCATIONS_SCOPE, refusal->limit, refusal->scope);
+        case REFUSAL_SCOPES:
+                return error_limit_scope(
+                        call, VL_ERROR_AGENT_TOO_MANY_SCOPES, VL_FIELD_AGENT_TOO_MANY_SCOPES_LIMIT,
+                        VL_FIELD_AGENT_TOO_MANY_SCOPES_SCOPE, refusal->limit, refusal->scope);
+        default:
+                return error_budget_exhausted(call, &refusal->ledger);
+        }
 }
 
 enum { REQ_ESTIMATE, REQ_CLASS, REQ_AGENT, REQ_MODEL, REQ_PRIORITY };
@@ -73,7 +91,7 @@ static const char *label(const VarlinkValue *v) {
 
 static int method_request(const DispatchContext *ctx, Call *call, const VarlinkValue *v, uint64_t now) {
         BudgetRequest req = {
-                .priority = PRIORITY_NORMAL,
+                .priority = -1,
                 .task_class = label(&v[REQ_CLASS]),
                 .agent = label(&v[REQ_AGENT]),
                 .model = label(&v[REQ_MODEL]),
@@ -82,7 +100,7 @@ static int method_request(const DispatchContext *ctx, Call *call, const VarlinkV
         const LedgerAllocation *la;
         Allocation *a;
         char id[17];
-        int r;
+        int r, requested;
 
         if (v[REQ_ESTIMATE].present) {
                 if (v[REQ_ESTIMATE].i == 0)
@@ -93,15 +111,14 @@ static int method_request(const DispatchContext *ctx, Call *call, const VarlinkV
                 r = priority_from_string(v[REQ_PRIORITY].s);
                 if (r < 0)
                         return call_invalid_parameter(call, VL_IN_AGENT_REQUEST_PRIORITY);
-                req.priority = (Priority)r;
+                req.priority = r;
         }
         r = budget_request(ctx->budget, call_session(call), &req, now, &a, &refusal);
-        if (r == -EUSERS)
-                return error_too_many_allocations(call, refusal.max_allocations);
         if (r == -EDQUOT)
-                return error_budget_exhausted(call, &refusal.ledger);
+                return error_refused(call, &refusal);
         if (r < 0)
                 return r;
+        requested = allocation_requested_priority(a);
 
         la = allocation_ledger(a);
         allocation_format_id(a, id);
@@ -114,8 +131,11 @@ static int method_request(const DispatchContext *ctx, Call *call, const VarlinkV
                         {VL_OUT_AGENT_REQUEST_GRANTED, NULL, ledger_allocation_granted(la)},
                         {VL_OUT_AGENT_REQUEST_WARN_AT, NULL, ledger_allocation_warn_at(la)},
                         {VL_OUT_AGENT_REQUEST_HARD_LIMIT, NULL, ledger_allocation_hard_limit(la)},
+                        {VL_OUT_AGENT_REQUEST_PRIORITY, priority_to_string(allocation_priority(a)), 0},
+                        {VL_OUT_AGENT_REQUEST_REQUESTED_PRIORITY,
+                         requested >= 0 ? priority_to_string((Priority)requested) : NULL, 0},
                 },
-                5);
+                requested >= 0 ? 7 : 6);
 }
 
 /* The calling client's allocation with this id; otherwise UnknownAllocation

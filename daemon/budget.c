@@ -16,12 +16,18 @@
 #include "allocation-id.h"
 #include "budget.h"
 #include "macro.h"
+#include "siphash.h"
 
 struct Client {
         Identity identity;
         ProcessEntry *process;
         Allocation *allocations;
         unsigned n_allocations;
+        gid_t *groups;
+        char *exe;
+        CgroupUnits units;
+        Principal principal; /* points into the above */
+        ScopeChain *chain;
 };
 
 struct Allocation {
@@ -29,6 +35,7 @@ struct Allocation {
         LedgerAllocation *ledger;
         LIST_FIELDS(Allocation, allocations); /* the owner's list */
         Priority priority;
+        int requested_priority;                 /* when the rule's ceiling lowered it, else -1 */
         uint64_t estimate;                      /* what the agent asked for, before clamping */
         uint64_t last_report_usec;              /* grant or last Report, for the expiry sweep */
         const char *agent, *task_class, *model; /* into strings[], NULL when not given */
@@ -41,26 +48,11 @@ struct Budget {
         BudgetChangedFunc changed;
         void *userdata;
         Ledger *ledger;
-        LedgerScope *global;
+        ScopeTable *scopes;
         ProcessTable *processes;
+        ProcessTableLimits process_limits; /* the config's, with runtime changes */
         BudgetStats stats;
 };
-
-const char *priority_to_string(Priority p) {
-        static const char *const names[_PRIORITY_MAX] = {
-                [PRIORITY_INTERACTIVE] = "interactive",
-                [PRIORITY_NORMAL] = "normal",
-                [PRIORITY_BACKGROUND] = "background",
-        };
-        return p < _PRIORITY_MAX ? names[p] : NULL;
-}
-
-int priority_from_string(const char *s) {
-        for (Priority p = 0; p < _PRIORITY_MAX; p++)
-                if (strcmp(s, priority_to_string(p)) == 0)
-                        return (int)p;
-        return -EINVAL;
-}
 
 /* ---- setup ---- */
 
@@ -89,7 +81,6 @@ static LedgerParams ledger_params(const Config *c) {
 int budget_new(const Config *config, Journal *journal, const uint8_t id_key[16], BudgetChangedFunc changed,
                void *userdata, Budget **ret) {
         LedgerParams params = ledger_params(config);
-        ProcessTableLimits limits = process_limits(config);
         Budget *b = calloc(1, sizeof(*b));
 
         if (!b)
@@ -98,13 +89,19 @@ int budget_new(const Config *config, Journal *journal, const uint8_t id_key[16],
         b->journal = journal;
         b->changed = changed;
         b->userdata = userdata;
+        b->process_limits = process_limits(config);
         b->ledger = ledger_new(&params);
         if (b->ledger) {
+                SipHashKey k = siphash_key(id_key);
+                uint64_t derived[2] = {siphash24(&k, "scopes", 6), siphash24(&k, "SCOPES", 6)};
+
                 ledger_set_id_key(b->ledger, id_key);
-                b->global = ledger_scope_new(b->ledger, "global", &config->global);
-                b->processes = process_table_new(b->ledger, &limits, process_alive, NULL);
+                b->scopes = scope_table_new(b->ledger, config);
+                if (b->scopes)
+                        scope_table_set_hash_key(b->scopes, (const uint8_t *)derived);
+                b->processes = process_table_new(b->ledger, &b->process_limits, process_alive, NULL);
         }
-        if (!b->ledger || !b->global || !b->processes) {
+        if (!b->ledger || !b->scopes || !b->processes) {
                 budget_free(b);
                 return -ENOMEM;
         }
@@ -116,19 +113,24 @@ Budget *budget_free(Budget *b) {
         if (!b)
                 return NULL;
         process_table_free(b->processes);
+        scope_table_free(b->scopes);
         ledger_free(b->ledger);
         free(b);
         return NULL;
 }
 
-void budget_set_config(Budget *b, const Config *config) {
+int budget_set_config(Budget *b, const Config *config) {
         LedgerParams params = ledger_params(config);
-        ProcessTableLimits limits = process_limits(config);
+        int r;
 
+        r = scope_table_set_config(b->scopes, config);
+        if (r < 0)
+                return r;
         b->config = config;
         ledger_set_params(b->ledger, &params);
-        ledger_scope_set_limits(b->global, &config->global);
-        process_table_set_limits(b->processes, &limits);
+        b->process_limits = process_limits(config);
+        process_table_set_limits(b->processes, &b->process_limits);
+        return 0;
 }
 
 static void budget_changed(Budget *b) {
@@ -176,10 +178,12 @@ static void emit_allocation(Budget *b, EventKind kind, const Allocation *a, uint
 
 /* Why a refusal happened, in words an admin can act on. */
 static void emit_refused(Budget *b, const Client *c, const BudgetRequest *req, uint64_t estimate,
-                         uint64_t granted, const LedgerRefusal *refusal, uint64_t now) {
-        uint64_t reservation = (granted * b->config->hard_permille + 999) / 1000;
-        const char *scope = ledger_scope_name(refusal->scope);
-        char reason[256];
+                         uint64_t granted, uint32_t hard_permille, const BudgetRefusal *refusal,
+                         uint64_t now) {
+        const LedgerRefusal *lr = &refusal->ledger;
+        uint64_t reservation = (granted * hard_permille + 999) / 1000;
+        const char *scope = refusal->kind == REFUSAL_BUDGET ? ledger_scope_name(lr->scope) : refusal->scope;
+        char reason[1024];
         Event e = {
                 .pid = c->identity.pid,
                 .uid = c->identity.uid,
@@ -194,16 +198,23 @@ static void emit_refused(Budget *b, const Client *c, const BudgetRequest *req, u
                 .reason = reason,
         };
 
-        if (refusal->window >= 0)
+        if (refusal->kind == REFUSAL_SCOPES)
+                snprintf(reason, sizeof(reason),
+                         "no budget can be kept for %s: limit of %" PRIu64 " reached", scope,
+                         refusal->limit);
+        else if (refusal->kind == REFUSAL_ALLOCATIONS)
+                snprintf(reason, sizeof(reason), "allocations in flight of %s: limit of %" PRIu64 " reached",
+                         scope, refusal->limit);
+        else if (lr->window >= 0)
                 snprintf(reason, sizeof(reason),
                          "%s window of %s: %" PRIu64 " used + %" PRIu64 " reserved + %" PRIu64
                          " requested > %" PRIu64,
-                         ledger_window_to_string((LedgerWindow)refusal->window), scope, refusal->used_tokens,
-                         refusal->reserved_tokens, reservation, refusal->limit_tokens);
+                         ledger_window_to_string((LedgerWindow)lr->window), scope, lr->used_tokens,
+                         lr->reserved_tokens, reservation, lr->limit_tokens);
         else
                 snprintf(reason, sizeof(reason),
                          "tokens in flight of %s: %" PRIu64 " reserved + %" PRIu64 " requested > %" PRIu64,
-                         scope, refusal->reserved_tokens, reservation, refusal->limit_tokens);
+                         scope, lr->reserved_tokens, reservation, lr->limit_tokens);
         journal_emit(b->journal, EVENT_REFUSED, &e, now, "Refused %" PRIu64 " tokens to %s (pid %d): %s",
                      estimate, c->identity.comm, (int)c->identity.pid, reason);
 }
@@ -235,21 +246,49 @@ static void emit_crossing(Budget *b, const Allocation *a, LedgerState before, Le
 
 /* ---- clients ---- */
 
-int budget_client_new(Budget *b, const Identity *identity, uint64_t now, Client **ret) {
+int budget_client_new(Budget *b, const Identity *identity, gid_t *groups, size_t n_groups, uint64_t now,
+                      Client **ret) {
         Client *c = calloc(1, sizeof(*c));
         int r;
 
-        if (!c)
+        if (!c) {
+                free(groups);
                 return -ENOMEM;
+        }
         c->identity = *identity;
+        c->groups = groups;
+        /* A process gone already, or one whose cgroup or executable the
+         * daemon may not read, is in no unit and known by its comm only. */
+        if (identity_read_units(identity->pid, &c->units) < 0)
+                c->units = (CgroupUnits){};
+        if (identity_read_exe("/proc", identity->pid, &c->exe) < 0)
+                c->exe = NULL;
+        c->principal = (Principal){
+                .uid = identity->uid,
+                .gid = identity->gid,
+                .groups = c->groups,
+                .n_groups = n_groups,
+                .pid = identity->pid,
+                .start_time = identity->start_time,
+                .comm = c->identity.comm,
+                .exe = c->exe,
+                .units = &c->units,
+        };
         r = process_table_connect(b->processes, identity->pid, identity->start_time, identity->uid,
                                   identity_is_admin(identity), now, &c->process);
         if (r < 0) {
+                cgroup_units_done(&c->units);
+                free(c->exe);
+                free(c->groups);
                 free(c);
                 return r;
         }
         *ret = c;
         return 0;
+}
+
+bool budget_client_is_admin(const Client *c) {
+        return identity_is_admin(&c->identity);
 }
 
 bool budget_client_has_allocations(const Client *c) {
@@ -315,7 +354,11 @@ void budget_client_free(Budget *b, Client *c, SettleCause cause, uint64_t now) {
                 return;
         while (c->allocations)
                 allocation_settle_unreleased(b, c->allocations, cause, now);
+        scope_chain_free(b->scopes, c->chain, now);
         process_table_disconnect(b->processes, c->process, now);
+        cgroup_units_done(&c->units);
+        free(c->exe);
+        free(c->groups);
         free(c);
 }
 
@@ -334,7 +377,6 @@ static Allocation *allocation_new(const BudgetRequest *req) {
         a = calloc(1, sizeof(*a) + total);
         if (!a)
                 return NULL;
-        a->priority = req->priority;
         q = a->strings;
         const char **targets[3] = {&a->task_class, &a->agent, &a->model};
         for (size_t i = 0; i < 3; i++) {
@@ -347,36 +389,81 @@ static Allocation *allocation_new(const BudgetRequest *req) {
         return a;
 }
 
+static int refuse(Budget *b, const Client *c, const BudgetRequest *req, uint64_t estimate, uint64_t granted,
+                  uint32_t hard_permille, BudgetRefusal *refusal, uint64_t now) {
+        b->stats.n_refused++;
+        emit_refused(b, c, req, estimate, granted, hard_permille, refusal, now);
+        return -EDQUOT;
+}
+
 int budget_request(Budget *b, Client *c, const BudgetRequest *req, uint64_t now, Allocation **ret,
                    BudgetRefusal *ret_refusal) {
         uint64_t estimate = req->estimate ?: b->config->default_estimate, granted;
-        LedgerScope *scopes[] = {b->global, process_entry_scope(c->process)};
+        const RuleEffective *eff;
+        LedgerScope *const *scopes;
+        LedgerParams params;
         LedgerAllocation *la;
+        ScopeFailure failure;
+        Priority priority;
         Allocation *a;
+        size_t n;
         int r;
 
-        if (process_entry_n_allocations(c->process) >= b->config->max_allocations_per_process) {
-                ret_refusal->max_allocations = b->config->max_allocations_per_process;
-                return -EUSERS;
+        /* Built at the first Request: a connection that only looks costs nothing. */
+        if (!c->chain) {
+                c->chain = scope_chain_new(b->scopes, &c->principal, process_entry_scope(c->process),
+                                           identity_is_admin(&c->identity));
+                if (!c->chain)
+                        return -ENOMEM;
         }
+        r = scope_chain_resolve(b->scopes, c->chain, req->agent, now, &scopes, &n, &eff, &failure);
+        if (r == -EUSERS || r == -ETOOMANYREFS || r == -E2BIG) {
+                *ret_refusal = (BudgetRefusal){.kind = REFUSAL_SCOPES, .limit = failure.limit};
+                snprintf(ret_refusal->scope, sizeof(ret_refusal->scope), "%s", failure.scope);
+                return refuse(b, c, req, estimate, 0, 0, ret_refusal, now);
+        }
+        if (r < 0)
+                return r;
+        if (process_entry_n_allocations(c->process) >= b->config->max_allocations_per_process) {
+                *ret_refusal = (BudgetRefusal){.kind = REFUSAL_ALLOCATIONS,
+                                               .limit = b->config->max_allocations_per_process};
+                snprintf(ret_refusal->scope, sizeof(ret_refusal->scope), "%s",
+                         ledger_scope_name(process_entry_scope(c->process)));
+                return refuse(b, c, req, estimate, 0, 0, ret_refusal, now);
+        }
+        /* A priority above the rule's ceiling gets the ceiling (a greater
+         * value is a lower priority). */
+        priority = req->priority >= 0 ? (Priority)req->priority : eff->priority;
+        if (priority < eff->max_priority)
+                priority = eff->max_priority;
         /* Oversized requests are clamped to the per-request cap. */
-        granted = estimate < b->config->max_request_tokens ? estimate : b->config->max_request_tokens;
+        granted = estimate < eff->max_request_tokens ? estimate : eff->max_request_tokens;
+        params = (LedgerParams){.warn_permille = eff->warn_permille, .hard_permille = eff->hard_permille};
 
         a = allocation_new(req);
         if (!a)
                 return -ENOMEM;
-        r = ledger_reserve(b->ledger, scopes, ELEMENTSOF(scopes), granted, now, &la, &ret_refusal->ledger);
+        r = ledger_reserve_params(b->ledger, scopes, n, granted, &params, now, &la, &ret_refusal->ledger);
         if (r < 0) {
                 free(a);
-                if (r == -EDQUOT) {
-                        b->stats.n_refused++;
-                        emit_refused(b, c, req, estimate, granted, &ret_refusal->ledger, now);
-                }
-                return r;
+                if (r != -EDQUOT)
+                        return r;
+                if (ret_refusal->ledger.window == LEDGER_REFUSAL_ALLOCATIONS) {
+                        LedgerRefusal lr = ret_refusal->ledger;
+                        *ret_refusal = (BudgetRefusal){
+                                .kind = REFUSAL_ALLOCATIONS, .limit = lr.limit_tokens, .ledger = lr};
+                        snprintf(ret_refusal->scope, sizeof(ret_refusal->scope), "%s",
+                                 ledger_scope_name(lr.scope));
+                } else
+                        ret_refusal->kind = REFUSAL_BUDGET;
+                return refuse(b, c, req, estimate, granted, params.hard_permille, ret_refusal, now);
         }
         a->owner = c;
         a->ledger = la;
         a->estimate = estimate;
+        a->priority = priority;
+        a->requested_priority =
+                req->priority >= 0 && (Priority)req->priority != priority ? req->priority : -1;
         a->last_report_usec = now;
         ledger_allocation_set_userdata(la, a);
         LIST_PREPEND(allocations, c->allocations, a);
@@ -474,16 +561,16 @@ static unsigned permille(uint64_t part, uint64_t whole) {
 }
 
 unsigned budget_global_utilisation_permille(const Budget *b, uint64_t now) {
-        const LedgerLimits *limits = ledger_scope_get_limits(b->global);
-        uint64_t reserved = ledger_scope_reserved(b->global);
+        LedgerScope *global = scope_table_global(b->scopes);
+        const LedgerLimits *limits = ledger_scope_get_limits(global);
+        uint64_t reserved = ledger_scope_reserved(global);
         unsigned worst = permille(reserved, limits->in_flight_tokens);
 
         for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++) {
                 unsigned u;
                 if (limits->window_tokens[w] == 0)
                         continue;
-                u = permille(ledger_scope_window_used(b->global, w, now) + reserved,
-                             limits->window_tokens[w]);
+                u = permille(ledger_scope_window_used(global, w, now) + reserved, limits->window_tokens[w]);
                 if (u > worst)
                         worst = u;
         }
@@ -499,7 +586,59 @@ Ledger *budget_ledger(const Budget *b) {
 }
 
 LedgerScope *budget_global(const Budget *b) {
-        return b->global;
+        return scope_table_global(b->scopes);
+}
+
+const ScopeTable *budget_scopes(const Budget *b) {
+        return b->scopes;
+}
+
+/* "process:PID": the live entry of that pid (several entries of one pid, the
+ * newest, as the table lists newest first). */
+static ProcessEntry *process_find(const Budget *b, const char *target) {
+        const char *p = target + strlen("process:");
+        unsigned long pid;
+        char *end;
+
+        if (*p < '0' || *p > '9')
+                return NULL;
+        errno = 0;
+        pid = strtoul(p, &end, 10);
+        if (errno || *end || pid == 0 || pid > INT32_MAX)
+                return NULL;
+        for (ProcessEntry *e = process_table_next(b->processes, NULL); e;
+             e = process_table_next(b->processes, e))
+                if (process_entry_pid(e) == (pid_t)pid)
+                        return e;
+        return NULL;
+}
+
+int budget_set_limits(Budget *b, const char *target, const ScopeLimitsChange *change) {
+        if (strcmp(target, "process") == 0) {
+                /* process_table_set_limits() gives every process scope the
+                 * new defaults at once. */
+                scope_limits_apply(&b->process_limits.scope, change);
+                process_table_set_limits(b->processes, &b->process_limits);
+                return (int)process_table_size(b->processes);
+        }
+        if (strncmp(target, "process:", 8) == 0) {
+                ProcessEntry *e = process_find(b, target);
+                LedgerLimits limits;
+
+                if (!e)
+                        return strspn(target + 8, "0123456789") == strlen(target + 8) && target[8] ? -ENOENT
+                                                                                                   : -EINVAL;
+                limits = *ledger_scope_get_limits(process_entry_scope(e));
+                scope_limits_apply(&limits, change);
+                ledger_scope_set_limits(process_entry_scope(e), &limits);
+                return 1;
+        }
+        return scope_table_set_limits(b->scopes, target, change);
+}
+
+void budget_sweep(Budget *b, uint64_t now) {
+        budget_expire(b, now);
+        scope_table_sweep(b->scopes, now);
 }
 
 const ProcessTable *budget_processes(const Budget *b) {
@@ -525,6 +664,10 @@ uint64_t allocation_estimate(const Allocation *a) {
 
 Priority allocation_priority(const Allocation *a) {
         return a->priority;
+}
+
+int allocation_requested_priority(const Allocation *a) {
+        return a->requested_priority;
 }
 
 const char *allocation_agent(const Allocation *a) {

@@ -84,6 +84,8 @@ static ListenerLimits listener_limits(const Config *c) {
                 .max_connections_per_uid = c->max_connections_per_uid,
                 .log_interval_usec = c->journal_rate_limit_interval_usec,
                 .log_burst = (unsigned)c->journal_rate_limit_burst,
+                .has_admin_gid = c->has_admin_gid,
+                .admin_gid = c->admin_gid,
         };
 }
 
@@ -113,19 +115,20 @@ static void sweep_cb(evutil_socket_t fd, short what, void *userdata) {
         Manager *m = userdata;
         uint64_t now = now_usec();
 
-        budget_expire(m->budget, now);
+        budget_sweep(m->budget, now);
         peer_set_sweep(m->peers, now);
         sweep_schedule(m);
 }
 
 /* ---- connections ---- */
 
-static void connection_cb(void *userdata, int fd, const Identity *id, uint64_t now) {
+static void connection_cb(void *userdata, int fd, const Identity *id, gid_t *groups, size_t n_groups,
+                          uint64_t now) {
         Manager *m = userdata;
         Client *client;
         int r;
 
-        r = budget_client_new(m->budget, id, now, &client);
+        r = budget_client_new(m->budget, id, groups, n_groups, now, &client);
         if (r < 0) {
                 log_limited(&m->log_refused, now, LOG_LEVEL_WARNING,
                             "refusing connection of pid %d uid %u: %s", (int)id->pid, (unsigned)id->uid,
@@ -200,12 +203,12 @@ static void budget_changed_cb(void *userdata) {
 
 /* ---- reload and shutdown ---- */
 
+/* The parts that take the configuration as it is (the budget took it already). */
 static void manager_apply_config(Manager *m) {
         JournalSettings js = journal_settings(&m->config);
         PeerSetLimits pl = peer_limits(&m->config);
         ListenerLimits ll = listener_limits(&m->config);
 
-        budget_set_config(m->budget, &m->config);
         peer_set_set_limits(m->peers, &pl);
         if (m->listener)
                 listener_set_limits(m->listener, &ll);
@@ -220,7 +223,7 @@ static void manager_apply_config(Manager *m) {
 
 /* Errors come one per line; the journal gets them all in the reason field,
  * STATUS= and the MESSAGE the first (STATUS= is one line). */
-static void reload_rejected(Manager *m, char *errors, uint64_t now) {
+static void reload_rejected(Manager *m, const char *errors, uint64_t now) {
         Event e = {.reason = errors ? errors : "unreadable"};
         _cleanup_free_ char *first = errors ? strndup(errors, strcspn(errors, "\n")) : NULL;
 
@@ -232,17 +235,25 @@ static void reload_rejected(Manager *m, char *errors, uint64_t now) {
                      "Configuration %s rejected, keeping the old one: %s", m->config_path, first ?: "");
 }
 
-static void manager_reload(Manager *m) {
-        _cleanup_free_ char *errors = NULL;
-        uint64_t now = now_usec();
-        Config c;
+static void log_warnings(const char *warnings) {
+        for (const char *p = warnings; p && *p;) {
+                size_t n = strcspn(p, "\n");
+                log_warning("%.*s", (int)n, p);
+                p += n + (p[n] == '\n');
+        }
+}
+
+/* Reads the file (in a child) and applies it. Returns 0, or -errno with the
+ * reasons in *ret_errors; the old configuration then stays. */
+static int manager_reload_file(Manager *m, char **ret_errors) {
+        _cleanup_free_ char *warnings = NULL;
+        Config c, old;
         int r;
 
-        notify_reloading(m->notify, now);
+        *ret_errors = NULL;
         if (!m->config_path) {
                 log_info("reload requested; running on built-in defaults, nothing to re-read");
-                notify_ready(m->notify);
-                return;
+                return 0;
         }
         /* The default file is optional: created after start it is read now;
          * removed, the built-in defaults apply, as they would at a start. */
@@ -252,27 +263,56 @@ static void manager_reload(Manager *m) {
                         log_info("reload requested; %s does not exist, using the built-in defaults",
                                  m->config_path);
         } else
-                r = config_load_file_isolated(m->config_path, &c, &errors);
+                r = config_load_file_isolated(m->config_path, &c, ret_errors, &warnings);
         if (r >= 0) {
-                r = config_check_fd_limit(&c, m->fd_limit, m->config_path, &errors);
+                r = config_check_fd_limit(&c, m->fd_limit, m->config_path, ret_errors);
                 if (r < 0)
                         config_done(&c);
         }
+        if (r < 0)
+                return r;
+        log_warnings(warnings);
+        /* The budget's rules point into m->config: swap, and swap back when
+         * the budget cannot take the new one. */
+        old = m->config;
+        m->config = c;
+        r = budget_set_config(m->budget, &m->config);
         if (r < 0) {
-                reload_rejected(m, errors, now);
-                notify_ready(m->notify);
-                return;
+                m->config = old;
+                config_done(&c);
+                if (asprintf(ret_errors, "%s: cannot apply: %s\n", m->config_path, strerror(-r)) < 0)
+                        *ret_errors = NULL;
+                return r;
         }
         /* The socket we listen on stays. */
-        if (strcmp(c.socket_path, m->config.socket_path) != 0)
+        if (strcmp(m->config.socket_path, old.socket_path) != 0)
                 log_warning("socket changed in %s; the new path takes effect at restart", m->config_path);
-        config_done(&m->config);
-        m->config = c;
+        config_done(&old);
         manager_apply_config(m);
-        m->status_note = mfree(m->status_note);
-        journal_emit(m->journal, EVENT_CONFIG_RELOADED, &(Event){}, now, "Configuration %s reloaded",
-                     m->config_path);
+        return 0;
+}
+
+/* SIGHUP and the admin Reload. */
+static int manager_reload(Manager *m, char **ret_errors) {
+        uint64_t now = now_usec();
+        int r;
+
+        notify_reloading(m->notify, now);
+        r = manager_reload_file(m, ret_errors);
+        if (r < 0)
+                reload_rejected(m, *ret_errors, now);
+        else {
+                m->status_note = mfree(m->status_note);
+                if (m->config_path)
+                        journal_emit(m->journal, EVENT_CONFIG_RELOADED, &(Event){}, now,
+                                     "Configuration %s reloaded", m->config_path);
+        }
         notify_ready(m->notify);
+        return r;
+}
+
+static int reload_cb(void *userdata, char **ret_errors) {
+        return manager_reload(userdata, ret_errors);
 }
 
 static void manager_shutdown(Manager *m) {
@@ -298,9 +338,10 @@ static void manager_shutdown(Manager *m) {
 static void signal_cb(evutil_socket_t sig, short what, void *userdata) {
         Manager *m = userdata;
 
-        if (sig == SIGHUP)
-                manager_reload(m);
-        else
+        if (sig == SIGHUP) {
+                _cleanup_free_ char *errors = NULL;
+                (void)manager_reload(m, &errors);
+        } else
                 manager_shutdown(m);
 }
 
@@ -367,7 +408,13 @@ int manager_new(struct event_base *base, Config *config, const char *config_path
         m->sweep_event = evtimer_new(base, sweep_cb, m);
         if (!m->listener || !m->sweep_event)
                 goto oom;
-        m->context = (DispatchContext){.budget = m->budget, .peers = m->peers, .start_usec = m->start_usec};
+        m->context = (DispatchContext){
+                .budget = m->budget,
+                .peers = m->peers,
+                .start_usec = m->start_usec,
+                .reload = reload_cb,
+                .userdata = m,
+        };
         ratelimit_configure(&m->log_refused, m->config.journal_rate_limit_interval_usec,
                             m->config.journal_rate_limit_burst);
         for (size_t i = 0; i < ELEMENTSOF(signals); i++) {

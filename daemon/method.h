@@ -16,10 +16,16 @@
 #include "peer.h"
 #include "varlink.h"
 
+/* Re-reads the configuration (admin Reload): 0, or -errno with the reasons,
+ * one "FILE:LINE: message" per line, in *ret_errors (malloc'ed). */
+typedef int (*ReloadFunc)(void *userdata, char **ret_errors);
+
 typedef struct DispatchContext {
         Budget *budget;
         const PeerSet *peers;
         uint64_t start_usec; /* when the daemon started, for uptime */
+        ReloadFunc reload;
+        void *userdata;
 } DispatchContext;
 
 /* Returns 0 (answered, deferred, or oneway) or -ENOMEM (the peer is dropped). */
@@ -31,7 +37,7 @@ typedef struct Method {
         MethodHandler handler;
         const VarlinkField *fields;
         size_t n_fields;
-        bool admin; /* root and the daemon's user only */
+        bool admin; /* admins only (identity_is_admin()) */
 } Method;
 
 #define METHOD(n, h, f, adm)                                                                                \

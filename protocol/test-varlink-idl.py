@@ -29,13 +29,14 @@ class ProtocolFiles(unittest.TestCase):
         iface = self.load('io.tokenbudget.agent')
         self.assertEqual([m.name for m in iface.of_kind('method')], ['Request', 'Report', 'Release'])
         self.assertEqual([m.name for m in iface.of_kind('error')],
-                         ['BudgetExhausted', 'UnknownAllocation', 'TooManyAllocations'])
+                         ['BudgetExhausted', 'UnknownAllocation', 'TooManyAllocations', 'TooManyScopes'])
         request = iface.member('Request')
         self.assertEqual([(f.name, str(f.type)) for f in request.params],
                          [('estimate', '?int'), ('class', '?string'), ('agent', '?string'),
                           ('model', '?string'), ('priority', '?string')])
         self.assertEqual([f.name for f in request.returns],
-                         ['allocation', 'decision', 'granted', 'warnAt', 'hardLimit'])
+                         ['allocation', 'decision', 'granted', 'warnAt', 'hardLimit', 'priority',
+                          'requestedPriority'])
 
     def test_admin(self):
         iface = self.load('io.tokenbudget.admin')
@@ -43,6 +44,8 @@ class ProtocolFiles(unittest.TestCase):
         status = iface.member('Status')
         self.assertEqual(str(next(f for f in status.returns if f.name == 'scopes').type), '[]Scope')
         self.assertEqual(iface.member('List').params, [])
+        self.assertEqual([m.name for m in iface.of_kind('method')], ['Status', 'List', 'SetLimits', 'Reload'])
+        self.assertEqual([m.name for m in iface.of_kind('error')], ['ReloadRejected', 'UnknownScope'])
 
     def test_service(self):
         iface = self.load('org.varlink.service')

@@ -464,6 +464,29 @@ uint64_t ledger_scope_window_used(LedgerScope *s, LedgerWindow w, uint64_t now_u
         return ring_used(s, w, ledger_clamp_now(s->ledger, now_usec));
 }
 
+uint64_t ledger_scope_window_frees_in(LedgerScope *s, LedgerWindow w, uint64_t now_usec) {
+        const WindowSpec *spec;
+        const uint64_t *b;
+        WindowRing *r;
+
+        assert(s);
+        assert((unsigned)w < _LEDGER_WINDOW_MAX);
+        now_usec = ledger_clamp_now(s->ledger, now_usec);
+        ring_advance(s, w, now_usec);
+        spec = &window_specs[w];
+        r = &s->rings[w];
+        b = ring_buckets(s, w);
+        if (r->sum_tokens == 0)
+                return 0;
+        /* The oldest non-empty bucket leaves first (see ring_retry_after()). */
+        for (uint64_t k = 1; k <= spec->ring_size; k++)
+                if (b[(r->head + k) % spec->ring_size] > 0) {
+                        uint64_t leaves_usec = (r->head + k) * spec->bucket_usec;
+                        return leaves_usec > now_usec ? leaves_usec - now_usec : 1;
+                }
+        return 0;
+}
+
 bool ledger_scope_is_idle(LedgerScope *s, uint64_t now_usec) {
         assert(s);
 
@@ -586,11 +609,25 @@ static bool scope_has_room(LedgerScope *s, uint64_t reservation_tokens, uint64_t
                            LedgerRefusal *ret_refusal) {
         uint64_t need = sat_add(s->reserved_tokens, reservation_tokens);
 
-        for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++) {
-                uint64_t limit = s->limits.window_tokens[w];
-                uint64_t used = ring_used(s, w, now_usec);
+        if (s->limits.max_allocations != 0 && s->n_allocations >= s->limits.max_allocations) {
+                *ret_refusal = (LedgerRefusal){
+                        .scope = s,
+                        .window = LEDGER_REFUSAL_ALLOCATIONS,
+                        .limit_tokens = s->limits.max_allocations,
+                        .used_tokens = s->n_allocations,
+                        .reserved_tokens = s->reserved_tokens,
+                };
+                return false;
+        }
 
-                if (limit == 0 || sat_add(used, need) <= limit)
+        for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++) {
+                uint64_t limit = s->limits.window_tokens[w], used;
+
+                /* An unlimited window needs no ageing now: commits advance it. */
+                if (limit == 0)
+                        continue;
+                used = ring_used(s, w, now_usec);
+                if (sat_add(used, need) <= limit)
                         continue;
                 *ret_refusal = (LedgerRefusal){
                         .scope = s,
@@ -608,7 +645,7 @@ static bool scope_has_room(LedgerScope *s, uint64_t reservation_tokens, uint64_t
         if ((s->limits.in_flight_tokens != 0 && need > s->limits.in_flight_tokens) || need == UINT64_MAX) {
                 *ret_refusal = (LedgerRefusal){
                         .scope = s,
-                        .window = -1,
+                        .window = LEDGER_REFUSAL_IN_FLIGHT,
                         .limit_tokens =
                                 s->limits.in_flight_tokens != 0 ? s->limits.in_flight_tokens : UINT64_MAX,
                         .reserved_tokens = s->reserved_tokens,
@@ -620,6 +657,12 @@ static bool scope_has_room(LedgerScope *s, uint64_t reservation_tokens, uint64_t
 
 int ledger_reserve(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint64_t granted_tokens,
                    uint64_t now_usec, LedgerAllocation **ret, LedgerRefusal *ret_refusal) {
+        return ledger_reserve_params(l, scopes, n_scopes, granted_tokens, NULL, now_usec, ret, ret_refusal);
+}
+
+int ledger_reserve_params(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint64_t granted_tokens,
+                          const LedgerParams *params, uint64_t now_usec, LedgerAllocation **ret,
+                          LedgerRefusal *ret_refusal) {
         LedgerAllocation *a;
         LedgerRefusal refusal;
         uint64_t reservation;
@@ -631,9 +674,12 @@ int ledger_reserve(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint6
         assert(granted_tokens >= 1 && granted_tokens < LEDGER_TOKENS_MAX);
         assert(ret);
         assert(scopes_valid(l, scopes, n_scopes));
+        assert(!params || params_valid(params));
 
+        if (!params)
+                params = &l->params;
         now_usec = ledger_clamp_now(l, now_usec);
-        reservation = tokens_permille_ceil(granted_tokens, l->params.hard_permille);
+        reservation = tokens_permille_ceil(granted_tokens, params->hard_permille);
 
         /* All or nothing: check every scope before touching any. */
         for (size_t i = 0; i < n_scopes; i++)
@@ -651,7 +697,7 @@ int ledger_reserve(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint6
         a->id = id_from_serial(l, allocation_serial(a));
         a->n_scopes = (uint8_t)n_scopes;
         a->granted_tokens = granted_tokens;
-        a->warn_at_tokens = tokens_permille_ceil(granted_tokens, l->params.warn_permille);
+        a->warn_at_tokens = tokens_permille_ceil(granted_tokens, params->warn_permille);
         a->reservation_tokens = reservation;
         a->still_reserved_tokens = reservation;
         a->granted_usec = now_usec;

@@ -43,7 +43,7 @@ typedef struct LedgerAllocation LedgerAllocation;
 
 /* The most scopes one allocation can be charged to: global, user, unit and
  * its slices, process and rules (later issues) fit. */
-#define LEDGER_SCOPES_MAX 16
+#define LEDGER_SCOPES_MAX 32
 
 typedef enum LedgerWindow {
         LEDGER_WINDOW_MINUTE,
@@ -60,6 +60,7 @@ uint64_t ledger_window_span_usec(LedgerWindow w);
 typedef struct LedgerLimits {
         uint64_t window_tokens[_LEDGER_WINDOW_MAX]; /* 0: no limit */
         uint64_t in_flight_tokens;                  /* reserved tokens at once; 0: no limit */
+        uint64_t max_allocations;                   /* live allocations at once; 0: no limit */
 } LedgerLimits;
 
 typedef struct LedgerParams {
@@ -76,11 +77,14 @@ typedef enum LedgerState {
 /* "ok", "warning", "exceeded" */
 const char *ledger_state_to_string(LedgerState s);
 
+#define LEDGER_REFUSAL_IN_FLIGHT   (-1) /* limits.in_flight_tokens */
+#define LEDGER_REFUSAL_ALLOCATIONS (-2) /* limits.max_allocations: used_tokens is then the count */
+
 /* Why a reservation was refused: the first scope (in the order given) that
  * had no room, and which of its limits. */
 typedef struct LedgerRefusal {
         const LedgerScope *scope;
-        int window;               /* a LedgerWindow, or -1 for the in-flight cap */
+        int window;               /* a LedgerWindow, or LEDGER_REFUSAL_IN_FLIGHT / _ALLOCATIONS */
         uint64_t limit_tokens;    /* the limit that would be passed */
         uint64_t used_tokens;     /* committed in that window (0 for the in-flight cap) */
         uint64_t reserved_tokens; /* reserved in the scope now */
@@ -119,6 +123,9 @@ uint64_t ledger_scope_committed_total(const LedgerScope *s);
 size_t ledger_scope_n_allocations(const LedgerScope *s); /* live allocations charged to it */
 /* Tokens committed inside window w as of now_usec (ages out old commits). */
 uint64_t ledger_scope_window_used(LedgerScope *s, LedgerWindow w, uint64_t now_usec);
+/* Microseconds until the oldest tokens in window w leave it (at least 1); 0
+ * when the window is empty. */
+uint64_t ledger_scope_window_frees_in(LedgerScope *s, LedgerWindow w, uint64_t now_usec);
 /* True when no allocation is charged to the scope and every window is empty as
  * of now_usec: dropping the scope then loses nothing. */
 bool ledger_scope_is_idle(LedgerScope *s, uint64_t now_usec);
@@ -127,14 +134,19 @@ void *ledger_scope_get_userdata(const LedgerScope *s);
 
 /*
  * Reserves granted_tokens x hard multiplier in each of the n_scopes scopes, all
- * or nothing. 1 <= granted_tokens < LEDGER_TOKENS_MAX, 1 <= n_scopes <=
- * LEDGER_SCOPES_MAX, no scope twice (programming errors otherwise).
+ * or nothing, refusing at a scope's max_allocations live allocations too. 1 <= granted_tokens <
+ * LEDGER_TOKENS_MAX, 1 <= n_scopes <= LEDGER_SCOPES_MAX, no scope twice (programming errors otherwise).
  * Returns 0 and the new allocation; -EDQUOT with *ret_refusal filled when a
  * scope has no room (a scope whose reserved total would pass 2^64-1 refuses
  * as an in-flight cap of UINT64_MAX); -ENOMEM.
  */
 int ledger_reserve(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint64_t granted_tokens,
                    uint64_t now_usec, LedgerAllocation **ret, LedgerRefusal *ret_refusal);
+/* The same with this allocation's multipliers instead of the ledger's
+ * (params NULL: the ledger's). */
+int ledger_reserve_params(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint64_t granted_tokens,
+                          const LedgerParams *params, uint64_t now_usec, LedgerAllocation **ret,
+                          LedgerRefusal *ret_refusal);
 
 /*
  * Records cumulative usage. Both totals must be >= the last ones (-ERANGE

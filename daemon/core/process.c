@@ -242,6 +242,10 @@ void process_table_allocation_removed(ProcessTable *t, ProcessEntry *e, uint64_t
         entry_release(t, e, now);
 }
 
+uid_t process_entry_uid(const ProcessEntry *e) {
+        return e->uid;
+}
+
 pid_t process_entry_pid(const ProcessEntry *e) {
         return e->pid;
 }

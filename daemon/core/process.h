@@ -63,6 +63,8 @@ void process_entry_allocation_added(ProcessEntry *e);
 void process_table_allocation_removed(ProcessTable *t, ProcessEntry *e, uint64_t now);
 
 pid_t process_entry_pid(const ProcessEntry *e);
+/* The uid that first connected from the process. */
+uid_t process_entry_uid(const ProcessEntry *e);
 uint64_t process_entry_start_time(const ProcessEntry *e);
 LedgerScope *process_entry_scope(const ProcessEntry *e);
 unsigned process_entry_n_connections(const ProcessEntry *e);

@@ -4,7 +4,7 @@
  * through the real libtokenbudget: a full request/report/release cycle with
  * exact thresholds, ownership, 64 clients racing for one small budget,
  * connections and processes that die with open allocations, the service
- * interface, and PermissionDenied for admin calls from another uid. Limits,
+ * interface, and PermissionDenied for steering calls from another uid. Limits,
  * bad input and the command line tools have their own test files.
  */
 #define _GNU_SOURCE
@@ -642,9 +642,12 @@ END_TEST
 
 /* ---- 8. PermissionDenied ----------------------------------------------------------- */
 
-/* In a forked child running as nobody: admin calls denied, agent calls allowed. */
+/* In a forked child running as nobody: steering denied; Status, List and the
+ * agent calls allowed (what Status and List show a non-admin is test-scopes'). */
 static void permission_child(const char *socket_path, int fd) {
-        static const char *const methods[] = {"io.tokenbudget.admin.Status", "io.tokenbudget.admin.List"};
+        static const char *const methods[] = {"io.tokenbudget.admin.Reload",
+                                              "io.tokenbudget.admin.SetLimits"};
+        static const char *const params[] = {NULL, "{\"scope\":\"global\",\"tokensPerMinute\":1}"};
         tb_request_params p = {.estimate = 10};
         tb_client *c = NULL;
         char *error = NULL;
@@ -661,7 +664,16 @@ static void permission_child(const char *socket_path, int fd) {
                 _exit(1);
         }
         for (size_t i = 0; i < 2; i++) {
-                r = tb_call(c, methods[i], NULL, NULL);
+                r = tb_call(c, i == 0 ? "io.tokenbudget.admin.Status" : "io.tokenbudget.admin.List", NULL,
+                            NULL);
+                if (r < 0) {
+                        dprintf(fd, "%s as uid 65534 returned %d (%s), expected an answer\n",
+                                i == 0 ? "Status" : "List", r, tb_client_error(c));
+                        _exit(1);
+                }
+        }
+        for (size_t i = 0; i < 2; i++) {
+                r = tb_call(c, methods[i], params[i], NULL);
                 if (r != -EACCES || !tb_client_error_name(c) ||
                     strcmp(tb_client_error_name(c), "org.varlink.service.PermissionDenied") != 0) {
                         dprintf(fd, "%s as uid 65534 returned %d (%s), expected -EACCES PermissionDenied\n",

@@ -264,7 +264,7 @@ END_TEST
 START_TEST(test_large_reply_over_max_output_bytes) {
         TestDaemon *d =
                 harness_daemon_start("limits: { max_output_bytes = 65536; max_allocations_per_process = "
-                                     "10000; };\n");
+                                     "10000; };\nagent: { max_allocations = 0; };\n");
         tb_client *agent = harness_client(d);
         char *const argv[] = {
                 (char *)harness_env("BUDGETCTL"), "--socket", d->socket_path, "--json", "list", NULL};
