@@ -263,6 +263,17 @@ int budget_client_new(Budget *b, const Identity *identity, gid_t *groups, size_t
                 c->units = (CgroupUnits){};
         if (identity_read_exe("/proc", identity->pid, &c->exe) < 0)
                 c->exe = NULL;
+        /* Both went by pid: if the peer exited and its pid was reused in
+         * between, they describe another process. */
+        if (c->units.unit || c->exe) {
+                Identity again = {.pid = identity->pid};
+
+                if (identity_read_proc("/proc", &again) < 0 || again.start_time != identity->start_time) {
+                        cgroup_units_done(&c->units);
+                        c->units = (CgroupUnits){};
+                        c->exe = mfree(c->exe);
+                }
+        }
         c->principal = (Principal){
                 .uid = identity->uid,
                 .gid = identity->gid,

@@ -430,6 +430,53 @@ START_TEST(test_other_uid) {
 }
 END_TEST
 
+/* A uid declaring agent names without end gets TooManyScopes once it has
+ * its share of tracked scopes; other users and root are not affected, and
+ * the names it already has keep working. */
+START_TEST(test_agent_name_flood) {
+        TestDaemon *d;
+        RawConn *root;
+        json_object *reply;
+        int fd = -1, granted = 0;
+        char msg[256];
+
+        if (!tb_check_need_root("agent name flood from another uid"))
+                return;
+        d = harness_daemon_start("limits: { max_tracked_scopes_per_uid = 8; };\n");
+        ck_assert_int_eq(harness_connect_as(d->socket_path, OTHER_UID, 1, &fd), 1);
+        for (int i = 0; i < 50; i++) {
+                snprintf(msg, sizeof(msg),
+                         "{\"method\":\"io.tokenbudget.agent.Request\",\"parameters\":{\"estimate\":1,"
+                         "\"agent\":\"flood-%d\"}}",
+                         i);
+                reply = call_fd(fd, msg);
+                if (!reply_error(reply))
+                        granted++;
+                else {
+                        assert_error(reply, "io.tokenbudget.agent.TooManyScopes", NULL, NULL, msg);
+                        ck_assert_int_eq(json_int(reply_parameters(reply), "limit", "TooManyScopes"), 8);
+                }
+                json_object_put(reply);
+        }
+        /* user:65534 and seven agent names fit the share of 8. */
+        ck_assert_int_eq(granted, 7);
+        reply = call_fd(fd, "{\"method\":\"io.tokenbudget.agent.Request\",\"parameters\":{\"estimate\":1,"
+                            "\"agent\":\"flood-0\"}}");
+        ck_assert_msg(!reply_error(reply), "a name already tracked: %s", json_object_to_json_string(reply));
+        json_object_put(reply);
+        root = harness_open_working(d, "root");
+        for (int i = 0; i < 20; i++) {
+                snprintf(msg, sizeof(msg), "\"estimate\":1,\"agent\":\"root-%d\"", i);
+                reply = request(root, msg);
+                (void)granted_id(reply, "root's names");
+                json_object_put(reply);
+        }
+        close(fd);
+        raw_close(root);
+        harness_daemon_stop(d);
+}
+END_TEST
+
 /* Membership of admin_group makes an admin (the supplementary groups of the
  * peer, SO_PEERGROUPS). */
 START_TEST(test_admin_group) {
@@ -605,6 +652,7 @@ static Suite *scopes_suite(void) {
         tb_check_tag_root(tc);
         tcase_add_test(tc, test_other_uid);
         tcase_add_test(tc, test_admin_group);
+        tcase_add_test(tc, test_agent_name_flood);
         tcase_add_test(tc, test_cgroup_units);
         suite_add_tcase(s, tc);
         return s;
