@@ -504,9 +504,6 @@ static bool target_valid(const char *target) {
 
                 if (strncmp(target, prefixes[i], strlen(prefixes[i])) != 0 || !*rest)
                         continue;
-                /* A rule's name is never empty: "rule::1000" names nothing. */
-                if (i == ELEMENTSOF(prefixes) - 1 && *rest == ':')
-                        return false;
                 return strlen(target) < SCOPE_NAME_MAX;
         }
         return false;
@@ -519,7 +516,9 @@ int scope_table_set_limits(ScopeTable *t, const char *target, const ScopeLimitsC
 
         if (!target_valid(target))
                 return -EINVAL;
-        if (rule_name_of(target, rule) && rule_set_find(t->rules, rule) < 0)
+        /* "rule::1000" or a name longer than any rule's names no rule. */
+        if (strncmp(target, "rule:", 5) == 0 &&
+            (!rule_name_of(target, rule) || rule_set_find(t->rules, rule) < 0))
                 return -ENOENT;
         o = (Override *)override_find(t, target);
         if (o) {
