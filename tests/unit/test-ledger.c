@@ -4,9 +4,11 @@
  * (every window kind and the in-flight cap, with the exact refusal fields),
  * all-or-nothing reservation, reports, states, settlement, window ageing at
  * bucket granularity, ids (SipHash-2-4 against its reference vectors, keyed,
- * unique across reused slots), iteration, scope lifetime and memory per
- * allocation. The seeded property runs (a million ids, thousands of random
- * operations against a shadow model, every true interval of a window) are
+ * unique across reused slots), iteration, scope lifetime, memory per
+ * allocation, limits.max_allocations (its refusal, all or nothing, settling
+ * making room), per-allocation multipliers (ledger_reserve_params()) and
+ * ledger_scope_window_frees_in() at bucket edges. The seeded property runs (a million ids, thousands of
+ * random operations against a shadow model, every true interval of a window) are
  * tests/property/property-ledger.c. Time moves by parameter only.
  */
 #include <check.h>
@@ -787,6 +789,316 @@ START_TEST(test_iteration_and_accessors) {
 }
 END_TEST
 
+/*
+ * limits.max_allocations: live allocations charged to the scope at once.
+ * Each row: `live` allocations held (granted 10, reserved 20 each), the
+ * row's limits, then a reservation of 10.
+ */
+typedef struct AllocationsRow {
+        const char *name;
+        size_t live;
+        LedgerLimits limits;
+        int expect_ret;
+        int window;
+        uint64_t limit, used;
+} AllocationsRow;
+
+/* clang-format off */
+static const AllocationsRow allocations_rows[] = {
+        {"no limit", 100, {{0, 0, 0}, 0, 0}, 0},
+        {"room for one more", 2, {{0, 0, 0}, 0, 3}, 0},
+        {"full", 3, {{0, 0, 0}, 0, 3}, -EDQUOT, LEDGER_REFUSAL_ALLOCATIONS, 3, 3},
+        {"one", 0, {{0, 0, 0}, 0, 1}, 0},
+        {"one, taken", 1, {{0, 0, 0}, 0, 1}, -EDQUOT, LEDGER_REFUSAL_ALLOCATIONS, 1, 1},
+        {"lowered below what is live", 5, {{0, 0, 0}, 0, 2}, -EDQUOT, LEDGER_REFUSAL_ALLOCATIONS, 2, 5},
+        /* Within one scope, the count is checked before the windows. */
+        {"count and minute both full", 2, {{40, 0, 0}, 0, 2}, -EDQUOT, LEDGER_REFUSAL_ALLOCATIONS, 2, 2},
+        {"count has room, minute full", 1, {{39, 0, 0}, 0, 2}, -EDQUOT, LEDGER_WINDOW_MINUTE, 39, 0},
+        {"count has room, in flight full", 1, {{0, 0, 0}, 39, 2}, -EDQUOT, LEDGER_REFUSAL_IN_FLIGHT, 39, 0},
+};
+/* clang-format on */
+
+START_TEST(test_max_allocations) {
+        ck_assert_int_eq(LEDGER_REFUSAL_IN_FLIGHT, -1);
+        ck_assert_int_ne(LEDGER_REFUSAL_ALLOCATIONS, LEDGER_REFUSAL_IN_FLIGHT);
+        for (size_t i = 0; i < N_ROWS(allocations_rows); i++) {
+                const AllocationsRow *row = &allocations_rows[i];
+                Ledger *l = ledger_new(&params_default);
+                LedgerScope *s = ledger_scope_new(l, "s", &limits_none);
+                LedgerAllocation *held[100], *a;
+                LedgerRefusal refusal = {};
+                int r;
+
+                for (size_t k = 0; k < row->live; k++)
+                        ck_assert_int_eq(ledger_reserve(l, &s, 1, 10, T_BASE, &held[k], &refusal), 0);
+                ledger_scope_set_limits(s, &row->limits);
+                ck_assert_msg(ledger_scope_get_limits(s)->max_allocations == row->limits.max_allocations,
+                              "row '%s': limits kept", row->name);
+                r = ledger_reserve(l, &s, 1, 10, T_BASE, &a, &refusal);
+                ck_assert_msg(r == row->expect_ret, "row '%s': returned %d", row->name, r);
+                if (r == 0) {
+                        ck_assert_msg(ledger_scope_n_allocations(s) == row->live + 1, "row '%s'", row->name);
+                        ledger_free(l);
+                        continue;
+                }
+                ck_assert_msg(refusal.scope == s, "row '%s': scope", row->name);
+                ck_assert_msg(refusal.window == row->window, "row '%s': window %d", row->name,
+                              refusal.window);
+                ck_assert_msg(refusal.limit_tokens == row->limit, "row '%s': limit %" PRIu64, row->name,
+                              refusal.limit_tokens);
+                ck_assert_msg(refusal.used_tokens == row->used, "row '%s': used %" PRIu64, row->name,
+                              refusal.used_tokens);
+                ck_assert_msg(refusal.reserved_tokens == 20 * row->live, "row '%s': reserved %" PRIu64,
+                              row->name, refusal.reserved_tokens);
+                ck_assert_msg(refusal.retry_after_usec == 0, "row '%s': retry after", row->name);
+                ck_assert_msg(ledger_scope_n_allocations(s) == row->live &&
+                                      ledger_n_allocations(l) == row->live &&
+                                      ledger_scope_reserved(s) == 20 * row->live,
+                              "row '%s': the refusal changed the scope", row->name);
+                if (row->window == LEDGER_REFUSAL_ALLOCATIONS) {
+                        /* Settling makes room, one by one, down to the limit. */
+                        size_t k = row->live;
+                        while (k >= row->limits.max_allocations) {
+                                ck_assert_int_eq(ledger_reserve(l, &s, 1, 10, T_BASE, &a, &refusal),
+                                                 -EDQUOT);
+                                ck_assert_int_eq(ledger_settle(l, held[--k], 0, 0, T_BASE, NULL, NULL), 0);
+                        }
+                        ck_assert_msg(ledger_reserve(l, &s, 1, 10, T_BASE, &a, &refusal) == 0,
+                                      "row '%s': no room after settling", row->name);
+                        ck_assert_msg(ledger_reserve(l, &s, 1, 10, T_BASE, &a, &refusal) == -EDQUOT,
+                                      "row '%s': past the limit after settling", row->name);
+                }
+                ledger_free(l);
+        }
+}
+END_TEST
+
+/* The count is per scope, all or nothing, and the first full scope in the
+ * order given is named. */
+START_TEST(test_max_allocations_scopes) {
+        static const LedgerLimits one = {{0, 0, 0}, 0, 1};
+        static const LedgerLimits minute_20 = {{20, 0, 0}, 0, 0};
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *a = ledger_scope_new(l, "a", &limits_none);
+        LedgerScope *b = ledger_scope_new(l, "b", &one);
+        LedgerScope *c = ledger_scope_new(l, "c", &minute_20);
+        LedgerAllocation *x, *y;
+        LedgerRefusal refusal = {};
+
+        /* Charged to a and c only: b's count is untouched. */
+        ck_assert_int_eq(ledger_reserve(l, (LedgerScope *[]){a, c}, 2, 10, T_BASE, &x, &refusal), 0);
+        ck_assert_int_eq(ledger_reserve(l, (LedgerScope *[]){a, b}, 2, 1, T_BASE, &y, &refusal), 0);
+        ck_assert_uint_eq(ledger_scope_n_allocations(a), 2);
+        ck_assert_uint_eq(ledger_scope_n_allocations(b), 1);
+
+        /* b full, c full: whichever comes first is named; nothing is charged. */
+        ck_assert_int_eq(ledger_reserve(l, (LedgerScope *[]){a, b, c}, 3, 1, T_BASE, &x, &refusal), -EDQUOT);
+        ck_assert_ptr_eq(refusal.scope, b);
+        ck_assert_int_eq(refusal.window, LEDGER_REFUSAL_ALLOCATIONS);
+        ck_assert_int_eq(ledger_reserve(l, (LedgerScope *[]){c, b, a}, 3, 1, T_BASE, &x, &refusal), -EDQUOT);
+        ck_assert_ptr_eq(refusal.scope, c);
+        ck_assert_int_eq(refusal.window, LEDGER_WINDOW_MINUTE);
+        ck_assert_uint_eq(ledger_scope_n_allocations(a), 2);
+        ck_assert_uint_eq(ledger_scope_reserved(a), 22);
+        ck_assert_uint_eq(ledger_n_allocations(l), 2);
+
+        /* Settling y frees b's slot. */
+        ck_assert_int_eq(ledger_settle(l, y, 1, 0, T_BASE, NULL, NULL), 0);
+        ck_assert_int_eq(ledger_reserve(l, (LedgerScope *[]){a, b}, 2, 1, T_BASE, &y, &refusal), 0);
+        ck_assert_uint_eq(ledger_scope_n_allocations(b), 1);
+        ledger_free(l);
+}
+END_TEST
+
+/* ledger_reserve_params(): this allocation's multipliers; NULL the ledger's. */
+typedef struct ParamsRow {
+        const char *name;
+        bool has_params;
+        LedgerParams params;
+        uint64_t granted;
+        uint64_t warn_at, hard_limit;
+} ParamsRow;
+
+/* clang-format off */
+static const ParamsRow params_rows[] = {
+        {"NULL: the ledger's", false, {0, 0}, 100, 150, 200},
+        {"1x and 1x", true, {1000, 1000}, 100, 100, 100},
+        {"rounding up", true, {1200, 1500}, 7, 9, 11},
+        {"5x hard", true, {1000, 5000}, 1, 1, 5},
+        {"warn equal to hard", true, {3000, 3000}, 3, 9, 9},
+        {"largest grant", true, {2000, 3000}, LEDGER_TOKENS_MAX - 1, 2 * (LEDGER_TOKENS_MAX - 1),
+         3 * (LEDGER_TOKENS_MAX - 1)},
+};
+/* clang-format on */
+
+START_TEST(test_reserve_params) {
+        for (size_t i = 0; i < N_ROWS(params_rows); i++) {
+                const ParamsRow *row = &params_rows[i];
+                Ledger *l = ledger_new(&params_default);
+                LedgerScope *s = ledger_scope_new(l, "s", &limits_none);
+                LedgerAllocation *a, *b;
+                LedgerRefusal refusal;
+                LedgerState state;
+                uint64_t refunded, half;
+
+                ck_assert_int_eq(ledger_reserve_params(l, &s, 1, row->granted,
+                                                       row->has_params ? &row->params : NULL, T_BASE, &a,
+                                                       &refusal),
+                                 0);
+                ck_assert_msg(ledger_allocation_warn_at(a) == row->warn_at, "row '%s': warn_at %" PRIu64,
+                              row->name, ledger_allocation_warn_at(a));
+                ck_assert_msg(ledger_allocation_hard_limit(a) == row->hard_limit, "row '%s': hard %" PRIu64,
+                              row->name, ledger_allocation_hard_limit(a));
+                ck_assert_msg(ledger_scope_reserved(s) == row->hard_limit, "row '%s': reserved", row->name);
+                /* The ledger's own params are untouched. */
+                ck_assert_uint_eq(ledger_get_params(l)->warn_permille, 1500);
+                ck_assert_uint_eq(ledger_get_params(l)->hard_permille, 2000);
+                ck_assert_int_eq(ledger_reserve(l, &s, 1, 10, T_BASE, &b, &refusal), 0);
+                ck_assert_uint_eq(ledger_allocation_hard_limit(b), 20);
+                ck_assert_int_eq(ledger_settle(l, b, 0, 0, T_BASE, NULL, NULL), 0);
+
+                /* States follow this allocation's thresholds (totals split in two:
+                 * each must stay below LEDGER_TOKENS_MAX). */
+                half = row->warn_at / 2;
+                ck_assert_int_eq(ledger_report(l, a, half, row->warn_at - 1 - half, T_BASE, &state), 0);
+                ck_assert_msg(state == LEDGER_STATE_OK, "row '%s': below warn", row->name);
+                ck_assert_int_eq(ledger_report(l, a, half, row->warn_at - half, T_BASE, &state), 0);
+                ck_assert_msg(state == (row->warn_at < row->hard_limit ? LEDGER_STATE_WARNING
+                                                                       : LEDGER_STATE_EXCEEDED),
+                              "row '%s': at warn", row->name);
+                ck_assert_int_eq(ledger_settle(l, a, half, row->warn_at - half, T_BASE, NULL, &refunded), 0);
+                ck_assert_msg(refunded == row->hard_limit - row->warn_at, "row '%s': refunded %" PRIu64,
+                              row->name, refunded);
+                ck_assert_uint_eq(ledger_scope_reserved(s), 0);
+                ledger_free(l);
+        }
+}
+END_TEST
+
+/* Caps see each allocation's own reservation. */
+START_TEST(test_reserve_params_caps) {
+        static const LedgerLimits cap = {{0, 0, 0}, 450, 0};
+        static const LedgerParams x2_5 = {1000, 2500}, x1 = {1000, 1000};
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *s = ledger_scope_new(l, "s", &cap);
+        LedgerAllocation *a;
+        LedgerRefusal refusal;
+
+        ck_assert_int_eq(ledger_reserve_params(l, &s, 1, 100, &x2_5, T_BASE, &a, &refusal), 0); /* 250 */
+        ck_assert_int_eq(ledger_reserve_params(l, &s, 1, 101, NULL, T_BASE, &a, &refusal),
+                         -EDQUOT); /* 452 */
+        ck_assert_int_eq(refusal.window, LEDGER_REFUSAL_IN_FLIGHT);
+        ck_assert_int_eq(ledger_reserve_params(l, &s, 1, 99, NULL, T_BASE, &a, &refusal), 0); /* 198: 448 */
+        ck_assert_int_eq(ledger_reserve_params(l, &s, 1, 2, &x1, T_BASE, &a, &refusal), 0);   /* 2: 450 */
+        ck_assert_int_eq(ledger_reserve_params(l, &s, 1, 1, &x1, T_BASE, &a, &refusal), -EDQUOT);
+        ck_assert_uint_eq(ledger_scope_reserved(s), 450);
+        ledger_free(l);
+}
+END_TEST
+
+/*
+ * ledger_scope_window_frees_in(): how long until the oldest tokens in the
+ * window leave it. Commits (of 100 tokens each, at offsets from T_BASE),
+ * then probes: (offset, expected frees_in) for one window.
+ */
+typedef struct FreesInRow {
+        const char *name;
+        LedgerWindow window;
+        uint64_t commits[3];
+        size_t n_commits;
+        struct {
+                uint64_t at, frees_in;
+        } probes[4];
+        size_t n_probes;
+} FreesInRow;
+
+/* clang-format off */
+static const FreesInRow frees_in_rows[] = {
+        {"minute: empty", LEDGER_WINDOW_MINUTE, {0}, 0, {{0, 0}, {SEC(1000), 0}}, 2},
+        {"minute: at a bucket's start", LEDGER_WINDOW_MINUTE, {0}, 1,
+         {{0, SEC(61)}, {SEC(61) - 1, 1}, {SEC(61), 0}}, 3},
+        {"minute: mid-bucket", LEDGER_WINDOW_MINUTE, {SEC(5.3)}, 1,
+         {{SEC(5.3), SEC(60.7)}, {SEC(60), SEC(6)}, {SEC(66) - 1, 1}, {SEC(66), 0}}, 4},
+        {"minute: a bucket's last usec", LEDGER_WINDOW_MINUTE, {SEC(10) - 1}, 1,
+         {{SEC(10) - 1, SEC(60) + 1}, {SEC(70) - 1, 1}, {SEC(70), 0}}, 3},
+        {"minute: the oldest of two", LEDGER_WINDOW_MINUTE, {SEC(10), SEC(20)}, 2,
+         {{SEC(30), SEC(41)}, {SEC(71) - 1, 1}, {SEC(71), SEC(10)}, {SEC(81), 0}}, 4},
+        {"minute: two in one bucket", LEDGER_WINDOW_MINUTE, {SEC(10.1), SEC(10.9)}, 2,
+         {{SEC(11), SEC(60)}, {SEC(71), 0}}, 2},
+        {"hour: mid-bucket", LEDGER_WINDOW_HOUR, {SEC(5.3)}, 1,
+         {{SEC(5.3), SEC(3654.7)}, {SEC(3660) - 1, 1}, {SEC(3660), 0}}, 3},
+        {"hour: the oldest of two", LEDGER_WINDOW_HOUR, {SEC(10), SEC(130)}, 2,
+         {{SEC(200), SEC(3460)}, {SEC(3660), SEC(120)}, {SEC(3780), 0}}, 3},
+        {"day: mid-bucket", LEDGER_WINDOW_DAY, {SEC(5.3)}, 1,
+         {{SEC(5.3), SEC(87294.7)}, {SEC(87300) - 1, 1}, {SEC(87300), 0}}, 3},
+        {"day: the oldest of two", LEDGER_WINDOW_DAY, {SEC(10), SEC(1000)}, 2,
+         {{SEC(2000), SEC(85300)}, {SEC(87300), SEC(900)}, {SEC(88200), 0}}, 3},
+        {"day: long after", LEDGER_WINDOW_DAY, {SEC(10)}, 1, {{SEC(86400 * 30), 0}}, 1},
+};
+/* clang-format on */
+
+START_TEST(test_frees_in) {
+        for (size_t i = 0; i < N_ROWS(frees_in_rows); i++) {
+                const FreesInRow *row = &frees_in_rows[i];
+                Ledger *l = ledger_new(&params_default);
+                LedgerScope *s = ledger_scope_new(l, "s", &limits_none);
+
+                for (size_t c = 0; c < row->n_commits; c++)
+                        commit_tokens(l, &s, 1, 100, T_BASE + row->commits[c]);
+                for (size_t p = 0; p < row->n_probes; p++) {
+                        uint64_t now = T_BASE + row->probes[p].at;
+                        uint64_t got = ledger_scope_window_frees_in(s, row->window, now);
+
+                        ck_assert_msg(got == row->probes[p].frees_in,
+                                      "row '%s', probe %zu: frees in %" PRIu64 " usec, expected %" PRIu64,
+                                      row->name, p, got, row->probes[p].frees_in);
+                        /* It agrees with the window: empty exactly when 0, and the
+                         * tokens are still in at now + frees_in - 1 but not all of
+                         * the oldest at now + frees_in. */
+                        ck_assert_msg((got == 0) == (ledger_scope_window_used(s, row->window, now) == 0),
+                                      "row '%s', probe %zu: 0 iff empty", row->name, p);
+                }
+                ledger_free(l);
+        }
+}
+END_TEST
+
+/* Reservations are not in the windows; overruns are; time does not run
+ * backwards; a refusal's retry_after is the oldest tokens' frees_in when
+ * they alone make room. */
+START_TEST(test_frees_in_more) {
+        static const LedgerLimits minute_700 = {{700, 0, 0}, 0, 0};
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *s = ledger_scope_new(l, "s", &limits_none);
+        LedgerAllocation *a;
+        LedgerRefusal refusal = {};
+
+        /* Reserved, nothing used: the windows are empty. */
+        ck_assert_int_eq(ledger_reserve(l, &s, 1, 100, T_BASE, &a, &refusal), 0);
+        for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++)
+                ck_assert_uint_eq(ledger_scope_window_frees_in(s, w, T_BASE), 0);
+        /* An overrun is committed like the rest. */
+        ck_assert_int_eq(ledger_settle(l, a, 300, 0, T_BASE + SEC(10), NULL, NULL), 0);
+        ck_assert_uint_eq(ledger_scope_window_frees_in(s, LEDGER_WINDOW_MINUTE, T_BASE + SEC(10)), SEC(61));
+        /* An earlier now is the latest seen. */
+        ck_assert_uint_eq(ledger_scope_window_frees_in(s, LEDGER_WINDOW_MINUTE, T_BASE + SEC(30)), SEC(41));
+        ck_assert_uint_eq(ledger_scope_window_frees_in(s, LEDGER_WINDOW_MINUTE, T_BASE), SEC(41));
+        ledger_free(l);
+
+        l = ledger_new(&params_default);
+        s = ledger_scope_new(l, "s", &limits_none);
+        commit_tokens(l, &s, 1, 300, T_BASE + SEC(10));
+        commit_tokens(l, &s, 1, 300, T_BASE + SEC(20));
+        ledger_scope_set_limits(s, &minute_700);
+        ck_assert_int_eq(ledger_reserve(l, &s, 1, 100, T_BASE + SEC(30), &a, &refusal), -EDQUOT);
+        ck_assert_int_eq(refusal.window, LEDGER_WINDOW_MINUTE);
+        ck_assert_uint_eq(refusal.retry_after_usec, SEC(41));
+        ck_assert_uint_eq(ledger_scope_window_frees_in(s, LEDGER_WINDOW_MINUTE, T_BASE + SEC(30)),
+                          refusal.retry_after_usec);
+        ledger_free(l);
+}
+END_TEST
+
 /* 100,000 open allocations must cost under 512 bytes each, slab slack
  * included. Informational output only; no timing. */
 START_TEST(test_memory_per_allocation) {
@@ -836,6 +1148,12 @@ static Suite *ledger_suite(void) {
         tcase_add_test(tc, test_scope_lifetime);
         tcase_add_test(tc, test_set_limits_and_params);
         tcase_add_test(tc, test_iteration_and_accessors);
+        tcase_add_test(tc, test_max_allocations);
+        tcase_add_test(tc, test_max_allocations_scopes);
+        tcase_add_test(tc, test_reserve_params);
+        tcase_add_test(tc, test_reserve_params_caps);
+        tcase_add_test(tc, test_frees_in);
+        tcase_add_test(tc, test_frees_in_more);
         tcase_add_test(tc, test_memory_per_allocation);
         suite_add_tcase(s, tc);
         return s;
