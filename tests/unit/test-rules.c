@@ -15,6 +15,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include "cgroup.h"
 #include "config.h"
 #include "rules.h"
+#include "splitmix64.h"
 #include "tb-check.h"
 
 #define N_ROWS(t) (sizeof(t) / sizeof((t)[0]))
@@ -810,6 +812,240 @@ START_TEST(test_parsed_rules) {
 }
 END_TEST
 
+/* ---- against a model, seeded ---- */
+
+static const Principal *const model_principals[] = {&alice, &alice_manager, &backup,
+                                                    &bob,   &root_nowhere,  &stray};
+
+/* Predicate pools: some match some principals, some none. */
+static const char *const pool_unit[] = {
+        "app.service", "user@*.service", "nightly-*", "session-?.scope", "*", "x"};
+static const char *const pool_slice[] = {"user.slice",   "app.slice", "batch-*",
+                                         "system.slice", "*",         "y.slice"};
+static const char *const pool_command[] = {"python3", "python3.1?", "ba[sz]h", "restic", "*", "init", "z"};
+static const char *const pool_agent[] = {"bot-*", "*", "nightly-?", "[ab]*"};
+static const char *const agents[] = {NULL, "bot-1", "nightly-7", "alpha", "zeta"};
+
+static uint32_t pick(uint64_t *rng, uint32_t n) {
+        return (uint32_t)(splitmix64(rng) % n);
+}
+
+static bool model_principal_matches(const RuleConfig *r, const Principal *p) {
+        const RuleMatch *m = &r->match;
+        const CgroupUnits *u = p->units;
+        bool any = false;
+
+        if (m->user && !(m->has_uid && m->uid == p->uid))
+                return false;
+        if (m->group) {
+                bool in = m->has_gid && p->gid == m->gid;
+                for (size_t i = 0; m->has_gid && i < p->n_groups; i++)
+                        in = in || p->groups[i] == m->gid;
+                if (!in)
+                        return false;
+        }
+        if (m->unit && !((u->unit && fnmatch(m->unit, u->unit, 0) == 0) ||
+                         (u->user_unit && fnmatch(m->unit, u->user_unit, 0) == 0)))
+                return false;
+        for (size_t i = 0; m->slice && i < u->n_slices; i++)
+                any = any || fnmatch(m->slice, u->slices[i], 0) == 0;
+        for (size_t i = 0; m->slice && i < u->n_user_slices; i++)
+                any = any || fnmatch(m->slice, u->user_slices[i], 0) == 0;
+        if (m->slice && !any)
+                return false;
+        if (m->command && fnmatch(m->command, p->comm, 0) != 0 &&
+            !(p->exe && fnmatch(m->command, p->exe, 0) == 0))
+                return false;
+        return r->per != RULE_PER_UNIT || u->unit;
+}
+
+/* (most specific predicate, number of predicates): larger is more specific. */
+static void model_key(const RuleConfig *r, int *ret_top, int *ret_count) {
+        const RuleMatch *m = &r->match;
+        const void *preds[] = {m->group, m->user, m->slice, m->unit, m->command, m->agent}; /* least first */
+
+        *ret_top = 0;
+        *ret_count = 0;
+        for (int i = 0; i < 6; i++)
+                if (preds[i]) {
+                        *ret_top = i + 1;
+                        (*ret_count)++;
+                }
+}
+
+/* Whether rule a is more specific than rule b (indices into rules). */
+static bool model_more_specific(const RuleConfig *rules, size_t a, size_t b) {
+        int ta, ca, tb, cb;
+
+        model_key(&rules[a], &ta, &ca);
+        model_key(&rules[b], &tb, &cb);
+        if (ta != tb)
+                return ta > tb;
+        if (ca != cb)
+                return ca > cb;
+        return a < b;
+}
+
+static void random_rule(uint64_t *rng, RuleConfig *r, char *name) {
+        RuleMatch *m = &r->match;
+
+        *r = (RuleConfig){.name = name, .per = (RulePer)pick(rng, _RULE_PER_MAX)};
+        if (pick(rng, 4) == 0) {
+                static const uint32_t uids[] = {0, 1000, 1001};
+                m->user = S("someone");
+                m->has_uid = pick(rng, 5) != 0;
+                m->uid = uids[pick(rng, 3)];
+        }
+        if (pick(rng, 4) == 0) {
+                static const uint32_t gids[] = {0, 10, 27, 1000, 1001};
+                m->group = S("somegroup");
+                m->has_gid = pick(rng, 5) != 0;
+                m->gid = gids[pick(rng, 5)];
+        }
+        if (pick(rng, 4) == 0)
+                m->unit = S(pool_unit[pick(rng, N_ROWS(pool_unit))]);
+        if (pick(rng, 4) == 0)
+                m->slice = S(pool_slice[pick(rng, N_ROWS(pool_slice))]);
+        if (pick(rng, 4) == 0)
+                m->command = S(pool_command[pick(rng, N_ROWS(pool_command))]);
+        if (pick(rng, 4) == 0)
+                m->agent = S(pool_agent[pick(rng, N_ROWS(pool_agent))]);
+        for (uint32_t bit = 0; bit < 6; bit++)
+                if (pick(rng, 3) == 0)
+                        r->set |= 1u << bit;
+        r->max_request_tokens = pick(rng, 100000);
+        r->priority = (Priority)pick(rng, _PRIORITY_MAX);
+        r->max_priority = (Priority)pick(rng, r->priority + 1); /* priority is not above max_priority */
+        r->hard_permille = 1000 + pick(rng, 4001);
+        r->warn_permille = 1000 + pick(rng, r->hard_permille - 999);
+        r->escalate_permille = 1000 + pick(rng, 9001);
+}
+
+START_TEST(test_against_model) {
+        enum { ROUNDS = 3000, RULES_MAX = 10 };
+        uint64_t rng = UINT64_C(0x9e3779b97f4a7c15);
+
+        for (size_t round = 0; round < ROUNDS; round++) {
+                RuleConfig rules[RULES_MAX];
+                char names[RULES_MAX][8];
+                size_t n = 1 + pick(&rng, RULES_MAX);
+                const Principal *p = model_principals[pick(&rng, N_ROWS(model_principals))];
+                const char *agent = agents[pick(&rng, N_ROWS(agents))];
+                RuleList fixed, candidates, matched = {};
+                uint32_t matched_items[RULES_MAX];
+                size_t n_fixed = 0, n_cand = 0;
+                RuleEffective eff, want;
+                Config c;
+                RuleSet *rs;
+
+                for (size_t i = 0; i < n; i++) {
+                        snprintf(names[i], sizeof(names[i]), "r%u", (unsigned)i);
+                        random_rule(&rng, &rules[i], names[i]);
+                }
+                config_with_rules(&c, rules, n);
+                c.warn_permille = 1000 + pick(&rng, 1001);
+                c.hard_permille = c.warn_permille + pick(&rng, 1001);
+                rs = rule_set_new(&c);
+                ck_assert_ptr_nonnull(rs);
+                ck_assert_int_eq(rule_set_match_principal(rs, p, &fixed, &candidates), 0);
+
+                /* Lists: every rule whose predicates hold, by whether it needs an agent, in file order. */
+                matched.items = matched_items;
+                for (size_t i = 0; i < n; i++) {
+                        bool needs = rules[i].match.agent || rules[i].per == RULE_PER_AGENT;
+                        bool holds = model_principal_matches(&rules[i], p);
+
+                        if (holds && !needs) {
+                                ck_assert_msg(n_fixed < fixed.n && fixed.items[n_fixed] == i,
+                                              "round %zu: rule %zu not fixed", round, i);
+                                n_fixed++;
+                        }
+                        if (holds && needs) {
+                                ck_assert_msg(n_cand < candidates.n && candidates.items[n_cand] == i,
+                                              "round %zu: rule %zu not a candidate", round, i);
+                                n_cand++;
+                                ck_assert_msg(
+                                        rule_matches_agent(rs, i, agent) ==
+                                                (agent && (!rules[i].match.agent ||
+                                                           fnmatch(rules[i].match.agent, agent, 0) == 0)),
+                                        "round %zu: rule %zu and agent %s", round, i, agent ?: "none");
+                                if (rule_matches_agent(rs, i, agent))
+                                        matched_items[matched.n++] = (uint32_t)i;
+                        }
+                }
+                ck_assert_msg(n_fixed == fixed.n && n_cand == candidates.n, "round %zu: extra rules", round);
+
+                /* Ranks: a total order, consistent with the model's. */
+                for (size_t a = 0; a < n; a++)
+                        for (size_t b = 0; b < n; b++)
+                                if (a != b)
+                                        ck_assert_msg((rule_set_rank(rs, a) < rule_set_rank(rs, b)) ==
+                                                              model_more_specific(rules, a, b),
+                                                      "round %zu: ranks of %zu and %zu", round, a, b);
+
+                /* Settings: from the most specific matching rule that sets each. */
+                want = (RuleEffective){c.max_request_tokens, PRIORITY_NORMAL, PRIORITY_INTERACTIVE,
+                                       c.warn_permille,      c.hard_permille, 2500};
+                for (uint32_t bit = 0; bit < 6; bit++) {
+                        ssize_t best = -1;
+
+                        for (size_t k = 0; k < fixed.n + matched.n; k++) {
+                                size_t i = k < fixed.n ? fixed.items[k] : matched.items[k - fixed.n];
+                                if ((rules[i].set & (1u << bit)) &&
+                                    (best < 0 || model_more_specific(rules, i, (size_t)best)))
+                                        best = (ssize_t)i;
+                        }
+                        if (best < 0)
+                                continue;
+                        switch (1u << bit) {
+                        case RULE_SET_MAX_REQUEST_TOKENS:
+                                want.max_request_tokens = rules[best].max_request_tokens;
+                                break;
+                        case RULE_SET_PRIORITY:
+                                want.priority = rules[best].priority;
+                                break;
+                        case RULE_SET_MAX_PRIORITY:
+                                want.max_priority = rules[best].max_priority;
+                                break;
+                        case RULE_SET_WARN:
+                                want.warn_permille = rules[best].warn_permille;
+                                break;
+                        case RULE_SET_HARD:
+                                want.hard_permille = rules[best].hard_permille;
+                                break;
+                        case RULE_SET_ESCALATE:
+                                want.escalate_permille = rules[best].escalate_permille;
+                                break;
+                        }
+                }
+                if (want.priority < want.max_priority)
+                        want.priority = want.max_priority;
+                if (want.warn_permille > want.hard_permille)
+                        want.warn_permille = want.hard_permille;
+                rule_set_effective(rs, &fixed, &matched, &eff);
+                ck_assert_msg(
+                        eff.max_request_tokens == want.max_request_tokens && eff.priority == want.priority &&
+                                eff.max_priority == want.max_priority &&
+                                eff.warn_permille == want.warn_permille &&
+                                eff.hard_permille == want.hard_permille &&
+                                eff.escalate_permille == want.escalate_permille,
+                        "round %zu: effective %" PRIu64 " %d %d %u %u %u, model %" PRIu64 " %d %d %u %u %u",
+                        round, eff.max_request_tokens, eff.priority, eff.max_priority, eff.warn_permille,
+                        eff.hard_permille, eff.escalate_permille, want.max_request_tokens, want.priority,
+                        want.max_priority, want.warn_permille, want.hard_permille, want.escalate_permille);
+                /* What the ledger will be given is valid. */
+                ck_assert(eff.warn_permille >= 1000 && eff.warn_permille <= eff.hard_permille &&
+                          eff.hard_permille <= 5000);
+                ck_assert(eff.priority >= eff.max_priority);
+
+                rule_list_done(&fixed);
+                rule_list_done(&candidates);
+                rule_set_free(rs);
+                config_release(&c);
+        }
+}
+END_TEST
+
 static Suite *rules_suite(void) {
         Suite *s = suite_create("rules");
         TCase *tc = tcase_create("core");
@@ -823,6 +1059,7 @@ static Suite *rules_suite(void) {
         tcase_add_test(tc, test_effective);
         tcase_add_test(tc, test_effective_top_level);
         tcase_add_test(tc, test_parsed_rules);
+        tcase_add_test(tc, test_against_model);
         suite_add_tcase(s, tc);
         return s;
 }
