@@ -10,8 +10,10 @@
  * command > unit > slice > user > group, then the number of predicates,
  * then file order) and the settings it picks, each falling through to a
  * less specific rule that sets it and then to the top level, with priority
- * clamped to max_priority and warn to hard. Configs are built by hand: the
- * rules array belongs to the test and is detached before config_done().
+ * clamped to max_priority and warn to hard; rules as the parser leaves
+ * them; and seeded random rules against a model of all of it. Configs are
+ * mostly built by hand: the rules array belongs to the test and is detached
+ * before config_done().
  */
 #include <check.h>
 #include <errno.h>
