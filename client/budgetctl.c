@@ -3,13 +3,16 @@
  * budgetctl: the admin command line of tokenbudgetd. A table of verbs, each
  * with the arguments it takes, the options that apply to it and a function
  * that makes one call on the admin interface (io.tokenbudget.admin) through
- * libtokenbudget and prints the reply as a table (budgetctl-format.h formats
- * the values), or as pretty JSON with --json. It validates the shape of every
- * reply it prints from and never trusts the daemon's strings on a terminal
- * (control characters are replaced). When no daemon answers it says where it
- * looked (the library's own address search, tb_client_addresses()) and how to
- * start one there (the systemd unit when one is installed, else by hand). It
- * does not change the daemon's state and keeps no state of its own.
+ * libtokenbudget and prints the reply as a table or a line (budgetctl-format.h
+ * formats the values), or as pretty JSON with --json: status and list read,
+ * set (SetLimits) and reload (Reload) steer. It checks every argument before
+ * it connects (a user name becomes a uid with getpwnam(); the daemon decides
+ * the rest, and who may do what), validates the shape of every reply it
+ * prints from and never trusts the daemon's strings on a terminal (control
+ * characters are replaced). When no daemon answers it says where it looked
+ * (the library's own address search, tb_client_addresses()) and how to start
+ * one there (the systemd unit when one is installed, else by hand). It keeps
+ * no state of its own.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
@@ -20,6 +23,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h> /* isfinite(), a macro: no libm needed */
+#include <pwd.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,6 +40,7 @@
 #endif
 #include "budgetctl-format.h"
 #include "macro.h"
+#include "time-util.h"
 #include "tokenbudget.h"
 #include "utf8.h"
 
@@ -50,9 +55,20 @@ enum {
 /* Far beyond any sensible wait: a day. */
 #define TIMEOUT_MAX_SEC 86400.0
 
+/* The options that apply to some verbs only; any other verb refuses them as a usage error. */
+typedef enum OptionFlags {
+        OPTION_ALL = 1 << 0,  /* --all */
+        OPTION_KIND = 1 << 1, /* --kind */
+        OPTION_USER = 1 << 2, /* --user */
+} OptionFlags;
+
 typedef struct Options {
+        const char *verb;   /* the command's name, for messages */
         const char *socket; /* NULL: the library's default search */
         bool all;           /* status --all: every tracked scope, idle ones too */
+        const char *kind;   /* status --kind: NULL for every kind */
+        const char *user;   /* status --user, as given (a name or a uid): NULL for every user */
+        OptionFlags given;  /* which of the verb-specific options were given */
         bool json;
         bool legend;
         uint64_t timeout_usec; /* TB_USEC_INFINITY for --timeout 0 */
@@ -205,6 +221,19 @@ static int spans_add(Spans *spans, const char *name, uint64_t usec) {
         return 0;
 }
 
+/* Validates one window and adds its span. */
+static int status_check_window(json_object *w, const char *ctx, Spans *spans) {
+        const char *span;
+        uint64_t span_usec, v;
+        bool present;
+
+        if (get_string(w, ctx, "span", false, &span) < 0 ||
+            get_uint(w, ctx, "spanUsec", &span_usec, NULL) < 0 || get_uint(w, ctx, "used", &v, NULL) < 0 ||
+            get_uint(w, ctx, "limit", &v, &present) < 0 || get_uint(w, ctx, "freesInUsec", &v, &present) < 0)
+                return -EBADMSG;
+        return spans_add(spans, span, span_usec);
+}
+
 /* Validates every window of every scope and collects the distinct spans. */
 static int status_collect_spans(json_object *scopes, Spans *spans) {
         for (size_t i = 0; i < json_object_array_length(scopes); i++) {
@@ -217,20 +246,11 @@ static int status_collect_spans(json_object *scopes, Spans *spans) {
                     get_array(scope, ctx, "windows", &windows) < 0)
                         return -EBADMSG;
                 for (size_t j = 0; j < json_object_array_length(windows); j++) {
-                        const char *span;
-                        uint64_t span_usec, v;
-                        bool present;
-
                         snprintf(ctx, sizeof(ctx), "scopes[%zu].windows", i);
                         if (get_object_at(windows, j, ctx, &w) < 0)
                                 return -EBADMSG;
                         snprintf(ctx, sizeof(ctx), "scopes[%zu].windows[%zu].", i, j);
-                        if (get_string(w, ctx, "span", false, &span) < 0 ||
-                            get_uint(w, ctx, "spanUsec", &span_usec, NULL) < 0 ||
-                            get_uint(w, ctx, "used", &v, NULL) < 0 ||
-                            get_uint(w, ctx, "limit", &v, &present) < 0)
-                                return -EBADMSG;
-                        r = spans_add(spans, span, span_usec);
+                        r = status_check_window(w, ctx, spans);
                         if (r < 0)
                                 return r;
                 }
@@ -276,21 +296,68 @@ static int status_window_cell(json_object *windows, const char *span, char buf[s
         return 0;
 }
 
+/*
+ * When the scope's tightest window (the limited one with the most of its
+ * limit used; the shorter on a tie) has room again: "in 42s", rounded up to
+ * the second (it is a wait: better a second late than early). "-" when no
+ * limited window holds usage.
+ */
+static const char *status_frees_cell(json_object *windows, char buf[static FORMAT_DURATION_MAX + 8]) {
+        uint64_t best_used = 0, best_limit = 1, best_span = 0, frees_usec = 0;
+        bool found = false;
+
+        for (size_t j = 0; j < json_object_array_length(windows); j++) {
+                json_object *w = json_object_array_get_idx(windows, j);
+                uint64_t used = 0, limit = 0, span = 0, frees = 0;
+                bool has_limit, has_frees;
+                unsigned __int128 a, b;
+
+                /* Already validated by status_collect_spans(). */
+                get_uint(w, "", "used", &used, NULL);
+                get_uint(w, "", "spanUsec", &span, NULL);
+                get_uint(w, "", "limit", &limit, &has_limit);
+                get_uint(w, "", "freesInUsec", &frees, &has_frees);
+                if (!has_limit || limit == 0 || used == 0 || !has_frees)
+                        continue;
+                /* used/limit against best_used/best_limit, without dividing. */
+                a = (unsigned __int128)used * best_limit;
+                b = (unsigned __int128)best_used * limit;
+                if (found && (a < b || (a == b && span >= best_span)))
+                        continue;
+                best_used = used;
+                best_limit = limit;
+                best_span = span;
+                frees_usec = frees;
+                found = true;
+        }
+        if (!found)
+                return strcpy(buf, "-");
+        memcpy(buf, "in ", 3);
+        format_duration(buf + 3, frees_usec > UINT64_MAX - (USEC_PER_SEC - 1)
+                                         ? frees_usec
+                                         : frees_usec + USEC_PER_SEC - 1);
+        return buf;
+}
+
 static int status_row(Table *t, json_object *scope, size_t i, const Spans *spans) {
-        uint64_t reserved, in_flight_limit = 0, allocations, committed;
+        uint64_t reserved, in_flight_limit = 0, allocations, allocations_limit = 0, committed, v;
         json_object *windows = json_object_object_get(scope, "windows");
-        const char *name;
-        bool has_limit;
-        char ctx[32], cell[FORMAT_RATIO_MAX];
+        const char *name, *kind;
+        bool has_limit, has_allocations_limit, present;
+        char ctx[32], cell[FORMAT_RATIO_MAX], frees[FORMAT_DURATION_MAX + 8];
         int r;
 
         snprintf(ctx, sizeof(ctx), "scopes[%zu].", i);
         if (get_string(scope, ctx, "name", false, &name) < 0 ||
+            get_string(scope, ctx, "kind", true, &kind) < 0 ||
+            get_uint(scope, ctx, "uid", &v, &present) < 0 || get_uint(scope, ctx, "pid", &v, &present) < 0 ||
             get_uint(scope, ctx, "reserved", &reserved, NULL) < 0 ||
             get_uint(scope, ctx, "committed", &committed, NULL) < 0 ||
             get_uint(scope, ctx, "allocations", &allocations, NULL) < 0 ||
-            get_uint(scope, ctx, "inFlightLimit", &in_flight_limit, &has_limit) < 0)
+            get_uint(scope, ctx, "inFlightLimit", &in_flight_limit, &has_limit) < 0 ||
+            get_uint(scope, ctx, "allocationsLimit", &allocations_limit, &has_allocations_limit) < 0)
                 return -EBADMSG;
+        /* The kind is the name's prefix ("user:1000", "rule:nightly:1000"): no column of its own. */
         r = table_add(t, name);
         for (size_t s = 0; r >= 0 && s < spans->n; s++) {
                 status_window_cell(windows, spans->items[s].name, cell);
@@ -299,13 +366,29 @@ static int status_row(Table *t, json_object *scope, size_t i, const Spans *spans
         if (r >= 0)
                 r = table_add(t, format_ratio(cell, reserved, has_limit, in_flight_limit));
         if (r >= 0) {
-                snprintf(cell, sizeof(cell), "%" PRIu64, allocations);
+                if (has_allocations_limit)
+                        snprintf(cell, sizeof(cell), "%" PRIu64 "/%" PRIu64, allocations, allocations_limit);
+                else
+                        snprintf(cell, sizeof(cell), "%" PRIu64 "/-", allocations);
                 r = table_add(t, cell);
         }
+        if (r >= 0)
+                r = table_add(t, status_frees_cell(windows, frees));
         return r;
 }
 
-static int status_print(json_object *reply, const Options *o) {
+/* The note under the table: how many idle scopes were left out, and the command that lists them. */
+static void status_note_hidden(uint64_t hidden, const Options *o) {
+        printf("(%" PRIu64 " idle scope%s not shown; budgetctl status --all", hidden,
+               hidden == 1 ? "" : "s");
+        if (o->kind)
+                printf(" --kind %s", o->kind);
+        if (o->user)
+                printf(" --user %s", o->user);
+        printf(" lists them)\n");
+}
+
+static int status_print(json_object *reply, const Options *o, void *userdata) {
         bool right[16] = {false}, present;
         uint64_t hidden = 0;
         json_object *scopes;
@@ -321,7 +404,7 @@ static int status_print(json_object *reply, const Options *o) {
         t = calloc(1, sizeof(*t));
         if (!t)
                 return -ENOMEM;
-        t->n_columns = spans.n + 3;
+        t->n_columns = spans.n + 4;
         for (size_t c = 1; c < t->n_columns; c++)
                 right[c] = true;
         t->right = right;
@@ -336,14 +419,15 @@ static int status_print(json_object *reply, const Options *o) {
                 r = table_add(t, "IN-FLIGHT");
         if (r >= 0)
                 r = table_add(t, "ALLOCS");
+        if (r >= 0)
+                r = table_add(t, "FREES");
         for (size_t i = 0; r >= 0 && i < json_object_array_length(scopes); i++)
                 r = status_row(t, json_object_array_get_idx(scopes, i), i, &spans);
         if (r >= 0)
                 table_print(t, o->legend);
         table_free(t);
         if (r >= 0 && o->legend && !o->all && hidden > 0)
-                printf("(%" PRIu64 " idle scope%s not shown; budgetctl status --all lists them)\n", hidden,
-                       hidden == 1 ? "" : "s");
+                status_note_hidden(hidden, o);
         return r;
 }
 
@@ -381,7 +465,7 @@ static int list_row(Table *t, json_object *a, size_t i) {
         return r;
 }
 
-static int list_print(json_object *reply, const Options *o) {
+static int list_print(json_object *reply, const Options *o, void *userdata) {
         static const char *const headers[] = {"ID",      "PID",  "UID",   "COMMAND", "AGENT",
                                               "GRANTED", "USED", "STATE", "AGE"};
         static const bool right[] = {false, true, true, false, false, true, true, false, true};
@@ -649,28 +733,40 @@ static int connect_failed(const Options *o, int r, const char *error) {
 
 /* ---- talking to the daemon ---- */
 
-/* Whether the daemon answered InvalidParameter naming parameter. */
-static bool invalid_parameter_is(const tb_client *c, const char *parameter) {
-        const char *name = tb_client_error_name(c), *value = tb_client_error_parameter(c, "parameter");
+/* Who may call the admin methods that are not Status and List (io.tokenbudget.admin). */
+#define ADMINS "admins (root, the daemon's user, members of admin_group)"
 
-        return name && strcmp(name, VL_ERROR_SERVICE_INVALID_PARAMETER) == 0 && value &&
-               strcmp(value, parameter) == 0;
+static bool error_is(const tb_client *c, const char *name) {
+        const char *e = tb_client_error_name(c);
+
+        return e && strcmp(e, name) == 0;
 }
 
-static int call_failed(const Options *o, tb_client *c, int r) {
+/* Whether the daemon answered InvalidParameter naming parameter. */
+static bool invalid_parameter_is(const tb_client *c, const char *parameter) {
+        const char *value = tb_client_error_parameter(c, "parameter");
+
+        return error_is(c, VL_ERROR_SERVICE_INVALID_PARAMETER) && value && strcmp(value, parameter) == 0;
+}
+
+/* A daemon from before a method answers MethodNotFound for it. */
+static bool method_missing(const tb_client *c) {
+        return error_is(c, VL_ERROR_SERVICE_METHOD_NOT_FOUND);
+}
+
+/*
+ * A verb's reading of the daemon's errors that it knows better than the
+ * generic text: returns 1 when it printed the message, 0 to leave it to
+ * call_failed().
+ */
+typedef int (*ErrorFunction)(const Options *o, tb_client *c, int r, void *userdata);
+
+static int call_failed(const Options *o, tb_client *c, int r, ErrorFunction on_error, void *userdata) {
+        if (on_error && on_error(o, c, r, userdata) > 0)
+                return EXIT_FAILED;
         switch (r) {
-        case -EINVAL:
-                /* A daemon from before Status took "all" refuses it; its plain Status lists every scope. */
-                if (o->all && invalid_parameter_is(c, "all"))
-                        fprintf(stderr,
-                                "budgetctl: this tokenbudgetd is too old for --all (it refused the "
-                                "parameter 'all'); its plain 'budgetctl status' lists every scope\n");
-                else
-                        fprintf(stderr, "budgetctl: %s\n", tb_client_error(c));
-                break;
         case -EACCES:
-                fprintf(stderr, "budgetctl: permission denied: the admin interface needs root or the "
-                                "daemon's user\n");
+                fprintf(stderr, "budgetctl: permission denied: '%s' is for " ADMINS "\n", o->verb);
                 break;
         case -ETIMEDOUT:
                 fprintf(stderr,
@@ -696,7 +792,8 @@ static int call_failed(const Options *o, tb_client *c, int r) {
  * Calls an admin method with parameters (a JSON object or NULL); on success *ret
  * is the reply's parameters. Returns an exit code.
  */
-static int admin_call(const Options *o, const char *method, const char *parameters, json_object **ret) {
+static int admin_call(const Options *o, const char *method, const char *parameters, ErrorFunction on_error,
+                      void *userdata, json_object **ret) {
         tb_client *c = NULL;
         char *error = NULL, *text = NULL;
         int r, exit_code = EXIT_OK;
@@ -710,7 +807,7 @@ static int admin_call(const Options *o, const char *method, const char *paramete
         tb_client_set_timeout_usec(c, o->timeout_usec);
         r = tb_call(c, method, parameters, &text);
         if (r < 0)
-                exit_code = call_failed(o, c, r);
+                exit_code = call_failed(o, c, r, on_error, userdata);
         else {
                 *ret = json_tokener_parse(text);
                 if (!json_object_is_type(*ret, json_type_object)) {
@@ -727,16 +824,20 @@ static int admin_call(const Options *o, const char *method, const char *paramete
 
 /* ---- showing what the daemon says ---- */
 
+/* Prints a reply as a table or lines; userdata is the verb's. Returns 0 or -errno. */
+typedef int (*PrintFunction)(json_object *reply, const Options *o, void *userdata);
+
 /*
  * Calls method with parameters (a JSON object or NULL) and prints the reply:
- * as pretty JSON with --json, else with print. Returns an exit code.
+ * as pretty JSON with --json, else with print. Errors go through on_error
+ * (may be NULL) first. Returns an exit code.
  */
-static int admin_show(const Options *o, const char *method, const char *parameters,
-                      int (*print)(json_object *reply, const Options *o)) {
+static int admin_show(const Options *o, const char *method, const char *parameters, PrintFunction print,
+                      ErrorFunction on_error, void *userdata) {
         json_object *reply = NULL;
         int exit_code, r;
 
-        exit_code = admin_call(o, method, parameters, &reply);
+        exit_code = admin_call(o, method, parameters, on_error, userdata, &reply);
         if (exit_code != EXIT_OK)
                 return exit_code;
         if (o->json) {
@@ -745,7 +846,7 @@ static int admin_show(const Options *o, const char *method, const char *paramete
                                                                    JSON_C_TO_STRING_NOSLASHESCAPE));
                 r = 0;
         } else
-                r = print(reply, o);
+                r = print(reply, o, userdata);
         json_object_put(reply);
         if (r == -ENOMEM)
                 fprintf(stderr, "budgetctl: out of memory\n");
@@ -754,6 +855,485 @@ static int admin_show(const Options *o, const char *method, const char *paramete
                 return EXIT_FAILED;
         }
         return r < 0 ? EXIT_FAILED : EXIT_OK;
+}
+
+/* Call parameters as JSON text (malloc'ed into *ret), NULL when params is empty. */
+static int params_to_text(json_object *params, char **ret) {
+        const char *text;
+
+        *ret = NULL;
+        if (json_object_object_length(params) == 0)
+                return 0;
+        text = json_object_to_json_string_ext(params,
+                                              JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        if (!text)
+                return -ENOMEM;
+        *ret = strdup(text);
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* Adds key = value to params; value NULL (out of memory) fails. */
+static int params_add(json_object *params, const char *key, json_object *value) {
+        if (!value)
+                return -ENOMEM;
+        if (json_object_object_add(params, key, value) < 0) {
+                json_object_put(value);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* ---- users and scope names ---- */
+
+/* The kinds of scope (io.tokenbudget.admin Scope.kind), for --kind and set. */
+static const char *const scope_kinds[] = {"global", "user", "slice", "unit", "process", "agent", "rule"};
+#define SCOPE_KINDS "global, user, slice, unit, process, agent, rule"
+/* The kinds SetLimits takes alone, meaning their defaults. */
+#define DEFAULT_KINDS "user, unit, slice, agent, process"
+/* (uid_t)-1 is no uid. */
+#define UID_MAX_VALID UINT64_C(4294967294)
+
+static bool scope_kind_valid(const char *kind, size_t n) {
+        for (size_t i = 0; i < ELEMENTSOF(scope_kinds); i++)
+                if (strlen(scope_kinds[i]) == n && strncmp(kind, scope_kinds[i], n) == 0)
+                        return true;
+        return false;
+}
+
+static bool all_digits(const char *s, size_t n) {
+        if (n == 0)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (s[i] < '0' || s[i] > '9')
+                        return false;
+        return true;
+}
+
+/* A decimal number of at most max; false when it is not one or too large. */
+static bool parse_decimal(const char *s, size_t n, uint64_t max, uint64_t *ret) {
+        uint64_t v = 0;
+
+        if (!all_digits(s, n))
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                v = v * 10 + (uint64_t)(s[i] - '0');
+                if (v > max)
+                        return false;
+        }
+        *ret = v;
+        return true;
+}
+
+/*
+ * The first n bytes of s, a user name or a uid, as a uid: 0; -ERANGE for a
+ * number that is no uid; -ENOENT when no user has that name.
+ */
+static int resolve_user(const char *s, size_t n, uint64_t *ret_uid) {
+        struct passwd *pw;
+        char name[256];
+
+        if (all_digits(s, n))
+                return parse_decimal(s, n, UID_MAX_VALID, ret_uid) ? 0 : -ERANGE;
+        if (n == 0 || n >= sizeof(name))
+                return -ENOENT;
+        memcpy(name, s, n);
+        name[n] = '\0';
+        pw = getpwnam(name);
+        if (!pw)
+                return -ENOENT;
+        *ret_uid = pw->pw_uid;
+        return 0;
+}
+
+/* s with the n bytes at offset at replaced by uid, malloc'ed. */
+static char *replace_with_uid(const char *s, size_t at, size_t n, uint64_t uid) {
+        char *r;
+
+        if (asprintf(&r, "%.*s%" PRIu64 "%s", (int)at, s, uid, s + at + n) < 0)
+                return NULL;
+        return r;
+}
+
+/*
+ * The user part at offset at of scope, up to the next ':' or the end: when
+ * required, it must be a uid or a user name, and a name becomes its uid
+ * (*ret NULL: leave scope as it is). When not required (a unit or rule key,
+ * which may also be a unit name) only a known user name is replaced.
+ */
+static int scope_resolve_user(const char *scope, size_t at, bool required, char **ret) {
+        size_t n = strcspn(scope + at, ":");
+        uint64_t uid;
+        int r;
+
+        *ret = NULL;
+        r = resolve_user(scope + at, n, &uid);
+        if (r == -ERANGE && required) {
+                fprintf(stderr,
+                        "budgetctl: invalid scope '%s': uid %.*s is out of range (0 to %" PRIu64 ")\n",
+                        scope, (int)n, scope + at, UID_MAX_VALID);
+                return -EINVAL;
+        }
+        if (r == -ENOENT && required) {
+                fprintf(stderr, "budgetctl: invalid scope '%s': no user '%.*s'\n", scope, (int)n,
+                        scope + at);
+                return -EINVAL;
+        }
+        if (r < 0 || all_digits(scope + at, n))
+                return 0;
+        *ret = replace_with_uid(scope, at, n, uid);
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* The form each kind's scope names take, for errors. */
+static const char *scope_form(const char *kind) {
+        static const struct {
+                const char *kind, *form;
+        } forms[] = {
+                {"user", "user:USER"},
+                {"agent", "agent:USER:NAME"},
+                {"process", "process:PID"},
+                {"slice", "slice:NAME or slice:USER:NAME"},
+                {"unit", "unit:NAME or unit:USER:NAME"},
+                {"rule", "rule:NAME or rule:NAME:KEY"},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(forms); i++)
+                if (strcmp(forms[i].kind, kind) == 0)
+                        return forms[i].form;
+        return "global";
+}
+
+/* A scope name without a ':': global or a kind's defaults. */
+static int scope_check_bare(const char *scope) {
+        if (strcmp(scope, "rule") == 0) {
+                fprintf(stderr,
+                        "budgetctl: invalid scope 'rule': rules have no defaults; name one (rule:NAME or "
+                        "rule:NAME:KEY)\n");
+                return -EINVAL;
+        }
+        if (!scope_kind_valid(scope, strlen(scope))) {
+                fprintf(stderr,
+                        "budgetctl: invalid scope '%s': expected global, a kind's defaults (" DEFAULT_KINDS
+                        ") or KIND:NAME (kinds: " SCOPE_KINDS ")\n",
+                        scope);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/*
+ * Where the user part of KIND:REST is (*ret_at, SIZE_MAX when it has none),
+ * and whether it must be one; -EINVAL when REST is not of the kind's form.
+ */
+static int scope_user_at(const char *scope, const char *kind, const char *rest, size_t *ret_at,
+                         bool *ret_required) {
+        size_t at = (size_t)(rest - scope), first = strcspn(rest, ":");
+        bool has_second = rest[first] == ':';
+
+        *ret_at = SIZE_MAX;
+        *ret_required = false;
+        if (strcmp(kind, "user") == 0 && *rest && !has_second) {
+                *ret_at = at;
+                *ret_required = true;
+        } else if (strcmp(kind, "agent") == 0 && first > 0 && has_second && rest[first + 1]) {
+                *ret_at = at;
+                *ret_required = true;
+        } else if (strcmp(kind, "process") == 0 && all_digits(rest, strlen(rest)))
+                ; /* the daemon knows which pids exist */
+        else if ((strcmp(kind, "slice") == 0 || strcmp(kind, "unit") == 0) && first > 0) {
+                /* slice:USER:NAME, unit:USER:NAME; a NAME alone is a system one. */
+                if (has_second && rest[first + 1])
+                        *ret_at = at;
+                else if (has_second)
+                        return -EINVAL;
+        } else if (strcmp(kind, "rule") == 0 && first > 0) {
+                /* rule:NAME:KEY: a KEY of a rule kept per user or agent starts with the uid. */
+                if (has_second && rest[first + 1])
+                        *ret_at = at + first + 1;
+                else if (has_second)
+                        return -EINVAL;
+        } else
+                return -EINVAL;
+        return 0;
+}
+
+/*
+ * SCOPE as set takes it, in the daemon's terms (malloc'ed into *ret): user
+ * names resolved where a uid goes (user:alice -> user:1000,
+ * agent:alice:coder -> agent:1000:coder, and the user part of
+ * unit:USER:NAME, slice:USER:NAME and rule:NAME:KEY when it names a user).
+ * Prints what is wrong and returns -EINVAL when it cannot be a scope.
+ */
+static int scope_resolve(const char *scope, char **ret) {
+        size_t kind_len = strcspn(scope, ":"), at;
+        char kind[16], *resolved = NULL;
+        bool required;
+        int r;
+
+        *ret = NULL;
+        if (scope[kind_len] == '\0') {
+                if (scope_check_bare(scope) < 0)
+                        return -EINVAL;
+                *ret = strdup(scope);
+                return *ret ? 0 : -ENOMEM;
+        }
+        if (!scope_kind_valid(scope, kind_len)) {
+                fprintf(stderr,
+                        "budgetctl: invalid scope '%s': unknown kind '%.*s' (kinds: " SCOPE_KINDS ")\n",
+                        scope, (int)kind_len, scope);
+                return -EINVAL;
+        }
+        snprintf(kind, sizeof(kind), "%.*s", (int)kind_len, scope);
+        if (strcmp(kind, "global") == 0) {
+                fprintf(stderr, "budgetctl: invalid scope '%s': global has no names under it\n", scope);
+                return -EINVAL;
+        }
+        if (scope_user_at(scope, kind, scope + kind_len + 1, &at, &required) < 0) {
+                fprintf(stderr, "budgetctl: invalid scope '%s': expected %s\n", scope, scope_form(kind));
+                return -EINVAL;
+        }
+        if (at != SIZE_MAX) {
+                r = scope_resolve_user(scope, at, required, &resolved);
+                if (r < 0)
+                        return r;
+        }
+        *ret = resolved ? resolved : strdup(scope);
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* ---- status: what it asks for, what the daemon refuses ---- */
+
+/* Checks --kind and --user and adds them (and --all) to params. Returns 0, -EINVAL (printed) or -ENOMEM. */
+static int status_parameters(const Options *o, json_object *params) {
+        uint64_t uid;
+        int r = 0;
+
+        if (o->kind && !scope_kind_valid(o->kind, strlen(o->kind))) {
+                fprintf(stderr, "budgetctl: unknown kind '%s' (kinds: " SCOPE_KINDS ")\n", o->kind);
+                return -EINVAL;
+        }
+        if (o->user) {
+                r = resolve_user(o->user, strlen(o->user), &uid);
+                if (r == -ERANGE)
+                        fprintf(stderr,
+                                "budgetctl: invalid uid '%s' for --user: uids go from 0 to %" PRIu64 "\n",
+                                o->user, UID_MAX_VALID);
+                else if (r < 0)
+                        fprintf(stderr, "budgetctl: unknown user '%s' (--user takes a user name or a uid)\n",
+                                o->user);
+                if (r < 0)
+                        return -EINVAL;
+        }
+        /* Only what was given: a daemon that predates a parameter still answers a plain Status. */
+        if (o->all)
+                r = params_add(params, VL_IN_ADMIN_STATUS_ALL, json_object_new_boolean(true));
+        if (r >= 0 && o->kind)
+                r = params_add(params, VL_IN_ADMIN_STATUS_KIND, json_object_new_string(o->kind));
+        if (r >= 0 && o->user)
+                r = params_add(params, VL_IN_ADMIN_STATUS_UID, json_object_new_int64((int64_t)uid));
+        return r;
+}
+
+static int status_failed(const Options *o, tb_client *c, int r, void *userdata) {
+        /* A daemon from before Status took "all" refuses it; its plain Status lists every scope. */
+        if (o->all && invalid_parameter_is(c, VL_IN_ADMIN_STATUS_ALL))
+                fprintf(stderr, "budgetctl: this tokenbudgetd is too old for --all (it refused the "
+                                "parameter 'all'); its plain 'budgetctl status' lists every scope\n");
+        else if (o->kind && invalid_parameter_is(c, VL_IN_ADMIN_STATUS_KIND))
+                fprintf(stderr, "budgetctl: this tokenbudgetd is too old for --kind (it refused the "
+                                "parameter 'kind')\n");
+        else if (o->user && invalid_parameter_is(c, VL_IN_ADMIN_STATUS_UID))
+                fprintf(stderr, "budgetctl: this tokenbudgetd is too old for --user (it refused the "
+                                "parameter 'uid')\n");
+        else if (o->user && r == -EACCES)
+                fprintf(stderr, "budgetctl: permission denied: other users' scopes are for " ADMINS "\n");
+        else
+                return 0;
+        return 1;
+}
+
+/* ---- set ---- */
+
+/* The limits set changes: the configuration file's names, SetLimits' fields. */
+static const struct {
+        const char *key;
+        const char *field;
+} limit_keys[] = {
+        {"tokens_per_minute", VL_IN_ADMIN_SET_LIMITS_TOKENS_PER_MINUTE},
+        {"tokens_per_hour", VL_IN_ADMIN_SET_LIMITS_TOKENS_PER_HOUR},
+        {"tokens_per_day", VL_IN_ADMIN_SET_LIMITS_TOKENS_PER_DAY},
+        {"max_tokens_in_flight", VL_IN_ADMIN_SET_LIMITS_MAX_TOKENS_IN_FLIGHT},
+        {"max_allocations", VL_IN_ADMIN_SET_LIMITS_MAX_ALLOCATIONS},
+};
+#define LIMIT_KEYS                                                                                          \
+        "tokens_per_minute, tokens_per_hour, tokens_per_day, max_tokens_in_flight, max_allocations"
+/* The configuration's range for token limits (conf/tokenbudgetd.conf); 0 is no limit. */
+#define LIMIT_VALUE_MAX UINT64_C(999999999999)
+
+typedef struct SetLimit {
+        size_t key; /* index into limit_keys */
+        uint64_t value;
+} SetLimit;
+
+typedef struct SetRequest {
+        char *scope; /* as the daemon names it */
+        SetLimit limits[ELEMENTSOF(limit_keys)];
+        size_t n_limits;
+} SetRequest;
+
+/* One KEY=VALUE argument into req; prints what is wrong (-EINVAL). */
+static int set_parse_limit(const char *arg, SetRequest *req) {
+        const char *eq = strchr(arg, '=');
+        size_t key_len, k;
+        uint64_t value;
+
+        if (!eq || eq == arg) {
+                fprintf(stderr, "budgetctl: expected KEY=VALUE, got '%s' (keys: " LIMIT_KEYS ")\n", arg);
+                return -EINVAL;
+        }
+        key_len = (size_t)(eq - arg);
+        for (k = 0; k < ELEMENTSOF(limit_keys); k++)
+                if (strlen(limit_keys[k].key) == key_len && strncmp(arg, limit_keys[k].key, key_len) == 0)
+                        break;
+        if (k == ELEMENTSOF(limit_keys)) {
+                fprintf(stderr, "budgetctl: unknown key '%.*s' (keys: " LIMIT_KEYS ")\n", (int)key_len, arg);
+                return -EINVAL;
+        }
+        for (size_t i = 0; i < req->n_limits; i++)
+                if (req->limits[i].key == k) {
+                        fprintf(stderr, "budgetctl: %s is given twice\n", limit_keys[k].key);
+                        return -EINVAL;
+                }
+        if (!parse_decimal(eq + 1, strlen(eq + 1), LIMIT_VALUE_MAX, &value)) {
+                fprintf(stderr,
+                        "budgetctl: invalid value '%s' for %s: expected an integer from 0 to %" PRIu64
+                        " (0: no limit)\n",
+                        eq + 1, limit_keys[k].key, LIMIT_VALUE_MAX);
+                return -EINVAL;
+        }
+        req->limits[req->n_limits++] = (SetLimit){k, value};
+        return 0;
+}
+
+/* SetLimits' parameters for req, as JSON text. */
+static int set_parameters(const SetRequest *req, char **ret) {
+        json_object *params = json_object_new_object();
+        int r;
+
+        if (!params)
+                return -ENOMEM;
+        r = params_add(params, VL_IN_ADMIN_SET_LIMITS_SCOPE, json_object_new_string(req->scope));
+        for (size_t i = 0; r >= 0 && i < req->n_limits; i++)
+                r = params_add(params, limit_keys[req->limits[i].key].field,
+                               json_object_new_int64((int64_t)req->limits[i].value));
+        if (r >= 0)
+                r = params_to_text(params, ret);
+        json_object_put(params);
+        return r;
+}
+
+/* "user:1000: tokens_per_hour=100000 (1 scope changed)" */
+static int set_print(json_object *reply, const Options *o, void *userdata) {
+        const SetRequest *req = userdata;
+        const char *scope;
+        uint64_t n;
+        char *name;
+
+        if (get_string(reply, "", VL_OUT_ADMIN_SET_LIMITS_SCOPE, false, &scope) < 0 ||
+            get_uint(reply, "", VL_OUT_ADMIN_SET_LIMITS_SCOPES, &n, NULL) < 0)
+                return -EBADMSG;
+        name = strdup(scope);
+        if (!name)
+                return -ENOMEM;
+        printf("%s:", format_sanitize(name));
+        for (size_t i = 0; i < req->n_limits; i++)
+                printf(" %s=%" PRIu64, limit_keys[req->limits[i].key].key, req->limits[i].value);
+        if (!strchr(name, ':') && strcmp(name, "global") != 0)
+                printf(" (the defaults of %s scopes; %" PRIu64 " tracked scope%s changed)\n", name, n,
+                       n == 1 ? "" : "s");
+        else if (n == 0)
+                printf(" (not tracked yet: it gets these limits when it appears)\n");
+        else
+                printf(" (%" PRIu64 " scope%s changed)\n", n, n == 1 ? "" : "s");
+        free(name);
+        return 0;
+}
+
+/* The KEY of a SetLimits field named in InvalidParameter, or NULL. */
+static const char *limit_key_of_field(const char *field) {
+        for (size_t k = 0; field && k < ELEMENTSOF(limit_keys); k++)
+                if (strcmp(limit_keys[k].field, field) == 0)
+                        return limit_keys[k].key;
+        return NULL;
+}
+
+static int set_failed(const Options *o, tb_client *c, int r, void *userdata) {
+        const SetRequest *req = userdata;
+        const char *parameter = tb_client_error_parameter(c, "parameter"),
+                   *key = limit_key_of_field(parameter);
+        char scope[256];
+
+        if (error_is(c, VL_ERROR_ADMIN_UNKNOWN_SCOPE)) {
+                snprintf(scope, sizeof(scope), "%s",
+                         tb_client_error_parameter(c, VL_FIELD_ADMIN_UNKNOWN_SCOPE_SCOPE) ?: req->scope);
+                format_sanitize(scope);
+                fprintf(stderr, "budgetctl: unknown scope '%s': %s\n", scope,
+                        strncmp(scope, "process:", 8) == 0
+                                ? "no such process is tracked (a process scope must exist to be changed)"
+                        : strncmp(scope, "rule:", 5) == 0 ? "no rule of that name is configured"
+                                                          : "tokenbudgetd does not know it");
+        } else if (invalid_parameter_is(c, VL_IN_ADMIN_SET_LIMITS_SCOPE))
+                fprintf(stderr,
+                        "budgetctl: tokenbudgetd refused the scope '%s' (see SCOPES in budgetctl(1))\n",
+                        req->scope);
+        else if (r == -EINVAL && error_is(c, VL_ERROR_SERVICE_INVALID_PARAMETER) && key &&
+                 strcmp(key, "max_allocations") == 0 && strncmp(req->scope, "process", 7) == 0)
+                fprintf(stderr, "budgetctl: process scopes have no max_allocations (their cap is "
+                                "limits.max_allocations_per_process in the configuration)\n");
+        else if (r == -EINVAL && error_is(c, VL_ERROR_SERVICE_INVALID_PARAMETER) && key)
+                fprintf(stderr, "budgetctl: tokenbudgetd refused %s for '%s'\n", key, req->scope);
+        else if (method_missing(c))
+                fprintf(stderr, "budgetctl: this tokenbudgetd is too old for 'set' (it has no %s)\n",
+                        VL_METHOD_ADMIN_SET_LIMITS);
+        else
+                return 0;
+        return 1;
+}
+
+/* ---- reload ---- */
+
+static int reload_print(json_object *reply, const Options *o, void *userdata) {
+        puts("tokenbudgetd reloaded its configuration");
+        return 0;
+}
+
+/* The daemon's "FILE:LINE: message" lines, each made safe for the terminal. */
+static void print_reason_lines(const char *reason) {
+        while (reason && *reason) {
+                size_t n = strcspn(reason, "\n");
+                char *line = strndup(reason, n);
+
+                if (line && n > 0)
+                        fprintf(stderr, "%s\n", format_sanitize(line));
+                free(line);
+                reason += n;
+                reason += *reason == '\n';
+        }
+}
+
+static int reload_failed(const Options *o, tb_client *c, int r, void *userdata) {
+        if (error_is(c, VL_ERROR_ADMIN_RELOAD_REJECTED)) {
+                fprintf(stderr, "budgetctl: the configuration was not reloaded; tokenbudgetd keeps the one "
+                                "it has:\n");
+                print_reason_lines(tb_client_error_parameter(c, VL_FIELD_ADMIN_RELOAD_REJECTED_REASON));
+        } else if (method_missing(c))
+                fprintf(stderr,
+                        "budgetctl: this tokenbudgetd is too old for 'reload' (it has no %s); send it "
+                        "SIGHUP ('systemctl reload tokenbudgetd')\n",
+                        VL_METHOD_ADMIN_RELOAD);
+        else
+                return 0;
+        return 1;
 }
 
 /* ---- verbs ---- */
@@ -766,20 +1346,56 @@ static int admin_show(const Options *o, const char *method, const char *paramete
 typedef int (*VerbFunction)(int argc, char **argv, const Options *o);
 
 static int verb_status(int argc, char **argv, const Options *o) {
-        /* Only with --all: a daemon that predates the parameter still answers a plain Status. */
-        return admin_show(o, VL_METHOD_ADMIN_STATUS, o->all ? "{\"all\":true}" : NULL, status_print);
+        json_object *params = json_object_new_object();
+        char *text = NULL;
+        int r, exit_code;
+
+        if (!params)
+                return EXIT_FAILED;
+        r = status_parameters(o, params);
+        if (r >= 0)
+                r = params_to_text(params, &text);
+        json_object_put(params);
+        if (r == -ENOMEM)
+                fprintf(stderr, "budgetctl: out of memory\n");
+        if (r < 0)
+                return r == -EINVAL ? EXIT_USAGE : EXIT_FAILED;
+        exit_code = admin_show(o, VL_METHOD_ADMIN_STATUS, text, status_print, status_failed, NULL);
+        free(text);
+        return exit_code;
 }
 
 static int verb_list(int argc, char **argv, const Options *o) {
-        return admin_show(o, VL_METHOD_ADMIN_LIST, NULL, list_print);
+        return admin_show(o, VL_METHOD_ADMIN_LIST, NULL, list_print, NULL, NULL);
+}
+
+static int verb_set(int argc, char **argv, const Options *o) {
+        SetRequest req = {};
+        char *text = NULL;
+        int r, exit_code = EXIT_USAGE;
+
+        /* Every argument is checked before anything is sent. */
+        r = scope_resolve(argv[1], &req.scope);
+        for (int i = 2; r >= 0 && i < argc; i++)
+                r = set_parse_limit(argv[i], &req);
+        if (r >= 0)
+                r = set_parameters(&req, &text);
+        if (r == -ENOMEM) {
+                fprintf(stderr, "budgetctl: out of memory\n");
+                exit_code = EXIT_FAILED;
+        }
+        if (r >= 0)
+                exit_code = admin_show(o, VL_METHOD_ADMIN_SET_LIMITS, text, set_print, set_failed, &req);
+        free(text);
+        free(req.scope);
+        return exit_code;
+}
+
+static int verb_reload(int argc, char **argv, const Options *o) {
+        return admin_show(o, VL_METHOD_ADMIN_RELOAD, NULL, reload_print, reload_failed, NULL);
 }
 
 static int verb_help(int argc, char **argv, const Options *o);
-
-/* The options that apply to some verbs only; any other verb refuses them as a usage error. */
-typedef enum VerbFlags {
-        VERB_ALL = 1 << 0, /* --all */
-} VerbFlags;
 
 /* max_args: no maximum. */
 #define VERB_ANY UINT_MAX
@@ -789,19 +1405,23 @@ typedef enum VerbFlags {
 typedef struct Verb {
         const char *name;
         unsigned min_args, max_args; /* arguments after the verb */
-        VerbFlags flags;
+        OptionFlags options;         /* the options that apply to it, beyond the common ones */
         VerbFunction function;
-        /* The arguments for help and errors, required ones first, optional ones in brackets:
-         * "ID [TOKENS]"; "" for none. An error names a missing one with "a"/"an" before it. */
+        /* The arguments for help and errors, required ones first, optional ones in brackets,
+         * "..." after one that repeats: "SCOPE KEY=VALUE..."; "" for none. An error names a
+         * missing one with "a"/"an" before it. */
         const char *args;
         const char *help;
 } Verb;
 
 /* A new verb is one row here and one function above. */
 static const Verb verbs[] = {
-        {"status", 0, 0, VERB_ALL, verb_status, "",
-         "Show the daemon and the budgets in use (--all: every budget)"},
+        {"status", 0, 0, OPTION_ALL | OPTION_KIND | OPTION_USER, verb_status, "",
+         "Show the daemon and the budgets in use (--all, --kind, --user)"},
         {"list", 0, 0, 0, verb_list, "", "List the open allocations, oldest first"},
+        {"set", 2, VERB_ANY, 0, verb_set, "SCOPE KEY=VALUE...",
+         "Change a budget's limits until the next reload (admins)"},
+        {"reload", 0, 0, 0, verb_reload, "", "Re-read the configuration file, as SIGHUP does (admins)"},
         {"help", 0, 0, 0, verb_help, "", "Show this help"},
 };
 
@@ -857,7 +1477,7 @@ static const Verb *verb_closest(const char *name) {
         return best;
 }
 
-/* "budgetctl: 'approve' needs an ID (usage: budgetctl approve ID [TOKENS])": the first one missing. */
+/* "budgetctl: 'set' needs a SCOPE (usage: budgetctl set SCOPE KEY=VALUE...)": the first one missing. */
 static void verb_missing_arg(const Verb *v, unsigned n_args) {
         const char *w = v->args;
         size_t n;
@@ -867,25 +1487,41 @@ static void verb_missing_arg(const Verb *v, unsigned n_args) {
                 w += strspn(w, " ");
         }
         n = strcspn(w, " ");
+        /* A repeating one is named once: "a KEY=VALUE". */
+        if (n > 3 && strncmp(w + n - 3, "...", 3) == 0)
+                n -= 3;
         /* Placeholders are read as words: "an ID", "a SCOPE", "a KEY". */
         fprintf(stderr, "budgetctl: '%s' needs %s %.*s (usage: budgetctl %s %s)\n", v->name,
                 n > 0 && strchr("AEIO", w[0]) ? "an" : "a", (int)n, w, v->name, v->args);
 }
 
-/* The options given that v does not take, as a usage error; 0 when all apply. */
-static int verb_check_flags(const Verb *v, const Options *o) {
-        const char *sep = "";
+/* The verb-specific options, for the check that they apply. */
+static const struct {
+        OptionFlags flag;
+        const char *name;
+} verb_options[] = {
+        {OPTION_ALL, "--all"},
+        {OPTION_KIND, "--kind"},
+        {OPTION_USER, "--user"},
+};
 
-        if (!o->all || (v->flags & VERB_ALL))
-                return 0;
-        fputs("budgetctl: --all applies only to ", stderr);
-        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
-                if (verbs[i].flags & VERB_ALL) {
-                        fprintf(stderr, "%s'%s'", sep, verbs[i].name);
-                        sep = " and ";
-                }
-        fputc('\n', stderr);
-        return -EINVAL;
+/* An option given that v does not take, as a usage error; 0 when all apply. */
+static int verb_check_options(const Verb *v, const Options *o) {
+        for (size_t i = 0; i < ELEMENTSOF(verb_options); i++) {
+                const char *sep = "";
+
+                if (!(o->given & verb_options[i].flag) || (v->options & verb_options[i].flag))
+                        continue;
+                fprintf(stderr, "budgetctl: %s applies only to ", verb_options[i].name);
+                for (size_t j = 0; j < ELEMENTSOF(verbs); j++)
+                        if (verbs[j].options & verb_options[i].flag) {
+                                fprintf(stderr, "%s'%s'", sep, verbs[j].name);
+                                sep = " and ";
+                        }
+                fputc('\n', stderr);
+                return -EINVAL;
+        }
+        return 0;
 }
 
 /* Checks the arguments and the options against v's row and runs it. Returns an exit code. */
@@ -905,7 +1541,7 @@ static int verb_dispatch(const Verb *v, int argc, char **argv, const Options *o)
                                 v->max_args == 1 ? "" : "s", v->name, v->args);
                 return EXIT_USAGE;
         }
-        if (verb_check_flags(v, o) < 0)
+        if (verb_check_options(v, o) < 0)
                 return EXIT_USAGE;
         if (o->socket && !*o->socket) {
                 fprintf(stderr, "budgetctl: --socket needs a non-empty address\n");
@@ -925,7 +1561,7 @@ static void help(void) {
                         width = w;
         }
         printf("Usage: budgetctl [OPTIONS] COMMAND [ARGS...]\n\n"
-               "Query tokenbudgetd, the LLM token budget daemon.\n\n"
+               "Query and steer tokenbudgetd, the LLM token budget daemon.\n\n"
                "Commands:\n");
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
                 char synopsis[128];
@@ -942,13 +1578,26 @@ static void help(void) {
                "  -t, --timeout=SECONDS  Wait at most SECONDS for the daemon (default 5, 0: forever)\n"
                "  -a, --all              status: list idle scopes too (no usage in any window,\n"
                "                         nothing reserved or allocated)\n"
+               "  -k, --kind=KIND        status: only global and the scopes of KIND\n"
+               "                         (" SCOPE_KINDS ")\n"
+               "  -u, --user=USER        status: only global and the scopes of USER (a name or uid)\n"
                "      --no-legend        Print only the rows: no summary, headers or notes\n"
                "  -h, --help             Show this help\n"
                "      --version          Show the version\n\n"
                "Options may come before or after the command.\n\n"
+               "set: SCOPE is global, a kind's defaults (" DEFAULT_KINDS "), or\n"
+               "  user:USER, agent:USER:NAME, slice:NAME, unit:NAME, slice:USER:NAME,\n"
+               "  unit:USER:NAME, process:PID, rule:NAME or rule:NAME:KEY (USER a name or uid).\n"
+               "  KEY is tokens_per_minute, tokens_per_hour, tokens_per_day,\n"
+               "  max_tokens_in_flight or max_allocations; VALUE an integer from 0 to\n"
+               "  999999999999 (0: no limit). For example:\n"
+               "  budgetctl set user:alice tokens_per_hour=100000 max_tokens_in_flight=20000\n\n"
+               "Status and list answer everyone (others see global and their own scopes);\n"
+               "set and reload are for " ADMINS ".\n\n"
                "Exit status:\n"
                "  0  success\n"
-               "  1  the daemon answered with an error, or another failure\n"
+               "  1  the daemon answered with an error (permission denied, an unknown scope,\n"
+               "     a configuration it rejected), or another failure\n"
                "  2  usage error (unknown command or option, wrong arguments, bad value)\n"
                "  3  the daemon is not reachable\n\n"
                "See budgetctl(1).\n");
@@ -992,12 +1641,13 @@ static int parse_options(int argc, char **argv, Options *o) {
         static const struct option options[] = {
                 {"socket", required_argument, NULL, 's'},        {"json", no_argument, NULL, 'j'},
                 {"timeout", required_argument, NULL, 't'},       {"all", no_argument, NULL, 'a'},
+                {"kind", required_argument, NULL, 'k'},          {"user", required_argument, NULL, 'u'},
                 {"no-legend", no_argument, NULL, ARG_NO_LEGEND}, {"help", no_argument, NULL, 'h'},
                 {"version", no_argument, NULL, ARG_VERSION},     {},
         };
         int ch;
 
-        while ((ch = getopt_long(argc, argv, "s:jt:ah", options, NULL)) >= 0) {
+        while ((ch = getopt_long(argc, argv, "s:jt:ak:u:h", options, NULL)) >= 0) {
                 switch (ch) {
                 case 's':
                         o->socket = optarg;
@@ -1007,6 +1657,15 @@ static int parse_options(int argc, char **argv, Options *o) {
                         break;
                 case 'a':
                         o->all = true;
+                        o->given |= OPTION_ALL;
+                        break;
+                case 'k':
+                        o->kind = optarg;
+                        o->given |= OPTION_KIND;
+                        break;
+                case 'u':
+                        o->user = optarg;
+                        o->given |= OPTION_USER;
                         break;
                 case 't':
                         if (parse_timeout(optarg, o) < 0)
@@ -1045,8 +1704,10 @@ int main(int argc, char **argv) {
                 return EXIT_USAGE;
         }
         v = verb_find(argv[optind]);
-        if (v)
+        if (v) {
+                o.verb = v->name;
                 return verb_dispatch(v, argc - optind, argv + optind, &o);
+        }
         closest = verb_closest(argv[optind]);
         if (closest)
                 fprintf(stderr,

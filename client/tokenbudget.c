@@ -87,11 +87,19 @@ struct request_params_planned {
 _Static_assert(sizeof(struct request_params_planned) == sizeof(tb_request_params),
                "planned fields do not fit");
 
+_Static_assert(offsetof(tb_grant, priority) == 112 && offsetof(tb_grant, priority_name) == 120 &&
+                       offsetof(tb_grant, requested_priority) == 144 &&
+                       offsetof(tb_grant, requested_priority_name) == 152 &&
+                       offsetof(tb_grant, reserved) == 176,
+               "tb_grant's priority fields are not where reserved[0..7] were");
+
 struct grant_planned {
         char allocation[TB_ALLOCATION_ID_MAX];
         uint64_t granted, warn_at, hard_limit;
         tb_decision decision;
         char decision_name[TB_NAME_MAX];
+        uint64_t priority_slot, priority_name_slots[3];
+        uint64_t requested_priority_slot, requested_priority_name_slots[3];
         uint64_t suggested_max_tokens;
         union {
                 const char *suggested_model;
@@ -103,7 +111,7 @@ struct grant_planned {
         };
         uint64_t waited_usec, predicted, predicted_output, samples;
         uint64_t hard_multiplier_permille; /* or an enum naming where it came from: one slot either way */
-        uint64_t reserved[16];
+        uint64_t reserved[8];
 };
 _Static_assert(sizeof(struct grant_planned) == sizeof(tb_grant), "planned hints do not fit");
 #endif
@@ -164,7 +172,9 @@ static const struct {
 } error_map[] = {
         {VL_ERROR_AGENT_BUDGET_EXHAUSTED, EDQUOT},
         {VL_ERROR_AGENT_TOO_MANY_ALLOCATIONS, EUSERS},
+        {VL_ERROR_AGENT_TOO_MANY_SCOPES, EUSERS},
         {VL_ERROR_AGENT_UNKNOWN_ALLOCATION, ENOENT},
+        {VL_ERROR_ADMIN_UNKNOWN_SCOPE, ENOENT},
         {VL_ERROR_SERVICE_PERMISSION_DENIED, EACCES},
         {VL_ERROR_SERVICE_INVALID_PARAMETER, EINVAL},
         {VL_ERROR_SERVICE_INTERFACE_NOT_FOUND, EOPNOTSUPP},
@@ -1398,6 +1408,18 @@ static int reply_get_name(json_object *params, const char *field, const char *co
         return 0;
 }
 
+/* The same for a name that may be absent or null: 0 and "" then. */
+static int reply_get_optional_name(json_object *params, const char *field, const char *const *names,
+                                   size_t n_names, int *ret_value, char ret_name[static TB_NAME_MAX],
+                                   ReplyFault *ret_fault) {
+        if (!json_object_object_get(params, field)) {
+                *ret_value = 0;
+                ret_name[0] = '\0';
+                return 0;
+        }
+        return reply_get_name(params, field, names, n_names, ret_value, ret_name, ret_fault);
+}
+
 static const char *const decision_names[] = {
         [TB_DECISION_GRANTED] = "granted",
         [TB_DECISION_DEGRADED] = "degraded",
@@ -1409,6 +1431,26 @@ static const char *const state_names[] = {
         [TB_STATE_EXCEEDED] = "exceeded",
 };
 
+/*
+ * priority is in every reply of a daemon that has rules; one from before
+ * them does not send it, and is not malformed for that (TB_PRIORITY_UNKNOWN,
+ * name "").
+ */
+static int parse_grant_priority(json_object *params, tb_grant *g, ReplyFault *ret_fault) {
+        int priority = 0, requested = 0;
+
+        if (reply_get_optional_name(params, VL_OUT_AGENT_REQUEST_PRIORITY, priority_names,
+                                    ELEMENTSOF(priority_names), &priority, g->priority_name,
+                                    ret_fault) < 0 ||
+            reply_get_optional_name(params, VL_OUT_AGENT_REQUEST_REQUESTED_PRIORITY, priority_names,
+                                    ELEMENTSOF(priority_names), &requested, g->requested_priority_name,
+                                    ret_fault) < 0)
+                return -EPROTO;
+        g->priority = (tb_priority)priority;
+        g->requested_priority = (tb_priority)requested;
+        return 0;
+}
+
 static int parse_grant(json_object *params, CallReply *ret, ReplyFault *ret_fault) {
         tb_grant *g = &ret->grant;
         int decision = 0;
@@ -1419,7 +1461,8 @@ static int parse_grant(json_object *params, CallReply *ret, ReplyFault *ret_faul
                            &decision, g->decision_name, ret_fault) < 0 ||
             reply_get_uint(params, VL_OUT_AGENT_REQUEST_GRANTED, &g->granted, ret_fault) < 0 ||
             reply_get_uint(params, VL_OUT_AGENT_REQUEST_WARN_AT, &g->warn_at, ret_fault) < 0 ||
-            reply_get_uint(params, VL_OUT_AGENT_REQUEST_HARD_LIMIT, &g->hard_limit, ret_fault) < 0)
+            reply_get_uint(params, VL_OUT_AGENT_REQUEST_HARD_LIMIT, &g->hard_limit, ret_fault) < 0 ||
+            parse_grant_priority(params, g, ret_fault) < 0)
                 return -EPROTO;
         g->decision = (tb_decision)decision;
         return 0;
@@ -1582,6 +1625,10 @@ TB_EXPORT const char *tb_state_to_string(tb_state s) {
 
 TB_EXPORT const char *tb_decision_to_string(tb_decision d) {
         return (size_t)d < ELEMENTSOF(decision_names) ? decision_names[d] : NULL;
+}
+
+TB_EXPORT const char *tb_priority_to_string(tb_priority p) {
+        return (size_t)p < ELEMENTSOF(priority_names) ? priority_names[p] : NULL;
 }
 
 TB_EXPORT const char *tb_version(void) {

@@ -53,10 +53,13 @@
  * Varlink error name and its parameters, e.g.
  *   "io.tokenbudget.agent.BudgetExhausted: scope=global limit=100000 used=99000
  *    reserved=0 retryAfterUsec=41000000"
- * Mapping of daemon errors: BudgetExhausted -EDQUOT, TooManyAllocations
- * -EUSERS, UnknownAllocation -ENOENT, PermissionDenied
- * -EACCES, InvalidParameter -EINVAL, InterfaceNotFound/MethodNotFound/
- * MethodNotImplemented -EOPNOTSUPP, any other daemon error -EBADE. Transport:
+ * Mapping of daemon errors: BudgetExhausted -EDQUOT; TooManyAllocations and
+ * TooManyScopes -EUSERS (a cap on how many the daemon keeps for the caller:
+ * tb_client_error_name() tells them apart, tb_client_error_parameter() gives
+ * their "limit" and "scope"); UnknownAllocation and the admin interface's
+ * UnknownScope -ENOENT; PermissionDenied -EACCES, InvalidParameter -EINVAL,
+ * InterfaceNotFound/MethodNotFound/MethodNotImplemented -EOPNOTSUPP, any
+ * other daemon error (e.g. ReloadRejected) -EBADE. Transport:
  * -ETIMEDOUT, -ECONNRESET (daemon closed the connection), -EPROTO (malformed
  * reply), connect() errors as they are (-ENOENT, -ECONNREFUSED, -EACCES).
  * After -ETIMEDOUT, -ECONNRESET or -EPROTO the connection is closed (every
@@ -152,7 +155,8 @@ uint64_t tb_client_retry_after_usec(const tb_client *c);
 /* ---- the agent interface: params and replies ---- */
 
 typedef enum tb_priority {
-        TB_PRIORITY_DEFAULT = 0, /* not sent: the daemon's default ("normal") */
+        TB_PRIORITY_DEFAULT = 0, /* params: not sent (the matching rule's priority, else "normal") */
+        TB_PRIORITY_UNKNOWN = 0, /* replies: none sent, or a priority this library does not know */
         TB_PRIORITY_INTERACTIVE,
         TB_PRIORITY_NORMAL,
         TB_PRIORITY_BACKGROUND,
@@ -184,7 +188,31 @@ typedef struct tb_grant {
         uint64_t hard_limit; /* granted x the hard multiplier: what is reserved */
         tb_decision decision;
         char decision_name[TB_NAME_MAX]; /* as the daemon sent it; "" when longer */
-        uint64_t reserved[24];           /* zero; future hints (suggestedMaxTokens, suggestedModel, ...) */
+        /* The priority granted: the one asked for (or the matching rule's
+         * default), or the rule's max_priority when the request asked for more.
+         * TB_PRIORITY_UNKNOWN with the daemon's word in priority_name from a
+         * newer daemon; with priority_name "" from an older one, which does
+         * not say. */
+        union {
+                tb_priority priority;
+                uint64_t priority_slot;
+        };
+        union {
+                char priority_name[TB_NAME_MAX]; /* as the daemon sent it; "" when longer or not sent */
+                uint64_t priority_name_slots[3];
+        };
+        /* What the request asked for when the rule's max_priority lowered it
+         * (the daemon's requestedPriority); TB_PRIORITY_UNKNOWN with
+         * requested_priority_name "" when it was not lowered. */
+        union {
+                tb_priority requested_priority;
+                uint64_t requested_priority_slot;
+        };
+        union {
+                char requested_priority_name[TB_NAME_MAX]; /* as sent; "" when longer or not sent */
+                uint64_t requested_priority_name_slots[3];
+        };
+        uint64_t reserved[16]; /* zero; future hints (suggestedMaxTokens, suggestedModel, ...) */
 } tb_grant;
 
 /* Cumulative totals since the grant (not deltas): both are always sent. */
@@ -320,6 +348,9 @@ unsigned tb_client_pending(const tb_client *c);
 const char *tb_state_to_string(tb_state s);
 /* "granted", "degraded"; NULL for TB_DECISION_UNKNOWN and values this library does not know. */
 const char *tb_decision_to_string(tb_decision d);
+/* "interactive", "normal", "background"; NULL for TB_PRIORITY_UNKNOWN (TB_PRIORITY_DEFAULT) and
+ * values this library does not know. Since TOKENBUDGET_1.1. */
+const char *tb_priority_to_string(tb_priority p);
 /* The library's version, e.g. "0.1.0". */
 const char *tb_version(void);
 

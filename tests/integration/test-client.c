@@ -4,9 +4,11 @@
  * daemon: where it connects (argument, then $TOKENBUDGET_SOCKET, then the
  * system socket, then $XDG_RUNTIME_DIR/tokenbudget/io.tokenbudget; "unix:"
  * addresses), what it says when nothing answers, the per-call timeout in
- * microseconds, the errno and text of daemon errors, the rules that let its
- * structs grow (zero is "not sent", reserved space must be zero, unknown
- * decisions and states are kept as names), the async API driven by a real
+ * microseconds, the errno and text of daemon errors (TooManyAllocations and
+ * TooManyScopes with the scope they name), the rules that let its structs
+ * grow (zero is "not sent", reserved space must be zero, unknown decisions,
+ * states and priorities are kept as names; the priority granted and the one
+ * a rule lowered), the async API driven by a real
  * poll() loop, and that its symbols are versioned. Each Check test runs in
  * its own process, so changing the environment here touches no other test.
  */
@@ -245,6 +247,45 @@ START_TEST(test_error_mapping) {
 }
 END_TEST
 
+/* TooManyAllocations names the budget that is full: the process's cap, or a
+ * scope's max_allocations; the admin interface's UnknownScope is -ENOENT. */
+START_TEST(test_too_many_allocations) {
+        TestDaemon *d = harness_daemon_start("agent: { max_allocations = 1; };\n"
+                                             "limits: { max_allocations_per_process = 2; };\n");
+        tb_client *c = harness_client(d);
+        char agent_scope[64], process_scope[64];
+        tb_grant g;
+        int r;
+
+        snprintf(agent_scope, sizeof(agent_scope), "agent:%u:it-many", (unsigned)getuid());
+        snprintf(process_scope, sizeof(process_scope), "process:%d", (int)getpid());
+        ck_assert_msg(tb_request(c, &(tb_request_params){.estimate = 10, .agent = "it-many"}, &g) == 0,
+                      "first request of the agent: %s", tb_client_error(c));
+        r = tb_request(c, &(tb_request_params){.estimate = 10, .agent = "it-many"}, &g);
+        ck_assert_msg(r == -EUSERS, "agent's max_allocations: %d %s", r, tb_client_error(c));
+        ck_assert_pstr_eq(tb_client_error_name(c), "io.tokenbudget.agent.TooManyAllocations");
+        ck_assert_pstr_eq(tb_client_error_parameter(c, "scope"), agent_scope);
+        ck_assert_pstr_eq(tb_client_error_parameter(c, "limit"), "1");
+        ck_assert_msg(strstr(tb_client_error(c), "limit=1") && strstr(tb_client_error(c), agent_scope),
+                      "TooManyAllocations text lacks its parameters: %s", tb_client_error(c));
+
+        ck_assert_msg(tb_request(c, &(tb_request_params){.estimate = 10}, &g) == 0, "second request: %s",
+                      tb_client_error(c));
+        r = tb_request(c, &(tb_request_params){.estimate = 10}, &g);
+        ck_assert_msg(r == -EUSERS, "max_allocations_per_process: %d %s", r, tb_client_error(c));
+        ck_assert_pstr_eq(tb_client_error_parameter(c, "scope"), process_scope);
+        ck_assert_pstr_eq(tb_client_error_parameter(c, "limit"), "2");
+
+        r = tb_call(c, "io.tokenbudget.admin.SetLimits",
+                    "{\"scope\":\"rule:no-such-rule\",\"tokensPerMinute\":1}", NULL);
+        ck_assert_msg(r == -ENOENT, "UnknownScope: %d %s", r, tb_client_error(c));
+        ck_assert_pstr_eq(tb_client_error_name(c), "io.tokenbudget.admin.UnknownScope");
+        ck_assert_pstr_eq(tb_client_error_parameter(c, "scope"), "rule:no-such-rule");
+        tb_client_close(c);
+        harness_daemon_stop(d);
+}
+END_TEST
+
 /* ---- the µs timeout: 0 is the default, TB_USEC_INFINITY none ---- */
 
 /* The deadline of one Request queued under timeout_usec on a socket that never answers. */
@@ -459,6 +500,64 @@ START_TEST(test_decisions) {
 }
 END_TEST
 
+/* The priority granted, and the one asked for when a rule's max_priority lowered it. */
+START_TEST(test_priorities) {
+        TestDaemon *d = harness_daemon_start(
+                "rules = (\n"
+                "  { name = \"capped\"; match = { agent = \"capped-*\"; }; max_priority = \"normal\"; },\n"
+                "  { name = \"batch\"; match = { agent = \"batch-*\"; }; priority = \"background\"; }\n"
+                ");\n");
+        static const struct {
+                const char *name;
+                const char *agent;
+                tb_priority asked, granted, requested;
+                const char *granted_name, *requested_name;
+        } rows[] = {
+                {"the default", NULL, TB_PRIORITY_DEFAULT, TB_PRIORITY_NORMAL, TB_PRIORITY_UNKNOWN, "normal",
+                 ""},
+                {"asked for", NULL, TB_PRIORITY_INTERACTIVE, TB_PRIORITY_INTERACTIVE, TB_PRIORITY_UNKNOWN,
+                 "interactive", ""},
+                {"lowered to the rule's ceiling", "capped-1", TB_PRIORITY_INTERACTIVE, TB_PRIORITY_NORMAL,
+                 TB_PRIORITY_INTERACTIVE, "normal", "interactive"},
+                {"below the ceiling", "capped-1", TB_PRIORITY_BACKGROUND, TB_PRIORITY_BACKGROUND,
+                 TB_PRIORITY_UNKNOWN, "background", ""},
+                {"the rule's default", "batch-1", TB_PRIORITY_DEFAULT, TB_PRIORITY_BACKGROUND,
+                 TB_PRIORITY_UNKNOWN, "background", ""},
+        };
+        tb_client *c = harness_client(d);
+
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+                tb_grant g;
+
+                ck_assert_msg(tb_request(c,
+                                         &(tb_request_params){.estimate = 10,
+                                                              .agent = rows[i].agent,
+                                                              .priority = rows[i].asked},
+                                         &g) == 0,
+                              "row '%s': %s", rows[i].name, tb_client_error(c));
+                ck_assert_msg(g.priority == rows[i].granted &&
+                                      strcmp(g.priority_name, rows[i].granted_name) == 0,
+                              "row '%s': priority %d '%s', expected %d '%s'", rows[i].name, (int)g.priority,
+                              g.priority_name, (int)rows[i].granted, rows[i].granted_name);
+                ck_assert_msg(g.requested_priority == rows[i].requested &&
+                                      strcmp(g.requested_priority_name, rows[i].requested_name) == 0,
+                              "row '%s': requested priority %d '%s', expected %d '%s'", rows[i].name,
+                              (int)g.requested_priority, g.requested_priority_name, (int)rows[i].requested,
+                              rows[i].requested_name);
+                for (size_t j = 0; j < sizeof(g.reserved) / sizeof(g.reserved[0]); j++)
+                        ck_assert_msg(g.reserved[j] == 0, "row '%s': tb_grant.reserved[%zu] is not zero",
+                                      rows[i].name, j);
+        }
+        ck_assert_pstr_eq(tb_priority_to_string(TB_PRIORITY_INTERACTIVE), "interactive");
+        ck_assert_pstr_eq(tb_priority_to_string(TB_PRIORITY_NORMAL), "normal");
+        ck_assert_pstr_eq(tb_priority_to_string(TB_PRIORITY_BACKGROUND), "background");
+        ck_assert_ptr_null(tb_priority_to_string(TB_PRIORITY_UNKNOWN));
+        ck_assert_ptr_null(tb_priority_to_string((tb_priority)42));
+        tb_client_close(c);
+        harness_daemon_stop(d);
+}
+END_TEST
+
 /*
  * A stand-in for a newer daemon on path: a child that accepts one
  * connection and answers each message it reads with the next of replies.
@@ -506,6 +605,15 @@ START_TEST(test_unknown_names) {
                 "\"hardLimit\":10}}",
                 NULL,
         };
+        static const char *const priority_replies[] = {
+                "{\"parameters\":{\"allocation\":\"a4\",\"decision\":\"granted\",\"granted\":5,\"warnAt\":8,"
+                "\"hardLimit\":10,\"priority\":\"urgent\",\"requestedPriority\":\"critical\"}}",
+                "{\"parameters\":{\"allocation\":\"a5\",\"decision\":\"granted\",\"granted\":5,\"warnAt\":8,"
+                "\"hardLimit\":10,\"priority\":\"normal\",\"requestedPriority\":null}}",
+                "{\"parameters\":{\"allocation\":\"a6\",\"decision\":\"granted\",\"granted\":5,\"warnAt\":8,"
+                "\"hardLimit\":10,\"priority\":7}}",
+                NULL,
+        };
         char path[108];
         tb_report_reply rep;
         tb_client *c;
@@ -520,6 +628,11 @@ START_TEST(test_unknown_names) {
         ck_assert_int_eq(g.decision, TB_DECISION_UNKNOWN);
         ck_assert_str_eq(g.decision_name, "shadow");
         ck_assert_int_eq(g.granted, 5);
+        /* A daemon from before priorities in the reply: not malformed, just not said. */
+        ck_assert_int_eq(g.priority, TB_PRIORITY_UNKNOWN);
+        ck_assert_str_eq(g.priority_name, "");
+        ck_assert_int_eq(g.requested_priority, TB_PRIORITY_UNKNOWN);
+        ck_assert_str_eq(g.requested_priority_name, "");
         ck_assert_msg(tb_report(c, &(tb_report_params){.allocation = "a1"}, &rep) == 0, "unknown state: %s",
                       tb_client_error(c));
         ck_assert_int_eq(rep.state, TB_STATE_UNKNOWN);
@@ -528,10 +641,64 @@ START_TEST(test_unknown_names) {
         ck_assert_int_eq(tb_request(c, NULL, &g), 0);
         ck_assert_int_eq(g.decision, TB_DECISION_UNKNOWN);
         ck_assert_str_eq(g.decision_name, "");
-        /* Not a string at all is malformed. */
+        /* Not a string at all is malformed (and closes the connection). */
         ck_assert_int_eq(tb_request(c, NULL, &g), -EPROTO);
         ck_assert_msg(strstr(tb_client_error(c), "'decision'"), "text: %s", tb_client_error(c));
         ck_assert_int_eq(g.granted, 0);
+        tb_client_close(c);
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the fake daemon failed: %d", status);
+
+        snprintf(path, sizeof(path), "%s/newer-priorities", harness_dir());
+        pid = fake_daemon(path, priority_replies);
+        ck_assert_int_eq(tb_client_open(path, &c, NULL), 0);
+        ck_assert_msg(tb_request(c, NULL, &g) == 0, "unknown priorities: %s", tb_client_error(c));
+        ck_assert_int_eq(g.priority, TB_PRIORITY_UNKNOWN);
+        ck_assert_str_eq(g.priority_name, "urgent");
+        ck_assert_int_eq(g.requested_priority, TB_PRIORITY_UNKNOWN);
+        ck_assert_str_eq(g.requested_priority_name, "critical");
+        ck_assert_msg(tb_request(c, NULL, &g) == 0, "a null requestedPriority: %s", tb_client_error(c));
+        ck_assert_int_eq(g.priority, TB_PRIORITY_NORMAL);
+        ck_assert_str_eq(g.priority_name, "normal");
+        ck_assert_int_eq(g.requested_priority, TB_PRIORITY_UNKNOWN);
+        ck_assert_str_eq(g.requested_priority_name, "");
+        ck_assert_int_eq(tb_request(c, NULL, &g), -EPROTO);
+        ck_assert_msg(strstr(tb_client_error(c), "'priority'"), "text: %s", tb_client_error(c));
+        tb_client_close(c);
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the fake daemon failed: %d", status);
+}
+END_TEST
+
+/* TooManyScopes: -EUSERS like TooManyAllocations, its limit and scope in the parameters. */
+START_TEST(test_too_many_scopes) {
+        static const char *const replies[] = {
+                "{\"error\":\"io.tokenbudget.agent.TooManyScopes\",\"parameters\":{\"limit\":1024,"
+                "\"scope\":\"agent:1000:worker-1025\"}}",
+                "{\"error\":\"io.tokenbudget.agent.TooManyAllocations\",\"parameters\":{\"limit\":64}}",
+                NULL,
+        };
+        char path[108];
+        tb_client *c;
+        tb_grant g;
+        pid_t pid;
+        int status, r;
+
+        snprintf(path, sizeof(path), "%s/scopes", harness_dir());
+        pid = fake_daemon(path, replies);
+        ck_assert_int_eq(tb_client_open(path, &c, NULL), 0);
+        r = tb_request(c, &(tb_request_params){.agent = "worker-1025"}, &g);
+        ck_assert_msg(r == -EUSERS, "TooManyScopes: %d %s", r, tb_client_error(c));
+        ck_assert_pstr_eq(tb_client_error_name(c), "io.tokenbudget.agent.TooManyScopes");
+        ck_assert_pstr_eq(tb_client_error_parameter(c, "limit"), "1024");
+        ck_assert_pstr_eq(tb_client_error_parameter(c, "scope"), "agent:1000:worker-1025");
+        ck_assert_str_eq(tb_client_error(c),
+                         "io.tokenbudget.agent.TooManyScopes: limit=1024 scope=agent:1000:worker-1025");
+        /* From a daemon that does not name the scope. */
+        r = tb_request(c, NULL, &g);
+        ck_assert_msg(r == -EUSERS, "TooManyAllocations without a scope: %d %s", r, tb_client_error(c));
+        ck_assert_pstr_eq(tb_client_error_parameter(c, "limit"), "64");
+        ck_assert_ptr_null(tb_client_error_parameter(c, "scope"));
         tb_client_close(c);
         ck_assert_int_eq(waitpid(pid, &status, 0), pid);
         ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the fake daemon failed: %d", status);
@@ -873,9 +1040,15 @@ START_TEST(test_async_reconnect) {
 }
 END_TEST
 
-/* ---- the ABI: soname 1, every symbol at TOKENBUDGET_1, nothing else exported ---- */
+/* ---- the ABI: soname 1, every symbol at its version node, nothing else exported ---- */
 
 START_TEST(test_symbols_versioned) {
+        /* Added after 1.0: each in its own node (libtokenbudget.sym). */
+        static const struct {
+                const char *symbol, *version;
+        } later[] = {
+                {"tb_priority_to_string", "TOKENBUDGET_1.1"},
+        };
         static const char *const symbols[] = {
                 "tb_call",
                 "tb_call_async",
@@ -911,6 +1084,14 @@ START_TEST(test_symbols_versioned) {
         for (size_t i = 0; i < sizeof(symbols) / sizeof(symbols[0]); i++)
                 ck_assert_msg(dlvsym(lib, symbols[i], "TOKENBUDGET_1"), "%s is not at TOKENBUDGET_1",
                               symbols[i]);
+        for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++) {
+                ck_assert_msg(dlvsym(lib, later[i].symbol, later[i].version), "%s is not at %s",
+                              later[i].symbol, later[i].version);
+                ck_assert_msg(!dlvsym(lib, later[i].symbol, "TOKENBUDGET_1"),
+                              "%s is at TOKENBUDGET_1 too: a program built against 1.0 would not see it is "
+                              "missing",
+                              later[i].symbol);
+        }
         /* The codec linked into the library stays inside it. */
         ck_assert_ptr_null(dlsym(lib, "varlink_reply_parse"));
         ck_assert_ptr_null(dlsym(lib, "utf8_valid"));
@@ -932,12 +1113,15 @@ static Suite *client_suite(void) {
         tcase_add_test(tc, test_timeout);
         tcase_add_test(tc, test_timeout_usec);
         tcase_add_test(tc, test_error_mapping);
+        tcase_add_test(tc, test_too_many_allocations);
+        tcase_add_test(tc, test_too_many_scopes);
         tcase_add_test(tc, test_call_bad_parameters);
         suite_add_tcase(s, tc);
         tc = harness_tcase("growth", 30);
         tcase_add_test(tc, test_zero_is_not_sent);
         tcase_add_test(tc, test_reserved_refused);
         tcase_add_test(tc, test_decisions);
+        tcase_add_test(tc, test_priorities);
         tcase_add_test(tc, test_unknown_names);
         tcase_add_test(tc, test_symbols_versioned);
         suite_add_tcase(s, tc);

@@ -3,17 +3,22 @@
  * Integration tests of the programs as a user runs them: budgetctl (human and
  * JSON output against allocations the test holds open, idle scopes left out
  * unless --all, exit codes, verbs and their arguments, the hint when no daemon
- * answers), the example agent, and tokenbudgetd's own
+ * answers; set, reload and status --kind/--user against the running daemon,
+ * each argument error's message, and what a user who is no admin sees and
+ * may do), the example agent, and tokenbudgetd's own
  * command line (--help, --version,
  * --check-config, bad config at start, stale and live sockets, SIGTERM with
  * open allocations).
  */
 #define _GNU_SOURCE
 #include "harness.h"
+#include "tb-check.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,13 +33,13 @@
 #define RUN_TIMEOUT_MSEC 10000
 
 /*
- * Runs budgetctl [--socket PATH] ARGS... (args NULL-terminated, at most 4) with
+ * Runs budgetctl [--socket PATH] ARGS... (args NULL-terminated, at most 12) with
  * the extra environment env (may be NULL; "NAME" alone unsets NAME, a glibc
  * putenv() extension); the result is in *ret.
  */
 static void budgetctl_run(const char *socket_path, char *const env[], const char *const args[],
                           CommandResult *ret) {
-        char *argv[8] = {(char *)harness_env("BUDGETCTL")};
+        char *argv[16] = {(char *)harness_env("BUDGETCTL")};
         size_t n = 1;
 
         if (socket_path) {
@@ -619,6 +624,652 @@ START_TEST(test_example_agent) {
 }
 END_TEST
 
+/* ---- budgetctl set, reload, status --kind/--user -------------------------------- */
+
+#define ADMINS_TEXT "admins (root, the daemon's user, members of admin_group)"
+#define KEYS_TEXT                                                                                           \
+        "(keys: tokens_per_minute, tokens_per_hour, tokens_per_day, max_tokens_in_flight, max_allocations)"
+#define KINDS_TEXT "(kinds: global, user, slice, unit, process, agent, rule)"
+
+/* The name of the test's own user, for user:NAME. */
+static const char *own_user_name(void) {
+        struct passwd *pw = getpwuid(getuid());
+
+        ck_assert_msg(pw, "no passwd entry for uid %u", (unsigned)getuid());
+        return pw->pw_name;
+}
+
+/*
+ * Arguments budgetctl checks before it connects: each mistake is a usage
+ * error (exit 2) with its own message, and nothing is sent (the socket does
+ * not exist: a connection attempt would exit 3).
+ */
+static const struct set_usage_row {
+        const char *name;
+        const char *args[6];
+        const char *err; /* all of stderr */
+} set_usage_rows[] = {
+        {"set without a scope",
+         {"set"},
+         "budgetctl: 'set' needs a SCOPE (usage: budgetctl set SCOPE KEY=VALUE...)\n"},
+        {"set without a limit",
+         {"set", "global"},
+         "budgetctl: 'set' needs a KEY=VALUE (usage: budgetctl set SCOPE KEY=VALUE...)\n"},
+        {"a key without a value",
+         {"set", "global", "tokens_per_hour"},
+         "budgetctl: expected KEY=VALUE, got 'tokens_per_hour' " KEYS_TEXT "\n"},
+        {"a value without a key",
+         {"set", "global", "=5"},
+         "budgetctl: expected KEY=VALUE, got '=5' " KEYS_TEXT "\n"},
+        {"an unknown key",
+         {"set", "global", "tokens_per_week=5"},
+         "budgetctl: unknown key 'tokens_per_week' " KEYS_TEXT "\n"},
+        {"a key given twice",
+         {"set", "global", "tokens_per_hour=5", "max_allocations=1", "tokens_per_hour=6"},
+         "budgetctl: tokens_per_hour is given twice\n"},
+        {"a negative value",
+         {"set", "global", "tokens_per_hour=-1"},
+         "budgetctl: invalid value '-1' for tokens_per_hour: expected an integer from 0 to 999999999999 (0: "
+         "no "
+         "limit)\n"},
+        {"a value over the range",
+         {"set", "global", "max_tokens_in_flight=1000000000000"},
+         "budgetctl: invalid value '1000000000000' for max_tokens_in_flight: expected an integer from 0 to "
+         "999999999999 (0: no limit)\n"},
+        {"a value that is not an integer",
+         {"set", "global", "tokens_per_day=1e6"},
+         "budgetctl: invalid value '1e6' for tokens_per_day: expected an integer from 0 to 999999999999 (0: "
+         "no "
+         "limit)\n"},
+        {"an empty value",
+         {"set", "global", "max_allocations="},
+         "budgetctl: invalid value '' for max_allocations: expected an integer from 0 to 999999999999 (0: "
+         "no "
+         "limit)\n"},
+        {"an unknown kind",
+         {"set", "team:ops", "tokens_per_hour=5"},
+         "budgetctl: invalid scope 'team:ops': unknown kind 'team' " KINDS_TEXT "\n"},
+        {"an unknown word",
+         {"set", "everything", "tokens_per_hour=5"},
+         "budgetctl: invalid scope 'everything': expected global, a kind's defaults (user, unit, slice, "
+         "agent, "
+         "process) or KIND:NAME " KINDS_TEXT "\n"},
+        {"rule defaults",
+         {"set", "rule", "tokens_per_hour=5"},
+         "budgetctl: invalid scope 'rule': rules have no defaults; name one (rule:NAME or rule:NAME:KEY)\n"},
+        {"a name under global",
+         {"set", "global:x", "tokens_per_hour=5"},
+         "budgetctl: invalid scope 'global:x': global has no names under it\n"},
+        {"an unknown user",
+         {"set", "user:no-such-user-tb", "tokens_per_hour=5"},
+         "budgetctl: invalid scope 'user:no-such-user-tb': no user 'no-such-user-tb'\n"},
+        {"an unknown user of an agent",
+         {"set", "agent:no-such-user-tb:coder", "tokens_per_hour=5"},
+         "budgetctl: invalid scope 'agent:no-such-user-tb:coder': no user 'no-such-user-tb'\n"},
+        {"a uid out of range",
+         {"set", "user:4294967295", "tokens_per_hour=5"},
+         "budgetctl: invalid scope 'user:4294967295': uid 4294967295 is out of range (0 to 4294967294)\n"},
+        {"an agent without its user",
+         {"set", "agent:coder", "tokens_per_hour=5"},
+         "budgetctl: invalid scope 'agent:coder': expected agent:USER:NAME\n"},
+        {"a process that is no pid",
+         {"set", "process:self", "tokens_per_hour=5"},
+         "budgetctl: invalid scope 'process:self': expected process:PID\n"},
+        {"an empty user",
+         {"set", "user:", "tokens_per_hour=5"},
+         "budgetctl: invalid scope 'user:': expected user:USER\n"},
+        {"--kind on set",
+         {"set", "global", "tokens_per_hour=5", "--kind", "user"},
+         "budgetctl: --kind applies only to 'status'\n"},
+        {"--user on list", {"list", "--user", "0"}, "budgetctl: --user applies only to 'status'\n"},
+        {"an argument to reload", {"reload", "now"}, "budgetctl: 'reload' takes no arguments\n"},
+        {"an unknown kind for status",
+         {"status", "--kind", "team"},
+         "budgetctl: unknown kind 'team' " KINDS_TEXT "\n"},
+        {"an unknown user for status",
+         {"status", "--user", "no-such-user-tb"},
+         "budgetctl: unknown user 'no-such-user-tb' (--user takes a user name or a uid)\n"},
+        {"a uid out of range for status",
+         {"status", "--user", "4294967295"},
+         "budgetctl: invalid uid '4294967295' for --user: uids go from 0 to 4294967294\n"},
+};
+
+START_TEST(test_budgetctl_set_usage) {
+        const struct set_usage_row *row = &set_usage_rows[_i];
+        char missing[300];
+        CommandResult res;
+
+        snprintf(missing, sizeof(missing), "%s/no-daemon-here.sock", harness_dir());
+        budgetctl_run(missing, NULL, row->args, &res);
+        ck_assert_msg(res.status == 2, "row '%s': exit %d, expected 2 (stderr: %s)", row->name, res.status,
+                      res.err);
+        ck_assert_msg(strcmp(res.err, row->err) == 0, "row '%s': stderr is\n%s\nexpected\n%s", row->name,
+                      res.err, row->err);
+        ck_assert_msg(res.out[0] == '\0', "row '%s': printed on stdout: %s", row->name, res.out);
+        command_result_done(&res);
+}
+END_TEST
+
+/* Runs budgetctl ARGS... and expects exit 0 and exactly want on stdout (when not NULL). */
+static void expect_output(const TestDaemon *d, const char *const args[], const char *want,
+                          const char *what) {
+        CommandResult res;
+
+        budgetctl_run(d->socket_path, NULL, args, &res);
+        ck_assert_msg(res.status == 0, "%s: exit %d (stderr: %s)", what, res.status, res.err);
+        ck_assert_msg(!want || strcmp(res.out, want) == 0, "%s: stdout is\n%s\nexpected\n%s", what, res.out,
+                      want);
+        command_result_done(&res);
+}
+
+/* Runs budgetctl ARGS... and expects exit status and exactly want on stderr. */
+static void expect_error(const TestDaemon *d, const char *const args[], int status, const char *want,
+                         const char *what) {
+        CommandResult res;
+
+        budgetctl_run(d->socket_path, NULL, args, &res);
+        ck_assert_msg(res.status == status, "%s: exit %d, expected %d (stderr: %s)", what, res.status,
+                      status, res.err);
+        ck_assert_msg(strcmp(res.err, want) == 0, "%s: stderr is\n%s\nexpected\n%s", what, res.err, want);
+        command_result_done(&res);
+}
+
+/* The daemon's Status (every scope) and the limit of one window of one scope (-1: none). */
+static int64_t status_window_limit(tb_client *admin, const char *scope_name, const char *span) {
+        json_object *st = harness_admin(admin, "Status"), *scope = status_scope(st, scope_name);
+        int64_t limit = -1;
+
+        ck_assert_msg(scope, "no scope %s in Status: %s", scope_name, json_object_to_json_string(st));
+        scope_window_used(scope, span, &limit);
+        json_object_put(st);
+        return limit;
+}
+
+/*
+ * set changes a limit on the running daemon, names the scope as the daemon
+ * does (a user name becomes the uid) and says how many scopes changed; a
+ * Request is then refused naming that scope, and allowed again once the
+ * limit is lifted. A kind's defaults reach the scopes that appear later.
+ */
+START_TEST(test_budgetctl_set) {
+        TestDaemon *d = harness_daemon_start("hard_multiplier = 2.0;\n");
+        tb_client *c = harness_client(d), *admin = harness_client(d);
+        char user_scope[64], by_name[300], want[400], agent_scope[64];
+        const char *call = "";
+        tb_grant g, g2;
+        int r;
+
+        snprintf(user_scope, sizeof(user_scope), "user:%u", (unsigned)getuid());
+        snprintf(by_name, sizeof(by_name), "user:%s", own_user_name());
+        snprintf(agent_scope, sizeof(agent_scope), "agent:%u:it-set", (unsigned)getuid());
+        /* A cycle first, so that the user's scope is tracked (75 tokens used this minute). */
+        r = harness_cycle(c, 100, &call);
+        ck_assert_msg(r == 0, "cycle: %s: %d %s", call, r, tb_client_error(c));
+
+        snprintf(want, sizeof(want),
+                 "%s: tokens_per_minute=1000 max_tokens_in_flight=5000 (1 scope changed)\n", user_scope);
+        expect_output(d,
+                      (const char *const[]){"set", by_name, "tokens_per_minute=1000",
+                                            "max_tokens_in_flight=5000", NULL},
+                      want, "set user:NAME");
+        ck_assert_int_eq(status_window_limit(admin, user_scope, "minute"), 1000);
+
+        /* 2 x 600 reserved does not fit in 1000 - 75: refused, naming the user's scope. */
+        r = tb_request(c, &(tb_request_params){.estimate = 600}, &g);
+        ck_assert_msg(r == -EDQUOT, "a request over the new limit: %d %s", r, tb_client_error(c));
+        ck_assert_pstr_eq(tb_client_error_parameter(c, "scope"), user_scope);
+        ck_assert_pstr_eq(tb_client_error_parameter(c, "limit"), "1000");
+
+        snprintf(want, sizeof(want), "%s: tokens_per_minute=0 (1 scope changed)\n", user_scope);
+        expect_output(d, (const char *const[]){"set", user_scope, "tokens_per_minute=0", NULL}, want,
+                      "set user:UID ...=0");
+        ck_assert_int_eq(status_window_limit(admin, user_scope, "minute"), -1);
+        ck_assert_msg(tb_request(c, &(tb_request_params){.estimate = 600}, &g) == 0,
+                      "the request once the limit is lifted: %s", tb_client_error(c));
+
+        /* A kind's defaults: an agent scope that appears later has them. */
+        {
+                CommandResult res;
+
+                budgetctl_run(d->socket_path, NULL,
+                              (const char *const[]){"set", "agent", "max_allocations=1", NULL}, &res);
+                ck_assert_msg(res.status == 0 &&
+                                      strncmp(res.out,
+                                              "agent: max_allocations=1 (the defaults of agent "
+                                              "scopes; ",
+                                              strlen("agent: max_allocations=1 (the defaults of agent "
+                                                     "scopes; ")) == 0,
+                              "set agent: exit %d, stdout %s, stderr %s", res.status, res.out, res.err);
+                command_result_done(&res);
+        }
+        ck_assert_msg(tb_request(c, &(tb_request_params){.estimate = 10, .agent = "it-set"}, &g2) == 0,
+                      "the agent's first request: %s", tb_client_error(c));
+        r = tb_request(c, &(tb_request_params){.estimate = 10, .agent = "it-set"}, &g2);
+        ck_assert_msg(r == -EUSERS, "the agent's second request: %d %s", r, tb_client_error(c));
+        ck_assert_pstr_eq(tb_client_error_parameter(c, "scope"), agent_scope);
+
+        /* What the daemon does not have. */
+        expect_error(
+                d, (const char *const[]){"set", "process:1", "tokens_per_minute=5", NULL}, 1,
+                "budgetctl: unknown scope 'process:1': no such process is tracked (a process scope must "
+                "exist to be changed)\n",
+                "set process:1");
+        expect_error(d, (const char *const[]){"set", "rule:no-such-rule", "tokens_per_minute=5", NULL}, 1,
+                     "budgetctl: unknown scope 'rule:no-such-rule': no rule of that name is configured\n",
+                     "set rule:no-such-rule");
+
+        /* --json prints the daemon's reply. */
+        {
+                CommandResult res;
+                json_object *o;
+
+                budgetctl_run(
+                        d->socket_path, NULL,
+                        (const char *const[]){"--json", "set", "global", "tokens_per_day=123456", NULL},
+                        &res);
+                o = parse_json_output(&res, "budgetctl --json set global");
+                ck_assert_msg(strcmp(json_str(o, "scope", "set --json"), "global") == 0 &&
+                                      json_int(o, "scopes", "set --json") == 1,
+                              "set --json: %s", res.out);
+                json_object_put(o);
+                command_result_done(&res);
+        }
+        ck_assert_int_eq(status_window_limit(admin, "global", "day"), 123456);
+        tb_client_close(c);
+        tb_client_close(admin);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+#define RELOAD_REFUSED "budgetctl: the configuration was not reloaded; tokenbudgetd keeps the one it has:\n"
+
+static void rewrite_config(const TestDaemon *d, const char *text) {
+        char tmp[320];
+        FILE *f;
+
+        /* Replaced whole, as an editor or a package manager does. */
+        snprintf(tmp, sizeof(tmp), "%s.new", d->config_path);
+        f = fopen(tmp, "we");
+        ck_assert_msg(f, "%s: %s", tmp, strerror(errno));
+        fputs(text, f);
+        ck_assert_int_eq(fclose(f), 0);
+        ck_assert_msg(rename(tmp, d->config_path) == 0, "rename to %s: %s", d->config_path, strerror(errno));
+}
+
+static void expect_report(tb_client *c, const tb_grant *g, uint64_t total, const char *what) {
+        tb_report_reply rep;
+
+        ck_assert_msg(tb_report(c, &(tb_report_params){.allocation = g->allocation, .input_tokens = total},
+                                &rep) == 0,
+                      "%s: report on %s: %s", what, g->allocation, tb_client_error(c));
+        ck_assert_msg(rep.used == total, "%s: used %" PRIu64 ", expected %" PRIu64, what, rep.used, total);
+}
+
+/*
+ * reload applies a good file (limits changed with set are forgotten) and
+ * refuses a bad one with every FILE:LINE reason, keeping the old limits;
+ * open allocations go on through both.
+ */
+START_TEST(test_budgetctl_reload) {
+        TestDaemon *d = harness_daemon_start("global: { tokens_per_minute = 100000; };\n");
+        tb_client *c = harness_client(d), *admin = harness_client(d);
+        char want[1200];
+        CommandResult res;
+        tb_grant g1, g2;
+
+        ck_assert_msg(tb_request(c, &(tb_request_params){.estimate = 1000}, &g1) == 0, "request: %s",
+                      tb_client_error(c));
+        expect_report(c, &g1, 100, "before the reloads");
+        expect_output(d, (const char *const[]){"set", "global", "tokens_per_minute=5000", NULL}, NULL,
+                      "set global");
+        ck_assert_int_eq(status_window_limit(admin, "global", "minute"), 5000);
+
+        rewrite_config(d, "# a good file\nglobal: { tokens_per_minute = 200000; };\n");
+        expect_output(d, (const char *const[]){"reload", NULL}, "tokenbudgetd reloaded its configuration\n",
+                      "reload of a good file");
+        ck_assert_int_eq(status_window_limit(admin, "global", "minute"), 200000);
+        expect_report(c, &g1, 200, "after a good reload");
+
+        ck_assert_msg(tb_request(c, &(tb_request_params){.estimate = 1000}, &g2) == 0, "request: %s",
+                      tb_client_error(c));
+        rewrite_config(d, "global: {\n  tokens_per_minute = -5;\n};\nhard_multiplier = 7.5;\n");
+        budgetctl_run(d->socket_path, NULL, (const char *const[]){"reload", NULL}, &res);
+        ck_assert_msg(res.status == 1, "reload of a bad file: exit %d, expected 1 (stderr: %s)", res.status,
+                      res.err);
+        /* The first line, then the daemon's reasons, one per line (in the daemon's order). */
+        ck_assert_msg(strncmp(res.err, RELOAD_REFUSED, strlen(RELOAD_REFUSED)) == 0 && lines(res.err) == 3,
+                      "reload of a bad file: stderr does not start with \"%s\" and two reasons:\n%s",
+                      RELOAD_REFUSED, res.err);
+        snprintf(want, sizeof(want),
+                 "\n%s:2: global.tokens_per_minute must be between 0 and 999999999999, got -5\n",
+                 d->config_path);
+        ck_assert_msg(strstr(res.err, want), "reload of a bad file: no line%s in\n%s", want, res.err);
+        snprintf(want, sizeof(want), "\n%s:4: hard_multiplier must be between 1.0 and 5.0, got 7.5\n",
+                 d->config_path);
+        ck_assert_msg(strstr(res.err, want), "reload of a bad file: no line%s in\n%s", want, res.err);
+        ck_assert_msg(res.out[0] == '\0', "reload of a bad file printed on stdout: %s", res.out);
+        command_result_done(&res);
+        ck_assert_int_eq(status_window_limit(admin, "global", "minute"), 200000);
+        expect_report(c, &g1, 300, "after a refused reload");
+        expect_report(c, &g2, 50, "after a refused reload");
+        ck_assert_msg(tb_release(c, &(tb_release_params){.allocation = g1.allocation}, NULL) == 0 &&
+                              tb_release(c, &(tb_release_params){.allocation = g2.allocation}, NULL) == 0,
+                      "release after the reloads: %s", tb_client_error(c));
+        tb_client_close(c);
+        tb_client_close(admin);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* Every scope of a status --json reply passes keep(); global is always there. */
+static void expect_scopes(json_object *o, bool (*keep)(json_object *scope, const void *arg), const void *arg,
+                          const char *what) {
+        json_object *scopes;
+
+        ck_assert_msg(json_object_object_get_ex(o, "scopes", &scopes) && status_scope(o, "global"),
+                      "%s: no scopes or no global: %s", what, json_object_to_json_string(o));
+        for (size_t i = 0; i < json_object_array_length(scopes); i++) {
+                json_object *s = json_object_array_get_idx(scopes, i);
+
+                ck_assert_msg(strcmp(json_str(s, "kind", what), "global") == 0 || keep(s, arg),
+                              "%s: scope %s should not be there: %s", what, json_str(s, "name", what),
+                              json_object_to_json_string(o));
+        }
+}
+
+static bool scope_of_kind(json_object *scope, const void *kind) {
+        return strcmp(json_str(scope, "kind", "scope"), kind) == 0;
+}
+
+static bool scope_of_uid(json_object *scope, const void *uid) {
+        json_object *v;
+
+        return json_object_object_get_ex(scope, "uid", &v) && json_object_is_type(v, json_type_int) &&
+               json_object_get_int64(v) == *(const int64_t *)uid;
+}
+
+static json_object *status_json(const char *socket_path, const char *const args[], const char *what,
+                                CommandResult *res) {
+        budgetctl_run(socket_path, NULL, args, res);
+        return parse_json_output(res, what);
+}
+
+/* --kind keeps global and one kind, --user global and one user's scopes; the table says when budget frees.
+ */
+START_TEST(test_budgetctl_status_filter) {
+        TestDaemon *d = harness_daemon_start("");
+        tb_client *c = harness_client(d);
+        char agent_scope[64], user_scope[64], process_scope[64], uid_text[16];
+        int64_t uid = getuid();
+        const char *frees;
+        CommandResult res;
+        json_object *o;
+        tb_grant g;
+
+        snprintf(uid_text, sizeof(uid_text), "%u", (unsigned)getuid());
+        snprintf(agent_scope, sizeof(agent_scope), "agent:%s:it-filter", uid_text);
+        snprintf(user_scope, sizeof(user_scope), "user:%s", uid_text);
+        snprintf(process_scope, sizeof(process_scope), "process:%d", (int)getpid());
+        ck_assert_msg(tb_request(c, &(tb_request_params){.estimate = 1000, .agent = "it-filter"}, &g) == 0,
+                      "request: %s", tb_client_error(c));
+        expect_report(c, &g, 100, "status filters");
+
+        o = status_json(d->socket_path, (const char *const[]){"--json", "status", "--kind", "agent", NULL},
+                        "status --kind agent", &res);
+        expect_scopes(o, scope_of_kind, "agent", "status --kind agent");
+        ck_assert_msg(status_scope(o, agent_scope), "status --kind agent: no %s: %s", agent_scope, res.out);
+        json_object_put(o);
+        command_result_done(&res);
+
+        o = status_json(d->socket_path, (const char *const[]){"--json", "status", "--kind", "process", NULL},
+                        "status --kind process", &res);
+        expect_scopes(o, scope_of_kind, "process", "status --kind process");
+        ck_assert_msg(status_scope(o, process_scope), "status --kind process: no %s: %s", process_scope,
+                      res.out);
+        json_object_put(o);
+        command_result_done(&res);
+
+        o = status_json(d->socket_path,
+                        (const char *const[]){"--json", "status", "--user", own_user_name(), NULL},
+                        "status --user NAME", &res);
+        expect_scopes(o, scope_of_uid, &uid, "status --user NAME");
+        ck_assert_msg(status_scope(o, user_scope) && status_scope(o, agent_scope),
+                      "status --user NAME: no %s or %s: %s", user_scope, agent_scope, res.out);
+        json_object_put(o);
+        command_result_done(&res);
+
+        o = status_json(
+                d->socket_path,
+                (const char *const[]){"--json", "status", "--kind", "user", "--user", uid_text, NULL},
+                "status --kind user --user UID", &res);
+        expect_scopes(o, scope_of_kind, "user", "status --kind user --user UID");
+        expect_scopes(o, scope_of_uid, &uid, "status --kind user --user UID");
+        ck_assert_msg(status_scope(o, user_scope), "status --kind user --user UID: no %s: %s", user_scope,
+                      res.out);
+        json_object_put(o);
+        command_result_done(&res);
+
+        /* The table: only those rows, and the usage frees within the minute ("in 59s", "in 1min 0s"). */
+        budgetctl_run(d->socket_path, NULL, (const char *const[]){"status", "--kind", "agent", NULL}, &res);
+        ck_assert_msg(res.status == 0, "status --kind agent: exit %d: %s", res.status, res.err);
+        ck_assert_msg(table_has_row(res.out, "global") && table_has_row(res.out, agent_scope) &&
+                              !table_has_row(res.out, user_scope) && !table_has_row(res.out, process_scope),
+                      "status --kind agent: rows other than global and %s:\n%s", agent_scope, res.out);
+        ck_assert_msg(strstr(res.out, "  FREES\n"), "status: no FREES column:\n%s", res.out);
+        /* Committed a moment ago: out of the minute in 60 s, give or take its 1 s buckets. */
+        frees = strstr(strstr(res.out, agent_scope), "  in ");
+        ck_assert_msg(frees && (strncmp(frees, "  in 1min 0s\n", 13) == 0 ||
+                                strncmp(frees, "  in 1min 1s\n", 13) == 0 ||
+                                (strncmp(frees, "  in 5", 6) == 0 && frees[7] == 's')),
+                      "status: the agent's usage does not free in about a minute:\n%s", res.out);
+        ck_assert_msg(strstr(strstr(res.out, agent_scope), "/64 "),
+                      "status: the agent's ALLOCS cell is not used/limit (1/64):\n%s", res.out);
+        command_result_done(&res);
+
+        tb_client_close(c);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* ---- non-admins: status and list show their own scopes, set and reload are refused ---- */
+
+#define OTHER_UID 65534
+#define ADMIN_GID 4242
+#define SETPRIV   "/usr/bin/setpriv"
+
+/*
+ * Runs budgetctl as uid OTHER_UID (gid the same) through setpriv, with the
+ * supplementary group ADMIN_GID when in_admin_group, else none.
+ */
+static void budgetctl_as_other(const char *socket_path, bool in_admin_group, const char *const args[],
+                               CommandResult *ret) {
+        char *argv[20] = {SETPRIV,
+                          "--reuid=65534",
+                          "--regid=65534",
+                          in_admin_group ? "--groups=4242" : "--clear-groups",
+                          (char *)harness_env("BUDGETCTL"),
+                          "--socket",
+                          (char *)socket_path};
+        size_t n = 7;
+
+        for (size_t i = 0; args[i]; i++) {
+                ck_assert(n + 1 < sizeof(argv) / sizeof(argv[0]));
+                argv[n++] = (char *)args[i];
+        }
+        harness_run(argv, NULL, RUN_TIMEOUT_MSEC, ret);
+}
+
+/* A child of uid OTHER_UID that holds one allocation of agent "other-agent" until killed. */
+_Noreturn static void other_child(const char *socket_path, int fd) {
+        tb_request_params p = {.estimate = 100, .agent = "other-agent"};
+        tb_client *c = NULL;
+        tb_grant g;
+
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (setgroups(0, NULL) < 0 || setgid(OTHER_UID) < 0 || setuid(OTHER_UID) < 0) {
+                dprintf(fd, "ERR setuid: %s\n", strerror(errno));
+                _exit(1);
+        }
+        if (tb_client_open(socket_path, &c, NULL) < 0 || tb_request(c, &p, &g) < 0) {
+                dprintf(fd, "ERR %s\n", c ? tb_client_error(c) : "cannot connect");
+                _exit(1);
+        }
+        dprintf(fd, "OK %s\n", g.allocation);
+        for (;;)
+                pause();
+}
+
+static pid_t other_child_start(const TestDaemon *d, char allocation[static 64]) {
+        struct pollfd pfd;
+        char line[256] = "";
+        int pipefd[2];
+        ssize_t n;
+        pid_t pid;
+
+        ck_assert_int_eq(pipe(pipefd), 0);
+        pid = fork();
+        ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
+        if (pid == 0) {
+                close(pipefd[0]);
+                other_child(d->socket_path, pipefd[1]);
+        }
+        close(pipefd[1]);
+        pfd = (struct pollfd){.fd = pipefd[0], .events = POLLIN};
+        ck_assert_msg(poll(&pfd, 1, 10000) == 1, "the child of uid %d did not report within 10 s",
+                      OTHER_UID);
+        n = read(pipefd[0], line, sizeof(line) - 1);
+        ck_assert_msg(n > 3 && strncmp(line, "OK ", 3) == 0, "the child of uid %d failed: %s", OTHER_UID,
+                      n > 0 ? line : "(nothing)");
+        line[strcspn(line, "\n")] = '\0';
+        ck_assert_msg(strlen(line + 3) < 64, "the child's allocation id is too long: %s", line + 3);
+        memcpy(allocation, line + 3, strlen(line + 3) + 1);
+        close(pipefd[0]);
+        return pid;
+}
+
+/* What uid 65534 may not do, and what budgetctl says. */
+static const struct {
+        const char *args[5];
+        const char *err;
+} denied_rows[] = {
+        {{"set", "global", "tokens_per_minute=1"},
+         "budgetctl: permission denied: 'set' is for " ADMINS_TEXT "\n"},
+        {{"set", "user:65534", "tokens_per_minute=1"},
+         "budgetctl: permission denied: 'set' is for " ADMINS_TEXT "\n"},
+        {{"reload"}, "budgetctl: permission denied: 'reload' is for " ADMINS_TEXT "\n"},
+        {{"status", "--user", "0"},
+         "budgetctl: permission denied: other users' scopes are for " ADMINS_TEXT "\n"},
+};
+
+/*
+ * A user who is no admin (uid 65534 through setpriv) sees global and their
+ * own scopes and allocations, and is refused set, reload and other users'
+ * scopes; a member of admin_group is an admin.
+ */
+START_TEST(test_budgetctl_non_admin) {
+        TestDaemon *d;
+        tb_client *c;
+        char child_agent[64], child_process[64], own_process[64], allocation[64];
+        int64_t other = OTHER_UID;
+        json_object *o, *allocs;
+        CommandResult res;
+        tb_grant g;
+        pid_t child;
+
+        if (!tb_check_need_root("budgetctl as uid 65534 (setpriv)"))
+                return;
+        if (access(SETPRIV, X_OK) != 0) {
+                tb_check_skip("budgetctl as uid 65534: no %s (util-linux)", SETPRIV);
+                return;
+        }
+        d = harness_daemon_start("admin_group = 4242;\n");
+        c = harness_client(d);
+        ck_assert_msg(tb_request(c, &(tb_request_params){.estimate = 100}, &g) == 0, "request: %s",
+                      tb_client_error(c));
+        child = other_child_start(d, allocation);
+        snprintf(child_agent, sizeof(child_agent), "agent:%d:other-agent", OTHER_UID);
+        snprintf(child_process, sizeof(child_process), "process:%d", (int)child);
+        snprintf(own_process, sizeof(own_process), "process:%d", (int)getpid());
+
+        budgetctl_as_other(d->socket_path, false, (const char *const[]){"--json", "status", "--all", NULL},
+                           &res);
+        if (res.status == 126 || res.status == 127) {
+                tb_check_skip("uid 65534 cannot run %s (is the build directory private?): %s",
+                              harness_env("BUDGETCTL"), res.err);
+                command_result_done(&res);
+                kill(child, SIGKILL);
+                waitpid(child, NULL, 0);
+                tb_client_close(c);
+                harness_daemon_stop(d);
+                return;
+        }
+        o = parse_json_output(&res, "status --all as uid 65534");
+        expect_scopes(o, scope_of_uid, &other, "status --all as uid 65534");
+        ck_assert_msg(status_scope(o, "user:65534") && status_scope(o, child_agent) &&
+                              status_scope(o, child_process) && !status_scope(o, "user:0") &&
+                              !status_scope(o, own_process),
+                      "status --all as uid 65534: expected global, user:65534, %s and %s only: %s",
+                      child_agent, child_process, res.out);
+        json_object_put(o);
+        command_result_done(&res);
+
+        budgetctl_as_other(d->socket_path, false, (const char *const[]){"status", NULL}, &res);
+        ck_assert_msg(res.status == 0 && table_has_row(res.out, "global") &&
+                              table_has_row(res.out, "user:65534") && !table_has_row(res.out, "user:0"),
+                      "status as uid 65534: exit %d:\n%s%s", res.status, res.out, res.err);
+        command_result_done(&res);
+
+        budgetctl_as_other(d->socket_path, false, (const char *const[]){"--json", "list", NULL}, &res);
+        o = parse_json_output(&res, "list as uid 65534");
+        ck_assert_msg(json_object_object_get_ex(o, "allocations", &allocs) &&
+                              json_object_array_length(allocs) == 1 &&
+                              strcmp(json_str(json_object_array_get_idx(allocs, 0), "id", "list"),
+                                     allocation) == 0,
+                      "list as uid 65534: expected only %s: %s", allocation, res.out);
+        json_object_put(o);
+        command_result_done(&res);
+
+        for (size_t i = 0; i < sizeof(denied_rows) / sizeof(denied_rows[0]); i++) {
+                budgetctl_as_other(d->socket_path, false, denied_rows[i].args, &res);
+                ck_assert_msg(res.status == 1 && strcmp(res.err, denied_rows[i].err) == 0,
+                              "'%s %s' as uid 65534: exit %d, stderr\n%s\nexpected exit 1 and\n%s",
+                              denied_rows[i].args[0], denied_rows[i].args[1] ? denied_rows[i].args[1] : "",
+                              res.status, res.err, denied_rows[i].err);
+                command_result_done(&res);
+        }
+        ck_assert_int_eq(status_window_limit(c, "global", "minute"), 2000000);
+
+        /* Their own uid, asked for. */
+        budgetctl_as_other(d->socket_path, false,
+                           (const char *const[]){"--json", "status", "--user", "65534", NULL}, &res);
+        o = parse_json_output(&res, "status --user 65534 as uid 65534");
+        ck_assert_msg(status_scope(o, "user:65534"), "status --user 65534 as uid 65534: %s", res.out);
+        json_object_put(o);
+        command_result_done(&res);
+
+        /* A member of admin_group is an admin. */
+        budgetctl_as_other(d->socket_path, true, (const char *const[]){"--json", "status", "--all", NULL},
+                           &res);
+        o = parse_json_output(&res, "status --all in admin_group");
+        ck_assert_msg(status_scope(o, "user:0") && status_scope(o, own_process),
+                      "status --all in admin_group: does not see root's scopes: %s", res.out);
+        json_object_put(o);
+        command_result_done(&res);
+        budgetctl_as_other(d->socket_path, true,
+                           (const char *const[]){"set", "global", "tokens_per_minute=1234", NULL}, &res);
+        ck_assert_msg(res.status == 0 &&
+                              strcmp(res.out, "global: tokens_per_minute=1234 (1 scope changed)\n") == 0,
+                      "set in admin_group: exit %d: %s%s", res.status, res.out, res.err);
+        command_result_done(&res);
+        ck_assert_int_eq(status_window_limit(c, "global", "minute"), 1234);
+
+        ck_assert_int_eq(kill(child, SIGKILL), 0);
+        ck_assert_int_eq(waitpid(child, NULL, 0), child);
+        tb_client_close(c);
+        harness_daemon_stop(d);
+}
+END_TEST
+
 /* ---- 10. tokenbudgetd's command line ------------------------------------------------ */
 
 static void run_daemon(const char *a1, const char *a2, const char *a3, const char *a4, CommandResult *ret) {
@@ -794,6 +1445,17 @@ static Suite *tools_suite(void) {
         tcase_add_test(tc, test_budgetctl_too_old_for_all);
         tcase_add_test(tc, test_budgetctl_not_running);
         tcase_add_test(tc, test_budgetctl_start_hint);
+        suite_add_tcase(s, tc);
+        tc = harness_tcase("budgetctl_steer", 60);
+        tcase_add_loop_test(tc, test_budgetctl_set_usage, 0,
+                            (int)(sizeof(set_usage_rows) / sizeof(set_usage_rows[0])));
+        tcase_add_test(tc, test_budgetctl_set);
+        tcase_add_test(tc, test_budgetctl_reload);
+        tcase_add_test(tc, test_budgetctl_status_filter);
+        suite_add_tcase(s, tc);
+        tc = harness_tcase("budgetctl_non_admin", 60);
+        tb_check_tag_root(tc);
+        tcase_add_test(tc, test_budgetctl_non_admin);
         suite_add_tcase(s, tc);
         tc = harness_tcase("example_agent", 30);
         tcase_add_test(tc, test_example_agent);
