@@ -1319,6 +1319,8 @@ static const struct bad_config_row {
         {"max_output_bytes below 65536", "limits: {\n  max_output_bytes = 1000;\n};\n", 2},
         {"default_estimate of the wrong type", "log_level = \"info\";\ndefault_estimate = \"lots\";\n", 2},
         {"negative token limit", "global: {\n  tokens_per_minute = -5;\n};\n", 2},
+        {"malformed glob in a rule", "rules = (\n  { name = \"r\"; match = { unit = \"[x\"; }; }\n);\n", 2},
+        {"unknown per", "rules = ( { name = \"r\";\n per = \"team\"; } );\n", 2},
 };
 
 START_TEST(test_check_config) {
@@ -1340,6 +1342,27 @@ START_TEST(test_check_config) {
                               "--check-config: \"%s\" not printed: %s%s", ok, res.out, res.err);
         }
         command_result_done(&res);
+
+        /* A rule that can never match: a warning on stderr, and still OK. */
+        {
+                char path[300], expect[512];
+
+                write_config("warn.conf",
+                             "rules = (\n  { name = \"ghost\";\n    match = { user = \"no-such-user-tb\"; "
+                             "}; }\n);\n",
+                             path, sizeof(path));
+                run_daemon("--check-config", path, NULL, NULL, &res);
+                snprintf(expect, sizeof(expect),
+                         "%s:2: warning: rule 'ghost': match.user 'no-such-user-tb' is not a known user; "
+                         "the rule "
+                         "can never match",
+                         path);
+                ck_assert_msg(res.status == 0 && strstr(res.err, expect),
+                              "--check-config of a rule naming an unknown user: exit %d, expected 0 and "
+                              "\"%s\" on stderr: %s%s",
+                              res.status, expect, res.out, res.err);
+                command_result_done(&res);
+        }
 
         for (size_t i = 0; i < sizeof(bad_config_rows) / sizeof(bad_config_rows[0]); i++) {
                 char path[300], name[32], where[330];
