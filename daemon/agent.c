@@ -107,6 +107,9 @@ static int method_request(const DispatchContext *ctx, Call *call, const VarlinkV
                         return call_invalid_parameter(call, VL_IN_AGENT_REQUEST_ESTIMATE);
                 req.estimate = (uint64_t)v[REQ_ESTIMATE].i;
         }
+        /* A name is kept as agent:UID:NAME: an empty one names nothing. */
+        if (req.agent && !*req.agent)
+                return call_invalid_parameter(call, VL_IN_AGENT_REQUEST_AGENT);
         if (v[REQ_PRIORITY].present) {
                 r = priority_from_string(v[REQ_PRIORITY].s);
                 if (r < 0)

@@ -183,6 +183,10 @@ START_TEST(test_rule_per_agent) {
         reply = request(r, "\"estimate\":10");
         (void)granted_id(reply, "no agent");
         json_object_put(reply);
+        reply = request(r, "\"estimate\":10,\"agent\":\"\"");
+        assert_error(reply, "org.varlink.service.InvalidParameter", "parameter", "agent",
+                     "an empty agent name");
+        json_object_put(reply);
         raw_close(r);
         harness_daemon_stop(d);
 }
