@@ -626,6 +626,16 @@ static int chain_add(ScopeTable *t, ScopeChain *c, ScopeKind kind, const char *n
         return 0;
 }
 
+/* Unit names may contain ':', so a system unit "1000:app.service" is named
+ * like uid 1000's user unit "app.service": the entries are told apart (and
+ * never share a budget) by a discriminator that only the user manager's
+ * scopes carry. */
+#define USER_MANAGER_FLAG (UINT64_C(1) << 63)
+
+static uint64_t user_manager_discriminator(const CgroupUnits *u) {
+        return u->user_unit && u->has_owner ? USER_MANAGER_FLAG | u->owner_uid : 0;
+}
+
 static int chain_add_rule(ScopeTable *t, ScopeChain *c, size_t rule, const char *agent, uint64_t now,
                           ScopeFailure *ret_failure) {
         const RuleConfig *rc = rule_set_rule(t->rules, rule);
@@ -639,8 +649,10 @@ static int chain_add_rule(ScopeTable *t, ScopeChain *c, size_t rule, const char 
         if (r < 0)
                 return r == -ENOBUFS ? -EINVAL : r;
         return chain_add(t, c, SCOPE_RULE, name,
-                         rc->per == RULE_PER_PROCESS ? c->principal->start_time + 1 : 0, owner, now,
-                         ret_failure);
+                         rc->per == RULE_PER_PROCESS ? c->principal->start_time + 1
+                         : rc->per == RULE_PER_UNIT  ? user_manager_discriminator(c->principal->units)
+                                                     : 0,
+                         owner, now, ret_failure);
 }
 
 /* user-UID.slice belongs to that user; other system slices are shared. */
@@ -676,11 +688,13 @@ static int chain_build_base(ScopeTable *t, ScopeChain *c, uint64_t now, ScopeFai
         for (size_t i = 0; r >= 0 && u->has_owner && i < u->n_user_slices; i++) {
                 snprintf(name, sizeof(name), "slice:%" PRIu32 ":%s", (uint32_t)u->owner_uid,
                          u->user_slices[i]);
-                r = chain_add(t, c, SCOPE_SLICE, name, 0, unit_owner, now, ret_failure);
+                r = chain_add(t, c, SCOPE_SLICE, name, USER_MANAGER_FLAG | u->owner_uid, unit_owner, now,
+                              ret_failure);
         }
         if (r >= 0 && u->has_owner && u->user_unit) {
                 snprintf(name, sizeof(name), "unit:%" PRIu32 ":%s", (uint32_t)u->owner_uid, u->user_unit);
-                r = chain_add(t, c, SCOPE_UNIT, name, 0, unit_owner, now, ret_failure);
+                r = chain_add(t, c, SCOPE_UNIT, name, USER_MANAGER_FLAG | u->owner_uid, unit_owner, now,
+                              ret_failure);
         }
         if (r >= 0) {
                 if (c->n_scopes >= LEDGER_SCOPES_MAX)

@@ -1898,6 +1898,50 @@ START_TEST(test_random) {
 }
 END_TEST
 
+/* Unit names may contain ':': root's system unit "1000:app.service" is
+ * named like uid 1000's user unit "app.service" (unit:1000:app.service), and
+ * a per-unit rule keys both "1000:app.service". They must stay two budgets,
+ * each with its own owner. */
+START_TEST(test_system_unit_named_like_user_unit) {
+        static const CgroupUnits units_colon = {.unit = "1000:app.service"};
+        static const Principal colon = {
+                .uid = 0, .gid = 0, .pid = 5150, .comm = "svc", .exe = "svc", .units = &units_colon};
+        RuleConfig rules[] = {{.name = S("units"), .per = RULE_PER_UNIT}};
+        Fixture f;
+        ScopeChain *a, *b;
+        Resolved ra, rb;
+        LedgerScope *ua = NULL, *ub = NULL, *rua = NULL, *rub = NULL;
+
+        fixture_init(&f, rules, N_ROWS(rules));
+        a = chain_new(&f, &alice, false);
+        b = chain_new(&f, &colon, true);
+        resolve_ok(&f, a, NULL, T0, &ra);
+        resolve_ok(&f, b, NULL, T0, &rb);
+        for (size_t i = 0; i < ra.n; i++) {
+                if (strcmp(ledger_scope_name(ra.scopes[i]), "unit:1000:app.service") == 0)
+                        ua = ra.scopes[i];
+                if (strcmp(ledger_scope_name(ra.scopes[i]), "rule:units:1000:app.service") == 0)
+                        rua = ra.scopes[i];
+        }
+        for (size_t i = 0; i < rb.n; i++) {
+                if (strcmp(ledger_scope_name(rb.scopes[i]), "unit:1000:app.service") == 0)
+                        ub = rb.scopes[i];
+                if (strcmp(ledger_scope_name(rb.scopes[i]), "rule:units:1000:app.service") == 0)
+                        rub = rb.scopes[i];
+        }
+        ck_assert_msg(ua && ub && rua && rub, "chains: %s / %s", ra.names, rb.names);
+        ck_assert_ptr_ne(ua, ub);
+        ck_assert_ptr_ne(rua, rub);
+        ck_assert_int_eq(scope_entry_owner(scope_table_entry_of(ua)), 1000);
+        ck_assert_int_eq(scope_entry_owner(scope_table_entry_of(ub)), -1);
+        ck_assert_int_eq(scope_entry_owner(scope_table_entry_of(rua)), 1000);
+        ck_assert_int_eq(scope_entry_owner(scope_table_entry_of(rub)), -1);
+        scope_chain_free(f.t, a, T0);
+        scope_chain_free(f.t, b, T0);
+        fixture_done(&f);
+}
+END_TEST
+
 static Suite *scopes_suite(void) {
         Suite *s = suite_create("scopes");
         TCase *tc = tcase_create("core");
@@ -1907,6 +1951,7 @@ static Suite *scopes_suite(void) {
         tcase_add_test(tc, test_chain_order);
         tcase_add_test(tc, test_chain_agent_switching);
         tcase_add_test(tc, test_failure_names_long_scope);
+        tcase_add_test(tc, test_system_unit_named_like_user_unit);
         tcase_add_test(tc, test_agent_scoped_within_uid);
         tcase_add_test(tc, test_agent_cache);
         tcase_add_test(tc, test_reload_rebuilds);
