@@ -12,8 +12,21 @@
  * Extra modes for the cost-of-scale measurements: --hold M opens M
  * allocations on one extra connection before the run (and reports the
  * server's RSS growth), --cycles-per-conn C stops every connection after C
- * cycles and reports the server's RSS with the connections left idle, and
- * --capture prints the sizes of one real cycle's replies (for the floor).
+ * cycles and reports the server's RSS with the connections left idle,
+ * --capture prints the sizes of one real cycle's replies (for the floor) and
+ * --scopes the budgets the daemon charges one allocation to (from admin
+ * Status while the allocation is open), so the bench states what it measured.
+ * --agent NAME sets the agent name the Requests declare ("": none).
+ *
+ * Lockstep: with --socket given several times (up to TARGETS_MAX servers),
+ * one connection per server and exactly one call outstanding in all: a
+ * cycle on server 0, then one on server 1, ..., then server 0 again. Every
+ * server then sees the same moments of this shared host (a preempted stretch
+ * hits all of them alike), which time-sliced runs seconds apart cannot give
+ * for latency. --server-pid and --hold may be repeated in the same order
+ * (a different number of open allocations per server). One output line per
+ * server, with target=I; cycles_per_sec is then the rate while it was
+ * served (cycles over the time its cycles took), what it would do alone.
  *
  * What it does not do: validate replies beyond what it needs (the allocation
  * id, whether it is an error), or speak any Varlink feature but plain calls.
@@ -45,6 +58,8 @@
  * enough that the replies fit the socket buffer. */
 #define HOLD_BATCH  256
 #define EPOLL_BATCH 512
+/* Servers one lockstep run alternates between. */
+#define TARGETS_MAX 8
 
 /* Log-linear histogram: exact below 128 ns, then 128 buckets per power of two. */
 #define HIST_SUB_BITS 7
@@ -79,22 +94,28 @@ typedef struct Histogram {
 
 typedef struct Options {
         Proto proto;
-        const char *socket_path;
+        const char *socket_paths[TARGETS_MAX];
+        unsigned n_targets; /* sockets given; > 1: lockstep */
         unsigned n_conns;
         unsigned n_reports;
         double warmup_sec;
         double duration_sec;
-        pid_t server_pid;
+        pid_t server_pids[TARGETS_MAX];
+        unsigned n_server_pids;
         const char *sha[_CALL_MAX];
-        unsigned hold;
+        unsigned holds[TARGETS_MAX]; /* allocations to hold open per server */
+        unsigned n_holds;
         unsigned cycles_per_conn;
         bool capture;
+        bool scopes;
+        const char *agent;     /* declared in every Request; "" or NULL: none */
         uint64_t limit_tokens; /* the limits passed to the Redis reserve script */
 } Options;
 
 typedef struct Conn {
         int fd;
         unsigned index;
+        unsigned target;     /* which server (lockstep), else 0 */
         CallKind call;       /* the call outstanding */
         unsigned n_reported; /* reports done in this cycle */
         uint64_t n_cycles;   /* cycles completed */
@@ -110,16 +131,27 @@ typedef struct Conn {
 
 typedef struct Stats {
         uint64_t cycles, calls, errors;
+        uint64_t cycle_nsec; /* the time the measured cycles took, summed */
         Histogram cycle, call, per_call[_CALL_MAX];
 } Stats;
+
+/* What --hold did to one server. */
+typedef struct HoldResult {
+        unsigned count;
+        uint64_t errors, rss0_kib, rss1_kib;
+        int fd;
+} HoldResult;
 
 typedef struct Run {
         const Options *opt;
         int epoll_fd;
         Conn *conns;
+        unsigned n_conns; /* opt->n_conns, or one per server in lockstep */
+        bool lockstep;
         unsigned n_idle;
         bool measuring;
-        Stats stats;
+        Stats *stats; /* one per server */
+        HoldResult holds[TARGETS_MAX];
         char last_error[256];
         pid_t self_pid;
 } Run;
@@ -254,6 +286,10 @@ static void tokens_at_step(unsigned step, uint64_t *ret_input, uint64_t *ret_out
         *ret_output = (uint64_t)step * STEP_OUTPUT_TOKENS;
 }
 
+/* The agent name of every Request (set once from --agent; NULL: none). It
+ * must need no JSON escaping: parse_options() allows [A-Za-z0-9_.-]. */
+static const char *request_agent = "loadgen";
+
 static size_t varlink_message(const Conn *c, char *buf, size_t size) {
         uint64_t input, output;
         int n;
@@ -262,8 +298,9 @@ static size_t varlink_message(const Conn *c, char *buf, size_t size) {
         case CALL_REQUEST:
                 n = snprintf(buf, size,
                              "{\"method\":\"io.tokenbudget.agent.Request\",\"parameters\":{\"estimate\":%d,"
-                             "\"agent\":\"loadgen\",\"class\":\"bench\"}}",
-                             ESTIMATE_TOKENS);
+                             "%s%s%s\"class\":\"bench\"}}",
+                             ESTIMATE_TOKENS, request_agent ? "\"agent\":\"" : "", request_agent ?: "",
+                             request_agent ? "\"," : "");
                 break;
         case CALL_REPORT:
                 tokens_at_step(c->n_reported + 1, &input, &output);
@@ -450,28 +487,31 @@ static void record_call(Run *run, const Conn *c, uint64_t now) {
 
         if (!run->measuring)
                 return;
-        run->stats.calls++;
-        hist_record(&run->stats.call, lat);
-        hist_record(&run->stats.per_call[c->call], lat);
+        run->stats[c->target].calls++;
+        hist_record(&run->stats[c->target].call, lat);
+        hist_record(&run->stats[c->target].per_call[c->call], lat);
 }
 
 static void record_cycle(Run *run, const Conn *c, uint64_t now) {
         if (!run->measuring)
                 return;
-        run->stats.cycles++;
-        hist_record(&run->stats.cycle, now - c->cycle_start_nsec);
+        run->stats[c->target].cycles++;
+        run->stats[c->target].cycle_nsec += now - c->cycle_start_nsec;
+        hist_record(&run->stats[c->target].cycle, now - c->cycle_start_nsec);
 }
 
 /* Counts an error reply; the cycle is abandoned and a new one starts (the
  * connection keeps whatever the server holds for it). */
-static void record_error(Run *run, const char *msg) {
-        run->stats.errors++;
+static void record_error(Run *run, const Conn *c, const char *msg) {
+        run->stats[c->target].errors++;
         if (run->last_error[0] == 0)
                 snprintf(run->last_error, sizeof(run->last_error), "error reply: %.200s", msg);
 }
 
 static int conn_next(Run *run, Conn *c, uint64_t now) {
         c->n_cycles++;
+        if (run->lockstep) /* the next server's turn */
+                return conn_start_cycle(run, &run->conns[(c->index + 1) % run->n_conns], now);
         if (run->opt->cycles_per_conn > 0 && c->n_cycles >= run->opt->cycles_per_conn) {
                 c->idle = true;
                 run->n_idle++;
@@ -484,14 +524,14 @@ static int conn_next(Run *run, Conn *c, uint64_t now) {
 static int conn_on_reply(Run *run, Conn *c, const char *msg, bool is_error, uint64_t now) {
         record_call(run, c, now);
         if (is_error) {
-                record_error(run, msg);
+                record_error(run, c, msg);
                 return conn_start_cycle(run, c, now);
         }
         switch (c->call) {
         case CALL_REQUEST:
                 if (run->opt->proto == PROTO_VARLINK &&
                     varlink_alloc_id(msg, c->alloc_id, sizeof(c->alloc_id)) < 0) {
-                        record_error(run, msg);
+                        record_error(run, c, msg);
                         return conn_start_cycle(run, c, now);
                 }
                 c->call = run->opt->n_reports > 0 ? CALL_REPORT : CALL_RELEASE;
@@ -574,19 +614,20 @@ static int run_open(Run *run) {
         run->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
         if (run->epoll_fd < 0)
                 return -errno;
-        run->conns = calloc(opt->n_conns, sizeof(Conn));
+        run->conns = calloc(run->n_conns, sizeof(Conn));
         if (!run->conns)
                 return -ENOMEM;
-        for (unsigned i = 0; i < opt->n_conns; i++) {
+        for (unsigned i = 0; i < run->n_conns; i++) {
                 Conn *c = &run->conns[i];
                 struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
                 int r;
 
                 c->index = i;
-                r = connect_unix(opt->socket_path, true, &c->fd);
+                c->target = run->lockstep ? i : 0;
+                r = connect_unix(opt->socket_paths[c->target], true, &c->fd);
                 if (r < 0) {
-                        fprintf(stderr, "loadgen: connection %u to %s: %s\n", i, opt->socket_path,
-                                strerror(-r));
+                        fprintf(stderr, "loadgen: connection %u to %s: %s\n", i,
+                                opt->socket_paths[c->target], strerror(-r));
                         return r;
                 }
                 if (epoll_ctl(run->epoll_fd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
@@ -597,7 +638,7 @@ static int run_open(Run *run) {
 
 static void run_close(Run *run) {
         if (run->conns)
-                for (unsigned i = 0; i < run->opt->n_conns; i++)
+                for (unsigned i = 0; i < run->n_conns; i++)
                         if (run->conns[i].fd > 0)
                                 close(run->conns[i].fd);
         free(run->conns);
@@ -615,7 +656,7 @@ static int run_loop(Run *run, uint64_t deadline) {
                 uint64_t now = now_nsec();
                 int n, timeout_msec;
 
-                if (now >= deadline || (run->opt->n_conns > 0 && run->n_idle == run->opt->n_conns))
+                if (now >= deadline || (run->n_conns > 0 && run->n_idle == run->n_conns))
                         return 0;
                 timeout_msec = (int)((deadline - now + 999999) / 1000000);
                 n = epoll_wait(run->epoll_fd, events, EPOLL_BATCH, timeout_msec);
@@ -640,16 +681,29 @@ static void print_quantiles(const char *name, const Histogram *h) {
                hist_quantile_usec(h, 0.99), name, hist_quantile_usec(h, 0.999));
 }
 
-static void print_results(const Run *run, double elapsed_sec, int64_t server_cpu_usec,
+static void print_results(const Run *run, unsigned target, double elapsed_sec, int64_t server_cpu_usec,
                           uint64_t client_cpu_usec) {
-        const Stats *st = &run->stats;
+        const Stats *st = &run->stats[target];
+        const HoldResult *h = &run->holds[target];
         double cycles = st->cycles > 0 ? (double)st->cycles : 1.0;
+        /* In lockstep a server is served only part of the time: its rate is
+         * over the time its own cycles took. */
+        double served_sec = run->lockstep ? (double)st->cycle_nsec / 1e9 : elapsed_sec;
 
+        if (served_sec <= 0)
+                served_sec = elapsed_sec;
+        if (run->lockstep)
+                printf("target=%u lockstep=%u ", target, run->n_conns);
+        if (h->count > 0)
+                printf("hold=%u hold_errors=%" PRIu64 " hold_rss_before_kib=%" PRIu64
+                       " hold_rss_after_kib=%" PRIu64 " hold_bytes_per_alloc=%.0f ",
+                       h->count, h->errors, h->rss0_kib, h->rss1_kib,
+                       ((double)h->rss1_kib - (double)h->rss0_kib) * 1024.0 / h->count);
         printf("proto=%s conns=%u reports=%u duration_s=%.3f cycles=%" PRIu64 " calls=%" PRIu64
                " errors=%" PRIu64 " cycles_per_sec=%.0f calls_per_sec=%.0f",
-               run->opt->proto == PROTO_VARLINK ? "varlink" : "resp", run->opt->n_conns, run->opt->n_reports,
-               elapsed_sec, st->cycles, st->calls, st->errors, (double)st->cycles / elapsed_sec,
-               (double)st->calls / elapsed_sec);
+               run->opt->proto == PROTO_VARLINK ? "varlink" : "resp", run->lockstep ? 1 : run->n_conns,
+               run->opt->n_reports, elapsed_sec, st->cycles, st->calls, st->errors,
+               (double)st->cycles / served_sec, (double)st->calls / served_sec);
         print_quantiles("cycle", &st->cycle);
         print_quantiles("call", &st->call);
         for (CallKind k = 0; k < _CALL_MAX; k++)
@@ -659,18 +713,17 @@ static void print_results(const Run *run, double elapsed_sec, int64_t server_cpu
                        (double)server_cpu_usec / cycles, (double)server_cpu_usec / 1e6 / elapsed_sec);
         printf(" client_cpu_us_per_cycle=%.2f client_cpu_util=%.2f\n", (double)client_cpu_usec / cycles,
                (double)client_cpu_usec / 1e6 / elapsed_sec);
-        if (run->last_error[0])
-                fprintf(stderr, "loadgen: first error: %s\n", run->last_error);
 }
 
 static int run_timed(Run *run) {
         const Options *opt = run->opt;
-        uint64_t start, measure_start, end, cpu0 = 0, cpu1 = 0, self0;
-        bool have_cpu = opt->server_pid > 0;
+        uint64_t start, measure_start, end, cpu0[TARGETS_MAX], cpu1[TARGETS_MAX], self0, self_usec;
+        bool have_cpu[TARGETS_MAX];
         int r;
 
         start = now_nsec();
-        for (unsigned i = 0; i < opt->n_conns; i++) {
+        /* Lockstep: one cycle outstanding, passed on from server to server. */
+        for (unsigned i = 0; i < (run->lockstep ? 1 : run->n_conns); i++) {
                 r = conn_start_cycle(run, &run->conns[i], start);
                 if (r < 0)
                         return r;
@@ -679,10 +732,10 @@ static int run_timed(Run *run) {
         if (r < 0)
                 return r;
 
-        memset(&run->stats, 0, sizeof(run->stats));
+        memset(run->stats, 0, sizeof(Stats) * opt->n_targets);
         run->measuring = true;
-        if (have_cpu && proc_cpu_usec(opt->server_pid, &cpu0) < 0)
-                have_cpu = false;
+        for (unsigned t = 0; t < opt->n_targets; t++)
+                have_cpu[t] = opt->server_pids[t] > 0 && proc_cpu_usec(opt->server_pids[t], &cpu0[t]) >= 0;
         self0 = self_cpu_usec();
         measure_start = now_nsec();
         r = run_loop(run, measure_start + (uint64_t)(opt->duration_sec * 1e9));
@@ -690,11 +743,23 @@ static int run_timed(Run *run) {
                 return r;
         end = now_nsec();
         run->measuring = false;
-        if (have_cpu && proc_cpu_usec(opt->server_pid, &cpu1) < 0)
-                have_cpu = false;
+        self_usec = self_cpu_usec() - self0;
+        for (unsigned t = 0; t < opt->n_targets; t++)
+                if (have_cpu[t] && proc_cpu_usec(opt->server_pids[t], &cpu1[t]) < 0)
+                        have_cpu[t] = false;
 
-        print_results(run, (double)(end - measure_start) / 1e9, have_cpu ? (int64_t)(cpu1 - cpu0) : -1,
-                      self_cpu_usec() - self0);
+        for (unsigned t = 0; t < opt->n_targets; t++) {
+                /* loadgen's CPU is shared out by cycles in lockstep. */
+                uint64_t all = 0, client;
+
+                for (unsigned u = 0; u < opt->n_targets; u++)
+                        all += run->stats[u].cycles;
+                client = run->lockstep && all > 0 ? self_usec * run->stats[t].cycles / all : self_usec;
+                print_results(run, t, (double)(end - measure_start) / 1e9,
+                              have_cpu[t] ? (int64_t)(cpu1[t] - cpu0[t]) : -1, client);
+        }
+        if (run->last_error[0])
+                fprintf(stderr, "loadgen: first error: %s\n", run->last_error);
         return 0;
 }
 
@@ -705,7 +770,7 @@ static int run_until_idle(Run *run) {
         uint64_t rss0 = 0, rss1 = 0, start;
         int r;
 
-        if (opt->server_pid <= 0 || proc_rss_kib(opt->server_pid, &rss0) < 0)
+        if (opt->server_pids[0] <= 0 || proc_rss_kib(opt->server_pids[0], &rss0) < 0)
                 return -ESRCH;
         r = run_open(run);
         if (r < 0)
@@ -721,12 +786,12 @@ static int run_until_idle(Run *run) {
                 return r;
         if (run->n_idle != opt->n_conns)
                 return -ETIMEDOUT;
-        r = proc_rss_kib(opt->server_pid, &rss1);
+        r = proc_rss_kib(opt->server_pids[0], &rss1);
         if (r < 0)
                 return r;
         printf("idle_conns=%u errors=%" PRIu64 " rss_before_kib=%" PRIu64 " rss_after_kib=%" PRIu64
                " bytes_per_conn=%.0f\n",
-               opt->n_conns, run->stats.errors, rss0, rss1,
+               opt->n_conns, run->stats[0].errors, rss0, rss1,
                ((double)rss1 - (double)rss0) * 1024.0 / opt->n_conns);
         return 0;
 }
@@ -755,40 +820,60 @@ static int hold_read_replies(int fd, unsigned want, uint64_t *errors) {
         return 0;
 }
 
-/* --hold: opens opt->hold allocations on one extra connection (kept open
- * for the run), in pipelined batches; prints the server's RSS growth. */
-static int hold_allocations(const Options *opt, int *ret_fd) {
+/* --hold: opens count allocations on server t on one extra connection
+ * (kept open for the run), in pipelined batches; notes the server's RSS
+ * growth in *h. */
+static int hold_allocations(const Options *opt, unsigned t, unsigned count, HoldResult *h) {
         static char batch[HOLD_BATCH * 256];
         Conn proto = {.call = CALL_REQUEST};
-        uint64_t rss0 = 0, rss1 = 0, errors = 0;
+        pid_t pid = opt->server_pids[t];
         size_t one;
         int fd, r;
 
-        if (opt->server_pid <= 0 || proc_rss_kib(opt->server_pid, &rss0) < 0)
+        *h = (HoldResult){.count = count, .fd = -1};
+        if (pid <= 0 || proc_rss_kib(pid, &h->rss0_kib) < 0)
                 return -ESRCH;
-        r = connect_unix(opt->socket_path, false, &fd);
+        r = connect_unix(opt->socket_paths[t], false, &fd);
         if (r < 0)
                 return r;
+        h->fd = fd;
         one = varlink_message(&proto, batch, 256);
         for (unsigned i = 1; i < HOLD_BATCH; i++)
                 memcpy(batch + i * one, batch, one);
-        for (unsigned done = 0; done < opt->hold;) {
-                unsigned k = opt->hold - done < HOLD_BATCH ? opt->hold - done : HOLD_BATCH;
+        for (unsigned done = 0; done < count;) {
+                unsigned k = count - done < HOLD_BATCH ? count - done : HOLD_BATCH;
                 if (write(fd, batch, k * one) != (ssize_t)(k * one))
                         return -EIO;
-                r = hold_read_replies(fd, k, &errors);
+                r = hold_read_replies(fd, k, &h->errors);
                 if (r < 0)
                         return r;
                 done += k;
         }
-        r = proc_rss_kib(opt->server_pid, &rss1);
+        r = proc_rss_kib(pid, &h->rss1_kib);
         if (r < 0)
                 return r;
-        printf("hold=%u hold_errors=%" PRIu64 " hold_rss_before_kib=%" PRIu64 " hold_rss_after_kib=%" PRIu64
-               " hold_bytes_per_alloc=%.0f ",
-               opt->hold, errors, rss0, rss1, ((double)rss1 - (double)rss0) * 1024.0 / opt->hold);
-        *ret_fd = fd;
-        return errors > 0 ? -EDQUOT : 0;
+        return h->errors > 0 ? -EDQUOT : 0;
+}
+
+/* Writes one Varlink message (len bytes with its NUL) on a blocking fd and
+ * reads the reply into buf (NUL-terminated); -EMSGSIZE when it does not fit. */
+static int call_blocking(int fd, const char *msg, size_t len, char *buf, size_t size, size_t *ret_len) {
+        size_t got = 0;
+
+        if (write(fd, msg, len) != (ssize_t)len)
+                return -EIO;
+        while (got == 0 || buf[got - 1] != 0) {
+                ssize_t n;
+
+                if (got == size)
+                        return -EMSGSIZE;
+                n = read(fd, buf + got, size - got);
+                if (n <= 0)
+                        return n == 0 ? -ECONNRESET : -errno;
+                got += (size_t)n;
+        }
+        *ret_len = got;
+        return 0;
 }
 
 /* --capture: one real cycle, blocking; prints request and reply sizes
@@ -798,24 +883,17 @@ static int capture(const Options *opt) {
         size_t req[_CALL_MAX], rep[_CALL_MAX];
         int fd, r;
 
-        r = connect_unix(opt->socket_path, false, &fd);
+        r = connect_unix(opt->socket_paths[0], false, &fd);
         if (r < 0)
                 return r;
         for (CallKind k = 0; k < _CALL_MAX; k++) {
                 char in[IN_MAX_BYTES];
-                size_t len = 0;
 
                 c.call = k;
                 req[k] = varlink_message(&c, c.out, sizeof(c.out));
-                if (write(fd, c.out, req[k]) != (ssize_t)req[k])
-                        return -EIO;
-                while (len == 0 || in[len - 1] != 0) {
-                        ssize_t n = read(fd, in + len, sizeof(in) - len);
-                        if (n <= 0)
-                                return -EIO;
-                        len += (size_t)n;
-                }
-                rep[k] = len;
+                r = call_blocking(fd, c.out, req[k], in, sizeof(in), &rep[k]);
+                if (r < 0)
+                        return r;
                 fprintf(stderr, "loadgen: %s -> %s\n", c.out, in);
                 if (strstr(in, "\"error\""))
                         return -EBADMSG;
@@ -830,14 +908,154 @@ static int capture(const Options *opt) {
         return 0;
 }
 
+/* --- a minimal JSON walk, for --scopes only --- */
+
+static const char *json_ws(const char *p) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+                p++;
+        return p;
+}
+
+/* Past the string starting at p (at its '"'); NULL when unterminated. */
+static const char *json_skip_string(const char *p) {
+        for (p++; *p && *p != '"'; p++)
+                if (*p == '\\' && !*++p)
+                        return NULL;
+        return *p ? p + 1 : NULL;
+}
+
+/* Past the value starting at p; NULL when malformed. */
+static const char *json_skip_value(const char *p) {
+        unsigned depth = 0;
+
+        do {
+                p = json_ws(p);
+                if (*p == '"')
+                        p = json_skip_string(p);
+                else if (*p == '{' || *p == '[')
+                        depth++, p++;
+                else if (*p == '}' || *p == ']')
+                        depth--, p++;
+                else if (*p == ',' || *p == ':')
+                        p++;
+                else if (*p) {
+                        p += strcspn(p, ",}] \t\r\n");
+                } else
+                        return NULL;
+        } while (p && depth > 0);
+        return p;
+}
+
+/* One Scope object at p: its name (copied to name, empty when absent) and its
+ * allocations; returns the position after the object, NULL when malformed. */
+static const char *json_scope(const char *p, char *name, size_t size, uint64_t *ret_allocations) {
+        name[0] = 0;
+        *ret_allocations = 0;
+        p = json_ws(p);
+        if (*p++ != '{')
+                return NULL;
+        for (;;) {
+                const char *key, *key_end;
+
+                p = json_ws(p);
+                if (*p == '}')
+                        return p + 1;
+                if (*p == ',')
+                        p = json_ws(p + 1);
+                if (*p != '"')
+                        return NULL;
+                key = p + 1;
+                key_end = json_skip_string(p);
+                if (!key_end || *(p = json_ws(key_end)) != ':')
+                        return NULL;
+                p = json_ws(p + 1);
+                if (key_end - key == 5 && memcmp(key, "name\"", 5) == 0 && *p == '"') {
+                        const char *end = json_skip_string(p);
+                        if (!end || (size_t)(end - p - 2) >= size)
+                                return NULL;
+                        memcpy(name, p + 1, (size_t)(end - p - 2));
+                        name[end - p - 2] = 0;
+                        p = end;
+                        continue;
+                }
+                if (key_end - key == 12 && memcmp(key, "allocations\"", 12) == 0)
+                        *ret_allocations = strtoull(p, NULL, 10);
+                p = json_skip_value(p);
+                if (!p)
+                        return NULL;
+        }
+}
+
+/* --scopes: opens one allocation, asks admin Status which scopes hold an
+ * open allocation (ours is the only one: run it on an idle daemon), releases
+ * it; prints scopes=N scope_names=a,b,... in Status' order. */
+static int scopes(const Options *opt) {
+        static const char status[] = "{\"method\":\"io.tokenbudget.admin.Status\",\"parameters\":{}}";
+        static char in[1 << 20];
+        Conn c = {.call = CALL_REQUEST};
+        char names[4096] = "", name[256];
+        unsigned n_scopes = 0;
+        const char *p;
+        size_t len;
+        int fd, r;
+
+        r = connect_unix(opt->socket_paths[0], false, &fd);
+        if (r < 0)
+                return r;
+        len = varlink_message(&c, c.out, sizeof(c.out));
+        r = call_blocking(fd, c.out, len, in, sizeof(in), &len);
+        if (r < 0)
+                return r;
+        if (strstr(in, "\"error\"") || varlink_alloc_id(in, c.alloc_id, sizeof(c.alloc_id)) < 0) {
+                fprintf(stderr, "loadgen: Request -> %s\n", in);
+                return -EBADMSG;
+        }
+        r = call_blocking(fd, status, sizeof(status), in, sizeof(in), &len);
+        if (r < 0)
+                return r;
+        p = strstr(in, "\"scopes\":[");
+        if (strstr(in, "\"error\"") || !p) {
+                fprintf(stderr, "loadgen: Status -> %.300s\n", in);
+                return -EBADMSG;
+        }
+        for (p = json_ws(p + strlen("\"scopes\":[")); *p != ']'; p = json_ws(p)) {
+                uint64_t allocations;
+
+                if (*p == ',')
+                        p++;
+                p = json_scope(p, name, sizeof(name), &allocations);
+                if (!p) {
+                        fprintf(stderr, "loadgen: cannot read Status' scopes: %.300s\n", in);
+                        return -EBADMSG;
+                }
+                if (allocations == 0)
+                        continue;
+                n_scopes++;
+                if (strlen(names) + strlen(name) + 2 > sizeof(names))
+                        return -ENOBUFS;
+                if (names[0])
+                        strcat(names, ",");
+                strcat(names, name);
+        }
+        c.call = CALL_RELEASE;
+        len = varlink_message(&c, c.out, sizeof(c.out));
+        r = call_blocking(fd, c.out, len, in, sizeof(in), &len);
+        if (r < 0)
+                return r;
+        close(fd);
+        printf("scopes=%u scope_names=%s\n", n_scopes, names);
+        return 0;
+}
+
 /* --- options --- */
 
 static void usage(void) {
         fprintf(stderr,
-                "usage: loadgen --socket PATH [--proto varlink|resp] [--conns N] [--reports K]\n"
-                "               [--warmup SEC] [--duration SEC] [--server-pid PID]\n"
+                "usage: loadgen --socket PATH [--socket PATH...] [--proto varlink|resp] [--conns N] "
+                "[--reports K]\n"
+                "               [--warmup SEC] [--duration SEC] [--server-pid PID...]\n"
                 "               [--sha-request SHA --sha-report SHA --sha-release SHA] [--limit TOKENS]\n"
-                "               [--hold M] [--cycles-per-conn C] [--capture]\n");
+                "               [--hold M] [--cycles-per-conn C] [--capture] [--scopes] [--agent NAME]\n");
 }
 
 static int parse_options(int argc, char **argv, Options *opt) {
@@ -856,6 +1074,8 @@ static int parse_options(int argc, char **argv, Options *opt) {
                 {"cycles-per-conn", required_argument, NULL, 'C'},
                 {"capture", no_argument, NULL, 'x'},
                 {"limit", required_argument, NULL, 'L'},
+                {"scopes", no_argument, NULL, 'S'},
+                {"agent", required_argument, NULL, 'a'},
                 {},
         };
         int ch;
@@ -864,11 +1084,14 @@ static int parse_options(int argc, char **argv, Options *opt) {
                          .n_reports = 1,
                          .warmup_sec = 0.5,
                          .duration_sec = 3,
+                         .agent = "loadgen",
                          .limit_tokens = UINT64_C(999999999999)};
         while ((ch = getopt_long(argc, argv, "", longopts, NULL)) >= 0)
                 switch (ch) {
                 case 's':
-                        opt->socket_path = optarg;
+                        if (opt->n_targets == TARGETS_MAX)
+                                return -E2BIG;
+                        opt->socket_paths[opt->n_targets++] = optarg;
                         break;
                 case 'P':
                         if (strcmp(optarg, "varlink") != 0 && strcmp(optarg, "resp") != 0)
@@ -888,7 +1111,9 @@ static int parse_options(int argc, char **argv, Options *opt) {
                         opt->duration_sec = strtod(optarg, NULL);
                         break;
                 case 'p':
-                        opt->server_pid = (pid_t)strtol(optarg, NULL, 10);
+                        if (opt->n_server_pids == TARGETS_MAX)
+                                return -E2BIG;
+                        opt->server_pids[opt->n_server_pids++] = (pid_t)strtol(optarg, NULL, 10);
                         break;
                 case '1':
                         opt->sha[CALL_REQUEST] = optarg;
@@ -900,7 +1125,9 @@ static int parse_options(int argc, char **argv, Options *opt) {
                         opt->sha[CALL_RELEASE] = optarg;
                         break;
                 case 'H':
-                        opt->hold = (unsigned)strtoul(optarg, NULL, 10);
+                        if (opt->n_holds == TARGETS_MAX)
+                                return -E2BIG;
+                        opt->holds[opt->n_holds++] = (unsigned)strtoul(optarg, NULL, 10);
                         break;
                 case 'C':
                         opt->cycles_per_conn = (unsigned)strtoul(optarg, NULL, 10);
@@ -911,14 +1138,31 @@ static int parse_options(int argc, char **argv, Options *opt) {
                 case 'L':
                         opt->limit_tokens = strtoull(optarg, NULL, 10);
                         break;
+                case 'S':
+                        opt->scopes = true;
+                        break;
+                case 'a':
+                        if (strlen(optarg) > 64 ||
+                            strspn(optarg, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                           "0123456789_.-") != strlen(optarg))
+                                return -EINVAL;
+                        opt->agent = optarg;
+                        break;
                 default:
                         return -EINVAL;
                 }
-        if (!opt->socket_path || opt->n_conns == 0 || optind != argc)
+        if (opt->n_targets == 0 || opt->n_conns == 0 || optind != argc)
+                return -EINVAL;
+        /* Repeated --server-pid and --hold follow the sockets, one each. */
+        if (opt->n_server_pids > opt->n_targets || opt->n_holds > opt->n_targets)
+                return -EINVAL;
+        /* Lockstep is one connection per server, timed runs only. */
+        if (opt->n_targets > 1 &&
+            (opt->n_conns != 1 || opt->cycles_per_conn > 0 || opt->capture || opt->scopes))
                 return -EINVAL;
         if (opt->proto == PROTO_RESP && (!opt->sha[0] || !opt->sha[1] || !opt->sha[2]))
                 return -EINVAL;
-        if (opt->proto == PROTO_RESP && (opt->hold > 0 || opt->capture))
+        if (opt->proto == PROTO_RESP && (opt->n_holds > 0 || opt->capture || opt->scopes))
                 return -EINVAL; /* those measure the daemon only */
         return 0;
 }
@@ -939,30 +1183,48 @@ static void raise_nofile(unsigned n_conns) {
 int main(int argc, char **argv) {
         Options opt;
         Run run = {.opt = &opt, .epoll_fd = -1};
-        int hold_fd = -1, r;
+        uint64_t errors = 0;
+        int r;
 
+        for (unsigned t = 0; t < TARGETS_MAX; t++)
+                run.holds[t].fd = -1;
         if (parse_options(argc, argv, &opt) < 0) {
                 usage();
                 return 2;
         }
         run.self_pid = getpid();
-        raise_nofile(opt.n_conns);
+        run.lockstep = opt.n_targets > 1;
+        run.n_conns = run.lockstep ? opt.n_targets : opt.n_conns;
+        run.stats = calloc(opt.n_targets, sizeof(Stats));
+        if (!run.stats)
+                return 1;
+        request_agent = opt.agent[0] ? opt.agent : NULL;
+        raise_nofile(run.n_conns + opt.n_holds);
         if (opt.capture)
                 r = capture(&opt);
+        else if (opt.scopes)
+                r = scopes(&opt);
         else if (opt.cycles_per_conn > 0)
                 r = run_until_idle(&run);
         else {
-                r = opt.hold > 0 ? hold_allocations(&opt, &hold_fd) : 0;
+                r = 0;
+                for (unsigned t = 0; t < opt.n_holds && r >= 0; t++)
+                        if (opt.holds[t] > 0)
+                                r = hold_allocations(&opt, t, opt.holds[t], &run.holds[t]);
                 r = r ?: run_open(&run);
                 r = r ?: run_timed(&run);
         }
         fflush(stdout);
         run_close(&run);
-        if (hold_fd >= 0)
-                close(hold_fd);
+        for (unsigned t = 0; t < TARGETS_MAX; t++)
+                if (run.holds[t].fd >= 0)
+                        close(run.holds[t].fd);
+        for (unsigned t = 0; t < opt.n_targets; t++)
+                errors += run.stats[t].errors;
+        free(run.stats);
         if (r < 0) {
                 fprintf(stderr, "loadgen: %s\n", strerror(-r));
                 return 1;
         }
-        return run.stats.errors > 0 ? 3 : 0;
+        return errors > 0 ? 3 : 0;
 }

@@ -7,9 +7,11 @@
 # the bench programs (cc), starts tokenbudgetd, the floor echo server and
 # redis-server on Unix sockets in a temporary dir, runs interleaved load
 # points (every configuration's run 1, then every run 2, ...), measures the
-# cost of scale, stops every server it started (by pid) and prints one table
-# with a met/NOT met line per target. Exits non-zero when a server dies, a
-# run fails or the daemon answers any error. See bench/README.md.
+# cost of scale and of scopes and rules (the load generator in a cgroup of
+# its own, read as a systemd unit), stops every server it started (by pid),
+# removes that cgroup and prints one table with a met/NOT met line per
+# target. Exits non-zero when a server dies, a run fails or the daemon
+# answers any error. See bench/README.md.
 #
 # Environment: BENCH_DIR (work dir; default a new mktemp dir, removed at the
 # end unless BENCH_KEEP=1), TOKENBUDGETD (a built daemon; default: build
@@ -18,7 +20,11 @@
 # BENCH_PIN (1: servers on CPU 1, loadgen on CPU 0), TOKENBUDGETD_BASELINE
 # (another daemon binary, e.g. built from an older commit: it runs as a
 # fifth server "base" interleaved with the others, and a before/after
-# section compares it with TOKENBUDGETD; unset, nothing changes).
+# section compares it with TOKENBUDGETD; unset, nothing changes; the scopes
+# section needs it: it is the 2-scope figure), BENCH_SECTIONS (which parts
+# to run, any of "matrix scale scopes rules"; default all),
+# BENCH_SCOPES_CONCURRENCY (the scopes section's time-sliced points, "64";
+# concurrency 1 runs in lockstep with the baseline).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -28,16 +34,30 @@ WARMUP=${BENCH_WARMUP:-0.5}
 RUNS=${BENCH_RUNS:-3}
 CONCURRENCY=${BENCH_CONCURRENCY:-1 16 64 256}
 REPORTS=${BENCH_REPORTS:-1}
+# matrix: the throughput table (and before/after); scale: cost of scale
+# (open allocations, idle connections, idle wakeups, exec to READY); scopes:
+# one cycle charged to 2, 3 and 5 scopes; rules: 1 to 1,000 rules.
+SECTIONS=${BENCH_SECTIONS:-matrix scale scopes rules}
+SCOPES_CONCURRENCY=${BENCH_SCOPES_CONCURRENCY:-64}
 SERVERS=(daemon redis lite floor)
 # Before/after: the baseline daemon runs right after the daemon in every run
-# (the same config, its own socket, the same placement), so each pair of
-# points is seconds apart.
+# (the same limits in the config older daemons read, its own socket, the
+# same placement), so each pair of points is seconds apart.
 BASELINE=${TOKENBUDGETD_BASELINE:-}
 [ -z "$BASELINE" ] || SERVERS=(daemon base redis lite floor)
 # Cost of scale: open allocations held while per-call latency is measured,
 # and idle connections while RSS is read.
-HOLDS=(1 100000)
+HOLDS=(1 1000 10000 100000)
 IDLE_CONNS=10000
+# Rules in the config for the rules section: one matches, the others not.
+RULE_COUNTS=(1 10 100 1000)
+# The unit the load generator runs in for the scopes, holds and rules
+# measurements: a cgroup directly under the cgroup2 root, which the daemon
+# (sd_pid_get_cgroup) reads as the system unit of that name, no slice.
+CGROUP_UNIT=tokenbudget-bench.service
+CGROUP_DIR=""      # set when the load generator can run in it
+CGROUP_CREATED=""  # we made it: removed at the end
+CGROUP_NOTE=""     # why not, when not
 # Every limit is checked but none is reached: windows at 10^12 - 1.
 LIMIT=999999999999
 # Servers on CPU 1, loadgen on CPU 0: every server gets the same placement,
@@ -58,6 +78,12 @@ RESULTS=$BENCH_DIR/results.txt
 
 declare -A PID_OF=()   # server name -> pid, for every server running now
 declare -A R=()        # "server conns run" -> loadgen output line
+declare -A SOCK_OF=()  # tokenbudgetd-like server name -> its socket
+declare -A CG_OF=()    # server name -> 1 when its load generator runs in CGROUP_UNIT
+declare -A AGENT_OF=() # server name -> the agent its Requests declare ("": none; unset: "loadgen")
+declare -A SCOPES_OF=() # server name -> the scopes one allocation is charged to (loadgen --scopes)
+declare -A SECTION_SEC=() # section -> seconds it took
+declare -A LABEL_OF=() DESC_OF=() # scopes section: column label and description per server
 
 die() {
     echo "bench: $*" >&2
@@ -90,6 +116,8 @@ cleanup() {
     for name in "${!PID_OF[@]}"; do
         stop_server "$name"
     done
+    # Empty by now: every load generator in it has exited.
+    [ -z "$CGROUP_CREATED" ] || rmdir "$CGROUP_DIR" 2>/dev/null || true
     if [ "${BENCH_KEEP:-0}" != 1 ] && [[ $BENCH_DIR == /tmp/tokenbudget-bench.* ]]; then
         rm -rf "$BENCH_DIR"
     fi
@@ -129,6 +157,11 @@ verdict() {
     awk "BEGIN { exit !($1) }" && echo "met" || echo "NOT met"
 }
 
+# section NAME: whether BENCH_SECTIONS asks for it.
+section() {
+    [[ " $SECTIONS " == *" $1 "* ]]
+}
+
 install_deps() {
     # shellcheck source=../scripts/deps.sh
     . "$ROOT/scripts/deps.sh"
@@ -156,29 +189,70 @@ build() {
     [ -z "$BASELINE" ] || [ -x "$BASELINE" ] || die "no baseline daemon at TOKENBUDGETD_BASELINE=$BASELINE"
 }
 
+# The limits of one scope kind: every window and the in-flight cap set (so
+# each is checked on every Request) but out of reach; with "a", max_allocations too.
+limits_of() {
+    echo "tokens_per_minute = $LIMIT; tokens_per_hour = $LIMIT; tokens_per_day = $LIMIT;" \
+        "max_tokens_in_flight = $LIMIT;${1:+ max_allocations = $LIMIT;}"
+}
+
+# rules_config N: the daemon's config with N rules: N - 1 that match nothing
+# (match.command "nomatch-I-*"), then "bench", which matches the load
+# generator (listed last, so a rule walk passes all the others first).
+rules_config() {
+    local n=$1 i
+    cat "$BENCH_DIR/tokenbudgetd.conf"
+    echo "rules = ("
+    for ((i = 1; i < n; i++)); do
+        echo "  { name = \"nomatch-$i\"; match = { command = \"nomatch-$i-*\"; }; $(limits_of a) },"
+    done
+    echo "  { name = \"bench\"; match = { command = \"loadgen*\"; }; per = \"rule\"; $(limits_of a) }"
+    echo ");"
+}
+
 write_configs() {
-    cat >"$BENCH_DIR/tokenbudgetd.conf" <<EOF
+    local n reason
+    # base.conf: the settings every daemon since issue 3 reads; the baseline
+    # daemon gets it (older daemons refuse keys they do not know).
+    cat >"$BENCH_DIR/base.conf" <<EOF
 # Generated by bench/run.sh: every window and cap set (so every one is
 # checked on every request) but out of reach; client limits above the load.
 # The daemon needs max_connections_per_uid < max_connections, and
 # max_connections + 64 (its own descriptors) within RLIMIT_NOFILE, which
 # run.sh sets to 20000: hence 19900 and 19800, still far above the load
-# (256 connections per point, $IDLE_CONNS idle ones, all one uid) and valid
-# for older daemons too (a baseline binary reads this same file). Left at
-# their defaults: limits.idle_timeout_sec (900) and
+# (256 connections per point, $IDLE_CONNS idle ones, all one uid);
+# max_allocations_per_process above the ${HOLDS[-1]} held. Left at their
+# defaults: limits.idle_timeout_sec (900) and
 # limits.allocation_idle_timeout_sec (3600); no connection or allocation
 # here lives more than a few seconds, so neither fires in a run.
-global = { tokens_per_minute = $LIMIT; tokens_per_hour = $LIMIT; tokens_per_day = $LIMIT;
-           max_tokens_in_flight = $LIMIT; };
-process = { tokens_per_minute = $LIMIT; tokens_per_hour = $LIMIT; tokens_per_day = $LIMIT;
-            max_tokens_in_flight = $LIMIT; };
+global = { $(limits_of) };
+process = { $(limits_of) };
 limits = { max_connections = 19900; max_connections_per_uid = 19800;
            max_allocations_per_process = 200000; };
 EOF
-    "$TOKENBUDGETD" --check-config "$BENCH_DIR/tokenbudgetd.conf" >/dev/null || die "bad generated config"
     if [ -n "$BASELINE" ]; then
-        "$BASELINE" --check-config "$BENCH_DIR/tokenbudgetd.conf" >/dev/null ||
+        "$BASELINE" --check-config "$BENCH_DIR/base.conf" >/dev/null ||
             die "the baseline daemon ($BASELINE) refuses the generated config"
+    fi
+    # tokenbudgetd.conf: the same for a daemon with user, unit and agent
+    # budgets (issue 9), whose defaults are in reach of this load (agent:
+    # 500,000 tokens a minute, unit: 256 allocations): out of reach too.
+    sed '/^global = /s/};$/max_allocations = '"$LIMIT"'; };/' "$BENCH_DIR/base.conf" >"$BENCH_DIR/tokenbudgetd.conf"
+    cat >>"$BENCH_DIR/tokenbudgetd.conf" <<EOF
+user = { $(limits_of a) };
+unit = { $(limits_of a) };
+agent = { $(limits_of a) };
+EOF
+    for n in "${RULE_COUNTS[@]}"; do
+        rules_config "$n" >"$BENCH_DIR/rules-$n.conf"
+    done
+    NEW_DAEMON=1
+    if ! reason=$("$TOKENBUDGETD" --check-config "$BENCH_DIR/rules-${RULE_COUNTS[-1]}.conf" 2>&1 >/dev/null); then
+        "$TOKENBUDGETD" --check-config "$BENCH_DIR/base.conf" >/dev/null || die "bad generated config"
+        NEW_DAEMON=""
+        NEW_DAEMON_NOTE="TOKENBUDGETD=$TOKENBUDGETD refuses user/unit/agent budgets and rules ($(head -n 1 <<<"$reason"))"
+        echo "bench: $NEW_DAEMON_NOTE: it runs on base.conf, without the scopes and rules sections" >&2
+        cp "$BENCH_DIR/base.conf" "$BENCH_DIR/tokenbudgetd.conf"
     fi
     mkdir -p "$BENCH_DIR/redis-data"
     cat >"$BENCH_DIR/redis.conf" <<EOF
@@ -194,17 +268,20 @@ save ""
 EOF
 }
 
-# start_daemon NAME SOCKET [RUNS [BINARY]]: starts tokenbudgetd (or BINARY)
-# under readytime (exec -> READY=1, median of RUNS starts); sets
-# PID_OF[NAME], READY_LINE.
+# start_daemon NAME SOCKET [RUNS [BINARY [CONFIG]]]: starts tokenbudgetd (or
+# BINARY, with the base config, or CONFIG) under readytime (exec -> READY=1,
+# median of RUNS starts); sets PID_OF[NAME], SOCK_OF[NAME], READY_LINE.
 start_daemon() {
-    local name=$1 sock=$2 runs=${3:-1} binary=${4:-$TOKENBUDGETD} out=$BENCH_DIR/$1.ready _
+    local name=$1 sock=$2 runs=${3:-1} binary=${4:-$TOKENBUDGETD} out=$BENCH_DIR/$1.ready config=${5:-} _
+    [ -n "$config" ] || { [ "$binary" = "$TOKENBUDGETD" ] && config=$BENCH_DIR/tokenbudgetd.conf ||
+        config=$BENCH_DIR/base.conf; }
+    SOCK_OF[$name]=$sock
     : >"$out"
     (
         # Soft and hard; the config's max_connections + 64 must fit it.
         ulimit -n 20000 2>/dev/null || true
         exec "${SERVER_PIN[@]}" "$BIN/readytime" --runs "$runs" --log "$BENCH_DIR/$name.log" -- "$binary" \
-            --config "$BENCH_DIR/tokenbudgetd.conf" --socket "$sock" >"$out"
+            --config "$config" --socket "$sock" >"$out"
     ) &
     LAUNCHER_OF[$name]=$!
     for _ in $(seq 200); do
@@ -261,29 +338,116 @@ start_floor() {
     local sizes=$1
     "${SERVER_PIN[@]}" "$BIN/floor" --socket "$BENCH_DIR/floor.sock" --sizes "$sizes" 2>"$BENCH_DIR/floor.log" &
     PID_OF[floor]=$!
+    SOCK_OF[floor]=$BENCH_DIR/floor.sock
     wait_socket "$BENCH_DIR/floor.sock" "${PID_OF[floor]}" || die "floor did not start"
+}
+
+# setup_cgroup: makes CGROUP_UNIT under the cgroup2 root (/sys/fs/cgroup on
+# a unified host, /sys/fs/cgroup/unified on a hybrid one) and checks that a
+# process can be moved into it; else CGROUP_NOTE says why not.
+setup_cgroup() {
+    local root dir err
+    for root in /sys/fs/cgroup /sys/fs/cgroup/unified ""; do
+        [ -z "$root" ] || [ "$(stat -fc %T "$root" 2>/dev/null)" = cgroup2fs ] && break
+    done
+    if [ -z "$root" ]; then
+        CGROUP_NOTE="no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified"
+        return 0
+    fi
+    dir=$root/$CGROUP_UNIT
+    if [ ! -d "$dir" ]; then
+        err=$(mkdir "$dir" 2>&1) || { CGROUP_NOTE="cannot create $dir: $err"; return 0; }
+        CGROUP_CREATED=1
+    fi
+    CGROUP_DIR=$dir
+    if ! err=$(in_cgroup 1 grep -qx "0::/$CGROUP_UNIT" /proc/self/cgroup 2>&1); then
+        CGROUP_NOTE="cannot move a process into $dir${err:+: $err}"
+        CGROUP_DIR=""
+    fi
+}
+
+# in_cgroup FLAG COMMAND...: runs COMMAND in CGROUP_UNIT when FLAG is 1 and
+# the cgroup is there, else as is.
+in_cgroup() {
+    local flag=$1
+    shift
+    if [ "$flag" = 1 ] && [ -n "$CGROUP_DIR" ]; then
+        bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CGROUP_DIR" "$@"
+    else
+        "$@"
+    fi
+}
+
+# client SERVER LOADGEN-ARGS...: loadgen against SERVER (a tokenbudgetd-like
+# one), pinned, in the unit when CG_OF says so, with its agent name.
+client() {
+    client_as "$1" --socket "${SOCK_OF[$1]}" "${@:2}"
+}
+
+# client_as SERVER LOADGEN-ARGS...: loadgen set up as SERVER's client (pin,
+# unit, agent), against whatever sockets the arguments name.
+client_as() {
+    local server=$1
+    shift
+    in_cgroup "${CG_OF[$server]:-0}" "${CLIENT_PIN[@]}" "$BIN/loadgen" \
+        ${AGENT_OF[$server]+--agent "${AGENT_OF[$server]}"} "$@" 2>>"$BENCH_DIR/loadgen.err"
+}
+
+# lockstep SECONDS-PER-SERVER SERVER[:HOLD]...: one loadgen alternating
+# cycle by cycle between the SERVERs (concurrency 1; set up as the first
+# one's client), HOLD allocations held open on each first; sets
+# LOCKSTEP_LINES to one loadgen line per server, in order.
+lockstep() {
+    local per=$1 spec args=() out
+    shift
+    for spec in "$@"; do
+        args+=(--socket "${SOCK_OF[${spec%%:*}]}" --server-pid "${PID_OF[${spec%%:*}]}")
+        [[ $spec != *:* ]] || args+=(--hold "${spec#*:}")
+        [[ $spec == *:* ]] || args+=(--hold 0)
+    done
+    out=$(client_as "${1%%:*}" "${args[@]}" --conns 1 --reports "$REPORTS" --warmup 0.3 \
+        --duration "$(awk -v p="$per" -v n=$# 'BEGIN { print p * n }')") ||
+        die "loadgen in lockstep over $* failed: $(tail -n 3 "$BENCH_DIR/loadgen.err")"
+    mapfile -t LOCKSTEP_LINES <<<"$out"
+    [ "${#LOCKSTEP_LINES[@]}" = $# ] || die "loadgen in lockstep over $*: ${#LOCKSTEP_LINES[@]} lines: $out"
+    check_alive
+}
+
+# scopes_of SERVER: the scopes one allocation is charged to there (asked of
+# the server: loadgen --scopes), e.g. SCOPES_OF[SERVER]="global, user:0,
+# process:PID" and N_SCOPES_OF[SERVER]=3.
+declare -A N_SCOPES_OF=()
+scopes_of() {
+    local line
+    line=$(client "$1" --scopes) || die "loadgen --scopes against $1 failed: $(tail -n 3 "$BENCH_DIR/loadgen.err")"
+    N_SCOPES_OF[$1]=$(kv scopes "$line")
+    SCOPES_OF[$1]=$(kv scope_names "$line" | sed 's/process:[0-9]*/process:PID/; s/,/, /g')
+    echo "$1 $line" >>"$RESULTS"
 }
 
 # load SERVER CONNS: one loadgen run against SERVER; prints its line.
 load() {
-    local server=$1 conns=$2 args=()
+    local server=$1 conns=$2 args=() common
+    common=(--conns "$conns" --reports "$REPORTS" --warmup "$WARMUP" --duration "$DURATION"
+        --server-pid "${PID_OF[$server]}")
     case $server in
-    daemon) args=(--socket "$BENCH_DIR/daemon.sock") ;;
-    base) args=(--socket "$BENCH_DIR/base.sock") ;;
-    floor) args=(--socket "$BENCH_DIR/floor.sock") ;;
-    redis) args=(--proto resp --socket "$BENCH_DIR/redis.sock" "${SHA_ARGS_redis[@]}" --limit "$LIMIT") ;;
-    lite) args=(--proto resp --socket "$BENCH_DIR/redis.sock" "${SHA_ARGS_lite[@]}" --limit "$LIMIT") ;;
-    esac
-    "${CLIENT_PIN[@]}" "$BIN/loadgen" "${args[@]}" --conns "$conns" --reports "$REPORTS" --warmup "$WARMUP" \
-        --duration "$DURATION" --server-pid "${PID_OF[$server]}" 2>>"$BENCH_DIR/loadgen.err" ||
-        die "loadgen against $server at concurrency $conns failed (exit $?): $(tail -n 3 "$BENCH_DIR/loadgen.err")"
+    redis | lite)
+        [ "$server" = redis ] && args=("${SHA_ARGS_redis[@]}") || args=("${SHA_ARGS_lite[@]}")
+        "${CLIENT_PIN[@]}" "$BIN/loadgen" --proto resp --socket "$BENCH_DIR/redis.sock" "${args[@]}" \
+            --limit "$LIMIT" "${common[@]}" 2>>"$BENCH_DIR/loadgen.err"
+        ;;
+    *) client "$server" "${common[@]}" ;;
+    esac || die "loadgen against $server at concurrency $conns failed (exit $?): $(tail -n 3 "$BENCH_DIR/loadgen.err")"
 }
 
-throughput_matrix() {
-    local run conns server line
+# interleave CONCURRENCY-LIST SERVER...: every server at every point once,
+# then all a second time, ...; results in R["server conns run"].
+interleave() {
+    local points=$1 run conns server line
+    shift
     for run in $(seq "$RUNS"); do
-        for conns in $CONCURRENCY; do
-            for server in "${SERVERS[@]}"; do
+        for conns in $points; do
+            for server in "$@"; do
                 line=$(load "$server" "$conns")
                 check_alive
                 [ "$(kv errors "$line")" = 0 ] || die "$server answered errors at concurrency $conns: $line"
@@ -300,9 +464,14 @@ throughput_matrix() {
 # mood (this host is shared: a disturbed run slows every server in it), so
 # per-run ratios are steadier than a ratio of medians.
 mratio() {
+    pratio "$1" "$3" "$2" "$3" "$4"
+}
+
+# pratio SERVER_A POINT_A SERVER_B POINT_B KEY: mratio across two points.
+pratio() {
     local vals=() run
     for run in $(seq "$RUNS"); do
-        vals+=("$(ratio "$(kv "$4" "${R["$1 $3 $run"]}")" "$(kv "$4" "${R["$2 $3 $run"]}")")")
+        vals+=("$(ratio "$(kv "$5" "${R["$1 $2 $run"]}")" "$(kv "$5" "${R["$3 $4 $run"]}")")")
     done
     median "${vals[@]}"
 }
@@ -316,35 +485,136 @@ med() {
     median "${vals[@]}"
 }
 
-# hold_point HOLD [BINARY]: a fresh daemon, HOLD open allocations, then
-# per-call latency at concurrency 1; sets HOLD_LINE to loadgen's line (not
-# printed: in a $(...) subshell the daemon's pid would escape cleanup).
-hold_point() {
-    local hold=$1
-    start_daemon scale "$BENCH_DIR/scale.sock" 1 "${2:-$TOKENBUDGETD}"
-    HOLD_LINE=$("${CLIENT_PIN[@]}" "$BIN/loadgen" --socket "$BENCH_DIR/scale.sock" --hold "$hold" --conns 1 --warmup 0.3 \
-        --duration 2 --server-pid "${PID_OF[scale]}" 2>>"$BENCH_DIR/loadgen.err") ||
-        die "loadgen --hold $hold${2:+ (baseline)} failed: $(tail -n 3 "$BENCH_DIR/loadgen.err")"
-    check_alive
-    stop_server scale
-}
-
-# Per-call latency and RSS with HOLDS open allocations, a fresh daemon per
-# run (so RSS growth is this run's), interleaved like the matrix; with a
-# baseline, its largest-hold point too, right after the daemon's.
+# Per-call latency and RSS with HOLDS open allocations: per run a fresh
+# daemon per hold count (so RSS growth is that run's), all running, and one
+# loadgen in lockstep over them (a cycle on each in turn, 2 s of cycles
+# each); with a baseline, a fresh baseline daemon with the largest hold is
+# one more server in the same lockstep. A daemon with scopes and rules is
+# measured as the scopes section's new-5 (loadgen in the unit, one matching
+# rule, no agent), an older one as before (its config, agent "loadgen").
 scale_holds() {
-    local run hold
+    local run hold specs i config=$BENCH_DIR/tokenbudgetd.conf
+    [ -z "$NEW_DAEMON" ] || config=$BENCH_DIR/rules-1.conf
+    for hold in "${HOLDS[@]}" base; do
+        if [ -n "$NEW_DAEMON" ]; then
+            CG_OF[hold$hold]=1
+            AGENT_OF[hold$hold]=""
+        fi
+    done
+    # What one allocation is charged to, on a daemon of its own (so the
+    # points' RSS is not disturbed).
+    start_daemon "hold${HOLDS[0]}" "$BENCH_DIR/hold.sock" 1 "$TOKENBUDGETD" "$config"
+    scopes_of "hold${HOLDS[0]}"
+    SCOPES_OF[scale]=${SCOPES_OF[hold${HOLDS[0]}]}
+    N_SCOPES_OF[scale]=${N_SCOPES_OF[hold${HOLDS[0]}]}
+    stop_server "hold${HOLDS[0]}"
     for run in $(seq "$RUNS"); do
+        specs=()
         for hold in "${HOLDS[@]}"; do
-            hold_point "$hold"
-            R["hold $hold $run"]=$HOLD_LINE
-            echo "run=$run scale=hold $HOLD_LINE" >>"$RESULTS"
+            start_daemon "hold$hold" "$BENCH_DIR/hold$hold.sock" 1 "$TOKENBUDGETD" "$config"
+            specs+=("hold$hold:$hold")
         done
         if [ -n "$BASELINE" ]; then
-            hold_point "${HOLDS[-1]}" "$BASELINE"
-            R["basehold ${HOLDS[-1]} $run"]=$HOLD_LINE
-            echo "run=$run scale=basehold $HOLD_LINE" >>"$RESULTS"
+            start_daemon holdbase "$BENCH_DIR/holdbase.sock" 1 "$BASELINE" "$BENCH_DIR/base.conf"
+            specs+=("holdbase:${HOLDS[-1]}")
         fi
+        lockstep 2 "${specs[@]}"
+        for i in "${!HOLDS[@]}"; do
+            hold=${HOLDS[$i]}
+            R["hold $hold $run"]=${LOCKSTEP_LINES[$i]}
+            echo "run=$run scale=hold ${LOCKSTEP_LINES[$i]}" >>"$RESULTS"
+            echo "bench: run $run/$RUNS $hold open allocations: per-call p50 $(kv call_p50_us "${LOCKSTEP_LINES[$i]}") us" >&2
+            stop_server "hold$hold"
+        done
+        if [ -n "$BASELINE" ]; then
+            R["basehold ${HOLDS[-1]} $run"]=${LOCKSTEP_LINES[-1]}
+            echo "run=$run scale=basehold ${LOCKSTEP_LINES[-1]}" >>"$RESULTS"
+            stop_server holdbase
+        fi
+    done
+}
+
+# The scopes section: the same cycle against the baseline (2 scopes: global,
+# process), this daemon with the load generator in the root cgroup and no
+# rule (3: global, user, process) and with it in CGROUP_UNIT and one
+# matching rule (5: global, user, unit, process, rule), all three running
+# for the whole section and interleaved like the matrix. The Requests
+# declare no agent (which would add an agent scope); the baseline's load
+# generator runs in the unit too (it charges none), so only the scopes differ.
+scopes_section() {
+    local s
+    SCOPE_SERVERS=()
+    if [ -n "$BASELINE" ]; then
+        start_daemon scopebase "$BENCH_DIR/scopebase.sock" 1 "$BASELINE" "$BENCH_DIR/base.conf"
+        SCOPE_SERVERS+=(scopebase)
+        DESC_OF[scopebase]="TOKENBUDGETD_BASELINE"
+    fi
+    start_daemon scope3 "$BENCH_DIR/scope3.sock" 1 "$TOKENBUDGETD" "$BENCH_DIR/tokenbudgetd.conf"
+    start_daemon scope5 "$BENCH_DIR/scope5.sock" 1 "$TOKENBUDGETD" "$BENCH_DIR/rules-1.conf"
+    SCOPE_SERVERS+=(scope3 scope5)
+    DESC_OF[scope3]="this daemon, loadgen in the root cgroup, no rule"
+    DESC_OF[scope5]="this daemon, loadgen in $CGROUP_UNIT, one matching rule"
+    [ -n "$CGROUP_DIR" ] || DESC_OF[scope5]="this daemon, loadgen in the root cgroup (no unit), one matching rule"
+    CG_OF[scopebase]=1
+    CG_OF[scope5]=1
+    for s in "${SCOPE_SERVERS[@]}"; do
+        AGENT_OF[$s]=""
+        scopes_of "$s"
+    done
+    LABEL_OF[scopebase]="base-${N_SCOPES_OF[scopebase]:-}"
+    LABEL_OF[scope3]="new-${N_SCOPES_OF[scope3]}"
+    LABEL_OF[scope5]="new-${N_SCOPES_OF[scope5]}"
+    # Concurrency 1 in lockstep, each new daemon paired with the baseline
+    # (3 s of cycles each per run): new-5's client in the unit, new-3's in
+    # the root cgroup, so two passes (the baseline charges no unit either
+    # way). Results in R["server 1ls run"] (the pass with new-5) and
+    # R["server 1ls-root run"] (with new-3). Without a baseline there is no
+    # pair: concurrency 1 is then only what BENCH_SCOPES_CONCURRENCY asks.
+    for run in $(seq "$RUNS"); do
+        [ -n "$BASELINE" ] || break
+        lockstep 3 scope5 scopebase
+        R["scope5 1ls $run"]=${LOCKSTEP_LINES[0]}
+        R["scopebase 1ls $run"]=${LOCKSTEP_LINES[1]}
+        CG_OF[scopebase]=0
+        lockstep 3 scope3 scopebase
+        CG_OF[scopebase]=1
+        R["scope3 1ls-root $run"]=${LOCKSTEP_LINES[0]}
+        R["scopebase 1ls-root $run"]=${LOCKSTEP_LINES[1]}
+        printf 'run=%s lockstep=1ls %s\n' "$run" "${LOCKSTEP_LINES[@]}" >>"$RESULTS"
+        echo "bench: run $run/$RUNS scopes at concurrency 1 (lockstep): new-5 $(kv cycles_per_sec "${R["scope5 1ls $run"]}")," \
+            "base $(kv cycles_per_sec "${R["scopebase 1ls $run"]}") cycles/s" >&2
+    done
+    interleave "$SCOPES_CONCURRENCY" "${SCOPE_SERVERS[@]}"
+    for s in "${SCOPE_SERVERS[@]}"; do
+        stop_server "$s"
+    done
+}
+
+# The rules section: per-call latency at concurrency 1 with RULE_COUNTS
+# rules in the config, one daemon per count running for the whole section,
+# one loadgen in lockstep over them per run (2 s of cycles each); the load
+# generator as new-5's.
+rules_section() {
+    local n run i
+    RULE_SERVERS=()
+    for n in "${RULE_COUNTS[@]}"; do
+        start_daemon "rules$n" "$BENCH_DIR/rules$n.sock" 1 "$TOKENBUDGETD" "$BENCH_DIR/rules-$n.conf"
+        CG_OF[rules$n]=1
+        AGENT_OF[rules$n]=""
+        RULE_SERVERS+=("rules$n")
+    done
+    scopes_of "rules${RULE_COUNTS[-1]}"
+    for run in $(seq "$RUNS"); do
+        lockstep 2 "${RULE_SERVERS[@]}"
+        for i in "${!RULE_SERVERS[@]}"; do
+            R["${RULE_SERVERS[$i]} 1 $run"]=${LOCKSTEP_LINES[$i]}
+            echo "run=$run server=${RULE_SERVERS[$i]} ${LOCKSTEP_LINES[$i]}" >>"$RESULTS"
+        done
+        echo "bench: run $run/$RUNS rules: per-call p50 $(kv call_p50_us "${LOCKSTEP_LINES[0]}") us with" \
+            "${RULE_COUNTS[0]}, $(kv call_p50_us "${LOCKSTEP_LINES[-1]}") us with ${RULE_COUNTS[-1]}" >&2
+    done
+    for n in "${RULE_SERVERS[@]}"; do
+        stop_server "$n"
     done
 }
 
@@ -398,7 +668,8 @@ print_table() {
             "$(med daemon "$conns" server_cpu_us_per_cycle)" "$(med redis "$conns" server_cpu_us_per_cycle)" \
             "$(med lite "$conns" server_cpu_us_per_cycle)" "$(med floor "$conns" server_cpu_us_per_cycle)"
     done
-    echo "daemon: tokenbudgetd, 2 scopes (global, process), every window and cap checked, no durable ledger yet"
+    echo "daemon: tokenbudgetd, ${N_SCOPES_OF[daemon]} scopes (${SCOPES_OF[daemon]}), every window and cap checked," \
+        "no durable ledger yet"
     echo "redis:  Redis $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') + Lua, 3 scopes, sliding-window" \
         "counters, AOF everysec (bench/redis/*.lua)"
     echo "lite:   the same Redis with counters only (no window, no check): a lower bound for any Redis budget keeper"
@@ -416,6 +687,8 @@ print_baseline() {
     local conns hold=${HOLDS[-1]}
     echo
     echo "before/after (TOKENBUDGETD_BASELINE=$BASELINE vs TOKENBUDGETD=$TOKENBUDGETD; per-run ratios, median)"
+    echo "  scopes per allocation: daemon ${N_SCOPES_OF[daemon]} (${SCOPES_OF[daemon]}), base ${N_SCOPES_OF[base]}" \
+        "(${SCOPES_OF[base]})"
     printf '%-5s | %9s %9s | %6s | %s\n' conns daemon base d/base "server CPU per cycle (us) d / base"
     for conns in $CONCURRENCY; do
         printf '%-5s | %9s %9s | %6s | %7s / %s\n' "$conns" \
@@ -424,30 +697,55 @@ print_baseline() {
             "$(med daemon "$conns" server_cpu_us_per_cycle)" "$(med base "$conns" server_cpu_us_per_cycle)"
     done
     echo "  (cycles/s; d/base > 1: the daemon is faster)"
+    section scale || return 0
     echo "  with $hold open allocations, per-call p50 at concurrency 1 d / base: $(scale_med "$hold" call_p50_us) /" \
         "$(med basehold "$hold" call_p50_us) us (d/base $(mratio hold basehold "$hold" call_p50_us), below 1: the daemon is faster);" \
         "RSS per open allocation $(scale_med "$hold" hold_bytes_per_alloc) / $(med basehold "$hold" hold_bytes_per_alloc) bytes"
 }
 
-print_scale() {
-    local lo hi lo_cpu hi_cpu per_alloc vals=() run
-    lo=$(scale_med "${HOLDS[0]}" call_p50_us)
-    hi=$(scale_med "${HOLDS[-1]}" call_p50_us)
-    lo_cpu=$(scale_med "${HOLDS[0]}" server_cpu_us_per_cycle)
-    hi_cpu=$(scale_med "${HOLDS[-1]}" server_cpu_us_per_cycle)
-    per_alloc=$(scale_med "${HOLDS[-1]}" hold_bytes_per_alloc)
+# hratio HOLD KEY: the HOLD point against the first one, per run, median.
+hratio() {
+    local vals=() run
     for run in $(seq "$RUNS"); do
-        vals+=("$(ratio "$(kv call_p50_us "${R["hold ${HOLDS[-1]} $run"]}")" \
-            "$(kv call_p50_us "${R["hold ${HOLDS[0]} $run"]}")")")
+        vals+=("$(ratio "$(kv "$2" "${R["hold $1 $run"]}")" "$(kv "$2" "${R["hold ${HOLDS[0]} $run"]}")")")
     done
-    SCALE_LAT_RATIO=$(median "${vals[@]}")
-    SCALE_PER_ALLOC=$per_alloc
+    median "${vals[@]}"
+}
+
+# in_range LO HI VALUE...: an awk condition that every VALUE is in [LO, HI].
+in_range() {
+    local lo=$1 hi=$2 v cond="1"
+    shift 2
+    for v in "$@"; do
+        cond+=" && $v >= $lo && $v <= $hi"
+    done
+    echo "$cond"
+}
+
+print_scale() {
+    local hold rss
+    SCALE_LAT_RATIOS=()
+    for hold in "${HOLDS[@]:1}"; do
+        SCALE_LAT_RATIOS+=("$(hratio "$hold" call_p50_us)")
+    done
+    SCALE_PER_ALLOC=$(scale_med "${HOLDS[-1]}" hold_bytes_per_alloc)
     SCALE_PER_CONN=$(kv bytes_per_conn "$IDLE_LINE")
     echo
     echo "cost of scale"
-    echo "  per-call latency p50 at concurrency 1 (loadgen and daemon on separate cores): ${lo} us with ${HOLDS[0]} open allocation(s)," \
-        "${hi} us with ${HOLDS[-1]} (x$SCALE_LAT_RATIO); server CPU per cycle ${lo_cpu} -> ${hi_cpu} us"
-    echo "  RSS per open allocation (${HOLDS[-1]} held): ${per_alloc} bytes" \
+    echo "  per-call latency at concurrency 1 with allocations held open on another connection of the same process:"
+    echo "  a fresh daemon per point and run, one loadgen in lockstep over them (a cycle on each in turn, 2 s of cycles"
+    echo "  each), loadgen and daemons on separate cores; ${N_SCOPES_OF[scale]} scopes per allocation: ${SCOPES_OF[scale]}"
+    printf '    %-7s | %7s %7s | %6s %6s | %s\n' open "p50 us" "p99 us" "p50 x" "p99 x" \
+        "server CPU per cycle (us) | RSS per open allocation (bytes)"
+    for hold in "${HOLDS[@]}"; do
+        rss=-
+        [ "$hold" -lt 1000 ] || rss=$(scale_med "$hold" hold_bytes_per_alloc)
+        printf '    %-7s | %7s %7s | %6s %6s | %8s | %s\n' "$hold" "$(scale_med "$hold" call_p50_us)" \
+            "$(scale_med "$hold" call_p99_us)" "$(hratio "$hold" call_p50_us)" "$(hratio "$hold" call_p99_us)" \
+            "$(scale_med "$hold" server_cpu_us_per_cycle)" "$rss"
+    done
+    echo "    (x: against ${HOLDS[0]} open in the same run, median of the per-run ratios)"
+    echo "  RSS per open allocation (${HOLDS[-1]} held): ${SCALE_PER_ALLOC} bytes" \
         "(RSS $(scale_med "${HOLDS[-1]}" hold_rss_before_kib) -> $(scale_med "${HOLDS[-1]}" hold_rss_after_kib) KiB)"
     echo "  RSS per idle connection ($IDLE_CONNS, each after one cycle): ${SCALE_PER_CONN} bytes" \
         "(RSS $(kv rss_before_kib "$IDLE_LINE") -> $(kv rss_after_kib "$IDLE_LINE") KiB)"
@@ -465,15 +763,87 @@ scale_med() {
     median "${vals[@]}"
 }
 
+# scopes_row LABEL POINT...: one row of the scopes table; POINT is
+# SERVER@CONNS-KEY per column (the ratios: each against the first).
+scopes_row() {
+    local label=$1 p first=$2 cells=""
+    shift
+    printf '%-8s |' "$label"
+    for p in "$@"; do
+        printf ' %9s' "$(fmt "$(med "${p%@*}" "${p#*@}" cycles_per_sec)")"
+    done
+    printf ' |'
+    for p in "${@:2}"; do
+        printf ' %12s' "$(pratio "${p%@*}" "${p#*@}" "${first%@*}" "${first#*@}" cycles_per_sec)"
+    done
+    for p in "$@"; do
+        cells+="${cells:+ / }$(med "${p%@*}" "${p#*@}" server_cpu_us_per_cycle)"
+    done
+    printf ' | %-25s' "$cells"
+    cells=""
+    for p in "$@"; do
+        cells+="${cells:+ / }$(med "${p%@*}" "${p#*@}" call_p50_us)"
+    done
+    printf ' | %s\n' "$cells"
+}
+
+print_scopes() {
+    local conns s first=${SCOPE_SERVERS[0]} last=${SCOPE_SERVERS[-1]} points
+    echo
+    echo "scopes per allocation: the same cycle charged to more budgets (Requests declare no agent here);"
+    echo "$RUNS runs, medians; ratios: median of the per-run ratios"
+    for s in "${SCOPE_SERVERS[@]}"; do
+        printf '  %-7s %s: %s\n' "${LABEL_OF[$s]}" "${DESC_OF[$s]}" "${SCOPES_OF[$s]}"
+    done
+    [ -z "$CGROUP_NOTE" ] || echo "  (no unit scope: $CGROUP_NOTE)"
+    printf '%-8s |' conns
+    for s in "${SCOPE_SERVERS[@]}"; do
+        printf ' %9s' "${LABEL_OF[$s]}"
+    done
+    printf ' |'
+    for s in "${SCOPE_SERVERS[@]:1}"; do
+        printf ' %12s' "${LABEL_OF[$s]}/${LABEL_OF[$first]}"
+    done
+    echo " | server CPU per cycle (us) | call p50 (us)"
+    [ -z "$BASELINE" ] || scopes_row "1 (ls)" scopebase@1ls scope3@1ls-root scope5@1ls
+    for conns in $SCOPES_CONCURRENCY; do
+        points=()
+        for s in "${SCOPE_SERVERS[@]}"; do
+            points+=("$s@$conns")
+        done
+        scopes_row "$conns" "${points[@]}"
+    done
+    echo "  (cycles/s; CPU and p50 in the order of the columns; ${LABEL_OF[$last]}/${LABEL_OF[$first]} above 1:" \
+        "${LABEL_OF[$last]} is faster)"
+    [ -z "$BASELINE" ] || echo "  1 (ls): concurrency 1 in lockstep, one loadgen alternating cycle by cycle between" \
+        "${LABEL_OF[$last]} and ${LABEL_OF[$first]} (in the unit), then ${LABEL_OF[scope3]} and ${LABEL_OF[$first]}" \
+        "(root cgroup), 3 s of cycles each per run;" \
+        "${LABEL_OF[$first]}'s figure from the first pair; other rows: $DURATION s per point, time-sliced like the matrix"
+}
+
+print_rules() {
+    local s first=${RULE_SERVERS[0]}
+    echo
+    echo "rules in the config: per-call latency at concurrency 1, a daemon per rule count, one loadgen in lockstep over"
+    echo "  them (a cycle on each in turn, 2 s of cycles each per run);"
+    echo "  one rule matches (\"bench\", listed last), the others match.command \"nomatch-I-*\"; Requests without" \
+        "agent; with ${RULE_COUNTS[-1]} rules an allocation is charged to ${SCOPES_OF[rules${RULE_COUNTS[-1]}]}"
+    printf '    %-7s | %7s %7s | %6s %6s | %s\n' rules "p50 us" "p99 us" "p50 x" "p99 x" "server CPU per cycle (us)"
+    for s in "${RULE_SERVERS[@]}"; do
+        printf '    %-7s | %7s %7s | %6s %6s | %8s\n' "${s#rules}" "$(med "$s" 1 call_p50_us)" \
+            "$(med "$s" 1 call_p99_us)" "$(mratio "$s" "$first" 1 call_p50_us)" "$(mratio "$s" "$first" 1 call_p99_us)" \
+            "$(med "$s" 1 server_cpu_us_per_cycle)"
+    done
+    echo "    (x: against ${first#rules} rule(s) in the same run, median of the per-run ratios)"
+}
+
 # measured CONNS: whether this run measured that concurrency.
 measured() {
     [[ " $CONCURRENCY " == *" $1 "* ]]
 }
 
-print_targets() {
-    local c r p99_d p99_f run with=""
-    echo
-    echo "targets (ratios: median of the per-run ratios, each run's points side by side)"
+print_matrix_targets() {
+    local c r p99_d p99_f run
     for c in $CONCURRENCY; do
         r=$(mratio daemon redis "$c" cycles_per_sec)
         if [ "$c" = 1 ]; then
@@ -503,61 +873,145 @@ print_targets() {
     else
         echo "  cycle p99 at concurrency 1 <= 2x the floor's: not measured (BENCH_CONCURRENCY)"
     fi
-    echo "  per-call latency within 20% from ${HOLDS[0]} to ${HOLDS[-1]} open allocations: x$SCALE_LAT_RATIO:" \
-        "$(verdict "$SCALE_LAT_RATIO >= 0.8 && $SCALE_LAT_RATIO <= 1.2")"
+}
+
+print_scale_targets() {
+    local i text=""
+    for i in "${!SCALE_LAT_RATIOS[@]}"; do
+        text+="${text:+, }x${SCALE_LAT_RATIOS[$i]} at ${HOLDS[$((i + 1))]}"
+    done
+    echo "  per-call latency p50 within 20% from ${HOLDS[0]} to ${HOLDS[-1]} open allocations: $text:" \
+        "$(verdict "$(in_range 0.8 1.2 "${SCALE_LAT_RATIOS[@]}")")"
     echo "  RSS <= 2 KiB per idle connection: $SCALE_PER_CONN bytes: $(verdict "$SCALE_PER_CONN <= 2048")"
     echo "  RSS <= 512 bytes per open allocation: $SCALE_PER_ALLOC bytes: $(verdict "$SCALE_PER_ALLOC <= 512")"
     echo "  idle wakeups <= 1 per minute: $WAKEUPS_PER_MIN: $(verdict "$WAKEUPS_PER_MIN <= 1")"
-    [ -z "$BASELINE" ] || with=" (with the baseline points)"
-    echo "  whole run under 5 minutes (after installing): $((SECONDS - BUILT_SEC)) s$with:" \
-        "$(verdict "$((SECONDS - BUILT_SEC)) < 300")"
 }
 
-main() {
-    local sizes idle0 idle_t0
-    [ "$(id -u)" -eq 0 ] || echo "bench: not root: cannot install packages or raise limits" >&2
-    install_deps
-    build
-    BUILT_SEC=$SECONDS
-    write_configs
-    : >"$RESULTS"
+print_scopes_targets() {
+    local c r n=${N_SCOPES_OF[scope5]} note="" what
+    what="cycles/s with $n scopes >= 0.8x the 2-scope"
+    [ "$n" = 5 ] || note=" (not 5 scopes: see the scopes section)"
+    if [ -z "$BASELINE" ]; then
+        echo "  $what daemon's: not measured (needs TOKENBUDGETD_BASELINE, a 2-scope daemon;" \
+            "${LABEL_OF[scope5]}/${LABEL_OF[scope3]} at concurrency $SCOPES_CONCURRENCY:" \
+            "$(for c in $SCOPES_CONCURRENCY; do echo -n "$(mratio scope5 scope3 "$c" cycles_per_sec)x "; done))"
+        return 0
+    fi
+    what="cycles/s with $n scopes >= 0.8x the ${N_SCOPES_OF[scopebase]}-scope baseline's"
+    r=$(pratio scope5 1ls scopebase 1ls cycles_per_sec)
+    echo "  $what at concurrency 1 (lockstep): ${r}x$note: $(verdict "$r >= 0.8")"
+    for c in $SCOPES_CONCURRENCY; do
+        r=$(mratio scope5 scopebase "$c" cycles_per_sec)
+        echo "  $what at concurrency $c: ${r}x$note: $(verdict "$r >= 0.8")"
+    done
+}
 
-    # The idle daemon: exec -> READY five times, the last one kept running
-    # untouched through the whole run to count its wakeups.
-    start_daemon idle "$BENCH_DIR/idle.sock" 5
-    READY_IDLE=$READY_LINE
-    sleep 1
-    idle0=$(ctxt_switches "${PID_OF[idle]}")
-    idle_t0=$SECONDS
+print_rules_targets() {
+    local s vals=() text=""
+    for s in "${RULE_SERVERS[@]:1}"; do
+        vals+=("$(mratio "$s" "${RULE_SERVERS[0]}" 1 call_p50_us)")
+        text+="${text:+, }x${vals[-1]} at ${s#rules}"
+    done
+    echo "  per-call latency p50 within 20% from ${RULE_COUNTS[0]} to ${RULE_COUNTS[-1]} rules: $text:" \
+        "$(verdict "$(in_range 0.8 1.2 "${vals[@]}")")"
+}
 
+print_targets() {
+    local with="" total=$((SECONDS - BUILT_SEC)) old=0 name times=""
+    echo
+    echo "targets (ratios: median of the per-run ratios, each run's points side by side)"
+    section matrix && print_matrix_targets
+    section scale && print_scale_targets
+    if section scopes; then
+        [ -n "$NEW_DAEMON" ] && print_scopes_targets || echo "  scopes: not measured: $NEW_DAEMON_NOTE"
+    fi
+    if section rules; then
+        [ -n "$NEW_DAEMON" ] && print_rules_targets || echo "  rules: not measured: $NEW_DAEMON_NOTE"
+    fi
+    for name in matrix scale scopes rules; do
+        [ -z "${SECTION_SEC[$name]:-}" ] || times+="${times:+, }$name ${SECTION_SEC[$name]} s"
+    done
+    [ -z "$BASELINE" ] || with=" (with the baseline points)"
+    if section matrix && section scale; then
+        old=$((SECTION_SEC[matrix] + SECTION_SEC[scale]))
+        echo "  matrix and cost of scale under 5 minutes (after installing): $old s$with: $(verdict "$old < 300")"
+    fi
+    echo "  whole run under 8 minutes (after installing): $total s ($times): $(verdict "$total < 480")"
+}
+
+# timed SECTION FUNCTION: runs FUNCTION, records how long it took.
+timed() {
+    local t0=$SECONDS
+    "$2"
+    SECTION_SEC[$1]=$((SECONDS - t0))
+}
+
+matrix_section() {
+    local sizes
     start_daemon daemon "$BENCH_DIR/daemon.sock"
     [ -z "$BASELINE" ] || start_daemon base "$BENCH_DIR/base.sock" 1 "$BASELINE"
     start_redis
-    sizes=$("$BIN/loadgen" --socket "$BENCH_DIR/daemon.sock" --capture 2>>"$BENCH_DIR/loadgen.err") ||
-        die "cannot capture a daemon cycle: $(tail -n 3 "$BENCH_DIR/loadgen.err")"
+    sizes=$(client daemon --capture) || die "cannot capture a daemon cycle: $(tail -n 3 "$BENCH_DIR/loadgen.err")"
     echo "capture $sizes" >>"$RESULTS"
+    scopes_of daemon
+    [ -z "$BASELINE" ] || scopes_of base
     start_floor "$(kv reply_sizes "$sizes")"
 
-    throughput_matrix
+    interleave "$CONCURRENCY" "${SERVERS[@]}"
     stop_server daemon
     stop_server base
     stop_server floor
     stop_server redis
     unset "PID_OF[lite]"
+}
 
+scale_section() {
     scale_holds
     scale_idle_conns
-
     check_alive
-    WAKEUPS=$(($(ctxt_switches "${PID_OF[idle]}") - idle0))
-    IDLE_SEC=$((SECONDS - idle_t0))
+    WAKEUPS=$(($(ctxt_switches "${PID_OF[idle]}") - IDLE0))
+    IDLE_SEC=$((SECONDS - IDLE_T0))
     WAKEUPS_PER_MIN=$(awk -v n="$WAKEUPS" -v s="$IDLE_SEC" 'BEGIN { printf "%.2f", n * 60 / s }')
     stop_server idle
+}
+
+main() {
+    local name
+    [ "$(id -u)" -eq 0 ] || echo "bench: not root: cannot install packages or raise limits" >&2
+    for name in $SECTIONS; do
+        [[ $name =~ ^(matrix|scale|scopes|rules)$ ]] || die "BENCH_SECTIONS: unknown section '$name'"
+    done
+    install_deps
+    build
+    BUILT_SEC=$SECONDS
+    write_configs
+    : >"$RESULTS"
+    NEW_DAEMON_NOTE=${NEW_DAEMON_NOTE:-}
+    setup_cgroup
+    [ -z "$CGROUP_NOTE" ] || echo "bench: no unit scope: $CGROUP_NOTE" >&2
+
+    # The idle daemon: exec -> READY five times, the last one kept running
+    # untouched through the whole run to count its wakeups.
+    if section scale; then
+        start_daemon idle "$BENCH_DIR/idle.sock" 5
+        READY_IDLE=$READY_LINE
+        sleep 1
+        IDLE0=$(ctxt_switches "${PID_OF[idle]}")
+        IDLE_T0=$SECONDS
+    fi
+    ! section matrix || timed matrix matrix_section
+    [ -z "$NEW_DAEMON" ] || ! section scopes || timed scopes scopes_section
+    [ -z "$NEW_DAEMON" ] || ! section rules || timed rules rules_section
+    ! section scale || timed scale scale_section
 
     {
-        print_table
-        [ -z "$BASELINE" ] || print_baseline
-        print_scale
+        if section matrix; then
+            print_table
+            [ -z "$BASELINE" ] || print_baseline
+        fi
+        ! section scale || print_scale
+        [ -z "$NEW_DAEMON" ] || ! section scopes || print_scopes
+        [ -z "$NEW_DAEMON" ] || ! section rules || print_rules
         print_targets
         echo
         echo "raw results: $RESULTS (kept with BENCH_KEEP=1); reproduce: bench/run.sh"
