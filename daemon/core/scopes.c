@@ -74,8 +74,8 @@ struct ScopeChain {
          * agent name (up to n_scopes). A reference is held on every entry but
          * global and the process (the ScopeEntry is each ledger scope's
          * userdata). */
-        LedgerScope *scopes[LEDGER_SCOPES_MAX];
-        uint8_t n_core, n_base, n_scopes, process_index;
+        LedgerScope **scopes; /* grows by doubling up to LEDGER_SCOPES_MAX */
+        uint8_t n_core, n_base, n_scopes, process_index, allocated;
         bool agent_cached, agent_inserted;
         char *agent; /* the cached agent part's name */
         RuleList fixed, candidates, agent_rules;
@@ -593,6 +593,7 @@ void scope_chain_free(ScopeTable *t, ScopeChain *c, uint64_t now) {
         if (!c)
                 return;
         chain_drop_base(t, c);
+        free(c->scopes);
         free(c);
 }
 
@@ -602,6 +603,27 @@ static int chain_too_long(const char *name, ScopeFailure *ret_failure) {
         return -E2BIG;
 }
 
+/* Room for one more scope: most chains hold a handful, so they start at 8
+ * (an idle connection's chain is most of what it costs). */
+static int chain_grow(ScopeChain *c, const char *name, ScopeFailure *ret_failure) {
+        LedgerScope **bigger;
+        size_t n;
+
+        if (c->n_scopes >= LEDGER_SCOPES_MAX)
+                return chain_too_long(name, ret_failure);
+        if (c->n_scopes < c->allocated)
+                return 0;
+        n = c->allocated ? 2u * c->allocated : 8u;
+        if (n > LEDGER_SCOPES_MAX)
+                n = LEDGER_SCOPES_MAX;
+        bigger = realloc(c->scopes, n * sizeof(*bigger));
+        if (!bigger)
+                return -ENOMEM;
+        c->scopes = bigger;
+        c->allocated = (uint8_t)n;
+        return 0;
+}
+
 /* Appends an entry: to the base while it is being built (no agent part
  * yet), else to the agent part. */
 static int chain_add(ScopeTable *t, ScopeChain *c, ScopeKind kind, const char *name, uint64_t discriminator,
@@ -609,8 +631,9 @@ static int chain_add(ScopeTable *t, ScopeChain *c, ScopeKind kind, const char *n
         ScopeEntry *e;
         int r;
 
-        if (c->n_scopes >= LEDGER_SCOPES_MAX)
-                return chain_too_long(name, ret_failure);
+        r = chain_grow(c, name, ret_failure);
+        if (r < 0)
+                return r;
         r = entry_acquire(t, kind, name, discriminator, owner, c->principal->uid, c->admin, now, &e,
                           ret_failure);
         if (r < 0)
@@ -673,6 +696,9 @@ static int chain_build_base(ScopeTable *t, ScopeChain *c, uint64_t now, ScopeFai
         char name[SCOPE_NAME_MAX];
         int r;
 
+        r = chain_grow(c, "global", ret_failure);
+        if (r < 0)
+                return r;
         c->scopes[0] = t->global.scope;
         c->n_scopes = 1;
         snprintf(name, sizeof(name), "user:%" PRIu32, (uint32_t)p->uid);
@@ -697,9 +723,8 @@ static int chain_build_base(ScopeTable *t, ScopeChain *c, uint64_t now, ScopeFai
                               ret_failure);
         }
         if (r >= 0) {
-                if (c->n_scopes >= LEDGER_SCOPES_MAX)
-                        r = chain_too_long(ledger_scope_name(c->process), ret_failure);
-                else {
+                r = chain_grow(c, ledger_scope_name(c->process), ret_failure);
+                if (r >= 0) {
                         c->process_index = c->n_scopes;
                         c->scopes[c->n_scopes++] = c->process;
                         c->n_core = c->n_scopes;
@@ -728,8 +753,9 @@ static int chain_insert_agent(ScopeTable *t, ScopeChain *c, const char *name, ui
         ScopeEntry *e;
         int r;
 
-        if (c->n_scopes >= LEDGER_SCOPES_MAX)
-                return chain_too_long(name, ret_failure);
+        r = chain_grow(c, name, ret_failure);
+        if (r < 0)
+                return r;
         r = entry_acquire(t, SCOPE_AGENT, name, 0, c->principal->uid, c->principal->uid, c->admin, now, &e,
                           ret_failure);
         if (r < 0)
