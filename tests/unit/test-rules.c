@@ -929,7 +929,7 @@ START_TEST(test_against_model) {
 
         for (size_t round = 0; round < ROUNDS; round++) {
                 RuleConfig rules[RULES_MAX];
-                char names[RULES_MAX][8];
+                char names[RULES_MAX][16];
                 size_t n = 1 + pick(&rng, RULES_MAX);
                 const Principal *p = model_principals[pick(&rng, N_ROWS(model_principals))];
                 const char *agent = agents[pick(&rng, N_ROWS(agents))];
