@@ -15,8 +15,10 @@
 #include "tb-check.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
@@ -1081,22 +1083,66 @@ END_TEST
  * Runs budgetctl as uid OTHER_UID (gid the same) through setpriv, with the
  * supplementary group ADMIN_GID when in_admin_group, else none.
  */
+static void copy_file(const char *from, const char *to, mode_t mode) {
+        size_t len;
+        char *data = harness_read_file(from, &len);
+        int fd;
+
+        ck_assert_msg(data, "%s: %s", from, strerror(errno));
+        fd = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+        ck_assert_msg(fd >= 0, "%s: %s", to, strerror(errno));
+        ck_assert_msg(write(fd, data, len) == (ssize_t)len, "%s: short write", to);
+        ck_assert_int_eq(fchmod(fd, mode), 0);
+        close(fd);
+        free(data);
+}
+
+/*
+ * The build directory may be one that uid 65534 cannot enter (a clone under
+ * /root, as in scripts/check-fresh.sh): budgetctl and the library it loads
+ * are copied into the test's directory (mode 0755) and run from there.
+ */
+static const char *other_budgetctl(char ret_libdir[static 300]) {
+        static char path[320];
+        const char *bin = harness_env("BUDGETCTL");
+        char lib[PATH_MAX], dir[300];
+        const char *slash = strrchr(bin, '/');
+
+        snprintf(dir, sizeof(dir), "%s/other-bin", harness_dir());
+        snprintf(ret_libdir, 300, "%s", dir);
+        snprintf(path, sizeof(path), "%s/budgetctl", dir);
+        if (access(path, X_OK) == 0)
+                return path;
+        ck_assert_msg(mkdir(dir, 0755) == 0 || errno == EEXIST, "%s: %s", dir, strerror(errno));
+        ck_assert_int_eq(chmod(dir, 0755), 0);
+        copy_file(bin, path, 0755);
+        snprintf(lib, sizeof(lib), "%.*s/libtokenbudget.so.1", slash ? (int)(slash - bin) : 1,
+                 slash ? bin : ".");
+        snprintf(dir + strlen(dir), sizeof(dir) - strlen(dir), "/libtokenbudget.so.1");
+        copy_file(lib, dir, 0644);
+        return path;
+}
+
 static void budgetctl_as_other(const char *socket_path, bool in_admin_group, const char *const args[],
                                CommandResult *ret) {
+        char libdir[300], env_lib[320];
+        const char *bin = other_budgetctl(libdir);
         char *argv[20] = {SETPRIV,
                           "--reuid=65534",
                           "--regid=65534",
                           in_admin_group ? "--groups=4242" : "--clear-groups",
-                          (char *)harness_env("BUDGETCTL"),
+                          (char *)bin,
                           "--socket",
                           (char *)socket_path};
+        char *env[] = {env_lib, NULL};
         size_t n = 7;
 
+        snprintf(env_lib, sizeof(env_lib), "LD_LIBRARY_PATH=%s", libdir);
         for (size_t i = 0; args[i]; i++) {
                 ck_assert(n + 1 < sizeof(argv) / sizeof(argv[0]));
                 argv[n++] = (char *)args[i];
         }
-        harness_run(argv, NULL, RUN_TIMEOUT_MSEC, ret);
+        harness_run(argv, env, RUN_TIMEOUT_MSEC, ret);
 }
 
 /* A child of uid OTHER_UID that holds one allocation of agent "other-agent" until killed. */
