@@ -46,7 +46,7 @@ static void help(void) {
                "                           does not exist, the built-in defaults, and SIGHUP\n"
                "                           reads it once it does)\n"
                "  -s, --socket PATH        listen on PATH instead of the configured socket\n"
-               "      --check-config FILE  validate FILE, print every error as FILE:LINE: message\n"
+               "      --check-config FILE  validate FILE, print every error (and warning) as FILE:LINE: message\n"
                "  -h, --help               show this help\n"
                "      --version            show the version\n"
                "\n"
