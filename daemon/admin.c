@@ -261,8 +261,9 @@ static const VarlinkField set_limits_fields[] = {
         [SET_DAY] = {VL_IN_ADMIN_SET_LIMITS_TOKENS_PER_DAY, VARLINK_FIELD_INT, true, TOKENS_FIELD_MAX},
         [SET_IN_FLIGHT] = {VL_IN_ADMIN_SET_LIMITS_MAX_TOKENS_IN_FLIGHT, VARLINK_FIELD_INT, true,
                            TOKENS_FIELD_MAX},
-        /* limits.max_allocations_per_process's bound */
-        [SET_ALLOCATIONS] = {VL_IN_ADMIN_SET_LIMITS_MAX_ALLOCATIONS, VARLINK_FIELD_INT, true, 1000000},
+        /* The configuration's bound for max_allocations, as for every budget number. */
+        [SET_ALLOCATIONS] = {VL_IN_ADMIN_SET_LIMITS_MAX_ALLOCATIONS, VARLINK_FIELD_INT, true,
+                             TOKENS_FIELD_MAX},
 };
 
 static int method_set_limits(const DispatchContext *ctx, Call *call, const VarlinkValue *v, uint64_t now) {

@@ -291,6 +291,12 @@ START_TEST(test_set_limits) {
                      "\"tokensPerHour\":1000000000000}}");
         assert_error(reply, "org.varlink.service.InvalidParameter", "parameter", "tokensPerHour", "10^12");
         json_object_put(reply);
+        /* The configuration's range: max_allocations up to 10^12 - 1 too. */
+        reply = call(r, "{\"method\":\"io.tokenbudget.admin.SetLimits\",\"parameters\":{\"scope\":\"agent\","
+                        "\"maxAllocations\":999999999999}}");
+        ck_assert_msg(!reply_error(reply), "SetLimits maxAllocations 10^12-1: %s",
+                      json_object_to_json_string(reply));
+        json_object_put(reply);
         raw_close(r);
         harness_daemon_stop(d);
 }
