@@ -77,41 +77,36 @@ _Static_assert(sizeof(tb_report_reply) == 160, "tb_report_reply changed size");
 _Static_assert(sizeof(tb_release_params) == 152, "tb_release_params changed size");
 _Static_assert(sizeof(tb_release_reply) == 144, "tb_release_reply changed size");
 
-struct request_params_planned {
-        uint64_t estimate;
-        const char *task_class, *agent, *model;
-        tb_priority priority;
-        uint64_t min_tokens, wait_usec, prompt_tokens;
-        uint64_t reserved[13];
-};
-_Static_assert(sizeof(struct request_params_planned) == sizeof(tb_request_params),
-               "planned fields do not fit");
+_Static_assert(offsetof(tb_request_params, min_tokens) == 40 &&
+                       offsetof(tb_request_params, prompt_tokens) == 56 &&
+                       offsetof(tb_request_params, reserved) == 64,
+               "tb_request_params' 1.2 fields are not where reserved[0..2] were");
+_Static_assert(offsetof(tb_report_reply, action_name) == 32 && offsetof(tb_report_reply, reserved) == 56,
+               "tb_report_reply's action_name is not where reserved[0..2] was");
 
 _Static_assert(offsetof(tb_grant, priority) == 112 && offsetof(tb_grant, priority_name) == 120 &&
                        offsetof(tb_grant, requested_priority) == 144 &&
                        offsetof(tb_grant, requested_priority_name) == 152 &&
-                       offsetof(tb_grant, reserved) == 176,
-               "tb_grant's priority fields are not where reserved[0..7] were");
+                       offsetof(tb_grant, reason) == 176,
+               "tb_grant's priority fields are not where reserved[0..7] of 1.0 were");
+_Static_assert(offsetof(tb_grant, reason) == 176 && offsetof(tb_grant, reason_name) == 184 &&
+                       offsetof(tb_grant, waited_usec) == 208 &&
+                       offsetof(tb_grant, suggested_max_tokens) == 216 &&
+                       offsetof(tb_grant, suggested_model) == 224 &&
+                       offsetof(tb_grant, would_be_name) == 232 &&
+                       offsetof(tb_grant, would_be_reason_name) == 240 &&
+                       offsetof(tb_grant, reserved) == 248,
+               "tb_grant's 1.2 fields are not where reserved[0..8] of 1.1 were");
 
+/* What is left must still hold the hints planned for later: the learned
+ * prediction (issue 13: predicted, predictedOutput, samples and the hard
+ * multiplier applied) and power (issue 11: powerState and powerFactor). */
 struct grant_planned {
-        char allocation[TB_ALLOCATION_ID_MAX];
-        uint64_t granted, warn_at, hard_limit;
-        tb_decision decision;
-        char decision_name[TB_NAME_MAX];
-        uint64_t priority_slot, priority_name_slots[3];
-        uint64_t requested_priority_slot, requested_priority_name_slots[3];
-        uint64_t suggested_max_tokens;
-        union {
-                const char *suggested_model;
-                uint64_t suggested_model_slot;
-        };
-        union {
-                const char *reason;
-                uint64_t reason_slot;
-        };
-        uint64_t waited_usec, predicted, predicted_output, samples;
+        char head[offsetof(tb_grant, reserved)];
+        uint64_t predicted, predicted_output, samples;
         uint64_t hard_multiplier_permille; /* or an enum naming where it came from: one slot either way */
-        uint64_t reserved[8];
+        uint64_t power_state_slot, power_factor_permille;
+        uint64_t reserved[1];
 };
 _Static_assert(sizeof(struct grant_planned) == sizeof(tb_grant), "planned hints do not fit");
 #endif
@@ -163,6 +158,9 @@ struct tb_client {
         json_object *error_parameters; /* of the last daemon error reply; NULL otherwise */
         uint64_t retry_after_usec;
         uint64_t last_io_usec; /* when the connection last carried a reply (or opened) */
+        /* The strings a tb_grant points to (suggested_model, would_be_name,
+         * would_be_reason_name), of the last Request answered; NULL: not sent. */
+        char *grant_strings[3];
 };
 
 /* How a daemon error maps to an errno (tokenbudget.h); anything else is -EBADE. */
@@ -171,10 +169,15 @@ static const struct {
         int error;
 } error_map[] = {
         {VL_ERROR_AGENT_BUDGET_EXHAUSTED, EDQUOT},
+        {VL_ERROR_AGENT_QUEUE_TIMEOUT, EDQUOT}, /* budget exhaustion after waiting */
         {VL_ERROR_AGENT_TOO_MANY_ALLOCATIONS, EUSERS},
         {VL_ERROR_AGENT_TOO_MANY_SCOPES, EUSERS},
+        {VL_ERROR_AGENT_QUEUE_FULL, EUSERS},
+        {VL_ERROR_AGENT_ESCALATED, EFBIG},
+        {VL_ERROR_AGENT_CIRCUIT_OPEN, EAGAIN},
         {VL_ERROR_AGENT_UNKNOWN_ALLOCATION, ENOENT},
         {VL_ERROR_ADMIN_UNKNOWN_SCOPE, ENOENT},
+        {VL_ERROR_ADMIN_UNKNOWN_REQUEST, ENOENT},
         {VL_ERROR_SERVICE_PERMISSION_DENIED, EACCES},
         {VL_ERROR_SERVICE_INVALID_PARAMETER, EINVAL},
         {VL_ERROR_SERVICE_INTERFACE_NOT_FOUND, EOPNOTSUPP},
@@ -224,6 +227,20 @@ static int error_to_errno(const char *name) {
         return EBADE;
 }
 
+/* The errors whose retryAfterUsec tb_client_retry_after_usec() gives (the same field name in each). */
+static bool error_has_retry_after(const char *name) {
+        static const char *const names[] = {
+                VL_ERROR_AGENT_BUDGET_EXHAUSTED,
+                VL_ERROR_AGENT_QUEUE_TIMEOUT,
+                VL_ERROR_AGENT_CIRCUIT_OPEN,
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (strcmp(names[i], name) == 0)
+                        return true;
+        return false;
+}
+
 /* Records "NAME: key=value key=value" from an error reply, keys in the order sent; returns its errno. */
 static int client_fail_reply(tb_client *c, const VarlinkReply *reply) {
         const char *sep = ": ";
@@ -249,7 +266,7 @@ static int client_fail_reply(tb_client *c, const VarlinkReply *reply) {
                 return client_fail(c, r, "%s", reply->error);
 
         client_set_error(c, text, strdup(reply->error), json_object_get(reply->parameters));
-        if (r == -EDQUOT) {
+        if (error_has_retry_after(reply->error)) {
                 json_object *retry = json_object_object_get(
                         reply->parameters, VL_FIELD_AGENT_BUDGET_EXHAUSTED_RETRY_AFTER_USEC);
 
@@ -411,6 +428,12 @@ static int request_format(VarlinkBuffer *b, const tb_request_params *p) {
             (p->priority != TB_PRIORITY_DEFAULT &&
              buf_put_string_param(b, &first, VL_IN_AGENT_REQUEST_PRIORITY, priority_names[p->priority]) <
                      0) ||
+            (p->min_tokens > 0 &&
+             buf_put_uint_param(b, &first, VL_IN_AGENT_REQUEST_MIN_TOKENS, p->min_tokens) < 0) ||
+            (p->wait_usec > 0 &&
+             buf_put_uint_param(b, &first, VL_IN_AGENT_REQUEST_WAIT_USEC, p->wait_usec) < 0) ||
+            (p->prompt_tokens > 0 &&
+             buf_put_uint_param(b, &first, VL_IN_AGENT_REQUEST_PROMPT_TOKENS, p->prompt_tokens) < 0) ||
             buf_end_call(b) < 0)
                 return -ENOMEM;
         return 0;
@@ -728,6 +751,8 @@ static void calls_drop(tb_client *c) {
 }
 
 static void client_free(tb_client *c) {
+        for (size_t i = 0; i < ELEMENTSOF(c->grant_strings); i++)
+                free(c->grant_strings[i]);
         varlink_buffer_clear(&c->out);
         free(c->calls);
         free(c->address);
@@ -856,13 +881,13 @@ typedef struct ReplyFault {
         const char *what;
 } ReplyFault;
 
-static int parse_grant(json_object *params, CallReply *ret, ReplyFault *ret_fault);
-static int parse_report(json_object *params, CallReply *ret, ReplyFault *ret_fault);
-static int parse_release(json_object *params, CallReply *ret, ReplyFault *ret_fault);
-static int parse_generic(json_object *params, CallReply *ret, ReplyFault *ret_fault);
+static int parse_grant(tb_client *c, json_object *params, CallReply *ret, ReplyFault *ret_fault);
+static int parse_report(tb_client *c, json_object *params, CallReply *ret, ReplyFault *ret_fault);
+static int parse_release(tb_client *c, json_object *params, CallReply *ret, ReplyFault *ret_fault);
+static int parse_generic(tb_client *c, json_object *params, CallReply *ret, ReplyFault *ret_fault);
 
 static const struct {
-        int (*parse)(json_object *params, CallReply *ret, ReplyFault *ret_fault);
+        int (*parse)(tb_client *c, json_object *params, CallReply *ret, ReplyFault *ret_fault);
         void (*complete)(tb_client *c, const PendingCall *p, int error, const CallReply *reply);
 } call_types[] = {
         [CALL_REQUEST] = {parse_grant, complete_request},
@@ -1020,8 +1045,11 @@ static int client_dispatch_frame(tb_client *c, size_t frame_len, uint64_t now) {
                 varlink_reply_done(&reply);
                 return 0;
         }
-        if (call_types[c->calls[c->calls_head].kind].parse(reply.parameters, &out, &fault) < 0) {
+        r = call_types[c->calls[c->calls_head].kind].parse(c, reply.parameters, &out, &fault);
+        if (r < 0) {
                 varlink_reply_done(&reply);
+                if (r == -ENOMEM)
+                        return client_abort(c, -ENOMEM, "out of memory reading the reply from tokenbudgetd");
                 return client_abort(c, -EPROTO, "malformed reply from tokenbudgetd: '%s' is missing or %s",
                                     fault.field, fault.what);
         }
@@ -1220,13 +1248,15 @@ static int client_can_start(tb_client *c, const char *method) {
  * failure the message is taken back. Sends what it can at once (errors are
  * left for tb_client_process() to find).
  */
-static int client_queue(tb_client *c, PendingCall *p, size_t mark) {
+static int client_queue(tb_client *c, PendingCall *p, size_t mark, uint64_t wait_usec) {
         uint64_t now = now_usec();
         int r;
 
-        p->timeout_usec = c->timeout_usec;
+        /* A Request that may wait in the daemon's queue: its reply comes up to wait_usec later. */
+        p->timeout_usec = wait_usec > TB_USEC_INFINITY - c->timeout_usec ? TB_USEC_INFINITY
+                                                                         : c->timeout_usec + wait_usec;
         p->deadline_usec =
-                c->timeout_usec > TB_USEC_INFINITY - now ? TB_USEC_INFINITY : now + c->timeout_usec;
+                p->timeout_usec > TB_USEC_INFINITY - now ? TB_USEC_INFINITY : now + p->timeout_usec;
         r = calls_push(c, p);
         if (r < 0) {
                 c->out.len = mark;
@@ -1262,7 +1292,7 @@ static int request_start(tb_client *c, const tb_request_params *params, tb_reque
                 c->out.len = mark;
                 return client_fail(c, -ENOMEM, "%s: out of memory", METHOD_REQUEST);
         }
-        return client_queue(c, &p, mark);
+        return client_queue(c, &p, mark, params->wait_usec);
 }
 
 static int report_start(tb_client *c, const tb_report_params *params, tb_report_cb callback,
@@ -1282,7 +1312,7 @@ static int report_start(tb_client *c, const tb_report_params *params, tb_report_
                 c->out.len = mark;
                 return client_fail(c, -ENOMEM, "%s: out of memory", METHOD_REPORT);
         }
-        return client_queue(c, &p, mark);
+        return client_queue(c, &p, mark, 0);
 }
 
 static int release_start(tb_client *c, const tb_release_params *params, tb_release_cb callback,
@@ -1302,7 +1332,7 @@ static int release_start(tb_client *c, const tb_release_params *params, tb_relea
                 c->out.len = mark;
                 return client_fail(c, -ENOMEM, "%s: out of memory", METHOD_RELEASE);
         }
-        return client_queue(c, &p, mark);
+        return client_queue(c, &p, mark, 0);
 }
 
 static int call_start(tb_client *c, const char *method, const char *parameters_json, tb_call_cb callback,
@@ -1327,7 +1357,7 @@ static int call_start(tb_client *c, const char *method, const char *parameters_j
                 free(p.method);
                 return client_fail(c, -ENOMEM, "%s: out of memory", method);
         }
-        r = client_queue(c, &p, mark);
+        r = client_queue(c, &p, mark, 0);
         if (r < 0)
                 free(p.method);
         return r;
@@ -1451,7 +1481,83 @@ static int parse_grant_priority(json_object *params, tb_grant *g, ReplyFault *re
         return 0;
 }
 
-static int parse_grant(json_object *params, CallReply *ret, ReplyFault *ret_fault) {
+static const char *const reason_names[] = {
+        [TB_REASON_REQUEST_CAP] = "request-cap",
+        [TB_REASON_BUDGET] = "budget",
+        [TB_REASON_POOL_DEGRADED] = "pool-degraded",
+        [TB_REASON_APPROVED] = "approved",
+};
+
+/* An optional integer: 0 when absent or null (a daemon from before it). */
+static int reply_get_optional_uint(json_object *params, const char *field, uint64_t *ret,
+                                   ReplyFault *ret_fault) {
+        if (!json_object_object_get(params, field)) {
+                *ret = 0;
+                return 0;
+        }
+        return reply_get_uint(params, field, ret, ret_fault);
+}
+
+/* An optional string of any length, copied (malloc'ed into *ret); NULL when absent or null. */
+static int reply_get_optional_text(json_object *params, const char *field, char **ret,
+                                   ReplyFault *ret_fault) {
+        json_object *v = json_object_object_get(params, field);
+        size_t n;
+
+        *ret = NULL;
+        if (!v)
+                return 0;
+        if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0)
+                return reply_fault(ret_fault, field, "not a non-empty string");
+        n = (size_t)json_object_get_string_len(v);
+        if (memchr(json_object_get_string(v), '\0', n))
+                return reply_fault(ret_fault, field, "not a string without NUL");
+        *ret = strndup(json_object_get_string(v), n);
+        return *ret ? 0 : -ENOMEM;
+}
+
+/*
+ * The 1.2 fields (the ladder): all optional on the wire as far as this
+ * library goes, so that a daemon from before them is not malformed (0, ""
+ * and NULL then; suggestedMaxTokens too, which the protocol always sends
+ * now). The strings go into the handle, replacing the last grant's.
+ */
+static int parse_grant_ladder(tb_client *c, json_object *params, tb_grant *g, ReplyFault *ret_fault) {
+        static const char *const fields[] = {
+                VL_OUT_AGENT_REQUEST_SUGGESTED_MODEL,
+                VL_OUT_AGENT_REQUEST_WOULD_BE,
+                VL_OUT_AGENT_REQUEST_WOULD_BE_REASON,
+        };
+        char *strings[ELEMENTSOF(fields)] = {};
+        int reason = 0, r = 0;
+
+        _Static_assert(ELEMENTSOF(fields) == ELEMENTSOF(c->grant_strings), "one slot per string");
+        if (reply_get_optional_name(params, VL_OUT_AGENT_REQUEST_REASON, reason_names,
+                                    ELEMENTSOF(reason_names), &reason, g->reason_name, ret_fault) < 0 ||
+            reply_get_optional_uint(params, VL_OUT_AGENT_REQUEST_WAITED_USEC, &g->waited_usec, ret_fault) <
+                    0 ||
+            reply_get_optional_uint(params, VL_OUT_AGENT_REQUEST_SUGGESTED_MAX_TOKENS,
+                                    &g->suggested_max_tokens, ret_fault) < 0)
+                return -EPROTO;
+        g->reason = (tb_reason)reason;
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(fields); i++)
+                r = reply_get_optional_text(params, fields[i], &strings[i], ret_fault);
+        if (r < 0) {
+                for (size_t i = 0; i < ELEMENTSOF(fields); i++)
+                        free(strings[i]);
+                return r;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
+                free(c->grant_strings[i]);
+                c->grant_strings[i] = strings[i];
+        }
+        g->suggested_model = c->grant_strings[0];
+        g->would_be_name = c->grant_strings[1];
+        g->would_be_reason_name = c->grant_strings[2];
+        return 0;
+}
+
+static int parse_grant(tb_client *c, json_object *params, CallReply *ret, ReplyFault *ret_fault) {
         tb_grant *g = &ret->grant;
         int decision = 0;
 
@@ -1465,29 +1571,32 @@ static int parse_grant(json_object *params, CallReply *ret, ReplyFault *ret_faul
             parse_grant_priority(params, g, ret_fault) < 0)
                 return -EPROTO;
         g->decision = (tb_decision)decision;
-        return 0;
+        return parse_grant_ladder(c, params, g, ret_fault);
 }
 
-static int parse_report(json_object *params, CallReply *ret, ReplyFault *ret_fault) {
+static int parse_report(tb_client *c, json_object *params, CallReply *ret, ReplyFault *ret_fault) {
         tb_report_reply *r = &ret->report;
-        int state = 0;
+        int state = 0, action = 0;
 
+        /* action: a name with no enum (yet); absent from a daemon before it, and when nothing is done. */
         if (reply_get_name(params, VL_OUT_AGENT_REPORT_STATE, state_names, ELEMENTSOF(state_names), &state,
                            r->state_name, ret_fault) < 0 ||
-            reply_get_uint(params, VL_OUT_AGENT_REPORT_USED, &r->used, ret_fault) < 0)
+            reply_get_uint(params, VL_OUT_AGENT_REPORT_USED, &r->used, ret_fault) < 0 ||
+            reply_get_optional_name(params, VL_OUT_AGENT_REPORT_ACTION, NULL, 0, &action, r->action_name,
+                                    ret_fault) < 0)
                 return -EPROTO;
         r->state = (tb_state)state;
         return 0;
 }
 
-static int parse_release(json_object *params, CallReply *ret, ReplyFault *ret_fault) {
+static int parse_release(tb_client *c, json_object *params, CallReply *ret, ReplyFault *ret_fault) {
         if (reply_get_uint(params, VL_OUT_AGENT_RELEASE_USED, &ret->release.used, ret_fault) < 0 ||
             reply_get_uint(params, VL_OUT_AGENT_RELEASE_REFUNDED, &ret->release.refunded, ret_fault) < 0)
                 return -EPROTO;
         return 0;
 }
 
-static int parse_generic(json_object *params, CallReply *ret, ReplyFault *ret_fault) {
+static int parse_generic(tb_client *c, json_object *params, CallReply *ret, ReplyFault *ret_fault) {
         ret->json = json_object_to_json_string_ext(params,
                                                    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
         return ret->json ? 0 : reply_fault(ret_fault, "parameters", "not printable");
@@ -1629,6 +1738,10 @@ TB_EXPORT const char *tb_decision_to_string(tb_decision d) {
 
 TB_EXPORT const char *tb_priority_to_string(tb_priority p) {
         return (size_t)p < ELEMENTSOF(priority_names) ? priority_names[p] : NULL;
+}
+
+TB_EXPORT const char *tb_reason_to_string(tb_reason r) {
+        return (size_t)r < ELEMENTSOF(reason_names) ? reason_names[r] : NULL;
 }
 
 TB_EXPORT const char *tb_version(void) {

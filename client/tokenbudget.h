@@ -48,16 +48,33 @@
  * absolute CLOCK_MONOTONIC; UINT64_MAX means "never" (no timeout, no
  * deadline).
  *
+ * Deferred replies (since 1.2). A Request with wait_usec waits in the daemon's
+ * queue up to wait_usec for room, and one whose estimate is escalated under a
+ * rule with on_escalate = "hold" waits for an admin (budgetctl approve/deny)
+ * up to the daemon's escalation.timeout_sec (5 min by default): the reply
+ * comes when it is decided. A Request's deadline is the handle's timeout plus
+ * its wait_usec, which covers the queue; a caller that may be held for an
+ * admin sets a handle timeout longer than escalation.timeout_sec, or
+ * TB_USEC_INFINITY (the daemon answers Escalated with reason "timeout" when
+ * nobody decides). While one call waits, the calls queued behind it on the
+ * same handle wait too (replies come in order): use another handle, or the
+ * async calls, to go on meanwhile.
+ *
  * Errors: functions return 0 (or a count) on success and a negative errno on
  * failure; tb_client_error() then describes the failure in words, including the
  * Varlink error name and its parameters, e.g.
  *   "io.tokenbudget.agent.BudgetExhausted: scope=global limit=100000 used=99000
  *    reserved=0 retryAfterUsec=41000000"
- * Mapping of daemon errors: BudgetExhausted -EDQUOT; TooManyAllocations and
- * TooManyScopes -EUSERS (a cap on how many the daemon keeps for the caller:
- * tb_client_error_name() tells them apart, tb_client_error_parameter() gives
- * their "limit" and "scope"); UnknownAllocation and the admin interface's
- * UnknownScope -ENOENT; PermissionDenied -EACCES, InvalidParameter -EINVAL,
+ * Mapping of daemon errors: BudgetExhausted and QueueTimeout (no room, even
+ * after waiting wait_usec) -EDQUOT; TooManyAllocations, TooManyScopes and
+ * QueueFull -EUSERS (a cap on how many the daemon keeps for the caller);
+ * Escalated (the estimate is above escalate_multiplier x max_request_tokens:
+ * refused by policy, denied by an admin or not decided in time) -EFBIG;
+ * CircuitOpen (a runaway breaker of the caller is open) -EAGAIN;
+ * tb_client_error_name() tells errors of one errno apart and
+ * tb_client_error_parameter() gives their parameters ("scope", "limit",
+ * "reason", ...); UnknownAllocation and the admin interface's UnknownScope
+ * and UnknownRequest -ENOENT; PermissionDenied -EACCES, InvalidParameter -EINVAL,
  * InterfaceNotFound/MethodNotFound/MethodNotImplemented -EOPNOTSUPP, any
  * other daemon error (e.g. ReloadRejected) -EBADE. Transport:
  * -ETIMEDOUT, -ECONNRESET (daemon closed the connection), -EPROTO (malformed
@@ -149,7 +166,8 @@ const char *tb_client_error_name(const tb_client *c);
  * Valid until the next failed call on the handle.
  */
 const char *tb_client_error_parameter(const tb_client *c, const char *key);
-/* For BudgetExhausted: the daemon's retryAfterUsec of the last failed call; 0 otherwise. */
+/* For BudgetExhausted, QueueTimeout and CircuitOpen: the daemon's retryAfterUsec of the last
+ * failed call (when it expects room, or the breaker to let a request through); 0 otherwise. */
 uint64_t tb_client_retry_after_usec(const tb_client *c);
 
 /* ---- the agent interface: params and replies ---- */
@@ -168,7 +186,14 @@ typedef struct tb_request_params {
         const char *agent;      /* NULL: not sent */
         const char *model;      /* NULL: not sent */
         tb_priority priority;   /* TB_PRIORITY_DEFAULT: not sent */
-        uint64_t reserved[16];  /* must be zero; future fields (minTokens, waitUsec, promptTokens) */
+        /* Since 1.2 (reserved[0..2] before; a 1.1 library refuses them as unknown). */
+        uint64_t min_tokens; /* the least the task can use; 0: not sent (the estimate: no shrinking) */
+        /* How long the request may wait for room, in microseconds; 0: not sent
+         * (refused at once when it does not fit). The reply is deferred while it
+         * waits, so the call's deadline is the handle's timeout plus wait_usec. */
+        uint64_t wait_usec;
+        uint64_t prompt_tokens; /* the prompt's size, known before the call; 0: not sent */
+        uint64_t reserved[13];  /* must be zero */
 } tb_request_params;
 
 #define TB_ALLOCATION_ID_MAX 64
@@ -180,6 +205,15 @@ typedef enum tb_decision {
         TB_DECISION_GRANTED,
         TB_DECISION_DEGRADED, /* less than the estimate was granted */
 } tb_decision;
+
+/* Why less than the estimate was granted (the daemon's reason). Since 1.2. */
+typedef enum tb_reason {
+        TB_REASON_NONE = 0,      /* not degraded, not sent, or a reason this library does not know */
+        TB_REASON_REQUEST_CAP,   /* "request-cap": the estimate was above max_request_tokens */
+        TB_REASON_BUDGET,        /* "budget": only this much fitted (at least min_tokens) */
+        TB_REASON_POOL_DEGRADED, /* "pool-degraded": a budget is past breaker.pool_threshold */
+        TB_REASON_APPROVED,      /* "approved": an admin approved fewer tokens than the estimate */
+} tb_reason;
 
 typedef struct tb_grant {
         char allocation[TB_ALLOCATION_ID_MAX];
@@ -212,7 +246,45 @@ typedef struct tb_grant {
                 char requested_priority_name[TB_NAME_MAX]; /* as sent; "" when longer or not sent */
                 uint64_t requested_priority_name_slots[3];
         };
-        uint64_t reserved[16]; /* zero; future hints (suggestedMaxTokens, suggestedModel, ...) */
+        /* Since 1.2 (reserved[0..8] before): */
+        /* Why it was degraded; TB_REASON_NONE with the daemon's word in
+         * reason_name for a reason this library does not know, with reason_name
+         * "" when it was not degraded (or the daemon does not say). */
+        union {
+                tb_reason reason;
+                uint64_t reason_slot;
+        };
+        union {
+                char reason_name[TB_NAME_MAX]; /* as sent; "" when longer or not sent */
+                uint64_t reason_name_slots[3];
+        };
+        /* How long the reply was deferred (queued for room, or held for an
+         * admin), in microseconds; 0 when it was answered at once. */
+        uint64_t waited_usec;
+        /* What to pass as the model's max output tokens: granted minus
+         * prompt_tokens (at least 1); 0 from a daemon that does not say. */
+        uint64_t suggested_max_tokens;
+        /* When degraded and the model asked for is in model_tiers: the next
+         * cheaper tier. Points into the handle; NULL when not sent. */
+        union {
+                const char *suggested_model;
+                uint64_t suggested_model_slot;
+        };
+        /* Dry run (enforce = false): the estimate was granted, and this is what
+         * enforcing would have answered: "granted", "degraded", "queued",
+         * "held" or an error's name ("BudgetExhausted", "Escalated",
+         * "CircuitOpen", "QueueFull"), with its reason ("budget",
+         * "request-cap", "policy", "queued-ahead", ...). Both point into the
+         * handle; NULL when not a dry run (or not sent). */
+        union {
+                const char *would_be_name;
+                uint64_t would_be_name_slot;
+        };
+        union {
+                const char *would_be_reason_name;
+                uint64_t would_be_reason_name_slot;
+        };
+        uint64_t reserved[7]; /* zero; future hints (predicted, predictedOutput, samples, ...) */
 } tb_grant;
 
 /* Cumulative totals since the grant (not deltas): both are always sent. */
@@ -234,7 +306,15 @@ typedef struct tb_report_reply {
         uint64_t used; /* tokens */
         tb_state state;
         char state_name[TB_NAME_MAX]; /* as the daemon sent it; "" when longer */
-        uint64_t reserved[16];        /* zero */
+        /* Since 1.2 (reserved[0..2] before): what the daemon does about it,
+         * "terminate" when the hard limit was reached under a rule with
+         * on_hard_limit = "terminate" (the process is being stopped: SIGTERM,
+         * then SIGKILL after terminate_grace_sec); "" when nothing (or longer). */
+        union {
+                char action_name[TB_NAME_MAX];
+                uint64_t action_name_slots[3];
+        };
+        uint64_t reserved[13]; /* zero */
 } tb_report_reply;
 
 /* Final totals. 0: not sent, the last reported total stands (totals never go down, so nothing is lost). */
@@ -289,7 +369,8 @@ typedef void (*tb_call_cb)(tb_client *c, int error, const char *reply_json, void
  * exactly once, from tb_client_process() (unless the handle is closed first).
  * Returns a negative errno when it was not (bad params -EINVAL, a closed
  * connection -ENOTCONN, -ENOMEM): no callback runs. Each call's timeout is the
- * handle's when it is queued, counted from then.
+ * handle's when it is queued (a Request's plus its wait_usec), counted from
+ * then.
  */
 int tb_request_async(tb_client *c, const tb_request_params *params, tb_request_cb callback, void *userdata);
 int tb_report_async(tb_client *c, const tb_report_params *params, tb_report_cb callback, void *userdata);
@@ -351,6 +432,9 @@ const char *tb_decision_to_string(tb_decision d);
 /* "interactive", "normal", "background"; NULL for TB_PRIORITY_UNKNOWN (TB_PRIORITY_DEFAULT) and
  * values this library does not know. Since TOKENBUDGET_1.1. */
 const char *tb_priority_to_string(tb_priority p);
+/* "request-cap", "budget", "pool-degraded", "approved"; NULL for TB_REASON_NONE and values this
+ * library does not know. Since TOKENBUDGET_1.2. */
+const char *tb_reason_to_string(tb_reason r);
 /* The library's version, e.g. "0.1.0". */
 const char *tb_version(void);
 
