@@ -8,14 +8,16 @@
 #include "budgetctl-format.h"
 #include "utf8.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
-#define USEC_PER_SEC UINT64_C(1000000)
-#define SEC_PER_MIN  UINT64_C(60)
-#define SEC_PER_HOUR UINT64_C(3600)
-#define SEC_PER_DAY  UINT64_C(86400)
+#define USEC_PER_MSEC UINT64_C(1000)
+#define USEC_PER_SEC  UINT64_C(1000000)
+#define SEC_PER_MIN   UINT64_C(60)
+#define SEC_PER_HOUR  UINT64_C(3600)
+#define SEC_PER_DAY   UINT64_C(86400)
 
 const char *format_tokens(char buf[static FORMAT_TOKENS_MAX], uint64_t tokens) {
         /* SI prefixes; E (10^18) is the last one a uint64_t reaches (UINT64_MAX is 18.4E). */
@@ -57,6 +59,76 @@ const char *format_duration(char buf[static FORMAT_DURATION_MAX], uint64_t usec)
                 snprintf(buf, FORMAT_DURATION_MAX, "%" PRIu64 "d %" PRIu64 "h", s / SEC_PER_DAY,
                          s % SEC_PER_DAY / SEC_PER_HOUR);
         return buf;
+}
+
+const char *format_wait(char buf[static FORMAT_DURATION_MAX], uint64_t usec) {
+        uint64_t tenths = usec / (USEC_PER_SEC / 10);
+
+        if (usec < USEC_PER_SEC)
+                snprintf(buf, FORMAT_DURATION_MAX, "%" PRIu64 "ms", usec / USEC_PER_MSEC);
+        else if (usec < SEC_PER_MIN * USEC_PER_SEC && tenths % 10 != 0)
+                snprintf(buf, FORMAT_DURATION_MAX, "%" PRIu64 ".%" PRIu64 "s", tenths / 10, tenths % 10);
+        else
+                format_duration(buf, usec);
+        return buf;
+}
+
+const char *format_percent(char buf[static FORMAT_PERCENT_MAX], uint64_t permille) {
+        snprintf(buf, FORMAT_PERCENT_MAX, "%" PRIu64 "%%", permille / 10);
+        return buf;
+}
+
+int parse_duration(const char *s, uint64_t max_usec, uint64_t *ret_usec) {
+        static const struct {
+                const char *name;
+                uint64_t usec;
+        } units[] = {
+                {"", USEC_PER_SEC},
+                {"us", 1},
+                {"ms", USEC_PER_MSEC},
+                {"s", USEC_PER_SEC},
+                {"min", SEC_PER_MIN * USEC_PER_SEC},
+                {"h", SEC_PER_HOUR * USEC_PER_SEC},
+        };
+        uint64_t whole = 0, frac = 0, scale = 1, unit = 0, usec;
+        const char *p = s;
+        size_t u;
+
+        if (*p < '0' || *p > '9')
+                return -EINVAL;
+        for (; *p >= '0' && *p <= '9'; p++) {
+                /* Past max whatever the unit: stop before whole overflows. */
+                if (whole > (UINT64_MAX - 9) / 10)
+                        return -ERANGE;
+                whole = whole * 10 + (uint64_t)(*p - '0');
+        }
+        if (*p == '.') {
+                p++;
+                if (*p < '0' || *p > '9')
+                        return -EINVAL;
+                for (; *p >= '0' && *p <= '9'; p++) {
+                        if (scale == 1000000)
+                                return -EINVAL; /* more than 6 digits */
+                        frac = frac * 10 + (uint64_t)(*p - '0');
+                        scale *= 10;
+                }
+        }
+        for (u = 0; u < sizeof(units) / sizeof(units[0]); u++)
+                if (strcmp(p, units[u].name) == 0)
+                        unit = units[u].usec;
+        if (unit == 0)
+                return -EINVAL;
+        if (whole > UINT64_MAX / unit)
+                return -ERANGE;
+        /* frac < scale <= 10^6 and unit <= 3.6 * 10^9: the product fits. */
+        usec = whole * unit;
+        if (usec > UINT64_MAX - frac * unit / scale)
+                return -ERANGE;
+        usec += frac * unit / scale;
+        if (usec > max_usec)
+                return -ERANGE;
+        *ret_usec = usec;
+        return 0;
 }
 
 const char *format_ratio(char buf[static FORMAT_RATIO_MAX], uint64_t used, bool has_limit, uint64_t limit) {

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * budgetctl's formatting of values for a terminal: token counts with SI
- * suffixes, durations in their two largest units, used/limit ratios, and the
- * cleaning of daemon strings before they reach a terminal. Pure: values in,
- * text out into a caller's buffer; no allocation, no I/O, no locale. Tables
+ * suffixes, durations in their two largest units, waits to the millisecond,
+ * percentages, used/limit ratios, and the cleaning of daemon strings before
+ * they reach a terminal; and the parsing of the durations it is given. Pure:
+ * values in, text out into a caller's buffer; no allocation, no I/O, no
+ * locale. Tables
  * and their widths are budgetctl's (it measures with utf8_width()).
  */
 #pragma once
@@ -44,6 +46,29 @@ const char *format_duration(char buf[static FORMAT_DURATION_MAX], uint64_t usec)
 /* "used/limit" with both as format_tokens(), and "-" for the limit when there
  * is none ("14.1k/2M", "0/-"). Returns buf. */
 const char *format_ratio(char buf[static FORMAT_RATIO_MAX], uint64_t used, bool has_limit, uint64_t limit);
+
+/*
+ * A short wait, to the millisecond where that matters (truncated, never
+ * rounded up): "0ms" to "999ms" below a second, "1.5s" (a tenth; ".0" left
+ * out: "42s") below a minute, else as format_duration() ("2min 5s").
+ * Returns buf.
+ */
+const char *format_wait(char buf[static FORMAT_DURATION_MAX], uint64_t usec);
+
+/* A utilisation in permille as a whole percent, truncated: 0 "0%", 855
+ * "85%", 1000 "100%", 1500 "150%" (past the limit). Returns buf. */
+#define FORMAT_PERCENT_MAX 24
+const char *format_percent(char buf[static FORMAT_PERCENT_MAX], uint64_t permille);
+
+/*
+ * Parses a duration of the command line: a number, with an optional
+ * fraction of up to 6 digits, and an optional unit: "us", "ms", "s" (the
+ * default: "2" is 2 s), "min" or "h" ("500ms", "1.5s", "1min", "1h",
+ * "0.25h"). Returns 0 and *ret_usec, -EINVAL when s is no duration, or
+ * -ERANGE when it is above max_usec (fractions of a microsecond are
+ * truncated).
+ */
+int parse_duration(const char *s, uint64_t max_usec, uint64_t *ret_usec);
 
 /* Replaces each control character of s with '?', in place: C0 (below 0x20),
  * DEL, and C1 (U+0080..U+009F, whose CSI some terminals obey), and each byte

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Tests for client/budgetctl-format.c: each table row is an input and the
- * exact text wanted, at every unit boundary from 0 to UINT64_MAX; then
+ * exact text wanted (or, for parse_duration(), the text and the value or
+ * error wanted), at every unit boundary from 0 to UINT64_MAX; then
  * sweeps read the token and duration texts back and check that none shows
  * more than the value (a count shown is compared against a limit) and none
  * loses more than its precision. Failure messages name the row or the value.
  */
 #include <check.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -358,6 +360,121 @@ START_TEST(test_upper_row) {
 }
 END_TEST
 
+/* ---- waits, percentages, durations given ---- */
+
+static const DurationRow wait_rows[] = {
+        {"zero", 0, "0ms"},
+        {"below a millisecond", 999, "0ms"},
+        {"one millisecond", 1000, "1ms"},
+        {"999.999 ms is not 1s", SEC - 1, "999ms"},
+        {"one second", SEC, "1s"},
+        {"1.05 s is not 1.1s", SEC + 50000, "1s"},
+        {"1.5 s", SEC + 500000, "1.5s"},
+        {"1.999 s is not 2s", 2 * SEC - 1, "1.9s"},
+        {"42 s", 42 * SEC, "42s"},
+        {"59.9 s", MIN - 100000, "59.9s"},
+        {"a minute: format_duration()", MIN, "1min 0s"},
+        {"a minute and a half", MIN + 30 * SEC + 500000, "1min 30s"},
+        {"two hours", 2 * HOUR, "2h 0min"},
+        {"UINT64_MAX", UINT64_MAX, "213503982d 8h"},
+};
+
+START_TEST(test_wait_row) {
+        const DurationRow *row = &wait_rows[_i];
+        char buf[FORMAT_DURATION_MAX];
+
+        ck_assert_msg(strcmp(format_wait(buf, row->usec), row->want) == 0,
+                      "row '%s': format_wait(%" PRIu64 ") = \"%s\", want \"%s\"", row->name, row->usec, buf,
+                      row->want);
+}
+END_TEST
+
+typedef struct PercentRow {
+        const char *name;
+        uint64_t permille;
+        const char *want;
+} PercentRow;
+
+static const PercentRow percent_rows[] = {
+        {"zero", 0, "0%"},
+        {"9 permille is not 1%", 9, "0%"},
+        {"a percent", 10, "1%"},
+        {"85.5% is not 86%", 855, "85%"},
+        {"99.9% is not 100%", 999, "99%"},
+        {"the limit", 1000, "100%"},
+        {"past the limit", 1500, "150%"},
+        {"UINT32_MAX", UINT32_MAX, "429496729%"},
+        {"UINT64_MAX", UINT64_MAX, "1844674407370955161%"},
+};
+
+START_TEST(test_percent_row) {
+        const PercentRow *row = &percent_rows[_i];
+        char buf[FORMAT_PERCENT_MAX];
+
+        ck_assert_msg(strcmp(format_percent(buf, row->permille), row->want) == 0,
+                      "row '%s': format_percent(%" PRIu64 ") = \"%s\", want \"%s\"", row->name,
+                      row->permille, buf, row->want);
+}
+END_TEST
+
+typedef struct ParseDurationRow {
+        const char *name;
+        const char *in;
+        uint64_t max_usec;
+        int want_r;
+        uint64_t want_usec;
+} ParseDurationRow;
+
+static const ParseDurationRow parse_duration_rows[] = {
+        {"plain seconds", "2", DAY, 0, 2 * SEC},
+        {"zero", "0", DAY, 0, 0},
+        {"zero with a unit", "0ms", DAY, 0, 0},
+        {"seconds", "2s", DAY, 0, 2 * SEC},
+        {"milliseconds", "500ms", DAY, 0, 500000},
+        {"microseconds", "250us", DAY, 0, 250},
+        {"a minute", "1min", DAY, 0, MIN},
+        {"an hour", "1h", DAY, 0, HOUR},
+        {"a fraction of a second", "1.5s", DAY, 0, 1500000},
+        {"a plain fraction", "0.25", DAY, 0, 250000},
+        {"a fraction of an hour", "0.25h", DAY, 0, 15 * MIN},
+        {"six fraction digits", "1.000001s", DAY, 0, 1000001},
+        {"a fraction of a microsecond is truncated", "1.5us", DAY, 0, 1},
+        {"exactly the maximum", "24h", DAY, 0, DAY},
+        {"above the maximum", "86401", DAY, -ERANGE, 0},
+        {"a microsecond above", "86400.000001", DAY, -ERANGE, 0},
+        {"overflow of the number", "99999999999999999999999", UINT64_MAX, -ERANGE, 0},
+        {"overflow with the unit", "18446744073710h", UINT64_MAX, -ERANGE, 0},
+        {"empty", "", DAY, -EINVAL, 0},
+        {"no number", "s", DAY, -EINVAL, 0},
+        {"a sign", "-1", DAY, -EINVAL, 0},
+        {"a plus", "+1", DAY, -EINVAL, 0},
+        {"a space", "1 s", DAY, -EINVAL, 0},
+        {"an unknown unit", "1d", DAY, -EINVAL, 0},
+        {"m is not a unit", "1m", DAY, -EINVAL, 0},
+        {"a trailing dot", "1.", DAY, -EINVAL, 0},
+        {"a leading dot", ".5", DAY, -EINVAL, 0},
+        {"seven fraction digits", "1.0000001", DAY, -EINVAL, 0},
+        {"two units", "1min30s", DAY, -EINVAL, 0},
+        {"upper case", "1S", DAY, -EINVAL, 0},
+};
+
+START_TEST(test_parse_duration_row) {
+        const ParseDurationRow *row = &parse_duration_rows[_i];
+        uint64_t usec = UINT64_C(12345);
+        int r = parse_duration(row->in, row->max_usec, &usec);
+
+        ck_assert_msg(r == row->want_r, "row '%s': parse_duration(\"%s\") = %d, want %d", row->name, row->in,
+                      r, row->want_r);
+        if (r == 0)
+                ck_assert_msg(usec == row->want_usec,
+                              "row '%s': parse_duration(\"%s\") gave %" PRIu64 " us, want %" PRIu64,
+                              row->name, row->in, usec, row->want_usec);
+        else
+                ck_assert_msg(usec == UINT64_C(12345), "row '%s': a failed parse_duration() wrote *ret_usec",
+                              row->name);
+}
+END_TEST
+
 static Suite *format_suite(void) {
         Suite *s = suite_create("format");
         TCase *tc;
@@ -370,6 +487,11 @@ static Suite *format_suite(void) {
         tc = tcase_create("durations");
         tcase_add_loop_test(tc, test_duration_row, 0, (int)ELEMENTSOF(duration_rows));
         tcase_add_test(tc, test_duration_sweep);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("waits");
+        tcase_add_loop_test(tc, test_wait_row, 0, (int)ELEMENTSOF(wait_rows));
+        tcase_add_loop_test(tc, test_percent_row, 0, (int)ELEMENTSOF(percent_rows));
+        tcase_add_loop_test(tc, test_parse_duration_row, 0, (int)ELEMENTSOF(parse_duration_rows));
         suite_add_tcase(s, tc);
         tc = tcase_create("ratios");
         tcase_add_loop_test(tc, test_ratio_row, 0, (int)ELEMENTSOF(ratio_rows));
