@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -57,9 +58,20 @@ enum {
 
 /* The options that apply to some verbs only; any other verb refuses them as a usage error. */
 typedef enum OptionFlags {
-        OPTION_ALL = 1 << 0,  /* --all */
-        OPTION_KIND = 1 << 1, /* --kind */
-        OPTION_USER = 1 << 2, /* --user */
+        OPTION_ALL = 1 << 0,           /* --all */
+        OPTION_KIND = 1 << 1,          /* --kind */
+        OPTION_USER = 1 << 2,          /* --user */
+        OPTION_MIN_TOKENS = 1 << 3,    /* request --min-tokens */
+        OPTION_WAIT = 1 << 4,          /* request --wait */
+        OPTION_PRIORITY = 1 << 5,      /* request --priority */
+        OPTION_AGENT = 1 << 6,         /* request --agent */
+        OPTION_CLASS = 1 << 7,         /* request --class */
+        OPTION_MODEL = 1 << 8,         /* request --model */
+        OPTION_PROMPT_TOKENS = 1 << 9, /* request --prompt-tokens */
+        OPTION_USE = 1 << 10,          /* request --use */
+        OPTION_HOLD = 1 << 11,         /* request --hold */
+        OPTIONS_REQUEST = OPTION_MIN_TOKENS | OPTION_WAIT | OPTION_PRIORITY | OPTION_AGENT | OPTION_CLASS |
+                          OPTION_MODEL | OPTION_PROMPT_TOKENS | OPTION_USE | OPTION_HOLD,
 } OptionFlags;
 
 typedef struct Options {
@@ -71,8 +83,11 @@ typedef struct Options {
         OptionFlags given;  /* which of the verb-specific options were given */
         bool json;
         bool legend;
-        uint64_t timeout_usec; /* TB_USEC_INFINITY for --timeout 0 */
-        double timeout_sec;    /* as given, for messages */
+        uint64_t timeout_usec;     /* TB_USEC_INFINITY for --timeout 0 */
+        double timeout_sec;        /* as given, for messages */
+        tb_request_params request; /* request: its options (the estimate is its argument) */
+        uint64_t use_tokens;       /* request --use: output tokens reported and released */
+        uint64_t hold_usec;        /* request --hold: how long the allocation is held open */
 } Options;
 
 /* ---- tables ---- */
@@ -169,6 +184,21 @@ static int get_string(json_object *o, const char *ctx, const char *key, bool opt
         if (!json_object_is_type(v, json_type_string))
                 return malformed("is missing or not a string", ctx, key);
         *ret = json_object_get_string(v);
+        return 0;
+}
+
+/* A boolean field; with ret_present, absent or null is allowed. */
+static int get_bool(json_object *o, const char *ctx, const char *key, bool *ret, bool *ret_present) {
+        json_object *v = json_object_object_get(o, key);
+
+        if (ret_present) {
+                *ret_present = v != NULL;
+                if (!v)
+                        return 0;
+        }
+        if (!json_object_is_type(v, json_type_boolean))
+                return malformed("is missing or not a boolean", ctx, key);
+        *ret = json_object_get_boolean(v);
         return 0;
 }
 
@@ -339,12 +369,34 @@ static const char *status_frees_cell(json_object *windows, char buf[static FORMA
         return buf;
 }
 
+/*
+ * The USE cell: the utilisation the pool breaker watches, "85%", with
+ * "DEGRADED " before it while the scope is in degraded mode; "-" from a
+ * daemon that does not say (before the ladder).
+ */
+static int status_use_cell(json_object *scope, const char *ctx, char buf[static FORMAT_PERCENT_MAX + 16]) {
+        uint64_t permille = 0;
+        bool degraded = false, has_permille, has_degraded;
+        char percent[FORMAT_PERCENT_MAX];
+
+        if (get_uint(scope, ctx, "utilisationPermille", &permille, &has_permille) < 0 ||
+            get_bool(scope, ctx, "degraded", &degraded, &has_degraded) < 0)
+                return -EBADMSG;
+        if (!has_permille)
+                snprintf(buf, FORMAT_PERCENT_MAX + 16, "%s", degraded ? "DEGRADED" : "-");
+        else
+                snprintf(buf, FORMAT_PERCENT_MAX + 16, "%s%s", degraded ? "DEGRADED " : "",
+                         format_percent(percent, permille));
+        return 0;
+}
+
 static int status_row(Table *t, json_object *scope, size_t i, const Spans *spans) {
-        uint64_t reserved, in_flight_limit = 0, allocations, allocations_limit = 0, committed, v;
+        uint64_t reserved, in_flight_limit = 0, allocations, allocations_limit = 0, committed, v,
+                           waiters = 0;
         json_object *windows = json_object_object_get(scope, "windows");
         const char *name, *kind;
-        bool has_limit, has_allocations_limit, present;
-        char ctx[32], cell[FORMAT_RATIO_MAX], frees[FORMAT_DURATION_MAX + 8];
+        bool has_limit, has_allocations_limit, present, has_waiters;
+        char ctx[32], cell[FORMAT_RATIO_MAX], frees[FORMAT_DURATION_MAX + 8], use[FORMAT_PERCENT_MAX + 16];
         int r;
 
         snprintf(ctx, sizeof(ctx), "scopes[%zu].", i);
@@ -355,7 +407,9 @@ static int status_row(Table *t, json_object *scope, size_t i, const Spans *spans
             get_uint(scope, ctx, "committed", &committed, NULL) < 0 ||
             get_uint(scope, ctx, "allocations", &allocations, NULL) < 0 ||
             get_uint(scope, ctx, "inFlightLimit", &in_flight_limit, &has_limit) < 0 ||
-            get_uint(scope, ctx, "allocationsLimit", &allocations_limit, &has_allocations_limit) < 0)
+            get_uint(scope, ctx, "allocationsLimit", &allocations_limit, &has_allocations_limit) < 0 ||
+            get_uint(scope, ctx, "waiters", &waiters, &has_waiters) < 0 ||
+            status_use_cell(scope, ctx, use) < 0)
                 return -EBADMSG;
         /* The kind is the name's prefix ("user:1000", "rule:nightly:1000"): no column of its own. */
         r = table_add(t, name);
@@ -373,6 +427,16 @@ static int status_row(Table *t, json_object *scope, size_t i, const Spans *spans
                 r = table_add(t, cell);
         }
         if (r >= 0)
+                r = table_add(t, use);
+        if (r >= 0) {
+                if (has_waiters)
+                        snprintf(cell, sizeof(cell), "%" PRIu64, waiters);
+                else
+                        strcpy(cell, "-");
+                r = table_add(t, cell);
+        }
+        /* FREES stays last: the row ends with when the budget frees up. */
+        if (r >= 0)
                 r = table_add(t, status_frees_cell(windows, frees));
         return r;
 }
@@ -386,6 +450,106 @@ static void status_note_hidden(uint64_t hidden, const Options *o) {
         if (o->user)
                 printf(" --user %s", o->user);
         printf(" lists them)\n");
+}
+
+/* One open or half-open breaker: BREAKER STATE RETRY BREACHES COOL-DOWN. */
+static int status_breaker_row(Table *t, json_object *b, size_t i) {
+        uint64_t retry_usec, breaches, cooldown_usec, v;
+        const char *scope, *state;
+        char ctx[32], retry[FORMAT_DURATION_MAX + 8], n[24], cooldown[FORMAT_DURATION_MAX];
+        bool present;
+        int r;
+
+        snprintf(ctx, sizeof(ctx), "breakers[%zu].", i);
+        if (get_string(b, ctx, "scope", false, &scope) < 0 ||
+            get_string(b, ctx, "state", false, &state) < 0 || get_uint(b, ctx, "uid", &v, &present) < 0 ||
+            get_uint(b, ctx, "retryAfterUsec", &retry_usec, NULL) < 0 ||
+            get_uint(b, ctx, "breaches", &breaches, NULL) < 0 ||
+            get_uint(b, ctx, "cooldownUsec", &cooldown_usec, NULL) < 0)
+                return -EBADMSG;
+        /* An open one lets a request through in retryAfterUsec (rounded up: it is a wait); a
+         * half-open one lets one through now. */
+        if (strcmp(state, "open") == 0) {
+                memcpy(retry, "in ", 3);
+                format_duration(retry + 3, retry_usec > UINT64_MAX - (USEC_PER_SEC - 1)
+                                                   ? retry_usec
+                                                   : retry_usec + USEC_PER_SEC - 1);
+        } else
+                strcpy(retry, "-");
+        snprintf(n, sizeof(n), "%" PRIu64, breaches);
+        r = table_add(t, scope);
+        if (r >= 0)
+                r = table_add(t, state);
+        if (r >= 0)
+                r = table_add(t, retry);
+        if (r >= 0)
+                r = table_add(t, n);
+        if (r >= 0)
+                r = table_add(t, format_duration(cooldown, cooldown_usec));
+        return r;
+}
+
+static int status_breakers(json_object *breakers, const Options *o) {
+        static const char *const headers[] = {"BREAKER", "STATE", "RETRY", "BREACHES", "COOL-DOWN"};
+        static const bool right[] = {false, false, true, true, true};
+        size_t n = json_object_array_length(breakers);
+        json_object *b;
+        Table *t;
+        int r = 0;
+
+        for (size_t i = 0; i < n; i++)
+                if (get_object_at(breakers, i, "breakers", &b) < 0)
+                        return -EBADMSG;
+        if (n == 0)
+                return 0;
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->n_columns = ELEMENTSOF(headers);
+        t->right = right;
+        for (size_t c = 0; r >= 0 && c < t->n_columns; c++)
+                r = table_add(t, headers[c]);
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = status_breaker_row(t, json_object_array_get_idx(breakers, i), i);
+        if (r >= 0) {
+                putchar('\n');
+                table_print(t, o->legend);
+        }
+        table_free(t);
+        return r;
+}
+
+/*
+ * What the ladder adds after the scopes (from a daemon that sends it): the
+ * runaway breakers that are not closed, how many requests wait (queued for
+ * room, held for an admin) and whether it only pretends (a dry run). All
+ * legend: --no-legend prints the scope rows only.
+ */
+static int status_ladder(json_object *reply, const Options *o) {
+        uint64_t waiters = 0, held = 0;
+        bool enforce = true, has_waiters, has_held, has_enforce;
+        json_object *breakers = json_object_object_get(reply, "breakers");
+
+        if (get_uint(reply, "", "waiters", &waiters, &has_waiters) < 0 ||
+            get_uint(reply, "", "held", &held, &has_held) < 0 ||
+            get_bool(reply, "", "enforce", &enforce, &has_enforce) < 0 ||
+            (breakers && get_array(reply, "", "breakers", &breakers) < 0))
+                return -EBADMSG;
+        if (!o->legend)
+                return 0;
+        if (breakers) {
+                int r = status_breakers(breakers, o);
+
+                if (r < 0)
+                        return r;
+        }
+        if (has_waiters || has_held)
+                printf("\n%" PRIu64 " request%s queued, %" PRIu64 " held for an admin\n", waiters,
+                       waiters == 1 ? "" : "s", held);
+        if (has_enforce && !enforce)
+                printf("dry run: enforce = false (every request is granted; replies say what enforcing "
+                       "would have done)\n");
+        return 0;
 }
 
 static int status_print(json_object *reply, const Options *o, void *userdata) {
@@ -404,7 +568,7 @@ static int status_print(json_object *reply, const Options *o, void *userdata) {
         t = calloc(1, sizeof(*t));
         if (!t)
                 return -ENOMEM;
-        t->n_columns = spans.n + 4;
+        t->n_columns = spans.n + 6;
         for (size_t c = 1; c < t->n_columns; c++)
                 right[c] = true;
         t->right = right;
@@ -420,6 +584,10 @@ static int status_print(json_object *reply, const Options *o, void *userdata) {
         if (r >= 0)
                 r = table_add(t, "ALLOCS");
         if (r >= 0)
+                r = table_add(t, "USE");
+        if (r >= 0)
+                r = table_add(t, "WAITING");
+        if (r >= 0)
                 r = table_add(t, "FREES");
         for (size_t i = 0; r >= 0 && i < json_object_array_length(scopes); i++)
                 r = status_row(t, json_object_array_get_idx(scopes, i), i, &spans);
@@ -428,6 +596,8 @@ static int status_print(json_object *reply, const Options *o, void *userdata) {
         table_free(t);
         if (r >= 0 && o->legend && !o->all && hidden > 0)
                 status_note_hidden(hidden, o);
+        if (r >= 0)
+                r = status_ladder(reply, o);
         return r;
 }
 
@@ -498,6 +668,89 @@ static int list_print(json_object *reply, const Options *o, void *userdata) {
                 r = table_add(t, headers[c]);
         for (size_t i = 0; r >= 0 && i < n; i++)
                 r = list_row(t, json_object_array_get_idx(allocations, i), i);
+        if (r >= 0)
+                table_print(t, o->legend);
+        table_free(t);
+        return r;
+}
+
+/* ---- pending ---- */
+
+static int pending_row(Table *t, json_object *p, size_t i) {
+        uint64_t pid, uid, requested, cap, held_usec, timeout_usec, timeout_up;
+        const char *id, *command, *agent, *priority, *scope, *s;
+        char ctx[32], num[2][24], req[FORMAT_TOKENS_MAX], c[FORMAT_TOKENS_MAX], held[FORMAT_DURATION_MAX],
+                timeout[FORMAT_DURATION_MAX + 8];
+        int r = 0;
+
+        snprintf(ctx, sizeof(ctx), "requests[%zu].", i);
+        if (get_string(p, ctx, "id", false, &id) < 0 || get_uint(p, ctx, "pid", &pid, NULL) < 0 ||
+            get_uint(p, ctx, "uid", &uid, NULL) < 0 || get_string(p, ctx, "command", false, &command) < 0 ||
+            get_string(p, ctx, "agent", true, &agent) < 0 || get_string(p, ctx, "class", true, &s) < 0 ||
+            get_string(p, ctx, "model", true, &s) < 0 ||
+            get_string(p, ctx, "priority", false, &priority) < 0 ||
+            get_string(p, ctx, "scope", false, &scope) < 0 ||
+            get_uint(p, ctx, "requested", &requested, NULL) < 0 || get_uint(p, ctx, "cap", &cap, NULL) < 0 ||
+            get_uint(p, ctx, "heldUsec", &held_usec, NULL) < 0 ||
+            get_uint(p, ctx, "timeoutInUsec", &timeout_usec, NULL) < 0)
+                return -EBADMSG;
+        snprintf(num[0], sizeof(num[0]), "%" PRIu64, pid);
+        snprintf(num[1], sizeof(num[1]), "%" PRIu64, uid);
+        /* When it is denied: rounded up, as waits are. */
+        timeout_up = timeout_usec > UINT64_MAX - (USEC_PER_SEC - 1) ? timeout_usec
+                                                                    : timeout_usec + USEC_PER_SEC - 1;
+        memcpy(timeout, "in ", 3);
+        format_duration(timeout + 3, timeout_up);
+        const char *cells[] = {
+                id,
+                num[0],
+                num[1],
+                command,
+                agent,
+                priority,
+                format_tokens(req, requested),
+                format_tokens(c, cap),
+                scope,
+                format_duration(held, held_usec),
+                timeout,
+        };
+        for (size_t k = 0; r >= 0 && k < ELEMENTSOF(cells); k++)
+                r = table_add(t, cells[k]);
+        return r;
+}
+
+static int pending_print(json_object *reply, const Options *o, void *userdata) {
+        static const char *const headers[] = {"ID",        "PID", "UID",   "COMMAND", "AGENT",  "PRIORITY",
+                                              "REQUESTED", "CAP", "SCOPE", "HELD",    "TIMEOUT"};
+        static const bool right[] = {false, true, true, false, false, false, true, true, false, true, true};
+        json_object *requests;
+        size_t n;
+        Table *t;
+        int r = 0;
+
+        if (get_array(reply, "", "requests", &requests) < 0)
+                return -EBADMSG;
+        n = json_object_array_length(requests);
+        for (size_t i = 0; i < n; i++) {
+                json_object *p;
+
+                if (get_object_at(requests, i, "requests", &p) < 0)
+                        return -EBADMSG;
+        }
+        if (n == 0) {
+                if (o->legend)
+                        puts("No requests are held.");
+                return 0;
+        }
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->n_columns = ELEMENTSOF(headers);
+        t->right = right;
+        for (size_t c = 0; r >= 0 && c < t->n_columns; c++)
+                r = table_add(t, headers[c]);
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = pending_row(t, json_object_array_get_idx(requests, i), i);
         if (r >= 0)
                 table_print(t, o->legend);
         table_free(t);
@@ -1336,6 +1589,243 @@ static int reload_failed(const Options *o, tb_client *c, int r, void *userdata) 
         return 1;
 }
 
+/* ---- pending, approve, deny ---- */
+
+/* What approve and deny act on, for their messages. */
+typedef struct Decide {
+        const char *id;
+        uint64_t tokens; /* approve: 0 for its estimate */
+} Decide;
+
+static int decide_print(json_object *reply, const Options *o, void *userdata) {
+        const Decide *d = userdata;
+        char *id = strdup(d->id);
+
+        if (!id)
+                return -ENOMEM;
+        format_sanitize(id);
+        if (strcmp(o->verb, "deny") == 0)
+                printf("request %s denied (its caller gets Escalated, reason denied)\n", id);
+        else if (d->tokens > 0)
+                printf("request %s approved for %" PRIu64 " tokens\n", id, d->tokens);
+        else
+                printf("request %s approved for its estimate\n", id);
+        free(id);
+        return 0;
+}
+
+static int pending_failed(const Options *o, tb_client *c, int r, void *userdata) {
+        const Decide *d = userdata;
+        char id[128];
+
+        if (d && error_is(c, VL_ERROR_ADMIN_UNKNOWN_REQUEST)) {
+                snprintf(id, sizeof(id), "%s", d->id);
+                fprintf(stderr, "budgetctl: no request %s is held\n", format_sanitize(id));
+        } else if (d && strcmp(o->verb, "approve") == 0 &&
+                   invalid_parameter_is(c, VL_IN_ADMIN_APPROVE_TOKENS))
+                fprintf(stderr,
+                        "budgetctl: tokenbudgetd refused %" PRIu64
+                        " tokens (at most the request's estimate)\n",
+                        d->tokens);
+        else if (method_missing(c))
+                fprintf(stderr, "budgetctl: this tokenbudgetd is too old for '%s' (it holds no requests)\n",
+                        o->verb);
+        else
+                return 0;
+        return 1;
+}
+
+/* The largest token count the protocol carries (below 10^12). */
+#define TOKENS_MAX UINT64_C(999999999999)
+
+/* A token count argument of 1..TOKENS_MAX; prints what is wrong. */
+static int parse_tokens(const char *s, const char *what, uint64_t *ret) {
+        if (!parse_decimal(s, strlen(s), TOKENS_MAX, ret) || *ret == 0) {
+                fprintf(stderr, "budgetctl: invalid %s '%s': expected an integer from 1 to %" PRIu64 "\n",
+                        what, s, TOKENS_MAX);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* Approve's or Deny's parameters: {"id": ID[, "tokens": N]}, as JSON text. */
+static int decide_parameters(const Decide *d, char **ret) {
+        json_object *params = json_object_new_object();
+        int r;
+
+        if (!params)
+                return -ENOMEM;
+        r = params_add(params, VL_IN_ADMIN_APPROVE_ID, json_object_new_string(d->id));
+        if (r >= 0 && d->tokens > 0)
+                r = params_add(params, VL_IN_ADMIN_APPROVE_TOKENS,
+                               json_object_new_int64((int64_t)d->tokens));
+        if (r >= 0)
+                r = params_to_text(params, ret);
+        json_object_put(params);
+        return r;
+}
+
+static int verb_decide(const Options *o, const char *method, const Decide *d) {
+        char *text = NULL;
+        int r, exit_code;
+
+        if (!*d->id) {
+                fprintf(stderr, "budgetctl: '%s' needs a non-empty ID (see 'budgetctl pending')\n", o->verb);
+                return EXIT_USAGE;
+        }
+        r = decide_parameters(d, &text);
+        if (r < 0) {
+                fprintf(stderr, "budgetctl: out of memory\n");
+                return EXIT_FAILED;
+        }
+        exit_code = admin_show(o, method, text, decide_print, pending_failed, (void *)d);
+        free(text);
+        return exit_code;
+}
+
+/* ---- request: an agent's cycle from the shell ---- */
+
+static const char *const priorities[] = {
+        [TB_PRIORITY_INTERACTIVE] = "interactive",
+        [TB_PRIORITY_NORMAL] = "normal",
+        [TB_PRIORITY_BACKGROUND] = "background",
+};
+
+/* What request prints when the daemon refused: its explanation, and when to try again. */
+static int request_failed(const Options *o, tb_client *c, int r) {
+        char wait[FORMAT_DURATION_MAX];
+
+        if (!tb_client_error_name(c) || method_missing(c))
+                return call_failed(o, c, r, NULL, NULL);
+        fprintf(stderr, "budgetctl: %s\n", tb_client_error(c));
+        if (tb_client_retry_after_usec(c) > 0)
+                fprintf(stderr, "budgetctl: tokenbudgetd expects room in %s\n",
+                        format_wait(wait, tb_client_retry_after_usec(c)));
+        return EXIT_FAILED;
+}
+
+static void request_print_grant(const tb_grant *g, const tb_request_params *p) {
+        char wait[FORMAT_DURATION_MAX];
+        char *s;
+
+        /* Every string from the daemon is cleaned before it reaches the terminal. */
+        s = strdup(g->allocation);
+        printf("allocation: %s\n", s ? format_sanitize(s) : "?");
+        free(s);
+        printf("decision:   %s", g->decision_name[0] ? g->decision_name : "?");
+        if (g->reason_name[0])
+                printf(" (%s)", g->reason_name);
+        putchar('\n');
+        if (p->estimate > 0)
+                printf("granted:    %" PRIu64 " of %" PRIu64 " tokens\n", g->granted, p->estimate);
+        else
+                printf("granted:    %" PRIu64 " tokens (of the daemon's default_estimate)\n", g->granted);
+        printf("warn/hard:  %" PRIu64 "/%" PRIu64 " tokens\n", g->warn_at, g->hard_limit);
+        if (g->priority_name[0]) {
+                printf("priority:   %s", g->priority_name);
+                if (g->requested_priority_name[0])
+                        printf(" (asked for %s: the rule's max_priority)", g->requested_priority_name);
+                putchar('\n');
+        }
+        if (g->waited_usec > 0)
+                printf("waited:     %s\n", format_wait(wait, g->waited_usec));
+        if (g->suggested_max_tokens > 0 || g->suggested_model) {
+                printf("suggested:  ");
+                if (g->suggested_max_tokens > 0)
+                        printf("max_tokens %" PRIu64 "%s", g->suggested_max_tokens,
+                               g->suggested_model ? ", " : "");
+                if (g->suggested_model) {
+                        s = strdup(g->suggested_model);
+                        printf("model %s", s ? format_sanitize(s) : "?");
+                        free(s);
+                }
+                putchar('\n');
+        }
+        if (g->would_be_name) {
+                s = strdup(g->would_be_name);
+                printf("dry run:    would be %s", s ? format_sanitize(s) : "?");
+                free(s);
+                if (g->would_be_reason_name) {
+                        s = strdup(g->would_be_reason_name);
+                        printf(" (%s)", s ? format_sanitize(s) : "?");
+                        free(s);
+                }
+                putchar('\n');
+        }
+}
+
+/* Sleeps usec, through signals that return (a stopped and continued process). */
+static void sleep_usec(uint64_t usec) {
+        struct timespec ts = {.tv_sec = (time_t)(usec / USEC_PER_SEC),
+                              .tv_nsec = (long)(usec % USEC_PER_SEC * 1000)};
+
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+}
+
+/* After --hold: Report then Release with --use output tokens. Returns an exit code. */
+static int request_settle(const Options *o, tb_client *c, const tb_grant *g) {
+        tb_report_params report = {.allocation = g->allocation, .output_tokens = o->use_tokens};
+        tb_release_params release = {.allocation = g->allocation, .output_tokens = o->use_tokens};
+        tb_report_reply rr;
+        tb_release_reply rel;
+        int r;
+
+        if (o->hold_usec > 0)
+                sleep_usec(o->hold_usec);
+        r = tb_report(c, &report, &rr);
+        if (r < 0)
+                return request_failed(o, c, r);
+        printf("reported:   %" PRIu64 " tokens used (%s)%s%s\n", rr.used,
+               rr.state_name[0] ? rr.state_name : "?", rr.action_name[0] ? ", action " : "", rr.action_name);
+        r = tb_release(c, &release, &rel);
+        if (r < 0)
+                return request_failed(o, c, r);
+        printf("released:   %" PRIu64 " tokens used, %" PRIu64 " refunded\n", rel.used, rel.refunded);
+        return EXIT_OK;
+}
+
+static int verb_request(int argc, char **argv, const Options *o) {
+        tb_request_params p = o->request;
+        tb_client *c = NULL;
+        char *error = NULL;
+        tb_grant g;
+        int r, exit_code;
+
+        if (argc > 1 && parse_tokens(argv[1], "ESTIMATE", &p.estimate) < 0)
+                return EXIT_USAGE;
+        if (p.estimate > 0 && p.min_tokens > p.estimate) {
+                fprintf(stderr, "budgetctl: --min-tokens %" PRIu64 " is above the estimate %" PRIu64 "\n",
+                        p.min_tokens, p.estimate);
+                return EXIT_USAGE;
+        }
+        if (o->json) {
+                fprintf(stderr, "budgetctl: --json does not apply to 'request'\n");
+                return EXIT_USAGE;
+        }
+        r = tb_client_open(o->socket, &c, &error);
+        if (r < 0) {
+                exit_code = connect_failed(o, r, error);
+                free(error);
+                return exit_code;
+        }
+        /* The library adds --wait to the call's deadline: the daemon defers the reply that long. */
+        tb_client_set_timeout_usec(c, o->timeout_usec);
+        r = tb_request(c, &p, &g);
+        if (r < 0)
+                exit_code = request_failed(o, c, r);
+        else {
+                request_print_grant(&g, &p);
+                exit_code = request_settle(o, c, &g);
+        }
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+                fprintf(stderr, "budgetctl: cannot write the output: %s\n", strerror(errno));
+                exit_code = EXIT_FAILED;
+        }
+        tb_client_close(c);
+        return exit_code;
+}
+
 /* ---- verbs ---- */
 
 /*
@@ -1395,6 +1885,24 @@ static int verb_reload(int argc, char **argv, const Options *o) {
         return admin_show(o, VL_METHOD_ADMIN_RELOAD, NULL, reload_print, reload_failed, NULL);
 }
 
+static int verb_pending(int argc, char **argv, const Options *o) {
+        return admin_show(o, VL_METHOD_ADMIN_PENDING, NULL, pending_print, pending_failed, NULL);
+}
+
+static int verb_approve(int argc, char **argv, const Options *o) {
+        Decide d = {.id = argv[1]};
+
+        if (argc > 2 && parse_tokens(argv[2], "TOKENS", &d.tokens) < 0)
+                return EXIT_USAGE;
+        return verb_decide(o, VL_METHOD_ADMIN_APPROVE, &d);
+}
+
+static int verb_deny(int argc, char **argv, const Options *o) {
+        Decide d = {.id = argv[1]};
+
+        return verb_decide(o, VL_METHOD_ADMIN_DENY, &d);
+}
+
 static int verb_help(int argc, char **argv, const Options *o);
 
 /* max_args: no maximum. */
@@ -1422,6 +1930,12 @@ static const Verb verbs[] = {
         {"set", 2, VERB_ANY, 0, verb_set, "SCOPE KEY=VALUE...",
          "Change a budget's limits until the next reload (admins)"},
         {"reload", 0, 0, 0, verb_reload, "", "Re-read the configuration file, as SIGHUP does (admins)"},
+        {"pending", 0, 0, 0, verb_pending, "", "List the requests held for an admin, oldest first (admins)"},
+        {"approve", 1, 2, 0, verb_approve, "ID [TOKENS]",
+         "Let a held request go on, for TOKENS or its estimate (admins)"},
+        {"deny", 1, 1, 0, verb_deny, "ID", "Refuse a held request (admins)"},
+        {"request", 0, 1, OPTIONS_REQUEST, verb_request, "[ESTIMATE]",
+         "Request, hold, report and release an allocation, as an agent would"},
         {"help", 0, 0, 0, verb_help, "", "Show this help"},
 };
 
@@ -1500,9 +2014,12 @@ static const struct {
         OptionFlags flag;
         const char *name;
 } verb_options[] = {
-        {OPTION_ALL, "--all"},
-        {OPTION_KIND, "--kind"},
-        {OPTION_USER, "--user"},
+        {OPTION_ALL, "--all"},     {OPTION_KIND, "--kind"},
+        {OPTION_USER, "--user"},   {OPTION_MIN_TOKENS, "--min-tokens"},
+        {OPTION_WAIT, "--wait"},   {OPTION_PRIORITY, "--priority"},
+        {OPTION_AGENT, "--agent"}, {OPTION_CLASS, "--class"},
+        {OPTION_MODEL, "--model"}, {OPTION_PROMPT_TOKENS, "--prompt-tokens"},
+        {OPTION_USE, "--use"},     {OPTION_HOLD, "--hold"},
 };
 
 /* An option given that v does not take, as a usage error; 0 when all apply. */
@@ -1581,6 +2098,15 @@ static void help(void) {
                "  -k, --kind=KIND        status: only global and the scopes of KIND\n"
                "                         (" SCOPE_KINDS ")\n"
                "  -u, --user=USER        status: only global and the scopes of USER (a name or uid)\n"
+               "      --min-tokens=N     request: the least the task can use (default: the estimate)\n"
+               "      --wait=DURATION    request: wait up to DURATION for room (500ms, 2s, 1min, 1h)\n"
+               "      --priority=P       request: interactive, normal or background\n"
+               "      --agent=NAME       request: the agent asking\n"
+               "      --class=NAME       request: the task's class\n"
+               "      --model=NAME       request: the model it would call\n"
+               "      --prompt-tokens=N  request: the prompt's size\n"
+               "      --use=N            request: output tokens to report and release (default 0)\n"
+               "      --hold=DURATION    request: keep the allocation open this long first (default 0)\n"
                "      --no-legend        Print only the rows: no summary, headers or notes\n"
                "  -h, --help             Show this help\n"
                "      --version          Show the version\n\n"
@@ -1592,12 +2118,15 @@ static void help(void) {
                "  max_tokens_in_flight or max_allocations; VALUE an integer from 0 to\n"
                "  999999999999 (0: no limit). For example:\n"
                "  budgetctl set user:alice tokens_per_hour=100000 max_tokens_in_flight=20000\n\n"
-               "Status and list answer everyone (others see global and their own scopes);\n"
-               "set and reload are for " ADMINS ".\n\n"
+               "request: asks as an agent would (its budgets are those of budgetctl's process,\n"
+               "  user and unit), prints the decision, then reports and releases. The call waits\n"
+               "  --timeout plus --wait; pass --timeout 0 when an admin may have to decide.\n\n"
+               "Status, list and request answer everyone (others see global and their own\n"
+               "scopes); set, reload, pending, approve and deny are for " ADMINS ".\n\n"
                "Exit status:\n"
                "  0  success\n"
                "  1  the daemon answered with an error (permission denied, an unknown scope,\n"
-               "     a configuration it rejected), or another failure\n"
+               "     a configuration it rejected, a request refused), or another failure\n"
                "  2  usage error (unknown command or option, wrong arguments, bad value)\n"
                "  3  the daemon is not reachable\n\n"
                "See budgetctl(1).\n");
@@ -1634,16 +2163,130 @@ static int parse_timeout(const char *s, Options *o) {
 enum {
         ARG_NO_LEGEND = 0x100,
         ARG_VERSION,
+        ARG_MIN_TOKENS,
+        ARG_WAIT,
+        ARG_PRIORITY,
+        ARG_AGENT,
+        ARG_CLASS,
+        ARG_MODEL,
+        ARG_PROMPT_TOKENS,
+        ARG_USE,
+        ARG_HOLD,
 };
+
+/* The longest --wait and --hold: a day (the daemon shortens a wait to its queue.max_wait_sec). */
+#define WAIT_MAX_USEC (UINT64_C(86400) * USEC_PER_SEC)
+
+static int parse_duration_option(const char *name, const char *s, uint64_t *ret) {
+        int r = parse_duration(s, WAIT_MAX_USEC, ret);
+
+        if (r < 0)
+                fprintf(stderr,
+                        "budgetctl: invalid %s '%s': %s (e.g. 500ms, 2s, 1min, 1h, or plain seconds)\n",
+                        name, s, r == -ERANGE ? "at most a day" : "expected a duration");
+        return r;
+}
+
+/* --min-tokens, --prompt-tokens (1 up) and --use (0 up): token counts below 10^12. */
+static int parse_count_option(const char *name, const char *s, bool zero_ok, uint64_t *ret) {
+        if (!parse_decimal(s, strlen(s), TOKENS_MAX, ret) || (*ret == 0 && !zero_ok)) {
+                fprintf(stderr, "budgetctl: invalid %s '%s': expected an integer from %d to %" PRIu64 "\n",
+                        name, s, zero_ok ? 0 : 1, TOKENS_MAX);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int parse_priority_option(const char *s, tb_priority *ret) {
+        for (size_t i = 1; i < ELEMENTSOF(priorities); i++)
+                if (strcmp(s, priorities[i]) == 0) {
+                        *ret = (tb_priority)i;
+                        return 0;
+                }
+        fprintf(stderr, "budgetctl: invalid --priority '%s': expected interactive, normal or background\n",
+                s);
+        return -EINVAL;
+}
+
+/* A name option of request (--agent, --class, --model): the daemon checks the rest. */
+static int parse_name_option(const char *name, const char *s, const char **ret) {
+        if (!*s) {
+                fprintf(stderr, "budgetctl: %s needs a non-empty name\n", name);
+                return -EINVAL;
+        }
+        *ret = s;
+        return 0;
+}
+
+/* The options of request; -EINVAL (printed) for a bad value, 1 when ch is none of them. */
+static int parse_request_option(int ch, const char *arg, Options *o) {
+        static const struct {
+                int ch;
+                OptionFlags flag;
+        } flags[] = {
+                {ARG_MIN_TOKENS, OPTION_MIN_TOKENS},
+                {ARG_WAIT, OPTION_WAIT},
+                {ARG_PRIORITY, OPTION_PRIORITY},
+                {ARG_AGENT, OPTION_AGENT},
+                {ARG_CLASS, OPTION_CLASS},
+                {ARG_MODEL, OPTION_MODEL},
+                {ARG_PROMPT_TOKENS, OPTION_PROMPT_TOKENS},
+                {ARG_USE, OPTION_USE},
+                {ARG_HOLD, OPTION_HOLD},
+        };
+        tb_request_params *p = &o->request;
+
+        for (size_t i = 0; i < ELEMENTSOF(flags); i++)
+                if (flags[i].ch == ch)
+                        o->given |= flags[i].flag;
+        switch (ch) {
+        case ARG_MIN_TOKENS:
+                return parse_count_option("--min-tokens", arg, false, &p->min_tokens);
+        case ARG_WAIT:
+                return parse_duration_option("--wait", arg, &p->wait_usec);
+        case ARG_PRIORITY:
+                return parse_priority_option(arg, &p->priority);
+        case ARG_AGENT:
+                return parse_name_option("--agent", arg, &p->agent);
+        case ARG_CLASS:
+                return parse_name_option("--class", arg, &p->task_class);
+        case ARG_MODEL:
+                return parse_name_option("--model", arg, &p->model);
+        case ARG_PROMPT_TOKENS:
+                return parse_count_option("--prompt-tokens", arg, false, &p->prompt_tokens);
+        case ARG_USE:
+                return parse_count_option("--use", arg, true, &o->use_tokens);
+        case ARG_HOLD:
+                return parse_duration_option("--hold", arg, &o->hold_usec);
+        default:
+                return 1;
+        }
+}
 
 /* Returns -1 to go on with a command, else an exit code. */
 static int parse_options(int argc, char **argv, Options *o) {
+        int r;
+
         static const struct option options[] = {
-                {"socket", required_argument, NULL, 's'},        {"json", no_argument, NULL, 'j'},
-                {"timeout", required_argument, NULL, 't'},       {"all", no_argument, NULL, 'a'},
-                {"kind", required_argument, NULL, 'k'},          {"user", required_argument, NULL, 'u'},
-                {"no-legend", no_argument, NULL, ARG_NO_LEGEND}, {"help", no_argument, NULL, 'h'},
-                {"version", no_argument, NULL, ARG_VERSION},     {},
+                {"socket", required_argument, NULL, 's'},
+                {"json", no_argument, NULL, 'j'},
+                {"timeout", required_argument, NULL, 't'},
+                {"all", no_argument, NULL, 'a'},
+                {"kind", required_argument, NULL, 'k'},
+                {"user", required_argument, NULL, 'u'},
+                {"no-legend", no_argument, NULL, ARG_NO_LEGEND},
+                {"help", no_argument, NULL, 'h'},
+                {"version", no_argument, NULL, ARG_VERSION},
+                {"min-tokens", required_argument, NULL, ARG_MIN_TOKENS},
+                {"wait", required_argument, NULL, ARG_WAIT},
+                {"priority", required_argument, NULL, ARG_PRIORITY},
+                {"agent", required_argument, NULL, ARG_AGENT},
+                {"class", required_argument, NULL, ARG_CLASS},
+                {"model", required_argument, NULL, ARG_MODEL},
+                {"prompt-tokens", required_argument, NULL, ARG_PROMPT_TOKENS},
+                {"use", required_argument, NULL, ARG_USE},
+                {"hold", required_argument, NULL, ARG_HOLD},
+                {},
         };
         int ch;
 
@@ -1681,8 +2324,13 @@ static int parse_options(int argc, char **argv, Options *o) {
                         printf("budgetctl %s (libtokenbudget %s)\n", TB_VERSION, tb_version());
                         return EXIT_OK;
                 default:
-                        fprintf(stderr, "Try 'budgetctl --help'.\n");
-                        return EXIT_USAGE;
+                        r = parse_request_option(ch, optarg, o);
+                        if (r < 0)
+                                return EXIT_USAGE;
+                        if (r > 0) {
+                                fprintf(stderr, "Try 'budgetctl --help'.\n");
+                                return EXIT_USAGE;
+                        }
                 }
         }
         return -1;
