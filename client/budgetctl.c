@@ -1699,8 +1699,16 @@ static int request_failed(const Options *o, tb_client *c, int r) {
                 return call_failed(o, c, r, NULL, NULL);
         fprintf(stderr, "budgetctl: %s\n", tb_client_error(c));
         if (tb_client_retry_after_usec(c) > 0)
-                fprintf(stderr, "budgetctl: tokenbudgetd expects room in %s\n",
+                fprintf(stderr,
+                        error_is(c, VL_ERROR_AGENT_CIRCUIT_OPEN)
+                                ? "budgetctl: the breaker lets one request through in %s\n"
+                                : "budgetctl: tokenbudgetd expects room in %s\n",
                         format_wait(wait, tb_client_retry_after_usec(c)));
+        else if (invalid_parameter_is(c, VL_IN_AGENT_REQUEST_MIN_TOKENS) ||
+                 invalid_parameter_is(c, VL_IN_AGENT_REQUEST_WAIT_USEC) ||
+                 invalid_parameter_is(c, VL_IN_AGENT_REQUEST_PROMPT_TOKENS))
+                fprintf(stderr, "budgetctl: (is tokenbudgetd older than budgetctl? --min-tokens, --wait and "
+                                "--prompt-tokens need one with the escalation ladder)\n");
         return EXIT_FAILED;
 }
 
