@@ -52,6 +52,10 @@
 /* escalate_multiplier (issue 10): past the hard limit, up to 10x. */
 #define ESCALATE_MAX_PERMILLE 10000u
 
+/* terminate_grace_sec: an hour between SIGTERM and SIGKILL is more than any
+ * process needs to flush and exit. */
+#define TERMINATE_GRACE_MAX_SEC 3600u
+
 /* A socket path must fit sockaddr_un.sun_path with its terminating NUL. */
 #define SOCKET_PATH_SIZE sizeof(((struct sockaddr_un *)NULL)->sun_path)
 
@@ -96,6 +100,16 @@ static const char *const rule_per_names[_RULE_PER_MAX] = {
         [RULE_PER_PROCESS] = "process", [RULE_PER_AGENT] = "agent",
 };
 
+static const char *const escalate_action_names[_ESCALATE_ACTION_MAX] = {
+        [ESCALATE_REFUSE] = "refuse",
+        [ESCALATE_HOLD] = "hold",
+};
+
+static const char *const hard_limit_action_names[_HARD_LIMIT_ACTION_MAX] = {
+        [HARD_LIMIT_NONE] = "none",
+        [HARD_LIMIT_TERMINATE] = "terminate",
+};
+
 static const char *name_of(const char *const *names, size_t n, unsigned i) {
         return i < n ? names[i] : NULL;
 }
@@ -129,6 +143,22 @@ int rule_per_from_string(const char *s) {
         return index_of(rule_per_names, ELEMENTSOF(rule_per_names), s);
 }
 
+const char *escalate_action_to_string(EscalateAction a) {
+        return name_of(escalate_action_names, ELEMENTSOF(escalate_action_names), (unsigned)a);
+}
+
+int escalate_action_from_string(const char *s) {
+        return index_of(escalate_action_names, ELEMENTSOF(escalate_action_names), s);
+}
+
+const char *hard_limit_action_to_string(HardLimitAction a) {
+        return name_of(hard_limit_action_names, ELEMENTSOF(hard_limit_action_names), (unsigned)a);
+}
+
+int hard_limit_action_from_string(const char *s) {
+        return index_of(hard_limit_action_names, ELEMENTSOF(hard_limit_action_names), s);
+}
+
 /* ---- the tables ---- */
 
 typedef enum SettingKind {
@@ -144,6 +174,9 @@ typedef enum SettingKind {
         SETTING_PRIORITY,   /* Priority, from its name */
         SETTING_RULE_PER,   /* RulePer, from its name */
         SETTING_RULE_NAME,  /* char *, [A-Za-z0-9_.-]{1,64} */
+        SETTING_ESCALATE,   /* EscalateAction, from its name */
+        SETTING_HARD_LIMIT, /* HardLimitAction, from its name */
+        SETTING_NAMES,      /* char ** and a size_t count: an array of model names */
         _SETTING_KIND_MAX,
 } SettingKind;
 
@@ -162,6 +195,8 @@ typedef struct Setting {
         bool optional;
         /* SETTING_USER, _GROUP: the bool saying the id is known, and the id. */
         size_t has_id_offset, id_offset;
+        /* SETTING_NAMES: the size_t count of the array at offset. */
+        size_t count_offset;
 } Setting;
 
 #define ROW(g, n, k, type, member, lo, hi)                                                                  \
@@ -195,6 +230,22 @@ static const Setting settings[] = {
             MULTIPLIER_MAX_PERMILLE),
         ROW(NULL, "hard_multiplier", SETTING_MULTIPLIER, Config, hard_permille, MULTIPLIER_MIN_PERMILLE,
             MULTIPLIER_MAX_PERMILLE),
+        /* Past the hard limit, up to 10x: a request 10 times the cap is no longer an estimate. */
+        ROW(NULL, "escalate_multiplier", SETTING_MULTIPLIER, Config, escalate_permille,
+            MULTIPLIER_MIN_PERMILLE, ESCALATE_MAX_PERMILLE),
+        ROW(NULL, "on_escalate", SETTING_ESCALATE, Config, on_escalate, 0, 0),
+        ROW(NULL, "on_hard_limit", SETTING_HARD_LIMIT, Config, on_hard_limit, 0, 0),
+        /* An hour: a process that has not exited an hour after SIGTERM will not. */
+        ROW(NULL, "terminate_grace_sec", SETTING_SECONDS, Config, terminate_grace_usec, 1,
+            TERMINATE_GRACE_MAX_SEC),
+        ROW(NULL, "enforce", SETTING_BOOL, Config, enforce, 0, 0),
+        {.group = NULL,
+         .name = "model_tiers",
+         .kind = SETTING_NAMES,
+         .offset = offsetof(Config, model_tiers),
+         .min = 1,
+         .max = CONFIG_MODEL_NAME_MAX_BYTES,
+         .count_offset = offsetof(Config, n_model_tiers)},
         ROW(NULL, "log_level", SETTING_LOG_LEVEL, Config, log_level, 0, 0),
         {.group = NULL,
          .name = "admin_group",
@@ -209,6 +260,25 @@ static const Setting settings[] = {
         LIMITS_ROWS_WITH_ALLOCATIONS("user", Config, user),
         LIMITS_ROWS_WITH_ALLOCATIONS("unit", Config, unit),
         LIMITS_ROWS_WITH_ALLOCATIONS("agent", Config, agent),
+        /* A waiter costs a few hundred bytes and a heap slot; a million is far past any
+         * machine's agents. max_waiters_per_uid is at most max_waiters (a relation). */
+        UINT_ROW("queue", "max_waiters", queue_max_waiters, 0, 1000000),
+        UINT_ROW("queue", "max_waiters_per_uid", queue_max_waiters_per_uid, 0, 1000000),
+        /* A day: the longest window that frees budget up. */
+        ROW("queue", "max_wait_sec", SETTING_SECONDS, Config, queue_max_wait_usec, 1, 86400),
+        /* Utilisation as a fraction of the limit, in permille like the multipliers; 0.01
+         * keeps "degraded from the first token" out. pool_release is below pool_threshold
+         * (a relation), so the breaker cannot flap on one value. */
+        ROW("breaker", "pool_threshold", SETTING_MULTIPLIER, Config, pool_threshold_permille, 10, 1000),
+        ROW("breaker", "pool_release", SETTING_MULTIPLIER, Config, pool_release_permille, 0, 1000),
+        /* The breaker keeps the time of each of the last runaway_breaches breaches. */
+        UINT_ROW("breaker", "runaway_breaches", runaway_breaches, 0, 1000),
+        ROW("breaker", "runaway_window_sec", SETTING_SECONDS, Config, runaway_window_usec, 1, 86400),
+        ROW("breaker", "cooldown_sec", SETTING_SECONDS, Config, cooldown_usec, 1, 86400),
+        /* A week; at least cooldown_sec (a relation). */
+        ROW("breaker", "max_cooldown_sec", SETTING_SECONDS, Config, max_cooldown_usec, 1, 604800),
+        /* A day: an admin who has not answered by then will not. */
+        ROW("escalation", "timeout_sec", SETTING_SECONDS, Config, escalation_timeout_usec, 1, 86400),
         /* 1 KiB holds any request we define; 16 MiB bounds what one peer can make us buffer. */
         UINT_ROW("limits", "max_message_bytes", max_message_bytes, 1024, 16777216),
         /* 64 KiB holds a few replies; 1 GiB is far past any sane backlog. */
@@ -276,11 +346,17 @@ static const Setting rule_settings[] = {
                           MULTIPLIER_MAX_PERMILLE, RULE_SET_HARD),
         RULE_OPTIONAL_ROW("escalate_multiplier", SETTING_MULTIPLIER, escalate_permille,
                           MULTIPLIER_MIN_PERMILLE, ESCALATE_MAX_PERMILLE, RULE_SET_ESCALATE),
+        RULE_OPTIONAL_ROW("on_escalate", SETTING_ESCALATE, on_escalate, 0, 0, RULE_SET_ON_ESCALATE),
+        RULE_OPTIONAL_ROW("on_hard_limit", SETTING_HARD_LIMIT, on_hard_limit, 0, 0, RULE_SET_ON_HARD_LIMIT),
+        RULE_OPTIONAL_ROW("terminate_grace_sec", SETTING_SECONDS, terminate_grace_usec, 1,
+                          TERMINATE_GRACE_MAX_SEC, RULE_SET_TERMINATE_GRACE),
+        RULE_OPTIONAL_ROW("enforce", SETTING_BOOL, enforce, 0, 0, RULE_SET_ENFORCE),
 };
 
 #define RULE_SET_ALL                                                                                        \
         (RULE_SET_MAX_REQUEST_TOKENS | RULE_SET_PRIORITY | RULE_SET_MAX_PRIORITY | RULE_SET_WARN |          \
-         RULE_SET_HARD | RULE_SET_ESCALATE)
+         RULE_SET_HARD | RULE_SET_ESCALATE | RULE_SET_ON_ESCALATE | RULE_SET_ON_HARD_LIMIT |                \
+         RULE_SET_TERMINATE_GRACE | RULE_SET_ENFORCE)
 
 static bool streq_ptr(const char *a, const char *b) {
         return (!a && !b) || (a && b && strcmp(a, b) == 0);
@@ -348,6 +424,14 @@ int config_init_defaults(Config *c) {
                 .warn_permille = 1500,
                 .hard_permille = 2000,
                 .log_level = LOG_LEVEL_INFO,
+                /* PRODUCT.md: far above the cap (2.5x), requests are escalated. */
+                .escalate_permille = 2500,
+                .on_escalate = ESCALATE_REFUSE,
+                .on_hard_limit = HARD_LIMIT_NONE,
+                /* systemd's TimeoutStopSec= is 90 s; an agent between two model calls
+                 * needs far less to write its state and exit. */
+                .terminate_grace_usec = 10 * USEC_PER_SEC,
+                .enforce = true,
                 .global = {.window_tokens = {2000000, 20000000, 100000000}, .in_flight_tokens = 1000000},
                 .process = {.window_tokens = {500000, 5000000, 0}, .in_flight_tokens = 400000},
                 /* A laptop has one person: the global budget is theirs. A shared
@@ -390,6 +474,21 @@ int config_init_defaults(Config *c) {
                 .journal_log_granted = false,
                 .journal_rate_limit_interval_usec = 10 * USEC_PER_SEC,
                 .journal_rate_limit_burst = 20,
+                /* One waiter per connection (max_connections), and the per-uid
+                 * share of connections. */
+                .queue_max_waiters = 1024,
+                .queue_max_waiters_per_uid = 128,
+                /* An hour: the hour window frees up within it. */
+                .queue_max_wait_usec = 3600 * USEC_PER_SEC,
+                /* The issue's numbers: degraded from 80 %, normal again below 70 %. */
+                .pool_threshold_permille = 800,
+                .pool_release_permille = 700,
+                .runaway_breaches = 3,
+                .runaway_window_usec = 600 * USEC_PER_SEC,
+                .cooldown_usec = 300 * USEC_PER_SEC,
+                /* Doubling from 5 min: 10, 20, 40, 60 min. */
+                .max_cooldown_usec = 3600 * USEC_PER_SEC,
+                .escalation_timeout_usec = 300 * USEC_PER_SEC,
         };
         c->socket_path = strdup(DEFAULT_SOCKET_PATH);
         c->admin_group = strdup("");
@@ -400,12 +499,31 @@ int config_init_defaults(Config *c) {
         return 0;
 }
 
+static size_t *names_count(void *base, const Setting *s) {
+        return (size_t *)((char *)base + s->count_offset);
+}
+
+static size_t names_count_const(const void *base, const Setting *s) {
+        return *(const size_t *)((const char *)base + s->count_offset);
+}
+
+static void names_free(char **names, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                free(names[i]);
+        free(names);
+}
+
 static void rows_done(const Setting *table, size_t n, void *base) {
         for (size_t i = 0; i < n; i++)
                 if (is_string_kind(table[i].kind)) {
                         char **p = field(base, &table[i]);
                         free(*p);
                         *p = NULL;
+                } else if (table[i].kind == SETTING_NAMES) {
+                        char ***p = field(base, &table[i]);
+                        names_free(*p, *names_count(base, &table[i]));
+                        *p = NULL;
+                        *names_count(base, &table[i]) = 0;
                 }
 }
 
@@ -855,7 +973,8 @@ static int apply_multiplier(Context *ctx, const Setting *s, void *base, const co
         return 0;
 }
 
-/* The names a SETTING_LOG_LEVEL, _PRIORITY or _RULE_PER value is written as. */
+/* The names a choice (SETTING_LOG_LEVEL, _PRIORITY, _RULE_PER, _ESCALATE,
+ * _HARD_LIMIT) is written as. */
 static const char *const *choice_names(SettingKind k, size_t *ret_n) {
         switch (k) {
         case SETTING_LOG_LEVEL:
@@ -867,6 +986,12 @@ static const char *const *choice_names(SettingKind k, size_t *ret_n) {
         case SETTING_RULE_PER:
                 *ret_n = ELEMENTSOF(rule_per_names);
                 return rule_per_names;
+        case SETTING_ESCALATE:
+                *ret_n = ELEMENTSOF(escalate_action_names);
+                return escalate_action_names;
+        case SETTING_HARD_LIMIT:
+                *ret_n = ELEMENTSOF(hard_limit_action_names);
+                return hard_limit_action_names;
         default:
                 assert(!"not a choice");
                 *ret_n = 0;
@@ -874,7 +999,7 @@ static const char *const *choice_names(SettingKind k, size_t *ret_n) {
         }
 }
 
-/* The name of choice v of a SETTING_LOG_LEVEL, _PRIORITY or _RULE_PER, or NULL. */
+/* The name of choice v of a choice kind, or NULL. */
 static const char *choice_name(SettingKind k, unsigned v) {
         size_t n = 0;
         const char *const *names = choice_names(k, &n);
@@ -891,6 +1016,10 @@ static unsigned choice_get(const Setting *s, const void *base) {
                 return (unsigned)*(const LogLevel *)p;
         case SETTING_PRIORITY:
                 return (unsigned)*(const Priority *)p;
+        case SETTING_ESCALATE:
+                return (unsigned)*(const EscalateAction *)p;
+        case SETTING_HARD_LIMIT:
+                return (unsigned)*(const HardLimitAction *)p;
         default:
                 return (unsigned)*(const RulePer *)p;
         }
@@ -905,6 +1034,12 @@ static void choice_set(const Setting *s, void *base, unsigned v) {
                 break;
         case SETTING_PRIORITY:
                 *(Priority *)p = (Priority)v;
+                break;
+        case SETTING_ESCALATE:
+                *(EscalateAction *)p = (EscalateAction)v;
+                break;
+        case SETTING_HARD_LIMIT:
+                *(HardLimitAction *)p = (HardLimitAction)v;
                 break;
         default:
                 *(RulePer *)p = (RulePer)v;
@@ -1189,6 +1324,121 @@ static int apply_glob(Context *ctx, const Setting *s, void *base, const config_s
         return store_string(field(base, s), v);
 }
 
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x)  STRINGIFY_(x)
+
+/* Why v is not a model name (NULL: it may be one), for "PATH %s". A name goes
+ * on the wire (suggestedModel) and into the journal: text, one line. */
+static const char *model_name_problem(const char *v) {
+        size_t n = strlen(v);
+
+        if (n < 1 || n > CONFIG_MODEL_NAME_MAX_BYTES)
+                return "must be 1 to " STRINGIFY(CONFIG_MODEL_NAME_MAX_BYTES) " bytes";
+        if (!utf8_valid(v, n))
+                return "must be valid UTF-8";
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+                        return "must not contain control characters";
+        return NULL;
+}
+
+/* The index of an earlier name equal to names[i], or -1. At most
+ * CONFIG_MODEL_TIERS_MAX names: pairwise is cheap. */
+static ssize_t names_find_earlier(char *const *names, size_t i) {
+        for (size_t j = 0; j < i; j++)
+                if (names[j] && names[i] && strcmp(names[j], names[i]) == 0)
+                        return (ssize_t)j;
+        return -1;
+}
+
+/* Stores names (n of them, taking them) in the row, freeing what it held. */
+static void names_store(const Setting *s, void *base, char **names, size_t n) {
+        char ***p = field(base, s);
+
+        names_free(*p, *names_count(base, s));
+        *p = n ? names : NULL;
+        *names_count(base, s) = n;
+        if (!n)
+                free(names);
+}
+
+/* One element of an array of names; false when it is refused (reported). */
+static int apply_name_elem(Context *ctx, const config_setting_t *elem, unsigned line, const char *path,
+                           char **names, size_t i) {
+        char q[QUOTE_MAX_BYTES + 4];
+        const char *v, *problem;
+        ssize_t first;
+
+        v = config_setting_get_string(elem);
+        if (!v)
+                return -ENOMEM;
+        quote(v, q);
+        problem = model_name_problem(v);
+        if (problem) {
+                errors_add(ctx->errors, line, "%s[%zu] %s, got '%s'", path, i, problem, q);
+                return -EINVAL;
+        }
+        names[i] = strdup(v);
+        if (!names[i])
+                return -ENOMEM;
+        first = names_find_earlier(names, i);
+        if (first >= 0) {
+                errors_add(ctx->errors, line, "%s[%zu]: duplicate name '%s', first given as %s[%zd]", path,
+                           i, q, path, first);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* An array of names: [ "a", "b" ], every element checked and reported. An
+ * element's error names the array's line and the element's index: libconfig
+ * gives the last element the line of the token after it (the "]", often on
+ * a line of its own). */
+static int apply_names(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                       const char *path) {
+        unsigned line = config_setting_source_line(cs);
+        char **names;
+        size_t n;
+        int r = 0;
+
+        if (!check_type(ctx, cs, path, false, CONFIG_TYPE_ARRAY, "an array of strings [ \"...\", ... ]"))
+                return -EINVAL;
+        n = (size_t)config_setting_length(cs);
+        if (n > CONFIG_MODEL_TIERS_MAX) {
+                errors_add(ctx->errors, line, "%s must have at most %d names, got %zu", path,
+                           CONFIG_MODEL_TIERS_MAX, n);
+                return -EINVAL;
+        }
+        names = calloc(n ?: 1, sizeof(*names));
+        if (!names)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                const config_setting_t *elem = config_setting_get_elem(cs, (unsigned)i);
+                int k;
+
+                /* libconfig's arrays hold one type: one message says it. */
+                if (config_setting_type(elem) != CONFIG_TYPE_STRING) {
+                        errors_add(ctx->errors, line, "%s[%zu] must be a string, got %s", path, i,
+                                   type_name(config_setting_type(elem)));
+                        r = -EINVAL;
+                        break;
+                }
+                k = apply_name_elem(ctx, elem, line, path, names, i);
+                if (k == -ENOMEM) {
+                        r = k;
+                        break;
+                }
+                if (k < 0)
+                        r = k;
+        }
+        if (r < 0) {
+                names_free(names, n);
+                return r;
+        }
+        names_store(s, base, names, n);
+        return 0;
+}
+
 typedef int (*ApplyFunc)(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
                          const char *path);
 
@@ -1205,6 +1455,9 @@ static const ApplyFunc apply_funcs[_SETTING_KIND_MAX] = {
         [SETTING_PRIORITY] = apply_choice,
         [SETTING_RULE_PER] = apply_choice,
         [SETTING_RULE_NAME] = apply_rule_name,
+        [SETTING_ESCALATE] = apply_choice,
+        [SETTING_HARD_LIMIT] = apply_choice,
+        [SETTING_NAMES] = apply_names,
 };
 
 /* ---- the tree walk ---- */
@@ -1396,6 +1649,31 @@ static bool relation_checkable(const Context *ctx, const char *group, const char
         return true;
 }
 
+/* The queue's and the breakers' settings (issue 10). */
+static void check_ladder_relations(Context *ctx) {
+        const Config *c = ctx->config;
+        unsigned line;
+
+        if (relation_checkable(ctx, "queue", "max_waiters_per_uid", "max_waiters", &line) &&
+            c->queue_max_waiters_per_uid > c->queue_max_waiters)
+                errors_add(ctx->errors, line,
+                           "queue.max_waiters_per_uid (%" PRIu64
+                           ") must not be greater than queue.max_waiters (%" PRIu64 ")",
+                           c->queue_max_waiters_per_uid, c->queue_max_waiters);
+        /* Equal would leave and enter degraded mode on the same value: no hysteresis. */
+        if (relation_checkable(ctx, "breaker", "pool_release", "pool_threshold", &line) &&
+            c->pool_release_permille >= c->pool_threshold_permille)
+                errors_add(ctx->errors, line,
+                           "breaker.pool_release must be below breaker.pool_threshold (%g), got %g",
+                           c->pool_threshold_permille / 1000.0, c->pool_release_permille / 1000.0);
+        if (relation_checkable(ctx, "breaker", "max_cooldown_sec", "cooldown_sec", &line) &&
+            c->max_cooldown_usec < c->cooldown_usec)
+                errors_add(ctx->errors, line,
+                           "breaker.max_cooldown_sec (%" PRIu64
+                           ") must not be less than breaker.cooldown_sec (%" PRIu64 ")",
+                           c->max_cooldown_usec / USEC_PER_SEC, c->cooldown_usec / USEC_PER_SEC);
+}
+
 static void check_top_relations(Context *ctx) {
         const Config *c = ctx->config;
         unsigned line;
@@ -1424,6 +1702,7 @@ static void check_top_relations(Context *ctx) {
                            "limits.max_output_bytes_per_uid (%" PRIu64
                            ") must not be less than limits.max_output_bytes (%" PRIu64 ")",
                            c->max_output_bytes_per_uid, c->max_output_bytes);
+        check_ladder_relations(ctx);
 }
 
 /* A rule's multipliers: warn <= hard, each of the rule's own against the
@@ -1679,11 +1958,25 @@ static void format_value(FILE *f, const Setting *s, const void *base) {
         case SETTING_LOG_LEVEL:
         case SETTING_PRIORITY:
         case SETTING_RULE_PER:
+        case SETTING_ESCALATE:
+        case SETTING_HARD_LIMIT:
                 format_string(f, choice_name(s->kind, choice_get(s, base)) ?: "");
                 break;
         case SETTING_BOOL:
                 fputs(*(const bool *)p ? "true" : "false", f);
                 break;
+        case SETTING_NAMES: {
+                char *const *names = *(char **const *)p;
+                size_t n = names_count_const(base, s);
+
+                fputs("[ ", f);
+                for (size_t i = 0; i < n; i++) {
+                        format_string(f, names[i]);
+                        fputs(i + 1 < n ? ", " : " ", f);
+                }
+                fputc(']', f);
+                break;
+        }
         case SETTING_SECONDS:
                 /* Parsed from whole seconds, so exact. */
                 fprintf(f, "%" PRIu64, *(const uint64_t *)p / USEC_PER_SEC);
@@ -1764,6 +2057,16 @@ static bool row_equal(const Setting *s, const void *a, const void *b) {
         }
         if (is_string_kind(s->kind))
                 return streq_ptr(*(char *const *)pa, *(char *const *)pb);
+        if (s->kind == SETTING_NAMES) {
+                size_t n = names_count_const(a, s);
+
+                if (n != names_count_const(b, s))
+                        return false;
+                for (size_t i = 0; i < n; i++)
+                        if (!streq_ptr((*(char **const *)pa)[i], (*(char **const *)pb)[i]))
+                                return false;
+                return true;
+        }
         switch (s->kind) {
         case SETTING_UINT:
         case SETTING_SECONDS:
@@ -1880,7 +2183,7 @@ int config_resolve_names(Config *c, const char *filename, ConfigLookupFunc looku
 /* ---- packing ---- */
 
 /* "tokenbudget config", version 1: bump it with any change to what follows. */
-static const char pack_magic[8] = {'T', 'B', 'C', 'O', 'N', 'F', 0, 1};
+static const char pack_magic[8] = {'T', 'B', 'C', 'O', 'N', 'F', 0, 2};
 
 #define PACK_NULL_STRING UINT32_MAX
 
@@ -1963,8 +2266,19 @@ static void pack_row(Packer *p, const Setting *s, const void *base) {
         case SETTING_LOG_LEVEL:
         case SETTING_PRIORITY:
         case SETTING_RULE_PER:
+        case SETTING_ESCALATE:
+        case SETTING_HARD_LIMIT:
                 pack_u32(p, choice_get(s, base));
                 break;
+        case SETTING_NAMES: {
+                size_t n = names_count_const(base, s);
+
+                /* At most CONFIG_MODEL_TIERS_MAX: unpacking refuses more. */
+                pack_u32(p, n > UINT32_MAX ? UINT32_MAX : (uint32_t)n);
+                for (size_t i = 0; i < n; i++)
+                        pack_string(p, (*(char **const *)v)[i]);
+                break;
+        }
         default:
                 break;
         }
@@ -2097,11 +2411,38 @@ static int unpack_scalar_row(Unpacker *u, const Setting *s, void *base) {
         }
 }
 
+/* An array of names, each what apply_names() could have stored. */
+static int unpack_names(Unpacker *u, const Setting *s, void *base) {
+        char **names;
+        uint32_t n;
+
+        if (!unpack_bytes(u, &n, sizeof(n)) || n > CONFIG_MODEL_TIERS_MAX)
+                return -EPROTO;
+        if (n == 0)
+                return 0;
+        names = calloc(n, sizeof(*names));
+        if (!names)
+                return -ENOMEM;
+        /* Stored at once, so config_done() frees what a failure leaves. */
+        names_store(s, base, names, n);
+        for (size_t i = 0; i < n; i++) {
+                int r = unpack_string(u, &names[i]);
+
+                if (r < 0)
+                        return r;
+                if (!names[i] || model_name_problem(names[i]) || names_find_earlier(names, i) >= 0)
+                        return -EPROTO;
+        }
+        return 0;
+}
+
 static int unpack_row(Unpacker *u, const Setting *s, void *base) {
         uint8_t has_id;
         uint32_t id;
         int r;
 
+        if (s->kind == SETTING_NAMES)
+                return unpack_names(u, s, base);
         if (!is_string_kind(s->kind))
                 return unpack_scalar_row(u, s, base);
         r = unpack_string(u, field(base, s));

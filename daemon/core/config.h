@@ -54,6 +54,30 @@ typedef enum RulePer {
 const char *rule_per_to_string(RulePer p);
 int rule_per_from_string(const char *s); /* a RulePer, or -EINVAL */
 
+/* What happens to a Request whose estimate is above escalate_multiplier x
+ * its max_request_tokens (and that no admin approved): refused at once
+ * (Escalated), or held for an admin to approve or deny (budgetctl pending). */
+typedef enum EscalateAction {
+        ESCALATE_REFUSE,
+        ESCALATE_HOLD,
+        _ESCALATE_ACTION_MAX,
+} EscalateAction;
+
+const char *escalate_action_to_string(EscalateAction a); /* "refuse", "hold" */
+int escalate_action_from_string(const char *s);          /* an EscalateAction, or -EINVAL */
+
+/* What happens to a process whose allocation passes its hard limit: nothing
+ * but the "exceeded" state (none), or SIGTERM, then SIGKILL after
+ * terminate_grace_sec (terminate). */
+typedef enum HardLimitAction {
+        HARD_LIMIT_NONE,
+        HARD_LIMIT_TERMINATE,
+        _HARD_LIMIT_ACTION_MAX,
+} HardLimitAction;
+
+const char *hard_limit_action_to_string(HardLimitAction a); /* "none", "terminate" */
+int hard_limit_action_from_string(const char *s);           /* a HardLimitAction, or -EINVAL */
+
 /* What a rule matches; every predicate given must hold. NULL: any. */
 typedef struct RuleMatch {
         char *user;    /* "match.user": a user name, or a uid written as an integer (then "UID") */
@@ -79,6 +103,10 @@ enum {
         RULE_SET_WARN = 1u << 3,
         RULE_SET_HARD = 1u << 4,
         RULE_SET_ESCALATE = 1u << 5,
+        RULE_SET_ON_ESCALATE = 1u << 6,
+        RULE_SET_ON_HARD_LIMIT = 1u << 7,
+        RULE_SET_TERMINATE_GRACE = 1u << 8,
+        RULE_SET_ENFORCE = 1u << 9,
 };
 
 typedef struct RuleConfig {
@@ -91,7 +119,15 @@ typedef struct RuleConfig {
         uint64_t max_request_tokens;
         Priority priority, max_priority;
         uint32_t warn_permille, hard_permille, escalate_permille;
+        EscalateAction on_escalate;
+        HardLimitAction on_hard_limit;
+        uint64_t terminate_grace_usec; /* "terminate_grace_sec" */
+        bool enforce;
 } RuleConfig;
+
+/* At most this many names in model_tiers, each at most this long. */
+#define CONFIG_MODEL_TIERS_MAX      32
+#define CONFIG_MODEL_NAME_MAX_BYTES 255
 
 /* At most this many rules in one file. */
 #define CONFIG_RULES_MAX 10000
@@ -104,6 +140,18 @@ typedef struct Config {
         uint32_t warn_permille;      /* "warn_multiplier" = 1.5 */
         uint32_t hard_permille;      /* "hard_multiplier" = 2.0, 1.0..5.0, >= warn */
         LogLevel log_level;          /* "log_level" = "info": err, warning, notice, info, debug */
+
+        /* The escalation ladder (issue 10); each but model_tiers is also a rule setting. */
+        uint32_t escalate_permille;    /* "escalate_multiplier" = 2.5, 1.0..10.0 */
+        EscalateAction on_escalate;    /* "on_escalate" = "refuse" */
+        HardLimitAction on_hard_limit; /* "on_hard_limit" = "none" */
+        uint64_t terminate_grace_usec; /* "terminate_grace_sec" = 10, 1..3600 */
+        bool enforce;                  /* "enforce" = true; false: dry run, grant everything */
+        /* "model_tiers" = [ ]: model names, best first, for suggestedModel;
+         * at most CONFIG_MODEL_TIERS_MAX, each 1..CONFIG_MODEL_NAME_MAX_BYTES
+         * of UTF-8 without control characters, no two alike. */
+        char **model_tiers;
+        size_t n_model_tiers;
 
         /* "global" and "process" groups: tokens_per_minute, tokens_per_hour,
          * tokens_per_day, max_tokens_in_flight; 0 = no limit */
@@ -150,6 +198,23 @@ typedef struct Config {
         bool journal_log_granted;                  /* "log_granted" = false: a debug event per grant */
         uint64_t journal_rate_limit_interval_usec; /* "rate_limit_interval_sec" = 10, 0..3600 s */
         uint64_t journal_rate_limit_burst;         /* "rate_limit_burst" = 20 events, 0..1000000 */
+
+        /* "queue" group: Requests that wait (waitUsec) for budget to free up. */
+        uint64_t queue_max_waiters;         /* "max_waiters" = 1024, 0..1000000; 0: nobody waits */
+        uint64_t queue_max_waiters_per_uid; /* "max_waiters_per_uid" = 128, 0..max_waiters */
+        uint64_t queue_max_wait_usec;       /* "max_wait_sec" = 3600, 1..86400: a longer waitUsec is
+                                             * shortened to it */
+
+        /* "breaker" group: the pool breaker (degraded mode) and runaway breakers. */
+        uint32_t pool_threshold_permille; /* "pool_threshold" = 0.8, 0.01..1.0 */
+        uint32_t pool_release_permille;   /* "pool_release" = 0.7, 0.0.., below pool_threshold */
+        uint64_t runaway_breaches;        /* "runaway_breaches" = 3, 0..1000; 0: no runaway breaker */
+        uint64_t runaway_window_usec;     /* "runaway_window_sec" = 600, 1..86400 */
+        uint64_t cooldown_usec;           /* "cooldown_sec" = 300, 1..86400 */
+        uint64_t max_cooldown_usec;       /* "max_cooldown_sec" = 3600, cooldown_sec..604800 */
+
+        /* "escalation" group: requests held for an admin (on_escalate = "hold"). */
+        uint64_t escalation_timeout_usec; /* "timeout_sec" = 300, 1..86400: then denied */
 } Config;
 
 /* Fills *c with the built-in defaults. Returns 0 or -ENOMEM. */

@@ -6,12 +6,15 @@
  * conf/tokenbudgetd.conf lists exactly the settings, each at its default.
  * Rules: every key, per, user and group as names and ids, globs valid and
  * malformed, names missing and duplicated, CONFIG_RULES_MAX; each error's
- * exact text. config_resolve_names() with a table for NSS, and
+ * exact text. The escalation ladder's settings (issue 10): every value's
+ * bounds and wrong types, model_tiers' elements, the relations within the
+ * queue and breaker groups, and their rule settings. config_resolve_names() with a table for NSS, and
  * config_pack()/config_unpack() round trips and garbage.
  * Links only the core library (and libconfig, to walk files independently).
  */
 #include <check.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <libconfig.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -108,6 +111,9 @@ typedef enum FieldType {
         FIELD_BOOL,
         FIELD_ADMIN_GROUP, /* string, and number the gid (NO_ID: a name, not resolved) */
         FIELD_RULES,       /* one rule named string, everything else at its default */
+        FIELD_ESCALATE,    /* an EscalateAction, number */
+        FIELD_HARD_LIMIT,  /* a HardLimitAction, number */
+        FIELD_NAMES,       /* model_tiers: string is the names joined by commas, "" for none */
 } FieldType;
 
 #define NO_ID UINT64_MAX
@@ -127,6 +133,12 @@ typedef struct OverrideRow {
         { p, v, offsetof(Config, member), FIELD_BOOL, n, NULL }
 #define PERMILLE(p, v, member, n)                                                                           \
         { p, v, offsetof(Config, member), FIELD_PERMILLE, n, NULL }
+#define ESCALATE(v, n)                                                                                      \
+        { "on_escalate", v, offsetof(Config, on_escalate), FIELD_ESCALATE, n, NULL }
+#define HARD_LIMIT(v, n)                                                                                    \
+        { "on_hard_limit", v, offsetof(Config, on_hard_limit), FIELD_HARD_LIMIT, n, NULL }
+#define TIERS(v, joined)                                                                                    \
+        { "model_tiers", v, offsetof(Config, model_tiers), FIELD_NAMES, 0, joined }
 #define ADMIN(v, string, id)                                                                                \
         { "admin_group", v, offsetof(Config, admin_group), FIELD_ADMIN_GROUP, id, string }
 /* The five budgets of a "user", "unit" or "agent" group (and "global"'s max_allocations). */
@@ -229,6 +241,49 @@ static const OverrideRow override_rows[] = {
         U64("journal.rate_limit_burst", "0", journal_rate_limit_burst, 0),
         U64("journal.rate_limit_burst", "1", journal_rate_limit_burst, 1),
         U64("journal.rate_limit_burst", "1000000", journal_rate_limit_burst, 1000000),
+        /* the escalation ladder */
+        PERMILLE("escalate_multiplier", "1", escalate_permille, 1000),
+        PERMILLE("escalate_multiplier", "3.25", escalate_permille, 3250),
+        PERMILLE("escalate_multiplier", "10.0", escalate_permille, 10000),
+        ESCALATE("\"hold\"", ESCALATE_HOLD),
+        ESCALATE("\"refuse\"", ESCALATE_REFUSE),
+        HARD_LIMIT("\"terminate\"", HARD_LIMIT_TERMINATE),
+        HARD_LIMIT("\"none\"", HARD_LIMIT_NONE),
+        U64("terminate_grace_sec", "1", terminate_grace_usec, 1000000),
+        U64("terminate_grace_sec", "3600", terminate_grace_usec, 3600000000),
+        BOOL("enforce", "false", enforce, false),
+        BOOL("enforce", "true", enforce, true),
+        TIERS("[ ]", ""),
+        TIERS("[ \"only\" ]", "only"),
+        TIERS("[ \"large\", \"medium\", \"small\" ]", "large,medium,small"),
+        /* Anything but control characters: a quote, a backslash, UTF-8, spaces. */
+        TIERS("[ \"o\\\"k\", \"a\\\\b\", \"\xc4\x8d\", \"gpt 4\" ]", "o\"k,a\\b,\xc4\x8d,gpt 4"),
+        TIERS("[\n  \"a\",\n  \"b\"\n]", "a,b"),
+        /* max_waiters_per_uid (128 by default) is at most max_waiters. */
+        U64("queue.max_waiters", "128", queue_max_waiters, 128),
+        U64("queue.max_waiters", "1000000", queue_max_waiters, 1000000),
+        U64("queue.max_waiters_per_uid", "0", queue_max_waiters_per_uid, 0),
+        U64("queue.max_waiters_per_uid", "1024", queue_max_waiters_per_uid, 1024),
+        U64("queue.max_wait_sec", "1", queue_max_wait_usec, 1000000),
+        U64("queue.max_wait_sec", "86400", queue_max_wait_usec, 86400000000),
+        /* pool_release (0.7 by default) is below pool_threshold. */
+        PERMILLE("breaker.pool_threshold", "0.701", pool_threshold_permille, 701),
+        PERMILLE("breaker.pool_threshold", "1", pool_threshold_permille, 1000),
+        PERMILLE("breaker.pool_threshold", "1.0", pool_threshold_permille, 1000),
+        PERMILLE("breaker.pool_release", "0", pool_release_permille, 0),
+        PERMILLE("breaker.pool_release", "0.0", pool_release_permille, 0),
+        PERMILLE("breaker.pool_release", "0.799", pool_release_permille, 799),
+        U64("breaker.runaway_breaches", "0", runaway_breaches, 0),
+        U64("breaker.runaway_breaches", "1000", runaway_breaches, 1000),
+        U64("breaker.runaway_window_sec", "1", runaway_window_usec, 1000000),
+        U64("breaker.runaway_window_sec", "86400", runaway_window_usec, 86400000000),
+        /* max_cooldown_sec (3600 by default) is at least cooldown_sec. */
+        U64("breaker.cooldown_sec", "1", cooldown_usec, 1000000),
+        U64("breaker.cooldown_sec", "3600", cooldown_usec, 3600000000),
+        U64("breaker.max_cooldown_sec", "300", max_cooldown_usec, 300000000),
+        U64("breaker.max_cooldown_sec", "604800", max_cooldown_usec, 604800000000),
+        U64("escalation.timeout_sec", "1", escalation_timeout_usec, 1000000),
+        U64("escalation.timeout_sec", "86400", escalation_timeout_usec, 86400000000),
 };
 
 static void rules_clear(Config *c) {
@@ -247,10 +302,43 @@ static void rules_clear(Config *c) {
         c->n_rules = 0;
 }
 
+static void tiers_clear(Config *c) {
+        for (size_t i = 0; i < c->n_model_tiers; i++)
+                free(c->model_tiers[i]);
+        free(c->model_tiers);
+        c->model_tiers = NULL;
+        c->n_model_tiers = 0;
+}
+
+/* joined: names separated by commas; "" for none. */
+static void tiers_set(Config *c, const char *joined) {
+        tiers_clear(c);
+        for (const char *p = joined; *p;) {
+                size_t n = strcspn(p, ",");
+                char **names = realloc(c->model_tiers, (c->n_model_tiers + 1) * sizeof(char *));
+
+                ck_assert_ptr_nonnull(names);
+                c->model_tiers = names;
+                c->model_tiers[c->n_model_tiers] = strndup(p, n);
+                ck_assert_ptr_nonnull(c->model_tiers[c->n_model_tiers]);
+                c->n_model_tiers++;
+                p += n + (p[n] == ',');
+        }
+}
+
 static void row_apply(const OverrideRow *row, Config *c) {
         char *p = (char *)c + row->offset;
 
         switch (row->type) {
+        case FIELD_ESCALATE:
+                *(EscalateAction *)p = (EscalateAction)row->number;
+                break;
+        case FIELD_HARD_LIMIT:
+                *(HardLimitAction *)p = (HardLimitAction)row->number;
+                break;
+        case FIELD_NAMES:
+                tiers_set(c, row->string);
+                break;
         case FIELD_ADMIN_GROUP:
                 free(c->admin_group);
                 c->admin_group = strdup(row->string);
@@ -355,6 +443,23 @@ START_TEST(test_defaults) {
         ck_assert_uint_eq(c.n_rules, 0);
         ck_assert_uint_eq(c.max_tracked_scopes, 16384);
         ck_assert_uint_eq(c.max_tracked_scopes_per_uid, 1024);
+        ck_assert_uint_eq(c.escalate_permille, 2500);
+        ck_assert_int_eq(c.on_escalate, ESCALATE_REFUSE);
+        ck_assert_int_eq(c.on_hard_limit, HARD_LIMIT_NONE);
+        ck_assert_uint_eq(c.terminate_grace_usec, 10000000);
+        ck_assert(c.enforce);
+        ck_assert_ptr_null(c.model_tiers);
+        ck_assert_uint_eq(c.n_model_tiers, 0);
+        ck_assert_uint_eq(c.queue_max_waiters, 1024);
+        ck_assert_uint_eq(c.queue_max_waiters_per_uid, 128);
+        ck_assert_uint_eq(c.queue_max_wait_usec, 3600000000);
+        ck_assert_uint_eq(c.pool_threshold_permille, 800);
+        ck_assert_uint_eq(c.pool_release_permille, 700);
+        ck_assert_uint_eq(c.runaway_breaches, 3);
+        ck_assert_uint_eq(c.runaway_window_usec, 600000000);
+        ck_assert_uint_eq(c.cooldown_usec, 300000000);
+        ck_assert_uint_eq(c.max_cooldown_usec, 3600000000);
+        ck_assert_uint_eq(c.escalation_timeout_usec, 300000000);
         config_done(&c);
         ck_assert_ptr_null(c.socket_path);
         ck_assert_ptr_null(c.admin_group);
@@ -431,6 +536,12 @@ START_TEST(test_equal_detects_each_field) {
         /* A row may set a field to its default; change it once more then. */
         if (config_equal(&a, &b) && row->type == FIELD_BOOL) {
                 *(bool *)((char *)&b + row->offset) = !*(bool *)((char *)&b + row->offset);
+        } else if (config_equal(&a, &b) && row->type == FIELD_ESCALATE) {
+                b.on_escalate = ESCALATE_HOLD;
+        } else if (config_equal(&a, &b) && row->type == FIELD_HARD_LIMIT) {
+                b.on_hard_limit = HARD_LIMIT_TERMINATE;
+        } else if (config_equal(&a, &b) && row->type == FIELD_NAMES) {
+                tiers_set(&b, "x");
         } else if (config_equal(&a, &b)) {
                 ck_assert_int_eq(row->type, FIELD_U64);
                 *(uint64_t *)((char *)&b + row->offset) += 1;
@@ -835,6 +946,26 @@ START_TEST(test_enum_names) {
         ck_assert_ptr_null(rule_per_to_string(_RULE_PER_MAX));
         ck_assert_int_eq(rule_per_from_string("group"), -EINVAL);
         ck_assert_int_eq(rule_per_from_string(NULL), -EINVAL);
+
+        ck_assert_int_eq(_ESCALATE_ACTION_MAX, 2);
+        ck_assert_str_eq(escalate_action_to_string(ESCALATE_REFUSE), "refuse");
+        ck_assert_str_eq(escalate_action_to_string(ESCALATE_HOLD), "hold");
+        ck_assert_ptr_null(escalate_action_to_string(_ESCALATE_ACTION_MAX));
+        ck_assert_ptr_null(escalate_action_to_string((EscalateAction)-1));
+        ck_assert_int_eq(escalate_action_from_string("refuse"), ESCALATE_REFUSE);
+        ck_assert_int_eq(escalate_action_from_string("hold"), ESCALATE_HOLD);
+        ck_assert_int_eq(escalate_action_from_string("Hold"), -EINVAL);
+        ck_assert_int_eq(escalate_action_from_string(""), -EINVAL);
+        ck_assert_int_eq(escalate_action_from_string(NULL), -EINVAL);
+
+        ck_assert_int_eq(_HARD_LIMIT_ACTION_MAX, 2);
+        ck_assert_str_eq(hard_limit_action_to_string(HARD_LIMIT_NONE), "none");
+        ck_assert_str_eq(hard_limit_action_to_string(HARD_LIMIT_TERMINATE), "terminate");
+        ck_assert_ptr_null(hard_limit_action_to_string(_HARD_LIMIT_ACTION_MAX));
+        ck_assert_int_eq(hard_limit_action_from_string("none"), HARD_LIMIT_NONE);
+        ck_assert_int_eq(hard_limit_action_from_string("terminate"), HARD_LIMIT_TERMINATE);
+        ck_assert_int_eq(hard_limit_action_from_string("kill"), -EINVAL);
+        ck_assert_int_eq(hard_limit_action_from_string(NULL), -EINVAL);
 }
 END_TEST
 
@@ -1050,6 +1181,178 @@ static const ExactRow exact_rows[] = {
          "3: rules[0] ('x').match.slice: malformed glob '[': unbalanced '['\n"
          "4: rules[0] ('x').match.command: malformed glob '[': unbalanced '['\n"
          "5: rules[0] ('x').match.agent: malformed glob '[': unbalanced '['\n"},
+        /* the escalation ladder: top level */
+        {"escalate 0.5", "escalate_multiplier = 0.5;",
+         "1: escalate_multiplier must be between 1.0 and 10.0, got 0.5\n"},
+        {"escalate 10.001", "escalate_multiplier = 10.001;",
+         "1: escalate_multiplier must be between 1.0 and 10.0, got 10.001\n"},
+        {"escalate string", "escalate_multiplier = \"2.5\";",
+         "1: escalate_multiplier must be a number, got a string\n"},
+        {"on_escalate unknown", "on_escalate = \"ask\";",
+         "1: on_escalate must be one of refuse, hold, got 'ask'\n"},
+        {"on_escalate case", "on_escalate = \"Hold\";",
+         "1: on_escalate must be one of refuse, hold, got 'Hold'\n"},
+        {"on_escalate integer", "on_escalate = 1;", "1: on_escalate must be a string, got an integer\n"},
+        {"on_hard_limit unknown", "on_hard_limit = \"kill\";",
+         "1: on_hard_limit must be one of none, terminate, got 'kill'\n"},
+        {"on_hard_limit bool", "on_hard_limit = true;",
+         "1: on_hard_limit must be a string, got a boolean\n"},
+        {"grace 0", "terminate_grace_sec = 0;",
+         "1: terminate_grace_sec must be between 1 and 3600, got 0\n"},
+        {"grace 3601", "terminate_grace_sec = 3601;",
+         "1: terminate_grace_sec must be between 1 and 3600, got 3601\n"},
+        {"grace float", "terminate_grace_sec = 0.5;",
+         "1: terminate_grace_sec must be an integer, got a float\n"},
+        {"enforce string", "enforce = \"no\";",
+         "1: enforce must be a boolean (true or false), got a string\n"},
+        {"enforce integer", "enforce = 0;",
+         "1: enforce must be a boolean (true or false), got an integer\n"},
+        /* model_tiers */
+        {"tiers string", "model_tiers = \"large\";",
+         "1: model_tiers must be an array of strings [ \"...\", ... ], got a string\n"},
+        {"tiers list", "model_tiers = ( \"large\" );",
+         "1: model_tiers must be an array of strings [ \"...\", ... ], got a list\n"},
+        {"tiers group", "model_tiers = { a = \"large\"; };",
+         "1: model_tiers must be an array of strings [ \"...\", ... ], got a group\n"},
+        {"tiers integers", "model_tiers = [ 1, 2 ];",
+         "1: model_tiers[0] must be a string, got an integer\n"},
+        {"tiers booleans", "model_tiers = [ true ];", "1: model_tiers[0] must be a string, got a boolean\n"},
+        {"tiers empty name", "model_tiers = [ \"a\", \"\" ];",
+         "1: model_tiers[1] must be 1 to 255 bytes, got ''\n"},
+        {"tiers 256 bytes", "model_tiers = [ \"" LONG_NAME_64 LONG_NAME_64 LONG_NAME_64 LONG_NAME_64 "\" ];",
+         "1: model_tiers[0] must be 1 to 255 bytes, got '" LONG_NAME_64 "...'\n"},
+        {"tiers control", "model_tiers = [ \"a\\tb\" ];",
+         "1: model_tiers[0] must not contain control characters, got 'a?b'\n"},
+        {"tiers not UTF-8", "model_tiers = [ \"\\xff\" ];",
+         "1: model_tiers[0] must be valid UTF-8, got '?'\n"},
+        {"tiers duplicate", "model_tiers = [\n  \"a\",\n  \"b\",\n  \"a\"\n];",
+         "1: model_tiers[2]: duplicate name 'a', first given as model_tiers[0]\n"},
+        {"tiers every element", "model_tiers = [\n  \"\",\n  \"b\",\n  \"b\",\n  \"c\\n\"\n];",
+         "1: model_tiers[0] must be 1 to 255 bytes, got ''\n"
+         "1: model_tiers[2]: duplicate name 'b', first given as model_tiers[1]\n"
+         "1: model_tiers[3] must not contain control characters, got 'c?'\n"},
+        {"tiers 33",
+         "model_tiers = [ \"1\", \"2\", \"3\", \"4\", \"5\", \"6\", \"7\", \"8\", \"9\", \"10\", \"11\", "
+         "\"12\", \"13\", \"14\", \"15\", \"16\", \"17\", \"18\", \"19\", \"20\", \"21\", \"22\", \"23\", "
+         "\"24\", \"25\", \"26\", \"27\", \"28\", \"29\", \"30\", \"31\", \"32\", \"33\" ];",
+         "1: model_tiers must have at most 32 names, got 33\n"},
+        /* the queue group */
+        {"waiters 10^6 + 1", "queue = { max_waiters = 1000001; };",
+         "1: queue.max_waiters must be between 0 and 1000000, got 1000001\n"},
+        {"waiters negative", "queue = { max_waiters = -1; };",
+         "1: queue.max_waiters must be between 0 and 1000000, got -1\n"},
+        {"waiters string", "queue = { max_waiters = \"x\"; };",
+         "1: queue.max_waiters must be an integer, got a string\n"},
+        {"waiters per uid 10^6 + 1", "queue = { max_waiters_per_uid = 1000001; };",
+         "1: queue.max_waiters_per_uid must be between 0 and 1000000, got 1000001\n"},
+        {"wait 0", "queue = { max_wait_sec = 0; };",
+         "1: queue.max_wait_sec must be between 1 and 86400, got 0\n"},
+        {"wait 86401", "queue = { max_wait_sec = 86401; };",
+         "1: queue.max_wait_sec must be between 1 and 86400, got 86401\n"},
+        {"wait float", "queue = { max_wait_sec = 1.5; };",
+         "1: queue.max_wait_sec must be an integer, got a float\n"},
+        {"queue scalar", "queue = 5;", "1: queue must be a group, got an integer\n"},
+        {"queue unknown", "queue = { max_waiters_per_user = 1; };",
+         "1: unknown setting 'queue.max_waiters_per_user'\n"},
+        /* the breaker group */
+        {"threshold 0.005", "breaker = { pool_threshold = 0.005; };",
+         "1: breaker.pool_threshold must be between 0.01 and 1.0, got 0.005\n"},
+        {"threshold 0", "breaker = { pool_threshold = 0; };",
+         "1: breaker.pool_threshold must be between 0.01 and 1.0, got 0\n"},
+        {"threshold 1.5", "breaker = { pool_threshold = 1.5; };",
+         "1: breaker.pool_threshold must be between 0.01 and 1.0, got 1.5\n"},
+        {"threshold string", "breaker = { pool_threshold = \"80%\"; };",
+         "1: breaker.pool_threshold must be a number, got a string\n"},
+        {"release negative", "breaker = { pool_release = -0.1; };",
+         "1: breaker.pool_release must be between 0.0 and 1.0, got -0.1\n"},
+        {"release 1.01", "breaker = { pool_release = 1.01; };",
+         "1: breaker.pool_release must be between 0.0 and 1.0, got 1.01\n"},
+        {"breaches 1001", "breaker = { runaway_breaches = 1001; };",
+         "1: breaker.runaway_breaches must be between 0 and 1000, got 1001\n"},
+        {"breaches negative", "breaker = { runaway_breaches = -3; };",
+         "1: breaker.runaway_breaches must be between 0 and 1000, got -3\n"},
+        {"breaches float", "breaker = { runaway_breaches = 2.5; };",
+         "1: breaker.runaway_breaches must be an integer, got a float\n"},
+        {"window 0", "breaker = { runaway_window_sec = 0; };",
+         "1: breaker.runaway_window_sec must be between 1 and 86400, got 0\n"},
+        {"window 86401", "breaker = { runaway_window_sec = 86401; };",
+         "1: breaker.runaway_window_sec must be between 1 and 86400, got 86401\n"},
+        {"cooldown 0", "breaker = { cooldown_sec = 0; };",
+         "1: breaker.cooldown_sec must be between 1 and 86400, got 0\n"},
+        {"cooldown 86401", "breaker = { cooldown_sec = 86401; };",
+         "1: breaker.cooldown_sec must be between 1 and 86400, got 86401\n"},
+        {"max cooldown 0", "breaker = { max_cooldown_sec = 0; };",
+         "1: breaker.max_cooldown_sec must be between 1 and 604800, got 0\n"},
+        {"max cooldown 604801", "breaker = { max_cooldown_sec = 604801; };",
+         "1: breaker.max_cooldown_sec must be between 1 and 604800, got 604801\n"},
+        {"max cooldown string", "breaker = { max_cooldown_sec = \"1h\"; };",
+         "1: breaker.max_cooldown_sec must be an integer, got a string\n"},
+        {"breaker list", "breaker = ( );", "1: breaker must be a group, got a list\n"},
+        {"breaker unknown", "breaker = { cooldown_usec = 1; };",
+         "1: unknown setting 'breaker.cooldown_usec'\n"},
+        /* the escalation group */
+        {"timeout 0", "escalation = { timeout_sec = 0; };",
+         "1: escalation.timeout_sec must be between 1 and 86400, got 0\n"},
+        {"timeout 86401", "escalation = { timeout_sec = 86401; };",
+         "1: escalation.timeout_sec must be between 1 and 86400, got 86401\n"},
+        {"timeout bool", "escalation = { timeout_sec = true; };",
+         "1: escalation.timeout_sec must be an integer, got a boolean\n"},
+        {"escalation scalar", "escalation = \"hold\";", "1: escalation must be a group, got a string\n"},
+        {"escalation unknown", "escalation = { on_escalate = \"hold\"; };",
+         "1: unknown setting 'escalation.on_escalate'\n"},
+        /* relations */
+        {"release above threshold", "breaker = {\n  pool_release = 0.9;\n};",
+         "2: breaker.pool_release must be below breaker.pool_threshold (0.8), got 0.9\n"},
+        {"release = threshold", "breaker = { pool_threshold = 0.5; pool_release = 0.5; };",
+         "1: breaker.pool_release must be below breaker.pool_threshold (0.5), got 0.5\n"},
+        {"threshold below default release", "breaker = {\n  pool_threshold = 0.6;\n};",
+         "2: breaker.pool_release must be below breaker.pool_threshold (0.6), got 0.7\n"},
+        {"both rounded alike", "breaker = { pool_threshold = 0.5004; pool_release = 0.4996; };",
+         "1: breaker.pool_release must be below breaker.pool_threshold (0.5), got 0.5\n"},
+        {"invalid threshold not compared", "breaker = {\n  pool_threshold = 2;\n  pool_release = 0.9;\n};",
+         "2: breaker.pool_threshold must be between 0.01 and 1.0, got 2\n"},
+        {"no waiters, default per uid", "queue = {\n  max_waiters = 0;\n};",
+         "2: queue.max_waiters_per_uid (128) must not be greater than queue.max_waiters (0)\n"},
+        {"per uid above waiters", "queue = {\n  max_waiters = 10;\n  max_waiters_per_uid = 11;\n};",
+         "3: queue.max_waiters_per_uid (11) must not be greater than queue.max_waiters (10)\n"},
+        {"per uid above default waiters", "queue = { max_waiters_per_uid = 2000; };",
+         "1: queue.max_waiters_per_uid (2000) must not be greater than queue.max_waiters (1024)\n"},
+        {"max cooldown below default cooldown", "breaker = { max_cooldown_sec = 100; };",
+         "1: breaker.max_cooldown_sec (100) must not be less than breaker.cooldown_sec (300)\n"},
+        {"cooldown above default max", "\nbreaker = { cooldown_sec = 7200; };",
+         "2: breaker.max_cooldown_sec (3600) must not be less than breaker.cooldown_sec (7200)\n"},
+        {"every relation at once",
+         "queue = { max_waiters = 1; };\nbreaker = {\n  pool_release = 0.95;\n  max_cooldown_sec = 1;\n};",
+         "1: queue.max_waiters_per_uid (128) must not be greater than queue.max_waiters (1)\n"
+         "3: breaker.pool_release must be below breaker.pool_threshold (0.8), got 0.95\n"
+         "4: breaker.max_cooldown_sec (1) must not be less than breaker.cooldown_sec (300)\n"},
+        /* the escalation ladder: rules */
+        {"rule on_escalate unknown", RULE("on_escalate = \"ask\";"),
+         "1: rules[0] ('x').on_escalate must be one of refuse, hold, got 'ask'\n"},
+        {"rule on_escalate integer", RULE("on_escalate = 0;"),
+         "1: rules[0] ('x').on_escalate must be a string, got an integer\n"},
+        {"rule on_hard_limit unknown", RULE("on_hard_limit = \"kill\";"),
+         "1: rules[0] ('x').on_hard_limit must be one of none, terminate, got 'kill'\n"},
+        {"rule on_hard_limit list", RULE("on_hard_limit = ( );"),
+         "1: rules[0] ('x').on_hard_limit must be a string, got a list\n"},
+        {"rule grace 0", RULE("terminate_grace_sec = 0;"),
+         "1: rules[0] ('x').terminate_grace_sec must be between 1 and 3600, got 0\n"},
+        {"rule grace 3601", RULE("terminate_grace_sec = 3601;"),
+         "1: rules[0] ('x').terminate_grace_sec must be between 1 and 3600, got 3601\n"},
+        {"rule grace string", RULE("terminate_grace_sec = \"10\";"),
+         "1: rules[0] ('x').terminate_grace_sec must be an integer, got a string\n"},
+        {"rule enforce string", RULE("enforce = \"false\";"),
+         "1: rules[0] ('x').enforce must be a boolean (true or false), got a string\n"},
+        {"rule enforce integer", RULE("enforce = 1;"),
+         "1: rules[0] ('x').enforce must be a boolean (true or false), got an integer\n"},
+        /* Only the top level has these. */
+        {"rule model_tiers", RULE("model_tiers = [ ];"),
+         "1: rules[0] ('x'): unknown setting 'model_tiers'\n"},
+        {"rule queue", RULE("queue = { max_waiters = 1; };"),
+         "1: rules[0] ('x'): unknown setting 'queue'\n"},
+        {"rule breaker", RULE("breaker = { };"), "1: rules[0] ('x'): unknown setting 'breaker'\n"},
+        {"rule escalation", RULE("escalation = { timeout_sec = 1; };"),
+         "1: rules[0] ('x'): unknown setting 'escalation'\n"},
 };
 
 /* Prefixes each line of want with FILENAME ":". */
@@ -1165,6 +1468,21 @@ static const RuleRow rule_rows[] = {
          NAMED(.set = RULE_SET_ESCALATE, .escalate_permille = 10000)},
         {"escalate 1", "name = \"x\"; escalate_multiplier = 1;",
          NAMED(.set = RULE_SET_ESCALATE, .escalate_permille = 1000)},
+        {"on_escalate hold", "name = \"x\"; on_escalate = \"hold\";",
+         NAMED(.set = RULE_SET_ON_ESCALATE, .on_escalate = ESCALATE_HOLD)},
+        /* The default's value, given: it counts (it overrides a less specific rule). */
+        {"on_escalate refuse", "name = \"x\"; on_escalate = \"refuse\";",
+         NAMED(.set = RULE_SET_ON_ESCALATE, .on_escalate = ESCALATE_REFUSE)},
+        {"on_hard_limit terminate", "name = \"x\"; on_hard_limit = \"terminate\";",
+         NAMED(.set = RULE_SET_ON_HARD_LIMIT, .on_hard_limit = HARD_LIMIT_TERMINATE)},
+        {"on_hard_limit none", "name = \"x\"; on_hard_limit = \"none\";",
+         NAMED(.set = RULE_SET_ON_HARD_LIMIT, .on_hard_limit = HARD_LIMIT_NONE)},
+        {"grace 1", "name = \"x\"; terminate_grace_sec = 1;",
+         NAMED(.set = RULE_SET_TERMINATE_GRACE, .terminate_grace_usec = 1000000)},
+        {"grace 3600", "name = \"x\"; terminate_grace_sec = 0xe10;",
+         NAMED(.set = RULE_SET_TERMINATE_GRACE, .terminate_grace_usec = 3600000000)},
+        {"dry run", "name = \"x\"; enforce = false;", NAMED(.set = RULE_SET_ENFORCE, .enforce = false)},
+        {"enforced", "name = \"x\"; enforce = true;", NAMED(.set = RULE_SET_ENFORCE, .enforce = true)},
         {"every key",
          "name = \"nightly\"; match = { user = \"alice\"; group = \"wheel\"; unit = \"nightly-*.service\"; "
          "slice = \"batch.slice\"; command = \"python3*\"; agent = \"nightly-*\"; }; per = \"agent\"; "
@@ -1172,7 +1490,8 @@ static const RuleRow rule_rows[] = {
          "max_tokens_in_flight = 5000; max_allocations = 8; max_request_tokens = 20000; "
          "priority = \"background\"; max_priority = \"normal\"; warn_multiplier = 1.2; hard_multiplier = "
          "1.5; "
-         "escalate_multiplier = 2.5;",
+         "escalate_multiplier = 2.5; on_escalate = \"hold\"; on_hard_limit = \"terminate\"; "
+         "terminate_grace_sec = 30; enforce = false;",
          {.name = S("nightly"),
           .match = {.user = S("alice"),
                     .group = S("wheel"),
@@ -1183,13 +1502,18 @@ static const RuleRow rule_rows[] = {
           .per = RULE_PER_AGENT,
           .limits = {.window_tokens = {10, 100000, 1000000}, .in_flight_tokens = 5000, .max_allocations = 8},
           .set = RULE_SET_MAX_REQUEST_TOKENS | RULE_SET_PRIORITY | RULE_SET_MAX_PRIORITY | RULE_SET_WARN |
-                 RULE_SET_HARD | RULE_SET_ESCALATE,
+                 RULE_SET_HARD | RULE_SET_ESCALATE | RULE_SET_ON_ESCALATE | RULE_SET_ON_HARD_LIMIT |
+                 RULE_SET_TERMINATE_GRACE | RULE_SET_ENFORCE,
           .max_request_tokens = 20000,
           .priority = PRIORITY_BACKGROUND,
           .max_priority = PRIORITY_NORMAL,
           .warn_permille = 1200,
           .hard_permille = 1500,
-          .escalate_permille = 2500}},
+          .escalate_permille = 2500,
+          .on_escalate = ESCALATE_HOLD,
+          .on_hard_limit = HARD_LIMIT_TERMINATE,
+          .terminate_grace_usec = 30000000,
+          .enforce = false}},
         {"keys in any order, name last", "per = \"user\"; match = { user = 5; }; name = \"x\";",
          NAMED(.per = RULE_PER_USER, .match = {.user = S("5"), .has_uid = true, .uid = 5})},
         {"colon syntax", "name: \"x\"; match: { agent: \"a\"; };", NAMED(.match = {.agent = S("a")})},
@@ -1251,6 +1575,11 @@ static void check_rule(const RuleConfig *got, const RuleConfig *want, const char
                               got->escalate_permille == want->escalate_permille,
                       "row '%s': multipliers %u %u %u", row, got->warn_permille, got->hard_permille,
                       got->escalate_permille);
+        ck_assert_msg(got->on_escalate == want->on_escalate && got->on_hard_limit == want->on_hard_limit,
+                      "row '%s': actions %d %d", row, (int)got->on_escalate, (int)got->on_hard_limit);
+        ck_assert_msg(
+                got->terminate_grace_usec == want->terminate_grace_usec && got->enforce == want->enforce,
+                "row '%s': grace %" PRIu64 ", enforce %d", row, got->terminate_grace_usec, got->enforce);
 }
 
 START_TEST(test_rule) {
@@ -1386,15 +1715,23 @@ static const char rich_rules[] =
         "  { name = \"all\"; },\n"
         "  { name = \"q\"; match = { user = \"o\\\"brien\"; group = \"x\\\\y\"; }; per = \"process\"; "
         "priority = \"interactive\"; },\n"
-        "  { name = \"u\"; per = \"unit\"; match = { user = 0; }; hard_multiplier = 2; }\n"
-        ");\n";
+        "  { name = \"u\"; per = \"unit\"; match = { user = 0; }; hard_multiplier = 2; },\n"
+        "  { name = \"ladder\"; match = { agent = \"bot-*\"; }; on_escalate = \"hold\"; "
+        "on_hard_limit = \"terminate\"; terminate_grace_sec = 3600; enforce = false; }\n"
+        ");\n"
+        "escalate_multiplier = 4.25;\non_escalate = \"hold\";\non_hard_limit = \"terminate\";\n"
+        "terminate_grace_sec = 1;\nenforce = false;\nmodel_tiers = [ \"large\", \"m\\\"id\", \"small\" ];\n"
+        "queue = { max_waiters = 7; max_waiters_per_uid = 7; max_wait_sec = 86400; };\n"
+        "breaker = { pool_threshold = 0.95; pool_release = 0.001; runaway_breaches = 1000; "
+        "runaway_window_sec = 1; cooldown_sec = 86400; max_cooldown_sec = 604800; };\n"
+        "escalation = { timeout_sec = 2; };\n";
 
 START_TEST(test_round_trip_rules) {
         char *text;
         Config c;
 
         parse_ok(rich_rules, "rich rules", &c);
-        ck_assert_uint_eq(c.n_rules, 4);
+        ck_assert_uint_eq(c.n_rules, 5);
         check_round_trip(&c, "rich rules");
         text = config_format(&c);
         ck_assert_ptr_nonnull(text);
@@ -1409,6 +1746,15 @@ START_TEST(test_round_trip_rules) {
         ck_assert_msg(strstr(text, "tokens_per_hour = 4294967297L;\n"), "%s", text);
         ck_assert_msg(strstr(text, "escalate_multiplier = 9.5;\n"), "%s", text);
         ck_assert_msg(strstr(text, "admin_group = \"staff\";\n"), "%s", text);
+        ck_assert_msg(strstr(text, "model_tiers = [ \"large\", \"m\\\"id\", \"small\" ];\n"), "%s", text);
+        ck_assert_msg(strstr(text, "on_escalate = \"hold\";\n"), "%s", text);
+        ck_assert_msg(
+                strstr(text, "breaker = {\n        pool_threshold = 0.95;\n        pool_release = 0.001;\n"),
+                "%s", text);
+        ck_assert_msg(
+                strstr(text,
+                       "                terminate_grace_sec = 3600;\n                enforce = false;\n"),
+                "%s", text);
         free(text);
         config_done(&c);
 }
@@ -1419,7 +1765,7 @@ START_TEST(test_equal_rules) {
         Config a, b;
 
         parse_ok(rich_rules, "rich rules", &a);
-        for (int change = 0; change < 20; change++) {
+        for (int change = 0; change < 33; change++) {
                 RuleConfig *r;
 
                 parse_ok(rich_rules, "rich rules", &b);
@@ -1487,10 +1833,51 @@ START_TEST(test_equal_rules) {
                         free(b.rules[1].match.unit);
                         b.rules[1].match.unit = strdup("*");
                         break;
+                case 20:
+                        b.rules[4].on_escalate = ESCALATE_REFUSE;
+                        break;
+                case 21:
+                        b.rules[4].on_hard_limit = HARD_LIMIT_NONE;
+                        break;
+                case 22:
+                        b.rules[4].terminate_grace_usec--;
+                        break;
+                case 23:
+                        b.rules[4].enforce = true;
+                        break;
+                case 24:
+                        b.rules[4].set &= ~(uint32_t)RULE_SET_ENFORCE;
+                        break;
+                case 25:
+                        b.model_tiers[1][0] = 'M';
+                        break;
+                case 26:
+                        b.n_model_tiers--;
+                        break;
+                case 27:
+                        b.pool_release_permille++;
+                        break;
+                case 28:
+                        b.queue_max_waiters_per_uid--;
+                        break;
+                case 29:
+                        b.enforce = true;
+                        break;
+                case 30:
+                        b.on_escalate = ESCALATE_REFUSE;
+                        break;
+                case 31:
+                        b.escalation_timeout_usec++;
+                        break;
+                case 32:
+                        b.escalate_permille--;
+                        break;
                 }
                 ck_assert_msg(!config_equal(&a, &b) && !config_equal(&b, &a), "change %d not seen", change);
                 if (change == 17)
                         b.n_rules++;
+                if (change == 26)
+                        b.n_model_tiers++;
                 config_done(&b);
         }
         /* What does not count: where things were written, and unset values. */
@@ -1499,6 +1886,10 @@ START_TEST(test_equal_rules) {
         b.admin_group_line = 99;
         b.rules[1].priority = PRIORITY_BACKGROUND;
         b.rules[1].max_request_tokens = 5;
+        b.rules[1].on_escalate = ESCALATE_HOLD;
+        b.rules[1].on_hard_limit = HARD_LIMIT_TERMINATE;
+        b.rules[1].terminate_grace_usec = 5;
+        b.rules[1].enforce = true;
         ck_assert(config_equal(&a, &b));
         config_done(&b);
         config_done(&a);
@@ -1663,8 +2054,15 @@ static void check_unpacks_to(const char *buf, size_t size, const Config *c, cons
 }
 
 START_TEST(test_pack_round_trip) {
-        static const char *const texts[] = {"", rich_rules,
-                                            "rules = ( { name = \"a\"; } );\nadmin_group = 0;"};
+        static const char *const texts[] = {
+                "", rich_rules, "rules = ( { name = \"a\"; } );\nadmin_group = 0;",
+                "model_tiers = [ \"1\", \"2\", \"3\", \"4\", \"5\", \"6\", \"7\", \"8\", \"9\", \"10\", "
+                "\"11\", "
+                "\"12\", \"13\", \"14\", \"15\", \"16\", \"17\", \"18\", \"19\", \"20\", \"21\", \"22\", "
+                "\"23\", "
+                "\"24\", \"25\", \"26\", \"27\", \"28\", \"29\", \"30\", \"31\", \"" LONG_NAME_64
+                        LONG_NAME_64 LONG_NAME_64
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" ];"};
         char *buf;
         size_t size;
         Config c;
@@ -1761,7 +2159,7 @@ END_TEST
 
 /* Values the file could not hold are refused, not carried into the daemon. */
 START_TEST(test_unpack_refuses_invalid_values) {
-        for (int change = 0; change < 10; change++) {
+        for (int change = 0; change < 24; change++) {
                 char *buf;
                 size_t size;
                 Config c, u;
@@ -1799,6 +2197,53 @@ START_TEST(test_unpack_refuses_invalid_values) {
                         break;
                 case 9:
                         c.socket_path[0] = 'x';
+                        break;
+                case 10:
+                        c.on_escalate = _ESCALATE_ACTION_MAX;
+                        break;
+                case 11:
+                        c.rules[4].on_hard_limit = _HARD_LIMIT_ACTION_MAX;
+                        break;
+                case 12:
+                        c.rules[4].terminate_grace_usec = 3601 * UINT64_C(1000000);
+                        break;
+                case 13:
+                        c.terminate_grace_usec = 1500000; /* not whole seconds */
+                        break;
+                case 14:
+                        c.pool_threshold_permille = 9;
+                        break;
+                case 15:
+                        c.pool_release_permille = 1001;
+                        break;
+                case 16:
+                        c.escalate_permille = 10001;
+                        break;
+                case 17:
+                        c.runaway_breaches = 1001;
+                        break;
+                case 18:
+                        c.max_cooldown_usec = 0;
+                        break;
+                case 19:
+                        free(c.model_tiers[2]);
+                        c.model_tiers[2] = strdup("large"); /* a duplicate */
+                        ck_assert_ptr_nonnull(c.model_tiers[2]);
+                        break;
+                case 20:
+                        c.model_tiers[0][0] = '\n';
+                        break;
+                case 21:
+                        c.model_tiers[1][0] = '\0'; /* empty */
+                        break;
+                case 22:
+                        tiers_set(
+                                &c,
+                                "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,"
+                                "29,30,31,32,33");
+                        break;
+                case 23:
+                        c.queue_max_wait_usec = 0;
                         break;
                 }
                 pack_ok(&c, &buf, &size);
@@ -1905,6 +2350,10 @@ static Suite *config_suite(void) {
         Suite *s = suite_create("config");
         TCase *tc = tcase_create("core");
 
+        /* test_unpack_garbage parses what every changed byte of a packed
+         * Config unpacks to: seconds under the sanitizers at -O0, past
+         * Check's default of 4 s on a busy machine. */
+        tcase_set_timeout(tc, 60);
         tcase_add_test(tc, test_defaults);
         tcase_add_loop_test(tc, test_log_level_to_string, 0, (int)ELEMENTSOF(log_level_rows));
         tcase_add_loop_test(tc, test_empty, 0, (int)ELEMENTSOF(empty_rows));
