@@ -10,9 +10,6 @@
 
 #include "rules.h"
 
-/* Until the escalation ladder has a top-level setting: PRODUCT.md's 2.5x. */
-#define ESCALATE_PERMILLE_DEFAULT 2500u
-
 struct RuleSet {
         const Config *config;
         size_t n;
@@ -290,12 +287,20 @@ void rule_set_effective(const RuleSet *rs, const RuleList *a, const RuleList *b,
                 .max_priority = PRIORITY_INTERACTIVE,
                 .warn_permille = c->warn_permille,
                 .hard_permille = c->hard_permille,
-                .escalate_permille = ESCALATE_PERMILLE_DEFAULT,
+                .escalate_permille = c->escalate_permille,
+                .on_escalate = c->on_escalate,
+                .on_hard_limit = c->on_hard_limit,
+                .terminate_grace_usec = c->terminate_grace_usec,
+                .enforce = c->enforce,
+                .cap_rule = -1,
         };
         if ((!a || a->n == 0) && (!b || b->n == 0))
                 return;
-        if ((r = most_specific(rs, a, b, RULE_SET_MAX_REQUEST_TOKENS)))
+        if ((r = most_specific(rs, a, b, RULE_SET_MAX_REQUEST_TOKENS))) {
                 ret->max_request_tokens = r->max_request_tokens;
+                /* At most CONFIG_RULES_MAX rules: the index fits. */
+                ret->cap_rule = (int32_t)(r - c->rules);
+        }
         if ((r = most_specific(rs, a, b, RULE_SET_MAX_PRIORITY)))
                 ret->max_priority = r->max_priority;
         if ((r = most_specific(rs, a, b, RULE_SET_PRIORITY)))
@@ -306,6 +311,14 @@ void rule_set_effective(const RuleSet *rs, const RuleList *a, const RuleList *b,
                 ret->hard_permille = r->hard_permille;
         if ((r = most_specific(rs, a, b, RULE_SET_ESCALATE)))
                 ret->escalate_permille = r->escalate_permille;
+        if ((r = most_specific(rs, a, b, RULE_SET_ON_ESCALATE)))
+                ret->on_escalate = r->on_escalate;
+        if ((r = most_specific(rs, a, b, RULE_SET_ON_HARD_LIMIT)))
+                ret->on_hard_limit = r->on_hard_limit;
+        if ((r = most_specific(rs, a, b, RULE_SET_TERMINATE_GRACE)))
+                ret->terminate_grace_usec = r->terminate_grace_usec;
+        if ((r = most_specific(rs, a, b, RULE_SET_ENFORCE)))
+                ret->enforce = r->enforce;
         /* Settings from different rules must still make sense together. */
         if (ret->priority < ret->max_priority)
                 ret->priority = ret->max_priority;

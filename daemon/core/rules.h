@@ -16,8 +16,9 @@
  * specific predicate a rule has, agent > command > unit > slice > user >
  * group (a rule with an empty match is the least specific), then the number
  * of predicates, then the rule listed first. Each setting (max_request_tokens,
- * priority, max_priority and the multipliers) comes from the most specific
- * matching rule that sets it, else from the top-level settings.
+ * priority, max_priority, the multipliers, on_escalate, on_hard_limit,
+ * terminate_grace_sec and enforce) comes from the most specific matching rule
+ * that sets it, else from the top-level settings.
  *
  * Pure: globs are fnmatch(3), names and ids were resolved by the caller.
  */
@@ -91,6 +92,13 @@ typedef struct RuleEffective {
         uint64_t max_request_tokens;
         Priority priority, max_priority;
         uint32_t warn_permille, hard_permille, escalate_permille;
+        EscalateAction on_escalate;
+        HardLimitAction on_hard_limit;
+        uint64_t terminate_grace_usec;
+        bool enforce;
+        /* The index of the rule max_request_tokens comes from (for the
+         * scope an Escalated refusal names), -1: the top-level setting. */
+        int32_t cap_rule;
 } RuleEffective;
 
 /* From the matching rules in a and b (either may be empty) and the

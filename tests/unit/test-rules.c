@@ -10,8 +10,10 @@
  * command > unit > slice > user > group, then the number of predicates,
  * then file order) and the settings it picks, each falling through to a
  * less specific rule that sets it and then to the top level, with priority
- * clamped to max_priority and warn to hard; rules as the parser leaves
- * them; and seeded random rules against a model of all of it. Configs are
+ * clamped to max_priority and warn to hard; the escalation ladder's
+ * settings (on_escalate, on_hard_limit, terminate_grace_sec, enforce) and
+ * the rule the cap comes from (cap_rule) the same way; rules as the parser
+ * leaves them; and seeded random rules against a model of all of it. Configs are
  * mostly built by hand: the rules array belongs to the test and is detached
  * before config_done().
  */
@@ -562,8 +564,11 @@ typedef struct EffRow {
         RuleEffective expect;
 } EffRow;
 
-#define TOP                                                                                                 \
-        { 200000, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500 }
+/* The issue-9 settings, the index of the rule the cap comes from, and the
+ * ladder's settings at their top-level defaults. */
+#define EFF(mrt, pri, max_pri, warn, hard, escalate, cap)                                                   \
+        { mrt, pri, max_pri, warn, hard, escalate, ESCALATE_REFUSE, HARD_LIMIT_NONE, 10000000, true, cap }
+#define TOP        EFF(200000, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500, -1)
 #define SET_MRT(v) .set = RULE_SET_MAX_REQUEST_TOKENS, .max_request_tokens = (v)
 
 /* clang-format off */
@@ -571,30 +576,30 @@ static const EffRow eff_rows[] = {
         {"no rule matches", {{.name = S("a"), SET_MRT(5)}}, 1, 0, 0, TOP},
         {"a rule that sets nothing", {{.name = S("a")}}, 1, 1, 0, TOP},
         {"one rule sets one thing", {{.name = S("a"), SET_MRT(5)}}, 1, 1, 0,
-         {5, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500}},
+         EFF(5, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500, 0)},
         {"the more specific rule wins", {{.name = S("user"), .match = {UID(1)}, SET_MRT(5)},
                                          {.name = S("cmd"), .match = {.command = S("c")}, SET_MRT(7)}}, 2, 3, 0,
-         {7, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500}},
+         EFF(7, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500, 1)},
         {"...also listed first", {{.name = S("cmd"), .match = {.command = S("c")}, SET_MRT(7)},
                                   {.name = S("user"), .match = {UID(1)}, SET_MRT(5)}}, 2, 3, 0,
-         {7, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500}},
+         EFF(7, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500, 0)},
         {"a setting falls through to a less specific rule",
          {{.name = S("grp"), .match = {GID(1)}, .set = RULE_SET_PRIORITY | RULE_SET_HARD,
            .priority = PRIORITY_BACKGROUND, .hard_permille = 3000},
           {.name = S("agent"), .match = {.agent = S("a")}, SET_MRT(9)}}, 2, 1, 2,
-         {9, PRIORITY_BACKGROUND, PRIORITY_INTERACTIVE, 1500, 3000, 2500}},
+         EFF(9, PRIORITY_BACKGROUND, PRIORITY_INTERACTIVE, 1500, 3000, 2500, 1)},
         {"the most specific across both lists",
          {{.name = S("agent"), .match = {.agent = S("a")}, SET_MRT(1)},
           {.name = S("unit"), .match = {.unit = S("u")}, SET_MRT(2)},
           {.name = S("agent2"), .match = {.agent = S("a"), UID(1)}, SET_MRT(3)}}, 3, 2, 5,
-         {3, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500}},
+         EFF(3, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500, 2)},
         {"a rule not matched is ignored however specific",
          {{.name = S("agent"), .match = {.agent = S("a")}, SET_MRT(1)},
           {.name = S("any"), SET_MRT(2)}}, 2, 2, 0,
-         {2, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500}},
+         EFF(2, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500, 1)},
         {"ties go to the rule listed first",
          {{.name = S("x"), .match = {UID(1)}, SET_MRT(11)}, {.name = S("y"), .match = {UID(1)}, SET_MRT(12)}}, 2, 3, 0,
-         {11, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500}},
+         EFF(11, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500, 0)},
         {"every setting from its own rule",
          {{.name = S("g"), .match = {GID(1)}, .set = RULE_SET_ESCALATE, .escalate_permille = 4000},
           {.name = S("u"), .match = {UID(1)}, .set = RULE_SET_WARN, .warn_permille = 1100},
@@ -602,33 +607,69 @@ static const EffRow eff_rows[] = {
            .max_priority = PRIORITY_NORMAL, .priority = PRIORITY_BACKGROUND},
           {.name = S("c"), .match = {.command = S("c")}, .set = RULE_SET_HARD | RULE_SET_WARN,
            .hard_permille = 1200, .warn_permille = 1000}}, 4, 15, 0,
-         {200000, PRIORITY_BACKGROUND, PRIORITY_NORMAL, 1000, 1200, 4000}},
+         EFF(200000, PRIORITY_BACKGROUND, PRIORITY_NORMAL, 1000, 1200, 4000, -1)},
         /* Settings from different rules: priority clamped to the ceiling. */
         {"priority above the ceiling is lowered to it",
          {{.name = S("ceil"), .match = {UID(1)}, .set = RULE_SET_MAX_PRIORITY, .max_priority = PRIORITY_NORMAL},
           {.name = S("pri"), .match = {.command = S("c")}, .set = RULE_SET_PRIORITY, .priority = PRIORITY_INTERACTIVE}},
-         2, 3, 0, {200000, PRIORITY_NORMAL, PRIORITY_NORMAL, 1500, 2000, 2500}},
+         2, 3, 0, EFF(200000, PRIORITY_NORMAL, PRIORITY_NORMAL, 1500, 2000, 2500, -1)},
         {"a background ceiling lowers the default priority",
          {{.name = S("ceil"), .set = RULE_SET_MAX_PRIORITY, .max_priority = PRIORITY_BACKGROUND}}, 1, 1, 0,
-         {200000, PRIORITY_BACKGROUND, PRIORITY_BACKGROUND, 1500, 2000, 2500}},
+         EFF(200000, PRIORITY_BACKGROUND, PRIORITY_BACKGROUND, 1500, 2000, 2500, -1)},
         {"priority below the ceiling stays",
          {{.name = S("r"), .set = RULE_SET_MAX_PRIORITY | RULE_SET_PRIORITY, .max_priority = PRIORITY_NORMAL,
            .priority = PRIORITY_BACKGROUND}}, 1, 1, 0,
-         {200000, PRIORITY_BACKGROUND, PRIORITY_NORMAL, 1500, 2000, 2500}},
+         EFF(200000, PRIORITY_BACKGROUND, PRIORITY_NORMAL, 1500, 2000, 2500, -1)},
         {"interactive allowed by default",
          {{.name = S("r"), .set = RULE_SET_PRIORITY, .priority = PRIORITY_INTERACTIVE}}, 1, 1, 0,
-         {200000, PRIORITY_INTERACTIVE, PRIORITY_INTERACTIVE, 1500, 2000, 2500}},
+         EFF(200000, PRIORITY_INTERACTIVE, PRIORITY_INTERACTIVE, 1500, 2000, 2500, -1)},
         /* ...and warn to hard. */
         {"a rule's hard below the top-level warn",
          {{.name = S("r"), .set = RULE_SET_HARD, .hard_permille = 1200}}, 1, 1, 0,
-         {200000, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1200, 1200, 2500}},
+         EFF(200000, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1200, 1200, 2500, -1)},
         {"a rule's warn above a less specific rule's hard",
          {{.name = S("h"), .set = RULE_SET_HARD, .hard_permille = 1300},
           {.name = S("w"), .match = {UID(1)}, .set = RULE_SET_WARN, .warn_permille = 1800}}, 2, 3, 0,
-         {200000, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1300, 1300, 2500}},
+         EFF(200000, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1300, 1300, 2500, -1)},
         {"max_request_tokens 0 from a rule is kept",
          {{.name = S("z"), SET_MRT(0)}}, 1, 1, 0,
-         {0, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500}},
+         EFF(0, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500, 0)},
+        /* The escalation ladder's settings (issue 10), by the same specificity. */
+        {"the ladder's settings, each from its own rule",
+         {{.name = S("g"), .match = {GID(1)}, .set = RULE_SET_ON_ESCALATE, .on_escalate = ESCALATE_HOLD},
+          {.name = S("u"), .match = {UID(1)}, .set = RULE_SET_ON_HARD_LIMIT, .on_hard_limit = HARD_LIMIT_TERMINATE},
+          {.name = S("s"), .match = {.slice = S("s")}, .set = RULE_SET_TERMINATE_GRACE, .terminate_grace_usec = 30000000},
+          {.name = S("c"), .match = {.command = S("c")}, .set = RULE_SET_ENFORCE, .enforce = false}}, 4, 15, 0,
+         {200000, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500, ESCALATE_HOLD, HARD_LIMIT_TERMINATE,
+          30000000, false, -1}},
+        {"a more specific rule giving the default's value wins",
+         {{.name = S("any"), .set = RULE_SET_ON_ESCALATE | RULE_SET_ENFORCE, .on_escalate = ESCALATE_HOLD,
+           .enforce = false},
+          {.name = S("agent"), .match = {.agent = S("a")}, .set = RULE_SET_ON_ESCALATE | RULE_SET_ENFORCE,
+           .on_escalate = ESCALATE_REFUSE, .enforce = true}}, 2, 1, 2, TOP},
+        {"...and when it does not match, the less specific one's applies",
+         {{.name = S("any"), .set = RULE_SET_ON_ESCALATE | RULE_SET_ENFORCE, .on_escalate = ESCALATE_HOLD,
+           .enforce = false},
+          {.name = S("agent"), .match = {.agent = S("a")}, .set = RULE_SET_ON_ESCALATE | RULE_SET_ENFORCE,
+           .on_escalate = ESCALATE_REFUSE, .enforce = true}}, 2, 1, 0,
+         {200000, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500, ESCALATE_HOLD, HARD_LIMIT_NONE,
+          10000000, false, -1}},
+        {"the grace falls through from a rule that sets no action",
+         {{.name = S("user"), .match = {UID(1)}, .set = RULE_SET_ON_HARD_LIMIT | RULE_SET_TERMINATE_GRACE,
+           .on_hard_limit = HARD_LIMIT_TERMINATE, .terminate_grace_usec = 60000000},
+          {.name = S("cmd"), .match = {.command = S("c")}, .set = RULE_SET_TERMINATE_GRACE,
+           .terminate_grace_usec = 5000000}}, 2, 3, 0,
+         {200000, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500, ESCALATE_REFUSE, HARD_LIMIT_TERMINATE,
+          5000000, true, -1}},
+        {"cap_rule is the rule of the cap, not of the other settings",
+         {{.name = S("agent"), .match = {.agent = S("a")}, .set = RULE_SET_ENFORCE | RULE_SET_ESCALATE,
+           .enforce = false, .escalate_permille = 3000},
+          {.name = S("user"), .match = {UID(1)}, SET_MRT(50)},
+          {.name = S("any"), SET_MRT(60)}}, 3, 1, 6,
+         {50, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 3000, ESCALATE_REFUSE, HARD_LIMIT_NONE,
+          10000000, false, 1}},
+        {"cap_rule of a rule listed late", {{.name = S("a")}, {.name = S("b")}, {.name = S("c"), SET_MRT(70)}},
+         3, 0, 7, EFF(70, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500, 2)},
 };
 /* clang-format on */
 
@@ -645,6 +686,8 @@ START_TEST(test_effective) {
                 const EffRow *row = &eff_rows[i];
                 RuleConfig rules[4];
                 uint32_t items_a[4], items_b[4];
+
+                _Static_assert(sizeof(rules) == sizeof(row->rules), "rows hold 4 rules");
                 RuleList a, b;
                 RuleEffective eff;
                 Config c;
@@ -670,13 +713,29 @@ START_TEST(test_effective) {
                               eff.hard_permille);
                 ck_assert_msg(eff.escalate_permille == row->expect.escalate_permille,
                               "row '%s': escalate %u", row->name, eff.escalate_permille);
+                ck_assert_msg(eff.on_escalate == row->expect.on_escalate, "row '%s': on_escalate %d",
+                              row->name, (int)eff.on_escalate);
+                ck_assert_msg(eff.on_hard_limit == row->expect.on_hard_limit, "row '%s': on_hard_limit %d",
+                              row->name, (int)eff.on_hard_limit);
+                ck_assert_msg(eff.terminate_grace_usec == row->expect.terminate_grace_usec,
+                              "row '%s': terminate_grace_usec %" PRIu64, row->name,
+                              eff.terminate_grace_usec);
+                ck_assert_msg(eff.enforce == row->expect.enforce, "row '%s': enforce %d", row->name,
+                              (int)eff.enforce);
+                ck_assert_msg(eff.cap_rule == row->expect.cap_rule, "row '%s': cap_rule %d", row->name,
+                              (int)eff.cap_rule);
 
                 /* The same rules split the other way round give the same. */
                 memset(&eff, 0x5a, sizeof(eff));
                 rule_set_effective(rs, &b, &a, &eff);
                 ck_assert_msg(eff.max_request_tokens == row->expect.max_request_tokens &&
                                       eff.priority == row->expect.priority &&
-                                      eff.hard_permille == row->expect.hard_permille,
+                                      eff.hard_permille == row->expect.hard_permille &&
+                                      eff.on_escalate == row->expect.on_escalate &&
+                                      eff.on_hard_limit == row->expect.on_hard_limit &&
+                                      eff.terminate_grace_usec == row->expect.terminate_grace_usec &&
+                                      eff.enforce == row->expect.enforce &&
+                                      eff.cap_rule == row->expect.cap_rule,
                               "row '%s': lists swapped", row->name);
                 rule_set_free(rs);
                 config_release(&c);
@@ -697,15 +756,26 @@ START_TEST(test_effective_top_level) {
         c.max_request_tokens = 777;
         c.warn_permille = 1100;
         c.hard_permille = 1300;
+        c.escalate_permille = 4000;
+        c.on_escalate = ESCALATE_HOLD;
+        c.on_hard_limit = HARD_LIMIT_TERMINATE;
+        c.terminate_grace_usec = 7000000;
+        c.enforce = false;
         rs = rule_set_new(&c);
         ck_assert_ptr_nonnull(rs);
-        rule_set_effective(rs, &l, NULL, &eff);
-        ck_assert_uint_eq(eff.max_request_tokens, 777);
-        ck_assert_uint_eq(eff.warn_permille, 1100);
-        ck_assert_uint_eq(eff.hard_permille, 1300);
-        rule_set_effective(rs, NULL, NULL, &eff);
-        ck_assert_uint_eq(eff.max_request_tokens, 777);
-        ck_assert_uint_eq(eff.warn_permille, 1100);
+        for (int with_rule = 1; with_rule >= 0; with_rule--) {
+                memset(&eff, 0xa5, sizeof(eff));
+                rule_set_effective(rs, with_rule ? &l : NULL, NULL, &eff);
+                ck_assert_uint_eq(eff.max_request_tokens, 777);
+                ck_assert_uint_eq(eff.warn_permille, 1100);
+                ck_assert_uint_eq(eff.hard_permille, 1300);
+                ck_assert_uint_eq(eff.escalate_permille, 4000);
+                ck_assert_int_eq(eff.on_escalate, ESCALATE_HOLD);
+                ck_assert_int_eq(eff.on_hard_limit, HARD_LIMIT_TERMINATE);
+                ck_assert_uint_eq(eff.terminate_grace_usec, 7000000);
+                ck_assert(!eff.enforce);
+                ck_assert_int_eq(eff.cap_rule, -1);
+        }
         rule_set_free(rs);
         config_release(&c);
 }
@@ -746,8 +816,10 @@ START_TEST(test_parsed_rules) {
                 "  { name = \"gid\"; match = { group = 27; }; },\n"
                 "  { name = \"bots\"; match = { agent = \"bot-[0-9]\"; }; per = \"agent\";\n"
                 "    warn_multiplier = 1.1; hard_multiplier = 1.2; escalate_multiplier = 3.0; },\n"
-                "  { name = \"bob\"; match = { user = \"bob\"; }; }\n"
-                ");\n";
+                "  { name = \"bob\"; match = { user = \"bob\"; }; on_escalate = \"hold\"; enforce = false;\n"
+                "    on_hard_limit = \"terminate\"; terminate_grace_sec = 45; }\n"
+                ");\n"
+                "escalate_multiplier = 2.0;\nterminate_grace_sec = 20;\n";
         RuleList fixed, candidates, agent_rules = {};
         uint32_t agent_items[8];
         char *errors = NULL, *warnings = NULL, buf[128];
@@ -790,7 +862,13 @@ START_TEST(test_parsed_rules) {
         ck_assert_int_eq(eff.priority, PRIORITY_BACKGROUND);
         ck_assert_int_eq(eff.max_priority, PRIORITY_NORMAL);
         ck_assert_uint_eq(eff.max_request_tokens, 1234);
-        ck_assert_uint_eq(eff.escalate_permille, 2500);
+        ck_assert_int_eq(eff.cap_rule, 1);
+        /* The top level's ladder settings: no rule of hers sets one. */
+        ck_assert_uint_eq(eff.escalate_permille, 2000);
+        ck_assert_int_eq(eff.on_escalate, ESCALATE_REFUSE);
+        ck_assert_int_eq(eff.on_hard_limit, HARD_LIMIT_NONE);
+        ck_assert_uint_eq(eff.terminate_grace_usec, 20000000);
+        ck_assert(eff.enforce);
         /* With bot-7: bots (agent) is the most specific for the multipliers. */
         agent_rules.items = agent_items;
         agent_items[agent_rules.n++] = 6;
@@ -807,6 +885,14 @@ START_TEST(test_parsed_rules) {
         ck_assert_uint_eq(fixed.n, 1);
         ck_assert(list_has(&fixed, 7));
         ck_assert_uint_eq(candidates.n, 1);
+        rule_set_effective(rs, &fixed, NULL, &eff);
+        ck_assert_int_eq(eff.on_escalate, ESCALATE_HOLD);
+        ck_assert_int_eq(eff.on_hard_limit, HARD_LIMIT_TERMINATE);
+        ck_assert_uint_eq(eff.terminate_grace_usec, 45000000);
+        ck_assert(!eff.enforce);
+        ck_assert_uint_eq(eff.escalate_permille, 2000);
+        ck_assert_uint_eq(eff.max_request_tokens, 200000);
+        ck_assert_int_eq(eff.cap_rule, -1);
         rule_list_done(&fixed);
         rule_list_done(&candidates);
         rule_set_free(rs);
@@ -888,6 +974,10 @@ static bool model_more_specific(const RuleConfig *rules, size_t a, size_t b) {
         return a < b;
 }
 
+/* RULE_SET_MAX_REQUEST_TOKENS .. RULE_SET_ENFORCE */
+#define MODEL_BITS 10
+_Static_assert(RULE_SET_ENFORCE == 1u << (MODEL_BITS - 1), "every RULE_SET_ bit is modelled");
+
 static void random_rule(uint64_t *rng, RuleConfig *r, char *name) {
         RuleMatch *m = &r->match;
 
@@ -912,7 +1002,7 @@ static void random_rule(uint64_t *rng, RuleConfig *r, char *name) {
                 m->command = S(pool_command[pick(rng, N_ROWS(pool_command))]);
         if (pick(rng, 4) == 0)
                 m->agent = S(pool_agent[pick(rng, N_ROWS(pool_agent))]);
-        for (uint32_t bit = 0; bit < 6; bit++)
+        for (uint32_t bit = 0; bit < MODEL_BITS; bit++)
                 if (pick(rng, 3) == 0)
                         r->set |= 1u << bit;
         r->max_request_tokens = pick(rng, 100000);
@@ -921,6 +1011,10 @@ static void random_rule(uint64_t *rng, RuleConfig *r, char *name) {
         r->hard_permille = 1000 + pick(rng, 4001);
         r->warn_permille = 1000 + pick(rng, r->hard_permille - 999);
         r->escalate_permille = 1000 + pick(rng, 9001);
+        r->on_escalate = (EscalateAction)pick(rng, _ESCALATE_ACTION_MAX);
+        r->on_hard_limit = (HardLimitAction)pick(rng, _HARD_LIMIT_ACTION_MAX);
+        r->terminate_grace_usec = (1 + pick(rng, 3600)) * UINT64_C(1000000);
+        r->enforce = pick(rng, 2);
 }
 
 START_TEST(test_against_model) {
@@ -986,9 +1080,25 @@ START_TEST(test_against_model) {
                                                       "round %zu: ranks of %zu and %zu", round, a, b);
 
                 /* Settings: from the most specific matching rule that sets each. */
-                want = (RuleEffective){c.max_request_tokens, PRIORITY_NORMAL, PRIORITY_INTERACTIVE,
-                                       c.warn_permille,      c.hard_permille, 2500};
-                for (uint32_t bit = 0; bit < 6; bit++) {
+                c.escalate_permille = 1000 + pick(&rng, 9001);
+                c.on_escalate = (EscalateAction)pick(&rng, _ESCALATE_ACTION_MAX);
+                c.on_hard_limit = (HardLimitAction)pick(&rng, _HARD_LIMIT_ACTION_MAX);
+                c.terminate_grace_usec = (1 + pick(&rng, 3600)) * UINT64_C(1000000);
+                c.enforce = pick(&rng, 2);
+                want = (RuleEffective){
+                        .max_request_tokens = c.max_request_tokens,
+                        .priority = PRIORITY_NORMAL,
+                        .max_priority = PRIORITY_INTERACTIVE,
+                        .warn_permille = c.warn_permille,
+                        .hard_permille = c.hard_permille,
+                        .escalate_permille = c.escalate_permille,
+                        .on_escalate = c.on_escalate,
+                        .on_hard_limit = c.on_hard_limit,
+                        .terminate_grace_usec = c.terminate_grace_usec,
+                        .enforce = c.enforce,
+                        .cap_rule = -1,
+                };
+                for (uint32_t bit = 0; bit < MODEL_BITS; bit++) {
                         ssize_t best = -1;
 
                         for (size_t k = 0; k < fixed.n + matched.n; k++) {
@@ -1002,6 +1112,7 @@ START_TEST(test_against_model) {
                         switch (1u << bit) {
                         case RULE_SET_MAX_REQUEST_TOKENS:
                                 want.max_request_tokens = rules[best].max_request_tokens;
+                                want.cap_rule = (int32_t)best;
                                 break;
                         case RULE_SET_PRIORITY:
                                 want.priority = rules[best].priority;
@@ -1017,6 +1128,18 @@ START_TEST(test_against_model) {
                                 break;
                         case RULE_SET_ESCALATE:
                                 want.escalate_permille = rules[best].escalate_permille;
+                                break;
+                        case RULE_SET_ON_ESCALATE:
+                                want.on_escalate = rules[best].on_escalate;
+                                break;
+                        case RULE_SET_ON_HARD_LIMIT:
+                                want.on_hard_limit = rules[best].on_hard_limit;
+                                break;
+                        case RULE_SET_TERMINATE_GRACE:
+                                want.terminate_grace_usec = rules[best].terminate_grace_usec;
+                                break;
+                        case RULE_SET_ENFORCE:
+                                want.enforce = rules[best].enforce;
                                 break;
                         }
                 }
@@ -1035,6 +1158,14 @@ START_TEST(test_against_model) {
                         round, eff.max_request_tokens, eff.priority, eff.max_priority, eff.warn_permille,
                         eff.hard_permille, eff.escalate_permille, want.max_request_tokens, want.priority,
                         want.max_priority, want.warn_permille, want.hard_permille, want.escalate_permille);
+                ck_assert_msg(
+                        eff.on_escalate == want.on_escalate && eff.on_hard_limit == want.on_hard_limit &&
+                                eff.terminate_grace_usec == want.terminate_grace_usec &&
+                                eff.enforce == want.enforce && eff.cap_rule == want.cap_rule,
+                        "round %zu: ladder %d %d %" PRIu64 " %d cap %d, model %d %d %" PRIu64 " %d cap %d",
+                        round, (int)eff.on_escalate, (int)eff.on_hard_limit, eff.terminate_grace_usec,
+                        (int)eff.enforce, (int)eff.cap_rule, (int)want.on_escalate, (int)want.on_hard_limit,
+                        want.terminate_grace_usec, (int)want.enforce, (int)want.cap_rule);
                 /* What the ledger will be given is valid. */
                 ck_assert(eff.warn_permille >= 1000 && eff.warn_permille <= eff.hard_permille &&
                           eff.hard_permille <= 5000);
