@@ -99,6 +99,13 @@ struct LedgerScope {
         uint64_t committed_total_tokens; /* saturating: it only grows */
         size_t n_allocations;
         void *userdata;
+        void *queue;   /* the wait list's slot (waitq.c) */
+        bool degraded; /* the pool breaker's state, kept by the shell */
+        /* An unchecked reservation (the dry run) would have passed 2^64 - 1:
+         * reserved_tokens stays at UINT64_MAX, an over-estimate that refuses
+         * every checked reservation, until the scope's last allocation is
+         * settled (then nothing is reserved, and the count is exact again). */
+        bool reserved_saturated;
         WindowRing rings[_LEDGER_WINDOW_MAX];
         uint64_t buckets[WINDOW_BUCKETS_TOTAL];
 };
@@ -123,6 +130,9 @@ struct LedgerAllocation {
         void *userdata;
         LedgerScope *scopes[LEDGER_SCOPES_MAX];
 };
+
+_Static_assert(sizeof(void *) != 8 || sizeof(LedgerAllocation) == 360,
+               "LedgerAllocation is 360 bytes on 64-bit: see the memory budget above");
 
 /* Chunk c holds SLAB_CHUNK0_SLOTS << c slots. 26 chunks give 2^32 - 64 slots:
  * every slot + 1 fits the low 32 bits of an id. */
@@ -509,6 +519,58 @@ void *ledger_scope_get_userdata(const LedgerScope *s) {
         return s->userdata;
 }
 
+void ledger_scope_set_queue(LedgerScope *s, void *queue) {
+        assert(s);
+        s->queue = queue;
+}
+
+void *ledger_scope_get_queue(const LedgerScope *s) {
+        assert(s);
+        return s->queue;
+}
+
+bool ledger_scope_get_degraded(const LedgerScope *s) {
+        assert(s);
+        return s->degraded;
+}
+
+void ledger_scope_set_degraded(LedgerScope *s, bool degraded) {
+        assert(s);
+        s->degraded = degraded;
+}
+
+/* floor(tokens x 1000 / limit), saturating at UINT32_MAX; limit > 0. The
+ * product needs more than 64 bits once tokens pass 1.8 x 10^16 (a saturated
+ * reserved total). */
+static uint32_t permille_of(uint64_t tokens, uint64_t limit) {
+        unsigned __int128 p = (unsigned __int128)tokens * 1000 / limit;
+
+        return p > UINT32_MAX ? UINT32_MAX : (uint32_t)p;
+}
+
+static uint32_t max_u32(uint32_t a, uint32_t b) {
+        return a > b ? a : b;
+}
+
+uint32_t ledger_scope_utilisation_permille(LedgerScope *s, uint64_t now_usec) {
+        uint32_t permille = 0;
+
+        assert(s);
+        now_usec = ledger_clamp_now(s->ledger, now_usec);
+        for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++) {
+                uint64_t limit = s->limits.window_tokens[w];
+
+                if (limit == 0)
+                        continue;
+                permille =
+                        max_u32(permille,
+                                permille_of(sat_add(ring_used(s, w, now_usec), s->reserved_tokens), limit));
+        }
+        if (s->limits.in_flight_tokens != 0)
+                permille = max_u32(permille, permille_of(s->reserved_tokens, s->limits.in_flight_tokens));
+        return permille;
+}
+
 /* --- the allocation slab --- */
 
 static LedgerAllocation *slab_slot(const Ledger *l, uint64_t slot) {
@@ -661,34 +723,34 @@ int ledger_reserve(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint6
         return ledger_reserve_params(l, scopes, n_scopes, granted_tokens, NULL, now_usec, ret, ret_refusal);
 }
 
-int ledger_reserve_params(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint64_t granted_tokens,
-                          const LedgerParams *params, uint64_t now_usec, LedgerAllocation **ret,
-                          LedgerRefusal *ret_refusal) {
-        LedgerAllocation *a;
-        LedgerRefusal refusal;
-        uint64_t reservation;
-        int r;
+/* The first scope (in order) without room for reservation_tokens: fills
+ * *ret_refusal and returns false; true when every scope has room. */
+static bool scopes_have_room(LedgerScope *const *scopes, size_t n_scopes, uint64_t reservation_tokens,
+                             uint64_t now_usec, LedgerRefusal *ret_refusal) {
+        for (size_t i = 0; i < n_scopes; i++)
+                if (!scope_has_room(scopes[i], reservation_tokens, now_usec, ret_refusal))
+                        return false;
+        return true;
+}
 
+static void reserve_preconditions(const Ledger *l, LedgerScope *const *scopes, size_t n_scopes,
+                                  uint64_t granted_tokens, const LedgerParams *params) {
         assert(l);
         assert(scopes);
         assert(n_scopes >= 1 && n_scopes <= LEDGER_SCOPES_MAX);
         assert(granted_tokens >= 1 && granted_tokens < LEDGER_TOKENS_MAX);
-        assert(ret);
         assert(scopes_valid(l, scopes, n_scopes));
         assert(!params || params_valid(params));
+        (void)l, (void)scopes, (void)n_scopes, (void)granted_tokens, (void)params;
+}
 
-        if (!params)
-                params = &l->params;
-        now_usec = ledger_clamp_now(l, now_usec);
-        reservation = tokens_permille_ceil(granted_tokens, params->hard_permille);
-
-        /* All or nothing: check every scope before touching any. */
-        for (size_t i = 0; i < n_scopes; i++)
-                if (!scope_has_room(scopes[i], reservation, now_usec, &refusal)) {
-                        if (ret_refusal)
-                                *ret_refusal = refusal;
-                        return -EDQUOT;
-                }
+/* Creates the allocation and reserves it in every scope, whatever their
+ * limits (the caller checked them, or is the dry run). */
+static int allocation_grant(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint64_t granted_tokens,
+                            const LedgerParams *params, uint64_t now_usec, LedgerAllocation **ret) {
+        uint64_t reservation = tokens_permille_ceil(granted_tokens, params->hard_permille);
+        LedgerAllocation *a;
+        int r;
 
         r = slab_alloc(l, &a);
         if (r < 0)
@@ -703,14 +765,110 @@ int ledger_reserve_params(Ledger *l, LedgerScope *const *scopes, size_t n_scopes
         a->still_reserved_tokens = reservation;
         a->granted_usec = now_usec;
         for (size_t i = 0; i < n_scopes; i++) {
-                a->scopes[i] = scopes[i];
-                scopes[i]->reserved_tokens += reservation;
-                scopes[i]->n_allocations++;
+                LedgerScope *s = scopes[i];
+
+                a->scopes[i] = s;
+                if (s->reserved_saturated || s->reserved_tokens > UINT64_MAX - reservation) {
+                        s->reserved_tokens = UINT64_MAX;
+                        s->reserved_saturated = true;
+                } else
+                        s->reserved_tokens += reservation;
+                s->n_allocations++;
         }
         allocation_link(l, a);
 
         *ret = a;
         return 0;
+}
+
+int ledger_reserve_params(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint64_t granted_tokens,
+                          const LedgerParams *params, uint64_t now_usec, LedgerAllocation **ret,
+                          LedgerRefusal *ret_refusal) {
+        LedgerRefusal refusal;
+
+        reserve_preconditions(l, scopes, n_scopes, granted_tokens, params);
+        assert(ret);
+
+        if (!params)
+                params = &l->params;
+        now_usec = ledger_clamp_now(l, now_usec);
+
+        /* All or nothing: check every scope before touching any. */
+        if (!scopes_have_room(scopes, n_scopes, tokens_permille_ceil(granted_tokens, params->hard_permille),
+                              now_usec, &refusal)) {
+                if (ret_refusal)
+                        *ret_refusal = refusal;
+                return -EDQUOT;
+        }
+        return allocation_grant(l, scopes, n_scopes, granted_tokens, params, now_usec, ret);
+}
+
+int ledger_reserve_unchecked(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint64_t granted_tokens,
+                             const LedgerParams *params, uint64_t now_usec, LedgerAllocation **ret) {
+        reserve_preconditions(l, scopes, n_scopes, granted_tokens, params);
+        assert(ret);
+
+        if (!params)
+                params = &l->params;
+        return allocation_grant(l, scopes, n_scopes, granted_tokens, params, ledger_clamp_now(l, now_usec),
+                                ret);
+}
+
+/* The largest reservation scope_has_room() accepts in s now: 0 when none
+ * (not even 1 token). It mirrors scope_has_room()'s saturating tests: a
+ * window limit of UINT64_MAX never binds there, and reserved plus the
+ * reservation must stay below UINT64_MAX. */
+static uint64_t scope_max_reservation(LedgerScope *s, uint64_t now_usec) {
+        uint64_t max;
+
+        if (s->limits.max_allocations != 0 && s->n_allocations >= s->limits.max_allocations)
+                return 0;
+        if (s->reserved_tokens >= UINT64_MAX - 1)
+                return 0;
+        max = UINT64_MAX - 1 - s->reserved_tokens;
+        if (s->limits.in_flight_tokens != 0)
+                max = min_u64(max, sat_sub(s->limits.in_flight_tokens, s->reserved_tokens));
+
+        for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++) {
+                uint64_t limit = s->limits.window_tokens[w], base;
+
+                if (limit == 0 || limit == UINT64_MAX)
+                        continue;
+                base = sat_add(ring_used(s, w, now_usec), s->reserved_tokens);
+                max = min_u64(max, sat_sub(limit, base));
+        }
+        return max;
+}
+
+uint64_t ledger_room(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, const LedgerParams *params,
+                     uint64_t want_granted, uint64_t now_usec, LedgerRefusal *ret_refusal) {
+        uint64_t max_reservation = UINT64_MAX, want_reservation, room;
+        LedgerRefusal refusal;
+        bool fits;
+
+        reserve_preconditions(l, scopes, n_scopes, want_granted, params);
+
+        if (!params)
+                params = &l->params;
+        now_usec = ledger_clamp_now(l, now_usec);
+        want_reservation = tokens_permille_ceil(want_granted, params->hard_permille);
+
+        for (size_t i = 0; i < n_scopes; i++)
+                max_reservation = min_u64(max_reservation, scope_max_reservation(scopes[i], now_usec));
+        if (max_reservation >= want_reservation)
+                return want_granted;
+
+        /* ceil(g x hard / 1000) <= max iff g <= floor(max x 1000 / hard);
+         * max < want_reservation < 5 x 10^15 here, so the product fits. */
+        room = max_reservation * 1000 / params->hard_permille;
+        assert(room < want_granted);
+
+        fits = scopes_have_room(scopes, n_scopes, want_reservation, now_usec, &refusal);
+        assert(!fits);
+        (void)fits;
+        if (ret_refusal)
+                *ret_refusal = refusal;
+        return room;
 }
 
 static LedgerState allocation_state(const LedgerAllocation *a) {
@@ -729,6 +887,14 @@ static int totals_valid(const LedgerAllocation *a, uint64_t input_tokens, uint64
         if (input_tokens < a->input_tokens || output_tokens < a->output_tokens)
                 return -ERANGE;
         return 0;
+}
+
+/* A saturated total stays at UINT64_MAX (see LedgerScope.reserved_saturated). */
+static void scope_unreserve(LedgerScope *s, uint64_t tokens) {
+        if (s->reserved_saturated)
+                return;
+        assert(s->reserved_tokens >= tokens);
+        s->reserved_tokens -= tokens;
 }
 
 /* Commits the increase to the new totals in every scope. The part of it still
@@ -751,8 +917,7 @@ static void allocation_commit(LedgerAllocation *a, uint64_t input_tokens, uint64
                 for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++)
                         ring_commit(s, w, now_usec, delta);
                 s->committed_total_tokens = sat_add(s->committed_total_tokens, delta);
-                assert(s->reserved_tokens >= from_reserved);
-                s->reserved_tokens -= from_reserved;
+                scope_unreserve(s, from_reserved);
         }
 }
 
@@ -791,9 +956,13 @@ int ledger_settle(Ledger *l, LedgerAllocation *a, uint64_t input_tokens, uint64_
         for (size_t i = 0; i < a->n_scopes; i++) {
                 LedgerScope *s = a->scopes[i];
 
-                assert(s->reserved_tokens >= refund && s->n_allocations > 0);
-                s->reserved_tokens -= refund;
+                assert(s->n_allocations > 0);
+                scope_unreserve(s, refund);
                 s->n_allocations--;
+                if (s->n_allocations == 0 && s->reserved_saturated) {
+                        s->reserved_tokens = 0;
+                        s->reserved_saturated = false;
+                }
         }
 
         if (ret_used)

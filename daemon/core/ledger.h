@@ -24,7 +24,9 @@
  *     conditions, the tokens committed in any true interval [x, x + span]
  *     are at most the limit;
  *   - scope reserved == sum over its live allocations of
- *     (reservation - min(used, reservation));
+ *     (reservation - min(used, reservation)), unless unchecked reservations
+ *     (ledger_reserve_unchecked()) pushed that sum past 2^64 - 1: then it
+ *     stays UINT64_MAX until the scope has no live allocation;
  *   - scope committed_total == sum over its live and settled allocations of used.
  */
 #pragma once
@@ -131,6 +133,21 @@ uint64_t ledger_scope_window_frees_in(LedgerScope *s, LedgerWindow w, uint64_t n
 bool ledger_scope_is_idle(LedgerScope *s, uint64_t now_usec);
 void ledger_scope_set_userdata(LedgerScope *s, void *userdata);
 void *ledger_scope_get_userdata(const LedgerScope *s);
+/* A second userdata slot, for the scope's wait list (waitq.c). */
+void ledger_scope_set_queue(LedgerScope *s, void *queue);
+void *ledger_scope_get_queue(const LedgerScope *s);
+/* Pool breaker state (degraded mode), kept by the shell (budget.c) with
+ * hysteresis; the ledger only stores it. New scopes are not degraded. */
+bool ledger_scope_get_degraded(const LedgerScope *s);
+void ledger_scope_set_degraded(LedgerScope *s, bool degraded);
+/*
+ * The scope's utilisation in permille, the highest of (used in the window +
+ * reserved) / limit over its limited windows and reserved / in-flight cap
+ * (max_allocations does not count). Not capped at 1000 (1500 = 150%: a
+ * limit lowered below what is used), rounded down, saturating at
+ * UINT32_MAX; 0 when the scope has no token limit. Ages the windows to now_usec.
+ */
+uint32_t ledger_scope_utilisation_permille(LedgerScope *s, uint64_t now_usec);
 
 /*
  * Reserves granted_tokens x hard multiplier in each of the n_scopes scopes, all
@@ -147,6 +164,31 @@ int ledger_reserve(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint6
 int ledger_reserve_params(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint64_t granted_tokens,
                           const LedgerParams *params, uint64_t now_usec, LedgerAllocation **ret,
                           LedgerRefusal *ret_refusal);
+
+/*
+ * The most granted tokens, at most want_granted, that ledger_reserve_params(l,
+ * scopes, n_scopes, g, params) would accept now: 0 when not even 1 fits (e.g.
+ * a scope at max_allocations). When it is less than want_granted,
+ * *ret_refusal (may be NULL) is what reserving want_granted would be refused
+ * with (the first scope in order without room, its limit, used, reserved and
+ * retry_after_usec, exactly as ledger_reserve_params() fills it); otherwise
+ * *ret_refusal is left alone. params NULL: the ledger's. Same preconditions
+ * as ledger_reserve_params() (1 <= want_granted < LEDGER_TOKENS_MAX). O(n_scopes):
+ * windows are aged to now_usec, nothing is reserved.
+ */
+uint64_t ledger_room(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, const LedgerParams *params,
+                     uint64_t want_granted, uint64_t now_usec, LedgerRefusal *ret_refusal);
+
+/*
+ * Reserves like ledger_reserve_params() but checks no limit, max_allocations
+ * included (the dry run, enforce = false, grants what it would have
+ * refused): returns 0 or -ENOMEM. A scope's reserved total saturates at
+ * UINT64_MAX instead of wrapping (checked reservations are then refused
+ * there, as the in-flight cap of UINT64_MAX); it is exact again once the
+ * scope's last allocation is settled.
+ */
+int ledger_reserve_unchecked(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint64_t granted_tokens,
+                             const LedgerParams *params, uint64_t now_usec, LedgerAllocation **ret);
 
 /*
  * Records cumulative usage. Both totals must be >= the last ones (-ERANGE

@@ -7,8 +7,13 @@
  * unique across reused slots), iteration, scope lifetime, memory per
  * allocation, limits.max_allocations (its refusal, all or nothing, settling
  * making room), per-allocation multipliers (ledger_reserve_params()) and
- * ledger_scope_window_frees_in() at bucket edges. The seeded property runs (a million ids, thousands of
- * random operations against a shadow model, every true interval of a window) are
+ * ledger_scope_window_frees_in() at bucket edges, and issue 10's additions:
+ * ledger_room() against brute force on random states (its answer is the
+ * largest grant ledger_reserve_params() accepts, its refusal reserve's),
+ * ledger_reserve_unchecked() past every limit and its saturation,
+ * ledger_scope_utilisation_permille(), the degraded flag and the queue
+ * slot. The seeded property runs (a million ids, thousands of random
+ * operations against a shadow model, every true interval of a window) are
  * tests/property/property-ledger.c. Time moves by parameter only.
  */
 #include <check.h>
@@ -23,6 +28,7 @@
 
 #include "ledger.h"
 #include "siphash.h"
+#include "splitmix64.h"
 #include "tb-check.h"
 
 #define SEC(x)    ((uint64_t)((x)*1000000.0 + 0.5))
@@ -34,6 +40,19 @@
 
 static const LedgerParams params_default = {.warn_permille = 1500, .hard_permille = 2000};
 static const LedgerLimits limits_none = {};
+
+/* ck_assert_msg() for the random runs' hundreds of thousands of checks:
+ * Check's asserts report each passing one to the parent process (a write
+ * each), which makes a run many times slower; this reports only a failure. */
+#define CHECK(cond, ...)                                                                                    \
+        do {                                                                                                \
+                if (!(cond))                                                                                \
+                        ck_abort_msg(__VA_ARGS__);                                                          \
+        } while (0)
+
+static uint64_t sat_sub_test(uint64_t a, uint64_t b) {
+        return a > b ? a - b : 0;
+}
 
 /* Commits `used` tokens in the given scopes at now by reserving and settling. */
 static void commit_tokens(Ledger *l, LedgerScope *const *scopes, size_t n, uint64_t used,
@@ -1127,6 +1146,388 @@ START_TEST(test_memory_per_allocation) {
 }
 END_TEST
 
+/* --- ledger_room() (issue 10) --- */
+
+static bool refusals_equal(const LedgerRefusal *a, const LedgerRefusal *b) {
+        return a->scope == b->scope && a->window == b->window && a->limit_tokens == b->limit_tokens &&
+               a->used_tokens == b->used_tokens && a->reserved_tokens == b->reserved_tokens &&
+               a->retry_after_usec == b->retry_after_usec;
+}
+
+/* Whether ledger_reserve_params() accepts g now; undoes the reservation (a
+ * settlement at zero usage commits nothing and refunds it all). */
+static bool reserve_fits(Ledger *l, LedgerScope *const *scopes, size_t n, uint64_t g,
+                         const LedgerParams *params, uint64_t now_usec, LedgerRefusal *ret_refusal) {
+        LedgerAllocation *a;
+        int r = ledger_reserve_params(l, scopes, n, g, params, now_usec, &a, ret_refusal);
+
+        CHECK(r == 0 || r == -EDQUOT, "reserve returned %d", r);
+        if (r < 0)
+                return false;
+        r = ledger_settle(l, a, 0, 0, now_usec, NULL, NULL);
+        CHECK(r == 0, "settle returned %d", r);
+        return true;
+}
+
+static uint64_t rnd(uint64_t *seed, uint64_t max) {
+        return splitmix64(seed) % (max + 1);
+}
+
+/* A limit near x (below, at, mostly above), none, or UINT64_MAX. */
+static uint64_t random_limit_near(uint64_t *seed, uint64_t x) {
+        uint64_t dice = rnd(seed, 19);
+
+        if (dice < 6)
+                return 0;
+        if (dice < 8)
+                return UINT64_MAX;
+        if (dice == 8)
+                return x + rnd(seed, 3);
+        if (dice == 9)
+                return sat_sub_test(x, rnd(seed, 300));
+        return x + rnd(seed, 6000);
+}
+
+/* Scopes with commits of the last two hours and live allocations on random
+ * subsets (all while unlimited), then random limits around what they hold. */
+static void random_room_state(Ledger *l, LedgerScope **scopes, size_t n, uint64_t *seed, uint64_t now_usec) {
+        uint64_t t = now_usec - SEC(7200);
+        unsigned n_ops = (unsigned)rnd(seed, 12);
+
+        for (unsigned op = 0; op < n_ops; op++) {
+                LedgerScope *subset[4];
+                size_t k = 0;
+                LedgerAllocation *a;
+                LedgerRefusal refusal;
+
+                t += rnd(seed, SEC(1200));
+                if (t > now_usec)
+                        t = now_usec;
+                for (size_t i = 0; i < n; i++)
+                        if (rnd(seed, 2) != 0)
+                                subset[k++] = scopes[i];
+                if (k == 0)
+                        subset[k++] = scopes[0];
+                CHECK(ledger_reserve(l, subset, k, 1 + rnd(seed, 800), t, &a, &refusal) == 0, "reserve");
+                if (rnd(seed, 1) == 0)
+                        CHECK(ledger_settle(l, a, rnd(seed, 1500), 0, t, NULL, NULL) == 0, "settle");
+        }
+
+        for (size_t i = 0; i < n; i++) {
+                LedgerScope *s = scopes[i];
+                LedgerLimits limits = {};
+
+                for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++)
+                        limits.window_tokens[w] = random_limit_near(
+                                seed, ledger_scope_window_used(s, w, now_usec) + ledger_scope_reserved(s));
+                limits.in_flight_tokens = random_limit_near(seed, ledger_scope_reserved(s));
+                if (rnd(seed, 7) == 0)
+                        limits.max_allocations = ledger_scope_n_allocations(s);
+                else if (rnd(seed, 3) == 0)
+                        limits.max_allocations = ledger_scope_n_allocations(s) + 1 + rnd(seed, 2);
+                ledger_scope_set_limits(s, &limits);
+        }
+}
+
+/* ledger_room() is the largest g <= want that ledger_reserve_params()
+ * accepts (every g for small wants, the edges otherwise), and its refusal is
+ * reserve's at want; it reserves nothing. */
+START_TEST(test_room_brute_force) {
+        uint64_t seed = 0x7007;
+
+        for (unsigned iter = 0; iter < 3000; iter++) {
+                Ledger *l = ledger_new(&params_default);
+                LedgerScope *scopes[4];
+                size_t n = 1 + rnd(&seed, 3);
+                LedgerParams params = {.warn_permille = 1000,
+                                       .hard_permille = 1000 + (uint32_t)rnd(&seed, 4000)};
+                const LedgerParams *p = rnd(&seed, 3) == 0 ? NULL : &params;
+                uint64_t now_usec = T_BASE + rnd(&seed, SEC(3600)), want = 1 + rnd(&seed, 3000), room;
+                LedgerRefusal got = {.window = 99}, expect = {};
+                uint64_t reserved_before[4];
+
+                for (size_t i = 0; i < n; i++) {
+                        char name[24]; /* room for any size_t */
+
+                        snprintf(name, sizeof(name), "s%zu", i);
+                        scopes[i] = ledger_scope_new(l, name, &limits_none);
+                }
+                random_room_state(l, scopes, n, &seed, now_usec);
+                for (size_t i = 0; i < n; i++)
+                        reserved_before[i] = ledger_scope_reserved(scopes[i]);
+
+                room = ledger_room(l, scopes, n, p, want, now_usec, &got);
+                CHECK(room <= want, "iter %u: room %" PRIu64 " > want %" PRIu64, iter, room, want);
+                for (size_t i = 0; i < n; i++)
+                        CHECK(ledger_scope_reserved(scopes[i]) == reserved_before[i],
+                              "iter %u: room reserved", iter);
+
+                if (want <= 200)
+                        for (uint64_t g = 1; g <= want; g++)
+                                CHECK(reserve_fits(l, scopes, n, g, p, now_usec, &expect) == (g <= room),
+                                      "iter %u: g %" PRIu64 " room %" PRIu64, iter, g, room);
+                else {
+                        if (room > 0)
+                                CHECK(reserve_fits(l, scopes, n, room, p, now_usec, &expect),
+                                      "iter %u: room %" PRIu64 " refused", iter, room);
+                        if (room < want)
+                                CHECK(!reserve_fits(l, scopes, n, room + 1, p, now_usec, &expect),
+                                      "iter %u: room + 1 = %" PRIu64 " fits", iter, room + 1);
+                }
+
+                if (room < want) {
+                        CHECK(!reserve_fits(l, scopes, n, want, p, now_usec, &expect), "iter %u: want fits",
+                              iter);
+                        CHECK(refusals_equal(&got, &expect),
+                              "iter %u: refusal window %d limit %" PRIu64 " used %" PRIu64
+                              " reserved %" PRIu64 " retry %" PRIu64 ", reserve says %d %" PRIu64 " %" PRIu64
+                              " %" PRIu64 " %" PRIu64,
+                              iter, got.window, got.limit_tokens, got.used_tokens, got.reserved_tokens,
+                              got.retry_after_usec, expect.window, expect.limit_tokens, expect.used_tokens,
+                              expect.reserved_tokens, expect.retry_after_usec);
+                } else
+                        CHECK(got.window == 99, "iter %u: refusal filled for a fit", iter);
+                ledger_free(l);
+        }
+}
+END_TEST
+
+/* Hand-made cases: the multiplier's rounding, max_allocations, several
+ * scopes (the tightest binds, the first refuses), a NULL refusal. */
+START_TEST(test_room_cases) {
+        static const LedgerLimits cap_1000 = {{0, 0, 0}, 1000, 0}, minute_999 = {{999, 0, 0}, 0, 0},
+                                  one_allocation = {{0, 0, 0}, 0, 1};
+        static const LedgerParams x1_5 = {1000, 1500};
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *a = ledger_scope_new(l, "a", &cap_1000), *b = ledger_scope_new(l, "b", &minute_999);
+        LedgerScope *c = ledger_scope_new(l, "c", &one_allocation);
+        LedgerScope *ab[] = {a, b}, *ba[] = {b, a}, *abc[] = {a, b, c};
+        LedgerAllocation *x;
+        LedgerRefusal refusal;
+
+        /* 2x: 1000 / 2 = 500 fits the cap; 999 / 2 = 499 the minute. */
+        ck_assert_uint_eq(ledger_room(l, &a, 1, NULL, 10000, T_BASE, NULL), 500);
+        ck_assert_uint_eq(ledger_room(l, &a, 1, NULL, 500, T_BASE, &refusal), 500);
+        ck_assert_uint_eq(ledger_room(l, ab, 2, NULL, 10000, T_BASE, &refusal), 499);
+        ck_assert_ptr_eq(refusal.scope, a); /* the first in order without room for 10000 */
+        ck_assert_int_eq(refusal.window, LEDGER_REFUSAL_IN_FLIGHT);
+        ck_assert_uint_eq(ledger_room(l, ba, 2, NULL, 10000, T_BASE, &refusal), 499);
+        ck_assert_ptr_eq(refusal.scope, b);
+        ck_assert_int_eq(refusal.window, LEDGER_WINDOW_MINUTE);
+        ck_assert_uint_eq(refusal.limit_tokens, 999);
+        ck_assert_uint_eq(refusal.retry_after_usec, 0); /* 20000 never fits 999 */
+        /* 1.5x: ceil(666 x 1.5) = 999, ceil(667 x 1.5) = 1001. */
+        ck_assert_uint_eq(ledger_room(l, ab, 2, &x1_5, 10000, T_BASE, NULL), 666);
+        /* A scope at max_allocations: nothing fits. */
+        ck_assert_uint_eq(ledger_room(l, abc, 3, NULL, 10, T_BASE, NULL), 10);
+        ck_assert_int_eq(ledger_reserve(l, &c, 1, 1, T_BASE, &x, &refusal), 0);
+        ck_assert_uint_eq(ledger_room(l, abc, 3, NULL, 10, T_BASE, &refusal), 0);
+        ck_assert_ptr_eq(refusal.scope, c);
+        ck_assert_int_eq(refusal.window, LEDGER_REFUSAL_ALLOCATIONS);
+        ck_assert_int_eq(ledger_settle(l, x, 0, 0, T_BASE, NULL, NULL), 0);
+        /* Reservations and commits take room; windows age. */
+        ck_assert_int_eq(ledger_reserve(l, ab, 2, 100, T_BASE, &x, &refusal), 0); /* 200 */
+        ck_assert_uint_eq(ledger_room(l, ab, 2, NULL, 10000, T_BASE, NULL), 399);
+        ck_assert_int_eq(ledger_settle(l, x, 300, 0, T_BASE, NULL, NULL), 0); /* 300 committed */
+        ck_assert_uint_eq(ledger_room(l, ab, 2, NULL, 10000, T_BASE, &refusal), 349);
+        ck_assert_ptr_eq(refusal.scope, a);
+        ck_assert_uint_eq(ledger_room(l, ab, 2, NULL, 10000, T_BASE + SEC(61), NULL), 499);
+        ck_assert_uint_eq(ledger_room(l, ab, 2, NULL, 1, T_BASE + SEC(61), NULL), 1);
+        ledger_free(l);
+}
+END_TEST
+
+/* --- ledger_reserve_unchecked() (issue 10) --- */
+
+START_TEST(test_reserve_unchecked) {
+        static const LedgerLimits tight = {{100, 100, 100}, 100, 1};
+        static const LedgerParams x3 = {1500, 3000};
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *s = ledger_scope_new(l, "tight", &tight),
+                    *free_scope = ledger_scope_new(l, "free", &limits_none);
+        LedgerScope *both[] = {s, free_scope};
+        LedgerAllocation *a, *b, *c;
+        LedgerRefusal refusal;
+        LedgerState state;
+        uint64_t used, refunded;
+
+        /* Past every limit of the first scope: window, in flight, max_allocations. */
+        ck_assert_int_eq(ledger_reserve_unchecked(l, both, 2, 500, NULL, T_BASE, &a), 0);
+        ck_assert_uint_eq(ledger_allocation_hard_limit(a), 1000);
+        ck_assert_uint_eq(ledger_allocation_warn_at(a), 750);
+        ck_assert_uint_eq(ledger_scope_reserved(s), 1000);
+        ck_assert_uint_eq(ledger_scope_reserved(free_scope), 1000);
+        ck_assert_int_eq(ledger_reserve_unchecked(l, both, 2, 100, &x3, T_BASE, &b), 0);
+        ck_assert_uint_eq(ledger_allocation_hard_limit(b), 300);
+        ck_assert_uint_eq(ledger_allocation_warn_at(b), 150);
+        ck_assert_uint_eq(ledger_scope_n_allocations(s), 2);
+        ck_assert_uint_eq(ledger_scope_reserved(s), 1300);
+        ck_assert_ptr_eq(ledger_find(l, ledger_allocation_id(a)), a);
+        ck_assert_uint_eq(ledger_n_allocations(l), 2);
+
+        /* Checked reservations see what the unchecked ones hold. */
+        ck_assert_int_eq(ledger_reserve(l, both, 2, 1, T_BASE, &c, &refusal), -EDQUOT);
+        ck_assert_int_eq(refusal.window, LEDGER_REFUSAL_ALLOCATIONS);
+        ck_assert_uint_eq(ledger_room(l, &free_scope, 1, NULL, 10, T_BASE, NULL), 10);
+        ck_assert_uint_eq(ledger_room(l, both, 2, NULL, 10, T_BASE, NULL), 0);
+
+        /* Reports and settlement as for any allocation. */
+        ck_assert_int_eq(ledger_report(l, a, 400, 400, T_BASE + SEC(1), &state), 0);
+        ck_assert_int_eq(state, LEDGER_STATE_WARNING);
+        ck_assert_uint_eq(ledger_scope_reserved(s), 500);
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_MINUTE, T_BASE + SEC(1)), 800);
+        ck_assert_int_eq(ledger_settle(l, a, 400, 700, T_BASE + SEC(2), &used, &refunded), 0);
+        ck_assert_uint_eq(used, 1100);
+        ck_assert_uint_eq(refunded, 0);
+        ck_assert_uint_eq(ledger_scope_reserved(s), 300);
+        ck_assert_uint_eq(ledger_scope_committed_total(s), 1100);
+        ck_assert_int_eq(ledger_settle(l, b, 50, 0, T_BASE + SEC(2), &used, &refunded), 0);
+        ck_assert_uint_eq(refunded, 250);
+        ck_assert_uint_eq(ledger_scope_reserved(s), 0);
+        ck_assert_uint_eq(ledger_scope_reserved(free_scope), 0);
+        ck_assert_uint_eq(ledger_scope_n_allocations(s), 0);
+        ck_assert_uint_eq(ledger_scope_committed_total(free_scope), 1150);
+        ck_assert_uint_eq(ledger_n_allocations(l), 0);
+        ck_assert_int_eq(ledger_scope_free(l, s), 0);
+        ledger_free(l);
+}
+END_TEST
+
+/* Past 2^64 - 1 reserved the total saturates and stays there (refusing every
+ * checked reservation) until the last allocation of the scope is settled. */
+START_TEST(test_reserve_unchecked_saturates) {
+        static const LedgerParams x5 = {1000, 5000};
+        static const LedgerLimits cap_1 = {{0, 0, 0}, 1, 0};
+        const uint64_t big = LEDGER_TOKENS_MAX - 1, each = big * 5;
+        const size_t n = (size_t)(UINT64_MAX / each) + 2;
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *s = ledger_scope_new(l, "s", &limits_none),
+                    *other = ledger_scope_new(l, "o", &limits_none);
+        LedgerAllocation **held = calloc(n, sizeof(*held)), *a;
+        LedgerRefusal refusal;
+
+        ck_assert_ptr_nonnull(held);
+        for (size_t i = 0; i < n; i++)
+                CHECK(ledger_reserve_unchecked(l, &s, 1, big, &x5, T_BASE, &held[i]) == 0, "unchecked %zu",
+                      i);
+        ck_assert_uint_eq(ledger_scope_reserved(s), UINT64_MAX);
+        ck_assert_uint_eq(ledger_room(l, &s, 1, NULL, 1, T_BASE, &refusal), 0);
+        ck_assert_int_eq(refusal.window, LEDGER_REFUSAL_IN_FLIGHT);
+        ck_assert_uint_eq(refusal.limit_tokens, UINT64_MAX);
+        ck_assert_int_eq(ledger_reserve(l, &s, 1, 1, T_BASE, &a, &refusal), -EDQUOT);
+        ck_assert_uint_eq(ledger_scope_utilisation_permille(s, T_BASE), 0); /* no limit */
+        ledger_scope_set_limits(s, &cap_1);
+        ck_assert_uint_eq(ledger_scope_utilisation_permille(s, T_BASE), UINT32_MAX);
+        ledger_scope_set_limits(s, &limits_none);
+
+        /* Usage and settlement keep it saturated, with no underflow. */
+        ck_assert_int_eq(ledger_report(l, held[0], big, big, T_BASE, NULL), 0);
+        for (size_t i = 0; i + 1 < n; i++) {
+                CHECK(ledger_settle(l, held[i], i == 0 ? big : 0, i == 0 ? big : 0, T_BASE, NULL, NULL) == 0,
+                      "settle %zu", i);
+                CHECK(ledger_scope_reserved(s) == UINT64_MAX, "settle %zu: reserved", i);
+        }
+        ck_assert_int_eq(ledger_settle(l, held[n - 1], 0, 0, T_BASE, NULL, NULL), 0);
+        ck_assert_uint_eq(ledger_scope_reserved(s), 0);
+        ck_assert_uint_eq(ledger_scope_committed_total(s), 2 * big);
+        /* Exact again: checked reservations count as before. */
+        ck_assert_int_eq(ledger_reserve(l, &s, 1, 10, T_BASE, &a, &refusal), 0);
+        ck_assert_uint_eq(ledger_scope_reserved(s), 20);
+        ck_assert_uint_eq(ledger_scope_reserved(other), 0);
+        free(held);
+        ledger_free(l);
+}
+END_TEST
+
+/* --- utilisation, degraded flag, queue slot (issue 10) --- */
+
+typedef struct UtilisationRow {
+        const char *name;
+        LedgerLimits limits;
+        uint64_t at_usec; /* after T_BASE */
+        uint32_t expect_permille;
+} UtilisationRow;
+
+/* Each row: 300 tokens committed at T_BASE, 200 reserved (one allocation of
+ * 100 at 2x), then the row's limits, read at T_BASE + at_usec. */
+static const UtilisationRow utilisation_rows[] = {
+        {"no limit", {{0, 0, 0}, 0, 0}, 0, 0},
+        {"max_allocations does not count", {{0, 0, 0}, 0, 1}, 0, 0},
+        {"minute half", {{1000, 0, 0}, 0, 0}, 0, 500},
+        {"minute rounded down", {{600, 0, 0}, 0, 0}, 0, 833},
+        {"minute exactly full", {{500, 0, 0}, 0, 0}, 0, 1000},
+        {"minute past its limit", {{250, 0, 0}, 0, 0}, 0, 2000},
+        {"minute aged: only the reservation", {{1000, 0, 0}, 0, 0}, SEC(61), 200},
+        {"minute just before ageing", {{1000, 0, 0}, 0, 0}, SEC(61) - 1, 500},
+        {"hour", {{0, 2000, 0}, 0, 0}, 0, 250},
+        {"day", {{0, 0, 5000}, 0, 0}, 0, 100},
+        {"in flight", {{0, 0, 0}, 250, 0}, 0, 800},
+        {"in flight ignores commits", {{0, 0, 0}, 1000, 0}, 0, 200},
+        {"the tightest window", {{10000, 1000, 100000}, 0, 0}, 0, 500},
+        {"the cap tighter than windows", {{10000, 1000, 0}, 210, 0}, 0, 952},
+        {"windows tighter than the cap", {{0, 0, 400}, 400, 0}, 0, 1250},
+        {"a limit of 1", {{1, 0, 0}, 0, 0}, 0, 500000},
+        {"the day remembers after an hour", {{0, 1000, 1000}, 0, 0}, SEC(3661), 500},
+};
+
+START_TEST(test_utilisation) {
+        for (size_t i = 0; i < N_ROWS(utilisation_rows); i++) {
+                const UtilisationRow *row = &utilisation_rows[i];
+                Ledger *l = ledger_new(&params_default);
+                LedgerScope *s = ledger_scope_new(l, "s", &limits_none);
+                LedgerAllocation *a;
+                LedgerRefusal refusal;
+                uint32_t got;
+
+                commit_tokens(l, &s, 1, 300, T_BASE);
+                ck_assert_int_eq(ledger_reserve(l, &s, 1, 100, T_BASE, &a, &refusal), 0);
+                ledger_scope_set_limits(s, &row->limits);
+                got = ledger_scope_utilisation_permille(s, T_BASE + row->at_usec);
+                ck_assert_msg(got == row->expect_permille,
+                              "row '%s': %" PRIu32 " permille, expected %" PRIu32, row->name, got,
+                              row->expect_permille);
+                ledger_free(l);
+        }
+}
+END_TEST
+
+START_TEST(test_utilisation_saturates) {
+        static const LedgerLimits minute_1 = {{1, 0, 0}, 0, 0};
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *s = ledger_scope_new(l, "s", &limits_none);
+
+        commit_tokens(l, &s, 1, UINT64_C(5000000000), T_BASE); /* x 1000 > UINT32_MAX */
+        ledger_scope_set_limits(s, &minute_1);
+        ck_assert_uint_eq(ledger_scope_utilisation_permille(s, T_BASE), UINT32_MAX);
+        ledger_free(l);
+}
+END_TEST
+
+START_TEST(test_degraded_and_queue) {
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *s = ledger_scope_new(l, "s", &limits_none), *t = ledger_scope_new(l, "t", &limits_none);
+        int queue, userdata;
+
+        ck_assert(!ledger_scope_get_degraded(s));
+        ck_assert_ptr_null(ledger_scope_get_queue(s));
+        ledger_scope_set_degraded(s, true);
+        ledger_scope_set_queue(s, &queue);
+        ledger_scope_set_userdata(s, &userdata);
+        ck_assert(ledger_scope_get_degraded(s));
+        ck_assert_ptr_eq(ledger_scope_get_queue(s), &queue);
+        ck_assert_ptr_eq(ledger_scope_get_userdata(s), &userdata);
+        ck_assert(!ledger_scope_get_degraded(t));
+        ck_assert_ptr_null(ledger_scope_get_queue(t));
+        /* The ledger only keeps them: limits and reservations are unaffected. */
+        ck_assert_uint_eq(ledger_room(l, &s, 1, NULL, 100, T_BASE, NULL), 100);
+        ledger_scope_set_degraded(s, false);
+        ledger_scope_set_queue(s, NULL);
+        ck_assert(!ledger_scope_get_degraded(s));
+        ck_assert_ptr_null(ledger_scope_get_queue(s));
+        ledger_free(l);
+}
+END_TEST
+
 static Suite *ledger_suite(void) {
         Suite *s = suite_create("ledger");
         TCase *tc = tcase_create("core");
@@ -1155,6 +1556,13 @@ static Suite *ledger_suite(void) {
         tcase_add_test(tc, test_frees_in);
         tcase_add_test(tc, test_frees_in_more);
         tcase_add_test(tc, test_memory_per_allocation);
+        tcase_add_test(tc, test_room_brute_force);
+        tcase_add_test(tc, test_room_cases);
+        tcase_add_test(tc, test_reserve_unchecked);
+        tcase_add_test(tc, test_reserve_unchecked_saturates);
+        tcase_add_test(tc, test_utilisation);
+        tcase_add_test(tc, test_utilisation_saturates);
+        tcase_add_test(tc, test_degraded_and_queue);
         suite_add_tcase(s, tc);
         return s;
 }
