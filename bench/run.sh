@@ -22,7 +22,7 @@
 # fifth server "base" interleaved with the others, and a before/after
 # section compares it with TOKENBUDGETD; unset, nothing changes; the scopes
 # section needs it: it is the 2-scope figure), BENCH_SECTIONS (which parts
-# to run, any of "matrix scale scopes rules"; default all),
+# to run, any of "matrix scale scopes rules queue"; default all),
 # BENCH_SCOPES_CONCURRENCY (the scopes section's time-sliced points, "64";
 # concurrency 1 runs in lockstep with the baseline).
 set -euo pipefail
@@ -37,7 +37,8 @@ REPORTS=${BENCH_REPORTS:-1}
 # matrix: the throughput table (and before/after); scale: cost of scale
 # (open allocations, idle connections, idle wakeups, exec to READY); scopes:
 # one cycle charged to 2, 3 and 5 scopes; rules: 1 to 1,000 rules.
-SECTIONS=${BENCH_SECTIONS:-matrix scale scopes rules}
+# queue: one hand-off through a full queue of 2 to 1,000 waiters.
+SECTIONS=${BENCH_SECTIONS:-matrix scale scopes rules queue}
 SCOPES_CONCURRENCY=${BENCH_SCOPES_CONCURRENCY:-64}
 SERVERS=(daemon redis lite floor)
 # Before/after: the baseline daemon runs right after the daemon in every run
@@ -51,6 +52,9 @@ HOLDS=(1 1000 10000 100000)
 IDLE_CONNS=10000
 # Rules in the config for the rules section: one matches, the others not.
 RULE_COUNTS=(1 10 100 1000)
+# Waiters in the queue section's full queue.
+QUEUE_WAITERS=(2 10 100 1000)
+QUEUE_HANDOFFS=${BENCH_QUEUE_HANDOFFS:-5000}
 # The unit the load generator runs in for the scopes, holds and rules
 # measurements: a cgroup directly under the cgroup2 root, which the daemon
 # (sd_pid_get_cgroup) reads as the system unit of that name, no slice.
@@ -176,7 +180,7 @@ build() {
         -Wformat=2 -Wvla -Wimplicit-fallthrough -Wno-unused-parameter -Wno-missing-field-initializers)
     local prog
     mkdir -p "$BIN"
-    for prog in loadgen floor readytime; do
+    for prog in loadgen floor readytime queue; do
         cc "${cflags[@]}" -o "$BIN/$prog" "$HERE/$prog.c" || die "cannot build $prog"
     done
     if [ -z "${TOKENBUDGETD:-}" ]; then
@@ -618,6 +622,64 @@ rules_section() {
     done
 }
 
+# The queue: a daemon whose global pool holds 100 tokens in flight, one
+# allocation of 100 at a time, and N connections waiting for it; each
+# hand-off (a release, the daemon granting the head waiter, which queues
+# again) is timed by bench/queue.c, N = 2 to 1,000 in turn in every run.
+queue_section() {
+    local run n line
+    cat >"$BENCH_DIR/queue.conf" <<EOF
+warn_multiplier = 1.0; hard_multiplier = 1.0;
+global = { tokens_per_minute = 0; tokens_per_hour = 0; tokens_per_day = 0; max_tokens_in_flight = 100; };
+process = { tokens_per_minute = 0; tokens_per_hour = 0; tokens_per_day = 0; max_tokens_in_flight = 0; };
+user = { tokens_per_minute = 0; tokens_per_hour = 0; tokens_per_day = 0; max_tokens_in_flight = 0; };
+limits = { max_connections = 19900; max_connections_per_uid = 19800; max_allocations_per_process = 200000; };
+queue = { max_waiters = 5000; max_waiters_per_uid = 5000; };
+EOF
+    start_daemon queue "$BENCH_DIR/queue.sock" 1 "$TOKENBUDGETD" "$BENCH_DIR/queue.conf"
+    for run in $(seq "$RUNS"); do
+        for n in "${QUEUE_WAITERS[@]}"; do
+            line=$( (ulimit -n 20000 2>/dev/null || true
+                exec "${CLIENT_PIN[@]}" "$BIN/queue" --socket "$BENCH_DIR/queue.sock" --waiters "$n" \
+                    --handoffs "$QUEUE_HANDOFFS") 2>>"$BENCH_DIR/loadgen.err") ||
+                die "queue with $n waiters failed: $(tail -n 3 "$BENCH_DIR/loadgen.err")"
+            R["queue $n $run"]=$line
+            echo "run=$run server=queue $line" >>"$RESULTS"
+        done
+        echo "bench: run $run/$RUNS queue: $(kv usec_per_handoff "${R["queue 2 $run"]}") us per hand-off with 2" \
+            "waiters, $(kv usec_per_handoff "${R["queue ${QUEUE_WAITERS[-1]} $run"]}") us with ${QUEUE_WAITERS[-1]}" >&2
+    done
+    check_alive
+    stop_server queue
+}
+
+# The median over the runs of usec_per_handoff with n waiters.
+queue_usec() {
+    local n=$1 run
+    for run in $(seq "$RUNS"); do
+        kv usec_per_handoff "${R["queue $n $run"]}"
+    done | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+
+print_queue() {
+    local n base
+    echo
+    echo "full queue: one hand-off (a release; the daemon grants the head waiter, which queues again) with N"
+    echo "  connections waiting for a pool of 100 tokens in flight; median of $RUNS runs of $QUEUE_HANDOFFS hand-offs"
+    base=$(queue_usec "${QUEUE_WAITERS[0]}")
+    printf '  %-10s %14s %12s\n' waiters "us/hand-off" "vs ${QUEUE_WAITERS[0]}"
+    for n in "${QUEUE_WAITERS[@]}"; do
+        printf '  %-10s %14s %11sx\n' "$n" "$(queue_usec "$n")" "$(ratio "$(queue_usec "$n")" "$base")"
+    done
+}
+
+print_queue_targets() {
+    local r
+    r=$(ratio "$(queue_usec "${QUEUE_WAITERS[-1]}")" "$(queue_usec "${QUEUE_WAITERS[0]}")")
+    echo "  a hand-off with ${QUEUE_WAITERS[-1]} waiters costs at most 1.5x one with ${QUEUE_WAITERS[0]}" \
+        "(O(log n) or better): ${r}x: $(verdict "$r <= 1.5")"
+}
+
 scale_idle_conns() {
     start_daemon idle-conns "$BENCH_DIR/idle-conns.sock"
     IDLE_LINE=$("${CLIENT_PIN[@]}" "$BIN/loadgen" --socket "$BENCH_DIR/idle-conns.sock" --conns "$IDLE_CONNS" --cycles-per-conn 1 \
@@ -928,7 +990,10 @@ print_targets() {
     if section rules; then
         [ -n "$NEW_DAEMON" ] && print_rules_targets || echo "  rules: not measured: $NEW_DAEMON_NOTE"
     fi
-    for name in matrix scale scopes rules; do
+    if section queue; then
+        [ -n "$NEW_DAEMON" ] && print_queue_targets || echo "  queue: not measured: $NEW_DAEMON_NOTE"
+    fi
+    for name in matrix scale scopes rules queue; do
         [ -z "${SECTION_SEC[$name]:-}" ] || times+="${times:+, }$name ${SECTION_SEC[$name]} s"
     done
     [ -z "$BASELINE" ] || with=" (with the baseline points)"
@@ -1002,6 +1067,7 @@ main() {
     ! section matrix || timed matrix matrix_section
     [ -z "$NEW_DAEMON" ] || ! section scopes || timed scopes scopes_section
     [ -z "$NEW_DAEMON" ] || ! section rules || timed rules rules_section
+    [ -z "$NEW_DAEMON" ] || ! section queue || timed queue queue_section
     ! section scale || timed scale scale_section
 
     {
@@ -1012,6 +1078,7 @@ main() {
         ! section scale || print_scale
         [ -z "$NEW_DAEMON" ] || ! section scopes || print_scopes
         [ -z "$NEW_DAEMON" ] || ! section rules || print_rules
+        [ -z "$NEW_DAEMON" ] || ! section queue || print_queue
         print_targets
         echo
         echo "raw results: $RESULTS (kept with BENCH_KEEP=1); reproduce: bench/run.sh"

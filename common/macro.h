@@ -69,6 +69,22 @@ static inline void closep(int *fd) {
                 *_head = _item;                                                                             \
         } while (0)
 
+/* O(length): for short lists that must keep their order. */
+#define LIST_APPEND(name, head, item)                                                                       \
+        do {                                                                                                \
+                __typeof__(*(head)) **_head = &(head), *_item = (item), *_tail = *_head;                    \
+                _item->name##_next = NULL;                                                                  \
+                if (!_tail) {                                                                               \
+                        _item->name##_prev = NULL;                                                          \
+                        *_head = _item;                                                                     \
+                        break;                                                                              \
+                }                                                                                           \
+                while (_tail->name##_next)                                                                  \
+                        _tail = _tail->name##_next;                                                         \
+                _tail->name##_next = _item;                                                                 \
+                _item->name##_prev = _tail;                                                                 \
+        } while (0)
+
 #define LIST_REMOVE(name, head, item)                                                                       \
         do {                                                                                                \
                 __typeof__(*(head)) **_head = &(head), *_item = (item);                                     \

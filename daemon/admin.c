@@ -5,6 +5,8 @@
  * Reload for admins.
  */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "json-util.h"
@@ -62,6 +64,34 @@ static json_object *scope_json(LedgerScope *scope, ScopeKind kind, int64_t owner
         r = r ?: json_add(o, VL_FIELD_ADMIN_SCOPE_RESERVED, json_u64(ledger_scope_reserved(scope)));
         r = r ?: json_add(o, VL_FIELD_ADMIN_SCOPE_COMMITTED, json_u64(ledger_scope_committed_total(scope)));
         r = r ?: json_add(o, VL_FIELD_ADMIN_SCOPE_ALLOCATIONS, json_u64(ledger_scope_n_allocations(scope)));
+        r = r
+                    ?: json_add(o, VL_FIELD_ADMIN_SCOPE_DEGRADED,
+                                json_object_new_boolean(ledger_scope_get_degraded(scope)));
+        r = r
+                    ?: json_add(o, VL_FIELD_ADMIN_SCOPE_UTILISATION_PERMILLE,
+                                json_u64(ledger_scope_utilisation_permille(scope, now)));
+        r = r ?: json_add(o, VL_FIELD_ADMIN_SCOPE_WAITERS, json_u64(budget_scope_waiters(scope)));
+        if (r < 0)
+                return json_object_put(o), NULL;
+        return o;
+}
+
+static json_object *breaker_json(const Breaker *br, uint64_t now) {
+        json_object *o = json_object_new_object();
+        int64_t owner = breaker_owner(br);
+        int r;
+
+        r = json_add(o, VL_FIELD_ADMIN_BREAKER_SCOPE, json_object_new_string(breaker_name(br)));
+        if (owner >= 0)
+                r = r ?: json_add(o, VL_FIELD_ADMIN_BREAKER_UID, json_object_new_int64(owner));
+        r = r
+                    ?: json_add(o, VL_FIELD_ADMIN_BREAKER_STATE,
+                                json_object_new_string(breaker_state_to_string(breaker_state(br))));
+        r = r
+                    ?: json_add(o, VL_FIELD_ADMIN_BREAKER_RETRY_AFTER_USEC,
+                                json_u64(breaker_retry_after(br, now)));
+        r = r ?: json_add(o, VL_FIELD_ADMIN_BREAKER_BREACHES, json_u64(breaker_breaches(br, now)));
+        r = r ?: json_add(o, VL_FIELD_ADMIN_BREAKER_COOLDOWN_USEC, json_u64(breaker_cooldown(br)));
         if (r < 0)
                 return json_object_put(o), NULL;
         return o;
@@ -94,9 +124,12 @@ typedef struct StatusFilter {
         json_object *scopes;
         uint64_t hidden;
         uint64_t now;
+        Budget *budget;
 } StatusFilter;
 
 static int status_add(StatusFilter *f, LedgerScope *scope, ScopeKind kind, int64_t owner, pid_t pid) {
+        /* Degraded mode also ends when usage ages out: look again. */
+        budget_scope_refresh(f->budget, scope, f->now);
         /* Global is always shown: the aggregate everyone may see. */
         if (kind != SCOPE_GLOBAL) {
                 if (f->kind >= 0 && (int)kind != f->kind)
@@ -123,13 +156,17 @@ static int method_status(const DispatchContext *ctx, Call *call, const VarlinkVa
                 .uid = -1,
                 .scopes = json_object_new_array(),
                 .now = now,
+                .budget = ctx->budget,
         };
+        json_object *breakers = json_object_new_array();
+        const BreakerTable *bt = budget_breakers(ctx->budget);
         int r = 0;
 
         if (v[STATUS_KIND].present) {
                 f.kind = scope_kind_from_string(v[STATUS_KIND].s);
                 if (f.kind < 0) {
                         json_object_put(f.scopes);
+                        json_object_put(breakers);
                         json_object_put(o);
                         return call_invalid_parameter(call, VL_IN_ADMIN_STATUS_KIND);
                 }
@@ -140,6 +177,7 @@ static int method_status(const DispatchContext *ctx, Call *call, const VarlinkVa
                 /* Everyone may see their own budgets, and only those. */
                 if (f.uid >= 0 && f.uid != (int64_t)caller->uid) {
                         json_object_put(f.scopes);
+                        json_object_put(breakers);
                         json_object_put(o);
                         return call_error(call, VL_ERROR_SERVICE_PERMISSION_DENIED, NULL);
                 }
@@ -169,6 +207,22 @@ static int method_status(const DispatchContext *ctx, Call *call, const VarlinkVa
                     ?: json_add(o, VL_OUT_ADMIN_STATUS_ALLOCATIONS,
                                 json_u64(ledger_n_allocations(budget_ledger(ctx->budget))));
         r = r ?: json_add(o, VL_OUT_ADMIN_STATUS_RESERVED, json_u64(ledger_scope_reserved(global)));
+        r = r ?: json_add(o, VL_OUT_ADMIN_STATUS_WAITERS, json_u64(budget_n_waiters(ctx->budget)));
+        r = r ?: json_add(o, VL_OUT_ADMIN_STATUS_HELD, json_u64(budget_n_held(ctx->budget)));
+        r = r
+                    ?: json_add(o, VL_OUT_ADMIN_STATUS_ENFORCE,
+                                json_object_new_boolean(budget_enforcing(ctx->budget)));
+        /* Breakers that are not closed, of the uids the caller may see. */
+        for (Breaker *br = breaker_table_next(bt, NULL); br && r == 0; br = breaker_table_next(bt, br))
+                if (breaker_state(br) != BREAKER_CLOSED && (f.uid < 0 || breaker_owner(br) == f.uid))
+                        r = json_append(breakers, breaker_json(br, now));
+        if (r < 0) {
+                json_object_put(f.scopes);
+                json_object_put(breakers);
+                json_object_put(o);
+                return r;
+        }
+        r = json_add(o, VL_OUT_ADMIN_STATUS_BREAKERS, breakers);
         if (r < 0) {
                 json_object_put(f.scopes);
                 json_object_put(o);
@@ -299,6 +353,8 @@ static int method_set_limits(const DispatchContext *ctx, Call *call, const Varli
         }
         if (r < 0)
                 return r;
+        /* A limit raised lets waiters go on. */
+        budget_retry_all(ctx->budget, now);
         return call_reply_fields(call,
                                  (const ReplyField[]){
                                          {VL_OUT_ADMIN_SET_LIMITS_SCOPE, scope, 0},
@@ -327,10 +383,119 @@ static int method_reload(const DispatchContext *ctx, Call *call, const VarlinkVa
         return call_error(call, VL_ERROR_ADMIN_RELOAD_REJECTED, o);
 }
 
+static json_object *pending_json(const Ticket *t, uint64_t now) {
+        const BudgetRequest *req = ticket_request(t);
+        const Identity *id = ticket_identity(t);
+        json_object *o = json_object_new_object();
+        char sid[24];
+        int r;
+
+        snprintf(sid, sizeof(sid), "%" PRIu64, ticket_id(t));
+        r = json_add(o, VL_FIELD_ADMIN_PENDING_REQUEST_ID, json_object_new_string(sid));
+        r = r ?: json_add(o, VL_FIELD_ADMIN_PENDING_REQUEST_PID, json_object_new_int64(id->pid));
+        r = r ?: json_add(o, VL_FIELD_ADMIN_PENDING_REQUEST_UID, json_object_new_int64(id->uid));
+        r = r ?: json_add(o, VL_FIELD_ADMIN_PENDING_REQUEST_COMMAND, json_object_new_string(id->comm));
+        if (req->agent)
+                r = r
+                            ?: json_add(o, VL_FIELD_ADMIN_PENDING_REQUEST_AGENT,
+                                        json_object_new_string(req->agent));
+        if (req->task_class)
+                r = r
+                            ?: json_add(o, VL_FIELD_ADMIN_PENDING_REQUEST_CLASS,
+                                        json_object_new_string(req->task_class));
+        if (req->model)
+                r = r
+                            ?: json_add(o, VL_FIELD_ADMIN_PENDING_REQUEST_MODEL,
+                                        json_object_new_string(req->model));
+        r = r
+                    ?: json_add(o, VL_FIELD_ADMIN_PENDING_REQUEST_PRIORITY,
+                                json_object_new_string(priority_to_string(ticket_priority(t))));
+        r = r ?: json_add(o, VL_FIELD_ADMIN_PENDING_REQUEST_SCOPE, json_object_new_string(ticket_scope(t)));
+        r = r ?: json_add(o, VL_FIELD_ADMIN_PENDING_REQUEST_REQUESTED, json_u64(req->estimate));
+        r = r ?: json_add(o, VL_FIELD_ADMIN_PENDING_REQUEST_CAP, json_u64(ticket_cap(t)));
+        r = r ?: json_add(o, VL_FIELD_ADMIN_PENDING_REQUEST_HELD_USEC, json_u64(now - ticket_since(t)));
+        r = r
+                    ?: json_add(o, VL_FIELD_ADMIN_PENDING_REQUEST_TIMEOUT_IN_USEC,
+                                json_u64(ticket_deadline(t) > now ? ticket_deadline(t) - now : 0));
+        if (r < 0)
+                return json_object_put(o), NULL;
+        return o;
+}
+
+static int method_pending(const DispatchContext *ctx, Call *call, const VarlinkValue *v, uint64_t now) {
+        json_object *o = json_object_new_object(), *list = json_object_new_array();
+        int r = 0;
+
+        for (Ticket *t = budget_next_held(ctx->budget, NULL); t && r == 0;
+             t = budget_next_held(ctx->budget, t))
+                r = json_append(list, pending_json(t, now));
+        if (r < 0) {
+                json_object_put(list);
+                json_object_put(o);
+                return r;
+        }
+        r = json_add(o, VL_OUT_ADMIN_PENDING_REQUESTS, list);
+        if (r < 0) {
+                json_object_put(o);
+                return r;
+        }
+        return call_reply(call, o);
+}
+
+/* The held request named by the id, or UnknownRequest answered and NULL. */
+static Ticket *held_request(const DispatchContext *ctx, Call *call, const char *id, int *ret_r) {
+        Ticket *t = budget_find_held(ctx->budget, id);
+        json_object *o;
+
+        if (t)
+                return t;
+        o = json_object_new_object();
+        *ret_r = json_add(o, VL_FIELD_ADMIN_UNKNOWN_REQUEST_ID, json_object_new_string(id));
+        if (*ret_r < 0)
+                json_object_put(o);
+        else
+                *ret_r = call_error(call, VL_ERROR_ADMIN_UNKNOWN_REQUEST, o);
+        return NULL;
+}
+
+enum { DECIDE_ID, DECIDE_TOKENS };
+static const VarlinkField approve_fields[] = {
+        [DECIDE_ID] = {VL_IN_ADMIN_APPROVE_ID, VARLINK_FIELD_STRING, false, 64},
+        [DECIDE_TOKENS] = {VL_IN_ADMIN_APPROVE_TOKENS, VARLINK_FIELD_INT, true, TOKENS_FIELD_MAX},
+};
+static const VarlinkField deny_fields[] = {
+        [DECIDE_ID] = {VL_IN_ADMIN_DENY_ID, VARLINK_FIELD_STRING, false, 64},
+};
+
+static int method_approve(const DispatchContext *ctx, Call *call, const VarlinkValue *v, uint64_t now) {
+        int r = 0;
+        Ticket *t = held_request(ctx, call, v[DECIDE_ID].s, &r);
+
+        if (!t)
+                return r;
+        if (v[DECIDE_TOKENS].present && v[DECIDE_TOKENS].i == 0)
+                return call_invalid_parameter(call, VL_IN_ADMIN_APPROVE_TOKENS);
+        budget_approve(ctx->budget, t, v[DECIDE_TOKENS].present ? (uint64_t)v[DECIDE_TOKENS].i : 0, now);
+        return call_reply(call, NULL);
+}
+
+static int method_deny(const DispatchContext *ctx, Call *call, const VarlinkValue *v, uint64_t now) {
+        int r = 0;
+        Ticket *t = held_request(ctx, call, v[DECIDE_ID].s, &r);
+
+        if (!t)
+                return r;
+        budget_deny(ctx->budget, t, now);
+        return call_reply(call, NULL);
+}
+
 const Method admin_methods[] = {
         METHOD(VL_METHOD_ADMIN_STATUS, method_status, status_fields, false),
         METHOD0(VL_METHOD_ADMIN_LIST, method_list, false),
         METHOD(VL_METHOD_ADMIN_SET_LIMITS, method_set_limits, set_limits_fields, true),
         METHOD0(VL_METHOD_ADMIN_RELOAD, method_reload, true),
+        METHOD0(VL_METHOD_ADMIN_PENDING, method_pending, true),
+        METHOD(VL_METHOD_ADMIN_APPROVE, method_approve, approve_fields, true),
+        METHOD(VL_METHOD_ADMIN_DENY, method_deny, deny_fields, true),
 };
 const size_t admin_n_methods = ELEMENTSOF(admin_methods);

@@ -17,6 +17,8 @@
 #include "budget.h"
 #include "macro.h"
 #include "siphash.h"
+#include "time-util.h"
+#include "waitq.h"
 
 struct Client {
         Identity identity;
@@ -28,6 +30,8 @@ struct Client {
         CgroupUnits units;
         Principal principal; /* points into the above */
         ScopeChain *chain;
+        Ticket *tickets; /* its deferred requests */
+        unsigned n_tickets;
 };
 
 struct Allocation {
@@ -35,11 +39,47 @@ struct Allocation {
         LedgerAllocation *ledger;
         LIST_FIELDS(Allocation, allocations); /* the owner's list */
         Priority priority;
-        int requested_priority;                 /* when the rule's ceiling lowered it, else -1 */
-        uint64_t estimate;                      /* what the agent asked for, before clamping */
-        uint64_t last_report_usec;              /* grant or last Report, for the expiry sweep */
+        int requested_priority;        /* when the rule's ceiling lowered it, else -1 */
+        uint64_t estimate;             /* what the agent asked for, before clamping */
+        uint64_t last_report_usec;     /* grant or last Report, for the expiry sweep */
+        uint64_t terminate_grace_usec; /* on_hard_limit = "terminate": the grace period */
+        HardLimitAction on_hard_limit;
+        bool dry_run;     /* granted under enforce = false: nothing is enforced on it */
+        bool breached;    /* its usage reached the hard limit */
+        bool terminating; /* its process is being stopped */
+        uint8_t probes;   /* ENTITY_* bits: the half-open breakers it is the probe of */
         const char *agent, *task_class, *model; /* into strings[], NULL when not given */
         char strings[];
+};
+
+/* What a deferred request keeps: a copy of the request, its place in the
+ * queue (waiter) or in the held list, and who to answer. */
+struct Ticket {
+        Budget *budget;
+        Client *owner;
+        LIST_FIELDS(Ticket, tickets); /* the owner's */
+        LIST_FIELDS(Ticket, held);    /* the budget's held list, while held */
+        LIST_FIELDS(Ticket, queued);  /* the budget's queued list, while queued */
+        Waiter *waiter;               /* while queued */
+        bool held_now;
+        BudgetRequest req; /* estimate with the default applied; strings into strings[] */
+        uint64_t since, deadline;
+        uint64_t id; /* held: what Pending shows and Approve/Deny take */
+        bool approved;
+        uint64_t approved_tokens;
+        uint64_t cap;
+        char cap_scope[512];
+        TicketDoneFunc done;
+        void *userdata;
+        char strings[];
+};
+
+/* The entities a runaway breaker can be kept for. */
+enum {
+        ENTITY_PROCESS,
+        ENTITY_AGENT,
+        ENTITY_CLASS,
+        _ENTITY_MAX,
 };
 
 struct Budget {
@@ -47,6 +87,16 @@ struct Budget {
         Journal *journal;
         BudgetChangedFunc changed;
         void *userdata;
+        BudgetWakeFunc wake;
+        BudgetTerminateFunc terminate;
+        void *hooks_userdata;
+        uint64_t wake_armed; /* what wake() was last told; UINT64_MAX: nothing */
+        WaitQueue *queue;
+        Ticket *held;
+        size_t n_held;
+        Ticket *queued;
+        uint64_t next_ticket_id;
+        BreakerTable *breakers;
         Ledger *ledger;
         ScopeTable *scopes;
         ProcessTable *processes;
@@ -71,6 +121,15 @@ static ProcessTableLimits process_limits(const Config *c) {
         };
 }
 
+static BreakerSettings breaker_settings(const Config *c) {
+        return (BreakerSettings){
+                .breaches = (uint32_t)c->runaway_breaches,
+                .window_usec = c->runaway_window_usec,
+                .cooldown_usec = c->cooldown_usec,
+                .max_cooldown_usec = c->max_cooldown_usec,
+        };
+}
+
 static LedgerParams ledger_params(const Config *c) {
         return (LedgerParams){
                 .warn_permille = c->warn_permille,
@@ -90,18 +149,29 @@ int budget_new(const Config *config, Journal *journal, const uint8_t id_key[16],
         b->changed = changed;
         b->userdata = userdata;
         b->process_limits = process_limits(config);
+        b->wake_armed = UINT64_MAX;
+        b->next_ticket_id = 1;
+        b->queue = waitq_new();
+        {
+                BreakerSettings bs = breaker_settings(config);
+                b->breakers = breaker_table_new(&bs, config->max_tracked_scopes);
+        }
         b->ledger = ledger_new(&params);
         if (b->ledger) {
                 SipHashKey k = siphash_key(id_key);
                 uint64_t derived[2] = {siphash24(&k, "scopes", 6), siphash24(&k, "SCOPES", 6)};
 
                 ledger_set_id_key(b->ledger, id_key);
+                uint64_t derived_breakers[2] = {siphash24(&k, "breakers", 8), siphash24(&k, "BREAKERS", 8)};
+
                 b->scopes = scope_table_new(b->ledger, config);
                 if (b->scopes)
                         scope_table_set_hash_key(b->scopes, (const uint8_t *)derived);
+                if (b->breakers)
+                        breaker_table_set_hash_key(b->breakers, (const uint8_t *)derived_breakers);
                 b->processes = process_table_new(b->ledger, &b->process_limits, process_alive, NULL);
         }
-        if (!b->ledger || !b->scopes || !b->processes) {
+        if (!b->ledger || !b->scopes || !b->processes || !b->queue || !b->breakers) {
                 budget_free(b);
                 return -ENOMEM;
         }
@@ -112,6 +182,8 @@ int budget_new(const Config *config, Journal *journal, const uint8_t id_key[16],
 Budget *budget_free(Budget *b) {
         if (!b)
                 return NULL;
+        waitq_free(b->queue);
+        breaker_table_free(b->breakers);
         process_table_free(b->processes);
         scope_table_free(b->scopes);
         ledger_free(b->ledger);
@@ -130,7 +202,17 @@ int budget_set_config(Budget *b, const Config *config) {
         ledger_set_params(b->ledger, &params);
         b->process_limits = process_limits(config);
         process_table_set_limits(b->processes, &b->process_limits);
+        {
+                BreakerSettings bs = breaker_settings(config);
+                breaker_table_set_settings(b->breakers, &bs, config->max_tracked_scopes);
+        }
         return 0;
+}
+
+void budget_set_hooks(Budget *b, BudgetWakeFunc wake, BudgetTerminateFunc terminate, void *userdata) {
+        b->wake = wake;
+        b->terminate = terminate;
+        b->hooks_userdata = userdata;
 }
 
 static void budget_changed(Budget *b) {
@@ -167,6 +249,7 @@ static void emit_allocation(Budget *b, EventKind kind, const Allocation *a, uint
                 .has_estimate = true,
                 .decision = decision,
                 .reason = reason,
+                .dry_run = a->dry_run,
         };
 
         allocation_format_id(a, sid);
@@ -174,49 +257,6 @@ static void emit_allocation(Budget *b, EventKind kind, const Allocation *a, uint
         vsnprintf(message, sizeof(message), fmt, ap);
         va_end(ap);
         journal_emit(b->journal, kind, &e, now, "%s", message);
-}
-
-/* Why a refusal happened, in words an admin can act on. */
-static void emit_refused(Budget *b, const Client *c, const BudgetRequest *req, uint64_t estimate,
-                         uint64_t granted, uint32_t hard_permille, const BudgetRefusal *refusal,
-                         uint64_t now) {
-        const LedgerRefusal *lr = &refusal->ledger;
-        uint64_t reservation = (granted * hard_permille + 999) / 1000;
-        const char *scope = refusal->kind == REFUSAL_BUDGET ? ledger_scope_name(lr->scope) : refusal->scope;
-        char reason[1024];
-        Event e = {
-                .pid = c->identity.pid,
-                .uid = c->identity.uid,
-                .has_uid = true,
-                .comm = c->identity.comm,
-                .agent = req->agent,
-                .task_class = req->task_class,
-                .estimate = estimate,
-                .has_estimate = true,
-                .scope = scope,
-                .decision = "refused",
-                .reason = reason,
-        };
-
-        if (refusal->kind == REFUSAL_SCOPES)
-                snprintf(reason, sizeof(reason),
-                         "no budget can be kept for %s: limit of %" PRIu64 " reached", scope,
-                         refusal->limit);
-        else if (refusal->kind == REFUSAL_ALLOCATIONS)
-                snprintf(reason, sizeof(reason), "allocations in flight of %s: limit of %" PRIu64 " reached",
-                         scope, refusal->limit);
-        else if (lr->window >= 0)
-                snprintf(reason, sizeof(reason),
-                         "%s window of %s: %" PRIu64 " used + %" PRIu64 " reserved + %" PRIu64
-                         " requested > %" PRIu64,
-                         ledger_window_to_string((LedgerWindow)lr->window), scope, lr->used_tokens,
-                         lr->reserved_tokens, reservation, lr->limit_tokens);
-        else
-                snprintf(reason, sizeof(reason),
-                         "tokens in flight of %s: %" PRIu64 " reserved + %" PRIu64 " requested > %" PRIu64,
-                         scope, lr->reserved_tokens, reservation, lr->limit_tokens);
-        journal_emit(b->journal, EVENT_REFUSED, &e, now, "Refused %" PRIu64 " tokens to %s (pid %d): %s",
-                     estimate, c->identity.comm, (int)c->identity.pid, reason);
 }
 
 /* An event when usage crosses the warning or the hard limit (once each:
@@ -306,6 +346,10 @@ bool budget_client_has_allocations(const Client *c) {
         return c->n_allocations > 0;
 }
 
+bool budget_client_busy(const Client *c) {
+        return c->n_allocations > 0 || c->n_tickets > 0;
+}
+
 /* Unlinks and frees one allocation after the ledger settled it. */
 static void allocation_unlink(Budget *b, Allocation *a, uint64_t now) {
         Client *c = a->owner;
@@ -316,13 +360,34 @@ static void allocation_unlink(Budget *b, Allocation *a, uint64_t now) {
         free(a);
 }
 
+static void scope_kick(Budget *b, LedgerScope *s, uint64_t now);
+static void ticket_free(Budget *b, Ticket *t);
+static void breakers_probe_done(Budget *b, const Allocation *a, uint64_t now);
+static bool pool_update(Budget *b, LedgerScope *s, uint64_t now);
+static void wake_update(Budget *b);
+
+/* Settles in the ledger, then lets the waiters of every scope the
+ * reservation came back to go first (each scope's head, while it fits). */
 static int allocation_settle(Budget *b, Allocation *a, uint64_t input, uint64_t output, uint64_t now,
                              uint64_t *ret_used, uint64_t *ret_refunded) {
-        int r = ledger_settle(b->ledger, a->ledger, input, output, now, ret_used, ret_refunded);
+        LedgerScope *scopes[LEDGER_SCOPES_MAX], *const *p;
+        size_t n = ledger_allocation_scopes(a->ledger, &p);
+        int r;
 
+        memcpy(scopes, p, n * sizeof(*scopes));
+        r = ledger_settle(b->ledger, a->ledger, input, output, now, ret_used, ret_refunded);
         if (r < 0)
                 return r;
+        breakers_probe_done(b, a, now);
         allocation_unlink(b, a, now);
+        for (size_t i = 0; i < n; i++)
+                if (ledger_scope_get_degraded(scopes[i]))
+                        (void)pool_update(b, scopes[i], now);
+        if (waitq_size(b->queue) > 0) {
+                for (size_t i = 0; i < n; i++)
+                        scope_kick(b, scopes[i], now);
+                wake_update(b);
+        }
         budget_changed(b);
         return 0;
 }
@@ -363,6 +428,10 @@ static void allocation_settle_unreleased(Budget *b, Allocation *a, SettleCause c
 void budget_client_free(Budget *b, Client *c, SettleCause cause, uint64_t now) {
         if (!c)
                 return;
+        /* Its deferred calls were cancelled first (call.h); none is left to answer. */
+        while (c->tickets)
+                ticket_free(b, c->tickets);
+        wake_update(b);
         while (c->allocations)
                 allocation_settle_unreleased(b, c->allocations, cause, now);
         scope_chain_free(b->scopes, c->chain, now);
@@ -400,26 +469,507 @@ static Allocation *allocation_new(const BudgetRequest *req) {
         return a;
 }
 
-static int refuse(Budget *b, const Client *c, const BudgetRequest *req, uint64_t estimate, uint64_t granted,
-                  uint32_t hard_permille, BudgetRefusal *refusal, uint64_t now) {
-        b->stats.n_refused++;
-        emit_refused(b, c, req, estimate, granted, hard_permille, refusal, now);
-        return -EDQUOT;
+/* ---- the ladder ---- */
+
+static const char *const refusal_error_names[] = {
+        [REFUSAL_BUDGET] = "BudgetExhausted",     [REFUSAL_ALLOCATIONS] = "TooManyAllocations",
+        [REFUSAL_SCOPES] = "TooManyScopes",       [REFUSAL_ESCALATED] = "Escalated",
+        [REFUSAL_QUEUE_TIMEOUT] = "QueueTimeout", [REFUSAL_QUEUE_FULL] = "QueueFull",
+        [REFUSAL_CIRCUIT_OPEN] = "CircuitOpen",
+};
+
+/* The refusal in words an admin can act on (the journal's REASON). */
+static void refusal_format(const BudgetRefusal *refusal, uint64_t reservation, char *buf, size_t size) {
+        const LedgerRefusal *lr = &refusal->ledger;
+        const char *scope =
+                refusal->kind == REFUSAL_BUDGET && lr->scope ? ledger_scope_name(lr->scope) : refusal->scope;
+
+        switch (refusal->kind) {
+        case REFUSAL_SCOPES:
+                snprintf(buf, size, "no budget can be kept for %s: limit of %" PRIu64 " reached", scope,
+                         refusal->limit);
+                return;
+        case REFUSAL_ALLOCATIONS:
+                snprintf(buf, size, "allocations in flight of %s: limit of %" PRIu64 " reached", scope,
+                         refusal->limit);
+                return;
+        case REFUSAL_ESCALATED:
+                snprintf(buf, size,
+                         "%" PRIu64 " tokens is more than escalate_multiplier x max_request_tokens (%" PRIu64
+                         ") of %s (%s)",
+                         refusal->requested, refusal->limit, scope, refusal->escalation);
+                return;
+        case REFUSAL_QUEUE_FULL:
+                snprintf(buf, size, "no more waiters are kept (%s: limit of %" PRIu64 ")", scope,
+                         refusal->limit);
+                return;
+        case REFUSAL_CIRCUIT_OPEN:
+                snprintf(buf, size,
+                         "the runaway breaker of %s is open (%" PRIu64
+                         " hard-limit breaches); retry in %" PRIu64 " ms",
+                         scope, refusal->breaches, refusal->retry_after_usec / 1000);
+                return;
+        case REFUSAL_QUEUE_TIMEOUT:
+                snprintf(buf, size,
+                         "waited %" PRIu64 " ms for %s: %" PRIu64 " used + %" PRIu64 " reserved of %" PRIu64,
+                         refusal->waited_usec / 1000, scope, lr->used_tokens, lr->reserved_tokens,
+                         lr->limit_tokens);
+                return;
+        case REFUSAL_BUDGET:
+                break;
+        }
+        if (refusal->reason == REFUSE_POOL_DEGRADED)
+                snprintf(buf, size,
+                         "%s is in degraded mode (%" PRIu64 " used + %" PRIu64 " reserved of %" PRIu64
+                         "): background requests wait or are refused",
+                         scope, lr->used_tokens, lr->reserved_tokens, lr->limit_tokens);
+        else if (refusal->reason == REFUSE_QUEUED_AHEAD)
+                snprintf(buf, size, "requests of the same or a higher priority are waiting for %s", scope);
+        else if (lr->window >= 0)
+                snprintf(buf, size,
+                         "%s window of %s: %" PRIu64 " used + %" PRIu64 " reserved + %" PRIu64
+                         " requested > %" PRIu64,
+                         ledger_window_to_string((LedgerWindow)lr->window), scope, lr->used_tokens,
+                         lr->reserved_tokens, reservation, lr->limit_tokens);
+        else
+                snprintf(buf, size,
+                         "tokens in flight of %s: %" PRIu64 " reserved + %" PRIu64 " requested > %" PRIu64,
+                         scope, lr->reserved_tokens, reservation, lr->limit_tokens);
 }
 
-int budget_request(Budget *b, Client *c, const BudgetRequest *req, uint64_t now, Allocation **ret,
-                   BudgetRefusal *ret_refusal) {
-        uint64_t estimate = req->estimate ?: b->config->default_estimate, granted;
+static void emit_refused(Budget *b, const Client *c, const BudgetRequest *req, uint64_t estimate,
+                         uint64_t granted, uint32_t hard_permille, const BudgetRefusal *refusal,
+                         bool dry_run, uint64_t now) {
+        uint64_t reservation = (granted * hard_permille + 999) / 1000;
+        const char *scope = refusal->kind == REFUSAL_BUDGET && refusal->ledger.scope
+                                    ? ledger_scope_name(refusal->ledger.scope)
+                                    : refusal->scope;
+        char reason[1024];
+        Event e = {
+                .pid = c->identity.pid,
+                .uid = c->identity.uid,
+                .has_uid = true,
+                .comm = c->identity.comm,
+                .agent = req->agent,
+                .task_class = req->task_class,
+                .estimate = estimate,
+                .has_estimate = true,
+                .scope = scope,
+                .decision = "refused",
+                .reason = reason,
+                .dry_run = dry_run,
+        };
+
+        refusal_format(refusal, reservation, reason, sizeof(reason));
+        journal_emit(b->journal, refusal->kind == REFUSAL_ESCALATED ? EVENT_ESCALATED : EVENT_REFUSED, &e,
+                     now, "%s %" PRIu64 " tokens to %s (pid %d): %s",
+                     dry_run ? "Would refuse (dry run)" : "Refused", estimate, c->identity.comm,
+                     (int)c->identity.pid, reason);
+}
+
+/* The tightest limited window of a scope (or its in-flight cap), as a
+ * refusal names it: for the rungs that refuse a scope with room (degraded
+ * mode, waiters ahead), so the reply still says how full it is and when
+ * usage leaves it. */
+static void scope_snapshot(LedgerScope *s, uint64_t now, LedgerRefusal *ret) {
+        const LedgerLimits *limits = ledger_scope_get_limits(s);
+        uint64_t reserved = ledger_scope_reserved(s);
+        unsigned best = 0;
+
+        *ret = (LedgerRefusal){.scope = s,
+                               .window = LEDGER_REFUSAL_IN_FLIGHT,
+                               .reserved_tokens = reserved,
+                               .limit_tokens = limits->in_flight_tokens};
+        if (limits->in_flight_tokens)
+                best = (unsigned)(reserved * 1000 / limits->in_flight_tokens);
+        for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++) {
+                uint64_t used, limit = limits->window_tokens[w];
+                unsigned u;
+
+                if (limit == 0)
+                        continue;
+                used = ledger_scope_window_used(s, w, now);
+                u = (unsigned)((used + reserved) >= limit ? 1000 + 1 : (used + reserved) * 1000 / limit);
+                if (u < best && ret->limit_tokens)
+                        continue;
+                best = u;
+                *ret = (LedgerRefusal){
+                        .scope = s,
+                        .window = (int)w,
+                        .limit_tokens = limit,
+                        .used_tokens = used,
+                        .reserved_tokens = reserved,
+                        .retry_after_usec = ledger_scope_window_frees_in(s, w, now),
+                };
+        }
+}
+
+/* ---- the pool breaker ---- */
+
+/* Degraded mode with hysteresis: entered at breaker.pool_threshold, left
+ * below breaker.pool_release. Evaluated whenever a reservation or a
+ * settlement changes the scope and when a request or Status looks at a
+ * scope in degraded mode, so it also leaves when its usage ages out. Returns
+ * true when it left degraded mode (waiters may go on). */
+static bool pool_update(Budget *b, LedgerScope *s, uint64_t now) {
+        bool degraded = ledger_scope_get_degraded(s);
+        uint32_t u = ledger_scope_utilisation_permille(s, now);
+        char reason[256];
+        Event e = {.scope = ledger_scope_name(s), .reason = reason};
+
+        if (!degraded && u >= b->config->pool_threshold_permille) {
+                ledger_scope_set_degraded(s, true);
+                b->stats.n_pool_degraded_entered++;
+                snprintf(reason, sizeof(reason), "utilisation %u.%u%% reached breaker.pool_threshold %u%%",
+                         u / 10, u % 10, b->config->pool_threshold_permille / 10);
+                journal_emit(b->journal, EVENT_DEGRADED, &e, now,
+                             "%s entered degraded mode: %s; background requests wait or are refused, normal "
+                             "ones are shrunk",
+                             ledger_scope_name(s), reason);
+                return false;
+        }
+        if (degraded && u < b->config->pool_release_permille) {
+                ledger_scope_set_degraded(s, false);
+                snprintf(reason, sizeof(reason), "utilisation %u.%u%% fell below breaker.pool_release %u%%",
+                         u / 10, u % 10, b->config->pool_release_permille / 10);
+                journal_emit(b->journal, EVENT_RECOVERED, &e, now, "%s left degraded mode: %s",
+                             ledger_scope_name(s), reason);
+                return true;
+        }
+        return false;
+}
+
+void budget_scope_refresh(Budget *b, LedgerScope *s, uint64_t now) {
+        /* Waiters for it are retried when their timer runs. */
+        if (ledger_scope_get_degraded(s))
+                (void)pool_update(b, s, now);
+}
+
+/* ---- runaway breakers ---- */
+
+/* The breaker names of an allocation's (or a request's) entities: the
+ * process (told apart from a later one with the same pid by its start
+ * time), the declared agent and the declared class, within the uid. */
+typedef struct EntityNames {
+        char name[_ENTITY_MAX][300];
+        uint64_t disc[_ENTITY_MAX];
+        bool present[_ENTITY_MAX];
+} EntityNames;
+
+static void entity_names(const Client *c, const char *agent, const char *task_class, EntityNames *ret) {
+        snprintf(ret->name[ENTITY_PROCESS], sizeof(ret->name[0]), "process:%d", (int)c->identity.pid);
+        ret->disc[ENTITY_PROCESS] = c->identity.start_time;
+        ret->present[ENTITY_PROCESS] = true;
+        ret->present[ENTITY_AGENT] = agent != NULL;
+        if (agent)
+                snprintf(ret->name[ENTITY_AGENT], sizeof(ret->name[0]), "agent:%u:%s",
+                         (unsigned)c->identity.uid, agent);
+        ret->disc[ENTITY_AGENT] = 0;
+        ret->present[ENTITY_CLASS] = task_class != NULL;
+        if (task_class)
+                snprintf(ret->name[ENTITY_CLASS], sizeof(ret->name[0]), "class:%u:%s",
+                         (unsigned)c->identity.uid, task_class);
+        ret->disc[ENTITY_CLASS] = 0;
+}
+
+static void emit_breaker(Budget *b, EventKind kind, const Client *c, const char *name, const char *what,
+                         uint64_t now) {
+        Event e = {.scope = name, .reason = what, .uid = c->identity.uid, .has_uid = true};
+
+        journal_emit(b->journal, kind, &e, now, "Runaway breaker of %s %s", name, what);
+}
+
+/* The gate of the caller's breakers: the most closed one wins (an open
+ * one refuses; a half-open one lets this request through as its probe).
+ * *ret_probes gets the entities whose probe it would be. */
+static BreakerGate breakers_gate(Budget *b, const Client *c, const EntityNames *names, uint64_t now,
+                                 uint8_t *ret_probes, BudgetRefusal *ret_refusal) {
+        BreakerGate gate = GATE_CLOSED;
+
+        *ret_probes = 0;
+        for (unsigned i = 0; i < _ENTITY_MAX; i++) {
+                uint64_t retry = 0;
+                bool changed = false;
+                Breaker *br;
+                BreakerGate g;
+
+                if (!names->present[i])
+                        continue;
+                br = breaker_find(b->breakers, names->name[i], names->disc[i]);
+                if (!br)
+                        continue;
+                g = breaker_gate(br, now, &retry, &changed);
+                if (changed)
+                        emit_breaker(b, EVENT_BREAKER_HALF_OPEN, c, names->name[i],
+                                     "is half-open: its cool-down ended, one request may go through", now);
+                if (g == GATE_OPEN) {
+                        if (gate != GATE_OPEN) {
+                                *ret_refusal = (BudgetRefusal){.kind = REFUSAL_CIRCUIT_OPEN,
+                                                               .retry_after_usec = retry,
+                                                               .breaches = breaker_breaches(br, now)};
+                                snprintf(ret_refusal->scope, sizeof(ret_refusal->scope), "%s",
+                                         names->name[i]);
+                        }
+                        gate = GATE_OPEN;
+                } else if (g == GATE_PROBE) {
+                        *ret_probes |= 1u << i;
+                        if (gate == GATE_CLOSED)
+                                gate = GATE_PROBE;
+                }
+        }
+        return gate;
+}
+
+/* A breach of the hard limit counts against each of the allocation's
+ * entities. */
+static void breakers_breach(Budget *b, Allocation *a, uint64_t now) {
+        Client *c = a->owner;
+        EntityNames names;
+
+        if (b->config->runaway_breaches == 0)
+                return;
+        entity_names(c, a->agent, a->task_class, &names);
+        for (unsigned i = 0; i < _ENTITY_MAX; i++) {
+                BreakerState state;
+                bool changed = false;
+                char what[160];
+
+                if (!names.present[i])
+                        continue;
+                if (breaker_breach(b->breakers, names.name[i], names.disc[i], (int64_t)c->identity.uid,
+                                   a->probes & (1u << i), now, &state, &changed) < 0 ||
+                    !changed)
+                        continue;
+                b->stats.n_breakers_opened++;
+                snprintf(what, sizeof(what),
+                         "opened: %u hard-limit breaches within breaker.runaway_window_sec; requests are "
+                         "refused "
+                         "for %" PRIu64 " s",
+                         breaker_breaches(breaker_find(b->breakers, names.name[i], names.disc[i]), now),
+                         breaker_cooldown(breaker_find(b->breakers, names.name[i], names.disc[i])) /
+                                 USEC_PER_SEC);
+                emit_breaker(b, EVENT_BREAKER_OPENED, c, names.name[i], what, now);
+        }
+}
+
+/* The probe of a half-open breaker settled: within its hard limit it
+ * closes the breaker (a breach already reopened it). */
+static void breakers_probe_done(Budget *b, const Allocation *a, uint64_t now) {
+        EntityNames names;
+
+        if (!a->probes)
+                return;
+        entity_names(a->owner, a->agent, a->task_class, &names);
+        for (unsigned i = 0; i < _ENTITY_MAX; i++)
+                if ((a->probes & (1u << i)) &&
+                    breaker_probe_done(b->breakers, names.name[i], names.disc[i], a->breached, now))
+                        emit_breaker(b, EVENT_BREAKER_CLOSED, a->owner, names.name[i],
+                                     "closed: its probe request stayed within its hard limit", now);
+}
+
+/* ---- deciding ---- */
+
+typedef struct RoomContext {
+        Ledger *ledger;
+        LedgerScope *const *scopes;
+        size_t n;
+        const LedgerParams *params;
+        uint64_t now;
+        LedgerRefusal refusal; /* of the last want that did not fit */
+} RoomContext;
+
+static uint64_t room_cb(uint64_t want, void *userdata) {
+        RoomContext *rc = userdata;
+        LedgerRefusal r = {};
+        uint64_t room = ledger_room(rc->ledger, rc->scopes, rc->n, rc->params, want, rc->now, &r);
+
+        if (room < want)
+                rc->refusal = r;
+        return room;
+}
+
+static const char *suggested_model(const Config *config, const char *model) {
+        if (!model)
+                return NULL;
+        for (size_t i = 0; i + 1 < config->n_model_tiers; i++)
+                if (strcmp(config->model_tiers[i], model) == 0)
+                        return config->model_tiers[i + 1];
+        return NULL;
+}
+
+static Allocation *allocation_link_new(Budget *b, Client *c, const BudgetRequest *req, LedgerAllocation *la,
+                                       uint64_t estimate, Priority priority, const RuleEffective *eff,
+                                       uint64_t now) {
+        Allocation *a = allocation_new(req);
+
+        if (!a)
+                return NULL;
+        a->owner = c;
+        a->ledger = la;
+        a->estimate = estimate;
+        a->priority = priority;
+        a->requested_priority =
+                req->priority >= 0 && (Priority)req->priority != priority ? req->priority : -1;
+        a->last_report_usec = now;
+        a->on_hard_limit = eff->on_hard_limit;
+        a->terminate_grace_usec = eff->terminate_grace_usec;
+        ledger_allocation_set_userdata(la, a);
+        LIST_PREPEND(allocations, c->allocations, a);
+        c->n_allocations++;
+        process_entry_allocation_added(c->process);
+        b->stats.n_granted++;
+        return a;
+}
+
+/* Degraded mode can only have been entered in the scopes a reservation
+ * was just added to. */
+static void pool_update_scopes(Budget *b, LedgerScope *const *scopes, size_t n, uint64_t now) {
+        for (size_t i = 0; i < n; i++)
+                (void)pool_update(b, scopes[i], now);
+}
+
+static const char *decision_word(const Decision *d, const BudgetRefusal *rf, uint64_t estimate) {
+        switch (d->kind) {
+        case DECISION_GRANT:
+                return d->granted < estimate ? "degraded" : "granted";
+        case DECISION_WAIT:
+                return "queued";
+        case DECISION_HOLD:
+                return "held";
+        default:
+                return refusal_error_names[rf->kind];
+        }
+}
+
+/* The scope a waiter waits for: the one whose room it lacks, the degraded
+ * one, or the one with waiters ahead; and when to try it again if nothing
+ * else happens (from the window buckets: when enough usage leaves it). */
+static LedgerScope *wait_scope(Budget *b, const Decision *d, RoomContext *rc, Priority priority,
+                               uint64_t *ret_retry_at) {
+        *ret_retry_at = UINT64_MAX;
+        if (d->refusal == REFUSE_POOL_DEGRADED) {
+                for (size_t i = 0; i < rc->n; i++)
+                        if (ledger_scope_get_degraded(rc->scopes[i])) {
+                                LedgerRefusal snap;
+                                scope_snapshot(rc->scopes[i], rc->now, &snap);
+                                if (snap.retry_after_usec)
+                                        *ret_retry_at = rc->now + snap.retry_after_usec;
+                                return rc->scopes[i];
+                        }
+        }
+        if (d->refusal == REFUSE_QUEUED_AHEAD) {
+                for (size_t i = 0; i < rc->n; i++)
+                        if (waitq_has_ahead(rc->scopes[i], priority))
+                                return rc->scopes[i];
+        }
+        /* What must fit is the least it may get: when will that fit? */
+        rc->refusal = (LedgerRefusal){};
+        if (ledger_room(rc->ledger, rc->scopes, rc->n, rc->params, d->min_tokens, rc->now, &rc->refusal) >=
+                    d->min_tokens ||
+            !rc->refusal.scope)
+                return rc->scopes[0];
+        if (rc->refusal.retry_after_usec)
+                *ret_retry_at = rc->now + rc->refusal.retry_after_usec;
+        return (LedgerScope *)rc->refusal.scope;
+}
+
+static Ticket *ticket_new(Budget *b, Client *c, const BudgetRequest *req, uint64_t estimate, uint64_t now) {
+        const char *labels[3] = {req->task_class, req->agent, req->model};
+        size_t lengths[3], total = 0;
+        Ticket *t;
+        char *q;
+
+        for (size_t i = 0; i < 3; i++) {
+                lengths[i] = labels[i] ? strlen(labels[i]) + 1 : 0;
+                total += lengths[i];
+        }
+        t = calloc(1, sizeof(*t) + total);
+        if (!t)
+                return NULL;
+        t->budget = b;
+        t->owner = c;
+        t->req = *req;
+        t->req.estimate = estimate;
+        t->since = now;
+        q = t->strings;
+        const char **targets[3] = {&t->req.task_class, &t->req.agent, &t->req.model};
+        for (size_t i = 0; i < 3; i++) {
+                *targets[i] = NULL;
+                if (!lengths[i])
+                        continue;
+                memcpy(q, labels[i], lengths[i]);
+                *targets[i] = q;
+                q += lengths[i];
+        }
+        LIST_PREPEND(tickets, c->tickets, t);
+        c->n_tickets++;
+        return t;
+}
+
+static void ticket_free(Budget *b, Ticket *t) {
+        Client *c = t->owner;
+
+        if (t->waiter) {
+                waitq_remove(b->queue, t->waiter);
+                LIST_REMOVE(queued, b->queued, t);
+        }
+        if (t->held_now) {
+                LIST_REMOVE(held, b->held, t);
+                b->n_held--;
+        }
+        LIST_REMOVE(tickets, c->tickets, t);
+        c->n_tickets--;
+        free(t);
+}
+
+/* Whether another waiter may be kept for uid. */
+static bool queue_has_room(Budget *b, const Client *c, BudgetRefusal *ret_refusal) {
+        size_t total = waitq_size(b->queue) + b->n_held;
+
+        if (total >= b->config->queue_max_waiters) {
+                *ret_refusal =
+                        (BudgetRefusal){.kind = REFUSAL_QUEUE_FULL, .limit = b->config->queue_max_waiters};
+                snprintf(ret_refusal->scope, sizeof(ret_refusal->scope), "queue");
+                return false;
+        }
+        /* Admins are held to the total only, as for tracked scopes. */
+        if (!identity_is_admin(&c->identity) &&
+            waitq_uid_count(b->queue, c->identity.uid) >= b->config->queue_max_waiters_per_uid) {
+                *ret_refusal = (BudgetRefusal){.kind = REFUSAL_QUEUE_FULL,
+                                               .limit = b->config->queue_max_waiters_per_uid};
+                snprintf(ret_refusal->scope, sizeof(ret_refusal->scope), "queue:%u",
+                         (unsigned)c->identity.uid);
+                return false;
+        }
+        return true;
+}
+
+/*
+ * One pass of the ladder for a new request (t NULL), a queued one retried,
+ * or one an admin approved. Returns 0 (granted: *ret, *ret_grant), -EDQUOT
+ * (*ret_refusal), -EINPROGRESS (queued or held: the new ticket in
+ * *ret_ticket, or t kept with its waiter moved to the scope it now waits
+ * for), -ENOMEM.
+ */
+static int evaluate(Budget *b, Client *c, const BudgetRequest *req, Ticket *t, uint64_t now,
+                    Allocation **ret, BudgetGrant *ret_grant, BudgetRefusal *ret_refusal,
+                    Ticket **ret_ticket) {
+        uint64_t estimate = req->estimate ?: b->config->default_estimate;
         const RuleEffective *eff;
         LedgerScope *const *scopes;
         LedgerParams params;
         LedgerAllocation *la;
         ScopeFailure failure;
         Priority priority;
+        EntityNames names;
+        Decision d;
         Allocation *a;
+        uint8_t probes = 0;
+        bool dry_run, retry = t && t->waiter;
         size_t n;
         int r;
 
+        *ret_grant = (BudgetGrant){};
         /* Built at the first Request: a connection that only looks costs nothing. */
         if (!c->chain) {
                 c->chain = scope_chain_new(b->scopes, &c->principal, process_entry_scope(c->process),
@@ -431,7 +981,9 @@ int budget_request(Budget *b, Client *c, const BudgetRequest *req, uint64_t now,
         if (r == -EUSERS || r == -ETOOMANYREFS || r == -E2BIG) {
                 *ret_refusal = (BudgetRefusal){.kind = REFUSAL_SCOPES, .limit = failure.limit};
                 snprintf(ret_refusal->scope, sizeof(ret_refusal->scope), "%s", failure.scope);
-                return refuse(b, c, req, estimate, 0, 0, ret_refusal, now);
+                b->stats.n_refused++;
+                emit_refused(b, c, req, estimate, 0, 0, ret_refusal, false, now);
+                return -EDQUOT;
         }
         if (r < 0)
                 return r;
@@ -440,58 +992,494 @@ int budget_request(Budget *b, Client *c, const BudgetRequest *req, uint64_t now,
                                                .limit = b->config->max_allocations_per_process};
                 snprintf(ret_refusal->scope, sizeof(ret_refusal->scope), "%s",
                          ledger_scope_name(process_entry_scope(c->process)));
-                return refuse(b, c, req, estimate, 0, 0, ret_refusal, now);
+                b->stats.n_refused++;
+                emit_refused(b, c, req, estimate, 0, 0, ret_refusal, false, now);
+                return -EDQUOT;
         }
+        dry_run = !eff->enforce;
         /* A priority above the rule's ceiling gets the ceiling (a greater
          * value is a lower priority). */
         priority = req->priority >= 0 ? (Priority)req->priority : eff->priority;
         if (priority < eff->max_priority)
                 priority = eff->max_priority;
-        /* Oversized requests are clamped to the per-request cap. */
-        granted = estimate < eff->max_request_tokens ? estimate : eff->max_request_tokens;
         params = (LedgerParams){.warn_permille = eff->warn_permille, .hard_permille = eff->hard_permille};
 
-        a = allocation_new(req);
-        if (!a)
-                return -ENOMEM;
-        r = ledger_reserve_params(b->ledger, scopes, n, granted, &params, now, &la, &ret_refusal->ledger);
-        if (r < 0) {
-                free(a);
-                if (r != -EDQUOT)
-                        return r;
-                if (ret_refusal->ledger.window == LEDGER_REFUSAL_ALLOCATIONS) {
-                        LedgerRefusal lr = ret_refusal->ledger;
-                        *ret_refusal = (BudgetRefusal){
-                                .kind = REFUSAL_ALLOCATIONS, .limit = lr.limit_tokens, .ledger = lr};
-                        snprintf(ret_refusal->scope, sizeof(ret_refusal->scope), "%s",
-                                 ledger_scope_name(lr.scope));
-                } else
-                        ret_refusal->kind = REFUSAL_BUDGET;
-                return refuse(b, c, req, estimate, granted, params.hard_permille, ret_refusal, now);
+        DecideInput in = {
+                .estimate = estimate,
+                .min_tokens = req->min_tokens,
+                .wait_usec = req->wait_usec,
+                .priority = priority,
+                .max_request_tokens = eff->max_request_tokens,
+                .escalate_permille = eff->escalate_permille,
+                .on_escalate = eff->on_escalate,
+                .approved = t && t->approved,
+                .approved_tokens = t && t->approved ? t->approved_tokens : 0,
+                .retry = retry,
+        };
+        if (breaker_table_size(b->breakers) > 0) {
+                entity_names(c, req->agent, req->task_class, &names);
+                in.gate = breakers_gate(b, c, &names, now, &probes, ret_refusal);
         }
-        a->owner = c;
-        a->ledger = la;
-        a->estimate = estimate;
-        a->priority = priority;
-        a->requested_priority =
-                req->priority >= 0 && (Priority)req->priority != priority ? req->priority : -1;
-        a->last_report_usec = now;
-        ledger_allocation_set_userdata(la, a);
-        LIST_PREPEND(allocations, c->allocations, a);
-        c->n_allocations++;
-        process_entry_allocation_added(c->process);
-        b->stats.n_granted++;
+        for (size_t i = 0; i < n; i++)
+                if (ledger_scope_get_degraded(scopes[i]) && !pool_update(b, scopes[i], now)) {
+                        in.pool_degraded = true;
+                        break;
+                }
+        if (!retry && waitq_size(b->queue) > 0)
+                for (size_t i = 0; i < n && !in.queued_ahead; i++)
+                        in.queued_ahead = waitq_has_ahead(scopes[i], priority);
+
+        RoomContext rc = {.ledger = b->ledger, .scopes = scopes, .n = n, .params = &params, .now = now};
+        decide(&in, room_cb, &rc, &d);
+
+        /* The refusal, when it is one, in full (also for a dry run, which reports it). */
+        if (d.kind == DECISION_REFUSE || d.kind == DECISION_HOLD) {
+                if (d.refusal == REFUSE_CIRCUIT_OPEN)
+                        ; /* filled by breakers_gate() */
+                else if (d.refusal == REFUSE_ESCALATED || d.kind == DECISION_HOLD) {
+                        *ret_refusal = (BudgetRefusal){.kind = REFUSAL_ESCALATED,
+                                                       .requested = estimate,
+                                                       .limit = eff->max_request_tokens,
+                                                       .escalation = "policy"};
+                        if (eff->cap_rule >= 0)
+                                snprintf(ret_refusal->scope, sizeof(ret_refusal->scope), "rule:%s",
+                                         rule_set_rule(scope_table_rules(b->scopes), (size_t)eff->cap_rule)
+                                                 ->name);
+                        else
+                                snprintf(ret_refusal->scope, sizeof(ret_refusal->scope), "global");
+                } else {
+                        LedgerRefusal lr = rc.refusal;
+                        if (d.refusal == REFUSE_POOL_DEGRADED || d.refusal == REFUSE_QUEUED_AHEAD) {
+                                for (size_t i = 0; i < n; i++)
+                                        if (d.refusal == REFUSE_POOL_DEGRADED
+                                                    ? ledger_scope_get_degraded(scopes[i])
+                                                    : waitq_has_ahead(scopes[i], priority)) {
+                                                scope_snapshot(scopes[i], now, &lr);
+                                                break;
+                                        }
+                        }
+                        *ret_refusal =
+                                (BudgetRefusal){.kind = REFUSAL_BUDGET, .reason = d.refusal, .ledger = lr};
+                        if (lr.window == LEDGER_REFUSAL_ALLOCATIONS && d.refusal == REFUSE_BUDGET) {
+                                ret_refusal->kind = REFUSAL_ALLOCATIONS;
+                                ret_refusal->limit = lr.limit_tokens;
+                        }
+                        if (lr.scope)
+                                snprintf(ret_refusal->scope, sizeof(ret_refusal->scope), "%s",
+                                         ledger_scope_name(lr.scope));
+                }
+        }
+
+        if (dry_run) {
+                /* Decided as enforcing would, reported, and granted in full. */
+                ret_grant->dry_run = true;
+                ret_grant->would_be = decision_word(&d, ret_refusal, estimate);
+                ret_grant->would_be_reason =
+                        d.kind == DECISION_GRANT ? decision_reason_to_string(d.reason)
+                        : d.kind == DECISION_REFUSE && ret_refusal->kind == REFUSAL_ESCALATED
+                                ? "policy"
+                                : refusal_reason_to_string(d.refusal);
+                if (d.kind != DECISION_GRANT || d.granted < estimate) {
+                        b->stats.n_dry_run_overrides++;
+                        if (d.kind == DECISION_REFUSE)
+                                emit_refused(b, c, req, estimate, d.target, params.hard_permille,
+                                             ret_refusal, true, now);
+                }
+                if (estimate >= LEDGER_TOKENS_MAX)
+                        estimate = LEDGER_TOKENS_MAX - 1;
+                r = ledger_reserve_unchecked(b->ledger, scopes, n, estimate, &params, now, &la);
+                if (r < 0)
+                        return r;
+                a = allocation_link_new(b, c, req, la, estimate, priority, eff, now);
+                if (!a) {
+                        (void)ledger_settle(b->ledger, la, 0, 0, now, NULL, NULL);
+                        return -ENOMEM;
+                }
+                a->dry_run = true;
+                a->probes = probes;
+                for (unsigned i = 0; i < _ENTITY_MAX; i++)
+                        if (probes & (1u << i))
+                                breaker_probe_started(
+                                        breaker_find(b->breakers, names.name[i], names.disc[i]));
+                goto granted;
+        }
+
+        switch (d.kind) {
+        case DECISION_GRANT:
+        default:
+                break;
+        case DECISION_REFUSE:
+                b->stats.n_refused++;
+                if (ret_refusal->kind == REFUSAL_ESCALATED)
+                        b->stats.n_escalated++;
+                emit_refused(b, c, req, estimate, d.target, params.hard_permille, ret_refusal, false, now);
+                return -EDQUOT;
+        case DECISION_HOLD:
+                if (!queue_has_room(b, c, ret_refusal)) {
+                        b->stats.n_refused++;
+                        return -EDQUOT;
+                }
+                t = ticket_new(b, c, req, estimate, now);
+                if (!t)
+                        return -ENOMEM;
+                t->id = b->next_ticket_id++;
+                t->deadline = now + b->config->escalation_timeout_usec;
+                t->cap = eff->max_request_tokens;
+                snprintf(t->cap_scope, sizeof(t->cap_scope), "%s", ret_refusal->scope);
+                LIST_APPEND(held, b->held, t);
+                t->held_now = true;
+                b->n_held++;
+                b->stats.n_held++;
+                {
+                        char reason[1024];
+                        Event e = {.pid = c->identity.pid,
+                                   .uid = c->identity.uid,
+                                   .has_uid = true,
+                                   .comm = c->identity.comm,
+                                   .agent = req->agent,
+                                   .task_class = req->task_class,
+                                   .estimate = estimate,
+                                   .has_estimate = true,
+                                   .scope = t->cap_scope,
+                                   .decision = "held",
+                                   .reason = reason};
+                        snprintf(reason, sizeof(reason),
+                                 "%" PRIu64 " tokens is more than %u.%03u x max_request_tokens %" PRIu64
+                                 " of %s; held as request %" PRIu64 " for an admin (budgetctl approve/deny)",
+                                 estimate, eff->escalate_permille / 1000, eff->escalate_permille % 1000,
+                                 eff->max_request_tokens, t->cap_scope, t->id);
+                        journal_emit(b->journal, EVENT_ESCALATED, &e, now,
+                                     "Held a request of %s (pid %d): %s", c->identity.comm,
+                                     (int)c->identity.pid, reason);
+                }
+                *ret_ticket = t;
+                return -EINPROGRESS;
+        case DECISION_WAIT: {
+                uint64_t retry_at;
+                LedgerScope *s = wait_scope(b, &d, &rc, priority, &retry_at);
+
+                if (retry) {
+                        if (waiter_scope(t->waiter) == s)
+                                waitq_set_retry(b->queue, t->waiter, retry_at);
+                        else if (waitq_move(b->queue, t->waiter, s, retry_at) < 0)
+                                return -ENOMEM;
+                        return -EINPROGRESS;
+                }
+                if (!queue_has_room(b, c, ret_refusal)) {
+                        b->stats.n_refused++;
+                        emit_refused(b, c, req, estimate, d.target, params.hard_permille, ret_refusal, false,
+                                     now);
+                        return -EDQUOT;
+                }
+                if (!t) {
+                        t = ticket_new(b, c, req, estimate, now);
+                        if (!t)
+                                return -ENOMEM;
+                }
+                t->deadline = now + (req->wait_usec < b->config->queue_max_wait_usec
+                                             ? req->wait_usec
+                                             : b->config->queue_max_wait_usec);
+                if (waitq_add(b->queue, s, priority, c->identity.uid, t->deadline, retry_at, t, &t->waiter) <
+                    0) {
+                        ticket_free(b, t);
+                        return -ENOMEM;
+                }
+                LIST_PREPEND(queued, b->queued, t);
+                b->stats.n_queued++;
+                *ret_ticket = t;
+                return -EINPROGRESS;
+        }
+        }
+
+        r = ledger_reserve_params(b->ledger, scopes, n, d.granted, &params, now, &la, &rc.refusal);
+        if (r == -EDQUOT) {
+                /* decide() saw room: only a bug gets here. Refuse rather than overspend. */
+                *ret_refusal = (BudgetRefusal){
+                        .kind = REFUSAL_BUDGET, .reason = REFUSE_BUDGET, .ledger = rc.refusal};
+                b->stats.n_refused++;
+                return -EDQUOT;
+        }
+        if (r < 0)
+                return r;
+        a = allocation_link_new(b, c, req, la, estimate, priority, eff, now);
+        if (!a) {
+                (void)ledger_settle(b->ledger, la, 0, 0, now, NULL, NULL);
+                return -ENOMEM;
+        }
+        a->probes = probes;
+        for (unsigned i = 0; i < _ENTITY_MAX; i++)
+                if (probes & (1u << i))
+                        breaker_probe_started(breaker_find(b->breakers, names.name[i], names.disc[i]));
+        ret_grant->reason = d.reason;
+        if (d.granted < estimate)
+                b->stats.n_degraded++;
+        pool_update_scopes(b, scopes, n, now);
+
+granted:
         budget_changed(b);
-        /* Granted events are the hot path: not even formatted unless asked for. */
-        if (b->config->journal_log_granted) {
-                char id[17];
-                allocation_format_id(a, id);
-                emit_allocation(b, EVENT_GRANTED, a, now, granted < estimate ? "degraded" : "granted", NULL,
+        {
+                uint64_t granted = ledger_allocation_granted(a->ledger);
+                ret_grant->suggested_max_tokens =
+                        req->prompt_tokens < granted ? granted - req->prompt_tokens : 1;
+                if (granted < estimate || ret_grant->dry_run)
+                        ret_grant->suggested_model =
+                                granted < estimate || (ret_grant->would_be &&
+                                                       strcmp(ret_grant->would_be, "degraded") == 0)
+                                        ? suggested_model(b->config, req->model)
+                                        : NULL;
+                /* Granted events are the hot path: not even formatted unless asked for. */
+                if (b->config->journal_log_granted) {
+                        char id[17];
+                        allocation_format_id(a, id);
+                        emit_allocation(
+                                b, EVENT_GRANTED, a, now, granted < estimate ? "degraded" : "granted",
+                                decision_reason_to_string(ret_grant->reason),
                                 "Granted %" PRIu64 " of %" PRIu64 " tokens to %s (pid %d) as allocation %s",
                                 granted, estimate, c->identity.comm, (int)c->identity.pid, id);
+                }
         }
         *ret = a;
         return 0;
+}
+
+/* ---- deferred answers ---- */
+
+static void wake_update(Budget *b) {
+        uint64_t when = waitq_next_wake(b->queue);
+
+        for (Ticket *t = b->held; t; t = t->held_next)
+                if (t->deadline < when)
+                        when = t->deadline;
+        if (when != b->wake_armed && b->wake) {
+                b->wake_armed = when;
+                b->wake(b->hooks_userdata, when);
+        }
+}
+
+/* Answers a ticket and frees it. */
+static void ticket_complete(Budget *b, Ticket *t, int r, Allocation *a, BudgetGrant *grant,
+                            const BudgetRefusal *refusal, uint64_t now) {
+        TicketDoneFunc done = t->done;
+        void *userdata = t->userdata;
+
+        if (grant) {
+                grant->deferred = true;
+                grant->waited_usec = now - t->since;
+        }
+        ticket_free(b, t);
+        if (done)
+                done(userdata, r, a, grant, refusal);
+}
+
+void ticket_set_done(Ticket *t, TicketDoneFunc done, void *userdata) {
+        t->done = done;
+        t->userdata = userdata;
+        wake_update(t->budget);
+}
+
+void ticket_cancel(Ticket *t) {
+        Budget *b = t->budget;
+
+        ticket_free(b, t);
+        wake_update(b);
+}
+
+/* Tries a queued ticket again; returns whether it left scope s (answered,
+ * or moved to wait for another scope). */
+static bool ticket_retry(Budget *b, Ticket *t, const LedgerScope *s, uint64_t now) {
+        BudgetGrant grant;
+        BudgetRefusal refusal;
+        Allocation *a = NULL;
+        int r;
+
+        r = evaluate(b, t->owner, &t->req, t, now, &a, &grant, &refusal, NULL);
+        if (r == -EINPROGRESS)
+                return waiter_scope(t->waiter) != s;
+        ticket_complete(b, t, r, a, r == 0 ? &grant : NULL, r == -EDQUOT ? &refusal : NULL, now);
+        return true;
+}
+
+/* Something freed room in scope s (a release, a refund, a limit raised, the
+ * end of degraded mode): its head waiters go first, as long as they fit. */
+static void scope_kick(Budget *b, LedgerScope *s, uint64_t now) {
+        Waiter *w;
+
+        while ((w = waitq_head(s)))
+                if (!ticket_retry(b, waiter_userdata(w), s, now))
+                        break;
+}
+
+static void queue_timeout(Budget *b, Ticket *t, uint64_t now) {
+        LedgerScope *s = waiter_scope(t->waiter);
+        BudgetRefusal refusal = {.kind = REFUSAL_QUEUE_TIMEOUT, .waited_usec = now - t->since};
+
+        scope_snapshot(s, now, &refusal.ledger);
+        snprintf(refusal.scope, sizeof(refusal.scope), "%s", ledger_scope_name(s));
+        b->stats.n_queue_timeouts++;
+        b->stats.n_refused++;
+        emit_refused(b, t->owner, &t->req, t->req.estimate, t->req.estimate, 1000, &refusal, false, now);
+        ticket_complete(b, t, -EDQUOT, NULL, NULL, &refusal, now);
+}
+
+static void held_decided(Budget *b, Ticket *t, const char *decision, uint64_t now) {
+        char reason[1024];
+        Event e = {.pid = t->owner->identity.pid,
+                   .uid = t->owner->identity.uid,
+                   .has_uid = true,
+                   .comm = t->owner->identity.comm,
+                   .agent = t->req.agent,
+                   .task_class = t->req.task_class,
+                   .estimate = t->req.estimate,
+                   .has_estimate = true,
+                   .scope = t->cap_scope,
+                   .decision = decision,
+                   .reason = reason};
+
+        snprintf(reason, sizeof(reason), "held request %" PRIu64 " %s after %" PRIu64 " ms", t->id,
+                 strcmp(decision, "timeout") == 0 ? "timed out (escalation.timeout_sec)" : decision,
+                 (now - t->since) / 1000);
+        journal_emit(b->journal, EVENT_ESCALATED, &e, now, "%s (%s, pid %d)", reason,
+                     t->owner->identity.comm, (int)t->owner->identity.pid);
+}
+
+void budget_deny(Budget *b, Ticket *t, uint64_t now) {
+        BudgetRefusal refusal = {.kind = REFUSAL_ESCALATED,
+                                 .requested = t->req.estimate,
+                                 .limit = t->cap,
+                                 .escalation = now >= t->deadline ? "timeout" : "denied"};
+
+        snprintf(refusal.scope, sizeof(refusal.scope), "%s", t->cap_scope);
+        held_decided(b, t, refusal.escalation, now);
+        b->stats.n_refused++;
+        b->stats.n_escalated++;
+        ticket_complete(b, t, -EDQUOT, NULL, NULL, &refusal, now);
+        wake_update(b);
+}
+
+void budget_approve(Budget *b, Ticket *t, uint64_t tokens, uint64_t now) {
+        BudgetGrant grant;
+        BudgetRefusal refusal;
+        Allocation *a = NULL;
+        Ticket *queued = NULL;
+        int r;
+
+        held_decided(b, t, "approved", now);
+        LIST_REMOVE(held, b->held, t);
+        t->held_now = false;
+        b->n_held--;
+        t->approved = true;
+        t->approved_tokens = tokens == 0 || tokens > t->req.estimate ? t->req.estimate : tokens;
+        r = evaluate(b, t->owner, &t->req, t, now, &a, &grant, &refusal, &queued);
+        if (r != -EINPROGRESS)
+                ticket_complete(b, t, r, a, r == 0 ? &grant : NULL, r == -EDQUOT ? &refusal : NULL, now);
+        wake_update(b);
+}
+
+void budget_wake(Budget *b, uint64_t now) {
+        Waiter *w;
+        Ticket *next;
+
+        /* The timer fired: nothing is armed now, whatever comes next. */
+        b->wake_armed = UINT64_MAX - 1;
+
+        while ((w = waitq_due(b->queue, now))) {
+                Ticket *t = waiter_userdata(w);
+
+                if (waiter_deadline(w) <= now)
+                        queue_timeout(b, t, now);
+                else
+                        (void)ticket_retry(b, t, waiter_scope(w), now);
+        }
+        for (Ticket *t = b->held; t; t = next) {
+                next = t->held_next;
+                if (t->deadline <= now)
+                        budget_deny(b, t, now);
+        }
+        wake_update(b);
+}
+
+/* Limits changed (SetLimits, a reload): every waiter is tried again. */
+void budget_retry_all(Budget *b, uint64_t now) {
+        for (Ticket *t = b->queued; t; t = t->queued_next)
+                waitq_set_retry(b->queue, t->waiter, now);
+        budget_wake(b, now);
+}
+
+int budget_request(Budget *b, Client *c, const BudgetRequest *req, uint64_t now, Allocation **ret,
+                   BudgetGrant *ret_grant, BudgetRefusal *ret_refusal, Ticket **ret_ticket) {
+        return evaluate(b, c, req, NULL, now, ret, ret_grant, ret_refusal, ret_ticket);
+}
+
+Ticket *budget_next_held(const Budget *b, const Ticket *t) {
+        return t ? t->held_next : b->held;
+}
+
+Ticket *budget_find_held(const Budget *b, const char *id) {
+        uint64_t v;
+        char *end;
+
+        if (!id || *id < '0' || *id > '9')
+                return NULL;
+        errno = 0;
+        v = strtoull(id, &end, 10);
+        if (errno || *end)
+                return NULL;
+        for (Ticket *t = b->held; t; t = t->held_next)
+                if (t->id == v)
+                        return t;
+        return NULL;
+}
+
+uint64_t ticket_id(const Ticket *t) {
+        return t->id;
+}
+
+const Identity *ticket_identity(const Ticket *t) {
+        return &t->owner->identity;
+}
+
+const BudgetRequest *ticket_request(const Ticket *t) {
+        return &t->req;
+}
+
+Priority ticket_priority(const Ticket *t) {
+        return t->req.priority >= 0 ? (Priority)t->req.priority : PRIORITY_NORMAL;
+}
+
+uint64_t ticket_since(const Ticket *t) {
+        return t->since;
+}
+
+uint64_t ticket_deadline(const Ticket *t) {
+        return t->deadline;
+}
+
+uint64_t ticket_cap(const Ticket *t) {
+        return t->cap;
+}
+
+const char *ticket_scope(const Ticket *t) {
+        return t->cap_scope;
+}
+
+size_t budget_n_waiters(const Budget *b) {
+        return waitq_size(b->queue);
+}
+
+size_t budget_n_held(const Budget *b) {
+        return b->n_held;
+}
+
+const BreakerTable *budget_breakers(const Budget *b) {
+        return b->breakers;
+}
+
+size_t budget_scope_waiters(const LedgerScope *s) {
+        return waitq_scope_count(s);
+}
+
+bool budget_enforcing(const Budget *b) {
+        return b->config->enforce;
 }
 
 Allocation *budget_client_find(Budget *b, const Client *c, const char *id) {
@@ -515,6 +1503,37 @@ static const char *decreased_field(const LedgerAllocation *la, uint64_t input, u
         return NULL;
 }
 
+static void breakers_breach(Budget *b, Allocation *a, uint64_t now);
+
+/* The first report at or past the hard limit: a breach for the runaway
+ * breakers, and the rule's on_hard_limit. */
+static void allocation_breached(Budget *b, Allocation *a, uint64_t now) {
+        const Identity *id = &a->owner->identity;
+        char sid[17];
+
+        a->breached = true;
+        breakers_breach(b, a, now);
+        if (a->on_hard_limit != HARD_LIMIT_TERMINATE)
+                return;
+        allocation_format_id(a, sid);
+        if (a->dry_run) {
+                emit_allocation(b, EVENT_TERMINATED, a, now, "would-terminate",
+                                "on_hard_limit = \"terminate\"",
+                                "Would stop %s (pid %d) for allocation %s at its hard limit (dry run)",
+                                id->comm, (int)id->pid, sid);
+                return;
+        }
+        if (!b->terminate)
+                return;
+        a->terminating = true;
+        b->stats.n_terminated++;
+        b->terminate(b->hooks_userdata, id->pid, id->start_time, id->uid, a->terminate_grace_usec);
+}
+
+bool allocation_terminating(const Allocation *a) {
+        return a->terminating;
+}
+
 int budget_report(Budget *b, Allocation *a, uint64_t input_tokens, uint64_t output_tokens, uint64_t now,
                   LedgerState *ret_state, const char **ret_bad) {
         LedgerState before = ledger_allocation_state(a->ledger);
@@ -528,6 +1547,8 @@ int budget_report(Budget *b, Allocation *a, uint64_t input_tokens, uint64_t outp
         }
         a->last_report_usec = now;
         emit_crossing(b, a, before, *ret_state, now);
+        if (*ret_state == LEDGER_STATE_EXCEEDED && !a->breached)
+                allocation_breached(b, a, now);
         return 0;
 }
 
@@ -648,6 +1669,7 @@ int budget_set_limits(Budget *b, const char *target, const ScopeLimitsChange *ch
 }
 
 void budget_sweep(Budget *b, uint64_t now) {
+        breaker_table_sweep(b->breakers, now);
         budget_expire(b, now);
         scope_table_sweep(b->scopes, now);
 }

@@ -18,7 +18,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "breaker.h"
 #include "config.h"
+#include "decide.h"
 #include "identity.h"
 #include "journal.h"
 #include "ledger.h"
@@ -28,6 +30,9 @@
 typedef struct Budget Budget;
 typedef struct Client Client;
 typedef struct Allocation Allocation;
+/* A Request whose answer comes later: queued (waiting for room) or held for
+ * an admin (escalated). */
+typedef struct Ticket Ticket;
 
 /* How an allocation was settled other than by its owner's Release. */
 typedef enum SettleCause {
@@ -40,24 +45,64 @@ typedef struct BudgetRequest {
         uint64_t estimate;                      /* 0: the configured default_estimate */
         int priority;                           /* a Priority, or -1: the rule's default */
         const char *task_class, *agent, *model; /* NULL when not given; copied */
+        uint64_t min_tokens;                    /* 0: not given (no degrading unless asked) */
+        uint64_t wait_usec;                     /* 0: refuse at once rather than wait */
+        uint64_t prompt_tokens;                 /* 0: not given */
 } BudgetRequest;
 
 typedef enum BudgetRefusalKind {
-        REFUSAL_BUDGET,      /* a scope has no room: ledger */
+        REFUSAL_BUDGET,      /* a scope has no room: ledger, reason (budget, pool-degraded, queued-ahead) */
         REFUSAL_ALLOCATIONS, /* a scope holds its most allocations: limit, scope */
         REFUSAL_SCOPES,      /* no budget can be kept for the caller: limit, scope */
+        REFUSAL_ESCALATED,   /* requested, limit (the cap), scope, escalation */
+        REFUSAL_QUEUE_TIMEOUT, /* ledger (the scope it waited for), waited_usec */
+        REFUSAL_QUEUE_FULL,    /* limit, scope ("queue", "queue:UID") */
+        REFUSAL_CIRCUIT_OPEN,  /* scope, retry_after_usec, breaches */
 } BudgetRefusalKind;
 
 typedef struct BudgetRefusal {
         BudgetRefusalKind kind;
+        RefusalReason reason; /* REFUSAL_BUDGET: which rung refused */
         LedgerRefusal ledger;
         uint64_t limit;
+        uint64_t requested;        /* REFUSAL_ESCALATED */
+        const char *escalation;    /* REFUSAL_ESCALATED: "policy", "denied", "timeout" */
+        uint64_t waited_usec;      /* REFUSAL_QUEUE_TIMEOUT */
+        uint64_t retry_after_usec; /* REFUSAL_CIRCUIT_OPEN */
+        uint64_t breaches;         /* REFUSAL_CIRCUIT_OPEN */
         char scope[512];
 } BudgetRefusal;
 
+/* How a grant came about, for the reply. */
+typedef struct BudgetGrant {
+        DecisionReason reason;         /* why less than the estimate; REASON_NONE */
+        bool deferred;                 /* the reply waited (queued or held) */
+        uint64_t waited_usec;          /* then: for how long */
+        uint64_t suggested_max_tokens; /* granted - promptTokens, at least 1 */
+        const char *suggested_model;   /* the next cheaper model_tiers entry, or NULL (config's) */
+        bool dry_run;                  /* enforce = false: would_be says what enforcing would do */
+        const char *would_be;          /* "granted", "degraded", "queued", "held" or an error name */
+        const char *would_be_reason;   /* a DecisionReason or RefusalReason word, or NULL */
+} BudgetGrant;
+
 typedef struct BudgetStats {
         uint64_t n_granted, n_refused, n_abandoned, n_expired;
+        uint64_t n_degraded, n_queued, n_queue_timeouts, n_held, n_escalated;
+        uint64_t n_pool_degraded_entered, n_breakers_opened, n_terminated;
+        uint64_t n_dry_run_overrides; /* requests granted only because enforce = false */
 } BudgetStats;
+
+/* The answer to a deferred request: r is 0 with the allocation and how it
+ * was granted, -EDQUOT with the refusal, or -ENOMEM. The ticket is gone when
+ * this returns. */
+typedef void (*TicketDoneFunc)(void *userdata, int r, Allocation *a, const BudgetGrant *grant,
+                               const BudgetRefusal *refusal);
+/* The earliest time the budget must be woken (budget_wake()), UINT64_MAX for
+ * never; called when it changes. */
+typedef void (*BudgetWakeFunc)(void *userdata, uint64_t when_usec);
+/* A process reached its hard limit under on_hard_limit = "terminate". */
+typedef void (*BudgetTerminateFunc)(void *userdata, pid_t pid, uint64_t start_time, uid_t uid,
+                                    uint64_t grace_usec);
 
 /* Something STATUS= shows changed (allocations, usage). */
 typedef void (*BudgetChangedFunc)(void *userdata);
@@ -67,6 +112,8 @@ typedef void (*BudgetChangedFunc)(void *userdata);
  * new at every start); the scope table's hash key is derived from it. */
 int budget_new(const Config *config, Journal *journal, const uint8_t id_key[16], BudgetChangedFunc changed,
                void *userdata, Budget **ret);
+/* Where the budget asks to be woken and processes are stopped (the manager). */
+void budget_set_hooks(Budget *b, BudgetWakeFunc wake, BudgetTerminateFunc terminate, void *userdata);
 /* Frees everything; clients must be gone. NULL-safe; returns NULL. */
 Budget *budget_free(Budget *b);
 /* A new configuration: limits of every scope change at once, runtime limits
@@ -82,14 +129,55 @@ int budget_client_new(Budget *b, const Identity *identity, gid_t *groups, size_t
 /* The connection is gone: what it left open is settled for cause. */
 void budget_client_free(Budget *b, Client *c, SettleCause cause, uint64_t now);
 bool budget_client_has_allocations(const Client *c);
+/* Whether the client holds allocations or waits for a deferred answer (then
+ * its connection is not idle). */
+bool budget_client_busy(const Client *c);
 
 /*
- * Reserves for a Request, in every scope of the client's chain for the
- * declared agent. Returns 0 with *ret (owned by c), -EDQUOT with
- * *ret_refusal filled when refused, or -ENOMEM.
+ * Decides a Request (decide.h: the escalation ladder) and reserves, in every
+ * scope of the client's chain for the declared agent. Returns 0 with *ret
+ * (owned by c) and *ret_grant, -EDQUOT with *ret_refusal filled when refused,
+ * -EINPROGRESS with *ret_ticket when the answer comes later (queued or held):
+ * set its callback with ticket_set_done() before returning to the loop;
+ * or -ENOMEM.
  */
 int budget_request(Budget *b, Client *c, const BudgetRequest *req, uint64_t now, Allocation **ret,
-                   BudgetRefusal *ret_refusal);
+                   BudgetGrant *ret_grant, BudgetRefusal *ret_refusal, Ticket **ret_ticket);
+void ticket_set_done(Ticket *t, TicketDoneFunc done, void *userdata);
+/* The caller went away: the ticket is dropped without an answer. */
+void ticket_cancel(Ticket *t);
+/* Runs what is due at now: waiters whose wait ended or that may fit now,
+ * held requests past escalation.timeout_sec. */
+void budget_wake(Budget *b, uint64_t now);
+
+/* Held requests (escalated, on_escalate = "hold"), oldest first: a NULL gives the first. */
+Ticket *budget_next_held(const Budget *b, const Ticket *t);
+/* The held request with this id (decimal), or NULL. */
+Ticket *budget_find_held(const Budget *b, const char *id);
+/* An admin's decision: approve with tokens (0: its estimate; at most the
+ * estimate), or deny. The ticket is answered now or queued: the pointer is
+ * invalid afterwards. */
+void budget_approve(Budget *b, Ticket *t, uint64_t tokens, uint64_t now);
+void budget_deny(Budget *b, Ticket *t, uint64_t now);
+uint64_t ticket_id(const Ticket *t);
+const Identity *ticket_identity(const Ticket *t);
+const BudgetRequest *ticket_request(const Ticket *t); /* estimate with the default applied */
+Priority ticket_priority(const Ticket *t);
+uint64_t ticket_since(const Ticket *t);    /* when it was made */
+uint64_t ticket_deadline(const Ticket *t); /* when it times out */
+uint64_t ticket_cap(const Ticket *t);      /* the escalation cap it passed */
+const char *ticket_scope(const Ticket *t); /* the rule whose cap it passed, or "global" */
+size_t budget_n_waiters(const Budget *b);
+size_t budget_n_held(const Budget *b);
+const BreakerTable *budget_breakers(const Budget *b);
+/* Waiters queued for a scope. */
+size_t budget_scope_waiters(const LedgerScope *s);
+bool budget_enforcing(const Budget *b);
+/* Limits changed (SetLimits, a reload): every waiter is tried again now. */
+void budget_retry_all(Budget *b, uint64_t now);
+/* Re-evaluates the degraded mode of a scope that is in it (its usage may
+ * have aged out): for Status. */
+void budget_scope_refresh(Budget *b, LedgerScope *s, uint64_t now);
 /* The client's allocation with this wire id, or NULL (also for another
  * client's: nobody learns which ids are live by asking). */
 Allocation *budget_client_find(Budget *b, const Client *c, const char *id);
@@ -97,6 +185,8 @@ Allocation *budget_client_find(Budget *b, const Client *c, const char *id);
  * or out of range. */
 int budget_report(Budget *b, Allocation *a, uint64_t input_tokens, uint64_t output_tokens, uint64_t now,
                   LedgerState *ret_state, const char **ret_bad);
+/* Whether the allocation's process is being stopped for its hard limit. */
+bool allocation_terminating(const Allocation *a);
 /* Final totals (NULL: the last reported) and settlement; a is freed. */
 int budget_release(Budget *b, Allocation *a, const uint64_t *input_tokens, const uint64_t *output_tokens,
                    uint64_t now, uint64_t *ret_used, uint64_t *ret_refunded, const char **ret_bad);

@@ -47,9 +47,9 @@
 #define REASON_MAX_BYTES  4096
 #define MESSAGE_MAX_BYTES 2048
 
-/* MESSAGE_ID, PRIORITY, MESSAGE, SYSLOG_IDENTIFIER, 12 TOKENBUDGET_* fields,
+/* MESSAGE_ID, PRIORITY, MESSAGE, SYSLOG_IDENTIFIER, 13 TOKENBUDGET_* fields,
  * and the 2 more of a suppression summary. */
-#define FIELDS_MAX 18
+#define FIELDS_MAX 19
 /* Longer than any "NAME=" we send ("TOKENBUDGET_SUPPRESSED_KIND=" is 28). */
 #define FIELD_NAME_MAX_BYTES 32
 #define FIELDS_BUFFER_BYTES                                                                                 \
@@ -75,6 +75,13 @@ static const KindInfo kinds[_EVENT_KIND_MAX] = {
         [EVENT_SUPPRESSED] = {TB_MESSAGE_SUPPRESSED, "suppressed", LOG_WARNING},
         [EVENT_EXPIRED] = {TB_MESSAGE_EXPIRED, "expired", LOG_WARNING},
         [EVENT_SHUTDOWN] = {TB_MESSAGE_SHUTDOWN, "shutdown", LOG_INFO},
+        [EVENT_DEGRADED] = {TB_MESSAGE_DEGRADED, "degraded", LOG_WARNING},
+        [EVENT_RECOVERED] = {TB_MESSAGE_RECOVERED, "recovered", LOG_INFO},
+        [EVENT_BREAKER_OPENED] = {TB_MESSAGE_BREAKER_OPENED, "breaker-opened", LOG_WARNING},
+        [EVENT_BREAKER_HALF_OPEN] = {TB_MESSAGE_BREAKER_HALF_OPEN, "breaker-half-open", LOG_INFO},
+        [EVENT_BREAKER_CLOSED] = {TB_MESSAGE_BREAKER_CLOSED, "breaker-closed", LOG_INFO},
+        [EVENT_ESCALATED] = {TB_MESSAGE_ESCALATED, "escalated", LOG_NOTICE},
+        [EVENT_TERMINATED] = {TB_MESSAGE_TERMINATED, "terminated", LOG_WARNING},
 };
 
 struct Journal {
@@ -205,6 +212,8 @@ static void fields_add_event(Fields *f, const Event *e) {
         fields_add_string(f, "TOKENBUDGET_SCOPE=", e->scope, LABEL_MAX_BYTES);
         fields_add_string(f, "TOKENBUDGET_DECISION=", e->decision, LABEL_MAX_BYTES);
         fields_add_string(f, "TOKENBUDGET_REASON=", e->reason, REASON_MAX_BYTES);
+        if (e->dry_run)
+                fields_add_string(f, "TOKENBUDGET_DRY_RUN=", "1", 1);
 }
 
 /* ---- sending ---- */

@@ -19,32 +19,46 @@
 struct event_base;
 
 /* The MESSAGE_IDs: stable forever, generated once with uuid4. */
-#define TB_MESSAGE_GRANTED         "ff0ca7adae7348e08cde76574c73f0ec"
-#define TB_MESSAGE_REFUSED         "ceff3c7466fe46e5a8615267fc49572e"
-#define TB_MESSAGE_WARNING         "c3188584779f4bf6aed13075894d75bd"
-#define TB_MESSAGE_EXCEEDED        "51f53100913f45c6846e6c1e39a1bb0d"
-#define TB_MESSAGE_ABANDONED       "d1c7574e46cd4bdcbb94682ebda003a9"
-#define TB_MESSAGE_CONFIG_RELOADED "cb948b36e5314bcfb8e13d6a278039ee"
-#define TB_MESSAGE_CONFIG_REJECTED "d39f597fe17f40c689b1d2371e4d7f25"
-#define TB_MESSAGE_STARTED         "326d00ba4c9f42a9a4e0edd973fe2486"
-#define TB_MESSAGE_STOPPING        "e55d1b5b48884a43b10c1f92b6d02ea7"
-#define TB_MESSAGE_SUPPRESSED      "1f686d1b9263474e9e12148446fedb63"
-#define TB_MESSAGE_EXPIRED         "07686839fc6c4b06be24723f27385292"
-#define TB_MESSAGE_SHUTDOWN        "bf0fb52768bb4c6ca8660bcec4db9484"
+#define TB_MESSAGE_GRANTED           "ff0ca7adae7348e08cde76574c73f0ec"
+#define TB_MESSAGE_REFUSED           "ceff3c7466fe46e5a8615267fc49572e"
+#define TB_MESSAGE_WARNING           "c3188584779f4bf6aed13075894d75bd"
+#define TB_MESSAGE_EXCEEDED          "51f53100913f45c6846e6c1e39a1bb0d"
+#define TB_MESSAGE_ABANDONED         "d1c7574e46cd4bdcbb94682ebda003a9"
+#define TB_MESSAGE_CONFIG_RELOADED   "cb948b36e5314bcfb8e13d6a278039ee"
+#define TB_MESSAGE_CONFIG_REJECTED   "d39f597fe17f40c689b1d2371e4d7f25"
+#define TB_MESSAGE_STARTED           "326d00ba4c9f42a9a4e0edd973fe2486"
+#define TB_MESSAGE_STOPPING          "e55d1b5b48884a43b10c1f92b6d02ea7"
+#define TB_MESSAGE_SUPPRESSED        "1f686d1b9263474e9e12148446fedb63"
+#define TB_MESSAGE_EXPIRED           "07686839fc6c4b06be24723f27385292"
+#define TB_MESSAGE_SHUTDOWN          "bf0fb52768bb4c6ca8660bcec4db9484"
+#define TB_MESSAGE_DEGRADED          "97bb919b9f034bd7807a0005b0544e73"
+#define TB_MESSAGE_RECOVERED         "8a09b4cceac64c599dd820735d716bab"
+#define TB_MESSAGE_BREAKER_OPENED    "2bf4390b2683408a96b8fdf34d159989"
+#define TB_MESSAGE_BREAKER_HALF_OPEN "4809375e89e94560a75f001818e101c6"
+#define TB_MESSAGE_BREAKER_CLOSED    "fd1d0c365ba6401c9f3ffa9db869dbcc"
+#define TB_MESSAGE_ESCALATED         "54bb30494f0c47509b35165d1561bf50"
+#define TB_MESSAGE_TERMINATED        "6acd8f4a435b44aeb6c133d20f73b39b"
 
 typedef enum EventKind {
-        EVENT_GRANTED,         /* debug; only when journal.log_granted = true */
-        EVENT_REFUSED,         /* notice */
-        EVENT_WARNING,         /* warning: an allocation's usage reached warnAt */
-        EVENT_EXCEEDED,        /* err: an allocation's usage reached hardLimit */
-        EVENT_ABANDONED,       /* warning: the peer went away with the allocation open */
-        EVENT_CONFIG_RELOADED, /* info */
-        EVENT_CONFIG_REJECTED, /* err: a reload found a bad file; the old config stays */
-        EVENT_STARTED,         /* info */
-        EVENT_STOPPING,        /* info, with a summary */
-        EVENT_SUPPRESSED,      /* warning: N events of one kind were rate limited */
-        EVENT_EXPIRED,         /* warning: an allocation had no report for allocation_idle_timeout_sec */
-        EVENT_SHUTDOWN,        /* info: an allocation still open at SIGTERM was settled */
+        EVENT_GRANTED,           /* debug; only when journal.log_granted = true */
+        EVENT_REFUSED,           /* notice */
+        EVENT_WARNING,           /* warning: an allocation's usage reached warnAt */
+        EVENT_EXCEEDED,          /* err: an allocation's usage reached hardLimit */
+        EVENT_ABANDONED,         /* warning: the peer went away with the allocation open */
+        EVENT_CONFIG_RELOADED,   /* info */
+        EVENT_CONFIG_REJECTED,   /* err: a reload found a bad file; the old config stays */
+        EVENT_STARTED,           /* info */
+        EVENT_STOPPING,          /* info, with a summary */
+        EVENT_SUPPRESSED,        /* warning: N events of one kind were rate limited */
+        EVENT_EXPIRED,           /* warning: an allocation had no report for allocation_idle_timeout_sec */
+        EVENT_SHUTDOWN,          /* info: an allocation still open at SIGTERM was settled */
+        EVENT_DEGRADED,          /* warning: a scope reached breaker.pool_threshold (degraded mode) */
+        EVENT_RECOVERED,         /* info: a scope went back below breaker.pool_release */
+        EVENT_BREAKER_OPENED,    /* warning: a runaway breaker tripped open (or reopened) */
+        EVENT_BREAKER_HALF_OPEN, /* info: its cool-down ended: one request may go through */
+        EVENT_BREAKER_CLOSED,    /* info: the half-open probe stayed within its hard limit */
+        EVENT_ESCALATED,         /* notice: an oversized request was refused, held, approved or denied */
+        EVENT_TERMINATED,        /* warning: a process at its hard limit was stopped (or could not be) */
         _EVENT_KIND_MAX,
 } EventKind;
 
@@ -67,6 +81,7 @@ typedef struct Event {
         const char *scope;    /* TOKENBUDGET_SCOPE */
         const char *decision; /* TOKENBUDGET_DECISION */
         const char *reason;   /* TOKENBUDGET_REASON: why, in words */
+        bool dry_run;         /* TOKENBUDGET_DRY_RUN=1: enforce = false, nothing was enforced */
 } Event;
 
 typedef struct JournalSettings {

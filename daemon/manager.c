@@ -24,17 +24,18 @@
 #include "notify.h"
 #include "peer.h"
 #include "ratelimit.h"
+#include "terminate.h"
 #include "tb-config.h"
 #include "time-util.h"
 
-/* Circuit breakers (a later issue) enter degraded mode here: 80% of a pool. */
-#define DEGRADED_PERMILLE 800
 /* The sweep runs at a quarter of the shortest timeout, so a timeout is
  * enforced at most 25% late, but never more often than 10 times a second nor
  * less often than every 30 s. It runs only while clients are connected: an
  * idle daemon has no timer at all. */
 #define SWEEP_MIN_USEC UINT64_C(100000)
-#define SWEEP_MAX_USEC (30 * USEC_PER_SEC)
+/* The queue's timer is set this much late (a jiffy at HZ=250). */
+#define WAKE_SLACK_USEC UINT64_C(4000)
+#define SWEEP_MAX_USEC  (30 * USEC_PER_SEC)
 
 struct Manager {
         struct event_base *base;
@@ -50,6 +51,8 @@ struct Manager {
         Listener *listener;
         DispatchContext context;
         struct event *sweep_event;
+        struct event *wake_event; /* the queue's one timer: the next waiter or held request due */
+        Terminator *terminator;
         struct event *signal_events[3];
         RateLimit log_refused;
         bool stopping;     /* SIGTERM came: what is still open is settled as shutdown */
@@ -165,7 +168,79 @@ static void disconnected_cb(void *userdata, void *session, uint64_t now) {
 }
 
 static bool may_close_idle_cb(void *userdata, void *session) {
-        return !budget_client_has_allocations(session);
+        return !budget_client_busy(session);
+}
+
+/* ---- the queue's timer and the hard-limit action ---- */
+
+static void wake_cb(evutil_socket_t fd, short what, void *userdata) {
+        Manager *m = userdata;
+        budget_wake(m->budget, now_usec());
+}
+
+/* The budget's next due time changed: one timer for every waiter. */
+static void budget_wake_cb(void *userdata, uint64_t when) {
+        Manager *m = userdata;
+        uint64_t now = now_usec(), usec;
+        struct timeval tv;
+
+        event_del(m->wake_event);
+        if (when == UINT64_MAX)
+                return;
+        /* libevent's clock can be the coarse one, a tick behind ours: a
+         * timer set to the microsecond could fire before it is due. */
+        usec = (when > now ? when - now : 0) + WAKE_SLACK_USEC;
+        tv = (struct timeval){.tv_sec = (time_t)(usec / USEC_PER_SEC),
+                              .tv_usec = (suseconds_t)(usec % USEC_PER_SEC)};
+        evtimer_add(m->wake_event, &tv);
+}
+
+static void terminate_done_cb(void *userdata, pid_t pid, TerminateOutcome outcome, int error,
+                              uint64_t elapsed_usec) {
+        Manager *m = userdata;
+        Event e = {.pid = pid,
+                   .decision = terminate_outcome_to_string(outcome),
+                   .reason = error ? strerror(-error) : NULL};
+
+        journal_emit(m->journal, EVENT_TERMINATED, &e, now_usec(),
+                     outcome == TERMINATE_EXITED
+                             ? "Process %d stopped at its hard limit: it exited after SIGTERM (%" PRIu64
+                               " ms)"
+                     : outcome == TERMINATE_KILLED
+                             ? "Process %d stopped at its hard limit: killed with SIGKILL after the grace "
+                               "period (%" PRIu64 " ms)"
+                             : "Process %d could not be stopped at its hard limit (%" PRIu64 " ms)",
+                     (int)pid, elapsed_usec / 1000);
+}
+
+static void budget_terminate_cb(void *userdata, pid_t pid, uint64_t start_time, uid_t uid,
+                                uint64_t grace_usec) {
+        Manager *m = userdata;
+        int r = terminator_start(m->terminator, pid, start_time, uid, grace_usec);
+
+        if (r < 0 && r != -EALREADY) {
+                Event e = {.pid = pid,
+                           .uid = uid,
+                           .has_uid = true,
+                           .decision = "failed",
+                           .reason = strerror(-r)};
+                journal_emit(
+                        m->journal, EVENT_TERMINATED, &e, now_usec(),
+                        "Process %d reached its hard limit under on_hard_limit = \"terminate\" but was not "
+                        "signalled: %s",
+                        (int)pid,
+                        r == -ESRCH ? "it is gone"
+                        : r == -EPERM
+                                ? "the daemon may not signal it (pid 1, itself, another uid, or refused)"
+                                : strerror(-r));
+        } else if (r == 0) {
+                Event e = {.pid = pid, .uid = uid, .has_uid = true, .decision = "sigterm"};
+                journal_emit(m->journal, EVENT_TERMINATED, &e, now_usec(),
+                             "Process %d reached its hard limit: sent SIGTERM, SIGKILL after %" PRIu64
+                             " ms if it "
+                             "is still running",
+                             (int)pid, grace_usec / 1000);
+        }
 }
 
 /* The commit point. While the ledger lives in memory only there is never
@@ -185,13 +260,18 @@ static void commit_cb(void *userdata) {
 static char *status_text_cb(void *userdata) {
         Manager *m = userdata;
         unsigned u = budget_global_utilisation_permille(m->budget, now_usec());
+        bool degraded = ledger_scope_get_degraded(budget_global(m->budget));
+        size_t waiters = budget_n_waiters(m->budget), held = budget_n_held(m->budget);
+        char queue[64] = "";
         char *text;
 
-        if (asprintf(&text, "%s%sServing: %zu allocation(s) in flight, %s%u%% of the global pool used%s",
+        if (waiters || held)
+                snprintf(queue, sizeof(queue), ", %zu waiting, %zu held", waiters, held);
+        if (asprintf(&text, "%s%s%sServing: %zu allocation(s) in flight%s, %s%u%% of the global pool used%s",
                      m->status_note ?: "", m->status_note ? "; " : "",
-                     ledger_n_allocations(budget_ledger(m->budget)),
-                     u >= DEGRADED_PERMILLE ? "DEGRADED (" : "", u / 10,
-                     u >= DEGRADED_PERMILLE ? ")" : "") < 0)
+                     m->config.enforce ? "" : "DRY RUN (enforce = false); ",
+                     ledger_n_allocations(budget_ledger(m->budget)), queue, degraded ? "DEGRADED (" : "",
+                     u / 10, degraded ? ")" : "") < 0)
                 return NULL;
         return text;
 }
@@ -289,6 +369,8 @@ static int manager_reload_file(Manager *m, char **ret_errors) {
                 log_warning("socket changed in %s; the new path takes effect at restart", m->config_path);
         config_done(&old);
         manager_apply_config(m);
+        /* Limits may have risen: the waiters try again. */
+        budget_retry_all(m->budget, now_usec());
         return 0;
 }
 
@@ -326,6 +408,7 @@ static void manager_shutdown(Manager *m) {
         if (m->listener)
                 listener_stop(m->listener);
         event_del(m->sweep_event);
+        event_del(m->wake_event);
         journal_emit(m->journal, EVENT_STOPPING, &e, now,
                      "tokenbudgetd stopping after %" PRIu64 " s: settling %zu open allocation(s); %" PRIu64
                      " granted, %" PRIu64 " refused, %" PRIu64 " abandoned, %" PRIu64 " tokens used",
@@ -406,8 +489,11 @@ int manager_new(struct event_base *base, Config *config, const char *config_path
                 goto oom;
         m->listener = listener_new(base, m->peers, &ll, connection_cb, m);
         m->sweep_event = evtimer_new(base, sweep_cb, m);
-        if (!m->listener || !m->sweep_event)
+        m->wake_event = evtimer_new(base, wake_cb, m);
+        m->terminator = terminator_new(base, terminate_done_cb, m);
+        if (!m->listener || !m->sweep_event || !m->wake_event || !m->terminator)
                 goto oom;
+        budget_set_hooks(m->budget, budget_wake_cb, budget_terminate_cb, m);
         m->context = (DispatchContext){
                 .budget = m->budget,
                 .peers = m->peers,
@@ -441,6 +527,9 @@ Manager *manager_free(Manager *m) {
                         event_free(m->signal_events[i]);
         if (m->sweep_event)
                 event_free(m->sweep_event);
+        if (m->wake_event)
+                event_free(m->wake_event);
+        m->terminator = terminator_free(m->terminator);
         m->notify = notify_free(m->notify);
         m->journal = journal_free(m->journal);
         free(m->status_note);

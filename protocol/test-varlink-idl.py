@@ -29,23 +29,27 @@ class ProtocolFiles(unittest.TestCase):
         iface = self.load('io.tokenbudget.agent')
         self.assertEqual([m.name for m in iface.of_kind('method')], ['Request', 'Report', 'Release'])
         self.assertEqual([m.name for m in iface.of_kind('error')],
-                         ['BudgetExhausted', 'UnknownAllocation', 'TooManyAllocations', 'TooManyScopes'])
+                         ['BudgetExhausted', 'Escalated', 'QueueTimeout', 'QueueFull', 'CircuitOpen',
+                          'UnknownAllocation', 'TooManyAllocations', 'TooManyScopes'])
         request = iface.member('Request')
         self.assertEqual([(f.name, str(f.type)) for f in request.params],
                          [('estimate', '?int'), ('class', '?string'), ('agent', '?string'),
-                          ('model', '?string'), ('priority', '?string')])
+                          ('model', '?string'), ('priority', '?string'), ('minTokens', '?int'),
+                          ('waitUsec', '?int'), ('promptTokens', '?int')])
         self.assertEqual([f.name for f in request.returns],
                          ['allocation', 'decision', 'granted', 'warnAt', 'hardLimit', 'priority',
-                          'requestedPriority'])
+                          'requestedPriority', 'reason', 'waitedUsec', 'suggestedMaxTokens',
+                          'suggestedModel', 'wouldBe', 'wouldBeReason'])
 
     def test_admin(self):
         iface = self.load('io.tokenbudget.admin')
-        self.assertEqual([m.name for m in iface.of_kind('type')], ['Window', 'Scope', 'Allocation'])
+        self.assertEqual([m.name for m in iface.of_kind('type')], ['Window', 'Scope', 'Breaker', 'PendingRequest', 'Allocation'])
         status = iface.member('Status')
         self.assertEqual(str(next(f for f in status.returns if f.name == 'scopes').type), '[]Scope')
         self.assertEqual(iface.member('List').params, [])
-        self.assertEqual([m.name for m in iface.of_kind('method')], ['Status', 'List', 'SetLimits', 'Reload'])
-        self.assertEqual([m.name for m in iface.of_kind('error')], ['ReloadRejected', 'UnknownScope'])
+        self.assertEqual([m.name for m in iface.of_kind('method')], ['Status', 'List', 'SetLimits', 'Reload', 'Pending',
+                                                                   'Approve', 'Deny'])
+        self.assertEqual([m.name for m in iface.of_kind('error')], ['ReloadRejected', 'UnknownScope', 'UnknownRequest'])
 
     def test_service(self):
         iface = self.load('org.varlink.service')

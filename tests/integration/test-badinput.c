@@ -266,8 +266,21 @@ static const struct error_row {
         {"io.tokenbudget.agent.Request", "{\"priority\":1}", "", IP, "parameter", "priority"},
         {"io.tokenbudget.agent.Request", "{\"class\":\"@MAX@\",\"agent\":\"@MAX@\",\"model\":\"@MAX@\"}", "",
          NULL, "decision", "granted"},
-        {"io.tokenbudget.agent.Request", "{\"estimate\":999999999999,\"priority\":\"background\"}", "", NULL,
-         "decision", "degraded"},
+        /* Above max_request_tokens (200000) the grant is clamped; above 2.5 x it, escalated. */
+        {"io.tokenbudget.agent.Request", "{\"estimate\":500000,\"priority\":\"background\"}", "", NULL,
+         "reason", "request-cap"},
+        {"io.tokenbudget.agent.Request", "{\"estimate\":999999999999,\"priority\":\"background\"}", "",
+         "io.tokenbudget.agent.Escalated", "reason", "policy"},
+        {"io.tokenbudget.agent.Request", "{\"minTokens\":0}", "", IP, "parameter", "minTokens"},
+        {"io.tokenbudget.agent.Request", "{\"estimate\":10,\"minTokens\":11}", "", IP, "parameter",
+         "minTokens"},
+        {"io.tokenbudget.agent.Request", "{\"minTokens\":-1}", "", IP, "parameter", "minTokens"},
+        {"io.tokenbudget.agent.Request", "{\"waitUsec\":86400000001}", "", IP, "parameter", "waitUsec"},
+        {"io.tokenbudget.agent.Request", "{\"waitUsec\":\"1s\"}", "", IP, "parameter", "waitUsec"},
+        {"io.tokenbudget.agent.Request", "{\"promptTokens\":1000000000000}", "", IP, "parameter",
+         "promptTokens"},
+        {"io.tokenbudget.agent.Request", "{\"estimate\":100,\"promptTokens\":40}", "", NULL,
+         "suggestedMaxTokens", "60"},
         /* Report */
         {"io.tokenbudget.agent.Report", "{\"inputTokens\":1,\"outputTokens\":1}", "", IP, "parameter",
          "allocation"},
@@ -378,8 +391,8 @@ START_TEST(test_standard_errors) {
 
         /*
          * Still the same connection: errors never close it. No failed Request
-         * or Release changed anything: exactly the 3 granted Requests (100,
-         * default 4000, clamped 200000) are open.
+         * or Release changed anything: exactly the 4 granted Requests (100,
+         * default 4000, clamped 200000, 100 with a prompt) are open.
          */
         reply = raw_call(r, "{\"method\":\"io.tokenbudget.admin.Status\"}", "Status after the error rows");
         ck_assert_msg(!reply_error(reply), "Status failed: %s", json_object_to_json_string(reply));
@@ -394,12 +407,12 @@ START_TEST(test_standard_errors) {
                         json_object *a = json_object_array_get_idx(allocs, i);
                         int64_t g = json_int(a, "granted", "allocation");
 
-                        /* The bystander's allocations are granted 10; ours 100, 4000 and 200000. */
+                        /* The bystander's allocations are granted 10; ours 100, 4000, 200000 and 100. */
                         ours += g != 10;
                 }
                 ck_assert_msg(
-                        ours == 3,
-                        "expected exactly the 3 granted Requests of this connection open, found %zu: %s",
+                        ours == 4,
+                        "expected exactly the 4 granted Requests of this connection open, found %zu: %s",
                         ours, json_object_to_json_string(reply));
         }
         json_object_put(reply);

@@ -282,7 +282,11 @@ static const char race_config[] =
         "= 0; };\n"
         "process: { tokens_per_minute = 0; tokens_per_hour = 0; tokens_per_day = 0; max_tokens_in_flight = "
         "0; };\n"
-        "limits: { max_allocations_per_process = 256; max_connections_per_uid = 256; };\n";
+        "limits: { max_allocations_per_process = 256; max_connections_per_uid = 256; };\n"
+        /* The clients spend to their hard limits on purpose (the runaway
+         * breaker would cut the one process off) and fill the pool (degraded
+         * mode would refuse background requests from 80%). */
+        "breaker: { runaway_breaches = 0; pool_threshold = 1.0; pool_release = 0.9; };\n";
 
 typedef struct RaceClient {
         const char *socket_path;

@@ -1,0 +1,654 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Integration tests of the escalation ladder on the real daemon, over raw
+ * Varlink connections (a deferred reply is simply a reply that comes later):
+ * request-cap clamping and escalation (refused; held, approved, denied, timed
+ * out), degrading to minTokens, the queue (a release wakes a waiter, a
+ * timeout answers QueueTimeout, a disconnected waiter is dropped, QueueFull,
+ * priority order under concurrent waiters, the starvation rule), degraded
+ * mode of a pool with hysteresis, the runaway breaker (open, half-open with
+ * one probe, closed; reopened with the cool-down doubled), on_hard_limit =
+ * "terminate" against real children (one that ignores SIGTERM), dry run, and
+ * model_tiers hints.
+ */
+#define _GNU_SOURCE
+#include "harness.h"
+#include "tb-check.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int send_fmt(RawConn *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int send_fmt(RawConn *r, const char *fmt, ...) {
+        char *msg;
+        va_list ap;
+        int k;
+
+        va_start(ap, fmt);
+        ck_assert_int_ge(vasprintf(&msg, fmt, ap), 0);
+        va_end(ap);
+        k = raw_send_msg(r, msg);
+        free(msg);
+        return k;
+}
+
+/* The next reply on r within timeout_ms, or NULL when none came. */
+static json_object *reply_within(RawConn *r, int timeout_ms) {
+        char *msg = NULL;
+        json_object *o;
+        int k = raw_recv(r, timeout_ms, &msg);
+
+        if (k <= 0)
+                return NULL;
+        o = json_tokener_parse(msg);
+        ck_assert_msg(o, "not JSON: %s", msg);
+        free(msg);
+        return o;
+}
+
+static json_object *call(RawConn *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static json_object *call(RawConn *r, const char *fmt, ...) {
+        char *msg;
+        json_object *reply;
+        va_list ap;
+
+        va_start(ap, fmt);
+        ck_assert_int_ge(vasprintf(&msg, fmt, ap), 0);
+        va_end(ap);
+        reply = raw_call(r, msg, msg);
+        free(msg);
+        return reply;
+}
+
+#define REQUEST "{\"method\":\"io.tokenbudget.agent.Request\",\"parameters\":{"
+
+static void assert_error(json_object *reply, const char *error, const char *key, const char *value) {
+        const char *e = reply_error(reply);
+
+        ck_assert_msg(e && strcmp(e, error) == 0, "expected %s, got %s", error,
+                      json_object_to_json_string(reply));
+        if (key)
+                ck_assert_msg(strcmp(json_str(reply_parameters(reply), key, error), value) == 0,
+                              "expected %s = %s: %s", key, value, json_object_to_json_string(reply));
+}
+
+static json_object *assert_granted(json_object *reply, int64_t granted, const char *decision) {
+        json_object *p = reply_parameters(reply);
+
+        ck_assert_msg(!reply_error(reply), "expected a grant, got %s", json_object_to_json_string(reply));
+        ck_assert_msg(json_int(p, "granted", "grant") == granted, "expected %lld granted: %s",
+                      (long long)granted, json_object_to_json_string(reply));
+        ck_assert_msg(strcmp(json_str(p, "decision", "grant"), decision) == 0, "expected %s: %s", decision,
+                      json_object_to_json_string(reply));
+        return p;
+}
+
+static void release(RawConn *r, json_object *grant_reply, int64_t used) {
+        json_object *reply =
+                call(r,
+                     "{\"method\":\"io.tokenbudget.agent.Release\",\"parameters\":{\"allocation\":\"%s\","
+                     "\"inputTokens\":0,\"outputTokens\":%lld}}",
+                     json_str(reply_parameters(grant_reply), "allocation", "grant"), (long long)used);
+        ck_assert_msg(!reply_error(reply), "Release: %s", json_object_to_json_string(reply));
+        json_object_put(reply);
+}
+
+static json_object *report(RawConn *r, json_object *grant_reply, int64_t used) {
+        return call(r,
+                    "{\"method\":\"io.tokenbudget.agent.Report\",\"parameters\":{\"allocation\":\"%s\","
+                    "\"inputTokens\":0,\"outputTokens\":%lld}}",
+                    json_str(reply_parameters(grant_reply), "allocation", "grant"), (long long)used);
+}
+
+static json_object *status(RawConn *r) {
+        return call(r, "{\"method\":\"io.tokenbudget.admin.Status\",\"parameters\":{\"all\":true}}");
+}
+
+/* Limits that keep every scope but global out of the way. */
+#define OPEN_SCOPES                                                                                         \
+        "process: { tokens_per_minute = 0; tokens_per_hour = 0; tokens_per_day = 0; max_tokens_in_flight "  \
+        "= "                                                                                                \
+        "0; };\n"                                                                                           \
+        "user: { tokens_per_minute = 0; tokens_per_hour = 0; tokens_per_day = 0; max_tokens_in_flight = "   \
+        "0; "                                                                                               \
+        "};\n"                                                                                              \
+        "limits: { max_connections_per_uid = 256; max_allocations_per_process = 256; };\n"
+
+/* ---- request cap, escalation, degrading ---- */
+
+START_TEST(test_cap_escalate_degrade) {
+        TestDaemon *d = harness_daemon_start(
+                OPEN_SCOPES "warn_multiplier = 1.0; hard_multiplier = 1.0; max_request_tokens = 100;\n"
+                            "global: { tokens_per_minute = 1000; };\n"
+                            "model_tiers = [\"big\", \"small\"];\n");
+        RawConn *r = harness_open_working(d, "ladder");
+        json_object *a, *b, *reply;
+        json_object *p;
+
+        /* Above the cap: clamped. At 2.5 x the cap: still clamped; above it: escalated. */
+        a = call(r, REQUEST "\"estimate\":200,\"model\":\"big\",\"promptTokens\":30}}");
+        p = assert_granted(a, 100, "degraded");
+        ck_assert_str_eq(json_str(p, "reason", "cap"), "request-cap");
+        ck_assert_int_eq(json_int(p, "suggestedMaxTokens", "cap"), 70);
+        ck_assert_str_eq(json_str(p, "suggestedModel", "cap"), "small");
+        release(r, a, 0);
+        json_object_put(a);
+        a = call(r, REQUEST "\"estimate\":250}}");
+        assert_granted(a, 100, "degraded");
+        release(r, a, 0);
+        json_object_put(a);
+        reply = call(r, REQUEST "\"estimate\":251}}");
+        assert_error(reply, "io.tokenbudget.agent.Escalated", "reason", "policy");
+        ck_assert_int_eq(json_int(reply_parameters(reply), "cap", "Escalated"), 100);
+        ck_assert_int_eq(json_int(reply_parameters(reply), "requested", "Escalated"), 251);
+        ck_assert_str_eq(json_str(reply_parameters(reply), "scope", "Escalated"), "global");
+        json_object_put(reply);
+
+        /* Degrading: 900 of 1000 taken (committed), 100 left. */
+        a = call(r, REQUEST "\"estimate\":100}}");
+        assert_granted(a, 100, "granted");
+        release(r, a, 900);
+        json_object_put(a);
+        reply = call(r, REQUEST "\"estimate\":100,\"minTokens\":50,\"priority\":\"interactive\"}}");
+        p = assert_granted(reply, 100, "granted");
+        release(r, reply, 50);
+        json_object_put(reply);
+        /* 50 left: a request for 100 that can use 40 gets 50, "budget". */
+        reply = call(r, REQUEST
+                     "\"estimate\":100,\"minTokens\":40,\"priority\":\"interactive\",\"model\":\"big\"}}");
+        p = assert_granted(reply, 50, "degraded");
+        ck_assert_str_eq(json_str(p, "reason", "budget"), "budget");
+        ck_assert_str_eq(json_str(p, "suggestedModel", "budget"), "small");
+        b = call(r, REQUEST "\"estimate\":10,\"priority\":\"interactive\"}}");
+        /* Without minTokens nothing is shrunk: refused, with when room comes. */
+        assert_error(b, "io.tokenbudget.agent.BudgetExhausted", "reason", "window");
+        ck_assert_str_eq(json_str(reply_parameters(b), "window", "refusal"), "minute");
+        ck_assert_int_gt(json_int(reply_parameters(b), "retryAfterUsec", "refusal"), 0);
+        json_object_put(b);
+        release(r, reply, 0);
+        json_object_put(reply);
+        raw_close(r);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* ---- held for an admin ---- */
+
+START_TEST(test_escalation_hold) {
+        TestDaemon *d =
+                harness_daemon_start(OPEN_SCOPES "max_request_tokens = 100; on_escalate = \"hold\";\n"
+                                                 "escalation: { timeout_sec = 1; };\n");
+        RawConn *agent = harness_open_working(d, "agent"), *admin = harness_open_working(d, "admin");
+        json_object *reply, *list, *p;
+        char id[32];
+
+        ck_assert_int_eq(send_fmt(agent, REQUEST "\"estimate\":1000,\"agent\":\"big\"}}"), 0);
+        ck_assert_ptr_null(reply_within(agent, 200));
+        reply = call(admin, "{\"method\":\"io.tokenbudget.admin.Pending\"}");
+        ck_assert(json_object_object_get_ex(reply_parameters(reply), "requests", &list));
+        ck_assert_int_eq(json_object_array_length(list), 1);
+        p = json_object_array_get_idx(list, 0);
+        ck_assert_int_eq(json_int(p, "requested", "pending"), 1000);
+        ck_assert_int_eq(json_int(p, "cap", "pending"), 100);
+        ck_assert_str_eq(json_str(p, "agent", "pending"), "big");
+        snprintf(id, sizeof(id), "%s", json_str(p, "id", "pending"));
+        json_object_put(reply);
+
+        /* Not a held id: UnknownRequest; then approved with 300 tokens. */
+        reply = call(admin, "{\"method\":\"io.tokenbudget.admin.Approve\",\"parameters\":{\"id\":\"999\"}}");
+        assert_error(reply, "io.tokenbudget.admin.UnknownRequest", "id", "999");
+        json_object_put(reply);
+        reply = call(admin,
+                     "{\"method\":\"io.tokenbudget.admin.Approve\",\"parameters\":{\"id\":\"%s\",\"tokens\":"
+                     "300}}",
+                     id);
+        ck_assert_msg(!reply_error(reply), "Approve: %s", json_object_to_json_string(reply));
+        json_object_put(reply);
+        reply = reply_within(agent, 2000);
+        ck_assert_ptr_nonnull(reply);
+        p = assert_granted(reply, 300, "degraded");
+        ck_assert_str_eq(json_str(p, "reason", "approved"), "approved");
+        ck_assert_int_gt(json_int(p, "waitedUsec", "approved"), 100000);
+        release(agent, reply, 0);
+        json_object_put(reply);
+
+        /* Denied. */
+        ck_assert_int_eq(send_fmt(agent, REQUEST "\"estimate\":1000}}"), 0);
+        ck_assert_ptr_null(reply_within(agent, 100));
+        reply = call(admin, "{\"method\":\"io.tokenbudget.admin.Pending\"}");
+        ck_assert(json_object_object_get_ex(reply_parameters(reply), "requests", &list));
+        snprintf(id, sizeof(id), "%s", json_str(json_object_array_get_idx(list, 0), "id", "pending"));
+        json_object_put(reply);
+        json_object_put(call(
+                admin, "{\"method\":\"io.tokenbudget.admin.Deny\",\"parameters\":{\"id\":\"%s\"}}", id));
+        reply = reply_within(agent, 2000);
+        ck_assert_ptr_nonnull(reply);
+        assert_error(reply, "io.tokenbudget.agent.Escalated", "reason", "denied");
+        json_object_put(reply);
+
+        /* Nobody decides: denied after escalation.timeout_sec. */
+        ck_assert_int_eq(send_fmt(agent, REQUEST "\"estimate\":1000}}"), 0);
+        ck_assert_ptr_null(reply_within(agent, 500));
+        reply = reply_within(agent, 3000);
+        ck_assert_ptr_nonnull(reply);
+        assert_error(reply, "io.tokenbudget.agent.Escalated", "reason", "timeout");
+        json_object_put(reply);
+
+        /* A held caller that goes away is dropped from the list. */
+        ck_assert_int_eq(send_fmt(agent, REQUEST "\"estimate\":1000}}"), 0);
+        ck_assert_ptr_null(reply_within(agent, 100));
+        raw_close(agent);
+        harness_sleep_msec(100);
+        reply = call(admin, "{\"method\":\"io.tokenbudget.admin.Pending\"}");
+        ck_assert(json_object_object_get_ex(reply_parameters(reply), "requests", &list));
+        ck_assert_int_eq(json_object_array_length(list), 0);
+        json_object_put(reply);
+        raw_close(admin);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* ---- the queue ---- */
+
+#define QUEUE_CONFIG                                                                                        \
+        OPEN_SCOPES "warn_multiplier = 1.0; hard_multiplier = 1.0;\n"                                       \
+                    "global: { tokens_per_minute = 0; tokens_per_hour = 0; tokens_per_day = 0; "            \
+                    "max_tokens_in_flight = 100; };\n"                                                      \
+                    "breaker: { pool_threshold = 1.0; pool_release = 0.99; };\n"
+
+START_TEST(test_queue_wait_timeout_disconnect) {
+        TestDaemon *d =
+                harness_daemon_start(QUEUE_CONFIG "queue: { max_waiters = 2; max_waiters_per_uid = 2; };\n");
+        RawConn *holder = harness_open_working(d, "holder"), *w1 = harness_open_working(d, "w1"),
+                *w2 = harness_open_working(d, "w2"), *w3 = harness_open_working(d, "w3");
+        json_object *held, *reply, *st, *p;
+        uint64_t t0;
+
+        held = call(holder, REQUEST "\"estimate\":100}}");
+        assert_granted(held, 100, "granted");
+        /* A waiter is woken by the release, and told how long it waited. */
+        ck_assert_int_eq(send_fmt(w1, REQUEST "\"estimate\":60,\"waitUsec\":5000000}}"), 0);
+        ck_assert_ptr_null(reply_within(w1, 200));
+        /* The second waiter disconnects: dropped at once. */
+        ck_assert_int_eq(send_fmt(w2, REQUEST "\"estimate\":60,\"waitUsec\":5000000}}"), 0);
+        harness_sleep_msec(50);
+        /* Two waiters is queue.max_waiters: the third is refused at once. */
+        reply = call(w3, REQUEST "\"estimate\":60,\"waitUsec\":5000000}}");
+        assert_error(reply, "io.tokenbudget.agent.QueueFull", "scope", "queue");
+        json_object_put(reply);
+        st = status(holder);
+        ck_assert_int_eq(json_int(reply_parameters(st), "waiters", "Status"), 2);
+        ck_assert_int_eq(json_int(status_scope(reply_parameters(st), "global"), "waiters", "global"), 2);
+        json_object_put(st);
+        raw_close(w2);
+        harness_sleep_msec(100);
+        st = status(holder);
+        ck_assert_int_eq(json_int(reply_parameters(st), "waiters", "Status"), 1);
+        json_object_put(st);
+
+        release(holder, held, 10);
+        json_object_put(held);
+        reply = reply_within(w1, 2000);
+        ck_assert_ptr_nonnull(reply);
+        p = assert_granted(reply, 60, "granted");
+        ck_assert_int_gt(json_int(p, "waitedUsec", "w1"), 200000);
+
+        /* 60 in flight: 60 more waits 300 ms and is answered QueueTimeout. */
+        t0 = harness_now_usec();
+        ck_assert_int_eq(send_fmt(w3, REQUEST "\"estimate\":60,\"waitUsec\":300000}}"), 0);
+        json_object *timeout = reply_within(w3, 3000);
+        ck_assert_ptr_nonnull(timeout);
+        assert_error(timeout, "io.tokenbudget.agent.QueueTimeout", "scope", "global");
+        ck_assert_int_ge(json_int(reply_parameters(timeout), "waitedUsec", "timeout"), 300000);
+        ck_assert_int_ge(harness_now_usec() - t0, 290000);
+        json_object_put(timeout);
+        release(w1, reply, 0);
+        json_object_put(reply);
+        raw_close(holder);
+        raw_close(w1);
+        raw_close(w3);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* Waiters in three priorities, queued interleaved from separate
+ * connections, are served interactive first, then normal, then background,
+ * in arrival order within each. */
+START_TEST(test_queue_order) {
+        TestDaemon *d = harness_daemon_start(QUEUE_CONFIG);
+        static const char *const prio[] = {"background", "normal", "interactive"};
+        enum { N = 9 };
+        RawConn *holder = harness_open_working(d, "holder"), *w[N];
+        json_object *held, *replies[N] = {};
+        int order[N], n_served = 0;
+
+        held = call(holder, REQUEST "\"estimate\":100}}");
+        assert_granted(held, 100, "granted");
+        for (int i = 0; i < N; i++) {
+                w[i] = harness_open_working(d, "waiter");
+                ck_assert_int_eq(send_fmt(w[i],
+                                          REQUEST
+                                          "\"estimate\":100,\"waitUsec\":10000000,\"priority\":\"%s\"}}",
+                                          prio[i % 3]),
+                                 0);
+                harness_sleep_msec(5);
+        }
+        for (int i = 0; i < N; i++)
+                ck_assert_ptr_null(reply_within(w[i], 1));
+        release(holder, held, 0);
+        json_object_put(held);
+        /* One at a time: each served waiter releases, which serves the next. */
+        while (n_served < N) {
+                int got = -1;
+                for (int tries = 0; tries < 300 && got < 0; tries++)
+                        for (int i = 0; i < N && got < 0; i++)
+                                if (!replies[i] && (replies[i] = reply_within(w[i], 1)))
+                                        got = i;
+                ck_assert_msg(got >= 0, "no waiter served after %d", n_served);
+                assert_granted(replies[got], 100, "granted");
+                for (int i = 0; i < N; i++)
+                        ck_assert_msg(i == got || replies[i] || !reply_within(w[i], 0),
+                                      "two waiters served at once");
+                order[n_served++] = got;
+                release(w[got], replies[got], 0);
+        }
+        /* interactive: 2, 5, 8; normal: 1, 4, 7; background: 0, 3, 6 */
+        static const int expected[N] = {2, 5, 8, 1, 4, 7, 0, 3, 6};
+        for (int i = 0; i < N; i++)
+                ck_assert_msg(order[i] == expected[i], "served %d-th: waiter %d, expected %d", i, order[i],
+                              expected[i]);
+        for (int i = 0; i < N; i++) {
+                json_object_put(replies[i]);
+                raw_close(w[i]);
+        }
+        raw_close(holder);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* The starvation rule: while a big waiter heads the queue, small requests
+ * of its priority do not take what frees up. */
+START_TEST(test_queue_starvation_rule) {
+        TestDaemon *d = harness_daemon_start(QUEUE_CONFIG);
+        RawConn *holder = harness_open_working(d, "holder"), *big = harness_open_working(d, "big"),
+                *small = harness_open_working(d, "small");
+        json_object *a, *b, *reply;
+
+        a = call(holder, REQUEST "\"estimate\":50}}");
+        b = call(holder, REQUEST "\"estimate\":50}}");
+        ck_assert_int_eq(send_fmt(big, REQUEST "\"estimate\":100,\"waitUsec\":5000000}}"), 0);
+        ck_assert_ptr_null(reply_within(big, 100));
+        release(holder, a, 0);
+        /* 50 free, but the big waiter holds it: a small normal request is refused. */
+        reply = call(small, REQUEST "\"estimate\":10}}");
+        assert_error(reply, "io.tokenbudget.agent.BudgetExhausted", "reason", "queued-ahead");
+        json_object_put(reply);
+        /* An interactive one is of a higher priority: it passes. */
+        reply = call(small, REQUEST "\"estimate\":10,\"priority\":\"interactive\"}}");
+        assert_granted(reply, 10, "granted");
+        release(small, reply, 0);
+        json_object_put(reply);
+        release(holder, b, 0);
+        reply = reply_within(big, 2000);
+        ck_assert_ptr_nonnull(reply);
+        assert_granted(reply, 100, "granted");
+        json_object_put(reply);
+        json_object_put(a);
+        json_object_put(b);
+        raw_close(holder);
+        raw_close(big);
+        raw_close(small);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* ---- degraded mode ---- */
+
+START_TEST(test_pool_degraded) {
+        TestDaemon *d =
+                harness_daemon_start(OPEN_SCOPES "warn_multiplier = 1.0; hard_multiplier = 1.0;\n"
+                                                 "global: { tokens_per_minute = 0; tokens_per_hour = 0; "
+                                                 "tokens_per_day = 0; max_tokens_in_flight = 1000; };\n");
+        RawConn *r = harness_open_working(d, "pool"), *w = harness_open_working(d, "waiter");
+        json_object *big, *reply, *st, *p;
+
+        big = call(r, REQUEST "\"estimate\":800}}");
+        assert_granted(big, 800, "granted");
+        st = status(r);
+        ck_assert(json_object_get_boolean(
+                json_object_object_get(status_scope(reply_parameters(st), "global"), "degraded")));
+        json_object_put(st);
+        /* Background: refused (or waits); normal: halved; interactive: served. */
+        reply = call(r, REQUEST "\"estimate\":10,\"priority\":\"background\"}}");
+        assert_error(reply, "io.tokenbudget.agent.BudgetExhausted", "reason", "pool-degraded");
+        json_object_put(reply);
+        reply = call(r, REQUEST "\"estimate\":100}}");
+        p = assert_granted(reply, 50, "degraded");
+        ck_assert_str_eq(json_str(p, "reason", "pool"), "pool-degraded");
+        release(r, reply, 0);
+        json_object_put(reply);
+        reply = call(r, REQUEST "\"estimate\":100,\"priority\":\"interactive\"}}");
+        assert_granted(reply, 100, "granted");
+        release(r, reply, 0);
+        json_object_put(reply);
+        /* A background waiter goes on once the pool is below pool_release (0.7). */
+        ck_assert_int_eq(
+                send_fmt(w, REQUEST "\"estimate\":10,\"priority\":\"background\",\"waitUsec\":5000000}}"),
+                0);
+        ck_assert_ptr_null(reply_within(w, 100));
+        release(r, big, 0);
+        json_object_put(big);
+        reply = reply_within(w, 2000);
+        ck_assert_ptr_nonnull(reply);
+        assert_granted(reply, 10, "granted");
+        json_object_put(reply);
+        st = status(r);
+        ck_assert(!json_object_get_boolean(
+                json_object_object_get(status_scope(reply_parameters(st), "global"), "degraded")));
+        json_object_put(st);
+        raw_close(r);
+        raw_close(w);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* ---- the runaway breaker ---- */
+
+static void breach(RawConn *r) {
+        json_object *a = call(r, REQUEST "\"estimate\":10}}"), *rep;
+
+        assert_granted(a, 10, "granted");
+        rep = report(r, a, 25);
+        ck_assert_str_eq(json_str(reply_parameters(rep), "state", "report"), "exceeded");
+        json_object_put(rep);
+        release(r, a, 25);
+        json_object_put(a);
+}
+
+START_TEST(test_runaway_breaker) {
+        TestDaemon *d =
+                harness_daemon_start(OPEN_SCOPES "breaker: { runaway_breaches = 2; cooldown_sec = 1; "
+                                                 "max_cooldown_sec = 10; };\n");
+        RawConn *r = harness_open_working(d, "runaway"), *other = harness_open_working(d, "other");
+        json_object *reply, *probe, *st, *list;
+
+        breach(r);
+        breach(r);
+        reply = call(r, REQUEST "\"estimate\":10}}");
+        assert_error(reply, "io.tokenbudget.agent.CircuitOpen", NULL, NULL);
+        ck_assert_int_eq(json_int(reply_parameters(reply), "breaches", "open"), 2);
+        ck_assert_int_gt(json_int(reply_parameters(reply), "retryAfterUsec", "open"), 0);
+        ck_assert(strncmp(json_str(reply_parameters(reply), "scope", "open"), "process:", 8) == 0);
+        json_object_put(reply);
+        st = status(r);
+        ck_assert(json_object_object_get_ex(reply_parameters(st), "breakers", &list));
+        ck_assert_int_eq(json_object_array_length(list), 1);
+        ck_assert_str_eq(json_str(json_object_array_get_idx(list, 0), "state", "breaker"), "open");
+        json_object_put(st);
+
+        /* After the cool-down: one probe goes through, the next waits for it. */
+        harness_sleep_msec(1100);
+        probe = call(r, REQUEST "\"estimate\":10}}");
+        assert_granted(probe, 10, "granted");
+        reply = call(other, REQUEST "\"estimate\":10}}");
+        assert_error(reply, "io.tokenbudget.agent.CircuitOpen", NULL, NULL);
+        ck_assert_int_eq(json_int(reply_parameters(reply), "retryAfterUsec", "half-open"), 0);
+        json_object_put(reply);
+        /* The probe stays within its hard limit: closed. */
+        release(r, probe, 5);
+        json_object_put(probe);
+        reply = call(r, REQUEST "\"estimate\":10}}");
+        assert_granted(reply, 10, "granted");
+        release(r, reply, 0);
+        json_object_put(reply);
+
+        /* Open again; a probe that breaches reopens it for twice the cool-down. */
+        breach(r);
+        breach(r);
+        harness_sleep_msec(1100);
+        breach(r);
+        st = status(r);
+        ck_assert(json_object_object_get_ex(reply_parameters(st), "breakers", &list));
+        ck_assert_int_eq(json_object_array_length(list), 1);
+        ck_assert_str_eq(json_str(json_object_array_get_idx(list, 0), "state", "breaker"), "open");
+        ck_assert_int_eq(json_int(json_object_array_get_idx(list, 0), "cooldownUsec", "breaker"), 2000000);
+        json_object_put(st);
+        raw_close(r);
+        raw_close(other);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* ---- dry run ---- */
+
+START_TEST(test_dry_run) {
+        TestDaemon *d = harness_daemon_start(OPEN_SCOPES "enforce = false; max_request_tokens = 100;\n"
+                                                         "global: { tokens_per_minute = 500; };\n");
+        RawConn *r = harness_open_working(d, "dry");
+        json_object *a, *b, *c, *st;
+        json_object *p;
+
+        a = call(r, REQUEST "\"estimate\":50}}");
+        p = assert_granted(a, 50, "granted");
+        ck_assert_str_eq(json_str(p, "wouldBe", "dry"), "granted");
+        /* Over the cap: granted in full, would have been clamped. */
+        b = call(r, REQUEST "\"estimate\":200}}");
+        p = assert_granted(b, 200, "granted");
+        ck_assert_str_eq(json_str(p, "wouldBe", "dry"), "degraded");
+        ck_assert_str_eq(json_str(p, "wouldBeReason", "dry"), "request-cap");
+        /* Far over it: would have been escalated; the window is full too. */
+        c = call(r, REQUEST "\"estimate\":1000}}");
+        p = assert_granted(c, 1000, "granted");
+        ck_assert_str_eq(json_str(p, "wouldBe", "dry"), "Escalated");
+        release(r, c, 0);
+        json_object_put(c);
+        c = call(r, REQUEST "\"estimate\":90}}");
+        p = assert_granted(c, 90, "granted");
+        ck_assert_str_eq(json_str(p, "wouldBe", "dry"), "BudgetExhausted");
+        st = status(r);
+        ck_assert(!json_object_get_boolean(json_object_object_get(reply_parameters(st), "enforce")));
+        json_object_put(st);
+        json_object_put(a);
+        json_object_put(b);
+        json_object_put(c);
+        raw_close(r);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* ---- on_hard_limit = "terminate" ---- */
+
+/* A child that names itself, asks, reports past its hard limit and then
+ * sleeps: the daemon stops it. ignore_term: it ignores SIGTERM. */
+static pid_t spawn_runaway(const TestDaemon *d, const char *name, bool ignore_term, int ready_pipe) {
+        pid_t pid = fork();
+
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+                tb_client *c = NULL;
+                tb_grant g;
+                tb_report_reply rep;
+                char action = 'x';
+
+                signal(SIGTERM, ignore_term ? SIG_IGN : SIG_DFL);
+                prctl(PR_SET_NAME, name);
+                if (tb_client_open(d->socket_path, &c, NULL) < 0 ||
+                    tb_request(c, &(tb_request_params){.estimate = 10}, &g) < 0 ||
+                    tb_report(c, &(tb_report_params){.allocation = g.allocation, .output_tokens = 30},
+                              &rep) < 0)
+                        _exit(3);
+                action = strcmp(rep.action_name, "terminate") == 0 ? 't' : 'n';
+                (void)!write(ready_pipe, &action, 1);
+                for (;;)
+                        pause();
+        }
+        return pid;
+}
+
+START_TEST(test_terminate) {
+        TestDaemon *d =
+                harness_daemon_start(OPEN_SCOPES "rules = ( { name = \"runaways\"; match = { command = "
+                                                 "\"tb-runaway*\"; }; on_hard_limit = \"terminate\"; "
+                                                 "terminate_grace_sec = 1; } );\n");
+        int fds[2], status;
+        char action = 0;
+        pid_t pid;
+        uint64_t t0;
+
+        ck_assert_int_eq(pipe(fds), 0);
+        /* SIGTERM can reach it before the Report reply does. */
+        pid = spawn_runaway(d, "tb-runaway1", false, fds[1]);
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "status %d", status);
+
+        /* One that ignores SIGTERM is killed after the grace period. */
+        t0 = harness_now_usec();
+        pid = spawn_runaway(d, "tb-runaway2", true, fds[1]);
+        close(fds[1]);
+        ck_assert_int_eq(read(fds[0], &action, 1), 1);
+        ck_assert_msg(action == 't', "the Report reply did not say action terminate (%c)", action);
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "status %d", status);
+        ck_assert_int_ge(harness_now_usec() - t0, 900000);
+
+        /* The test itself matches no rule: its breach stops nothing. */
+        {
+                tb_client *c = harness_client(d);
+                tb_grant g;
+                tb_report_reply rep;
+                ck_assert_int_eq(tb_request(c, &(tb_request_params){.estimate = 10}, &g), 0);
+                ck_assert_int_eq(
+                        tb_report(c, &(tb_report_params){.allocation = g.allocation, .output_tokens = 30},
+                                  &rep),
+                        0);
+                ck_assert_str_eq(rep.action_name, "");
+                tb_client_close(c);
+        }
+        close(fds[0]);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+int main(void) {
+        Suite *s = suite_create("ladder");
+        TCase *tc = harness_tcase("ladder", 60);
+
+        tcase_add_test(tc, test_cap_escalate_degrade);
+        tcase_add_test(tc, test_escalation_hold);
+        tcase_add_test(tc, test_queue_wait_timeout_disconnect);
+        tcase_add_test(tc, test_queue_order);
+        tcase_add_test(tc, test_queue_starvation_rule);
+        tcase_add_test(tc, test_pool_degraded);
+        tcase_add_test(tc, test_runaway_breaker);
+        tcase_add_test(tc, test_dry_run);
+        tcase_add_test(tc, test_terminate);
+        suite_add_tcase(s, tc);
+        return harness_main(s);
+}
