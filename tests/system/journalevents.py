@@ -15,12 +15,22 @@ open at SIGTERM.
 Daemon B (defaults but burst 3 per 1 s, 100 tokens in flight per process):
 no granted event (off by default); 10 refusals give 3 refused events and
 one "7 similar events suppressed" summary, after which refusals are logged
-again."""
+again.
+Daemons D (one small daemon per scenario): degraded / recovered when a grant
+of 800 of a global max_tokens_in_flight of 1000 (multipliers 1.0) reaches
+breaker.pool_threshold 0.8 and its release frees it; breaker opened,
+half-open and closed (runaway_breaches = 1, cooldown_sec = 1) for one Report
+past hardLimit, a Request after the cool-down, and that probe released
+within its limit; escalated for a Request of 1000 over max_request_tokens =
+100; terminated (sigterm, then exited) for a child whose comm is tb-runaway
+under a rule with on_hard_limit = "terminate"; and a refused entry with
+TOKENBUDGET_DRY_RUN=1 for a Request granted under enforce = false."""
 
 import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 from tbtest import Daemon, VarlinkError, check, check_stderr_prefixes, env, message_ids, wait_until, write
@@ -67,11 +77,21 @@ def _me():
     return {"TOKENBUDGET_PID": str(os.getpid()), "TOKENBUDGET_UID": str(os.getuid()), "TOKENBUDGET_COMM": comm}
 
 
-def _one(ids, kind, pid, what, expected, events):
-    entries = wait_entries(ids[kind], pid, 1, what)
-    check(len(entries) == 1, f"{len(entries)} '{what}' entries, expected 1: {entries}")
-    events.add(kind, entries[0], pid, expected)
-    return entries[0]
+def _one(ids, kind, pid, what, expected, events, count=1, index=0):
+    """Waits for exactly count entries of kind; entry number index is the one
+    checked (test-journal.py) and explained (test-catalog.py)."""
+    entries = wait_entries(ids[kind], pid, count, what)
+    check(len(entries) == count, f"{len(entries)} '{what}' entries, expected {count}: {entries}")
+    events.add(kind, entries[index], pid, expected)
+    return entries[index]
+
+
+def _check_fields(what, entry, expected):
+    """The check test-journal.py makes, for an entry that is not the one of its kind."""
+    for field, want in expected.items():
+        got = entry.get(field)
+        ok = isinstance(got, str) and want(got) if callable(want) else got == want
+        check(ok, f"{what}: {field}={got!r} is not as expected ({entry.get('MESSAGE')!r})")
 
 
 def drive_daemon_a(work, ids, events):
@@ -114,7 +134,7 @@ def drive_daemon_a(work, ids, events):
     _one(ids, "REFUSED", d.pid, "refused",
          {**me, "PRIORITY": "5", "TOKENBUDGET_ESTIMATE": "8000", "TOKENBUDGET_AGENT": "journal-test",
           "TOKENBUDGET_SCOPE": f"process:{os.getpid()}", "TOKENBUDGET_DECISION": "refused",
-          "TOKENBUDGET_REASON": lambda v: f"process:{os.getpid()}" in v}, events)
+          "TOKENBUDGET_REASON": lambda v: f"process:{os.getpid()}" in v, "TOKENBUDGET_DRY_RUN": None}, events)
 
     write(cfg, good + "default_estimate = 3000;\n")
     d.signal(signal.SIGHUP)
@@ -200,10 +220,176 @@ def drive_daemon_c(work, ids, events):
     check_stderr_prefixes(d.stderr(), "daemon C")
 
 
+RUNAWAY = """import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from tbtest import Varlink
+c = Varlink(sys.argv[2])
+g = c.call("io.tokenbudget.agent.Request", estimate=10, agent="runaway")
+with open("/proc/self/comm") as f:
+    print(json.dumps({"comm": f.read().strip(), "allocation": g["allocation"]}), flush=True)
+# The SIGTERM may come before this reply does.
+r = c.call("io.tokenbudget.agent.Report", allocation=g["allocation"], inputTokens=0, outputTokens=30)
+print(json.dumps({"report": r}), flush=True)
+time.sleep(60)
+"""
+
+
+def _d_pool(work, ids, events):
+    cfg = write(os.path.join(work, "d-pool.conf"), "hard_multiplier = 1.0;\nwarn_multiplier = 1.0;\n"
+                "global: { max_tokens_in_flight = 1000; };\n")
+    d = Daemon(work, "d-pool", config=cfg).wait_serving()
+    c = d.connect()
+    g = c.call("io.tokenbudget.agent.Request", estimate=800)
+    check(g.get("granted") == 800, f"fixture: a Request of 800 of 1000 in flight: {g}")
+    _one(ids, "DEGRADED", d.pid, "degraded",
+         {"PRIORITY": "4", "TOKENBUDGET_SCOPE": "global",
+          "TOKENBUDGET_REASON": lambda v: "80.0%" in v and "breaker.pool_threshold" in v}, events)
+    check(not journal_entries(ids["RECOVERED"], d.pid), "recovered while the grant is still open")
+    c.call("io.tokenbudget.agent.Release", allocation=g["allocation"], inputTokens=0, outputTokens=0)
+    _one(ids, "RECOVERED", d.pid, "recovered",
+         {"PRIORITY": "6", "TOKENBUDGET_SCOPE": "global",
+          "TOKENBUDGET_REASON": lambda v: "breaker.pool_release" in v}, events)
+    c.close()
+    check(d.stop() == 0, "daemon D (pool): exit status after SIGTERM")
+    check_stderr_prefixes(d.stderr(), "daemon D (pool)")
+
+
+def _d_breaker(work, ids, events):
+    cfg = write(os.path.join(work, "d-breaker.conf"), "breaker: { runaway_breaches = 1; cooldown_sec = 1; };\n")
+    d = Daemon(work, "d-breaker", config=cfg).wait_serving()
+    scope = f"process:{os.getpid()}"
+    breaker = {"TOKENBUDGET_SCOPE": scope, "TOKENBUDGET_UID": str(os.getuid())}
+    c = d.connect()
+    g = c.call("io.tokenbudget.agent.Request", estimate=100)
+    r = c.call("io.tokenbudget.agent.Report", allocation=g["allocation"], inputTokens=100, outputTokens=200)
+    check(r.get("state") == "exceeded", f"fixture: Report of 300 of 100 granted: {r}")
+    opened = time.monotonic()
+    _one(ids, "BREAKER_OPENED", d.pid, "breaker opened",
+         {**breaker, "PRIORITY": "4", "TOKENBUDGET_REASON": lambda v: v.startswith("opened: 1 hard-limit")},
+         events)
+    c.call("io.tokenbudget.agent.Release", allocation=g["allocation"])
+    try:
+        c.call("io.tokenbudget.agent.Request", estimate=100)
+        raise AssertionError("a Request was granted while the runaway breaker is open")
+    except VarlinkError as e:
+        check(e.error == "io.tokenbudget.agent.CircuitOpen" and e.parameters.get("scope") == scope,
+              f"Request while the breaker is open: {e}")
+    check(not journal_entries(ids["BREAKER_HALF_OPEN"], d.pid), "half-open before the cool-down ended")
+
+    time.sleep(max(0.0, opened + 1.2 - time.monotonic()))
+    probe = c.call("io.tokenbudget.agent.Request", estimate=100)
+    _one(ids, "BREAKER_HALF_OPEN", d.pid, "breaker half-open",
+         {**breaker, "PRIORITY": "6", "TOKENBUDGET_REASON": lambda v: v.startswith("is half-open")}, events)
+    check(not journal_entries(ids["BREAKER_CLOSED"], d.pid), "closed before the probe was settled")
+    c.call("io.tokenbudget.agent.Release", allocation=probe["allocation"], inputTokens=40, outputTokens=10)
+    _one(ids, "BREAKER_CLOSED", d.pid, "breaker closed",
+         {**breaker, "PRIORITY": "6", "TOKENBUDGET_REASON": lambda v: v.startswith("closed: its probe")}, events)
+    g = c.call("io.tokenbudget.agent.Request", estimate=100)
+    c.call("io.tokenbudget.agent.Release", allocation=g["allocation"])
+    check(len(journal_entries(ids["BREAKER_OPENED"], d.pid)) == 1, "the breaker opened again")
+    c.close()
+    check(d.stop() == 0, "daemon D (breaker): exit status after SIGTERM")
+    check_stderr_prefixes(d.stderr(), "daemon D (breaker)")
+
+
+def _d_escalated(work, ids, events):
+    cfg = write(os.path.join(work, "d-escalate.conf"), "max_request_tokens = 100;\n")
+    d = Daemon(work, "d-escalate", config=cfg).wait_serving()
+    c = d.connect()
+    try:
+        c.call("io.tokenbudget.agent.Request", estimate=1000, agent="greedy")
+        raise AssertionError("fixture: a Request of 1000 over max_request_tokens = 100 was granted")
+    except VarlinkError as e:
+        check(e.error == "io.tokenbudget.agent.Escalated" and e.parameters.get("requested") == 1000,
+              f"fixture: escalation {e}")
+    _one(ids, "ESCALATED", d.pid, "escalated",
+         {**_me(), "PRIORITY": "5", "TOKENBUDGET_ESTIMATE": "1000", "TOKENBUDGET_AGENT": "greedy",
+          "TOKENBUDGET_SCOPE": "global", "TOKENBUDGET_DECISION": "refused",
+          "TOKENBUDGET_REASON": lambda v: "max_request_tokens (100)" in v}, events)
+    check(not journal_entries(ids["REFUSED"], d.pid), "an escalated request was also logged as refused")
+    c.close()
+    check(d.stop() == 0, "daemon D (escalate): exit status after SIGTERM")
+    check_stderr_prefixes(d.stderr(), "daemon D (escalate)")
+
+
+def _d_terminated(work, ids, events):
+    cfg = write(os.path.join(work, "d-terminate.conf"),
+                'rules = ( { name = "runaways"; match = { command = "tb-runaway"; }; '
+                'on_hard_limit = "terminate"; terminate_grace_sec = 1; } );\n')
+    d = Daemon(work, "d-terminate", config=cfg).wait_serving()
+    runaway = os.path.join(work, "tb-runaway")
+    os.symlink(sys.executable, runaway)
+    script = write(os.path.join(work, "runaway.py"), RUNAWAY)
+    child = subprocess.Popen([runaway, script, os.path.dirname(os.path.abspath(__file__)), d.socket_path],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()
+        check(line, f"the tb-runaway child said nothing (exit status {child.wait(10)})")
+        said = json.loads(line)
+        check(said["comm"] == "tb-runaway", f"fixture: the child's comm is {said['comm']!r}")
+        line = child.stdout.readline()  # "" when the SIGTERM came before the Report's reply
+        if line:
+            report = json.loads(line)["report"]
+            check(report.get("state") == "exceeded" and report.get("action") == "terminate",
+                  f"fixture: Report of 30 of 10 under on_hard_limit = \"terminate\": {report}")
+        try:
+            status = child.wait(10)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the tb-runaway child was not stopped within 10 s of its hard limit")
+        check(status == -signal.SIGTERM, f"the tb-runaway child ended with {status}, expected SIGTERM")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+    who = {"TOKENBUDGET_PID": str(child.pid)}
+    _one(ids, "TERMINATED", d.pid, "terminated (sigterm, then exited)",
+         {**who, "PRIORITY": "4", "TOKENBUDGET_UID": str(os.getuid()), "TOKENBUDGET_DECISION": "sigterm"},
+         events, count=2, index=0)
+    exited = journal_entries(ids["TERMINATED"], d.pid)[1]
+    _check_fields("the second terminated entry", exited,
+                  {**who, "PRIORITY": "4", "TOKENBUDGET_DECISION": "exited",
+                   "MESSAGE": lambda m: "exited after SIGTERM" in m})
+    exceeded = wait_entries(ids["EXCEEDED"], d.pid, 1, "exceeded (tb-runaway)")
+    _check_fields("the exceeded entry of tb-runaway", exceeded[0],
+                  {**who, "TOKENBUDGET_COMM": "tb-runaway", "TOKENBUDGET_ALLOCATION": said["allocation"]})
+    check(d.stop() == 0, "daemon D (terminate): exit status after SIGTERM")
+    check_stderr_prefixes(d.stderr(), "daemon D (terminate)")
+
+
+def _d_dry_run(work, ids, events):
+    cfg = write(os.path.join(work, "d-dry.conf"), "enforce = false;\nglobal: { tokens_per_minute = 10; };\n")
+    d = Daemon(work, "d-dry", config=cfg).wait_serving()
+    c = d.connect()
+    g = c.call("io.tokenbudget.agent.Request", estimate=100, agent="dry")
+    check(g.get("granted") == 100 and g.get("wouldBe") == "BudgetExhausted",
+          f"a Request of 100 over tokens_per_minute = 10 under enforce = false: {g}")
+    refused = wait_entries(ids["REFUSED"], d.pid, 1, "refused (dry run)")
+    check(len(refused) == 1, f"{len(refused)} dry-run refused entries, expected 1")
+    _check_fields("the dry-run refused entry", refused[0],
+                  {**_me(), "PRIORITY": "5", "TOKENBUDGET_DRY_RUN": "1", "TOKENBUDGET_ESTIMATE": "100",
+                   "TOKENBUDGET_AGENT": "dry", "TOKENBUDGET_SCOPE": "global", "TOKENBUDGET_DECISION": "refused",
+                   "MESSAGE": lambda m: "dry run" in m,
+                   "TOKENBUDGET_REASON": lambda v: "global" in v})
+    c.call("io.tokenbudget.agent.Release", allocation=g["allocation"], inputTokens=0, outputTokens=0)
+    c.close()
+    check(d.stop() == 0, "daemon D (dry run): exit status after SIGTERM")
+    check_stderr_prefixes(d.stderr(), "daemon D (dry run)")
+
+
+def drive_daemon_d(work, ids, events):
+    _d_pool(work, ids, events)
+    _d_breaker(work, ids, events)
+    _d_escalated(work, ids, events)
+    _d_terminated(work, ids, events)
+    _d_dry_run(work, ids, events)
+
+
 def drive(work):
     ids = message_ids(env("SRCDIR"))
     events = Events()
     drive_daemon_a(work, ids, events)
     drive_daemon_b(work, ids, events)
     drive_daemon_c(work, ids, events)
+    drive_daemon_d(work, ids, events)
     return ids, events
