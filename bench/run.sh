@@ -258,6 +258,11 @@ EOF
         echo "bench: $NEW_DAEMON_NOTE: it runs on base.conf, without the scopes and rules sections" >&2
         cp "$BENCH_DIR/base.conf" "$BENCH_DIR/tokenbudgetd.conf"
     fi
+    # A baseline that knows user, unit and agent budgets (issue 9 and later)
+    # runs on the same config as the daemon, so both charge the same scopes.
+    if [ -n "$BASELINE" ] && "$BASELINE" --check-config "$BENCH_DIR/tokenbudgetd.conf" >/dev/null 2>&1; then
+        BASELINE_CONF=$BENCH_DIR/tokenbudgetd.conf
+    fi
     mkdir -p "$BENCH_DIR/redis-data"
     cat >"$BENCH_DIR/redis.conf" <<EOF
 port 0
@@ -278,7 +283,7 @@ EOF
 start_daemon() {
     local name=$1 sock=$2 runs=${3:-1} binary=${4:-$TOKENBUDGETD} out=$BENCH_DIR/$1.ready config=${5:-} _
     [ -n "$config" ] || { [ "$binary" = "$TOKENBUDGETD" ] && config=$BENCH_DIR/tokenbudgetd.conf ||
-        config=$BENCH_DIR/base.conf; }
+        config=${BASELINE_CONF:-$BENCH_DIR/base.conf}; }
     SOCK_OF[$name]=$sock
     : >"$out"
     (
@@ -1044,7 +1049,7 @@ main() {
     local name
     [ "$(id -u)" -eq 0 ] || echo "bench: not root: cannot install packages or raise limits" >&2
     for name in $SECTIONS; do
-        [[ $name =~ ^(matrix|scale|scopes|rules)$ ]] || die "BENCH_SECTIONS: unknown section '$name'"
+        [[ $name =~ ^(matrix|scale|scopes|rules|queue)$ ]] || die "BENCH_SECTIONS: unknown section '$name'"
     done
     install_deps
     build
