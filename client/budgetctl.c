@@ -635,43 +635,54 @@ static int list_row(Table *t, json_object *a, size_t i) {
         return r;
 }
 
-static int list_print(json_object *reply, const Options *o, void *userdata) {
-        static const char *const headers[] = {"ID",      "PID",  "UID",   "COMMAND", "AGENT",
-                                              "GRANTED", "USED", "STATE", "AGE"};
-        static const bool right[] = {false, true, true, false, false, true, true, false, true};
-        json_object *allocations;
+/* A table of the objects in the reply's array key, one row each (row
+ * formats one), or the empty line when there are none. */
+typedef int (*RowFunc)(Table *t, json_object *o, size_t i);
+static int array_table_print(json_object *reply, const Options *o, const char *key,
+                             const char *const *headers, const bool *right, size_t n_columns,
+                             const char *empty, RowFunc row) {
+        json_object *items;
         size_t n;
         Table *t;
         int r = 0;
 
-        if (get_array(reply, "", "allocations", &allocations) < 0)
+        if (get_array(reply, "", key, &items) < 0)
                 return -EBADMSG;
-        n = json_object_array_length(allocations);
+        n = json_object_array_length(items);
         for (size_t i = 0; i < n; i++) {
-                json_object *a;
+                json_object *item;
 
-                if (get_object_at(allocations, i, "allocations", &a) < 0)
+                if (get_object_at(items, i, key, &item) < 0)
                         return -EBADMSG;
         }
         if (n == 0) {
                 if (o->legend)
-                        puts("No open allocations.");
+                        puts(empty);
                 return 0;
         }
 
         t = calloc(1, sizeof(*t));
         if (!t)
                 return -ENOMEM;
-        t->n_columns = sizeof(headers) / sizeof(headers[0]);
+        t->n_columns = n_columns;
         t->right = right;
         for (size_t c = 0; r >= 0 && c < t->n_columns; c++)
                 r = table_add(t, headers[c]);
         for (size_t i = 0; r >= 0 && i < n; i++)
-                r = list_row(t, json_object_array_get_idx(allocations, i), i);
+                r = row(t, json_object_array_get_idx(items, i), i);
         if (r >= 0)
                 table_print(t, o->legend);
         table_free(t);
         return r;
+}
+
+static int list_print(json_object *reply, const Options *o, void *userdata) {
+        static const char *const headers[] = {"ID",      "PID",  "UID",   "COMMAND", "AGENT",
+                                              "GRANTED", "USED", "STATE", "AGE"};
+        static const bool right[] = {false, true, true, false, false, true, true, false, true};
+
+        return array_table_print(reply, o, "allocations", headers, right, ELEMENTSOF(headers),
+                                 "No open allocations.", list_row);
 }
 
 /* ---- pending ---- */
@@ -723,38 +734,9 @@ static int pending_print(json_object *reply, const Options *o, void *userdata) {
         static const char *const headers[] = {"ID",        "PID", "UID",   "COMMAND", "AGENT",  "PRIORITY",
                                               "REQUESTED", "CAP", "SCOPE", "HELD",    "TIMEOUT"};
         static const bool right[] = {false, true, true, false, false, false, true, true, false, true, true};
-        json_object *requests;
-        size_t n;
-        Table *t;
-        int r = 0;
 
-        if (get_array(reply, "", "requests", &requests) < 0)
-                return -EBADMSG;
-        n = json_object_array_length(requests);
-        for (size_t i = 0; i < n; i++) {
-                json_object *p;
-
-                if (get_object_at(requests, i, "requests", &p) < 0)
-                        return -EBADMSG;
-        }
-        if (n == 0) {
-                if (o->legend)
-                        puts("No requests are held.");
-                return 0;
-        }
-        t = calloc(1, sizeof(*t));
-        if (!t)
-                return -ENOMEM;
-        t->n_columns = ELEMENTSOF(headers);
-        t->right = right;
-        for (size_t c = 0; r >= 0 && c < t->n_columns; c++)
-                r = table_add(t, headers[c]);
-        for (size_t i = 0; r >= 0 && i < n; i++)
-                r = pending_row(t, json_object_array_get_idx(requests, i), i);
-        if (r >= 0)
-                table_print(t, o->legend);
-        table_free(t);
-        return r;
+        return array_table_print(reply, o, "requests", headers, right, ELEMENTSOF(headers),
+                                 "No requests are held.", pending_row);
 }
 
 /* ---- when the daemon is not reachable ---- */
