@@ -636,6 +636,130 @@ START_TEST(test_terminate) {
 }
 END_TEST
 
+/* ---- libtokenbudget and budgetctl ---- */
+
+static void queued_cb(tb_client *c, int error, const tb_grant *reply, void *userdata) {
+        tb_grant *out = userdata;
+
+        ck_assert_msg(error == 0, "queued request: %d %s", error, tb_client_error(c));
+        *out = *reply;
+}
+
+/* The library's side: the new params and reply fields, the async request
+ * that waits in the queue, and the errnos of the new errors. */
+START_TEST(test_library) {
+        TestDaemon *d = harness_daemon_start(
+                QUEUE_CONFIG "max_request_tokens = 50; model_tiers = [\"big\", \"small\"];\n");
+        tb_client *holder = harness_client(d), *waiter = harness_client(d);
+        tb_grant g = {}, h = {}, q = {};
+        uint64_t t0;
+
+        /* Clamped, with hints. */
+        ck_assert_int_eq(
+                tb_request(holder, &(tb_request_params){.estimate = 80, .model = "big", .prompt_tokens = 20},
+                           &g),
+                0);
+        ck_assert_int_eq(g.granted, 50);
+        ck_assert_int_eq(g.decision, TB_DECISION_DEGRADED);
+        ck_assert_int_eq(g.reason, TB_REASON_REQUEST_CAP);
+        ck_assert_int_eq(g.suggested_max_tokens, 30);
+        ck_assert_str_eq(g.suggested_model, "small");
+        ck_assert_int_eq(g.waited_usec, 0);
+        /* 50 of 100 left: 50 more degrades to what fits with min_tokens... */
+        ck_assert_int_eq(tb_request(holder, &(tb_request_params){.estimate = 50, .min_tokens = 10}, &h), 0);
+        ck_assert_int_eq(h.granted, 50);
+        /* ... and nothing fits now: an async request waits for the release. */
+        ck_assert_int_eq(tb_request_async(waiter, &(tb_request_params){.estimate = 40, .wait_usec = 5000000},
+                                          queued_cb, &q),
+                         0);
+        t0 = harness_now_usec();
+        while (harness_now_usec() - t0 < 200000) {
+                ck_assert_int_ge(tb_client_wait(waiter, 10000), 0);
+                ck_assert_int_ge(tb_client_process(waiter), 0);
+        }
+        ck_assert_int_eq(q.granted, 0);
+        ck_assert_int_eq(tb_release(holder, &(tb_release_params){.allocation = h.allocation}, NULL), 0);
+        while (q.granted == 0 && harness_now_usec() - t0 < 3000000) {
+                ck_assert_int_ge(tb_client_wait(waiter, 100000), 0);
+                ck_assert_int_ge(tb_client_process(waiter), 0);
+        }
+        ck_assert_int_eq(q.granted, 40);
+        ck_assert_int_ge(q.waited_usec, 200000);
+        /* Errors: escalated, and a wait that ends. */
+        ck_assert_int_eq(tb_request(holder, &(tb_request_params){.estimate = 1000}, &h), -EFBIG);
+        ck_assert_str_eq(tb_client_error_name(holder), "io.tokenbudget.agent.Escalated");
+        ck_assert_int_eq(tb_request(holder, &(tb_request_params){.estimate = 50, .wait_usec = 100000}, &h),
+                         -EDQUOT);
+        ck_assert_str_eq(tb_client_error_name(holder), "io.tokenbudget.agent.QueueTimeout");
+        ck_assert_str_eq(tb_client_error_parameter(holder, "scope"), "global");
+        tb_client_close(holder);
+        tb_client_close(waiter);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+static void ctl(const TestDaemon *d, CommandResult *res, const char *a1, const char *a2, const char *a3,
+                const char *a4) {
+        char *argv[] = {(char *)harness_env("BUDGETCTL"),
+                        "--socket",
+                        (char *)d->socket_path,
+                        (char *)a1,
+                        (char *)a2,
+                        (char *)a3,
+                        (char *)a4,
+                        NULL};
+
+        harness_run(argv, NULL, 10000, res);
+}
+
+START_TEST(test_budgetctl) {
+        TestDaemon *d =
+                harness_daemon_start(OPEN_SCOPES "max_request_tokens = 100; on_escalate = \"hold\";\n"
+                                                 "model_tiers = [\"big\", \"small\"];\n");
+        RawConn *agent = harness_open_working(d, "agent");
+        CommandResult res;
+        json_object *reply;
+
+        ctl(d, &res, "request", "200", "--model", "big");
+        ck_assert_msg(res.status == 0 && strstr(res.out, "degraded (request-cap)") &&
+                              strstr(res.out, "granted:    100 of 200 tokens") &&
+                              strstr(res.out, "model small") && strstr(res.out, "released:"),
+                      "budgetctl request: %d\n%s%s", res.status, res.out, res.err);
+        command_result_done(&res);
+
+        ctl(d, &res, "pending", NULL, NULL, NULL);
+        ck_assert_msg(res.status == 0 && strstr(res.out, "No requests are held."), "pending: %s%s", res.out,
+                      res.err);
+        command_result_done(&res);
+        ck_assert_int_eq(send_fmt(agent, REQUEST "\"estimate\":1000,\"agent\":\"big-one\"}}"), 0);
+        ck_assert_ptr_null(reply_within(agent, 100));
+        ctl(d, &res, "pending", NULL, NULL, NULL);
+        ck_assert_msg(res.status == 0 && strstr(res.out, "REQUESTED") && strstr(res.out, "big-one") &&
+                              strstr(res.out, "\n1 "),
+                      "pending: %s%s", res.out, res.err);
+        command_result_done(&res);
+        ctl(d, &res, "deny", "7", NULL, NULL);
+        ck_assert_msg(res.status == 1 && strstr(res.err, "no request 7 is held"), "deny 7: %d %s%s",
+                      res.status, res.out, res.err);
+        command_result_done(&res);
+        ctl(d, &res, "approve", "1", "150", NULL);
+        ck_assert_msg(res.status == 0 && strstr(res.out, "request 1 approved for 150 tokens"),
+                      "approve: %d %s%s", res.status, res.out, res.err);
+        command_result_done(&res);
+        reply = reply_within(agent, 2000);
+        ck_assert_ptr_nonnull(reply);
+        assert_granted(reply, 150, "degraded");
+        json_object_put(reply);
+
+        ctl(d, &res, "status", NULL, NULL, NULL);
+        ck_assert_msg(res.status == 0 && strstr(res.out, "WAITING") && strstr(res.out, "USE"),
+                      "status: %s%s", res.out, res.err);
+        command_result_done(&res);
+        raw_close(agent);
+        harness_daemon_stop(d);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("ladder");
         TCase *tc = harness_tcase("ladder", 60);
@@ -649,6 +773,8 @@ int main(void) {
         tcase_add_test(tc, test_runaway_breaker);
         tcase_add_test(tc, test_dry_run);
         tcase_add_test(tc, test_terminate);
+        tcase_add_test(tc, test_library);
+        tcase_add_test(tc, test_budgetctl);
         suite_add_tcase(s, tc);
         return harness_main(s);
 }
