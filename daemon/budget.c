@@ -63,6 +63,7 @@ struct Ticket {
         Waiter *waiter;               /* while queued */
         bool held_now;
         BudgetRequest req; /* estimate with the default applied; strings into strings[] */
+        Priority priority; /* as granted: the rule's default or ceiling applied */
         uint64_t since, deadline;
         uint64_t id; /* held: what Pending shows and Approve/Deny take */
         bool approved;
@@ -478,11 +479,18 @@ static const char *const refusal_error_names[] = {
         [REFUSAL_CIRCUIT_OPEN] = "CircuitOpen",
 };
 
+/* The budget a refusal names: the ledger's scope for budget refusals, else
+ * the one the refusal carries. */
+static const char *refusal_scope_name(const BudgetRefusal *refusal) {
+        return refusal->kind == REFUSAL_BUDGET && refusal->ledger.scope
+                       ? ledger_scope_name(refusal->ledger.scope)
+                       : refusal->scope;
+}
+
 /* The refusal in words an admin can act on (the journal's REASON). */
 static void refusal_format(const BudgetRefusal *refusal, uint64_t reservation, char *buf, size_t size) {
         const LedgerRefusal *lr = &refusal->ledger;
-        const char *scope =
-                refusal->kind == REFUSAL_BUDGET && lr->scope ? ledger_scope_name(lr->scope) : refusal->scope;
+        const char *scope = refusal_scope_name(refusal);
 
         switch (refusal->kind) {
         case REFUSAL_SCOPES:
@@ -541,9 +549,7 @@ static void emit_refused(Budget *b, const Client *c, const BudgetRequest *req, u
                          uint64_t granted, uint32_t hard_permille, const BudgetRefusal *refusal,
                          bool dry_run, uint64_t now) {
         uint64_t reservation = (granted * hard_permille + 999) / 1000;
-        const char *scope = refusal->kind == REFUSAL_BUDGET && refusal->ledger.scope
-                                    ? ledger_scope_name(refusal->ledger.scope)
-                                    : refusal->scope;
+        const char *scope = refusal_scope_name(refusal);
         char reason[1024];
         Event e = {
                 .pid = c->identity.pid,
@@ -932,9 +938,16 @@ static bool queue_has_room(Budget *b, const Client *c, BudgetRefusal *ret_refusa
                 snprintf(ret_refusal->scope, sizeof(ret_refusal->scope), "queue");
                 return false;
         }
-        /* Admins are held to the total only, as for tracked scopes. */
-        if (!identity_is_admin(&c->identity) &&
-            waitq_uid_count(b->queue, c->identity.uid) >= b->config->queue_max_waiters_per_uid) {
+        /* Admins are held to the total only, as for tracked scopes. Held
+         * requests count as the uid's waiters too (a short list, bounded by
+         * the total). */
+        if (!identity_is_admin(&c->identity)) {
+                size_t n = waitq_uid_count(b->queue, c->identity.uid);
+
+                for (const Ticket *t = b->held; t; t = t->held_next)
+                        n += t->owner->identity.uid == c->identity.uid;
+                if (n < b->config->queue_max_waiters_per_uid)
+                        return true;
                 *ret_refusal = (BudgetRefusal){.kind = REFUSAL_QUEUE_FULL,
                                                .limit = b->config->queue_max_waiters_per_uid};
                 snprintf(ret_refusal->scope, sizeof(ret_refusal->scope), "queue:%u",
@@ -1122,6 +1135,7 @@ static int evaluate(Budget *b, Client *c, const BudgetRequest *req, Ticket *t, u
                 t = ticket_new(b, c, req, estimate, now);
                 if (!t)
                         return -ENOMEM;
+                t->priority = priority;
                 t->id = b->next_ticket_id++;
                 t->deadline = now + b->config->escalation_timeout_usec;
                 t->cap = eff->max_request_tokens;
@@ -1176,6 +1190,7 @@ static int evaluate(Budget *b, Client *c, const BudgetRequest *req, Ticket *t, u
                         if (!t)
                                 return -ENOMEM;
                 }
+                t->priority = priority;
                 t->deadline = now + (req->wait_usec < b->config->queue_max_wait_usec
                                              ? req->wait_usec
                                              : b->config->queue_max_wait_usec);
@@ -1443,7 +1458,7 @@ const BudgetRequest *ticket_request(const Ticket *t) {
 }
 
 Priority ticket_priority(const Ticket *t) {
-        return t->req.priority >= 0 ? (Priority)t->req.priority : PRIORITY_NORMAL;
+        return t->priority;
 }
 
 uint64_t ticket_since(const Ticket *t) {
