@@ -277,12 +277,13 @@ static int method_request(const DispatchContext *ctx, Call *call, const VarlinkV
                 req.wait_usec = (uint64_t)v[REQ_WAIT_USEC].i;
         if (v[REQ_PROMPT_TOKENS].present)
                 req.prompt_tokens = (uint64_t)v[REQ_PROMPT_TOKENS].i;
-        /* A oneway Request would reserve with nobody to tell the id to. */
         r = budget_request(ctx->budget, call_session(call), &req, now, &a, &grant, &refusal, &ticket);
         if (r == -EDQUOT)
                 return error_refused(call, &refusal);
         if (r == -EINPROGRESS) {
-                deferred = call_defer(call, request_cancelled, ticket);
+                /* A oneway Request has nobody to tell a later grant to: it
+                 * does not wait (nor hold an admin's attention). */
+                deferred = call_is_oneway(call) ? NULL : call_defer(call, request_cancelled, ticket);
                 if (!deferred) {
                         ticket_cancel(ticket);
                         return 0;

@@ -184,7 +184,9 @@ END_TEST
 START_TEST(test_escalation_hold) {
         TestDaemon *d =
                 harness_daemon_start(OPEN_SCOPES "max_request_tokens = 100; on_escalate = \"hold\";\n"
-                                                 "escalation: { timeout_sec = 1; };\n");
+                                                 "escalation: { timeout_sec = 1; };\n"
+                                                 "rules = ( { name = \"bg\"; match = { agent = \"big\"; }; "
+                                                 "priority = \"background\"; } );\n");
         RawConn *agent = harness_open_working(d, "agent"), *admin = harness_open_working(d, "admin");
         json_object *reply, *list, *p;
         char id[32];
@@ -198,6 +200,8 @@ START_TEST(test_escalation_hold) {
         ck_assert_int_eq(json_int(p, "requested", "pending"), 1000);
         ck_assert_int_eq(json_int(p, "cap", "pending"), 100);
         ck_assert_str_eq(json_str(p, "agent", "pending"), "big");
+        /* The priority it would be granted: the rule's default. */
+        ck_assert_str_eq(json_str(p, "priority", "pending"), "background");
         snprintf(id, sizeof(id), "%s", json_str(p, "id", "pending"));
         json_object_put(reply);
 
@@ -293,6 +297,14 @@ START_TEST(test_queue_wait_timeout_disconnect) {
         ck_assert_int_eq(json_int(reply_parameters(st), "waiters", "Status"), 1);
         json_object_put(st);
 
+        /* A oneway Request has nobody to answer later: it does not wait. */
+        ck_assert_int_eq(send_fmt(w3, "{\"method\":\"io.tokenbudget.agent.Request\",\"oneway\":true,"
+                                      "\"parameters\":{\"estimate\":60,\"waitUsec\":5000000}}"),
+                         0);
+        harness_sleep_msec(50);
+        st = status(holder);
+        ck_assert_int_eq(json_int(reply_parameters(st), "waiters", "Status"), 1);
+        json_object_put(st);
         release(holder, held, 10);
         json_object_put(held);
         reply = reply_within(w1, 2000);
