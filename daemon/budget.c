@@ -1206,14 +1206,9 @@ static int evaluate(Budget *b, Client *c, const BudgetRequest *req, Ticket *t, u
         }
         }
 
-        r = ledger_reserve_params(b->ledger, scopes, n, d.granted, &params, now, &la, &rc.refusal);
-        if (r == -EDQUOT) {
-                /* decide() saw room: only a bug gets here. Refuse rather than overspend. */
-                *ret_refusal = (BudgetRefusal){
-                        .kind = REFUSAL_BUDGET, .reason = REFUSE_BUDGET, .ledger = rc.refusal};
-                b->stats.n_refused++;
-                return -EDQUOT;
-        }
+        /* decide() granted only what ledger_room() said fits every scope:
+         * checking every limit again would be a second pass for nothing. */
+        r = ledger_reserve_unchecked(b->ledger, scopes, n, d.granted, &params, now, &la);
         if (r < 0)
                 return r;
         a = allocation_link_new(b, c, req, la, estimate, priority, eff, now);
