@@ -37,6 +37,57 @@ typedef enum Priority {
 } Priority;
 
 const char *priority_to_string(Priority p);
+
+/* Power states (issue 11), least severe first: the state shown is the most
+ * severe condition active; what applies to a priority is the smallest
+ * factor of every active condition (power.h). */
+typedef enum PowerState {
+        POWER_AC,
+        POWER_BATTERY,
+        POWER_LOW_BATTERY,
+        POWER_MEMORY_PRESSURE,
+        POWER_HOT,
+        POWER_CRITICAL,
+        _POWER_STATE_MAX,
+} PowerState;
+/* "ac", "battery", "low-battery", "memory-pressure", "hot", "critical"; NULL out of range. */
+const char *power_state_to_string(PowerState s);
+int power_state_from_string(const char *s); /* a PowerState, or -EINVAL */
+/* A power factor of 0 is "pause": requests of that priority wait (or are
+ * refused PowerPaused). 1000 is x1.0. */
+#define POWER_FACTOR_PAUSE 0u
+#define POWER_FACTOR_ONE   1000u
+
+/* The "power" group. Temperatures in millidegrees Celsius, battery charge in
+ * permille, memory pressure (PSI "some avg10") in hundredths of a percent.
+ * A condition is entered at or past its threshold and left only past its
+ * release value (hysteresis): low-battery below low_battery, left above
+ * low_battery_release; hot at or above hot, left below hot_release. */
+typedef struct PowerConfig {
+        bool enabled;        /* "enabled" = true; false: always "ac", nothing read */
+        char *sensor;        /* "sensor" = "": the default (hottest CPU package sensor, else acpitz);
+                              * else a thermal zone type, an hwmon name, an hwmon label or
+                              * "NAME/LABEL" (fnmatch(3) globs); the hottest that matches */
+        char *pressure_file; /* "pressure_file" = "/proc/pressure/memory"; "": memory pressure off */
+        uint64_t poll_usec;  /* "poll_sec" = 5, 1..3600: temperatures and pressure, while busy or near */
+        uint64_t battery_poll_usec; /* "battery_poll_sec" = 30, 1..3600: batteries, while (dis)charging */
+        int32_t low_battery_permille, low_battery_release_permille; /* "low_battery_percent" = 20,
+                                                                     * "low_battery_release_percent" = 25 */
+        int32_t hot_mc, hot_release_mc; /* "hot_celsius" = 85, "hot_release_celsius" = 80 */
+        int32_t critical_mc,
+                critical_release_mc; /* "critical_celsius" = 95, "critical_release_celsius" = 90 */
+        int32_t pressure_cp, pressure_release_cp; /* "memory_pressure_percent" = 20,
+                                                   * "memory_pressure_release_percent" = 10 */
+        /* "policy" group: policy.STATE.PRIORITY = factor (0.01..1.0) or "pause";
+         * STATE with underscores (low_battery, memory_pressure). Unset: 1.0,
+         * but for the defaults:
+         *   battery:         background 0.5
+         *   low_battery:     background pause, normal 0.5
+         *   memory_pressure: background pause, normal 0.5
+         *   hot:             background pause, normal 0.5
+         *   critical:        background pause, normal pause */
+        uint16_t factor[_POWER_STATE_MAX][_PRIORITY_MAX]; /* permille; POWER_FACTOR_PAUSE */
+} PowerConfig;
 int priority_from_string(const char *s); /* a Priority, or -EINVAL */
 
 /* How a rule's limits are kept: one budget shared by everything it matches
@@ -215,6 +266,8 @@ typedef struct Config {
 
         /* "escalation" group: requests held for an admin (on_escalate = "hold"). */
         uint64_t escalation_timeout_usec; /* "timeout_sec" = 300, 1..86400: then denied */
+        /* "power" group (issue 11). */
+        PowerConfig power;
 } Config;
 
 /* Fills *c with the built-in defaults. Returns 0 or -ENOMEM. */
