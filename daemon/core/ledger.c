@@ -178,7 +178,19 @@ static uint64_t tokens_permille_ceil(uint64_t tokens, uint32_t permille) {
 }
 
 static bool params_valid(const LedgerParams *p) {
-        return p->warn_permille >= 1000 && p->warn_permille <= p->hard_permille && p->hard_permille <= 5000;
+        return p->warn_permille >= 1000 && p->warn_permille <= p->hard_permille &&
+               p->hard_permille <= 5000 && p->limit_permille <= 1000;
+}
+
+/* A window limit as it counts for a reservation with limit_permille (see
+ * LedgerParams): 0 (no limit) and UINT64_MAX stay what they are. */
+static uint64_t scaled_limit(uint64_t limit, uint32_t limit_permille) {
+        uint64_t scaled;
+
+        if (limit == 0 || limit == UINT64_MAX || limit_permille == 0 || limit_permille >= 1000)
+                return limit;
+        scaled = limit <= UINT64_MAX / 1000 ? limit * limit_permille / 1000 : limit / 1000 * limit_permille;
+        return scaled ? scaled : 1;
 }
 
 const char *ledger_window_to_string(LedgerWindow w) {
@@ -668,8 +680,8 @@ static bool scopes_valid(const Ledger *l, LedgerScope *const *scopes, size_t n_s
 /* Returns true when the scope has room for reservation_tokens; otherwise fills
  * *ret_refusal with its first limit (open allocations, minute, hour, day, in
  * flight) that has no room. */
-static bool scope_has_room(LedgerScope *s, uint64_t reservation_tokens, uint64_t now_usec,
-                           LedgerRefusal *ret_refusal) {
+static bool scope_has_room(LedgerScope *s, uint64_t reservation_tokens, uint32_t limit_permille,
+                           uint64_t now_usec, LedgerRefusal *ret_refusal) {
         uint64_t need = sat_add(s->reserved_tokens, reservation_tokens);
 
         if (s->limits.max_allocations != 0 && s->n_allocations >= s->limits.max_allocations) {
@@ -684,7 +696,7 @@ static bool scope_has_room(LedgerScope *s, uint64_t reservation_tokens, uint64_t
         }
 
         for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++) {
-                uint64_t limit = s->limits.window_tokens[w], used;
+                uint64_t limit = scaled_limit(s->limits.window_tokens[w], limit_permille), used;
 
                 /* An unlimited window needs no ageing now: commits advance it. */
                 if (limit == 0)
@@ -726,9 +738,9 @@ int ledger_reserve(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, uint6
 /* The first scope (in order) without room for reservation_tokens: fills
  * *ret_refusal and returns false; true when every scope has room. */
 static bool scopes_have_room(LedgerScope *const *scopes, size_t n_scopes, uint64_t reservation_tokens,
-                             uint64_t now_usec, LedgerRefusal *ret_refusal) {
+                             uint32_t limit_permille, uint64_t now_usec, LedgerRefusal *ret_refusal) {
         for (size_t i = 0; i < n_scopes; i++)
-                if (!scope_has_room(scopes[i], reservation_tokens, now_usec, ret_refusal))
+                if (!scope_has_room(scopes[i], reservation_tokens, limit_permille, now_usec, ret_refusal))
                         return false;
         return true;
 }
@@ -795,7 +807,7 @@ int ledger_reserve_params(Ledger *l, LedgerScope *const *scopes, size_t n_scopes
 
         /* All or nothing: check every scope before touching any. */
         if (!scopes_have_room(scopes, n_scopes, tokens_permille_ceil(granted_tokens, params->hard_permille),
-                              now_usec, &refusal)) {
+                              params->limit_permille, now_usec, &refusal)) {
                 if (ret_refusal)
                         *ret_refusal = refusal;
                 return -EDQUOT;
@@ -818,7 +830,7 @@ int ledger_reserve_unchecked(Ledger *l, LedgerScope *const *scopes, size_t n_sco
  * (not even 1 token). It mirrors scope_has_room()'s saturating tests: a
  * window limit of UINT64_MAX never binds there, and reserved plus the
  * reservation must stay below UINT64_MAX. */
-static uint64_t scope_max_reservation(LedgerScope *s, uint64_t now_usec) {
+static uint64_t scope_max_reservation(LedgerScope *s, uint32_t limit_permille, uint64_t now_usec) {
         uint64_t max;
 
         if (s->limits.max_allocations != 0 && s->n_allocations >= s->limits.max_allocations)
@@ -830,7 +842,7 @@ static uint64_t scope_max_reservation(LedgerScope *s, uint64_t now_usec) {
                 max = min_u64(max, sat_sub(s->limits.in_flight_tokens, s->reserved_tokens));
 
         for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++) {
-                uint64_t limit = s->limits.window_tokens[w], base;
+                uint64_t limit = scaled_limit(s->limits.window_tokens[w], limit_permille), base;
 
                 if (limit == 0 || limit == UINT64_MAX)
                         continue;
@@ -854,7 +866,8 @@ uint64_t ledger_room(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, con
         want_reservation = tokens_permille_ceil(want_granted, params->hard_permille);
 
         for (size_t i = 0; i < n_scopes; i++)
-                max_reservation = min_u64(max_reservation, scope_max_reservation(scopes[i], now_usec));
+                max_reservation = min_u64(
+                        max_reservation, scope_max_reservation(scopes[i], params->limit_permille, now_usec));
         if (max_reservation >= want_reservation)
                 return want_granted;
 
@@ -863,7 +876,8 @@ uint64_t ledger_room(Ledger *l, LedgerScope *const *scopes, size_t n_scopes, con
         room = max_reservation * 1000 / params->hard_permille;
         assert(room < want_granted);
 
-        fits = scopes_have_room(scopes, n_scopes, want_reservation, now_usec, &refusal);
+        fits = scopes_have_room(scopes, n_scopes, want_reservation, params->limit_permille, now_usec,
+                                &refusal);
         assert(!fits);
         (void)fits;
         if (ret_refusal)

@@ -68,6 +68,11 @@ typedef struct LedgerLimits {
 typedef struct LedgerParams {
         uint32_t warn_permille; /* 1000..hard_permille; 1500 = 1.5x */
         uint32_t hard_permille; /* 1000..5000; 2000 = 2.0x */
+        /* 0 or 1000: the window limits as set; 1..999: for this reservation
+         * each window limit counts as floor(limit x limit_permille / 1000),
+         * at least 1 (the power factor, issue 11). In-flight caps and
+         * max_allocations are not scaled. */
+        uint32_t limit_permille;
 } LedgerParams;
 
 typedef enum LedgerState {

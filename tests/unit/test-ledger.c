@@ -1240,7 +1240,9 @@ START_TEST(test_room_brute_force) {
                 LedgerScope *scopes[4];
                 size_t n = 1 + rnd(&seed, 3);
                 LedgerParams params = {.warn_permille = 1000,
-                                       .hard_permille = 1000 + (uint32_t)rnd(&seed, 4000)};
+                                       .hard_permille = 1000 + (uint32_t)rnd(&seed, 4000),
+                                       /* half the time scaled by a power factor */
+                                       .limit_permille = rnd(&seed, 1) ? (uint32_t)rnd(&seed, 1000) : 0};
                 const LedgerParams *p = rnd(&seed, 3) == 0 ? NULL : &params;
                 uint64_t now_usec = T_BASE + rnd(&seed, SEC(3600)), want = 1 + rnd(&seed, 3000), room;
                 LedgerRefusal got = {.window = 99}, expect = {};
@@ -1289,6 +1291,36 @@ START_TEST(test_room_brute_force) {
                         CHECK(got.window == 99, "iter %u: refusal filled for a fit", iter);
                 ledger_free(l);
         }
+}
+END_TEST
+
+/* limit_permille (the power factor): window limits count scaled, rounded
+ * down and at least 1; in-flight caps and max_allocations do not; the
+ * refusal names the scaled limit. */
+START_TEST(test_room_scaled_limits) {
+        static const LedgerLimits minute_1000 = {{1000, 0, 0}, 0, 0}, cap_1000 = {{0, 0, 0}, 1000, 0},
+                                  minute_3 = {{3, 0, 0}, 0, 0};
+        const LedgerParams half = {1000, 1000, 500}, tenth = {1000, 1000, 100}, none = {1000, 1000, 0},
+                           one = {1000, 1000, 1};
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *m = ledger_scope_new(l, "m", &minute_1000), *c = ledger_scope_new(l, "c", &cap_1000),
+                    *t = ledger_scope_new(l, "t", &minute_3);
+        LedgerRefusal refusal = {};
+        LedgerAllocation *a;
+
+        ck_assert_int_eq(ledger_reserve_params(l, &m, 1, 300, &none, T_BASE, &a, &refusal), 0);
+        ck_assert_uint_eq(ledger_room(l, &m, 1, &none, 10000, T_BASE, NULL), 700);
+        ck_assert_uint_eq(ledger_room(l, &m, 1, &half, 10000, T_BASE, &refusal), 200);
+        ck_assert_uint_eq(refusal.limit_tokens, 500);
+        ck_assert_uint_eq(ledger_room(l, &m, 1, &tenth, 10000, T_BASE, NULL), 0);
+        ck_assert_int_eq(ledger_reserve_params(l, &m, 1, 201, &half, T_BASE, &a, &refusal), -EDQUOT);
+        ck_assert_uint_eq(refusal.limit_tokens, 500);
+        ck_assert_int_eq(ledger_reserve_params(l, &m, 1, 200, &half, T_BASE, &a, &refusal), 0);
+        /* The in-flight cap is not scaled. */
+        ck_assert_uint_eq(ledger_room(l, &c, 1, &tenth, 10000, T_BASE, NULL), 1000);
+        /* floor(3 x 1 / 1000) = 0 counts as 1. */
+        ck_assert_uint_eq(ledger_room(l, &t, 1, &one, 10000, T_BASE, NULL), 1);
+        ledger_free(l);
 }
 END_TEST
 
@@ -1558,6 +1590,7 @@ static Suite *ledger_suite(void) {
         tcase_add_test(tc, test_memory_per_allocation);
         tcase_add_test(tc, test_room_brute_force);
         tcase_add_test(tc, test_room_cases);
+        tcase_add_test(tc, test_room_scaled_limits);
         tcase_add_test(tc, test_reserve_unchecked);
         tcase_add_test(tc, test_reserve_unchecked_saturates);
         tcase_add_test(tc, test_utilisation);
