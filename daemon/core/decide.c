@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "decide.h"
+#include "power.h"
 
 const char *decision_kind_to_string(DecisionKind k) {
         static const char *const names[] = {
@@ -28,7 +29,7 @@ const char *decision_reason_to_string(DecisionReason r) {
         static const char *const names[] = {
                 [REASON_NONE] = NULL,           [REASON_REQUEST_CAP] = "request-cap",
                 [REASON_BUDGET] = "budget",     [REASON_POOL_DEGRADED] = "pool-degraded",
-                [REASON_APPROVED] = "approved",
+                [REASON_APPROVED] = "approved", [REASON_POWER] = "power",
         };
 
         if ((unsigned)r >= _DECISION_REASON_MAX)
@@ -43,6 +44,7 @@ const char *refusal_reason_to_string(RefusalReason r) {
                 [REFUSE_QUEUED_AHEAD] = "queued-ahead",
                 [REFUSE_ESCALATED] = "escalated",
                 [REFUSE_CIRCUIT_OPEN] = "circuit-open",
+                [REFUSE_POWER_PAUSED] = "power-paused",
         };
 
         if ((unsigned)r >= _REFUSAL_REASON_MAX)
@@ -73,7 +75,7 @@ static void wait_or_refuse(const DecideInput *in, RefusalReason refusal, Decisio
         d->refusal = refusal;
 }
 
-/* Rungs 1 and 2: the breaker gate and escalation. */
+/* Rungs 1, 2 and 2b: the breaker gate, escalation and the power pause. */
 static bool rung_gate_and_escalation(const DecideInput *in, Decision *d) {
         if (in->gate == GATE_OPEN) {
                 d->kind = DECISION_REFUSE;
@@ -89,19 +91,27 @@ static bool rung_gate_and_escalation(const DecideInput *in, Decision *d) {
                 }
                 return true;
         }
+        if (in->power_paused) {
+                wait_or_refuse(in, REFUSE_POWER_PAUSED, d);
+                return true;
+        }
         return false;
 }
 
-/* Rung 3: the request cap, or the admin's approval, sets the target. */
+/* Rung 3: the request cap (scaled by the power factor), or the admin's
+ * approval, sets the target. */
 static void rung_target(const DecideInput *in, Decision *d) {
         if (in->approved) {
                 d->target = min_u64(max_u64(in->approved_tokens, 1), in->estimate);
                 if (d->target < in->estimate)
                         d->reason = REASON_APPROVED;
         } else {
-                d->target = min_u64(in->estimate, in->max_request_tokens);
+                uint64_t cap = power_scale(in->max_request_tokens, in->power_permille ?: POWER_FACTOR_ONE);
+
+                d->target = min_u64(in->estimate, cap);
                 if (d->target < in->estimate)
-                        d->reason = REASON_REQUEST_CAP;
+                        d->reason = cap < in->max_request_tokens && in->estimate > cap ? REASON_POWER
+                                                                                       : REASON_REQUEST_CAP;
         }
         d->min_tokens = in->min_tokens != 0 ? min_u64(in->min_tokens, d->target) : d->target;
 }

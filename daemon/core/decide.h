@@ -8,9 +8,12 @@
  *   2. not approved by an admin and estimate > escalate_cap = max_request_tokens
  *      x escalate_permille / 1000 (rounded down): HOLD (on_escalate "hold") or
  *      REFUSE escalated ("refuse");
- *   3. target = min(estimate, max_request_tokens) (reason request-cap), or the
- *      approved tokens (reason approved); min_tokens = min(min_tokens or
- *      target, target);
+ *   2b. the power state pauses this priority: WAIT (wait_usec > 0) or REFUSE
+ *      power-paused (issue 11; after escalation, which retrying cannot cure);
+ *   3. target = min(estimate, cap) where cap = max_request_tokens scaled by
+ *      the power factor (reason request-cap, or power when the factor made
+ *      the cap bind), or the approved tokens (reason approved); min_tokens =
+ *      min(min_tokens or target, target);
  *   4. a scope of the chain in degraded mode: background WAITs (wait_usec > 0)
  *      or is REFUSEd pool-degraded; normal aims at its min_tokens when it gave
  *      one, else at half the target (at least 1), reason pool-degraded;
@@ -51,11 +54,12 @@ typedef enum DecisionReason {
         REASON_BUDGET,
         REASON_POOL_DEGRADED,
         REASON_APPROVED,
+        REASON_POWER, /* the power factor lowered the request cap */
         _DECISION_REASON_MAX,
 } DecisionReason;
 
 /* NULL (REASON_NONE and out of range), "request-cap", "budget",
- * "pool-degraded", "approved": the Request reply's reason. */
+ * "pool-degraded", "approved", "power": the Request reply's reason. */
 const char *decision_reason_to_string(DecisionReason r);
 
 /* Why a request is refused (or, for a WAIT, what its timeout will say). */
@@ -65,11 +69,12 @@ typedef enum RefusalReason {
         REFUSE_QUEUED_AHEAD,  /* the starvation rule */
         REFUSE_ESCALATED,     /* above escalate x cap, on_escalate refuse */
         REFUSE_CIRCUIT_OPEN,  /* a runaway breaker */
+        REFUSE_POWER_PAUSED,  /* the power state pauses the priority */
         _REFUSAL_REASON_MAX,
 } RefusalReason;
 
-/* "budget", "pool-degraded", "queued-ahead", "escalated", "circuit-open";
- * NULL out of range. */
+/* "budget", "pool-degraded", "queued-ahead", "escalated", "circuit-open",
+ * "power-paused"; NULL out of range. */
 const char *refusal_reason_to_string(RefusalReason r);
 
 /* The caller's runaway breakers, combined: all closed; half-open with no
@@ -96,6 +101,11 @@ typedef struct DecideInput {
         bool pool_degraded;       /* a scope of the chain is in degraded mode */
         bool queued_ahead;        /* rung 5's condition, computed by the caller */
         BreakerGate gate;
+        /* The power state (issue 11), for this priority: paused (rung 2b), or
+         * the request cap scaled by power_permille (0 or 1000: unscaled; the
+         * caller scales the window limits, through LedgerParams). */
+        bool power_paused;
+        uint32_t power_permille;
 } DecideInput;
 
 /* The most granted tokens <= want that fit now (ledger_room()); a larger

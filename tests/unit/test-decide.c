@@ -103,6 +103,50 @@ static const Row rows[] = {
          {.estimate = 2501, .priority = N, .gate = GATE_PROBE},
          INF, REFUSE_EARLY(ESCALATED)},
 
+        /* rung 2b: the power pause; rung 3: the power-scaled cap */
+        {"2b paused refuses",
+         {.estimate = 100, .priority = B, .power_paused = true},
+         INF, REFUSE_EARLY(POWER_PAUSED)},
+        {"2b paused waits when asked to",
+         {.estimate = 100, .wait_usec = 5, .priority = B, .power_paused = true},
+         INF, {DECISION_WAIT, 0, 0, 0, REASON_NONE, REFUSE_POWER_PAUSED, NO_CALL}},
+        {"2b paused even when approved",
+         {.estimate = 100, .approved = true, .approved_tokens = 100, .priority = N, .power_paused = true},
+         INF, REFUSE_EARLY(POWER_PAUSED)},
+        {"2b after the breaker",
+         {.estimate = 100, .priority = N, .power_paused = true, .gate = GATE_OPEN},
+         INF, REFUSE_EARLY(CIRCUIT_OPEN)},
+        {"2b after escalation",
+         {.estimate = 2501, .priority = N, .power_paused = true},
+         INF, REFUSE_EARLY(ESCALATED)},
+        {"2b before the queue (a retried head waiter is paused too)",
+         {.estimate = 100, .wait_usec = 1, .priority = B, .retry = true, .power_paused = true},
+         INF, {DECISION_WAIT, 0, 0, 0, REASON_NONE, REFUSE_POWER_PAUSED, NO_CALL}},
+        {"3 power halves the cap",
+         {.estimate = 800, .priority = B, .power_permille = 500},
+         INF, GRANT(500, 500, 500, POWER, 500)},
+        {"3 power: below the scaled cap nothing changes",
+         {.estimate = 400, .priority = B, .power_permille = 500},
+         INF, GRANT(400, 400, 400, NONE, 400)},
+        {"3 power binds even above the plain cap",
+         {.estimate = 2000, .priority = B, .power_permille = 500},
+         INF, GRANT(500, 500, 500, POWER, 500)},
+        {"3 power 1000 is the plain cap",
+         {.estimate = 2000, .priority = N, .power_permille = 1000},
+         INF, GRANT(1000, 1000, 1000, REQUEST_CAP, 1000)},
+        {"3 power: minTokens above the scaled cap is lowered to it",
+         {.estimate = 900, .min_tokens = 800, .priority = N, .power_permille = 500},
+         INF, GRANT(500, 500, 500, POWER, 500)},
+        {"3 power does not scale an approval",
+         {.estimate = 9000, .approved = true, .approved_tokens = 3000, .priority = N, .power_permille = 500},
+         INF, GRANT(3000, 3000, 3000, APPROVED, 3000)},
+        {"3 power: the scaled cap is at least 1",
+         {.estimate = 2, .max_request_tokens = 1, .priority = B, .power_permille = 1},
+         INF, GRANT(1, 1, 1, REQUEST_CAP, 1)},
+        {"3 power then the room degrades further",
+         {.estimate = 800, .min_tokens = 100, .priority = N, .power_permille = 500},
+         300, GRANT(300, 500, 100, BUDGET, 500)},
+
         /* rung 2: escalation (cap 1000 x 2.5 = 2500) */
         {"2 exactly cap x multiplier is not escalated",
          {.estimate = 2500, .priority = N},
@@ -404,12 +448,14 @@ START_TEST(test_strings) {
         ck_assert_str_eq(decision_reason_to_string(REASON_BUDGET), "budget");
         ck_assert_str_eq(decision_reason_to_string(REASON_POOL_DEGRADED), "pool-degraded");
         ck_assert_str_eq(decision_reason_to_string(REASON_APPROVED), "approved");
+        ck_assert_str_eq(decision_reason_to_string(REASON_POWER), "power");
         ck_assert_ptr_null(decision_reason_to_string(_DECISION_REASON_MAX));
         ck_assert_str_eq(refusal_reason_to_string(REFUSE_BUDGET), "budget");
         ck_assert_str_eq(refusal_reason_to_string(REFUSE_POOL_DEGRADED), "pool-degraded");
         ck_assert_str_eq(refusal_reason_to_string(REFUSE_QUEUED_AHEAD), "queued-ahead");
         ck_assert_str_eq(refusal_reason_to_string(REFUSE_ESCALATED), "escalated");
         ck_assert_str_eq(refusal_reason_to_string(REFUSE_CIRCUIT_OPEN), "circuit-open");
+        ck_assert_str_eq(refusal_reason_to_string(REFUSE_POWER_PAUSED), "power-paused");
         ck_assert_ptr_null(refusal_reason_to_string(_REFUSAL_REASON_MAX));
 }
 END_TEST
@@ -433,6 +479,8 @@ static DecideInput random_input(uint64_t *seed) {
                 .pool_degraded = pick(seed, 2) == 0,
                 .queued_ahead = pick(seed, 2) == 0,
                 .gate = (BreakerGate)pick(seed, 2),
+                .power_paused = pick(seed, 4) == 0,
+                .power_permille = pick(seed, 1) ? (uint32_t)pick(seed, 1000) : 0,
         };
 
         if (in.approved)
@@ -476,6 +524,11 @@ START_TEST(test_invariants) {
                       "case %u: background granted in degraded mode", i);
                 CHECK(in.retry || !in.queued_ahead, "case %u: granted ahead of the queue", i);
                 CHECK(in.approved || d.granted <= in.max_request_tokens, "case %u: past the cap", i);
+                CHECK(!in.power_paused, "case %u: granted while paused", i);
+                CHECK(in.approved || in.power_permille == 0 ||
+                              in.max_request_tokens * in.power_permille < 1000 ||
+                              d.granted <= in.max_request_tokens * in.power_permille / 1000,
+                      "case %u: past the power-scaled cap", i);
         }
 }
 END_TEST
