@@ -7,6 +7,9 @@
  * of settings, one for the file's top level and its groups and one for a
  * rule, drive parsing, validation, formatting, comparison, freeing and
  * packing, so a setting cannot be known to one and missing from another.
+ * A row's group may be nested, its path written with dots: the power
+ * factors are the rows of "power.policy.hot" and its siblings, so every
+ * policy entry is a setting like any other.
  *
  * Pure: the caller reads the file and passes its text, and resolves user and
  * group names through a lookup function it passes in; nothing here opens a
@@ -42,6 +45,9 @@
 
 #define DEFAULT_SOCKET_PATH "/run/tokenbudget/io.tokenbudget"
 
+/* PSI (Documentation/accounting/psi.rst); "" turns memory pressure off. */
+#define DEFAULT_PRESSURE_FILE "/proc/pressure/memory"
+
 /* Token counts must stay below LEDGER_TOKENS_MAX (see ledger.h). */
 #define TOKENS_SETTING_MAX (LEDGER_TOKENS_MAX - 1)
 
@@ -75,6 +81,14 @@
  * file names; a longer pattern would match nothing it could not match
  * shorter, and fnmatch(3) backtracks over every '*' in it. */
 #define GLOB_MAX_BYTES 256
+
+/* power.sensor: a thermal zone's type is at most 19 bytes (THERMAL_NAME_LENGTH),
+ * an hwmon name and label each a line of sysfs; 255 holds "NAME/LABEL" of any. */
+#define SENSOR_MAX_BYTES 255
+
+/* power.pressure_file: a path open(2) takes (PATH_MAX, with its NUL). */
+#define PATH_SETTING_MAX_BYTES 4095
+_Static_assert(PATH_SETTING_MAX_BYTES == PATH_MAX - 1, "a path and its NUL fit PATH_MAX");
 
 /* The largest uid or gid: (uid_t) -1 means "no id" to the kernel. */
 #define ID_MAX UINT32_C(4294967294)
@@ -177,6 +191,10 @@ typedef enum SettingKind {
         SETTING_ESCALATE,   /* EscalateAction, from its name */
         SETTING_HARD_LIMIT, /* HardLimitAction, from its name */
         SETTING_NAMES,      /* char ** and a size_t count: an array of model names */
+        SETTING_SENSOR,     /* char *, "" or an fnmatch(3) pattern of at most SENSOR_MAX_BYTES */
+        SETTING_PATH,       /* char *, "" (off) or an absolute path */
+        SETTING_DECIMAL,    /* int32_t, from a number in [decimal_min, decimal_max] / scale */
+        SETTING_FACTOR,     /* uint16_t permille, from a number in [min, max] permille or "pause" */
         _SETTING_KIND_MAX,
 } SettingKind;
 
@@ -197,6 +215,10 @@ typedef struct Setting {
         size_t has_id_offset, id_offset;
         /* SETTING_NAMES: the size_t count of the array at offset. */
         size_t count_offset;
+        /* SETTING_DECIMAL: the range in stored units, and how many stored units
+         * one written unit is (10: a percentage stored in permille). */
+        int32_t decimal_min, decimal_max;
+        uint32_t scale;
 } Setting;
 
 #define ROW(g, n, k, type, member, lo, hi)                                                                  \
@@ -220,8 +242,35 @@ typedef struct Setting {
         LIMITS_ROWS(g, type, limits), ROW(g, "max_allocations", SETTING_UINT, type, limits.max_allocations, \
                                           0, TOKENS_SETTING_MAX)
 
-/* The file's top level and groups, grouped by group, in the order
- * config_format() writes them ("rules" comes last, see config_format()). */
+/* A number in [lo, hi] written, stored times scale (an int32_t). */
+#define DECIMAL_ROW(g, n, member, lo, hi, sc)                                                               \
+        {                                                                                                   \
+                .group = g, .name = n, .kind = SETTING_DECIMAL, .offset = offsetof(Config, member),         \
+                .decimal_min = (lo) * (sc), .decimal_max = (hi) * (sc), .scale = sc                         \
+        }
+/* A percentage, 0 to 100, stored in permille (sc 10) or hundredths (sc 100). */
+#define PERCENT_ROW(n, member, sc) DECIMAL_ROW("power", n, member, 0, 100, sc)
+/* Degrees Celsius, -50 to 200, stored in millidegrees. */
+#define CELSIUS_ROW(n, member) DECIMAL_ROW("power", n, member, -50, 200, 1000)
+
+/* power.policy.STATE.PRIORITY: 0.01 to 1.0, or "pause" (stored as 0; a
+ * number 0 is refused, so a pause is always written as one). */
+#define FACTOR_ROW(state, st, prio, pr)                                                                     \
+        {                                                                                                   \
+                .group = "power.policy." state, .name = prio, .kind = SETTING_FACTOR,                       \
+                .offset = offsetof(Config, power.factor[st][pr]), .min = 10, .max = POWER_FACTOR_ONE        \
+        }
+/* The three priorities of a state, in the order of enum Priority. */
+#define POLICY_ROWS(state, st)                                                                              \
+        FACTOR_ROW(state, st, "interactive", PRIORITY_INTERACTIVE),                                         \
+                FACTOR_ROW(state, st, "normal", PRIORITY_NORMAL),                                           \
+                FACTOR_ROW(state, st, "background", PRIORITY_BACKGROUND)
+
+_Static_assert(_POWER_STATE_MAX == 6 && _PRIORITY_MAX == 3, "a policy row for every state and priority");
+
+/* The file's top level and groups, grouped by group (a nested group right
+ * after its parent's own rows), in the order config_format() writes them
+ * ("rules" comes last, see config_format()). */
 static const Setting settings[] = {
         ROW(NULL, "socket", SETTING_SOCKET, Config, socket_path, 0, 0),
         UINT_ROW(NULL, "default_estimate", default_estimate, 1, TOKENS_SETTING_MAX),
@@ -279,6 +328,30 @@ static const Setting settings[] = {
         ROW("breaker", "max_cooldown_sec", SETTING_SECONDS, Config, max_cooldown_usec, 1, 604800),
         /* A day: an admin who has not answered by then will not. */
         ROW("escalation", "timeout_sec", SETTING_SECONDS, Config, escalation_timeout_usec, 1, 86400),
+        /* Power awareness (issue 11). The relations (each release value on the side of its
+         * threshold that gives hysteresis, critical above hot) are checked after parsing. */
+        ROW("power", "enabled", SETTING_BOOL, Config, power.enabled, 0, 0),
+        ROW("power", "sensor", SETTING_SENSOR, Config, power.sensor, 0, 0),
+        ROW("power", "pressure_file", SETTING_PATH, Config, power.pressure_file, 0, 0),
+        /* An hour: a temperature read less often than that is no longer watched. */
+        ROW("power", "poll_sec", SETTING_SECONDS, Config, power.poll_usec, 1, 3600),
+        ROW("power", "battery_poll_sec", SETTING_SECONDS, Config, power.battery_poll_usec, 1, 3600),
+        PERCENT_ROW("low_battery_percent", power.low_battery_permille, 10),
+        PERCENT_ROW("low_battery_release_percent", power.low_battery_release_permille, 10),
+        /* -50 to 200 °C: what hwmon reports for anything that still works (a
+         * sensor below -50 °C is broken; silicon dies long before 200 °C). */
+        CELSIUS_ROW("hot_celsius", power.hot_mc),
+        CELSIUS_ROW("hot_release_celsius", power.hot_release_mc),
+        CELSIUS_ROW("critical_celsius", power.critical_mc),
+        CELSIUS_ROW("critical_release_celsius", power.critical_release_mc),
+        PERCENT_ROW("memory_pressure_percent", power.pressure_cp, 100),
+        PERCENT_ROW("memory_pressure_release_percent", power.pressure_release_cp, 100),
+        POLICY_ROWS("ac", POWER_AC),
+        POLICY_ROWS("battery", POWER_BATTERY),
+        POLICY_ROWS("low_battery", POWER_LOW_BATTERY),
+        POLICY_ROWS("memory_pressure", POWER_MEMORY_PRESSURE),
+        POLICY_ROWS("hot", POWER_HOT),
+        POLICY_ROWS("critical", POWER_CRITICAL),
         /* 1 KiB holds any request we define; 16 MiB bounds what one peer can make us buffer. */
         UINT_ROW("limits", "max_message_bytes", max_message_bytes, 1024, 16777216),
         /* 64 KiB holds a few replies; 1 GiB is far past any sane backlog. */
@@ -370,9 +443,14 @@ static int table_find(const Setting *table, size_t n, const char *group, const c
         return -1;
 }
 
+/* Whether name is a group of the table: one with rows of its own, or one
+ * that holds a nested group ("power.policy" holds "power.policy.hot"). */
 static bool table_has_group(const Setting *table, size_t n, const char *name) {
+        size_t len = strlen(name);
+
         for (size_t i = 0; i < n; i++)
-                if (table[i].group && strcmp(table[i].group, name) == 0)
+                if (table[i].group && strncmp(table[i].group, name, len) == 0 &&
+                    (table[i].group[len] == '\0' || table[i].group[len] == '.'))
                         return true;
         return false;
 }
@@ -401,7 +479,7 @@ static const void *field_const(const void *base, const Setting *s) {
 
 static bool is_string_kind(SettingKind k) {
         return k == SETTING_SOCKET || k == SETTING_USER || k == SETTING_GROUP || k == SETTING_GLOB ||
-               k == SETTING_RULE_NAME;
+               k == SETTING_RULE_NAME || k == SETTING_SENSOR || k == SETTING_PATH;
 }
 
 static bool is_id_kind(SettingKind k) {
@@ -414,6 +492,48 @@ static bool row_counts(const Setting *s, uint32_t set) {
 }
 
 /* ---- defaults ---- */
+
+/* The "power" group but its strings. */
+static void power_defaults(PowerConfig *p) {
+        *p = (PowerConfig){
+                .enabled = true,
+                /* Every few seconds while busy or near a threshold (power.h): a CPU
+                 * heats by some degrees a second under load. */
+                .poll_usec = 5 * USEC_PER_SEC,
+                /* upower's poll of a discharging battery. */
+                .battery_poll_usec = 30 * USEC_PER_SEC,
+                /* The issue's numbers: low battery below 20 %, left above 25 %, so a
+                 * gauge wobbling by a few percent does not flip it. */
+                .low_battery_permille = 200,
+                .low_battery_release_permille = 250,
+                /* The issue's numbers: hot from 85 °C, cool again below 80 °C. */
+                .hot_mc = 85000,
+                .hot_release_mc = 80000,
+                /* Many CPUs throttle themselves at 100 °C (TjMax): stop all but
+                 * interactive work before they must. */
+                .critical_mc = 95000,
+                .critical_release_mc = 90000,
+                /* PSI "some avg10" of 20 %: a fifth of the time some task waits on memory,
+                 * well before systemd-oomd acts (60 % by default); below 10 % the
+                 * machine is swapping no longer. */
+                .pressure_cp = 2000,
+                .pressure_release_cp = 1000,
+        };
+        for (unsigned s = 0; s < _POWER_STATE_MAX; s++)
+                for (unsigned q = 0; q < _PRIORITY_MAX; q++)
+                        p->factor[s][q] = POWER_FACTOR_ONE;
+        /* Laptop-sensible: background work pays for battery and heat first,
+         * interactive work is never slowed unless the admin says so. */
+        p->factor[POWER_BATTERY][PRIORITY_BACKGROUND] = 500;
+        p->factor[POWER_LOW_BATTERY][PRIORITY_NORMAL] = 500;
+        p->factor[POWER_LOW_BATTERY][PRIORITY_BACKGROUND] = POWER_FACTOR_PAUSE;
+        p->factor[POWER_MEMORY_PRESSURE][PRIORITY_NORMAL] = 500;
+        p->factor[POWER_MEMORY_PRESSURE][PRIORITY_BACKGROUND] = POWER_FACTOR_PAUSE;
+        p->factor[POWER_HOT][PRIORITY_NORMAL] = 500;
+        p->factor[POWER_HOT][PRIORITY_BACKGROUND] = POWER_FACTOR_PAUSE;
+        p->factor[POWER_CRITICAL][PRIORITY_NORMAL] = POWER_FACTOR_PAUSE;
+        p->factor[POWER_CRITICAL][PRIORITY_BACKGROUND] = POWER_FACTOR_PAUSE;
+}
 
 int config_init_defaults(Config *c) {
         assert(c);
@@ -490,9 +610,12 @@ int config_init_defaults(Config *c) {
                 .max_cooldown_usec = 3600 * USEC_PER_SEC,
                 .escalation_timeout_usec = 300 * USEC_PER_SEC,
         };
+        power_defaults(&c->power);
         c->socket_path = strdup(DEFAULT_SOCKET_PATH);
         c->admin_group = strdup("");
-        if (!c->socket_path || !c->admin_group) {
+        c->power.sensor = strdup("");
+        c->power.pressure_file = strdup(DEFAULT_PRESSURE_FILE);
+        if (!c->socket_path || !c->admin_group || !c->power.sensor || !c->power.pressure_file) {
                 config_done(c);
                 return -ENOMEM;
         }
@@ -929,6 +1052,13 @@ static int apply_bool(Context *ctx, const Setting *s, void *base, const config_s
 
 /* The shortest text that reads back as v: "0.99", not "0.98999999999999999". */
 static void format_double(double v, char buf[static 32]) {
+        /* Plain decimals where a person would write them: "250", not "2.5e+02". */
+        if (v > -1e15 && v < 1e15)
+                for (int decimals = 0; decimals <= 12; decimals++) {
+                        snprintf(buf, 32, "%.*f", decimals, v);
+                        if (strtod(buf, NULL) == v)
+                                return;
+                }
         for (int precision = 1; precision <= 17; precision++) {
                 snprintf(buf, 32, "%.*g", precision, v);
                 if (strtod(buf, NULL) == v)
@@ -951,14 +1081,38 @@ static void permille_text(uint64_t permille, char buf[static 32]) {
         snprintf(buf, 32, "%" PRIu64 ".%0*u", permille / 1000, (int)digits, frac);
 }
 
+/* v / scale exactly, as a person writes it: 85000/1000 -> "85", 80500 ->
+ * "80.5", -500 -> "-0.5", 205/10 -> "20.5". scale is a power of 10. */
+static void decimal_text(int64_t v, uint32_t scale, char buf[static 32]) {
+        uint64_t a = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, frac = a % scale;
+        int digits = 0;
+
+        for (uint32_t s = scale; s > 1; s /= 10)
+                digits++;
+        if (frac == 0) {
+                snprintf(buf, 32, "%s%" PRIu64, v < 0 ? "-" : "", a / scale);
+                return;
+        }
+        while (frac % 10 == 0) {
+                frac /= 10;
+                digits--;
+        }
+        snprintf(buf, 32, "%s%" PRIu64 ".%0*" PRIu64, v < 0 ? "-" : "", a / scale, digits, frac);
+}
+
+/* A number setting's value: an integer or a float. */
+static double number_value(const config_setting_t *cs) {
+        return config_setting_type(cs) == CONFIG_TYPE_FLOAT ? config_setting_get_float(cs)
+                                                            : (double)config_setting_get_int64(cs);
+}
+
 static int apply_multiplier(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
                             const char *path) {
         double v;
 
         if (!check_type(ctx, cs, path, true, CONFIG_TYPE_FLOAT, "a number"))
                 return -EINVAL;
-        v = config_setting_type(cs) == CONFIG_TYPE_FLOAT ? config_setting_get_float(cs)
-                                                         : (double)config_setting_get_int64(cs);
+        v = number_value(cs);
         if (!(v >= s->min / 1000.0 && v <= s->max / 1000.0)) {
                 char text[32], lo[32], hi[32];
                 format_double(v, text);
@@ -970,6 +1124,76 @@ static int apply_multiplier(Context *ctx, const Setting *s, void *base, const co
         }
         /* Round to nearest; v is positive here, so no libm needed. */
         *(uint32_t *)field(base, s) = (uint32_t)(v * 1000.0 + 0.5);
+        return 0;
+}
+
+/* A temperature or a percentage, stored as an integer in 1/scale units,
+ * rounded to nearest (half away from zero, without libm). */
+static int apply_decimal(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                         const char *path) {
+        double v, scaled;
+        int32_t stored;
+
+        if (!check_type(ctx, cs, path, true, CONFIG_TYPE_FLOAT, "a number"))
+                return -EINVAL;
+        v = number_value(cs);
+        if (!(v >= (double)s->decimal_min / s->scale && v <= (double)s->decimal_max / s->scale)) {
+                char text[32], lo[32], hi[32];
+                format_double(v, text);
+                decimal_text(s->decimal_min, s->scale, lo);
+                decimal_text(s->decimal_max, s->scale, hi);
+                errors_add(ctx->errors, config_setting_source_line(cs),
+                           "%s must be between %s and %s, got %s", path, lo, hi, text);
+                return -EINVAL;
+        }
+        scaled = v * s->scale;
+        stored = (int32_t)(scaled < 0 ? scaled - 0.5 : scaled + 0.5);
+        /* v was in range; its product may round a hair past the bound. */
+        if (stored < s->decimal_min)
+                stored = s->decimal_min;
+        if (stored > s->decimal_max)
+                stored = s->decimal_max;
+        *(int32_t *)field(base, s) = stored;
+        return 0;
+}
+
+/* A power factor: "pause", or a number in [min, max] permille. */
+static int apply_factor(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                        const char *path) {
+        unsigned line = config_setting_source_line(cs);
+        int type = config_setting_type(cs);
+        char text[32], lo[32], hi[32], q[QUOTE_MAX_BYTES + 4];
+        double v;
+
+        permille_text(s->min, lo);
+        permille_text(s->max, hi);
+        if (type == CONFIG_TYPE_STRING) {
+                const char *str = config_setting_get_string(cs);
+
+                if (!str)
+                        return -ENOMEM;
+                if (strcmp(str, "pause") == 0) {
+                        *(uint16_t *)field(base, s) = POWER_FACTOR_PAUSE;
+                        return 0;
+                }
+                quote(str, q);
+                errors_add(ctx->errors, line, "%s must be a number from %s to %s or \"pause\", got '%s'",
+                           path, lo, hi, q);
+                return -EINVAL;
+        }
+        if (type != CONFIG_TYPE_FLOAT && type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
+                errors_add(ctx->errors, line, "%s must be a number from %s to %s or \"pause\", got %s", path,
+                           lo, hi, type_name(type));
+                return -EINVAL;
+        }
+        v = number_value(cs);
+        if (!(v >= s->min / 1000.0 && v <= s->max / 1000.0)) {
+                format_double(v, text);
+                errors_add(ctx->errors, line, "%s must be between %s and %s, or \"pause\", got %s%s", path,
+                           lo, hi, text, v == 0 ? " (write \"pause\" to pause)" : "");
+                return -EINVAL;
+        }
+        *(uint16_t *)field(base, s) = (uint16_t)(v * 1000.0 + 0.5);
         return 0;
 }
 
@@ -1327,6 +1551,69 @@ static int apply_glob(Context *ctx, const Setting *s, void *base, const config_s
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x)  STRINGIFY_(x)
 
+/* Why v is not a power.sensor (NULL: it may be one): "" is the default
+ * choice, anything else a glob. */
+static const char *sensor_problem(const char *v) {
+        if (!*v)
+                return NULL;
+        if (strlen(v) > SENSOR_MAX_BYTES)
+                return "longer than 255 bytes";
+        return glob_problem(v);
+}
+
+static int apply_sensor(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                        const char *path) {
+        char q[QUOTE_MAX_BYTES + 4];
+        const char *v, *problem;
+        int r = get_string(ctx, cs, path, &v);
+
+        if (r < 0)
+                return r;
+        problem = sensor_problem(v);
+        if (problem) {
+                quote(v, q);
+                errors_add(ctx->errors, config_setting_source_line(cs), "%s: malformed glob '%s': %s", path,
+                           q, problem);
+                return -EINVAL;
+        }
+        return store_string(field(base, s), v);
+}
+
+/* Why v is not a path setting (NULL: it may be one), for "PATH %s": "" is
+ * off; a path is opened by the shell as given, so relative paths (against
+ * whatever directory the daemon runs in) are refused. */
+static const char *path_problem(const char *v) {
+        size_t n = strlen(v);
+
+        if (n == 0)
+                return NULL;
+        if (v[0] != '/')
+                return "must be an absolute path or \"\" (off)";
+        if (n > PATH_SETTING_MAX_BYTES)
+                return "must be at most " STRINGIFY(PATH_SETTING_MAX_BYTES) " bytes";
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+                        return "must not contain control characters";
+        return NULL;
+}
+
+static int apply_path(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                      const char *path) {
+        char q[QUOTE_MAX_BYTES + 4];
+        const char *v, *problem;
+        int r = get_string(ctx, cs, path, &v);
+
+        if (r < 0)
+                return r;
+        problem = path_problem(v);
+        if (problem) {
+                quote(v, q);
+                errors_add(ctx->errors, config_setting_source_line(cs), "%s %s, got '%s'", path, problem, q);
+                return -EINVAL;
+        }
+        return store_string(field(base, s), v);
+}
+
 /* Why v is not a model name (NULL: it may be one), for "PATH %s". A name goes
  * on the wire (suggestedModel) and into the journal: text, one line. */
 static const char *model_name_problem(const char *v) {
@@ -1458,6 +1745,10 @@ static const ApplyFunc apply_funcs[_SETTING_KIND_MAX] = {
         [SETTING_ESCALATE] = apply_choice,
         [SETTING_HARD_LIMIT] = apply_choice,
         [SETTING_NAMES] = apply_names,
+        [SETTING_SENSOR] = apply_sensor,
+        [SETTING_PATH] = apply_path,
+        [SETTING_DECIMAL] = apply_decimal,
+        [SETTING_FACTOR] = apply_factor,
 };
 
 /* ---- the tree walk ---- */
@@ -1513,28 +1804,62 @@ static int walk_group(Context *ctx, const Walk *w, const config_setting_t *group
         return 0;
 }
 
+/* Whether group.name (group NULL: the walk's level) is a setting or a group
+ * of the table. */
+static bool walk_knows(const Walk *w, const char *group_name, const char *name) {
+        char sub[128];
+
+        snprintf(sub, sizeof(sub), "%s%s%s", group_name ?: "", group_name ? "." : "", name);
+        return table_find(w->table, w->n_table, group_name, name) >= 0 ||
+               table_has_group(w->table, w->n_table, sub);
+}
+
+/* " (write 'low_battery')" for a name written with '-' where the file's
+ * names have '_' (power states are "low-battery" on the wire), else "". */
+static void dash_hint(const Walk *w, const char *group_name, const char *name, char buf[static 96]) {
+        char fixed[64];
+        size_t n = strlen(name);
+
+        buf[0] = '\0';
+        if (!strchr(name, '-') || n >= sizeof(fixed))
+                return;
+        for (size_t i = 0; i <= n; i++)
+                fixed[i] = name[i] == '-' ? '_' : name[i];
+        if (walk_knows(w, group_name, fixed))
+                snprintf(buf, 96, " (write '%s')", fixed);
+}
+
+static void unknown_setting(Context *ctx, const Walk *w, unsigned line, const char *group_name,
+                            const char *name) {
+        /* A predicate written next to the rule's settings, not in its match group. */
+        bool predicate = !w->top && !group_name && table_find(w->table, w->n_table, "match", name) >= 0;
+        char hint[96];
+
+        dash_hint(w, group_name, name, hint);
+        errors_add(ctx->errors, line, "%s%sunknown setting '%s%s%s'%s%s", w->prefix, *w->prefix ? ": " : "",
+                   group_name ?: "", group_name ? "." : "", name,
+                   predicate ? " (predicates go in match = { ... })" : "", hint);
+}
+
 static int walk_member(Context *ctx, const Walk *w, const config_setting_t *cs, const char *group_name,
                        const char *name) {
         unsigned line = config_setting_source_line(cs);
-        char path[192];
+        char path[192], sub[128];
         int index;
 
         if (!group_name && w->top && strcmp(name, "rules") == 0)
                 return walk_rules(ctx, cs);
         make_path(path, sizeof(path), w->prefix, group_name, name);
-        if (!group_name && table_has_group(w->table, w->n_table, name)) {
+        /* The group this member is if it is one: "power", "power.policy", "power.policy.hot". */
+        snprintf(sub, sizeof(sub), "%s%s%s", group_name ?: "", group_name ? "." : "", name);
+        if (table_has_group(w->table, w->n_table, sub)) {
                 if (!check_type(ctx, cs, path, false, CONFIG_TYPE_GROUP, "a group"))
                         return 0;
-                return walk_group(ctx, w, cs, name);
+                return walk_group(ctx, w, cs, sub);
         }
         index = table_find(w->table, w->n_table, group_name, name);
         if (index < 0) {
-                /* A predicate written next to the rule's settings, not in its match group. */
-                bool predicate =
-                        !w->top && !group_name && table_find(w->table, w->n_table, "match", name) >= 0;
-                errors_add(ctx->errors, line, "%s%sunknown setting '%s%s%s'%s", w->prefix,
-                           *w->prefix ? ": " : "", group_name ?: "", group_name ? "." : "", name,
-                           predicate ? " (predicates go in match = { ... })" : "");
+                unknown_setting(ctx, w, line, group_name, name);
                 return 0;
         }
         /* A rule's name was read first, to name the rule in every message. */
@@ -1674,6 +1999,49 @@ static void check_ladder_relations(Context *ctx) {
                            c->max_cooldown_usec / USEC_PER_SEC, c->cooldown_usec / USEC_PER_SEC);
 }
 
+/* The power group's hysteresis: each release value on the side of its
+ * threshold that leaves the condition only once the reading is clearly
+ * back (equal would flap on one value), and critical above hot. Messages
+ * in the units of the file. */
+typedef struct PowerRelation {
+        const char *a, *b; /* a must be above (above) or below b */
+        bool above;
+        size_t offset_a, offset_b; /* int32_t fields of Config */
+        uint32_t scale;
+} PowerRelation;
+
+#define POWER_RELATION(a, b, above, fa, fb, sc)                                                             \
+        { a, b, above, offsetof(Config, power.fa), offsetof(Config, power.fb), sc }
+
+static const PowerRelation power_relations[] = {
+        POWER_RELATION("low_battery_release_percent", "low_battery_percent", true,
+                       low_battery_release_permille, low_battery_permille, 10),
+        POWER_RELATION("hot_release_celsius", "hot_celsius", false, hot_release_mc, hot_mc, 1000),
+        POWER_RELATION("critical_celsius", "hot_celsius", true, critical_mc, hot_mc, 1000),
+        POWER_RELATION("critical_release_celsius", "critical_celsius", false, critical_release_mc,
+                       critical_mc, 1000),
+        POWER_RELATION("memory_pressure_release_percent", "memory_pressure_percent", false,
+                       pressure_release_cp, pressure_cp, 100),
+};
+
+static void check_power_relations(Context *ctx) {
+        const char *c = (const char *)ctx->config;
+
+        for (size_t i = 0; i < ELEMENTSOF(power_relations); i++) {
+                const PowerRelation *rel = &power_relations[i];
+                int32_t a = *(const int32_t *)(c + rel->offset_a), b = *(const int32_t *)(c + rel->offset_b);
+                char ta[32], tb[32];
+                unsigned line;
+
+                if (!relation_checkable(ctx, "power", rel->a, rel->b, &line) || (rel->above ? a > b : a < b))
+                        continue;
+                decimal_text(a, rel->scale, ta);
+                decimal_text(b, rel->scale, tb);
+                errors_add(ctx->errors, line, "power.%s must be %s power.%s (%s), got %s", rel->a,
+                           rel->above ? "above" : "below", rel->b, tb, ta);
+        }
+}
+
 static void check_top_relations(Context *ctx) {
         const Config *c = ctx->config;
         unsigned line;
@@ -1703,6 +2071,7 @@ static void check_top_relations(Context *ctx) {
                            ") must not be less than limits.max_output_bytes (%" PRIu64 ")",
                            c->max_output_bytes_per_uid, c->max_output_bytes);
         check_ladder_relations(ctx);
+        check_power_relations(ctx);
 }
 
 /* A rule's multipliers: warn <= hard, each of the rule's own against the
@@ -1938,7 +2307,21 @@ static void format_value(FILE *f, const Setting *s, const void *base) {
         case SETTING_SOCKET:
         case SETTING_GLOB:
         case SETTING_RULE_NAME:
+        case SETTING_SENSOR:
+        case SETTING_PATH:
                 format_string(f, *(char *const *)p ?: "");
+                break;
+        case SETTING_DECIMAL:
+                decimal_text(*(const int32_t *)p, s->scale, text);
+                fputs(text, f);
+                break;
+        case SETTING_FACTOR:
+                if (*(const uint16_t *)p == POWER_FACTOR_PAUSE)
+                        fputs("\"pause\"", f);
+                else {
+                        permille_text(*(const uint16_t *)p, text);
+                        fputs(text, f);
+                }
                 break;
         case SETTING_USER:
         case SETTING_GROUP:
@@ -1986,6 +2369,55 @@ static void format_value(FILE *f, const Setting *s, const void *base) {
         }
 }
 
+/* How many groups deep a row's group is: NULL 0, "power" 1, "power.policy.hot" 3. */
+static size_t group_depth(const char *group) {
+        size_t n = group ? 1 : 0;
+
+        for (; group && *group; group++)
+                n += *group == '.';
+        return n;
+}
+
+/* The length of the first depth components of group ("power.policy" of
+ * "power.policy.hot" for 2). */
+static size_t group_prefix_len(const char *group, size_t depth) {
+        size_t i = 0;
+
+        for (; group[i]; i++)
+                if (group[i] == '.' && --depth == 0)
+                        break;
+        return i;
+}
+
+/* How many leading groups a and b share. */
+static size_t groups_shared(const char *a, const char *b) {
+        size_t da = group_depth(a), db = group_depth(b), k = 0;
+
+        while (k < da && k < db) {
+                size_t la = group_prefix_len(a, k + 1), lb = group_prefix_len(b, k + 1);
+
+                if (la != lb || strncmp(a, b, la) != 0)
+                        break;
+                k++;
+        }
+        return k;
+}
+
+/* From the groups of from to those of to: closes what to is not in, opens
+ * what from was not in. */
+static void format_groups(FILE *f, const char *from, const char *to, int indent) {
+        size_t shared = groups_shared(from, to), depth = group_depth(from);
+
+        for (; depth > shared; depth--)
+                fprintf(f, "%*s};\n", indent + 8 * (int)(depth - 1), "");
+        for (; depth < group_depth(to); depth++) {
+                size_t start = depth ? group_prefix_len(to, depth) + 1 : 0;
+                size_t end = group_prefix_len(to, depth + 1);
+
+                fprintf(f, "%*s%.*s = {\n", indent + 8 * (int)depth, "", (int)(end - start), to + start);
+        }
+}
+
 /* The rows of a table that count, grouped, each line indented by indent. */
 static void format_rows(FILE *f, const Setting *table, size_t n, const void *base, uint32_t set,
                         int indent) {
@@ -1995,20 +2427,16 @@ static void format_rows(FILE *f, const Setting *table, size_t n, const void *bas
                 const Setting *s = &table[i];
 
                 if (!streq_ptr(group, s->group)) {
-                        if (group)
-                                fprintf(f, "%*s};\n", indent, "");
-                        if (s->group)
-                                fprintf(f, "%*s%s = {\n", indent, "", s->group);
+                        format_groups(f, group, s->group, indent);
                         group = s->group;
                 }
                 if (!row_counts(s, set) || (s->optional && !*(char *const *)field_const(base, s)))
                         continue;
-                fprintf(f, "%*s%s = ", indent + (group ? 8 : 0), "", s->name);
+                fprintf(f, "%*s%s = ", indent + 8 * (int)group_depth(group), "", s->name);
                 format_value(f, s, base);
                 fputs(";\n", f);
         }
-        if (group)
-                fprintf(f, "%*s};\n", indent, "");
+        format_groups(f, group, NULL, indent);
 }
 
 char *config_format(const Config *c) {
@@ -2075,6 +2503,10 @@ static bool row_equal(const Setting *s, const void *a, const void *b) {
                 return *(const uint32_t *)pa == *(const uint32_t *)pb;
         case SETTING_BOOL:
                 return *(const bool *)pa == *(const bool *)pb;
+        case SETTING_DECIMAL:
+                return *(const int32_t *)pa == *(const int32_t *)pb;
+        case SETTING_FACTOR:
+                return *(const uint16_t *)pa == *(const uint16_t *)pb;
         default:
                 return choice_get(s, a) == choice_get(s, b);
         }
@@ -2182,8 +2614,9 @@ int config_resolve_names(Config *c, const char *filename, ConfigLookupFunc looku
 
 /* ---- packing ---- */
 
-/* "tokenbudget config", version 1: bump it with any change to what follows. */
-static const char pack_magic[8] = {'T', 'B', 'C', 'O', 'N', 'F', 0, 2};
+/* "tokenbudget config", version 3 (issue 11's power group): bump it with any
+ * change to what follows. */
+static const char pack_magic[8] = {'T', 'B', 'C', 'O', 'N', 'F', 0, 3};
 
 #define PACK_NULL_STRING UINT32_MAX
 
@@ -2262,6 +2695,15 @@ static void pack_row(Packer *p, const Setting *s, const void *base) {
                 break;
         case SETTING_BOOL:
                 pack_u8(p, *(const bool *)v);
+                break;
+        case SETTING_DECIMAL: {
+                int32_t d = *(const int32_t *)v;
+
+                pack_u32(p, (uint32_t)d); /* two's complement; unpacking checks the range */
+                break;
+        }
+        case SETTING_FACTOR:
+                pack_u32(p, *(const uint16_t *)v);
                 break;
         case SETTING_LOG_LEVEL:
         case SETTING_PRIORITY:
@@ -2367,6 +2809,10 @@ static bool string_row_valid(const Setting *s, const void *base) {
                 return !glob_problem(v);
         case SETTING_RULE_NAME:
                 return rule_name_valid(v);
+        case SETTING_SENSOR:
+                return !sensor_problem(v);
+        case SETTING_PATH:
+                return !path_problem(v);
         default:
                 if (id_name_problem(s, v) || (has_id && id > ID_MAX) || (!has_id && id != 0))
                         return false;
@@ -2402,6 +2848,18 @@ static int unpack_scalar_row(Unpacker *u, const Setting *s, void *base) {
                 if (!unpack_bytes(u, &v8, sizeof(v8)) || v8 > 1)
                         return -EPROTO;
                 *(bool *)p = v8;
+                return 0;
+        case SETTING_DECIMAL:
+                if (!unpack_bytes(u, &v32, sizeof(v32)) || (int32_t)v32 < s->decimal_min ||
+                    (int32_t)v32 > s->decimal_max)
+                        return -EPROTO;
+                *(int32_t *)p = (int32_t)v32;
+                return 0;
+        case SETTING_FACTOR:
+                if (!unpack_bytes(u, &v32, sizeof(v32)) ||
+                    (v32 != POWER_FACTOR_PAUSE && (v32 < s->min || v32 > s->max)))
+                        return -EPROTO;
+                *(uint16_t *)p = (uint16_t)v32;
                 return 0;
         default:
                 if (!unpack_bytes(u, &v32, sizeof(v32)) || !choice_name(s->kind, v32))

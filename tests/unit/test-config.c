@@ -8,8 +8,11 @@
  * malformed, names missing and duplicated, CONFIG_RULES_MAX; each error's
  * exact text. The escalation ladder's settings (issue 10): every value's
  * bounds and wrong types, model_tiers' elements, the relations within the
- * queue and breaker groups, and their rule settings. config_resolve_names() with a table for NSS, and
- * config_pack()/config_unpack() round trips and garbage.
+ * queue and breaker groups, and their rule settings. The power group (issue
+ * 11): every setting and policy entry, each bound, wrong type, unknown name
+ * at each level of power.policy.STATE, relation and "pause" misspelling; a
+ * policy replacing only the entries it names. config_resolve_names() with a
+ * table for NSS, and config_pack()/config_unpack() round trips and garbage.
  * Links only the core library (and libconfig, to walk files independently).
  */
 #include <check.h>
@@ -36,6 +39,8 @@
 /* An absolute path of 107 bytes (the longest that fits sun_path) and of 108. */
 #define SOCKET_107 "/" A100 "aaaaaa"
 #define SOCKET_108 "/" A100 "aaaaaaa"
+/* The longest power.sensor, 255 bytes. */
+#define SENSOR_255 A100 A100 A10 A10 A10 A10 A10 "aaaaa"
 
 /* ---- helpers ---- */
 
@@ -114,6 +119,8 @@ typedef enum FieldType {
         FIELD_ESCALATE,    /* an EscalateAction, number */
         FIELD_HARD_LIMIT,  /* a HardLimitAction, number */
         FIELD_NAMES,       /* model_tiers: string is the names joined by commas, "" for none */
+        FIELD_DECIMAL,     /* an int32_t (power thresholds), number (as int64_t) */
+        FIELD_FACTOR,      /* a uint16_t power factor in permille, number */
 } FieldType;
 
 #define NO_ID UINT64_MAX
@@ -125,6 +132,7 @@ typedef struct OverrideRow {
         FieldType type;
         uint64_t number;
         const char *string;
+        int64_t decimal; /* FIELD_DECIMAL */
 } OverrideRow;
 
 #define U64(p, v, member, n)                                                                                \
@@ -141,6 +149,13 @@ typedef struct OverrideRow {
         { "model_tiers", v, offsetof(Config, model_tiers), FIELD_NAMES, 0, joined }
 #define ADMIN(v, string, id)                                                                                \
         { "admin_group", v, offsetof(Config, admin_group), FIELD_ADMIN_GROUP, id, string }
+#define STRING(p, v, member, str)                                                                           \
+        { p, v, offsetof(Config, member), FIELD_STRING, 0, str }
+#define DECIMAL(p, v, member, n)                                                                            \
+        { p, v, offsetof(Config, member), FIELD_DECIMAL, 0, NULL, n }
+/* power.policy.STATE.PRIORITY = v, stored as n permille. */
+#define FACTOR(state, st, prio, pr, v, n)                                                                   \
+        { "power.policy." state "." prio, v, offsetof(Config, power.factor[st][pr]), FIELD_FACTOR, n, NULL }
 /* The five budgets of a "user", "unit" or "agent" group (and "global"'s max_allocations). */
 #define LIMITS5(g, a, b, c, d, e)                                                                           \
         U64(#g ".tokens_per_minute", #a, g.window_tokens[LEDGER_WINDOW_MINUTE], a),                         \
@@ -284,6 +299,78 @@ static const OverrideRow override_rows[] = {
         U64("breaker.max_cooldown_sec", "604800", max_cooldown_usec, 604800000000),
         U64("escalation.timeout_sec", "1", escalation_timeout_usec, 1000000),
         U64("escalation.timeout_sec", "86400", escalation_timeout_usec, 86400000000),
+        /* the power group (issue 11). Each row is valid with the other
+         * settings at their defaults, and the last row of each setting with
+         * the last of the others (test_round_trip applies them all). */
+        BOOL("power.enabled", "false", power.enabled, false),
+        BOOL("power.enabled", "true", power.enabled, true),
+        STRING("power.sensor", "\"\"", power.sensor, ""),
+        STRING("power.sensor", "\"x86_pkg_temp\"", power.sensor, "x86_pkg_temp"),
+        STRING("power.sensor", "\"coretemp/Package id [0-9]*\"", power.sensor, "coretemp/Package id [0-9]*"),
+        STRING("power.sensor", "\"" SENSOR_255 "\"", power.sensor, SENSOR_255),
+        STRING("power.sensor", "\"k10temp/Tctl\"", power.sensor, "k10temp/Tctl"),
+        STRING("power.pressure_file", "\"\"", power.pressure_file, ""),
+        STRING("power.pressure_file", "\"/proc/pressure/memory\"", power.pressure_file,
+               "/proc/pressure/memory"),
+        STRING("power.pressure_file", "\"/tmp/psi fixture\"", power.pressure_file, "/tmp/psi fixture"),
+        U64("power.poll_sec", "1", power.poll_usec, 1000000),
+        U64("power.poll_sec", "3600", power.poll_usec, 3600000000),
+        U64("power.battery_poll_sec", "3600", power.battery_poll_usec, 3600000000),
+        U64("power.battery_poll_sec", "1", power.battery_poll_usec, 1000000),
+        /* Percentages in permille (battery) or hundredths (pressure), degrees in
+         * millidegrees; integers or floats, rounded to nearest. */
+        DECIMAL("power.low_battery_percent", "0", power.low_battery_permille, 0),
+        DECIMAL("power.low_battery_percent", "24.9", power.low_battery_permille, 249),
+        DECIMAL("power.low_battery_percent", "10.04", power.low_battery_permille, 100),
+        DECIMAL("power.low_battery_percent", "15", power.low_battery_permille, 150),
+        DECIMAL("power.low_battery_release_percent", "100", power.low_battery_release_permille, 1000),
+        DECIMAL("power.low_battery_release_percent", "20.1", power.low_battery_release_permille, 201),
+        DECIMAL("power.low_battery_release_percent", "30.0", power.low_battery_release_permille, 300),
+        DECIMAL("power.hot_celsius", "80.001", power.hot_mc, 80001),
+        DECIMAL("power.hot_celsius", "94.999", power.hot_mc, 94999),
+        DECIMAL("power.hot_celsius", "90", power.hot_mc, 90000),
+        DECIMAL("power.hot_release_celsius", "-50", power.hot_release_mc, -50000),
+        DECIMAL("power.hot_release_celsius", "84.9994", power.hot_release_mc, 84999),
+        DECIMAL("power.hot_release_celsius", "-0.5", power.hot_release_mc, -500),
+        DECIMAL("power.hot_release_celsius", "-0.0004", power.hot_release_mc, 0),
+        DECIMAL("power.hot_release_celsius", "-12.3456", power.hot_release_mc, -12346),
+        DECIMAL("power.hot_release_celsius", "70.25", power.hot_release_mc, 70250),
+        DECIMAL("power.critical_celsius", "90.001", power.critical_mc, 90001),
+        DECIMAL("power.critical_celsius", "200", power.critical_mc, 200000),
+        DECIMAL("power.critical_celsius", "1e2", power.critical_mc, 100000),
+        DECIMAL("power.critical_release_celsius", "-50.0", power.critical_release_mc, -50000),
+        DECIMAL("power.critical_release_celsius", "94.999", power.critical_release_mc, 94999),
+        DECIMAL("power.critical_release_celsius", "92", power.critical_release_mc, 92000),
+        DECIMAL("power.memory_pressure_percent", "10.01", power.pressure_cp, 1001),
+        DECIMAL("power.memory_pressure_percent", "100", power.pressure_cp, 10000),
+        DECIMAL("power.memory_pressure_percent", "35.25", power.pressure_cp, 3525),
+        DECIMAL("power.memory_pressure_release_percent", "0", power.pressure_release_cp, 0),
+        DECIMAL("power.memory_pressure_release_percent", "19.99", power.pressure_release_cp, 1999),
+        DECIMAL("power.memory_pressure_release_percent", "5.5", power.pressure_release_cp, 550),
+        /* A factor: 0.01 to 1.0 (an integer 1 too), rounded to 3 decimals, or "pause". */
+        FACTOR("ac", POWER_AC, "interactive", PRIORITY_INTERACTIVE, "\"pause\"", 0),
+        FACTOR("ac", POWER_AC, "interactive", PRIORITY_INTERACTIVE, "1", 1000),
+        FACTOR("ac", POWER_AC, "normal", PRIORITY_NORMAL, "0.01", 10),
+        FACTOR("ac", POWER_AC, "normal", PRIORITY_NORMAL, "0.0125", 13),
+        FACTOR("ac", POWER_AC, "normal", PRIORITY_NORMAL, "0.0124", 12),
+        FACTOR("ac", POWER_AC, "normal", PRIORITY_NORMAL, "0.999", 999),
+        FACTOR("ac", POWER_AC, "background", PRIORITY_BACKGROUND, "0.9", 900),
+        FACTOR("battery", POWER_BATTERY, "interactive", PRIORITY_INTERACTIVE, "0.8", 800),
+        FACTOR("battery", POWER_BATTERY, "normal", PRIORITY_NORMAL, "0.75", 750),
+        FACTOR("battery", POWER_BATTERY, "background", PRIORITY_BACKGROUND, "1.0", 1000),
+        FACTOR("battery", POWER_BATTERY, "background", PRIORITY_BACKGROUND, "\"pause\"", 0),
+        FACTOR("low_battery", POWER_LOW_BATTERY, "interactive", PRIORITY_INTERACTIVE, "\"pause\"", 0),
+        FACTOR("low_battery", POWER_LOW_BATTERY, "normal", PRIORITY_NORMAL, "0.3", 300),
+        FACTOR("low_battery", POWER_LOW_BATTERY, "background", PRIORITY_BACKGROUND, "0.1", 100),
+        FACTOR("memory_pressure", POWER_MEMORY_PRESSURE, "interactive", PRIORITY_INTERACTIVE, "0.7", 700),
+        FACTOR("memory_pressure", POWER_MEMORY_PRESSURE, "normal", PRIORITY_NORMAL, "\"pause\"", 0),
+        FACTOR("memory_pressure", POWER_MEMORY_PRESSURE, "background", PRIORITY_BACKGROUND, "0.25", 250),
+        FACTOR("hot", POWER_HOT, "interactive", PRIORITY_INTERACTIVE, "0.6", 600),
+        FACTOR("hot", POWER_HOT, "normal", PRIORITY_NORMAL, "1", 1000),
+        FACTOR("hot", POWER_HOT, "background", PRIORITY_BACKGROUND, "0.05", 50),
+        FACTOR("critical", POWER_CRITICAL, "interactive", PRIORITY_INTERACTIVE, "\"pause\"", 0),
+        FACTOR("critical", POWER_CRITICAL, "normal", PRIORITY_NORMAL, "0.02", 20),
+        FACTOR("critical", POWER_CRITICAL, "background", PRIORITY_BACKGROUND, "0.5", 500),
 };
 
 static void rules_clear(Config *c) {
@@ -364,6 +451,12 @@ static void row_apply(const OverrideRow *row, Config *c) {
         case FIELD_LOG_LEVEL:
                 *(LogLevel *)p = (LogLevel)row->number;
                 break;
+        case FIELD_DECIMAL:
+                *(int32_t *)p = (int32_t)row->decimal;
+                break;
+        case FIELD_FACTOR:
+                *(uint16_t *)p = (uint16_t)row->number;
+                break;
         case FIELD_BOOL:
                 *(bool *)p = row->number != 0;
                 break;
@@ -375,18 +468,31 @@ static void row_apply(const OverrideRow *row, Config *c) {
         }
 }
 
-/* "group.name" = v becomes "group = { name = v; };" */
+/* "group.name" = v becomes "group = {\n name = v;\n};", and
+ * "a.b.c.name" = v "a = {\n b = {\n c = {\n name = v;\n};\n};\n};". */
 static void row_text(const OverrideRow *row, char *buf, size_t size) {
-        const char *dot = strchr(row->path, '.');
+        const char *p = row->path, *dot;
+        size_t len = 0, depth = 0;
 
-        if (dot)
-                snprintf(buf, size, "%.*s = {\n        %s = %s;\n};\n", (int)(dot - row->path), row->path,
-                         dot + 1, row->value);
-        else
-                snprintf(buf, size, "%s = %s;\n", row->path, row->value);
+        for (; (dot = strchr(p, '.')); p = dot + 1, depth++)
+                len += (size_t)snprintf(buf + len, size - len, "%*s%.*s = {\n", (int)(8 * depth), "",
+                                        (int)(dot - p), p);
+        len += (size_t)snprintf(buf + len, size - len, "%*s%s = %s;\n", (int)(8 * depth), "", p, row->value);
+        while (depth-- > 0)
+                len += (size_t)snprintf(buf + len, size - len, "%*s};\n", (int)(8 * depth), "");
+        ck_assert_uint_lt(len, size);
 }
 
 /* ---- tests ---- */
+
+#define PAUSE POWER_FACTOR_PAUSE
+
+/* The built-in policy (config.h), interactive, normal, background. */
+static const unsigned default_factors[_POWER_STATE_MAX][_PRIORITY_MAX] = {
+        [POWER_AC] = {1000, 1000, 1000},          [POWER_BATTERY] = {1000, 1000, 500},
+        [POWER_LOW_BATTERY] = {1000, 500, PAUSE}, [POWER_MEMORY_PRESSURE] = {1000, 500, PAUSE},
+        [POWER_HOT] = {1000, 500, PAUSE},         [POWER_CRITICAL] = {1000, PAUSE, PAUSE},
+};
 
 START_TEST(test_defaults) {
         Config c;
@@ -460,9 +566,30 @@ START_TEST(test_defaults) {
         ck_assert_uint_eq(c.cooldown_usec, 300000000);
         ck_assert_uint_eq(c.max_cooldown_usec, 3600000000);
         ck_assert_uint_eq(c.escalation_timeout_usec, 300000000);
+        ck_assert(c.power.enabled);
+        ck_assert_str_eq(c.power.sensor, "");
+        ck_assert_str_eq(c.power.pressure_file, "/proc/pressure/memory");
+        ck_assert_uint_eq(c.power.poll_usec, 5000000);
+        ck_assert_uint_eq(c.power.battery_poll_usec, 30000000);
+        ck_assert_int_eq(c.power.low_battery_permille, 200);
+        ck_assert_int_eq(c.power.low_battery_release_permille, 250);
+        ck_assert_int_eq(c.power.hot_mc, 85000);
+        ck_assert_int_eq(c.power.hot_release_mc, 80000);
+        ck_assert_int_eq(c.power.critical_mc, 95000);
+        ck_assert_int_eq(c.power.critical_release_mc, 90000);
+        ck_assert_int_eq(c.power.pressure_cp, 2000);
+        ck_assert_int_eq(c.power.pressure_release_cp, 1000);
+        for (int st = 0; st < _POWER_STATE_MAX; st++)
+                for (int pr = 0; pr < _PRIORITY_MAX; pr++)
+                        ck_assert_msg(c.power.factor[st][pr] == default_factors[st][pr],
+                                      "policy.%s.%s: %u, want %u", power_state_to_string((PowerState)st),
+                                      priority_to_string((Priority)pr), c.power.factor[st][pr],
+                                      default_factors[st][pr]);
         config_done(&c);
         ck_assert_ptr_null(c.socket_path);
         ck_assert_ptr_null(c.admin_group);
+        ck_assert_ptr_null(c.power.sensor);
+        ck_assert_ptr_null(c.power.pressure_file);
         config_done(&c); /* twice is harmless */
         config_done(NULL);
 }
@@ -542,6 +669,16 @@ START_TEST(test_equal_detects_each_field) {
                 b.on_hard_limit = HARD_LIMIT_TERMINATE;
         } else if (config_equal(&a, &b) && row->type == FIELD_NAMES) {
                 tiers_set(&b, "x");
+        } else if (config_equal(&a, &b) && row->type == FIELD_STRING) {
+                char **p = (char **)((char *)&b + row->offset);
+                free(*p);
+                *p = strdup("/changed");
+                ck_assert_ptr_nonnull(*p);
+        } else if (config_equal(&a, &b) && row->type == FIELD_DECIMAL) {
+                *(int32_t *)((char *)&b + row->offset) += 1;
+        } else if (config_equal(&a, &b) && row->type == FIELD_FACTOR) {
+                uint16_t *f = (uint16_t *)((char *)&b + row->offset);
+                *f = *f == POWER_FACTOR_PAUSE ? 1 : POWER_FACTOR_PAUSE;
         } else if (config_equal(&a, &b)) {
                 ck_assert_int_eq(row->type, FIELD_U64);
                 *(uint64_t *)((char *)&b + row->offset) += 1;
@@ -1353,6 +1490,167 @@ static const ExactRow exact_rows[] = {
         {"rule breaker", RULE("breaker = { };"), "1: rules[0] ('x'): unknown setting 'breaker'\n"},
         {"rule escalation", RULE("escalation = { timeout_sec = 1; };"),
          "1: rules[0] ('x'): unknown setting 'escalation'\n"},
+        /* the power group (issue 11): values */
+        {"power enabled integer", "power = { enabled = 1; };",
+         "1: power.enabled must be a boolean (true or false), got an integer\n"},
+        {"power sensor integer", "power = { sensor = 0; };",
+         "1: power.sensor must be a string, got an integer\n"},
+        {"power sensor bad glob", "power = {\n  sensor = \"coretemp/[Package\";\n};",
+         "2: power.sensor: malformed glob 'coretemp/[Package': unbalanced '['\n"},
+        {"power sensor unknown class", "power = { sensor = \"[[:cpu:]]\"; };",
+         "1: power.sensor: malformed glob '[[:cpu:]]': unknown character class\n"},
+        {"power sensor trailing backslash", "power = { sensor = \"x\\\\\"; };",
+         "1: power.sensor: malformed glob 'x\\': trailing '\\'\n"},
+        {"power sensor control", "power = { sensor = \"a\\nb\"; };",
+         "1: power.sensor: malformed glob 'a?b': a control character\n"},
+        {"power sensor 256 bytes", "power = { sensor = \"" SENSOR_255 "a\"; };",
+         "1: power.sensor: malformed glob '" LONG_NAME_64 "...': longer than 255 bytes\n"},
+        {"power pressure_file relative", "power = { pressure_file = \"proc/pressure/memory\"; };",
+         "1: power.pressure_file must be an absolute path or \"\" (off), got 'proc/pressure/memory'\n"},
+        {"power pressure_file control", "power = { pressure_file = \"/proc/\\tx\"; };",
+         "1: power.pressure_file must not contain control characters, got '/proc/?x'\n"},
+        {"power pressure_file bool", "power = { pressure_file = false; };",
+         "1: power.pressure_file must be a string, got a boolean\n"},
+        {"power poll 0", "power = { poll_sec = 0; };",
+         "1: power.poll_sec must be between 1 and 3600, got 0\n"},
+        {"power poll 3601", "power = { poll_sec = 3601; };",
+         "1: power.poll_sec must be between 1 and 3600, got 3601\n"},
+        {"power poll float", "power = { poll_sec = 2.5; };",
+         "1: power.poll_sec must be an integer, got a float\n"},
+        {"power battery poll 0", "power = { battery_poll_sec = 0; };",
+         "1: power.battery_poll_sec must be between 1 and 3600, got 0\n"},
+        {"power battery poll 3601", "power = { battery_poll_sec = 3601; };",
+         "1: power.battery_poll_sec must be between 1 and 3600, got 3601\n"},
+        {"power low battery negative", "power = { low_battery_percent = -1; };",
+         "1: power.low_battery_percent must be between 0 and 100, got -1\n"},
+        {"power low battery 100.5", "power = { low_battery_percent = 100.5; };",
+         "1: power.low_battery_percent must be between 0 and 100, got 100.5\n"},
+        {"power low battery string", "power = { low_battery_percent = \"20%\"; };",
+         "1: power.low_battery_percent must be a number, got a string\n"},
+        {"power low battery release 101", "power = { low_battery_release_percent = 101; };",
+         "1: power.low_battery_release_percent must be between 0 and 100, got 101\n"},
+        {"power hot 200.001", "power = { hot_celsius = 200.001; };",
+         "1: power.hot_celsius must be between -50 and 200, got 200.001\n"},
+        {"power hot 250", "power = { hot_celsius = 250; };",
+         "1: power.hot_celsius must be between -50 and 200, got 250\n"},
+        {"power hot bool", "power = { hot_celsius = true; };",
+         "1: power.hot_celsius must be a number, got a boolean\n"},
+        {"power hot release -50.5", "power = { hot_release_celsius = -50.5; };",
+         "1: power.hot_release_celsius must be between -50 and 200, got -50.5\n"},
+        {"power critical 201", "power = { critical_celsius = 201; };",
+         "1: power.critical_celsius must be between -50 and 200, got 201\n"},
+        {"power critical release string", "power = { critical_release_celsius = \"90\"; };",
+         "1: power.critical_release_celsius must be a number, got a string\n"},
+        {"power pressure 101", "power = { memory_pressure_percent = 101; };",
+         "1: power.memory_pressure_percent must be between 0 and 100, got 101\n"},
+        {"power pressure release -0.01", "power = { memory_pressure_release_percent = -0.01; };",
+         "1: power.memory_pressure_release_percent must be between 0 and 100, got -0.01\n"},
+        /* factors */
+        {"factor Pause", "power = { policy = { hot = { background = \"Pause\"; }; }; };",
+         "1: power.policy.hot.background must be a number from 0.01 to 1.0 or \"pause\", got 'Pause'\n"},
+        {"factor paused", "power = { policy = { hot = { background = \"paused\"; }; }; };",
+         "1: power.policy.hot.background must be a number from 0.01 to 1.0 or \"pause\", got 'paused'\n"},
+        {"factor number as string", "power = { policy = { battery = { normal = \"0.5\"; }; }; };",
+         "1: power.policy.battery.normal must be a number from 0.01 to 1.0 or \"pause\", got '0.5'\n"},
+        {"factor bool", "power = { policy = { ac = { interactive = false; }; }; };",
+         "1: power.policy.ac.interactive must be a number from 0.01 to 1.0 or \"pause\", got a boolean\n"},
+        {"factor list", "power = { policy = { critical = { normal = ( ); }; }; };",
+         "1: power.policy.critical.normal must be a number from 0.01 to 1.0 or \"pause\", got a list\n"},
+        {"factor 0", "power = { policy = { hot = { normal = 0; }; }; };",
+         "1: power.policy.hot.normal must be between 0.01 and 1.0, or \"pause\", got 0 (write \"pause\" to "
+         "pause)\n"},
+        {"factor 0.0", "power = { policy = { hot = { normal = 0.0; }; }; };",
+         "1: power.policy.hot.normal must be between 0.01 and 1.0, or \"pause\", got 0 (write \"pause\" to "
+         "pause)\n"},
+        {"factor 0.009", "power = { policy = { low_battery = { normal = 0.009; }; }; };",
+         "1: power.policy.low_battery.normal must be between 0.01 and 1.0, or \"pause\", got 0.009\n"},
+        {"factor 1.001", "power = { policy = { memory_pressure = { interactive = 1.001; }; }; };",
+         "1: power.policy.memory_pressure.interactive must be between 0.01 and 1.0, or \"pause\", got "
+         "1.001\n"},
+        {"factor 2", "power = { policy = { ac = { background = 2; }; }; };",
+         "1: power.policy.ac.background must be between 0.01 and 1.0, or \"pause\", got 2\n"},
+        {"factor negative", "power = { policy = { ac = { background = -0.5; }; }; };",
+         "1: power.policy.ac.background must be between 0.01 and 1.0, or \"pause\", got -0.5\n"},
+        /* unknown settings, at each level */
+        {"power unknown", "power = { fan_rpm = 1; };", "1: unknown setting 'power.fan_rpm'\n"},
+        {"power unknown state", "power = {\n  policy = {\n    warm = { };\n  };\n};",
+         "3: unknown setting 'power.policy.warm'\n"},
+        {"power state with a dash", "power = { policy = { low-battery = { normal = 0.5; }; }; };",
+         "1: unknown setting 'power.policy.low-battery' (write 'low_battery')\n"},
+        {"power setting with a dash", "power = { hot-celsius = 90; };",
+         "1: unknown setting 'power.hot-celsius' (write 'hot_celsius')\n"},
+        {"power unknown priority", "power = { policy = { hot = { idle = 1.0; }; }; };",
+         "1: unknown setting 'power.policy.hot.idle'\n"},
+        {"power state in state", "power = { policy = { hot = { critical = { }; }; }; };",
+         "1: unknown setting 'power.policy.hot.critical'\n"},
+        {"power unknown in policy", "power = { policy = { enabled = true; }; };",
+         "1: unknown setting 'power.policy.enabled'\n"},
+        {"power state without policy", "power = { hot = { background = 0.5; }; };",
+         "1: unknown setting 'power.hot'\n"},
+        {"power priority without state", "power = { policy = { background = 0.5; }; };",
+         "1: unknown setting 'power.policy.background'\n"},
+        {"power ac spelled out", "power = { policy = { AC = { }; }; };",
+         "1: unknown setting 'power.policy.AC'\n"},
+        {"policy at top", "policy = { };", "1: unknown setting 'policy'\n"},
+        {"power setting at top", "hot_celsius = 90;", "1: unknown setting 'hot_celsius'\n"},
+        {"rule power", RULE("power = { enabled = false; };"),
+         "1: rules[0] ('x'): unknown setting 'power'\n"},
+        /* groups given as something else */
+        {"power scalar", "power = 5;", "1: power must be a group, got an integer\n"},
+        {"policy string", "power = { policy = \"laptop\"; };",
+         "1: power.policy must be a group, got a string\n"},
+        {"policy list", "power = { policy = ( ); };", "1: power.policy must be a group, got a list\n"},
+        {"state string", "power = { policy = { hot = \"pause\"; }; };",
+         "1: power.policy.hot must be a group, got a string\n"},
+        {"state number", "power = { policy = { battery = 0.5; }; };",
+         "1: power.policy.battery must be a group, got a float\n"},
+        /* relations: release on the wrong side, critical not above hot */
+        {"low battery release = threshold", "power = { low_battery_release_percent = 20; };",
+         "1: power.low_battery_release_percent must be above power.low_battery_percent (20), got 20\n"},
+        {"low battery above default release", "power = {\n  low_battery_percent = 30;\n};",
+         "2: power.low_battery_release_percent must be above power.low_battery_percent (30), got 25\n"},
+        {"low battery release below",
+         "power = {\n  low_battery_percent = 10;\n  low_battery_release_percent = 9.9;\n};",
+         "3: power.low_battery_release_percent must be above power.low_battery_percent (10), got 9.9\n"},
+        {"hot release = hot", "power = { hot_release_celsius = 85; };",
+         "1: power.hot_release_celsius must be below power.hot_celsius (85), got 85\n"},
+        {"hot below default release", "power = {\n  hot_celsius = 79.5;\n};",
+         "2: power.hot_release_celsius must be below power.hot_celsius (79.5), got 80\n"},
+        {"hot rounded to its release", "power = { hot_celsius = 80.0004; hot_release_celsius = 79.9996; };",
+         "1: power.hot_release_celsius must be below power.hot_celsius (80), got 80\n"},
+        {"critical = hot", "power = { critical_celsius = 85; critical_release_celsius = 84; };",
+         "1: power.critical_celsius must be above power.hot_celsius (85), got 85\n"},
+        {"critical below hot", "power = { critical_celsius = 84; critical_release_celsius = 83; };",
+         "1: power.critical_celsius must be above power.hot_celsius (85), got 84\n"},
+        {"hot above default critical", "power = {\n  hot_celsius = 96;\n};",
+         "2: power.critical_celsius must be above power.hot_celsius (96), got 95\n"},
+        {"critical = hot, release above", "power = { critical_celsius = 85; };",
+         "1: power.critical_celsius must be above power.hot_celsius (85), got 85\n"
+         "1: power.critical_release_celsius must be below power.critical_celsius (85), got 90\n"},
+        {"critical release = critical", "power = { critical_release_celsius = 95; };",
+         "1: power.critical_release_celsius must be below power.critical_celsius (95), got 95\n"},
+        {"pressure release above", "power = { memory_pressure_release_percent = 20.5; };",
+         "1: power.memory_pressure_release_percent must be below power.memory_pressure_percent (20), got "
+         "20.5\n"},
+        {"pressure below default release", "power = { memory_pressure_percent = 5; };",
+         "1: power.memory_pressure_release_percent must be below power.memory_pressure_percent (5), got "
+         "10\n"},
+        /* A value that failed its own check is not compared. */
+        {"invalid hot not compared", "power = {\n  hot_celsius = 300;\n  hot_release_celsius = 90;\n};",
+         "2: power.hot_celsius must be between -50 and 200, got 300\n"},
+        {"invalid release not compared",
+         "power = { low_battery_release_percent = \"x\"; low_battery_percent = 50; };",
+         "1: power.low_battery_release_percent must be a number, got a string\n"},
+        /* every error of a policy, each on its line */
+        {"every policy error",
+         "power = {\n  policy = {\n    hot = {\n      background = \"Pause\";\n      normal = 0;\n"
+         "      idle = 1;\n    };\n    warm = { };\n    critical = 5;\n  };\n};",
+         "4: power.policy.hot.background must be a number from 0.01 to 1.0 or \"pause\", got 'Pause'\n"
+         "5: power.policy.hot.normal must be between 0.01 and 1.0, or \"pause\", got 0 (write \"pause\" to "
+         "pause)\n"
+         "6: unknown setting 'power.policy.hot.idle'\n"
+         "8: unknown setting 'power.policy.warm'\n"
+         "9: power.policy.critical must be a group, got an integer\n"},
 };
 
 /* Prefixes each line of want with FILENAME ":". */
@@ -2031,6 +2329,226 @@ START_TEST(test_resolve_names) {
 }
 END_TEST
 
+/* ---- the power group ---- */
+
+/* Every power setting away from its default. */
+static const char power_text[] =
+        "power = {\n"
+        "        enabled = false;\n"
+        "        sensor = \"coretemp/Package id *\";\n"
+        "        pressure_file = \"\";\n"
+        "        poll_sec = 2;\n"
+        "        battery_poll_sec = 60;\n"
+        "        low_battery_percent = 10.5;\n"
+        "        low_battery_release_percent = 15;\n"
+        "        hot_celsius = 75.25;\n"
+        "        hot_release_celsius = -0.5;\n"
+        "        critical_celsius = 100;\n"
+        "        critical_release_celsius = 99.999;\n"
+        "        memory_pressure_percent = 40.01;\n"
+        "        memory_pressure_release_percent = 0;\n"
+        "        policy = {\n"
+        "                ac = { background = 0.9; };\n"
+        "                battery = { interactive = 0.75; background = \"pause\"; };\n"
+        "                low_battery = { interactive = \"pause\"; };\n"
+        "                memory_pressure = { };\n"
+        "                hot = { normal = 0.125; };\n"
+        "                critical = { interactive = 0.01; normal = 1; };\n"
+        "        };\n"
+        "};\n";
+
+START_TEST(test_power_values) {
+        unsigned want[_POWER_STATE_MAX][_PRIORITY_MAX];
+        Config c;
+
+        memcpy(want, default_factors, sizeof(want));
+        want[POWER_AC][PRIORITY_BACKGROUND] = 900;
+        want[POWER_BATTERY][PRIORITY_INTERACTIVE] = 750;
+        want[POWER_BATTERY][PRIORITY_BACKGROUND] = PAUSE;
+        want[POWER_LOW_BATTERY][PRIORITY_INTERACTIVE] = PAUSE;
+        want[POWER_HOT][PRIORITY_NORMAL] = 125;
+        want[POWER_CRITICAL][PRIORITY_INTERACTIVE] = 10;
+        want[POWER_CRITICAL][PRIORITY_NORMAL] = 1000;
+
+        parse_ok(power_text, "power", &c);
+        ck_assert(!c.power.enabled);
+        ck_assert_str_eq(c.power.sensor, "coretemp/Package id *");
+        ck_assert_str_eq(c.power.pressure_file, "");
+        ck_assert_uint_eq(c.power.poll_usec, 2000000);
+        ck_assert_uint_eq(c.power.battery_poll_usec, 60000000);
+        ck_assert_int_eq(c.power.low_battery_permille, 105);
+        ck_assert_int_eq(c.power.low_battery_release_permille, 150);
+        ck_assert_int_eq(c.power.hot_mc, 75250);
+        ck_assert_int_eq(c.power.hot_release_mc, -500);
+        ck_assert_int_eq(c.power.critical_mc, 100000);
+        ck_assert_int_eq(c.power.critical_release_mc, 99999);
+        ck_assert_int_eq(c.power.pressure_cp, 4001);
+        ck_assert_int_eq(c.power.pressure_release_cp, 0);
+        for (int st = 0; st < _POWER_STATE_MAX; st++)
+                for (int pr = 0; pr < _PRIORITY_MAX; pr++)
+                        ck_assert_msg(c.power.factor[st][pr] == want[st][pr], "policy.%s.%s: %u, want %u",
+                                      power_state_to_string((PowerState)st),
+                                      priority_to_string((Priority)pr), c.power.factor[st][pr],
+                                      want[st][pr]);
+        check_round_trip(&c, "power");
+        config_done(&c);
+}
+END_TEST
+
+/* A policy in the file replaces the built-in value of only the entries it
+ * names: one entry given, seventeen left alone. */
+typedef struct PolicyRow {
+        const char *text;
+        PowerState state;
+        Priority priority;
+        unsigned factor;
+} PolicyRow;
+
+static const PolicyRow policy_rows[] = {
+        {"power = { policy = { hot = { normal = \"pause\"; }; }; };", POWER_HOT, PRIORITY_NORMAL, PAUSE},
+        {"power = { policy = { battery = { background = 1.0; }; }; };", POWER_BATTERY, PRIORITY_BACKGROUND,
+         1000},
+        {"power = { policy = { critical = { interactive = \"pause\"; }; }; };", POWER_CRITICAL,
+         PRIORITY_INTERACTIVE, PAUSE},
+        {"power = { policy = { low_battery = { background = 0.2; }; }; };", POWER_LOW_BATTERY,
+         PRIORITY_BACKGROUND, 200},
+        {"power = { policy = { ac = { }; memory_pressure = { normal = 0.333; }; }; };",
+         POWER_MEMORY_PRESSURE, PRIORITY_NORMAL, 333},
+        /* An empty policy, or one with empty states, changes nothing. */
+        {"power = { policy = { }; };", POWER_AC, PRIORITY_INTERACTIVE, 1000},
+        {"power = { policy = { hot = { }; critical = { }; }; };", POWER_AC, PRIORITY_INTERACTIVE, 1000},
+        /* The thresholds alone leave the policy as it is. */
+        {"power = { hot_celsius = 70; hot_release_celsius = 65; };", POWER_AC, PRIORITY_INTERACTIVE, 1000},
+};
+
+START_TEST(test_power_policy_replaces_named) {
+        const PolicyRow *row = &policy_rows[_i];
+        Config c;
+
+        parse_ok(row->text, row->text, &c);
+        for (int st = 0; st < _POWER_STATE_MAX; st++)
+                for (int pr = 0; pr < _PRIORITY_MAX; pr++) {
+                        unsigned want = st == (int)row->state && pr == (int)row->priority
+                                                ? row->factor
+                                                : default_factors[st][pr];
+                        ck_assert_msg(c.power.factor[st][pr] == want, "row '%s': policy.%s.%s = %u, want %u",
+                                      row->text, power_state_to_string((PowerState)st),
+                                      priority_to_string((Priority)pr), c.power.factor[st][pr], want);
+                }
+        config_done(&c);
+}
+END_TEST
+
+/* config_format() writes the nested groups nested, values as a person writes them. */
+START_TEST(test_power_format) {
+        static const char *const want[] = {
+                "power = {\n        enabled = false;\n        sensor = \"coretemp/Package id *\";\n"
+                "        pressure_file = \"\";\n        poll_sec = 2;\n        battery_poll_sec = 60;\n",
+                "        low_battery_percent = 10.5;\n        low_battery_release_percent = 15;\n"
+                "        hot_celsius = 75.25;\n        hot_release_celsius = -0.5;\n",
+                "        critical_release_celsius = 99.999;\n        memory_pressure_percent = 40.01;\n"
+                "        memory_pressure_release_percent = 0;\n        policy = {\n                ac = {\n"
+                "                        interactive = 1.0;\n                        normal = 1.0;\n"
+                "                        background = 0.9;\n                };\n",
+                "                critical = {\n                        interactive = 0.01;\n"
+                "                        normal = 1.0;\n                        background = \"pause\";\n"
+                "                };\n        };\n};\nlimits = {\n",
+        };
+        Config c;
+        char *text;
+
+        parse_ok(power_text, "power", &c);
+        text = config_format(&c);
+        ck_assert_ptr_nonnull(text);
+        for (size_t i = 0; i < ELEMENTSOF(want); i++)
+                ck_assert_msg(strstr(text, want[i]), "want\n%s\nin\n%s", want[i], text);
+        free(text);
+        config_done(&c);
+}
+END_TEST
+
+static char *repeat_path(size_t n) {
+        char *s = malloc(n + 1);
+
+        ck_assert_ptr_nonnull(s);
+        memset(s, 'a', n);
+        s[0] = '/';
+        s[n] = '\0';
+        return s;
+}
+
+/* power.sensor is at most 255 bytes, power.pressure_file at most 4095 (PATH_MAX). */
+START_TEST(test_power_lengths) {
+        char *path4095 = repeat_path(4095), *path4096 = repeat_path(4096), text[8192], *errors = NULL;
+        Config c;
+
+        snprintf(text, sizeof(text), "power = { pressure_file = \"%s\"; };", path4095);
+        parse_ok(text, "4095 bytes", &c);
+        ck_assert_str_eq(c.power.pressure_file, path4095);
+        config_done(&c);
+        snprintf(text, sizeof(text), "power = { pressure_file = \"%s\"; };", path4096);
+        ck_assert_int_eq(config_parse(text, FILENAME, &c, &errors), -EINVAL);
+        ck_assert_msg(errors && strcmp(errors, FILENAME
+                                       ":1: power.pressure_file must be at most 4095 bytes, got '/"
+                                       "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                                       "...'\n") == 0,
+                      "got %s", errors ?: "(none)");
+        free(errors);
+        parse_ok("power = { sensor = \"" SENSOR_255 "\"; };", "255 bytes", &c);
+        ck_assert_uint_eq(strlen(c.power.sensor), 255);
+        config_done(&c);
+        free(path4095);
+        free(path4096);
+}
+END_TEST
+
+/* config_equal() sees a change of any one factor, threshold or power string. */
+START_TEST(test_power_equal) {
+        Config a, b;
+
+        ck_assert_int_eq(config_init_defaults(&a), 0);
+        for (int st = 0; st < _POWER_STATE_MAX; st++)
+                for (int pr = 0; pr < _PRIORITY_MAX; pr++) {
+                        ck_assert_int_eq(config_init_defaults(&b), 0);
+                        ck_assert(config_equal(&a, &b));
+                        b.power.factor[st][pr] = b.power.factor[st][pr] == 999 ? 998 : 999;
+                        ck_assert_msg(!config_equal(&a, &b) && !config_equal(&b, &a),
+                                      "policy.%s.%s not seen", power_state_to_string((PowerState)st),
+                                      priority_to_string((Priority)pr));
+                        config_done(&b);
+                }
+        for (int change = 0; change < 6; change++) {
+                ck_assert_int_eq(config_init_defaults(&b), 0);
+                switch (change) {
+                case 0:
+                        b.power.enabled = false;
+                        break;
+                case 1:
+                        b.power.sensor[0] = '\0';
+                        free(b.power.sensor);
+                        b.power.sensor = strdup("acpitz");
+                        ck_assert_ptr_nonnull(b.power.sensor);
+                        break;
+                case 2:
+                        b.power.pressure_file[0] = '\0';
+                        break;
+                case 3:
+                        b.power.hot_release_mc--;
+                        break;
+                case 4:
+                        b.power.pressure_release_cp++;
+                        break;
+                case 5:
+                        b.power.battery_poll_usec += 1000000;
+                        break;
+                }
+                ck_assert_msg(!config_equal(&a, &b), "change %d not seen", change);
+                config_done(&b);
+        }
+        config_done(&a);
+}
+END_TEST
+
 /* ---- pack and unpack ---- */
 
 static void pack_ok(const Config *c, char **ret, size_t *ret_size) {
@@ -2062,7 +2580,8 @@ START_TEST(test_pack_round_trip) {
                 "\"23\", "
                 "\"24\", \"25\", \"26\", \"27\", \"28\", \"29\", \"30\", \"31\", \"" LONG_NAME_64
                         LONG_NAME_64 LONG_NAME_64
-                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" ];"};
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" ];",
+                power_text};
         char *buf;
         size_t size;
         Config c;
@@ -2159,7 +2678,7 @@ END_TEST
 
 /* Values the file could not hold are refused, not carried into the daemon. */
 START_TEST(test_unpack_refuses_invalid_values) {
-        for (int change = 0; change < 24; change++) {
+        for (int change = 0; change < 36; change++) {
                 char *buf;
                 size_t size;
                 Config c, u;
@@ -2245,6 +2764,48 @@ START_TEST(test_unpack_refuses_invalid_values) {
                 case 23:
                         c.queue_max_wait_usec = 0;
                         break;
+                /* the power group */
+                case 24:
+                        c.power.factor[POWER_HOT][PRIORITY_NORMAL] = 9; /* neither pause nor 0.01.. */
+                        break;
+                case 25:
+                        c.power.factor[POWER_AC][PRIORITY_BACKGROUND] = 1001;
+                        break;
+                case 26:
+                        c.power.hot_mc = 200001;
+                        break;
+                case 27:
+                        c.power.critical_release_mc = -50001;
+                        break;
+                case 28:
+                        c.power.low_battery_permille = -1;
+                        break;
+                case 29:
+                        c.power.pressure_release_cp = 10001;
+                        break;
+                case 30:
+                        free(c.power.sensor);
+                        c.power.sensor = strdup("[abc");
+                        ck_assert_ptr_nonnull(c.power.sensor);
+                        break;
+                case 31:
+                        free(c.power.pressure_file);
+                        c.power.pressure_file = strdup("relative");
+                        ck_assert_ptr_nonnull(c.power.pressure_file);
+                        break;
+                case 32:
+                        free(c.power.sensor);
+                        c.power.sensor = NULL; /* not optional */
+                        break;
+                case 33:
+                        c.power.poll_usec = 0;
+                        break;
+                case 34:
+                        c.power.battery_poll_usec = 3601 * UINT64_C(1000000);
+                        break;
+                case 35:
+                        c.power.low_battery_release_permille = 1001;
+                        break;
                 }
                 pack_ok(&c, &buf, &size);
                 ck_assert_msg(config_unpack(buf, size, &u) == -EPROTO, "change %d unpacked", change);
@@ -2257,7 +2818,7 @@ END_TEST
 /* ---- the shipped file ---- */
 
 typedef struct Paths {
-        char *items[128];
+        char *items[256];
         size_t n;
 } Paths;
 
@@ -2383,6 +2944,11 @@ static Suite *config_suite(void) {
         tcase_add_test(tc, test_unpack_truncated);
         tcase_add_test(tc, test_unpack_garbage);
         tcase_add_test(tc, test_unpack_refuses_invalid_values);
+        tcase_add_test(tc, test_power_values);
+        tcase_add_loop_test(tc, test_power_policy_replaces_named, 0, (int)ELEMENTSOF(policy_rows));
+        tcase_add_test(tc, test_power_format);
+        tcase_add_test(tc, test_power_lengths);
+        tcase_add_test(tc, test_power_equal);
         suite_add_tcase(s, tc);
         return s;
 }
