@@ -7,12 +7,15 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "json-util.h"
 #include "macro.h"
 #include "method.h"
 #include "tb-config.h"
+#include "time-util.h"
 #include "varlink-names.h"
 
 static json_object *window_json(LedgerScope *scope, LedgerWindow w, uint64_t now) {
@@ -144,6 +147,84 @@ static int status_add(StatusFilter *f, LedgerScope *scope, ScopeKind kind, int64
         return json_append(f->scopes, scope_json(scope, kind, owner, pid, f->now));
 }
 
+/* A reading as a JSON number written as we format it ("61.5", not 61.500000000000001). */
+static json_object *json_fixed(int64_t value, unsigned decimals) {
+        char buf[24];
+
+        power_format_fixed(buf, value, decimals);
+        return json_object_new_double_s(strtod(buf, NULL), buf);
+}
+
+/* The power object: state, conditions, readings, since (realtime), factors. */
+static json_object *power_json(const DispatchContext *ctx, uint64_t now) {
+        json_object *o = json_object_new_object(), *conditions = json_object_new_array(),
+                    *factors = json_object_new_object();
+        static const char *const factor_keys[_PRIORITY_MAX] = {
+                [PRIORITY_INTERACTIVE] = VL_FIELD_ADMIN_POWER_FACTORS_INTERACTIVE,
+                [PRIORITY_NORMAL] = VL_FIELD_ADMIN_POWER_FACTORS_NORMAL,
+                [PRIORITY_BACKGROUND] = VL_FIELD_ADMIN_POWER_FACTORS_BACKGROUND,
+        };
+        BudgetPower p;
+        struct timespec ts;
+        uint64_t since, realtime;
+        int r = 0;
+
+        if (!o || !conditions || !factors) {
+                json_object_put(o);
+                json_object_put(conditions);
+                json_object_put(factors);
+                return NULL;
+        }
+        budget_power(ctx->budget, &p);
+        clock_gettime(CLOCK_REALTIME, &ts);
+        realtime = (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
+        since = p.since_usec ?: ctx->start_usec;
+        since = now > since && realtime > now - since ? realtime - (now - since) : realtime;
+        for (unsigned st = POWER_AC + 1; st < _POWER_STATE_MAX && r == 0; st++)
+                if (p.conditions & (1u << st))
+                        r = json_append(conditions,
+                                        json_object_new_string(power_state_to_string((PowerState)st)));
+        for (unsigned pr = 0; pr < _PRIORITY_MAX && r == 0; pr++)
+                r = json_add(factors, factor_keys[pr],
+                             json_fixed(budget_power_factor(ctx->budget, (Priority)pr), 3));
+        r = r
+                    ?: json_add(o, VL_FIELD_ADMIN_POWER_STATE,
+                                json_object_new_string(power_state_to_string(p.state)));
+        if (r == 0) {
+                r = json_add(o, VL_FIELD_ADMIN_POWER_CONDITIONS, conditions);
+                conditions = NULL;
+        }
+        r = r ?: json_add(o, VL_FIELD_ADMIN_POWER_ON_AC, json_object_new_boolean(p.readings->on_ac));
+        if (p.readings->battery_permille != POWER_UNKNOWN)
+                r = r
+                            ?: json_add(o, VL_FIELD_ADMIN_POWER_BATTERY_PERCENT,
+                                        json_fixed(p.readings->battery_permille, 1));
+        if (p.readings->temperature_mc != POWER_UNKNOWN) {
+                r = r
+                            ?: json_add(o, VL_FIELD_ADMIN_POWER_TEMPERATURE_CELSIUS,
+                                        json_fixed(p.readings->temperature_mc / 100, 1));
+                r = r
+                            ?: json_add(o, VL_FIELD_ADMIN_POWER_SENSOR,
+                                        json_object_new_string(p.readings->sensor));
+        }
+        if (p.readings->pressure_cp != POWER_UNKNOWN)
+                r = r
+                            ?: json_add(o, VL_FIELD_ADMIN_POWER_MEMORY_PRESSURE,
+                                        json_fixed(p.readings->pressure_cp, 2));
+        r = r ?: json_add(o, VL_FIELD_ADMIN_POWER_SINCE, json_u64(since));
+        if (r == 0) {
+                r = json_add(o, VL_FIELD_ADMIN_POWER_FACTORS, factors);
+                factors = NULL;
+        }
+        json_object_put(conditions);
+        json_object_put(factors);
+        if (r < 0) {
+                json_object_put(o);
+                return NULL;
+        }
+        return o;
+}
+
 static int method_status(const DispatchContext *ctx, Call *call, const VarlinkValue *v, uint64_t now) {
         const ProcessTable *processes = budget_processes(ctx->budget);
         const ScopeTable *table = budget_scopes(ctx->budget);
@@ -212,6 +293,11 @@ static int method_status(const DispatchContext *ctx, Call *call, const VarlinkVa
         r = r
                     ?: json_add(o, VL_OUT_ADMIN_STATUS_ENFORCE,
                                 json_object_new_boolean(budget_enforcing(ctx->budget)));
+        if (r == 0) {
+                json_object *power = power_json(ctx, now);
+
+                r = power ? json_add(o, VL_OUT_ADMIN_STATUS_POWER, power) : -ENOMEM;
+        }
         /* Breakers that are not closed, of the uids the caller may see. */
         for (Breaker *br = breaker_table_next(bt, NULL); br && r == 0; br = breaker_table_next(bt, br))
                 if (breaker_state(br) != BREAKER_CLOSED && (f.uid < 0 || breaker_owner(br) == f.uid))

@@ -6,6 +6,7 @@
  * values are numbers, a hex id and fixed words, which need no escaping.
  */
 #include <errno.h>
+#include <stdlib.h>
 
 #include "json-util.h"
 #include "macro.h"
@@ -116,6 +117,18 @@ static int error_circuit_open(Call *call, const BudgetRefusal *refusal) {
 
 static int error_refused(Call *call, const BudgetRefusal *refusal) {
         switch (refusal->kind) {
+        case REFUSAL_POWER_PAUSED: {
+                json_object *o = json_object_new_object();
+                int r = json_add(o, VL_FIELD_AGENT_POWER_PAUSED_STATE,
+                                 json_object_new_string(refusal->scope));
+
+                r = r ?: json_add(o, VL_FIELD_AGENT_POWER_PAUSED_RETRY_AFTER_USEC, json_u64(0));
+                if (r < 0) {
+                        json_object_put(o);
+                        return r;
+                }
+                return call_error(call, VL_ERROR_AGENT_POWER_PAUSED, o);
+        }
         case REFUSAL_ALLOCATIONS:
                 return error_limit_scope(
                         call, VL_ERROR_AGENT_TOO_MANY_ALLOCATIONS, VL_FIELD_AGENT_TOO_MANY_ALLOCATIONS_LIMIT,
@@ -169,9 +182,9 @@ static int reply_granted(Call *call, Allocation *a, const BudgetGrant *g) {
         int requested = allocation_requested_priority(a);
         uint64_t granted = ledger_allocation_granted(la);
         const char *reason = decision_reason_to_string(g->reason);
-        ReplyField fields[13];
+        ReplyField fields[15];
         size_t n = 0;
-        char id[17];
+        char id[17], factor[24];
 
         allocation_format_id(a, id);
         fields[n++] = (ReplyField){VL_OUT_AGENT_REQUEST_ALLOCATION, id, 0};
@@ -196,6 +209,10 @@ static int reply_granted(Call *call, Allocation *a, const BudgetGrant *g) {
                         fields[n++] =
                                 (ReplyField){VL_OUT_AGENT_REQUEST_WOULD_BE_REASON, g->would_be_reason, 0};
         }
+        fields[n++] =
+                (ReplyField){VL_OUT_AGENT_REQUEST_POWER_STATE, power_state_to_string(g->power_state), 0};
+        fields[n++] = (ReplyField){VL_OUT_AGENT_REQUEST_POWER_FACTOR,
+                                   power_format_fixed(factor, g->power_factor, 3), 0, true};
         /* A model name is the admin's configuration, not a fixed word: it
          * may need escaping, so it takes the JSON path. */
         if (g->suggested_model) {
@@ -204,8 +221,10 @@ static int reply_granted(Call *call, Allocation *a, const BudgetGrant *g) {
 
                 for (size_t i = 0; i < n && r >= 0; i++)
                         r = json_add(o, fields[i].key,
-                                     fields[i].string ? json_object_new_string(fields[i].string)
-                                                      : json_u64(fields[i].number));
+                                     fields[i].raw ? json_object_new_double_s(strtod(fields[i].string, NULL),
+                                                                              fields[i].string)
+                                     : fields[i].string ? json_object_new_string(fields[i].string)
+                                                        : json_u64(fields[i].number));
                 r = r
                             ?: json_add(o, VL_OUT_AGENT_REQUEST_SUGGESTED_MODEL,
                                         json_object_new_string(g->suggested_model));

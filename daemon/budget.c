@@ -103,9 +103,19 @@ struct Budget {
         ProcessTable *processes;
         ProcessTableLimits process_limits; /* the config's, with runtime changes */
         BudgetStats stats;
+        BudgetRefreshFunc refresh;
+        void *refresh_userdata;
+        /* The power state (issue 11): the last readings, the conditions they
+         * put the machine in, since when, and each priority's factor. */
+        PowerReadings power_readings;
+        unsigned power_conditions;
+        uint64_t power_since;
+        unsigned power_factor[_PRIORITY_MAX];
 };
 
 /* ---- setup ---- */
+
+static void power_factors_update(Budget *b);
 
 /* Whether a lingering process still runs: the same pid with the same start time. */
 static bool process_alive(pid_t pid, uint64_t start_time, void *userdata) {
@@ -152,6 +162,9 @@ int budget_new(const Config *config, Journal *journal, const uint8_t id_key[16],
         b->process_limits = process_limits(config);
         b->wake_armed = UINT64_MAX;
         b->next_ticket_id = 1;
+        power_readings_init(&b->power_readings);
+        for (unsigned p = 0; p < _PRIORITY_MAX; p++)
+                b->power_factor[p] = power_factor(&config->power, 0, (Priority)p);
         b->queue = waitq_new();
         {
                 BreakerSettings bs = breaker_settings(config);
@@ -207,6 +220,9 @@ int budget_set_config(Budget *b, const Config *config) {
                 BreakerSettings bs = breaker_settings(config);
                 breaker_table_set_settings(b->breakers, &bs, config->max_tracked_scopes);
         }
+        /* New factors apply at once; new thresholds with the next
+         * budget_set_power() (the manager calls it after a reload). */
+        power_factors_update(b);
         return 0;
 }
 
@@ -214,6 +230,16 @@ void budget_set_hooks(Budget *b, BudgetWakeFunc wake, BudgetTerminateFunc termin
         b->wake = wake;
         b->terminate = terminate;
         b->hooks_userdata = userdata;
+}
+
+static void power_factors_update(Budget *b) {
+        for (unsigned p = 0; p < _PRIORITY_MAX; p++)
+                b->power_factor[p] = power_factor(&b->config->power, b->power_conditions, (Priority)p);
+}
+
+void budget_set_refresh_hook(Budget *b, BudgetRefreshFunc refresh, void *userdata) {
+        b->refresh = refresh;
+        b->refresh_userdata = userdata;
 }
 
 static void budget_changed(Budget *b) {
@@ -476,7 +502,7 @@ static const char *const refusal_error_names[] = {
         [REFUSAL_BUDGET] = "BudgetExhausted",     [REFUSAL_ALLOCATIONS] = "TooManyAllocations",
         [REFUSAL_SCOPES] = "TooManyScopes",       [REFUSAL_ESCALATED] = "Escalated",
         [REFUSAL_QUEUE_TIMEOUT] = "QueueTimeout", [REFUSAL_QUEUE_FULL] = "QueueFull",
-        [REFUSAL_CIRCUIT_OPEN] = "CircuitOpen",
+        [REFUSAL_CIRCUIT_OPEN] = "CircuitOpen",   [REFUSAL_POWER_PAUSED] = "PowerPaused",
 };
 
 /* The budget a refusal names: the ledger's scope for budget refusals, else
@@ -522,6 +548,12 @@ static void refusal_format(const BudgetRefusal *refusal, uint64_t reservation, c
                          "waited %" PRIu64 " ms for %s: %" PRIu64 " used + %" PRIu64 " reserved of %" PRIu64,
                          refusal->waited_usec / 1000, scope, lr->used_tokens, lr->reserved_tokens,
                          lr->limit_tokens);
+                return;
+        case REFUSAL_POWER_PAUSED:
+                snprintf(buf, size,
+                         "the power state %s pauses requests of this priority (power.policy); ask with "
+                         "waitUsec to wait for it to change",
+                         scope);
                 return;
         case REFUSAL_BUDGET:
                 break;
@@ -853,6 +885,9 @@ static const char *decision_word(const Decision *d, const BudgetRefusal *rf, uin
 static LedgerScope *wait_scope(Budget *b, const Decision *d, RoomContext *rc, Priority priority,
                                uint64_t *ret_retry_at) {
         *ret_retry_at = UINT64_MAX;
+        /* Paused: woken when the power state changes (budget_set_power()). */
+        if (d->refusal == REFUSE_POWER_PAUSED)
+                return rc->scopes[0];
         if (d->refusal == REFUSE_POOL_DEGRADED) {
                 for (size_t i = 0; i < rc->n; i++)
                         if (ledger_scope_get_degraded(rc->scopes[i])) {
@@ -957,6 +992,15 @@ static bool queue_has_room(Budget *b, const Client *c, BudgetRefusal *ret_refusa
         return true;
 }
 
+/* The condition that pauses priority p: the most severe active one whose factor is pause. */
+static PowerState power_paused_by(const Budget *b, Priority p) {
+        for (int st = _POWER_STATE_MAX - 1; st > POWER_AC; st--)
+                if ((b->power_conditions & (1u << st)) &&
+                    b->config->power.factor[st][p] == POWER_FACTOR_PAUSE)
+                        return (PowerState)st;
+        return power_state(b->power_conditions); /* paused in every state (policy.ac) */
+}
+
 /*
  * One pass of the ladder for a new request (t NULL), a queued one retried,
  * or one an admin approved. Returns 0 (granted: *ret, *ret_grant), -EDQUOT
@@ -978,6 +1022,7 @@ static int evaluate(Budget *b, Client *c, const BudgetRequest *req, Ticket *t, u
         Decision d;
         Allocation *a;
         uint8_t probes = 0;
+        unsigned power;
         bool dry_run, retry = t && t->waiter;
         size_t n;
         int r;
@@ -1015,7 +1060,12 @@ static int evaluate(Budget *b, Client *c, const BudgetRequest *req, Ticket *t, u
         priority = req->priority >= 0 ? (Priority)req->priority : eff->priority;
         if (priority < eff->max_priority)
                 priority = eff->max_priority;
-        params = (LedgerParams){.warn_permille = eff->warn_permille, .hard_permille = eff->hard_permille};
+        power = b->power_factor[priority];
+        params = (LedgerParams){.warn_permille = eff->warn_permille,
+                                .hard_permille = eff->hard_permille,
+                                .limit_permille = power};
+        ret_grant->power_state = power_state(b->power_conditions);
+        ret_grant->power_factor = power;
 
         DecideInput in = {
                 .estimate = estimate,
@@ -1028,6 +1078,8 @@ static int evaluate(Budget *b, Client *c, const BudgetRequest *req, Ticket *t, u
                 .approved = t && t->approved,
                 .approved_tokens = t && t->approved ? t->approved_tokens : 0,
                 .retry = retry,
+                .power_paused = power == POWER_FACTOR_PAUSE,
+                .power_permille = power,
         };
         if (breaker_table_size(b->breakers) > 0) {
                 entity_names(c, req->agent, req->task_class, &names);
@@ -1049,7 +1101,11 @@ static int evaluate(Budget *b, Client *c, const BudgetRequest *req, Ticket *t, u
         if (d.kind == DECISION_REFUSE || d.kind == DECISION_HOLD) {
                 if (d.refusal == REFUSE_CIRCUIT_OPEN)
                         ; /* filled by breakers_gate() */
-                else if (d.refusal == REFUSE_ESCALATED || d.kind == DECISION_HOLD) {
+                else if (d.refusal == REFUSE_POWER_PAUSED && d.kind == DECISION_REFUSE) {
+                        *ret_refusal = (BudgetRefusal){.kind = REFUSAL_POWER_PAUSED, .reason = d.refusal};
+                        snprintf(ret_refusal->scope, sizeof(ret_refusal->scope), "%s",
+                                 power_state_to_string(power_paused_by(b, priority)));
+                } else if (d.refusal == REFUSE_ESCALATED || d.kind == DECISION_HOLD) {
                         *ret_refusal = (BudgetRefusal){.kind = REFUSAL_ESCALATED,
                                                        .requested = estimate,
                                                        .limit = eff->max_request_tokens,
@@ -1125,6 +1181,8 @@ static int evaluate(Budget *b, Client *c, const BudgetRequest *req, Ticket *t, u
                 b->stats.n_refused++;
                 if (ret_refusal->kind == REFUSAL_ESCALATED)
                         b->stats.n_escalated++;
+                if (ret_refusal->kind == REFUSAL_POWER_PAUSED)
+                        b->stats.n_power_paused++;
                 emit_refused(b, c, req, estimate, d.target, params.hard_permille, ret_refusal, false, now);
                 return -EDQUOT;
         case DECISION_HOLD:
@@ -1201,6 +1259,8 @@ static int evaluate(Budget *b, Client *c, const BudgetRequest *req, Ticket *t, u
                 }
                 LIST_PREPEND(queued, b->queued, t);
                 b->stats.n_queued++;
+                if (d.refusal == REFUSE_POWER_PAUSED)
+                        b->stats.n_power_paused++;
                 *ret_ticket = t;
                 return -EINPROGRESS;
         }
@@ -1417,6 +1477,10 @@ void budget_retry_all(Budget *b, uint64_t now) {
 
 int budget_request(Budget *b, Client *c, const BudgetRequest *req, uint64_t now, Allocation **ret,
                    BudgetGrant *ret_grant, BudgetRefusal *ret_refusal, Ticket **ret_ticket) {
+        /* Readings not taken while idle are taken now (the hook reads them
+         * only when older than power.poll_sec, and calls budget_set_power()). */
+        if (b->refresh)
+                b->refresh(b->refresh_userdata, now);
         return evaluate(b, c, req, NULL, now, ret, ret_grant, ret_refusal, ret_ticket);
 }
 
@@ -1490,6 +1554,99 @@ size_t budget_scope_waiters(const LedgerScope *s) {
 
 bool budget_enforcing(const Budget *b) {
         return b->config->enforce;
+}
+
+/* ---- power ---- */
+
+/* "on battery, 43.2%, 61.5 °C (x86_pkg_temp), memory pressure 0.0%": the readings, in words. */
+static void power_readings_format(const PowerReadings *r, char *buf, size_t size) {
+        char n[24];
+        size_t len;
+
+        len = (size_t)snprintf(buf, size, "%s", r->on_ac ? "on AC" : "on battery");
+        if (r->battery_permille != POWER_UNKNOWN && len < size)
+                len += (size_t)snprintf(buf + len, size - len, ", battery %s%%",
+                                        power_format_fixed(n, r->battery_permille, 1));
+        if (r->temperature_mc != POWER_UNKNOWN && len < size)
+                len += (size_t)snprintf(buf + len, size - len, ", %s °C (%s)",
+                                        power_format_fixed(n, r->temperature_mc / 100, 1), r->sensor);
+        if (r->pressure_cp != POWER_UNKNOWN && len < size)
+                (void)snprintf(buf + len, size - len, ", memory pressure %s%%",
+                               power_format_fixed(n, r->pressure_cp, 2));
+}
+
+/* "background paused, normal x0.5" (empty when every factor is 1.0). */
+static void power_factors_format(const unsigned factor[_PRIORITY_MAX], char *buf, size_t size) {
+        size_t len = 0;
+
+        buf[0] = '\0';
+        for (int p = _PRIORITY_MAX - 1; p >= 0 && len < size; p--) {
+                char n[24];
+
+                if (factor[p] >= POWER_FACTOR_ONE)
+                        continue;
+                if (factor[p] == POWER_FACTOR_PAUSE)
+                        len += (size_t)snprintf(buf + len, size - len, "%s%s paused", len ? ", " : "",
+                                                priority_to_string((Priority)p));
+                else
+                        len += (size_t)snprintf(buf + len, size - len, "%s%s x%s", len ? ", " : "",
+                                                priority_to_string((Priority)p),
+                                                power_format_fixed(n, factor[p], 3));
+        }
+}
+
+bool budget_set_power(Budget *b, const PowerReadings *r, uint64_t now) {
+        unsigned before = b->power_conditions, after;
+        PowerState was = power_state(before), is;
+
+        b->power_readings = *r;
+        after = power_conditions(&b->config->power, r, before);
+        if (after == before) {
+                power_factors_update(b); /* a reload may have changed them */
+                return false;
+        }
+        b->power_conditions = after;
+        power_factors_update(b);
+        is = power_state(after);
+        if (is != was)
+                b->power_since = now;
+        b->stats.n_power_changes++;
+        {
+                char readings[256], factors[128], reason[512];
+                Event e = {.power = r,
+                           .power_state = power_state_to_string(is),
+                           .power_previous = power_state_to_string(was),
+                           .reason = reason};
+
+                power_readings_format(r, readings, sizeof(readings));
+                power_factors_format(b->power_factor, factors, sizeof(factors));
+                snprintf(reason, sizeof(reason), "%s; %s", readings,
+                         *factors ? factors : "no limits scaled");
+                journal_emit(b->journal, EVENT_POWER_CHANGED, &e, now, "Power state %s (was %s): %s",
+                             power_state_to_string(is), power_state_to_string(was), reason);
+        }
+        budget_changed(b);
+        /* A priority may go on, or get more: every waiter is tried again. */
+        budget_retry_all(b, now);
+        return true;
+}
+
+void budget_power(const Budget *b, BudgetPower *ret) {
+        *ret = (BudgetPower){
+                .state = power_state(b->power_conditions),
+                .conditions = b->power_conditions,
+                .readings = &b->power_readings,
+                .since_usec = b->power_since,
+        };
+}
+
+unsigned budget_power_factor(const Budget *b, Priority p) {
+        return b->power_factor[p];
+}
+
+bool budget_busy(const Budget *b) {
+        return ledger_scope_n_allocations(scope_table_global(b->scopes)) > 0 || waitq_size(b->queue) > 0 ||
+               b->n_held > 0;
 }
 
 Allocation *budget_client_find(Budget *b, const Client *c, const char *id) {

@@ -24,6 +24,7 @@
 #include "identity.h"
 #include "journal.h"
 #include "ledger.h"
+#include "power.h"
 #include "process.h"
 #include "scopes.h"
 
@@ -58,6 +59,7 @@ typedef enum BudgetRefusalKind {
         REFUSAL_QUEUE_TIMEOUT, /* ledger (the scope it waited for), waited_usec */
         REFUSAL_QUEUE_FULL,    /* limit, scope ("queue", "queue:UID") */
         REFUSAL_CIRCUIT_OPEN,  /* scope, retry_after_usec, breaches */
+        REFUSAL_POWER_PAUSED,  /* scope: the power state's name */
 } BudgetRefusalKind;
 
 typedef struct BudgetRefusal {
@@ -83,6 +85,8 @@ typedef struct BudgetGrant {
         bool dry_run;                  /* enforce = false: would_be says what enforcing would do */
         const char *would_be;          /* "granted", "degraded", "queued", "held" or an error name */
         const char *would_be_reason;   /* a DecisionReason or RefusalReason word, or NULL */
+        PowerState power_state;        /* when it was decided */
+        unsigned power_factor;         /* permille applied to its priority (1000: none) */
 } BudgetGrant;
 
 typedef struct BudgetStats {
@@ -90,6 +94,8 @@ typedef struct BudgetStats {
         uint64_t n_degraded, n_queued, n_queue_timeouts, n_held, n_escalated;
         uint64_t n_pool_degraded_entered, n_breakers_opened, n_terminated;
         uint64_t n_dry_run_overrides; /* requests granted only because enforce = false */
+        uint64_t n_power_paused;      /* requests refused or queued because the power state paused them */
+        uint64_t n_power_changes;     /* power state changes */
 } BudgetStats;
 
 /* The answer to a deferred request: r is 0 with the allocation and how it
@@ -104,6 +110,9 @@ typedef void (*BudgetWakeFunc)(void *userdata, uint64_t when_usec);
 typedef void (*BudgetTerminateFunc)(void *userdata, pid_t pid, uint64_t start_time, uid_t uid,
                                     uint64_t grace_usec);
 
+/* Before a Request: the power readings may be refreshed (budget_set_power()). */
+typedef void (*BudgetRefreshFunc)(void *userdata, uint64_t now);
+
 /* Something STATUS= shows changed (allocations, usage). */
 typedef void (*BudgetChangedFunc)(void *userdata);
 
@@ -114,6 +123,7 @@ int budget_new(const Config *config, Journal *journal, const uint8_t id_key[16],
                void *userdata, Budget **ret);
 /* Where the budget asks to be woken and processes are stopped (the manager). */
 void budget_set_hooks(Budget *b, BudgetWakeFunc wake, BudgetTerminateFunc terminate, void *userdata);
+void budget_set_refresh_hook(Budget *b, BudgetRefreshFunc refresh, void *userdata);
 /* Frees everything; clients must be gone. NULL-safe; returns NULL. */
 Budget *budget_free(Budget *b);
 /* A new configuration: limits of every scope change at once, runtime limits
@@ -194,6 +204,26 @@ int budget_release(Budget *b, Allocation *a, const uint64_t *input_tokens, const
 void budget_expire(Budget *b, uint64_t now);
 /* Whether the client is an admin (root, the daemon's user, admin_group). */
 bool budget_client_is_admin(const Client *c);
+
+/*
+ * New power readings (the monitor): the conditions are derived again with
+ * hysteresis (power.h). When they change: a journal event with the readings,
+ * STATUS= is updated, and every waiter is tried again (a paused priority may
+ * go on, a scaled one may get more). Returns whether the conditions changed.
+ * budget_set_config() applies new thresholds to the last readings the same way.
+ */
+bool budget_set_power(Budget *b, const PowerReadings *r, uint64_t now);
+typedef struct BudgetPower {
+        PowerState state;
+        unsigned conditions; /* 1u << PowerState of each active condition */
+        const PowerReadings *readings;
+        uint64_t since_usec; /* monotonic: when the state was entered (0: at start) */
+} BudgetPower;
+void budget_power(const Budget *b, BudgetPower *ret);
+/* The factor a priority gets now, permille; 0: paused. */
+unsigned budget_power_factor(const Budget *b, Priority p);
+/* Whether allocations are open or requests wait (the monitor polls then). */
+bool budget_busy(const Budget *b);
 
 /* Utilisation of the global pool in permille: the highest of its limited
  * windows' (used + reserved) / limit and of reserved / in-flight cap. */

@@ -178,7 +178,9 @@ static int reply_fields_write(VarlinkBuffer *b, const ReplyField *fields, size_t
                 q = stpcpy(q, fields[i].key);
                 *q++ = '"';
                 *q++ = ':';
-                if (fields[i].string) {
+                if (fields[i].raw)
+                        q = stpcpy(q, fields[i].string);
+                else if (fields[i].string) {
                         *q++ = '"';
                         q = stpcpy(q, fields[i].string);
                         *q++ = '"';

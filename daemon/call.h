@@ -74,11 +74,13 @@ int call_invalid_parameter(Call *c, const char *parameter);
 
 /* A reply written straight into the output, for the hot methods: keys and
  * string values are trusted (fixed words, hex ids: nothing to escape);
- * string NULL means the number is written. */
+ * string NULL means the number is written; raw writes string unquoted (a
+ * JSON literal the caller formatted, such as a float). */
 typedef struct ReplyField {
         const char *key;
         const char *string;
         uint64_t number;
+        bool raw;
 } ReplyField;
 int call_reply_fields(Call *c, const ReplyField *fields, size_t n_fields);
 

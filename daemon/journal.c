@@ -31,6 +31,7 @@
 #include <systemd/sd-journal.h>
 
 #include "journal.h"
+#include "power.h"
 #include "time-util.h"
 #include "utf8.h"
 #include "macro.h"
@@ -47,9 +48,9 @@
 #define REASON_MAX_BYTES  4096
 #define MESSAGE_MAX_BYTES 2048
 
-/* MESSAGE_ID, PRIORITY, MESSAGE, SYSLOG_IDENTIFIER, 13 TOKENBUDGET_* fields,
- * and the 2 more of a suppression summary. */
-#define FIELDS_MAX 19
+/* MESSAGE_ID, PRIORITY, MESSAGE, SYSLOG_IDENTIFIER, 13 TOKENBUDGET_* fields
+ * and 7 of a power event, and the 2 more of a suppression summary. */
+#define FIELDS_MAX 26
 /* Longer than any "NAME=" we send ("TOKENBUDGET_SUPPRESSED_KIND=" is 28). */
 #define FIELD_NAME_MAX_BYTES 32
 #define FIELDS_BUFFER_BYTES                                                                                 \
@@ -82,6 +83,7 @@ static const KindInfo kinds[_EVENT_KIND_MAX] = {
         [EVENT_BREAKER_CLOSED] = {TB_MESSAGE_BREAKER_CLOSED, "breaker-closed", LOG_INFO},
         [EVENT_ESCALATED] = {TB_MESSAGE_ESCALATED, "escalated", LOG_NOTICE},
         [EVENT_TERMINATED] = {TB_MESSAGE_TERMINATED, "terminated", LOG_WARNING},
+        [EVENT_POWER_CHANGED] = {TB_MESSAGE_POWER_CHANGED, "power-changed", LOG_NOTICE},
 };
 
 struct Journal {
@@ -214,6 +216,25 @@ static void fields_add_event(Fields *f, const Event *e) {
         fields_add_string(f, "TOKENBUDGET_REASON=", e->reason, REASON_MAX_BYTES);
         if (e->dry_run)
                 fields_add_string(f, "TOKENBUDGET_DRY_RUN=", "1", 1);
+        fields_add_string(f, "TOKENBUDGET_POWER_STATE=", e->power_state, LABEL_MAX_BYTES);
+        fields_add_string(f, "TOKENBUDGET_POWER_PREVIOUS=", e->power_previous, LABEL_MAX_BYTES);
+        if (e->power) {
+                const PowerReadings *r = e->power;
+                char n[24];
+
+                fields_add_string(f, "TOKENBUDGET_ON_AC=", r->on_ac ? "1" : "0", 1);
+                if (r->battery_permille != POWER_UNKNOWN)
+                        fields_add_string(f, "TOKENBUDGET_BATTERY_PERCENT=",
+                                          power_format_fixed(n, r->battery_permille, 1), sizeof(n));
+                if (r->temperature_mc != POWER_UNKNOWN) {
+                        fields_add_string(f, "TOKENBUDGET_TEMPERATURE=",
+                                          power_format_fixed(n, r->temperature_mc / 100, 1), sizeof(n));
+                        fields_add_string(f, "TOKENBUDGET_SENSOR=", r->sensor, LABEL_MAX_BYTES);
+                }
+                if (r->pressure_cp != POWER_UNKNOWN)
+                        fields_add_string(f, "TOKENBUDGET_MEMORY_PRESSURE=",
+                                          power_format_fixed(n, r->pressure_cp, 2), sizeof(n));
+        }
 }
 
 /* ---- sending ---- */

@@ -38,6 +38,7 @@ struct event_base;
 #define TB_MESSAGE_BREAKER_CLOSED    "fd1d0c365ba6401c9f3ffa9db869dbcc"
 #define TB_MESSAGE_ESCALATED         "54bb30494f0c47509b35165d1561bf50"
 #define TB_MESSAGE_TERMINATED        "6acd8f4a435b44aeb6c133d20f73b39b"
+#define TB_MESSAGE_POWER_CHANGED     "e707efca0a954001b0860e42928445e8"
 
 typedef enum EventKind {
         EVENT_GRANTED,           /* debug; only when journal.log_granted = true */
@@ -59,6 +60,7 @@ typedef enum EventKind {
         EVENT_BREAKER_CLOSED,    /* info: the half-open probe stayed within its hard limit */
         EVENT_ESCALATED,         /* notice: an oversized request was refused, held, approved or denied */
         EVENT_TERMINATED,        /* warning: a process at its hard limit was stopped (or could not be) */
+        EVENT_POWER_CHANGED,     /* notice: the power conditions changed (battery, heat, memory pressure) */
         _EVENT_KIND_MAX,
 } EventKind;
 
@@ -82,6 +84,12 @@ typedef struct Event {
         const char *decision; /* TOKENBUDGET_DECISION */
         const char *reason;   /* TOKENBUDGET_REASON: why, in words */
         bool dry_run;         /* TOKENBUDGET_DRY_RUN=1: enforce = false, nothing was enforced */
+        /* Power events: TOKENBUDGET_POWER_STATE, TOKENBUDGET_POWER_PREVIOUS and
+         * the readings: TOKENBUDGET_ON_AC (1/0), TOKENBUDGET_BATTERY_PERCENT,
+         * TOKENBUDGET_TEMPERATURE (°C), TOKENBUDGET_SENSOR and
+         * TOKENBUDGET_MEMORY_PRESSURE (percent), each when known. */
+        const char *power_state, *power_previous;
+        const struct PowerReadings *power;
 } Event;
 
 typedef struct JournalSettings {

@@ -23,6 +23,7 @@
 #include "method.h"
 #include "notify.h"
 #include "peer.h"
+#include "power-monitor.h"
 #include "ratelimit.h"
 #include "terminate.h"
 #include "tb-config.h"
@@ -53,6 +54,7 @@ struct Manager {
         struct event *sweep_event;
         struct event *wake_event; /* the queue's one timer: the next waiter or held request due */
         Terminator *terminator;
+        PowerMonitor *power; /* NULL: power.enabled = false */
         struct event *signal_events[3];
         RateLimit log_refused;
         bool stopping;     /* SIGTERM came: what is still open is settled as shutdown */
@@ -262,23 +264,105 @@ static char *status_text_cb(void *userdata) {
         unsigned u = budget_global_utilisation_permille(m->budget, now_usec());
         bool degraded = ledger_scope_get_degraded(budget_global(m->budget));
         size_t waiters = budget_n_waiters(m->budget), held = budget_n_held(m->budget);
-        char queue[64] = "";
+        char queue[64] = "", power[64] = "";
+        BudgetPower p;
         char *text;
 
         if (waiters || held)
                 snprintf(queue, sizeof(queue), ", %zu waiting, %zu held", waiters, held);
-        if (asprintf(&text, "%s%s%sServing: %zu allocation(s) in flight%s, %s%u%% of the global pool used%s",
+        /* A state other than on AC, cool and unpressured is news. */
+        budget_power(m->budget, &p);
+        if (p.state != POWER_AC)
+                snprintf(power, sizeof(power), "power: %s; ", power_state_to_string(p.state));
+        if (asprintf(&text,
+                     "%s%s%s%sServing: %zu allocation(s) in flight%s, %s%u%% of the global pool used%s",
                      m->status_note ?: "", m->status_note ? "; " : "",
-                     m->config.enforce ? "" : "DRY RUN (enforce = false); ",
+                     m->config.enforce ? "" : "DRY RUN (enforce = false); ", power,
                      ledger_n_allocations(budget_ledger(m->budget)), queue, degraded ? "DEGRADED (" : "",
                      u / 10, degraded ? ")" : "") < 0)
                 return NULL;
         return text;
 }
 
+/* Temperatures and pressure are polled while allocations are open or
+ * requests wait, or a threshold is near; not at all while idle and cool. */
+static void power_polling_update(Manager *m, uint64_t now) {
+        BudgetPower p;
+
+        if (!m->power)
+                return;
+        budget_power(m->budget, &p);
+        power_monitor_set_polling(
+                m->power, budget_busy(m->budget) || power_near(&m->config.power, p.readings, p.conditions),
+                now);
+}
+
 static void budget_changed_cb(void *userdata) {
         Manager *m = userdata;
         notify_status_changed(m->notify);
+        power_polling_update(m, now_usec());
+}
+
+/* ---- power ---- */
+
+static void power_changed_cb(void *userdata, const PowerReadings *r) {
+        Manager *m = userdata;
+        uint64_t now = now_usec();
+
+        (void)budget_set_power(m->budget, r, now);
+        power_polling_update(m, now);
+}
+
+static void power_refresh_cb(void *userdata, uint64_t now) {
+        Manager *m = userdata;
+
+        if (m->power)
+                power_monitor_refresh(m->power, now);
+}
+
+static PowerMonitorSettings power_settings(const Config *c) {
+        return (PowerMonitorSettings){
+                .sensor = c->power.sensor,
+                .pressure_file = c->power.pressure_file,
+                .poll_usec = c->power.poll_usec,
+                .battery_poll_usec = c->power.battery_poll_usec,
+        };
+}
+
+/* (Re)starts the monitor for the configuration's power group: on start, and
+ * on a reload that changed what it reads or how often. Without one the state
+ * is "ac" with nothing known. */
+static int power_start(Manager *m, uint64_t now) {
+        PowerMonitorSettings ps = power_settings(&m->config);
+        PowerReadings none;
+        int r;
+
+        m->power = power_monitor_free(m->power);
+        if (m->config.power.enabled) {
+                r = power_monitor_new(m->base, &ps, power_changed_cb, m, &m->power);
+                if (r < 0) {
+                        log_error("power monitor: %s; running without power awareness", strerror(-r));
+                        m->power = NULL;
+                } else
+                        log_info("power: %zu supply(ies), %zu temperature sensor(s)%s",
+                                 power_monitor_n_supplies(m->power), power_monitor_n_sensors(m->power),
+                                 power_monitor_has_uevents(m->power) ? ""
+                                                                     : ", no uevents (safety poll only)");
+        }
+        if (m->power)
+                (void)budget_set_power(m->budget, power_monitor_readings(m->power), now);
+        else {
+                power_readings_init(&none);
+                (void)budget_set_power(m->budget, &none, now);
+        }
+        power_polling_update(m, now);
+        return 0;
+}
+
+static bool power_settings_equal(const PowerConfig *a, const PowerConfig *b) {
+        return a->enabled == b->enabled && strcmp(a->sensor, b->sensor) == 0 &&
+               strcmp(a->pressure_file, b->pressure_file) == 0 && a->poll_usec == b->poll_usec &&
+               a->battery_poll_usec == b->battery_poll_usec;
 }
 
 /* ---- reload and shutdown ---- */
@@ -367,8 +451,23 @@ static int manager_reload_file(Manager *m, char **ret_errors) {
         /* The socket we listen on stays. */
         if (strcmp(m->config.socket_path, old.socket_path) != 0)
                 log_warning("socket changed in %s; the new path takes effect at restart", m->config_path);
-        config_done(&old);
-        manager_apply_config(m);
+        {
+                bool restart = !power_settings_equal(&m->config.power, &old.power);
+
+                config_done(&old);
+                manager_apply_config(m);
+                /* New thresholds apply to the readings (or new sensors are read). */
+                if (restart)
+                        (void)power_start(m, now_usec());
+                else if (m->power)
+                        (void)budget_set_power(m->budget, power_monitor_readings(m->power), now_usec());
+                else {
+                        PowerReadings none;
+
+                        power_readings_init(&none);
+                        (void)budget_set_power(m->budget, &none, now_usec());
+                }
+        }
         /* Limits may have risen: the waiters try again. */
         budget_retry_all(m->budget, now_usec());
         return 0;
@@ -494,6 +593,8 @@ int manager_new(struct event_base *base, Config *config, const char *config_path
         if (!m->listener || !m->sweep_event || !m->wake_event || !m->terminator)
                 goto oom;
         budget_set_hooks(m->budget, budget_wake_cb, budget_terminate_cb, m);
+        budget_set_refresh_hook(m->budget, power_refresh_cb, m);
+        (void)power_start(m, now_usec());
         m->context = (DispatchContext){
                 .budget = m->budget,
                 .peers = m->peers,
@@ -522,6 +623,7 @@ Manager *manager_free(Manager *m) {
         m->peers = peer_set_free(m->peers);
         m->listener = listener_free(m->listener);
         m->budget = budget_free(m->budget);
+        m->power = power_monitor_free(m->power);
         for (size_t i = 0; i < ELEMENTSOF(m->signal_events); i++)
                 if (m->signal_events[i])
                         event_free(m->signal_events[i]);

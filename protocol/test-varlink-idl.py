@@ -30,7 +30,7 @@ class ProtocolFiles(unittest.TestCase):
         self.assertEqual([m.name for m in iface.of_kind('method')], ['Request', 'Report', 'Release'])
         self.assertEqual([m.name for m in iface.of_kind('error')],
                          ['BudgetExhausted', 'Escalated', 'QueueTimeout', 'QueueFull', 'CircuitOpen',
-                          'UnknownAllocation', 'TooManyAllocations', 'TooManyScopes'])
+                          'PowerPaused', 'UnknownAllocation', 'TooManyAllocations', 'TooManyScopes'])
         request = iface.member('Request')
         self.assertEqual([(f.name, str(f.type)) for f in request.params],
                          [('estimate', '?int'), ('class', '?string'), ('agent', '?string'),
@@ -39,11 +39,12 @@ class ProtocolFiles(unittest.TestCase):
         self.assertEqual([f.name for f in request.returns],
                          ['allocation', 'decision', 'granted', 'warnAt', 'hardLimit', 'priority',
                           'requestedPriority', 'reason', 'waitedUsec', 'suggestedMaxTokens',
-                          'suggestedModel', 'wouldBe', 'wouldBeReason'])
+                          'suggestedModel', 'wouldBe', 'wouldBeReason', 'powerState', 'powerFactor'])
 
     def test_admin(self):
         iface = self.load('io.tokenbudget.admin')
-        self.assertEqual([m.name for m in iface.of_kind('type')], ['Window', 'Scope', 'Breaker', 'PendingRequest', 'Allocation'])
+        self.assertEqual([m.name for m in iface.of_kind('type')], ['Window', 'Scope', 'Breaker', 'PendingRequest', 'PowerFactors', 'Power',
+                          'Allocation'])
         status = iface.member('Status')
         self.assertEqual(str(next(f for f in status.returns if f.name == 'scopes').type), '[]Scope')
         self.assertEqual(iface.member('List').params, [])

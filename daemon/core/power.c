@@ -6,6 +6,8 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "power.h"
@@ -127,4 +129,19 @@ uint64_t power_scale(uint64_t tokens, unsigned factor) {
         scaled = tokens <= UINT64_MAX / POWER_FACTOR_ONE ? tokens * factor / POWER_FACTOR_ONE
                                                          : tokens / POWER_FACTOR_ONE * factor;
         return scaled ? scaled : 1;
+}
+
+const char *power_format_fixed(char buf[static 24], int64_t value, unsigned decimals) {
+        uint64_t scale = 1, magnitude;
+        size_t len;
+
+        assert(decimals >= 1 && decimals <= 6);
+        for (unsigned i = 0; i < decimals; i++)
+                scale *= 10;
+        magnitude = value < 0 ? (uint64_t)0 - (uint64_t)value : (uint64_t)value;
+        len = (size_t)snprintf(buf, 24, "%s%" PRIu64 ".%0*" PRIu64, value < 0 ? "-" : "", magnitude / scale,
+                               (int)decimals, magnitude % scale);
+        while (len > 0 && buf[len - 1] == '0' && buf[len - 2] != '.')
+                buf[--len] = '\0';
+        return buf;
 }

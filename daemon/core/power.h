@@ -46,8 +46,9 @@ bool power_readings_equal(const PowerReadings *a, const PowerReadings *b);
 unsigned power_conditions(const PowerConfig *c, const PowerReadings *r, unsigned prev);
 /* The most severe condition in the mask, POWER_AC for none. */
 PowerState power_state(unsigned conditions);
-/* The factor for a priority: the smallest of the active conditions', 1000
- * (POWER_FACTOR_ONE) with none; 0 (POWER_FACTOR_PAUSE): paused. */
+/* The factor for a priority: the smallest of policy.ac's (which applies in
+ * every state: a floor, 1000 by default) and the active conditions'; 0
+ * (POWER_FACTOR_PAUSE): paused. */
 unsigned power_factor(const PowerConfig *c, unsigned conditions, Priority p);
 /* Whether temperatures and pressure are worth polling even while idle: a
  * temperature or pressure condition is active, or a reading is within 5 °C
@@ -56,3 +57,7 @@ bool power_near(const PowerConfig *c, const PowerReadings *r, unsigned condition
 /* tokens x factor / 1000, rounded down, at least 1 (for tokens >= 1); tokens
  * unchanged at 1000 or for tokens 0 (no limit). */
 uint64_t power_scale(uint64_t tokens, unsigned factor);
+/* value / 10^decimals (decimals 1..6) as a decimal with trailing zeros
+ * dropped but one kept: 432, 1 → "43.2"; 1000, 3 → "1.0"; 500, 3 → "0.5";
+ * -55, 1 → "-5.5". Returns buf. */
+const char *power_format_fixed(char buf[static 24], int64_t value, unsigned decimals);

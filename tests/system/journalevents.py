@@ -24,7 +24,9 @@ past hardLimit, a Request after the cool-down, and that probe released
 within its limit; escalated for a Request of 1000 over max_request_tokens =
 100; terminated (sigterm, then exited) for a child whose comm is tb-runaway
 under a rule with on_hard_limit = "terminate"; and a refused entry with
-TOKENBUDGET_DRY_RUN=1 for a Request granted under enforce = false."""
+TOKENBUDGET_DRY_RUN=1 for a Request granted under enforce = false; power
+changed at start (a PSI fixture file at 50% memory pressure pauses
+background) and back to "ac" when the file says 1%."""
 
 import json
 import os
@@ -377,12 +379,51 @@ def _d_dry_run(work, ids, events):
     check_stderr_prefixes(d.stderr(), "daemon D (dry run)")
 
 
+def _d_power(work, ids, events):
+    psi = os.path.join(work, "d-power-psi")
+    write(psi, "some avg10=50.00 avg60=10.00 avg300=2.00 total=123456\n"
+               "full avg10=20.00 avg60=5.00 avg300=1.00 total=65432\n")
+    cfg = write(os.path.join(work, "d-power.conf"),
+                f'power: {{ pressure_file = "{psi}"; poll_sec = 1; }};\n')
+    d = Daemon(work, "d-power", config=cfg).wait_serving()
+    changed = {"PRIORITY": "5", "TOKENBUDGET_ON_AC": "1", "TOKENBUDGET_POWER_STATE": "memory-pressure",
+               "TOKENBUDGET_POWER_PREVIOUS": "ac", "TOKENBUDGET_MEMORY_PRESSURE": "50.0",
+               "TOKENBUDGET_REASON": lambda v: "memory pressure 50.0%" in v and "background paused" in v,
+               "MESSAGE": lambda m: m.startswith("Power state memory-pressure (was ac)")}
+    _one(ids, "POWER_CHANGED", d.pid, "power changed (memory pressure at start)", changed, events)
+    c = d.connect()
+    try:
+        c.call("io.tokenbudget.agent.Request", estimate=100, priority="background")
+        raise AssertionError("a background Request under memory pressure 50% was granted")
+    except VarlinkError as e:
+        check(e.error == "io.tokenbudget.agent.PowerPaused" and
+              e.parameters == {"state": "memory-pressure", "retryAfterUsec": 0},
+              f"background under memory pressure: {e}")
+    g = c.call("io.tokenbudget.agent.Request", estimate=100, priority="normal")
+    check(g.get("powerState") == "memory-pressure" and g.get("powerFactor") == 0.5 and g.get("granted") == 100,
+          f"a normal Request under memory pressure: {g}")
+    c.call("io.tokenbudget.agent.Release", allocation=g["allocation"], inputTokens=1, outputTokens=1)
+    write(psi, "some avg10=1.00 avg60=10.00 avg300=2.00 total=123456\n"
+               "full avg10=0.00 avg60=5.00 avg300=1.00 total=65432\n")
+    time.sleep(1.2)  # past poll_sec: the next Request reads the file again
+    g = c.call("io.tokenbudget.agent.Request", estimate=100, priority="background")
+    check(g.get("powerState") == "ac" and g.get("powerFactor") == 1.0, f"background after the pressure: {g}")
+    back = wait_entries(ids["POWER_CHANGED"], d.pid, 2, "power changed (back to ac)")
+    _check_fields("the second power-changed entry", back[1],
+                  {"TOKENBUDGET_POWER_STATE": "ac", "TOKENBUDGET_POWER_PREVIOUS": "memory-pressure",
+                   "TOKENBUDGET_MEMORY_PRESSURE": "1.0"})
+    c.close()
+    check(d.stop() == 0, "daemon D (power): exit status after SIGTERM")
+    check_stderr_prefixes(d.stderr(), "daemon D (power)")
+
+
 def drive_daemon_d(work, ids, events):
     _d_pool(work, ids, events)
     _d_breaker(work, ids, events)
     _d_escalated(work, ids, events)
     _d_terminated(work, ids, events)
     _d_dry_run(work, ids, events)
+    _d_power(work, ids, events)
 
 
 def drive(work):
