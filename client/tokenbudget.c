@@ -95,17 +95,20 @@ _Static_assert(offsetof(tb_grant, reason) == 176 && offsetof(tb_grant, reason_na
                        offsetof(tb_grant, suggested_model) == 224 &&
                        offsetof(tb_grant, would_be_name) == 232 &&
                        offsetof(tb_grant, would_be_reason_name) == 240 &&
-                       offsetof(tb_grant, reserved) == 248,
+                       offsetof(tb_grant, power_state_name) == 248,
                "tb_grant's 1.2 fields are not where reserved[0..8] of 1.1 were");
+_Static_assert(offsetof(tb_grant, power_state_name) == 248 &&
+                       offsetof(tb_grant, power_factor_permille) == 256 &&
+                       offsetof(tb_grant, reserved) == 264,
+               "tb_grant's 1.3 fields are not where reserved[0..1] of 1.2 were");
 
 /* What is left must still hold the hints planned for later: the learned
  * prediction (issue 13: predicted, predictedOutput, samples and the hard
- * multiplier applied) and power (issue 11: powerState and powerFactor). */
+ * multiplier applied), with a slot to spare. */
 struct grant_planned {
         char head[offsetof(tb_grant, reserved)];
         uint64_t predicted, predicted_output, samples;
         uint64_t hard_multiplier_permille; /* or an enum naming where it came from: one slot either way */
-        uint64_t power_state_slot, power_factor_permille;
         uint64_t reserved[1];
 };
 _Static_assert(sizeof(struct grant_planned) == sizeof(tb_grant), "planned hints do not fit");
@@ -159,8 +162,9 @@ struct tb_client {
         uint64_t retry_after_usec;
         uint64_t last_io_usec; /* when the connection last carried a reply (or opened) */
         /* The strings a tb_grant points to (suggested_model, would_be_name,
-         * would_be_reason_name), of the last Request answered; NULL: not sent. */
-        char *grant_strings[3];
+         * would_be_reason_name, power_state_name), of the last Request
+         * answered; NULL: not sent. */
+        char *grant_strings[4];
 };
 
 /* How a daemon error maps to an errno (tokenbudget.h); anything else is -EBADE. */
@@ -175,6 +179,7 @@ static const struct {
         {VL_ERROR_AGENT_QUEUE_FULL, EUSERS},
         {VL_ERROR_AGENT_ESCALATED, EFBIG},
         {VL_ERROR_AGENT_CIRCUIT_OPEN, EAGAIN},
+        {VL_ERROR_AGENT_POWER_PAUSED, EBUSY}, /* a blocking call's own -EBUSY has no error name */
         {VL_ERROR_AGENT_UNKNOWN_ALLOCATION, ENOENT},
         {VL_ERROR_ADMIN_UNKNOWN_SCOPE, ENOENT},
         {VL_ERROR_ADMIN_UNKNOWN_REQUEST, ENOENT},
@@ -230,9 +235,8 @@ static int error_to_errno(const char *name) {
 /* The errors whose retryAfterUsec tb_client_retry_after_usec() gives (the same field name in each). */
 static bool error_has_retry_after(const char *name) {
         static const char *const names[] = {
-                VL_ERROR_AGENT_BUDGET_EXHAUSTED,
-                VL_ERROR_AGENT_QUEUE_TIMEOUT,
-                VL_ERROR_AGENT_CIRCUIT_OPEN,
+                VL_ERROR_AGENT_BUDGET_EXHAUSTED, VL_ERROR_AGENT_QUEUE_TIMEOUT, VL_ERROR_AGENT_CIRCUIT_OPEN,
+                VL_ERROR_AGENT_POWER_PAUSED, /* always 0 now: kept should it ever know */
         };
 
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
@@ -1486,6 +1490,7 @@ static const char *const reason_names[] = {
         [TB_REASON_BUDGET] = "budget",
         [TB_REASON_POOL_DEGRADED] = "pool-degraded",
         [TB_REASON_APPROVED] = "approved",
+        [TB_REASON_POWER] = "power",
 };
 
 /* An optional integer: 0 when absent or null (a daemon from before it). */
@@ -1517,16 +1522,43 @@ static int reply_get_optional_text(json_object *params, const char *field, char 
 }
 
 /*
- * The 1.2 fields (the ladder): all optional on the wire as far as this
- * library goes, so that a daemon from before them is not malformed (0, ""
- * and NULL then; suggestedMaxTokens too, which the protocol always sends
- * now). The strings go into the handle, replacing the last grant's.
+ * The factor a Request reply says in permille: powerFactor is a float with 3
+ * decimals (the daemon keeps factors in permille), so rounding to the nearest
+ * permille gives back the daemon's value. 1000 (x1.0) when absent or null (a
+ * daemon from before power awareness). A factor above x1000 is nonsense,
+ * refused as malformed before the conversion can overflow.
+ */
+static int reply_get_factor_permille(json_object *params, const char *field, uint64_t *ret,
+                                     ReplyFault *ret_fault) {
+        json_object *v = json_object_object_get(params, field);
+        double d;
+
+        if (!v) {
+                *ret = 1000;
+                return 0;
+        }
+        if (!json_object_is_type(v, json_type_double) && !json_object_is_type(v, json_type_int))
+                return reply_fault(ret_fault, field, "not a number");
+        d = json_object_get_double(v);
+        if (!(d >= 0.0 && d <= 1000.0))
+                return reply_fault(ret_fault, field, "not a factor from 0 to 1000");
+        *ret = (uint64_t)(d * 1000.0 + 0.5);
+        return 0;
+}
+
+/*
+ * The 1.2 fields (the ladder) and the 1.3 ones (power): all optional on the
+ * wire as far as this library goes, so that a daemon from before them is not
+ * malformed (0, "" and NULL then, and a factor of 1000; suggestedMaxTokens,
+ * powerState and powerFactor too, which the protocol always sends now). The
+ * strings go into the handle, replacing the last grant's.
  */
 static int parse_grant_ladder(tb_client *c, json_object *params, tb_grant *g, ReplyFault *ret_fault) {
         static const char *const fields[] = {
                 VL_OUT_AGENT_REQUEST_SUGGESTED_MODEL,
                 VL_OUT_AGENT_REQUEST_WOULD_BE,
                 VL_OUT_AGENT_REQUEST_WOULD_BE_REASON,
+                VL_OUT_AGENT_REQUEST_POWER_STATE,
         };
         char *strings[ELEMENTSOF(fields)] = {};
         int reason = 0, r = 0;
@@ -1537,7 +1569,9 @@ static int parse_grant_ladder(tb_client *c, json_object *params, tb_grant *g, Re
             reply_get_optional_uint(params, VL_OUT_AGENT_REQUEST_WAITED_USEC, &g->waited_usec, ret_fault) <
                     0 ||
             reply_get_optional_uint(params, VL_OUT_AGENT_REQUEST_SUGGESTED_MAX_TOKENS,
-                                    &g->suggested_max_tokens, ret_fault) < 0)
+                                    &g->suggested_max_tokens, ret_fault) < 0 ||
+            reply_get_factor_permille(params, VL_OUT_AGENT_REQUEST_POWER_FACTOR, &g->power_factor_permille,
+                                      ret_fault) < 0)
                 return -EPROTO;
         g->reason = (tb_reason)reason;
         for (size_t i = 0; r >= 0 && i < ELEMENTSOF(fields); i++)
@@ -1554,6 +1588,7 @@ static int parse_grant_ladder(tb_client *c, json_object *params, tb_grant *g, Re
         g->suggested_model = c->grant_strings[0];
         g->would_be_name = c->grant_strings[1];
         g->would_be_reason_name = c->grant_strings[2];
+        g->power_state_name = c->grant_strings[3];
         return 0;
 }
 

@@ -60,6 +60,15 @@
  * same handle wait too (replies come in order): use another handle, or the
  * async calls, to go on meanwhile.
  *
+ * Power (since 1.3). The daemon scales what each priority may spend by the
+ * machine's power state (on battery, low battery, memory pressure, hot,
+ * critical temperature: its power.policy): a grant says the state and the
+ * factor applied to its window limits and request cap (tb_grant's
+ * power_state_name and power_factor_permille; reason TB_REASON_POWER when the
+ * scaled cap shrank it). A state may pause a priority: such a Request waits in
+ * the queue when it asked to (wait_usec; it is served when the state changes,
+ * or fails with QueueTimeout), else it is refused with PowerPaused (-EBUSY).
+ *
  * Errors: functions return 0 (or a count) on success and a negative errno on
  * failure; tb_client_error() then describes the failure in words, including the
  * Varlink error name and its parameters, e.g.
@@ -71,9 +80,15 @@
  * Escalated (the estimate is above escalate_multiplier x max_request_tokens:
  * refused by policy, denied by an admin or not decided in time) -EFBIG;
  * CircuitOpen (a runaway breaker of the caller is open) -EAGAIN;
+ * PowerPaused (the power state pauses the request's priority: "state" names
+ * the state, retryAfterUsec is 0 because nobody can tell when the battery is
+ * charged or the machine cools; ask with wait_usec to queue instead) -EBUSY
+ * (since 1.3; a 1.2 library returns -EBADE for it), told apart from the
+ * -EBUSY of a blocking call on a busy handle (below) by tb_client_error_name(),
+ * which is NULL for that one;
  * tb_client_error_name() tells errors of one errno apart and
  * tb_client_error_parameter() gives their parameters ("scope", "limit",
- * "reason", ...); UnknownAllocation and the admin interface's UnknownScope
+ * "reason", "state", ...); UnknownAllocation and the admin interface's UnknownScope
  * and UnknownRequest -ENOENT; PermissionDenied -EACCES, InvalidParameter -EINVAL,
  * InterfaceNotFound/MethodNotFound/MethodNotImplemented -EOPNOTSUPP, any
  * other daemon error (e.g. ReloadRejected) -EBADE. Transport:
@@ -167,7 +182,9 @@ const char *tb_client_error_name(const tb_client *c);
  */
 const char *tb_client_error_parameter(const tb_client *c, const char *key);
 /* For BudgetExhausted, QueueTimeout and CircuitOpen: the daemon's retryAfterUsec of the last
- * failed call (when it expects room, or the breaker to let a request through); 0 otherwise. */
+ * failed call (when it expects room, or the breaker to let a request through); 0 otherwise,
+ * and for PowerPaused, whose end nobody can foresee (its "state" parameter says what pauses it:
+ * tb_client_error_parameter(c, "state")). */
 uint64_t tb_client_retry_after_usec(const tb_client *c);
 
 /* ---- the agent interface: params and replies ---- */
@@ -213,6 +230,7 @@ typedef enum tb_reason {
         TB_REASON_BUDGET,        /* "budget": only this much fitted (at least min_tokens) */
         TB_REASON_POOL_DEGRADED, /* "pool-degraded": a budget is past breaker.pool_threshold */
         TB_REASON_APPROVED,      /* "approved": an admin approved fewer tokens than the estimate */
+        TB_REASON_POWER,         /* "power": the power factor lowered the request cap (since 1.3) */
 } tb_reason;
 
 typedef struct tb_grant {
@@ -273,9 +291,10 @@ typedef struct tb_grant {
         /* Dry run (enforce = false): the estimate was granted, and this is what
          * enforcing would have answered: "granted", "degraded", "queued",
          * "held" or an error's name ("BudgetExhausted", "Escalated",
-         * "CircuitOpen", "QueueFull"), with its reason ("budget",
-         * "request-cap", "policy", "queued-ahead", ...). Both point into the
-         * handle; NULL when not a dry run (or not sent). */
+         * "CircuitOpen", "QueueFull", "PowerPaused"), with its reason
+         * ("budget", "request-cap", "power", "policy", "queued-ahead",
+         * "power-paused", ...). Both point into the handle; NULL when not a
+         * dry run (or not sent). */
         union {
                 const char *would_be_name;
                 uint64_t would_be_name_slot;
@@ -284,7 +303,24 @@ typedef struct tb_grant {
                 const char *would_be_reason_name;
                 uint64_t would_be_reason_name_slot;
         };
-        uint64_t reserved[7]; /* zero; future hints (predicted, predictedOutput, samples, ...) */
+        /* Since 1.3 (reserved[0..1] of 1.2): the machine's power state when it
+         * was granted, "ac" (no condition: nothing scaled), "battery",
+         * "low-battery", "memory-pressure", "hot" or "critical" (the most
+         * severe active one; a newer daemon may send others). Points into
+         * the handle; NULL from a daemon that does not say (one from before
+         * power awareness, or a 1.2 library, which does not fill it). */
+        union {
+                const char *power_state_name;
+                uint64_t power_state_name_slot;
+        };
+        /* The factor the state applies to this priority's window limits and
+         * request cap, in permille: 1000 is x1.0 (nothing scaled), 500 x0.5.
+         * 1000 from a daemon that does not say; 0 with power_state_name NULL
+         * from a 1.2 library, which does not fill it. 0 with a state: the
+         * priority is paused, which only a dry run grants (would_be_name
+         * "PowerPaused"). */
+        uint64_t power_factor_permille;
+        uint64_t reserved[5]; /* zero; future hints (predicted, predictedOutput, samples, ...) */
 } tb_grant;
 
 /* Cumulative totals since the grant (not deltas): both are always sent. */
@@ -432,8 +468,10 @@ const char *tb_decision_to_string(tb_decision d);
 /* "interactive", "normal", "background"; NULL for TB_PRIORITY_UNKNOWN (TB_PRIORITY_DEFAULT) and
  * values this library does not know. Since TOKENBUDGET_1.1. */
 const char *tb_priority_to_string(tb_priority p);
-/* "request-cap", "budget", "pool-degraded", "approved"; NULL for TB_REASON_NONE and values this
- * library does not know. Since TOKENBUDGET_1.2. */
+/* "request-cap", "budget", "pool-degraded", "approved", "power" (since 1.3); NULL for
+ * TB_REASON_NONE and values this library does not know. Since TOKENBUDGET_1.2. These are the
+ * reasons a grant was shrunk; a refusal's reasons ("power-paused", "queued-ahead", ...) come as
+ * words only (would_be_reason_name, tb_client_error_parameter(c, "reason")). */
 const char *tb_reason_to_string(tb_reason r);
 /* The library's version, e.g. "0.1.0". */
 const char *tb_version(void);
