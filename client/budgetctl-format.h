@@ -3,15 +3,17 @@
  * budgetctl's formatting of values for a terminal: token counts with SI
  * suffixes, durations in their two largest units, waits to the millisecond,
  * percentages, used/limit ratios, and the cleaning of daemon strings before
- * they reach a terminal; and the parsing of the durations it is given. Pure:
- * values in, text out into a caller's buffer; no allocation, no I/O, no
- * locale. Tables
- * and their widths are budgetctl's (it measures with utf8_width()).
+ * they reach a terminal, power factors and the power line of status; and the
+ * parsing of the durations it is given. Pure: values in, text out into a
+ * caller's buffer; no allocation, no I/O, no locale, no clock (times come in
+ * as a struct tm the caller made with localtime_r()). Tables and their widths
+ * are budgetctl's (it measures with utf8_width()).
  */
 #pragma once
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Buffer sizes. The longest outputs are far shorter ("99.9k", "213503982d 8h",
  * "99.9k/99.9k"); the room is for snprintf's worst case. */
@@ -79,3 +81,51 @@ char *format_sanitize(char *s);
 /* Upper-cases the ASCII letters of s in place ("minute" -> "MINUTE", a
  * column header); other bytes are left alone. Returns s. */
 char *format_upper(char *s);
+
+/* A power factor in permille as a multiplier, exact, its trailing zeros left
+ * out: 1000 "1", 500 "0.5", 250 "0.25", 125 "0.125", 10 "0.01", 0 "0",
+ * 1500 "1.5". Returns buf. */
+#define FORMAT_FACTOR_MAX 32
+const char *format_factor(char buf[static FORMAT_FACTOR_MAX], uint64_t permille);
+
+/* A reading or factor of FormatPower that is not known (not sent). */
+#define FORMAT_POWER_UNKNOWN INT64_MIN
+
+/* The priorities of FormatPower.factor_permille, in the daemon's order. */
+enum {
+        FORMAT_PRIORITY_INTERACTIVE,
+        FORMAT_PRIORITY_NORMAL,
+        FORMAT_PRIORITY_BACKGROUND,
+        _FORMAT_PRIORITY_MAX,
+};
+
+/* The daemon's power object (admin Status), in integers of the units it
+ * writes with fixed decimals. */
+typedef struct FormatPower {
+        const char *state;        /* "ac", "battery", ... as the daemon sent it */
+        bool on_ac;               /* the "on AC" rule */
+        int64_t battery_permille; /* charge, tenths of a percent; or FORMAT_POWER_UNKNOWN */
+        int64_t temperature_dc;   /* tenths of a degree Celsius; or FORMAT_POWER_UNKNOWN */
+        const char *sensor;       /* what read temperature_dc; NULL: not said */
+        int64_t pressure_cp;      /* PSI memory "some avg10", hundredths of a percent; or unknown */
+        const struct tm *since;   /* local time the state was entered; NULL: not shown */
+        const struct tm *now; /* local time now (since shows its date on another day); NULL: date shown */
+        int64_t factor_permille[_FORMAT_PRIORITY_MAX]; /* per priority; 0: paused; or unknown */
+} FormatPower;
+
+/*
+ * The power line of budgetctl status, without its "power: " label:
+ *   STATE (on AC|on battery[, B%][, T °C[ SENSOR]][, memory pressure P%])
+ *         [since TIME][; PRIORITY xF|PRIORITY paused, ...]
+ * e.g. "battery (on battery, 43%, 61.5 °C x86_pkg_temp, memory pressure
+ * 0.00%) since 10:02:11; background x0.5", or "ac (on AC)". Unknown readings
+ * are left out; the battery is a whole percent, truncated (14.9% is "14%",
+ * below a 15% threshold as it is). since is shown for every state but "ac"
+ * (how long the machine has been held back), as HH:MM:SS, with the date
+ * before it (YYYY-MM-DD) when it is not now's day. The factors listed are
+ * those not x1 (none in "ac"), in priority order. The daemon's strings
+ * (state, sensor) are cleaned as format_sanitize() does, and a line too long
+ * for buf is cut. Returns buf.
+ */
+#define FORMAT_POWER_MAX 512
+const char *format_power(char buf[static FORMAT_POWER_MAX], const FormatPower *p);

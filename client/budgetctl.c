@@ -202,6 +202,38 @@ static int get_bool(json_object *o, const char *ctx, const char *key, bool *ret,
         return 0;
 }
 
+/* Far beyond any reading or factor: the conversion to an integer cannot overflow. */
+#define FIXED_MAX 1e12
+
+/*
+ * A number field (a float on the wire; an integer is a number too) as an
+ * integer count of 10^-decimals units, rounded to the nearest: the daemon
+ * writes readings and factors with that many decimals, so this gives its
+ * value back exactly ("61.5" at 1 decimal is 615). With ret_present, absent
+ * or null is allowed.
+ */
+static int get_fixed(json_object *o, const char *ctx, const char *key, unsigned decimals, int64_t *ret,
+                     bool *ret_present) {
+        json_object *v = json_object_object_get(o, key);
+        double d, scale = 1.0;
+
+        if (ret_present) {
+                *ret_present = v != NULL;
+                if (!v)
+                        return 0;
+        }
+        if (!json_object_is_type(v, json_type_double) && !json_object_is_type(v, json_type_int))
+                return malformed("is missing or not a number", ctx, key);
+        d = json_object_get_double(v);
+        if (!isfinite(d) || d > FIXED_MAX || d < -FIXED_MAX)
+                return malformed("is not a number budgetctl can show", ctx, key);
+        for (unsigned i = 0; i < decimals; i++)
+                scale *= 10.0;
+        d *= scale;
+        *ret = (int64_t)(d < 0 ? d - 0.5 : d + 0.5);
+        return 0;
+}
+
 static int get_array(json_object *o, const char *ctx, const char *key, json_object **ret) {
         json_object *v = json_object_object_get(o, key);
 
@@ -519,22 +551,104 @@ static int status_breakers(json_object *breakers, const Options *o) {
         return r;
 }
 
+/* A reading of the power object: UNKNOWN when absent (the daemon does not know it). */
+static int status_power_reading(json_object *power, const char *key, unsigned decimals, int64_t *ret) {
+        bool present;
+
+        if (get_fixed(power, "power.", key, decimals, ret, &present) < 0)
+                return -EBADMSG;
+        if (!present)
+                *ret = FORMAT_POWER_UNKNOWN;
+        return 0;
+}
+
+/* The factors of the power object, each required (permille; 0 is paused). */
+static int status_power_factors(json_object *power, FormatPower *p) {
+        static const char *const keys[_FORMAT_PRIORITY_MAX] = {
+                [FORMAT_PRIORITY_INTERACTIVE] = VL_FIELD_ADMIN_POWER_FACTORS_INTERACTIVE,
+                [FORMAT_PRIORITY_NORMAL] = VL_FIELD_ADMIN_POWER_FACTORS_NORMAL,
+                [FORMAT_PRIORITY_BACKGROUND] = VL_FIELD_ADMIN_POWER_FACTORS_BACKGROUND,
+        };
+        json_object *factors = json_object_object_get(power, VL_FIELD_ADMIN_POWER_FACTORS);
+
+        if (!json_object_is_type(factors, json_type_object))
+                return malformed("is missing or not an object", "power.", VL_FIELD_ADMIN_POWER_FACTORS);
+        for (size_t i = 0; i < _FORMAT_PRIORITY_MAX; i++)
+                if (get_fixed(factors, "power.factors.", keys[i], 3, &p->factor_permille[i], NULL) < 0)
+                        return -EBADMSG;
+        return 0;
+}
+
+/*
+ * Reads the power object (from a daemon with power awareness) into *p;
+ * *ret_since_usec is when the state was entered (realtime). Returns 1, 0 when
+ * the daemon sent none, or -EBADMSG (printed).
+ */
+static int status_power_read(json_object *reply, FormatPower *p, uint64_t *ret_since_usec) {
+        json_object *power = json_object_object_get(reply, VL_OUT_ADMIN_STATUS_POWER), *sensor;
+
+        if (!power)
+                return 0;
+        if (!json_object_is_type(power, json_type_object))
+                return malformed("is not an object", "", VL_OUT_ADMIN_STATUS_POWER);
+        if (get_string(power, "power.", VL_FIELD_ADMIN_POWER_STATE, false, &p->state) < 0 ||
+            get_bool(power, "power.", VL_FIELD_ADMIN_POWER_ON_AC, &p->on_ac, NULL) < 0 ||
+            status_power_reading(power, VL_FIELD_ADMIN_POWER_BATTERY_PERCENT, 1, &p->battery_permille) < 0 ||
+            status_power_reading(power, VL_FIELD_ADMIN_POWER_TEMPERATURE_CELSIUS, 1, &p->temperature_dc) <
+                    0 ||
+            status_power_reading(power, VL_FIELD_ADMIN_POWER_MEMORY_PRESSURE, 2, &p->pressure_cp) < 0 ||
+            get_uint(power, "power.", VL_FIELD_ADMIN_POWER_SINCE, ret_since_usec, NULL) < 0 ||
+            status_power_factors(power, p) < 0)
+                return -EBADMSG;
+        sensor = json_object_object_get(power, VL_FIELD_ADMIN_POWER_SENSOR);
+        if (sensor && get_string(power, "power.", VL_FIELD_ADMIN_POWER_SENSOR, false, &p->sensor) < 0)
+                return -EBADMSG;
+        return 1;
+}
+
+/*
+ * The power line: the state, the readings that put the machine in it, since
+ * when (local time) and what it does to each priority. format_power() cleans
+ * the daemon's strings.
+ */
+static void status_power_print(FormatPower *p, uint64_t since_usec) {
+        char buf[FORMAT_POWER_MAX];
+        struct tm since, now;
+        time_t t = (time_t)(since_usec / USEC_PER_SEC), n = time(NULL);
+
+        if (since_usec > 0 && localtime_r(&t, &since))
+                p->since = &since;
+        if (localtime_r(&n, &now))
+                p->now = &now;
+        printf("power: %s\n", format_power(buf, p));
+        p->since = p->now = NULL;
+}
+
 /*
  * What the ladder adds after the scopes (from a daemon that sends it): the
  * runaway breakers that are not closed, how many requests wait (queued for
- * room, held for an admin) and whether it only pretends (a dry run). All
- * legend: --no-legend prints the scope rows only.
+ * room, held for an admin), the power state, and whether it only pretends (a
+ * dry run). All legend: --no-legend prints the scope rows only.
  */
 static int status_ladder(json_object *reply, const Options *o) {
-        uint64_t waiters = 0, held = 0;
+        uint64_t waiters = 0, held = 0, since_usec = 0;
         bool enforce = true, has_waiters, has_held, has_enforce;
         json_object *breakers = json_object_object_get(reply, "breakers");
+        FormatPower power = {
+                .battery_permille = FORMAT_POWER_UNKNOWN,
+                .temperature_dc = FORMAT_POWER_UNKNOWN,
+                .pressure_cp = FORMAT_POWER_UNKNOWN,
+        };
+        int has_power;
 
         if (get_uint(reply, "", "waiters", &waiters, &has_waiters) < 0 ||
             get_uint(reply, "", "held", &held, &has_held) < 0 ||
             get_bool(reply, "", "enforce", &enforce, &has_enforce) < 0 ||
             (breakers && get_array(reply, "", "breakers", &breakers) < 0))
                 return -EBADMSG;
+        has_power = status_power_read(reply, &power, &since_usec);
+        if (has_power < 0)
+                return has_power;
         if (!o->legend)
                 return 0;
         if (breakers) {
@@ -546,6 +660,11 @@ static int status_ladder(json_object *reply, const Options *o) {
         if (has_waiters || has_held)
                 printf("\n%" PRIu64 " request%s queued, %" PRIu64 " held for an admin\n", waiters,
                        waiters == 1 ? "" : "s", held);
+        if (has_power > 0) {
+                if (!has_waiters && !has_held)
+                        putchar('\n');
+                status_power_print(&power, since_usec);
+        }
         if (has_enforce && !enforce)
                 printf("dry run: enforce = false (every request is granted; replies say what enforcing "
                        "would have done)\n");
@@ -1686,6 +1805,10 @@ static int request_failed(const Options *o, tb_client *c, int r) {
                                 ? "budgetctl: the breaker lets one request through in %s\n"
                                 : "budgetctl: tokenbudgetd expects room in %s\n",
                         format_wait(wait, tb_client_retry_after_usec(c)));
+        else if (error_is(c, VL_ERROR_AGENT_POWER_PAUSED))
+                fprintf(stderr,
+                        "budgetctl: tokenbudgetd cannot tell when the power state changes; with --wait the "
+                        "request waits in the queue and is served when it does\n");
         else if (invalid_parameter_is(c, VL_IN_AGENT_REQUEST_MIN_TOKENS) ||
                  invalid_parameter_is(c, VL_IN_AGENT_REQUEST_WAIT_USEC) ||
                  invalid_parameter_is(c, VL_IN_AGENT_REQUEST_PROMPT_TOKENS))
@@ -1716,6 +1839,19 @@ static void request_print_grant(const tb_grant *g, const tb_request_params *p) {
                 if (g->requested_priority_name[0])
                         printf(" (asked for %s: the rule's max_priority)", g->requested_priority_name);
                 putchar('\n');
+        }
+        /* The power state, when it holds this priority back (or the machine is not in "ac"). */
+        if (g->power_state_name &&
+            (strcmp(g->power_state_name, "ac") != 0 || g->power_factor_permille != 1000)) {
+                char factor[FORMAT_FACTOR_MAX];
+
+                s = strdup(g->power_state_name);
+                if (g->power_factor_permille == 0)
+                        printf("power:      %s (paused)\n", s ? format_sanitize(s) : "?");
+                else
+                        printf("power:      %s (x%s)\n", s ? format_sanitize(s) : "?",
+                               format_factor(factor, g->power_factor_permille));
+                free(s);
         }
         if (g->waited_usec > 0)
                 printf("waited:     %s\n", format_wait(wait, g->waited_usec));

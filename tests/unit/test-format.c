@@ -5,7 +5,9 @@
  * error wanted), at every unit boundary from 0 to UINT64_MAX; then
  * sweeps read the token and duration texts back and check that none shows
  * more than the value (a count shown is compared against a limit) and none
- * loses more than its precision. Failure messages name the row or the value.
+ * loses more than its precision; then the power factors and the power line of
+ * status, and a power line too long for its buffer. Failure messages name the
+ * row or the value.
  */
 #include <check.h>
 #include <errno.h>
@@ -475,6 +477,164 @@ START_TEST(test_parse_duration_row) {
 }
 END_TEST
 
+/* ---- power factors and the power line ---- */
+
+typedef struct FactorRow {
+        const char *name;
+        uint64_t permille;
+        const char *want;
+} FactorRow;
+
+static const FactorRow factor_rows[] = {
+        {"paused", 0, "0"},
+        {"x1", 1000, "1"},
+        {"a half", 500, "0.5"},
+        {"a quarter", 250, "0.25"},
+        {"an eighth: three decimals", 125, "0.125"},
+        {"the smallest configurable", 10, "0.01"},
+        {"a permille", 1, "0.001"},
+        {"0.999 is not 1", 999, "0.999"},
+        {"above x1", 1500, "1.5"},
+        {"x2", 2000, "2"},
+        {"UINT64_MAX", UINT64_MAX, "18446744073709551.615"},
+};
+
+START_TEST(test_factor_row) {
+        const FactorRow *row = &factor_rows[_i];
+        char buf[FORMAT_FACTOR_MAX];
+
+        ck_assert_msg(strcmp(format_factor(buf, row->permille), row->want) == 0,
+                      "row '%s': format_factor(%" PRIu64 ") = \"%s\", want \"%s\"", row->name, row->permille,
+                      buf, row->want);
+}
+END_TEST
+
+#define U FORMAT_POWER_UNKNOWN
+/* Local times: TM(2025, 3, 14, 10, 2, 11) is 2025-03-14 10:02:11. */
+#define TM(y, mo, d, h, mi, s)                                                                              \
+        (&(const struct tm){.tm_year = (y)-1900,                                                            \
+                            .tm_mon = (mo)-1,                                                               \
+                            .tm_mday = (d),                                                                 \
+                            .tm_hour = (h),                                                                 \
+                            .tm_min = (mi),                                                                 \
+                            .tm_sec = (s)})
+#define NOW TM(2025, 3, 14, 12, 0, 0)
+
+typedef struct PowerRow {
+        const char *name;
+        FormatPower in;
+        const char *want;
+} PowerRow;
+
+static const PowerRow power_rows[] = {
+        {"ac with nothing known (a machine without sensors)",
+         {"ac", true, U, U, NULL, U, TM(2025, 3, 14, 9, 0, 0), NOW, {1000, 1000, 1000}},
+         "ac (on AC)"},
+        {"the battery example",
+         {"battery", false, 430, 615, "x86_pkg_temp", 0, TM(2025, 3, 14, 10, 2, 11), NOW, {1000, 1000, 500}},
+         "battery (on battery, 43%, 61.5 \u00b0C x86_pkg_temp, memory pressure 0.00%) since 10:02:11; "
+         "background x0.5"},
+        {"ac, charged, cool: no since, no factors",
+         {"ac", true, 1000, 452, "acpitz", 12, TM(2025, 3, 14, 9, 0, 0), NOW, {1000, 1000, 1000}},
+         "ac (on AC, 100%, 45.2 \u00b0C acpitz, memory pressure 0.12%)"},
+        {"low battery: truncated, not rounded up past the threshold",
+         {"low-battery", false, 149, U, NULL, U, TM(2025, 3, 14, 11, 59, 59), NOW, {1000, 500, 0}},
+         "low-battery (on battery, 14%) since 11:59:59; normal x0.5, background paused"},
+        {"43.9% is not 44%",
+         {"battery", false, 439, U, NULL, U, NULL, NOW, {1000, 1000, 500}},
+         "battery (on battery, 43%); background x0.5"},
+        {"a charge below zero shows 0%",
+         {"battery", false, -5, U, NULL, U, NULL, NOW, {1000, 1000, 1000}},
+         "battery (on battery, 0%)"},
+        {"critical: everything but interactive paused",
+         {"critical",
+          true,
+          U,
+          962,
+          "coretemp/Package id 0",
+          U,
+          TM(2025, 3, 14, 11, 30, 0),
+          NOW,
+          {1000, 0, 0}},
+         "critical (on AC, 96.2 \u00b0C coretemp/Package id 0) since 11:30:00; normal paused, "
+         "background paused"},
+        {"hot on AC with several factors",
+         {"hot", true, U, 871, "Tctl", U, TM(2025, 3, 14, 0, 0, 0), NOW, {750, 500, 0}},
+         "hot (on AC, 87.1 \u00b0C Tctl) since 00:00:00; interactive x0.75, normal x0.5, background paused"},
+        {"memory pressure",
+         {"memory-pressure", true, U, U, NULL, 2550, TM(2025, 3, 14, 10, 0, 5), NOW, {1000, 500, 0}},
+         "memory-pressure (on AC, memory pressure 25.50%) since 10:00:05; normal x0.5, background paused"},
+        {"since another day: with its date",
+         {"battery", false, 800, U, NULL, U, TM(2025, 3, 13, 23, 59, 59), NOW, {1000, 1000, 500}},
+         "battery (on battery, 80%) since 2025-03-13 23:59:59; background x0.5"},
+        {"since the same time of another month",
+         {"battery", false, 800, U, NULL, U, TM(2025, 2, 14, 12, 0, 0), NOW, {1000, 1000, 1000}},
+         "battery (on battery, 80%) since 2025-02-14 12:00:00"},
+        {"since without now: with its date",
+         {"battery", false, 800, U, NULL, U, TM(2025, 3, 14, 8, 5, 0), NULL, {1000, 1000, 1000}},
+         "battery (on battery, 80%) since 2025-03-14 08:05:00"},
+        {"a temperature below zero",
+         {"ac", true, U, -5, "acpitz", U, NULL, NOW, {1000, 1000, 1000}},
+         "ac (on AC, -0.5 \u00b0C acpitz)"},
+        {"-12.3 degrees",
+         {"ac", true, U, -123, NULL, U, NULL, NOW, {1000, 1000, 1000}},
+         "ac (on AC, -12.3 \u00b0C)"},
+        {"a temperature without its sensor",
+         {"ac", true, U, 600, NULL, U, NULL, NOW, {1000, 1000, 1000}},
+         "ac (on AC, 60.0 \u00b0C)"},
+        {"an empty sensor name",
+         {"ac", true, U, 600, "", U, NULL, NOW, {1000, 1000, 1000}},
+         "ac (on AC, 60.0 \u00b0C)"},
+        {"factors not sent",
+         {"battery", false, 500, U, NULL, U, NULL, NOW, {U, U, U}},
+         "battery (on battery, 50%)"},
+        {"a state of a newer daemon",
+         {"solar-flare", true, U, U, NULL, U, TM(2025, 3, 14, 10, 2, 11), NOW, {1000, 1000, 100}},
+         "solar-flare (on AC) since 10:02:11; background x0.1"},
+        {"no state", {NULL, true, U, U, NULL, U, NULL, NOW, {1000, 1000, 1000}}, "? (on AC)"},
+        {"control characters in the daemon's strings",
+         {"hot\x1b[2J", true, U, 900, "evil\n\x9b", U, NULL, NOW, {1000, 1000, 1000}},
+         "hot?[2J (on AC, 90.0 \u00b0C evil?\?)"},
+};
+
+START_TEST(test_power_row) {
+        const PowerRow *row = &power_rows[_i];
+        char buf[FORMAT_POWER_MAX];
+
+        ck_assert_msg(format_power(buf, &row->in) == buf && strcmp(buf, row->want) == 0,
+                      "row '%s': format_power() = \"%s\", want \"%s\"", row->name, buf, row->want);
+}
+END_TEST
+
+/* A sensor name longer than the line: cut, NUL-terminated, valid UTF-8 (a cut
+ * sequence becomes '?'). */
+START_TEST(test_power_long) {
+        char sensor[2 * FORMAT_POWER_MAX], buf[FORMAT_POWER_MAX];
+
+        /* U+00E9 (2 bytes in UTF-8) over and over, so the cut can fall inside one. */
+        for (size_t i = 0; i + 2 < sizeof(sensor); i += 2)
+                memcpy(sensor + i, "\xc3\xa9", 2);
+        sensor[sizeof(sensor) - 2] = '\0';
+        for (size_t state_len = 1; state_len <= 2; state_len++) {
+                FormatPower p = {state_len == 1 ? "h" : "hh", true, U, 900, sensor, U, NULL, NOW,
+                                 {1000, 1000, 1000}};
+                size_t n;
+
+                format_power(buf, &p);
+                n = strlen(buf);
+                ck_assert_msg(n == FORMAT_POWER_MAX - 1, "state of %zu: %zu bytes, want %d", state_len, n,
+                              FORMAT_POWER_MAX - 1);
+                ck_assert_msg(strncmp(buf, p.state, state_len) == 0 && strstr(buf, "90.0 \u00b0C \u00e9"),
+                              "state of %zu: \"%.40s\"", state_len, buf);
+                for (size_t i = 0; i < n; i++)
+                        ck_assert_msg((unsigned char)buf[i] >= 0x20, "state of %zu: byte %zu is 0x%02x",
+                                      state_len, i, (unsigned char)buf[i]);
+        }
+}
+END_TEST
+
+#undef U
+
 static Suite *format_suite(void) {
         Suite *s = suite_create("format");
         TCase *tc;
@@ -499,6 +659,11 @@ static Suite *format_suite(void) {
         tc = tcase_create("strings");
         tcase_add_loop_test(tc, test_sanitize_row, 0, (int)ELEMENTSOF(sanitize_rows));
         tcase_add_loop_test(tc, test_upper_row, 0, (int)ELEMENTSOF(upper_rows));
+        suite_add_tcase(s, tc);
+        tc = tcase_create("power");
+        tcase_add_loop_test(tc, test_factor_row, 0, (int)ELEMENTSOF(factor_rows));
+        tcase_add_loop_test(tc, test_power_row, 0, (int)ELEMENTSOF(power_rows));
+        tcase_add_test(tc, test_power_long);
         suite_add_tcase(s, tc);
         return s;
 }
