@@ -13,7 +13,9 @@
 - SIGHUP with a broken file: RELOADING=1 then READY=1, STATUS= starts with
   "Configuration FILE rejected, keeping the old one: FILE:LINE: ...", the
   daemon keeps serving with the old limits;
-- SIGTERM with an allocation open: STOPPING=1, then exit 0 within 5 s."""
+- SIGTERM with an allocation open: STOPPING=1, then exit 0 within 5 s;
+- STATUS= names a power state other than "ac" (PSI fixture at 50%), and
+  not once the pressure is gone."""
 
 import os
 import re
@@ -157,6 +159,28 @@ def check_watchdog_other_pid(work):
     check(d.stop() == 0, "daemon with WATCHDOG_PID=1 did not exit 0")
 
 
+def check_power_status(work):
+    """STATUS= names a power state other than "ac" (a PSI fixture file at 50%
+    memory pressure), and stops naming it when the pressure goes."""
+    psi = write(os.path.join(work, "pressure"), "some avg10=50.00 avg60=1.00 avg300=0.50 total=99\n"
+                                                "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    cfg = write(os.path.join(work, "power.conf"), f'power: {{ pressure_file = "{psi}"; poll_sec = 1; }};\n')
+    notify = NotifySocket(os.path.join(work, "sd-notify-power.dgram"))
+    d = Daemon(work, "power", config=cfg, extra_env={"NOTIFY_SOCKET": notify.path})
+    notify.expect(lambda m: m.get("READY") == "1", 10, "READY=1")
+    m = notify.expect(lambda m: "STATUS" in m, 3, "STATUS= under memory pressure")
+    check("power: memory-pressure" in m["STATUS"], f"STATUS= under memory pressure: {m['STATUS']!r}")
+    with open(psi, "r+") as f:  # in place: the daemon keeps the file open
+        f.write("some avg10=00.00")
+    time.sleep(1.2)
+    c = d.connect()
+    grant = c.call("io.tokenbudget.agent.Request", estimate=10)
+    check(grant.get("powerState") == "ac", f"Request after the pressure went: {grant}")
+    m = notify.expect(lambda m: "STATUS" in m and "power:" not in m["STATUS"], 3, "STATUS= back on AC")
+    c.close()
+    check(d.stop() == 0, "power daemon did not exit 0")
+
+
 def main():
     work = tmpdir()
     cfg = write(os.path.join(work, "tokenbudgetd.conf"), config_text(1000))
@@ -168,6 +192,7 @@ def main():
     check_rejected_reload(notify, d, c, cfg)
     check_stop(notify, d)
     check_watchdog_other_pid(work)
+    check_power_status(work)
 
 
 run_test(main)
