@@ -324,6 +324,39 @@ START_TEST(test_malformed_and_policy) {
 }
 END_TEST
 
+/* libtokenbudget: the grant's power_state_name and power_factor_permille,
+ * reason TB_REASON_POWER; PowerPaused as -EBUSY with its "state". */
+START_TEST(test_library) {
+        char *psi = psi_path();
+        TestDaemon *d;
+        tb_client *c;
+        tb_grant g = {};
+        int r;
+
+        psi_write(psi, "40.00");
+        d = start(psi, "max_request_tokens = 1000;\n", NULL);
+        c = harness_client(d);
+        r = tb_request(c, &(tb_request_params){.estimate = 800, .priority = TB_PRIORITY_NORMAL}, &g);
+        ck_assert_int_eq(r, 0);
+        ck_assert_str_eq(g.power_state_name, "memory-pressure");
+        ck_assert_uint_eq(g.power_factor_permille, 500);
+        ck_assert_uint_eq(g.granted, 500);
+        ck_assert_int_eq(g.reason, TB_REASON_POWER);
+        ck_assert_int_eq(tb_release(c, &(tb_release_params){.allocation = g.allocation}, NULL), 0);
+        r = tb_request(c, &(tb_request_params){.estimate = 100, .priority = TB_PRIORITY_BACKGROUND}, &g);
+        ck_assert_int_eq(r, -EBUSY);
+        ck_assert_str_eq(tb_client_error_name(c), "io.tokenbudget.agent.PowerPaused");
+        ck_assert_str_eq(tb_client_error_parameter(c, "state"), "memory-pressure");
+        r = tb_request(c, &(tb_request_params){.estimate = 100, .priority = TB_PRIORITY_INTERACTIVE}, &g);
+        ck_assert_int_eq(r, 0);
+        ck_assert_uint_eq(g.power_factor_permille, 1000);
+        ck_assert_int_eq(tb_release(c, &(tb_release_params){.allocation = g.allocation}, NULL), 0);
+        tb_client_close(c);
+        harness_daemon_stop(d);
+        free(psi);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("power");
         TCase *tc = harness_tcase("power", 60);
@@ -332,6 +365,7 @@ int main(void) {
         tcase_add_test(tc, test_pressure_pauses_and_scales);
         tcase_add_test(tc, test_paused_waiter_served);
         tcase_add_test(tc, test_malformed_and_policy);
+        tcase_add_test(tc, test_library);
         suite_add_tcase(s, tc);
         return harness_main(s);
 }
