@@ -1621,7 +1621,7 @@ bool budget_set_power(Budget *b, const PowerReadings *r, uint64_t now) {
                 power_readings_format(r, readings, sizeof(readings));
                 power_factors_format(b->power_factor, factors, sizeof(factors));
                 snprintf(reason, sizeof(reason), "%s; %s", readings,
-                         *factors ? factors : "no limits scaled");
+                         *factors ? factors : "nothing scaled or paused");
                 journal_emit(b->journal, EVENT_POWER_CHANGED, &e, now, "Power state %s (was %s): %s",
                              power_state_to_string(is), power_state_to_string(was), reason);
         }
