@@ -21,9 +21,13 @@ BUILD_PACKAGES=(gcc libc6-dev dpkg-dev pkg-config meson ninja-build python3
 # three add 32 MB of downloads (200 MB on disk) to the 217 MB the rest needs,
 # and the fuzz step 60 s per target, one per core at a time (two minutes on
 # two cores for the three targets). strace counts the daemon's system calls
-# per message (tests/integration/test-syscalls.py; 1.3 MB).
+# per message (tests/integration/test-syscalls.py; 1.3 MB). umockdev (its
+# umockdev-wrapper and preload library) and libumockdev-dev (umockdev-1.0.pc,
+# umockdev.h) fake sysfs devices and uevents for the power monitor's system
+# test (tests/system/test-power-monitor.c): batteries, AC adapters and
+# thermal zones that our machines lack, seen by the real sd-device code.
 TEST_PACKAGES=(check golang-go golang-github-varlink-go-dev clang-format systemd man-db
-    clang libclang-rt-14-dev llvm strace)
+    clang libclang-rt-14-dev llvm strace umockdev libumockdev-dev)
 
 install_packages() {
     local missing=() pkg log
