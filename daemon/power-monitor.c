@@ -683,6 +683,11 @@ static void poll_timer_cb(evutil_socket_t fd, short what, void *userdata) {
 
         m->n_wakeups++;
         samples_read(m, now_usec());
+        /* Polling was turned off since the last round: this was the last
+         * (turning it off does not touch the timer, so a daemon going busy
+         * and idle at every request does not re-arm it each time). */
+        if (!m->polling)
+                event_del(m->poll_timer);
         readings_update(m);
 }
 
@@ -863,20 +868,22 @@ void power_monitor_set_polling(PowerMonitor *m, bool on, uint64_t now_usec_) {
         struct timeval tv;
 
         assert(m);
+        /* Off: the timer runs out at its next round (poll_timer_cb()). */
         if (!on) {
-                if (m->polling)
-                        event_del(m->poll_timer);
                 m->polling = false;
                 return;
         }
         if (m->polling || !has_samples(m))
                 return;
-        tv = timeval_from_usec(m->poll_usec);
-        if (event_add(m->poll_timer, &tv) < 0) {
-                log_warning("power: cannot arm the temperature poll timer");
-                return;
-        }
         m->polling = true;
+        if (!evtimer_pending(m->poll_timer, NULL)) {
+                tv = timeval_from_usec(m->poll_usec);
+                if (event_add(m->poll_timer, &tv) < 0) {
+                        log_warning("power: cannot arm the temperature poll timer");
+                        m->polling = false;
+                        return;
+                }
+        }
         power_monitor_refresh(m, now_usec_);
 }
 

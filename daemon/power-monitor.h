@@ -43,8 +43,10 @@ int power_monitor_new(struct event_base *base, const PowerMonitorSettings *s, Po
 PowerMonitor *power_monitor_free(PowerMonitor *m); /* NULL-safe; returns NULL */
 
 /* Polls temperatures and pressure every poll_usec while on (reading them at
- * once when turning on and the last reading is older than poll_usec); not at
- * all while off. Cheap when unchanged: call it as often as you like. */
+ * once when turning on and the last reading is older than poll_usec); after
+ * turning off, one last round when the timer is due, then not at all (so
+ * going busy and idle at every request costs no timer changes). Cheap when
+ * unchanged: call it as often as you like. */
 void power_monitor_set_polling(PowerMonitor *m, bool on, uint64_t now_usec);
 /* Reads temperatures and pressure now if the last reading is older than
  * poll_usec (before a Request after an idle spell); calls back on a change. */

@@ -481,16 +481,22 @@ START_TEST(test_thermal_default_package) {
         ck_assert_uint_ge(power_monitor_n_wakeups(f.m), 1);
         ck_assert_uint_lt(monotonic_usec() - t0, 5 * USEC_PER_SEC);
 
-        /* Polling off: not read, however long. */
+        /* Polling off: one last round when the timer is due, then not
+         * read, however long. */
         power_monitor_set_polling(f.m, false, monotonic_usec());
+        wakeups = power_monitor_n_wakeups(f.m);
+        attr_in_place(&f, pkg, "temp", "75000\n");
+        ck_assert_int_eq(run_loop(&f, 0, 4 * SHORT_POLL_USEC), 1);
+        ck_assert_uint_eq(power_monitor_n_wakeups(f.m), wakeups + 1);
+        ck_assert_int_eq(f.last.temperature_mc, 75000);
         wakeups = power_monitor_n_wakeups(f.m);
         attr_in_place(&f, pkg, "temp", "80000\n");
         ck_assert_int_eq(run_loop(&f, 0, 4 * SHORT_POLL_USEC), 0);
         ck_assert_uint_eq(power_monitor_n_wakeups(f.m), wakeups);
-        ck_assert_int_eq(readings(&f)->temperature_mc, 70000);
+        ck_assert_int_eq(readings(&f)->temperature_mc, 75000);
         /* refresh() reads it when the last reading is old enough. */
         power_monitor_refresh(f.m, monotonic_usec() + s.poll_usec);
-        ck_assert_int_eq(f.calls, 2);
+        ck_assert_int_eq(f.calls, 3);
         ck_assert_int_eq(f.last.temperature_mc, 80000);
 
         /* The zone disabled: no sample, nothing known. */
