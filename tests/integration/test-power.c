@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -357,6 +358,56 @@ START_TEST(test_library) {
 }
 END_TEST
 
+/* A dry run decides as enforcing would and grants: wouldBe PowerPaused. A
+ * reload with a higher threshold applies it to the last readings at once. */
+START_TEST(test_dry_run_and_reload) {
+        char *psi = psi_path(), *conf;
+        TestDaemon *d;
+        RawConn *r;
+        json_object *reply, *st;
+        FILE *f;
+
+        psi_write(psi, "35.00");
+        d = start(psi, "enforce = false;\n", NULL);
+        r = harness_open_working(d, "dry");
+        reply = call(r, REQUEST "\"estimate\":100,\"priority\":\"background\"}}");
+        ck_assert_msg(!reply_error(reply), "dry run refused: %s", json_object_to_json_string(reply));
+        ck_assert_int_eq(json_int(reply_parameters(reply), "granted", "dry"), 100);
+        ck_assert_str_eq(json_str(reply_parameters(reply), "wouldBe", "dry"), "PowerPaused");
+        ck_assert_str_eq(json_str(reply_parameters(reply), "wouldBeReason", "dry"), "power-paused");
+        json_object_put(reply);
+        raw_close(r);
+
+        /* memory_pressure_percent = 50: 35% is no pressure any more. */
+        ck_assert_int_ge(asprintf(&conf,
+                                  OPEN_SCOPES "power: { pressure_file = \"%s\"; poll_sec = 1; "
+                                              "memory_pressure_percent = 50; "
+                                              "memory_pressure_release_percent = 40; };\n",
+                                  psi),
+                         0);
+        f = fopen(d->config_path, "w");
+        ck_assert_ptr_nonnull(f);
+        fputs(conf, f);
+        fclose(f);
+        free(conf);
+        ck_assert_int_eq(kill(d->pid, SIGHUP), 0);
+        r = harness_open_working(d, "after reload");
+        for (int i = 0; i < 100; i++) {
+                st = status(r);
+                if (strcmp(json_str(power_of(st), "state", "power"), "ac") == 0)
+                        break;
+                json_object_put(st);
+                st = NULL;
+                harness_sleep_msec(20);
+        }
+        ck_assert_msg(st, "still memory-pressure 2 s after a reload raised the threshold to 50%%");
+        json_object_put(st);
+        raw_close(r);
+        harness_daemon_stop(d);
+        free(psi);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("power");
         TCase *tc = harness_tcase("power", 60);
@@ -366,6 +417,7 @@ int main(void) {
         tcase_add_test(tc, test_paused_waiter_served);
         tcase_add_test(tc, test_malformed_and_policy);
         tcase_add_test(tc, test_library);
+        tcase_add_test(tc, test_dry_run_and_reload);
         suite_add_tcase(s, tc);
         return harness_main(s);
 }
