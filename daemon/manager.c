@@ -344,10 +344,15 @@ static int power_start(Manager *m, uint64_t now) {
                         log_error("power monitor: %s; running without power awareness", strerror(-r));
                         m->power = NULL;
                 } else
-                        log_info("power: %zu supply(ies), %zu temperature sensor(s)%s",
+                        log_info("power: %zu supply(ies), %zu temperature sensor(s), memory pressure %s%s%s",
                                  power_monitor_n_supplies(m->power), power_monitor_n_sensors(m->power),
+                                 power_monitor_readings(m->power)->pressure_cp != POWER_UNKNOWN ? "from "
+                                                                                                : "unknown",
+                                 power_monitor_readings(m->power)->pressure_cp != POWER_UNKNOWN
+                                         ? m->config.power.pressure_file
+                                         : "",
                                  power_monitor_has_uevents(m->power) ? ""
-                                                                     : ", no uevents (safety poll only)");
+                                                                     : "; no uevents (safety poll only)");
         }
         if (m->power)
                 (void)budget_set_power(m->budget, power_monitor_readings(m->power), now);
