@@ -143,12 +143,14 @@ static void assert_granted(json_object *reply, int64_t granted, const char *stat
                       json_object_to_json_string(reply));
 }
 
+/* Takes reply. */
 static void assert_paused(json_object *reply, const char *state) {
         const char *e = reply_error(reply);
 
         ck_assert_msg(e && strcmp(e, "io.tokenbudget.agent.PowerPaused") == 0 &&
                               strcmp(json_str(reply_parameters(reply), "state", "PowerPaused"), state) == 0,
                       "expected PowerPaused %s: %s", state, json_object_to_json_string(reply));
+        json_object_put(reply);
 }
 
 /* Grants and releases at once (a grant left open would keep the daemon polling). */
@@ -168,10 +170,11 @@ static void expect_grant(RawConn *r, const char *priority, int estimate, int64_t
 /* Rewrites a testbed file in place (the daemon keeps temperature files
  * open; umockdev_testbed_set_attribute() would replace the file). */
 static void write_in_place(const char *syspath, const char *attr, const char *value) {
+        g_autofree char *root = umockdev_testbed_get_root_dir(tb);
         char *path;
         int fd;
 
-        ck_assert_int_ge(asprintf(&path, "%s%s/%s", umockdev_testbed_get_root_dir(tb), syspath, attr), 0);
+        ck_assert_int_ge(asprintf(&path, "%s%s/%s", root, syspath, attr), 0);
         fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
         ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
         ck_assert_int_eq(write(fd, value, strlen(value)), (ssize_t)strlen(value));
