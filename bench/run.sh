@@ -524,7 +524,7 @@ scale_holds() {
             specs+=("hold$hold:$hold")
         done
         if [ -n "$BASELINE" ]; then
-            start_daemon holdbase "$BENCH_DIR/holdbase.sock" 1 "$BASELINE" "$BENCH_DIR/base.conf"
+            start_daemon holdbase "$BENCH_DIR/holdbase.sock" 1 "$BASELINE" "${BASELINE_CONF:-$BENCH_DIR/base.conf}"
             specs+=("holdbase:${HOLDS[-1]}")
         fi
         lockstep 2 "${specs[@]}"
