@@ -211,8 +211,10 @@ static int reply_granted(Call *call, Allocation *a, const BudgetGrant *g) {
         }
         fields[n++] =
                 (ReplyField){VL_OUT_AGENT_REQUEST_POWER_STATE, power_state_to_string(g->power_state), 0};
-        fields[n++] = (ReplyField){VL_OUT_AGENT_REQUEST_POWER_FACTOR,
-                                   power_format_fixed(factor, g->power_factor, 3), 0, true};
+        fields[n++] = (ReplyField){
+                VL_OUT_AGENT_REQUEST_POWER_FACTOR,
+                g->power_factor == POWER_FACTOR_ONE ? "1.0" : power_format_fixed(factor, g->power_factor, 3),
+                0, true};
         /* A model name is the admin's configuration, not a fixed word: it
          * may need escaping, so it takes the JSON path. */
         if (g->suggested_model) {
