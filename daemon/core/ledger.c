@@ -264,6 +264,25 @@ static void ring_commit(LedgerScope *s, LedgerWindow w, uint64_t now_usec, uint6
         s->rings[w].sum_tokens = sat_add(s->rings[w].sum_tokens, tokens);
 }
 
+/* Tokens committed at at_usec, put in their bucket if it is still in the
+ * window as of now_usec (the bucket of index j counts while the head is at
+ * most j + n_buckets); a time past the head counts in the head's. */
+static void ring_restore(LedgerScope *s, LedgerWindow w, uint64_t now_usec, uint64_t at_usec,
+                         uint64_t tokens) {
+        const WindowSpec *spec = &window_specs[w];
+        WindowRing *r = &s->rings[w];
+        uint64_t idx = at_usec / spec->bucket_usec, *slot;
+
+        ring_advance(s, w, now_usec);
+        if (idx > r->head)
+                idx = r->head;
+        if (r->head - idx > spec->n_buckets)
+                return;
+        slot = &ring_buckets(s, w)[idx % spec->ring_size];
+        *slot = sat_add(*slot, tokens);
+        r->sum_tokens = sat_add(r->sum_tokens, tokens);
+}
+
 /* How long until enough of the window ages out for need_tokens (reserved +
  * the new reservation) to fit under limit_tokens; 0 when even an empty window
  * is too small. The ring has been advanced to now_usec. */
@@ -469,6 +488,18 @@ const char *ledger_scope_name(const LedgerScope *s) {
 uint64_t ledger_scope_reserved(const LedgerScope *s) {
         assert(s);
         return s->reserved_tokens;
+}
+
+void ledger_scope_restore(LedgerScope *s, uint64_t age_usec, uint64_t tokens, uint64_t now_usec) {
+        uint64_t at_usec;
+
+        assert(s);
+        assert(tokens < LEDGER_TOKENS_MAX);
+        now_usec = ledger_clamp_now(s->ledger, now_usec);
+        at_usec = age_usec < now_usec ? now_usec - age_usec : 0;
+        for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++)
+                ring_restore(s, w, now_usec, at_usec, tokens);
+        s->committed_total_tokens = sat_add(s->committed_total_tokens, tokens);
 }
 
 uint64_t ledger_scope_committed_total(const LedgerScope *s) {

@@ -128,6 +128,17 @@ const char *ledger_scope_name(const LedgerScope *s);
 uint64_t ledger_scope_reserved(const LedgerScope *s);
 uint64_t ledger_scope_committed_total(const LedgerScope *s);
 size_t ledger_scope_n_allocations(const LedgerScope *s); /* live allocations charged to it */
+/*
+ * Usage committed before this run, from a durable record (issue 12): tokens
+ * committed age_usec before now_usec are put in every window they still
+ * count in, in the bucket they were committed in, exactly as if they had
+ * been committed then (a window of span S counts them until it would have:
+ * at most one bucket past S), and committed_total grows by them. Usage too
+ * old for any window adds to committed_total only. now_usec must not be
+ * before the scope's last commit; age_usec past now_usec counts from time 0.
+ * tokens < LEDGER_TOKENS_MAX.
+ */
+void ledger_scope_restore(LedgerScope *s, uint64_t age_usec, uint64_t tokens, uint64_t now_usec);
 /* Tokens committed inside window w as of now_usec (ages out old commits). */
 uint64_t ledger_scope_window_used(LedgerScope *s, LedgerWindow w, uint64_t now_usec);
 /* Microseconds until the oldest tokens in window w leave it (at least 1); 0

@@ -1294,6 +1294,81 @@ START_TEST(test_room_brute_force) {
 }
 END_TEST
 
+/* --- ledger_scope_restore() (issue 12) --- */
+
+/* Restored usage counts in each window until live usage of that age would
+ * have left it, and counts against the limits like live usage. */
+START_TEST(test_restore_cases) {
+        static const LedgerLimits minute_1000 = {{1000, 0, 0}, 0, 0};
+        Ledger *l = ledger_new(&params_default);
+        LedgerScope *s = ledger_scope_new(l, "s", &minute_1000);
+        const uint64_t t = T_BASE;
+
+        ledger_scope_restore(s, SEC(30), 500, t);
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_MINUTE, t), 500);
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_HOUR, t), 500);
+        ck_assert_uint_eq(ledger_scope_committed_total(s), 500);
+        /* 500 in the minute window, multiplier 2.0: 250 more fit. */
+        ck_assert_uint_eq(ledger_room(l, &s, 1, NULL, 10000, t, NULL), 250);
+        /* Committed 30 s before t, in a 1 s bucket: counts at t + 30 s, not at t + 31 s. */
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_MINUTE, t + SEC(30)), 500);
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_MINUTE, t + SEC(31)), 0);
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_HOUR, t + SEC(31)), 500);
+
+        /* Two hours old: the day window only; two days old: no window. */
+        ledger_scope_restore(s, SEC(7200), 70, t + SEC(31));
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_HOUR, t + SEC(31)), 500);
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_DAY, t + SEC(31)), 570);
+        ledger_scope_restore(s, SEC(2 * 86400), 9, t + SEC(31));
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_DAY, t + SEC(31)), 570);
+        ck_assert_uint_eq(ledger_scope_committed_total(s), 579);
+        /* Older than the clock itself counts from 0 (long gone here). */
+        ledger_scope_restore(s, UINT64_MAX, 1, t + SEC(31));
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_DAY, t + SEC(31)), 570);
+        ledger_free(l);
+}
+END_TEST
+
+/* Usage committed live at random times, and the same usage restored at the
+ * end with each commit's age, give the same windows at every later time. */
+START_TEST(test_restore_matches_live) {
+        uint64_t seed = 0x2e5702e;
+
+        for (unsigned iter = 0; iter < 200; iter++) {
+                Ledger *live = ledger_new(&params_default), *restored = ledger_new(&params_default);
+                LedgerScope *a = ledger_scope_new(live, "a", &limits_none),
+                            *b = ledger_scope_new(restored, "b", &limits_none);
+                uint64_t t = T_BASE, times[64], tokens[64], end;
+                unsigned n = 1 + (unsigned)rnd(&seed, 63);
+
+                for (unsigned i = 0; i < n; i++) {
+                        LedgerAllocation *x;
+
+                        t += rnd(&seed, 3) == 0 ? rnd(&seed, SEC(4000)) : rnd(&seed, SEC(20));
+                        times[i] = t;
+                        tokens[i] = rnd(&seed, 5000);
+                        ck_assert_int_eq(ledger_reserve(live, &a, 1, 1 + tokens[i], t, &x, NULL), 0);
+                        ck_assert_int_eq(ledger_settle(live, x, tokens[i], 0, t, NULL, NULL), 0);
+                }
+                end = t + rnd(&seed, SEC(100));
+                for (unsigned i = 0; i < n; i++)
+                        ledger_scope_restore(b, end - times[i], tokens[i], end);
+                CHECK(ledger_scope_committed_total(a) == ledger_scope_committed_total(b), "iter %u: total",
+                      iter);
+                for (uint64_t later = end; later < end + SEC(90000); later += SEC(1 + rnd(&seed, 3000)))
+                        for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++)
+                                CHECK(ledger_scope_window_used(a, w, later) ==
+                                              ledger_scope_window_used(b, w, later),
+                                      "iter %u: window %d at +%" PRIu64 " us: live %" PRIu64
+                                      ", restored %" PRIu64,
+                                      iter, (int)w, later - end, ledger_scope_window_used(a, w, later),
+                                      ledger_scope_window_used(b, w, later));
+                ledger_free(live);
+                ledger_free(restored);
+        }
+}
+END_TEST
+
 /* limit_permille (the power factor): window limits count scaled, rounded
  * down and at least 1; in-flight caps and max_allocations do not; the
  * refusal names the scaled limit. */
@@ -1591,6 +1666,8 @@ static Suite *ledger_suite(void) {
         tcase_add_test(tc, test_room_brute_force);
         tcase_add_test(tc, test_room_cases);
         tcase_add_test(tc, test_room_scaled_limits);
+        tcase_add_test(tc, test_restore_cases);
+        tcase_add_test(tc, test_restore_matches_live);
         tcase_add_test(tc, test_reserve_unchecked);
         tcase_add_test(tc, test_reserve_unchecked_saturates);
         tcase_add_test(tc, test_utilisation);
