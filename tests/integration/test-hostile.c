@@ -414,6 +414,59 @@ START_TEST(test_default_config_created_after_start) {
 }
 END_TEST
 
+/* Held requests count against queue.max_waiters_per_uid (issue 10): one
+ * non-admin uid cannot fill the held list for everyone; root still can be held. */
+START_TEST(test_held_per_uid) {
+        static const char oversized[] =
+                "{\"method\":\"io.tokenbudget.agent.Request\",\"parameters\":{\"estimate\":1000}}";
+        int fds[3];
+        RawConn c[3];
+        TestDaemon *d;
+        json_object *reply;
+        char *msg = NULL;
+        RawConn *root, *admin;
+
+        if (!tb_check_need_root("held requests per uid: connections of uid 65534"))
+                return;
+        d = harness_daemon_start("max_request_tokens = 100; on_escalate = \"hold\";\n"
+                                 "queue: { max_waiters = 10; max_waiters_per_uid = 2; };\n");
+        ck_assert_uint_eq(harness_connect_as(d->socket_path, 65534, 3, fds), 3);
+        for (size_t i = 0; i < 3; i++) {
+                c[i] = (RawConn){.fd = fds[i]};
+                ck_assert_int_eq(raw_send_msg(&c[i], oversized), 0);
+                if (i < 2) /* held: no answer until an admin decides */
+                        ck_assert_int_eq(raw_recv(&c[i], 300, &msg), -ETIMEDOUT);
+        }
+        ck_assert_int_eq(raw_recv(&c[2], HARNESS_REPLY_TIMEOUT_MSEC, &msg), 1);
+        reply = json_tokener_parse(msg);
+        ck_assert_msg(
+                reply && reply_error(reply) &&
+                        strcmp(reply_error(reply), "io.tokenbudget.agent.QueueFull") == 0 &&
+                        json_int(reply_parameters(reply), "limit", "QueueFull") == 2 &&
+                        strcmp(json_str(reply_parameters(reply), "scope", "QueueFull"), "queue:65534") == 0,
+                "the third held request of uid 65534: %s", msg);
+        json_object_put(reply);
+        free(msg);
+        msg = NULL;
+        /* An admin is held to the total only. */
+        root = harness_open_working(d, "root");
+        ck_assert_int_eq(raw_send_msg(root, oversized), 0);
+        ck_assert_int_eq(raw_recv(root, 300, &msg), -ETIMEDOUT);
+        admin = harness_open_working(d, "admin");
+        reply = raw_call(admin, "{\"method\":\"io.tokenbudget.admin.Pending\"}", "Pending");
+        ck_assert_int_eq(
+                json_object_array_length(json_object_object_get(reply_parameters(reply), "requests")), 3);
+        json_object_put(reply);
+        raw_close(admin);
+        raw_close(root);
+        for (size_t i = 0; i < 3; i++) {
+                free(c[i].buf);
+                close(fds[i]);
+        }
+        harness_daemon_stop(d);
+}
+END_TEST
+
 static Suite *hostile_suite(void) {
         Suite *s = suite_create("integration-hostile");
         TCase *tc;
@@ -421,6 +474,7 @@ static Suite *hostile_suite(void) {
         tc = harness_tcase("admin_slots", 30);
         tb_check_tag_root(tc);
         tcase_add_test(tc, test_admin_slots);
+        tcase_add_test(tc, test_held_per_uid);
         suite_add_tcase(s, tc);
         tc = harness_tcase("idle", 30);
         tcase_add_test(tc, test_idle_connection_closed);
