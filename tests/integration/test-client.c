@@ -670,6 +670,51 @@ START_TEST(test_unknown_names) {
 }
 END_TEST
 
+/* powerState/powerFactor (1.3): absent from an older daemon (NULL, 1000),
+ * floats and integers read as permille, out of range or not a number
+ * malformed; a new state name is kept. */
+START_TEST(test_power_fields) {
+#define GRANT_PREFIX                                                                                        \
+        "{\"parameters\":{\"allocation\":\"p1\",\"decision\":\"granted\",\"granted\":5,\"warnAt\":8,"       \
+        "\"hardLimit\":10"
+        static const char *const replies[] = {
+                GRANT_PREFIX "}}",
+                GRANT_PREFIX ",\"powerState\":\"battery\",\"powerFactor\":0.25}}",
+                GRANT_PREFIX ",\"powerState\":\"ac\",\"powerFactor\":1}}",
+                GRANT_PREFIX ",\"powerState\":\"solar-flare\",\"powerFactor\":0.5}}",
+                GRANT_PREFIX ",\"powerState\":\"hot\",\"powerFactor\":-1}}",
+                NULL,
+        };
+#undef GRANT_PREFIX
+        char path[108];
+        tb_client *c;
+        tb_grant g;
+        pid_t pid;
+        int status;
+
+        snprintf(path, sizeof(path), "%s/power", harness_dir());
+        pid = fake_daemon(path, replies);
+        ck_assert_int_eq(tb_client_open(path, &c, NULL), 0);
+        ck_assert_msg(tb_request(c, NULL, &g) == 0, "no power fields: %s", tb_client_error(c));
+        ck_assert_ptr_null(g.power_state_name);
+        ck_assert_uint_eq(g.power_factor_permille, 1000);
+        ck_assert_msg(tb_request(c, NULL, &g) == 0, "battery x0.25: %s", tb_client_error(c));
+        ck_assert_str_eq(g.power_state_name, "battery");
+        ck_assert_uint_eq(g.power_factor_permille, 250);
+        ck_assert_msg(tb_request(c, NULL, &g) == 0, "an integer factor: %s", tb_client_error(c));
+        ck_assert_str_eq(g.power_state_name, "ac");
+        ck_assert_uint_eq(g.power_factor_permille, 1000);
+        ck_assert_msg(tb_request(c, NULL, &g) == 0, "a new state: %s", tb_client_error(c));
+        ck_assert_str_eq(g.power_state_name, "solar-flare");
+        ck_assert_uint_eq(g.power_factor_permille, 500);
+        ck_assert_int_eq(tb_request(c, NULL, &g), -EPROTO);
+        ck_assert_msg(strstr(tb_client_error(c), "powerFactor"), "text: %s", tb_client_error(c));
+        tb_client_close(c);
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the fake daemon failed: %d", status);
+}
+END_TEST
+
 /* TooManyScopes: -EUSERS like TooManyAllocations, its limit and scope in the parameters. */
 START_TEST(test_too_many_scopes) {
         static const char *const replies[] = {
@@ -1123,6 +1168,7 @@ static Suite *client_suite(void) {
         tcase_add_test(tc, test_decisions);
         tcase_add_test(tc, test_priorities);
         tcase_add_test(tc, test_unknown_names);
+        tcase_add_test(tc, test_power_fields);
         tcase_add_test(tc, test_symbols_versioned);
         suite_add_tcase(s, tc);
         tc = harness_tcase("async", 30);
