@@ -1530,15 +1530,17 @@ static const char *glob_problem(const char *v) {
         return NULL;
 }
 
-static int apply_glob(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
-                      const char *path) {
+/* A string setting that must pass check (a glob, a sensor): the problem is
+ * reported as a malformed glob. */
+static int apply_checked_glob(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                              const char *path, const char *(*check)(const char *v)) {
         char q[QUOTE_MAX_BYTES + 4];
         const char *v, *problem;
         int r = get_string(ctx, cs, path, &v);
 
         if (r < 0)
                 return r;
-        problem = glob_problem(v);
+        problem = check(v);
         if (problem) {
                 quote(v, q);
                 errors_add(ctx->errors, config_setting_source_line(cs), "%s: malformed glob '%s': %s", path,
@@ -1546,6 +1548,11 @@ static int apply_glob(Context *ctx, const Setting *s, void *base, const config_s
                 return -EINVAL;
         }
         return store_string(field(base, s), v);
+}
+
+static int apply_glob(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                      const char *path) {
+        return apply_checked_glob(ctx, s, base, cs, path, glob_problem);
 }
 
 #define STRINGIFY_(x) #x
@@ -1563,20 +1570,7 @@ static const char *sensor_problem(const char *v) {
 
 static int apply_sensor(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
                         const char *path) {
-        char q[QUOTE_MAX_BYTES + 4];
-        const char *v, *problem;
-        int r = get_string(ctx, cs, path, &v);
-
-        if (r < 0)
-                return r;
-        problem = sensor_problem(v);
-        if (problem) {
-                quote(v, q);
-                errors_add(ctx->errors, config_setting_source_line(cs), "%s: malformed glob '%s': %s", path,
-                           q, problem);
-                return -EINVAL;
-        }
-        return store_string(field(base, s), v);
+        return apply_checked_glob(ctx, s, base, cs, path, sensor_problem);
 }
 
 /* Why v is not a path setting (NULL: it may be one), for "PATH %s": "" is
