@@ -8,9 +8,11 @@
 # (lib/x86_64-linux-gnu); without it the library would be installed in lib64,
 # where neither the loader nor pkg-config look. procps: /bin/kill, which the
 # units' ExecReload= runs. gcc brings binutils, whose nm the core boundary
-# test reads libtbcore.a with.
+# test reads libtbcore.a with. libsqlite3-dev: the durable store's SQLite
+# (daemon/store.c: the ledger's usage, open allocations and history in the
+# state directory); it brings the runtime libsqlite3-0.
 BUILD_PACKAGES=(gcc libc6-dev dpkg-dev pkg-config meson ninja-build python3
-    libevent-dev libconfig-dev libsystemd-dev libjson-c-dev procps)
+    libevent-dev libconfig-dev libsystemd-dev libjson-c-dev procps libsqlite3-dev)
 # Check for the unit tests; Go and Debian's varlink-go for the conformance test;
 # clang-format for the format check; systemd (journald, journalctl,
 # systemd-socket-activate, systemd-analyze) for the system suite and man-db

@@ -1,0 +1,1470 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The durable store (see store.h): staging in memory, one transaction per
+ * commit through statements prepared once (SQLITE_PREPARE_PERSISTENT), the
+ * schema's migrations, and the checks at open that make bad state loud.
+ * Staged usage is a small open-addressing table keyed (scope, second), so a
+ * scope reporting many times a second is one upsert; allocation changes are
+ * one entry per id (the latest wins, a drop replaces a put); history rows
+ * and meta values are plain arrays.
+ */
+#define _GNU_SOURCE
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "hashmap.h"
+#include "macro.h"
+#include "store.h"
+
+#define ERROR_MAX 1024
+/* How long a statement waits for a lock another process holds (the sqlite3
+ * shell reading the file): short, since it blocks the loop. */
+#define BUSY_TIMEOUT_MSEC 50
+#define USEC_PER_HOUR     UINT64_C(3600000000)
+#define USEC_PER_DAY      UINT64_C(86400000000)
+
+/* ---- schema ---- */
+
+/* migrations[n] takes a database from version n to n + 1, in one
+ * transaction. Append; never edit a released step. */
+static const char *const migrations[] = {
+        /* 0 -> 1 */
+        "CREATE TABLE meta(key TEXT PRIMARY KEY, value);"
+        "CREATE TABLE usage(scope TEXT NOT NULL, second INTEGER NOT NULL, tokens INTEGER NOT NULL,"
+        " PRIMARY KEY(scope, second)) WITHOUT ROWID;"
+        "CREATE INDEX usage_second ON usage(second);"
+        "CREATE TABLE allocations(id INTEGER PRIMARY KEY, granted_usec INTEGER, granted INTEGER,"
+        " reservation INTEGER, estimate INTEGER, input INTEGER, output INTEGER, priority INTEGER,"
+        " pid INTEGER, uid INTEGER, comm TEXT, agent TEXT, class TEXT, model TEXT, unit TEXT,"
+        " scopes TEXT);"
+        "CREATE TABLE history(id INTEGER PRIMARY KEY, realtime_usec INTEGER NOT NULL, uid INTEGER,"
+        " user TEXT, unit TEXT, comm TEXT, agent TEXT, class TEXT, model TEXT, priority INTEGER,"
+        " estimate INTEGER, granted INTEGER, input INTEGER, output INTEGER, outcome TEXT NOT NULL,"
+        " count INTEGER NOT NULL DEFAULT 1, scopes TEXT);"
+        "CREATE INDEX history_time ON history(realtime_usec);"
+        "CREATE INDEX history_uid_time ON history(uid, realtime_usec);"
+        "CREATE TABLE hourly(scope TEXT NOT NULL, hour INTEGER NOT NULL, requests INTEGER NOT NULL,"
+        " refused INTEGER NOT NULL, tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL,"
+        " granted INTEGER NOT NULL, PRIMARY KEY(scope, hour)) WITHOUT ROWID;"
+        "CREATE INDEX hourly_hour ON hourly(hour);"
+        "CREATE TABLE limits(scope TEXT NOT NULL, field TEXT NOT NULL, value INTEGER NOT NULL,"
+        " PRIMARY KEY(scope, field)) WITHOUT ROWID;"
+        "CREATE TABLE breakers(name TEXT NOT NULL, disc INTEGER NOT NULL, state TEXT NOT NULL,"
+        " breaches INTEGER NOT NULL, cooldown_usec INTEGER NOT NULL, until_usec INTEGER NOT NULL,"
+        " PRIMARY KEY(name, disc)) WITHOUT ROWID;",
+};
+_Static_assert(ELEMENTSOF(migrations) == STORE_SCHEMA_VERSION, "one migration per schema version");
+
+typedef enum Statement {
+        STMT_BEGIN,
+        STMT_COMMIT,
+        STMT_META_PUT,
+        STMT_USAGE_ADD,
+        STMT_ALLOC_PUT,
+        STMT_ALLOC_DROP,
+        STMT_HISTORY_ADD,
+        STMT_HOURLY_ADD,
+        _STMT_MAX,
+} Statement;
+
+static const char *const statement_sql[_STMT_MAX] = {
+        [STMT_BEGIN] = "BEGIN IMMEDIATE",
+        [STMT_COMMIT] = "COMMIT",
+        [STMT_META_PUT] = "INSERT INTO meta(key, value) VALUES(?1, ?2)"
+                          " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [STMT_USAGE_ADD] = "INSERT INTO usage(scope, second, tokens) VALUES(?1, ?2, ?3)"
+                           " ON CONFLICT(scope, second) DO UPDATE SET tokens = tokens + excluded.tokens",
+        [STMT_ALLOC_PUT] =
+                "INSERT OR REPLACE INTO allocations(id, granted_usec, granted, reservation, estimate,"
+                " input, output, priority, pid, uid, comm, agent, class, model, unit, scopes)"
+                " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        [STMT_ALLOC_DROP] = "DELETE FROM allocations WHERE id = ?1",
+        [STMT_HISTORY_ADD] =
+                "INSERT INTO history(realtime_usec, uid, user, unit, comm, agent, class, model,"
+                " priority, estimate, granted, input, output, outcome, count, scopes)"
+                " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        [STMT_HOURLY_ADD] =
+                "INSERT INTO hourly(scope, hour, requests, refused, tokens_in, tokens_out, granted)"
+                " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(scope, hour) DO UPDATE SET"
+                " requests = requests + excluded.requests, refused = refused + excluded.refused,"
+                " tokens_in = tokens_in + excluded.tokens_in,"
+                " tokens_out = tokens_out + excluded.tokens_out, granted = granted + excluded.granted",
+};
+
+/* ---- staging ---- */
+
+typedef struct UsageCell {
+        char *scope;
+        uint64_t second, tokens, hash;
+} UsageCell;
+
+typedef struct AllocOp {
+        bool drop;
+        StoreAllocation a; /* strings owned; scopes unused (joined below) */
+        char *scopes;
+} AllocOp;
+
+typedef struct HistoryOp {
+        StoreHistoryRow h; /* strings owned; scopes unused (joined below) */
+        char *scopes;
+} HistoryOp;
+
+typedef struct MetaOp {
+        char *key;
+        uint64_t value;
+} MetaOp;
+
+struct Store {
+        char *path;
+        sqlite3 *db;
+        sqlite3_stmt *stmt[_STMT_MAX];
+        uint8_t ledger_key[16];
+
+        UsageCell *cells;
+        size_t n_cells, cap_cells;
+        uint32_t *cell_index; /* index + 1, 0 empty; n_index a power of two */
+        size_t n_index;
+
+        AllocOp *allocs;
+        size_t n_allocs, cap_allocs;
+        Hashmap *alloc_by_id; /* id -> (void *)(index + 1) */
+
+        HistoryOp *history;
+        size_t n_history, cap_history;
+
+        MetaOp *meta;
+        size_t n_meta, cap_meta;
+
+        uint64_t lost, commits;
+        bool failing;
+        char error[ERROR_MAX];
+};
+
+static const char *const sync_names[_STORE_SYNC_MAX] = {
+        [STORE_SYNC_NORMAL] = "normal",
+        [STORE_SYNC_FULL] = "full",
+};
+
+static const char *const outcome_names[_STORE_OUTCOME_MAX] = {
+        [STORE_OUTCOME_RELEASED] = "released",     [STORE_OUTCOME_ABANDONED] = "abandoned",
+        [STORE_OUTCOME_TERMINATED] = "terminated", [STORE_OUTCOME_EXPIRED] = "expired",
+        [STORE_OUTCOME_SHUTDOWN] = "shutdown",     [STORE_OUTCOME_REFUSED] = "refused",
+};
+
+const char *store_sync_to_string(StoreSync sync) {
+        return (unsigned)sync < _STORE_SYNC_MAX ? sync_names[sync] : NULL;
+}
+
+const char *store_outcome_to_string(StoreOutcome o) {
+        return (unsigned)o < _STORE_OUTCOME_MAX ? outcome_names[o] : NULL;
+}
+
+int store_outcome_from_string(const char *s) {
+        for (size_t i = 0; s && i < _STORE_OUTCOME_MAX; i++)
+                if (strcmp(s, outcome_names[i]) == 0)
+                        return (int)i;
+        return -EINVAL;
+}
+
+/* Grows an array of n elements to hold one more. */
+static int grow(void **p, size_t *cap, size_t n, size_t size) {
+        size_t new_cap;
+        void *q;
+
+        if (n < *cap)
+                return 0;
+        new_cap = *cap ? *cap * 2 : 16;
+        q = reallocarray(*p, new_cap, size);
+        if (!q)
+                return -ENOMEM;
+        *p = q;
+        *cap = new_cap;
+        return 0;
+}
+
+static size_t staged_count(const Store *s) {
+        return s->n_cells + s->n_allocs + s->n_history + s->n_meta;
+}
+
+static int check_room(Store *s) {
+        if (staged_count(s) < STORE_STAGED_MAX)
+                return 0;
+        s->lost++;
+        return -ENOBUFS;
+}
+
+static uint64_t cell_hash(const char *scope, uint64_t second) {
+        uint64_t h = UINT64_C(14695981039346656037); /* FNV-1a */
+
+        for (const unsigned char *p = (const unsigned char *)scope; *p; p++)
+                h = (h ^ *p) * UINT64_C(1099511628211);
+        h ^= second * UINT64_C(0x9e3779b97f4a7c15);
+        return h ^ (h >> 29);
+}
+
+static int index_rebuild(Store *s, size_t n_index) {
+        uint32_t *index = calloc(n_index, sizeof(*index));
+
+        if (!index)
+                return -ENOMEM;
+        for (size_t i = 0; i < s->n_cells; i++) {
+                size_t j = s->cells[i].hash & (n_index - 1);
+
+                while (index[j])
+                        j = (j + 1) & (n_index - 1);
+                index[j] = (uint32_t)(i + 1);
+        }
+        free(s->cell_index);
+        s->cell_index = index;
+        s->n_index = n_index;
+        return 0;
+}
+
+int store_add_usage(Store *s, const char *scope, uint64_t realtime_sec, uint64_t tokens) {
+        uint64_t hash;
+        size_t j;
+        char *copy;
+        int r;
+
+        assert(s);
+        if (!scope || !*scope || realtime_sec > INT64_MAX || tokens > INT64_MAX)
+                return -EINVAL;
+        if (tokens == 0)
+                return 0;
+        hash = cell_hash(scope, realtime_sec);
+        for (j = s->n_index ? hash & (s->n_index - 1) : 0; s->n_index && s->cell_index[j];
+             j = (j + 1) & (s->n_index - 1)) {
+                UsageCell *c = &s->cells[s->cell_index[j] - 1];
+
+                if (c->hash == hash && c->second == realtime_sec && strcmp(c->scope, scope) == 0) {
+                        c->tokens += tokens; /* two INT64_MAX never come from a ledger */
+                        return 0;
+                }
+        }
+        r = check_room(s);
+        if (r < 0)
+                return r;
+        if ((s->n_cells + 1) * 2 > s->n_index) { /* load at most 1/2 */
+                r = index_rebuild(s, s->n_index ? s->n_index * 2 : 64);
+                if (r < 0)
+                        return r;
+        }
+        r = grow((void **)&s->cells, &s->cap_cells, s->n_cells, sizeof(*s->cells));
+        if (r < 0)
+                return r;
+        copy = strdup(scope);
+        if (!copy)
+                return -ENOMEM;
+        s->cells[s->n_cells] =
+                (UsageCell){.scope = copy, .second = realtime_sec, .tokens = tokens, .hash = hash};
+        s->n_cells++;
+        j = hash & (s->n_index - 1);
+        while (s->cell_index[j])
+                j = (j + 1) & (s->n_index - 1);
+        s->cell_index[j] = (uint32_t)s->n_cells;
+        return 0;
+}
+
+/* "a\nb\nc", or -EINVAL for a name that is empty or has a newline. */
+static int scopes_join(const char *const *scopes, size_t n, char **ret) {
+        size_t len = 1;
+        char *out, *p;
+
+        if (n > STORE_SCOPES_MAX || (n > 0 && !scopes))
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                if (!scopes[i] || !*scopes[i] || strchr(scopes[i], '\n'))
+                        return -EINVAL;
+                len += strlen(scopes[i]) + 1;
+        }
+        p = out = malloc(len);
+        if (!out)
+                return -ENOMEM;
+        *p = 0;
+        for (size_t i = 0; i < n; i++)
+                p = stpcpy(stpcpy(p, i ? "\n" : ""), scopes[i]);
+        *ret = out;
+        return 0;
+}
+
+/* strdup of an optional string: 0, or -ENOMEM. */
+static int dup_opt(const char *in, const char **out) {
+        char *c;
+
+        *out = NULL;
+        if (!in)
+                return 0;
+        c = strdup(in);
+        if (!c)
+                return -ENOMEM;
+        *out = c;
+        return 0;
+}
+
+static void alloc_op_clear(AllocOp *op) {
+        free((char *)op->a.comm);
+        free((char *)op->a.agent);
+        free((char *)op->a.class_name);
+        free((char *)op->a.model);
+        free((char *)op->a.unit);
+        free(op->scopes);
+        *op = (AllocOp){};
+}
+
+static int alloc_op_fill(AllocOp *op, const StoreAllocation *a) {
+        AllocOp n = {.a = *a};
+        int r;
+
+        n.a.comm = n.a.agent = n.a.class_name = n.a.model = n.a.unit = NULL;
+        n.a.scopes = NULL;
+        n.a.n_scopes = 0;
+        r = scopes_join(a->scopes, a->n_scopes, &n.scopes);
+        if (r < 0)
+                return r;
+        if (dup_opt(a->comm, &n.a.comm) < 0 || dup_opt(a->agent, &n.a.agent) < 0 ||
+            dup_opt(a->class_name, &n.a.class_name) < 0 || dup_opt(a->model, &n.a.model) < 0 ||
+            dup_opt(a->unit, &n.a.unit) < 0) {
+                alloc_op_clear(&n);
+                return -ENOMEM;
+        }
+        alloc_op_clear(op);
+        *op = n;
+        return 0;
+}
+
+/* The staged entry of id, creating an empty one. */
+static int alloc_op_get(Store *s, uint64_t id, AllocOp **ret) {
+        void *v = hashmap_get(s->alloc_by_id, id);
+        int r;
+
+        if (v) {
+                *ret = &s->allocs[(uintptr_t)v - 1];
+                return 0;
+        }
+        r = check_room(s);
+        if (r < 0)
+                return r;
+        r = grow((void **)&s->allocs, &s->cap_allocs, s->n_allocs, sizeof(*s->allocs));
+        if (r < 0)
+                return r;
+        r = hashmap_put(s->alloc_by_id, id, (void *)(uintptr_t)(s->n_allocs + 1));
+        if (r < 0)
+                return r;
+        s->allocs[s->n_allocs] = (AllocOp){.drop = true, .a.id = id};
+        *ret = &s->allocs[s->n_allocs++];
+        return 0;
+}
+
+static bool valid_scopes(const char *const *scopes, size_t n) {
+        if (n > STORE_SCOPES_MAX || (n > 0 && !scopes))
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!scopes[i] || !*scopes[i] || strchr(scopes[i], '\n'))
+                        return false;
+        return true;
+}
+
+int store_put_allocation(Store *s, const StoreAllocation *a) {
+        AllocOp *op;
+        int r;
+
+        assert(s);
+        if (!a || a->id > INT64_MAX || !valid_scopes(a->scopes, a->n_scopes))
+                return -EINVAL;
+        r = alloc_op_get(s, a->id, &op);
+        if (r < 0)
+                return r;
+        r = alloc_op_fill(op, a);
+        if (r < 0)
+                return r;
+        op->drop = false;
+        return 0;
+}
+
+int store_drop_allocation(Store *s, uint64_t id) {
+        AllocOp *op;
+        int r;
+
+        assert(s);
+        if (id > INT64_MAX)
+                return -EINVAL;
+        r = alloc_op_get(s, id, &op);
+        if (r < 0)
+                return r;
+        alloc_op_clear(op);
+        *op = (AllocOp){.drop = true, .a.id = id};
+        return 0;
+}
+
+static void history_op_clear(HistoryOp *op) {
+        free((char *)op->h.user);
+        free((char *)op->h.unit);
+        free((char *)op->h.comm);
+        free((char *)op->h.agent);
+        free((char *)op->h.class_name);
+        free((char *)op->h.model);
+        free(op->scopes);
+        *op = (HistoryOp){};
+}
+
+int store_add_history(Store *s, const StoreHistoryRow *h) {
+        HistoryOp op;
+        int r;
+
+        assert(s);
+        if (!h || (unsigned)h->outcome >= _STORE_OUTCOME_MAX || h->realtime_usec > INT64_MAX ||
+            !valid_scopes(h->scopes, h->n_scopes))
+                return -EINVAL;
+        r = check_room(s);
+        if (r < 0)
+                return r;
+        r = grow((void **)&s->history, &s->cap_history, s->n_history, sizeof(*s->history));
+        if (r < 0)
+                return r;
+        op = (HistoryOp){.h = *h};
+        op.h.user = op.h.unit = op.h.comm = op.h.agent = op.h.class_name = op.h.model = NULL;
+        op.h.scopes = NULL;
+        op.h.n_scopes = 0;
+        if (op.h.count == 0)
+                op.h.count = 1;
+        if (scopes_join(h->scopes, h->n_scopes, &op.scopes) < 0 || dup_opt(h->user, &op.h.user) < 0 ||
+            dup_opt(h->unit, &op.h.unit) < 0 || dup_opt(h->comm, &op.h.comm) < 0 ||
+            dup_opt(h->agent, &op.h.agent) < 0 || dup_opt(h->class_name, &op.h.class_name) < 0 ||
+            dup_opt(h->model, &op.h.model) < 0) {
+                history_op_clear(&op);
+                return -ENOMEM;
+        }
+        s->history[s->n_history++] = op;
+        return 0;
+}
+
+int store_meta_put_u64(Store *s, const char *key, uint64_t value) {
+        char *copy;
+        int r;
+
+        assert(s);
+        if (!key || !*key || value > INT64_MAX)
+                return -EINVAL;
+        for (size_t i = 0; i < s->n_meta; i++)
+                if (strcmp(s->meta[i].key, key) == 0) {
+                        s->meta[i].value = value;
+                        return 0;
+                }
+        r = check_room(s);
+        if (r < 0)
+                return r;
+        r = grow((void **)&s->meta, &s->cap_meta, s->n_meta, sizeof(*s->meta));
+        if (r < 0)
+                return r;
+        copy = strdup(key);
+        if (!copy)
+                return -ENOMEM;
+        s->meta[s->n_meta++] = (MetaOp){.key = copy, .value = value};
+        return 0;
+}
+
+static void staging_clear(Store *s) {
+        for (size_t i = 0; i < s->n_cells; i++)
+                free(s->cells[i].scope);
+        s->n_cells = 0;
+        if (s->cell_index)
+                memset(s->cell_index, 0, s->n_index * sizeof(*s->cell_index));
+        for (size_t i = 0; i < s->n_allocs; i++) {
+                hashmap_remove(s->alloc_by_id, s->allocs[i].a.id);
+                alloc_op_clear(&s->allocs[i]);
+        }
+        s->n_allocs = 0;
+        for (size_t i = 0; i < s->n_history; i++)
+                history_op_clear(&s->history[i]);
+        s->n_history = 0;
+        for (size_t i = 0; i < s->n_meta; i++)
+                free(s->meta[i].key);
+        s->n_meta = 0;
+}
+
+bool store_pending(const Store *s) {
+        return s && staged_count(s) > 0;
+}
+
+size_t store_staged(const Store *s) {
+        return s ? staged_count(s) : 0;
+}
+
+uint64_t store_lost(const Store *s) {
+        return s ? s->lost : 0;
+}
+
+uint64_t store_commits(const Store *s) {
+        return s ? s->commits : 0;
+}
+
+const char *store_path(const Store *s) {
+        return s ? s->path : NULL;
+}
+
+const char *store_error_message(const Store *s) {
+        return s && s->failing ? s->error : NULL;
+}
+
+void store_ledger_key(const Store *s, uint8_t ret[16]) {
+        memcpy(ret, s->ledger_key, sizeof(s->ledger_key));
+}
+
+/* ---- errors ---- */
+
+static int errno_from_sqlite(int code) {
+        switch (code & 0xff) {
+        case SQLITE_OK:
+        case SQLITE_DONE:
+        case SQLITE_ROW:
+                return 0;
+        case SQLITE_FULL:
+                return -ENOSPC;
+        case SQLITE_READONLY:
+                return -EROFS;
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+                return -EBUSY;
+        case SQLITE_NOMEM:
+                return -ENOMEM;
+        case SQLITE_CORRUPT:
+        case SQLITE_NOTADB:
+                return -EBADMSG;
+        case SQLITE_CANTOPEN:
+        case SQLITE_PERM:
+        case SQLITE_AUTH:
+                return -EACCES;
+        case SQLITE_CONSTRAINT:
+        case SQLITE_MISMATCH:
+        case SQLITE_RANGE:
+                return -EINVAL;
+        default:
+                return -EIO;
+        }
+}
+
+static void set_error(Store *s, const char *fmt, ...) _printf_(2, 3);
+static void set_error(Store *s, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(s->error, sizeof(s->error), fmt, ap);
+        va_end(ap);
+        s->failing = true;
+}
+
+/* The error of the last call on db, as -errno, with the message recorded. */
+static int db_error(Store *s, const char *what) {
+        int code = sqlite3_extended_errcode(s->db);
+
+        set_error(s, "%s: %s failed: %s (SQLite error %d)", s->path, what, sqlite3_errmsg(s->db), code);
+        return errno_from_sqlite(code) ?: -EIO;
+}
+
+/* ---- binding ---- */
+
+static int bind_text(sqlite3_stmt *st, int i, const char *text) {
+        return text ? sqlite3_bind_text(st, i, text, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
+}
+
+static int bind_u64(sqlite3_stmt *st, int i, uint64_t v) {
+        return sqlite3_bind_int64(st, i, (sqlite3_int64)v);
+}
+
+/* Steps a prepared statement to its end and resets it: SQLITE_DONE or the error. */
+static int step_done(sqlite3_stmt *st) {
+        int rc = sqlite3_step(st);
+
+        if (rc == SQLITE_ROW)
+                while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+                        ;
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        return rc == SQLITE_DONE ? SQLITE_DONE : rc;
+}
+
+static const char *column_text(sqlite3_stmt *st, int i) {
+        return (const char *)sqlite3_column_text(st, i);
+}
+
+static uint64_t column_u64(sqlite3_stmt *st, int i) {
+        sqlite3_int64 v = sqlite3_column_int64(st, i);
+        return v < 0 ? 0 : (uint64_t)v;
+}
+
+/* ---- commit ---- */
+
+static int write_meta(Store *s) {
+        sqlite3_stmt *st = s->stmt[STMT_META_PUT];
+
+        for (size_t i = 0; i < s->n_meta; i++) {
+                bind_text(st, 1, s->meta[i].key);
+                bind_u64(st, 2, s->meta[i].value);
+                if (step_done(st) != SQLITE_DONE)
+                        return db_error(s, "writing meta values");
+        }
+        return 0;
+}
+
+static int write_usage(Store *s) {
+        sqlite3_stmt *st = s->stmt[STMT_USAGE_ADD];
+
+        for (size_t i = 0; i < s->n_cells; i++) {
+                bind_text(st, 1, s->cells[i].scope);
+                bind_u64(st, 2, s->cells[i].second);
+                bind_u64(st, 3, s->cells[i].tokens);
+                if (step_done(st) != SQLITE_DONE)
+                        return db_error(s, "writing usage");
+        }
+        return 0;
+}
+
+static int write_allocation(Store *s, const AllocOp *op) {
+        sqlite3_stmt *st;
+
+        if (op->drop) {
+                st = s->stmt[STMT_ALLOC_DROP];
+                bind_u64(st, 1, op->a.id);
+        } else {
+                st = s->stmt[STMT_ALLOC_PUT];
+                bind_u64(st, 1, op->a.id);
+                bind_u64(st, 2, op->a.granted_usec);
+                bind_u64(st, 3, op->a.granted);
+                bind_u64(st, 4, op->a.reservation);
+                bind_u64(st, 5, op->a.estimate);
+                bind_u64(st, 6, op->a.input);
+                bind_u64(st, 7, op->a.output);
+                sqlite3_bind_int(st, 8, op->a.priority);
+                sqlite3_bind_int64(st, 9, op->a.pid);
+                sqlite3_bind_int64(st, 10, op->a.uid);
+                bind_text(st, 11, op->a.comm);
+                bind_text(st, 12, op->a.agent);
+                bind_text(st, 13, op->a.class_name);
+                bind_text(st, 14, op->a.model);
+                bind_text(st, 15, op->a.unit);
+                bind_text(st, 16, op->scopes);
+        }
+        return step_done(st) == SQLITE_DONE ? 0 : db_error(s, "writing allocations");
+}
+
+static int write_hourly(Store *s, const HistoryOp *op) {
+        sqlite3_stmt *st = s->stmt[STMT_HOURLY_ADD];
+        bool refused = op->h.outcome == STORE_OUTCOME_REFUSED;
+        const char *p = op->scopes;
+
+        while (p && *p) {
+                size_t len = strcspn(p, "\n");
+
+                sqlite3_bind_text(st, 1, p, (int)len, SQLITE_STATIC);
+                bind_u64(st, 2, op->h.realtime_usec / USEC_PER_HOUR);
+                bind_u64(st, 3, refused ? 0 : op->h.count);
+                bind_u64(st, 4, refused ? op->h.count : 0);
+                bind_u64(st, 5, op->h.input);
+                bind_u64(st, 6, op->h.output);
+                bind_u64(st, 7, op->h.granted);
+                if (step_done(st) != SQLITE_DONE)
+                        return db_error(s, "writing hourly aggregates");
+                p += len + (p[len] == '\n');
+        }
+        return 0;
+}
+
+static int write_history(Store *s, const HistoryOp *op) {
+        sqlite3_stmt *st = s->stmt[STMT_HISTORY_ADD];
+
+        bind_u64(st, 1, op->h.realtime_usec);
+        sqlite3_bind_int64(st, 2, op->h.uid);
+        bind_text(st, 3, op->h.user);
+        bind_text(st, 4, op->h.unit);
+        bind_text(st, 5, op->h.comm);
+        bind_text(st, 6, op->h.agent);
+        bind_text(st, 7, op->h.class_name);
+        bind_text(st, 8, op->h.model);
+        sqlite3_bind_int(st, 9, op->h.priority);
+        bind_u64(st, 10, op->h.estimate);
+        bind_u64(st, 11, op->h.granted);
+        bind_u64(st, 12, op->h.input);
+        bind_u64(st, 13, op->h.output);
+        bind_text(st, 14, store_outcome_to_string(op->h.outcome));
+        bind_u64(st, 15, op->h.count);
+        bind_text(st, 16, op->scopes);
+        if (step_done(st) != SQLITE_DONE)
+                return db_error(s, "writing history");
+        return write_hourly(s, op);
+}
+
+static int write_staged(Store *s) {
+        int r;
+
+        r = write_meta(s);
+        if (r < 0)
+                return r;
+        r = write_usage(s);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < s->n_allocs; i++) {
+                r = write_allocation(s, &s->allocs[i]);
+                if (r < 0)
+                        return r;
+        }
+        for (size_t i = 0; i < s->n_history; i++) {
+                r = write_history(s, &s->history[i]);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static void rollback(Store *s) {
+        if (!sqlite3_get_autocommit(s->db))
+                sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int store_commit(Store *s) {
+        int r;
+
+        assert(s);
+        if (!store_pending(s))
+                return 0;
+        if (step_done(s->stmt[STMT_BEGIN]) != SQLITE_DONE) {
+                r = db_error(s, "beginning the commit");
+                rollback(s);
+                return r;
+        }
+        r = write_staged(s);
+        if (r >= 0 && step_done(s->stmt[STMT_COMMIT]) != SQLITE_DONE)
+                r = db_error(s, "committing");
+        if (r < 0) {
+                rollback(s);
+                return r; /* everything stays staged for the next commit */
+        }
+        staging_clear(s);
+        s->commits++;
+        s->failing = false;
+        return 0;
+}
+
+/* ---- open ---- */
+
+static int reason_set(char **ret_reason, const char *fmt, ...) _printf_(2, 3);
+static int reason_set(char **ret_reason, const char *fmt, ...) {
+        va_list ap;
+
+        if (!ret_reason)
+                return 0;
+        va_start(ap, fmt);
+        if (vasprintf(ret_reason, fmt, ap) < 0)
+                *ret_reason = NULL;
+        va_end(ap);
+        return 0;
+}
+
+/* The reason for a failure of SQLite at open, from its error code. */
+static int open_error(Store *s, const char *what, char **ret_reason) {
+        int code = s->db ? sqlite3_extended_errcode(s->db) : SQLITE_NOMEM;
+        const char *msg = s->db ? sqlite3_errmsg(s->db) : "out of memory";
+        int r = errno_from_sqlite(code) ?: -EIO;
+
+        switch (r) {
+        case -EBADMSG:
+                reason_set(ret_reason,
+                           "%s is damaged or not a database (%s: %s). Move it away to start with empty "
+                           "windows and history (what it held is lost), or put back a backup",
+                           s->path, what, msg);
+                break;
+        case -EACCES:
+        case -EROFS:
+                reason_set(ret_reason,
+                           "%s cannot be opened for reading and writing (%s: %s): check the ownership and "
+                           "mode of the file and of its directory (the daemon writes FILE-wal and FILE-shm "
+                           "next to it)",
+                           s->path, what, msg);
+                break;
+        default:
+                reason_set(ret_reason, "%s: %s failed: %s (SQLite error %d)", s->path, what, msg, code);
+        }
+        return r;
+}
+
+/* The directory must exist (StateDirectory= creates it): a missing one is a
+ * mistake in the configuration, never something to create here. */
+static int check_directory(const char *path, char **ret_reason) {
+        _cleanup_free_ char *copy = strdup(path);
+        struct stat st;
+        const char *dir;
+
+        if (!copy)
+                return -ENOMEM;
+        dir = dirname(copy);
+        if (stat(dir, &st) < 0) {
+                int r = -errno;
+                reason_set(ret_reason,
+                           "%s: its directory %s cannot be used (%s): create it (systemd's StateDirectory= "
+                           "does) or set state_directory / --state-dir to one that exists",
+                           path, dir, strerror(-r));
+                return r;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+                reason_set(ret_reason, "%s: %s is not a directory: set state_directory to a directory", path,
+                           dir);
+                return -ENOTDIR;
+        }
+        return 0;
+}
+
+/* Opening it ourselves first gives the precise reason SQLite would only
+ * call "unable to open database file". */
+static int check_file(const char *path, char **ret_reason) {
+        int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+        struct stat st;
+        int r;
+
+        if (fd < 0) {
+                r = -errno;
+                if (r == -ENOENT)
+                        return 0; /* created */
+                reason_set(ret_reason,
+                           "%s cannot be opened for reading and writing (%s): check its ownership and mode "
+                           "(the daemon's user must own it), or move it away to start afresh",
+                           path, strerror(-r));
+                return r;
+        }
+        r = fstat(fd, &st) < 0 ? -errno : 0;
+        close(fd);
+        if (r == 0 && !S_ISREG(st.st_mode)) {
+                reason_set(ret_reason, "%s is not a regular file: move it away", path);
+                return -EBADMSG;
+        }
+        return r;
+}
+
+static uint32_t be32(const unsigned char *p) {
+        return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* A database file shorter than its header says was truncated (a copy cut
+ * short, a full disk while copying): SQLite would only notice at the first
+ * page it misses. Its header (https://www.sqlite.org/fileformat.html, 1.3):
+ * page size at 16 (1 means 65536), page count at 28, valid when the change
+ * counter at 24 equals the one at 92. With a WAL of content the file may
+ * legitimately lag its header, so only without one. */
+static int check_truncated(const char *path, char **ret_reason) {
+        _cleanup_free_ char *wal = NULL;
+        unsigned char h[100];
+        struct stat st, wst;
+        uint64_t page_size, want;
+        ssize_t n;
+        int fd;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return 0; /* not there yet */
+        n = pread(fd, h, sizeof(h), 0);
+        if (fstat(fd, &st) < 0)
+                st.st_size = 0;
+        close(fd);
+        if (n != (ssize_t)sizeof(h) || memcmp(h, "SQLite format 3", 16) != 0)
+                return 0; /* empty, or not SQLite: SQLite says which */
+        if (asprintf(&wal, "%s-wal", path) < 0)
+                return -ENOMEM;
+        if (stat(wal, &wst) == 0 && wst.st_size > 0)
+                return 0;
+        if (be32(h + 24) != be32(h + 92))
+                return 0;
+        page_size = (uint32_t)h[16] << 8 | h[17];
+        if (page_size == 1)
+                page_size = 65536;
+        want = page_size * be32(h + 28);
+        if ((uint64_t)st.st_size >= want)
+                return 0;
+        reason_set(ret_reason,
+                   "%s is truncated (%jd bytes where its header says %ju). Move it away to start with empty "
+                   "windows and history (what it held is lost), or put back a backup",
+                   path, (intmax_t)st.st_size, (uintmax_t)want);
+        return -EBADMSG;
+}
+
+/* The single value of a one-row query, as text into buf (or "" for none). */
+static int query_text(Store *s, const char *sql, char *buf, size_t size) {
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        buf[0] = 0;
+        rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+        if (rc == SQLITE_OK) {
+                rc = sqlite3_step(st);
+                if (rc == SQLITE_ROW) {
+                        snprintf(buf, size, "%s", column_text(st, 0) ?: "");
+                        rc = SQLITE_OK;
+                } else if (rc == SQLITE_DONE)
+                        rc = SQLITE_OK;
+        }
+        sqlite3_finalize(st);
+        return rc;
+}
+
+static int migrate(Store *s, long from, char **ret_reason) {
+        for (long v = from; v < STORE_SCHEMA_VERSION; v++) {
+                char sql[64];
+
+                snprintf(sql, sizeof(sql), "PRAGMA user_version = %ld", v + 1);
+                if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||
+                    sqlite3_exec(s->db, migrations[v], NULL, NULL, NULL) != SQLITE_OK ||
+                    sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK ||
+                    sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+                        char what[64];
+                        int r;
+
+                        snprintf(what, sizeof(what), "migrating from schema version %ld", v);
+                        r = open_error(s, what, ret_reason);
+                        rollback(s);
+                        return r;
+                }
+        }
+        return 0;
+}
+
+static int check_version(Store *s, char **ret_reason) {
+        char buf[64];
+        long version;
+
+        if (query_text(s, "PRAGMA user_version", buf, sizeof(buf)) != SQLITE_OK)
+                return open_error(s, "reading the schema version", ret_reason);
+        version = strtol(buf, NULL, 10);
+        if (version > STORE_SCHEMA_VERSION) {
+                reason_set(ret_reason,
+                           "%s was written by a newer tokenbudget (schema version %ld; this one knows up to "
+                           "%d): run that version, or move the file away to start afresh (what it held is "
+                           "lost to this version)",
+                           s->path, version, STORE_SCHEMA_VERSION);
+                return -EPROTONOSUPPORT;
+        }
+        if (version <= 0) {
+                if (query_text(s, "SELECT count(*) FROM sqlite_schema", buf, sizeof(buf)) != SQLITE_OK)
+                        return open_error(s, "reading the schema", ret_reason);
+                if (strcmp(buf, "0") != 0) {
+                        reason_set(ret_reason,
+                                   "%s is an SQLite database but not tokenbudget's (it has tables and no "
+                                   "schema version): set another state_directory, or move the file away",
+                                   s->path);
+                        return -EBADMSG;
+                }
+                version = 0;
+        }
+        return migrate(s, version, ret_reason);
+}
+
+static int configure(Store *s, StoreSync sync, unsigned flags, char **ret_reason) {
+        char buf[64];
+        char sql[64];
+
+        sqlite3_extended_result_codes(s->db, 1);
+        sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MSEC);
+        if (sqlite3_db_readonly(s->db, "main") == 1) {
+                reason_set(ret_reason,
+                           "%s can only be read: check the ownership and mode of the file and its directory",
+                           s->path);
+                return -EROFS;
+        }
+        if (query_text(s, "PRAGMA journal_mode = WAL", buf, sizeof(buf)) != SQLITE_OK)
+                return open_error(s, "reading it", ret_reason);
+        if (strcmp(buf, "wal") != 0) {
+                reason_set(ret_reason,
+                           "%s: the file system does not support SQLite's WAL mode (journal mode stayed "
+                           "\"%s\"): "
+                           "put state_directory on a local file system",
+                           s->path, buf);
+                return -EOPNOTSUPP;
+        }
+        if (flags & STORE_OPEN_CHECK) {
+                if (query_text(s, "PRAGMA quick_check(1)", buf, sizeof(buf)) != SQLITE_OK)
+                        return open_error(s, "checking it", ret_reason);
+                if (strcmp(buf, "ok") != 0) {
+                        reason_set(
+                                ret_reason,
+                                "%s is damaged (quick_check: %s). Move it away to start with empty windows "
+                                "and history (what it held is lost), or put back a backup",
+                                s->path, buf);
+                        return -EBADMSG;
+                }
+        }
+        snprintf(sql, sizeof(sql), "PRAGMA synchronous = %s", sync == STORE_SYNC_FULL ? "FULL" : "NORMAL");
+        if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+                return open_error(s, "setting synchronous", ret_reason);
+        return check_version(s, ret_reason);
+}
+
+static int prepare_all(Store *s, char **ret_reason) {
+        for (size_t i = 0; i < _STMT_MAX; i++)
+                if (sqlite3_prepare_v3(s->db, statement_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i],
+                                       NULL) != SQLITE_OK)
+                        return open_error(s, "preparing statements", ret_reason);
+        return 0;
+}
+
+static int hex_decode(const char *hex, uint8_t *out, size_t n) {
+        if (!hex || strlen(hex) != n * 2)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                unsigned v;
+
+                if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+                        return -EINVAL;
+                out[i] = (uint8_t)v;
+        }
+        return 0;
+}
+
+/* Reads the ledger key, creating it at the first open. */
+static int load_ledger_key(Store *s, char **ret_reason) {
+        char hex[64], sql[128];
+
+        if (query_text(s, "SELECT value FROM meta WHERE key = 'ledger_key'", hex, sizeof(hex)) != SQLITE_OK)
+                return open_error(s, "reading the ledger key", ret_reason);
+        if (hex[0])
+                return hex_decode(hex, s->ledger_key, sizeof(s->ledger_key)) < 0
+                               ? (reason_set(
+                                          ret_reason,
+                                          "%s: the ledger key in table meta is not 32 hex digits: move the "
+                                          "file away",
+                                          s->path),
+                                  -EBADMSG)
+                               : 0;
+        if (getrandom(s->ledger_key, sizeof(s->ledger_key), 0) != (ssize_t)sizeof(s->ledger_key))
+                return -errno;
+        for (size_t i = 0; i < sizeof(s->ledger_key); i++)
+                snprintf(hex + 2 * i, 3, "%02x", s->ledger_key[i]);
+        snprintf(sql, sizeof(sql), "INSERT INTO meta(key, value) VALUES('ledger_key', '%s')", hex);
+        if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+                return open_error(s, "writing the ledger key", ret_reason);
+        return 0;
+}
+
+int store_open(const char *path, StoreSync sync, unsigned flags, Store **ret, char **ret_reason) {
+        Store *s;
+        int r;
+
+        assert(ret);
+        if (ret_reason)
+                *ret_reason = NULL;
+        if (!path || !*path || (unsigned)sync >= _STORE_SYNC_MAX)
+                return -EINVAL;
+        r = check_directory(path, ret_reason);
+        if (r < 0)
+                return r;
+        r = check_file(path, ret_reason);
+        if (r < 0)
+                return r;
+        r = check_truncated(path, ret_reason);
+        if (r < 0)
+                return r;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->path = strdup(path);
+        s->alloc_by_id = hashmap_new();
+        if (!s->path || !s->alloc_by_id) {
+                store_free(s);
+                return -ENOMEM;
+        }
+        if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                            NULL) != SQLITE_OK)
+                r = open_error(s, "opening it", ret_reason);
+        if (r >= 0)
+                r = configure(s, sync, flags, ret_reason);
+        if (r >= 0)
+                r = prepare_all(s, ret_reason);
+        if (r >= 0)
+                r = load_ledger_key(s, ret_reason);
+        if (r < 0) {
+                store_free(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
+Store *store_free(Store *s) {
+        if (!s)
+                return NULL;
+        staging_clear(s);
+        for (size_t i = 0; i < _STMT_MAX; i++)
+                sqlite3_finalize(s->stmt[i]);
+        sqlite3_close(s->db);
+        free(s->cells);
+        free(s->cell_index);
+        free(s->allocs);
+        hashmap_free(s->alloc_by_id);
+        free(s->history);
+        free(s->meta);
+        free(s->path);
+        free(s);
+        return NULL;
+}
+
+/* ---- reading ---- */
+
+static int prepare(Store *s, const char *sql, sqlite3_stmt **ret) {
+        if (sqlite3_prepare_v2(s->db, sql, -1, ret, NULL) != SQLITE_OK)
+                return db_error(s, "preparing a query");
+        return 0;
+}
+
+int store_meta_get_u64(Store *s, const char *key, uint64_t *ret) {
+        sqlite3_stmt *st;
+        int r, rc;
+
+        assert(s && key && ret);
+        for (size_t i = 0; i < s->n_meta; i++)
+                if (strcmp(s->meta[i].key, key) == 0) {
+                        *ret = s->meta[i].value;
+                        return 0;
+                }
+        r = prepare(s, "SELECT value FROM meta WHERE key = ?1", &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, key);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                *ret = column_u64(st, 0);
+        r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : db_error(s, "reading meta");
+        sqlite3_finalize(st);
+        return r;
+}
+
+/* Steps st, calling row(userdata) for each row; finalizes it. */
+static int each_row(Store *s, sqlite3_stmt *st, int (*row)(sqlite3_stmt *st, void *cb, void *userdata),
+                    void *cb, void *userdata, const char *what) {
+        int n = 0, r = 0, rc;
+
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                r = row(st, cb, userdata);
+                if (r < 0)
+                        break;
+                n++;
+        }
+        if (r >= 0 && rc != SQLITE_DONE)
+                r = db_error(s, what);
+        sqlite3_finalize(st);
+        return r < 0 ? r : n;
+}
+
+static int usage_row(sqlite3_stmt *st, void *cb, void *userdata) {
+        return ((StoreUsageFunc)cb)(userdata, column_text(st, 0), column_u64(st, 1), column_u64(st, 2));
+}
+
+int store_load_usage(Store *s, uint64_t since_sec, StoreUsageFunc cb, void *userdata) {
+        sqlite3_stmt *st;
+        int r;
+
+        assert(s && cb);
+        r = prepare(s, "SELECT scope, second, tokens FROM usage WHERE second >= ?1 ORDER BY scope, second",
+                    &st);
+        if (r < 0)
+                return r;
+        bind_u64(st, 1, since_sec > INT64_MAX ? INT64_MAX : since_sec);
+        return each_row(s, st, usage_row, (void *)cb, userdata, "loading usage");
+}
+
+static int allocation_row(sqlite3_stmt *st, void *cb, void *userdata) {
+        const char *scopes[STORE_SCOPES_MAX];
+        _cleanup_free_ char *joined = NULL;
+        StoreAllocation a = {
+                .id = column_u64(st, 0),
+                .granted_usec = column_u64(st, 1),
+                .granted = column_u64(st, 2),
+                .reservation = column_u64(st, 3),
+                .estimate = column_u64(st, 4),
+                .input = column_u64(st, 5),
+                .output = column_u64(st, 6),
+                .priority = sqlite3_column_int(st, 7),
+                .pid = sqlite3_column_int64(st, 8),
+                .uid = (uint32_t)sqlite3_column_int64(st, 9),
+                .comm = column_text(st, 10),
+                .agent = column_text(st, 11),
+                .class_name = column_text(st, 12),
+                .model = column_text(st, 13),
+                .unit = column_text(st, 14),
+                .scopes = scopes,
+        };
+
+        if (column_text(st, 15) && *column_text(st, 15)) {
+                joined = strdup(column_text(st, 15));
+                if (!joined)
+                        return -ENOMEM;
+                for (char *p = joined, *save = NULL, *t; (t = strtok_r(p, "\n", &save)); p = NULL)
+                        if (a.n_scopes < STORE_SCOPES_MAX)
+                                scopes[a.n_scopes++] = t;
+        }
+        return ((StoreAllocationFunc)cb)(userdata, &a);
+}
+
+int store_load_allocations(Store *s, StoreAllocationFunc cb, void *userdata) {
+        sqlite3_stmt *st;
+        int r;
+
+        assert(s && cb);
+        r = prepare(
+                s,
+                "SELECT id, granted_usec, granted, reservation, estimate, input, output, priority, pid, uid,"
+                " comm, agent, class, model, unit, scopes FROM allocations ORDER BY id",
+                &st);
+        if (r < 0)
+                return r;
+        return each_row(s, st, allocation_row, (void *)cb, userdata, "loading allocations");
+}
+
+static int limit_row(sqlite3_stmt *st, void *cb, void *userdata) {
+        return ((StoreLimitFunc)cb)(userdata, column_text(st, 0), column_text(st, 1),
+                                    sqlite3_column_int64(st, 2));
+}
+
+int store_load_limits(Store *s, StoreLimitFunc cb, void *userdata) {
+        sqlite3_stmt *st;
+        int r;
+
+        assert(s && cb);
+        r = prepare(s, "SELECT scope, field, value FROM limits ORDER BY scope, field", &st);
+        if (r < 0)
+                return r;
+        return each_row(s, st, limit_row, (void *)cb, userdata, "loading limits");
+}
+
+static int breaker_row(sqlite3_stmt *st, void *cb, void *userdata) {
+        StoreBreaker b = {
+                .name = column_text(st, 0),
+                .disc = column_u64(st, 1),
+                .state = column_text(st, 2),
+                .breaches = (uint32_t)sqlite3_column_int64(st, 3),
+                .cooldown_usec = column_u64(st, 4),
+                .until_usec = column_u64(st, 5),
+        };
+        return ((StoreBreakerFunc)cb)(userdata, &b);
+}
+
+int store_load_breakers(Store *s, StoreBreakerFunc cb, void *userdata) {
+        sqlite3_stmt *st;
+        int r;
+
+        assert(s && cb);
+        r = prepare(s,
+                    "SELECT name, disc, state, breaches, cooldown_usec, until_usec FROM breakers ORDER BY "
+                    "name, disc",
+                    &st);
+        if (r < 0)
+                return r;
+        return each_row(s, st, breaker_row, (void *)cb, userdata, "loading breakers");
+}
+
+/* ---- written at once ---- */
+
+/* Runs a prepared write in its own (implicit) transaction and finalizes it. */
+static int run_write(Store *s, sqlite3_stmt *st, const char *what) {
+        int rc = sqlite3_step(st);
+        int r = rc == SQLITE_DONE ? 0 : db_error(s, what);
+
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_put_limit(Store *s, const char *scope, const char *field, int64_t value) {
+        sqlite3_stmt *st;
+        int r;
+
+        assert(s);
+        if (!scope || !*scope || !field || !*field)
+                return -EINVAL;
+        r = prepare(s, "INSERT OR REPLACE INTO limits(scope, field, value) VALUES(?1, ?2, ?3)", &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, scope);
+        bind_text(st, 2, field);
+        sqlite3_bind_int64(st, 3, value);
+        return run_write(s, st, "writing a limit");
+}
+
+int store_delete_limit(Store *s, const char *scope, const char *field) {
+        sqlite3_stmt *st;
+        int r;
+
+        assert(s);
+        if (!scope)
+                return -EINVAL;
+        r = prepare(s, "DELETE FROM limits WHERE scope = ?1 AND (?2 IS NULL OR field = ?2)", &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, scope);
+        bind_text(st, 2, field);
+        return run_write(s, st, "deleting a limit");
+}
+
+int store_put_breaker(Store *s, const StoreBreaker *b) {
+        sqlite3_stmt *st;
+        int r;
+
+        assert(s);
+        if (!b || !b->name || !b->state || b->disc > INT64_MAX)
+                return -EINVAL;
+        r = prepare(s,
+                    "INSERT OR REPLACE INTO breakers(name, disc, state, breaches, cooldown_usec, until_usec)"
+                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                    &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, b->name);
+        bind_u64(st, 2, b->disc);
+        bind_text(st, 3, b->state);
+        sqlite3_bind_int64(st, 4, b->breaches);
+        bind_u64(st, 5, b->cooldown_usec);
+        bind_u64(st, 6, b->until_usec);
+        return run_write(s, st, "writing a breaker");
+}
+
+int store_delete_breaker(Store *s, const char *name, uint64_t disc) {
+        sqlite3_stmt *st;
+        int r;
+
+        assert(s);
+        if (!name || disc > INT64_MAX)
+                return -EINVAL;
+        r = prepare(s, "DELETE FROM breakers WHERE name = ?1 AND disc = ?2", &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, name);
+        bind_u64(st, 2, disc);
+        return run_write(s, st, "deleting a breaker");
+}
+
+/* ---- history ---- */
+
+static const char *const group_key_sql[_STORE_GROUP_MAX] = {
+        [STORE_GROUP_USER] = "uid",
+        [STORE_GROUP_UNIT] = "unit",
+        [STORE_GROUP_AGENT] = "agent",
+        [STORE_GROUP_CLASS] = "class",
+        [STORE_GROUP_MODEL] = "model",
+        [STORE_GROUP_HOUR] = "realtime_usec / 3600000000 * 3600000000",
+        [STORE_GROUP_DAY] = "(realtime_usec + ?5) / 86400000000 * 86400000000 - ?5",
+};
+
+typedef struct HistoryCtx {
+        StoreGroup group;
+        StoreHistoryFunc cb;
+        void *userdata;
+} HistoryCtx;
+
+static int history_row(sqlite3_stmt *st, void *cb, void *userdata) {
+        HistoryCtx *ctx = userdata;
+        StoreHistoryGroup g = {
+                .requests = column_u64(st, 2),
+                .refused = column_u64(st, 3),
+                .tokens_in = column_u64(st, 4),
+                .tokens_out = column_u64(st, 5),
+                .granted = column_u64(st, 6),
+        };
+
+        switch (ctx->group) {
+        case STORE_GROUP_USER:
+                g.key_uid = (uint32_t)sqlite3_column_int64(st, 0);
+                g.key = column_text(st, 1);
+                break;
+        case STORE_GROUP_HOUR:
+        case STORE_GROUP_DAY:
+                g.key_usec = column_u64(st, 0);
+                break;
+        default:
+                g.key = column_text(st, 0);
+        }
+        return ctx->cb(ctx->userdata, &g);
+}
+
+int store_history_query(Store *s, const StoreQuery *q, StoreHistoryFunc cb, void *userdata) {
+        _cleanup_free_ char *sql = NULL;
+        HistoryCtx ctx;
+        sqlite3_stmt *st;
+        int r;
+
+        assert(s && cb);
+        if (!q || (unsigned)q->group >= _STORE_GROUP_MAX || q->since_usec > INT64_MAX ||
+            q->until_usec > INT64_MAX || (q->until_usec && q->until_usec < q->since_usec) ||
+            q->utc_offset_sec < -86400 || q->utc_offset_sec > 86400)
+                return -EINVAL;
+        if (asprintf(&sql,
+                     "SELECT %s, max(user),"
+                     " sum(CASE outcome WHEN 'refused' THEN 0 ELSE count END),"
+                     " sum(CASE outcome WHEN 'refused' THEN count ELSE 0 END),"
+                     " sum(input), sum(output), sum(granted)"
+                     " FROM history WHERE realtime_usec >= ?1%s%s GROUP BY 1 ORDER BY 1",
+                     group_key_sql[q->group], q->until_usec ? " AND realtime_usec < ?2" : "",
+                     q->filter_uid ? " AND uid = ?3" : "") < 0)
+                return -ENOMEM;
+        r = prepare(s, sql, &st);
+        if (r < 0)
+                return r;
+        bind_u64(st, 1, q->since_usec);
+        if (q->until_usec)
+                bind_u64(st, 2, q->until_usec);
+        if (q->filter_uid)
+                sqlite3_bind_int64(st, 3, q->uid);
+        if (q->group == STORE_GROUP_DAY)
+                sqlite3_bind_int64(st, 5, (sqlite3_int64)q->utc_offset_sec * 1000000);
+        ctx = (HistoryCtx){.group = q->group, .cb = cb, .userdata = userdata};
+        return each_row(s, st, history_row, NULL, &ctx, "querying history");
+}
+
+/* ---- pruning ---- */
+
+static const char *const prune_sql[] = {
+        "DELETE FROM history WHERE id IN (SELECT id FROM history WHERE realtime_usec < ?1 LIMIT ?2)",
+        "DELETE FROM hourly WHERE (scope, hour) IN (SELECT scope, hour FROM hourly WHERE hour < ?1 LIMIT "
+        "?2)",
+        "DELETE FROM usage WHERE (scope, second) IN (SELECT scope, second FROM usage WHERE second < ?1 "
+        "LIMIT ?2)",
+};
+
+int store_prune_step(Store *s, uint64_t history_before_usec, uint64_t usage_before_sec, size_t max_rows) {
+        const uint64_t before[ELEMENTSOF(prune_sql)] = {
+                history_before_usec,
+                history_before_usec / USEC_PER_HOUR, /* hourly rows whose hour began before it */
+                usage_before_sec,
+        };
+        size_t done = 0;
+        int r = 0;
+
+        assert(s);
+        if (max_rows == 0)
+                return 0;
+        if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+                return db_error(s, "beginning pruning");
+        for (size_t i = 0; i < ELEMENTSOF(prune_sql) && done < max_rows && r >= 0; i++) {
+                sqlite3_stmt *st;
+
+                r = prepare(s, prune_sql[i], &st);
+                if (r < 0)
+                        break;
+                bind_u64(st, 1, before[i] > INT64_MAX ? INT64_MAX : before[i]);
+                bind_u64(st, 2, max_rows - done);
+                r = run_write(s, st, "pruning");
+                if (r >= 0)
+                        done += (size_t)sqlite3_changes(s->db);
+        }
+        if (r >= 0 && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+                r = db_error(s, "committing pruning");
+        if (r < 0) {
+                rollback(s);
+                return r;
+        }
+        return (int)(done > INT32_MAX ? INT32_MAX : done);
+}
