@@ -14,6 +14,7 @@
 #include <ftw.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -888,4 +889,29 @@ int harness_cycle(tb_client *c, int64_t estimate, const char **ret_failed_call) 
                 return -EBADE;
         }
         return 0;
+}
+
+json_object *harness_callf(RawConn *r, const char *fmt, ...) {
+        json_object *reply;
+        va_list ap;
+        char *msg;
+
+        va_start(ap, fmt);
+        ck_assert_int_ge(vasprintf(&msg, fmt, ap), 0);
+        va_end(ap);
+        reply = raw_call(r, msg, msg);
+        free(msg);
+        return reply;
+}
+
+json_object *harness_reply_within(RawConn *r, int timeout_ms) {
+        char *msg = NULL;
+        json_object *o;
+
+        if (raw_recv(r, timeout_ms, &msg) <= 0)
+                return NULL;
+        o = json_tokener_parse(msg);
+        ck_assert_msg(o, "not JSON: %s", msg);
+        free(msg);
+        return o;
 }

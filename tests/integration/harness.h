@@ -131,6 +131,11 @@ int raw_recv(RawConn *r, int timeout_ms, char **ret);
 int raw_expect_eof(RawConn *r, int timeout_ms, char **ret_data);
 /* Sends one call, receives one reply, parses it; fails the test (naming what) on error. */
 json_object *raw_call(RawConn *r, const char *json, const char *what);
+/* raw_call() of a printf-formatted message (named by itself in failures). */
+json_object *harness_callf(RawConn *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The next message on r within timeout_ms, parsed (fails the test when it
+ * is not JSON); NULL when none came (a deferred reply still pending). */
+json_object *harness_reply_within(RawConn *r, int timeout_ms);
 
 #define HARNESS_GETINFO_CALL "{\"method\":\"org.varlink.service.GetInfo\"}"
 /* A raw connection that answered GetInfo; retries for 2 s while the daemon

@@ -39,34 +39,6 @@ static int send_fmt(RawConn *r, const char *fmt, ...) {
         return k;
 }
 
-/* The next reply on r within timeout_ms, or NULL when none came. */
-static json_object *reply_within(RawConn *r, int timeout_ms) {
-        char *msg = NULL;
-        json_object *o;
-        int k = raw_recv(r, timeout_ms, &msg);
-
-        if (k <= 0)
-                return NULL;
-        o = json_tokener_parse(msg);
-        ck_assert_msg(o, "not JSON: %s", msg);
-        free(msg);
-        return o;
-}
-
-static json_object *call(RawConn *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static json_object *call(RawConn *r, const char *fmt, ...) {
-        char *msg;
-        json_object *reply;
-        va_list ap;
-
-        va_start(ap, fmt);
-        ck_assert_int_ge(vasprintf(&msg, fmt, ap), 0);
-        va_end(ap);
-        reply = raw_call(r, msg, msg);
-        free(msg);
-        return reply;
-}
-
 #define REQUEST "{\"method\":\"io.tokenbudget.agent.Request\",\"parameters\":{"
 
 static void assert_error(json_object *reply, const char *error, const char *key, const char *value) {
@@ -91,24 +63,26 @@ static json_object *assert_granted(json_object *reply, int64_t granted, const ch
 }
 
 static void release(RawConn *r, json_object *grant_reply, int64_t used) {
-        json_object *reply =
-                call(r,
-                     "{\"method\":\"io.tokenbudget.agent.Release\",\"parameters\":{\"allocation\":\"%s\","
-                     "\"inputTokens\":0,\"outputTokens\":%lld}}",
-                     json_str(reply_parameters(grant_reply), "allocation", "grant"), (long long)used);
+        json_object *reply = harness_callf(
+                r,
+                "{\"method\":\"io.tokenbudget.agent.Release\",\"parameters\":{\"allocation\":\"%s\","
+                "\"inputTokens\":0,\"outputTokens\":%lld}}",
+                json_str(reply_parameters(grant_reply), "allocation", "grant"), (long long)used);
         ck_assert_msg(!reply_error(reply), "Release: %s", json_object_to_json_string(reply));
         json_object_put(reply);
 }
 
 static json_object *report(RawConn *r, json_object *grant_reply, int64_t used) {
-        return call(r,
-                    "{\"method\":\"io.tokenbudget.agent.Report\",\"parameters\":{\"allocation\":\"%s\","
-                    "\"inputTokens\":0,\"outputTokens\":%lld}}",
-                    json_str(reply_parameters(grant_reply), "allocation", "grant"), (long long)used);
+        return harness_callf(
+                r,
+                "{\"method\":\"io.tokenbudget.agent.Report\",\"parameters\":{\"allocation\":\"%s\","
+                "\"inputTokens\":0,\"outputTokens\":%lld}}",
+                json_str(reply_parameters(grant_reply), "allocation", "grant"), (long long)used);
 }
 
 static json_object *status(RawConn *r) {
-        return call(r, "{\"method\":\"io.tokenbudget.admin.Status\",\"parameters\":{\"all\":true}}");
+        return harness_callf(r,
+                             "{\"method\":\"io.tokenbudget.admin.Status\",\"parameters\":{\"all\":true}}");
 }
 
 /* Limits that keep every scope but global out of the way. */
@@ -133,18 +107,18 @@ START_TEST(test_cap_escalate_degrade) {
         json_object *p;
 
         /* Above the cap: clamped. At 2.5 x the cap: still clamped; above it: escalated. */
-        a = call(r, REQUEST "\"estimate\":200,\"model\":\"big\",\"promptTokens\":30}}");
+        a = harness_callf(r, REQUEST "\"estimate\":200,\"model\":\"big\",\"promptTokens\":30}}");
         p = assert_granted(a, 100, "degraded");
         ck_assert_str_eq(json_str(p, "reason", "cap"), "request-cap");
         ck_assert_int_eq(json_int(p, "suggestedMaxTokens", "cap"), 70);
         ck_assert_str_eq(json_str(p, "suggestedModel", "cap"), "small");
         release(r, a, 0);
         json_object_put(a);
-        a = call(r, REQUEST "\"estimate\":250}}");
+        a = harness_callf(r, REQUEST "\"estimate\":250}}");
         assert_granted(a, 100, "degraded");
         release(r, a, 0);
         json_object_put(a);
-        reply = call(r, REQUEST "\"estimate\":251}}");
+        reply = harness_callf(r, REQUEST "\"estimate\":251}}");
         assert_error(reply, "io.tokenbudget.agent.Escalated", "reason", "policy");
         ck_assert_int_eq(json_int(reply_parameters(reply), "cap", "Escalated"), 100);
         ck_assert_int_eq(json_int(reply_parameters(reply), "requested", "Escalated"), 251);
@@ -152,21 +126,22 @@ START_TEST(test_cap_escalate_degrade) {
         json_object_put(reply);
 
         /* Degrading: 900 of 1000 taken (committed), 100 left. */
-        a = call(r, REQUEST "\"estimate\":100}}");
+        a = harness_callf(r, REQUEST "\"estimate\":100}}");
         assert_granted(a, 100, "granted");
         release(r, a, 900);
         json_object_put(a);
-        reply = call(r, REQUEST "\"estimate\":100,\"minTokens\":50,\"priority\":\"interactive\"}}");
+        reply = harness_callf(r, REQUEST "\"estimate\":100,\"minTokens\":50,\"priority\":\"interactive\"}}");
         p = assert_granted(reply, 100, "granted");
         release(r, reply, 50);
         json_object_put(reply);
         /* 50 left: a request for 100 that can use 40 gets 50, "budget". */
-        reply = call(r, REQUEST
-                     "\"estimate\":100,\"minTokens\":40,\"priority\":\"interactive\",\"model\":\"big\"}}");
+        reply = harness_callf(
+                r, REQUEST
+                "\"estimate\":100,\"minTokens\":40,\"priority\":\"interactive\",\"model\":\"big\"}}");
         p = assert_granted(reply, 50, "degraded");
         ck_assert_str_eq(json_str(p, "reason", "budget"), "budget");
         ck_assert_str_eq(json_str(p, "suggestedModel", "budget"), "small");
-        b = call(r, REQUEST "\"estimate\":10,\"priority\":\"interactive\"}}");
+        b = harness_callf(r, REQUEST "\"estimate\":10,\"priority\":\"interactive\"}}");
         /* Without minTokens nothing is shrunk: refused, with when room comes. */
         assert_error(b, "io.tokenbudget.agent.BudgetExhausted", "reason", "window");
         ck_assert_str_eq(json_str(reply_parameters(b), "window", "refusal"), "minute");
@@ -192,8 +167,8 @@ START_TEST(test_escalation_hold) {
         char id[32];
 
         ck_assert_int_eq(send_fmt(agent, REQUEST "\"estimate\":1000,\"agent\":\"big\"}}"), 0);
-        ck_assert_ptr_null(reply_within(agent, 200));
-        reply = call(admin, "{\"method\":\"io.tokenbudget.admin.Pending\"}");
+        ck_assert_ptr_null(harness_reply_within(agent, 200));
+        reply = harness_callf(admin, "{\"method\":\"io.tokenbudget.admin.Pending\"}");
         ck_assert(json_object_object_get_ex(reply_parameters(reply), "requests", &list));
         ck_assert_int_eq(json_object_array_length(list), 1);
         p = json_object_array_get_idx(list, 0);
@@ -206,16 +181,18 @@ START_TEST(test_escalation_hold) {
         json_object_put(reply);
 
         /* Not a held id: UnknownRequest; then approved with 300 tokens. */
-        reply = call(admin, "{\"method\":\"io.tokenbudget.admin.Approve\",\"parameters\":{\"id\":\"999\"}}");
+        reply = harness_callf(
+                admin, "{\"method\":\"io.tokenbudget.admin.Approve\",\"parameters\":{\"id\":\"999\"}}");
         assert_error(reply, "io.tokenbudget.admin.UnknownRequest", "id", "999");
         json_object_put(reply);
-        reply = call(admin,
-                     "{\"method\":\"io.tokenbudget.admin.Approve\",\"parameters\":{\"id\":\"%s\",\"tokens\":"
-                     "300}}",
-                     id);
+        reply = harness_callf(
+                admin,
+                "{\"method\":\"io.tokenbudget.admin.Approve\",\"parameters\":{\"id\":\"%s\",\"tokens\":"
+                "300}}",
+                id);
         ck_assert_msg(!reply_error(reply), "Approve: %s", json_object_to_json_string(reply));
         json_object_put(reply);
-        reply = reply_within(agent, 2000);
+        reply = harness_reply_within(agent, 2000);
         ck_assert_ptr_nonnull(reply);
         p = assert_granted(reply, 300, "degraded");
         ck_assert_str_eq(json_str(p, "reason", "approved"), "approved");
@@ -225,32 +202,32 @@ START_TEST(test_escalation_hold) {
 
         /* Denied. */
         ck_assert_int_eq(send_fmt(agent, REQUEST "\"estimate\":1000}}"), 0);
-        ck_assert_ptr_null(reply_within(agent, 100));
-        reply = call(admin, "{\"method\":\"io.tokenbudget.admin.Pending\"}");
+        ck_assert_ptr_null(harness_reply_within(agent, 100));
+        reply = harness_callf(admin, "{\"method\":\"io.tokenbudget.admin.Pending\"}");
         ck_assert(json_object_object_get_ex(reply_parameters(reply), "requests", &list));
         snprintf(id, sizeof(id), "%s", json_str(json_object_array_get_idx(list, 0), "id", "pending"));
         json_object_put(reply);
-        json_object_put(call(
+        json_object_put(harness_callf(
                 admin, "{\"method\":\"io.tokenbudget.admin.Deny\",\"parameters\":{\"id\":\"%s\"}}", id));
-        reply = reply_within(agent, 2000);
+        reply = harness_reply_within(agent, 2000);
         ck_assert_ptr_nonnull(reply);
         assert_error(reply, "io.tokenbudget.agent.Escalated", "reason", "denied");
         json_object_put(reply);
 
         /* Nobody decides: denied after escalation.timeout_sec. */
         ck_assert_int_eq(send_fmt(agent, REQUEST "\"estimate\":1000}}"), 0);
-        ck_assert_ptr_null(reply_within(agent, 500));
-        reply = reply_within(agent, 3000);
+        ck_assert_ptr_null(harness_reply_within(agent, 500));
+        reply = harness_reply_within(agent, 3000);
         ck_assert_ptr_nonnull(reply);
         assert_error(reply, "io.tokenbudget.agent.Escalated", "reason", "timeout");
         json_object_put(reply);
 
         /* A held caller that goes away is dropped from the list. */
         ck_assert_int_eq(send_fmt(agent, REQUEST "\"estimate\":1000}}"), 0);
-        ck_assert_ptr_null(reply_within(agent, 100));
+        ck_assert_ptr_null(harness_reply_within(agent, 100));
         raw_close(agent);
         harness_sleep_msec(100);
-        reply = call(admin, "{\"method\":\"io.tokenbudget.admin.Pending\"}");
+        reply = harness_callf(admin, "{\"method\":\"io.tokenbudget.admin.Pending\"}");
         ck_assert(json_object_object_get_ex(reply_parameters(reply), "requests", &list));
         ck_assert_int_eq(json_object_array_length(list), 0);
         json_object_put(reply);
@@ -275,16 +252,16 @@ START_TEST(test_queue_wait_timeout_disconnect) {
         json_object *held, *reply, *st, *p;
         uint64_t t0;
 
-        held = call(holder, REQUEST "\"estimate\":100}}");
+        held = harness_callf(holder, REQUEST "\"estimate\":100}}");
         assert_granted(held, 100, "granted");
         /* A waiter is woken by the release, and told how long it waited. */
         ck_assert_int_eq(send_fmt(w1, REQUEST "\"estimate\":60,\"waitUsec\":5000000}}"), 0);
-        ck_assert_ptr_null(reply_within(w1, 200));
+        ck_assert_ptr_null(harness_reply_within(w1, 200));
         /* The second waiter disconnects: dropped at once. */
         ck_assert_int_eq(send_fmt(w2, REQUEST "\"estimate\":60,\"waitUsec\":5000000}}"), 0);
         harness_sleep_msec(50);
         /* Two waiters is queue.max_waiters: the third is refused at once. */
-        reply = call(w3, REQUEST "\"estimate\":60,\"waitUsec\":5000000}}");
+        reply = harness_callf(w3, REQUEST "\"estimate\":60,\"waitUsec\":5000000}}");
         assert_error(reply, "io.tokenbudget.agent.QueueFull", "scope", "queue");
         json_object_put(reply);
         st = status(holder);
@@ -307,7 +284,7 @@ START_TEST(test_queue_wait_timeout_disconnect) {
         json_object_put(st);
         release(holder, held, 10);
         json_object_put(held);
-        reply = reply_within(w1, 2000);
+        reply = harness_reply_within(w1, 2000);
         ck_assert_ptr_nonnull(reply);
         p = assert_granted(reply, 60, "granted");
         ck_assert_int_gt(json_int(p, "waitedUsec", "w1"), 200000);
@@ -315,7 +292,7 @@ START_TEST(test_queue_wait_timeout_disconnect) {
         /* 60 in flight: 60 more waits 300 ms and is answered QueueTimeout. */
         t0 = harness_now_usec();
         ck_assert_int_eq(send_fmt(w3, REQUEST "\"estimate\":60,\"waitUsec\":300000}}"), 0);
-        json_object *timeout = reply_within(w3, 3000);
+        json_object *timeout = harness_reply_within(w3, 3000);
         ck_assert_ptr_nonnull(timeout);
         assert_error(timeout, "io.tokenbudget.agent.QueueTimeout", "scope", "global");
         ck_assert_int_ge(json_int(reply_parameters(timeout), "waitedUsec", "timeout"), 300000);
@@ -341,7 +318,7 @@ START_TEST(test_queue_order) {
         json_object *held, *replies[N] = {};
         int order[N], n_served = 0;
 
-        held = call(holder, REQUEST "\"estimate\":100}}");
+        held = harness_callf(holder, REQUEST "\"estimate\":100}}");
         assert_granted(held, 100, "granted");
         for (int i = 0; i < N; i++) {
                 w[i] = harness_open_working(d, "waiter");
@@ -353,7 +330,7 @@ START_TEST(test_queue_order) {
                 harness_sleep_msec(5);
         }
         for (int i = 0; i < N; i++)
-                ck_assert_ptr_null(reply_within(w[i], 1));
+                ck_assert_ptr_null(harness_reply_within(w[i], 1));
         release(holder, held, 0);
         json_object_put(held);
         /* One at a time: each served waiter releases, which serves the next. */
@@ -361,12 +338,12 @@ START_TEST(test_queue_order) {
                 int got = -1;
                 for (int tries = 0; tries < 300 && got < 0; tries++)
                         for (int i = 0; i < N && got < 0; i++)
-                                if (!replies[i] && (replies[i] = reply_within(w[i], 1)))
+                                if (!replies[i] && (replies[i] = harness_reply_within(w[i], 1)))
                                         got = i;
                 ck_assert_msg(got >= 0, "no waiter served after %d", n_served);
                 assert_granted(replies[got], 100, "granted");
                 for (int i = 0; i < N; i++)
-                        ck_assert_msg(i == got || replies[i] || !reply_within(w[i], 0),
+                        ck_assert_msg(i == got || replies[i] || !harness_reply_within(w[i], 0),
                                       "two waiters served at once");
                 order[n_served++] = got;
                 release(w[got], replies[got], 0);
@@ -393,22 +370,22 @@ START_TEST(test_queue_starvation_rule) {
                 *small = harness_open_working(d, "small");
         json_object *a, *b, *reply;
 
-        a = call(holder, REQUEST "\"estimate\":50}}");
-        b = call(holder, REQUEST "\"estimate\":50}}");
+        a = harness_callf(holder, REQUEST "\"estimate\":50}}");
+        b = harness_callf(holder, REQUEST "\"estimate\":50}}");
         ck_assert_int_eq(send_fmt(big, REQUEST "\"estimate\":100,\"waitUsec\":5000000}}"), 0);
-        ck_assert_ptr_null(reply_within(big, 100));
+        ck_assert_ptr_null(harness_reply_within(big, 100));
         release(holder, a, 0);
         /* 50 free, but the big waiter holds it: a small normal request is refused. */
-        reply = call(small, REQUEST "\"estimate\":10}}");
+        reply = harness_callf(small, REQUEST "\"estimate\":10}}");
         assert_error(reply, "io.tokenbudget.agent.BudgetExhausted", "reason", "queued-ahead");
         json_object_put(reply);
         /* An interactive one is of a higher priority: it passes. */
-        reply = call(small, REQUEST "\"estimate\":10,\"priority\":\"interactive\"}}");
+        reply = harness_callf(small, REQUEST "\"estimate\":10,\"priority\":\"interactive\"}}");
         assert_granted(reply, 10, "granted");
         release(small, reply, 0);
         json_object_put(reply);
         release(holder, b, 0);
-        reply = reply_within(big, 2000);
+        reply = harness_reply_within(big, 2000);
         ck_assert_ptr_nonnull(reply);
         assert_granted(reply, 100, "granted");
         json_object_put(reply);
@@ -431,22 +408,22 @@ START_TEST(test_pool_degraded) {
         RawConn *r = harness_open_working(d, "pool"), *w = harness_open_working(d, "waiter");
         json_object *big, *reply, *st, *p;
 
-        big = call(r, REQUEST "\"estimate\":800}}");
+        big = harness_callf(r, REQUEST "\"estimate\":800}}");
         assert_granted(big, 800, "granted");
         st = status(r);
         ck_assert(json_object_get_boolean(
                 json_object_object_get(status_scope(reply_parameters(st), "global"), "degraded")));
         json_object_put(st);
         /* Background: refused (or waits); normal: halved; interactive: served. */
-        reply = call(r, REQUEST "\"estimate\":10,\"priority\":\"background\"}}");
+        reply = harness_callf(r, REQUEST "\"estimate\":10,\"priority\":\"background\"}}");
         assert_error(reply, "io.tokenbudget.agent.BudgetExhausted", "reason", "pool-degraded");
         json_object_put(reply);
-        reply = call(r, REQUEST "\"estimate\":100}}");
+        reply = harness_callf(r, REQUEST "\"estimate\":100}}");
         p = assert_granted(reply, 50, "degraded");
         ck_assert_str_eq(json_str(p, "reason", "pool"), "pool-degraded");
         release(r, reply, 0);
         json_object_put(reply);
-        reply = call(r, REQUEST "\"estimate\":100,\"priority\":\"interactive\"}}");
+        reply = harness_callf(r, REQUEST "\"estimate\":100,\"priority\":\"interactive\"}}");
         assert_granted(reply, 100, "granted");
         release(r, reply, 0);
         json_object_put(reply);
@@ -454,10 +431,10 @@ START_TEST(test_pool_degraded) {
         ck_assert_int_eq(
                 send_fmt(w, REQUEST "\"estimate\":10,\"priority\":\"background\",\"waitUsec\":5000000}}"),
                 0);
-        ck_assert_ptr_null(reply_within(w, 100));
+        ck_assert_ptr_null(harness_reply_within(w, 100));
         release(r, big, 0);
         json_object_put(big);
-        reply = reply_within(w, 2000);
+        reply = harness_reply_within(w, 2000);
         ck_assert_ptr_nonnull(reply);
         assert_granted(reply, 10, "granted");
         json_object_put(reply);
@@ -474,7 +451,7 @@ END_TEST
 /* ---- the runaway breaker ---- */
 
 static void breach(RawConn *r) {
-        json_object *a = call(r, REQUEST "\"estimate\":10}}"), *rep;
+        json_object *a = harness_callf(r, REQUEST "\"estimate\":10}}"), *rep;
 
         assert_granted(a, 10, "granted");
         rep = report(r, a, 25);
@@ -493,7 +470,7 @@ START_TEST(test_runaway_breaker) {
 
         breach(r);
         breach(r);
-        reply = call(r, REQUEST "\"estimate\":10}}");
+        reply = harness_callf(r, REQUEST "\"estimate\":10}}");
         assert_error(reply, "io.tokenbudget.agent.CircuitOpen", NULL, NULL);
         ck_assert_int_eq(json_int(reply_parameters(reply), "breaches", "open"), 2);
         ck_assert_int_gt(json_int(reply_parameters(reply), "retryAfterUsec", "open"), 0);
@@ -507,16 +484,16 @@ START_TEST(test_runaway_breaker) {
 
         /* After the cool-down: one probe goes through, the next waits for it. */
         harness_sleep_msec(1100);
-        probe = call(r, REQUEST "\"estimate\":10}}");
+        probe = harness_callf(r, REQUEST "\"estimate\":10}}");
         assert_granted(probe, 10, "granted");
-        reply = call(other, REQUEST "\"estimate\":10}}");
+        reply = harness_callf(other, REQUEST "\"estimate\":10}}");
         assert_error(reply, "io.tokenbudget.agent.CircuitOpen", NULL, NULL);
         ck_assert_int_eq(json_int(reply_parameters(reply), "retryAfterUsec", "half-open"), 0);
         json_object_put(reply);
         /* The probe stays within its hard limit: closed. */
         release(r, probe, 5);
         json_object_put(probe);
-        reply = call(r, REQUEST "\"estimate\":10}}");
+        reply = harness_callf(r, REQUEST "\"estimate\":10}}");
         assert_granted(reply, 10, "granted");
         release(r, reply, 0);
         json_object_put(reply);
@@ -547,21 +524,21 @@ START_TEST(test_dry_run) {
         json_object *a, *b, *c, *st;
         json_object *p;
 
-        a = call(r, REQUEST "\"estimate\":50}}");
+        a = harness_callf(r, REQUEST "\"estimate\":50}}");
         p = assert_granted(a, 50, "granted");
         ck_assert_str_eq(json_str(p, "wouldBe", "dry"), "granted");
         /* Over the cap: granted in full, would have been clamped. */
-        b = call(r, REQUEST "\"estimate\":200}}");
+        b = harness_callf(r, REQUEST "\"estimate\":200}}");
         p = assert_granted(b, 200, "granted");
         ck_assert_str_eq(json_str(p, "wouldBe", "dry"), "degraded");
         ck_assert_str_eq(json_str(p, "wouldBeReason", "dry"), "request-cap");
         /* Far over it: would have been escalated; the window is full too. */
-        c = call(r, REQUEST "\"estimate\":1000}}");
+        c = harness_callf(r, REQUEST "\"estimate\":1000}}");
         p = assert_granted(c, 1000, "granted");
         ck_assert_str_eq(json_str(p, "wouldBe", "dry"), "Escalated");
         release(r, c, 0);
         json_object_put(c);
-        c = call(r, REQUEST "\"estimate\":90}}");
+        c = harness_callf(r, REQUEST "\"estimate\":90}}");
         p = assert_granted(c, 90, "granted");
         ck_assert_str_eq(json_str(p, "wouldBe", "dry"), "BudgetExhausted");
         st = status(r);
@@ -744,7 +721,7 @@ START_TEST(test_budgetctl) {
                       res.err);
         command_result_done(&res);
         ck_assert_int_eq(send_fmt(agent, REQUEST "\"estimate\":1000,\"agent\":\"big-one\"}}"), 0);
-        ck_assert_ptr_null(reply_within(agent, 100));
+        ck_assert_ptr_null(harness_reply_within(agent, 100));
         ctl(d, &res, "pending", NULL, NULL, NULL);
         ck_assert_msg(res.status == 0 && strstr(res.out, "REQUESTED") && strstr(res.out, "big-one") &&
                               strstr(res.out, "\n1 "),
@@ -758,7 +735,7 @@ START_TEST(test_budgetctl) {
         ck_assert_msg(res.status == 0 && strstr(res.out, "request 1 approved for 150 tokens"),
                       "approve: %d %s%s", res.status, res.out, res.err);
         command_result_done(&res);
-        reply = reply_within(agent, 2000);
+        reply = harness_reply_within(agent, 2000);
         ck_assert_ptr_nonnull(reply);
         assert_granted(reply, 150, "degraded");
         json_object_put(reply);

@@ -33,32 +33,6 @@
 
 #define REQUEST "{\"method\":\"io.tokenbudget.agent.Request\",\"parameters\":{"
 
-static json_object *call(RawConn *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static json_object *call(RawConn *r, const char *fmt, ...) {
-        char *msg;
-        json_object *reply;
-        va_list ap;
-
-        va_start(ap, fmt);
-        ck_assert_int_ge(vasprintf(&msg, fmt, ap), 0);
-        va_end(ap);
-        reply = raw_call(r, msg, msg);
-        free(msg);
-        return reply;
-}
-
-static json_object *reply_within(RawConn *r, int timeout_ms) {
-        char *msg = NULL;
-        json_object *o;
-
-        if (raw_recv(r, timeout_ms, &msg) <= 0)
-                return NULL;
-        o = json_tokener_parse(msg);
-        ck_assert_msg(o, "not JSON: %s", msg);
-        free(msg);
-        return o;
-}
-
 /* Writes the PSI file as the kernel formats it, some avg10 = percent. The
  * daemon keeps it open: the file is rewritten in place, not replaced. */
 static void psi_write(const char *path, const char *some_avg10) {
@@ -97,7 +71,7 @@ static TestDaemon *start(const char *psi, const char *extra, const char *power_e
 }
 
 static json_object *status(RawConn *r) {
-        return call(r, "{\"method\":\"io.tokenbudget.admin.Status\",\"parameters\":{}}");
+        return harness_callf(r, "{\"method\":\"io.tokenbudget.admin.Status\",\"parameters\":{}}");
 }
 
 static json_object *power_of(json_object *st) {
@@ -131,7 +105,8 @@ static void assert_state(json_object *reply, const char *state, double factor) {
 START_TEST(test_quiet_machine) {
         TestDaemon *d = start("/nonexistent/pressure", NULL, NULL);
         RawConn *r = harness_open_working(d, "quiet");
-        json_object *reply = call(r, REQUEST "\"estimate\":100,\"priority\":\"background\"}}"), *st, *p, *f;
+        json_object *reply = harness_callf(r, REQUEST "\"estimate\":100,\"priority\":\"background\"}}"), *st,
+                    *p, *f;
 
         assert_state(reply, "ac", 1.0);
         /* On the wire a float: 1.0, not 1 (json-c parses the one as a double, the other as an int). */
@@ -173,7 +148,7 @@ START_TEST(test_pressure_pauses_and_scales) {
         d = start(psi, "max_request_tokens = 1000;\nglobal: { tokens_per_minute = 1200; };\n", NULL);
         r = harness_open_working(d, "pressure");
 
-        reply = call(r, REQUEST "\"estimate\":100,\"priority\":\"background\"}}");
+        reply = harness_callf(r, REQUEST "\"estimate\":100,\"priority\":\"background\"}}");
         ck_assert_msg(reply_error(reply) &&
                               strcmp(reply_error(reply), "io.tokenbudget.agent.PowerPaused") == 0,
                       "background under pressure: %s", json_object_to_json_string(reply));
@@ -183,25 +158,25 @@ START_TEST(test_pressure_pauses_and_scales) {
         json_object_put(reply);
 
         /* normal: the cap 1000 counts as 500 */
-        reply = call(r, REQUEST "\"estimate\":800,\"priority\":\"normal\"}}");
+        reply = harness_callf(r, REQUEST "\"estimate\":800,\"priority\":\"normal\"}}");
         assert_state(reply, "memory-pressure", 0.5);
         ck_assert_int_eq(json_int(reply_parameters(reply), "granted", "normal"), 500);
         ck_assert_str_eq(json_str(reply_parameters(reply), "reason", "normal"), "power");
         json_object_put(reply);
         /* the minute window 1200 counts as 600 for normal: 100 left */
-        reply = call(r, REQUEST "\"estimate\":400,\"minTokens\":50,\"priority\":\"normal\"}}");
+        reply = harness_callf(r, REQUEST "\"estimate\":400,\"minTokens\":50,\"priority\":\"normal\"}}");
         assert_state(reply, "memory-pressure", 0.5);
         ck_assert_int_eq(json_int(reply_parameters(reply), "granted", "normal 2"), 100);
         ck_assert_str_eq(json_str(reply_parameters(reply), "reason", "normal 2"), "budget");
         json_object_put(reply);
-        reply = call(r, REQUEST "\"estimate\":10,\"priority\":\"normal\"}}");
+        reply = harness_callf(r, REQUEST "\"estimate\":10,\"priority\":\"normal\"}}");
         ck_assert_msg(reply_error(reply) &&
                               strcmp(reply_error(reply), "io.tokenbudget.agent.BudgetExhausted") == 0 &&
                               json_int(reply_parameters(reply), "limit", "exhausted") == 600,
                       "normal past the scaled window: %s", json_object_to_json_string(reply));
         json_object_put(reply);
         /* interactive: the whole window (600 used of 1200) */
-        reply = call(r, REQUEST "\"estimate\":600,\"priority\":\"interactive\"}}");
+        reply = harness_callf(r, REQUEST "\"estimate\":600,\"priority\":\"interactive\"}}");
         assert_state(reply, "memory-pressure", 1.0);
         ck_assert_int_eq(json_int(reply_parameters(reply), "granted", "interactive"), 600);
         json_object_put(reply);
@@ -261,7 +236,7 @@ START_TEST(test_paused_waiter_served) {
         ck_assert_int_eq(raw_send_msg(w, REQUEST "\"estimate\":100,\"priority\":\"background\","
                                                  "\"waitUsec\":20000000}}"),
                          0);
-        reply = reply_within(w, 1500);
+        reply = harness_reply_within(w, 1500);
         ck_assert_msg(!reply, "answered while paused: %s", json_object_to_json_string(reply));
         st = status(r);
         ck_assert_int_eq(json_int(reply_parameters(st), "waiters", "Status"), 1);
@@ -269,7 +244,7 @@ START_TEST(test_paused_waiter_served) {
 
         t0 = harness_now_usec();
         psi_write(psi, "0.50");
-        reply = reply_within(w, 5000);
+        reply = harness_reply_within(w, 5000);
         ck_assert_msg(reply, "the waiter was not served within 5 s of the pressure going");
         ck_assert_msg(harness_now_usec() - t0 < 2500000, "served after %.1f s (poll_sec = 1)",
                       (double)(harness_now_usec() - t0) / 1e6);
@@ -311,11 +286,11 @@ START_TEST(test_malformed_and_policy) {
         d = start(psi, "max_request_tokens = 1000;\n",
                   "policy: { memory_pressure: { interactive = 0.25; background = 0.1; }; };");
         r = harness_open_working(d, "policy");
-        reply = call(r, REQUEST "\"estimate\":1000,\"priority\":\"interactive\"}}");
+        reply = harness_callf(r, REQUEST "\"estimate\":1000,\"priority\":\"interactive\"}}");
         assert_state(reply, "memory-pressure", 0.25);
         ck_assert_int_eq(json_int(reply_parameters(reply), "granted", "interactive"), 250);
         json_object_put(reply);
-        reply = call(r, REQUEST "\"estimate\":1000,\"priority\":\"background\"}}");
+        reply = harness_callf(r, REQUEST "\"estimate\":1000,\"priority\":\"background\"}}");
         assert_state(reply, "memory-pressure", 0.1);
         ck_assert_int_eq(json_int(reply_parameters(reply), "granted", "background"), 100);
         json_object_put(reply);
@@ -370,7 +345,7 @@ START_TEST(test_dry_run_and_reload) {
         psi_write(psi, "35.00");
         d = start(psi, "enforce = false;\n", NULL);
         r = harness_open_working(d, "dry");
-        reply = call(r, REQUEST "\"estimate\":100,\"priority\":\"background\"}}");
+        reply = harness_callf(r, REQUEST "\"estimate\":100,\"priority\":\"background\"}}");
         ck_assert_msg(!reply_error(reply), "dry run refused: %s", json_object_to_json_string(reply));
         ck_assert_int_eq(json_int(reply_parameters(reply), "granted", "dry"), 100);
         ck_assert_str_eq(json_str(reply_parameters(reply), "wouldBe", "dry"), "PowerPaused");

@@ -29,23 +29,10 @@
 
 #define OTHER_UID 65534
 
-static json_object *call(RawConn *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static json_object *call(RawConn *r, const char *fmt, ...) {
-        char *msg;
-        json_object *reply;
-        va_list ap;
-
-        va_start(ap, fmt);
-        ck_assert_int_ge(vasprintf(&msg, fmt, ap), 0);
-        va_end(ap);
-        reply = raw_call(r, msg, msg);
-        free(msg);
-        return reply;
-}
-
 /* The Status of everything (all: true) over r. */
 static json_object *status_all(RawConn *r) {
-        return call(r, "{\"method\":\"io.tokenbudget.admin.Status\",\"parameters\":{\"all\":true}}");
+        return harness_callf(r,
+                             "{\"method\":\"io.tokenbudget.admin.Status\",\"parameters\":{\"all\":true}}");
 }
 
 static void assert_error(json_object *reply, const char *error, const char *key, const char *value,
@@ -61,7 +48,7 @@ static void assert_error(json_object *reply, const char *error, const char *key,
 }
 
 static json_object *request(RawConn *r, const char *params) {
-        return call(r, "{\"method\":\"io.tokenbudget.agent.Request\",\"parameters\":{%s}}", params);
+        return harness_callf(r, "{\"method\":\"io.tokenbudget.agent.Request\",\"parameters\":{%s}}", params);
 }
 
 /* The allocation id of a granted Request reply (static buffer). */
@@ -74,10 +61,10 @@ static const char *granted_id(json_object *reply, const char *what) {
 }
 
 static void release(RawConn *r, const char *id, int used) {
-        json_object *reply = call(r,
-                                  "{\"method\":\"io.tokenbudget.agent.Release\",\"parameters\":{"
-                                  "\"allocation\":\"%s\",\"inputTokens\":%d,\"outputTokens\":0}}",
-                                  id, used);
+        json_object *reply = harness_callf(r,
+                                           "{\"method\":\"io.tokenbudget.agent.Release\",\"parameters\":{"
+                                           "\"allocation\":\"%s\",\"inputTokens\":%d,\"outputTokens\":0}}",
+                                           id, used);
 
         ck_assert_msg(!reply_error(reply), "Release: %s", json_object_to_json_string(reply));
         json_object_put(reply);
@@ -120,11 +107,13 @@ START_TEST(test_chain_default) {
         json_object_put(status);
 
         /* Kind filter: global and the agents only. */
-        status = call(r, "{\"method\":\"io.tokenbudget.admin.Status\",\"parameters\":{\"kind\":\"agent\"}}");
+        status = harness_callf(
+                r, "{\"method\":\"io.tokenbudget.admin.Status\",\"parameters\":{\"kind\":\"agent\"}}");
         json_object *scopes = json_object_object_get(reply_parameters(status), "scopes");
         ck_assert_int_eq(json_object_array_length(scopes), 2);
         json_object_put(status);
-        reply = call(r, "{\"method\":\"io.tokenbudget.admin.Status\",\"parameters\":{\"kind\":\"galaxy\"}}");
+        reply = harness_callf(
+                r, "{\"method\":\"io.tokenbudget.admin.Status\",\"parameters\":{\"kind\":\"galaxy\"}}");
         assert_error(reply, "org.varlink.service.InvalidParameter", "parameter", "kind",
                      "Status kind galaxy");
         json_object_put(reply);
@@ -241,10 +230,11 @@ START_TEST(test_set_limits) {
         char name[64];
 
         snprintf(name, sizeof(name), "user:%u", (unsigned)getuid());
-        reply = call(r,
-                     "{\"method\":\"io.tokenbudget.admin.SetLimits\",\"parameters\":{\"scope\":\"%s\","
-                     "\"tokensPerMinute\":500}}",
-                     name);
+        reply = harness_callf(
+                r,
+                "{\"method\":\"io.tokenbudget.admin.SetLimits\",\"parameters\":{\"scope\":\"%s\","
+                "\"tokensPerMinute\":500}}",
+                name);
         ck_assert_msg(!reply_error(reply), "SetLimits %s: %s", name, json_object_to_json_string(reply));
         /* Not tracked yet: it takes the limit when it appears. */
         ck_assert_int_eq(json_int(reply_parameters(reply), "scopes", "SetLimits"), 0);
@@ -258,9 +248,9 @@ START_TEST(test_set_limits) {
         json_object_put(reply);
 
         /* The rule's every budget at once. */
-        reply = call(r,
-                     "{\"method\":\"io.tokenbudget.admin.SetLimits\",\"parameters\":{\"scope\":\"rule:r\","
-                     "\"maxAllocations\":1}}");
+        reply = harness_callf(
+                r, "{\"method\":\"io.tokenbudget.admin.SetLimits\",\"parameters\":{\"scope\":\"rule:r\","
+                   "\"maxAllocations\":1}}");
         ck_assert_msg(!reply_error(reply), "SetLimits rule:r: %s", json_object_to_json_string(reply));
         json_object_put(reply);
         reply = request(r, "\"estimate\":1,\"agent\":\"a\"");
@@ -271,29 +261,31 @@ START_TEST(test_set_limits) {
         assert_error(reply, "io.tokenbudget.agent.TooManyAllocations", "scope", name, "second agent a");
         json_object_put(reply);
 
-        reply = call(
+        reply = harness_callf(
                 r, "{\"method\":\"io.tokenbudget.admin.SetLimits\",\"parameters\":{\"scope\":\"rule:nope\","
                    "\"maxAllocations\":1}}");
         assert_error(reply, "io.tokenbudget.admin.UnknownScope", "scope", "rule:nope", "unknown rule");
         json_object_put(reply);
-        reply = call(r, "{\"method\":\"io.tokenbudget.admin.SetLimits\",\"parameters\":{\"scope\":\"process:"
-                        "999999999\",\"maxAllocations\":1}}");
+        reply = harness_callf(
+                r, "{\"method\":\"io.tokenbudget.admin.SetLimits\",\"parameters\":{\"scope\":\"process:"
+                   "999999999\",\"maxAllocations\":1}}");
         assert_error(reply, "io.tokenbudget.admin.UnknownScope", "scope", "process:999999999",
                      "unknown pid");
         json_object_put(reply);
-        reply = call(r,
-                     "{\"method\":\"io.tokenbudget.admin.SetLimits\",\"parameters\":{\"scope\":\"galaxy\","
-                     "\"maxAllocations\":1}}");
+        reply = harness_callf(
+                r, "{\"method\":\"io.tokenbudget.admin.SetLimits\",\"parameters\":{\"scope\":\"galaxy\","
+                   "\"maxAllocations\":1}}");
         assert_error(reply, "org.varlink.service.InvalidParameter", "parameter", "scope", "bad scope");
         json_object_put(reply);
-        reply = call(r,
-                     "{\"method\":\"io.tokenbudget.admin.SetLimits\",\"parameters\":{\"scope\":\"global\","
-                     "\"tokensPerHour\":1000000000000}}");
+        reply = harness_callf(
+                r, "{\"method\":\"io.tokenbudget.admin.SetLimits\",\"parameters\":{\"scope\":\"global\","
+                   "\"tokensPerHour\":1000000000000}}");
         assert_error(reply, "org.varlink.service.InvalidParameter", "parameter", "tokensPerHour", "10^12");
         json_object_put(reply);
         /* The configuration's range: max_allocations up to 10^12 - 1 too. */
-        reply = call(r, "{\"method\":\"io.tokenbudget.admin.SetLimits\",\"parameters\":{\"scope\":\"agent\","
-                        "\"maxAllocations\":999999999999}}");
+        reply = harness_callf(
+                r, "{\"method\":\"io.tokenbudget.admin.SetLimits\",\"parameters\":{\"scope\":\"agent\","
+                   "\"maxAllocations\":999999999999}}");
         ck_assert_msg(!reply_error(reply), "SetLimits maxAllocations 10^12-1: %s",
                       json_object_to_json_string(reply));
         json_object_put(reply);
@@ -322,14 +314,14 @@ START_TEST(test_reload) {
         reply = request(r, "\"estimate\":100");
         snprintf(id, sizeof(id), "%s", granted_id(reply, "before reload"));
         json_object_put(reply);
-        reply = call(r,
-                     "{\"method\":\"io.tokenbudget.admin.SetLimits\",\"parameters\":{\"scope\":\"global\","
-                     "\"tokensPerMinute\":1}}");
+        reply = harness_callf(
+                r, "{\"method\":\"io.tokenbudget.admin.SetLimits\",\"parameters\":{\"scope\":\"global\","
+                   "\"tokensPerMinute\":1}}");
         json_object_put(reply);
 
         write_file(d->config_path,
                    "rules = ( { name = \"new\"; match = { }; max_tokens_in_flight = 100; } );\n");
-        reply = call(r, "{\"method\":\"io.tokenbudget.admin.Reload\"}");
+        reply = harness_callf(r, "{\"method\":\"io.tokenbudget.admin.Reload\"}");
         ck_assert_msg(!reply_error(reply), "Reload: %s", json_object_to_json_string(reply));
         json_object_put(reply);
         status = status_all(r);
@@ -345,7 +337,7 @@ START_TEST(test_reload) {
         json_object_put(status);
 
         write_file(d->config_path, "rules = ( { name = \"new\";\n match = { bogus = 1; }; } );\n");
-        reply = call(r, "{\"method\":\"io.tokenbudget.admin.Reload\"}");
+        reply = harness_callf(r, "{\"method\":\"io.tokenbudget.admin.Reload\"}");
         ck_assert_msg(reply_error(reply) &&
                               strcmp(reply_error(reply), "io.tokenbudget.admin.ReloadRejected") == 0,
                       "bad file: %s", json_object_to_json_string(reply));

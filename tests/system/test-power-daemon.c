@@ -75,18 +75,6 @@ static json_object *call(RawConn *r, const char *json) {
         return raw_call(r, json, json);
 }
 
-static json_object *reply_within(RawConn *r, int timeout_ms) {
-        char *msg = NULL;
-        json_object *o;
-
-        if (raw_recv(r, timeout_ms, &msg) <= 0)
-                return NULL;
-        o = json_tokener_parse(msg);
-        ck_assert_msg(o, "not JSON: %s", msg);
-        free(msg);
-        return o;
-}
-
 /* The power state Status reports. */
 static char *state_of(RawConn *r) {
         json_object *st = call(r, STATUS), *p;
@@ -298,13 +286,13 @@ START_TEST(test_hot_pauses_then_serves) {
         ck_assert_int_eq(raw_send_msg(w, REQUEST "\"estimate\":100,\"priority\":\"background\","
                                                  "\"waitUsec\":20000000}}"),
                          0);
-        reply = reply_within(w, 1500);
+        reply = harness_reply_within(w, 1500);
         ck_assert_msg(!reply, "answered while hot: %s", json_object_to_json_string(reply));
         write_in_place(zone, "temp", "82000"); /* between release and threshold: still hot */
-        reply = reply_within(w, 1500);
+        reply = harness_reply_within(w, 1500);
         ck_assert_msg(!reply, "answered at 82 °C: %s", json_object_to_json_string(reply));
         write_in_place(zone, "temp", "79000");
-        reply = reply_within(w, 3000);
+        reply = harness_reply_within(w, 3000);
         ck_assert_msg(reply, "the waiter was not served within 3 s of cooling to 79 °C");
         assert_granted(reply, 100, "ac", 1.0);
         ck_assert_int_gt(json_int(reply_parameters(reply), "waitedUsec", "waiter"), 2000000);
