@@ -124,6 +124,15 @@ static const char *const hard_limit_action_names[_HARD_LIMIT_ACTION_MAX] = {
         [HARD_LIMIT_TERMINATE] = "terminate",
 };
 
+static const char *const power_state_names[_POWER_STATE_MAX] = {
+        [POWER_AC] = "ac",
+        [POWER_BATTERY] = "battery",
+        [POWER_LOW_BATTERY] = "low-battery",
+        [POWER_MEMORY_PRESSURE] = "memory-pressure",
+        [POWER_HOT] = "hot",
+        [POWER_CRITICAL] = "critical",
+};
+
 static const char *name_of(const char *const *names, size_t n, unsigned i) {
         return i < n ? names[i] : NULL;
 }
@@ -147,6 +156,14 @@ const char *priority_to_string(Priority p) {
 
 int priority_from_string(const char *s) {
         return index_of(priority_names, ELEMENTSOF(priority_names), s);
+}
+
+const char *power_state_to_string(PowerState st) {
+        return name_of(power_state_names, ELEMENTSOF(power_state_names), (unsigned)st);
+}
+
+int power_state_from_string(const char *s) {
+        return index_of(power_state_names, ELEMENTSOF(power_state_names), s);
 }
 
 const char *rule_per_to_string(RulePer p) {

@@ -5,36 +5,11 @@
  * threshold, left only past the release value, kept in between.
  */
 #include <assert.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "power.h"
-
-static const char *const power_state_names[_POWER_STATE_MAX] = {
-        [POWER_AC] = "ac",
-        [POWER_BATTERY] = "battery",
-        [POWER_LOW_BATTERY] = "low-battery",
-        [POWER_MEMORY_PRESSURE] = "memory-pressure",
-        [POWER_HOT] = "hot",
-        [POWER_CRITICAL] = "critical",
-};
-
-const char *power_state_to_string(PowerState s) {
-        if ((unsigned)s >= _POWER_STATE_MAX)
-                return NULL;
-        return power_state_names[s];
-}
-
-int power_state_from_string(const char *s) {
-        if (!s)
-                return -EINVAL;
-        for (unsigned i = 0; i < _POWER_STATE_MAX; i++)
-                if (strcmp(s, power_state_names[i]) == 0)
-                        return (int)i;
-        return -EINVAL;
-}
 
 void power_readings_init(PowerReadings *r) {
         assert(r);
