@@ -490,16 +490,18 @@ uint64_t ledger_scope_reserved(const LedgerScope *s) {
         return s->reserved_tokens;
 }
 
-void ledger_scope_restore(LedgerScope *s, uint64_t age_usec, uint64_t tokens, uint64_t now_usec) {
+int ledger_scope_restore(LedgerScope *s, uint64_t age_usec, uint64_t tokens, uint64_t now_usec) {
         uint64_t at_usec;
 
         assert(s);
-        assert(tokens < LEDGER_TOKENS_MAX);
+        if (tokens >= LEDGER_TOKENS_MAX)
+                return -ERANGE;
         now_usec = ledger_clamp_now(s->ledger, now_usec);
         at_usec = age_usec < now_usec ? now_usec - age_usec : 0;
         for (LedgerWindow w = 0; w < _LEDGER_WINDOW_MAX; w++)
                 ring_restore(s, w, now_usec, at_usec, tokens);
         s->committed_total_tokens = sat_add(s->committed_total_tokens, tokens);
+        return 0;
 }
 
 uint64_t ledger_scope_committed_total(const LedgerScope *s) {

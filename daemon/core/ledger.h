@@ -136,9 +136,10 @@ size_t ledger_scope_n_allocations(const LedgerScope *s); /* live allocations cha
  * at most one bucket past S), and committed_total grows by them. Usage too
  * old for any window adds to committed_total only. now_usec must not be
  * before the scope's last commit; age_usec past now_usec counts from time 0.
- * tokens < LEDGER_TOKENS_MAX.
+ * The values come from a file: tokens at or above LEDGER_TOKENS_MAX are
+ * refused with -ERANGE (nothing restored), else 0.
  */
-void ledger_scope_restore(LedgerScope *s, uint64_t age_usec, uint64_t tokens, uint64_t now_usec);
+int ledger_scope_restore(LedgerScope *s, uint64_t age_usec, uint64_t tokens, uint64_t now_usec);
 /* Tokens committed inside window w as of now_usec (ages out old commits). */
 uint64_t ledger_scope_window_used(LedgerScope *s, LedgerWindow w, uint64_t now_usec);
 /* Microseconds until the oldest tokens in window w leave it (at least 1); 0

@@ -1323,8 +1323,13 @@ START_TEST(test_restore_cases) {
         ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_DAY, t + SEC(31)), 570);
         ck_assert_uint_eq(ledger_scope_committed_total(s), 579);
         /* Older than the clock itself counts from 0 (long gone here). */
-        ledger_scope_restore(s, UINT64_MAX, 1, t + SEC(31));
+        ck_assert_int_eq(ledger_scope_restore(s, UINT64_MAX, 1, t + SEC(31)), 0);
         ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_DAY, t + SEC(31)), 570);
+        /* A count out of range (a damaged file) is refused, nothing restored. */
+        ck_assert_int_eq(ledger_scope_restore(s, SEC(1), LEDGER_TOKENS_MAX, t + SEC(31)), -ERANGE);
+        ck_assert_int_eq(ledger_scope_restore(s, SEC(1), UINT64_MAX, t + SEC(31)), -ERANGE);
+        ck_assert_uint_eq(ledger_scope_window_used(s, LEDGER_WINDOW_MINUTE, t + SEC(31)), 0);
+        ck_assert_uint_eq(ledger_scope_committed_total(s), 580);
         ledger_free(l);
 }
 END_TEST
