@@ -22,9 +22,13 @@
 # fifth server "base" interleaved with the others, and a before/after
 # section compares it with TOKENBUDGETD; unset, nothing changes; the scopes
 # section needs it: it is the 2-scope figure), BENCH_SECTIONS (which parts
-# to run, any of "matrix scale scopes rules queue"; default all),
+# to run, any of "matrix durable scale scopes rules queue"; default all),
 # BENCH_SCOPES_CONCURRENCY (the scopes section's time-sliced points, "64";
-# concurrency 1 runs in lockstep with the baseline).
+# concurrency 1 runs in lockstep with the baseline),
+# BENCH_DURABLE_CONCURRENCY (the durable section's points, BENCH_CONCURRENCY).
+# Every tokenbudgetd gets an explicit --state-dir when its --help names it
+# (issue 12 and later): '' (memory only) everywhere but in the durable
+# section's two daemons with the ledger on disk.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -38,8 +42,16 @@ REPORTS=${BENCH_REPORTS:-1}
 # (open allocations, idle connections, idle wakeups, exec to READY); scopes:
 # one cycle charged to 2, 3 and 5 scopes; rules: 1 to 1,000 rules.
 # queue: one hand-off through a full queue of 2 to 1,000 waiters.
-SECTIONS=${BENCH_SECTIONS:-matrix scale scopes rules queue}
+# durable: the cycle with the ledger on disk (durability.sync "normal" and
+# "full") next to the memory-only daemon and Redis+Lua with an append-only
+# file fsynced every second and on every write.
+SECTIONS=${BENCH_SECTIONS:-matrix durable scale scopes rules queue}
 SCOPES_CONCURRENCY=${BENCH_SCOPES_CONCURRENCY:-64}
+DURABLE_CONCURRENCY=${BENCH_DURABLE_CONCURRENCY:-$CONCURRENCY}
+# The durable section's servers, interleaved like the matrix: the daemon
+# memory only, with sync "normal" and "full"; Redis with appendfsync
+# everysec and always.
+DURABLE_SERVERS=(dmem dnormal dfull reverysec ralways)
 SERVERS=(daemon redis lite floor)
 # Before/after: the baseline daemon runs right after the daemon in every run
 # (the same limits in the config older daemons read, its own socket, the
@@ -88,6 +100,8 @@ declare -A AGENT_OF=() # server name -> the agent its Requests declare ("": none
 declare -A SCOPES_OF=() # server name -> the scopes one allocation is charged to (loadgen --scopes)
 declare -A SECTION_SEC=() # section -> seconds it took
 declare -A LABEL_OF=() DESC_OF=() # scopes section: column label and description per server
+declare -A SHA_OF=()   # durable section's Redis server name -> its loadgen --sha-* arguments
+declare -A KNOWS_STATE_DIR=() # daemon binary -> 1 when it takes --state-dir (issue 12), else ""
 
 die() {
     echo "bench: $*" >&2
@@ -169,7 +183,8 @@ section() {
 install_deps() {
     # shellcheck source=../scripts/deps.sh
     . "$ROOT/scripts/deps.sh"
-    install_packages "${BUILD_PACKAGES[@]}" redis-server
+    # sqlite3: the durable section counts the history rows its daemons wrote.
+    install_packages "${BUILD_PACKAGES[@]}" redis-server sqlite3
     if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
         die "redis-server not installed"
     fi
@@ -191,6 +206,21 @@ build() {
     fi
     [ -x "$TOKENBUDGETD" ] || die "no daemon at $TOKENBUDGETD"
     [ -z "$BASELINE" ] || [ -x "$BASELINE" ] || die "no baseline daemon at TOKENBUDGETD_BASELINE=$BASELINE"
+    # Asked once here, so that subshells see the answers too.
+    knows_state_dir "$TOKENBUDGETD" || true
+    [ -z "$BASELINE" ] || knows_state_dir "$BASELINE" || true
+}
+
+# knows_state_dir BINARY: whether that daemon takes --state-dir (issue 12 and
+# later: a daemon before it refuses the option, like BASELINE_CONF's keys).
+knows_state_dir() {
+    local help
+    if [ -z "${KNOWS_STATE_DIR[$1]+set}" ]; then
+        help=$("$1" --help 2>&1 || true)
+        KNOWS_STATE_DIR[$1]=""
+        [[ $help != *--state-dir* ]] || KNOWS_STATE_DIR[$1]=1
+    fi
+    [ -n "${KNOWS_STATE_DIR[$1]}" ]
 }
 
 # The limits of one scope kind: every window and the in-flight cap set (so
@@ -215,7 +245,7 @@ rules_config() {
 }
 
 write_configs() {
-    local n reason
+    local n reason mode
     # base.conf: the settings every daemon since issue 3 reads; the baseline
     # daemon gets it (older daemons refuse keys they do not know).
     cat >"$BENCH_DIR/base.conf" <<EOF
@@ -263,6 +293,18 @@ EOF
     if [ -n "$BASELINE" ] && "$BASELINE" --check-config "$BENCH_DIR/tokenbudgetd.conf" >/dev/null 2>&1; then
         BASELINE_CONF=$BENCH_DIR/tokenbudgetd.conf
     fi
+    # The durable section: the daemon's config with the ledger's sync mode.
+    for mode in normal full; do
+        { cat "$BENCH_DIR/tokenbudgetd.conf" && echo "durability = { sync = \"$mode\"; };"; } \
+            >"$BENCH_DIR/durable-$mode.conf"
+    done
+    DURABLE_NOTE=""
+    if ! knows_state_dir "$TOKENBUDGETD"; then
+        DURABLE_NOTE="TOKENBUDGETD=$TOKENBUDGETD takes no --state-dir (a daemon before issue 12: no durable ledger)"
+    elif ! reason=$("$TOKENBUDGETD" --check-config "$BENCH_DIR/durable-full.conf" 2>&1 >/dev/null); then
+        DURABLE_NOTE="TOKENBUDGETD=$TOKENBUDGETD refuses durability.sync ($(head -n 1 <<<"$reason"))"
+    fi
+    [ -z "$DURABLE_NOTE" ] || ! section durable || echo "bench: $DURABLE_NOTE: no durable section" >&2
     mkdir -p "$BENCH_DIR/redis-data"
     cat >"$BENCH_DIR/redis.conf" <<EOF
 port 0
@@ -277,20 +319,28 @@ save ""
 EOF
 }
 
-# start_daemon NAME SOCKET [RUNS [BINARY [CONFIG]]]: starts tokenbudgetd (or
-# BINARY, with the base config, or CONFIG) under readytime (exec -> READY=1,
-# median of RUNS starts); sets PID_OF[NAME], SOCK_OF[NAME], READY_LINE.
+# start_daemon NAME SOCKET [RUNS [BINARY [CONFIG [STATE_DIR]]]]: starts
+# tokenbudgetd (or BINARY, with the base config, or CONFIG) under readytime
+# (exec -> READY=1, median of RUNS starts); sets PID_OF[NAME], SOCK_OF[NAME],
+# READY_LINE. A daemon that takes --state-dir gets --state-dir STATE_DIR,
+# '' (memory only) unless given; an older one none (it has no store).
 start_daemon() {
     local name=$1 sock=$2 runs=${3:-1} binary=${4:-$TOKENBUDGETD} out=$BENCH_DIR/$1.ready config=${5:-} _
+    local state_dir=${6:-} state_args=()
     [ -n "$config" ] || { [ "$binary" = "$TOKENBUDGETD" ] && config=$BENCH_DIR/tokenbudgetd.conf ||
         config=${BASELINE_CONF:-$BENCH_DIR/base.conf}; }
+    if knows_state_dir "$binary"; then
+        state_args=(--state-dir "$state_dir")
+    elif [ -n "$state_dir" ]; then
+        die "$binary takes no --state-dir ($name wants $state_dir)"
+    fi
     SOCK_OF[$name]=$sock
     : >"$out"
     (
         # Soft and hard; the config's max_connections + 64 must fit it.
         ulimit -n 20000 2>/dev/null || true
         exec "${SERVER_PIN[@]}" "$BIN/readytime" --runs "$runs" --log "$BENCH_DIR/$name.log" -- "$binary" \
-            --config "$config" --socket "$sock" >"$out"
+            --config "$config" --socket "$sock" "${state_args[@]}" >"$out"
     ) &
     LAUNCHER_OF[$name]=$!
     for _ in $(seq 200); do
@@ -330,17 +380,43 @@ start_redis() {
     fi
 }
 
-# load_scripts PREFIX [PRELUDE]: SCRIPT LOAD of reserve/report/release.
+# load_scripts PREFIX [PRELUDE [SOCKET]]: SCRIPT LOAD of reserve/report/release
+# (into the matrix's Redis, or the one on SOCKET).
 load_scripts() {
-    local prefix=$1 prelude=${2:-} call script sha args=""
+    local prefix=$1 prelude=${2:-} sock=${3:-$BENCH_DIR/redis.sock} call script sha args=""
     for call in request:reserve report:report release:release; do
         script="$HERE/redis/$prefix${call#*:}.lua"
-        sha=$(redis-cli -s "$BENCH_DIR/redis.sock" SCRIPT LOAD \
+        sha=$(redis-cli -s "$sock" SCRIPT LOAD \
             "$( ([ -z "$prelude" ] || cat "$HERE/redis/$prelude") && cat "$script")")
         [[ $sha =~ ^[0-9a-f]{40}$ ]] || die "SCRIPT LOAD $script: $sha"
         args+=" --sha-${call%%:*} $sha"
     done
     echo "$args"
+}
+
+# start_redis_aof NAME FSYNC: the durable section's Redis: the matrix's
+# config with appendfsync FSYNC, its AOF in a fresh NAME-data under
+# BENCH_DIR (the file system of the daemons' state directories), and the
+# full scripts (redis/common.lua + reserve/report/release); sets PID_OF,
+# SOCK_OF and SHA_OF[NAME].
+start_redis_aof() {
+    local name=$1 fsync=$2 sock=$BENCH_DIR/$1.sock _
+    rm -rf "$BENCH_DIR/$name-data"
+    mkdir -p "$BENCH_DIR/$name-data"
+    sed -e "s|^unixsocket .*|unixsocket $sock|" -e "s|^dir .*|dir $BENCH_DIR/$name-data|" \
+        -e "s|^logfile .*|logfile $BENCH_DIR/$name.log|" -e "s|^appendfsync .*|appendfsync $fsync|" \
+        "$BENCH_DIR/redis.conf" >"$BENCH_DIR/$name.conf"
+    grep -qx "appendfsync $fsync" "$BENCH_DIR/$name.conf" || die "cannot write $BENCH_DIR/$name.conf"
+    "${SERVER_PIN[@]}" redis-server "$BENCH_DIR/$name.conf" &
+    PID_OF[$name]=$!
+    SOCK_OF[$name]=$sock
+    wait_socket "$sock" "${PID_OF[$name]}" || die "redis-server ($name) did not start: $BENCH_DIR/$name.log"
+    for _ in $(seq 100); do
+        redis-cli -s "$sock" PING 2>/dev/null | grep -q PONG && break
+        sleep 0.05
+    done
+    SHA_OF[$name]=$(load_scripts "" common.lua "$sock")
+    [ "$(wc -w <<<"${SHA_OF[$name]}")" = 6 ] || die "cannot load the Lua scripts into $name"
 }
 
 start_floor() {
@@ -443,6 +519,11 @@ load() {
     redis | lite)
         [ "$server" = redis ] && args=("${SHA_ARGS_redis[@]}") || args=("${SHA_ARGS_lite[@]}")
         "${CLIENT_PIN[@]}" "$BIN/loadgen" --proto resp --socket "$BENCH_DIR/redis.sock" "${args[@]}" \
+            --limit "$LIMIT" "${common[@]}" 2>>"$BENCH_DIR/loadgen.err"
+        ;;
+    reverysec | ralways)
+        read -ra args <<<"${SHA_OF[$server]}"
+        "${CLIENT_PIN[@]}" "$BIN/loadgen" --proto resp --socket "${SOCK_OF[$server]}" "${args[@]}" \
             --limit "$LIMIT" "${common[@]}" 2>>"$BENCH_DIR/loadgen.err"
         ;;
     *) client "$server" "${common[@]}" ;;
@@ -735,8 +816,10 @@ print_table() {
             "$(med daemon "$conns" server_cpu_us_per_cycle)" "$(med redis "$conns" server_cpu_us_per_cycle)" \
             "$(med lite "$conns" server_cpu_us_per_cycle)" "$(med floor "$conns" server_cpu_us_per_cycle)"
     done
+    local ledger="no durable ledger (a daemon before issue 12)"
+    ! knows_state_dir "$TOKENBUDGETD" || ledger="memory only (--state-dir ''; on disk: the durable section)"
     echo "daemon: tokenbudgetd, ${N_SCOPES_OF[daemon]} scopes (${SCOPES_OF[daemon]}), every window and cap checked," \
-        "no durable ledger yet"
+        "$ledger"
     echo "redis:  Redis $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') + Lua, 3 scopes, sliding-window" \
         "counters, AOF everysec (bench/redis/*.lua)"
     echo "lite:   the same Redis with counters only (no window, no check): a lower bound for any Redis budget keeper"
@@ -988,6 +1071,13 @@ print_targets() {
     echo
     echo "targets (ratios: median of the per-run ratios, each run's points side by side)"
     section matrix && print_matrix_targets
+    if section durable; then
+        if [ -n "$DURABLE_NOTE" ]; then
+            echo "  durable: not measured: $DURABLE_NOTE"
+        else
+            print_durable_targets
+        fi
+    fi
     section scale && print_scale_targets
     if section scopes; then
         [ -n "$NEW_DAEMON" ] && print_scopes_targets || echo "  scopes: not measured: $NEW_DAEMON_NOTE"
@@ -998,7 +1088,7 @@ print_targets() {
     if section queue; then
         [ -n "$NEW_DAEMON" ] && print_queue_targets || echo "  queue: not measured: $NEW_DAEMON_NOTE"
     fi
-    for name in matrix scale scopes rules queue; do
+    for name in matrix durable scale scopes rules queue; do
         [ -z "${SECTION_SEC[$name]:-}" ] || times+="${times:+, }$name ${SECTION_SEC[$name]} s"
     done
     [ -z "$BASELINE" ] || with=" (with the baseline points)"
@@ -1007,6 +1097,132 @@ print_targets() {
         echo "  matrix and cost of scale under 5 minutes (after installing): $old s$with: $(verdict "$old < 300")"
     fi
     echo "  whole run under 8 minutes (after installing): $total s ($times): $(verdict "$total < 480")"
+}
+
+# The durable section: the matrix's cycle against the daemon memory only
+# (--state-dir ''), with its ledger on disk (durability.sync "normal" and
+# "full", each a fresh state directory under BENCH_DIR) and Redis+Lua with an
+# append-only file (appendfsync everysec and always, each a fresh AOF
+# directory under BENCH_DIR: the same file system); all five running for the
+# whole section and interleaved like the matrix. Then, with the servers
+# stopped, what each left on disk, and the history rows the two durable
+# daemons wrote (one per settled allocation: at least one per cycle).
+declare -A DISK_BYTES_OF=() HISTORY_ROWS_OF=() CYCLES_OF=()
+durable_section() {
+    local mode s run conns n
+    start_daemon dmem "$BENCH_DIR/dmem.sock" 1 "$TOKENBUDGETD" "$BENCH_DIR/tokenbudgetd.conf" ""
+    for mode in normal full; do
+        rm -rf "$BENCH_DIR/state-$mode"
+        mkdir -p "$BENCH_DIR/state-$mode"
+        start_daemon "d$mode" "$BENCH_DIR/d$mode.sock" 1 "$TOKENBUDGETD" "$BENCH_DIR/durable-$mode.conf" \
+            "$BENCH_DIR/state-$mode"
+        [ -s "$BENCH_DIR/state-$mode/tokenbudget.db" ] ||
+            die "d$mode (--state-dir $BENCH_DIR/state-$mode) made no tokenbudget.db there: $BENCH_DIR/d$mode.log"
+    done
+    start_redis_aof reverysec everysec
+    start_redis_aof ralways always
+    for s in dmem dnormal dfull; do
+        scopes_of "$s"
+    done
+    interleave "$DURABLE_CONCURRENCY" "${DURABLE_SERVERS[@]}"
+    for s in "${DURABLE_SERVERS[@]}"; do
+        stop_server "$s"
+    done
+    for s in "${DURABLE_SERVERS[@]}"; do
+        n=0
+        for run in $(seq "$RUNS"); do
+            for conns in $DURABLE_CONCURRENCY; do
+                n=$((n + $(kv cycles "${R["$s $conns $run"]}")))
+            done
+        done
+        CYCLES_OF[$s]=$n
+    done
+    for mode in normal full; do
+        DISK_BYTES_OF[d$mode]=$(du -sb "$BENCH_DIR/state-$mode" | cut -f 1)
+        HISTORY_ROWS_OF[d$mode]=$(sqlite3 -readonly "$BENCH_DIR/state-$mode/tokenbudget.db" \
+            "SELECT count(*) FROM history" 2>&1) || HISTORY_ROWS_OF[d$mode]="unreadable (${HISTORY_ROWS_OF[d$mode]})"
+        echo "durable d$mode disk_bytes=${DISK_BYTES_OF[d$mode]} history_rows=${HISTORY_ROWS_OF[d$mode]}" \
+            "measured_cycles=${CYCLES_OF[d$mode]}" >>"$RESULTS"
+    done
+    for s in reverysec ralways; do
+        DISK_BYTES_OF[$s]=$(du -sb "$BENCH_DIR/$s-data" | cut -f 1)
+        echo "durable $s disk_bytes=${DISK_BYTES_OF[$s]} measured_cycles=${CYCLES_OF[$s]}" >>"$RESULTS"
+    done
+    # Gigabytes at full speed: gone at once, not at the end of the run.
+    [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$BENCH_DIR"/state-normal "$BENCH_DIR"/state-full \
+        "$BENCH_DIR"/reverysec-data "$BENCH_DIR"/ralways-data
+}
+
+# mib BYTES: in MiB, one decimal.
+mib() {
+    awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'
+}
+
+print_durable() {
+    local conns s f
+    f='%-5s | %9s %9s %9s %9s %9s | %9s %9s %9s | %8s %8s %8s %8s %8s | %7s %7s %7s %7s %7s\n'
+    echo
+    echo "durable ledger: the same cycle with the daemon's ledger on disk, next to Redis+Lua with an append-only"
+    echo "file; median of $RUNS interleaved runs of ${DURATION} s per point (after ${WARMUP} s warmup); ratios: median"
+    echo "of the per-run ratios"
+    echo "  memory    tokenbudgetd --state-dir '' (memory only, as in the matrix)"
+    echo "  normal    tokenbudgetd --state-dir DIR, durability.sync \"normal\" (SQLite WAL, synchronous=NORMAL)"
+    echo "  full      the same with durability.sync \"full\" (synchronous=FULL: an fsync per commit)"
+    echo "  everysec  Redis $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') + Lua (the matrix's scripts)," \
+        "appendonly yes, appendfsync everysec"
+    echo "  always    the same Redis, appendfsync always (an fsync before the replies of each event-loop turn)"
+    echo "  the daemons charge ${N_SCOPES_OF[dmem]} scopes (${SCOPES_OF[dmem]}), Redis 3;" \
+        "state directories and AOFs in $BENCH_DIR: $(findmnt -no FSTYPE,SOURCE -T "$BENCH_DIR" | tr -s ' ' | sed 's/ / on /')"
+    echo
+    # shellcheck disable=SC2059 # the format is ours
+    printf "$f" conns memory normal full everysec always n/evsec f/always n/mem "p99 m" "p99 n" "p99 f" "p99 e" \
+        "p99 a" "cpu m" "cpu n" "cpu f" "cpu e" "cpu a"
+    printf '%-5s | %49s | %29s | %44s | %39s\n' "" "cycles/s" "ratios (paired)" "cycle p99 latency (us)" \
+        "server CPU per cycle (us)"
+    for conns in $DURABLE_CONCURRENCY; do
+        # shellcheck disable=SC2059
+        printf "$f" "$conns" \
+            "$(fmt "$(med dmem "$conns" cycles_per_sec)")" "$(fmt "$(med dnormal "$conns" cycles_per_sec)")" \
+            "$(fmt "$(med dfull "$conns" cycles_per_sec)")" "$(fmt "$(med reverysec "$conns" cycles_per_sec)")" \
+            "$(fmt "$(med ralways "$conns" cycles_per_sec)")" \
+            "$(mratio dnormal reverysec "$conns" cycles_per_sec)" "$(mratio dfull ralways "$conns" cycles_per_sec)" \
+            "$(mratio dnormal dmem "$conns" cycles_per_sec)" \
+            "$(fmt "$(med dmem "$conns" cycle_p99_us)")" "$(fmt "$(med dnormal "$conns" cycle_p99_us)")" \
+            "$(fmt "$(med dfull "$conns" cycle_p99_us)")" "$(fmt "$(med reverysec "$conns" cycle_p99_us)")" \
+            "$(fmt "$(med ralways "$conns" cycle_p99_us)")" \
+            "$(fmt "$(med dmem "$conns" server_cpu_us_per_cycle)" 1)" \
+            "$(fmt "$(med dnormal "$conns" server_cpu_us_per_cycle)" 1)" \
+            "$(fmt "$(med dfull "$conns" server_cpu_us_per_cycle)" 1)" \
+            "$(fmt "$(med reverysec "$conns" server_cpu_us_per_cycle)" 1)" \
+            "$(fmt "$(med ralways "$conns" server_cpu_us_per_cycle)" 1)"
+    done
+    echo "  (server CPU: the server process' own threads; the kernel's writeback and journal threads not counted)"
+    echo "  on disk after the section: normal $(mib "${DISK_BYTES_OF[dnormal]}"), ${HISTORY_ROWS_OF[dnormal]} history rows;" \
+        "full $(mib "${DISK_BYTES_OF[dfull]}"), ${HISTORY_ROWS_OF[dfull]} history rows;" \
+        "AOF everysec $(mib "${DISK_BYTES_OF[reverysec]}"), always $(mib "${DISK_BYTES_OF[ralways]}")"
+    echo "  (measured cycles: normal ${CYCLES_OF[dnormal]}, full ${CYCLES_OF[dfull]}; a history row per settled" \
+        "allocation, warmup cycles too)"
+    for s in dnormal dfull; do
+        [[ ${HISTORY_ROWS_OF[$s]} =~ ^[0-9]+$ ]] && [ "${HISTORY_ROWS_OF[$s]}" -ge "${CYCLES_OF[$s]}" ] ||
+            echo "  WARNING: $s has fewer history rows than measured cycles: its ledger did not all reach the disk"
+    done
+}
+
+print_durable_targets() {
+    local r
+    if [[ " $DURABLE_CONCURRENCY " != *" 64 "* ]]; then
+        echo "  durable targets at concurrency 64: not measured (BENCH_DURABLE_CONCURRENCY)"
+        return 0
+    fi
+    r=$(mratio dnormal reverysec 64 cycles_per_sec)
+    echo "  durable daemon (sync normal) >= 3x Redis+Lua appendfsync everysec cycles/s at concurrency 64: ${r}x:" \
+        "$(verdict "$r >= 3")"
+    r=$(mratio dfull ralways 64 cycles_per_sec)
+    echo "  durable daemon (sync full) >= 3x Redis+Lua appendfsync always cycles/s at concurrency 64: ${r}x:" \
+        "$(verdict "$r >= 3")"
+    r=$(mratio dnormal dmem 64 cycles_per_sec)
+    echo "  durable daemon (sync normal) >= 0.7x the memory-only daemon's cycles/s at concurrency 64: ${r}x:" \
+        "$(verdict "$r >= 0.7")"
 }
 
 # timed SECTION FUNCTION: runs FUNCTION, records how long it took.
@@ -1049,7 +1265,7 @@ main() {
     local name
     [ "$(id -u)" -eq 0 ] || echo "bench: not root: cannot install packages or raise limits" >&2
     for name in $SECTIONS; do
-        [[ $name =~ ^(matrix|scale|scopes|rules|queue)$ ]] || die "BENCH_SECTIONS: unknown section '$name'"
+        [[ $name =~ ^(matrix|durable|scale|scopes|rules|queue)$ ]] || die "BENCH_SECTIONS: unknown section '$name'"
     done
     install_deps
     build
@@ -1070,6 +1286,7 @@ main() {
         IDLE_T0=$SECONDS
     fi
     ! section matrix || timed matrix matrix_section
+    [ -n "$DURABLE_NOTE" ] || ! section durable || timed durable durable_section
     [ -z "$NEW_DAEMON" ] || ! section scopes || timed scopes scopes_section
     [ -z "$NEW_DAEMON" ] || ! section rules || timed rules rules_section
     [ -z "$NEW_DAEMON" ] || ! section queue || timed queue queue_section
@@ -1080,6 +1297,7 @@ main() {
             print_table
             [ -z "$BASELINE" ] || print_baseline
         fi
+        [ -n "$DURABLE_NOTE" ] || ! section durable || print_durable
         ! section scale || print_scale
         [ -z "$NEW_DAEMON" ] || ! section scopes || print_scopes
         [ -z "$NEW_DAEMON" ] || ! section rules || print_rules
