@@ -3,7 +3,9 @@
  * budgetctl's value formatting (budgetctl-format.h): token counts, durations,
  * ratios, terminal-safe strings, power factors and the power line. Integer
  * arithmetic only, so no value is rounded up on its way to the screen. Pure;
- * tests/unit/test-format.c covers every magnitude.
+ * tests/unit/test-format.c covers every magnitude. parse_time() is the one
+ * that knows a zone: the C library's local one (TZ), through localtime_r()
+ * and mktime().
  */
 #include "budgetctl-format.h"
 #include "utf8.h"
@@ -13,6 +15,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #define USEC_PER_MSEC UINT64_C(1000)
 #define USEC_PER_SEC  UINT64_C(1000000)
@@ -278,4 +281,509 @@ const char *format_power(char buf[static FORMAT_POWER_MAX], const FormatPower *p
         power_factors(&l, p);
         /* The daemon's strings, and a UTF-8 sequence cut at the end, become '?'. */
         return format_sanitize(buf);
+}
+
+/* ---- points in time (--since, --until) ---- */
+
+#define SEC_PER_WEEK  (7 * SEC_PER_DAY)
+#define SEC_PER_MONTH UINT64_C(2629800)  /* 30.44 days, as systemd.time(7) */
+#define SEC_PER_YEAR  UINT64_C(31557600) /* 365.25 days, as systemd.time(7) */
+/* The last second of 9999-12-31 UTC: four-digit years only. */
+#define TIME_SEC_MAX INT64_C(253402300799)
+
+static bool is_digit(char c) {
+        return c >= '0' && c <= '9';
+}
+
+static bool is_space(char c) {
+        return c == ' ' || c == '\t';
+}
+
+/* The time span units of systemd.time(7), each its own word. */
+static uint64_t span_unit_usec(const char *u, size_t n) {
+        static const struct {
+                const char *name;
+                uint64_t usec;
+        } units[] = {
+                {"usec", 1},
+                {"us", 1},
+                {"\u00b5s", 1},
+                {"\u03bcs", 1},
+                {"msec", USEC_PER_MSEC},
+                {"ms", USEC_PER_MSEC},
+                {"seconds", USEC_PER_SEC},
+                {"second", USEC_PER_SEC},
+                {"sec", USEC_PER_SEC},
+                {"s", USEC_PER_SEC},
+                {"minutes", SEC_PER_MIN * USEC_PER_SEC},
+                {"minute", SEC_PER_MIN * USEC_PER_SEC},
+                {"min", SEC_PER_MIN * USEC_PER_SEC},
+                {"m", SEC_PER_MIN * USEC_PER_SEC},
+                {"hours", SEC_PER_HOUR * USEC_PER_SEC},
+                {"hour", SEC_PER_HOUR * USEC_PER_SEC},
+                {"hr", SEC_PER_HOUR * USEC_PER_SEC},
+                {"h", SEC_PER_HOUR * USEC_PER_SEC},
+                {"days", SEC_PER_DAY * USEC_PER_SEC},
+                {"day", SEC_PER_DAY * USEC_PER_SEC},
+                {"d", SEC_PER_DAY * USEC_PER_SEC},
+                {"weeks", SEC_PER_WEEK * USEC_PER_SEC},
+                {"week", SEC_PER_WEEK * USEC_PER_SEC},
+                {"w", SEC_PER_WEEK * USEC_PER_SEC},
+                {"months", SEC_PER_MONTH * USEC_PER_SEC},
+                {"month", SEC_PER_MONTH * USEC_PER_SEC},
+                {"M", SEC_PER_MONTH * USEC_PER_SEC},
+                {"years", SEC_PER_YEAR * USEC_PER_SEC},
+                {"year", SEC_PER_YEAR * USEC_PER_SEC},
+                {"y", SEC_PER_YEAR * USEC_PER_SEC},
+        };
+
+        /* No unit: seconds. */
+        if (n == 0)
+                return USEC_PER_SEC;
+        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+                if (strlen(units[i].name) == n && memcmp(units[i].name, u, n) == 0)
+                        return units[i].usec;
+        return 0;
+}
+
+/* A span of n bytes of s: "2h", "1h 30min", "1.5d", "90" (seconds). */
+static int parse_span(const char *s, size_t n, uint64_t *ret_usec, const char **ret_reason) {
+        const char *p = s, *end = s + n;
+        uint64_t total = 0;
+
+        while (p < end && is_space(*p))
+                p++;
+        if (p == end) {
+                *ret_reason = "expected a time span after the sign (e.g. 1h, 30min, 2d)";
+                return -EINVAL;
+        }
+        while (p < end) {
+                uint64_t whole = 0, frac = 0, scale = 1, unit, usec;
+                const char *u;
+
+                if (!is_digit(*p)) {
+                        *ret_reason = "expected a number in the time span (e.g. 1h, 30min, 2d)";
+                        return -EINVAL;
+                }
+                for (; p < end && is_digit(*p); p++) {
+                        if (whole > (UINT64_MAX - 9) / 10)
+                                goto range;
+                        whole = whole * 10 + (uint64_t)(*p - '0');
+                }
+                if (p < end && *p == '.') {
+                        p++;
+                        if (p == end || !is_digit(*p)) {
+                                *ret_reason = "expected digits after the decimal point";
+                                return -EINVAL;
+                        }
+                        for (; p < end && is_digit(*p); p++)
+                                if (scale < 1000000) { /* more digits than a microsecond are dropped */
+                                        frac = frac * 10 + (uint64_t)(*p - '0');
+                                        scale *= 10;
+                                }
+                }
+                while (p < end && is_space(*p))
+                        p++;
+                for (u = p; p < end && !is_digit(*p) && !is_space(*p) && *p != '.'; p++)
+                        ;
+                unit = span_unit_usec(u, (size_t)(p - u));
+                if (unit == 0) {
+                        *ret_reason = "unknown time unit (units: us, ms, s, min, h, d, w, M, y, and their "
+                                      "long names)";
+                        return -EINVAL;
+                }
+                if (__builtin_mul_overflow(whole, unit, &usec) ||
+                    __builtin_add_overflow(usec, frac * (unit / scale) + frac * (unit % scale) / scale,
+                                           &usec) ||
+                    __builtin_add_overflow(total, usec, &total))
+                        goto range;
+                while (p < end && is_space(*p))
+                        p++;
+        }
+        *ret_usec = total;
+        return 0;
+range:
+        *ret_reason = "the time span is too long";
+        return -ERANGE;
+}
+
+/* Reads exactly min..max digits at *p as a number. */
+static bool read_number(const char **p, unsigned min, unsigned max, unsigned *ret) {
+        unsigned v = 0, n = 0;
+
+        while (n < max && is_digit((*p)[n])) {
+                v = v * 10 + (unsigned)((*p)[n] - '0');
+                n++;
+        }
+        if (n < min || is_digit((*p)[n]))
+                return false;
+        *p += n;
+        *ret = v;
+        return true;
+}
+
+static bool is_leap(unsigned y) {
+        return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static unsigned days_in_month(unsigned y, unsigned m) {
+        static const unsigned char days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+
+        return m == 2 && is_leap(y) ? 29 : days[m - 1];
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+        int64_t era, yoe, doy;
+
+        y -= m <= 2;
+        era = (y >= 0 ? y : y - 399) / 400;
+        yoe = y - era * 400;
+        doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+        return era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+}
+
+/* What an absolute time said. */
+typedef struct TimeFields {
+        int wday; /* -1: not given */
+        bool has_date;
+        unsigned year, month, day, hour, minute, second;
+        uint64_t usec;    /* fraction of the second */
+        bool has_zone;    /* UTC or a numeric offset: not the local zone */
+        int32_t zone_sec; /* east of UTC */
+} TimeFields;
+
+static int parse_weekday(const char **p, TimeFields *f) {
+        static const char *const names[7][2] = {
+                {"Sun", "Sunday"},   {"Mon", "Monday"}, {"Tue", "Tuesday"},  {"Wed", "Wednesday"},
+                {"Thu", "Thursday"}, {"Fri", "Friday"}, {"Sat", "Saturday"},
+        };
+
+        f->wday = -1;
+        for (int i = 0; i < 7; i++)
+                for (int j = 1; j >= 0; j--) {
+                        size_t n = strlen(names[i][j]);
+
+                        if (strncasecmp(*p, names[i][j], n) == 0 && is_space((*p)[n])) {
+                                f->wday = i;
+                                *p += n + 1;
+                                return 0;
+                        }
+                }
+        return 0;
+}
+
+static int parse_clock(const char **p, TimeFields *f, const char **ret_reason) {
+        if (!read_number(p, 1, 2, &f->hour) || **p != ':') {
+                *ret_reason = "expected HH:MM or HH:MM:SS after the date";
+                return -EINVAL;
+        }
+        (*p)++;
+        if (!read_number(p, 2, 2, &f->minute)) {
+                *ret_reason = "expected two digits of minutes (HH:MM)";
+                return -EINVAL;
+        }
+        if (**p == ':') {
+                (*p)++;
+                if (!read_number(p, 2, 2, &f->second)) {
+                        *ret_reason = "expected two digits of seconds (HH:MM:SS)";
+                        return -EINVAL;
+                }
+                if (**p == '.') {
+                        uint64_t scale = 1000000;
+
+                        (*p)++;
+                        if (!is_digit(**p)) {
+                                *ret_reason = "expected digits after the decimal point";
+                                return -EINVAL;
+                        }
+                        for (; is_digit(**p); (*p)++)
+                                if (scale > 1) {
+                                        scale /= 10;
+                                        f->usec += (uint64_t)(**p - '0') * scale;
+                                }
+                }
+        }
+        if (f->hour > 23 || f->minute > 59 || f->second > 59) {
+                *ret_reason = f->hour > 23 ? "the hour is out of range (0-23)"
+                                           : "the minutes or seconds are out of range (0-59)";
+                return -ERANGE;
+        }
+        return 0;
+}
+
+/* " UTC", "Z", "+HH:MM", "+HHMM", "+HH" (and "-"), with or without a space before a number. */
+static int parse_zone(const char **p, TimeFields *f, const char **ret_reason) {
+        const char *q = *p;
+        unsigned h = 0, m = 0;
+        int sign;
+
+        if (strcmp(q, "Z") == 0 || strcmp(q, " UTC") == 0 || strcmp(q, " Z") == 0) {
+                f->has_zone = true;
+                *p = q + strlen(q);
+                return 0;
+        }
+        if (is_space(*q))
+                q++;
+        if (*q != '+' && *q != '-')
+                return 0;
+        sign = *q == '-' ? -1 : 1;
+        q++;
+        if (!is_digit(q[0]) || !is_digit(q[1]))
+                goto bad;
+        h = (unsigned)(q[0] - '0') * 10 + (unsigned)(q[1] - '0');
+        q += 2;
+        if (*q == ':')
+                q++;
+        if (is_digit(*q) && !read_number(&q, 2, 2, &m))
+                goto bad;
+        if (*q || h > 23 || m > 59)
+                goto bad;
+        f->has_zone = true;
+        f->zone_sec = sign * (int32_t)(h * 3600 + m * 60);
+        *p = q;
+        return 0;
+bad:
+        *ret_reason = "expected a UTC offset of +HH:MM, +HHMM or +HH (or UTC, Z) after the time";
+        return -EINVAL;
+}
+
+static int parse_fields(const char *s, TimeFields *f, const char **ret_reason) {
+        const char *p = s;
+        int r;
+
+        *f = (TimeFields){};
+        parse_weekday(&p, f);
+        if (is_digit(p[0]) && is_digit(p[1]) && is_digit(p[2]) && is_digit(p[3]) && p[4] == '-') {
+                read_number(&p, 4, 4, &f->year);
+                p++;
+                if (!read_number(&p, 1, 2, &f->month) || *p != '-' ||
+                    (p++, !read_number(&p, 1, 2, &f->day))) {
+                        *ret_reason = "expected a date of YYYY-MM-DD";
+                        return -EINVAL;
+                }
+                if (f->month < 1 || f->month > 12) {
+                        *ret_reason = "the month is out of range (1-12)";
+                        return -ERANGE;
+                }
+                if (f->day < 1 || f->day > days_in_month(f->year, f->month)) {
+                        *ret_reason = "the day is out of range for its month";
+                        return -ERANGE;
+                }
+                f->has_date = true;
+                if (*p == 'T' || (is_space(*p) && is_digit(p[1])))
+                        p++;
+                else if (*p && !is_space(*p) && *p != 'Z') {
+                        *ret_reason = "expected a space or T between the date and the time";
+                        return -EINVAL;
+                }
+        }
+        if (is_digit(*p)) {
+                r = parse_clock(&p, f, ret_reason);
+                if (r < 0)
+                        return r;
+        } else if (!f->has_date) {
+                *ret_reason = "expected a time: now, today, yesterday, tomorrow, -1h, +30min, 2h ago, "
+                              "2026-12-01, 2026-12-01 10:00, 10:00:00 or @EPOCH";
+                return -EINVAL;
+        }
+        r = parse_zone(&p, f, ret_reason);
+        if (r < 0)
+                return r;
+        if (*p) {
+                *ret_reason = "unexpected text after the time";
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* Seconds since the epoch of the fields, in their zone (UTC or offset) or the local one. */
+static int fields_to_sec(TimeFields *f, time_t now_sec, int64_t *ret_sec, const char **ret_reason) {
+        int64_t sec, days;
+
+        if (!f->has_date) {
+                /* A time alone is today's (in its zone). */
+                struct tm tm;
+                time_t t = now_sec + (f->has_zone ? f->zone_sec : 0);
+
+                if (!(f->has_zone ? gmtime_r(&t, &tm) : localtime_r(&t, &tm))) {
+                        *ret_reason = "the time is out of range";
+                        return -ERANGE;
+                }
+                f->year = (unsigned)tm.tm_year + 1900;
+                f->month = (unsigned)tm.tm_mon + 1;
+                f->day = (unsigned)tm.tm_mday;
+        }
+        if (f->year < 1970 || f->year > 9999) {
+                *ret_reason = "the year is out of range (1970-9999)";
+                return -ERANGE;
+        }
+        days = days_from_civil(f->year, f->month, f->day);
+        if (f->wday >= 0 && (days + 4) % 7 != f->wday) {
+                *ret_reason = "the weekday is not that of the date";
+                return -EINVAL;
+        }
+        if (f->has_zone)
+                sec = days * 86400 + f->hour * 3600 + f->minute * 60 + f->second - f->zone_sec;
+        else {
+                struct tm tm = {
+                        .tm_year = (int)f->year - 1900,
+                        .tm_mon = (int)f->month - 1,
+                        .tm_mday = (int)f->day,
+                        .tm_hour = (int)f->hour,
+                        .tm_min = (int)f->minute,
+                        .tm_sec = (int)f->second,
+                        .tm_isdst = -1, /* the zone's rule decides (a time in a DST gap moves on) */
+                };
+
+                sec = (int64_t)mktime(&tm);
+        }
+        if (sec < 0 || sec > TIME_SEC_MAX) {
+                *ret_reason = "the time is out of range (1970-01-01 to 9999-12-31)";
+                return -ERANGE;
+        }
+        *ret_sec = sec;
+        return 0;
+}
+
+/* Local midnight of now's day plus days (today 0, yesterday -1, tomorrow 1). */
+static int day_start(uint64_t now_usec, int days, uint64_t *ret_usec, const char **ret_reason) {
+        time_t t = (time_t)(now_usec / USEC_PER_SEC);
+        struct tm tm;
+        time_t start;
+
+        if (!localtime_r(&t, &tm)) {
+                *ret_reason = "the time is out of range";
+                return -ERANGE;
+        }
+        tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+        tm.tm_mday += days;
+        tm.tm_isdst = -1;
+        start = mktime(&tm);
+        if (start < 0) {
+                *ret_reason = "the time is out of range (1970-01-01 to 9999-12-31)";
+                return -ERANGE;
+        }
+        *ret_usec = (uint64_t)start * USEC_PER_SEC;
+        return 0;
+}
+
+/* "@SECONDS[.FRACTION]" since the epoch. */
+static int parse_epoch(const char *s, uint64_t *ret_usec, const char **ret_reason) {
+        uint64_t sec = 0, usec = 0, scale = USEC_PER_SEC;
+        const char *p = s;
+
+        if (!is_digit(*p)) {
+                *ret_reason = "expected seconds since the epoch after @ (e.g. @1764547200)";
+                return -EINVAL;
+        }
+        for (; is_digit(*p); p++) {
+                sec = sec * 10 + (uint64_t)(*p - '0');
+                if (sec > (uint64_t)TIME_SEC_MAX) {
+                        *ret_reason = "the time is out of range (1970-01-01 to 9999-12-31)";
+                        return -ERANGE;
+                }
+        }
+        if (*p == '.') {
+                p++;
+                if (!is_digit(*p)) {
+                        *ret_reason = "expected digits after the decimal point";
+                        return -EINVAL;
+                }
+                for (; is_digit(*p); p++)
+                        if (scale > 1) {
+                                scale /= 10;
+                                usec += (uint64_t)(*p - '0') * scale;
+                        }
+        }
+        if (*p) {
+                *ret_reason = "unexpected text after the seconds since the epoch";
+                return -EINVAL;
+        }
+        *ret_usec = sec * USEC_PER_SEC + usec;
+        return 0;
+}
+
+/* Whether s ends with the word suffix (after a space); *ret_n is what is before it. */
+static bool ends_with_word(const char *s, const char *suffix, size_t *ret_n) {
+        size_t n = strlen(s), m = strlen(suffix);
+
+        if (n <= m + 1 || !is_space(s[n - m - 1]) || strcmp(s + n - m, suffix) != 0)
+                return false;
+        *ret_n = n - m - 1;
+        return true;
+}
+
+static int relative(uint64_t now_usec, int sign, const char *span, size_t n, uint64_t *ret_usec,
+                    const char **ret_reason) {
+        uint64_t delta;
+        int r = parse_span(span, n, &delta, ret_reason);
+
+        if (r < 0)
+                return r;
+        if (sign < 0 ? delta > now_usec : delta > (uint64_t)TIME_SEC_MAX * USEC_PER_SEC - now_usec) {
+                *ret_reason = sign < 0 ? "the time would be before 1970-01-01 (the epoch)"
+                                       : "the time would be after 9999-12-31";
+                return -ERANGE;
+        }
+        *ret_usec = sign < 0 ? now_usec - delta : now_usec + delta;
+        return 0;
+}
+
+int parse_time(const char *s, uint64_t now_usec, uint64_t *ret_usec, const char **ret_reason) {
+        static const struct {
+                const char *word;
+                int days;
+        } days[] = {{"today", 0}, {"yesterday", -1}, {"tomorrow", 1}};
+        const char *reason_unused;
+        TimeFields f;
+        int64_t sec;
+        size_t n;
+        int r;
+
+        if (!ret_reason)
+                ret_reason = &reason_unused;
+        if (!*s) {
+                *ret_reason = "expected a time, not an empty string";
+                return -EINVAL;
+        }
+        if (strcmp(s, "now") == 0) {
+                *ret_usec = now_usec;
+                return 0;
+        }
+        for (size_t i = 0; i < sizeof(days) / sizeof(days[0]); i++)
+                if (strcmp(s, days[i].word) == 0)
+                        return day_start(now_usec, days[i].days, ret_usec, ret_reason);
+        if (s[0] == '@')
+                return parse_epoch(s + 1, ret_usec, ret_reason);
+        if (s[0] == '-' || s[0] == '+')
+                return relative(now_usec, s[0] == '-' ? -1 : 1, s + 1, strlen(s + 1), ret_usec, ret_reason);
+        if (ends_with_word(s, "ago", &n))
+                return relative(now_usec, -1, s, n, ret_usec, ret_reason);
+        if (ends_with_word(s, "left", &n))
+                return relative(now_usec, 1, s, n, ret_usec, ret_reason);
+        r = parse_fields(s, &f, ret_reason);
+        if (r == -EINVAL && parse_span(s, strlen(s), &(uint64_t){0}, &reason_unused) == 0) {
+                /* "1h", "30min": a span without a sign. */
+                *ret_reason = "a relative time needs a sign or a word: -1h, +1h, 1h ago or 1h left";
+                return r;
+        }
+        if (r < 0)
+                return r;
+        r = fields_to_sec(&f, (time_t)(now_usec / USEC_PER_SEC), &sec, ret_reason);
+        if (r < 0)
+                return r;
+        *ret_usec = (uint64_t)sec * USEC_PER_SEC + f.usec;
+        return 0;
+}
+
+const char *format_day(char buf[static FORMAT_TIME_MAX], const struct tm *tm) {
+        snprintf(buf, FORMAT_TIME_MAX, "%04d-%02d-%02d", tm->tm_year + 1900, tm->tm_mon + 1, tm->tm_mday);
+        return buf;
+}
+
+const char *format_minute(char buf[static FORMAT_TIME_MAX], const struct tm *tm) {
+        snprintf(buf, FORMAT_TIME_MAX, "%04d-%02d-%02d %02d:%02d", tm->tm_year + 1900, tm->tm_mon + 1,
+                 tm->tm_mday, tm->tm_hour, tm->tm_min);
+        return buf;
 }

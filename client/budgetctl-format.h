@@ -6,8 +6,10 @@
  * they reach a terminal, power factors and the power line of status; and the
  * parsing of the durations it is given. Pure: values in, text out into a
  * caller's buffer; no allocation, no I/O, no locale, no clock (times come in
- * as a struct tm the caller made with localtime_r()). Tables and their widths
- * are budgetctl's (it measures with utf8_width()).
+ * as a struct tm the caller made with localtime_r(), or as realtime
+ * microseconds: parse_time() is given now, and reads the C library's local
+ * zone, TZ, through localtime_r() and mktime()). Tables and their widths are
+ * budgetctl's (it measures with utf8_width()).
  */
 #pragma once
 
@@ -129,3 +131,37 @@ typedef struct FormatPower {
  */
 #define FORMAT_POWER_MAX 512
 const char *format_power(char buf[static FORMAT_POWER_MAX], const FormatPower *p);
+
+/*
+ * Parses a point in time of the command line (--since, --until) as
+ * journalctl does (systemd.time(7)), into realtime microseconds since the
+ * epoch, given now (realtime microseconds):
+ *   "now"
+ *   "today", "yesterday", "tomorrow"   local midnight of that day
+ *   "-1h", "+30min", "-2d 3h", "-1.5h", "1h ago", "5min left"
+ *                                      now minus or plus a time span: a
+ *                                      number (a fraction allowed) and a
+ *                                      unit, us, ms, s, min (m), h, d, w,
+ *                                      M (30.44 days) or y (365.25 days), or
+ *                                      their long names ("2 hours", "1 week");
+ *                                      no unit is seconds; parts add up
+ *   "2026-12-01"                       local midnight of the date
+ *   "2026-12-01 10:00", "2026-12-01 10:00:05", "2026-12-01T10:00:05.25"
+ *                                      that local time (seconds default to 0)
+ *   "10:00", "10:00:05"                that time today
+ *   any of the absolute forms with a weekday first ("Tue 2026-12-01"; it
+ *   must be the date's) or a zone last: " UTC", "Z", "+01:00", "-0500", "+02"
+ *   "@1764547200", "@1764547200.5"     seconds since the epoch
+ * A local time in a DST gap moves on by the gap (mktime()); an ambiguous one
+ * takes the zone's choice. Returns 0 and *ret_usec, or -EINVAL (not a time)
+ * or -ERANGE (before 1970-01-01 or after 9999-12-31 UTC, a month, day, hour,
+ * minute or second out of range) with *ret_reason (static text, may be NULL)
+ * saying what is wrong in words.
+ */
+int parse_time(const char *s, uint64_t now_usec, uint64_t *ret_usec, const char **ret_reason);
+
+/* Dates of history tables: "2026-12-01" and "2026-12-01 10:00" of a struct
+ * tm (the caller's localtime_r() or gmtime_r()). Return buf. */
+#define FORMAT_TIME_MAX 64
+const char *format_day(char buf[static FORMAT_TIME_MAX], const struct tm *tm);
+const char *format_minute(char buf[static FORMAT_TIME_MAX], const struct tm *tm);

@@ -13,7 +13,9 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "budgetctl-format.h"
 #include "tb-check.h"
@@ -635,6 +637,189 @@ END_TEST
 
 #undef U
 
+/* ---- points in time ---- */
+
+/* POSIX TZ rules, so the rows need no tzdata: Berlin (CET, UTC+1; CEST,
+ * UTC+2, from the last Sunday of March to the last of October), New York
+ * (EST, UTC-5; EDT, UTC-4) and UTC. */
+#define TZ_BERLIN "CET-1CEST,M3.5.0,M10.5.0/3"
+#define TZ_NY     "EST5EDT,M3.2.0,M11.1.0"
+#define TZ_UTC    "UTC0"
+/* Now in every row: 2026-12-02 07:50:00 UTC (08:50 in Berlin, 02:50 in New York). */
+#define TIME_NOW (UINT64_C(1796197800) * SEC)
+/* Seconds since the epoch of some UTC times the rows name. */
+#define T_1201_2300 UINT64_C(1796166000) /* 2026-12-01 23:00 UTC */
+#define T_1130_2300 UINT64_C(1796079600)
+#define T_1202_2300 UINT64_C(1796252400)
+#define T_1202_0500 UINT64_C(1796187600)
+#define T_1201_0500 UINT64_C(1796101200)
+#define T_1201_0900 UINT64_C(1796115600)
+#define T_0701_0800 UINT64_C(1782892800) /* 2026-07-01 08:00 UTC */
+#define T_1201_1500 UINT64_C(1796137200)
+#define T_1202_0900 UINT64_C(1796202000)
+#define T_1201_1000 UINT64_C(1796119200)
+#define T_1201_0430 UINT64_C(1796099400)
+
+typedef struct ParseTimeRow {
+        const char *name;
+        const char *tz;
+        const char *in;
+        int want_r;
+        uint64_t want_usec; /* when want_r is 0 */
+        const char *reason; /* a part of the reason, when want_r is not 0 */
+} ParseTimeRow;
+
+static const ParseTimeRow parse_time_rows[] = {
+        {"now", TZ_BERLIN, "now", 0, TIME_NOW, NULL},
+        {"today: local midnight", TZ_BERLIN, "today", 0, T_1201_2300 *SEC, NULL},
+        {"yesterday", TZ_BERLIN, "yesterday", 0, T_1130_2300 *SEC, NULL},
+        {"tomorrow", TZ_BERLIN, "tomorrow", 0, T_1202_2300 *SEC, NULL},
+        {"today west of UTC", TZ_NY, "today", 0, T_1202_0500 *SEC, NULL},
+        {"yesterday west of UTC", TZ_NY, "yesterday", 0, T_1201_0500 *SEC, NULL},
+        {"today in UTC", TZ_UTC, "today", 0, (T_1202_0500 - 5 * 3600) * SEC, NULL},
+        {"-1h", TZ_BERLIN, "-1h", 0, TIME_NOW - HOUR, NULL},
+        {"-30min", TZ_BERLIN, "-30min", 0, TIME_NOW - 30 * MIN, NULL},
+        {"-2d", TZ_BERLIN, "-2d", 0, TIME_NOW - 2 * DAY, NULL},
+        {"+1h", TZ_BERLIN, "+1h", 0, TIME_NOW + HOUR, NULL},
+        {"parts with a space", TZ_BERLIN, "-1h 30min", 0, TIME_NOW - 90 * MIN, NULL},
+        {"parts without", TZ_BERLIN, "-1h30min", 0, TIME_NOW - 90 * MIN, NULL},
+        {"a fraction", TZ_BERLIN, "-1.5h", 0, TIME_NOW - 90 * MIN, NULL},
+        {"no unit: seconds", TZ_BERLIN, "-90", 0, TIME_NOW - 90 * SEC, NULL},
+        {"ms", TZ_BERLIN, "-500ms", 0, TIME_NOW - 500000, NULL},
+        {"us", TZ_BERLIN, "-7us", 0, TIME_NOW - 7, NULL},
+        {"m is minutes", TZ_BERLIN, "-5m", 0, TIME_NOW - 5 * MIN, NULL},
+        {"a week", TZ_BERLIN, "-1w", 0, TIME_NOW - 7 * DAY, NULL},
+        {"M is a month of 30.44 days", TZ_BERLIN, "-1M", 0, TIME_NOW - UINT64_C(2629800) * SEC, NULL},
+        {"y is 365.25 days", TZ_BERLIN, "-1y", 0, TIME_NOW - UINT64_C(31557600) * SEC, NULL},
+        {"long names", TZ_BERLIN, "-2 hours 1 minute", 0, TIME_NOW - 121 * MIN, NULL},
+        {"ago", TZ_BERLIN, "2h ago", 0, TIME_NOW - 2 * HOUR, NULL},
+        {"left", TZ_BERLIN, "5min left", 0, TIME_NOW + 5 * MIN, NULL},
+        {"a date: local midnight", TZ_BERLIN, "2026-12-01", 0, T_1130_2300 *SEC, NULL},
+        {"date and minutes", TZ_BERLIN, "2026-12-01 10:00", 0, T_1201_0900 *SEC, NULL},
+        {"ISO with T", TZ_BERLIN, "2026-12-01T10:00:00", 0, T_1201_0900 *SEC, NULL},
+        {"fraction of a second", TZ_BERLIN, "2026-12-01 10:00:05.25", 0, T_1201_0900 *SEC + 5250000, NULL},
+        {"summer time", TZ_BERLIN, "2026-07-01 10:00", 0, T_0701_0800 *SEC, NULL},
+        {"west of UTC", TZ_NY, "2026-12-01 10:00", 0, T_1201_1500 *SEC, NULL},
+        {"one-digit month and day", TZ_UTC, "2026-12-1 10:00", 0, T_1201_1000 *SEC, NULL},
+        {"a time alone is today's", TZ_BERLIN, "10:00", 0, T_1202_0900 *SEC, NULL},
+        {"with seconds", TZ_BERLIN, "10:00:30", 0, T_1202_0900 *SEC + 30 * SEC, NULL},
+        {"UTC", TZ_BERLIN, "2026-12-01 10:00 UTC", 0, T_1201_1000 *SEC, NULL},
+        {"Z", TZ_BERLIN, "2026-12-01T10:00:00Z", 0, T_1201_1000 *SEC, NULL},
+        {"an offset", TZ_BERLIN, "2026-12-01T10:00:00+05:30", 0, T_1201_0430 *SEC, NULL},
+        {"a negative offset", TZ_BERLIN, "2026-12-01 10:00 -0500", 0, T_1201_1500 *SEC, NULL},
+        {"the weekday of the date", TZ_UTC, "Tue 2026-12-01 10:00", 0, T_1201_1000 *SEC, NULL},
+        {"a long weekday", TZ_UTC, "tuesday 2026-12-01 10:00", 0, T_1201_1000 *SEC, NULL},
+        {"a leap day", TZ_UTC, "2028-02-29", 0, UINT64_C(1835395200) * SEC, NULL},
+        {"@EPOCH", TZ_BERLIN, "@1764547200", 0, UINT64_C(1764547200) * SEC, NULL},
+        {"@EPOCH with a fraction", TZ_BERLIN, "@1764547200.5", 0, UINT64_C(1764547200) * SEC + 500000, NULL},
+        {"@0", TZ_BERLIN, "@0", 0, 0, NULL},
+        {"the epoch in UTC", TZ_UTC, "1970-01-01", 0, 0, NULL},
+
+        {"empty", TZ_BERLIN, "", -EINVAL, 0, "empty"},
+        {"a word", TZ_BERLIN, "soon", -EINVAL, 0, "expected a time"},
+        {"a span without a sign", TZ_BERLIN, "1h", -EINVAL, 0, "needs a sign"},
+        {"an unknown unit", TZ_BERLIN, "-1x", -EINVAL, 0, "unknown time unit"},
+        {"a sign alone", TZ_BERLIN, "-", -EINVAL, 0, "time span"},
+        {"ago alone", TZ_BERLIN, "ago", -EINVAL, 0, "expected a time"},
+        {"month 13", TZ_BERLIN, "2026-13-01", -ERANGE, 0, "month"},
+        {"no 29th of February", TZ_BERLIN, "2026-02-29", -ERANGE, 0, "day"},
+        {"hour 24", TZ_BERLIN, "2026-12-01 24:00", -ERANGE, 0, "hour"},
+        {"minute 60", TZ_BERLIN, "2026-12-01 10:60", -ERANGE, 0, "minutes"},
+        {"an hour alone", TZ_BERLIN, "2026-12-01 10", -EINVAL, 0, "HH:MM"},
+        {"text after", TZ_BERLIN, "2026-12-01 10:00 soon", -EINVAL, 0, "after the time"},
+        {"the wrong weekday", TZ_BERLIN, "Mon 2026-12-01", -EINVAL, 0, "weekday"},
+        {"before 1970", TZ_BERLIN, "1969-12-31", -ERANGE, 0, "year"},
+        {"local midnight of 1970 in Berlin is before the epoch", TZ_BERLIN, "1970-01-01", -ERANGE, 0,
+         "out of range"},
+        {"a century ago", TZ_BERLIN, "-100y", -ERANGE, 0, "before 1970"},
+        {"past 9999", TZ_BERLIN, "+10000y", -ERANGE, 0, "after 9999"},
+        {"a five-digit year", TZ_BERLIN, "10000-01-01", -EINVAL, 0, ""},
+        {"a negative epoch", TZ_BERLIN, "@-5", -EINVAL, 0, "after @"},
+        {"text after the epoch", TZ_BERLIN, "@1x", -EINVAL, 0, "after the seconds"},
+        {"an epoch past 9999", TZ_BERLIN, "@999999999999999", -ERANGE, 0, "out of range"},
+        {"an offset of 25 hours", TZ_BERLIN, "2026-12-01 10:00 +25:00", -EINVAL, 0, "offset"},
+        {"a huge span", TZ_BERLIN, "-99999999999999999999h", -ERANGE, 0, "too long"},
+};
+
+START_TEST(test_parse_time_row) {
+        const ParseTimeRow *row = &parse_time_rows[_i];
+        const char *reason = NULL;
+        uint64_t usec = UINT64_C(12345);
+        int r;
+
+        ck_assert_int_eq(setenv("TZ", row->tz, 1), 0);
+        tzset();
+        r = parse_time(row->in, TIME_NOW, &usec, &reason);
+        ck_assert_msg(r == row->want_r, "row '%s': parse_time(\"%s\") = %d (%s), want %d", row->name,
+                      row->in, r, reason ?: "no reason", row->want_r);
+        if (r == 0)
+                ck_assert_msg(usec == row->want_usec,
+                              "row '%s': parse_time(\"%s\") gave %" PRIu64 " us, want %" PRIu64 " (%+" PRId64
+                              " s)",
+                              row->name, row->in, usec, row->want_usec,
+                              ((int64_t)usec - (int64_t)row->want_usec) / (int64_t)SEC);
+        else {
+                ck_assert_msg(usec == UINT64_C(12345), "row '%s': a failed parse_time() wrote *ret_usec",
+                              row->name);
+                ck_assert_msg(reason && strstr(reason, row->reason), "row '%s': reason '%s' lacks '%s'",
+                              row->name, reason ?: "(none)", row->reason);
+        }
+}
+END_TEST
+
+/* Every hour of a year, formatted as a local time and parsed back, is the
+ * same time (the hour repeated when DST ends reads as either). */
+START_TEST(test_parse_time_round_trip) {
+        ck_assert_int_eq(setenv("TZ", TZ_BERLIN, 1), 0);
+        tzset();
+        for (uint64_t sec = UINT64_C(1767225600); sec < UINT64_C(1767225600) + 366 * 86400; sec += 3600) {
+                time_t t = (time_t)sec;
+                char text[FORMAT_TIME_MAX + 8];
+                struct tm tm;
+                uint64_t usec = 0;
+                int r;
+
+                localtime_r(&t, &tm);
+                snprintf(text, sizeof(text), "%04d-%02d-%02d %02d:%02d:%02d", tm.tm_year + 1900,
+                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+                r = parse_time(text, TIME_NOW, &usec, NULL);
+                CHECK(r == 0, "parse_time(\"%s\") = %d", text, r);
+                /* The hour repeated at the end of DST is ambiguous: either reading. */
+                CHECK(usec == sec * SEC || usec + HOUR == sec * SEC || usec == sec * SEC + HOUR,
+                      "\"%s\" (%" PRIu64 ") read back as %" PRIu64, text, sec, usec / SEC);
+        }
+}
+END_TEST
+
+typedef struct DayRow {
+        const char *name;
+        struct tm tm;
+        const char *want_day, *want_minute;
+} DayRow;
+
+static const DayRow day_rows[] = {
+        {"a December morning",
+         {.tm_year = 126, .tm_mon = 11, .tm_mday = 1, .tm_hour = 9, .tm_min = 5},
+         "2026-12-01",
+         "2026-12-01 09:05"},
+        {"the epoch", {.tm_year = 70, .tm_mday = 1}, "1970-01-01", "1970-01-01 00:00"},
+        {"the last minute of 9999",
+         {.tm_year = 8099, .tm_mon = 11, .tm_mday = 31, .tm_hour = 23, .tm_min = 59},
+         "9999-12-31",
+         "9999-12-31 23:59"},
+};
+
+START_TEST(test_day_row) {
+        const DayRow *row = &day_rows[_i];
+        char buf[FORMAT_TIME_MAX];
+
+        ck_assert_msg(strcmp(format_day(buf, &row->tm), row->want_day) == 0, "row '%s': day '%s', want '%s'",
+                      row->name, buf, row->want_day);
+        ck_assert_msg(strcmp(format_minute(buf, &row->tm), row->want_minute) == 0,
+                      "row '%s': minute '%s', want '%s'", row->name, buf, row->want_minute);
+}
+END_TEST
+
 static Suite *format_suite(void) {
         Suite *s = suite_create("format");
         TCase *tc;
@@ -664,6 +849,11 @@ static Suite *format_suite(void) {
         tcase_add_loop_test(tc, test_factor_row, 0, (int)ELEMENTSOF(factor_rows));
         tcase_add_loop_test(tc, test_power_row, 0, (int)ELEMENTSOF(power_rows));
         tcase_add_test(tc, test_power_long);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("times");
+        tcase_add_loop_test(tc, test_parse_time_row, 0, (int)ELEMENTSOF(parse_time_rows));
+        tcase_add_test(tc, test_parse_time_round_trip);
+        tcase_add_loop_test(tc, test_day_row, 0, (int)ELEMENTSOF(day_rows));
         suite_add_tcase(s, tc);
         return s;
 }
