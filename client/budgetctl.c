@@ -4,8 +4,9 @@
  * with the arguments it takes, the options that apply to it and a function
  * that makes one call on the admin interface (io.tokenbudget.admin) through
  * libtokenbudget and prints the reply as a table or a line (budgetctl-format.h
- * formats the values), or as pretty JSON with --json: status and list read,
- * set (SetLimits) and reload (Reload) steer. It checks every argument before
+ * formats the values), or as pretty JSON with --json: status, list and
+ * history (History, with the times of --since and --until parsed here, as
+ * journalctl does) read, set (SetLimits) and reload (Reload) steer. It checks every argument before
  * it connects (a user name becomes a uid with getpwnam(); the daemon decides
  * the rest, and who may do what), validates the shape of every reply it
  * prints from and never trusts the daemon's strings on a terminal (control
@@ -70,6 +71,9 @@ typedef enum OptionFlags {
         OPTION_PROMPT_TOKENS = 1 << 9, /* request --prompt-tokens */
         OPTION_USE = 1 << 10,          /* request --use */
         OPTION_HOLD = 1 << 11,         /* request --hold */
+        OPTION_SINCE = 1 << 12,        /* history --since */
+        OPTION_UNTIL = 1 << 13,        /* history --until */
+        OPTION_BY = 1 << 14,           /* history --by */
         OPTIONS_REQUEST = OPTION_MIN_TOKENS | OPTION_WAIT | OPTION_PRIORITY | OPTION_AGENT | OPTION_CLASS |
                           OPTION_MODEL | OPTION_PROMPT_TOKENS | OPTION_USE | OPTION_HOLD,
 } OptionFlags;
@@ -88,6 +92,9 @@ typedef struct Options {
         tb_request_params request; /* request: its options (the estimate is its argument) */
         uint64_t use_tokens;       /* request --use: output tokens reported and released */
         uint64_t hold_usec;        /* request --hold: how long the allocation is held open */
+        const char *since;         /* history --since, as given: NULL for the beginning */
+        const char *until;         /* history --until, as given: NULL for no end */
+        const char *by;            /* history --by: NULL for day */
 } Options;
 
 /* ---- tables ---- */
@@ -1457,6 +1464,18 @@ static int scope_resolve(const char *scope, char **ret) {
 
 /* ---- status: what it asks for, what the daemon refuses ---- */
 
+/* --user as a uid; -EINVAL (printed) when it is no user. */
+static int user_option(const char *user, uint64_t *ret_uid) {
+        int r = resolve_user(user, strlen(user), ret_uid);
+
+        if (r == -ERANGE)
+                fprintf(stderr, "budgetctl: invalid uid '%s' for --user: uids go from 0 to %" PRIu64 "\n",
+                        user, UID_MAX_VALID);
+        else if (r < 0)
+                fprintf(stderr, "budgetctl: unknown user '%s' (--user takes a user name or a uid)\n", user);
+        return r < 0 ? -EINVAL : 0;
+}
+
 /* Checks --kind and --user and adds them (and --all) to params. Returns 0, -EINVAL (printed) or -ENOMEM. */
 static int status_parameters(const Options *o, json_object *params) {
         uint64_t uid;
@@ -1466,18 +1485,8 @@ static int status_parameters(const Options *o, json_object *params) {
                 fprintf(stderr, "budgetctl: unknown kind '%s' (kinds: " SCOPE_KINDS ")\n", o->kind);
                 return -EINVAL;
         }
-        if (o->user) {
-                r = resolve_user(o->user, strlen(o->user), &uid);
-                if (r == -ERANGE)
-                        fprintf(stderr,
-                                "budgetctl: invalid uid '%s' for --user: uids go from 0 to %" PRIu64 "\n",
-                                o->user, UID_MAX_VALID);
-                else if (r < 0)
-                        fprintf(stderr, "budgetctl: unknown user '%s' (--user takes a user name or a uid)\n",
-                                o->user);
-                if (r < 0)
-                        return -EINVAL;
-        }
+        if (o->user && user_option(o->user, &uid) < 0)
+                return -EINVAL;
         /* Only what was given: a daemon that predates a parameter still answers a plain Status. */
         if (o->all)
                 r = params_add(params, VL_IN_ADMIN_STATUS_ALL, json_object_new_boolean(true));
@@ -1501,6 +1510,301 @@ static int status_failed(const Options *o, tb_client *c, int r, void *userdata) 
                                 "parameter 'uid')\n");
         else if (o->user && r == -EACCES)
                 fprintf(stderr, "budgetctl: permission denied: other users' scopes are for " ADMINS "\n");
+        else
+                return 0;
+        return 1;
+}
+
+/* ---- history ---- */
+
+/* The groups of History (its by), each with the columns that name a group. */
+static const struct {
+        const char *by;
+        const char *header; /* the key's column */
+} history_groups[] = {
+        {"user", "USER"},   {"unit", "UNIT"}, {"agent", "AGENT"}, {"class", "CLASS"},
+        {"model", "MODEL"}, {"hour", "HOUR"}, {"day", "DAY"},
+};
+#define HISTORY_GROUPS     "user, unit, agent, class, model, hour or day"
+#define HISTORY_BY_DEFAULT "day"
+#define TIME_EXAMPLES      "e.g. -1h, -2d, today, yesterday, 2026-12-01, 2026-12-01 10:00, @1764547200"
+
+/* What history asks for, checked before it connects. */
+typedef struct HistoryRequest {
+        const char *by;
+        bool has_since, has_until;
+        uint64_t since_usec, until_usec; /* realtime */
+        int32_t utc_offset_sec;          /* of the since time (or now), modulo a day: 0..86399 */
+        bool has_uid;
+        uint64_t uid;
+} HistoryRequest;
+
+static uint64_t realtime_now_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static int history_time_option(const char *name, const char *s, uint64_t now, uint64_t *ret) {
+        const char *reason = NULL;
+        int r = parse_time(s, now, ret, &reason);
+
+        if (r < 0)
+                fprintf(stderr, "budgetctl: invalid %s '%s': %s (" TIME_EXAMPLES ")\n", name, s,
+                        reason ?: "expected a time");
+        return r;
+}
+
+/* A local time for messages: "2026-12-01 10:00:05". */
+static const char *local_time_text(char buf[static FORMAT_TIME_MAX], uint64_t usec) {
+        time_t t = (time_t)(usec / USEC_PER_SEC);
+        struct tm tm;
+
+        if (!localtime_r(&t, &tm))
+                snprintf(buf, FORMAT_TIME_MAX, "@%" PRIu64, usec / USEC_PER_SEC);
+        else
+                strftime(buf, FORMAT_TIME_MAX, "%Y-%m-%d %H:%M:%S", &tm);
+        return buf;
+}
+
+/* Checks --since, --until, --by and --user; -EINVAL (printed) for a bad one. */
+static int history_request(const Options *o, HistoryRequest *req) {
+        uint64_t now = realtime_now_usec();
+        char a[FORMAT_TIME_MAX], b[FORMAT_TIME_MAX];
+        struct tm tm;
+        time_t t;
+        bool known = false;
+
+        *req = (HistoryRequest){.by = o->by ?: HISTORY_BY_DEFAULT};
+        for (size_t i = 0; i < ELEMENTSOF(history_groups); i++)
+                known = known || strcmp(req->by, history_groups[i].by) == 0;
+        if (!known) {
+                fprintf(stderr, "budgetctl: invalid --by '%s': expected " HISTORY_GROUPS "\n", req->by);
+                return -EINVAL;
+        }
+        if (o->since) {
+                if (history_time_option("--since", o->since, now, &req->since_usec) < 0)
+                        return -EINVAL;
+                req->has_since = true;
+        }
+        if (o->until) {
+                if (history_time_option("--until", o->until, now, &req->until_usec) < 0)
+                        return -EINVAL;
+                if (req->until_usec == 0) {
+                        fprintf(stderr,
+                                "budgetctl: invalid --until '%s': nothing is before the epoch "
+                                "(1970-01-01 00:00:00 UTC)\n",
+                                o->until);
+                        return -EINVAL;
+                }
+                req->has_until = true;
+        }
+        if (req->has_since && req->has_until && req->since_usec > req->until_usec) {
+                fprintf(stderr, "budgetctl: --since '%s' (%s) is after --until '%s' (%s)\n", o->since,
+                        local_time_text(a, req->since_usec), o->until, local_time_text(b, req->until_usec));
+                return -EINVAL;
+        }
+        if (o->user) {
+                if (user_option(o->user, &req->uid) < 0)
+                        return -EINVAL;
+                req->has_uid = true;
+        }
+        /* Days begin at local midnight as of the since time (the daemon takes one offset). */
+        t = (time_t)((req->has_since ? req->since_usec : now) / USEC_PER_SEC);
+        if (localtime_r(&t, &tm))
+                req->utc_offset_sec = (int32_t)(((tm.tm_gmtoff % 86400) + 86400) % 86400);
+        return 0;
+}
+
+static int history_parameters(const HistoryRequest *req, char **ret) {
+        json_object *params = json_object_new_object();
+        int r;
+
+        if (!params)
+                return -ENOMEM;
+        r = params_add(params, VL_IN_ADMIN_HISTORY_BY, json_object_new_string(req->by));
+        if (r >= 0 && req->has_since)
+                r = params_add(params, VL_IN_ADMIN_HISTORY_SINCE,
+                               json_object_new_int64((int64_t)req->since_usec));
+        if (r >= 0 && req->has_until)
+                r = params_add(params, VL_IN_ADMIN_HISTORY_UNTIL,
+                               json_object_new_int64((int64_t)req->until_usec));
+        if (r >= 0 && req->has_uid)
+                r = params_add(params, VL_IN_ADMIN_HISTORY_UID, json_object_new_int64((int64_t)req->uid));
+        if (r >= 0)
+                r = params_add(params, VL_IN_ADMIN_HISTORY_UTC_OFFSET_SEC,
+                               json_object_new_int64(req->utc_offset_sec));
+        if (r >= 0)
+                r = params_to_text(params, ret);
+        json_object_put(params);
+        return r;
+}
+
+/* The sums of the table's rows, for its TOTAL row. */
+typedef struct HistoryTotals {
+        uint64_t requests, refused, granted, tokens_in, tokens_out;
+} HistoryTotals;
+
+static uint64_t add_saturating(uint64_t a, uint64_t b) {
+        return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+/* The cell that names a group: the key, or its hour or day in local time. */
+static int history_key_cell(json_object *g, const char *ctx, const HistoryRequest *req,
+                            char buf[static FORMAT_TIME_MAX], const char **ret) {
+        uint64_t start;
+        struct tm tm;
+        time_t t;
+
+        if (strcmp(req->by, "hour") != 0 && strcmp(req->by, "day") != 0)
+                return get_string(g, ctx, "key", true, ret);
+        if (get_uint(g, ctx, "start", &start, NULL) < 0)
+                return -EBADMSG;
+        if (strcmp(req->by, "hour") == 0) {
+                t = (time_t)(start / USEC_PER_SEC);
+                if (!localtime_r(&t, &tm))
+                        return malformed("is not a time budgetctl can show", ctx, "start");
+                *ret = format_minute(buf, &tm);
+        } else {
+                /* The day the daemon grouped by: its start in the offset sent. */
+                t = (time_t)(start / USEC_PER_SEC) + req->utc_offset_sec;
+                if (!gmtime_r(&t, &tm))
+                        return malformed("is not a time budgetctl can show", ctx, "start");
+                *ret = format_day(buf, &tm);
+        }
+        return 0;
+}
+
+static int history_add_numbers(Table *t, const HistoryTotals *n) {
+        char cells[5][FORMAT_TOKENS_MAX + 8];
+        int r = 0;
+
+        snprintf(cells[0], sizeof(cells[0]), "%" PRIu64, n->requests);
+        snprintf(cells[1], sizeof(cells[1]), "%" PRIu64, n->refused);
+        format_tokens(cells[2], n->granted);
+        format_tokens(cells[3], n->tokens_in);
+        format_tokens(cells[4], n->tokens_out);
+        for (size_t c = 0; r >= 0 && c < ELEMENTSOF(cells); c++)
+                r = table_add(t, cells[c]);
+        return r;
+}
+
+static int history_row(Table *t, json_object *g, size_t i, const HistoryRequest *req,
+                       HistoryTotals *totals) {
+        HistoryTotals n;
+        char ctx[32], when[FORMAT_TIME_MAX], uid[24];
+        const char *key;
+        uint64_t v;
+        int r;
+
+        snprintf(ctx, sizeof(ctx), "groups[%zu].", i);
+        if (history_key_cell(g, ctx, req, when, &key) < 0 ||
+            get_uint(g, ctx, "requests", &n.requests, NULL) < 0 ||
+            get_uint(g, ctx, "refused", &n.refused, NULL) < 0 ||
+            get_uint(g, ctx, "granted", &n.granted, NULL) < 0 ||
+            get_uint(g, ctx, "tokensIn", &n.tokens_in, NULL) < 0 ||
+            get_uint(g, ctx, "tokensOut", &n.tokens_out, NULL) < 0)
+                return -EBADMSG;
+        r = table_add(t, key);
+        if (r >= 0 && strcmp(req->by, "user") == 0) {
+                if (get_uint(g, ctx, "uid", &v, NULL) < 0)
+                        return -EBADMSG;
+                snprintf(uid, sizeof(uid), "%" PRIu64, v);
+                r = table_add(t, uid);
+        }
+        if (r >= 0)
+                r = history_add_numbers(t, &n);
+        totals->requests = add_saturating(totals->requests, n.requests);
+        totals->refused = add_saturating(totals->refused, n.refused);
+        totals->granted = add_saturating(totals->granted, n.granted);
+        totals->tokens_in = add_saturating(totals->tokens_in, n.tokens_in);
+        totals->tokens_out = add_saturating(totals->tokens_out, n.tokens_out);
+        return r;
+}
+
+/* "from 2026-12-01 00:00:00 until now", for the empty line. */
+static void history_print_range(const HistoryRequest *req) {
+        char a[FORMAT_TIME_MAX], b[FORMAT_TIME_MAX];
+
+        printf("No history %s%s%s%s.\n", req->has_since ? "since " : "",
+               req->has_since ? local_time_text(a, req->since_usec) : "",
+               req->has_until ? (req->has_since ? " until " : "until ") : "",
+               req->has_until ? local_time_text(b, req->until_usec) : "");
+}
+
+static int history_print(json_object *reply, const Options *o, void *userdata) {
+        static const bool right_key[] = {false, true, true, true, true, true};
+        static const bool right_user[] = {false, true, true, true, true, true, true};
+        static const char *const numbers[] = {"REQUESTS", "REFUSED", "GRANTED", "INPUT", "OUTPUT"};
+        const HistoryRequest *req = userdata;
+        bool by_user = strcmp(req->by, "user") == 0, truncated;
+        HistoryTotals totals = {};
+        json_object *groups, *g;
+        const char *by;
+        size_t n;
+        Table *t;
+        int r = 0;
+
+        if (get_string(reply, "", "by", false, &by) < 0 || get_array(reply, "", "groups", &groups) < 0 ||
+            get_bool(reply, "", "truncated", &truncated, NULL) < 0)
+                return -EBADMSG;
+        if (strcmp(by, req->by) != 0)
+                return malformed("is not what was asked for", "", "by");
+        n = json_object_array_length(groups);
+        for (size_t i = 0; i < n; i++)
+                if (get_object_at(groups, i, "groups", &g) < 0)
+                        return -EBADMSG;
+        if (n == 0) {
+                if (o->legend)
+                        history_print_range(req);
+                return 0;
+        }
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->n_columns = by_user ? 7 : 6;
+        t->right = by_user ? right_user : right_key;
+        for (size_t i = 0; i < ELEMENTSOF(history_groups); i++)
+                if (strcmp(req->by, history_groups[i].by) == 0)
+                        r = table_add(t, history_groups[i].header);
+        if (r >= 0 && by_user)
+                r = table_add(t, "UID");
+        for (size_t c = 0; r >= 0 && c < ELEMENTSOF(numbers); c++)
+                r = table_add(t, numbers[c]);
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = history_row(t, json_object_array_get_idx(groups, i), i, req, &totals);
+        /* A total under more than one row; not with --no-legend (rows only). */
+        if (r >= 0 && o->legend && n > 1) {
+                r = table_add(t, "TOTAL");
+                if (r >= 0 && by_user)
+                        r = table_add(t, "");
+                if (r >= 0)
+                        r = history_add_numbers(t, &totals);
+        }
+        if (r >= 0)
+                table_print(t, o->legend);
+        table_free(t);
+        if (r >= 0 && truncated)
+                fprintf(stderr,
+                        "budgetctl: only the first %zu groups are shown (the daemon's limit); narrow "
+                        "--since "
+                        "and --until for the rest\n",
+                        n);
+        return r;
+}
+
+static int history_failed(const Options *o, tb_client *c, int r, void *userdata) {
+        const char *reason = tb_client_error_parameter(c, "reason");
+
+        if (error_is(c, VL_ERROR_ADMIN_HISTORY_UNAVAILABLE))
+                fprintf(stderr, "budgetctl: no history to show: %s\n",
+                        reason ?: "tokenbudgetd did not say why");
+        else if (method_missing(c))
+                fprintf(stderr, "budgetctl: this tokenbudgetd is too old for 'history' (it has no "
+                                "io.tokenbudget.admin.History)\n");
+        else if (o->user && r == -EACCES)
+                fprintf(stderr, "budgetctl: permission denied: other users' history is for " ADMINS "\n");
         else
                 return 0;
         return 1;
@@ -2029,6 +2333,24 @@ static int verb_deny(int argc, char **argv, const Options *o) {
         return verb_decide(o, VL_METHOD_ADMIN_DENY, &d);
 }
 
+static int verb_history(int argc, char **argv, const Options *o) {
+        HistoryRequest req;
+        char *text = NULL;
+        int r, exit_code;
+
+        /* Every option is checked before anything is sent. */
+        if (history_request(o, &req) < 0)
+                return EXIT_USAGE;
+        r = history_parameters(&req, &text);
+        if (r < 0) {
+                fprintf(stderr, "budgetctl: out of memory\n");
+                return EXIT_FAILED;
+        }
+        exit_code = admin_show(o, VL_METHOD_ADMIN_HISTORY, text, history_print, history_failed, &req);
+        free(text);
+        return exit_code;
+}
+
 static int verb_help(int argc, char **argv, const Options *o);
 
 /* max_args: no maximum. */
@@ -2060,6 +2382,8 @@ static const Verb verbs[] = {
         {"approve", 1, 2, 0, verb_approve, "ID [TOKENS]",
          "Let a held request go on, for TOKENS or its estimate (admins)"},
         {"deny", 1, 1, 0, verb_deny, "ID", "Refuse a held request (admins)"},
+        {"history", 0, 0, OPTION_SINCE | OPTION_UNTIL | OPTION_BY | OPTION_USER, verb_history, "",
+         "Show what was spent, per day or --by (--since, --until, --user)"},
         {"request", 0, 1, OPTIONS_REQUEST, verb_request, "[ESTIMATE]",
          "Request, hold, report and release an allocation, as an agent would"},
         {"help", 0, 0, 0, verb_help, "", "Show this help"},
@@ -2146,6 +2470,8 @@ static const struct {
         {OPTION_AGENT, "--agent"}, {OPTION_CLASS, "--class"},
         {OPTION_MODEL, "--model"}, {OPTION_PROMPT_TOKENS, "--prompt-tokens"},
         {OPTION_USE, "--use"},     {OPTION_HOLD, "--hold"},
+        {OPTION_SINCE, "--since"}, {OPTION_UNTIL, "--until"},
+        {OPTION_BY, "--by"},
 };
 
 /* An option given that v does not take, as a usage error; 0 when all apply. */
@@ -2223,7 +2549,8 @@ static void help(void) {
                "                         nothing reserved or allocated)\n"
                "  -k, --kind=KIND        status: only global and the scopes of KIND\n"
                "                         (" SCOPE_KINDS ")\n"
-               "  -u, --user=USER        status: only global and the scopes of USER (a name or uid)\n"
+               "  -u, --user=USER        status: only global and the scopes of USER (a name or uid);\n"
+               "                         history: only USER's rows\n"
                "      --min-tokens=N     request: the least the task can use (default: the estimate)\n"
                "      --wait=DURATION    request: wait up to DURATION for room (500ms, 2s, 1min, 1h)\n"
                "      --priority=P       request: interactive, normal or background\n"
@@ -2233,6 +2560,10 @@ static void help(void) {
                "      --prompt-tokens=N  request: the prompt's size\n"
                "      --use=N            request: output tokens to report and release (default 0)\n"
                "      --hold=DURATION    request: keep the allocation open this long first (default 0)\n"
+               "  -S, --since=TIME       history: from TIME (default: the oldest kept)\n"
+               "  -U, --until=TIME       history: up to TIME, not included (default: no end)\n"
+               "      --by=GROUP         history: a row per user, unit, agent, class, model,\n"
+               "                         hour or day (default: day)\n"
                "      --no-legend        Print only the rows: no summary, headers or notes\n"
                "  -h, --help             Show this help\n"
                "      --version          Show the version\n\n"
@@ -2244,11 +2575,15 @@ static void help(void) {
                "  max_tokens_in_flight or max_allocations; VALUE an integer from 0 to\n"
                "  999999999999 (0: no limit). For example:\n"
                "  budgetctl set user:alice tokens_per_hour=100000 max_tokens_in_flight=20000\n\n"
+               "history: TIME is as journalctl takes it: now, today, yesterday, tomorrow,\n"
+               "  -1h, -30min, -2d, 2h ago, 2026-12-01, 2026-12-01 10:00, 2026-12-01T10:00:00,\n"
+               "  10:00 (today) or @EPOCH; local time unless it ends in UTC, Z or +HH:MM.\n"
+               "  Hours and days are shown in local time; a day begins at local midnight.\n\n"
                "request: asks as an agent would (its budgets are those of budgetctl's process,\n"
                "  user and unit), prints the decision, then reports and releases. The call waits\n"
                "  --timeout plus --wait; pass --timeout 0 when an admin may have to decide.\n\n"
-               "Status, list and request answer everyone (others see global and their own\n"
-               "scopes); set, reload, pending, approve and deny are for " ADMINS ".\n\n"
+               "Status, list, history and request answer everyone (others see global and their\n"
+               "own scopes and history); set, reload, pending, approve and deny are for\n" ADMINS ".\n\n"
                "Exit status:\n"
                "  0  success\n"
                "  1  the daemon answered with an error (permission denied, an unknown scope,\n"
@@ -2298,6 +2633,7 @@ enum {
         ARG_PROMPT_TOKENS,
         ARG_USE,
         ARG_HOLD,
+        ARG_BY,
 };
 
 /* The longest --wait and --hold: a day (the daemon shortens a wait to its queue.max_wait_sec). */
@@ -2412,11 +2748,14 @@ static int parse_options(int argc, char **argv, Options *o) {
                 {"prompt-tokens", required_argument, NULL, ARG_PROMPT_TOKENS},
                 {"use", required_argument, NULL, ARG_USE},
                 {"hold", required_argument, NULL, ARG_HOLD},
+                {"since", required_argument, NULL, 'S'},
+                {"until", required_argument, NULL, 'U'},
+                {"by", required_argument, NULL, ARG_BY},
                 {},
         };
         int ch;
 
-        while ((ch = getopt_long(argc, argv, "s:jt:ak:u:h", options, NULL)) >= 0) {
+        while ((ch = getopt_long(argc, argv, "s:jt:ak:u:S:U:h", options, NULL)) >= 0) {
                 switch (ch) {
                 case 's':
                         o->socket = optarg;
@@ -2435,6 +2774,18 @@ static int parse_options(int argc, char **argv, Options *o) {
                 case 'u':
                         o->user = optarg;
                         o->given |= OPTION_USER;
+                        break;
+                case 'S':
+                        o->since = optarg;
+                        o->given |= OPTION_SINCE;
+                        break;
+                case 'U':
+                        o->until = optarg;
+                        o->given |= OPTION_UNTIL;
+                        break;
+                case ARG_BY:
+                        o->by = optarg;
+                        o->given |= OPTION_BY;
                         break;
                 case 't':
                         if (parse_timeout(optarg, o) < 0)

@@ -44,13 +44,14 @@ class ProtocolFiles(unittest.TestCase):
     def test_admin(self):
         iface = self.load('io.tokenbudget.admin')
         self.assertEqual([m.name for m in iface.of_kind('type')], ['Window', 'Scope', 'Breaker', 'PendingRequest', 'PowerFactors', 'Power',
-                          'Allocation'])
+                          'Durability', 'Allocation', 'HistoryGroup'])
         status = iface.member('Status')
         self.assertEqual(str(next(f for f in status.returns if f.name == 'scopes').type), '[]Scope')
         self.assertEqual(iface.member('List').params, [])
         self.assertEqual([m.name for m in iface.of_kind('method')], ['Status', 'List', 'SetLimits', 'Reload', 'Pending',
-                                                                   'Approve', 'Deny'])
-        self.assertEqual([m.name for m in iface.of_kind('error')], ['ReloadRejected', 'UnknownScope', 'UnknownRequest'])
+                                                                   'Approve', 'Deny', 'History'])
+        self.assertEqual([m.name for m in iface.of_kind('error')], ['ReloadRejected', 'UnknownScope', 'UnknownRequest',
+                                                                  'HistoryUnavailable'])
 
     def test_service(self):
         iface = self.load('org.varlink.service')
