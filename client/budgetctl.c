@@ -1723,14 +1723,19 @@ static int history_row(Table *t, json_object *g, size_t i, const HistoryRequest 
         return r;
 }
 
-/* "from 2026-12-01 00:00:00 until now", for the empty line. */
+/* The line for no rows: "No history from A until B.", "... since A.", "... before B." or "No history." */
 static void history_print_range(const HistoryRequest *req) {
         char a[FORMAT_TIME_MAX], b[FORMAT_TIME_MAX];
 
-        printf("No history %s%s%s%s.\n", req->has_since ? "since " : "",
-               req->has_since ? local_time_text(a, req->since_usec) : "",
-               req->has_until ? (req->has_since ? " until " : "until ") : "",
-               req->has_until ? local_time_text(b, req->until_usec) : "");
+        if (req->has_since && req->has_until)
+                printf("No history from %s until %s.\n", local_time_text(a, req->since_usec),
+                       local_time_text(b, req->until_usec));
+        else if (req->has_since)
+                printf("No history since %s.\n", local_time_text(a, req->since_usec));
+        else if (req->has_until)
+                printf("No history before %s.\n", local_time_text(b, req->until_usec));
+        else
+                printf("No history.\n");
 }
 
 static int history_print(json_object *reply, const Options *o, void *userdata) {
