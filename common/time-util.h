@@ -18,3 +18,12 @@ static inline uint64_t now_usec(void) {
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
 }
+
+/* CLOCK_REALTIME in microseconds: only for what is kept beyond this run
+ * (the durable ledger's times, history), never for timeouts. */
+static inline uint64_t realtime_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return ts.tv_sec < 0 ? 0 : (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
+}

@@ -225,6 +225,35 @@ static json_object *power_json(const DispatchContext *ctx, uint64_t now) {
         return o;
 }
 
+/* The durable ledger's object. */
+static json_object *durability_json(const DispatchContext *ctx) {
+        Store *st = ctx->store;
+        json_object *o = json_object_new_object();
+        const char *error = st ? store_error_message(st) : NULL;
+        int r = o ? 0 : -ENOMEM;
+
+        if (st)
+                r = r
+                            ?: json_add(o, VL_FIELD_ADMIN_DURABILITY_DATABASE,
+                                        json_object_new_string(store_path(st)));
+        r = r
+                    ?: json_add(o, VL_FIELD_ADMIN_DURABILITY_SYNC,
+                                json_object_new_string(st ? store_sync_to_string(store_sync(st)) : "none"));
+        r = r ?: json_add(o, VL_FIELD_ADMIN_DURABILITY_DEGRADED, json_object_new_boolean(error != NULL));
+        if (error)
+                r = r ?: json_add(o, VL_FIELD_ADMIN_DURABILITY_ERROR, json_object_new_string(error));
+        r = r ?: json_add(o, VL_FIELD_ADMIN_DURABILITY_PENDING, json_u64(st ? store_staged(st) : 0));
+        r = r
+                    ?: json_add(o, VL_FIELD_ADMIN_DURABILITY_LOST,
+                                json_u64((st ? store_lost(st) : 0) + budget_store_failures(ctx->budget)));
+        r = r ?: json_add(o, VL_FIELD_ADMIN_DURABILITY_COMMITS, json_u64(st ? store_commits(st) : 0));
+        if (r < 0) {
+                json_object_put(o);
+                return NULL;
+        }
+        return o;
+}
+
 static int method_status(const DispatchContext *ctx, Call *call, const VarlinkValue *v, uint64_t now) {
         const ProcessTable *processes = budget_processes(ctx->budget);
         const ScopeTable *table = budget_scopes(ctx->budget);
@@ -297,6 +326,11 @@ static int method_status(const DispatchContext *ctx, Call *call, const VarlinkVa
                 json_object *power = power_json(ctx, now);
 
                 r = power ? json_add(o, VL_OUT_ADMIN_STATUS_POWER, power) : -ENOMEM;
+        }
+        if (r == 0) {
+                json_object *durability = durability_json(ctx);
+
+                r = durability ? json_add(o, VL_OUT_ADMIN_STATUS_DURABILITY, durability) : -ENOMEM;
         }
         /* Breakers that are not closed, of the uids the caller may see. */
         for (Breaker *br = breaker_table_next(bt, NULL); br && r == 0; br = breaker_table_next(bt, br))

@@ -13,8 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <pwd.h>
+#include <unistd.h>
+
 #include "allocation-id.h"
 #include "budget.h"
+#include "log.h"
 #include "macro.h"
 #include "siphash.h"
 #include "time-util.h"
@@ -32,6 +36,8 @@ struct Client {
         ScopeChain *chain;
         Ticket *tickets; /* its deferred requests */
         unsigned n_tickets;
+        char *user_name; /* for history rows: looked up at the first one */
+        bool user_looked_up;
 };
 
 struct Allocation {
@@ -42,6 +48,7 @@ struct Allocation {
         int requested_priority;        /* when the rule's ceiling lowered it, else -1 */
         uint64_t estimate;             /* what the agent asked for, before clamping */
         uint64_t last_report_usec;     /* grant or last Report, for the expiry sweep */
+        uint64_t granted_realtime;     /* realtime µs of the grant (the durable ledger's) */
         uint64_t terminate_grace_usec; /* on_hard_limit = "terminate": the grace period */
         HardLimitAction on_hard_limit;
         bool dry_run;     /* granted under enforce = false: nothing is enforced on it */
@@ -74,6 +81,20 @@ struct Ticket {
         void *userdata;
         char strings[];
 };
+
+/* A refusal waiting to be staged as a history row: same process, same
+ * realtime second, one row with a count. */
+#define PENDING_REFUSALS_MAX 64
+typedef struct PendingRefusal {
+        uint64_t second;
+        pid_t pid;
+        uint32_t uid;
+        uint64_t count;
+        uint64_t estimate;
+        int32_t priority;
+        char comm[IDENTITY_COMM_MAX];
+        char *user, *unit, *agent, *task_class, *model; /* malloc'ed */
+} PendingRefusal;
 
 /* The entities a runaway breaker can be kept for. */
 enum {
@@ -111,6 +132,15 @@ struct Budget {
         unsigned power_conditions;
         uint64_t power_since;
         unsigned power_factor[_PRIORITY_MAX];
+        /* The durable ledger (issue 12): what the calls change is staged
+         * here and committed by the manager at the commit point. NULL: memory
+         * only. Refusals are folded per process per second before they are
+         * staged (a flood of refused requests is one row per second). */
+        Store *store;
+        uint64_t store_stage_failures; /* staging refused (store full of uncommitted writes, or OOM) */
+        uint32_t stored_generation;    /* the ledger's generation high-water mark last staged */
+        PendingRefusal pending_refusals[PENDING_REFUSALS_MAX];
+        size_t n_pending_refusals;
 };
 
 /* ---- setup ---- */
@@ -193,11 +223,22 @@ int budget_new(const Config *config, Journal *journal, const uint8_t id_key[16],
         return 0;
 }
 
+static void pending_refusal_done(PendingRefusal *p) {
+        free(p->user);
+        free(p->unit);
+        free(p->agent);
+        free(p->task_class);
+        free(p->model);
+        *p = (PendingRefusal){};
+}
+
 Budget *budget_free(Budget *b) {
         if (!b)
                 return NULL;
         waitq_free(b->queue);
         breaker_table_free(b->breakers);
+        for (size_t i = 0; i < b->n_pending_refusals; i++)
+                pending_refusal_done(&b->pending_refusals[i]);
         process_table_free(b->processes);
         scope_table_free(b->scopes);
         ledger_free(b->ledger);
@@ -377,6 +418,420 @@ bool budget_client_busy(const Client *c) {
         return c->n_allocations > 0 || c->n_tickets > 0;
 }
 
+/* ---- the durable ledger (issue 12) ---- */
+
+/* How a scope's usage is kept in the store: what it takes to find or make
+ * the same scope again at restart ("KIND|OWNER|DISCRIMINATOR|NAME"; a
+ * process scope is "process|UID|START_TIME|process:PID"). 0, or -ENOENT for
+ * a scope that is neither the table's nor the allocation's process's. */
+static int scope_store_key(const Allocation *a, const LedgerScope *s, char *buf, size_t size) {
+        const ScopeEntry *e = scope_table_entry_of(s);
+        int n;
+
+        if (e)
+                n = snprintf(buf, size, "%s|%" PRId64 "|%" PRIu64 "|%s",
+                             scope_kind_to_string(scope_entry_kind(e)), scope_entry_owner(e),
+                             scope_entry_discriminator(e), ledger_scope_name(s));
+        else if (s == process_entry_scope(a->owner->process))
+                n = snprintf(buf, size, "process|%" PRIu32 "|%" PRIu64 "|%s",
+                             (uint32_t)process_entry_uid(a->owner->process),
+                             process_entry_start_time(a->owner->process), ledger_scope_name(s));
+        else
+                return -ENOENT;
+        return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+}
+
+#define SCOPE_STORE_KEY_MAX 640
+
+static void store_failed(Budget *b, int r) {
+        if (r < 0)
+                b->store_stage_failures++;
+}
+
+/* Tokens the allocation committed now, in every scope it is charged to. */
+static void store_usage(Budget *b, const Allocation *a, uint64_t tokens, uint64_t realtime) {
+        LedgerScope *const *scopes;
+        size_t n;
+
+        if (!b->store || tokens == 0)
+                return;
+        n = ledger_allocation_scopes(a->ledger, &scopes);
+        for (size_t i = 0; i < n; i++) {
+                char key[SCOPE_STORE_KEY_MAX];
+
+                if (scope_store_key(a, scopes[i], key, sizeof(key)) < 0)
+                        continue;
+                store_failed(b, store_add_usage(b->store, key, realtime / USEC_PER_SEC, tokens));
+        }
+}
+
+static const char *client_unit(const Client *c) {
+        return c->units.user_unit ?: c->units.unit;
+}
+
+/* The user name of a history row: looked up once per connection. */
+static const char *client_user(Client *c) {
+        if (!c->user_looked_up) {
+                struct passwd pw, *result = NULL;
+                char buf[1024];
+
+                c->user_looked_up = true;
+                if (getpwuid_r(c->identity.uid, &pw, buf, sizeof(buf), &result) == 0 && result)
+                        c->user_name = strdup(result->pw_name);
+        }
+        return c->user_name;
+}
+
+static size_t allocation_scope_names(const Allocation *a, const char *names[static LEDGER_SCOPES_MAX]) {
+        LedgerScope *const *scopes;
+        size_t n = ledger_allocation_scopes(a->ledger, &scopes);
+
+        for (size_t i = 0; i < n; i++)
+                names[i] = ledger_scope_name(scopes[i]);
+        return n;
+}
+
+/* The allocation as it is now (granted, or its last acknowledged usage). */
+static void store_allocation(Budget *b, const Allocation *a) {
+        const LedgerAllocation *la = a->ledger;
+        const char *names[LEDGER_SCOPES_MAX];
+        StoreAllocation sa;
+
+        if (!b->store)
+                return;
+        sa = (StoreAllocation){
+                .id = ledger_allocation_id(la),
+                .granted_usec = a->granted_realtime,
+                .granted = ledger_allocation_granted(la),
+                .reservation = ledger_allocation_hard_limit(la),
+                .estimate = a->estimate,
+                .input = ledger_allocation_input_tokens(la),
+                .output = ledger_allocation_output_tokens(la),
+                .priority = (int32_t)a->priority,
+                .pid = a->owner->identity.pid,
+                .uid = a->owner->identity.uid,
+                .comm = a->owner->identity.comm,
+                .agent = a->agent,
+                .class_name = a->task_class,
+                .model = a->model,
+                .unit = client_unit(a->owner),
+                .scopes = names,
+                .n_scopes = allocation_scope_names(a, names),
+        };
+        store_failed(b, store_put_allocation(b->store, &sa));
+        if (ledger_generation_high(b->ledger) != b->stored_generation) {
+                b->stored_generation = ledger_generation_high(b->ledger);
+                store_failed(b, store_meta_put_u64(b->store, "generation", b->stored_generation));
+        }
+}
+
+/* The allocation was settled: its row goes, a history row comes. */
+static void store_settled(Budget *b, Allocation *a, StoreOutcome outcome, uint64_t input, uint64_t output,
+                          uint64_t realtime) {
+        const LedgerAllocation *la = a->ledger;
+        const char *names[LEDGER_SCOPES_MAX];
+        StoreHistoryRow h;
+
+        if (!b->store)
+                return;
+        h = (StoreHistoryRow){
+                .realtime_usec = realtime,
+                .uid = a->owner->identity.uid,
+                .user = client_user(a->owner),
+                .unit = client_unit(a->owner),
+                .comm = a->owner->identity.comm,
+                .agent = a->agent,
+                .class_name = a->task_class,
+                .model = a->model,
+                .priority = (int32_t)a->priority,
+                .estimate = a->estimate,
+                .granted = ledger_allocation_granted(la),
+                .input = input,
+                .output = output,
+                .outcome = outcome,
+                .count = 1,
+                .scopes = names,
+                .n_scopes = allocation_scope_names(a, names),
+        };
+        store_failed(b, store_drop_allocation(b->store, ledger_allocation_id(la)));
+        store_failed(b, store_add_history(b->store, &h));
+}
+
+static int strdup_or_null(const char *s, char **ret) {
+        *ret = NULL;
+        if (!s)
+                return 0;
+        *ret = strdup(s);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static void pending_refusal_stage(Budget *b, PendingRefusal *p) {
+        StoreHistoryRow h = {
+                .realtime_usec = p->second * USEC_PER_SEC,
+                .uid = p->uid,
+                .user = p->user,
+                .unit = p->unit,
+                .comm = p->comm,
+                .agent = p->agent,
+                .class_name = p->task_class,
+                .model = p->model,
+                .priority = p->priority,
+                .estimate = p->estimate,
+                .outcome = STORE_OUTCOME_REFUSED,
+                .count = p->count,
+        };
+
+        store_failed(b, store_add_history(b->store, &h));
+        pending_refusal_done(p);
+}
+
+void budget_store_flush(Budget *b, uint64_t realtime, bool all) {
+        size_t kept = 0;
+
+        for (size_t i = 0; i < b->n_pending_refusals; i++) {
+                PendingRefusal *p = &b->pending_refusals[i];
+
+                if (all || p->second != realtime / USEC_PER_SEC)
+                        pending_refusal_stage(b, p);
+                else
+                        b->pending_refusals[kept++] = *p;
+        }
+        b->n_pending_refusals = kept;
+}
+
+bool budget_store_waiting(const Budget *b) {
+        return b->n_pending_refusals > 0;
+}
+
+/* A refused request: counted into its process's row of this second. */
+static void store_refused(Budget *b, Client *c, const BudgetRequest *req, uint64_t estimate) {
+        uint64_t realtime = realtime_usec(), second = realtime / USEC_PER_SEC;
+        PendingRefusal *p = NULL;
+
+        if (!b->store)
+                return;
+        for (size_t i = 0; i < b->n_pending_refusals; i++)
+                if (b->pending_refusals[i].pid == c->identity.pid &&
+                    b->pending_refusals[i].uid == c->identity.uid &&
+                    b->pending_refusals[i].second == second) {
+                        b->pending_refusals[i].count++;
+                        return;
+                }
+        if (b->n_pending_refusals == PENDING_REFUSALS_MAX)
+                budget_store_flush(b, realtime, true);
+        p = &b->pending_refusals[b->n_pending_refusals];
+        *p = (PendingRefusal){
+                .second = second,
+                .pid = c->identity.pid,
+                .uid = c->identity.uid,
+                .count = 1,
+                .estimate = estimate,
+                .priority = req->priority,
+        };
+        snprintf(p->comm, sizeof(p->comm), "%s", c->identity.comm);
+        if (strdup_or_null(client_user(c), &p->user) < 0 || strdup_or_null(client_unit(c), &p->unit) < 0 ||
+            strdup_or_null(req->agent, &p->agent) < 0 ||
+            strdup_or_null(req->task_class, &p->task_class) < 0 ||
+            strdup_or_null(req->model, &p->model) < 0) {
+                pending_refusal_done(p);
+                b->store_stage_failures++;
+                return;
+        }
+        b->n_pending_refusals++;
+}
+
+void budget_set_id_generation(Budget *b, uint32_t floor) {
+        ledger_set_generation_floor(b->ledger, floor);
+        b->stored_generation = floor;
+}
+
+void budget_set_store(Budget *b, Store *store) {
+        b->store = store;
+}
+
+uint64_t budget_store_failures(const Budget *b) {
+        return b->store_stage_failures;
+}
+
+/* Restore: the usage rows of the store put back into the windows. */
+typedef struct RestoreContext {
+        Budget *b;
+        uint64_t now, realtime;
+        BudgetRestoreStats *stats;
+        char last_key[SCOPE_STORE_KEY_MAX];
+        LedgerScope *last_scope; /* of last_key; NULL: skipped */
+} RestoreContext;
+
+/* The scope a store key names, found or made again. */
+static int restore_scope(RestoreContext *rc, const char *key, LedgerScope **ret) {
+        char kind_name[16];
+        const char *p = key, *bar;
+        long long owner;
+        unsigned long long disc;
+        char *end;
+        int kind;
+
+        bar = strchr(p, '|');
+        if (!bar || (size_t)(bar - p) >= sizeof(kind_name))
+                return -EBADMSG;
+        memcpy(kind_name, p, (size_t)(bar - p));
+        kind_name[bar - p] = 0;
+        kind = scope_kind_from_string(kind_name);
+        if (kind < 0)
+                return -EBADMSG;
+        p = bar + 1;
+        errno = 0;
+        owner = strtoll(p, &end, 10);
+        if (errno || end == p || *end != '|' || owner < -1 || owner > (long long)UINT32_MAX)
+                return -EBADMSG;
+        p = end + 1;
+        disc = strtoull(p, &end, 10);
+        if (errno || end == p || *end != '|' || end[1] == 0)
+                return -EBADMSG;
+        p = end + 1;
+        if (kind == SCOPE_GLOBAL) {
+                if (strcmp(p, "global") != 0)
+                        return -EBADMSG;
+                *ret = scope_table_global(rc->b->scopes);
+                return 0;
+        }
+        if (kind == SCOPE_PROCESS) {
+                ProcessEntry *e;
+                unsigned long pid;
+                int r;
+
+                if (strncmp(p, "process:", 8) != 0)
+                        return -EBADMSG;
+                pid = strtoul(p + 8, &end, 10);
+                if (*end || pid == 0 || pid > INT32_MAX || owner < 0)
+                        return -EBADMSG;
+                /* Only a process that still runs can spend from it again. */
+                if (!process_alive((pid_t)pid, disc, NULL))
+                        return -ESRCH;
+                r = process_table_connect(rc->b->processes, (pid_t)pid, disc, (uid_t)owner, true, rc->now,
+                                          &e);
+                if (r < 0)
+                        return r;
+                process_table_disconnect(rc->b->processes, e, rc->now);
+                *ret = process_entry_scope(e);
+                return 0;
+        }
+        return scope_table_restore(rc->b->scopes, (ScopeKind)kind, p, disc, owner, rc->now, ret);
+}
+
+static int restore_usage_cb(void *userdata, const char *key, uint64_t second, uint64_t tokens) {
+        RestoreContext *rc = userdata;
+        uint64_t at = second * USEC_PER_SEC, age = rc->realtime > at ? rc->realtime - at : 0;
+        int r;
+
+        if (strcmp(key, rc->last_key) != 0) {
+                snprintf(rc->last_key, sizeof(rc->last_key), "%s", key);
+                r = restore_scope(rc, key, &rc->last_scope);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0) {
+                        rc->last_scope = NULL;
+                        if (r == -ESRCH)
+                                rc->stats->scopes_gone++;
+                        else
+                                rc->stats->scopes_bad++;
+                        if (r != -ESRCH && rc->stats->scopes_bad <= 3)
+                                log_warning("durable ledger: cannot restore the usage of '%s': %s", key,
+                                            r == -EBADMSG ? "not a scope this daemon keeps" : strerror(-r));
+                } else
+                        rc->stats->scopes++;
+        }
+        if (!rc->last_scope)
+                return 0;
+        if (ledger_scope_restore(rc->last_scope, age, tokens, rc->now) < 0) {
+                rc->stats->rows_bad++;
+                return 0;
+        }
+        rc->stats->rows++;
+        if (rc->last_scope == scope_table_global(rc->b->scopes))
+                rc->stats->global_tokens += tokens;
+        return 0;
+}
+
+/* An allocation open when the previous run ended without settling it (a
+ * crash, a kill): settled now at its last acknowledged usage, which the
+ * usage rows hold already; a history row and a journal event say so. */
+static int restore_allocation_cb(void *userdata, const StoreAllocation *sa) {
+        RestoreContext *rc = userdata;
+        Budget *b = rc->b;
+        char sid[17];
+        StoreHistoryRow h = {
+                .realtime_usec = rc->realtime,
+                .uid = sa->uid,
+                .unit = sa->unit,
+                .comm = sa->comm,
+                .agent = sa->agent,
+                .class_name = sa->class_name,
+                .model = sa->model,
+                .priority = sa->priority,
+                .estimate = sa->estimate,
+                .granted = sa->granted,
+                .input = sa->input,
+                .output = sa->output,
+                .outcome = STORE_OUTCOME_ABANDONED,
+                .count = 1,
+                .scopes = sa->scopes,
+                .n_scopes = sa->n_scopes,
+        };
+        Event e = {
+                .pid = (pid_t)sa->pid,
+                .uid = sa->uid,
+                .has_uid = true,
+                .comm = sa->comm,
+                .agent = sa->agent,
+                .task_class = sa->class_name,
+                .estimate = sa->estimate,
+                .has_estimate = true,
+                .has_used = true,
+                .used = sa->input + sa->output,
+                .reason =
+                        "the daemon stopped without settling it (a crash or a kill); settled at restart at "
+                        "its last acknowledged usage",
+        };
+        int r;
+
+        snprintf(sid, sizeof(sid), "%016" PRIx64, sa->id);
+        e.allocation = sid;
+        r = store_add_history(b->store, &h);
+        if (r >= 0)
+                r = store_drop_allocation(b->store, sa->id);
+        if (r < 0)
+                return r;
+        journal_emit(b->journal, EVENT_ABANDONED, &e, rc->now,
+                     "Allocation %s of %s (pid %" PRId64
+                     ") was open when the daemon stopped without settling "
+                     "it; settled at restart at %" PRIu64 " tokens used",
+                     sid, sa->comm ?: "?", sa->pid, sa->input + sa->output);
+        rc->stats->abandoned++;
+        return 0;
+}
+
+int budget_restore(Budget *b, uint64_t now, uint64_t realtime, BudgetRestoreStats *ret) {
+        RestoreContext rc = {.b = b, .now = now, .realtime = realtime, .stats = ret};
+        uint64_t span = ledger_window_span_usec(LEDGER_WINDOW_DAY) / USEC_PER_SEC;
+        int r;
+
+        *ret = (BudgetRestoreStats){};
+        if (!b->store)
+                return 0;
+        /* The day window and one bucket of slack: older usage counts nowhere. */
+        r = store_load_usage(
+                b->store, realtime / USEC_PER_SEC > span + 3600 ? realtime / USEC_PER_SEC - span - 3600 : 0,
+                restore_usage_cb, &rc);
+        if (r < 0)
+                return r;
+        r = store_load_allocations(b->store, restore_allocation_cb, &rc);
+        if (r < 0)
+                return r;
+        budget_changed(b);
+        return 0;
+}
+
 /* Unlinks and frees one allocation after the ledger settled it. */
 static void allocation_unlink(Budget *b, Allocation *a, uint64_t now) {
         Client *c = a->owner;
@@ -395,13 +850,22 @@ static void wake_update(Budget *b);
 
 /* Settles in the ledger, then lets the waiters of every scope the
  * reservation came back to go first (each scope's head, while it fits). */
-static int allocation_settle(Budget *b, Allocation *a, uint64_t input, uint64_t output, uint64_t now,
-                             uint64_t *ret_used, uint64_t *ret_refunded) {
+static int allocation_settle(Budget *b, Allocation *a, uint64_t input, uint64_t output, StoreOutcome outcome,
+                             uint64_t now, uint64_t *ret_used, uint64_t *ret_refunded) {
         LedgerScope *scopes[LEDGER_SCOPES_MAX], *const *p;
         size_t n = ledger_allocation_scopes(a->ledger, &p);
+        uint64_t before = ledger_allocation_used(a->ledger), realtime = b->store ? realtime_usec() : 0;
         int r;
 
+        if (input >= LEDGER_TOKENS_MAX || output >= LEDGER_TOKENS_MAX)
+                return -ERANGE;
+        if (a->terminating)
+                outcome = STORE_OUTCOME_TERMINATED;
         memcpy(scopes, p, n * sizeof(*scopes));
+        /* Staged before the ledger frees the allocation; the totals only grow. */
+        if (input + output > before)
+                store_usage(b, a, input + output - before, realtime);
+        store_settled(b, a, outcome, input, output, realtime);
         r = ledger_settle(b->ledger, a->ledger, input, output, now, ret_used, ret_refunded);
         if (r < 0)
                 return r;
@@ -425,13 +889,16 @@ static int allocation_settle(Budget *b, Allocation *a, uint64_t input, uint64_t 
 static void allocation_settle_unreleased(Budget *b, Allocation *a, SettleCause cause, uint64_t now) {
         static const struct {
                 EventKind kind;
+                StoreOutcome outcome;
                 const char *reason, *what;
         } causes[] = {
-                [SETTLE_ABANDONED] = {EVENT_ABANDONED,
+                [SETTLE_ABANDONED] = {EVENT_ABANDONED, STORE_OUTCOME_ABANDONED,
                                       "its connection closed before it released the allocation",
                                       "abandoned: its connection closed"},
-                [SETTLE_SHUTDOWN] = {EVENT_SHUTDOWN, "the daemon is stopping", "settled at shutdown"},
-                [SETTLE_EXPIRED] = {EVENT_EXPIRED, "no report for limits.allocation_idle_timeout_sec",
+                [SETTLE_SHUTDOWN] = {EVENT_SHUTDOWN, STORE_OUTCOME_SHUTDOWN, "the daemon is stopping",
+                                     "settled at shutdown"},
+                [SETTLE_EXPIRED] = {EVENT_EXPIRED, STORE_OUTCOME_EXPIRED,
+                                    "no report for limits.allocation_idle_timeout_sec",
                                     "expired: no report for limits.allocation_idle_timeout_sec"},
         };
         const Identity *id = &a->owner->identity;
@@ -445,7 +912,7 @@ static void allocation_settle_unreleased(Budget *b, Allocation *a, SettleCause c
                         sid, id->comm, (int)id->pid, causes[cause].what, ledger_allocation_used(la),
                         ledger_allocation_reserved(la));
         (void)allocation_settle(b, a, ledger_allocation_input_tokens(la),
-                                ledger_allocation_output_tokens(la), now, NULL, NULL);
+                                ledger_allocation_output_tokens(la), causes[cause].outcome, now, NULL, NULL);
         if (cause == SETTLE_EXPIRED)
                 b->stats.n_expired++;
         else if (cause == SETTLE_ABANDONED)
@@ -466,6 +933,7 @@ void budget_client_free(Budget *b, Client *c, SettleCause cause, uint64_t now) {
         cgroup_units_done(&c->units);
         free(c->exe);
         free(c->groups);
+        free(c->user_name);
         free(c);
 }
 
@@ -577,9 +1045,10 @@ static void refusal_format(const BudgetRefusal *refusal, uint64_t reservation, c
                          scope, lr->reserved_tokens, reservation, lr->limit_tokens);
 }
 
-static void emit_refused(Budget *b, const Client *c, const BudgetRequest *req, uint64_t estimate,
-                         uint64_t granted, uint32_t hard_permille, const BudgetRefusal *refusal,
-                         bool dry_run, uint64_t now) {
+static void store_refused(Budget *b, Client *c, const BudgetRequest *req, uint64_t estimate);
+
+static void emit_refused(Budget *b, Client *c, const BudgetRequest *req, uint64_t estimate, uint64_t granted,
+                         uint32_t hard_permille, const BudgetRefusal *refusal, bool dry_run, uint64_t now) {
         uint64_t reservation = (granted * hard_permille + 999) / 1000;
         const char *scope = refusal_scope_name(refusal);
         char reason[1024];
@@ -599,6 +1068,8 @@ static void emit_refused(Budget *b, const Client *c, const BudgetRequest *req, u
         };
 
         refusal_format(refusal, reservation, reason, sizeof(reason));
+        if (!dry_run)
+                store_refused(b, c, req, estimate);
         journal_emit(b->journal, refusal->kind == REFUSAL_ESCALATED ? EVENT_ESCALATED : EVENT_REFUSED, &e,
                      now, "%s %" PRIu64 " tokens to %s (pid %d): %s",
                      dry_run ? "Would refuse (dry run)" : "Refused", estimate, c->identity.comm,
@@ -856,6 +1327,10 @@ static Allocation *allocation_link_new(Budget *b, Client *c, const BudgetRequest
         c->n_allocations++;
         process_entry_allocation_added(c->process);
         b->stats.n_granted++;
+        if (b->store) {
+                a->granted_realtime = realtime_usec();
+                store_allocation(b, a);
+        }
         return a;
 }
 
@@ -1704,6 +2179,7 @@ bool allocation_terminating(const Allocation *a) {
 int budget_report(Budget *b, Allocation *a, uint64_t input_tokens, uint64_t output_tokens, uint64_t now,
                   LedgerState *ret_state, const char **ret_bad) {
         LedgerState before = ledger_allocation_state(a->ledger);
+        uint64_t used = ledger_allocation_used(a->ledger);
 
         *ret_bad = decreased_field(a->ledger, input_tokens, output_tokens);
         if (*ret_bad)
@@ -1713,6 +2189,10 @@ int budget_report(Budget *b, Allocation *a, uint64_t input_tokens, uint64_t outp
                 return -ERANGE;
         }
         a->last_report_usec = now;
+        if (b->store && ledger_allocation_used(a->ledger) != used) {
+                store_usage(b, a, ledger_allocation_used(a->ledger) - used, realtime_usec());
+                store_allocation(b, a);
+        }
         emit_crossing(b, a, before, *ret_state, now);
         if (*ret_state == LEDGER_STATE_EXCEEDED && !a->breached)
                 allocation_breached(b, a, now);
@@ -1730,7 +2210,7 @@ int budget_release(Budget *b, Allocation *a, const uint64_t *input_tokens, const
         r = budget_report(b, a, input, output, now, &state, ret_bad);
         if (r < 0)
                 return r;
-        r = allocation_settle(b, a, input, output, now, ret_used, ret_refunded);
+        r = allocation_settle(b, a, input, output, STORE_OUTCOME_RELEASED, now, ret_used, ret_refunded);
         if (r < 0)
                 *ret_bad = "inputTokens";
         return r;

@@ -27,6 +27,7 @@
 #include "power.h"
 #include "process.h"
 #include "scopes.h"
+#include "store.h"
 
 typedef struct Budget Budget;
 typedef struct Client Client;
@@ -229,6 +230,38 @@ bool budget_busy(const Budget *b);
  * windows' (used + reserved) / limit and of reserved / in-flight cap. */
 unsigned budget_global_utilisation_permille(const Budget *b, uint64_t now);
 BudgetStats budget_stats(const Budget *b);
+
+/*
+ * The durable ledger (issue 12). budget_set_store(): from now on every
+ * grant, report and settlement (and every refusal, folded per process per
+ * second) is staged in store (NULL: memory only); the manager commits at the
+ * commit point. Call before the first client, after budget_set_id_generation().
+ */
+void budget_set_store(Budget *b, Store *store);
+/* Ids unique across restarts: the ledger's generations start at floor
+ * (ledger_set_generation_floor()); the high-water mark is staged as the meta
+ * value "generation". Before the first allocation. */
+void budget_set_id_generation(Budget *b, uint32_t floor);
+typedef struct BudgetRestoreStats {
+        uint64_t rows, rows_bad;     /* usage rows put back into windows, and refused (out of range) */
+        uint64_t scopes, scopes_bad; /* scopes restored, and keys that name none */
+        uint64_t scopes_gone;        /* process scopes of processes that have exited */
+        uint64_t global_tokens;      /* usage restored into the global scope */
+        uint64_t abandoned;          /* allocations open at the last stop, settled now */
+} BudgetRestoreStats;
+/* Puts the store's window usage back into the scopes (the day window's
+ * worth, aged by realtime), and settles what was open when the last run
+ * ended without settling (a history row and a journal event each). now is
+ * monotonic, realtime CLOCK_REALTIME µs. 0 or -errno (of the store). */
+int budget_restore(Budget *b, uint64_t now, uint64_t realtime, BudgetRestoreStats *ret);
+/* Refusals are staged per process per second: those of seconds before
+ * realtime's (all: every one) are staged now. The manager calls it before
+ * each commit (all at shutdown). */
+void budget_store_flush(Budget *b, uint64_t realtime, bool all);
+/* Whether refusals wait to be staged (the manager flushes them later). */
+bool budget_store_waiting(const Budget *b);
+/* Stagings the store refused (it holds STORE_STAGED_MAX uncommitted writes, or no memory). */
+uint64_t budget_store_failures(const Budget *b);
 
 /* For the admin interface. */
 Ledger *budget_ledger(const Budget *b);

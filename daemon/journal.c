@@ -84,6 +84,8 @@ static const KindInfo kinds[_EVENT_KIND_MAX] = {
         [EVENT_ESCALATED] = {TB_MESSAGE_ESCALATED, "escalated", LOG_NOTICE},
         [EVENT_TERMINATED] = {TB_MESSAGE_TERMINATED, "terminated", LOG_WARNING},
         [EVENT_POWER_CHANGED] = {TB_MESSAGE_POWER_CHANGED, "power-changed", LOG_NOTICE},
+        [EVENT_DURABILITY_LOST] = {TB_MESSAGE_DURABILITY_LOST, "durability-degraded", LOG_ERR},
+        [EVENT_DURABILITY_BACK] = {TB_MESSAGE_DURABILITY_BACK, "durability-restored", LOG_NOTICE},
 };
 
 struct Journal {

@@ -39,6 +39,8 @@ struct event_base;
 #define TB_MESSAGE_ESCALATED         "54bb30494f0c47509b35165d1561bf50"
 #define TB_MESSAGE_TERMINATED        "6acd8f4a435b44aeb6c133d20f73b39b"
 #define TB_MESSAGE_POWER_CHANGED     "e707efca0a954001b0860e42928445e8"
+#define TB_MESSAGE_DURABILITY_LOST   "6e9fb011deb64558b03bb8367c308a32"
+#define TB_MESSAGE_DURABILITY_BACK   "193f25fbe66243c982260b14bb19352d"
 
 typedef enum EventKind {
         EVENT_GRANTED,           /* debug; only when journal.log_granted = true */
@@ -61,6 +63,8 @@ typedef enum EventKind {
         EVENT_ESCALATED,         /* notice: an oversized request was refused, held, approved or denied */
         EVENT_TERMINATED,        /* warning: a process at its hard limit was stopped (or could not be) */
         EVENT_POWER_CHANGED,     /* notice: the power conditions changed (battery, heat, memory pressure) */
+        EVENT_DURABILITY_LOST,   /* err: the durable ledger cannot be written (full disk, I/O error) */
+        EVENT_DURABILITY_BACK,   /* notice: writes to the durable ledger work again */
         _EVENT_KIND_MAX,
 } EventKind;
 

@@ -25,6 +25,7 @@
 #include "tb-config.h"
 
 #define DEFAULT_CONFIG_FILE "/etc/tokenbudget/tokenbudgetd.conf"
+#define DEFAULT_STATE_DIR   "/var/lib/tokenbudget"
 
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
@@ -32,6 +33,7 @@ typedef struct Args {
         const char *config_path;
         const char *socket_path;
         const char *check_config_path;
+        const char *state_dir; /* NULL: not given */
 } Args;
 
 static void help(void) {
@@ -46,6 +48,9 @@ static void help(void) {
                "                           does not exist, the built-in defaults, and SIGHUP\n"
                "                           reads it once it does)\n"
                "  -s, --socket PATH        listen on PATH instead of the configured socket\n"
+               "      --state-dir DIR      keep the durable ledger (tokenbudget.db) in DIR instead of\n"
+               "                           the configured state_directory (default: $STATE_DIRECTORY,\n"
+               "                           else " DEFAULT_STATE_DIR "); '' keeps everything in memory\n"
                "      --check-config FILE  validate FILE, print every error (and warning) as FILE:LINE: "
                "message\n"
                "  -h, --help               show this help\n"
@@ -56,11 +61,12 @@ static void help(void) {
 }
 
 static int parse_args(int argc, char **argv, Args *args) {
-        enum { ARG_CHECK_CONFIG = 0x100, ARG_VERSION };
+        enum { ARG_CHECK_CONFIG = 0x100, ARG_VERSION, ARG_STATE_DIR };
         static const struct option options[] = {
                 {"config", required_argument, NULL, 'c'},
                 {"socket", required_argument, NULL, 's'},
                 {"check-config", required_argument, NULL, ARG_CHECK_CONFIG},
+                {"state-dir", required_argument, NULL, ARG_STATE_DIR},
                 {"help", no_argument, NULL, 'h'},
                 {"version", no_argument, NULL, ARG_VERSION},
                 {},
@@ -77,6 +83,9 @@ static int parse_args(int argc, char **argv, Args *args) {
                         break;
                 case ARG_CHECK_CONFIG:
                         args->check_config_path = optarg;
+                        break;
+                case ARG_STATE_DIR:
+                        args->state_dir = optarg;
                         break;
                 case 'h':
                         help();
@@ -99,7 +108,34 @@ static int parse_args(int argc, char **argv, Args *args) {
                         args->socket_path);
                 return -EINVAL;
         }
+        if (args->state_dir && args->state_dir[0] && args->state_dir[0] != '/') {
+                fprintf(stderr,
+                        "tokenbudgetd: --state-dir needs an absolute path (or '' for memory only), got "
+                        "'%s'.\n",
+                        args->state_dir);
+                return -EINVAL;
+        }
         return 0;
+}
+
+/* Where the durable ledger lives: --state-dir, else the configuration's
+ * state_directory, else systemd's StateDirectory= ($STATE_DIRECTORY, the
+ * first of a colon-separated list), else DEFAULT_STATE_DIR. "": memory only. */
+static const char *state_dir_resolve(const Args *args, const Config *c) {
+        static char *env_dir;
+        const char *dir = getenv("STATE_DIRECTORY");
+
+        if (args->state_dir)
+                return args->state_dir;
+        if (c->state_directory)
+                return c->state_directory;
+        if (dir && dir[0] == '/') {
+                free(env_dir);
+                env_dir = strndup(dir, strcspn(dir, ":"));
+                if (env_dir)
+                        return env_dir;
+        }
+        return DEFAULT_STATE_DIR;
 }
 
 static void print_errors(const char *errors, const char *prefix) {
@@ -231,7 +267,14 @@ int main(int argc, char **argv) {
                 config_done(&config);
                 return EXIT_RUNTIME;
         }
-        r = manager_new(base, &config, config_path, config_optional, fd_limit, &manager);
+        r = manager_new(base, &config, config_path, config_optional, fd_limit,
+                        state_dir_resolve(&args, &config), &manager);
+        if (r == -EBADE) {
+                /* The store said why (which file, what to do). */
+                config_done(&config);
+                event_base_free(base);
+                return EXIT_RUNTIME;
+        }
         if (r < 0) {
                 log_error("cannot set up: %s", strerror(-r));
                 config_done(&config);

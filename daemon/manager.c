@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -25,6 +26,7 @@
 #include "peer.h"
 #include "power-monitor.h"
 #include "ratelimit.h"
+#include "store.h"
 #include "terminate.h"
 #include "tb-config.h"
 #include "time-util.h"
@@ -59,7 +61,18 @@ struct Manager {
         RateLimit log_refused;
         bool stopping;     /* SIGTERM came: what is still open is settled as shutdown */
         char *status_note; /* why the last reload was rejected; prefixed to STATUS= */
+        /* The durable ledger (issue 12): NULL when memory only. */
+        char *state_dir; /* "" for memory only */
+        Store *store;
+        struct event *store_event; /* commits what calls did not, retries, flushes refusals, prunes */
+        bool durability_degraded;  /* the last commit failed */
+        uint64_t degraded_since;   /* monotonic */
+        uint64_t last_prune_usec;  /* monotonic; 0: not yet */
+        bool prune_more;           /* the last prune step was full: more is due */
 };
+
+static void store_schedule(Manager *m);
+static int id_key_from_kernel(uint8_t key[static 16]);
 
 /* ---- limits of the pieces, from the configuration ---- */
 
@@ -123,6 +136,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *userdata) {
         budget_sweep(m->budget, now);
         peer_set_sweep(m->peers, now);
         sweep_schedule(m);
+        store_schedule(m);
 }
 
 /* ---- connections ---- */
@@ -167,6 +181,7 @@ static int handle_flat_call_cb(void *userdata, Call *call, const VarlinkFlatCall
 static void disconnected_cb(void *userdata, void *session, uint64_t now) {
         Manager *m = userdata;
         budget_client_free(m->budget, session, m->stopping ? SETTLE_SHUTDOWN : SETTLE_ABANDONED, now);
+        store_schedule(m);
 }
 
 static bool may_close_idle_cb(void *userdata, void *session) {
@@ -178,6 +193,7 @@ static bool may_close_idle_cb(void *userdata, void *session) {
 static void wake_cb(evutil_socket_t fd, short what, void *userdata) {
         Manager *m = userdata;
         budget_wake(m->budget, now_usec());
+        store_schedule(m);
 }
 
 /* The budget's next due time changed: one timer for every waiter. */
@@ -245,16 +261,185 @@ static void budget_terminate_cb(void *userdata, pid_t pid, uint64_t start_time, 
         }
 }
 
-/* The commit point. While the ledger lives in memory only there is never
- * anything to commit, so replies leave as soon as they are made; the durable
- * store says here that the iteration's writes are pending, and commits them
- * in commit_cb, once per loop iteration, before any of their replies is
- * written. */
+/* ---- the durable ledger ---- */
+
+/* Retry a failed commit this often while nothing else commits. */
+#define STORE_RETRY_USEC USEC_PER_SEC
+/* Old history and usage go in steps of this many rows (about 0.2 ms per 128
+ * here), one step per turn, a round every PRUNE_INTERVAL_USEC. */
+#define PRUNE_STEP_ROWS     256
+#define PRUNE_INTERVAL_USEC (600 * USEC_PER_SEC)
+/* Usage rows are kept for the day window, one hour bucket and a minute. */
+#define USAGE_KEEP_SEC (86400 + 3600 + 60)
+
+/* Commits what is staged. A failure keeps it (store.h) and degrades
+ * durability, said in the journal, STATUS= and Status, until a commit works. */
+static void store_commit_now(Manager *m, bool all_refusals) {
+        uint64_t now = now_usec();
+        int r;
+
+        if (!m->store)
+                return;
+        budget_store_flush(m->budget, realtime_usec(), all_refusals);
+        if (!store_pending(m->store))
+                return;
+        r = store_commit(m->store);
+        if (r < 0 && !m->durability_degraded) {
+                Event e = {.reason = store_error_message(m->store)};
+
+                m->durability_degraded = true;
+                m->degraded_since = now;
+                journal_emit(m->journal, EVENT_DURABILITY_LOST, &e, now,
+                             "Durability degraded: %s; enforcing from memory, retrying every second",
+                             store_error_message(m->store) ?: strerror(-r));
+                notify_status_changed(m->notify);
+        } else if (r >= 0 && m->durability_degraded) {
+                char reason[64];
+                Event e = {.reason = reason};
+
+                m->durability_degraded = false;
+                snprintf(reason, sizeof(reason), "degraded for %" PRIu64 " s",
+                         (now - m->degraded_since) / USEC_PER_SEC);
+                journal_emit(m->journal, EVENT_DURABILITY_BACK, &e, now,
+                             "Durability restored: the durable ledger %s is written again (%s)",
+                             store_path(m->store), reason);
+                notify_status_changed(m->notify);
+        }
+}
+
+/* One bounded step of pruning: history past history.retention_days, usage
+ * past the longest window. */
+static void store_prune(Manager *m, uint64_t now) {
+        uint64_t real = realtime_usec(), keep = m->config.history_retention_days * 86400 * USEC_PER_SEC;
+        int r;
+
+        r = store_prune_step(m->store, real > keep ? real - keep : 0,
+                             real / USEC_PER_SEC > USAGE_KEEP_SEC ? real / USEC_PER_SEC - USAGE_KEEP_SEC : 0,
+                             PRUNE_STEP_ROWS);
+        m->prune_more = r == PRUNE_STEP_ROWS;
+        if (!m->prune_more)
+                m->last_prune_usec = now;
+        if (r < 0)
+                log_warning("durable ledger: pruning old rows failed: %s", strerror(-r));
+}
+
+static bool prune_due(const Manager *m, uint64_t now) {
+        return !m->durability_degraded &&
+               (m->prune_more || m->last_prune_usec == 0 || now - m->last_prune_usec >= PRUNE_INTERVAL_USEC);
+}
+
+static void store_event_cb(evutil_socket_t fd, short what, void *userdata) {
+        Manager *m = userdata;
+        uint64_t now = now_usec();
+
+        store_commit_now(m, false);
+        if (prune_due(m, now))
+                store_prune(m, now);
+        store_schedule(m);
+}
+
+/* What the store still needs, and when: what was staged outside a call
+ * (a disconnect, the sweep, a timer) at once, refusals of this second after
+ * it, a failed commit in a second, pruning when due after activity. An idle
+ * daemon with nothing to write has no timer. */
+static void store_schedule(Manager *m) {
+        uint64_t now = now_usec(), delay = UINT64_MAX;
+        struct timeval tv;
+
+        if (!m->store || m->stopping)
+                return;
+        if (m->durability_degraded)
+                delay = STORE_RETRY_USEC;
+        else if (store_pending(m->store) || prune_due(m, now))
+                delay = 0;
+        else if (budget_store_waiting(m->budget))
+                delay = USEC_PER_SEC - realtime_usec() % USEC_PER_SEC + 10 * USEC_PER_MSEC;
+        if (delay == UINT64_MAX || evtimer_pending(m->store_event, NULL))
+                return;
+        tv = (struct timeval){.tv_sec = (time_t)(delay / USEC_PER_SEC),
+                              .tv_usec = (suseconds_t)(delay % USEC_PER_SEC)};
+        evtimer_add(m->store_event, &tv);
+}
+
+/* The commit point: the iteration's calls staged their writes (budget.c);
+ * while any are staged, replies wait for the end of the iteration, where
+ * commit_cb writes them all in one transaction before any reply leaves.
+ * Memory only: nothing is ever pending, replies leave at once. */
 static bool commit_pending_cb(void *userdata) {
-        return false;
+        Manager *m = userdata;
+        return m->store && store_pending(m->store);
 }
 
 static void commit_cb(void *userdata) {
+        Manager *m = userdata;
+
+        store_commit_now(m, false);
+        store_schedule(m);
+}
+
+/* Opens the database in state_dir (created when missing, its parent must
+ * exist) and puts what it holds back: the id key and generation, window
+ * usage, allocations left open. -EBADE when it cannot be used (logged,
+ * with what to do). */
+static int store_start(Manager *m, uint8_t key[static 16], uint32_t *ret_floor) {
+        _cleanup_free_ char *path = NULL, *reason = NULL;
+        uint64_t generation;
+        int r;
+
+        *ret_floor = 0;
+        if (mkdir(m->state_dir, 0700) < 0 && errno != EEXIST) {
+                log_error("cannot create the state directory %s: %m; create it (its parent must exist), or "
+                          "start with --state-dir '' to run in memory only",
+                          m->state_dir);
+                return -EBADE;
+        }
+        if (asprintf(&path, "%s/tokenbudget.db", m->state_dir) < 0)
+                return -ENOMEM;
+        r = store_open(path,
+                       m->config.durability_sync == DURABILITY_FULL ? STORE_SYNC_FULL : STORE_SYNC_NORMAL, 0,
+                       &m->store, &reason);
+        if (r < 0) {
+                log_error("%s", reason ?: strerror(-r));
+                return r == -ENOMEM ? r : -EBADE;
+        }
+        store_ledger_key(m->store, key);
+        /* A run starts its generations past every earlier run's, so no id
+         * repeats; near the end of the 32 bits, a new key instead. */
+        if (store_meta_get_u64(m->store, "generation", &generation) >= 0) {
+                if (generation < (UINT64_C(1) << 31))
+                        *ret_floor = (uint32_t)generation + 1;
+                else {
+                        log_notice("durable ledger: allocation id generations exhausted; new ids use a "
+                                   "fresh key");
+                        r = id_key_from_kernel(key);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+static int store_restore(Manager *m) {
+        BudgetRestoreStats st;
+        int r;
+
+        r = budget_restore(m->budget, now_usec(), realtime_usec(), &st);
+        if (r < 0) {
+                log_error("cannot read %s: %s; move it away to start from zero, or restore it from a backup",
+                          store_path(m->store), strerror(-r));
+                return r == -ENOMEM ? r : -EBADE;
+        }
+        log_info("durable ledger %s (sync %s): restored %" PRIu64 " usage row(s) into %" PRIu64
+                 " scope(s), %" PRIu64 " tokens in the global day window; %" PRIu64
+                 " allocation(s) left open by the last run settled as abandoned",
+                 store_path(m->store), durability_sync_to_string(m->config.durability_sync), st.rows,
+                 st.scopes, st.global_tokens, st.abandoned);
+        if (st.rows_bad || st.scopes_bad)
+                log_warning("durable ledger %s: %" PRIu64 " usage row(s) out of range and %" PRIu64
+                            " scope(s) not restorable were skipped",
+                            store_path(m->store), st.rows_bad, st.scopes_bad);
+        store_commit_now(m, true);
+        return 0;
 }
 
 /* ---- status ---- */
@@ -274,12 +459,16 @@ static char *status_text_cb(void *userdata) {
         budget_power(m->budget, &p);
         if (p.state != POWER_AC)
                 snprintf(power, sizeof(power), "power: %s; ", power_state_to_string(p.state));
-        if (asprintf(&text,
-                     "%s%s%s%sServing: %zu allocation(s) in flight%s, %s%u%% of the global pool used%s",
-                     m->status_note ?: "", m->status_note ? "; " : "",
-                     m->config.enforce ? "" : "DRY RUN (enforce = false); ", power,
-                     ledger_n_allocations(budget_ledger(m->budget)), queue, degraded ? "DEGRADED (" : "",
-                     u / 10, degraded ? ")" : "") < 0)
+        if (asprintf(
+                    &text,
+                    "%s%s%s%s%s%s%sServing: %zu allocation(s) in flight%s, %s%u%% of the global pool used%s",
+                    m->status_note ?: "", m->status_note ? "; " : "",
+                    m->durability_degraded ? "DURABILITY DEGRADED: " : "",
+                    m->durability_degraded ? store_error_message(m->store) ?: "" : "",
+                    m->durability_degraded ? "; " : "",
+                    m->config.enforce ? "" : "DRY RUN (enforce = false); ", power,
+                    ledger_n_allocations(budget_ledger(m->budget)), queue, degraded ? "DEGRADED (" : "",
+                    u / 10, degraded ? ")" : "") < 0)
                 return NULL;
         return text;
 }
@@ -548,7 +737,7 @@ static int id_key_from_kernel(uint8_t key[static 16]) {
 }
 
 int manager_new(struct event_base *base, Config *config, const char *config_path, bool config_optional,
-                unsigned fd_limit, Manager **ret) {
+                unsigned fd_limit, const char *state_dir, Manager **ret) {
         static const int signals[] = {SIGTERM, SIGINT, SIGHUP};
         static const PeerSetOps peer_ops = {
                 .handle_call = handle_call_cb,
@@ -559,6 +748,7 @@ int manager_new(struct event_base *base, Config *config, const char *config_path
                 .commit = commit_cb,
         };
         Manager *m = calloc(1, sizeof(*m));
+        uint32_t generation_floor = 0;
         uint8_t key[16];
         int r;
 
@@ -572,12 +762,20 @@ int manager_new(struct event_base *base, Config *config, const char *config_path
         m->start_usec = now_usec();
         if (config_path && !(m->config_path = strdup(config_path)))
                 goto oom;
-        r = id_key_from_kernel(key);
+        if (!(m->state_dir = strdup(state_dir ?: "")))
+                goto oom;
+        log_set_level(m->config.log_level);
+        if (m->state_dir[0])
+                r = store_start(m, key, &generation_floor);
+        else {
+                log_notice("running in memory only (--state-dir '' or state_directory = \"\"): a restart "
+                           "starts every budget from zero and keeps no history");
+                r = id_key_from_kernel(key);
+        }
         if (r < 0) {
                 manager_free(m);
                 return r;
         }
-        log_set_level(m->config.log_level);
         JournalSettings js = journal_settings(&m->config);
         PeerSetLimits pl = peer_limits(&m->config);
         ListenerLimits ll = listener_limits(&m->config);
@@ -588,6 +786,18 @@ int manager_new(struct event_base *base, Config *config, const char *config_path
         r = budget_new(&m->config, m->journal, key, budget_changed_cb, m, &m->budget);
         if (r < 0)
                 goto oom;
+        budget_set_id_generation(m->budget, generation_floor);
+        budget_set_store(m->budget, m->store);
+        m->store_event = evtimer_new(base, store_event_cb, m);
+        if (!m->store_event)
+                goto oom;
+        if (m->store) {
+                r = store_restore(m);
+                if (r < 0) {
+                        manager_free(m);
+                        return r;
+                }
+        }
         m->peers = peer_set_new(base, &pl, &peer_ops, m);
         if (!m->peers)
                 goto oom;
@@ -602,6 +812,7 @@ int manager_new(struct event_base *base, Config *config, const char *config_path
         (void)power_start(m, now_usec());
         m->context = (DispatchContext){
                 .budget = m->budget,
+                .store = m->store,
                 .peers = m->peers,
                 .start_usec = m->start_usec,
                 .reload = reload_cb,
@@ -627,6 +838,19 @@ Manager *manager_free(Manager *m) {
         /* Peers first: closing them settles their clients in the budget. */
         m->peers = peer_set_free(m->peers);
         m->listener = listener_free(m->listener);
+        /* What that settled, and every refusal still folded, is written
+         * before the store closes. */
+        if (m->budget && m->store) {
+                m->stopping = true;
+                store_commit_now(m, true);
+                if (store_pending(m->store))
+                        log_error("durable ledger %s: the last writes could not be committed at exit: %s",
+                                  store_path(m->store), store_error_message(m->store) ?: "unknown error");
+        }
+        if (m->store_event)
+                event_free(m->store_event);
+        m->store = store_free(m->store);
+        free(m->state_dir);
         m->budget = budget_free(m->budget);
         m->power = power_monitor_free(m->power);
         for (size_t i = 0; i < ELEMENTSOF(m->signal_events); i++)

@@ -21,9 +21,12 @@ typedef struct Manager Manager;
 /* Takes *config. config_path NULL: built-in defaults; config_optional:
  * config_path is the default file, read when it exists (also when it appears
  * after start: on reload). fd_limit: RLIMIT_NOFILE, that max_connections
- * must fit in on reload too. */
+ * must fit in on reload too. state_dir: where the durable ledger lives
+ * ("": memory only); its database is opened and restored here. Returns 0,
+ * -EBADE when the database cannot be used (the reason, naming the file and
+ * what to do, was logged), or -errno. */
 int manager_new(struct event_base *base, Config *config, const char *config_path, bool config_optional,
-                unsigned fd_limit, Manager **ret);
+                unsigned fd_limit, const char *state_dir, Manager **ret);
 Manager *manager_free(Manager *m);
 /* Listens (socket activation, else socket_path: NULL for the configured one)
  * and serves until stopped. Returns 0 or -errno. */

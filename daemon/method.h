@@ -22,6 +22,7 @@ typedef int (*ReloadFunc)(void *userdata, char **ret_errors);
 
 typedef struct DispatchContext {
         Budget *budget;
+        Store *store; /* the durable ledger; NULL when memory only */
         const PeerSet *peers;
         uint64_t start_usec; /* when the daemon started, for uptime */
         ReloadFunc reload;

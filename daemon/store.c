@@ -127,6 +127,7 @@ typedef struct MetaOp {
 
 struct Store {
         char *path;
+        StoreSync sync;
         sqlite3 *db;
         sqlite3_stmt *stmt[_STMT_MAX];
         uint8_t ledger_key[16];
@@ -513,6 +514,10 @@ const char *store_path(const Store *s) {
         return s ? s->path : NULL;
 }
 
+StoreSync store_sync(const Store *s) {
+        return s->sync;
+}
+
 const char *store_error_message(const Store *s) {
         return s && s->failing ? s->error : NULL;
 }
@@ -787,9 +792,15 @@ static int open_error(Store *s, const char *what, char **ret_reason) {
         case -EROFS:
                 reason_set(ret_reason,
                            "%s cannot be opened for reading and writing (%s: %s): check the ownership and "
-                           "mode of the file and of its directory (the daemon writes FILE-wal and FILE-shm "
-                           "next to it)",
+                           "mode of the file and of its directory (the daemon writes FILE-wal next to it)",
                            s->path, what, msg);
+                break;
+        case -EBUSY:
+                reason_set(
+                        ret_reason,
+                        "%s is in use by another process (%s: %s): another tokenbudgetd on the same state "
+                        "directory? Stop it, or give this one its own --state-dir",
+                        s->path, what, msg);
                 break;
         default:
                 reason_set(ret_reason, "%s: %s failed: %s (SQLite error %d)", s->path, what, msg, code);
@@ -977,6 +988,13 @@ static int configure(Store *s, StoreSync sync, unsigned flags, char **ret_reason
                            s->path);
                 return -EROFS;
         }
+        /* One daemon owns the file: with the lock held from the first access,
+         * WAL keeps its index in memory (no -shm file, no lock calls per
+         * transaction: the hot path's commits cost only their writes), and a
+         * second daemon on the same directory is refused instead of
+         * interleaving its writes. */
+        if (query_text(s, "PRAGMA locking_mode = EXCLUSIVE", buf, sizeof(buf)) != SQLITE_OK)
+                return open_error(s, "locking it", ret_reason);
         if (query_text(s, "PRAGMA journal_mode = WAL", buf, sizeof(buf)) != SQLITE_OK)
                 return open_error(s, "reading it", ret_reason);
         if (strcmp(buf, "wal") != 0) {
@@ -1074,6 +1092,7 @@ int store_open(const char *path, StoreSync sync, unsigned flags, Store **ret, ch
         if (!s)
                 return -ENOMEM;
         s->path = strdup(path);
+        s->sync = sync;
         s->alloc_by_id = hashmap_new();
         if (!s->path || !s->alloc_by_id) {
                 store_free(s);

@@ -184,6 +184,7 @@ int store_open(const char *path, StoreSync sync, unsigned flags, Store **ret, ch
 Store *store_free(Store *s);
 
 const char *store_path(const Store *s);
+StoreSync store_sync(const Store *s);
 const char *store_sync_to_string(StoreSync sync); /* "normal", "full" */
 const char *store_outcome_to_string(StoreOutcome o);
 int store_outcome_from_string(const char *s); /* StoreOutcome or -EINVAL */

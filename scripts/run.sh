@@ -24,7 +24,19 @@ elif [ "$(id -u)" -eq 0 ]; then
 else
     socket=${XDG_RUNTIME_DIR:-/tmp}/tokenbudget/io.tokenbudget
 fi
+# The durable ledger (window usage, history): kept across runs, like the
+# installed service keeps it in /var/lib/tokenbudget. TOKENBUDGET_STATE_DIR
+# chooses another; '' keeps everything in memory.
+if [ -n "${TOKENBUDGET_STATE_DIR+set}" ]; then
+    state=$TOKENBUDGET_STATE_DIR
+elif [ "$(id -u)" -eq 0 ]; then
+    state=/var/lib/tokenbudget
+else
+    state=${XDG_STATE_HOME:-$HOME/.local/state}/tokenbudget
+fi
+[ -z "$state" ] || mkdir -p "$state"
 echo "tokenbudgetd: socket $socket"
+echo "tokenbudgetd: state directory ${state:-(none: memory only)}"
 echo "  try: ./build/client/budgetctl --socket $socket status"
 echo "       TOKENBUDGET_SOCKET=$socket ./build/client/example-agent"
-exec ./build/daemon/tokenbudgetd --socket "$socket"
+exec ./build/daemon/tokenbudgetd --socket "$socket" --state-dir "$state"

@@ -95,7 +95,7 @@ readme_example() {
         return 1
     fi
     ln -s "$PWD/build" "$dir/build"
-    ./build/daemon/tokenbudgetd --socket "$dir/tb.sock" 2>"$dir/daemon.log" &
+    ./build/daemon/tokenbudgetd --socket "$dir/tb.sock" --state-dir "$dir/state" 2>"$dir/daemon.log" &
     pid=$!
     for _ in $(seq 100); do
         [ -S "$dir/tb.sock" ] && break

@@ -124,6 +124,11 @@ static const char *const hard_limit_action_names[_HARD_LIMIT_ACTION_MAX] = {
         [HARD_LIMIT_TERMINATE] = "terminate",
 };
 
+static const char *const durability_sync_names[_DURABILITY_SYNC_MAX] = {
+        [DURABILITY_NORMAL] = "normal",
+        [DURABILITY_FULL] = "full",
+};
+
 static const char *const power_state_names[_POWER_STATE_MAX] = {
         [POWER_AC] = "ac",
         [POWER_BATTERY] = "battery",
@@ -190,6 +195,14 @@ int hard_limit_action_from_string(const char *s) {
         return index_of(hard_limit_action_names, ELEMENTSOF(hard_limit_action_names), s);
 }
 
+const char *durability_sync_to_string(DurabilitySync s) {
+        return name_of(durability_sync_names, ELEMENTSOF(durability_sync_names), (unsigned)s);
+}
+
+int durability_sync_from_string(const char *s) {
+        return index_of(durability_sync_names, ELEMENTSOF(durability_sync_names), s);
+}
+
 /* ---- the tables ---- */
 
 typedef enum SettingKind {
@@ -207,6 +220,7 @@ typedef enum SettingKind {
         SETTING_RULE_NAME,  /* char *, [A-Za-z0-9_.-]{1,64} */
         SETTING_ESCALATE,   /* EscalateAction, from its name */
         SETTING_HARD_LIMIT, /* HardLimitAction, from its name */
+        SETTING_SYNC,       /* DurabilitySync, from its name */
         SETTING_NAMES,      /* char ** and a size_t count: an array of model names */
         SETTING_SENSOR,     /* char *, "" or an fnmatch(3) pattern of at most SENSOR_MAX_BYTES */
         SETTING_PATH,       /* char *, "" (off) or an absolute path */
@@ -290,6 +304,13 @@ _Static_assert(_POWER_STATE_MAX == 6 && _PRIORITY_MAX == 3, "a policy row for ev
  * ("rules" comes last, see config_format()). */
 static const Setting settings[] = {
         ROW(NULL, "socket", SETTING_SOCKET, Config, socket_path, 0, 0),
+        /* The durable ledger (issue 12). Not given: $STATE_DIRECTORY, else
+         * /var/lib/tokenbudget (the daemon decides); "": memory only. */
+        {.group = NULL,
+         .name = "state_directory",
+         .kind = SETTING_PATH,
+         .offset = offsetof(Config, state_directory),
+         .optional = true},
         UINT_ROW(NULL, "default_estimate", default_estimate, 1, TOKENS_SETTING_MAX),
         UINT_ROW(NULL, "max_request_tokens", max_request_tokens, 1, TOKENS_SETTING_MAX),
         ROW(NULL, "warn_multiplier", SETTING_MULTIPLIER, Config, warn_permille, MULTIPLIER_MIN_PERMILLE,
@@ -395,6 +416,9 @@ static const Setting settings[] = {
             0, 3600),
         /* A million entries at ~35 us of journald CPU each is already 35 s of CPU per interval. */
         UINT_ROW("journal", "rate_limit_burst", journal_rate_limit_burst, 0, 1000000),
+        ROW("durability", "sync", SETTING_SYNC, Config, durability_sync, 0, 0),
+        /* A century: longer is forever. */
+        UINT_ROW("history", "retention_days", history_retention_days, 1, 36500),
 };
 
 #define MATCH_ID_ROW(n, k, member, has, id)                                                                 \
@@ -626,6 +650,9 @@ int config_init_defaults(Config *c) {
                 /* Doubling from 5 min: 10, 20, 40, 60 min. */
                 .max_cooldown_usec = 3600 * USEC_PER_SEC,
                 .escalation_timeout_usec = 300 * USEC_PER_SEC,
+                .durability_sync = DURABILITY_NORMAL,
+                /* A quarter: enough to compare this month with the last two. */
+                .history_retention_days = 90,
         };
         power_defaults(&c->power);
         c->socket_path = strdup(DEFAULT_SOCKET_PATH);
@@ -1233,6 +1260,9 @@ static const char *const *choice_names(SettingKind k, size_t *ret_n) {
         case SETTING_HARD_LIMIT:
                 *ret_n = ELEMENTSOF(hard_limit_action_names);
                 return hard_limit_action_names;
+        case SETTING_SYNC:
+                *ret_n = ELEMENTSOF(durability_sync_names);
+                return durability_sync_names;
         default:
                 assert(!"not a choice");
                 *ret_n = 0;
@@ -1261,6 +1291,8 @@ static unsigned choice_get(const Setting *s, const void *base) {
                 return (unsigned)*(const EscalateAction *)p;
         case SETTING_HARD_LIMIT:
                 return (unsigned)*(const HardLimitAction *)p;
+        case SETTING_SYNC:
+                return (unsigned)*(const DurabilitySync *)p;
         default:
                 return (unsigned)*(const RulePer *)p;
         }
@@ -1281,6 +1313,9 @@ static void choice_set(const Setting *s, void *base, unsigned v) {
                 break;
         case SETTING_HARD_LIMIT:
                 *(HardLimitAction *)p = (HardLimitAction)v;
+                break;
+        case SETTING_SYNC:
+                *(DurabilitySync *)p = (DurabilitySync)v;
                 break;
         default:
                 *(RulePer *)p = (RulePer)v;
@@ -1755,6 +1790,7 @@ static const ApplyFunc apply_funcs[_SETTING_KIND_MAX] = {
         [SETTING_RULE_NAME] = apply_rule_name,
         [SETTING_ESCALATE] = apply_choice,
         [SETTING_HARD_LIMIT] = apply_choice,
+        [SETTING_SYNC] = apply_choice,
         [SETTING_NAMES] = apply_names,
         [SETTING_SENSOR] = apply_sensor,
         [SETTING_PATH] = apply_path,
@@ -2354,6 +2390,7 @@ static void format_value(FILE *f, const Setting *s, const void *base) {
         case SETTING_RULE_PER:
         case SETTING_ESCALATE:
         case SETTING_HARD_LIMIT:
+        case SETTING_SYNC:
                 format_string(f, choice_name(s->kind, choice_get(s, base)) ?: "");
                 break;
         case SETTING_BOOL:
@@ -2627,7 +2664,7 @@ int config_resolve_names(Config *c, const char *filename, ConfigLookupFunc looku
 
 /* "tokenbudget config", version 3 (issue 11's power group): bump it with any
  * change to what follows. */
-static const char pack_magic[8] = {'T', 'B', 'C', 'O', 'N', 'F', 0, 3};
+static const char pack_magic[8] = {'T', 'B', 'C', 'O', 'N', 'F', 0, 4};
 
 #define PACK_NULL_STRING UINT32_MAX
 
@@ -2721,6 +2758,7 @@ static void pack_row(Packer *p, const Setting *s, const void *base) {
         case SETTING_RULE_PER:
         case SETTING_ESCALATE:
         case SETTING_HARD_LIMIT:
+        case SETTING_SYNC:
                 pack_u32(p, choice_get(s, base));
                 break;
         case SETTING_NAMES: {

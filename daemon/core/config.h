@@ -129,6 +129,19 @@ typedef enum HardLimitAction {
 const char *hard_limit_action_to_string(HardLimitAction a); /* "none", "terminate" */
 int hard_limit_action_from_string(const char *s);           /* a HardLimitAction, or -EINVAL */
 
+/* durability.sync (issue 12): how the durable ledger's commits reach the
+ * disk. normal: SQLite's WAL with synchronous=NORMAL (survives a daemon
+ * crash; a power cut may lose the last commits); full: synchronous=FULL (an
+ * fsync per commit: survives a power cut). */
+typedef enum DurabilitySync {
+        DURABILITY_NORMAL,
+        DURABILITY_FULL,
+        _DURABILITY_SYNC_MAX,
+} DurabilitySync;
+
+const char *durability_sync_to_string(DurabilitySync s); /* "normal", "full" */
+int durability_sync_from_string(const char *s);          /* a DurabilitySync, or -EINVAL */
+
 /* What a rule matches; every predicate given must hold. NULL: any. */
 typedef struct RuleMatch {
         char *user;    /* "match.user": a user name, or a uid written as an integer (then "UID") */
@@ -268,6 +281,14 @@ typedef struct Config {
         uint64_t escalation_timeout_usec; /* "timeout_sec" = 300, 1..86400: then denied */
         /* "power" group (issue 11). */
         PowerConfig power;
+
+        /* The durable ledger (issue 12). "state_directory": where the
+         * database lives; NULL (not given): $STATE_DIRECTORY (systemd's
+         * StateDirectory=), else /var/lib/tokenbudget; "": memory only. The
+         * command line's --state-dir overrides it. A reload does not move it. */
+        char *state_directory;
+        DurabilitySync durability_sync;  /* "durability.sync" = "normal" */
+        uint64_t history_retention_days; /* "history.retention_days" = 90, 1..36500 */
 } Config;
 
 /* Fills *c with the built-in defaults. Returns 0 or -ENOMEM. */

@@ -151,8 +151,10 @@ struct Ledger {
         LedgerAllocation *first, *last; /* live allocations in grant order */
         size_t n_allocations;
         SipHashKey id_key;
-        uint64_t id_of_serial_0; /* the permutation of serial 0, which is never used */
-        uint64_t serial_of_id_0; /* the serial the permutation sends to 0 */
+        uint64_t id_of_serial_0;   /* the permutation of serial 0, which is never used */
+        uint64_t serial_of_id_0;   /* the serial the permutation sends to 0 */
+        uint32_t generation_floor; /* new slots start here (ledger_set_generation_floor()) */
+        uint32_t generation_high;  /* the highest generation handed out */
 };
 
 static const LedgerParams params_default = {
@@ -657,11 +659,22 @@ static int slab_alloc(Ledger *l, LedgerAllocation **ret) {
                 }
                 a = slab_slot(l, l->n_slots);
                 a->slot = (uint32_t)l->n_slots++;
-                a->generation = 0;
+                a->generation = l->generation_floor;
         }
-
+        if (a->generation > l->generation_high)
+                l->generation_high = a->generation;
         *ret = a;
         return 0;
+}
+
+void ledger_set_generation_floor(Ledger *l, uint32_t floor) {
+        assert(l->n_slots == 0);
+        l->generation_floor = floor;
+        l->generation_high = floor;
+}
+
+uint32_t ledger_generation_high(const Ledger *l) {
+        return l->generation_high;
 }
 
 static void slab_release(Ledger *l, LedgerAllocation *a) {

@@ -111,6 +111,15 @@ Ledger *ledger_new(const LedgerParams *params);
  * it the key is all zeros and the ids are the same in every run (for tests).
  */
 void ledger_set_id_key(Ledger *l, const uint8_t key[16]);
+/*
+ * Ids unique across restarts (issue 12): with the same key in every run (the
+ * durable store keeps it), serials must not repeat. Every slot's generation
+ * starts at floor instead of 0 (call it before the first reservation), and
+ * ledger_generation_high() is the highest generation handed out: a run that
+ * starts at the last run's high + 1 repeats no serial of it, hence no id.
+ */
+void ledger_set_generation_floor(Ledger *l, uint32_t floor);
+uint32_t ledger_generation_high(const Ledger *l);
 /* Frees every allocation and every scope still linked to the ledger. NULL-safe. */
 Ledger *ledger_free(Ledger *l);
 /* Takes effect for allocations granted from now on. */

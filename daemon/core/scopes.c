@@ -473,6 +473,28 @@ static int entry_acquire(ScopeTable *t, ScopeKind kind, const char *name, uint64
         return 0;
 }
 
+uint64_t scope_entry_discriminator(const ScopeEntry *e) {
+        return e->discriminator;
+}
+
+int scope_table_restore(ScopeTable *t, ScopeKind kind, const char *name, uint64_t discriminator,
+                        int64_t owner, uint64_t now, LedgerScope **ret) {
+        ScopeFailure failure;
+        ScopeEntry *e;
+        int r;
+
+        if (kind == SCOPE_GLOBAL || kind == SCOPE_PROCESS || (unsigned)kind >= _SCOPE_KIND_MAX)
+                return -EINVAL;
+        r = entry_acquire(t, kind, name, discriminator, owner, 0, true, now, &e, &failure);
+        if (r < 0)
+                return r == -ETOOMANYREFS ? -EUSERS : r;
+        if (e->kind != kind)
+                return entry_unref(t, e), -EINVAL;
+        entry_unref(t, e);
+        *ret = e->scope;
+        return 0;
+}
+
 /* ---- runtime limits ---- */
 
 /* Which entries a target covers. */

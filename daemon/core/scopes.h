@@ -84,6 +84,19 @@ ScopeKind scope_entry_kind(const ScopeEntry *e);
 int64_t scope_entry_owner(const ScopeEntry *e);
 /* Whether a ledger scope is one of the table's, and its entry. */
 ScopeEntry *scope_table_entry_of(const LedgerScope *s);
+/* What tells entries of one name apart (0 for most; see scope_table_restore()). */
+uint64_t scope_entry_discriminator(const ScopeEntry *e);
+
+/*
+ * The entry of a name as a previous run of the daemon kept it (the durable
+ * ledger restores window usage into it): found, or created unreferenced and
+ * lingering (dropped once idle, like any entry no chain holds) with its
+ * kind's or rule's limits. Not counted in any uid's share. Returns 0 with
+ * *ret, -EINVAL (SCOPE_PROCESS or SCOPE_GLOBAL, which are not the table's
+ * to create), -EUSERS (the table is full) or -ENOMEM.
+ */
+int scope_table_restore(ScopeTable *t, ScopeKind kind, const char *name, uint64_t discriminator,
+                        int64_t owner, uint64_t now, LedgerScope **ret);
 
 /* A partial set of limits: only the fields whose SCOPE_LIMIT_* bit is set. */
 enum {

@@ -116,7 +116,7 @@ daemon_running() {
 }
 
 start_ns=$(date +%s%N)
-"$daemon" --config "$config" --socket "$socket" 2>"$log" &
+"$daemon" --config "$config" --socket "$socket" --state-dir "" 2>"$log" &
 daemon_pid=$!
 
 tries=0

@@ -243,11 +243,28 @@ static void exec_daemon(const TestDaemon *d, const char *binary, pid_t parent,
         (void)dup2(null, STDIN_FILENO);
         (void)dup2(log, STDOUT_FILENO);
         (void)dup2(log, STDERR_FILENO);
-        if (options && options->no_config_option)
-                execl(binary, "tokenbudgetd", "--socket", d->socket_path, (char *)NULL);
-        else
-                execl(binary, "tokenbudgetd", "--config", d->config_path, "--socket", d->socket_path,
-                      (char *)NULL);
+        {
+                char state[sizeof(d->dir) + 8];
+                const char *argv[9];
+                size_t n = 0;
+
+                argv[n++] = "tokenbudgetd";
+                if (!options || !options->no_config_option) {
+                        argv[n++] = "--config";
+                        argv[n++] = d->config_path;
+                }
+                argv[n++] = "--socket";
+                argv[n++] = d->socket_path;
+                if (!options || !options->no_state_option) {
+                        snprintf(state, sizeof(state), "%s/state", d->dir);
+                        if (!options || !options->state_dir)
+                                (void)mkdir(state, 0700);
+                        argv[n++] = "--state-dir";
+                        argv[n++] = options && options->state_dir ? options->state_dir : state;
+                }
+                argv[n] = NULL;
+                execv(binary, (char *const *)argv);
+        }
         dprintf(STDERR_FILENO, "harness: exec %s: %m\n", binary);
         _exit(127);
 }

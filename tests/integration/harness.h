@@ -76,6 +76,10 @@ typedef struct HarnessDaemonOptions {
         unsigned nofile;
         size_t config_size;    /* > 0: the config is this many bytes (NULs included), not a string */
         bool no_config_option; /* run without --config: the daemon looks for its default file */
+        /* --state-dir: NULL gives <the daemon's dir>/state (created), "" memory
+         * only, anything else that directory (a restart on the same state). */
+        const char *state_dir;
+        bool no_state_option; /* run without --state-dir (the config or the environment decides) */
 } HarnessDaemonOptions;
 TestDaemon *harness_daemon_start_with(const char *config_text, const HarnessDaemonOptions *options);
 /* Writes config_text and runs the daemon with options to its end (it is

@@ -287,8 +287,11 @@ START_TEST(test_round_trip) {
         ck_assert_int_eq(store_meta_get_u64(s, "serial", &serial), 0);
         ck_assert_uint_eq(serial, 42);
         ck_assert_int_eq(store_meta_get_u64(s, "nothing", &serial), -ENOENT);
+        /* The daemon holds the file exclusively while it is open: closed, another program reads it. */
+        s = store_free(s);
         ck_assert_int_eq(sql_int(d.db, "SELECT count(*) FROM history"), 1);
         ck_assert_int_eq(sql_int(d.db, "SELECT sum(tokens_in) FROM hourly WHERE scope = 'user:1000'"), 40);
+        s = open_ok(d.db, STORE_SYNC_FULL);
 
         /* A later drop removes it; deleting limits and breakers. */
         ck_assert_int_eq(store_drop_allocation(s, 1), 0);
@@ -605,6 +608,26 @@ static const MigrationRow migration_rows[] = {
 _Static_assert(ELEMENTSOF(migration_rows) == STORE_SCHEMA_VERSION + 1,
                "a migration row per earlier version");
 
+/* One daemon per database: a second open (another tokenbudgetd on the same
+ * directory, started by mistake) is refused while the first holds it, and
+ * works once it is closed (or its process died: the lock goes with it). */
+START_TEST(test_in_use) {
+        static const char *const words[] = {"in use by another process", "--state-dir", NULL};
+        Dir d;
+        Store *s;
+
+        dir_init(&d);
+        s = open_ok(d.db, STORE_SYNC_NORMAL);
+        ck_assert_int_eq(store_add_usage(s, "global|-1|0|global", 100, 5), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        open_refused(d.db, -EBUSY, words);
+        store_free(s);
+        s = open_ok(d.db, STORE_SYNC_NORMAL);
+        store_free(s);
+        dir_done(&d);
+}
+END_TEST
+
 START_TEST(test_migrations) {
         for (size_t i = 0; i < ELEMENTSOF(migration_rows); i++) {
                 const MigrationRow *m = &migration_rows[i];
@@ -858,6 +881,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_foreign_database);
         tcase_add_test(tc, test_missing_directory);
         tcase_add_test(tc, test_unreadable);
+        tcase_add_test(tc, test_in_use);
         tcase_add_test(tc, test_migrations);
         tcase_add_test(tc, test_full_disk);
         tcase_add_test(tc, test_history_queries);

@@ -6,6 +6,12 @@ A Request/Release cycle, one call at a time, costs the daemon exactly one
 epoll_wait, one recvfrom and one sendto per message: the commit point
 (replies leave after the iteration's commit hook) adds none. A burst of
 pipelined calls costs one recvfrom and one sendto for all of them.
+
+Run twice: memory only (--state-dir ''), where nothing else may happen, and
+with the durable ledger, where each commit adds only its writes to the WAL
+(pwrite64; reads and fdatasync at checkpoints): no lock calls (fcntl, the
+database is held exclusively), no opens, no fsync per commit under
+durability.sync = "normal".
 Skips (77) without strace or when ptrace is not allowed here.
 """
 import json
@@ -39,12 +45,20 @@ def main():
     if not strace:
         print("SKIP: strace is not installed (scripts/deps.sh installs it)")
         return SKIP
+    r = run(daemon, strace, durable=False)
+    if r != 0:
+        return r
+    return run(daemon, strace, durable=True)
+
+
+def run(daemon, strace, durable):
     work = tempfile.mkdtemp(prefix="tb-syscalls.")
     sock_path = os.path.join(work, "tb.sock")
     config = os.path.join(work, "tb.conf")
+    state = os.path.join(work, "state") if durable else ""
     with open(config, "w") as f:
         f.write('socket = "%s";\n' % sock_path)
-    daemon_p = subprocess.Popen([daemon, "--config", config], stderr=subprocess.DEVNULL)
+    daemon_p = subprocess.Popen([daemon, "--config", config, "--state-dir", state], stderr=subprocess.DEVNULL)
     tracer = None
     try:
         for _ in range(200):
@@ -109,7 +123,8 @@ def main():
     messages = 2 * cycles
     # The bursts arrive in at most a few reads each (socket buffer sizes).
     slack = 8
-    print("messages one at a time: %d, bursts: 2 x %d; daemon syscalls: %s" % (messages, burst, counts))
+    print("%s: messages one at a time: %d, bursts: 2 x %d; daemon syscalls: %s" %
+          ("durable" if durable else "memory only", messages, burst, counts))
     failed = False
     for name in ("epoll_wait", "recvfrom", "sendto"):
         n = counts.get(name, 0)
@@ -117,6 +132,25 @@ def main():
             print("FAIL: %d %s for %d messages (+ 2 bursts): want one per message" % (n, name, messages))
             failed = True
     others = {k: v for k, v in counts.items() if k not in ("epoll_wait", "recvfrom", "sendto")}
+    if durable:
+        # A commit per message one at a time, one per burst: its WAL frames
+        # (a page per table or index it touched) and nothing else.
+        commits = messages + 2
+        writes = others.pop("pwrite64", 0)
+        if not commits <= writes <= 16 * commits:
+            print("FAIL: %d pwrite64 for %d commits: want 1 to 16 per commit" % (writes, commits))
+            failed = True
+        # Checkpoints (every 1000 WAL pages) read pages and sync; a few per run.
+        for name, most in (("pread64", commits // 4), ("fdatasync", commits // 20), ("ftruncate", 8)):
+            n = others.pop(name, 0)
+            if n > most:
+                print("FAIL: %d %s for %d commits: want at most %d" % (n, name, commits, most))
+                failed = True
+        for name in ("fcntl", "flock", "fsync", "openat"):
+            if others.get(name, 0) > (4 if name == "openat" else 0):
+                print("FAIL: %d %s on the durable hot path" % (others[name], name))
+                failed = True
+        others = {k: v for k, v in others.items() if k not in ("openat", "close", "newfstatat", "lseek")}
     if sum(others.values()) > slack:
         print("FAIL: other system calls on the hot path: %s" % others)
         failed = True

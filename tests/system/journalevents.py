@@ -26,7 +26,10 @@ within its limit; escalated for a Request of 1000 over max_request_tokens =
 under a rule with on_hard_limit = "terminate"; and a refused entry with
 TOKENBUDGET_DRY_RUN=1 for a Request granted under enforce = false; power
 changed at start (a PSI fixture file at 50% memory pressure pauses
-background) and back to "ac" when the file says 1%."""
+background) and back to "ac" when the file says 1%; durability degraded
+when the durable ledger's file system (a 2 MiB tmpfs) is filled while a
+Request is committed, and restored when the filler goes (the daemon retries
+every second)."""
 
 import json
 import os
@@ -417,7 +420,49 @@ def _d_power(work, ids, events):
     check_stderr_prefixes(d.stderr(), "daemon D (power)")
 
 
+def _d_durability(work, ids, events):
+    mnt = os.path.join(work, "d-dur-mnt")
+    os.makedirs(mnt, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt], check=True)
+    try:
+        state = os.path.join(mnt, "state")
+        os.makedirs(state)
+        d = Daemon(work, "d-dur", args=("--state-dir", state)).wait_serving()
+        c = d.connect()
+        filler = os.path.join(mnt, "filler")
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, b"\0" * 4096) > 0:
+                pass
+        except OSError:
+            pass
+        os.close(fd)
+        # Acknowledged from memory: the replies come although the commits fail.
+        # (The first commit may still fit in the WAL file's last page.)
+        for _ in range(50):
+            g = c.call("io.tokenbudget.agent.Request", estimate=100)
+            if c.call("io.tokenbudget.admin.Status").get("durability", {}).get("degraded"):
+                break
+            c.call("io.tokenbudget.agent.Release", allocation=g["allocation"], inputTokens=1, outputTokens=1)
+        _one(ids, "DURABILITY_LOST", d.pid, "durability degraded",
+             {"PRIORITY": "3", "TOKENBUDGET_REASON": lambda v: state in v and "full" in v,
+              "MESSAGE": lambda m: m.startswith("Durability degraded: ")}, events)
+        st = c.call("io.tokenbudget.admin.Status")
+        check(st.get("durability", {}).get("degraded") is True, f"Status while the disk is full: {st.get('durability')}")
+        os.unlink(filler)
+        _one(ids, "DURABILITY_BACK", d.pid, "durability restored",
+             {"PRIORITY": "5", "TOKENBUDGET_REASON": lambda v: v.startswith("degraded for "),
+              "MESSAGE": lambda m: state in m}, events)
+        c.call("io.tokenbudget.agent.Release", allocation=g["allocation"], inputTokens=1, outputTokens=1)
+        c.close()
+        check(d.stop() == 0, "daemon D (durability): exit status after SIGTERM")
+        check_stderr_prefixes(d.stderr(), "daemon D (durability)")
+    finally:
+        subprocess.run(["umount", "-l", mnt])
+
+
 def drive_daemon_d(work, ids, events):
+    _d_durability(work, ids, events)
     _d_pool(work, ids, events)
     _d_breaker(work, ids, events)
     _d_escalated(work, ids, events)

@@ -145,6 +145,11 @@ class Daemon:
         cmd = [env("TOKENBUDGETD"), "--socket", self.socket_path]
         if config:
             cmd += ["--config", config]
+        # The durable ledger in the test's directory, never /var/lib/tokenbudget.
+        if "--state-dir" not in args:
+            self.state_dir = os.path.join(workdir, name + ".state")
+            os.makedirs(self.state_dir, exist_ok=True)
+            cmd += ["--state-dir", self.state_dir]
         cmd += list(args)
         e = dict(os.environ)
         for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",

@@ -30,7 +30,7 @@ def activate(work, name, listen, extra=()):
     cmd = [activator]
     for path in listen:
         cmd += ["-l", path]
-    cmd += list(extra) + [env("TOKENBUDGETD"), "--socket", unused]
+    cmd += list(extra) + [env("TOKENBUDGETD"), "--socket", unused, "--state-dir", os.path.join(work, name + ".state")]
     err_path = os.path.join(work, name + ".stderr")
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)

@@ -118,6 +118,7 @@ typedef enum FieldType {
         FIELD_RULES,       /* one rule named string, everything else at its default */
         FIELD_ESCALATE,    /* an EscalateAction, number */
         FIELD_HARD_LIMIT,  /* a HardLimitAction, number */
+        FIELD_SYNC,        /* a DurabilitySync, number */
         FIELD_NAMES,       /* model_tiers: string is the names joined by commas, "" for none */
         FIELD_DECIMAL,     /* an int32_t (power thresholds), number (as int64_t) */
         FIELD_FACTOR,      /* a uint16_t power factor in permille, number */
@@ -145,6 +146,8 @@ typedef struct OverrideRow {
         { "on_escalate", v, offsetof(Config, on_escalate), FIELD_ESCALATE, n, NULL }
 #define HARD_LIMIT(v, n)                                                                                    \
         { "on_hard_limit", v, offsetof(Config, on_hard_limit), FIELD_HARD_LIMIT, n, NULL }
+#define SYNC(v, n)                                                                                          \
+        { "durability.sync", v, offsetof(Config, durability_sync), FIELD_SYNC, n, NULL }
 #define TIERS(v, joined)                                                                                    \
         { "model_tiers", v, offsetof(Config, model_tiers), FIELD_NAMES, 0, joined }
 #define ADMIN(v, string, id)                                                                                \
@@ -299,6 +302,15 @@ static const OverrideRow override_rows[] = {
         U64("breaker.max_cooldown_sec", "604800", max_cooldown_usec, 604800000000),
         U64("escalation.timeout_sec", "1", escalation_timeout_usec, 1000000),
         U64("escalation.timeout_sec", "86400", escalation_timeout_usec, 86400000000),
+        /* the durable ledger (issue 12) */
+        STRING("state_directory", "\"\"", state_directory, ""),
+        STRING("state_directory", "\"/var/lib/tokenbudget\"", state_directory, "/var/lib/tokenbudget"),
+        STRING("state_directory", "\"/srv/token budget/state\"", state_directory, "/srv/token budget/state"),
+        SYNC("\"full\"", DURABILITY_FULL),
+        SYNC("\"normal\"", DURABILITY_NORMAL),
+        U64("history.retention_days", "1", history_retention_days, 1),
+        U64("history.retention_days", "36500", history_retention_days, 36500),
+        U64("history.retention_days", "90", history_retention_days, 90),
         /* the power group (issue 11). Each row is valid with the other
          * settings at their defaults, and the last row of each setting with
          * the last of the others (test_round_trip applies them all). */
@@ -422,6 +434,9 @@ static void row_apply(const OverrideRow *row, Config *c) {
                 break;
         case FIELD_HARD_LIMIT:
                 *(HardLimitAction *)p = (HardLimitAction)row->number;
+                break;
+        case FIELD_SYNC:
+                *(DurabilitySync *)p = (DurabilitySync)row->number;
                 break;
         case FIELD_NAMES:
                 tiers_set(c, row->string);
@@ -667,6 +682,8 @@ START_TEST(test_equal_detects_each_field) {
                 b.on_escalate = ESCALATE_HOLD;
         } else if (config_equal(&a, &b) && row->type == FIELD_HARD_LIMIT) {
                 b.on_hard_limit = HARD_LIMIT_TERMINATE;
+        } else if (config_equal(&a, &b) && row->type == FIELD_SYNC) {
+                b.durability_sync = DURABILITY_FULL;
         } else if (config_equal(&a, &b) && row->type == FIELD_NAMES) {
                 tiers_set(&b, "x");
         } else if (config_equal(&a, &b) && row->type == FIELD_STRING) {
@@ -1428,6 +1445,18 @@ static const ExactRow exact_rows[] = {
         {"breaker unknown", "breaker = { cooldown_usec = 1; };",
          "1: unknown setting 'breaker.cooldown_usec'\n"},
         /* the escalation group */
+        /* the durable ledger */
+        {"state dir relative", "state_directory = \"var/lib\";",
+         "1: state_directory must be an absolute path or \"\" (off), got 'var/lib'\n"},
+        {"state dir number", "state_directory = 1;",
+         "1: state_directory must be a string, got an integer\n"},
+        {"sync unknown", "durability = { sync = \"always\"; };",
+         "1: durability.sync must be one of normal, full, got 'always'\n"},
+        {"sync unknown key", "durability = { fsync = true; };", "1: unknown setting 'durability.fsync'\n"},
+        {"retention 0", "history = { retention_days = 0; };",
+         "1: history.retention_days must be between 1 and 36500, got 0\n"},
+        {"retention 36501", "history = { retention_days = 36501; };",
+         "1: history.retention_days must be between 1 and 36500, got 36501\n"},
         {"timeout 0", "escalation = { timeout_sec = 0; };",
          "1: escalation.timeout_sec must be between 1 and 86400, got 0\n"},
         {"timeout 86401", "escalation = { timeout_sec = 86401; };",
