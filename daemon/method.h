@@ -55,3 +55,6 @@ extern const Method agent_methods[];
 extern const size_t agent_n_methods;
 extern const Method admin_methods[];
 extern const size_t admin_n_methods;
+/* io.tokenbudget.admin.History (admin-history.c). */
+extern const Method history_methods[];
+extern const size_t history_n_methods;
