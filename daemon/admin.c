@@ -427,7 +427,7 @@ static int method_list(const DispatchContext *ctx, Call *call, const VarlinkValu
 
 #define TOKENS_FIELD_MAX (LEDGER_TOKENS_MAX - 1)
 
-enum { SET_SCOPE, SET_MINUTE, SET_HOUR, SET_DAY, SET_IN_FLIGHT, SET_ALLOCATIONS };
+enum { SET_SCOPE, SET_MINUTE, SET_HOUR, SET_DAY, SET_IN_FLIGHT, SET_ALLOCATIONS, SET_PERSISTENT };
 static const VarlinkField set_limits_fields[] = {
         [SET_SCOPE] = {VL_IN_ADMIN_SET_LIMITS_SCOPE, VARLINK_FIELD_STRING, false, 511},
         [SET_MINUTE] = {VL_IN_ADMIN_SET_LIMITS_TOKENS_PER_MINUTE, VARLINK_FIELD_INT, true, TOKENS_FIELD_MAX},
@@ -438,6 +438,7 @@ static const VarlinkField set_limits_fields[] = {
         /* The configuration's bound for max_allocations, as for every budget number. */
         [SET_ALLOCATIONS] = {VL_IN_ADMIN_SET_LIMITS_MAX_ALLOCATIONS, VARLINK_FIELD_INT, true,
                              TOKENS_FIELD_MAX},
+        [SET_PERSISTENT] = {VL_IN_ADMIN_SET_LIMITS_PERSISTENT, VARLINK_FIELD_BOOL, true, 0},
 };
 
 static int method_set_limits(const DispatchContext *ctx, Call *call, const VarlinkValue *v, uint64_t now) {
@@ -475,6 +476,21 @@ static int method_set_limits(const DispatchContext *ctx, Call *call, const Varli
                 return r;
         /* A limit raised lets waiters go on. */
         budget_retry_all(ctx->budget, now);
+        if (v[SET_PERSISTENT].present && v[SET_PERSISTENT].b) {
+                const char *why = NULL;
+                int p = budget_persist_limits(ctx->budget, scope, &change, &why);
+
+                if (p < 0) {
+                        o = json_object_new_object();
+                        p = json_add(o, VL_FIELD_ADMIN_NOT_PERSISTENT_REASON,
+                                     json_object_new_string(why ?: strerror(-p)));
+                        if (p < 0) {
+                                json_object_put(o);
+                                return p;
+                        }
+                        return call_error(call, VL_ERROR_ADMIN_NOT_PERSISTENT, o);
+                }
+        }
         return call_reply_fields(call,
                                  (const ReplyField[]){
                                          {VL_OUT_ADMIN_SET_LIMITS_SCOPE, scope, 0},

@@ -444,8 +444,13 @@ static int scope_store_key(const Allocation *a, const LedgerScope *s, char *buf,
 #define SCOPE_STORE_KEY_MAX 640
 
 static void store_failed(Budget *b, int r) {
-        if (r < 0)
-                b->store_stage_failures++;
+        if (r >= 0)
+                return;
+        /* Never silent: the first of a run is logged, Status counts them all (lost). */
+        if (b->store_stage_failures++ == 0)
+                log_error("durable ledger: a write could not be staged: %s; it is lost to the database "
+                          "(budgetctl status counts these)",
+                          strerror(-r));
 }
 
 /* Tokens the allocation committed now, in every scope it is charged to. */
@@ -830,6 +835,87 @@ int budget_restore(Budget *b, uint64_t now, uint64_t realtime, BudgetRestoreStat
                 return r;
         budget_changed(b);
         return 0;
+}
+
+/* Persistent limits: one store row per field. */
+static const struct {
+        unsigned bit;
+        const char *name;
+} limit_fields[] = {
+        {SCOPE_LIMIT_MINUTE, "minute"},
+        {SCOPE_LIMIT_HOUR, "hour"},
+        {SCOPE_LIMIT_DAY, "day"},
+        {SCOPE_LIMIT_IN_FLIGHT, "in_flight"},
+        {SCOPE_LIMIT_ALLOCATIONS, "allocations"},
+};
+
+static uint64_t *limit_value(LedgerLimits *l, unsigned bit) {
+        switch (bit) {
+        case SCOPE_LIMIT_MINUTE:
+                return &l->window_tokens[LEDGER_WINDOW_MINUTE];
+        case SCOPE_LIMIT_HOUR:
+                return &l->window_tokens[LEDGER_WINDOW_HOUR];
+        case SCOPE_LIMIT_DAY:
+                return &l->window_tokens[LEDGER_WINDOW_DAY];
+        case SCOPE_LIMIT_IN_FLIGHT:
+                return &l->in_flight_tokens;
+        default:
+                return &l->max_allocations;
+        }
+}
+
+int budget_persist_limits(Budget *b, const char *target, const ScopeLimitsChange *change,
+                          const char **ret_why) {
+        ScopeLimitsChange c = *change;
+        int r = 0;
+
+        if (!b->store) {
+                *ret_why = "the daemon runs in memory only (state_directory = \"\" or --state-dir ''): "
+                           "nothing is kept across a restart; the change applies until the next reload";
+                return -EOPNOTSUPP;
+        }
+        if (change->mask == 0)
+                r = store_delete_limit(b->store, target, NULL);
+        for (size_t i = 0; i < ELEMENTSOF(limit_fields) && r >= 0; i++)
+                if (change->mask & limit_fields[i].bit)
+                        r = store_put_limit(b->store, target, limit_fields[i].name,
+                                            (int64_t)*limit_value(&c.values, limit_fields[i].bit));
+        if (r < 0)
+                *ret_why = store_error_message(b->store);
+        return r;
+}
+
+static int restore_limit_cb(void *userdata, const char *scope, const char *field, int64_t value) {
+        Budget *b = userdata;
+        ScopeLimitsChange c = {};
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(limit_fields); i++)
+                if (strcmp(field, limit_fields[i].name) == 0)
+                        c.mask = limit_fields[i].bit;
+        if (!c.mask || value < 0 || (uint64_t)value >= LEDGER_TOKENS_MAX) {
+                log_warning(
+                        "durable ledger: ignoring the persistent limit %s of %s: not a limit this daemon "
+                        "knows (%" PRId64 ")",
+                        field, scope, value);
+                return 0;
+        }
+        *limit_value(&c.values, c.mask) = (uint64_t)value;
+        r = budget_set_limits(b, scope, &c);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                log_warning("durable ledger: the persistent limit %s = %" PRId64
+                            " of %s does not apply now: %s",
+                            field, value, scope,
+                            r == -ENOENT ? "no such rule or process (it stays in the ledger for when it "
+                                           "exists again; budgetctl set --persistent SCOPE forgets it)"
+                                         : "not a scope name");
+        return 0;
+}
+
+int budget_restore_limits(Budget *b) {
+        return b->store ? store_load_limits(b->store, restore_limit_cb, b) : 0;
 }
 
 /* Unlinks and frees one allocation after the ledger settled it. */
@@ -1881,7 +1967,10 @@ static void held_decided(Budget *b, Ticket *t, const char *decision, uint64_t no
                    .reason = reason};
 
         snprintf(reason, sizeof(reason), "held request %" PRIu64 " %s after %" PRIu64 " ms", t->id,
-                 strcmp(decision, "timeout") == 0 ? "timed out (escalation.timeout_sec)" : decision,
+                 strcmp(decision, "timeout") == 0 ? "timed out (escalation.timeout_sec)"
+                 : strcmp(decision, "shutdown") == 0
+                         ? "refused: the daemon is stopping (held requests are not kept across a restart)"
+                         : decision,
                  (now - t->since) / 1000);
         journal_emit(b->journal, EVENT_ESCALATED, &e, now, "%s (%s, pid %d)", reason,
                      t->owner->identity.comm, (int)t->owner->identity.pid);
@@ -1898,6 +1987,23 @@ void budget_deny(Budget *b, Ticket *t, uint64_t now) {
         b->stats.n_refused++;
         b->stats.n_escalated++;
         ticket_complete(b, t, -EDQUOT, NULL, NULL, &refusal, now);
+        wake_update(b);
+}
+
+void budget_refuse_held(Budget *b, uint64_t now) {
+        while (b->held) {
+                Ticket *t = b->held;
+                BudgetRefusal refusal = {.kind = REFUSAL_ESCALATED,
+                                         .requested = t->req.estimate,
+                                         .limit = t->cap,
+                                         .escalation = "shutdown"};
+
+                snprintf(refusal.scope, sizeof(refusal.scope), "%s", t->cap_scope);
+                held_decided(b, t, "shutdown", now);
+                b->stats.n_refused++;
+                b->stats.n_escalated++;
+                ticket_complete(b, t, -EDQUOT, NULL, NULL, &refusal, now);
+        }
         wake_update(b);
 }
 

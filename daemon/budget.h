@@ -170,6 +170,10 @@ Ticket *budget_find_held(const Budget *b, const char *id);
  * invalid afterwards. */
 void budget_approve(Budget *b, Ticket *t, uint64_t tokens, uint64_t now);
 void budget_deny(Budget *b, Ticket *t, uint64_t now);
+/* The daemon is stopping: every held request is refused (Escalated, reason
+ * "shutdown"), with a journal event each; an admin cannot decide them after
+ * a restart. */
+void budget_refuse_held(Budget *b, uint64_t now);
 uint64_t ticket_id(const Ticket *t);
 const Identity *ticket_identity(const Ticket *t);
 const BudgetRequest *ticket_request(const Ticket *t); /* estimate with the default applied */
@@ -260,6 +264,15 @@ int budget_restore(Budget *b, uint64_t now, uint64_t realtime, BudgetRestoreStat
 void budget_store_flush(Budget *b, uint64_t realtime, bool all);
 /* Whether refusals wait to be staged (the manager flushes them later). */
 bool budget_store_waiting(const Budget *b);
+/* SetLimits with persistent: the change (a mask of 0: forget the target's
+ * persistent limits) written to the store at once. 0, or -errno with the
+ * reason in *ret_why (-EOPNOTSUPP: memory only). */
+int budget_persist_limits(Budget *b, const char *target, const ScopeLimitsChange *change,
+                          const char **ret_why);
+/* Applies the store's persistent limits (at start, and after every
+ * budget_set_config(), which drops runtime limits). Returns how many rows,
+ * or -errno. */
+int budget_restore_limits(Budget *b);
 /* Stagings the store refused (it holds STORE_STAGED_MAX uncommitted writes, or no memory). */
 uint64_t budget_store_failures(const Budget *b);
 

@@ -438,6 +438,13 @@ static int store_restore(Manager *m) {
                 log_warning("durable ledger %s: %" PRIu64 " usage row(s) out of range and %" PRIu64
                             " scope(s) not restorable were skipped",
                             store_path(m->store), st.rows_bad, st.scopes_bad);
+        r = budget_restore_limits(m->budget);
+        if (r < 0) {
+                log_error("cannot read the persistent limits of %s: %s", store_path(m->store), strerror(-r));
+                return r == -ENOMEM ? r : -EBADE;
+        }
+        if (r > 0)
+                log_info("durable ledger: %d persistent limit(s) applied", r);
         store_commit_now(m, true);
         return 0;
 }
@@ -642,6 +649,15 @@ static int manager_reload_file(Manager *m, char **ret_errors) {
                         *ret_errors = NULL;
                 return r;
         }
+        /* Runtime limits went with the old configuration; persistent ones stay. */
+        r = budget_restore_limits(m->budget);
+        if (r < 0)
+                log_error("durable ledger: the persistent limits could not be applied again: %s",
+                          strerror(-r));
+        if ((m->config.state_directory == NULL) != (old.state_directory == NULL) ||
+            (old.state_directory && strcmp(m->config.state_directory, old.state_directory) != 0))
+                log_warning("state_directory changed in %s; it takes effect at restart (until then: %s)",
+                            m->config_path, m->state_dir[0] ? m->state_dir : "memory only");
         /* The socket we listen on stays. */
         if (strcmp(m->config.socket_path, old.socket_path) != 0)
                 log_warning("socket changed in %s; the new path takes effect at restart", m->config_path);
@@ -707,6 +723,10 @@ static void manager_shutdown(Manager *m) {
                      " granted, %" PRIu64 " refused, %" PRIu64 " abandoned, %" PRIu64 " tokens used",
                      (now - m->start_usec) / USEC_PER_SEC, n, st.n_granted, st.n_refused, st.n_abandoned,
                      e.used);
+        /* Held requests are answered (and their answers sent) before the
+         * connections close: nobody can approve them after a restart. */
+        budget_refuse_held(m->budget, now);
+        peer_set_turn_now(m->peers);
         peer_set_close_all(m->peers, "daemon stopping");
         event_base_loopexit(m->base, NULL);
 }
@@ -788,6 +808,11 @@ int manager_new(struct event_base *base, Config *config, const char *config_path
                 goto oom;
         budget_set_id_generation(m->budget, generation_floor);
         budget_set_store(m->budget, m->store);
+        /* This run's floor is recorded before its first id leaves (with the
+         * restore's commit): the next run starts past it even when no slot
+         * was ever reused. */
+        if (m->store && store_meta_put_u64(m->store, "generation", generation_floor) < 0)
+                goto oom;
         m->store_event = evtimer_new(base, store_event_cb, m);
         if (!m->store_event)
                 goto oom;

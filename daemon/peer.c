@@ -674,6 +674,10 @@ int peer_set_add(PeerSet *s, int fd, const Identity *identity, void *session, ui
         return 0;
 }
 
+void peer_set_turn_now(PeerSet *s) {
+        turn_cb(-1, 0, s);
+}
+
 void peer_set_close_all(PeerSet *s, const char *why) {
         while (s->peers)
                 peer_kill(s->peers, why);

@@ -71,6 +71,9 @@ void peer_set_set_limits(PeerSet *s, const PeerSetLimits *limits);
 int peer_set_add(PeerSet *s, int fd, const Identity *identity, void *session, uint64_t now);
 /* Closes every connection (disconnected runs for each), for shutdown. */
 void peer_set_close_all(PeerSet *s, const char *why);
+/* Runs the end of an iteration now (the commit, then every waiting reply is
+ * written as far as the sockets take it): before closing at shutdown. */
+void peer_set_turn_now(PeerSet *s);
 /* Idle connections and closing ones that do not read their last replies. */
 void peer_set_sweep(PeerSet *s, uint64_t now);
 

@@ -381,7 +381,7 @@ int store_put_allocation(Store *s, const StoreAllocation *a) {
         int r;
 
         assert(s);
-        if (!a || a->id > INT64_MAX || !valid_scopes(a->scopes, a->n_scopes))
+        if (!a || !valid_scopes(a->scopes, a->n_scopes))
                 return -EINVAL;
         r = alloc_op_get(s, a->id, &op);
         if (r < 0)
@@ -398,8 +398,6 @@ int store_drop_allocation(Store *s, uint64_t id) {
         int r;
 
         assert(s);
-        if (id > INT64_MAX)
-                return -EINVAL;
         r = alloc_op_get(s, id, &op);
         if (r < 0)
                 return r;
@@ -640,10 +638,10 @@ static int write_allocation(Store *s, const AllocOp *op) {
 
         if (op->drop) {
                 st = s->stmt[STMT_ALLOC_DROP];
-                bind_u64(st, 1, op->a.id);
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)op->a.id); /* all 64 bits: two's complement */
         } else {
                 st = s->stmt[STMT_ALLOC_PUT];
-                bind_u64(st, 1, op->a.id);
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)op->a.id); /* all 64 bits: two's complement */
                 bind_u64(st, 2, op->a.granted_usec);
                 bind_u64(st, 3, op->a.granted);
                 bind_u64(st, 4, op->a.reservation);
@@ -1201,7 +1199,7 @@ static int allocation_row(sqlite3_stmt *st, void *cb, void *userdata) {
         const char *scopes[STORE_SCOPES_MAX];
         _cleanup_free_ char *joined = NULL;
         StoreAllocation a = {
-                .id = column_u64(st, 0),
+                .id = (uint64_t)sqlite3_column_int64(st, 0),
                 .granted_usec = column_u64(st, 1),
                 .granted = column_u64(st, 2),
                 .reservation = column_u64(st, 3),

@@ -40,8 +40,8 @@
  *      whatever later versions need.
  *  usage(scope, second, tokens) PK(scope, second) WITHOUT ROWID -- committed
  *      tokens per scope per realtime second; index on second for pruning.
- *  allocations(id PK, granted_usec, granted, reservation, estimate, input,
- *      output, priority, pid, uid, comm, agent, class, model, unit, scopes)
+ *  allocations(id PK (the 64-bit wire id as SQLite's signed integer), granted_usec, granted, reservation,
+ * estimate, input, output, priority, pid, uid, comm, agent, class, model, unit, scopes)
  *      -- open at the last commit, with their last acknowledged usage; scopes
  *      is the scope names joined by '\n'.
  *  history(id INTEGER PRIMARY KEY, realtime_usec, uid, user, unit, comm,

@@ -50,7 +50,7 @@ class ProtocolFiles(unittest.TestCase):
         self.assertEqual(iface.member('List').params, [])
         self.assertEqual([m.name for m in iface.of_kind('method')], ['Status', 'List', 'SetLimits', 'Reload', 'Pending',
                                                                    'Approve', 'Deny', 'History'])
-        self.assertEqual([m.name for m in iface.of_kind('error')], ['ReloadRejected', 'UnknownScope', 'UnknownRequest',
+        self.assertEqual([m.name for m in iface.of_kind('error')], ['ReloadRejected', 'UnknownScope', 'NotPersistent', 'UnknownRequest',
                                                                   'HistoryUnavailable'])
 
     def test_service(self):

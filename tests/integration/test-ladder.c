@@ -244,6 +244,29 @@ END_TEST
                     "max_tokens_in_flight = 100; };\n"                                                      \
                     "breaker: { pool_threshold = 1.0; pool_release = 0.99; };\n"
 
+/* A held request is answered when the daemon stops (issue 12): nobody can
+ * approve it after a restart, so it is refused with the reason, not dropped. */
+START_TEST(test_escalation_hold_shutdown) {
+        TestDaemon *d =
+                harness_daemon_start(OPEN_SCOPES "max_request_tokens = 100; on_escalate = \"hold\";\n");
+        RawConn *agent = harness_open_working(d, "agent");
+        json_object *reply, *p;
+
+        ck_assert_int_eq(send_fmt(agent, REQUEST "\"estimate\":1000}}"), 0);
+        ck_assert_ptr_null(harness_reply_within(agent, 200));
+        ck_assert_int_eq(kill(d->pid, SIGTERM), 0);
+        reply = harness_reply_within(agent, 3000);
+        ck_assert_msg(reply, "no answer to a held request when the daemon stopped");
+        ck_assert_str_eq(reply_error(reply), "io.tokenbudget.agent.Escalated");
+        p = reply_parameters(reply);
+        ck_assert_str_eq(json_str(p, "reason", "escalated"), "shutdown");
+        ck_assert_int_eq(json_int(p, "requested", "escalated"), 1000);
+        json_object_put(reply);
+        raw_close(agent);
+        harness_daemon_stop(d);
+}
+END_TEST
+
 START_TEST(test_queue_wait_timeout_disconnect) {
         TestDaemon *d =
                 harness_daemon_start(QUEUE_CONFIG "queue: { max_waiters = 2; max_waiters_per_uid = 2; };\n");
@@ -755,6 +778,7 @@ int main(void) {
 
         tcase_add_test(tc, test_cap_escalate_degrade);
         tcase_add_test(tc, test_escalation_hold);
+        tcase_add_test(tc, test_escalation_hold_shutdown);
         tcase_add_test(tc, test_queue_wait_timeout_disconnect);
         tcase_add_test(tc, test_queue_order);
         tcase_add_test(tc, test_queue_starvation_rule);

@@ -608,6 +608,36 @@ static const MigrationRow migration_rows[] = {
 _Static_assert(ELEMENTSOF(migration_rows) == STORE_SCHEMA_VERSION + 1,
                "a migration row per earlier version");
 
+static int high_id_cb(void *userdata, const StoreAllocation *a) {
+        *(uint64_t *)userdata = a->id;
+        return 0;
+}
+
+/* Wire ids use all 64 bits (half have the top bit set): they round-trip
+ * (a daemon that refused them lost half its allocations at a kill). */
+START_TEST(test_high_ids) {
+        const uint64_t id = UINT64_C(0xfedcba9876543210);
+        uint64_t got = 0;
+        StoreAllocation a = allocation(id, 10);
+        Dir d;
+        Store *s;
+
+        dir_init(&d);
+        s = open_ok(d.db, STORE_SYNC_NORMAL);
+        ck_assert_int_eq(store_put_allocation(s, &a), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        s = store_free(s);
+        s = open_ok(d.db, STORE_SYNC_NORMAL);
+        ck_assert_int_eq(store_load_allocations(s, high_id_cb, &got), 1);
+        ck_assert_uint_eq(got, id);
+        ck_assert_int_eq(store_drop_allocation(s, id), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(store_load_allocations(s, high_id_cb, &got), 0);
+        store_free(s);
+        dir_done(&d);
+}
+END_TEST
+
 /* One daemon per database: a second open (another tokenbudgetd on the same
  * directory, started by mistake) is refused while the first holds it, and
  * works once it is closed (or its process died: the lock goes with it). */
@@ -882,6 +912,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_missing_directory);
         tcase_add_test(tc, test_unreadable);
         tcase_add_test(tc, test_in_use);
+        tcase_add_test(tc, test_high_ids);
         tcase_add_test(tc, test_migrations);
         tcase_add_test(tc, test_full_disk);
         tcase_add_test(tc, test_history_queries);
