@@ -56,6 +56,7 @@ struct Allocation {
         bool terminating; /* its process is being stopped */
         uint8_t probes;   /* ENTITY_* bits: the half-open breakers it is the probe of */
         const char *agent, *task_class, *model; /* into strings[], NULL when not given */
+        char *store_keys; /* the durable ledger's key of each scope, NUL after each; made at first use */
         char strings[];
 };
 
@@ -453,21 +454,45 @@ static void store_failed(Budget *b, int r) {
                           strerror(-r));
 }
 
-/* Tokens the allocation committed now, in every scope it is charged to. */
-static void store_usage(Budget *b, const Allocation *a, uint64_t tokens, uint64_t realtime) {
+/* The store keys of the allocation's scopes, each followed by a NUL (an
+ * empty one for a scope that has none), made once: a Report and the Release
+ * charge the same scopes. NULL when out of memory. */
+static const char *allocation_store_keys(Allocation *a) {
         LedgerScope *const *scopes;
+        char buf[LEDGER_SCOPES_MAX * SCOPE_STORE_KEY_MAX];
+        size_t n, len = 0;
+
+        if (a->store_keys)
+                return a->store_keys;
+        n = ledger_allocation_scopes(a->ledger, &scopes);
+        for (size_t i = 0; i < n; i++) {
+                if (scope_store_key(a, scopes[i], buf + len, SCOPE_STORE_KEY_MAX) < 0)
+                        buf[len] = 0;
+                len += strlen(buf + len) + 1;
+        }
+        a->store_keys = malloc(len ?: 1);
+        if (a->store_keys)
+                memcpy(a->store_keys, buf, len ?: 1);
+        return a->store_keys;
+}
+
+/* Tokens the allocation committed now, in every scope it is charged to. */
+static void store_usage(Budget *b, Allocation *a, uint64_t tokens, uint64_t realtime) {
+        LedgerScope *const *scopes;
+        const char *key;
         size_t n;
 
         if (!b->store || tokens == 0)
                 return;
-        n = ledger_allocation_scopes(a->ledger, &scopes);
-        for (size_t i = 0; i < n; i++) {
-                char key[SCOPE_STORE_KEY_MAX];
-
-                if (scope_store_key(a, scopes[i], key, sizeof(key)) < 0)
-                        continue;
-                store_failed(b, store_add_usage(b->store, key, realtime / USEC_PER_SEC, tokens));
+        key = allocation_store_keys(a);
+        if (!key) {
+                store_failed(b, -ENOMEM);
+                return;
         }
+        n = ledger_allocation_scopes(a->ledger, &scopes);
+        for (size_t i = 0; i < n; key += strlen(key) + 1, i++)
+                if (*key)
+                        store_failed(b, store_add_usage(b->store, key, realtime / USEC_PER_SEC, tokens));
 }
 
 static const char *client_unit(const Client *c) {
@@ -925,6 +950,7 @@ static void allocation_unlink(Budget *b, Allocation *a, uint64_t now) {
         LIST_REMOVE(allocations, c->allocations, a);
         c->n_allocations--;
         process_table_allocation_removed(b->processes, c->process, now);
+        free(a->store_keys);
         free(a);
 }
 
@@ -2297,7 +2323,9 @@ int budget_report(Budget *b, Allocation *a, uint64_t input_tokens, uint64_t outp
         a->last_report_usec = now;
         if (b->store && ledger_allocation_used(a->ledger) != used) {
                 store_usage(b, a, ledger_allocation_used(a->ledger) - used, realtime_usec());
-                store_allocation(b, a);
+                store_failed(b, store_put_allocation_usage(b->store, ledger_allocation_id(a->ledger),
+                                                           ledger_allocation_input_tokens(a->ledger),
+                                                           ledger_allocation_output_tokens(a->ledger)));
         }
         emit_crossing(b, a, before, *ret_state, now);
         if (*ret_state == LEDGER_STATE_EXCEEDED && !a->breached)

@@ -18,7 +18,8 @@
  *    acknowledged usage, as abandoned: a history row each, then
  *    store_drop_allocation()); store_load_limits() and store_load_breakers().
  *  - Per message (no SQL): store_add_usage() for committed tokens,
- *    store_put_allocation() when an allocation is granted or reports,
+ *    store_put_allocation() when an allocation is granted,
+ *    store_put_allocation_usage() when it reports (only its totals),
  *    store_drop_allocation() + store_add_history() when it is settled,
  *    store_add_history() for a refusal, store_meta_put_u64("serial", hwm).
  *  - At the commit point (PeerSetOps.commit_pending = store_pending,
@@ -34,12 +35,14 @@
  *    store_put_breaker()/store_delete_breaker() are written at once, each in
  *    its own transaction (rare; the caller answers after it returns).
  *
- * Schema version 1 (PRAGMA user_version; STORE_SCHEMA_VERSION):
+ * Schema version 2 (PRAGMA user_version; STORE_SCHEMA_VERSION; version 1
+ * had usage and hourly keyed scope first, with indexes on the time):
  *  meta(key TEXT PRIMARY KEY, value)  -- "ledger_key" (16 random bytes, hex,
  *      created once), "serial" (the allocation serial high-water mark), and
  *      whatever later versions need.
- *  usage(scope, second, tokens) PK(scope, second) WITHOUT ROWID -- committed
- *      tokens per scope per realtime second; index on second for pruning.
+ *  usage(second, scope, tokens) PK(second, scope) WITHOUT ROWID -- committed
+ *      tokens per scope per realtime second (time first: one commit's rows
+ *      share a leaf page; pruning and the restore read a key range).
  *  allocations(id PK (the 64-bit wire id as SQLite's signed integer), granted_usec, granted, reservation,
  * estimate, input, output, priority, pid, uid, comm, agent, class, model, unit, scopes)
  *      -- open at the last commit, with their last acknowledged usage; scopes
@@ -49,8 +52,8 @@
  *      outcome TEXT, count, scopes) -- one row per settled allocation, or a
  *      refusal (count: identical refusals the caller folded into one row);
  *      indexes on (realtime_usec) and (uid, realtime_usec).
- *  hourly(scope, hour, requests, refused, tokens_in, tokens_out, granted)
- *      PK(scope, hour) WITHOUT ROWID -- per scope per realtime hour (hour =
+ *  hourly(hour, scope, requests, refused, tokens_in, tokens_out, granted)
+ *      PK(hour, scope) WITHOUT ROWID -- per scope per realtime hour (hour =
  *      realtime seconds / 3600), updated at commit from the staged history.
  *  limits(scope, field, value) PK(scope, field) WITHOUT ROWID -- runtime
  *      limits made with budgetctl set --persistent, one row per setting
@@ -68,7 +71,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 /* Scope names per allocation or history row (the core has a handful). */
 #define STORE_SCOPES_MAX 32
 /* What may be staged between commits (usage cells + allocation changes +
@@ -192,6 +195,9 @@ int store_outcome_from_string(const char *s); /* StoreOutcome or -EINVAL */
 /* Staging (memory only). 0, -EINVAL (bad argument), -ENOBUFS (cap), -ENOMEM. */
 int store_add_usage(Store *s, const char *scope, uint64_t realtime_sec, uint64_t tokens);
 int store_put_allocation(Store *s, const StoreAllocation *a);
+/* The allocation's acknowledged totals, for a row put by store_put_allocation()
+ * (in this commit or an earlier one): only input and output are written. */
+int store_put_allocation_usage(Store *s, uint64_t id, uint64_t input, uint64_t output);
 int store_drop_allocation(Store *s, uint64_t id);
 int store_add_history(Store *s, const StoreHistoryRow *h);
 int store_meta_put_u64(Store *s, const char *key, uint64_t value);

@@ -364,6 +364,57 @@ static void stage_ops(Store *s, unsigned n, uint64_t base) {
         }
 }
 
+/* A Report's totals: only input and output change, in the commit of the
+ * grant or a later one; nothing for a row settled in the same commit; and
+ * many history rows of one scope and hour are one hourly row with the sums. */
+START_TEST(test_allocation_usage) {
+        Dir d;
+        Store *s;
+        Loaded l;
+        StoreAllocation a;
+        StoreHistoryRow h;
+
+        dir_init(&d);
+        s = open_ok(d.db, STORE_SYNC_NORMAL);
+        a = allocation(1, 10);
+        ck_assert_int_eq(store_put_allocation(s, &a), 0);
+        ck_assert_int_eq(store_put_allocation_usage(s, 1, 11, 3), 0); /* same commit as the put */
+        a = allocation(2, 20);
+        ck_assert_int_eq(store_put_allocation(s, &a), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(store_put_allocation_usage(s, 2, 21, 4), 0); /* a later commit */
+        ck_assert_int_eq(store_put_allocation_usage(s, 2, 22, 5), 0); /* the latest wins */
+        ck_assert_uint_eq(store_staged(s), 1);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_str_eq(load_all(s, &l),
+                         "|1:1700000000000001/1001/1201/901/11/3/-3/4242/1000/agent-bin/coder/batch/llama/"
+                         "a.service/[user:1000,unit:a.service,];"
+                         "2:1700000000000002/1002/1202/902/22/5/-3/4242/1000/agent-bin/coder/batch/llama/"
+                         "a.service/[user:1000,unit:a.service,];||");
+        ck_assert_int_eq(store_drop_allocation(s, 1), 0);
+        ck_assert_int_eq(store_put_allocation_usage(s, 1, 50, 50), 0); /* dropped stays dropped */
+        ck_assert_int_eq(store_put_allocation_usage(s, 9, 1, 1), 0);   /* never put: no row appears */
+        for (int i = 0; i < 50; i++) {
+                h = history(T0_USEC + (uint64_t)i * 1000, 1000, "a.service",
+                            i % 5 ? STORE_OUTCOME_RELEASED : STORE_OUTCOME_REFUSED, 3, 4);
+                h.count = i % 5 ? 1 : 2;
+                ck_assert_int_eq(store_add_history(s, &h), 0);
+        }
+        ck_assert_uint_eq(store_staged(s), 2 + 50 + 2); /* 2 allocation ops, 50 rows, 2 hourly cells */
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_str_eq(load_all(s, &l),
+                         "|2:1700000000000002/1002/1202/902/22/5/-3/4242/1000/agent-bin/coder/batch/llama/"
+                         "a.service/[user:1000,unit:a.service,];||");
+        s = store_free(s);
+        ck_assert_int_eq(sql_int(d.db, "SELECT count(*) FROM hourly"), 2);
+        ck_assert_int_eq(sql_int(d.db, "SELECT requests FROM hourly WHERE scope = 'unit:a.service'"), 40);
+        ck_assert_int_eq(sql_int(d.db, "SELECT refused FROM hourly WHERE scope = 'unit:a.service'"), 20);
+        ck_assert_int_eq(sql_int(d.db, "SELECT tokens_in FROM hourly WHERE scope = 'user:1000'"), 150);
+        ck_assert_int_eq(sql_int(d.db, "SELECT tokens_out FROM hourly WHERE scope = 'user:1000'"), 200);
+        ck_assert_int_eq(sql_int(d.db, "SELECT granted FROM hourly WHERE scope = 'user:1000'"), 40 * 100);
+}
+END_TEST
+
 START_TEST(test_group_commit) {
         Dir d;
         Store *s;
@@ -375,7 +426,8 @@ START_TEST(test_group_commit) {
         s = open_ok(d.db, STORE_SYNC_NORMAL);
         ck_assert_uint_eq(wal_commits(d.db, &frames), 0);
         stage_ops(s, 10000, 0);
-        ck_assert_uint_eq(store_staged(s), 10000);
+        /* + the hourly aggregates: the rows' 2 scopes in one hour, one cell each */
+        ck_assert_uint_eq(store_staged(s), 10000 + 2);
         ck_assert_int_eq(store_commit(s), 0);
         ck_assert_uint_eq(store_commits(s), 1);
         commits = wal_commits(d.db, &frames);
@@ -569,7 +621,7 @@ typedef struct MigrationRow {
 } MigrationRow;
 
 /* One row per earlier version, each as that version would have left a
- * database with data in it; a version 2 adds its row here. */
+ * database with data in it (and the current one); a version 3 adds its row here. */
 static const MigrationRow migration_rows[] = {
         {0, NULL, "SELECT count(*) = 0 FROM usage"},
         {1,
@@ -598,12 +650,45 @@ static const MigrationRow migration_rows[] = {
          " PRIMARY KEY(name, disc)) WITHOUT ROWID;"
          "INSERT INTO meta VALUES('ledger_key', '00112233445566778899aabbccddeeff');"
          "INSERT INTO usage VALUES('user:7', 1700000000, 77);"
+         "INSERT INTO usage VALUES('user:7', 1700000001, 7);"
+         "INSERT INTO hourly VALUES('user:7', 472222, 3, 1, 10, 20, 30);"
          "INSERT INTO history(realtime_usec, uid, outcome, count, input) VALUES(1700000000000000, 7, "
          "'released', 1, 5);"
          "PRAGMA user_version = 1;",
-         "SELECT (SELECT tokens FROM usage WHERE scope = 'user:7') = 77 AND"
+         "SELECT (SELECT sum(tokens) FROM usage WHERE scope = 'user:7') = 84 AND"
+         " (SELECT tokens FROM usage WHERE second = 1700000001) = 7 AND"
+         " (SELECT requests || '/' || refused || '/' || tokens_in || '/' || tokens_out || '/' || granted"
+         " FROM hourly WHERE scope = 'user:7' AND hour = 472222) = '3/1/10/20/30' AND"
          " (SELECT value FROM meta WHERE key = 'ledger_key') = '00112233445566778899aabbccddeeff' AND"
-         " (SELECT count(*) FROM history) = 1"},
+         " (SELECT count(*) FROM history) = 1 AND"
+         " (SELECT count(*) FROM sqlite_schema WHERE name IN ('usage_second', 'hourly_hour')) = 0 AND"
+         " (SELECT pk FROM pragma_table_info('usage') WHERE name = 'second') = 1"},
+        {2,
+         "CREATE TABLE meta(key TEXT PRIMARY KEY, value);"
+         "CREATE TABLE usage(second INTEGER NOT NULL, scope TEXT NOT NULL, tokens INTEGER NOT NULL,"
+         " PRIMARY KEY(second, scope)) WITHOUT ROWID;"
+         "CREATE TABLE allocations(id INTEGER PRIMARY KEY, granted_usec INTEGER, granted INTEGER,"
+         " reservation INTEGER, estimate INTEGER, input INTEGER, output INTEGER, priority INTEGER,"
+         " pid INTEGER, uid INTEGER, comm TEXT, agent TEXT, class TEXT, model TEXT, unit TEXT,"
+         " scopes TEXT);"
+         "CREATE TABLE history(id INTEGER PRIMARY KEY, realtime_usec INTEGER NOT NULL, uid INTEGER,"
+         " user TEXT, unit TEXT, comm TEXT, agent TEXT, class TEXT, model TEXT, priority INTEGER,"
+         " estimate INTEGER, granted INTEGER, input INTEGER, output INTEGER, outcome TEXT NOT NULL,"
+         " count INTEGER NOT NULL DEFAULT 1, scopes TEXT);"
+         "CREATE INDEX history_time ON history(realtime_usec);"
+         "CREATE INDEX history_uid_time ON history(uid, realtime_usec);"
+         "CREATE TABLE hourly(hour INTEGER NOT NULL, scope TEXT NOT NULL, requests INTEGER NOT NULL,"
+         " refused INTEGER NOT NULL, tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL,"
+         " granted INTEGER NOT NULL, PRIMARY KEY(hour, scope)) WITHOUT ROWID;"
+         "CREATE TABLE limits(scope TEXT NOT NULL, field TEXT NOT NULL, value INTEGER NOT NULL,"
+         " PRIMARY KEY(scope, field)) WITHOUT ROWID;"
+         "CREATE TABLE breakers(name TEXT NOT NULL, disc INTEGER NOT NULL, state TEXT NOT NULL,"
+         " breaches INTEGER NOT NULL, cooldown_usec INTEGER NOT NULL, until_usec INTEGER NOT NULL,"
+         " PRIMARY KEY(name, disc)) WITHOUT ROWID;"
+         "INSERT INTO meta VALUES('ledger_key', '00112233445566778899aabbccddeeff');"
+         "INSERT INTO usage VALUES(1700000000, 'user:7', 77);"
+         "PRAGMA user_version = 2;",
+         "SELECT (SELECT tokens FROM usage WHERE scope = 'user:7') = 77"},
 };
 _Static_assert(ELEMENTSOF(migration_rows) == STORE_SCHEMA_VERSION + 1,
                "a migration row per earlier version");
@@ -717,16 +802,16 @@ START_TEST(test_full_disk) {
         ck_assert_int_eq(store_commit(s), 0);
         fill_disk(filler);
         stage_ops(s, 2000, 1000);
-        ck_assert_uint_eq(store_staged(s), 2000);
+        ck_assert_uint_eq(store_staged(s), 2000 + 2); /* + 2 hourly cells */
         r = store_commit(s);
         ck_assert_msg(r == -ENOSPC, "commit on a full disk: %d (%s)", r, strerror(-r));
         ck_assert_ptr_nonnull(store_error_message(s));
         ck_assert_ptr_nonnull(strstr(store_error_message(s), db));
         printf("full disk: %s\n", store_error_message(s));
-        ck_assert_uint_eq(store_staged(s), 2000);   /* kept */
-        ck_assert_int_eq(store_commit(s), -ENOSPC); /* still full: still kept */
-        stage_ops(s, 10, 5000);                     /* more staged while failing */
-        ck_assert_uint_eq(store_staged(s), 2010);
+        ck_assert_uint_eq(store_staged(s), 2000 + 2); /* kept */
+        ck_assert_int_eq(store_commit(s), -ENOSPC);   /* still full: still kept */
+        stage_ops(s, 10, 5000);                       /* more staged while failing */
+        ck_assert_uint_eq(store_staged(s), 2010 + 2);
         ck_assert_int_eq(unlink(filler), 0);
         ck_assert_int_eq(store_commit(s), 0);
         ck_assert_ptr_null(store_error_message(s));
@@ -902,6 +987,7 @@ static Suite *store_suite(void) {
 
         tcase_set_timeout(tc, 120);
         tcase_add_test(tc, test_round_trip);
+        tcase_add_test(tc, test_allocation_usage);
         tcase_add_test(tc, test_group_commit);
         tcase_add_test(tc, test_speed);
         tcase_add_test(tc, test_newer_schema);
