@@ -684,13 +684,81 @@ uint64_t budget_store_failures(const Budget *b) {
 }
 
 /* Restore: the usage rows of the store put back into the windows. */
+typedef struct StaleBreaker {
+        char *name;
+        uint64_t disc;
+} StaleBreaker;
+
 typedef struct RestoreContext {
         Budget *b;
         uint64_t now, realtime;
         BudgetRestoreStats *stats;
         char last_key[SCOPE_STORE_KEY_MAX];
         LedgerScope *last_scope; /* of last_key; NULL: skipped */
+        StaleBreaker *stale;     /* breaker rows to delete once the load is done */
+        size_t n_stale;
+        ProcessEntry *held; /* last_scope's process: referenced until its rows are in (or it would go) */
 } RestoreContext;
+
+/* The process entry restore_scope() referenced is let go: with its usage
+ * back it lingers like any process that used tokens (with none it goes). */
+static void restore_release_held(RestoreContext *rc) {
+        if (rc->held)
+                process_table_disconnect(rc->b->processes, rc->held, rc->now);
+        rc->held = NULL;
+}
+
+static void restore_context_done(RestoreContext *rc) {
+        for (size_t i = 0; i < rc->n_stale; i++)
+                free(rc->stale[i].name);
+        free(rc->stale);
+        rc->stale = NULL;
+        rc->n_stale = 0;
+}
+
+/* An open or half-open breaker of the last run, as it would be now: its
+ * cool-down's end moved from realtime to the monotonic clock (in the past
+ * when it ended while the daemon was down: then it is half-open at the next
+ * request). One that ended more than a window ago would have been dropped:
+ * its row goes. */
+static int restore_breaker_cb(void *userdata, const StoreBreaker *sb) {
+        RestoreContext *rc = userdata;
+        Budget *b = rc->b;
+        uint64_t until = sb->until_usec, open_until;
+        BreakerState state;
+        StaleBreaker *n;
+        int r;
+
+        if (strcmp(sb->state, "open") == 0)
+                state = BREAKER_OPEN;
+        else if (strcmp(sb->state, "half-open") == 0)
+                state = BREAKER_HALF_OPEN;
+        else
+                state = BREAKER_CLOSED;
+        if (state == BREAKER_CLOSED || until + b->config->runaway_window_usec < rc->realtime) {
+                n = reallocarray(rc->stale, rc->n_stale + 1, sizeof(*rc->stale));
+                if (!n)
+                        return -ENOMEM;
+                rc->stale = n;
+                n[rc->n_stale] = (StaleBreaker){.name = strdup(sb->name), .disc = sb->disc};
+                if (n[rc->n_stale].name)
+                        rc->n_stale++;
+                return 0;
+        }
+        if (until >= rc->realtime)
+                open_until = rc->now + (until - rc->realtime);
+        else
+                open_until = rc->now > rc->realtime - until ? rc->now - (rc->realtime - until) : 0;
+        r = breaker_restore(b->breakers, sb->name, sb->disc, sb->owner, state, sb->breaches,
+                            sb->cooldown_usec, open_until, rc->now);
+        if (r < 0) {
+                log_warning("durable ledger: the runaway breaker of %s (%s) could not be restored: %s",
+                            sb->name, sb->state, strerror(-r));
+                return 0;
+        }
+        rc->stats->breakers++;
+        return 0;
+}
 
 /* The scope a store key names, found or made again. */
 static int restore_scope(RestoreContext *rc, const char *key, LedgerScope **ret) {
@@ -742,7 +810,9 @@ static int restore_scope(RestoreContext *rc, const char *key, LedgerScope **ret)
                                           &e);
                 if (r < 0)
                         return r;
-                process_table_disconnect(rc->b->processes, e, rc->now);
+                /* Referenced until its rows are added (restore_release_held()):
+                 * released now, an entry with no usage yet would be freed. */
+                rc->held = e;
                 *ret = process_entry_scope(e);
                 return 0;
         }
@@ -755,6 +825,7 @@ static int restore_usage_cb(void *userdata, const char *key, uint64_t second, ui
         int r;
 
         if (strcmp(key, rc->last_key) != 0) {
+                restore_release_held(rc);
                 snprintf(rc->last_key, sizeof(rc->last_key), "%s", key);
                 r = restore_scope(rc, key, &rc->last_scope);
                 if (r == -ENOMEM)
@@ -853,11 +924,18 @@ int budget_restore(Budget *b, uint64_t now, uint64_t realtime, BudgetRestoreStat
         r = store_load_usage(
                 b->store, realtime / USEC_PER_SEC > span + 3600 ? realtime / USEC_PER_SEC - span - 3600 : 0,
                 restore_usage_cb, &rc);
+        restore_release_held(&rc);
         if (r < 0)
                 return r;
         r = store_load_allocations(b->store, restore_allocation_cb, &rc);
         if (r < 0)
                 return r;
+        r = store_load_breakers(b->store, restore_breaker_cb, &rc);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < rc.n_stale; i++)
+                (void)store_delete_breaker(b->store, rc.stale[i].name, rc.stale[i].disc);
+        restore_context_done(&rc);
         budget_changed(b);
         return 0;
 }
@@ -1300,6 +1378,32 @@ static void emit_breaker(Budget *b, EventKind kind, const Client *c, const char 
         journal_emit(b->journal, kind, &e, now, "Runaway breaker of %s %s", name, what);
 }
 
+/* The durable ledger keeps open and half-open breakers (written at once,
+ * outside the commit point: a breaker changes rarely), and forgets closed
+ * ones. */
+static void store_breaker(Budget *b, const char *name, uint64_t disc, uint64_t now) {
+        Breaker *br;
+        int r;
+
+        if (!b->store)
+                return;
+        br = breaker_find(b->breakers, name, disc);
+        if (!br || breaker_state(br) == BREAKER_CLOSED)
+                r = store_delete_breaker(b->store, name, disc);
+        else
+                r = store_put_breaker(b->store,
+                                      &(StoreBreaker){
+                                              .name = name,
+                                              .disc = disc,
+                                              .state = breaker_state_to_string(breaker_state(br)),
+                                              .breaches = breaker_breaches(br, now),
+                                              .cooldown_usec = breaker_cooldown(br),
+                                              .until_usec = realtime_usec() + breaker_retry_after(br, now),
+                                              .owner = breaker_owner(br),
+                                      });
+        store_failed(b, r);
+}
+
 /* The gate of the caller's breakers: the most closed one wins (an open
  * one refuses; a half-open one lets this request through as its probe).
  * *ret_probes gets the entities whose probe it would be. */
@@ -1370,6 +1474,7 @@ static void breakers_breach(Budget *b, Allocation *a, uint64_t now) {
                          breaker_cooldown(breaker_find(b->breakers, names.name[i], names.disc[i])) /
                                  USEC_PER_SEC);
                 emit_breaker(b, EVENT_BREAKER_OPENED, c, names.name[i], what, now);
+                store_breaker(b, names.name[i], names.disc[i], now);
         }
 }
 
@@ -1381,11 +1486,14 @@ static void breakers_probe_done(Budget *b, const Allocation *a, uint64_t now) {
         if (!a->probes)
                 return;
         entity_names(a->owner, a->agent, a->task_class, &names);
-        for (unsigned i = 0; i < _ENTITY_MAX; i++)
-                if ((a->probes & (1u << i)) &&
-                    breaker_probe_done(b->breakers, names.name[i], names.disc[i], a->breached, now))
+        for (unsigned i = 0; i < _ENTITY_MAX; i++) {
+                if (!(a->probes & (1u << i)))
+                        continue;
+                if (breaker_probe_done(b->breakers, names.name[i], names.disc[i], a->breached, now))
                         emit_breaker(b, EVENT_BREAKER_CLOSED, a->owner, names.name[i],
                                      "closed: its probe request stayed within its hard limit", now);
+                store_breaker(b, names.name[i], names.disc[i], now); /* closed, or reopened */
+        }
 }
 
 /* ---- deciding ---- */

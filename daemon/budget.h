@@ -252,6 +252,7 @@ typedef struct BudgetRestoreStats {
         uint64_t scopes_gone;        /* process scopes of processes that have exited */
         uint64_t global_tokens;      /* usage restored into the global scope */
         uint64_t abandoned;          /* allocations open at the last stop, settled now */
+        uint64_t breakers;           /* open and half-open runaway breakers put back */
 } BudgetRestoreStats;
 /* Puts the store's window usage back into the scopes (the day window's
  * worth, aged by realtime), and settles what was open when the last run

@@ -79,7 +79,9 @@ static const char *const migrations[] = {
         "INSERT INTO hourly_v2(hour, scope, requests, refused, tokens_in, tokens_out, granted)"
         " SELECT hour, scope, requests, refused, tokens_in, tokens_out, granted FROM hourly;"
         "DROP TABLE hourly;"
-        "ALTER TABLE hourly_v2 RENAME TO hourly;",
+        "ALTER TABLE hourly_v2 RENAME TO hourly;"
+        /* and the uid a breaker belongs to (-1: shared), as the table had it */
+        "ALTER TABLE breakers ADD COLUMN owner INTEGER NOT NULL DEFAULT -1;",
 };
 _Static_assert(ELEMENTSOF(migrations) == STORE_SCHEMA_VERSION, "one migration per schema version");
 
@@ -1044,6 +1046,37 @@ static int migrate(Store *s, long from, char **ret_reason) {
         return 0;
 }
 
+/* A damaged page is found when it is read: without a full check (which
+ * reads every page: seconds at start for months of history) the pages the
+ * daemon reads and writes first are read now, so that damage there is
+ * refused at start instead of failing the first commits: each table's and
+ * index's root and its ends (where rows are added and pruned). */
+static const char *const probe_sql[] = {
+        /* one min() or max() each: SQLite then reads that b-tree's edge
+         * (with both, it may scan a smaller index instead of the table) */
+        "SELECT count(*) FROM meta",
+        "SELECT min(second) FROM usage",
+        "SELECT max(second) FROM usage",
+        "SELECT min(rowid) FROM allocations",
+        "SELECT max(rowid) FROM allocations",
+        "SELECT min(rowid) FROM history",
+        "SELECT max(rowid) FROM history",
+        "SELECT min(realtime_usec) FROM history",
+        "SELECT max(realtime_usec) FROM history",
+        "SELECT max(realtime_usec) FROM history INDEXED BY history_uid_time WHERE uid = 0",
+        "SELECT min(hour) FROM hourly",
+        "SELECT max(hour) FROM hourly",
+        "SELECT count(*) FROM limits",
+        "SELECT count(*) FROM breakers",
+};
+
+static int probe_tables(Store *s, char **ret_reason) {
+        for (size_t i = 0; i < ELEMENTSOF(probe_sql); i++)
+                if (sqlite3_exec(s->db, probe_sql[i], NULL, NULL, NULL) != SQLITE_OK)
+                        return open_error(s, "reading its tables", ret_reason);
+        return 0;
+}
+
 static int check_version(Store *s, char **ret_reason) {
         char buf[64];
         long version;
@@ -1077,6 +1110,7 @@ static int check_version(Store *s, char **ret_reason) {
 static int configure(Store *s, StoreSync sync, unsigned flags, char **ret_reason) {
         char buf[64];
         char sql[64];
+        int r;
 
         sqlite3_extended_result_codes(s->db, 1);
         sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MSEC);
@@ -1129,7 +1163,10 @@ static int configure(Store *s, StoreSync sync, unsigned flags, char **ret_reason
                          " PRAGMA cache_size = -16384",
                          NULL, NULL, NULL) != SQLITE_OK)
                 return open_error(s, "setting the checkpoint interval", ret_reason);
-        return check_version(s, ret_reason);
+        r = check_version(s, ret_reason);
+        if (r < 0)
+                return r;
+        return probe_tables(s, ret_reason);
 }
 
 static int prepare_all(Store *s, char **ret_reason) {
@@ -1378,6 +1415,7 @@ static int breaker_row(sqlite3_stmt *st, void *cb, void *userdata) {
                 .breaches = (uint32_t)sqlite3_column_int64(st, 3),
                 .cooldown_usec = column_u64(st, 4),
                 .until_usec = column_u64(st, 5),
+                .owner = sqlite3_column_int64(st, 6),
         };
         return ((StoreBreakerFunc)cb)(userdata, &b);
 }
@@ -1388,7 +1426,8 @@ int store_load_breakers(Store *s, StoreBreakerFunc cb, void *userdata) {
 
         assert(s && cb);
         r = prepare(s,
-                    "SELECT name, disc, state, breaches, cooldown_usec, until_usec FROM breakers ORDER BY "
+                    "SELECT name, disc, state, breaches, cooldown_usec, until_usec, owner FROM breakers "
+                    "ORDER BY "
                     "name, disc",
                     &st);
         if (r < 0)
@@ -1446,8 +1485,8 @@ int store_put_breaker(Store *s, const StoreBreaker *b) {
         if (!b || !b->name || !b->state || b->disc > INT64_MAX)
                 return -EINVAL;
         r = prepare(s,
-                    "INSERT OR REPLACE INTO breakers(name, disc, state, breaches, cooldown_usec, until_usec)"
-                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR REPLACE INTO breakers(name, disc, state, breaches, cooldown_usec, until_usec,"
+                    " owner) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     &st);
         if (r < 0)
                 return r;
@@ -1457,6 +1496,7 @@ int store_put_breaker(Store *s, const StoreBreaker *b) {
         sqlite3_bind_int64(st, 4, b->breaches);
         bind_u64(st, 5, b->cooldown_usec);
         bind_u64(st, 6, b->until_usec);
+        sqlite3_bind_int64(st, 7, b->owner);
         return run_write(s, st, "writing a breaker");
 }
 

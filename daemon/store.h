@@ -58,8 +58,9 @@
  *  limits(scope, field, value) PK(scope, field) WITHOUT ROWID -- runtime
  *      limits made with budgetctl set --persistent, one row per setting
  *      (field "minute", "hour", "day", "in_flight", ...: the caller's names).
- *  breakers(name, disc, state, breaches, cooldown_usec, until_usec)
- *      PK(name, disc) WITHOUT ROWID -- breaker states (until_usec realtime).
+ *  breakers(name, disc, state, breaches, cooldown_usec, until_usec, owner)
+ *      PK(name, disc) WITHOUT ROWID -- open and half-open runaway breakers
+ *      (until_usec realtime; owner the uid, -1 shared; version 1 had no owner).
  * A later version appends its SQL to the migration table in store.c; each
  * step runs in its own transaction; a database of a newer version refuses to
  * open.
@@ -165,7 +166,8 @@ typedef struct StoreBreaker {
         uint64_t disc;
         const char *state; /* "closed", "open", "half-open" */
         uint32_t breaches;
-        uint64_t cooldown_usec, until_usec;
+        uint64_t cooldown_usec, until_usec; /* until_usec realtime: when it turns (or turned) half-open */
+        int64_t owner;                      /* the uid it belongs to, -1 shared */
 } StoreBreaker;
 
 /* Callbacks return 0 to go on, negative to stop (the load returns it). */

@@ -350,6 +350,46 @@ int breaker_breach(BreakerTable *t, const char *name, uint64_t disc, int64_t own
         return 0;
 }
 
+int breaker_restore(BreakerTable *t, const char *name, uint64_t disc, int64_t owner, BreakerState state,
+                    uint32_t breaches, uint64_t cooldown_usec, uint64_t open_until, uint64_t now) {
+        uint64_t hash, opened;
+        Breaker *b;
+        int r;
+
+        if ((unsigned)state >= _BREAKER_STATE_MAX || !name)
+                return -EINVAL;
+        if (t->settings.breaches == 0 || state == BREAKER_CLOSED)
+                return 0;
+        hash = name_hash(t, name, disc);
+        b = find_hashed(t, name, disc, hash);
+        if (!b) {
+                r = breaker_new(t, name, disc, hash, owner, now, &b);
+                if (r < 0)
+                        return r;
+        }
+        if (cooldown_usec > t->settings.max_cooldown_usec)
+                cooldown_usec = t->settings.max_cooldown_usec;
+        if (cooldown_usec < t->settings.cooldown_usec)
+                cooldown_usec = t->settings.cooldown_usec;
+        opened = open_until > cooldown_usec ? open_until - cooldown_usec : 0;
+        if (opened > now)
+                opened = now;
+        if (breaches > t->settings.breaches)
+                breaches = t->settings.breaches;
+        b->n_times = 0;
+        b->first = 0;
+        for (uint32_t i = 0; i < breaches; i++) {
+                r = ring_push(b, opened, t->settings.breaches);
+                if (r < 0)
+                        return r;
+        }
+        b->state = state;
+        b->probe_in_flight = false;
+        b->cooldown_usec = cooldown_usec;
+        b->open_until = state == BREAKER_OPEN ? open_until : 0;
+        return 0;
+}
+
 BreakerGate breaker_gate(Breaker *b, uint64_t now, uint64_t *ret_retry_after_usec, bool *ret_changed) {
         if (ret_retry_after_usec)
                 *ret_retry_after_usec = 0;

@@ -84,6 +84,16 @@ void breaker_probe_started(Breaker *b);
  * not tracked); with settings.breaches 0 nothing is tracked (0, closed). */
 int breaker_breach(BreakerTable *t, const char *name, uint64_t disc, int64_t owner, bool probe, uint64_t now,
                    BreakerState *ret_state, bool *ret_changed);
+/* A breaker the durable ledger kept across a restart: open until open_until
+ * (monotonic; past it, it turns half-open at the next gate) with the
+ * cool-down it had, or half-open (its probe, if one was in flight, went with
+ * the last run: the next request is the probe). breaches (at most the
+ * setting) are recorded as breach times at the opening (open_until -
+ * cooldown_usec, no earlier than 0), so they age out of the window as the
+ * originals would have. Closed: nothing is kept. 0, -ENOMEM, -EUSERS (table
+ * full), or -EINVAL (state out of range); with settings.breaches 0 nothing. */
+int breaker_restore(BreakerTable *t, const char *name, uint64_t disc, int64_t owner, BreakerState state,
+                    uint32_t breaches, uint64_t cooldown_usec, uint64_t open_until, uint64_t now);
 /* The probe's allocation settled: within its hard limit (breached false)
  * closes a half-open breaker whose probe is in flight, and returns true when
  * it did. One that was abandoned (no release) counts as within if it did not

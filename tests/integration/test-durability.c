@@ -1254,10 +1254,8 @@ int main(void) {
         tcase_add_test(tc, test_memory_only);
         tcase_add_test(tc, test_refused_files);
         tcase_add_test(tc, test_missing_created);
-        if (getenv("TB_KNOWN_BUGS"))
-                tcase_add_test(tc, test_restart_live_process);
-        if (getenv("TB_KNOWN_BUGS"))
-                tcase_add_test(tc, test_damaged_history_page);
+        tcase_add_test(tc, test_restart_live_process);
+        tcase_add_test(tc, test_damaged_history_page);
         suite_add_tcase(s, tc);
         tc = harness_tcase("root", 120);
         tb_check_tag_root(tc);

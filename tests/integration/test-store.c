@@ -152,8 +152,8 @@ static int limit_cb(void *userdata, const char *scope, const char *field, int64_
 }
 
 static int breaker_cb(void *userdata, const StoreBreaker *b) {
-        loaded_add(userdata, "%s#%ju=%s/%u/%ju/%ju;", b->name, (uintmax_t)b->disc, b->state, b->breaches,
-                   (uintmax_t)b->cooldown_usec, (uintmax_t)b->until_usec);
+        loaded_add(userdata, "%s#%ju=%s/%u/%ju/%ju/%jd;", b->name, (uintmax_t)b->disc, b->state, b->breaches,
+                   (uintmax_t)b->cooldown_usec, (uintmax_t)b->until_usec, (intmax_t)b->owner);
         return 0;
 }
 
@@ -258,7 +258,8 @@ START_TEST(test_round_trip) {
         ck_assert_int_eq(store_meta_put_u64(s, "serial", 42), 0);
         ck_assert_int_eq(store_put_limit(s, "user:1000", "hour", 50000), 0);
         ck_assert_int_eq(store_put_limit(s, "user:1000", "day", 90000), 0);
-        ck_assert_int_eq(store_put_breaker(s, &(StoreBreaker){"coder", 7, "open", 3, 30000000, T0_USEC}), 0);
+        ck_assert_int_eq(
+                store_put_breaker(s, &(StoreBreaker){"coder", 7, "open", 3, 30000000, T0_USEC, 1000}), 0);
         ck_assert(store_pending(s));
         ck_assert_int_eq(store_commit(s), 0);
         ck_assert(!store_pending(s));
@@ -270,7 +271,7 @@ START_TEST(test_round_trip) {
                 "a.service/[user:1000,unit:a.service,];"
                 "2:1700000000000002/1002/1202/902/25/12/-3/4242/1000/-/coder/batch/llama/a.service/"
                 "[user:1000,unit:a.service,];|"
-                "user:1000.day=90000;user:1000.hour=50000;|coder#7=open/3/30000000/1700000000000000;");
+                "user:1000.day=90000;user:1000.hour=50000;|coder#7=open/3/30000000/1700000000000000/1000;");
         snprintf(before, sizeof(before), "%s", l.text);
 
         /* Staged, never committed: none of it comes back. */
@@ -652,6 +653,7 @@ static const MigrationRow migration_rows[] = {
          "INSERT INTO usage VALUES('user:7', 1700000000, 77);"
          "INSERT INTO usage VALUES('user:7', 1700000001, 7);"
          "INSERT INTO hourly VALUES('user:7', 472222, 3, 1, 10, 20, 30);"
+         "INSERT INTO breakers VALUES('agent:7:x', 0, 'open', 3, 300000000, 1700000300000000);"
          "INSERT INTO history(realtime_usec, uid, outcome, count, input) VALUES(1700000000000000, 7, "
          "'released', 1, 5);"
          "PRAGMA user_version = 1;",
@@ -662,7 +664,8 @@ static const MigrationRow migration_rows[] = {
          " (SELECT value FROM meta WHERE key = 'ledger_key') = '00112233445566778899aabbccddeeff' AND"
          " (SELECT count(*) FROM history) = 1 AND"
          " (SELECT count(*) FROM sqlite_schema WHERE name IN ('usage_second', 'hourly_hour')) = 0 AND"
-         " (SELECT pk FROM pragma_table_info('usage') WHERE name = 'second') = 1"},
+         " (SELECT pk FROM pragma_table_info('usage') WHERE name = 'second') = 1 AND"
+         " (SELECT state || '/' || owner FROM breakers WHERE name = 'agent:7:x') = 'open/-1'"},
         {2,
          "CREATE TABLE meta(key TEXT PRIMARY KEY, value);"
          "CREATE TABLE usage(second INTEGER NOT NULL, scope TEXT NOT NULL, tokens INTEGER NOT NULL,"
@@ -685,6 +688,7 @@ static const MigrationRow migration_rows[] = {
          "CREATE TABLE breakers(name TEXT NOT NULL, disc INTEGER NOT NULL, state TEXT NOT NULL,"
          " breaches INTEGER NOT NULL, cooldown_usec INTEGER NOT NULL, until_usec INTEGER NOT NULL,"
          " PRIMARY KEY(name, disc)) WITHOUT ROWID;"
+         "ALTER TABLE breakers ADD COLUMN owner INTEGER NOT NULL DEFAULT -1;"
          "INSERT INTO meta VALUES('ledger_key', '00112233445566778899aabbccddeeff');"
          "INSERT INTO usage VALUES(1700000000, 'user:7', 77);"
          "PRAGMA user_version = 2;",

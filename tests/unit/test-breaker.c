@@ -412,6 +412,72 @@ START_TEST(test_ring) {
 }
 END_TEST
 
+/* What the durable ledger puts back at start: an open breaker stays open
+ * until its end, then is half-open (the probe of the last run is gone); its
+ * breaches age out from the opening; a doubled cool-down is kept (clamped
+ * to the settings); closed and bad states restore nothing. */
+START_TEST(test_restore) {
+        BreakerTable *t = breaker_table_new(&settings_default, 2);
+        uint64_t retry;
+        bool changed;
+        Breaker *b;
+
+        ck_assert_int_eq(
+                breaker_restore(t, "agent:1000:x", 0, 1000, BREAKER_OPEN, 3, 2 * COOL, T0 + COOL, T0), 0);
+        b = breaker_find(t, "agent:1000:x", 0);
+        ck_assert_ptr_nonnull(b);
+        ck_assert_int_eq(breaker_owner(b), 1000);
+        ck_assert_int_eq(breaker_state(b), BREAKER_OPEN);
+        ck_assert_uint_eq(breaker_cooldown(b), 2 * COOL);
+        ck_assert_uint_eq(breaker_retry_after(b, T0), COOL);
+        /* opened at T0 + COOL - 2 COOL, clamped to the restore's now: T0 */
+        ck_assert_uint_eq(breaker_breaches(b, T0), 3);
+        ck_assert_uint_eq(breaker_breaches(b, T0 + WINDOW), 0);
+        ck_assert_int_eq(breaker_gate(b, T0 + COOL - 1, &retry, &changed), GATE_OPEN);
+        ck_assert_uint_eq(retry, 1);
+        ck_assert_int_eq(breaker_gate(b, T0 + COOL, &retry, &changed), GATE_PROBE);
+        ck_assert(changed);
+        /* A probe that breaches reopens it with the cool-down doubled again, capped. */
+        breaker_probe_started(b);
+        ck_assert_int_eq(breach(t, "agent:1000:x", 0, true, T0 + COOL + SEC, &changed), BREAKER_OPEN);
+        ck_assert(changed);
+        ck_assert_uint_eq(breaker_cooldown(b), MAXC);
+
+        /* Half-open: no probe in flight, the next request is the probe. */
+        ck_assert_int_eq(breaker_restore(t, "process:7", 99, 1000, BREAKER_HALF_OPEN, 9, 1, T0 - SEC, T0),
+                         0);
+        b = breaker_find(t, "process:7", 99);
+        ck_assert_ptr_nonnull(b);
+        ck_assert_uint_eq(breaker_cooldown(b), COOL);  /* clamped up to the setting */
+        ck_assert_uint_eq(breaker_breaches(b, T0), 3); /* at most the setting */
+        ck_assert_int_eq(breaker_gate(b, T0, &retry, &changed), GATE_PROBE);
+        ck_assert(!changed);
+        ck_assert(!breaker_probe_done(t, "process:7", 99, false, T0)); /* no probe yet */
+        breaker_probe_started(b);
+        ck_assert(breaker_probe_done(t, "process:7", 99, false, T0 + SEC));
+        ck_assert_int_eq(breaker_state(b), BREAKER_CLOSED);
+
+        /* Closed and out-of-range states keep nothing; a full table refuses. */
+        ck_assert_int_eq(breaker_restore(t, "class:1:y", 0, 1, BREAKER_CLOSED, 3, COOL, T0, T0), 0);
+        ck_assert_ptr_null(breaker_find(t, "class:1:y", 0));
+        ck_assert_int_eq(breaker_restore(t, "class:1:y", 0, 1, _BREAKER_STATE_MAX, 3, COOL, T0, T0),
+                         -EINVAL);
+        /* (the closed process:7 is swept to make room, then the table is full) */
+        ck_assert_int_eq(breaker_restore(t, "class:1:z", 0, 1, BREAKER_OPEN, 3, COOL, T0 + COOL, T0), 0);
+        ck_assert_ptr_null(breaker_find(t, "process:7", 99));
+        ck_assert_int_eq(breaker_restore(t, "class:1:w", 0, 1, BREAKER_OPEN, 3, COOL, T0 + COOL, T0),
+                         -EUSERS);
+        breaker_table_free(t);
+
+        /* breaches 0 (breakers off): nothing is restored. */
+        t = breaker_table_new(&(BreakerSettings){.breaches = 0, .window_usec = WINDOW}, 10);
+        ck_assert_int_eq(breaker_restore(t, "agent:1000:x", 0, 1000, BREAKER_OPEN, 3, COOL, T0 + COOL, T0),
+                         0);
+        ck_assert_uint_eq(breaker_table_size(t), 0);
+        breaker_table_free(t);
+}
+END_TEST
+
 static Suite *breaker_suite(void) {
         Suite *s = suite_create("breaker");
         TCase *tc = tcase_create("core");
@@ -429,6 +495,7 @@ static Suite *breaker_suite(void) {
         tcase_add_test(tc, test_disc_separates);
         tcase_add_test(tc, test_many_names);
         tcase_add_test(tc, test_ring);
+        tcase_add_test(tc, test_restore);
         suite_add_tcase(s, tc);
         return s;
 }
