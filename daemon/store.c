@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -875,6 +876,14 @@ static int reason_set(char **ret_reason, const char *fmt, ...) {
         return 0;
 }
 
+/* Whether path's directory is on a file system mounted read-only. */
+static bool on_read_only_fs(const char *path) {
+        _cleanup_free_ char *copy = strdup(path);
+        struct statvfs v;
+
+        return copy && statvfs(dirname(copy), &v) == 0 && (v.f_flag & ST_RDONLY);
+}
+
 /* The reason for a failure of SQLite at open, from its error code. */
 static int open_error(Store *s, const char *what, char **ret_reason) {
         int code = s->db ? sqlite3_extended_errcode(s->db) : SQLITE_NOMEM;
@@ -890,6 +899,14 @@ static int open_error(Store *s, const char *what, char **ret_reason) {
                 break;
         case -EACCES:
         case -EROFS:
+                if (on_read_only_fs(s->path)) {
+                        reason_set(ret_reason,
+                                   "%s cannot be opened for writing (%s: %s): its file system is mounted "
+                                   "read-only; give the daemon a state directory on a writable one "
+                                   "(state_directory, --state-dir), or --state-dir '' to run in memory only",
+                                   s->path, what, msg);
+                        return -EROFS;
+                }
                 reason_set(ret_reason,
                            "%s cannot be opened for reading and writing (%s: %s): check the ownership and "
                            "mode of the file and of its directory (the daemon writes FILE-wal next to it)",
@@ -945,6 +962,14 @@ static int check_file(const char *path, char **ret_reason) {
                 r = -errno;
                 if (r == -ENOENT)
                         return 0; /* created */
+                if (r == -EROFS) {
+                        reason_set(ret_reason,
+                                   "%s cannot be opened for writing: its file system is mounted read-only; "
+                                   "give the daemon a state directory on a writable one (state_directory, "
+                                   "--state-dir), or --state-dir '' to run in memory only",
+                                   path);
+                        return r;
+                }
                 reason_set(ret_reason,
                            "%s cannot be opened for reading and writing (%s): check its ownership and mode "
                            "(the daemon's user must own it), or move it away to start afresh",

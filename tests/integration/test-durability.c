@@ -525,9 +525,8 @@ static void unit_windows(const TestDaemon *d, const char *unit, int64_t used[3])
         raw_close(r);
 }
 
-/* Agents are children that exit before a restart: a process still running
- * at a restart has its process scope restored, and that crashes the daemon
- * today (see test_restart_live_process). */
+/* Agents are children that exit before a restart (a process still running
+ * at a restart has its process scope restored: test_restart_live_process). */
 #define CLEAN_AGENTS 3
 #define CLEAN_CYCLES 40
 #define UNIT_IN      700
@@ -688,13 +687,11 @@ START_TEST(test_clean_stop) {
 }
 END_TEST
 
-/* A daemon bug, kept out of the suite (TB_KNOWN_BUGS=1 runs it): a process
- * that used tokens and still runs when the daemon restarts has its process
- * scope restored by restore_scope() (daemon/budget.c), which connects it in
- * the process table, disconnects it again (freeing the entry: nothing holds
- * it) and then reads process_entry_scope() of the freed entry: a
- * use-after-free that kills the daemon at start (SIGSEGV; ASan: heap-use-
- * after-free in process_entry_scope, core/process.c). */
+/* A process that used tokens and still runs when the daemon restarts has
+ * its process scope restored with its usage. (restore_scope() in budget.c
+ * used to connect and disconnect it in the process table before adding the
+ * usage, freeing the entry it then read: a use-after-free at start, SIGSEGV;
+ * ASan: heap-use-after-free in process_entry_scope.) */
 START_TEST(test_restart_live_process) {
         char *dir = fresh_dir("state-live"), id[ID_SIZE];
         TestDaemon *d = start_on(dir);
@@ -956,13 +953,11 @@ static size_t table_root_page(const char *db, const char *table) {
         return page;
 }
 
-/* A daemon gap, kept out of the suite (TB_KNOWN_BUGS=1 runs it): garbage
- * over the history table's root page only. The daemon opens without
- * STORE_OPEN_CHECK (manager.c store_start() passes 0) and reads only meta,
- * usage and allocations at start, so it starts, goes degraded at the first
- * history write ("database disk image is malformed") and keeps writing into
- * the damaged file every second, instead of refusing it at start as issue 12
- * point 6 asks ("a corrupt ... one is a clear error naming the file"). */
+/* Garbage over the history table's root page only is refused at start
+ * (the store reads every table's and index's edges at open). Before that,
+ * the daemon read only meta, usage and allocations at start, so it started,
+ * went degraded at the first history write ("database disk image is
+ * malformed") and kept writing into the damaged file every second. */
 START_TEST(test_damaged_history_page) {
         size_t real_len, len;
         char *real = real_database(&real_len), *dir = fresh_dir("history-garbage"),
@@ -1084,7 +1079,8 @@ static int run_as_to_exit(uid_t uid, const char *state_dir, char **ret_err) {
  * an unprivileged daemon (uid 65534, as under DynamicUser=) a directory of
  * its own with mode 0500, empty and holding its database. */
 START_TEST(test_read_only_dir) {
-        const char *const ro_words[] = {"read", NULL};
+        /* a read-only mount is named as such, with where to go instead */
+        const char *const ro_fs_words[] = {"mounted read-only", "--state-dir", NULL};
         size_t real_len, len;
         char *real, *bytes, *err = NULL;
         char *empty = fresh_dir("ro-empty"), *full = fresh_dir("ro-db"),
@@ -1097,12 +1093,12 @@ START_TEST(test_read_only_dir) {
                 return;
         real = real_database(&real_len);
         mount_tmpfs(empty, MS_RDONLY, "size=1m,mode=0700");
-        assert_refused(empty, empty_db, NULL, 0, ro_words, "an empty read-only tmpfs");
+        assert_refused(empty, empty_db, NULL, 0, ro_fs_words, "an empty read-only tmpfs");
         mount_tmpfs(full, 0, "size=1m,mode=0700");
         write_bytes(db, real, real_len);
         ck_assert_int_eq(mount(NULL, full, NULL, MS_REMOUNT | MS_RDONLY, NULL), 0);
         bytes = harness_read_file(db, &len);
-        assert_refused(full, db, bytes, len, ro_words, "a read-only tmpfs with a database");
+        assert_refused(full, db, bytes, len, ro_fs_words, "a read-only tmpfs with a database");
         free(bytes);
 
         /* Unprivileged: the directory is its own but 0500. */
