@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * budgetctl's value formatting (budgetctl-format.h): token counts, durations,
- * ratios, terminal-safe strings, power factors and the power line. Integer
- * arithmetic only, so no value is rounded up on its way to the screen. Pure;
- * tests/unit/test-format.c covers every magnitude. parse_time() is the one
- * that knows a zone: the C library's local one (TZ), through localtime_r()
- * and mktime().
+ * ratios, terminal-safe strings, power factors, the power and durability
+ * lines. Integer arithmetic only, so no value is rounded up on its way to
+ * the screen. Pure; tests/unit/test-format.c covers every magnitude.
+ * parse_time() is the one that knows a zone: the C library's local one (TZ),
+ * through localtime_r() and mktime().
  */
 #include "budgetctl-format.h"
 #include "utf8.h"
@@ -279,6 +279,38 @@ const char *format_power(char buf[static FORMAT_POWER_MAX], const FormatPower *p
                 line_printf(&l, "%02d:%02d:%02d", t->tm_hour, t->tm_min, t->tm_sec);
         }
         power_factors(&l, p);
+        /* The daemon's strings, and a UTF-8 sequence cut at the end, become '?'. */
+        return format_sanitize(buf);
+}
+
+/* ---- the durability line ---- */
+
+static const char *plural(uint64_t n, const char *one, const char *many) {
+        return n == 1 ? one : many;
+}
+
+const char *format_durability(char buf[static FORMAT_DURABILITY_MAX], const FormatDurability *d) {
+        Line l = {buf, FORMAT_DURABILITY_MAX, 0};
+
+        buf[0] = '\0';
+        if (!d->database && !d->degraded)
+                line_printf(&l, "memory only (nothing survives a restart)");
+        else if (d->degraded)
+                line_printf(&l,
+                            "DEGRADED: %s (%" PRIu64 " %s pending, %" PRIu64 " lost; enforcing from memory)",
+                            d->error      ? d->error
+                            : d->database ? d->database
+                                          : "commits fail",
+                            d->pending, plural(d->pending, "write", "writes"), d->lost);
+        else {
+                line_printf(&l, "%s", d->database);
+                if (d->sync)
+                        line_printf(&l, " (sync %s)", d->sync);
+                line_printf(&l, ", %" PRIu64 " %s", d->commits, plural(d->commits, "commit", "commits"));
+                if (d->lost > 0)
+                        line_printf(&l, ", %" PRIu64 " %s lost since the start", d->lost,
+                                    plural(d->lost, "write", "writes"));
+        }
         /* The daemon's strings, and a UTF-8 sequence cut at the end, become '?'. */
         return format_sanitize(buf);
 }

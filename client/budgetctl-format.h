@@ -3,13 +3,13 @@
  * budgetctl's formatting of values for a terminal: token counts with SI
  * suffixes, durations in their two largest units, waits to the millisecond,
  * percentages, used/limit ratios, and the cleaning of daemon strings before
- * they reach a terminal, power factors and the power line of status; and the
- * parsing of the durations it is given. Pure: values in, text out into a
- * caller's buffer; no allocation, no I/O, no locale, no clock (times come in
- * as a struct tm the caller made with localtime_r(), or as realtime
- * microseconds: parse_time() is given now, and reads the C library's local
- * zone, TZ, through localtime_r() and mktime()). Tables and their widths are
- * budgetctl's (it measures with utf8_width()).
+ * they reach a terminal, power factors, the power and durability lines of
+ * status; and the parsing of the durations it is given. Pure: values in,
+ * text out into a caller's buffer; no allocation, no I/O, no locale, no
+ * clock (times come in as a struct tm the caller made with localtime_r(), or
+ * as realtime microseconds: parse_time() is given now, and reads the C
+ * library's local zone, TZ, through localtime_r() and mktime()). Tables and
+ * their widths are budgetctl's (it measures with utf8_width()).
  */
 #pragma once
 
@@ -131,6 +131,30 @@ typedef struct FormatPower {
  */
 #define FORMAT_POWER_MAX 512
 const char *format_power(char buf[static FORMAT_POWER_MAX], const FormatPower *p);
+
+/* The daemon's durability object (admin Status): its durable ledger. */
+typedef struct FormatDurability {
+        const char *database; /* the database file; NULL: memory only */
+        const char *sync;     /* durability.sync: "normal", "full"; NULL: not said */
+        bool degraded;        /* commits fail: the daemon enforces from memory and retries */
+        const char *error;    /* why, while degraded; NULL: not said */
+        uint64_t pending;     /* writes staged, not yet committed */
+        uint64_t lost;        /* writes dropped since the start (never made durable) */
+        uint64_t commits;     /* transactions written since the start */
+} FormatDurability;
+
+/*
+ * The durability line of budgetctl status, without its "Durability: " label:
+ *   memory only      "memory only (nothing survives a restart)"
+ *   working          "DATABASE (sync SYNC), N commits[, M writes lost since the start]"
+ *   degraded         "DEGRADED: ERROR (N writes pending, M lost; enforcing from memory)"
+ *                    (the database instead of ERROR when no error is said)
+ * e.g. "/var/lib/tokenbudget/tokenbudget.db (sync normal), 1234 commits".
+ * Counts are exact, "1 commit" singular. The daemon's strings are cleaned as
+ * format_sanitize() does, and a line too long for buf is cut. Returns buf.
+ */
+#define FORMAT_DURABILITY_MAX 1024
+const char *format_durability(char buf[static FORMAT_DURABILITY_MAX], const FormatDurability *d);
 
 /*
  * Parses a point in time of the command line (--since, --until) as

@@ -327,10 +327,46 @@ static int status_collect_spans(json_object *scopes, Spans *spans) {
         return 0;
 }
 
+/* A string field that may be absent or null: *ret NULL then. */
+static int get_optional_string(json_object *o, const char *ctx, const char *key, const char **ret) {
+        *ret = NULL;
+        return json_object_object_get(o, key) ? get_string(o, ctx, key, false, ret) : 0;
+}
+
+/*
+ * Reads the durability object (from a daemon with a durable ledger) into *d.
+ * Returns 1, 0 when the daemon sent none, or -EBADMSG (printed).
+ */
+static int status_durability_read(json_object *reply, FormatDurability *d) {
+        json_object *du = json_object_object_get(reply, VL_OUT_ADMIN_STATUS_DURABILITY);
+        const char *ctx = VL_OUT_ADMIN_STATUS_DURABILITY ".";
+
+        if (!du)
+                return 0;
+        if (!json_object_is_type(du, json_type_object))
+                return malformed("is not an object", "", VL_OUT_ADMIN_STATUS_DURABILITY);
+        if (get_optional_string(du, ctx, VL_FIELD_ADMIN_DURABILITY_DATABASE, &d->database) < 0 ||
+            get_string(du, ctx, VL_FIELD_ADMIN_DURABILITY_SYNC, false, &d->sync) < 0 ||
+            get_bool(du, ctx, VL_FIELD_ADMIN_DURABILITY_DEGRADED, &d->degraded, NULL) < 0 ||
+            get_optional_string(du, ctx, VL_FIELD_ADMIN_DURABILITY_ERROR, &d->error) < 0 ||
+            get_uint(du, ctx, VL_FIELD_ADMIN_DURABILITY_PENDING, &d->pending, NULL) < 0 ||
+            get_uint(du, ctx, VL_FIELD_ADMIN_DURABILITY_LOST, &d->lost, NULL) < 0 ||
+            get_uint(du, ctx, VL_FIELD_ADMIN_DURABILITY_COMMITS, &d->commits, NULL) < 0)
+                return -EBADMSG;
+        return 1;
+}
+
+/*
+ * The daemon's version and uptime, its connections, allocations and
+ * reservations, and where its ledger is kept (a daemon from before the
+ * durable ledger sends no durability: no such line).
+ */
 static int status_header(json_object *reply, const Options *o) {
         uint64_t uptime_usec, connections, allocations, reserved;
         const char *version;
-        char a[FORMAT_DURATION_MAX], b[FORMAT_TOKENS_MAX];
+        char a[FORMAT_DURATION_MAX], b[FORMAT_TOKENS_MAX], c[FORMAT_DURABILITY_MAX];
+        FormatDurability durability = {};
+        int has_durability;
 
         if (get_string(reply, "", "version", false, &version) < 0 ||
             get_uint(reply, "", "uptimeUsec", &uptime_usec, NULL) < 0 ||
@@ -338,11 +374,17 @@ static int status_header(json_object *reply, const Options *o) {
             get_uint(reply, "", "allocations", &allocations, NULL) < 0 ||
             get_uint(reply, "", "reserved", &reserved, NULL) < 0)
                 return -EBADMSG;
+        has_durability = status_durability_read(reply, &durability);
+        if (has_durability < 0)
+                return has_durability;
         if (!o->legend)
                 return 0;
         printf("tokenbudgetd %s, up %s\n", version, format_duration(a, uptime_usec));
-        printf("Connections: %" PRIu64 "  Allocations in flight: %" PRIu64 "  Reserved: %s tokens\n\n",
+        printf("Connections: %" PRIu64 "  Allocations in flight: %" PRIu64 "  Reserved: %s tokens\n",
                connections, allocations, format_tokens(b, reserved));
+        if (has_durability > 0)
+                printf("Durability: %s\n", format_durability(c, &durability));
+        putchar('\n');
         return 0;
 }
 

@@ -6,8 +6,9 @@
  * sweeps read the token and duration texts back and check that none shows
  * more than the value (a count shown is compared against a limit) and none
  * loses more than its precision; then the power factors and the power line of
- * status, and a power line too long for its buffer. Failure messages name the
- * row or the value.
+ * status, and a power line too long for its buffer; the durability line of
+ * status (working, memory only, degraded) and one too long for its buffer.
+ * Failure messages name the row or the value.
  */
 #include <check.h>
 #include <errno.h>
@@ -637,6 +638,81 @@ END_TEST
 
 #undef U
 
+/* ---- the durability line ---- */
+
+typedef struct DurabilityRow {
+        const char *name;
+        FormatDurability in;
+        const char *want;
+} DurabilityRow;
+
+#define DB "/var/lib/tokenbudget/tokenbudget.db"
+static const DurabilityRow durability_rows[] = {
+        {"working, sync normal", {DB, "normal", false, NULL, 0, 0, 1234}, DB " (sync normal), 1234 commits"},
+        {"working, sync full", {DB, "full", false, NULL, 0, 0, 7}, DB " (sync full), 7 commits"},
+        {"one commit", {DB, "normal", false, NULL, 0, 0, 1}, DB " (sync normal), 1 commit"},
+        {"no commit yet", {DB, "normal", false, NULL, 0, 0, 0}, DB " (sync normal), 0 commits"},
+        {"the most commits",
+         {DB, "normal", false, NULL, 0, 0, UINT64_MAX},
+         DB " (sync normal), 18446744073709551615 commits"},
+        /* Pending writes are those of the turn the reply left in: not worth a word while commits work. */
+        {"pending while working", {DB, "normal", false, NULL, 12, 0, 5}, DB " (sync normal), 5 commits"},
+        {"lost writes after a recovery",
+         {DB, "normal", false, NULL, 0, 3, 90},
+         DB " (sync normal), 90 commits, 3 writes lost since the start"},
+        {"one lost write",
+         {DB, "full", false, NULL, 0, 1, 90},
+         DB " (sync full), 90 commits, 1 write lost since the start"},
+        {"sync not said", {DB, NULL, false, NULL, 0, 0, 2}, DB ", 2 commits"},
+        {"memory only", {NULL, "none", false, NULL, 0, 0, 0}, "memory only (nothing survives a restart)"},
+        {"degraded",
+         {DB, "normal", true, DB ": database or disk is full", 42, 0, 17},
+         "DEGRADED: " DB ": database or disk is full (42 writes pending, 0 lost; enforcing from memory)"},
+        {"degraded, one pending, some lost",
+         {DB, "normal", true, "disk I/O error", 1, 5, 17},
+         "DEGRADED: disk I/O error (1 write pending, 5 lost; enforcing from memory)"},
+        {"degraded without an error",
+         {DB, "full", true, NULL, 0, 0, 17},
+         "DEGRADED: " DB " (0 writes pending, 0 lost; enforcing from memory)"},
+        {"degraded with neither error nor database",
+         {NULL, NULL, true, NULL, 2, 0, 0},
+         "DEGRADED: commits fail (2 writes pending, 0 lost; enforcing from memory)"},
+        {"control characters in the daemon's strings",
+         {"/tmp/x\x1b[2J.db", "nor\nmal", false, NULL, 0, 0, 3},
+         "/tmp/x?[2J.db (sync nor?mal), 3 commits"},
+        {"control characters in the error",
+         {DB, "normal", true, "bad\x9b\x07", 0, 0, 3},
+         "DEGRADED: bad?\? (0 writes pending, 0 lost; enforcing from memory)"},
+};
+#undef DB
+
+START_TEST(test_durability_row) {
+        const DurabilityRow *row = &durability_rows[_i];
+        char buf[FORMAT_DURABILITY_MAX];
+
+        ck_assert_msg(format_durability(buf, &row->in) == buf && strcmp(buf, row->want) == 0,
+                      "row '%s': format_durability() = \"%s\", want \"%s\"", row->name, buf, row->want);
+}
+END_TEST
+
+/* An error longer than the line: cut, NUL-terminated, no control bytes. */
+START_TEST(test_durability_long) {
+        char error[2 * FORMAT_DURABILITY_MAX], buf[FORMAT_DURABILITY_MAX];
+        FormatDurability d = {"/x.db", "normal", true, error, 0, 0, 0};
+        size_t n;
+
+        for (size_t i = 0; i + 2 < sizeof(error); i += 2)
+                memcpy(error + i, "\xc3\xa9", 2);
+        error[sizeof(error) - 2] = '\0';
+        format_durability(buf, &d);
+        n = strlen(buf);
+        ck_assert_msg(n == FORMAT_DURABILITY_MAX - 1, "%zu bytes, want %d", n, FORMAT_DURABILITY_MAX - 1);
+        ck_assert_msg(strncmp(buf, "DEGRADED: \xc3\xa9", 12) == 0, "\"%.40s\"", buf);
+        for (size_t i = 0; i < n; i++)
+                ck_assert_msg((unsigned char)buf[i] >= 0x20, "byte %zu is 0x%02x", i, (unsigned char)buf[i]);
+}
+END_TEST
+
 /* ---- points in time ---- */
 
 /* POSIX TZ rules, so the rows need no tzdata: Berlin (CET, UTC+1; CEST,
@@ -849,6 +925,10 @@ static Suite *format_suite(void) {
         tcase_add_loop_test(tc, test_factor_row, 0, (int)ELEMENTSOF(factor_rows));
         tcase_add_loop_test(tc, test_power_row, 0, (int)ELEMENTSOF(power_rows));
         tcase_add_test(tc, test_power_long);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("durability");
+        tcase_add_loop_test(tc, test_durability_row, 0, (int)ELEMENTSOF(durability_rows));
+        tcase_add_test(tc, test_durability_long);
         suite_add_tcase(s, tc);
         tc = tcase_create("times");
         tcase_add_loop_test(tc, test_parse_time_row, 0, (int)ELEMENTSOF(parse_time_rows));
