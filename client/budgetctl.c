@@ -74,6 +74,7 @@ typedef enum OptionFlags {
         OPTION_SINCE = 1 << 12,        /* history --since */
         OPTION_UNTIL = 1 << 13,        /* history --until */
         OPTION_BY = 1 << 14,           /* history --by */
+        OPTION_PERSISTENT = 1 << 15,   /* set --persistent */
         OPTIONS_REQUEST = OPTION_MIN_TOKENS | OPTION_WAIT | OPTION_PRIORITY | OPTION_AGENT | OPTION_CLASS |
                           OPTION_MODEL | OPTION_PROMPT_TOKENS | OPTION_USE | OPTION_HOLD,
 } OptionFlags;
@@ -95,6 +96,7 @@ typedef struct Options {
         const char *since;         /* history --since, as given: NULL for the beginning */
         const char *until;         /* history --until, as given: NULL for no end */
         const char *by;            /* history --by: NULL for day */
+        bool persistent;           /* set --persistent: kept in the durable ledger */
 } Options;
 
 /* ---- tables ---- */
@@ -1859,6 +1861,20 @@ static int history_failed(const Options *o, tb_client *c, int r, void *userdata)
 
 /* ---- set ---- */
 
+/* The daemon's reason, a line or "FILE:LINE: message" lines, each made safe for the terminal. */
+static void print_reason_lines(const char *reason) {
+        while (reason && *reason) {
+                size_t n = strcspn(reason, "\n");
+                char *line = strndup(reason, n);
+
+                if (line && n > 0)
+                        fprintf(stderr, "%s\n", format_sanitize(line));
+                free(line);
+                reason += n;
+                reason += *reason == '\n';
+        }
+}
+
 /* The limits set changes: the configuration file's names, SetLimits' fields. */
 static const struct {
         const char *key;
@@ -1883,7 +1899,8 @@ typedef struct SetLimit {
 typedef struct SetRequest {
         char *scope; /* as the daemon names it */
         SetLimit limits[ELEMENTSOF(limit_keys)];
-        size_t n_limits;
+        size_t n_limits; /* 0 only with persistent: forget the scope's persistent limits */
+        bool persistent; /* SetLimits persistent: kept across reloads and restarts */
 } SetRequest;
 
 /* One KEY=VALUE argument into req; prints what is wrong (-EINVAL). */
@@ -1931,16 +1948,23 @@ static int set_parameters(const SetRequest *req, char **ret) {
         for (size_t i = 0; r >= 0 && i < req->n_limits; i++)
                 r = params_add(params, limit_keys[req->limits[i].key].field,
                                json_object_new_int64((int64_t)req->limits[i].value));
+        /* Only when asked: a daemon from before persistent limits takes plain set as it did. */
+        if (r >= 0 && req->persistent)
+                r = params_add(params, VL_IN_ADMIN_SET_LIMITS_PERSISTENT, json_object_new_boolean(true));
         if (r >= 0)
                 r = params_to_text(params, ret);
         json_object_put(params);
         return r;
 }
 
-/* "user:1000: tokens_per_hour=100000 (1 scope changed)" */
+/*
+ * "user:1000: tokens_per_hour=100000 (1 scope changed)", with "; persistent"
+ * before the ')' when it was kept in the durable ledger; "user:1000:
+ * persistent limits forgotten (...)" for --persistent with no KEY=VALUE.
+ */
 static int set_print(json_object *reply, const Options *o, void *userdata) {
         const SetRequest *req = userdata;
-        const char *scope;
+        const char *scope, *persistent = req->persistent ? "; persistent" : "";
         uint64_t n;
         char *name;
 
@@ -1953,13 +1977,15 @@ static int set_print(json_object *reply, const Options *o, void *userdata) {
         printf("%s:", format_sanitize(name));
         for (size_t i = 0; i < req->n_limits; i++)
                 printf(" %s=%" PRIu64, limit_keys[req->limits[i].key].key, req->limits[i].value);
-        if (!strchr(name, ':') && strcmp(name, "global") != 0)
-                printf(" (the defaults of %s scopes; %" PRIu64 " tracked scope%s changed)\n", name, n,
-                       n == 1 ? "" : "s");
+        if (req->n_limits == 0)
+                printf(" persistent limits forgotten (the limits it has now last until the next reload)\n");
+        else if (!strchr(name, ':') && strcmp(name, "global") != 0)
+                printf(" (the defaults of %s scopes; %" PRIu64 " tracked scope%s changed%s)\n", name, n,
+                       n == 1 ? "" : "s", persistent);
         else if (n == 0)
-                printf(" (not tracked yet: it gets these limits when it appears)\n");
+                printf(" (not tracked yet: it gets these limits when it appears%s)\n", persistent);
         else
-                printf(" (%" PRIu64 " scope%s changed)\n", n, n == 1 ? "" : "s");
+                printf(" (%" PRIu64 " scope%s changed%s)\n", n, n == 1 ? "" : "s", persistent);
         free(name);
         return 0;
 }
@@ -1978,7 +2004,23 @@ static int set_failed(const Options *o, tb_client *c, int r, void *userdata) {
                    *key = limit_key_of_field(parameter);
         char scope[256];
 
-        if (error_is(c, VL_ERROR_ADMIN_UNKNOWN_SCOPE)) {
+        if (error_is(c, VL_ERROR_ADMIN_NOT_PERSISTENT)) {
+                const char *reason = tb_client_error_parameter(c, VL_FIELD_ADMIN_NOT_PERSISTENT_REASON);
+
+                snprintf(scope, sizeof(scope), "%s", req->scope);
+                format_sanitize(scope);
+                /* The daemon applied the limits given all the same, until the next reload. */
+                if (req->n_limits > 0)
+                        fprintf(stderr, "budgetctl: '%s' was changed, but not persistently: ", scope);
+                else
+                        fprintf(stderr, "budgetctl: cannot forget the persistent limits of '%s': ", scope);
+                print_reason_lines(reason && *reason ? reason : "tokenbudgetd did not say why");
+        } else if (invalid_parameter_is(c, VL_IN_ADMIN_SET_LIMITS_PERSISTENT))
+                fprintf(stderr,
+                        "budgetctl: this tokenbudgetd is too old for --persistent (it refused the "
+                        "parameter '%s'); nothing was changed\n",
+                        VL_IN_ADMIN_SET_LIMITS_PERSISTENT);
+        else if (error_is(c, VL_ERROR_ADMIN_UNKNOWN_SCOPE)) {
                 snprintf(scope, sizeof(scope), "%s",
                          tb_client_error_parameter(c, VL_FIELD_ADMIN_UNKNOWN_SCOPE_SCOPE) ?: req->scope);
                 format_sanitize(scope);
@@ -2010,20 +2052,6 @@ static int set_failed(const Options *o, tb_client *c, int r, void *userdata) {
 static int reload_print(json_object *reply, const Options *o, void *userdata) {
         puts("tokenbudgetd reloaded its configuration");
         return 0;
-}
-
-/* The daemon's "FILE:LINE: message" lines, each made safe for the terminal. */
-static void print_reason_lines(const char *reason) {
-        while (reason && *reason) {
-                size_t n = strcspn(reason, "\n");
-                char *line = strndup(reason, n);
-
-                if (line && n > 0)
-                        fprintf(stderr, "%s\n", format_sanitize(line));
-                free(line);
-                reason += n;
-                reason += *reason == '\n';
-        }
 }
 
 static int reload_failed(const Options *o, tb_client *c, int r, void *userdata) {
@@ -2337,10 +2365,16 @@ static int verb_list(int argc, char **argv, const Options *o) {
 }
 
 static int verb_set(int argc, char **argv, const Options *o) {
-        SetRequest req = {};
+        SetRequest req = {.persistent = o->persistent};
         char *text = NULL;
         int r, exit_code = EXIT_USAGE;
 
+        /* SCOPE alone is --persistent's "forget"; plain set needs a limit to change. */
+        if (argc < 3 && !o->persistent) {
+                fprintf(stderr,
+                        "budgetctl: 'set' needs a KEY=VALUE (usage: budgetctl set SCOPE KEY=VALUE...)\n");
+                return EXIT_USAGE;
+        }
         /* Every argument is checked before anything is sent. */
         r = scope_resolve(argv[1], &req.scope);
         for (int i = 2; r >= 0 && i < argc; i++)
@@ -2422,8 +2456,8 @@ static const Verb verbs[] = {
         {"status", 0, 0, OPTION_ALL | OPTION_KIND | OPTION_USER, verb_status, "",
          "Show the daemon and the budgets in use (--all, --kind, --user)"},
         {"list", 0, 0, 0, verb_list, "", "List the open allocations, oldest first"},
-        {"set", 2, VERB_ANY, 0, verb_set, "SCOPE KEY=VALUE...",
-         "Change a budget's limits until the next reload (admins)"},
+        {"set", 1, VERB_ANY, OPTION_PERSISTENT, verb_set, "SCOPE KEY=VALUE...",
+         "Change a budget's limits until reload, or --persistent (admins)"},
         {"reload", 0, 0, 0, verb_reload, "", "Re-read the configuration file, as SIGHUP does (admins)"},
         {"pending", 0, 0, 0, verb_pending, "", "List the requests held for an admin, oldest first (admins)"},
         {"approve", 1, 2, 0, verb_approve, "ID [TOKENS]",
@@ -2518,7 +2552,7 @@ static const struct {
         {OPTION_MODEL, "--model"}, {OPTION_PROMPT_TOKENS, "--prompt-tokens"},
         {OPTION_USE, "--use"},     {OPTION_HOLD, "--hold"},
         {OPTION_SINCE, "--since"}, {OPTION_UNTIL, "--until"},
-        {OPTION_BY, "--by"},
+        {OPTION_BY, "--by"},       {OPTION_PERSISTENT, "--persistent"},
 };
 
 /* An option given that v does not take, as a usage error; 0 when all apply. */
@@ -2611,6 +2645,9 @@ static void help(void) {
                "  -U, --until=TIME       history: up to TIME, not included (default: no end)\n"
                "      --by=GROUP         history: a row per user, unit, agent, class, model,\n"
                "                         hour or day (default: day)\n"
+               "      --persistent       set: keep the change across reloads and restarts (written\n"
+               "                         to the daemon's database); alone, without KEY=VALUE,\n"
+               "                         forget SCOPE's persistent limits\n"
                "      --no-legend        Print only the rows: no summary, headers or notes\n"
                "  -h, --help             Show this help\n"
                "      --version          Show the version\n\n"
@@ -2621,7 +2658,13 @@ static void help(void) {
                "  KEY is tokens_per_minute, tokens_per_hour, tokens_per_day,\n"
                "  max_tokens_in_flight or max_allocations; VALUE an integer from 0 to\n"
                "  999999999999 (0: no limit). For example:\n"
-               "  budgetctl set user:alice tokens_per_hour=100000 max_tokens_in_flight=20000\n\n"
+               "  budgetctl set user:alice tokens_per_hour=100000 max_tokens_in_flight=20000\n"
+               "  Plain set lasts until the next reload (budgetctl reload, SIGHUP), which goes\n"
+               "  back to the configuration file. With --persistent the daemon also writes the\n"
+               "  change to its durable ledger and applies it again after every reload and\n"
+               "  restart; a daemon running memory only (--state-dir '') refuses, and the\n"
+               "  change then lasts until the next reload. 'set --persistent SCOPE' forgets\n"
+               "  SCOPE's persistent limits from the next reload or restart on.\n\n"
                "history: TIME is as journalctl takes it: now, today, yesterday, tomorrow,\n"
                "  -1h, -30min, -2d, 2h ago, 2026-12-01, 2026-12-01 10:00, 2026-12-01T10:00:00,\n"
                "  10:00 (today) or @EPOCH; local time unless it ends in UTC, Z or +HH:MM.\n"
@@ -2681,6 +2724,7 @@ enum {
         ARG_USE,
         ARG_HOLD,
         ARG_BY,
+        ARG_PERSISTENT,
 };
 
 /* The longest --wait and --hold: a day (the daemon shortens a wait to its queue.max_wait_sec). */
@@ -2798,6 +2842,7 @@ static int parse_options(int argc, char **argv, Options *o) {
                 {"since", required_argument, NULL, 'S'},
                 {"until", required_argument, NULL, 'U'},
                 {"by", required_argument, NULL, ARG_BY},
+                {"persistent", no_argument, NULL, ARG_PERSISTENT},
                 {},
         };
         int ch;
@@ -2833,6 +2878,10 @@ static int parse_options(int argc, char **argv, Options *o) {
                 case ARG_BY:
                         o->by = optarg;
                         o->given |= OPTION_BY;
+                        break;
+                case ARG_PERSISTENT:
+                        o->persistent = true;
+                        o->given |= OPTION_PERSISTENT;
                         break;
                 case 't':
                         if (parse_timeout(optarg, o) < 0)

@@ -5,7 +5,9 @@
  * unless --all, exit codes, verbs and their arguments, the hint when no daemon
  * answers; set, reload and status --kind/--user against the running daemon,
  * each argument error's message, and what a user who is no admin sees and
- * may do), the example agent, and tokenbudgetd's own
+ * may do; set --persistent across restarts and reloads, refused by a daemon
+ * in memory only, and the durability line of status), the example agent,
+ * and tokenbudgetd's own
  * command line (--help, --version,
  * --check-config, bad config at start, stale and live sockets, SIGTERM with
  * open allocations).
@@ -723,6 +725,21 @@ static const struct set_usage_row {
         {"--kind on set",
          {"set", "global", "tokens_per_hour=5", "--kind", "user"},
          "budgetctl: --kind applies only to 'status'\n"},
+        {"--persistent without a scope",
+         {"set", "--persistent"},
+         "budgetctl: 'set' needs a SCOPE (usage: budgetctl set SCOPE KEY=VALUE...)\n"},
+        {"--persistent with a bad key",
+         {"set", "--persistent", "global", "tokens_per_week=5"},
+         "budgetctl: unknown key 'tokens_per_week' " KEYS_TEXT "\n"},
+        {"--persistent with a bad scope",
+         {"set", "user:no-such-user-tb", "--persistent"},
+         "budgetctl: invalid scope 'user:no-such-user-tb': no user 'no-such-user-tb'\n"},
+        {"--persistent on status",
+         {"status", "--persistent"},
+         "budgetctl: --persistent applies only to 'set'\n"},
+        {"--persistent on reload",
+         {"--persistent", "reload"},
+         "budgetctl: --persistent applies only to 'set'\n"},
         {"--user on list",
          {"list", "--user", "0"},
          "budgetctl: --user applies only to 'status' and 'history'\n"},
@@ -1503,6 +1520,459 @@ START_TEST(test_stale_and_live_socket) {
 }
 END_TEST
 
+/* ---- budgetctl set --persistent and the durability line (issue 12) ----------- */
+
+#define PERSIST_CONFIG        "global: { tokens_per_minute = 100000; tokens_per_hour = 1000000; };\n"
+#define NOT_PERSISTENT_SET    "budgetctl: 'global' was changed, but not persistently: "
+#define NOT_PERSISTENT_FORGET "budgetctl: cannot forget the persistent limits of 'global': "
+#define FORGOTTEN             " persistent limits forgotten (the limits it has now last until the next reload)\n"
+
+/* A state directory of the TCase's own, kept across the daemons started on it. */
+static char *persist_state_dir(const char *name) {
+        char *path;
+
+        ck_assert(asprintf(&path, "%s/%s", harness_dir(), name) > 0);
+        ck_assert_msg(mkdir(path, 0700) == 0 || errno == EEXIST, "mkdir %s: %s", path, strerror(errno));
+        return path;
+}
+
+static TestDaemon *start_on_state(const char *config, const char *state_dir) {
+        return harness_daemon_start_with(config, &(HarnessDaemonOptions){.state_dir = state_dir});
+}
+
+/* The limit of one window of one scope on a daemon (-1: none), through a connection of its own. */
+static int64_t daemon_window_limit(const TestDaemon *d, const char *scope_name, const char *span) {
+        tb_client *admin = harness_client(d);
+        int64_t limit = status_window_limit(admin, scope_name, span);
+
+        tb_client_close(admin);
+        return limit;
+}
+
+/* The allocationsLimit of a scope (-1: none). */
+static int64_t daemon_allocations_limit(const TestDaemon *d, const char *scope_name) {
+        tb_client *admin = harness_client(d);
+        json_object *st = harness_admin(admin, "Status"), *scope = status_scope(st, scope_name), *v;
+        int64_t limit = -1;
+
+        ck_assert_msg(scope, "no scope %s in Status: %s", scope_name, json_object_to_json_string(st));
+        if (json_object_object_get_ex(scope, "allocationsLimit", &v) && v)
+                limit = json_object_get_int64(v);
+        json_object_put(st);
+        tb_client_close(admin);
+        return limit;
+}
+
+/* A request of estimate tokens on a fresh connection: 0, or the error with the refusing scope and limit. */
+static int request_once(const TestDaemon *d, uint64_t estimate, const char *agent,
+                        char ret_scope[static 128], char ret_limit[static 32]) {
+        tb_client *c = harness_client(d);
+        tb_grant g;
+        int r = tb_request(c, &(tb_request_params){.estimate = estimate, .agent = agent}, &g);
+
+        snprintf(ret_scope, 128, "%s", r < 0 ? tb_client_error_parameter(c, "scope") ?: "" : "");
+        snprintf(ret_limit, 32, "%s", r < 0 ? tb_client_error_parameter(c, "limit") ?: "" : "");
+        if (r == 0)
+                ck_assert_msg(tb_release(c, &(tb_release_params){.allocation = g.allocation}, NULL) == 0,
+                              "release: %s", tb_client_error(c));
+        tb_client_close(c);
+        return r;
+}
+
+/* The hour limit of the test user's scope, which a request makes appear (-1: none). */
+static int64_t user_hour_limit(const TestDaemon *d, const char *user_scope) {
+        tb_client *c = harness_client(d);
+        int64_t limit;
+        tb_grant g;
+
+        ck_assert_msg(tb_request(c, &(tb_request_params){.estimate = 10}, &g) == 0, "request: %s",
+                      tb_client_error(c));
+        limit = daemon_window_limit(d, user_scope, "hour");
+        ck_assert_msg(tb_release(c, &(tb_release_params){.allocation = g.allocation}, NULL) == 0,
+                      "release: %s", tb_client_error(c));
+        tb_client_close(c);
+        return limit;
+}
+
+/*
+ * set --persistent is written at once (it survives SIGKILL right after the
+ * reply) and applied at every start: the global window, the test user's scope
+ * (restored before the user connects again) and the agent defaults (reaching
+ * an agent scope that appears after the restart, whose second allocation is
+ * refused); a plain set is gone after a restart. --persistent with SCOPE
+ * alone forgets that scope's limits: they stay until the next reload, and the
+ * next start has the configuration's, while other scopes keep theirs.
+ */
+START_TEST(test_budgetctl_set_persistent_restart) {
+        char *state = persist_state_dir("persist-restart"), user_scope[64], by_name[300], want[400],
+             scope[128], limit[32];
+        TestDaemon *d = start_on_state(PERSIST_CONFIG, state);
+        int r;
+
+        snprintf(user_scope, sizeof(user_scope), "user:%u", (unsigned)getuid());
+        snprintf(by_name, sizeof(by_name), "user:%s", own_user_name());
+        expect_output(
+                d, (const char *const[]){"set", "--persistent", "global", "tokens_per_minute=5000", NULL},
+                "global: tokens_per_minute=5000 (1 scope changed; persistent)\n", "set --persistent global");
+        /* Tracked or not yet (the daemon's business): the user's scope has the limit after a restart. */
+        {
+                CommandResult res;
+
+                snprintf(want, sizeof(want), "%s: tokens_per_hour=70000 (", user_scope);
+                budgetctl_run(
+                        d->socket_path, NULL,
+                        (const char *const[]){"set", by_name, "tokens_per_hour=70000", "--persistent", NULL},
+                        &res);
+                ck_assert_msg(res.status == 0 && strncmp(res.out, want, strlen(want)) == 0 &&
+                                      strstr(res.out, "; persistent)\n"),
+                              "set --persistent user:NAME: exit %d, stdout %s, stderr %s", res.status,
+                              res.out, res.err);
+                command_result_done(&res);
+        }
+        {
+                CommandResult res;
+                const char *prefix = "agent: max_allocations=1 (the defaults of agent scopes; ";
+
+                budgetctl_run(
+                        d->socket_path, NULL,
+                        (const char *const[]){"--persistent", "set", "agent", "max_allocations=1", NULL},
+                        &res);
+                ck_assert_msg(res.status == 0 && strncmp(res.out, prefix, strlen(prefix)) == 0 &&
+                                      strstr(res.out, " changed; persistent)\n"),
+                              "set --persistent agent: exit %d, stdout %s, stderr %s", res.status, res.out,
+                              res.err);
+                command_result_done(&res);
+        }
+        expect_output(d, (const char *const[]){"set", "global", "tokens_per_day=123456", NULL},
+                      "global: tokens_per_day=123456 (1 scope changed)\n", "plain set global");
+        ck_assert_int_eq(daemon_window_limit(d, "global", "minute"), 5000);
+        ck_assert_int_eq(daemon_window_limit(d, "global", "day"), 123456);
+
+        /* No clean stop: what was acknowledged is on disk already. */
+        harness_daemon_kill(d);
+        d = start_on_state(PERSIST_CONFIG, state);
+        ck_assert_int_eq(daemon_window_limit(d, "global", "minute"), 5000);
+        ck_assert_int_eq(daemon_window_limit(d, "global", "hour"), 1000000);
+        /* The default: the plain set is gone. */
+        ck_assert_int_eq(daemon_window_limit(d, "global", "day"), 100000000);
+        ck_assert_int_eq(user_hour_limit(d, user_scope), 70000);
+        r = request_once(d, 6000, NULL, scope, limit);
+        ck_assert_msg(
+                r == -EDQUOT && strcmp(scope, "global") == 0 && strcmp(limit, "5000") == 0,
+                "a request over the persistent global limit after a restart: %d, scope '%s', limit '%s'", r,
+                scope, limit);
+        {
+                tb_client *c = harness_client(d);
+                char agent_scope[64];
+                tb_grant g1, g2;
+
+                snprintf(agent_scope, sizeof(agent_scope), "agent:%u:it-persist", (unsigned)getuid());
+                ck_assert_msg(
+                        tb_request(c, &(tb_request_params){.estimate = 10, .agent = "it-persist"}, &g1) == 0,
+                        "the agent's first request after the restart: %s", tb_client_error(c));
+                r = tb_request(c, &(tb_request_params){.estimate = 10, .agent = "it-persist"}, &g2);
+                ck_assert_msg(r == -EUSERS, "the agent's second request after the restart: %d %s", r,
+                              tb_client_error(c));
+                ck_assert_pstr_eq(tb_client_error_parameter(c, "scope"), agent_scope);
+                ck_assert_int_eq(daemon_allocations_limit(d, agent_scope), 1);
+                tb_client_close(c);
+        }
+
+        /* Forgotten: the limit stays until the next reload, a restart has the configuration's. */
+        expect_output(d, (const char *const[]){"set", "--persistent", "global", NULL}, "global:" FORGOTTEN,
+                      "set --persistent global (forget)");
+        ck_assert_int_eq(daemon_window_limit(d, "global", "minute"), 5000);
+        harness_daemon_stop(d);
+        d = start_on_state(PERSIST_CONFIG, state);
+        ck_assert_int_eq(daemon_window_limit(d, "global", "minute"), 100000);
+        ck_assert_int_eq(user_hour_limit(d, user_scope), 70000);
+        ck_assert_int_eq(request_once(d, 6000, NULL, scope, limit), 0);
+
+        snprintf(want, sizeof(want), "%s:" FORGOTTEN, user_scope);
+        expect_output(d, (const char *const[]){"set", "--persistent", by_name, NULL}, want,
+                      "set --persistent user:NAME (forget)");
+        expect_output(d, (const char *const[]){"set", "--persistent", "agent", NULL}, "agent:" FORGOTTEN,
+                      "set --persistent agent (forget)");
+        harness_daemon_stop(d);
+        d = start_on_state(PERSIST_CONFIG, state);
+        /* User scopes have no hour limit by default. */
+        ck_assert_int_eq(user_hour_limit(d, user_scope), -1);
+        {
+                tb_client *c = harness_client(d);
+                tb_grant g1, g2;
+
+                ck_assert_msg(tb_request(c, &(tb_request_params){.estimate = 10, .agent = "it-persist"},
+                                         &g1) == 0 &&
+                                      tb_request(c,
+                                                 &(tb_request_params){.estimate = 10, .agent = "it-persist"},
+                                                 &g2) == 0,
+                              "two agent requests once its defaults are forgotten: %s", tb_client_error(c));
+                tb_client_close(c);
+        }
+        harness_daemon_stop(d);
+        free(state);
+}
+END_TEST
+
+/* Polls until the global hour limit is want (a reload by SIGHUP is done); fails after 5 s. */
+static void wait_global_hour_limit(const TestDaemon *d, int64_t want, const char *what) {
+        int64_t limit = 0;
+
+        for (int i = 0; i < 250; i++) {
+                limit = daemon_window_limit(d, "global", "hour");
+                if (limit == want)
+                        return;
+                harness_sleep_msec(20);
+        }
+        ck_abort_msg("%s: the global hour limit is %" PRId64 " after 5 s, expected %" PRId64, what, limit,
+                     want);
+}
+
+/*
+ * A reload (budgetctl reload, SIGHUP) forgets plain set and applies
+ * persistent limits again, over a configuration file that changed too; each
+ * KEY given persistently is kept on its own (a later --persistent set of
+ * another key adds to it); forgetting takes effect at the next reload.
+ */
+START_TEST(test_budgetctl_set_persistent_reload) {
+        TestDaemon *d = harness_daemon_start(PERSIST_CONFIG);
+        char scope[128], limit[32];
+
+        expect_output(d,
+                      (const char *const[]){"set", "--persistent", "global", "tokens_per_minute=5000", NULL},
+                      "global: tokens_per_minute=5000 (1 scope changed; persistent)\n", "set --persistent");
+        expect_output(d, (const char *const[]){"set", "global", "max_allocations=3", "--persistent", NULL},
+                      "global: max_allocations=3 (1 scope changed; persistent)\n",
+                      "set --persistent another key");
+        expect_output(d, (const char *const[]){"set", "global", "tokens_per_hour=6000", NULL},
+                      "global: tokens_per_hour=6000 (1 scope changed)\n", "plain set");
+        ck_assert_int_eq(daemon_window_limit(d, "global", "hour"), 6000);
+
+        expect_output(d, (const char *const[]){"reload", NULL}, "tokenbudgetd reloaded its configuration\n",
+                      "budgetctl reload");
+        ck_assert_int_eq(daemon_window_limit(d, "global", "hour"), 1000000);
+        ck_assert_int_eq(daemon_window_limit(d, "global", "minute"), 5000);
+        ck_assert_int_eq(daemon_allocations_limit(d, "global"), 3);
+        ck_assert_int_eq(request_once(d, 6000, NULL, scope, limit), -EDQUOT);
+        ck_assert_pstr_eq(scope, "global");
+
+        /* SIGHUP, with the file changed: the persistent limit wins over the new file's. */
+        rewrite_config(d, "global: { tokens_per_minute = 200000; tokens_per_hour = 2000000; };\n");
+        expect_output(d, (const char *const[]){"set", "global", "tokens_per_hour=6000", NULL}, NULL,
+                      "plain set again");
+        ck_assert_int_eq(kill(d->pid, SIGHUP), 0);
+        wait_global_hour_limit(d, 2000000, "SIGHUP");
+        ck_assert_int_eq(daemon_window_limit(d, "global", "minute"), 5000);
+        ck_assert_int_eq(daemon_allocations_limit(d, "global"), 3);
+
+        /* Forgotten: still in force until the next reload, then the file's. */
+        expect_output(d, (const char *const[]){"set", "--persistent", "global", NULL}, "global:" FORGOTTEN,
+                      "set --persistent global (forget)");
+        ck_assert_int_eq(daemon_window_limit(d, "global", "minute"), 5000);
+        expect_output(d, (const char *const[]){"reload", NULL}, NULL, "reload after forgetting");
+        ck_assert_int_eq(daemon_window_limit(d, "global", "minute"), 200000);
+        ck_assert_int_eq(daemon_allocations_limit(d, "global"), -1);
+        ck_assert_int_eq(request_once(d, 6000, NULL, scope, limit), 0);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* stdout line n (from 0), without its newline, into buf; false when there are fewer lines. */
+static bool output_line(const char *out, size_t n, char *buf, size_t size) {
+        const char *line = out;
+        size_t len;
+
+        for (size_t i = 0; i < n && line; i++) {
+                line = strchr(line, '\n');
+                line = line ? line + 1 : NULL;
+        }
+        if (!line || !*line)
+                return false;
+        len = strcspn(line, "\n");
+        snprintf(buf, size, "%.*s", (int)len, line);
+        return true;
+}
+
+/*
+ * A daemon in memory only (--state-dir '') refuses --persistent with
+ * NotPersistent: budgetctl prints the daemon's reason on one line and exits 1,
+ * and the limits given apply all the same until the next reload (the IDL's
+ * promise); status says "memory only"; plain set works as ever.
+ */
+START_TEST(test_budgetctl_set_persistent_memory_only) {
+        TestDaemon *d = harness_daemon_start_with(PERSIST_CONFIG, &(HarnessDaemonOptions){.state_dir = ""});
+        char line[512];
+        CommandResult res;
+
+        budgetctl_run(d->socket_path, NULL,
+                      (const char *const[]){"set", "--persistent", "global", "tokens_per_minute=5000", NULL},
+                      &res);
+        ck_assert_msg(res.status == 1, "set --persistent in memory only: exit %d, expected 1 (stderr: %s)",
+                      res.status, res.err);
+        ck_assert_msg(strncmp(res.err, NOT_PERSISTENT_SET, strlen(NOT_PERSISTENT_SET)) == 0 &&
+                              strstr(res.err, "memory only") && lines(res.err) == 1 &&
+                              res.err[strlen(res.err) - 1] == '\n' && res.out[0] == '\0',
+                      "set --persistent in memory only: stdout '%s', stderr:\n%s", res.out, res.err);
+        fprintf(stderr, "memory only: %s", res.err);
+        command_result_done(&res);
+        ck_assert_int_eq(daemon_window_limit(d, "global", "minute"), 5000);
+
+        budgetctl_run(d->socket_path, NULL, (const char *const[]){"set", "global", "--persistent", NULL},
+                      &res);
+        ck_assert_msg(res.status == 1 &&
+                              strncmp(res.err, NOT_PERSISTENT_FORGET, strlen(NOT_PERSISTENT_FORGET)) == 0 &&
+                              strstr(res.err, "memory only") && lines(res.err) == 1,
+                      "forget in memory only: exit %d, stderr:\n%s", res.status, res.err);
+        command_result_done(&res);
+
+        expect_output(d, (const char *const[]){"set", "global", "tokens_per_minute=7000", NULL},
+                      "global: tokens_per_minute=7000 (1 scope changed)\n", "plain set in memory only");
+        budgetctl_run(d->socket_path, NULL, (const char *const[]){"status", NULL}, &res);
+        ck_assert_msg(res.status == 0 && output_line(res.out, 2, line, sizeof(line)) &&
+                              strcmp(line, "Durability: memory only (nothing survives a restart)") == 0,
+                      "status in memory only: exit %d, stdout:\n%s", res.status, res.out);
+        command_result_done(&res);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* "Durability: PATH (sync SYNC), N commits" with N >= 1; its N. */
+static uint64_t expect_durability_line(const TestDaemon *d, const char *db, const char *sync) {
+        char line[512], prefix[400], tail[64];
+        unsigned long long n = 0;
+        CommandResult res;
+
+        budgetctl_run(d->socket_path, NULL, (const char *const[]){"status", NULL}, &res);
+        snprintf(prefix, sizeof(prefix), "Durability: %s (sync %s), ", db, sync);
+        ck_assert_msg(res.status == 0 && output_line(res.out, 2, line, sizeof(line)) &&
+                              strncmp(line, prefix, strlen(prefix)) == 0 &&
+                              sscanf(line + strlen(prefix), "%llu %63[a-z]", &n, tail) == 2 && n >= 1 &&
+                              strcmp(tail, n == 1 ? "commit" : "commits") == 0,
+                      "status: no line \"%sN commits\" in:\n%s(stderr: %s)", prefix, res.out, res.err);
+        ck_assert_msg(output_line(res.out, 3, line, sizeof(line)) && line[0] == '\0',
+                      "status: no empty line under the header:\n%s", res.out);
+        command_result_done(&res);
+        return n;
+}
+
+/*
+ * status shows where the ledger is, with durability.sync and the commits
+ * (counting up as agents work); --no-legend leaves the header out.
+ */
+START_TEST(test_budgetctl_status_durability) {
+        char *state = persist_state_dir("durability-line"), db[400];
+        TestDaemon *d = start_on_state("", state);
+        tb_client *c = harness_client(d);
+        const char *call = "";
+        uint64_t before, after;
+        CommandResult res;
+
+        snprintf(db, sizeof(db), "%s/tokenbudget.db", state);
+        before = expect_durability_line(d, db, "normal");
+        for (int i = 0; i < 3; i++)
+                ck_assert_msg(harness_cycle(c, 100, &call) == 0, "cycle: %s: %s", call, tb_client_error(c));
+        after = expect_durability_line(d, db, "normal");
+        ck_assert_msg(after > before, "commits did not count up over 3 cycles: %" PRIu64 " then %" PRIu64,
+                      before, after);
+        budgetctl_run(d->socket_path, NULL, (const char *const[]){"--no-legend", "status", NULL}, &res);
+        ck_assert_msg(res.status == 0 && !strstr(res.out, "Durability"), "--no-legend status:\n%s", res.out);
+        command_result_done(&res);
+        tb_client_close(c);
+        harness_daemon_stop(d);
+
+        d = start_on_state("durability: { sync = \"full\"; };\n", state);
+        expect_durability_line(d, db, "full");
+        harness_daemon_stop(d);
+        free(state);
+}
+END_TEST
+
+/* A Status reply with this durability object (JSON text), as a daemon would send it. */
+static void fake_status_reply(char *buf, size_t size, const char *durability) {
+        snprintf(buf, size,
+                 "{\"parameters\":{\"version\":\"0.1.0\",\"uptimeUsec\":61000000,\"connections\":1,"
+                 "\"allocations\":0,\"reserved\":0,\"scopes\":[],\"waiters\":0,\"held\":0,\"breakers\":[],"
+                 "\"enforce\":true%s%s}}",
+                 durability ? ",\"durability\":" : "", durability ? durability : "");
+}
+
+/*
+ * What budgetctl makes of a durability object from the wire (a fake daemon
+ * answers Status): degraded with the daemon's error (control characters
+ * replaced), writes lost after a recovery, none from an older daemon (no
+ * line), a malformed one refused naming the field; and an older daemon that
+ * refuses the persistent parameter.
+ */
+START_TEST(test_budgetctl_durability_wire) {
+        static const struct {
+                const char *durability;
+                int status;
+                const char *want; /* in stdout (status 0) or stderr */
+        } rows[] = {
+                {"{\"database\":\"/var/lib/tokenbudget/"
+                 "tokenbudget.db\",\"sync\":\"normal\",\"degraded\":true,"
+                 "\"error\":\"/var/lib/tokenbudget/tokenbudget.db: database or disk is full\\u001b[2J\","
+                 "\"pending\":42,\"lost\":0,\"commits\":17}",
+                 0,
+                 "\nDurability: DEGRADED: /var/lib/tokenbudget/tokenbudget.db: database or disk is full?[2J "
+                 "(42 writes pending, 0 lost; enforcing from memory)\n\n"},
+                {"{\"database\":\"/s/tokenbudget.db\",\"sync\":\"full\",\"degraded\":false,\"pending\":0,"
+                 "\"lost\":3,\"commits\":1}",
+                 0,
+                 "\nDurability: /s/tokenbudget.db (sync full), 1 commit, 3 writes lost since the start\n\n"},
+                {"{\"sync\":\"none\",\"degraded\":false,\"pending\":0,\"lost\":0,\"commits\":0}", 0,
+                 "\nDurability: memory only (nothing survives a restart)\n\n"},
+                {NULL, 0, "Reserved: 0 tokens\n\n"},
+                {"{\"sync\":\"none\",\"degraded\":false,\"pending\":0,\"lost\":0,\"commits\":\"many\"}", 1,
+                 "budgetctl: malformed reply from tokenbudgetd: durability.commits is missing or not a "
+                 "non-negative integer\n"},
+                {"[]", 1, "budgetctl: malformed reply from tokenbudgetd: durability is not an object\n"},
+        };
+
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+                char path[300], reply[1200];
+                CommandResult res;
+                pid_t pid;
+                int status;
+
+                snprintf(path, sizeof(path), "%s/durability-%zu.sock", harness_dir(), i);
+                fake_status_reply(reply, sizeof(reply), rows[i].durability);
+                pid = fake_daemon_start(path, reply);
+                budgetctl_run(path, NULL, (const char *const[]){"status", NULL}, &res);
+                ck_assert_msg(res.status == rows[i].status, "row %zu: exit %d, expected %d (stderr: %s)", i,
+                              res.status, rows[i].status, res.err);
+                ck_assert_msg(strstr(rows[i].status == 0 ? res.out : res.err, rows[i].want),
+                              "row %zu: no \"%s\" in stdout:\n%s\nstderr:\n%s", i, rows[i].want, res.out,
+                              res.err);
+                ck_assert_msg(rows[i].durability || !strstr(res.out, "Durability"),
+                              "row %zu: a line from nothing:\n%s", i, res.out);
+                command_result_done(&res);
+                ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        }
+        {
+                char path[300];
+                CommandResult res;
+                pid_t pid;
+
+                snprintf(path, sizeof(path), "%s/old-persistent.sock", harness_dir());
+                pid = fake_daemon_start(path, "{\"error\":\"org.varlink.service.InvalidParameter\","
+                                              "\"parameters\":{\"parameter\":\"persistent\"}}");
+                budgetctl_run(
+                        path, NULL,
+                        (const char *const[]){"set", "--persistent", "global", "tokens_per_minute=5", NULL},
+                        &res);
+                ck_assert_msg(res.status == 1 &&
+                                      strcmp(res.err,
+                                             "budgetctl: this tokenbudgetd is too old for --persistent (it "
+                                             "refused the parameter 'persistent'); nothing was changed\n") ==
+                                              0,
+                              "an old daemon and --persistent: exit %d, stderr:\n%s", res.status, res.err);
+                command_result_done(&res);
+                ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+        }
+}
+END_TEST
+
 static Suite *tools_suite(void) {
         Suite *s = suite_create("integration-tools");
         TCase *tc;
@@ -1523,6 +1993,13 @@ static Suite *tools_suite(void) {
         tcase_add_test(tc, test_budgetctl_set);
         tcase_add_test(tc, test_budgetctl_reload);
         tcase_add_test(tc, test_budgetctl_status_filter);
+        suite_add_tcase(s, tc);
+        tc = harness_tcase("budgetctl_persistent", 120);
+        tcase_add_test(tc, test_budgetctl_set_persistent_restart);
+        tcase_add_test(tc, test_budgetctl_set_persistent_reload);
+        tcase_add_test(tc, test_budgetctl_set_persistent_memory_only);
+        tcase_add_test(tc, test_budgetctl_status_durability);
+        tcase_add_test(tc, test_budgetctl_durability_wire);
         suite_add_tcase(s, tc);
         tc = harness_tcase("budgetctl_non_admin", 60);
         tb_check_tag_root(tc);
