@@ -295,14 +295,14 @@ const char *format_durability(char buf[static FORMAT_DURABILITY_MAX], const Form
         buf[0] = '\0';
         if (!d->database && !d->degraded)
                 line_printf(&l, "memory only (nothing survives a restart)");
-        else if (d->degraded)
+        else if (d->degraded) {
+                const char *why = d->error ? d->error : d->database ? d->database : "commits fail";
+
+                /* The counts first: the error is the daemon's, and may be long. */
                 line_printf(&l,
-                            "DEGRADED: %s (%" PRIu64 " %s pending, %" PRIu64 " lost; enforcing from memory)",
-                            d->error      ? d->error
-                            : d->database ? d->database
-                                          : "commits fail",
-                            d->pending, plural(d->pending, "write", "writes"), d->lost);
-        else {
+                            "DEGRADED (%" PRIu64 " %s pending, %" PRIu64 " lost; enforcing from memory): %s",
+                            d->pending, plural(d->pending, "write", "writes"), d->lost, why);
+        } else {
                 line_printf(&l, "%s", d->database);
                 if (d->sync)
                         line_printf(&l, " (sync %s)", d->sync);

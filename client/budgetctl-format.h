@@ -147,7 +147,7 @@ typedef struct FormatDurability {
  * The durability line of budgetctl status, without its "Durability: " label:
  *   memory only      "memory only (nothing survives a restart)"
  *   working          "DATABASE (sync SYNC), N commits[, M writes lost since the start]"
- *   degraded         "DEGRADED: ERROR (N writes pending, M lost; enforcing from memory)"
+ *   degraded         "DEGRADED (N writes pending, M lost; enforcing from memory): ERROR"
  *                    (the database instead of ERROR when no error is said)
  * e.g. "/var/lib/tokenbudget/tokenbudget.db (sync normal), 1234 commits".
  * Counts are exact, "1 commit" singular. The daemon's strings are cleaned as

@@ -1914,8 +1914,8 @@ START_TEST(test_budgetctl_durability_wire) {
                  "\"error\":\"/var/lib/tokenbudget/tokenbudget.db: database or disk is full\\u001b[2J\","
                  "\"pending\":42,\"lost\":0,\"commits\":17}",
                  0,
-                 "\nDurability: DEGRADED: /var/lib/tokenbudget/tokenbudget.db: database or disk is full?[2J "
-                 "(42 writes pending, 0 lost; enforcing from memory)\n\n"},
+                 "\nDurability: DEGRADED (42 writes pending, 0 lost; enforcing from memory): "
+                 "/var/lib/tokenbudget/tokenbudget.db: database or disk is full?[2J\n\n"},
                 {"{\"database\":\"/s/tokenbudget.db\",\"sync\":\"full\",\"degraded\":false,\"pending\":0,"
                  "\"lost\":3,\"commits\":1}",
                  0,
