@@ -27,10 +27,11 @@
  *   CV / sqrt(2.9 H)), whatever the request rate; a time half-life would
  *   average thousands of requests in a busy class and forget a quiet one
  *   between two uses. Forgetting a quiet class is the sweep's job.
- *   Default 50 samples: on the two traces, 25, 50, 100, 200 and 400 gave a
- *   median 100-block error of 3.3, 3.8, 4.4, 4.9, 5.8% (conversation, with
- *   buckets); 50 is the shorter end without going below ~6% of noise per
- *   estimate (CV 0.77 / sqrt(145)) on a stationary class.
+ *   Default 50 samples: on the two traces (plain EWMA, all 100-blocks, with
+ *   buckets) half-lives of 25, 50, 100, 200 and 400 gave a median 100-block
+ *   error of 3.3, 3.9, 4.4, 4.9 and 5.8% (conversation); 50 still keeps a
+ *   stationary class's estimate within about 6% (CV 0.77 / sqrt(145)) and
+ *   follows drift within ~10 s at the conversation service's 5 requests/s.
  * - Warm-up: the weight of a sample is max(1/n, 1 - 2^(-1/H)), so the first
  *   ~1.44 H samples give their plain mean instead of leaning on the zero start.
  * - Robust to a single outlier without being biased on heavy tails: a sample
@@ -38,12 +39,20 @@
  *   part (the excess) is learned by a second, slow average (half-life
  *   tail_half_life_samples); the estimate is the sum of both. A 100x outlier
  *   then moves a settled estimate by about (k - 1) a + (100 - k) a_tail
- *   (11% with the defaults 4, 50 and 1000), while a class whose tail is
- *   real still gets it counted in full over time (clipping alone biased the
+ *   (11% with the defaults 4, 50 and 1000; < 20% from ~700 samples on),
+ *   while a class whose tail is real still gets it counted in full over
+ *   time (clipping alone biased the
  *   code trace, CV 2.15, low: its 100-block error went from 9.6 to 25.8% at
  *   k = 3). Learning in log space was tried and rejected: its mean is the
  *   geometric one, and the lognormal correction exp(mu + s^2/2) misses on
  *   these traces (median 100-block error 5.9% against 3.9%, conversation).
+ *   The price: the tail's warm-up is a plain mean too (weight max(1/n,
+ *   a_tail)), so a young class cannot tell a one-off outlier from its tail:
+ *   a 100x sample moves it 5.7x at 20 samples, 2x at 100, 1.2x at 500. A
+ *   tail with no warm-up (a_tail from the start) was robust from 20 samples
+ *   but learned heavy tails too slowly: the code trace with buckets was
+ *   biased 13% low. The ratio quantile below and the caller's floor and hard
+ *   limit are what protect a young class.
  * - The spread for the adaptive hard limit (point 3): a histogram of
  *   log2(actual / predicted output) in quarter-octave bins from 1/256 to 256,
  *   decayed like the tail (tail_half_life_samples, as a high quantile needs

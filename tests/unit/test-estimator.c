@@ -5,7 +5,8 @@
  * converges, and its average prediction is unbiased even with a heavy
  * (lognormal, CV 1.9) tail; a step change of the mean (x2) is followed at
  * the documented half-life, not faster and not slower; a single 100x outlier
- * moves a settled estimate by less than 20%, while a real tail of them is
+ * moves a settled estimate (700 samples or more) by less than 20%, a young
+ * one by at most the documented amount, while a real tail of them is
  * learned in full; a prompt bucket is used once it has min_samples and an
  * empty or young one falls back to the class; the learned total without a
  * prompt; block-total errors of a stationary noisy class shrink with the
@@ -188,21 +189,32 @@ START_TEST(test_step_change) {
 }
 END_TEST
 
+/* A settled class (see estimator.h: the tail's warm-up is a plain mean, so
+ * the bound holds from ~700 samples on; a young class moves more, and by
+ * no more than the mean of what it saw). */
 START_TEST(test_outlier) {
-        static const Gen gens[] = {GEN_TIGHT, GEN_UNIFORM};
+        static const struct {
+                Gen gen;
+                int settled;
+                double max_move;
+        } rows[] = {
+                {GEN_TIGHT, 2000, 0.2},  {GEN_UNIFORM, 2000, 0.2}, {GEN_TIGHT, 700, 0.2},
+                {GEN_UNIFORM, 700, 0.2}, {GEN_TIGHT, 100, 1.0},    {GEN_TIGHT, 20, 5.0},
+        };
 
-        for (size_t i = 0; i < sizeof(gens) / sizeof(gens[0]); i++) {
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
                 EstimatorTable *t = table_new(0, 10); /* the defaults */
                 uint64_t rng = 11;
                 double before, after;
 
-                for (int k = 0; k < 2000; k++)
-                        observe(t, "c", 0, gen_tokens(gens[i], 100.0, &rng), T0);
+                for (int k = 0; k < rows[i].settled; k++)
+                        observe(t, "c", 0, gen_tokens(rows[i].gen, 100.0, &rng), T0);
                 before = (double)predict(t, "c", 0).predicted_output;
                 observe(t, "c", 0, 100 * 100, T0);
                 after = (double)predict(t, "c", 0).predicted_output;
-                ck_assert_msg(after > before, "gen %zu: the outlier is not ignored (%.1f)", i, after);
-                ck_assert_msg(after < 1.2 * before, "gen %zu: %.1f -> %.1f", i, before, after);
+                ck_assert_msg(after > before, "row %zu: the outlier is not ignored (%.1f)", i, after);
+                ck_assert_msg(after < (1.0 + rows[i].max_move) * before, "row %zu: %.1f -> %.1f", i, before,
+                              after);
                 estimator_table_free(t);
         }
 }
