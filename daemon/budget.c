@@ -977,6 +977,13 @@ int budget_persist_limits(Budget *b, const char *target, const ScopeLimitsChange
                            "nothing is kept across a restart; the change applies until the next reload";
                 return -EOPNOTSUPP;
         }
+        /* A pid names another process after a restart (or sooner): kept by
+         * pid alone, the limit would land on whichever process gets it. */
+        if (strncmp(target, "process:", 8) == 0 && change->mask != 0) {
+                *ret_why = "a process's limits are not kept: after a restart its pid may name another "
+                           "process; set them on its agent, unit or user, or on the process kind (process)";
+                return -EOPNOTSUPP;
+        }
         if (change->mask == 0)
                 r = store_delete_limit(b->store, target, NULL);
         for (size_t i = 0; i < ELEMENTSOF(limit_fields) && r >= 0; i++)

@@ -1836,6 +1836,31 @@ START_TEST(test_budgetctl_set_persistent_memory_only) {
 }
 END_TEST
 
+/*
+ * A process's limits are not kept: after a restart (or once it exits) its
+ * pid may name another process, which would inherit them. NotPersistent says
+ * so; the change applies until the next reload all the same.
+ */
+START_TEST(test_budgetctl_set_persistent_process) {
+        TestDaemon *d = harness_daemon_start_with(PERSIST_CONFIG, &(HarnessDaemonOptions){});
+        RawConn *agent = harness_open_working(d, "a process scope");
+        char scope[64], prefix[128], arg[] = "tokens_per_minute=77";
+        CommandResult res;
+
+        snprintf(scope, sizeof(scope), "process:%d", (int)getpid());
+        budgetctl_run(d->socket_path, NULL, (const char *const[]){"set", "--persistent", scope, arg, NULL},
+                      &res);
+        snprintf(prefix, sizeof(prefix), "budgetctl: '%s' was changed, but not persistently: ", scope);
+        ck_assert_msg(res.status == 1 && strncmp(res.err, prefix, strlen(prefix)) == 0 &&
+                              strstr(res.err, "pid may name another process") && lines(res.err) == 1,
+                      "set --persistent %s: exit %d, stderr:\n%s", scope, res.status, res.err);
+        command_result_done(&res);
+        ck_assert_int_eq(daemon_window_limit(d, scope, "minute"), 77);
+        raw_close(agent);
+        harness_daemon_stop(d);
+}
+END_TEST
+
 /* "Durability: PATH (sync SYNC), N commits" with N >= 1; its N. */
 static uint64_t expect_durability_line(const TestDaemon *d, const char *db, const char *sync) {
         char line[512], prefix[400], tail[64];
@@ -1998,6 +2023,7 @@ static Suite *tools_suite(void) {
         tcase_add_test(tc, test_budgetctl_set_persistent_restart);
         tcase_add_test(tc, test_budgetctl_set_persistent_reload);
         tcase_add_test(tc, test_budgetctl_set_persistent_memory_only);
+        tcase_add_test(tc, test_budgetctl_set_persistent_process);
         tcase_add_test(tc, test_budgetctl_status_durability);
         tcase_add_test(tc, test_budgetctl_durability_wire);
         suite_add_tcase(s, tc);
