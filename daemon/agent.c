@@ -182,7 +182,7 @@ static int reply_granted(Call *call, Allocation *a, const BudgetGrant *g) {
         int requested = allocation_requested_priority(a);
         uint64_t granted = ledger_allocation_granted(la);
         const char *reason = decision_reason_to_string(g->reason);
-        ReplyField fields[15];
+        ReplyField fields[18];
         size_t n = 0;
         char id[17], factor[24];
 
@@ -211,6 +211,11 @@ static int reply_granted(Call *call, Allocation *a, const BudgetGrant *g) {
         }
         fields[n++] =
                 (ReplyField){VL_OUT_AGENT_REQUEST_POWER_STATE, power_state_to_string(g->power_state), 0};
+        if (g->has_prediction) {
+                fields[n++] = (ReplyField){VL_OUT_AGENT_REQUEST_PREDICTED, NULL, g->predicted};
+                fields[n++] = (ReplyField){VL_OUT_AGENT_REQUEST_PREDICTED_OUTPUT, NULL, g->predicted_output};
+                fields[n++] = (ReplyField){VL_OUT_AGENT_REQUEST_SAMPLES, NULL, g->samples};
+        }
         fields[n++] = (ReplyField){
                 VL_OUT_AGENT_REQUEST_POWER_FACTOR,
                 g->power_factor == POWER_FACTOR_ONE ? "1.0" : power_format_fixed(factor, g->power_factor, 3),

@@ -57,6 +57,7 @@ struct Allocation {
         uint8_t probes;   /* ENTITY_* bits: the half-open breakers it is the probe of */
         const char *agent, *task_class, *model; /* into strings[], NULL when not given */
         char *store_keys; /* the durable ledger's key of each scope, NUL after each; made at first use */
+        uint64_t prompt_tokens; /* as the Request gave it (0: not given), for the estimator */
         char strings[];
 };
 
@@ -115,6 +116,7 @@ struct Budget {
         void *hooks_userdata;
         uint64_t wake_armed; /* what wake() was last told; UINT64_MAX: nothing */
         WaitQueue *queue;
+        EstimatorTable *estimator; /* per (uid, class): what released allocations used */
         Ticket *held;
         size_t n_held;
         Ticket *queued;
@@ -201,6 +203,7 @@ int budget_new(const Config *config, Journal *journal, const uint8_t id_key[16],
                 BreakerSettings bs = breaker_settings(config);
                 b->breakers = breaker_table_new(&bs, config->max_tracked_scopes);
         }
+        b->estimator = estimator_table_new(&ESTIMATOR_SETTINGS_DEFAULT, config->max_tracked_scopes);
         b->ledger = ledger_new(&params);
         if (b->ledger) {
                 SipHashKey k = siphash_key(id_key);
@@ -214,9 +217,14 @@ int budget_new(const Config *config, Journal *journal, const uint8_t id_key[16],
                         scope_table_set_hash_key(b->scopes, (const uint8_t *)derived);
                 if (b->breakers)
                         breaker_table_set_hash_key(b->breakers, (const uint8_t *)derived_breakers);
+                if (b->estimator) {
+                        uint64_t derived_estimator[2] = {siphash24(&k, "estimator", 9),
+                                                         siphash24(&k, "ESTIMATOR", 9)};
+                        estimator_table_set_hash_key(b->estimator, (const uint8_t *)derived_estimator);
+                }
                 b->processes = process_table_new(b->ledger, &b->process_limits, process_alive, NULL);
         }
-        if (!b->ledger || !b->scopes || !b->processes || !b->queue || !b->breakers) {
+        if (!b->ledger || !b->scopes || !b->processes || !b->queue || !b->breakers || !b->estimator) {
                 budget_free(b);
                 return -ENOMEM;
         }
@@ -238,6 +246,7 @@ Budget *budget_free(Budget *b) {
                 return NULL;
         waitq_free(b->queue);
         breaker_table_free(b->breakers);
+        estimator_table_free(b->estimator);
         for (size_t i = 0; i < b->n_pending_refusals; i++)
                 pending_refusal_done(&b->pending_refusals[i]);
         process_table_free(b->processes);
@@ -1045,6 +1054,30 @@ static void breakers_probe_done(Budget *b, const Allocation *a, uint64_t now);
 static bool pool_update(Budget *b, LedgerScope *s, uint64_t now);
 static void wake_update(Budget *b);
 
+/* The estimator's class of a request (issue 13): the declared class, else
+ * the agent name, else the command, each with its kind in front so that a
+ * class and an agent of the same name stay apart; within the uid (the
+ * table's key). NULL when the name is too long to learn from. */
+static const char *estimator_class(const Client *c, const char *task_class, const char *agent,
+                                   char buf[static ESTIMATOR_NAME_MAX + 1]) {
+        int n = task_class ? snprintf(buf, ESTIMATOR_NAME_MAX + 1, "class:%s", task_class)
+                : agent    ? snprintf(buf, ESTIMATOR_NAME_MAX + 1, "agent:%s", agent)
+                           : snprintf(buf, ESTIMATOR_NAME_MAX + 1, "command:%s", c->identity.comm);
+
+        return n > 0 && (unsigned)n <= ESTIMATOR_NAME_MAX ? buf : NULL;
+}
+
+/* A released allocation teaches the estimator what its class uses (one
+ * abandoned, expired or stopped at its hard limit says less than that). */
+static void estimator_learn(Budget *b, const Allocation *a, uint64_t input, uint64_t output, uint64_t now) {
+        char buf[ESTIMATOR_NAME_MAX + 1];
+        const char *cls = estimator_class(a->owner, a->task_class, a->agent, buf);
+
+        if (cls)
+                (void)estimator_observe(b->estimator, (uint32_t)a->owner->identity.uid, cls,
+                                        a->prompt_tokens, input, output, now);
+}
+
 /* Settles in the ledger, then lets the waiters of every scope the
  * reservation came back to go first (each scope's head, while it fits). */
 static int allocation_settle(Budget *b, Allocation *a, uint64_t input, uint64_t output, StoreOutcome outcome,
@@ -1149,6 +1182,7 @@ static Allocation *allocation_new(const BudgetRequest *req) {
         a = calloc(1, sizeof(*a) + total);
         if (!a)
                 return NULL;
+        a->prompt_tokens = req->prompt_tokens;
         q = a->strings;
         const char **targets[3] = {&a->task_class, &a->agent, &a->model};
         for (size_t i = 0; i < 3; i++) {
@@ -1991,8 +2025,19 @@ granted:
         budget_changed(b);
         {
                 uint64_t granted = ledger_allocation_granted(a->ledger);
+                EstimatorPrediction pred;
+                char buf[ESTIMATOR_NAME_MAX + 1];
+                const char *cls = estimator_class(c, req->task_class, req->agent, buf);
+
                 ret_grant->suggested_max_tokens =
                         req->prompt_tokens < granted ? granted - req->prompt_tokens : 1;
+                if (cls && estimator_predict(b->estimator, (uint32_t)c->identity.uid, cls,
+                                             req->prompt_tokens, &pred)) {
+                        ret_grant->has_prediction = true;
+                        ret_grant->predicted = pred.predicted_total;
+                        ret_grant->predicted_output = pred.predicted_output;
+                        ret_grant->samples = pred.samples;
+                }
                 if (granted < estimate || ret_grant->dry_run)
                         ret_grant->suggested_model =
                                 granted < estimate || (ret_grant->would_be &&
@@ -2459,6 +2504,8 @@ int budget_release(Budget *b, Allocation *a, const uint64_t *input_tokens, const
         r = budget_report(b, a, input, output, now, &state, ret_bad);
         if (r < 0)
                 return r;
+        if (!a->terminating)
+                estimator_learn(b, a, input, output, now);
         r = allocation_settle(b, a, input, output, STORE_OUTCOME_RELEASED, now, ret_used, ret_refunded);
         if (r < 0)
                 *ret_bad = "inputTokens";
@@ -2566,6 +2613,8 @@ int budget_set_limits(Budget *b, const char *target, const ScopeLimitsChange *ch
 
 void budget_sweep(Budget *b, uint64_t now) {
         breaker_table_sweep(b->breakers, now);
+        /* A class unseen for the history's retention is forgotten. */
+        estimator_table_sweep(b->estimator, now, b->config->history_retention_days * 86400 * USEC_PER_SEC);
         budget_expire(b, now);
         scope_table_sweep(b->scopes, now);
 }

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "breaker.h"
+#include "estimator.h"
 #include "config.h"
 #include "decide.h"
 #include "identity.h"
@@ -88,6 +89,12 @@ typedef struct BudgetGrant {
         const char *would_be_reason;   /* a DecisionReason or RefusalReason word, or NULL */
         PowerState power_state;        /* when it was decided */
         unsigned power_factor;         /* permille applied to its priority (1000: none) */
+        /* What the estimator learned of the request's class (issue 13), when
+         * it has seen one: the expected total (prompt + output, or the
+         * learned total without promptTokens), the output, and from how many
+         * released allocations. */
+        bool has_prediction;
+        uint64_t predicted, predicted_output, samples;
 } BudgetGrant;
 
 typedef struct BudgetStats {

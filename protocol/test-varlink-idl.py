@@ -39,7 +39,8 @@ class ProtocolFiles(unittest.TestCase):
         self.assertEqual([f.name for f in request.returns],
                          ['allocation', 'decision', 'granted', 'warnAt', 'hardLimit', 'priority',
                           'requestedPriority', 'reason', 'waitedUsec', 'suggestedMaxTokens',
-                          'suggestedModel', 'wouldBe', 'wouldBeReason', 'powerState', 'powerFactor'])
+                          'suggestedModel', 'wouldBe', 'wouldBeReason', 'powerState', 'powerFactor',
+                          'predicted', 'predictedOutput', 'samples'])
 
     def test_admin(self):
         iface = self.load('io.tokenbudget.admin')

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the daemon learns per task class (issue 13), from outside: released
+ * allocations teach the class's estimator, and a Request of the class then
+ * answers predicted (promptTokens + the expected output), predictedOutput
+ * and samples. The class is the declared class, else the agent, else the
+ * command, within the caller's uid; allocations that were not released
+ * (abandoned with their connection) teach nothing. Root only: another uid
+ * with the same class name learns apart.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "tb-check.h"
+
+#define OTHER_UID 65534
+
+static json_object *request(RawConn *r, const char *params) {
+        json_object *reply = harness_callf(
+                r, "{\"method\":\"io.tokenbudget.agent.Request\",\"parameters\":{%s}}", params);
+
+        ck_assert_msg(!reply_error(reply), "Request {%s}: %s", params, json_object_to_json_string(reply));
+        return reply;
+}
+
+static void release(RawConn *r, json_object *grant, int64_t in, int64_t out) {
+        json_object *reply = harness_callf(
+                r,
+                "{\"method\":\"io.tokenbudget.agent.Release\",\"parameters\":{\"allocation\":\"%s\","
+                "\"inputTokens\":%lld,\"outputTokens\":%lld}}",
+                json_str(reply_parameters(grant), "allocation", "grant"), (long long)in, (long long)out);
+
+        ck_assert_msg(!reply_error(reply), "Release: %s", json_object_to_json_string(reply));
+        json_object_put(reply);
+}
+
+/* n cycles of the class described by params, each released with in/out. */
+static void teach(RawConn *r, const char *params, int n, int64_t in, int64_t out) {
+        for (int i = 0; i < n; i++) {
+                json_object *g = request(r, params);
+
+                release(r, g, in, out);
+                json_object_put(g);
+        }
+}
+
+static bool has(json_object *reply, const char *key) {
+        return json_object_object_get_ex(reply_parameters(reply), key, NULL);
+}
+
+/* A Request's prediction: fails unless predicted, predictedOutput and
+ * samples are there and within 5% (samples exact). */
+static void expect_prediction(RawConn *r, const char *params, int64_t predicted, int64_t output,
+                              int64_t samples) {
+        json_object *g = request(r, params), *p = reply_parameters(g);
+        int64_t got = json_int(p, "predicted", "prediction"),
+                got_out = json_int(p, "predictedOutput", "prediction");
+
+        ck_assert_msg(got >= predicted * 95 / 100 && got <= predicted * 105 / 100 &&
+                              got_out >= output * 95 / 100 && got_out <= output * 105 / 100 &&
+                              json_int(p, "samples", "prediction") == samples,
+                      "{%s}: expected predicted ~%lld, predictedOutput ~%lld, samples %lld: %s", params,
+                      (long long)predicted, (long long)output, (long long)samples,
+                      json_object_to_json_string(g));
+        release(r, g, 0, 0);
+        json_object_put(g);
+}
+
+static void expect_none(RawConn *r, const char *params) {
+        json_object *g = request(r, params);
+
+        ck_assert_msg(!has(g, "predicted") && !has(g, "predictedOutput") && !has(g, "samples"),
+                      "{%s}: a prediction for a class that learned nothing: %s", params,
+                      json_object_to_json_string(g));
+        release(r, g, 0, 0);
+        json_object_put(g);
+}
+
+START_TEST(test_learns_per_class) {
+        TestDaemon *d = harness_daemon_start("");
+        RawConn *r = harness_open_working(d, "agent"), *gone;
+        json_object *g;
+
+        /* Nothing learned yet: no prediction. */
+        expect_none(r, "\"estimate\":1000,\"class\":\"summarize\",\"promptTokens\":100");
+        /* That first one was released with 0: it taught the class a zero. A
+         * fresh class for the rest. */
+        teach(r, "\"estimate\":1000,\"class\":\"review\",\"promptTokens\":100", 30, 100, 50);
+        expect_prediction(r, "\"estimate\":1000,\"class\":\"review\",\"promptTokens\":100", 150, 50, 30);
+        /* Without promptTokens: the learned total (input + output). */
+        teach(r, "\"estimate\":1000,\"class\":\"plain\"", 25, 300, 200);
+        expect_prediction(r, "\"estimate\":1000,\"class\":\"plain\"", 500, 200, 25);
+
+        /* No class: the agent; a class of the same name is another class. */
+        teach(r, "\"estimate\":1000,\"agent\":\"coder\",\"promptTokens\":10", 20, 10, 90);
+        expect_prediction(r, "\"estimate\":1000,\"agent\":\"coder\",\"promptTokens\":10", 100, 90, 20);
+        expect_none(r, "\"estimate\":1000,\"class\":\"coder\",\"promptTokens\":10");
+        /* No class, no agent: the command (this test's). */
+        teach(r, "\"estimate\":1000,\"promptTokens\":20", 20, 20, 40);
+        expect_prediction(r, "\"estimate\":1000,\"promptTokens\":20", 60, 40, 20);
+
+        /* Abandoned with its connection: not learned from. */
+        gone = harness_open_working(d, "an agent that goes away");
+        g = request(gone, "\"estimate\":1000,\"class\":\"review\",\"promptTokens\":100");
+        json_object_put(
+                harness_callf(gone,
+                              "{\"method\":\"io.tokenbudget.agent.Report\",\"parameters\":{\"allocation\":"
+                              "\"%s\",\"inputTokens\":100,\"outputTokens\":900}}",
+                              json_str(reply_parameters(g), "allocation", "grant")));
+        json_object_put(g);
+        raw_close(gone);
+        harness_sleep_msec(100);
+        /* (the prediction Request above was released with 0 tokens: 31 samples) */
+        expect_prediction(r, "\"estimate\":1000,\"class\":\"review\",\"promptTokens\":100", 150, 50, 31);
+        raw_close(r);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* Another uid's class of the same name learns apart. */
+START_TEST(test_within_uid) {
+        TestDaemon *d;
+        RawConn *root, *other;
+        int fd;
+
+        if (!tb_check_need_root("another uid"))
+                return;
+        d = harness_daemon_start("");
+        root = harness_open_working(d, "root");
+        teach(root, "\"estimate\":1000,\"class\":\"shared-name\",\"promptTokens\":5", 20, 5, 95);
+        ck_assert_int_eq(harness_connect_as(d->socket_path, OTHER_UID, 1, &fd), 1);
+        other = calloc(1, sizeof(*other));
+        ck_assert_ptr_nonnull(other);
+        other->fd = fd;
+        expect_none(other, "\"estimate\":1000,\"class\":\"shared-name\",\"promptTokens\":5");
+        expect_prediction(root, "\"estimate\":1000,\"class\":\"shared-name\",\"promptTokens\":5", 100, 95,
+                          20);
+        raw_close(other);
+        raw_close(root);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+int main(void) {
+        Suite *s = suite_create("estimate");
+        TCase *tc = harness_tcase("estimate", 60);
+        TCase *tc_root = harness_tcase("estimate-root", 60);
+
+        tcase_add_test(tc, test_learns_per_class);
+        suite_add_tcase(s, tc);
+        tb_check_tag_root(tc_root);
+        tcase_add_test(tc_root, test_within_uid);
+        suite_add_tcase(s, tc_root);
+        return harness_main(s);
+}
