@@ -18,6 +18,7 @@
 
 #include "allocation-id.h"
 #include "budget.h"
+#include "estimator-state.h"
 #include "log.h"
 #include "macro.h"
 #include "siphash.h"
@@ -117,6 +118,7 @@ struct Budget {
         uint64_t wake_armed; /* what wake() was last told; UINT64_MAX: nothing */
         WaitQueue *queue;
         EstimatorTable *estimator; /* per (uid, class): what released allocations used */
+        uint64_t estimator_saved;  /* monotonic µs of the last save to the store (0: none yet) */
         Ticket *held;
         size_t n_held;
         Ticket *queued;
@@ -624,8 +626,40 @@ static void pending_refusal_stage(Budget *b, PendingRefusal *p) {
         pending_refusal_done(p);
 }
 
+/* The estimator's classes that learned since the last save, staged for the
+ * next commit (every ESTIMATOR_SAVE_USEC from the sweep, and at the last
+ * commit): what was learned is not acknowledged usage, so a crash may lose
+ * the last minute of it, and a commit per Release is not spent on it. */
+#define ESTIMATOR_SAVE_USEC (60 * USEC_PER_SEC)
+
+static void estimator_save(Budget *b, uint64_t now, uint64_t realtime) {
+        for (EstimatorClass *c = estimator_table_next(b->estimator, NULL); c;
+             c = estimator_table_next(b->estimator, c)) {
+                EstimatorClassState st;
+                _cleanup_free_ char *text = NULL;
+                uint64_t age;
+
+                estimator_class_state(c, &st);
+                if (b->estimator_saved && st.last_seen_usec < b->estimator_saved)
+                        continue;
+                text = estimator_state_to_json(&st);
+                if (!text) {
+                        store_failed(b, -ENOMEM);
+                        continue;
+                }
+                age = now > st.last_seen_usec ? now - st.last_seen_usec : 0;
+                store_failed(b,
+                             store_put_estimator(b->store, estimator_class_uid(c), estimator_class_name(c),
+                                                 realtime > age ? realtime - age : 0, text));
+        }
+        b->estimator_saved = now;
+}
+
 void budget_store_flush(Budget *b, uint64_t realtime, bool all) {
         size_t kept = 0;
+
+        if (all && b->store)
+                estimator_save(b, now_usec(), realtime);
 
         for (size_t i = 0; i < b->n_pending_refusals; i++) {
                 PendingRefusal *p = &b->pending_refusals[i];
@@ -921,8 +955,36 @@ static int restore_allocation_cb(void *userdata, const StoreAllocation *sa) {
         return 0;
 }
 
+/* What a class had learned by the last save; its last sample's time moved
+ * from realtime to the monotonic clock (for the retention sweep). */
+static int restore_estimator_cb(void *userdata, uint32_t uid, const char *class_name, uint64_t seen_usec,
+                                const char *state) {
+        RestoreContext *rc = userdata;
+        EstimatorClassState st;
+        uint64_t age = rc->realtime > seen_usec ? rc->realtime - seen_usec : 0;
+        int r;
+
+        r = estimator_state_from_json(state, &st);
+        if (r >= 0) {
+                st.last_seen_usec = rc->now > age ? rc->now - age : 0;
+                r = estimator_restore(rc->b->estimator, uid, class_name, &st);
+        }
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                if (rc->stats->estimator_bad++ == 0)
+                        log_warning("durable ledger: what the estimator learned of class '%s' (uid %" PRIu32
+                                    ") is not readable (%s): it starts afresh",
+                                    class_name, uid, strerror(-r));
+                return 0;
+        }
+        rc->stats->estimator_classes++;
+        return 0;
+}
+
 int budget_restore(Budget *b, uint64_t now, uint64_t realtime, BudgetRestoreStats *ret) {
         RestoreContext rc = {.b = b, .now = now, .realtime = realtime, .stats = ret};
+        uint64_t retention = b->config->history_retention_days * 86400 * USEC_PER_SEC;
         uint64_t span = ledger_window_span_usec(LEDGER_WINDOW_DAY) / USEC_PER_SEC;
         int r;
 
@@ -940,6 +1002,10 @@ int budget_restore(Budget *b, uint64_t now, uint64_t realtime, BudgetRestoreStat
         if (r < 0)
                 return r;
         r = store_load_breakers(b->store, restore_breaker_cb, &rc);
+        if (r < 0)
+                return r;
+        r = store_load_estimators(b->store, realtime > retention ? realtime - retention : 0,
+                                  restore_estimator_cb, &rc);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < rc.n_stale; i++)
@@ -2612,6 +2678,8 @@ int budget_set_limits(Budget *b, const char *target, const ScopeLimitsChange *ch
 }
 
 void budget_sweep(Budget *b, uint64_t now) {
+        if (b->store && now - b->estimator_saved >= ESTIMATOR_SAVE_USEC)
+                estimator_save(b, now, realtime_usec());
         breaker_table_sweep(b->breakers, now);
         /* A class unseen for the history's retention is forgotten. */
         estimator_table_sweep(b->estimator, now, b->config->history_retention_days * 86400 * USEC_PER_SEC);

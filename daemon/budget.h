@@ -260,6 +260,8 @@ typedef struct BudgetRestoreStats {
         uint64_t global_tokens;      /* usage restored into the global scope */
         uint64_t abandoned;          /* allocations open at the last stop, settled now */
         uint64_t breakers;           /* open and half-open runaway breakers put back */
+        uint64_t estimator_classes;  /* classes whose learned estimates were put back */
+        uint64_t estimator_bad;      /* and the ones not readable (started afresh) */
 } BudgetRestoreStats;
 /* Puts the store's window usage back into the scopes (the day window's
  * worth, aged by realtime), and settles what was open when the last run

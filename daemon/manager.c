@@ -432,9 +432,9 @@ static int store_restore(Manager *m) {
         log_info("durable ledger %s (sync %s): restored %" PRIu64 " usage row(s) into %" PRIu64
                  " scope(s), %" PRIu64 " tokens in the global day window; %" PRIu64
                  " allocation(s) left open by the last run settled as abandoned; %" PRIu64
-                 " runaway breaker(s) open or half-open again",
+                 " runaway breaker(s) open or half-open again; %" PRIu64 " learned class estimate(s)",
                  store_path(m->store), durability_sync_to_string(m->config.durability_sync), st.rows,
-                 st.scopes, st.global_tokens, st.abandoned, st.breakers);
+                 st.scopes, st.global_tokens, st.abandoned, st.breakers, st.estimator_classes);
         if (st.rows_bad || st.scopes_bad)
                 log_warning("durable ledger %s: %" PRIu64 " usage row(s) out of range and %" PRIu64
                             " scope(s) not restorable were skipped",

@@ -82,7 +82,10 @@ static const char *const migrations[] = {
         "DROP TABLE hourly;"
         "ALTER TABLE hourly_v2 RENAME TO hourly;"
         /* and the uid a breaker belongs to (-1: shared), as the table had it */
-        "ALTER TABLE breakers ADD COLUMN owner INTEGER NOT NULL DEFAULT -1;",
+        "ALTER TABLE breakers ADD COLUMN owner INTEGER NOT NULL DEFAULT -1;"
+        /* what the estimator learned per class (issue 13) */
+        "CREATE TABLE estimators(uid INTEGER NOT NULL, class TEXT NOT NULL, seen_usec INTEGER NOT NULL,"
+        " state TEXT NOT NULL, PRIMARY KEY(uid, class)) WITHOUT ROWID;",
 };
 _Static_assert(ELEMENTSOF(migrations) == STORE_SCHEMA_VERSION, "one migration per schema version");
 
@@ -96,6 +99,7 @@ typedef enum Statement {
         STMT_ALLOC_USAGE,
         STMT_HISTORY_ADD,
         STMT_HOURLY_ADD,
+        STMT_ESTIMATOR_PUT,
         _STMT_MAX,
 } Statement;
 
@@ -116,6 +120,8 @@ static const char *const statement_sql[_STMT_MAX] = {
                 "INSERT INTO history(realtime_usec, uid, user, unit, comm, agent, class, model,"
                 " priority, estimate, granted, input, output, outcome, count, scopes)"
                 " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        [STMT_ESTIMATOR_PUT] = "INSERT OR REPLACE INTO estimators(uid, class, seen_usec, state)"
+                               " VALUES(?1, ?2, ?3, ?4)",
         [STMT_HOURLY_ADD] =
                 "INSERT INTO hourly(scope, hour, requests, refused, tokens_in, tokens_out, granted)"
                 " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(hour, scope) DO UPDATE SET"
@@ -162,6 +168,12 @@ typedef struct HistoryOp {
         char *scopes;
 } HistoryOp;
 
+typedef struct EstimatorOp {
+        uint32_t uid;
+        char *class_name, *state;
+        uint64_t seen_usec;
+} EstimatorOp;
+
 typedef struct MetaOp {
         char *key;
         uint64_t value;
@@ -186,6 +198,9 @@ struct Store {
 
         MetaOp *meta;
         size_t n_meta, cap_meta;
+
+        EstimatorOp *estimators;
+        size_t n_estimators, cap_estimators;
 
         uint64_t lost, commits;
         bool failing;
@@ -235,7 +250,7 @@ static int grow(void **p, size_t *cap, size_t n, size_t size) {
 }
 
 static size_t staged_count(const Store *s) {
-        return s->usage.n + s->hourly.n + s->n_allocs + s->n_history + s->n_meta;
+        return s->usage.n + s->hourly.n + s->n_allocs + s->n_history + s->n_meta + s->n_estimators;
 }
 
 static int check_room(Store *s) {
@@ -570,6 +585,31 @@ int store_meta_put_u64(Store *s, const char *key, uint64_t value) {
         return 0;
 }
 
+int store_put_estimator(Store *s, uint32_t uid, const char *class_name, uint64_t seen_usec,
+                        const char *state) {
+        EstimatorOp op = {.uid = uid, .seen_usec = seen_usec};
+        int r;
+
+        assert(s);
+        if (!class_name || !*class_name || !state || seen_usec > INT64_MAX)
+                return -EINVAL;
+        r = check_room(s);
+        if (r < 0)
+                return r;
+        r = grow((void **)&s->estimators, &s->cap_estimators, s->n_estimators, sizeof(*s->estimators));
+        if (r < 0)
+                return r;
+        op.class_name = strdup(class_name);
+        op.state = strdup(state);
+        if (!op.class_name || !op.state) {
+                free(op.class_name);
+                free(op.state);
+                return -ENOMEM;
+        }
+        s->estimators[s->n_estimators++] = op;
+        return 0;
+}
+
 static void staging_clear(Store *s) {
         cells_clear(&s->usage);
         cells_clear(&s->hourly);
@@ -584,6 +624,11 @@ static void staging_clear(Store *s) {
         for (size_t i = 0; i < s->n_meta; i++)
                 free(s->meta[i].key);
         s->n_meta = 0;
+        for (size_t i = 0; i < s->n_estimators; i++) {
+                free(s->estimators[i].class_name);
+                free(s->estimators[i].state);
+        }
+        s->n_estimators = 0;
 }
 
 bool store_pending(const Store *s) {
@@ -714,6 +759,20 @@ static int write_meta(Store *s) {
         return 0;
 }
 
+static int write_estimators(Store *s) {
+        sqlite3_stmt *st = s->stmt[STMT_ESTIMATOR_PUT];
+
+        for (size_t i = 0; i < s->n_estimators; i++) {
+                sqlite3_bind_int64(st, 1, s->estimators[i].uid);
+                bind_text(st, 2, s->estimators[i].class_name);
+                bind_u64(st, 3, s->estimators[i].seen_usec);
+                bind_text(st, 4, s->estimators[i].state);
+                if (step_done(st) != SQLITE_DONE)
+                        return db_error(s, "writing estimator state");
+        }
+        return 0;
+}
+
 static int write_usage(Store *s) {
         sqlite3_stmt *st = s->stmt[STMT_USAGE_ADD];
 
@@ -817,6 +876,9 @@ static int write_staged(Store *s) {
         if (r < 0)
                 return r;
         r = write_hourly(s);
+        if (r < 0)
+                return r;
+        r = write_estimators(s);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < s->n_allocs; i++) {
@@ -1093,6 +1155,7 @@ static const char *const probe_sql[] = {
         "SELECT max(hour) FROM hourly",
         "SELECT count(*) FROM limits",
         "SELECT count(*) FROM breakers",
+        "SELECT count(*) FROM estimators",
 };
 
 static int probe_tables(Store *s, char **ret_reason) {
@@ -1299,6 +1362,7 @@ Store *store_free(Store *s) {
         hashmap_free(s->alloc_by_id);
         free(s->history);
         free(s->meta);
+        free(s->estimators);
         free(s->path);
         free(s);
         return NULL;
@@ -1432,6 +1496,42 @@ int store_load_limits(Store *s, StoreLimitFunc cb, void *userdata) {
         return each_row(s, st, limit_row, (void *)cb, userdata, "loading limits");
 }
 
+static int run_write(Store *s, sqlite3_stmt *st, const char *what) {
+        int rc = sqlite3_step(st);
+        int r = rc == SQLITE_DONE ? 0 : db_error(s, what);
+
+        sqlite3_finalize(st);
+        return r;
+}
+
+static int estimator_row(sqlite3_stmt *st, void *cb, void *userdata) {
+        sqlite3_int64 uid = sqlite3_column_int64(st, 0);
+
+        if (uid < 0 || uid > UINT32_MAX || !column_text(st, 1) || !column_text(st, 3))
+                return 0; /* not a row this daemon wrote: skipped */
+        return ((StoreEstimatorFunc)cb)(userdata, (uint32_t)uid, column_text(st, 1), column_u64(st, 2),
+                                        column_text(st, 3));
+}
+
+int store_load_estimators(Store *s, uint64_t seen_since_usec, StoreEstimatorFunc cb, void *userdata) {
+        sqlite3_stmt *st;
+        int r;
+
+        assert(s && cb);
+        /* Classes unseen since then are forgotten, here as in memory. */
+        r = prepare(s, "DELETE FROM estimators WHERE seen_usec < ?1", &st);
+        if (r < 0)
+                return r;
+        bind_u64(st, 1, seen_since_usec);
+        r = run_write(s, st, "forgetting old estimator state");
+        if (r < 0)
+                return r;
+        r = prepare(s, "SELECT uid, class, seen_usec, state FROM estimators ORDER BY uid, class", &st);
+        if (r < 0)
+                return r;
+        return each_row(s, st, estimator_row, (void *)cb, userdata, "loading estimator state");
+}
+
 static int breaker_row(sqlite3_stmt *st, void *cb, void *userdata) {
         StoreBreaker b = {
                 .name = column_text(st, 0),
@@ -1463,13 +1563,6 @@ int store_load_breakers(Store *s, StoreBreakerFunc cb, void *userdata) {
 /* ---- written at once ---- */
 
 /* Runs a prepared write in its own (implicit) transaction and finalizes it. */
-static int run_write(Store *s, sqlite3_stmt *st, const char *what) {
-        int rc = sqlite3_step(st);
-        int r = rc == SQLITE_DONE ? 0 : db_error(s, what);
-
-        sqlite3_finalize(st);
-        return r;
-}
 
 int store_put_limit(Store *s, const char *scope, const char *field, int64_t value) {
         sqlite3_stmt *st;

@@ -58,6 +58,9 @@
  *  limits(scope, field, value) PK(scope, field) WITHOUT ROWID -- runtime
  *      limits made with budgetctl set --persistent, one row per setting
  *      (field "minute", "hour", "day", "in_flight", ...: the caller's names).
+ *  estimators(uid, class, seen_usec, state) PK(uid, class) WITHOUT ROWID --
+ *      what the estimator learned per class (state: the daemon's JSON;
+ *      seen_usec realtime of the last sample; saved every minute and at stop).
  *  breakers(name, disc, state, breaches, cooldown_usec, until_usec, owner)
  *      PK(name, disc) WITHOUT ROWID -- open and half-open runaway breakers
  *      (until_usec realtime; owner the uid, -1 shared; version 1 had no owner).
@@ -175,6 +178,8 @@ typedef int (*StoreUsageFunc)(void *userdata, const char *scope, uint64_t second
 typedef int (*StoreAllocationFunc)(void *userdata, const StoreAllocation *a);
 typedef int (*StoreLimitFunc)(void *userdata, const char *scope, const char *field, int64_t value);
 typedef int (*StoreBreakerFunc)(void *userdata, const StoreBreaker *b);
+typedef int (*StoreEstimatorFunc)(void *userdata, uint32_t uid, const char *class_name, uint64_t seen_usec,
+                                  const char *state);
 typedef int (*StoreHistoryFunc)(void *userdata, const StoreHistoryGroup *g);
 
 /*
@@ -203,6 +208,10 @@ int store_put_allocation_usage(Store *s, uint64_t id, uint64_t input, uint64_t o
 int store_drop_allocation(Store *s, uint64_t id);
 int store_add_history(Store *s, const StoreHistoryRow *h);
 int store_meta_put_u64(Store *s, const char *key, uint64_t value);
+/* What the estimator learned of (uid, class), as text the caller made
+ * (seen_usec: realtime of its last sample); written at the next commit. */
+int store_put_estimator(Store *s, uint32_t uid, const char *class_name, uint64_t seen_usec,
+                        const char *state);
 
 /* Whether anything is staged (the commit point's commit_pending). */
 bool store_pending(const Store *s);
@@ -232,6 +241,9 @@ int store_load_usage(Store *s, uint64_t since_sec, StoreUsageFunc cb, void *user
 int store_load_allocations(Store *s, StoreAllocationFunc cb, void *userdata);
 int store_load_limits(Store *s, StoreLimitFunc cb, void *userdata);
 int store_load_breakers(Store *s, StoreBreakerFunc cb, void *userdata);
+/* Deletes the classes last seen before seen_since_usec (realtime), then
+ * calls cb for each kept one. */
+int store_load_estimators(Store *s, uint64_t seen_since_usec, StoreEstimatorFunc cb, void *userdata);
 
 /* Written at once, in their own transaction: 0 or -errno. field NULL in
  * store_delete_limit deletes every setting of the scope. */

@@ -689,6 +689,8 @@ static const MigrationRow migration_rows[] = {
          " breaches INTEGER NOT NULL, cooldown_usec INTEGER NOT NULL, until_usec INTEGER NOT NULL,"
          " PRIMARY KEY(name, disc)) WITHOUT ROWID;"
          "ALTER TABLE breakers ADD COLUMN owner INTEGER NOT NULL DEFAULT -1;"
+         "CREATE TABLE estimators(uid INTEGER NOT NULL, class TEXT NOT NULL, seen_usec INTEGER NOT NULL,"
+         " state TEXT NOT NULL, PRIMARY KEY(uid, class)) WITHOUT ROWID;"
          "INSERT INTO meta VALUES('ledger_key', '00112233445566778899aabbccddeeff');"
          "INSERT INTO usage VALUES(1700000000, 'user:7', 77);"
          "PRAGMA user_version = 2;",
