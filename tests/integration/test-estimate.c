@@ -11,6 +11,7 @@
  * with the same class name learns apart.
  */
 #define _GNU_SOURCE
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,6 +151,10 @@ START_TEST(test_restart_keeps) {
         r = harness_open_working(d, "after the restart");
         expect_prediction(r, "\"estimate\":1000,\"class\":\"kept\",\"promptTokens\":100", 150, 50, 30);
         expect_prediction(r, "\"estimate\":1000,\"class\":\"spoiled\",\"promptTokens\":100", 170, 70, 30);
+        /* and a reload keeps it (the prediction Request taught it a zero: 31) */
+        ck_assert_int_eq(kill(d->pid, SIGHUP), 0);
+        harness_sleep_msec(300);
+        expect_prediction(r, "\"estimate\":1000,\"class\":\"spoiled\",\"promptTokens\":100", 170, 70, 31);
         raw_close(r);
         harness_daemon_stop(d);
 
