@@ -22,7 +22,10 @@
 # fifth server "base" interleaved with the others, and a before/after
 # section compares it with TOKENBUDGETD; unset, nothing changes; the scopes
 # section needs it: it is the 2-scope figure), BENCH_SECTIONS (which parts
-# to run, any of "matrix durable scale scopes rules queue"; default all),
+# to run, any of "matrix durable scale scopes rules queue estimate"; default
+# all), BENCH_ESTIMATE_TRACES (the estimate section's trace CSVs, default the
+# two Azure traces in ../shared/data/traces), BENCH_ESTIMATE_CLIENT_OUTPUT
+# (the output tokens its client adds to ContextTokens in its estimate, 1000),
 # BENCH_SCOPES_CONCURRENCY (the scopes section's time-sliced points, "64";
 # concurrency 1 runs in lockstep with the baseline),
 # BENCH_DURABLE_CONCURRENCY (the durable section's points, BENCH_CONCURRENCY).
@@ -45,7 +48,10 @@ REPORTS=${BENCH_REPORTS:-1}
 # durable: the cycle with the ledger on disk (durability.sync "normal" and
 # "full") next to the memory-only daemon and Redis+Lua with an append-only
 # file fsynced every second and on every write.
-SECTIONS=${BENCH_SECTIONS:-matrix durable scale scopes rules queue}
+# estimate: real request traces replayed through the daemon's learned
+# estimates (issue 13, point 6): their error on single requests and on
+# blocks of 10 to 1,000 (about 10 s).
+SECTIONS=${BENCH_SECTIONS:-matrix durable scale scopes rules queue estimate}
 SCOPES_CONCURRENCY=${BENCH_SCOPES_CONCURRENCY:-64}
 DURABLE_CONCURRENCY=${BENCH_DURABLE_CONCURRENCY:-$CONCURRENCY}
 # The durable section's servers, interleaved like the matrix: the daemon
@@ -195,7 +201,7 @@ build() {
         -Wformat=2 -Wvla -Wimplicit-fallthrough -Wno-unused-parameter -Wno-missing-field-initializers)
     local prog
     mkdir -p "$BIN"
-    for prog in loadgen floor readytime queue; do
+    for prog in loadgen floor readytime queue estimate; do
         cc "${cflags[@]}" -o "$BIN/$prog" "$HERE/$prog.c" || die "cannot build $prog"
     done
     if [ -z "${TOKENBUDGETD:-}" ]; then
@@ -1088,7 +1094,8 @@ print_targets() {
     if section queue; then
         [ -n "$NEW_DAEMON" ] && print_queue_targets || echo "  queue: not measured: $NEW_DAEMON_NOTE"
     fi
-    for name in matrix durable scale scopes rules queue; do
+    ! section estimate || print_estimate_targets
+    for name in matrix durable scale scopes rules queue estimate; do
         [ -z "${SECTION_SEC[$name]:-}" ] || times+="${times:+, }$name ${SECTION_SEC[$name]} s"
     done
     [ -z "$BASELINE" ] || with=" (with the baseline points)"
@@ -1261,11 +1268,144 @@ scale_section() {
     stop_server idle
 }
 
+# The estimate section (issue 13, point 6): each trace of
+# BENCH_ESTIMATE_TRACES replayed in time order by bench/estimate.c through a
+# fresh memory-only daemon per trace and mode (so the class, the trace's
+# file name, starts from nothing), with prompt buckets (promptTokens =
+# ContextTokens) and without (the class-level estimate). The daemon's config
+# is the matrix's (no limit in reach) with the runaway breaker off
+# (breaker.runaway_breaches = 0): a trace's long output may pass the hard
+# limit of the client's estimate (none of the Azure rows does with the
+# default 1000), and a trace is to be measured, not refused as a runaway.
+ESTIMATE_DIR=$ROOT/../shared/data/traces
+ESTIMATE_TRACES=${BENCH_ESTIMATE_TRACES:-$ESTIMATE_DIR/azure-2023-conv.csv $ESTIMATE_DIR/azure-2023-code.csv}
+ESTIMATE_CLIENT_OUTPUT=${BENCH_ESTIMATE_CLIENT_OUTPUT:-1000}
+ESTIMATE_MODES=(buckets class)
+ESTIMATE_NAMES=()   # the traces' names (file names without .csv), in order
+ESTIMATE_NOTE=""    # why the section measured nothing, when it did not
+declare -A EST_OF=() # "name mode" -> estimate's output line
+
+estimate_section() {
+    local trace name mode line rc
+    { cat "$BENCH_DIR/tokenbudgetd.conf" && echo "breaker = { runaway_breaches = 0; };"; } >"$BENCH_DIR/estimate.conf"
+    if ! line=$("$TOKENBUDGETD" --check-config "$BENCH_DIR/estimate.conf" 2>&1 >/dev/null); then
+        ESTIMATE_NOTE="TOKENBUDGETD=$TOKENBUDGETD refuses the estimate config ($(head -n 1 <<<"$line"))"
+        return 0
+    fi
+    for trace in $ESTIMATE_TRACES; do
+        if [ ! -r "$trace" ]; then
+            [ -z "${BENCH_ESTIMATE_TRACES:-}" ] || die "BENCH_ESTIMATE_TRACES: cannot read $trace"
+            ESTIMATE_NOTE="no trace at $trace (see BENCH_ESTIMATE_TRACES)"
+            return 0
+        fi
+        name=$(basename "$trace" .csv)
+        ESTIMATE_NAMES+=("$name")
+        for mode in "${ESTIMATE_MODES[@]}"; do
+            start_daemon est "$BENCH_DIR/est.sock" 1 "$TOKENBUDGETD" "$BENCH_DIR/estimate.conf"
+            rc=0
+            line=$("${CLIENT_PIN[@]}" "$BIN/estimate" --socket "$BENCH_DIR/est.sock" --trace "$trace" \
+                --class "$name" --mode "$mode" --client-output "$ESTIMATE_CLIENT_OUTPUT" \
+                2>>"$BENCH_DIR/estimate.err") || rc=$?
+            check_alive
+            stop_server est
+            if [ "$rc" = 3 ]; then
+                ESTIMATE_NOTE="TOKENBUDGETD=$TOKENBUDGETD: $(tail -n 1 "$BENCH_DIR/estimate.err")"
+                return 0
+            fi
+            [ "$rc" = 0 ] || die "estimate on $name ($mode) failed: $(tail -n 3 "$BENCH_DIR/estimate.err")"
+            EST_OF["$name $mode"]=$line
+            echo "estimate $line" >>"$RESULTS"
+            echo "bench: estimate $name $mode: median 100-block error $(pct "$(kv block100_median "$line")")," \
+                "WAPE $(pct "$(kv wape "$line")")" >&2
+        done
+    done
+}
+
+# pct FRACTION: as a percentage, one decimal.
+pct() {
+    awk -v f="$1" 'BEGIN { printf "%.1f%%", f * 100 }'
+}
+
+# mtok TOKENS: in millions, two decimals.
+mtok() {
+    awk -v t="$1" 'BEGIN { printf "%.2fM", t / 1e6 }'
+}
+
+print_estimate() {
+    local name mode l f
+    echo
+    echo "learned estimates on real traces (issue 13, point 6): each trace in time order, per row a Request"
+    echo "  (estimate ContextTokens + $ESTIMATE_CLIENT_OUTPUT, class = the trace's name; buckets: promptTokens ="
+    echo "  ContextTokens, class: none) and a Release with the actual tokens, in lockstep on one connection to a"
+    echo "  fresh memory-only daemon per trace and mode; counted from the first reply with a prediction."
+    echo "  Output tokens: WAPE of single requests, bias, and |sum pred - sum actual| / sum actual over"
+    echo "  consecutive blocks of 10, 100 and 1000 requests (median / p90 of the blocks; n: how many)"
+    if [ -n "$ESTIMATE_NOTE" ]; then
+        echo "  not measured: $ESTIMATE_NOTE"
+        return 0
+    fi
+    f='%-16s %-7s | %6s | %6s %6s | %15s | %15s %4s | %15s %3s | %5s\n'
+    echo
+    # shellcheck disable=SC2059 # the format is ours
+    printf "$f" trace mode rows WAPE bias "block 10" "block 100" n "block 1000" n s
+    for name in "${ESTIMATE_NAMES[@]}"; do
+        for mode in "${ESTIMATE_MODES[@]}"; do
+            l=${EST_OF["$name $mode"]}
+            # shellcheck disable=SC2059
+            printf "$f" "$name" "$mode" "$(kv counted "$l")" "$(pct "$(kv wape "$l")")" "$(pct "$(kv bias "$l")")" \
+                "$(pct "$(kv block10_median "$l")") / $(pct "$(kv block10_p90 "$l")")" \
+                "$(pct "$(kv block100_median "$l")") / $(pct "$(kv block100_p90 "$l")")" "$(kv block100_n "$l")" \
+                "$(pct "$(kv block1000_median "$l")") / $(pct "$(kv block1000_p90 "$l")")" \
+                "$(kv block1000_n "$l")" "$(kv elapsed_s "$l")"
+        done
+    done
+    echo
+    echo "  reserved but unused (sum over the counted rows of max(0, reserved - actual input + output)), and the"
+    echo "  actual tokens past the reservation (rows): a client reserving 2x its estimate against reserving the"
+    echo "  daemon's predicted (prompt + predicted output; class mode: the learned total); the daemon still"
+    echo "  reserves the client's estimate. Tokens in millions; actual: the rows' input + output"
+    f='  %-16s %-7s | %8s | %9s %16s | %11s %16s\n'
+    # shellcheck disable=SC2059
+    printf "$f" trace mode actual "unused 2x" "past it (rows)" "unused pred" "past it (rows)"
+    for name in "${ESTIMATE_NAMES[@]}"; do
+        for mode in "${ESTIMATE_MODES[@]}"; do
+            l=${EST_OF["$name $mode"]}
+            # shellcheck disable=SC2059
+            printf "$f" "$name" "$mode" "$(mtok "$(kv sum_act_total "$l")")" "$(mtok "$(kv unused_2x "$l")")" \
+                "$(mtok "$(kv over_2x "$l")") ($(kv over_2x_rows "$l"))" "$(mtok "$(kv unused_pred "$l")")" \
+                "$(mtok "$(kv over_pred "$l")") ($(kv over_pred_rows "$l"))"
+        done
+    done
+}
+
+# estimate_target NAME LIMIT WHAT: the median 100-block error of trace NAME
+# with buckets against LIMIT (a fraction).
+estimate_target() {
+    local name=$1 limit=$2 what=$3 l
+    what="estimate: median 100-block output error <= $(pct "$limit") on $what (with buckets)"
+    l=${EST_OF["$name buckets"]:-}
+    if [ -z "$l" ]; then
+        echo "  $what: not measured (BENCH_ESTIMATE_TRACES has no $name.csv)"
+        return 0
+    fi
+    echo "  $what: $(pct "$(kv block100_median "$l")"): $(verdict "$(kv block100_median "$l") <= $limit")"
+}
+
+print_estimate_targets() {
+    if [ -n "$ESTIMATE_NOTE" ]; then
+        echo "  estimate: not measured: $ESTIMATE_NOTE"
+        return 0
+    fi
+    estimate_target azure-2023-conv 0.05 "the conversation trace"
+    estimate_target azure-2023-code 0.07 "the code trace"
+    echo "  estimate: 85-95% of 90% project intervals contain the actual: not measured: no Estimate method yet"
+}
+
 main() {
     local name
     [ "$(id -u)" -eq 0 ] || echo "bench: not root: cannot install packages or raise limits" >&2
     for name in $SECTIONS; do
-        [[ $name =~ ^(matrix|durable|scale|scopes|rules|queue)$ ]] || die "BENCH_SECTIONS: unknown section '$name'"
+        [[ $name =~ ^(matrix|durable|scale|scopes|rules|queue|estimate)$ ]] || die "BENCH_SECTIONS: unknown section '$name'"
     done
     install_deps
     build
@@ -1291,6 +1431,7 @@ main() {
     [ -z "$NEW_DAEMON" ] || ! section rules || timed rules rules_section
     [ -z "$NEW_DAEMON" ] || ! section queue || timed queue queue_section
     ! section scale || timed scale scale_section
+    ! section estimate || timed estimate estimate_section
 
     {
         if section matrix; then
@@ -1302,6 +1443,7 @@ main() {
         [ -z "$NEW_DAEMON" ] || ! section scopes || print_scopes
         [ -z "$NEW_DAEMON" ] || ! section rules || print_rules
         [ -z "$NEW_DAEMON" ] || ! section queue || print_queue
+        ! section estimate || print_estimate
         print_targets
         echo
         echo "raw results: $RESULTS (kept with BENCH_KEEP=1); reproduce: bench/run.sh"
