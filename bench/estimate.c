@@ -30,8 +30,10 @@
  * - reservations: tokens a client reserving 2 x its estimate would have left
  *   unused (sum of max(0, reserved - actual total)) and how many actual
  *   tokens went past it, against reserving `predicted` (prompt + predicted
- *   output in buckets mode, the learned total in class mode). The daemon
- *   reserves the client's estimate still; this says what learning would save.
+ *   output in buckets mode, the learned total in class mode) and 2 x that
+ *   (the daemon reserves hardLimit, granted x hard_multiplier, 2 by
+ *   default). The daemon reserves from the client's estimate still; this
+ *   says what learning would save.
  *
  * --dump writes every counted row (row number in time order, ContextTokens,
  * GeneratedTokens, the estimate sent, predicted, predictedOutput, samples)
@@ -89,8 +91,8 @@ typedef struct Totals {
         double abs_err, sum_pred, sum_act;
         Blocks blocks[N_BLOCK_SIZES];
         /* Reservations against the actual total (input + output). */
-        double unused_2x, over_2x, unused_pred, over_pred, sum_act_total;
-        uint64_t over_2x_rows, over_pred_rows;
+        double unused_2x, over_2x, unused_pred, over_pred, unused_2pred, over_2pred, sum_act_total;
+        uint64_t over_2x_rows, over_pred_rows, over_2pred_rows;
         uint64_t last_samples;
 } Totals;
 
@@ -382,6 +384,12 @@ static void totals_add(Totals *t, const Row *r, uint64_t estimate, uint64_t pred
                 t->over_pred += total - respred;
                 t->over_pred_rows++;
         }
+        if (2.0 * respred >= total) {
+                t->unused_2pred += 2.0 * respred - total;
+        } else {
+                t->over_2pred += total - 2.0 * respred;
+                t->over_2pred_rows++;
+        }
 }
 
 /* --- the replay --- */
@@ -463,8 +471,9 @@ static void print_result(const char *label, const char *cls, const char *mode, s
         }
         printf(" sum_act_total=%.0f", t->sum_act_total);
         printf(" unused_2x=%.0f over_2x=%.0f over_2x_rows=%" PRIu64 " unused_pred=%.0f over_pred=%.0f"
-               " over_pred_rows=%" PRIu64,
-               t->unused_2x, t->over_2x, t->over_2x_rows, t->unused_pred, t->over_pred, t->over_pred_rows);
+               " over_pred_rows=%" PRIu64 " unused_2pred=%.0f over_2pred=%.0f over_2pred_rows=%" PRIu64,
+               t->unused_2x, t->over_2x, t->over_2x_rows, t->unused_pred, t->over_pred, t->over_pred_rows,
+               t->unused_2pred, t->over_2pred, t->over_2pred_rows);
         printf(" elapsed_s=%.2f calls_per_sec=%.0f\n", elapsed_s, ratio(2.0 * (double)n, elapsed_s));
 }
 

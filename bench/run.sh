@@ -1326,9 +1326,10 @@ pct() {
     awk -v f="$1" 'BEGIN { printf "%.1f%%", f * 100 }'
 }
 
-# mtok TOKENS: in millions, two decimals.
+# mtok TOKENS: in millions (two decimals), thousands (one) or as is.
 mtok() {
-    awk -v t="$1" 'BEGIN { printf "%.2fM", t / 1e6 }'
+    awk -v t="$1" 'BEGIN { if (t >= 1e6) printf "%.2fM", t / 1e6; else if (t >= 1e3) printf "%.1fk", t / 1e3;
+        else printf "%d", t }'
 }
 
 print_estimate() {
@@ -1361,19 +1362,22 @@ print_estimate() {
     done
     echo
     echo "  reserved but unused (sum over the counted rows of max(0, reserved - actual input + output)), and the"
-    echo "  actual tokens past the reservation (rows): a client reserving 2x its estimate against reserving the"
-    echo "  daemon's predicted (prompt + predicted output; class mode: the learned total); the daemon still"
-    echo "  reserves the client's estimate. Tokens in millions; actual: the rows' input + output"
-    f='  %-16s %-7s | %8s | %9s %16s | %11s %16s\n'
+    echo "  actual tokens past the reservation (rows): a client reserving 2x its estimate (what the daemon's hard"
+    echo "  limit reserves with hard_multiplier 2) against reserving the daemon's predicted (prompt + predicted"
+    echo "  output; class mode: the learned total) and 2x predicted; the daemon still reserves from the client's"
+    echo "  estimate. Tokens (M: millions, k: thousands); actual: the counted rows' input + output"
+    f='  %-16s %-7s | %7s | %13s %14s | %11s %14s | %14s %14s\n'
     # shellcheck disable=SC2059
-    printf "$f" trace mode actual "unused 2x" "past it (rows)" "unused pred" "past it (rows)"
+    printf "$f" trace mode actual "unused 2x est" "past (rows)" "unused pred" "past (rows)" "unused 2x pred" \
+        "past (rows)"
     for name in "${ESTIMATE_NAMES[@]}"; do
         for mode in "${ESTIMATE_MODES[@]}"; do
             l=${EST_OF["$name $mode"]}
             # shellcheck disable=SC2059
             printf "$f" "$name" "$mode" "$(mtok "$(kv sum_act_total "$l")")" "$(mtok "$(kv unused_2x "$l")")" \
                 "$(mtok "$(kv over_2x "$l")") ($(kv over_2x_rows "$l"))" "$(mtok "$(kv unused_pred "$l")")" \
-                "$(mtok "$(kv over_pred "$l")") ($(kv over_pred_rows "$l"))"
+                "$(mtok "$(kv over_pred "$l")") ($(kv over_pred_rows "$l"))" "$(mtok "$(kv unused_2pred "$l")")" \
+                "$(mtok "$(kv over_2pred "$l")") ($(kv over_2pred_rows "$l"))"
         done
     done
 }
