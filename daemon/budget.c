@@ -2381,6 +2381,10 @@ const BreakerTable *budget_breakers(const Budget *b) {
         return b->breakers;
 }
 
+const EstimatorTable *budget_estimator(const Budget *b) {
+        return b->estimator;
+}
+
 size_t budget_scope_waiters(const LedgerScope *s) {
         return waitq_scope_count(s);
 }

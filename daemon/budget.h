@@ -192,6 +192,8 @@ const char *ticket_scope(const Ticket *t); /* the rule whose cap it passed, or "
 size_t budget_n_waiters(const Budget *b);
 size_t budget_n_held(const Budget *b);
 const BreakerTable *budget_breakers(const Budget *b);
+/* What was learned per class (issue 13), for io.tokenbudget.admin.Classes. */
+const EstimatorTable *budget_estimator(const Budget *b);
 /* Waiters queued for a scope. */
 size_t budget_scope_waiters(const LedgerScope *s);
 bool budget_enforcing(const Budget *b);

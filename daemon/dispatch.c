@@ -14,10 +14,9 @@ static const struct {
         const Method *methods;
         const size_t *n_methods;
 } tables[] = {
-        {service_methods, &service_n_methods},
-        {agent_methods, &agent_n_methods},
-        {admin_methods, &admin_n_methods},
-        {history_methods, &history_n_methods},
+        {service_methods, &service_n_methods}, {agent_methods, &agent_n_methods},
+        {admin_methods, &admin_n_methods},     {history_methods, &history_n_methods},
+        {classes_methods, &classes_n_methods},
 };
 
 static const Method *method_find(const char *name) {

@@ -58,3 +58,6 @@ extern const size_t admin_n_methods;
 /* io.tokenbudget.admin.History (admin-history.c). */
 extern const Method history_methods[];
 extern const size_t history_n_methods;
+/* io.tokenbudget.admin.Classes (admin-classes.c). */
+extern const Method classes_methods[];
+extern const size_t classes_n_methods;

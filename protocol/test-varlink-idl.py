@@ -45,12 +45,12 @@ class ProtocolFiles(unittest.TestCase):
     def test_admin(self):
         iface = self.load('io.tokenbudget.admin')
         self.assertEqual([m.name for m in iface.of_kind('type')], ['Window', 'Scope', 'Breaker', 'PendingRequest', 'PowerFactors', 'Power',
-                          'Durability', 'Allocation', 'HistoryGroup'])
+                          'Durability', 'Allocation', 'HistoryGroup', 'ClassBlocks', 'Class'])
         status = iface.member('Status')
         self.assertEqual(str(next(f for f in status.returns if f.name == 'scopes').type), '[]Scope')
         self.assertEqual(iface.member('List').params, [])
         self.assertEqual([m.name for m in iface.of_kind('method')], ['Status', 'List', 'SetLimits', 'Reload', 'Pending',
-                                                                   'Approve', 'Deny', 'History'])
+                                                                   'Approve', 'Deny', 'History', 'Classes'])
         self.assertEqual([m.name for m in iface.of_kind('error')], ['ReloadRejected', 'UnknownScope', 'NotPersistent', 'UnknownRequest',
                                                                   'HistoryUnavailable'])
 

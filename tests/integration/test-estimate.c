@@ -85,6 +85,23 @@ static void expect_none(RawConn *r, const char *params) {
         json_object_put(g);
 }
 
+/* The Classes entry of (uid, name) in a Classes reply, or NULL. */
+static json_object *class_of(json_object *reply, int64_t uid, const char *name) {
+        json_object *list = NULL;
+
+        ck_assert_msg(!reply_error(reply), "Classes: %s", json_object_to_json_string(reply));
+        ck_assert(json_object_object_get_ex(reply_parameters(reply), "classes", &list));
+        for (size_t i = 0; i < json_object_array_length(list); i++) {
+                json_object *c = json_object_array_get_idx(list, i);
+
+                if (json_int(c, "uid", "class") == uid && strcmp(json_str(c, "class", "class"), name) == 0)
+                        return c;
+        }
+        return NULL;
+}
+
+#define CLASSES_CALL "{\"method\":\"io.tokenbudget.admin.Classes\",\"parameters\":{}}"
+
 START_TEST(test_learns_per_class) {
         TestDaemon *d = harness_daemon_start("");
         RawConn *r = harness_open_working(d, "agent"), *gone;
@@ -121,6 +138,26 @@ START_TEST(test_learns_per_class) {
         harness_sleep_msec(100);
         /* (the prediction Request above was released with 0 tokens: 31 samples) */
         expect_prediction(r, "\"estimate\":1000,\"class\":\"review\",\"promptTokens\":100", 150, 50, 31);
+
+        /* Classes: every class, with what it learned and how good it was. */
+        {
+                json_object *reply = harness_callf(r, CLASSES_CALL), *c, *blocks;
+                int64_t out;
+
+                c = class_of(reply, 0, "class:review");
+                ck_assert_msg(c, "no class:review in %s", json_object_to_json_string(reply));
+                ck_assert_int_eq(json_int(c, "samples", "class"), 32);
+                out = json_int(c, "predictedOutput", "class");
+                ck_assert_msg(out >= 40 && out <= 52, "class:review predictedOutput %lld", (long long)out);
+                ck_assert(json_object_object_get_ex(c, "blocks", &blocks));
+                ck_assert_int_eq(json_object_array_length(blocks), 3);
+                ck_assert_int_eq(json_int(json_object_array_get_idx(blocks, 1), "size", "blocks"), 100);
+                ck_assert_ptr_nonnull(class_of(reply, 0, "agent:coder"));
+                ck_assert_ptr_nonnull(class_of(reply, 0, "class:coder"));
+                ck_assert_ptr_nonnull(class_of(reply, 0, "class:plain"));
+                ck_assert_ptr_null(class_of(reply, 0, "class:nothing"));
+                json_object_put(reply);
+        }
         raw_close(r);
         harness_daemon_stop(d);
 }
@@ -198,6 +235,23 @@ START_TEST(test_within_uid) {
         ck_assert_ptr_nonnull(other);
         other->fd = fd;
         expect_none(other, "\"estimate\":1000,\"class\":\"shared-name\",\"promptTokens\":5");
+        /* A non-admin's Classes: its own uid's only; another uid's is PermissionDenied. */
+        {
+                json_object *reply = raw_call(other, CLASSES_CALL, "Classes as another uid");
+
+                ck_assert_ptr_nonnull(class_of(reply, OTHER_UID, "class:shared-name"));
+                ck_assert_ptr_null(class_of(reply, 0, "class:shared-name"));
+                json_object_put(reply);
+                reply = raw_call(other,
+                                 "{\"method\":\"io.tokenbudget.admin.Classes\",\"parameters\":{\"uid\":0}}",
+                                 "Classes of uid 0 as another uid");
+                ck_assert_str_eq(reply_error(reply), "org.varlink.service.PermissionDenied");
+                json_object_put(reply);
+                reply = harness_callf(root, CLASSES_CALL);
+                ck_assert_ptr_nonnull(class_of(reply, 0, "class:shared-name"));
+                ck_assert_ptr_nonnull(class_of(reply, OTHER_UID, "class:shared-name"));
+                json_object_put(reply);
+        }
         expect_prediction(root, "\"estimate\":1000,\"class\":\"shared-name\",\"promptTokens\":5", 100, 95,
                           20);
         raw_close(other);
