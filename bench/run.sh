@@ -1332,6 +1332,16 @@ mtok() {
         else printf "%d", t }'
 }
 
+# est_block LINE SIZE: "median / p90" of the SIZE-blocks in an estimate
+# line, "-" when the trace had no complete block of that size.
+est_block() {
+    if [ "$(kv "block$2_n" "$1")" = 0 ]; then
+        echo "-"
+    else
+        echo "$(pct "$(kv "block$2_median" "$1")") / $(pct "$(kv "block$2_p90" "$1")")"
+    fi
+}
+
 print_estimate() {
     local name mode l f
     echo
@@ -1345,7 +1355,7 @@ print_estimate() {
         echo "  not measured: $ESTIMATE_NOTE"
         return 0
     fi
-    f='%-16s %-7s | %6s | %6s %6s | %15s | %15s %4s | %15s %3s | %5s\n'
+    f='%-16s %-7s | %6s | %6s %6s | %17s | %15s %4s | %15s %3s | %5s\n'
     echo
     # shellcheck disable=SC2059 # the format is ours
     printf "$f" trace mode rows WAPE bias "block 10" "block 100" n "block 1000" n s
@@ -1354,10 +1364,8 @@ print_estimate() {
             l=${EST_OF["$name $mode"]}
             # shellcheck disable=SC2059
             printf "$f" "$name" "$mode" "$(kv counted "$l")" "$(pct "$(kv wape "$l")")" "$(pct "$(kv bias "$l")")" \
-                "$(pct "$(kv block10_median "$l")") / $(pct "$(kv block10_p90 "$l")")" \
-                "$(pct "$(kv block100_median "$l")") / $(pct "$(kv block100_p90 "$l")")" "$(kv block100_n "$l")" \
-                "$(pct "$(kv block1000_median "$l")") / $(pct "$(kv block1000_p90 "$l")")" \
-                "$(kv block1000_n "$l")" "$(kv elapsed_s "$l")"
+                "$(est_block "$l" 10)" "$(est_block "$l" 100)" "$(kv block100_n "$l")" \
+                "$(est_block "$l" 1000)" "$(kv block1000_n "$l")" "$(kv elapsed_s "$l")"
         done
     done
     echo
@@ -1390,6 +1398,10 @@ estimate_target() {
     l=${EST_OF["$name buckets"]:-}
     if [ -z "$l" ]; then
         echo "  $what: not measured (BENCH_ESTIMATE_TRACES has no $name.csv)"
+        return 0
+    fi
+    if [ "$(kv block100_n "$l")" = 0 ]; then
+        echo "  $what: not measured (fewer than 100 rows with a prediction)"
         return 0
     fi
     echo "  $what: $(pct "$(kv block100_median "$l")"): $(verdict "$(kv block100_median "$l") <= $limit")"
