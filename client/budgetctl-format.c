@@ -174,6 +174,15 @@ char *format_upper(char *s) {
         return s;
 }
 
+const char *format_error(char buf[static FORMAT_ERROR_MAX], int64_t permille, bool sign) {
+        /* The magnitude as unsigned, so INT64_MIN has one too. */
+        uint64_t m = permille < 0 ? (uint64_t) - (permille + 1) + 1 : (uint64_t)permille;
+        const char *s = permille < 0 ? "-" : sign && permille > 0 ? "+" : "";
+
+        snprintf(buf, FORMAT_ERROR_MAX, "%s%" PRIu64 ".%" PRIu64 "%%", s, m / 10, m % 10);
+        return buf;
+}
+
 const char *format_factor(char buf[static FORMAT_FACTOR_MAX], uint64_t permille) {
         uint64_t frac = permille % 1000;
         int digits = 3;

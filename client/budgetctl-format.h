@@ -84,6 +84,13 @@ char *format_sanitize(char *s);
  * column header); other bytes are left alone. Returns s. */
 char *format_upper(char *s);
 
+/* An error in permille of the actual (a fraction x 1000, rounded by the
+ * caller) as a percent with one decimal: 52 "5.2%", 0 "0.0%", 12345
+ * "1234.5%"; with sign, a bias: 52 "+5.2%", -52 "-5.2%", 0 "0.0%".
+ * Returns buf. */
+#define FORMAT_ERROR_MAX 32
+const char *format_error(char buf[static FORMAT_ERROR_MAX], int64_t permille, bool sign);
+
 /* A power factor in permille as a multiplier, exact, its trailing zeros left
  * out: 1000 "1", 500 "0.5", 250 "0.25", 125 "0.125", 10 "0.01", 0 "0",
  * 1500 "1.5". Returns buf. */

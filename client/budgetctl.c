@@ -6,7 +6,8 @@
  * libtokenbudget and prints the reply as a table or a line (budgetctl-format.h
  * formats the values), or as pretty JSON with --json: status, list and
  * history (History, with the times of --since and --until parsed here, as
- * journalctl does) read, set (SetLimits) and reload (Reload) steer. It checks every argument before
+ * journalctl does) and classes (Classes: what the estimator learned per task
+ * class, and its error) read, set (SetLimits) and reload (Reload) steer. It checks every argument before
  * it connects (a user name becomes a uid with getpwnam(); the daemon decides
  * the rest, and who may do what), validates the shape of every reply it
  * prints from and never trusts the daemon's strings on a terminal (control
@@ -1859,6 +1860,125 @@ static int history_failed(const Options *o, tb_client *c, int r, void *userdata)
         return 1;
 }
 
+/* ---- classes ---- */
+
+/* The block sizes of Classes' blocks that get a column, in this order. */
+static const uint64_t classes_block_sizes[] = {10, 100, 1000};
+
+/* A fraction field as an error cell ("5.2%", a bias "+5.2%"), "-" when absent. */
+static int classes_error_cell(json_object *o, const char *ctx, const char *key, bool sign,
+                              char buf[static FORMAT_ERROR_MAX]) {
+        bool present;
+        int64_t permille;
+
+        if (get_fixed(o, ctx, key, 3, &permille, &present) < 0)
+                return -EBADMSG;
+        if (!present)
+                snprintf(buf, FORMAT_ERROR_MAX, "-");
+        else
+                format_error(buf, permille, sign);
+        return 0;
+}
+
+/* The median error of the blocks of size, "-" before the first such block. */
+static int classes_block_cell(json_object *blocks, const char *ctx, uint64_t size,
+                              char buf[static FORMAT_ERROR_MAX]) {
+        size_t n = json_object_array_length(blocks);
+        char bctx[96];
+
+        snprintf(buf, FORMAT_ERROR_MAX, "-");
+        for (size_t i = 0; i < n; i++) {
+                uint64_t s, count;
+                json_object *b;
+
+                snprintf(bctx, sizeof(bctx), "%sblocks", ctx);
+                if (get_object_at(blocks, i, bctx, &b) < 0)
+                        return -EBADMSG;
+                snprintf(bctx, sizeof(bctx), "%sblocks[%zu].", ctx, i);
+                if (get_uint(b, bctx, VL_FIELD_ADMIN_CLASS_BLOCKS_SIZE, &s, NULL) < 0 ||
+                    get_uint(b, bctx, VL_FIELD_ADMIN_CLASS_BLOCKS_BLOCKS, &count, NULL) < 0)
+                        return -EBADMSG;
+                if (s == size && count > 0)
+                        return classes_error_cell(b, bctx, VL_FIELD_ADMIN_CLASS_BLOCKS_MEDIAN, false, buf);
+        }
+        return 0;
+}
+
+static int classes_row(Table *t, json_object *c, size_t i) {
+        char ctx[40], uid_text[24], samples[24], predicted[FORMAT_TOKENS_MAX], wape[FORMAT_ERROR_MAX],
+                bias[FORMAT_ERROR_MAX], block[ELEMENTSOF(classes_block_sizes)][FORMAT_ERROR_MAX],
+                ratio[FORMAT_FACTOR_MAX], idle[FORMAT_DURATION_MAX];
+        uint64_t uid, n_samples, output, idle_usec;
+        json_object *blocks;
+        const char *name;
+        int64_t hundredths;
+        bool has_ratio;
+        int r = 0;
+
+        snprintf(ctx, sizeof(ctx), "classes[%zu].", i);
+        if (get_uint(c, ctx, VL_FIELD_ADMIN_CLASS_UID, &uid, NULL) < 0 ||
+            get_string(c, ctx, VL_FIELD_ADMIN_CLASS_CLASS, false, &name) < 0 ||
+            get_uint(c, ctx, VL_FIELD_ADMIN_CLASS_SAMPLES, &n_samples, NULL) < 0 ||
+            get_uint(c, ctx, VL_FIELD_ADMIN_CLASS_PREDICTED_OUTPUT, &output, NULL) < 0 ||
+            classes_error_cell(c, ctx, VL_FIELD_ADMIN_CLASS_WAPE, false, wape) < 0 ||
+            classes_error_cell(c, ctx, VL_FIELD_ADMIN_CLASS_BIAS, true, bias) < 0 ||
+            get_array(c, ctx, VL_FIELD_ADMIN_CLASS_BLOCKS, &blocks) < 0 ||
+            get_fixed(c, ctx, VL_FIELD_ADMIN_CLASS_RATIO_P95, 2, &hundredths, &has_ratio) < 0 ||
+            get_uint(c, ctx, VL_FIELD_ADMIN_CLASS_IDLE_USEC, &idle_usec, NULL) < 0)
+                return -EBADMSG;
+        for (size_t b = 0; b < ELEMENTSOF(classes_block_sizes); b++)
+                if (classes_block_cell(blocks, ctx, classes_block_sizes[b], block[b]) < 0)
+                        return -EBADMSG;
+        if (has_ratio && hundredths < 0)
+                return malformed("is negative", ctx, VL_FIELD_ADMIN_CLASS_RATIO_P95);
+        if (has_ratio)
+                format_factor(ratio, (uint64_t)hundredths * 10);
+        else
+                snprintf(ratio, sizeof(ratio), "-");
+        snprintf(uid_text, sizeof(uid_text), "%" PRIu64, uid);
+        snprintf(samples, sizeof(samples), "%" PRIu64, n_samples);
+        const char *cells[] = {
+                uid_text, name,     samples, format_tokens(predicted, output), wape, bias, block[0],
+                block[1], block[2], ratio,   format_duration(idle, idle_usec),
+        };
+        for (size_t col = 0; r >= 0 && col < ELEMENTSOF(cells); col++)
+                r = table_add(t, cells[col]);
+        return r;
+}
+
+static int classes_print(json_object *reply, const Options *o, void *userdata) {
+        static const char *const headers[] = {"UID",       "CLASS",    "SAMPLES", "PREDICTED",
+                                              "WAPE",      "BIAS",     "BLOCK10", "BLOCK100",
+                                              "BLOCK1000", "P95RATIO", "IDLE"};
+        static const bool right[] = {true, false, true, true, true, true, true, true, true, true, true};
+        json_object *classes;
+        bool truncated;
+        int r;
+
+        if (get_array(reply, "", VL_OUT_ADMIN_CLASSES_CLASSES, &classes) < 0 ||
+            get_bool(reply, "", VL_OUT_ADMIN_CLASSES_TRUNCATED, &truncated, NULL) < 0)
+                return -EBADMSG;
+        r = array_table_print(reply, o, VL_OUT_ADMIN_CLASSES_CLASSES, headers, right, ELEMENTSOF(headers),
+                              "No classes learned yet.", classes_row);
+        if (r >= 0 && truncated)
+                fprintf(stderr,
+                        "budgetctl: only the first %zu classes are shown (the daemon's limit); "
+                        "pass --user for the rest\n",
+                        json_object_array_length(classes));
+        return r;
+}
+
+static int classes_failed(const Options *o, tb_client *c, int r, void *userdata) {
+        if (method_missing(c))
+                fprintf(stderr, "budgetctl: this tokenbudgetd is too old for 'classes' (it has no "
+                                "io.tokenbudget.admin.Classes)\n");
+        else if (o->user && r == -EACCES)
+                fprintf(stderr, "budgetctl: permission denied: other users' classes are for " ADMINS "\n");
+        else
+                return 0;
+        return 1;
+}
+
 /* ---- set ---- */
 
 /* The daemon's reason, a line or "FILE:LINE: message" lines, each made safe for the terminal. */
@@ -2432,6 +2552,35 @@ static int verb_history(int argc, char **argv, const Options *o) {
         return exit_code;
 }
 
+static int verb_classes(int argc, char **argv, const Options *o) {
+        json_object *params = json_object_new_object();
+        char *text = NULL;
+        uint64_t uid;
+        int r = 0, exit_code;
+
+        if (!params) {
+                fprintf(stderr, "budgetctl: out of memory\n");
+                return EXIT_FAILED;
+        }
+        /* --user is checked before anything is sent. */
+        if (o->user && user_option(o->user, &uid) < 0) {
+                json_object_put(params);
+                return EXIT_USAGE;
+        }
+        if (o->user)
+                r = params_add(params, VL_IN_ADMIN_CLASSES_UID, json_object_new_int64((int64_t)uid));
+        if (r >= 0)
+                r = params_to_text(params, &text);
+        json_object_put(params);
+        if (r < 0) {
+                fprintf(stderr, "budgetctl: out of memory\n");
+                return EXIT_FAILED;
+        }
+        exit_code = admin_show(o, VL_METHOD_ADMIN_CLASSES, text, classes_print, classes_failed, NULL);
+        free(text);
+        return exit_code;
+}
+
 static int verb_help(int argc, char **argv, const Options *o);
 
 /* max_args: no maximum. */
@@ -2465,6 +2614,8 @@ static const Verb verbs[] = {
         {"deny", 1, 1, 0, verb_deny, "ID", "Refuse a held request (admins)"},
         {"history", 0, 0, OPTION_SINCE | OPTION_UNTIL | OPTION_BY | OPTION_USER, verb_history, "",
          "Show what was spent, per day or --by (--since, --until, --user)"},
+        {"classes", 0, 0, OPTION_USER, verb_classes, "",
+         "Show what was learned per task class, and its error (--user)"},
         {"request", 0, 1, OPTIONS_REQUEST, verb_request, "[ESTIMATE]",
          "Request, hold, report and release an allocation, as an agent would"},
         {"help", 0, 0, 0, verb_help, "", "Show this help"},
@@ -2631,7 +2782,7 @@ static void help(void) {
                "  -k, --kind=KIND        status: only global and the scopes of KIND\n"
                "                         (" SCOPE_KINDS ")\n"
                "  -u, --user=USER        status: only global and the scopes of USER (a name or uid);\n"
-               "                         history: only USER's rows\n"
+               "                         history: only USER's rows; classes: only USER's classes\n"
                "      --min-tokens=N     request: the least the task can use (default: the estimate)\n"
                "      --wait=DURATION    request: wait up to DURATION for room (500ms, 2s, 1min, 1h)\n"
                "      --priority=P       request: interactive, normal or background\n"
@@ -2672,8 +2823,9 @@ static void help(void) {
                "request: asks as an agent would (its budgets are those of budgetctl's process,\n"
                "  user and unit), prints the decision, then reports and releases. The call waits\n"
                "  --timeout plus --wait; pass --timeout 0 when an admin may have to decide.\n\n"
-               "Status, list, history and request answer everyone (others see global and their\n"
-               "own scopes and history); set, reload, pending, approve and deny are for\n" ADMINS ".\n\n"
+               "Status, list, history, classes and request answer everyone (others see global\n"
+               "and their own scopes, history and classes); set, reload, pending, approve and\n"
+               "deny are for " ADMINS ".\n\n"
                "Exit status:\n"
                "  0  success\n"
                "  1  the daemon answered with an error (permission denied, an unknown scope,\n"

@@ -480,6 +480,39 @@ START_TEST(test_parse_duration_row) {
 }
 END_TEST
 
+/* ---- estimator errors (budgetctl classes) ---- */
+
+typedef struct ErrorRow {
+        const char *name;
+        int64_t permille;
+        bool sign;
+        const char *want;
+} ErrorRow;
+
+static const ErrorRow error_rows[] = {
+        {"none", 0, false, "0.0%"},
+        {"a tenth of a percent", 1, false, "0.1%"},
+        {"five percent", 52, false, "5.2%"},
+        {"a whole percent keeps its decimal", 10, false, "1.0%"},
+        {"far off", 12345, false, "1234.5%"},
+        {"a bias of none has no sign", 0, true, "0.0%"},
+        {"over", 52, true, "+5.2%"},
+        {"under", -52, true, "-5.2%"},
+        {"under without sign still says so", -7, false, "-0.7%"},
+        {"INT64_MIN", INT64_MIN, true, "-922337203685477580.8%"},
+        {"INT64_MAX", INT64_MAX, true, "+922337203685477580.7%"},
+};
+
+START_TEST(test_error_row) {
+        const ErrorRow *row = &error_rows[_i];
+        char buf[FORMAT_ERROR_MAX];
+
+        ck_assert_msg(strcmp(format_error(buf, row->permille, row->sign), row->want) == 0,
+                      "row '%s': format_error(%" PRId64 ", %d) = \"%s\", want \"%s\"", row->name,
+                      row->permille, row->sign, buf, row->want);
+}
+END_TEST
+
 /* ---- power factors and the power line ---- */
 
 typedef struct FactorRow {
@@ -922,6 +955,9 @@ static Suite *format_suite(void) {
         tc = tcase_create("strings");
         tcase_add_loop_test(tc, test_sanitize_row, 0, (int)ELEMENTSOF(sanitize_rows));
         tcase_add_loop_test(tc, test_upper_row, 0, (int)ELEMENTSOF(upper_rows));
+        suite_add_tcase(s, tc);
+        tc = tcase_create("error");
+        tcase_add_loop_test(tc, test_error_row, 0, (int)ELEMENTSOF(error_rows));
         suite_add_tcase(s, tc);
         tc = tcase_create("power");
         tcase_add_loop_test(tc, test_factor_row, 0, (int)ELEMENTSOF(factor_rows));
