@@ -2709,15 +2709,22 @@ static const struct {
 /* An option given that v does not take, as a usage error; 0 when all apply. */
 static int verb_check_options(const Verb *v, const Options *o) {
         for (size_t i = 0; i < ELEMENTSOF(verb_options); i++) {
-                const char *sep = "";
+                size_t n = 0, k = 0;
 
                 if (!(o->given & verb_options[i].flag) || (v->options & verb_options[i].flag))
                         continue;
+                for (size_t j = 0; j < ELEMENTSOF(verbs); j++)
+                        n += (verbs[j].options & verb_options[i].flag) != 0;
+                /* 'a', 'b' and 'c' */
                 fprintf(stderr, "budgetctl: %s applies only to ", verb_options[i].name);
                 for (size_t j = 0; j < ELEMENTSOF(verbs); j++)
                         if (verbs[j].options & verb_options[i].flag) {
-                                fprintf(stderr, "%s'%s'", sep, verbs[j].name);
-                                sep = " and ";
+                                k++;
+                                fprintf(stderr, "%s'%s'",
+                                        k == 1   ? ""
+                                        : k == n ? " and "
+                                                 : ", ",
+                                        verbs[j].name);
                         }
                 fputc('\n', stderr);
                 return -EINVAL;

@@ -21,6 +21,7 @@
 #include <grp.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
@@ -742,7 +743,7 @@ static const struct set_usage_row {
          "budgetctl: --persistent applies only to 'set'\n"},
         {"--user on list",
          {"list", "--user", "0"},
-         "budgetctl: --user applies only to 'status' and 'history'\n"},
+         "budgetctl: --user applies only to 'status', 'history' and 'classes'\n"},
         {"an argument to reload", {"reload", "now"}, "budgetctl: 'reload' takes no arguments\n"},
         {"an unknown kind for status",
          {"status", "--kind", "team"},
@@ -1330,6 +1331,375 @@ START_TEST(test_budgetctl_non_admin) {
 
         ck_assert_int_eq(kill(child, SIGKILL), 0);
         ck_assert_int_eq(waitpid(child, NULL, 0), child);
+        tb_client_close(c);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* ---- budgetctl classes: what the estimator learned, as the daemon sent it ---- */
+
+/* n allocations of params, each released with in/out tokens. */
+static void classes_teach(tb_client *c, const tb_request_params *params, int n, uint64_t in,
+                          uint64_t (*out)(int i)) {
+        for (int i = 0; i < n; i++) {
+                tb_release_reply rel;
+                tb_grant g;
+
+                ck_assert_msg(tb_request(c, params, &g) == 0, "request %d: %s", i, tb_client_error(c));
+                ck_assert_msg(tb_release(c,
+                                         &(tb_release_params){.allocation = g.allocation,
+                                                              .input_tokens = in,
+                                                              .output_tokens = out(i)},
+                                         &rel) == 0,
+                              "release %d: %s", i, tb_client_error(c));
+        }
+}
+
+/* A class that varies (40 to 58 output tokens) and one that does not. */
+static uint64_t classes_varied(int i) {
+        return 40 + (uint64_t)(i % 7) * 3;
+}
+static uint64_t classes_flat(int i) {
+        return 200;
+}
+
+/* The classes array of Classes' parameters, checked to be one. */
+static json_object *classes_list(json_object *params, const char *what) {
+        json_object *list;
+
+        ck_assert_msg(json_object_object_get_ex(params, "classes", &list) &&
+                              json_object_is_type(list, json_type_array),
+                      "%s: no classes array: %s", what, json_object_to_json_string(params));
+        return list;
+}
+
+static json_object *classes_find(json_object *params, int64_t uid, const char *name, const char *what) {
+        json_object *list = classes_list(params, what);
+
+        for (size_t i = 0; i < json_object_array_length(list); i++) {
+                json_object *c = json_object_array_get_idx(list, i);
+
+                if (json_int(c, "uid", what) == uid && strcmp(json_str(c, "class", what), name) == 0)
+                        return c;
+        }
+        return NULL;
+}
+
+/* To the nearest integer, halves away from zero (as budgetctl rounds). */
+static long long classes_round(double x) {
+        return (long long)(x < 0 ? x - 0.5 : x + 0.5);
+}
+
+/* A fraction as budgetctl shows an error: a percent with one decimal, from permille rounded. */
+static void classes_percent(char *buf, size_t size, json_object *c, const char *key, bool sign) {
+        json_object *v;
+        long long p;
+
+        if (!json_object_object_get_ex(c, key, &v)) {
+                snprintf(buf, size, "-");
+                return;
+        }
+        p = classes_round(json_object_get_double(v) * 1000);
+        snprintf(buf, size, "%s%lld.%lld%%",
+                 p < 0           ? "-"
+                 : sign && p > 0 ? "+"
+                                 : "",
+                 llabs(p) / 10, llabs(p) % 10);
+}
+
+/* The cells budgetctl classes should print for c (IDLE left out: it moves), from the JSON alone. */
+static void classes_expected(json_object *c, char cells[10][48]) {
+        json_object *blocks, *v;
+        static const int64_t sizes[] = {10, 100, 1000};
+
+        snprintf(cells[0], 48, "%" PRId64, json_int(c, "uid", "class"));
+        snprintf(cells[1], 48, "%s", json_str(c, "class", "class"));
+        snprintf(cells[2], 48, "%" PRId64, json_int(c, "samples", "class"));
+        ck_assert_msg(json_int(c, "predictedOutput", "class") < 1000, "a test class predicts < 1000");
+        snprintf(cells[3], 48, "%" PRId64, json_int(c, "predictedOutput", "class"));
+        classes_percent(cells[4], 48, c, "wape", false);
+        classes_percent(cells[5], 48, c, "bias", true);
+        ck_assert(json_object_object_get_ex(c, "blocks", &blocks));
+        for (size_t s = 0; s < 3; s++) {
+                snprintf(cells[6 + s], 48, "-");
+                for (size_t i = 0; i < json_object_array_length(blocks); i++) {
+                        json_object *b = json_object_array_get_idx(blocks, i);
+
+                        if (json_int(b, "size", "blocks") == sizes[s] && json_int(b, "blocks", "blocks") > 0)
+                                classes_percent(cells[6 + s], 48, b, "median", false);
+                }
+        }
+        snprintf(cells[9], 48, "-");
+        if (json_object_object_get_ex(c, "ratioP95", &v)) {
+                long long h = classes_round(json_object_get_double(v) * 100);
+
+                if (h % 100 == 0)
+                        snprintf(cells[9], 48, "%lld", h / 100);
+                else if (h % 10 == 0)
+                        snprintf(cells[9], 48, "%lld.%lld", h / 100, h % 100 / 10);
+                else
+                        snprintf(cells[9], 48, "%lld.%02lld", h / 100, h % 100);
+        }
+}
+
+/* The line of the table whose CLASS column is name, split at blanks into 11 cells; false when none. */
+static bool classes_table_row(const char *out, const char *name, char cells[11][48]) {
+        for (const char *line = out; line && *line;
+             line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+                size_t len = strcspn(line, "\n"), n = 0;
+                char copy[512], *save = NULL;
+
+                if (len >= sizeof(copy))
+                        continue;
+                memcpy(copy, line, len);
+                copy[len] = '\0';
+                for (char *w = strtok_r(copy, " ", &save); w && n < 12; w = strtok_r(NULL, " ", &save))
+                        if (n++ < 11)
+                                snprintf(cells[n - 1], 48, "%s", w);
+                if (n == 11 && strcmp(cells[1], name) == 0)
+                        return true;
+        }
+        return false;
+}
+
+#define CLASSES_HEADER                                                                                      \
+        "UID  CLASS             SAMPLES  PREDICTED   WAPE   BIAS  BLOCK10  BLOCK100  BLOCK1000  P95RATIO  " \
+        "IDLE\n"
+
+/*
+ * budgetctl classes against a daemon that learned two classes (one with
+ * predictions made and a block of 10 counted, one too young for either):
+ * the table shows what the daemon sent (every cell but IDLE computed here
+ * from the daemon's own reply), '-' for what is not known yet; --json is
+ * what the daemon sent, field for field; --no-legend only the rows; the
+ * empty table says so; --user takes a name or uid. Row 0 on a durable
+ * daemon, row 1 memory only (the estimator is in memory either way).
+ */
+START_TEST(test_budgetctl_classes) {
+        TestDaemon *d = harness_daemon_start_with("", &(HarnessDaemonOptions){.state_dir = _i ? "" : NULL});
+        tb_client *c = harness_client(d), *admin = harness_client(d);
+        tb_request_params varied = {.estimate = 1000, .task_class = "it-classes", .prompt_tokens = 100};
+        tb_request_params young = {.estimate = 1000, .agent = "it-agent"};
+        const char *names[] = {"class:it-classes", "agent:it-agent"};
+        json_object *reply, *direct, *printed, *list;
+        char want[10][48], got[11][48];
+        CommandResult res;
+
+        budgetctl(d->socket_path, "classes", NULL, &res);
+        ck_assert_msg(res.status == 0 && strcmp(res.out, "No classes learned yet.\n") == 0,
+                      "classes before any: exit %d:\n%s%s", res.status, res.out, res.err);
+        command_result_done(&res);
+        budgetctl(d->socket_path, "--no-legend", "classes", &res);
+        ck_assert_msg(res.status == 0 && strcmp(res.out, "") == 0,
+                      "--no-legend classes before any: %d:\n%s%s", res.status, res.out, res.err);
+        command_result_done(&res);
+
+        /* 30 samples: min_samples (20) before the first prediction, then 10 predicted, one block of 10. */
+        classes_teach(c, &varied, 30, 100, classes_varied);
+        classes_teach(c, &young, 5, 0, classes_flat);
+
+        reply = harness_admin(admin, "Classes");
+        direct = reply; /* tb_call gives the parameters */
+        ck_assert_msg(json_object_array_length(classes_list(direct, "Classes")) == 2,
+                      "Classes: expected 2 classes: %s", json_object_to_json_string(direct));
+        ck_assert_msg(
+                json_object_object_get_ex(classes_find(direct, 0, names[0], "Classes"), "wape", NULL) &&
+                        !json_object_object_get_ex(classes_find(direct, 0, names[1], "Classes"), "wape",
+                                                   NULL),
+                "Classes: expected a wape for %s only: %s", names[0], json_object_to_json_string(direct));
+
+        /* The one block of 10 is the 10 predictions: its error is the bias's size, as shown below. */
+        {
+                json_object *v = classes_find(direct, 0, names[0], "Classes"), *b, *bias;
+
+                ck_assert_msg(json_int(v, "predictions", "class") == 10 &&
+                                      json_object_object_get_ex(v, "bias", &bias) &&
+                                      json_object_object_get_ex(v, "blocks", &b) &&
+                                      json_int(json_object_array_get_idx(b, 0), "size", "blocks") == 10 &&
+                                      json_int(json_object_array_get_idx(b, 0), "blocks", "blocks") == 1,
+                              "Classes: expected 10 predictions and one block of 10: %s",
+                              json_object_to_json_string(v));
+                ck_assert_double_eq_tol(json_object_get_double(json_object_object_get(
+                                                json_object_array_get_idx(b, 0), "median")),
+                                        fabs(json_object_get_double(bias)), 1e-9);
+        }
+
+        budgetctl(d->socket_path, "classes", NULL, &res);
+        ck_assert_msg(res.status == 0 && strncmp(res.out, CLASSES_HEADER, strlen(CLASSES_HEADER)) == 0,
+                      "classes: exit %d, expected the header\n%sgot:\n%s%s", res.status, CLASSES_HEADER,
+                      res.out, res.err);
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+                classes_expected(classes_find(direct, 0, names[i], "Classes"), want);
+                ck_assert_msg(classes_table_row(res.out, names[i], got), "classes: no row of %s:\n%s",
+                              names[i], res.out);
+                for (size_t col = 0; col < 10; col++)
+                        ck_assert_msg(strcmp(got[col], want[col]) == 0,
+                                      "classes: %s column %zu is \"%s\", the daemon sent \"%s\":\n%s",
+                                      names[i], col, got[col], want[col], res.out);
+                ck_assert_msg(got[10][strlen(got[10]) - 1] == 's', "classes: %s IDLE \"%s\"", names[i],
+                              got[10]);
+        }
+        /* What the young class cannot know yet; what the older one can. */
+        ck_assert_msg(strcmp(got[4], "-") == 0 && strcmp(got[6], "-") == 0 && strcmp(got[9], "-") == 0,
+                      "classes: %s knows too much:\n%s", names[1], res.out);
+        classes_table_row(res.out, names[0], got);
+        ck_assert_msg(strcmp(got[2], "30") == 0 && strchr(got[4], '%') && strchr(got[6], '%') &&
+                              strcmp(got[7], "-") == 0 && strcmp(got[8], "-") == 0 &&
+                              strcmp(got[9], "-") != 0,
+                      "classes: %s should have a WAPE, a BLOCK10 and a P95RATIO, no BLOCK100:\n%s", names[0],
+                      res.out);
+        command_result_done(&res);
+
+        /* --json: what the daemon sent, but for the idle time (it moves). */
+        budgetctl(d->socket_path, "--json", "classes", &res);
+        printed = parse_json_output(&res, "classes --json");
+        command_result_done(&res);
+        json_object *both[] = {direct, printed};
+        for (size_t k = 0; k < 2; k++) {
+                list = classes_list(both[k], "classes");
+                for (size_t i = 0; i < json_object_array_length(list); i++)
+                        json_object_object_del(json_object_array_get_idx(list, i), "idleUsec");
+        }
+        ck_assert_msg(json_object_equal(direct, printed),
+                      "classes --json is not what the daemon sent:\n%s\n%s",
+                      json_object_to_json_string(printed), json_object_to_json_string(direct));
+        json_object_put(printed);
+
+        /* --no-legend: the two rows only. */
+        budgetctl(d->socket_path, "--no-legend", "classes", &res);
+        ck_assert_msg(res.status == 0 && lines(res.out) == 2 && !strstr(res.out, "CLASS"),
+                      "--no-legend classes: exit %d:\n%s%s", res.status, res.out, res.err);
+        command_result_done(&res);
+
+        /* --user: root's by name and by uid; another uid's (none here) is the empty table. */
+        budgetctl_run(d->socket_path, NULL,
+                      (const char *const[]){"--no-legend", "classes", "--user", "root", NULL}, &res);
+        ck_assert_msg(res.status == 0 && lines(res.out) == 2, "classes --user root: exit %d:\n%s%s",
+                      res.status, res.out, res.err);
+        command_result_done(&res);
+        budgetctl_run(d->socket_path, NULL, (const char *const[]){"classes", "--user", "65534", NULL}, &res);
+        ck_assert_msg(res.status == 0 && strcmp(res.out, "No classes learned yet.\n") == 0,
+                      "classes --user 65534: exit %d:\n%s%s", res.status, res.out, res.err);
+        command_result_done(&res);
+        budgetctl_run(d->socket_path, NULL,
+                      (const char *const[]){"classes", "--user", "no-such-user-here", NULL}, &res);
+        ck_assert_msg(res.status == 2 &&
+                              strcmp(res.err, "budgetctl: unknown user 'no-such-user-here' (--user "
+                                              "takes a user name or a uid)\n") == 0,
+                      "classes --user no-such-user-here: exit %d: %s", res.status, res.err);
+        command_result_done(&res);
+
+        json_object_put(reply);
+        tb_client_close(c);
+        tb_client_close(admin);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* A child of uid OTHER_UID that teaches class "theirs" 3 samples and exits 0. */
+static pid_t classes_other_teach(const TestDaemon *d) {
+        pid_t pid = fork();
+
+        ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
+        if (pid == 0) {
+                tb_request_params p = {.estimate = 100, .task_class = "theirs"};
+                tb_client *c = NULL;
+
+                (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+                if (setgroups(0, NULL) < 0 || setgid(OTHER_UID) < 0 || setuid(OTHER_UID) < 0 ||
+                    tb_client_open(d->socket_path, &c, NULL) < 0)
+                        _exit(1);
+                for (int i = 0; i < 3; i++) {
+                        tb_grant g;
+
+                        if (tb_request(c, &p, &g) < 0 ||
+                            tb_release(c,
+                                       &(tb_release_params){.allocation = g.allocation, .output_tokens = 7},
+                                       NULL) < 0)
+                                _exit(2);
+                }
+                _exit(0);
+        }
+        return pid;
+}
+
+/*
+ * A user who is no admin (uid 65534 through setpriv) sees only their own
+ * classes, by default and with --user of their own uid, and is refused
+ * another uid's; root sees both and picks one with --user.
+ */
+START_TEST(test_budgetctl_classes_non_admin) {
+        tb_request_params mine = {.estimate = 100, .task_class = "mine"};
+        const char *denied = "budgetctl: permission denied: other users' classes are for " ADMINS_TEXT "\n";
+        json_object *o, *list;
+        TestDaemon *d;
+        tb_client *c;
+        CommandResult res;
+        int status;
+        pid_t pid;
+
+        if (!tb_check_need_root("budgetctl classes as uid 65534 (setpriv)"))
+                return;
+        if (access(SETPRIV, X_OK) != 0) {
+                tb_check_skip("budgetctl classes as uid 65534: no %s (util-linux)", SETPRIV);
+                return;
+        }
+        d = harness_daemon_start("");
+        c = harness_client(d);
+        classes_teach(c, &mine, 3, 0, classes_flat);
+        pid = classes_other_teach(d);
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child of uid %d failed: %d",
+                      OTHER_UID, status);
+
+        budgetctl_as_other(d->socket_path, false, (const char *const[]){"--json", "classes", NULL}, &res);
+        if (res.status == 126 || res.status == 127) {
+                tb_check_skip("uid 65534 cannot run %s (is the build directory private?): %s",
+                              harness_env("BUDGETCTL"), res.err);
+                command_result_done(&res);
+                tb_client_close(c);
+                harness_daemon_stop(d);
+                return;
+        }
+        o = parse_json_output(&res, "classes --json as uid 65534");
+        list = classes_list(o, "classes --json as uid 65534");
+        ck_assert_msg(json_object_array_length(list) == 1 &&
+                              classes_find(o, OTHER_UID, "class:theirs", "classes"),
+                      "classes --json as uid 65534: expected class:theirs of uid 65534 only: %s", res.out);
+        json_object_put(o);
+        command_result_done(&res);
+
+        budgetctl_as_other(d->socket_path, false, (const char *const[]){"classes", NULL}, &res);
+        ck_assert_msg(res.status == 0 && strstr(res.out, " class:theirs ") && !strstr(res.out, "class:mine"),
+                      "classes as uid 65534: exit %d:\n%s%s", res.status, res.out, res.err);
+        command_result_done(&res);
+        budgetctl_as_other(d->socket_path, false,
+                           (const char *const[]){"--no-legend", "classes", "--user", "65534", NULL}, &res);
+        ck_assert_msg(res.status == 0 && lines(res.out) == 1 && strstr(res.out, " class:theirs "),
+                      "classes --user 65534 as uid 65534: exit %d:\n%s%s", res.status, res.out, res.err);
+        command_result_done(&res);
+        budgetctl_as_other(d->socket_path, false, (const char *const[]){"classes", "--user", "0", NULL},
+                           &res);
+        ck_assert_msg(res.status == 1 && strcmp(res.err, denied) == 0,
+                      "classes --user 0 as uid 65534: exit %d, stderr\n%s\nexpected exit 1 and\n%s",
+                      res.status, res.err, denied);
+        command_result_done(&res);
+
+        /* Root: both uids, and one of them with --user. */
+        budgetctl(d->socket_path, "--no-legend", "classes", &res);
+        ck_assert_msg(res.status == 0 && lines(res.out) == 2 && strstr(res.out, " class:theirs ") &&
+                              strstr(res.out, " class:mine "),
+                      "classes as root: exit %d:\n%s%s", res.status, res.out, res.err);
+        command_result_done(&res);
+        budgetctl_run(d->socket_path, NULL,
+                      (const char *const[]){"--json", "classes", "--user", "65534", NULL}, &res);
+        o = parse_json_output(&res, "classes --user 65534 as root");
+        ck_assert_msg(json_object_array_length(classes_list(o, "classes")) == 1 &&
+                              classes_find(o, OTHER_UID, "class:theirs", "classes"),
+                      "classes --user 65534 as root: expected class:theirs only: %s", res.out);
+        json_object_put(o);
+        command_result_done(&res);
+
         tb_client_close(c);
         harness_daemon_stop(d);
 }
@@ -2030,6 +2400,13 @@ static Suite *tools_suite(void) {
         tc = harness_tcase("budgetctl_non_admin", 60);
         tb_check_tag_root(tc);
         tcase_add_test(tc, test_budgetctl_non_admin);
+        suite_add_tcase(s, tc);
+        tc = harness_tcase("budgetctl_classes", 60);
+        tcase_add_loop_test(tc, test_budgetctl_classes, 0, 2);
+        suite_add_tcase(s, tc);
+        tc = harness_tcase("budgetctl_classes_non_admin", 60);
+        tb_check_tag_root(tc);
+        tcase_add_test(tc, test_budgetctl_classes_non_admin);
         suite_add_tcase(s, tc);
         tc = harness_tcase("example_agent", 30);
         tcase_add_test(tc, test_example_agent);
