@@ -6,7 +6,9 @@
  * answers; set, reload and status --kind/--user against the running daemon,
  * each argument error's message, and what a user who is no admin sees and
  * may do; set --persistent across restarts and reloads, refused by a daemon
- * in memory only, and the durability line of status), the example agent,
+ * in memory only, and the durability line of status; classes against what
+ * the daemon learned, durable and memory only, as a non-admin, and against
+ * replies of a fake daemon), the example agent,
  * and tokenbudgetd's own
  * command line (--help, --version,
  * --check-config, bad config at start, stale and live sockets, SIGTERM with
@@ -1596,6 +1598,97 @@ START_TEST(test_budgetctl_classes) {
 }
 END_TEST
 
+/* A Classes reply with one class whose fields after "class" are fields (JSON text), and truncated. */
+static void fake_classes_reply(char *buf, size_t size, const char *name, const char *fields,
+                               bool truncated) {
+        snprintf(
+                buf, size,
+                "{\"parameters\":{\"classes\":[{\"uid\":1000,\"class\":\"%s\",\"samples\":250,\"predicted\":"
+                "1500,\"predictedOutput\":1234,\"predictions\":230,%s,\"idleUsec\":125000000}],"
+                "\"truncated\":%s}}",
+                name, fields, truncated ? "true" : "false");
+}
+
+#define FAKE_BLOCKS                                                                                         \
+        "\"blocks\":[{\"size\":10,\"blocks\":23,\"median\":0.0449,\"p90\":0.2},{\"size\":100,\"blocks\":2," \
+        "\"median\":0.0051,\"p90\":0.01},{\"size\":1000,\"blocks\":0,\"median\":0,\"p90\":0}]"
+
+/*
+ * What budgetctl classes makes of replies no real daemon here sends (a fake
+ * daemon answers): negative bias and rounding, a large predicted output, a
+ * block size it has no column for (ignored), truncated (said on stderr),
+ * control characters in a class name, malformed fields refused naming the
+ * field, and a daemon without Classes.
+ */
+START_TEST(test_budgetctl_classes_wire) {
+        static const struct {
+                const char *name, *fields;
+                bool truncated;
+                int status;
+                const char *out, *err; /* out: the row (status 0), err: stderr, exactly */
+        } rows[] = {
+                {"class:big", "\"wape\":0.31249,\"bias\":-0.05249," FAKE_BLOCKS ",\"ratioP95\":1.6817928",
+                 false, 0, "1000  class:big  250  1.2k  31.2%  -5.2%  4.5%  0.5%  -  1.68  2min 5s\n", ""},
+                {"class:cut",
+                 "\"wape\":0,\"bias\":0,\"blocks\":[{\"size\":50,\"blocks\":3,\"median\":0.5,\"p90\":0.5}]",
+                 true, 0, "1000  class:cut  250  1.2k  0.0%  0.0%  -  -  -  -  2min 5s\n",
+                 "budgetctl: only the first 1 classes are shown (the daemon's limit); pass --user for the "
+                 "rest\n"},
+                {"class:\\u001b[2Jx", "\"blocks\":[]", false, 0,
+                 "1000  class:?[2Jx  250  1.2k  -  -  -  -  -  -  2min 5s\n", ""},
+                {"class:bad", "\"wape\":\"low\",\"blocks\":[]", false, 1, NULL,
+                 "budgetctl: malformed reply from tokenbudgetd: classes[0].wape is missing or not a "
+                 "number\n"},
+                {"class:bad", "\"blocks\":{}", false, 1, NULL,
+                 "budgetctl: malformed reply from tokenbudgetd: classes[0].blocks is missing or not an "
+                 "array\n"},
+                {"class:bad", "\"blocks\":[{\"size\":10,\"blocks\":-1,\"median\":0,\"p90\":0}]", false, 1,
+                 NULL,
+                 "budgetctl: malformed reply from tokenbudgetd: classes[0].blocks[0].blocks is missing or "
+                 "not a "
+                 "non-negative integer\n"},
+                {"class:bad", "\"blocks\":[],\"ratioP95\":-1", false, 1, NULL,
+                 "budgetctl: malformed reply from tokenbudgetd: classes[0].ratioP95 is negative\n"},
+        };
+
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+                char path[300], reply[1200];
+                CommandResult res;
+                pid_t pid;
+
+                snprintf(path, sizeof(path), "%s/classes-%zu.sock", harness_dir(), i);
+                fake_classes_reply(reply, sizeof(reply), rows[i].name, rows[i].fields, rows[i].truncated);
+                pid = fake_daemon_start(path, reply);
+                budgetctl_run(path, NULL, (const char *const[]){"--no-legend", "classes", NULL}, &res);
+                ck_assert_msg(res.status == rows[i].status && strcmp(res.err, rows[i].err) == 0 &&
+                                      (!rows[i].out || strcmp(res.out, rows[i].out) == 0),
+                              "row %zu: exit %d (want %d), stdout\n%s\nwant\n%s\nstderr\n%s\nwant\n%s", i,
+                              res.status, rows[i].status, res.out, rows[i].out ? rows[i].out : "(any)",
+                              res.err, rows[i].err);
+                command_result_done(&res);
+                ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+        }
+        {
+                char path[300];
+                CommandResult res;
+                pid_t pid;
+
+                snprintf(path, sizeof(path), "%s/classes-old.sock", harness_dir());
+                pid = fake_daemon_start(path,
+                                        "{\"error\":\"org.varlink.service.MethodNotFound\","
+                                        "\"parameters\":{\"method\":\"io.tokenbudget.admin.Classes\"}}");
+                budgetctl(path, "classes", NULL, &res);
+                ck_assert_msg(res.status == 1 &&
+                                      strcmp(res.err, "budgetctl: this tokenbudgetd is too old for "
+                                                      "'classes' (it has no "
+                                                      "io.tokenbudget.admin.Classes)\n") == 0,
+                              "an old daemon and classes: exit %d, stderr:\n%s", res.status, res.err);
+                command_result_done(&res);
+                ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+        }
+}
+END_TEST
+
 /* A child of uid OTHER_UID that teaches class "theirs" 3 samples and exits 0. */
 static pid_t classes_other_teach(const TestDaemon *d) {
         pid_t pid = fork();
@@ -2403,6 +2496,7 @@ static Suite *tools_suite(void) {
         suite_add_tcase(s, tc);
         tc = harness_tcase("budgetctl_classes", 60);
         tcase_add_loop_test(tc, test_budgetctl_classes, 0, 2);
+        tcase_add_test(tc, test_budgetctl_classes_wire);
         suite_add_tcase(s, tc);
         tc = harness_tcase("budgetctl_classes_non_admin", 60);
         tb_check_tag_root(tc);
