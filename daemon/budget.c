@@ -206,6 +206,10 @@ int budget_new(const Config *config, Journal *journal, const uint8_t id_key[16],
                 b->breakers = breaker_table_new(&bs, config->max_tracked_scopes);
         }
         b->estimator = estimator_table_new(&ESTIMATOR_SETTINGS_DEFAULT, config->max_tracked_scopes);
+        /* One user naming classes must not stop everyone else's from being
+         * learned: the share of scopes a uid may create applies to classes too. */
+        if (b->estimator)
+                estimator_table_set_max_per_uid(b->estimator, config->max_tracked_scopes_per_uid);
         b->ledger = ledger_new(&params);
         if (b->ledger) {
                 SipHashKey k = siphash_key(id_key);

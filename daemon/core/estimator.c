@@ -42,7 +42,21 @@ struct EstimatorTable {
         Hashmap *by_hash;    /* hash -> first class with it */
         EstimatorClass *all; /* newest first */
         size_t n;
+        size_t max_per_uid; /* SIZE_MAX: no share */
+        Hashmap *per_uid;   /* uid -> (void *)classes of it, while > 0 */
 };
+
+static size_t uid_count(const EstimatorTable *t, uint32_t uid) {
+        return (uintptr_t)hashmap_get(t->per_uid, uid);
+}
+
+/* 0 or -ENOMEM; by -1 never fails (the removed key left room). */
+static int uid_add(EstimatorTable *t, uint32_t uid, int by) {
+        size_t n = by > 0 ? uid_count(t, uid) + 1 : uid_count(t, uid) - 1;
+
+        hashmap_remove(t->per_uid, uid); /* hashmap_put() does not replace */
+        return n == 0 ? 0 : hashmap_put(t->per_uid, uid, (void *)(uintptr_t)n);
+}
 
 int estimator_settings_validate(const EstimatorSettings *s) {
         if (s->half_life_samples < 1 || s->tail_half_life_samples < s->half_life_samples)
@@ -68,8 +82,10 @@ EstimatorTable *estimator_table_new(const EstimatorSettings *s, size_t max_entri
         if (!t)
                 return NULL;
         t->by_hash = hashmap_new();
-        if (!t->by_hash)
+        t->per_uid = hashmap_new();
+        if (!t->by_hash || !t->per_uid)
                 return estimator_table_free(t);
+        t->max_per_uid = SIZE_MAX;
         t->settings = *s;
         t->alpha = half_life_alpha(s->half_life_samples);
         t->alpha_tail = half_life_alpha(s->tail_half_life_samples);
@@ -91,6 +107,7 @@ static void class_free(EstimatorTable *t, EstimatorClass *c) {
         }
         LIST_REMOVE(all, t->all, c);
         t->n--;
+        (void)uid_add(t, c->uid, -1);
         free(c->name);
         free(c);
 }
@@ -101,8 +118,13 @@ EstimatorTable *estimator_table_free(EstimatorTable *t) {
         while (t->all)
                 class_free(t, t->all);
         hashmap_free(t->by_hash);
+        hashmap_free(t->per_uid);
         free(t);
         return NULL;
+}
+
+void estimator_table_set_max_per_uid(EstimatorTable *t, size_t max_per_uid) {
+        t->max_per_uid = max_per_uid ?: 1;
 }
 
 void estimator_table_set_hash_key(EstimatorTable *t, const uint8_t key[16]) {
@@ -150,7 +172,7 @@ static int class_get(EstimatorTable *t, uint32_t uid, const char *cls, Estimator
                 *ret = first;
                 return 0;
         }
-        if (t->n >= t->max_entries)
+        if (t->n >= t->max_entries || uid_count(t, uid) >= t->max_per_uid)
                 return -EUSERS;
         c = calloc(1, sizeof(*c));
         if (!c)
@@ -158,6 +180,11 @@ static int class_get(EstimatorTable *t, uint32_t uid, const char *cls, Estimator
         c->name = strdup(cls);
         if (!c->name)
                 return -ENOMEM;
+        r = uid_add(t, uid, +1);
+        if (r < 0) {
+                free(c->name);
+                return r;
+        }
         first = hashmap_get(t->by_hash, hash);
         if (first) {
                 c->hash_next = first->hash_next;
@@ -165,6 +192,7 @@ static int class_get(EstimatorTable *t, uint32_t uid, const char *cls, Estimator
         } else {
                 r = hashmap_put(t->by_hash, hash, c);
                 if (r < 0) {
+                        (void)uid_add(t, uid, -1);
                         free(c->name);
                         return r;
                 }

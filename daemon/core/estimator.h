@@ -166,6 +166,10 @@ int estimator_settings_validate(const EstimatorSettings *s);
 /* NULL on invalid settings or no memory. */
 EstimatorTable *estimator_table_new(const EstimatorSettings *s, size_t max_entries);
 EstimatorTable *estimator_table_free(EstimatorTable *t); /* NULL-safe */
+/* At most this many classes of one uid (at least 1; default: no share, only
+ * max_entries), so that one user naming classes cannot keep every other
+ * user's from being learned: a new class past it is -EUSERS. */
+void estimator_table_set_max_per_uid(EstimatorTable *t, size_t max_per_uid);
 /* Keys the name hash; call once, before the first class, with 16 random bytes. */
 void estimator_table_set_hash_key(EstimatorTable *t, const uint8_t key[16]);
 

@@ -260,6 +260,39 @@ START_TEST(test_within_uid) {
 }
 END_TEST
 
+/* One user naming classes by the thousand cannot stop another's from being
+ * learned: each uid's classes are held to limits.max_tracked_scopes_per_uid. */
+START_TEST(test_class_flood) {
+        TestDaemon *d;
+        RawConn *root, *other;
+        json_object *reply, *list = NULL;
+        char params[128];
+        int fd;
+
+        if (!tb_check_need_root("another uid"))
+                return;
+        d = harness_daemon_start("limits: { max_tracked_scopes = 24; max_tracked_scopes_per_uid = 8; };\n");
+        root = harness_open_working(d, "root");
+        ck_assert_int_eq(harness_connect_as(d->socket_path, OTHER_UID, 1, &fd), 1);
+        other = calloc(1, sizeof(*other));
+        ck_assert_ptr_nonnull(other);
+        other->fd = fd;
+        for (int i = 0; i < 30; i++) {
+                snprintf(params, sizeof(params), "\"estimate\":100,\"class\":\"flood-%d\"", i);
+                teach(other, params, 1, 10, 10);
+        }
+        reply = raw_call(other, CLASSES_CALL, "Classes as the flooding uid");
+        ck_assert(json_object_object_get_ex(reply_parameters(reply), "classes", &list));
+        ck_assert_int_eq(json_object_array_length(list), 8);
+        json_object_put(reply);
+        teach(root, "\"estimate\":100,\"class\":\"mine\"", 3, 10, 30);
+        expect_prediction(root, "\"estimate\":100,\"class\":\"mine\"", 40, 30, 3);
+        raw_close(other);
+        raw_close(root);
+        harness_daemon_stop(d);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("estimate");
         TCase *tc = harness_tcase("estimate", 60);
@@ -270,6 +303,7 @@ int main(void) {
         suite_add_tcase(s, tc);
         tb_check_tag_root(tc_root);
         tcase_add_test(tc_root, test_within_uid);
+        tcase_add_test(tc_root, test_class_flood);
         suite_add_tcase(s, tc_root);
         return harness_main(s);
 }

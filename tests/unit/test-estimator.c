@@ -383,6 +383,28 @@ START_TEST(test_ratio_quantile) {
 }
 END_TEST
 
+/* One uid's share: past it, its new classes are refused while other uids'
+ * still learn; a class swept away gives its place back. */
+START_TEST(test_per_uid_share) {
+        EstimatorTable *t = table_new(0, 100);
+
+        estimator_table_set_max_per_uid(t, 2);
+        ck_assert_int_eq(estimator_observe(t, 7, "a", 0, 0, 1, T0), 0);
+        ck_assert_int_eq(estimator_observe(t, 7, "b", 0, 0, 1, T0 + 10), 0);
+        ck_assert_int_eq(estimator_observe(t, 7, "c", 0, 0, 1, T0 + 20), -EUSERS);
+        ck_assert_int_eq(estimator_observe(t, 7, "a", 0, 0, 1, T0 + 30), 0);  /* known ones still learn */
+        ck_assert_int_eq(estimator_observe(t, 8, "c", 0, 0, 1, T0 + 100), 0); /* another uid has its own */
+        ck_assert_int_eq(estimator_observe(t, 8, "d", 0, 0, 1, T0 + 100), 0);
+        ck_assert_uint_eq(estimator_table_size(t), 4);
+        /* b (last seen T0 + 10) is a retention old at T0 + 1010; a (T0 + 30) and uid 8's stay */
+        ck_assert_uint_eq(estimator_table_sweep(t, T0 + 10 + 1000, 1000), 1);
+        ck_assert_ptr_null(estimator_find(t, 7, "b"));
+        ck_assert_int_eq(estimator_observe(t, 7, "c", 0, 0, 1, T0 + 2000), 0);
+        ck_assert_int_eq(estimator_observe(t, 7, "e", 0, 0, 1, T0 + 2000), -EUSERS);
+        estimator_table_free(t);
+}
+END_TEST
+
 START_TEST(test_table_full_and_names) {
         EstimatorTable *t = table_new(0, 2);
         EstimatorPrediction p = {.samples = 7};
@@ -611,6 +633,7 @@ static Suite *estimator_suite(void) {
         tcase_add_test(tc, test_total_without_prompt);
         tcase_add_test(tc, test_block_errors);
         tcase_add_test(tc, test_ratio_quantile);
+        tcase_add_test(tc, test_per_uid_share);
         tcase_add_test(tc, test_table_full_and_names);
         tcase_add_test(tc, test_many_classes);
         tcase_add_test(tc, test_sweep);
