@@ -118,7 +118,8 @@ struct Budget {
         uint64_t wake_armed; /* what wake() was last told; UINT64_MAX: nothing */
         WaitQueue *queue;
         EstimatorTable *estimator; /* per (uid, class): what released allocations used */
-        uint64_t estimator_saved;  /* monotonic µs of the last save to the store (0: none yet) */
+        uint64_t estimator_saved;  /* monotonic µs the last save began (0: none yet) */
+        bool estimator_save_more;  /* it left dirty classes: the next sweep goes on */
         Ticket *held;
         size_t n_held;
         Ticket *queued;
@@ -630,40 +631,51 @@ static void pending_refusal_stage(Budget *b, PendingRefusal *p) {
         pending_refusal_done(p);
 }
 
-/* The estimator's classes that learned since the last save, staged for the
- * next commit (every ESTIMATOR_SAVE_USEC from the sweep, and at the last
- * commit): what was learned is not acknowledged usage, so a crash may lose
- * the last minute of it, and a commit per Release is not spent on it. */
+/* The estimator's classes that learned since they were last saved, staged
+ * for the next commit: every ESTIMATOR_SAVE_USEC from the sweep, at most
+ * ESTIMATOR_SAVE_STEP classes a time (about 4 KB each: some 256 KB per
+ * commit, the rest at the next sweeps), and all of them at the last commit. What was learned is not
+ * acknowledged usage, so a crash may lose the last minute of it, and no commit per Release is spent on it.
+ * Returns whether dirty classes were left for later. */
 #define ESTIMATOR_SAVE_USEC (60 * USEC_PER_SEC)
+#define ESTIMATOR_SAVE_STEP 64
 
-static void estimator_save(Budget *b, uint64_t now, uint64_t realtime) {
+static bool estimator_save(Budget *b, uint64_t now, uint64_t realtime, size_t max) {
+        size_t n = 0;
+
         for (EstimatorClass *c = estimator_table_next(b->estimator, NULL); c;
              c = estimator_table_next(b->estimator, c)) {
                 EstimatorClassState st;
                 _cleanup_free_ char *text = NULL;
                 uint64_t age;
 
-                estimator_class_state(c, &st);
-                if (b->estimator_saved && st.last_seen_usec < b->estimator_saved)
+                if (!estimator_class_dirty(c))
                         continue;
+                if (n == max)
+                        return true;
+                estimator_class_state(c, &st);
                 text = estimator_state_to_json(&st);
                 if (!text) {
                         store_failed(b, -ENOMEM);
                         continue;
                 }
                 age = now > st.last_seen_usec ? now - st.last_seen_usec : 0;
-                store_failed(b,
-                             store_put_estimator(b->store, estimator_class_uid(c), estimator_class_name(c),
-                                                 realtime > age ? realtime - age : 0, text));
+                if (store_put_estimator(b->store, estimator_class_uid(c), estimator_class_name(c),
+                                        realtime > age ? realtime - age : 0, text) < 0) {
+                        store_failed(b, -ENOBUFS); /* stays dirty: tried again next time */
+                        continue;
+                }
+                estimator_class_mark_saved(c);
+                n++;
         }
-        b->estimator_saved = now;
+        return false;
 }
 
 void budget_store_flush(Budget *b, uint64_t realtime, bool all) {
         size_t kept = 0;
 
         if (all && b->store)
-                estimator_save(b, now_usec(), realtime);
+                (void)estimator_save(b, now_usec(), realtime, SIZE_MAX);
 
         for (size_t i = 0; i < b->n_pending_refusals; i++) {
                 PendingRefusal *p = &b->pending_refusals[i];
@@ -2686,8 +2698,11 @@ int budget_set_limits(Budget *b, const char *target, const ScopeLimitsChange *ch
 }
 
 void budget_sweep(Budget *b, uint64_t now) {
-        if (b->store && now - b->estimator_saved >= ESTIMATOR_SAVE_USEC)
-                estimator_save(b, now, realtime_usec());
+        if (b->store && (b->estimator_save_more || now - b->estimator_saved >= ESTIMATOR_SAVE_USEC)) {
+                if (!b->estimator_save_more)
+                        b->estimator_saved = now;
+                b->estimator_save_more = estimator_save(b, now, realtime_usec(), ESTIMATOR_SAVE_STEP);
+        }
         breaker_table_sweep(b->breakers, now);
         /* A class unseen for the history's retention is forgotten. */
         estimator_table_sweep(b->estimator, now, b->config->history_retention_days * 86400 * USEC_PER_SEC);

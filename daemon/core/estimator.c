@@ -32,6 +32,7 @@ struct EstimatorClass {
         EstimatorClass *hash_next; /* same hash */
         LIST_FIELDS(EstimatorClass, all);
         EstimatorClassState st;
+        bool dirty; /* learned since estimator_class_mark_saved() (or since made) */
 };
 
 struct EstimatorTable {
@@ -417,12 +418,21 @@ int estimator_observe(EstimatorTable *t, uint32_t uid, const char *cls, uint64_t
                 stat_learn(t, &st->bucket[prompt_bucket(prompt_tokens)], output);
         if (now > st->last_seen_usec)
                 st->last_seen_usec = now;
+        c->dirty = true;
         /* Newest first, so the sweep and iteration see recent classes first. */
         if (t->all != c) {
                 LIST_REMOVE(all, t->all, c);
                 LIST_PREPEND(all, t->all, c);
         }
         return 0;
+}
+
+bool estimator_class_dirty(const EstimatorClass *c) {
+        return c->dirty;
+}
+
+void estimator_class_mark_saved(EstimatorClass *c) {
+        c->dirty = false;
 }
 
 size_t estimator_table_sweep(EstimatorTable *t, uint64_t now, uint64_t retention_usec) {

@@ -196,6 +196,11 @@ EstimatorClass *estimator_find(const EstimatorTable *t, uint32_t uid, const char
 uint32_t estimator_class_uid(const EstimatorClass *c);
 const char *estimator_class_name(const EstimatorClass *c);
 void estimator_class_state(const EstimatorClass *c, EstimatorClassState *ret);
+/* Whether the class learned since it was last marked saved (a new class has;
+ * a restored one has not), and marking it so: how the caller saves only what
+ * changed, in steps. */
+bool estimator_class_dirty(const EstimatorClass *c);
+void estimator_class_mark_saved(EstimatorClass *c);
 void estimator_class_metrics(const EstimatorClass *c, EstimatorMetrics *ret);
 size_t estimator_table_size(const EstimatorTable *t);
 

@@ -167,7 +167,7 @@ END_TEST
  * at the stop, and every minute while running); a damaged saved state is
  * skipped with a warning, the class starting afresh, the others kept. */
 START_TEST(test_restart_keeps) {
-        char *state, *db, *log;
+        char *state, *db, *log, params[128];
         sqlite3 *sql;
         HarnessDaemonOptions o = {};
         TestDaemon *d;
@@ -181,6 +181,11 @@ START_TEST(test_restart_keeps) {
         r = harness_open_working(d, "agent");
         teach(r, "\"estimate\":1000,\"class\":\"kept\",\"promptTokens\":100", 30, 100, 50);
         teach(r, "\"estimate\":1000,\"class\":\"spoiled\",\"promptTokens\":100", 30, 100, 70);
+        /* More classes than one save step (64): the stop saves every one. */
+        for (int i = 0; i < 100; i++) {
+                snprintf(params, sizeof(params), "\"estimate\":100,\"class\":\"many-%d\"", i);
+                teach(r, params, 1, 1, i + 1);
+        }
         raw_close(r);
         harness_daemon_stop(d);
 
@@ -188,6 +193,10 @@ START_TEST(test_restart_keeps) {
         r = harness_open_working(d, "after the restart");
         expect_prediction(r, "\"estimate\":1000,\"class\":\"kept\",\"promptTokens\":100", 150, 50, 30);
         expect_prediction(r, "\"estimate\":1000,\"class\":\"spoiled\",\"promptTokens\":100", 170, 70, 30);
+        for (int i = 0; i < 100; i += 9) {
+                snprintf(params, sizeof(params), "\"estimate\":100,\"class\":\"many-%d\"", i);
+                expect_prediction(r, params, 1 + i + 1, i + 1, 1);
+        }
         /* and a reload keeps it (the prediction Request taught it a zero: 31) */
         ck_assert_int_eq(kill(d->pid, SIGHUP), 0);
         harness_sleep_msec(300);

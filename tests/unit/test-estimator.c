@@ -405,6 +405,27 @@ START_TEST(test_per_uid_share) {
 }
 END_TEST
 
+/* Dirty: learned since marked saved; a restored class is not. */
+START_TEST(test_dirty) {
+        EstimatorTable *t = table_new(0, 10), *t2 = table_new(0, 10);
+        EstimatorClassState st;
+        EstimatorClass *c;
+
+        observe(t, "a", 0, 10, T0);
+        c = estimator_find(t, 1000, "a");
+        ck_assert(estimator_class_dirty(c));
+        estimator_class_mark_saved(c);
+        ck_assert(!estimator_class_dirty(c));
+        observe(t, "a", 0, 10, T0 + 1);
+        ck_assert(estimator_class_dirty(c));
+        estimator_class_state(c, &st);
+        ck_assert_int_eq(estimator_restore(t2, 1000, "a", &st), 0);
+        ck_assert(!estimator_class_dirty(estimator_find(t2, 1000, "a")));
+        estimator_table_free(t);
+        estimator_table_free(t2);
+}
+END_TEST
+
 START_TEST(test_table_full_and_names) {
         EstimatorTable *t = table_new(0, 2);
         EstimatorPrediction p = {.samples = 7};
@@ -634,6 +655,7 @@ static Suite *estimator_suite(void) {
         tcase_add_test(tc, test_block_errors);
         tcase_add_test(tc, test_ratio_quantile);
         tcase_add_test(tc, test_per_uid_share);
+        tcase_add_test(tc, test_dirty);
         tcase_add_test(tc, test_table_full_and_names);
         tcase_add_test(tc, test_many_classes);
         tcase_add_test(tc, test_sweep);
