@@ -300,9 +300,17 @@ static int breaker_new(BreakerTable *t, const char *name, uint64_t disc, uint64_
         return 0;
 }
 
+/* The breaker of name/disc, made when there is none: 0, -ENOMEM, -EUSERS. */
+static int breaker_get(BreakerTable *t, const char *name, uint64_t disc, int64_t owner, uint64_t now,
+                       Breaker **ret) {
+        uint64_t hash = name_hash(t, name, disc);
+
+        *ret = find_hashed(t, name, disc, hash);
+        return *ret ? 0 : breaker_new(t, name, disc, hash, owner, now, ret);
+}
+
 int breaker_breach(BreakerTable *t, const char *name, uint64_t disc, int64_t owner, bool probe, uint64_t now,
                    BreakerState *ret_state, bool *ret_changed) {
-        uint64_t hash;
         Breaker *b;
         bool changed = false;
         int r;
@@ -314,13 +322,9 @@ int breaker_breach(BreakerTable *t, const char *name, uint64_t disc, int64_t own
                         *ret_state = BREAKER_CLOSED;
                 return 0;
         }
-        hash = name_hash(t, name, disc);
-        b = find_hashed(t, name, disc, hash);
-        if (!b) {
-                r = breaker_new(t, name, disc, hash, owner, now, &b);
-                if (r < 0)
-                        return r;
-        }
+        r = breaker_get(t, name, disc, owner, now, &b);
+        if (r < 0)
+                return r;
         r = ring_push(b, now, t->settings.breaches);
         if (r < 0)
                 return r;
@@ -352,7 +356,7 @@ int breaker_breach(BreakerTable *t, const char *name, uint64_t disc, int64_t own
 
 int breaker_restore(BreakerTable *t, const char *name, uint64_t disc, int64_t owner, BreakerState state,
                     uint32_t breaches, uint64_t cooldown_usec, uint64_t open_until, uint64_t now) {
-        uint64_t hash, opened;
+        uint64_t opened;
         Breaker *b;
         int r;
 
@@ -360,13 +364,9 @@ int breaker_restore(BreakerTable *t, const char *name, uint64_t disc, int64_t ow
                 return -EINVAL;
         if (t->settings.breaches == 0 || state == BREAKER_CLOSED)
                 return 0;
-        hash = name_hash(t, name, disc);
-        b = find_hashed(t, name, disc, hash);
-        if (!b) {
-                r = breaker_new(t, name, disc, hash, owner, now, &b);
-                if (r < 0)
-                        return r;
-        }
+        r = breaker_get(t, name, disc, owner, now, &b);
+        if (r < 0)
+                return r;
         if (cooldown_usec > t->settings.max_cooldown_usec)
                 cooldown_usec = t->settings.max_cooldown_usec;
         if (cooldown_usec < t->settings.cooldown_usec)
