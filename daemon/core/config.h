@@ -171,7 +171,34 @@ enum {
         RULE_SET_ON_HARD_LIMIT = 1u << 7,
         RULE_SET_TERMINATE_GRACE = 1u << 8,
         RULE_SET_ENFORCE = 1u << 9,
+        RULE_SET_ESTIMATE_SOURCE = 1u << 10,
+        RULE_SET_ESTIMATE_MIN_SAMPLES = 1u << 11,
+        RULE_SET_ESTIMATE_FLOOR = 1u << 12,
 };
+
+/* What a Request reserves (issue 13): the client's estimate, the learned
+ * prediction of its class once the class has estimate_min_samples (never
+ * below estimate_floor x the client's estimate), or the larger of the two. */
+typedef enum EstimateSource {
+        ESTIMATE_CLIENT,
+        ESTIMATE_LEARNED,
+        ESTIMATE_MAX,
+        _ESTIMATE_SOURCE_MAX,
+} EstimateSource;
+
+const char *estimate_source_to_string(EstimateSource s); /* "client", "learned", "max" */
+int estimate_source_from_string(const char *s);          /* an EstimateSource, or -EINVAL */
+
+/* One row of "prices.models": what a model costs per million tokens, in
+ * prices.currency. */
+typedef struct ConfigPrice {
+        char *model;              /* 1..CONFIG_MODEL_NAME_MAX_BYTES, unique */
+        double input_per_million; /* "input_per_million", 0..1e6 */
+        double output_per_million;
+} ConfigPrice;
+
+/* At most this many priced models. */
+#define CONFIG_PRICES_MAX 1000
 
 typedef struct RuleConfig {
         char *name;    /* [A-Za-z0-9_.-], 1..64 bytes, unique */
@@ -187,6 +214,9 @@ typedef struct RuleConfig {
         HardLimitAction on_hard_limit;
         uint64_t terminate_grace_usec; /* "terminate_grace_sec" */
         bool enforce;
+        EstimateSource estimate_source;
+        uint64_t estimate_min_samples;
+        uint32_t estimate_floor_permille;
 } RuleConfig;
 
 /* At most this many names in model_tiers, each at most this long. */
@@ -211,6 +241,10 @@ typedef struct Config {
         HardLimitAction on_hard_limit; /* "on_hard_limit" = "none" */
         uint64_t terminate_grace_usec; /* "terminate_grace_sec" = 10, 1..3600 */
         bool enforce;                  /* "enforce" = true; false: dry run, grant everything */
+        /* Learned estimates (issue 13); each is also a rule setting. */
+        EstimateSource estimate_source;   /* "estimate_source" = "client" */
+        uint64_t estimate_min_samples;    /* "estimate_min_samples" = 20, 1..1000000 */
+        uint32_t estimate_floor_permille; /* "estimate_floor" = 0.5, 0.0..1.0 */
         /* "model_tiers" = [ ]: model names, best first, for suggestedModel;
          * at most CONFIG_MODEL_TIERS_MAX, each 1..CONFIG_MODEL_NAME_MAX_BYTES
          * of UTF-8 without control characters, no two alike. */
@@ -289,6 +323,19 @@ typedef struct Config {
         char *state_directory;
         DurabilitySync durability_sync;  /* "durability.sync" = "normal" */
         uint64_t history_retention_days; /* "history.retention_days" = 90, 1..36500 */
+
+        /* "estimator" group (issue 13): how classes learn (EstimatorSettings). */
+        uint64_t estimator_half_life_samples;      /* "half_life_samples" = 50, 1..1000000 */
+        uint64_t estimator_tail_half_life_samples; /* "tail_half_life_samples" = 1000, >= half_life */
+        uint32_t estimator_clip_permille;          /* "clip_factor" = 4.0, 1.5..100.0 */
+        uint32_t estimator_spread_permille;        /* "spread_quantile" = 0.95, 0.5..0.999 */
+
+        /* "prices" group: "currency" = "" and "models" = ( { model = "NAME";
+         * input_per_million = X; output_per_million = Y; }, ... ), for
+         * budgetctl estimate's cost. */
+        char *price_currency;
+        ConfigPrice *prices;
+        size_t n_prices;
 } Config;
 
 /* Fills *c with the built-in defaults. Returns 0 or -ENOMEM. */
