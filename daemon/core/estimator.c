@@ -326,6 +326,15 @@ bool estimator_predict(const EstimatorTable *t, uint32_t uid, const char *cls, u
         return true;
 }
 
+/* ---- project intervals ---- */
+
+int estimator_project(const EstimatorTable *t, uint32_t uid, const char *cls, uint64_t tasks,
+                      uint64_t prompt_tokens, uint32_t coverage_permille, EstimatorProject *ret) {
+        (void)t, (void)uid, (void)cls, (void)tasks, (void)prompt_tokens, (void)coverage_permille;
+        *ret = (EstimatorProject){};
+        return -ENOSYS;
+}
+
 /* ---- metrics ---- */
 
 static void blocks_count(EstimatorBlocks *b, uint32_t size, double pred, double act) {

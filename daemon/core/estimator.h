@@ -124,6 +124,12 @@ typedef struct EstimatorBlocks {
         uint32_t count;           /* observations in it */
         uint32_t n_errors, next;  /* completed blocks kept (<= RING); where the next goes */
         double errors[ESTIMATOR_BLOCK_RING];
+        /* For project intervals: the class-level output prediction frozen at
+         * the block's first observation, and of completed blocks with m0 > 0
+         * the ratio sum act / (count x m0), a ring like errors. */
+        double m0;
+        uint32_t n_ratios, next_ratio;
+        double ratios[ESTIMATOR_BLOCK_RING];
 } EstimatorBlocks;
 
 /* Everything a class has learned, as plain numbers (saved and restored as is). */
@@ -158,6 +164,20 @@ typedef struct EstimatorMetrics {
         EstimatorBlockMetrics blocks[ESTIMATOR_BLOCK_SIZES];
 } EstimatorMetrics;
 
+typedef struct EstimatorProject {
+        uint64_t tasks;                 /* N, >= 1 */
+        EstimatorPrediction per_task;   /* estimator_predict() of one task with this prompt */
+        double expected_output;         /* N x per_task.predicted_output */
+        double expected_total;          /* N x per_task.predicted_total */
+        bool has_interval;              /* false: too little history (see basis_blocks) */
+        double output_low, output_high; /* central interval of the N tasks' output-token sum */
+        double total_low, total_high;   /* the same plus the N tasks' input part (as predicted) */
+        uint32_t basis_block_size;      /* what calibrated it: 1 (single requests) or 10, 100, 1000 */
+        uint32_t basis_blocks;          /* how many of those it had */
+        bool basis_scaled;              /* N is past the largest block size with enough blocks: its
+                                           spread was used as is (conservative, not shrunk) */
+} EstimatorProject;
+
 typedef struct EstimatorTable EstimatorTable;
 typedef struct EstimatorClass EstimatorClass;
 
@@ -185,6 +205,13 @@ int estimator_observe(EstimatorTable *t, uint32_t uid, const char *cls, uint64_t
  * decides whether samples are enough (min_samples) to use it. */
 bool estimator_predict(const EstimatorTable *t, uint32_t uid, const char *cls, uint64_t prompt_tokens,
                        EstimatorPrediction *ret);
+
+/* The cost of a project of `tasks` tasks of (uid, cls), each with
+ * prompt_tokens (0: none), and its central interval of coverage_permille
+ * (900: the central 90% interval). 0, -ENOENT (no such class, or it learned
+ * nothing), -EINVAL (tasks 0, coverage_permille not in 1..999). */
+int estimator_project(const EstimatorTable *t, uint32_t uid, const char *cls, uint64_t tasks,
+                      uint64_t prompt_tokens, uint32_t coverage_permille, EstimatorProject *ret);
 
 /* Forgets the classes not observed for retention_usec (now - last seen >=
  * retention). Returns how many. */
