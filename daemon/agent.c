@@ -182,9 +182,9 @@ static int reply_granted(Call *call, Allocation *a, const BudgetGrant *g) {
         int requested = allocation_requested_priority(a);
         uint64_t granted = ledger_allocation_granted(la);
         const char *reason = decision_reason_to_string(g->reason);
-        ReplyField fields[18];
+        ReplyField fields[19];
         size_t n = 0;
-        char id[17], factor[24];
+        char id[17], factor[24], hard[24];
 
         allocation_format_id(a, id);
         fields[n++] = (ReplyField){VL_OUT_AGENT_REQUEST_ALLOCATION, id, 0};
@@ -200,6 +200,8 @@ static int reply_granted(Call *call, Allocation *a, const BudgetGrant *g) {
                                            priority_to_string((Priority)requested), 0};
         if (reason && granted < allocation_estimate(a))
                 fields[n++] = (ReplyField){VL_OUT_AGENT_REQUEST_REASON, reason, 0};
+        else if (g->learned)
+                fields[n++] = (ReplyField){VL_OUT_AGENT_REQUEST_REASON, "learned", 0};
         if (g->deferred)
                 fields[n++] = (ReplyField){VL_OUT_AGENT_REQUEST_WAITED_USEC, NULL, g->waited_usec};
         fields[n++] = (ReplyField){VL_OUT_AGENT_REQUEST_SUGGESTED_MAX_TOKENS, NULL, g->suggested_max_tokens};
@@ -216,6 +218,8 @@ static int reply_granted(Call *call, Allocation *a, const BudgetGrant *g) {
                 fields[n++] = (ReplyField){VL_OUT_AGENT_REQUEST_PREDICTED_OUTPUT, NULL, g->predicted_output};
                 fields[n++] = (ReplyField){VL_OUT_AGENT_REQUEST_SAMPLES, NULL, g->samples};
         }
+        fields[n++] = (ReplyField){VL_OUT_AGENT_REQUEST_HARD_MULTIPLIER,
+                                   power_format_fixed(hard, g->hard_permille, 3), 0, true};
         fields[n++] = (ReplyField){
                 VL_OUT_AGENT_REQUEST_POWER_FACTOR,
                 g->power_factor == POWER_FACTOR_ONE ? "1.0" : power_format_fixed(factor, g->power_factor, 3),

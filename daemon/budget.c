@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,8 +73,9 @@ struct Ticket {
         LIST_FIELDS(Ticket, queued);  /* the budget's queued list, while queued */
         Waiter *waiter;               /* while queued */
         bool held_now;
-        BudgetRequest req; /* estimate with the default applied; strings into strings[] */
-        Priority priority; /* as granted: the rule's default or ceiling applied */
+        BudgetRequest req;   /* estimate with the default applied; strings into strings[] */
+        bool estimate_given; /* the Request gave its estimate (a learned reservation's floor) */
+        Priority priority;   /* as granted: the rule's default or ceiling applied */
         uint64_t since, deadline;
         uint64_t id; /* held: what Pending shows and Approve/Deny take */
         bool approved;
@@ -184,6 +186,17 @@ static LedgerParams ledger_params(const Config *c) {
         };
 }
 
+/* The estimator group of the configuration; the validator's ranges keep it valid. */
+static EstimatorSettings estimator_settings(const Config *config) {
+        EstimatorSettings s = ESTIMATOR_SETTINGS_DEFAULT;
+
+        s.half_life_samples = (uint32_t)config->estimator_half_life_samples;
+        s.tail_half_life_samples = (uint32_t)config->estimator_tail_half_life_samples;
+        s.clip_factor = config->estimator_clip_permille / 1000.0;
+        s.ratio_quantile_permille = config->estimator_spread_permille;
+        return s;
+}
+
 int budget_new(const Config *config, Journal *journal, const uint8_t id_key[16], BudgetChangedFunc changed,
                void *userdata, Budget **ret) {
         LedgerParams params = ledger_params(config);
@@ -206,7 +219,10 @@ int budget_new(const Config *config, Journal *journal, const uint8_t id_key[16],
                 BreakerSettings bs = breaker_settings(config);
                 b->breakers = breaker_table_new(&bs, config->max_tracked_scopes);
         }
-        b->estimator = estimator_table_new(&ESTIMATOR_SETTINGS_DEFAULT, config->max_tracked_scopes);
+        {
+                EstimatorSettings es = estimator_settings(config);
+                b->estimator = estimator_table_new(&es, config->max_tracked_scopes);
+        }
         /* One user naming classes must not stop everyone else's from being
          * learned: the share of scopes a uid may create applies to classes too. */
         if (b->estimator)
@@ -1826,10 +1842,57 @@ static PowerState power_paused_by(const Budget *b, Priority p) {
  * *ret_ticket, or t kept with its waiter moved to the scope it now waits
  * for), -ENOMEM.
  */
+/* What a Request reserves and its hard multiplier (issue 13, points 2 and 3):
+ * with estimate_source "learned" or "max" and a class that has
+ * estimate_min_samples, the learned prediction (prompt + predicted output,
+ * or the learned total), never below estimate_floor x the Request's own
+ * estimate when it gave one; "learned" takes it, "max" takes it when it is
+ * the larger. Reserving the learned value, the hard limit is the class's:
+ * the input part plus ratio_q (the spread_quantile of actual / predicted
+ * output) x the predicted output, as a multiple of the reservation, between
+ * warn_multiplier and 2.5 (a class whose spread is not known yet keeps the
+ * configured one). Returns whether the learned value is reserved. */
+#define ADAPTIVE_HARD_MAX_PERMILLE 2500u
+static bool learned_estimate(const RuleEffective *eff, const EstimatorPrediction *pred, uint64_t client,
+                             bool client_given, uint64_t *estimate, uint32_t *hard_permille) {
+        uint64_t learned = pred->predicted_total, floor = 0;
+        double limit, m;
+
+        if (eff->estimate_source == ESTIMATE_CLIENT || pred->samples < eff->estimate_min_samples)
+                return false;
+        if (client_given)
+                floor = (client * eff->estimate_floor_permille + 999) / 1000;
+        if (learned < floor)
+                learned = floor;
+        if (learned == 0)
+                learned = 1;
+        if (eff->estimate_source == ESTIMATE_MAX && learned <= client)
+                return false;
+        *estimate = learned;
+        if (pred->ratio_q > 0.0) {
+                limit = (double)(pred->predicted_total - pred->predicted_output) +
+                        pred->ratio_q * (double)pred->predicted_output;
+                m = ceil(1000.0 * limit / (double)learned);
+                *hard_permille = m >= ADAPTIVE_HARD_MAX_PERMILLE ? ADAPTIVE_HARD_MAX_PERMILLE
+                                 : m <= eff->warn_permille       ? eff->warn_permille
+                                                                 : (uint32_t)m;
+                if (*hard_permille < eff->warn_permille) /* a warn_multiplier above 2.5 */
+                        *hard_permille = eff->warn_permille;
+        }
+        return true;
+}
+
 static int evaluate(Budget *b, Client *c, const BudgetRequest *req, Ticket *t, uint64_t now,
                     Allocation **ret, BudgetGrant *ret_grant, BudgetRefusal *ret_refusal,
                     Ticket **ret_ticket) {
-        uint64_t estimate = req->estimate ?: b->config->default_estimate;
+        uint64_t client_estimate = req->estimate ?: b->config->default_estimate;
+        uint64_t estimate = client_estimate;
+        bool estimate_given = t ? t->estimate_given : req->estimate != 0, learned = false;
+        char class_buf[ESTIMATOR_NAME_MAX + 1];
+        const char *cls;
+        EstimatorPrediction pred;
+        bool has_pred;
+        uint32_t hard_permille;
         const RuleEffective *eff;
         LedgerScope *const *scopes;
         LedgerParams params;
@@ -1879,8 +1942,15 @@ static int evaluate(Budget *b, Client *c, const BudgetRequest *req, Ticket *t, u
         if (priority < eff->max_priority)
                 priority = eff->max_priority;
         power = b->power_factor[priority];
+        cls = estimator_class(c, req->task_class, req->agent, class_buf);
+        has_pred = cls && estimator_predict(b->estimator, (uint32_t)c->identity.uid, cls, req->prompt_tokens,
+                                            &pred);
+        hard_permille = eff->hard_permille;
+        if (has_pred)
+                learned = learned_estimate(eff, &pred, client_estimate, estimate_given, &estimate,
+                                           &hard_permille);
         params = (LedgerParams){.warn_permille = eff->warn_permille,
-                                .hard_permille = eff->hard_permille,
+                                .hard_permille = hard_permille,
                                 .limit_permille = power};
         ret_grant->power_state = power_state(b->power_conditions);
         ret_grant->power_factor = power;
@@ -2008,9 +2078,10 @@ static int evaluate(Budget *b, Client *c, const BudgetRequest *req, Ticket *t, u
                         b->stats.n_refused++;
                         return -EDQUOT;
                 }
-                t = ticket_new(b, c, req, estimate, now);
+                t = ticket_new(b, c, req, client_estimate, now);
                 if (!t)
                         return -ENOMEM;
+                t->estimate_given = estimate_given;
                 t->priority = priority;
                 t->id = b->next_ticket_id++;
                 t->deadline = now + b->config->escalation_timeout_usec;
@@ -2062,9 +2133,10 @@ static int evaluate(Budget *b, Client *c, const BudgetRequest *req, Ticket *t, u
                         return -EDQUOT;
                 }
                 if (!t) {
-                        t = ticket_new(b, c, req, estimate, now);
+                        t = ticket_new(b, c, req, client_estimate, now);
                         if (!t)
                                 return -ENOMEM;
+                        t->estimate_given = estimate_given;
                 }
                 t->priority = priority;
                 t->deadline = now + (req->wait_usec < b->config->queue_max_wait_usec
@@ -2107,14 +2179,12 @@ granted:
         budget_changed(b);
         {
                 uint64_t granted = ledger_allocation_granted(a->ledger);
-                EstimatorPrediction pred;
-                char buf[ESTIMATOR_NAME_MAX + 1];
-                const char *cls = estimator_class(c, req->task_class, req->agent, buf);
 
                 ret_grant->suggested_max_tokens =
                         req->prompt_tokens < granted ? granted - req->prompt_tokens : 1;
-                if (cls && estimator_predict(b->estimator, (uint32_t)c->identity.uid, cls,
-                                             req->prompt_tokens, &pred)) {
+                ret_grant->learned = learned;
+                ret_grant->hard_permille = hard_permille;
+                if (has_pred) {
                         ret_grant->has_prediction = true;
                         ret_grant->predicted = pred.predicted_total;
                         ret_grant->predicted_output = pred.predicted_output;

@@ -95,6 +95,10 @@ typedef struct BudgetGrant {
          * released allocations. */
         bool has_prediction;
         uint64_t predicted, predicted_output, samples;
+        /* The learned prediction was reserved (estimate_source), and the
+         * hard multiplier that applied (the class's adaptive one then). */
+        bool learned;
+        uint32_t hard_permille;
 } BudgetGrant;
 
 typedef struct BudgetStats {

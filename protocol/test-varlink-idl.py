@@ -40,19 +40,22 @@ class ProtocolFiles(unittest.TestCase):
                          ['allocation', 'decision', 'granted', 'warnAt', 'hardLimit', 'priority',
                           'requestedPriority', 'reason', 'waitedUsec', 'suggestedMaxTokens',
                           'suggestedModel', 'wouldBe', 'wouldBeReason', 'powerState', 'powerFactor',
+                          'hardMultiplier',
                           'predicted', 'predictedOutput', 'samples'])
 
     def test_admin(self):
         iface = self.load('io.tokenbudget.admin')
         self.assertEqual([m.name for m in iface.of_kind('type')], ['Window', 'Scope', 'Breaker', 'PendingRequest', 'PowerFactors', 'Power',
-                          'Durability', 'Allocation', 'HistoryGroup', 'ClassBlocks', 'Class'])
+                          'Durability', 'Allocation', 'HistoryGroup', 'ClassBlocks', 'Class',
+                          'EstimateTask', 'EstimateInterval', 'EstimateCost'])
         status = iface.member('Status')
         self.assertEqual(str(next(f for f in status.returns if f.name == 'scopes').type), '[]Scope')
         self.assertEqual(iface.member('List').params, [])
         self.assertEqual([m.name for m in iface.of_kind('method')], ['Status', 'List', 'SetLimits', 'Reload', 'Pending',
-                                                                   'Approve', 'Deny', 'History', 'Classes'])
+                                                                   'Approve', 'Deny', 'History', 'Classes',
+                                                                   'Estimate'])
         self.assertEqual([m.name for m in iface.of_kind('error')], ['ReloadRejected', 'UnknownScope', 'NotPersistent', 'UnknownRequest',
-                                                                  'HistoryUnavailable'])
+                                                                  'HistoryUnavailable', 'UnknownClass'])
 
     def test_service(self):
         iface = self.load('org.varlink.service')

@@ -292,6 +292,9 @@ void rule_set_effective(const RuleSet *rs, const RuleList *a, const RuleList *b,
                 .on_hard_limit = c->on_hard_limit,
                 .terminate_grace_usec = c->terminate_grace_usec,
                 .enforce = c->enforce,
+                .estimate_source = c->estimate_source,
+                .estimate_min_samples = c->estimate_min_samples,
+                .estimate_floor_permille = c->estimate_floor_permille,
                 .cap_rule = -1,
         };
         if ((!a || a->n == 0) && (!b || b->n == 0))
@@ -319,6 +322,12 @@ void rule_set_effective(const RuleSet *rs, const RuleList *a, const RuleList *b,
                 ret->terminate_grace_usec = r->terminate_grace_usec;
         if ((r = most_specific(rs, a, b, RULE_SET_ENFORCE)))
                 ret->enforce = r->enforce;
+        if ((r = most_specific(rs, a, b, RULE_SET_ESTIMATE_SOURCE)))
+                ret->estimate_source = r->estimate_source;
+        if ((r = most_specific(rs, a, b, RULE_SET_ESTIMATE_MIN_SAMPLES)))
+                ret->estimate_min_samples = r->estimate_min_samples;
+        if ((r = most_specific(rs, a, b, RULE_SET_ESTIMATE_FLOOR)))
+                ret->estimate_floor_permille = r->estimate_floor_permille;
         /* Settings from different rules must still make sense together. */
         if (ret->priority < ret->max_priority)
                 ret->priority = ret->max_priority;

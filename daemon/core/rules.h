@@ -17,7 +17,7 @@
  * group (a rule with an empty match is the least specific), then the number
  * of predicates, then the rule listed first. Each setting (max_request_tokens,
  * priority, max_priority, the multipliers, on_escalate, on_hard_limit,
- * terminate_grace_sec and enforce) comes from the most specific matching rule
+ * terminate_grace_sec, enforce and the estimate_* settings) comes from the most specific matching rule
  * that sets it, else from the top-level settings.
  *
  * Pure: globs are fnmatch(3), names and ids were resolved by the caller.
@@ -99,6 +99,9 @@ typedef struct RuleEffective {
         /* The index of the rule max_request_tokens comes from (for the
          * scope an Escalated refusal names), -1: the top-level setting. */
         int32_t cap_rule;
+        EstimateSource estimate_source; /* what is reserved (issue 13) */
+        uint64_t estimate_min_samples;
+        uint32_t estimate_floor_permille;
 } RuleEffective;
 
 /* From the matching rules in a and b (either may be empty) and the

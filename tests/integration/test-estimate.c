@@ -302,6 +302,158 @@ START_TEST(test_class_flood) {
 }
 END_TEST
 
+/* One Request's reply fields that say what was reserved. */
+typedef struct Granted {
+        int64_t granted, hard_limit;
+        double hard_multiplier;
+        char reason[32];
+} Granted;
+
+static Granted request_granted(RawConn *r, const char *params) {
+        json_object *g = request(r, params), *p = reply_parameters(g), *v = NULL;
+        Granted out = {.granted = json_int(p, "granted", "grant"),
+                       .hard_limit = json_int(p, "hardLimit", "grant")};
+
+        ck_assert_msg(json_object_object_get_ex(p, "hardMultiplier", &v) &&
+                              json_object_is_type(v, json_type_double),
+                      "{%s}: no hardMultiplier: %s", params, json_object_to_json_string(g));
+        out.hard_multiplier = json_object_get_double(v);
+        if (json_object_object_get_ex(p, "reason", &v))
+                snprintf(out.reason, sizeof(out.reason), "%s", json_object_get_string(v));
+        release(r, g, 0, 0);
+        json_object_put(g);
+        return out;
+}
+
+#define EXPECT_GRANT(got, want_granted, want_reason, params)                                                \
+        ck_assert_msg((got).granted == (want_granted) && strcmp((got).reason, (want_reason)) == 0,          \
+                      "{%s}: granted %lld reason '%s', expected %lld '%s'", params,                         \
+                      (long long)(got).granted, (got).reason, (long long)(want_granted), want_reason)
+
+/* estimate_source (issue 13, point 2): what is reserved, per rule. The
+ * classes learn outputs of exactly 100 after prompts of 50 (predicted 150);
+ * each Request below is released with 0, which teaches the class a zero:
+ * every case uses a class of its own, taught just before. */
+START_TEST(test_estimate_source) {
+        TestDaemon *d =
+                harness_daemon_start("estimate_source = \"learned\";\n"
+                                     "estimate_min_samples = 20;\n"
+                                     "rules = ( { name = \"mx\"; match = { agent = \"mx-*\"; };\n"
+                                     "            estimate_source = \"max\"; },\n"
+                                     "          { name = \"cl\"; match = { agent = \"cl\"; };\n"
+                                     "            estimate_source = \"client\"; },\n"
+                                     "          { name = \"nofloor\"; match = { agent = \"nf\"; };\n"
+                                     "            estimate_floor = 0; estimate_min_samples = 5; } );\n");
+        RawConn *r = harness_open_working(d, "agent");
+        Granted g;
+        const char *p;
+
+        /* Below min_samples: the client's estimate, no reason. */
+        teach(r, "\"estimate\":200,\"class\":\"young\",\"promptTokens\":50", 19, 50, 100);
+        p = "\"estimate\":200,\"class\":\"young\",\"promptTokens\":50";
+        g = request_granted(r, p);
+        EXPECT_GRANT(g, 200, "", p);
+        ck_assert_msg(g.hard_multiplier == 2.0, "young class: hardMultiplier %g, not the configured 2.0",
+                      g.hard_multiplier);
+
+        /* Learned: 150 reserved for an estimate of 200 (the floor is 100). */
+        /* 40: the spread is learned from the predictions made once the class
+         * had 20 samples (until then the configured multiplier applies). */
+        teach(r, "\"estimate\":200,\"class\":\"a\",\"promptTokens\":50", 40, 50, 100);
+        p = "\"estimate\":200,\"class\":\"a\",\"promptTokens\":50";
+        g = request_granted(r, p);
+        EXPECT_GRANT(g, 150, "learned", p);
+        /* A class that always uses the same: its adaptive hard limit is the
+         * least allowed, the warn multiplier 1.5. */
+        ck_assert_msg(g.hard_multiplier == 1.5 && g.hard_limit == 225,
+                      "a tight class: hardMultiplier %g hardLimit %lld, expected 1.5 and 225",
+                      g.hard_multiplier, (long long)g.hard_limit);
+
+        /* The floor: half of an estimate of 1000 is more than the 150 learned. */
+        teach(r, "\"estimate\":1000,\"class\":\"b\",\"promptTokens\":50", 20, 50, 100);
+        p = "\"estimate\":1000,\"class\":\"b\",\"promptTokens\":50";
+        g = request_granted(r, p);
+        EXPECT_GRANT(g, 500, "learned", p);
+        /* ...and a rule without one. */
+        teach(r, "\"estimate\":1000,\"agent\":\"nf\",\"class\":\"c\",\"promptTokens\":50", 5, 50, 100);
+        p = "\"estimate\":1000,\"agent\":\"nf\",\"class\":\"c\",\"promptTokens\":50";
+        EXPECT_GRANT(request_granted(r, p), 150, "learned", p);
+        /* No estimate given: no floor (default_estimate is not the client's guess). */
+        teach(r, "\"class\":\"d\",\"promptTokens\":50", 20, 50, 100);
+        p = "\"class\":\"d\",\"promptTokens\":50";
+        EXPECT_GRANT(request_granted(r, p), 150, "learned", p);
+
+        /* max: the larger of the two. */
+        teach(r, "\"estimate\":100,\"agent\":\"mx-1\",\"class\":\"e\",\"promptTokens\":50", 20, 50, 100);
+        p = "\"estimate\":100,\"agent\":\"mx-1\",\"class\":\"e\",\"promptTokens\":50";
+        EXPECT_GRANT(request_granted(r, p), 150, "learned", p);
+        teach(r, "\"estimate\":400,\"agent\":\"mx-2\",\"class\":\"f\",\"promptTokens\":50", 20, 50, 100);
+        p = "\"estimate\":400,\"agent\":\"mx-2\",\"class\":\"f\",\"promptTokens\":50";
+        g = request_granted(r, p);
+        EXPECT_GRANT(g, 400, "", p);
+        ck_assert(g.hard_multiplier == 2.0);
+
+        /* client: the estimate, however much was learned. */
+        teach(r, "\"estimate\":400,\"agent\":\"cl\",\"class\":\"g\",\"promptTokens\":50", 30, 50, 100);
+        p = "\"estimate\":400,\"agent\":\"cl\",\"class\":\"g\",\"promptTokens\":50";
+        EXPECT_GRANT(request_granted(r, p), 400, "", p);
+
+        raw_close(r);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* The adaptive hard limit (issue 13, point 3): a class whose outputs spread
+ * widely gets a higher multiplier than a tight one, at most 2.5, so its
+ * ordinary long outputs are not breaches; a tight class is caught early. */
+START_TEST(test_adaptive_hard_limit) {
+        TestDaemon *d = harness_daemon_start("estimate_source = \"learned\";\n");
+        RawConn *r = harness_open_working(d, "agent");
+        json_object *g, *rep;
+        Granted noisy;
+        const char *p = "\"estimate\":1000,\"class\":\"noisy\"";
+
+        /* Outputs of 20 and 300 by turns: the p95 of actual / predicted is
+         * near 300 / 160, the multiplier past 1.5. */
+        for (int i = 0; i < 200; i++)
+                teach(r, p, 1, 0, i % 2 ? 300 : 20);
+        noisy = request_granted(r, "\"estimate\":100,\"class\":\"noisy\"");
+        ck_assert_msg(strcmp(noisy.reason, "learned") == 0 && noisy.hard_multiplier > 1.6 &&
+                              noisy.hard_multiplier <= 2.5,
+                      "noisy class: reason '%s' hardMultiplier %g granted %lld", noisy.reason,
+                      noisy.hard_multiplier, (long long)noisy.granted);
+        /* An output of 300 on the noisy class stays within its hard limit... */
+        g = request(r, "\"estimate\":100,\"class\":\"noisy\"");
+        rep = harness_callf(
+                r,
+                "{\"method\":\"io.tokenbudget.agent.Report\",\"parameters\":{\"allocation\":\"%s\","
+                "\"inputTokens\":0,\"outputTokens\":300}}",
+                json_str(reply_parameters(g), "allocation", "grant"));
+        ck_assert_msg(strcmp(json_str(reply_parameters(rep), "state", "report"), "exceeded") != 0,
+                      "an ordinary output of the noisy class exceeded: %s (grant %s)",
+                      json_object_to_json_string(rep), json_object_to_json_string(g));
+        json_object_put(rep);
+        release(r, g, 0, 300);
+        json_object_put(g);
+        /* ...while the tight class's 1.5 catches 1.8x its usual (the configured 2.0 would not). */
+        teach(r, "\"estimate\":1000,\"class\":\"tight\"", 40, 0, 100);
+        g = request(r, "\"estimate\":100,\"class\":\"tight\"");
+        rep = harness_callf(
+                r,
+                "{\"method\":\"io.tokenbudget.agent.Report\",\"parameters\":{\"allocation\":\"%s\","
+                "\"inputTokens\":0,\"outputTokens\":180}}",
+                json_str(reply_parameters(g), "allocation", "grant"));
+        ck_assert_msg(strcmp(json_str(reply_parameters(rep), "state", "report"), "exceeded") == 0,
+                      "1.8x the tight class's usual was not caught: %s (grant %s)",
+                      json_object_to_json_string(rep), json_object_to_json_string(g));
+        json_object_put(rep);
+        release(r, g, 0, 180);
+        json_object_put(g);
+        raw_close(r);
+        harness_daemon_stop(d);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("estimate");
         TCase *tc = harness_tcase("estimate", 60);
@@ -309,6 +461,8 @@ int main(void) {
 
         tcase_add_test(tc, test_learns_per_class);
         tcase_add_test(tc, test_restart_keeps);
+        tcase_add_test(tc, test_estimate_source);
+        tcase_add_test(tc, test_adaptive_hard_limit);
         suite_add_tcase(s, tc);
         tb_check_tag_root(tc_root);
         tcase_add_test(tc_root, test_within_uid);

@@ -114,14 +114,15 @@ typedef enum FieldType {
         FIELD_LOG_LEVEL,
         FIELD_STRING,
         FIELD_BOOL,
-        FIELD_ADMIN_GROUP, /* string, and number the gid (NO_ID: a name, not resolved) */
-        FIELD_RULES,       /* one rule named string, everything else at its default */
-        FIELD_ESCALATE,    /* an EscalateAction, number */
-        FIELD_HARD_LIMIT,  /* a HardLimitAction, number */
-        FIELD_SYNC,        /* a DurabilitySync, number */
-        FIELD_NAMES,       /* model_tiers: string is the names joined by commas, "" for none */
-        FIELD_DECIMAL,     /* an int32_t (power thresholds), number (as int64_t) */
-        FIELD_FACTOR,      /* a uint16_t power factor in permille, number */
+        FIELD_ADMIN_GROUP,     /* string, and number the gid (NO_ID: a name, not resolved) */
+        FIELD_RULES,           /* one rule named string, everything else at its default */
+        FIELD_ESCALATE,        /* an EscalateAction, number */
+        FIELD_HARD_LIMIT,      /* a HardLimitAction, number */
+        FIELD_SYNC,            /* a DurabilitySync, number */
+        FIELD_ESTIMATE_SOURCE, /* an EstimateSource, number */
+        FIELD_NAMES,           /* model_tiers: string is the names joined by commas, "" for none */
+        FIELD_DECIMAL,         /* an int32_t (power thresholds), number (as int64_t) */
+        FIELD_FACTOR,          /* a uint16_t power factor in permille, number */
 } FieldType;
 
 #define NO_ID UINT64_MAX
@@ -148,6 +149,8 @@ typedef struct OverrideRow {
         { "on_hard_limit", v, offsetof(Config, on_hard_limit), FIELD_HARD_LIMIT, n, NULL }
 #define SYNC(v, n)                                                                                          \
         { "durability.sync", v, offsetof(Config, durability_sync), FIELD_SYNC, n, NULL }
+#define SOURCE(v, n)                                                                                        \
+        { "estimate_source", v, offsetof(Config, estimate_source), FIELD_ESTIMATE_SOURCE, n, NULL }
 #define TIERS(v, joined)                                                                                    \
         { "model_tiers", v, offsetof(Config, model_tiers), FIELD_NAMES, 0, joined }
 #define ADMIN(v, string, id)                                                                                \
@@ -311,6 +314,27 @@ static const OverrideRow override_rows[] = {
         U64("history.retention_days", "1", history_retention_days, 1),
         U64("history.retention_days", "36500", history_retention_days, 36500),
         U64("history.retention_days", "90", history_retention_days, 90),
+        /* learned estimates (issue 13); tail_half_life_samples (1000) is at least half_life_samples */
+        SOURCE("\"client\"", ESTIMATE_CLIENT),
+        SOURCE("\"learned\"", ESTIMATE_LEARNED),
+        SOURCE("\"max\"", ESTIMATE_MAX),
+        U64("estimate_min_samples", "1", estimate_min_samples, 1),
+        U64("estimate_min_samples", "1000000", estimate_min_samples, 1000000),
+        U64("estimate_min_samples", "20", estimate_min_samples, 20),
+        PERMILLE("estimate_floor", "0", estimate_floor_permille, 0),
+        PERMILLE("estimate_floor", "1.0", estimate_floor_permille, 1000),
+        PERMILLE("estimate_floor", "0.25", estimate_floor_permille, 250),
+        U64("estimator.half_life_samples", "1", estimator_half_life_samples, 1),
+        U64("estimator.half_life_samples", "1000", estimator_half_life_samples, 1000),
+        U64("estimator.half_life_samples", "50", estimator_half_life_samples, 50),
+        U64("estimator.tail_half_life_samples", "10000000", estimator_tail_half_life_samples, 10000000),
+        U64("estimator.tail_half_life_samples", "1000", estimator_tail_half_life_samples, 1000),
+        PERMILLE("estimator.clip_factor", "1.5", estimator_clip_permille, 1500),
+        PERMILLE("estimator.clip_factor", "100", estimator_clip_permille, 100000),
+        PERMILLE("estimator.clip_factor", "2.5", estimator_clip_permille, 2500),
+        PERMILLE("estimator.spread_quantile", "0.5", estimator_spread_permille, 500),
+        PERMILLE("estimator.spread_quantile", "0.999", estimator_spread_permille, 999),
+        PERMILLE("estimator.spread_quantile", "0.9", estimator_spread_permille, 900),
         /* the power group (issue 11). Each row is valid with the other
          * settings at their defaults, and the last row of each setting with
          * the last of the others (test_round_trip applies them all). */
@@ -437,6 +461,9 @@ static void row_apply(const OverrideRow *row, Config *c) {
                 break;
         case FIELD_SYNC:
                 *(DurabilitySync *)p = (DurabilitySync)row->number;
+                break;
+        case FIELD_ESTIMATE_SOURCE:
+                *(EstimateSource *)p = (EstimateSource)row->number;
                 break;
         case FIELD_NAMES:
                 tiers_set(c, row->string);
@@ -684,6 +711,8 @@ START_TEST(test_equal_detects_each_field) {
                 b.on_hard_limit = HARD_LIMIT_TERMINATE;
         } else if (config_equal(&a, &b) && row->type == FIELD_SYNC) {
                 b.durability_sync = DURABILITY_FULL;
+        } else if (config_equal(&a, &b) && row->type == FIELD_ESTIMATE_SOURCE) {
+                b.estimate_source = ESTIMATE_MAX;
         } else if (config_equal(&a, &b) && row->type == FIELD_NAMES) {
                 tiers_set(&b, "x");
         } else if (config_equal(&a, &b) && row->type == FIELD_STRING) {
@@ -1457,6 +1486,28 @@ static const ExactRow exact_rows[] = {
          "1: history.retention_days must be between 1 and 36500, got 0\n"},
         {"retention 36501", "history = { retention_days = 36501; };",
          "1: history.retention_days must be between 1 and 36500, got 36501\n"},
+        /* learned estimates */
+        {"source unknown", "estimate_source = \"guess\";",
+         "1: estimate_source must be one of client, learned, max, got 'guess'\n"},
+        {"source number", "estimate_source = 1;", "1: estimate_source must be a string, got an integer\n"},
+        {"min samples 0", "estimate_min_samples = 0;",
+         "1: estimate_min_samples must be between 1 and 1000000, got 0\n"},
+        {"floor 1.5", "estimate_floor = 1.5;", "1: estimate_floor must be between 0.0 and 1.0, got 1.5\n"},
+        {"floor negative", "estimate_floor = -0.5;",
+         "1: estimate_floor must be between 0.0 and 1.0, got -0.5\n"},
+        {"half-life 0", "estimator = { half_life_samples = 0; };",
+         "1: estimator.half_life_samples must be between 1 and 1000000, got 0\n"},
+        {"tail below half-life", "estimator = {\n half_life_samples = 2000;\n};",
+         "2: estimator.tail_half_life_samples (1000) must not be less than estimator.half_life_samples "
+         "(2000)\n"},
+        {"clip 1.2", "estimator = { clip_factor = 1.2; };",
+         "1: estimator.clip_factor must be between 1.5 and 100.0, got 1.2\n"},
+        {"spread 1", "estimator = { spread_quantile = 1.0; };",
+         "1: estimator.spread_quantile must be between 0.5 and 0.999, got 1\n"},
+        {"estimator unknown", "estimator = { half_life_sec = 5; };",
+         "1: unknown setting 'estimator.half_life_sec'\n"},
+        {"rule source unknown", "rules = ( { name = \"x\"; estimate_source = \"client-ish\"; } );",
+         "1: rules[0] ('x').estimate_source must be one of client, learned, max, got 'client-ish'\n"},
         {"timeout 0", "escalation = { timeout_sec = 0; };",
          "1: escalation.timeout_sec must be between 1 and 86400, got 0\n"},
         {"timeout 86401", "escalation = { timeout_sec = 86401; };",
@@ -1810,6 +1861,14 @@ static const RuleRow rule_rows[] = {
          NAMED(.set = RULE_SET_TERMINATE_GRACE, .terminate_grace_usec = 3600000000)},
         {"dry run", "name = \"x\"; enforce = false;", NAMED(.set = RULE_SET_ENFORCE, .enforce = false)},
         {"enforced", "name = \"x\"; enforce = true;", NAMED(.set = RULE_SET_ENFORCE, .enforce = true)},
+        {"learned", "name = \"x\"; estimate_source = \"learned\";",
+         NAMED(.set = RULE_SET_ESTIMATE_SOURCE, .estimate_source = ESTIMATE_LEARNED)},
+        {"max of both",
+         "name = \"x\"; estimate_source = \"max\"; estimate_min_samples = 5; estimate_floor = 0;",
+         NAMED(.set = RULE_SET_ESTIMATE_SOURCE | RULE_SET_ESTIMATE_MIN_SAMPLES | RULE_SET_ESTIMATE_FLOOR,
+               .estimate_source = ESTIMATE_MAX, .estimate_min_samples = 5, .estimate_floor_permille = 0)},
+        {"floor 1", "name = \"x\"; estimate_floor = 1.0;",
+         NAMED(.set = RULE_SET_ESTIMATE_FLOOR, .estimate_floor_permille = 1000)},
         {"every key",
          "name = \"nightly\"; match = { user = \"alice\"; group = \"wheel\"; unit = \"nightly-*.service\"; "
          "slice = \"batch.slice\"; command = \"python3*\"; agent = \"nightly-*\"; }; per = \"agent\"; "
@@ -1907,6 +1966,12 @@ static void check_rule(const RuleConfig *got, const RuleConfig *want, const char
         ck_assert_msg(
                 got->terminate_grace_usec == want->terminate_grace_usec && got->enforce == want->enforce,
                 "row '%s': grace %" PRIu64 ", enforce %d", row, got->terminate_grace_usec, got->enforce);
+        ck_assert_msg(got->estimate_source == want->estimate_source &&
+                              got->estimate_min_samples == want->estimate_min_samples &&
+                              got->estimate_floor_permille == want->estimate_floor_permille,
+                      "row '%s': estimate_source %d, estimate_min_samples %" PRIu64 ", estimate_floor %u",
+                      row, (int)got->estimate_source, got->estimate_min_samples,
+                      got->estimate_floor_permille);
 }
 
 START_TEST(test_rule) {

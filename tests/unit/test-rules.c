@@ -668,6 +668,18 @@ static const EffRow eff_rows[] = {
           {.name = S("any"), SET_MRT(60)}}, 3, 1, 6,
          {50, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 3000, ESCALATE_REFUSE, HARD_LIMIT_NONE,
           10000000, false, 1}},
+        /* Learned estimates (issue 13), each from its own rule. */
+        {"the estimate settings, each from its own rule",
+         {{.name = S("u"), .match = {UID(1)}, .set = RULE_SET_ESTIMATE_SOURCE | RULE_SET_ESTIMATE_FLOOR,
+           .estimate_source = ESTIMATE_MAX, .estimate_floor_permille = 0},
+          {.name = S("c"), .match = {.command = S("c")}, .set = RULE_SET_ESTIMATE_SOURCE | RULE_SET_ESTIMATE_MIN_SAMPLES,
+           .estimate_source = ESTIMATE_LEARNED, .estimate_min_samples = 5}}, 2, 3, 0,
+         {200000, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500, ESCALATE_REFUSE, HARD_LIMIT_NONE,
+          10000000, true, -1, ESTIMATE_LEARNED, 5, 0}},
+        {"...and from the top level when no rule sets them",
+         {{.name = S("u"), .match = {UID(1)}, SET_MRT(9)}}, 1, 1, 0,
+         {9, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500, ESCALATE_REFUSE, HARD_LIMIT_NONE,
+          10000000, true, 0, ESTIMATE_CLIENT, 20, 500}},
         {"cap_rule of a rule listed late", {{.name = S("a")}, {.name = S("b")}, {.name = S("c"), SET_MRT(70)}},
          3, 0, 7, EFF(70, PRIORITY_NORMAL, PRIORITY_INTERACTIVE, 1500, 2000, 2500, 2)},
 };
@@ -724,6 +736,14 @@ START_TEST(test_effective) {
                               (int)eff.enforce);
                 ck_assert_msg(eff.cap_rule == row->expect.cap_rule, "row '%s': cap_rule %d", row->name,
                               (int)eff.cap_rule);
+                /* Rows that give the estimate settings (min_samples is never 0 in effect). */
+                if (row->expect.estimate_min_samples > 0)
+                        ck_assert_msg(
+                                eff.estimate_source == row->expect.estimate_source &&
+                                        eff.estimate_min_samples == row->expect.estimate_min_samples &&
+                                        eff.estimate_floor_permille == row->expect.estimate_floor_permille,
+                                "row '%s': estimate %d %" PRIu64 " %u", row->name, (int)eff.estimate_source,
+                                eff.estimate_min_samples, eff.estimate_floor_permille);
 
                 /* The same rules split the other way round give the same. */
                 memset(&eff, 0x5a, sizeof(eff));
