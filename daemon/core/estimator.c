@@ -326,30 +326,31 @@ bool estimator_predict(const EstimatorTable *t, uint32_t uid, const char *cls, u
         return true;
 }
 
-/* ---- project intervals ---- */
-
-int estimator_project(const EstimatorTable *t, uint32_t uid, const char *cls, uint64_t tasks,
-                      uint64_t prompt_tokens, uint32_t coverage_permille, EstimatorProject *ret) {
-        (void)t, (void)uid, (void)cls, (void)tasks, (void)prompt_tokens, (void)coverage_permille;
-        *ret = (EstimatorProject){};
-        return -ENOSYS;
-}
-
 /* ---- metrics ---- */
 
-static void blocks_count(EstimatorBlocks *b, uint32_t size, double pred, double act) {
+static void ring_put(double *ring, uint32_t *n, uint32_t *next, double x) {
+        ring[*next] = x;
+        *next = (*next + 1) % ESTIMATOR_BLOCK_RING;
+        if (*n < ESTIMATOR_BLOCK_RING)
+                (*n)++;
+}
+
+/* m0: the class-level output prediction now, frozen at the block's first
+ * observation (what a project estimate made then would have used). */
+static void blocks_count(EstimatorBlocks *b, uint32_t size, double pred, double act, double m0) {
+        if (b->count == 0)
+                b->m0 = m0;
         b->sum_pred += pred;
         b->sum_act += act;
         if (++b->count < size)
                 return;
         /* A block with no actual tokens has no relative error: it is not kept. */
-        if (b->sum_act > 0.0) {
-                b->errors[b->next] = fabs(b->sum_pred - b->sum_act) / b->sum_act;
-                b->next = (b->next + 1) % ESTIMATOR_BLOCK_RING;
-                if (b->n_errors < ESTIMATOR_BLOCK_RING)
-                        b->n_errors++;
-        }
-        b->sum_pred = b->sum_act = 0.0;
+        if (b->sum_act > 0.0)
+                ring_put(b->errors, &b->n_errors, &b->next, fabs(b->sum_pred - b->sum_act) / b->sum_act);
+        /* m0 == 0: nothing to scale (or a block begun before the state had m0). */
+        if (b->m0 > 0.0)
+                ring_put(b->ratios, &b->n_ratios, &b->next_ratio, b->sum_act / ((double)size * b->m0));
+        b->sum_pred = b->sum_act = b->m0 = 0.0;
         b->count = 0;
 }
 
@@ -368,7 +369,8 @@ static void metrics_count(const EstimatorTable *t, EstimatorClassState *st, uint
         st->err_act += act;
         st->n_predicted++;
         for (uint32_t i = 0; i < ESTIMATOR_BLOCK_SIZES; i++)
-                blocks_count(&st->blocks[i], estimator_block_sizes[i], pred, act);
+                blocks_count(&st->blocks[i], estimator_block_sizes[i], pred, act,
+                             stat_estimate(&st->output));
         if (pred > 0.0)
                 ratio_learn(t, st, act / pred);
 }
@@ -403,6 +405,163 @@ void estimator_class_metrics(const EstimatorClass *c, EstimatorMetrics *ret) {
         }
         for (uint32_t i = 0; i < ESTIMATOR_BLOCK_SIZES; i++)
                 block_metrics(&st->blocks[i], estimator_block_sizes[i], &ret->blocks[i]);
+}
+
+/* ---- project intervals ---- */
+
+/* The p quantile of the kept ratios: linear interpolation between order
+ * statistics at the Weibull plotting positions, h = (n + 1) p (1-based),
+ * clamped to the extremes: E[F(X_(k))] = k / (n + 1) for i.i.d. draws, so
+ * the interval between the two quantiles covers c on average once no end
+ * is clamped (n >= 19 for 90%); with the 10 a size needs it is the range,
+ * 9/11 = 82% on average, where the common h = (n - 1) p + 1 gives
+ * (9.55 - 1.45) / 11 = 74%. */
+static double ring_quantile(const double *sorted, uint32_t n, double p) {
+        double h = (double)(n + 1) * p, f;
+        uint32_t k;
+
+        if (h <= 1.0)
+                return sorted[0];
+        if (h >= (double)n)
+                return sorted[n - 1];
+        k = (uint32_t)h; /* 1 <= k < n */
+        f = h - (double)k;
+        return sorted[k - 1] + f * (sorted[k] - sorted[k - 1]);
+}
+
+/* The p quantile of the single-request ratio histogram, linear in log2
+ * within the bin where the weight reaches it (the end bins as their
+ * nominal quarter-octave). */
+static double hist_quantile(const EstimatorClassState *st, double p) {
+        double total = 0.0, want, cum = 0.0;
+
+        for (uint32_t i = 0; i < ESTIMATOR_RATIO_BINS; i++)
+                total += st->ratio_hist[i];
+        want = total * p;
+        for (uint32_t i = 0; i < ESTIMATOR_RATIO_BINS; i++) {
+                double w = st->ratio_hist[i];
+
+                if (w > 0.0 && cum + w >= want) {
+                        double f = fmin(fmax((want - cum) / w, 0.0), 1.0);
+
+                        return exp2(((double)i - RATIO_BIN_OFFSET + f) / RATIO_BINS_PER_OCTAVE);
+                }
+                cum += w;
+        }
+        return exp2((double)(ESTIMATOR_RATIO_BINS - RATIO_BIN_OFFSET) / RATIO_BINS_PER_OCTAVE);
+}
+
+/* The histogram's lowest edge: a quantile of 0 (blocks with no output)
+ * cannot be interpolated in log. */
+#define PROJECT_RATIO_MIN 0x1p-8
+
+typedef struct Spread {
+        uint32_t size, count; /* 1, 10, 100, 1000; ratios (or predictions) behind it */
+        bool usable;          /* count >= ESTIMATOR_PROJECT_MIN_BLOCKS */
+        double log_low, log_high;
+} Spread;
+
+static void spread_of(const EstimatorClassState *st, uint32_t level, double p_low, double p_high,
+                      Spread *ret) {
+        double low, high;
+
+        *ret = (Spread){.size = level == 0 ? 1 : estimator_block_sizes[level - 1]};
+        if (level == 0) {
+                double total = 0.0;
+
+                for (uint32_t i = 0; i < ESTIMATOR_RATIO_BINS; i++)
+                        total += st->ratio_hist[i];
+                ret->count = st->n_predicted > UINT32_MAX ? UINT32_MAX : (uint32_t)st->n_predicted;
+                /* No weight: every prediction was 0, so no ratio was learned. */
+                if (ret->count < ESTIMATOR_PROJECT_MIN_BLOCKS || !(total > 0.0))
+                        return;
+                low = hist_quantile(st, p_low);
+                high = hist_quantile(st, p_high);
+        } else {
+                const EstimatorBlocks *b = &st->blocks[level - 1];
+                double sorted[ESTIMATOR_BLOCK_RING];
+
+                ret->count = b->n_ratios;
+                if (ret->count < ESTIMATOR_PROJECT_MIN_BLOCKS)
+                        return;
+                memcpy(sorted, b->ratios, b->n_ratios * sizeof(double));
+                qsort(sorted, b->n_ratios, sizeof(double), cmp_double);
+                low = ring_quantile(sorted, b->n_ratios, p_low);
+                high = ring_quantile(sorted, b->n_ratios, p_high);
+        }
+        ret->usable = true;
+        ret->log_low = log(fmax(low, PROJECT_RATIO_MIN));
+        ret->log_high = log(fmax(high, PROJECT_RATIO_MIN));
+}
+
+/* The ratio quantiles for n tasks (see estimator.h): the usable level at or
+ * below n and the next usable one above, interpolated in log n; n past the
+ * last usable one takes its quantiles as they are. */
+static void project_spread(const EstimatorClassState *st, uint64_t n, double p_low, double p_high,
+                           EstimatorProject *ret, double *ret_low, double *ret_high) {
+        Spread lo = {}, hi = {}, s;
+        double f;
+
+        for (uint32_t level = 0; level <= ESTIMATOR_BLOCK_SIZES; level++) {
+                spread_of(st, level, p_low, p_high, &s);
+                if (!s.usable)
+                        continue;
+                if (s.size <= n || !lo.usable)
+                        lo = s;
+                if (s.size >= n) {
+                        hi = s;
+                        break;
+                }
+        }
+        if (!lo.usable) { /* none usable: say how many single predictions it has */
+                spread_of(st, 0, p_low, p_high, &s);
+                ret->basis_block_size = 1;
+                ret->basis_blocks = s.count;
+                return;
+        }
+        ret->has_interval = true;
+        if (!hi.usable || hi.size == lo.size) {
+                ret->basis_scaled = !hi.usable && n > lo.size;
+                ret->basis_block_size = lo.size;
+                ret->basis_blocks = lo.count;
+                *ret_low = exp(lo.log_low);
+                *ret_high = exp(lo.log_high);
+                return;
+        }
+        f = (log((double)n) - log((double)lo.size)) / (log((double)hi.size) - log((double)lo.size));
+        ret->basis_block_size = hi.size;
+        ret->basis_blocks = hi.count;
+        *ret_low = exp(lo.log_low + f * (hi.log_low - lo.log_low));
+        *ret_high = exp(lo.log_high + f * (hi.log_high - lo.log_high));
+}
+
+int estimator_project(const EstimatorTable *t, uint32_t uid, const char *cls, uint64_t tasks,
+                      uint64_t prompt_tokens, uint32_t coverage_permille, EstimatorProject *ret) {
+        const EstimatorClass *c;
+        double c_frac, q_low = 0.0, q_high = 0.0, input;
+
+        *ret = (EstimatorProject){};
+        if (tasks == 0 || coverage_permille < 1 || coverage_permille > 999)
+                return -EINVAL;
+        c = estimator_find(t, uid, cls);
+        if (!c || c->st.output.samples == 0)
+                return -ENOENT;
+        ret->tasks = tasks;
+        predict_state(t, &c->st, prompt_tokens, &ret->per_task);
+        ret->expected_output = (double)tasks * (double)ret->per_task.predicted_output;
+        ret->expected_total = (double)tasks * (double)ret->per_task.predicted_total;
+        c_frac = coverage_permille / 1000.0;
+        project_spread(&c->st, tasks, (1.0 - c_frac) / 2.0, (1.0 + c_frac) / 2.0, ret, &q_low, &q_high);
+        if (!ret->has_interval)
+                return 0;
+        /* Without a prompt the learned total could sit a little under the
+         * output (two averages, each clipped): no negative input part. */
+        input = fmax(ret->expected_total - ret->expected_output, 0.0);
+        ret->output_low = ret->expected_output * q_low;
+        ret->output_high = ret->expected_output * q_high;
+        ret->total_low = ret->output_low + input;
+        ret->total_high = ret->output_high + input;
+        return 0;
 }
 
 /* ---- learning ---- */
@@ -481,17 +640,25 @@ static bool stat_valid(const EstimatorStat *s) {
                (s->samples > 0 || (s->mean == 0.0 && s->tail == 0.0));
 }
 
+static bool ring_valid(const double *ring, uint32_t n, uint32_t next) {
+        if (n > ESTIMATOR_BLOCK_RING || next >= ESTIMATOR_BLOCK_RING)
+                return false;
+        if (n < ESTIMATOR_BLOCK_RING && next != n)
+                return false; /* a ring not yet full is filled from 0 */
+        for (uint32_t i = 0; i < n; i++)
+                if (!number_valid(ring[i]))
+                        return false;
+        return true;
+}
+
 static bool blocks_valid(const EstimatorBlocks *b, uint32_t size) {
         if (!number_valid(b->sum_pred) || !number_valid(b->sum_act) || b->count >= size)
                 return false;
-        if (b->n_errors > ESTIMATOR_BLOCK_RING || b->next >= ESTIMATOR_BLOCK_RING)
+        /* m0 belongs to a block in progress: none without one. */
+        if (!number_valid(b->m0) || (b->count == 0 && b->m0 != 0.0))
                 return false;
-        if (b->n_errors < ESTIMATOR_BLOCK_RING && b->next != b->n_errors)
-                return false; /* a ring not yet full is filled from 0 */
-        for (uint32_t i = 0; i < b->n_errors; i++)
-                if (!number_valid(b->errors[i]))
-                        return false;
-        return true;
+        return ring_valid(b->errors, b->n_errors, b->next) &&
+               ring_valid(b->ratios, b->n_ratios, b->next_ratio);
 }
 
 static bool state_valid(const EstimatorClassState *st) {
@@ -523,7 +690,11 @@ int estimator_restore(EstimatorTable *t, uint32_t uid, const char *cls, const Es
         c->st = *state;
         /* Unused slots of a ring not yet full are zero, as a live one has them. */
         for (uint32_t i = 0; i < ESTIMATOR_BLOCK_SIZES; i++)
-                for (uint32_t j = c->st.blocks[i].n_errors; j < ESTIMATOR_BLOCK_RING; j++)
-                        c->st.blocks[i].errors[j] = 0.0;
+                for (uint32_t j = 0; j < ESTIMATOR_BLOCK_RING; j++) {
+                        if (j >= c->st.blocks[i].n_errors)
+                                c->st.blocks[i].errors[j] = 0.0;
+                        if (j >= c->st.blocks[i].n_ratios)
+                                c->st.blocks[i].ratios[j] = 0.0;
+                }
         return 0;
 }

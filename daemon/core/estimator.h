@@ -69,6 +69,58 @@
  * ESTIMATOR_BLOCK_RING completed blocks are kept (a ring) and read back as
  * median and p90.
  *
+ * Project intervals (point 5): what N tasks of a class will cost, with a
+ * central interval of coverage c (estimator_project()). The expected output
+ * is N x the one-task prediction (with the prompt's bucket when it has
+ * min_samples), the expected total N x the predicted total. The interval is
+ * calibrated on the class's own history, not on an i.i.d. formula
+ * (CV / sqrt(N) would say a block of 100 is within 8%, but drift within the
+ * hour makes neighbouring requests move together, so real block totals
+ * spread more, and the EWMA's lag adds its own): each block of 10, 100 and
+ * 1000 (counted from min_samples on, like the errors) also freezes, at its
+ * first observation, m0 = the class-level output prediction (what a project
+ * estimate made then, without a prompt, would have multiplied), and keeps
+ * at its end ratio = sum act / (size x m0) in a second ring of
+ * ESTIMATOR_BLOCK_RING (skipped when m0 is 0). A ratio, signed, so the
+ * interval can be asymmetric (lognormal sums are skewed up). From these:
+ * - the quantiles (1 - c)/2 and (1 + c)/2 of a size's kept ratios, linear
+ *   between order statistics at the positions (n + 1) p, clamped to the
+ *   extremes (they cover c on average for i.i.d. ratios from n = 19 on for
+ *   90%, and 82% with 10 kept, where the (n - 1) p + 1 positions give 74%);
+ *   a size is usable with ESTIMATOR_PROJECT_MIN_BLOCKS (10) ratios kept, so
+ *   blocks of 1000 need 10,000 predictions, and the rings remember the last
+ *   64 blocks (640, 6,400, 64,000 requests: recent drift counts, old does not);
+ * - N = 1 ("size 1"): the single-request ratio histogram above (actual /
+ *   predicted output, decayed over tail_half_life_samples), read with linear
+ *   interpolation in log2 inside the quarter-octave bin, usable once 10
+ *   predictions were counted;
+ * - N between two usable sizes: the log of each quantile interpolated
+ *   linearly in log N (basis_block_size is then the larger size, the one
+ *   with fewer blocks behind it); N equal to a size: that size's;
+ * - N past the largest usable size: that size's quantiles as they are, not
+ *   shrunk by sqrt(N / size) (basis_scaled): drift does not average out the
+ *   way noise does, and too narrow an interval is the costly error;
+ * - nothing usable (fewer than 10 predictions): no interval (basis 1 and the
+ *   predictions counted);
+ * - output interval = expected output x [q_low, q_high]; the total's is that
+ *   plus the input part (expected total - expected output, at least 0)
+ *   unchanged at both ends: prompts are known or learned, outputs vary.
+ * The ratios are against the class-level prediction while the expectation
+ * may use a bucket's: the bucket's own blocks would be too few to calibrate
+ * on, and a bucket's relative spread is assumed like its class's. Ratios of
+ * 0 (blocks without output) are floored at 1/256 for the logarithm.
+ * Measured on generators with CV 0.8 after 20,000 requests (test-estimator,
+ * seeds 1..10): the 90% interval held 0.88..0.93 of the next 100 requests'
+ * sums (stationary, log random walk, sinusoid, random steps of the level)
+ * and 0.86..0.92 of the next 1000, each end missing about half the rest;
+ * the i.i.d. formula held 0.65..0.71 (100) and 0.14..0.22 (1000) on the
+ * walk. The interval of a stationary class's 1000 tasks is still about
+ * +-11%, not the +-4% of CV / sqrt(N): the estimate multiplied is an EWMA
+ * with its own noise (CV / sqrt(2.9 H), 6.6%), which no later block
+ * averages away. Not covered well: a level that jumps periodically at a
+ * multiple of the block size (steps every 3000 requests: 0.73..0.83 of
+ * the next 1000, 100 trials, seeds 1..6), as the blocks kept then see only a few phases of it.
+ *
  * Persistence (point 7): EstimatorClassState is all of a class's state as
  * plain numbers; estimator_class_state() reads it, estimator_restore() puts
  * it back (validated: a damaged row is refused, never trusted), so a restored
@@ -107,6 +159,9 @@ typedef struct EstimatorSettings {
 /* Block sizes of the block-total error, and how many completed blocks each keeps. */
 #define ESTIMATOR_BLOCK_SIZES 3u
 #define ESTIMATOR_BLOCK_RING  64u
+/* Kept ratios (or single predictions) a block size needs to calibrate a
+ * project interval. */
+#define ESTIMATOR_PROJECT_MIN_BLOCKS 10u
 /* Longest class name (bytes, without the NUL): longer is -EINVAL, so a client
  * cannot grow the table by the length of its names. */
 #define ESTIMATOR_NAME_MAX 255u
