@@ -5,7 +5,8 @@
  * later daemon can read what an earlier one wrote and a changed struct does
  * not silently misread a blob. Doubles go through json-c's "%.17g", which
  * reads back to the same value. estimator_restore() checks the ranges; here
- * only the shape is checked.
+ * only the shape is checked. The previous version still reads (see
+ * STATE_VERSION).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -14,7 +15,11 @@
 #include "estimator-state.h"
 #include "json-util.h"
 
-#define STATE_VERSION 1
+/* 2 added per block size m0 and the ring of block ratios (project
+ * intervals); a version 1 state still reads, with m0 0 (the block in
+ * progress keeps no ratio) and the ratio rings empty. */
+#define STATE_VERSION     2
+#define STATE_VERSION_OLD 1
 
 static json_object *doubles(const double *v, size_t n) {
         json_object *a = json_object_new_array_ext((int)n);
@@ -65,6 +70,10 @@ char *estimator_state_to_json(const EstimatorClassState *s) {
                 r = r ?: json_add(bo, "kept", json_u64(b->n_errors));
                 r = r ?: json_add(bo, "next", json_u64(b->next));
                 r = r ?: json_add(bo, "errors", doubles(b->errors, ESTIMATOR_BLOCK_RING));
+                r = r ?: json_add(bo, "m0", json_object_new_double(b->m0));
+                r = r ?: json_add(bo, "ratiosKept", json_u64(b->n_ratios));
+                r = r ?: json_add(bo, "ratiosNext", json_u64(b->next_ratio));
+                r = r ?: json_add(bo, "ratios", doubles(b->ratios, ESTIMATOR_BLOCK_RING));
                 r = r ?: json_append(blocks, json_object_get(bo));
                 json_object_put(bo);
         }
@@ -138,16 +147,46 @@ static json_object *member(json_object *o, const char *key) {
         return json_object_object_get_ex(o, key, &v) ? v : NULL;
 }
 
+static int get_double(json_object *v, double *ret) {
+        if (!json_object_is_type(v, json_type_double) && !json_object_is_type(v, json_type_int))
+                return -EBADMSG;
+        *ret = json_object_get_double(v);
+        return 0;
+}
+
+/* One block size's object; version 1 has no m0 and no ratios. */
+static int get_blocks(json_object *bo, int version, EstimatorBlocks *b) {
+        if (!json_object_is_type(bo, json_type_object))
+                return -EBADMSG;
+        if (get_double(member(bo, "sumPredicted"), &b->sum_pred) < 0 ||
+            get_double(member(bo, "sumActual"), &b->sum_act) < 0 ||
+            get_u32(member(bo, "count"), &b->count) < 0 || get_u32(member(bo, "kept"), &b->n_errors) < 0 ||
+            get_u32(member(bo, "next"), &b->next) < 0 ||
+            get_doubles(member(bo, "errors"), b->errors, ESTIMATOR_BLOCK_RING) < 0)
+                return -EBADMSG;
+        if (version == STATE_VERSION_OLD)
+                return 0;
+        if (get_double(member(bo, "m0"), &b->m0) < 0 ||
+            get_u32(member(bo, "ratiosKept"), &b->n_ratios) < 0 ||
+            get_u32(member(bo, "ratiosNext"), &b->next_ratio) < 0 ||
+            get_doubles(member(bo, "ratios"), b->ratios, ESTIMATOR_BLOCK_RING) < 0)
+                return -EBADMSG;
+        return 0;
+}
+
 int estimator_state_from_json(const char *text, EstimatorClassState *ret) {
         json_object *o = text ? json_tokener_parse(text) : NULL, *v, *a;
         EstimatorClassState s = {};
         double err[3];
-        int r = -EBADMSG;
+        int r = -EBADMSG, version;
 
         if (!json_object_is_type(o, json_type_object))
                 goto done;
         v = member(o, "v");
-        if (!json_object_is_type(v, json_type_int) || json_object_get_int(v) != STATE_VERSION)
+        if (!json_object_is_type(v, json_type_int))
+                goto done;
+        version = json_object_get_int(v);
+        if (version != STATE_VERSION && version != STATE_VERSION_OLD)
                 goto done;
         if (get_stat(member(o, "output"), &s.output) < 0 || get_stat(member(o, "total"), &s.total) < 0)
                 goto done;
@@ -166,25 +205,9 @@ int estimator_state_from_json(const char *text, EstimatorClassState *ret) {
         a = member(o, "blocks");
         if (!json_object_is_type(a, json_type_array) || json_object_array_length(a) != ESTIMATOR_BLOCK_SIZES)
                 goto done;
-        for (size_t i = 0; i < ESTIMATOR_BLOCK_SIZES; i++) {
-                json_object *bo = json_object_array_get_idx(a, i);
-                EstimatorBlocks *b = &s.blocks[i];
-                if (!json_object_is_type(bo, json_type_object))
+        for (size_t i = 0; i < ESTIMATOR_BLOCK_SIZES; i++)
+                if (get_blocks(json_object_array_get_idx(a, i), version, &s.blocks[i]) < 0)
                         goto done;
-                v = member(bo, "sumPredicted");
-                if (!json_object_is_type(v, json_type_double) && !json_object_is_type(v, json_type_int))
-                        goto done;
-                b->sum_pred = json_object_get_double(v);
-                v = member(bo, "sumActual");
-                if (!json_object_is_type(v, json_type_double) && !json_object_is_type(v, json_type_int))
-                        goto done;
-                b->sum_act = json_object_get_double(v);
-                if (get_u32(member(bo, "count"), &b->count) < 0 ||
-                    get_u32(member(bo, "kept"), &b->n_errors) < 0 ||
-                    get_u32(member(bo, "next"), &b->next) < 0 ||
-                    get_doubles(member(bo, "errors"), b->errors, ESTIMATOR_BLOCK_RING) < 0)
-                        goto done;
-        }
         *ret = s;
         r = 0;
 done:

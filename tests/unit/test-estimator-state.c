@@ -4,7 +4,8 @@
  * a class's state written as JSON and read back is the same state to the bit
  * (every double, every counter), so a restarted daemon predicts exactly what
  * the stopped one would have; anything not of that shape or version is
- * refused, never half read.
+ * refused, never half read; a state of the previous version (before the
+ * project-interval rings) still reads, with those rings empty.
  */
 #define _GNU_SOURCE
 #include <check.h>
@@ -63,6 +64,11 @@ static void assert_state_eq(const EstimatorClassState *a, const EstimatorClassSt
                 ck_assert_uint_eq(x->next, y->next);
                 for (size_t i = 0; i < ESTIMATOR_BLOCK_RING; i++)
                         ck_assert_msg(x->errors[i] == y->errors[i], "block %zu error %zu", k, i);
+                ck_assert_msg(x->m0 == y->m0, "block %zu m0 %.17g against %.17g", k, x->m0, y->m0);
+                ck_assert_uint_eq(x->n_ratios, y->n_ratios);
+                ck_assert_uint_eq(x->next_ratio, y->next_ratio);
+                for (size_t i = 0; i < ESTIMATOR_BLOCK_RING; i++)
+                        ck_assert_msg(x->ratios[i] == y->ratios[i], "block %zu ratio %zu", k, i);
         }
 }
 
@@ -76,6 +82,11 @@ START_TEST(test_round_trip) {
         ck_assert_uint_gt(st.bucket[7].samples, 0);
         ck_assert(st.output.tail > 0);
         ck_assert_uint_gt(st.blocks[2].n_errors, 0);
+        /* The interval rings: full for 10, some of 1000, and blocks in
+         * progress with their m0 (2480 predictions: 80 into a 100-block). */
+        ck_assert_uint_eq(st.blocks[0].n_ratios, ESTIMATOR_BLOCK_RING);
+        ck_assert_uint_eq(st.blocks[2].n_ratios, 2);
+        ck_assert(st.blocks[1].m0 > 0.0 && st.blocks[2].m0 > 0.0);
         printf("a learned class's saved state: %zu bytes of JSON\n", strlen(text));
         ck_assert_int_eq(estimator_state_from_json(text, &back), 0);
         ck_assert_uint_eq(back.last_seen_usec, 0); /* not in the text: the ledger keeps it apart */
@@ -93,6 +104,16 @@ START_TEST(test_round_trip) {
                 ck_assert_uint_eq(p1.predicted_output, p2.predicted_output);
                 ck_assert_uint_eq(p1.samples, p2.samples);
                 ck_assert(p1.ratio_q == p2.ratio_q);
+        }
+        for (uint64_t n = 1; n <= 10000; n *= 10) {
+                EstimatorProject r1, r2;
+
+                ck_assert_int_eq(estimator_project(t, 1000, "class:c", n, 0, 900, &r1), 0);
+                ck_assert_int_eq(estimator_project(t2, 1000, "class:c", n, 0, 900, &r2), 0);
+                ck_assert_msg(r1.has_interval && r1.output_low == r2.output_low &&
+                                      r1.output_high == r2.output_high &&
+                                      r1.basis_block_size == r2.basis_block_size,
+                              "project of %llu", (unsigned long long)n);
         }
         free(text);
         estimator_table_free(t);
@@ -115,13 +136,15 @@ START_TEST(test_refused) {
         EstimatorTable *t = learned(&st);
         char *text = estimator_state_to_json(&st);
         static const char *const whole[] = {
-                "", "[]", "{}", "null", "{\"v\":1}", "not json", "{\"v\":1,\"output\":[1,2,3]",
+                "", "[]", "{}", "null", "{\"v\":1}", "{\"v\":2}", "not json", "{\"v\":2,\"output\":[1,2,3]",
         };
         static const struct {
                 const char *from, *to;
         } edits[] = {
-                {"{\"v\":1,", "{\"v\":2,"},                   /* another version */
-                {"{\"v\":1,", "{\"v\":\"1\","},               /* mistyped */
+                {"{\"v\":2,", "{\"v\":3,"},                   /* a later version */
+                {"{\"v\":2,", "{\"v\":0,"},                   /* no such version */
+                {"{\"v\":2,", "{\"v\":\"2\","},               /* mistyped */
+                {"{\"v\":2,", "{\"v\":2.0,"},                 /* mistyped */
                 {"\"output\":[", "\"output\":[\"x\","},       /* a string for a number */
                 {"\"output\":[", "\"output\":[1,"},           /* four numbers for three */
                 {"\"predicted\":", "\"predicted\":-"},        /* negative count */
@@ -129,6 +152,10 @@ START_TEST(test_refused) {
                 {"\"errors\":[", "\"errors\":[0.5,"},         /* one error too many */
                 {"\"buckets\":[[", "\"buckets\":[[9,9,9],["}, /* a bucket too many */
                 {"\"ratio\":", "\"ratio_\":"},                /* a field missing */
+                {"\"m0\":", "\"m0\":\"x\",\"m\":"},           /* a string for m0 */
+                {"\"ratiosKept\":", "\"ratiosKept_\":"},      /* version 2 without its fields */
+                {"\"ratios\":[", "\"ratios\":[0.5,"},         /* one ratio too many */
+                {"\"ratiosNext\":", "\"ratiosNext\":-"},      /* negative */
         };
 
         ck_assert_ptr_nonnull(text);
@@ -149,12 +176,104 @@ START_TEST(test_refused) {
 }
 END_TEST
 
+/* A state as the version 1 daemon wrote it (commit c6dbda9's
+ * estimator-state.c; 45 samples of one class, two thirds with a 300-token
+ * prompt: two blocks of 10 done, one in progress 5 in, the larger blocks 25
+ * in), before the interval rings existed. */
+static const char state_v1[] =
+        "{\"v\":1,\"output\":[125.11111111111106,0.0,45],\"total\":[425.11111111111114,0.0,45],\"buckets\":["
+        "[0.0,"
+        "0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[125."
+        "83333333333331,0.0,30],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],["
+        "0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],["
+        "0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],[0.0,0.0,0],["
+        "0.0,0.0,0]],\"ratio\":[0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0"
+        ",0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,1.9841640030403993,8.9268958967256005,12.8938824259"
+        "88709,0.98828565150073222,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0."
+        "0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0],\"err\":[310.0,3124.0,3150.0],\"predicted\":25,"
+        "\"b"
+        "locks\":[{\"sumPredicted\":627.0,\"sumActual\":620.0,\"count\":5,\"kept\":2,\"next\":2,\"errors\":["
+        "0.01818181"
+        "8181818181,0.0079051383399209481,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0"
+        ",0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0"
+        ",0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0]},{\"sum"
+        "Predicted\":3124.0,\"sumActual\":3150.0,\"count\":25,\"kept\":0,\"next\":0,\"errors\":[0.0,0.0,0.0,"
+        "0.0,0.0,"
+        "0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,"
+        "0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,"
+        "0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0]},{\"sumPredicted\":3124.0,\"sumActual\":3150.0,"
+        "\"count\":"
+        "25,\"kept\":0,\"next\":0,\"errors\":[0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0."
+        "0,0"
+        ".0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0"
+        ".0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0]}"
+        "]}";
+
+/* The previous version still reads: every field it has as it was, the new
+ * rings empty and m0 0, so the block in progress keeps no ratio and the
+ * next one does. */
+START_TEST(test_version_1) {
+        EstimatorTable *t = estimator_table_new(&ESTIMATOR_SETTINGS_DEFAULT, 16);
+        EstimatorClassState st, after;
+        EstimatorPrediction p;
+        EstimatorProject pr;
+
+        ck_assert_ptr_nonnull(t);
+        ck_assert_int_eq(estimator_state_from_json(state_v1, &st), 0);
+        ck_assert_uint_eq(st.output.samples, 45);
+        ck_assert(st.output.mean == 125.11111111111106);
+        ck_assert(st.total.mean == 425.11111111111114);
+        ck_assert_uint_eq(st.bucket[8].samples, 30);
+        ck_assert(st.ratio_hist[32] == 12.893882425988709);
+        ck_assert(st.err_abs == 310.0 && st.err_pred == 3124.0 && st.err_act == 3150.0);
+        ck_assert_uint_eq(st.n_predicted, 25);
+        ck_assert_uint_eq(st.blocks[0].count, 5);
+        ck_assert_uint_eq(st.blocks[0].n_errors, 2);
+        ck_assert(st.blocks[0].errors[1] == 0.0079051383399209481);
+        ck_assert_uint_eq(st.blocks[1].count, 25);
+        for (size_t k = 0; k < ESTIMATOR_BLOCK_SIZES; k++)
+                ck_assert_msg(st.blocks[k].m0 == 0.0 && st.blocks[k].n_ratios == 0 &&
+                                      st.blocks[k].next_ratio == 0,
+                              "block %zu", k);
+        ck_assert_int_eq(estimator_restore(t, 1000, "v1", &st), 0);
+        ck_assert(estimator_predict(t, 1000, "v1", 0, &p));
+        ck_assert_uint_eq(p.predicted_output, 125);
+        ck_assert_int_eq(estimator_project(t, 1000, "v1", 1, 0, 900, &pr), 0);
+        ck_assert(pr.has_interval); /* 25 single predictions */
+        ck_assert_int_eq(estimator_project(t, 1000, "v1", 10, 0, 900, &pr), 0);
+        ck_assert_uint_eq(pr.basis_block_size, 1); /* no ratio of 10 yet */
+
+        /* The block in progress ends: its error is kept, no ratio (m0 unknown). */
+        for (int i = 0; i < 5; i++)
+                ck_assert_int_eq(estimator_observe(t, 1000, "v1", 0, 0, 130, T0), 0);
+        estimator_class_state(estimator_find(t, 1000, "v1"), &after);
+        ck_assert_uint_eq(after.blocks[0].n_errors, 3);
+        ck_assert_uint_eq(after.blocks[0].n_ratios, 0);
+        for (int i = 0; i < 10; i++)
+                ck_assert_int_eq(estimator_observe(t, 1000, "v1", 0, 0, 130, T0), 0);
+        estimator_class_state(estimator_find(t, 1000, "v1"), &after);
+        ck_assert_uint_eq(after.blocks[0].n_ratios, 1);
+        ck_assert(after.blocks[0].ratios[0] > 0.9 && after.blocks[0].ratios[0] < 1.1);
+
+        /* Saved again, it is version 2. */
+        {
+                char *text = estimator_state_to_json(&after);
+
+                ck_assert_ptr_nonnull(text);
+                ck_assert(strncmp(text, "{\"v\":2,", 7) == 0);
+                free(text);
+        }
+        estimator_table_free(t);
+}
+END_TEST
+
 static Suite *estimator_state_suite(void) {
         Suite *s = suite_create("estimator-state");
         TCase *tc = tcase_create("json");
 
         tcase_add_test(tc, test_round_trip);
         tcase_add_test(tc, test_refused);
+        tcase_add_test(tc, test_version_1);
         suite_add_tcase(s, tc);
         return s;
 }
