@@ -32,12 +32,26 @@
  *   tokens went past it, against reserving `predicted` (prompt + predicted
  *   output in buckets mode, the learned total in class mode) and 2 x that
  *   (the daemon reserves hardLimit, granted x hard_multiplier, 2 by
- *   default). The daemon reserves from the client's estimate still; this
- *   says what learning would save.
+ *   default); and what the daemon itself reserved: each reply's hardLimit
+ *   (granted when a reply has none), which is 2 x the estimate with
+ *   estimate_source "client" and the learned reservation with "learned"
+ *   (the rows whose reason was "learned" are counted);
+ * - interval coverage (issue 13, point 5): at the start of each block of
+ *   100 and of 1000 counted rows (after the Request of its first row, before
+ *   its Release: what the class has learned from every earlier row), an
+ *   io.tokenbudget.admin.Estimate {class: "class:NAME", tasks: the block
+ *   size} on a second connection (the caller's own uid: the bench's);
+ *   when the block is complete, whether its actual output sum lies within
+ *   the reply's [interval.outputLow, interval.outputHigh] (below, within,
+ *   above), how many blocks had an interval (noInterval or UnknownClass:
+ *   none), and the error |expectedOutput - sum act| / sum act of the
+ *   project prediction itself (made at the block's start, not per request).
+ *   Any other error reply to Estimate (a daemon without the method) stops
+ *   the calls; its error name is printed as coverage_error.
  *
  * --dump writes every counted row (row number in time order, ContextTokens,
- * GeneratedTokens, the estimate sent, predicted, predictedOutput, samples)
- * as CSV, to check the metrics or try others offline.
+ * GeneratedTokens, the estimate sent, predicted, predictedOutput, samples,
+ * granted, hardLimit) as CSV, to check the metrics or try others offline.
  *
  * Prints one line of key=value pairs for bench/run.sh. Exit status 1 on any
  * error reply, a bad trace or a reply without a prediction after the first
@@ -67,6 +81,11 @@
 
 static const uint64_t block_sizes[N_BLOCK_SIZES] = {10, 100, 1000};
 
+/* The project sizes whose intervals are checked. */
+#define N_COVERAGE_SIZES 2
+static const uint64_t coverage_sizes[N_COVERAGE_SIZES] = {100, 1000};
+#define ADMIN_ERROR_MAX 128
+
 typedef struct Row {
         char ts[TS_MAX_BYTES];
         size_t index; /* in the file: ties keep file order */
@@ -86,6 +105,18 @@ typedef struct Blocks {
         size_t n_errors;
 } Blocks;
 
+/* The Estimate intervals of one project size. */
+typedef struct Coverage {
+        /* The block in progress: its interval and expected output, when Estimate gave them. */
+        bool has_interval, has_expected;
+        uint64_t low, high, expected, count;
+        double sum_act;
+        /* Completed blocks: all, with an interval, and where the actual fell. */
+        uint64_t blocks, with_interval, below, within, above;
+        double *errors; /* of expectedOutput, one per completed block that had one */
+        size_t n_errors;
+} Coverage;
+
 typedef struct Totals {
         uint64_t counted, first_counted_row, missing;
         double abs_err, sum_pred, sum_act;
@@ -93,7 +124,13 @@ typedef struct Totals {
         /* Reservations against the actual total (input + output). */
         double unused_2x, over_2x, unused_pred, over_pred, unused_2pred, over_2pred, sum_act_total;
         uint64_t over_2x_rows, over_pred_rows, over_2pred_rows;
+        /* What the daemon reserved (hardLimit). */
+        double unused_res, over_res;
+        uint64_t over_res_rows, learned_rows;
         uint64_t last_samples;
+        Coverage coverage[N_COVERAGE_SIZES];
+        double nominal_coverage;           /* the interval's coverage as the daemon said it, 0 before one */
+        char admin_error[ADMIN_ERROR_MAX]; /* "" while Estimate answers */
 } Totals;
 
 static const char *prog = "estimate";
@@ -295,6 +332,22 @@ static bool reply_u64(const char *reply, const char *key, uint64_t *ret) {
         return errno == 0 && end != p;
 }
 
+/* The number after "KEY": (a float or an integer); false when absent. */
+static bool reply_double(const char *reply, const char *key, double *ret) {
+        char pat[64];
+        const char *p;
+        char *end;
+
+        snprintf(pat, sizeof(pat), "\"%s\":", key);
+        p = strstr(reply, pat);
+        if (!p)
+                return false;
+        p += strlen(pat);
+        errno = 0;
+        *ret = strtod(p, &end);
+        return errno == 0 && end != p;
+}
+
 static void reply_string(const char *reply, const char *key, char *buf, size_t size) {
         char pat[64];
         const char *p, *end;
@@ -359,11 +412,18 @@ static void blocks_summary(Blocks *b, double *ret_median, double *ret_p90) {
         *ret_p90 = b->errors[k - 1];
 }
 
-static void totals_add(Totals *t, const Row *r, uint64_t estimate, uint64_t predicted,
-                       uint64_t pred_output) {
+/* What one Request's reply said was reserved. */
+typedef struct Reserved {
+        uint64_t granted, hard_limit;
+        bool learned; /* reason "learned" */
+} Reserved;
+
+static void totals_add(Totals *t, const Row *r, uint64_t estimate, uint64_t predicted, uint64_t pred_output,
+                       const Reserved *res) {
         double act = (double)r->generated, pred = (double)pred_output;
         double total = (double)(r->context + r->generated);
-        double res2x = 2.0 * (double)estimate, respred = (double)predicted;
+        double res2x = 2.0 * (double)estimate, respred = (double)predicted,
+               reserved = (double)res->hard_limit;
 
         t->counted++;
         t->abs_err += pred > act ? pred - act : act - pred;
@@ -390,17 +450,88 @@ static void totals_add(Totals *t, const Row *r, uint64_t estimate, uint64_t pred
                 t->over_2pred += total - 2.0 * respred;
                 t->over_2pred_rows++;
         }
+        if (reserved >= total) {
+                t->unused_res += reserved - total;
+        } else {
+                t->over_res += total - reserved;
+                t->over_res_rows++;
+        }
+        t->learned_rows += res->learned;
+}
+
+/* --- interval coverage --- */
+
+/* Asks Estimate for a project of `tasks` tasks of the class, as it stands
+ * before the block's first Release, into the block in progress of *cov. An
+ * UnknownClass leaves the block without an interval; any other error is
+ * kept in t->admin_error and ends the calls. */
+static void coverage_start(Conn *admin, const char *cls, uint64_t tasks, Coverage *cov, Totals *t) {
+        char msg[MSG_MAX_BYTES];
+        const char *reply;
+        int len;
+
+        len = snprintf(
+                msg, sizeof(msg),
+                "{\"method\":\"io.tokenbudget.admin.Estimate\",\"parameters\":{\"class\":\"class:%s\","
+                "\"tasks\":%" PRIu64 "}}",
+                cls, tasks);
+        if (len < 0 || (size_t)len >= sizeof(msg))
+                fail("estimate call too long");
+        reply = conn_call(admin, msg, (size_t)len);
+        if (strstr(reply, "\"error\"")) {
+                if (!strstr(reply, "\"error\":\"io.tokenbudget.admin.UnknownClass\""))
+                        reply_string(reply, "error", t->admin_error, sizeof(t->admin_error));
+                return;
+        }
+        if (!reply_u64(reply, "expectedOutput", &cov->expected))
+                fail("Estimate reply without expectedOutput: %s", reply);
+        cov->has_expected = true;
+        if (!strstr(reply, "\"interval\":"))
+                return;
+        if (!reply_u64(reply, "outputLow", &cov->low) || !reply_u64(reply, "outputHigh", &cov->high) ||
+            !reply_double(reply, "coverage", &t->nominal_coverage))
+                fail("Estimate interval without outputLow, outputHigh or coverage: %s", reply);
+        cov->has_interval = true;
+}
+
+/* Counts one row's actual output into the block in progress; at the block's end, where it fell. */
+static void coverage_add(Coverage *cov, uint64_t size, double act) {
+        cov->sum_act += act;
+        if (++cov->count < size)
+                return;
+        cov->blocks++;
+        if (cov->has_interval) {
+                cov->with_interval++;
+                if (cov->sum_act < (double)cov->low)
+                        cov->below++;
+                else if (cov->sum_act > (double)cov->high)
+                        cov->above++;
+                else
+                        cov->within++;
+        }
+        if (cov->has_expected && cov->sum_act > 0) {
+                double d = (double)cov->expected - cov->sum_act;
+                cov->errors[cov->n_errors++] = (d > 0 ? d : -d) / cov->sum_act;
+        }
+        cov->has_interval = cov->has_expected = false;
+        cov->count = 0;
+        cov->sum_act = 0;
+}
+
+static double ratio(double a, double b) {
+        return b > 0 ? a / b : 0;
 }
 
 /* --- the replay --- */
 
-static void replay(Conn *c, const Row *rows, size_t n, const char *cls, bool buckets, uint64_t client_output,
-                   FILE *dump, Totals *t) {
+static void replay(Conn *c, Conn *admin, const Row *rows, size_t n, const char *cls, bool buckets,
+                   uint64_t client_output, FILE *dump, Totals *t) {
         char msg[MSG_MAX_BYTES], alloc[128];
 
         for (size_t i = 0; i < n; i++) {
                 const Row *r = &rows[i];
                 uint64_t estimate = r->context + client_output, predicted = 0, pred_output = 0;
+                Reserved res = {0};
                 const char *reply;
                 bool has_pred;
                 int len;
@@ -419,6 +550,11 @@ static void replay(Conn *c, const Row *rows, size_t n, const char *cls, bool buc
                 reply = conn_call(c, msg, (size_t)len);
                 check_reply("Request", reply, i);
                 reply_string(reply, "allocation", alloc, sizeof(alloc));
+                if (!reply_u64(reply, "granted", &res.granted))
+                        fail("row %zu: Request reply without granted: %s", i + 1, reply);
+                if (!reply_u64(reply, "hardLimit", &res.hard_limit))
+                        res.hard_limit = res.granted;
+                res.learned = strstr(reply, "\"reason\":\"learned\"") != NULL;
                 has_pred = reply_u64(reply, "predictedOutput", &pred_output);
                 if (has_pred) {
                         if (!reply_u64(reply, "predicted", &predicted) ||
@@ -427,13 +563,19 @@ static void replay(Conn *c, const Row *rows, size_t n, const char *cls, bool buc
                                      reply);
                         if (t->counted == 0)
                                 t->first_counted_row = i + 1;
-                        totals_add(t, r, estimate, predicted, pred_output);
+                        for (int k = 0; k < N_COVERAGE_SIZES; k++) {
+                                Coverage *cov = &t->coverage[k];
+                                if (cov->count == 0 && !t->admin_error[0])
+                                        coverage_start(admin, cls, coverage_sizes[k], cov, t);
+                                coverage_add(cov, coverage_sizes[k], (double)r->generated);
+                        }
+                        totals_add(t, r, estimate, predicted, pred_output, &res);
                         if (dump)
                                 fprintf(dump,
                                         "%zu,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64
-                                        ",%" PRIu64 "\n",
+                                        ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 "\n",
                                         i + 1, r->context, r->generated, estimate, predicted, pred_output,
-                                        t->last_samples);
+                                        t->last_samples, res.granted, res.hard_limit);
                 } else if (t->counted > 0) {
                         t->missing++;
                 }
@@ -448,10 +590,6 @@ static void replay(Conn *c, const Row *rows, size_t n, const char *cls, bool buc
                 reply = conn_call(c, msg, (size_t)len);
                 check_reply("Release", reply, i);
         }
-}
-
-static double ratio(double a, double b) {
-        return b > 0 ? a / b : 0;
 }
 
 static void print_result(const char *label, const char *cls, const char *mode, size_t n,
@@ -474,6 +612,26 @@ static void print_result(const char *label, const char *cls, const char *mode, s
                " over_pred_rows=%" PRIu64 " unused_2pred=%.0f over_2pred=%.0f over_2pred_rows=%" PRIu64,
                t->unused_2x, t->over_2x, t->over_2x_rows, t->unused_pred, t->over_pred, t->over_pred_rows,
                t->unused_2pred, t->over_2pred, t->over_2pred_rows);
+        printf(" unused_res=%.0f over_res=%.0f over_res_rows=%" PRIu64 " learned_rows=%" PRIu64,
+               t->unused_res, t->over_res, t->over_res_rows, t->learned_rows);
+        printf(" coverage_error=%s coverage_nominal=%.3f", t->admin_error[0] ? t->admin_error : "none",
+               t->nominal_coverage);
+        for (int i = 0; i < N_COVERAGE_SIZES; i++) {
+                Coverage *cov = &t->coverage[i];
+                uint64_t size = coverage_sizes[i];
+                Blocks err = {.errors = cov->errors, .n_errors = cov->n_errors};
+                double median, p90;
+
+                blocks_summary(&err, &median, &p90);
+                printf(" cov%" PRIu64 "_blocks=%" PRIu64 " cov%" PRIu64 "_intervals=%" PRIu64 " cov%" PRIu64
+                       "_within=%" PRIu64 " cov%" PRIu64 "_below=%" PRIu64 " cov%" PRIu64 "_above=%" PRIu64,
+                       size, cov->blocks, size, cov->with_interval, size, cov->within, size, cov->below,
+                       size, cov->above);
+                printf(" cov%" PRIu64 "_share=%.4f cov%" PRIu64 "_expected_n=%zu cov%" PRIu64
+                       "_expected_median=%.4f cov%" PRIu64 "_expected_p90=%.4f",
+                       size, ratio((double)cov->within, (double)cov->with_interval), size, cov->n_errors,
+                       size, median, size, p90);
+        }
         printf(" elapsed_s=%.2f calls_per_sec=%.0f\n", elapsed_s, ratio(2.0 * (double)n, elapsed_s));
 }
 
@@ -496,7 +654,7 @@ int main(int argc, char **argv) {
         FILE *dump = NULL;
         uint64_t client_output = 1000, t0;
         Totals t = {0};
-        Conn c = {0};
+        Conn c = {0}, admin = {0};
         size_t n;
         Row *rows;
         int opt;
@@ -545,16 +703,24 @@ int main(int argc, char **argv) {
                 dump = fopen(dump_path, "we");
                 if (!dump)
                         fail("%s: %s", dump_path, strerror(errno));
-                fputs("row,context,generated,estimate,predicted,predicted_output,samples\n", dump);
+                fputs("row,context,generated,estimate,predicted,predicted_output,samples,"
+                      "granted,hard_limit\n",
+                      dump);
         }
         for (int i = 0; i < N_BLOCK_SIZES; i++) {
                 t.blocks[i].errors = calloc(n / block_sizes[i] + 1, sizeof(double));
                 if (!t.blocks[i].errors)
                         fail("out of memory");
         }
+        for (int i = 0; i < N_COVERAGE_SIZES; i++) {
+                t.coverage[i].errors = calloc(n / coverage_sizes[i] + 1, sizeof(double));
+                if (!t.coverage[i].errors)
+                        fail("out of memory");
+        }
         c.fd = conn_open(sock);
+        admin.fd = conn_open(sock);
         t0 = now_usec();
-        replay(&c, rows, n, cls, strcmp(mode, "buckets") == 0, client_output, dump, &t);
+        replay(&c, &admin, rows, n, cls, strcmp(mode, "buckets") == 0, client_output, dump, &t);
         if (dump && fclose(dump) != 0)
                 fail("%s: %s", dump_path, strerror(errno));
         print_result(label, cls, mode, n, client_output, &t, (double)(now_usec() - t0) / 1e6);
@@ -565,8 +731,11 @@ int main(int argc, char **argv) {
         if (t.missing > 0)
                 fail("%" PRIu64 " replies after the first prediction had none", t.missing);
         close(c.fd);
+        close(admin.fd);
         for (int i = 0; i < N_BLOCK_SIZES; i++)
                 free(t.blocks[i].errors);
+        for (int i = 0; i < N_COVERAGE_SIZES; i++)
+                free(t.coverage[i].errors);
         free(rows);
         return 0;
 }

@@ -50,7 +50,8 @@ REPORTS=${BENCH_REPORTS:-1}
 # file fsynced every second and on every write.
 # estimate: real request traces replayed through the daemon's learned
 # estimates (issue 13, point 6): their error on single requests and on
-# blocks of 10 to 1,000 (about 10 s).
+# blocks of 10 to 1,000, how often the daemon's 90% project intervals hold
+# the actual, and what learned reservations leave unused (about 15 s).
 SECTIONS=${BENCH_SECTIONS:-matrix durable scale scopes rules queue estimate}
 SCOPES_CONCURRENCY=${BENCH_SCOPES_CONCURRENCY:-64}
 DURABLE_CONCURRENCY=${BENCH_DURABLE_CONCURRENCY:-$CONCURRENCY}
@@ -1277,20 +1278,33 @@ scale_section() {
 # (breaker.runaway_breaches = 0): a trace's long output may pass the hard
 # limit of the client's estimate (none of the Azure rows does with the
 # default 1000), and a trace is to be measured, not refused as a runaway.
+# A third run per trace, "learned", is mode buckets with the daemon
+# reserving what it learned (estimate_source = "learned", min_samples 20,
+# floor 0.5): what it leaves unused next to 2x the client's estimate.
+# estimate.c also asks io.tokenbudget.admin.Estimate for each block of 100
+# and 1000 at its start (interval coverage, issue 13 point 5).
 ESTIMATE_DIR=$ROOT/../shared/data/traces
 ESTIMATE_TRACES=${BENCH_ESTIMATE_TRACES:-$ESTIMATE_DIR/azure-2023-conv.csv $ESTIMATE_DIR/azure-2023-code.csv}
 ESTIMATE_CLIENT_OUTPUT=${BENCH_ESTIMATE_CLIENT_OUTPUT:-1000}
-ESTIMATE_MODES=(buckets class)
-ESTIMATE_NAMES=()   # the traces' names (file names without .csv), in order
-ESTIMATE_NOTE=""    # why the section measured nothing, when it did not
-declare -A EST_OF=() # "name mode" -> estimate's output line
+ESTIMATE_RUNS=(buckets class learned) # the runs per trace: estimate.c's mode, and "learned" (see above)
+ESTIMATE_NAMES=()        # the traces' names (file names without .csv), in order
+ESTIMATE_NOTE=""         # why the section measured nothing, when it did not
+ESTIMATE_LEARNED_NOTE="" # why the learned run did not run, when it did not
+declare -A EST_OF=()     # "name run" -> estimate's output line
 
 estimate_section() {
-    local trace name mode line rc
+    local trace name run mode conf line rc
     { cat "$BENCH_DIR/tokenbudgetd.conf" && echo "breaker = { runaway_breaches = 0; };"; } >"$BENCH_DIR/estimate.conf"
     if ! line=$("$TOKENBUDGETD" --check-config "$BENCH_DIR/estimate.conf" 2>&1 >/dev/null); then
         ESTIMATE_NOTE="TOKENBUDGETD=$TOKENBUDGETD refuses the estimate config ($(head -n 1 <<<"$line"))"
         return 0
+    fi
+    { cat "$BENCH_DIR/estimate.conf" &&
+        echo 'estimate_source = "learned"; estimate_min_samples = 20; estimate_floor = 0.5;'; } \
+        >"$BENCH_DIR/estimate-learned.conf"
+    if ! line=$("$TOKENBUDGETD" --check-config "$BENCH_DIR/estimate-learned.conf" 2>&1 >/dev/null); then
+        ESTIMATE_LEARNED_NOTE="TOKENBUDGETD=$TOKENBUDGETD refuses estimate_source ($(head -n 1 <<<"$line"))"
+        ESTIMATE_RUNS=(buckets class)
     fi
     for trace in $ESTIMATE_TRACES; do
         if [ ! -r "$trace" ]; then
@@ -1300,8 +1314,10 @@ estimate_section() {
         fi
         name=$(basename "$trace" .csv)
         ESTIMATE_NAMES+=("$name")
-        for mode in "${ESTIMATE_MODES[@]}"; do
-            start_daemon est "$BENCH_DIR/est.sock" 1 "$TOKENBUDGETD" "$BENCH_DIR/estimate.conf"
+        for run in "${ESTIMATE_RUNS[@]}"; do
+            mode=$run conf=$BENCH_DIR/estimate.conf
+            [ "$run" != learned ] || mode=buckets conf=$BENCH_DIR/estimate-learned.conf
+            start_daemon est "$BENCH_DIR/est.sock" 1 "$TOKENBUDGETD" "$conf"
             rc=0
             line=$("${CLIENT_PIN[@]}" "$BIN/estimate" --socket "$BENCH_DIR/est.sock" --trace "$trace" \
                 --class "$name" --mode "$mode" --client-output "$ESTIMATE_CLIENT_OUTPUT" \
@@ -1312,11 +1328,12 @@ estimate_section() {
                 ESTIMATE_NOTE="TOKENBUDGETD=$TOKENBUDGETD: $(tail -n 1 "$BENCH_DIR/estimate.err")"
                 return 0
             fi
-            [ "$rc" = 0 ] || die "estimate on $name ($mode) failed: $(tail -n 3 "$BENCH_DIR/estimate.err")"
-            EST_OF["$name $mode"]=$line
-            echo "estimate $line" >>"$RESULTS"
-            echo "bench: estimate $name $mode: median 100-block error $(pct "$(kv block100_median "$line")")," \
-                "WAPE $(pct "$(kv wape "$line")")" >&2
+            [ "$rc" = 0 ] || die "estimate on $name ($run) failed: $(tail -n 3 "$BENCH_DIR/estimate.err")"
+            EST_OF["$name $run"]=$line
+            echo "estimate run=$run $line" >>"$RESULTS"
+            echo "bench: estimate $name $run: median 100-block error $(pct "$(kv block100_median "$line")")," \
+                "WAPE $(pct "$(kv wape "$line")"), 100-block intervals holding the actual:" \
+                "$(est_coverage "$line" 100)" >&2
         done
     done
 }
@@ -1342,15 +1359,40 @@ est_block() {
     fi
 }
 
+# est_coverage LINE SIZE: "within / intervals (share)" of the SIZE-blocks'
+# Estimate intervals, or why there is none.
+est_coverage() {
+    local l=$1 n=$2
+    if [ "$(kv coverage_error "$l")" != none ]; then
+        echo "not measured: Estimate answered $(kv coverage_error "$l")"
+    elif [ "$(kv "cov${n}_blocks" "$l")" = 0 ]; then
+        echo "-"
+    elif [ "$(kv "cov${n}_intervals" "$l")" = 0 ]; then
+        echo "no interval in $(kv "cov${n}_blocks" "$l") blocks"
+    else
+        echo "$(pct "$(kv "cov${n}_share" "$l")") ($(kv "cov${n}_within" "$l")/$(kv "cov${n}_intervals" "$l"))"
+    fi
+}
+
+# est_cov_row LINE SIZE: the coverage table's cells for the SIZE-blocks.
+est_cov_row() {
+    local l=$1 n=$2 err="-"
+    [ "$(kv "cov${n}_expected_n" "$l")" = 0 ] ||
+        err="$(pct "$(kv "cov${n}_expected_median" "$l")") / $(pct "$(kv "cov${n}_expected_p90" "$l")")"
+    printf '%16s %5s %5s %6s | %15s' "$(est_coverage "$l" "$n")" "$(kv "cov${n}_below" "$l")" \
+        "$(kv "cov${n}_above" "$l")" "$(kv "cov${n}_blocks" "$l")" "$err"
+}
+
 print_estimate() {
-    local name mode l f
+    local name run l f
     echo
     echo "learned estimates on real traces (issue 13, point 6): each trace in time order, per row a Request"
     echo "  (estimate ContextTokens + $ESTIMATE_CLIENT_OUTPUT, class = the trace's name; buckets: promptTokens ="
-    echo "  ContextTokens, class: none) and a Release with the actual tokens, in lockstep on one connection to a"
-    echo "  fresh memory-only daemon per trace and mode; counted from the first reply with a prediction."
-    echo "  Output tokens: WAPE of single requests, bias, and |sum pred - sum actual| / sum actual over"
-    echo "  consecutive blocks of 10, 100 and 1000 requests (median / p90 of the blocks; n: how many)"
+    echo "  ContextTokens, class: none; learned: as buckets, the daemon reserving what it learned) and a Release"
+    echo "  with the actual tokens, in lockstep on one connection to a fresh memory-only daemon per trace and run;"
+    echo "  counted from the first reply with a prediction. Output tokens: WAPE of single requests, bias, and"
+    echo "  |sum pred - sum actual| / sum actual over consecutive blocks of 10, 100 and 1000 requests (median /"
+    echo "  p90 of the blocks; n: how many)"
     if [ -n "$ESTIMATE_NOTE" ]; then
         echo "  not measured: $ESTIMATE_NOTE"
         return 0
@@ -1358,36 +1400,62 @@ print_estimate() {
     f='%-16s %-7s | %6s | %6s %6s | %17s | %15s %4s | %15s %3s | %5s\n'
     echo
     # shellcheck disable=SC2059 # the format is ours
-    printf "$f" trace mode rows WAPE bias "block 10" "block 100" n "block 1000" n s
+    printf "$f" trace run rows WAPE bias "block 10" "block 100" n "block 1000" n s
     for name in "${ESTIMATE_NAMES[@]}"; do
-        for mode in "${ESTIMATE_MODES[@]}"; do
-            l=${EST_OF["$name $mode"]}
+        for run in "${ESTIMATE_RUNS[@]}"; do
+            l=${EST_OF["$name $run"]}
             # shellcheck disable=SC2059
-            printf "$f" "$name" "$mode" "$(kv counted "$l")" "$(pct "$(kv wape "$l")")" "$(pct "$(kv bias "$l")")" \
+            printf "$f" "$name" "$run" "$(kv counted "$l")" "$(pct "$(kv wape "$l")")" "$(pct "$(kv bias "$l")")" \
                 "$(est_block "$l" 10)" "$(est_block "$l" 100)" "$(kv block100_n "$l")" \
                 "$(est_block "$l" 1000)" "$(kv block1000_n "$l")" "$(kv elapsed_s "$l")"
         done
     done
     echo
-    echo "  reserved but unused (sum over the counted rows of max(0, reserved - actual input + output)), and the"
-    echo "  actual tokens past the reservation (rows): a client reserving 2x its estimate (what the daemon's hard"
-    echo "  limit reserves with hard_multiplier 2) against reserving the daemon's predicted (prompt + predicted"
-    echo "  output; class mode: the learned total) and 2x predicted; the daemon still reserves from the client's"
-    echo "  estimate. Tokens (M: millions, k: thousands); actual: the counted rows' input + output"
-    f='  %-16s %-7s | %7s | %13s %14s | %11s %14s | %14s %14s\n'
+    echo "  90% project intervals: io.tokenbudget.admin.Estimate {class, tasks: N} (no promptTokens) at the start"
+    echo "  of each block of N counted rows (before its first Release), on a second connection; within: the"
+    echo "  blocks whose actual output sum lay in [outputLow, outputHigh], of those that had an interval (below"
+    echo "  and above it: the others); blocks: all; expected err: |expectedOutput - actual| / actual (median / p90)"
+    f='  %-16s %-7s | %-50s | %-50s\n'
     # shellcheck disable=SC2059
-    printf "$f" trace mode actual "unused 2x est" "past (rows)" "unused pred" "past (rows)" "unused 2x pred" \
-        "past (rows)"
+    printf "$f" "" "" "blocks of 100" "blocks of 1000"
+    # shellcheck disable=SC2059
+    printf "$f" trace run "          within below above blocks |    expected err" \
+        "          within below above blocks |    expected err"
     for name in "${ESTIMATE_NAMES[@]}"; do
-        for mode in "${ESTIMATE_MODES[@]}"; do
-            l=${EST_OF["$name $mode"]}
+        for run in "${ESTIMATE_RUNS[@]}"; do
+            l=${EST_OF["$name $run"]}
+            if [ "$(kv coverage_error "$l")" != none ]; then
+                printf '  %-16s %-7s | %s\n' "$name" "$run" "$(est_coverage "$l" 100)"
+                continue
+            fi
             # shellcheck disable=SC2059
-            printf "$f" "$name" "$mode" "$(mtok "$(kv sum_act_total "$l")")" "$(mtok "$(kv unused_2x "$l")")" \
-                "$(mtok "$(kv over_2x "$l")") ($(kv over_2x_rows "$l"))" "$(mtok "$(kv unused_pred "$l")")" \
-                "$(mtok "$(kv over_pred "$l")") ($(kv over_pred_rows "$l"))" "$(mtok "$(kv unused_2pred "$l")")" \
-                "$(mtok "$(kv over_2pred "$l")") ($(kv over_2pred_rows "$l"))"
+            printf "$f" "$name" "$run" "$(est_cov_row "$l" 100)" "$(est_cov_row "$l" 1000)"
         done
     done
+    echo
+    echo "  reserved but unused (sum over the counted rows of max(0, reserved - actual input + output)), and the"
+    echo "  actual tokens past the reservation (rows): a client reserving 2x its estimate (what the daemon's hard"
+    echo "  limit reserves with hard_multiplier 2), reserving the daemon's predicted (prompt + predicted output;"
+    echo "  class: the learned total) and 2x predicted (offline policies, from the replies' predictions), and what"
+    echo "  the daemon reserved: each reply's hardLimit (2x the estimate with estimate_source \"client\"; in run"
+    echo "  learned, estimate_source \"learned\": the learned reservation, never below 0.5x the estimate, times the"
+    echo "  class's hard multiplier; learned: the rows reserved from the prediction). M: millions, k: thousands"
+    f='  %-16s %-7s | %7s | %13s %14s | %11s %14s | %14s %14s | %15s %14s %7s\n'
+    # shellcheck disable=SC2059
+    printf "$f" trace run actual "unused 2x est" "past (rows)" "unused pred" "past (rows)" "unused 2x pred" \
+        "past (rows)" "unused reserved" "past (rows)" learned
+    for name in "${ESTIMATE_NAMES[@]}"; do
+        for run in "${ESTIMATE_RUNS[@]}"; do
+            l=${EST_OF["$name $run"]}
+            # shellcheck disable=SC2059
+            printf "$f" "$name" "$run" "$(mtok "$(kv sum_act_total "$l")")" "$(mtok "$(kv unused_2x "$l")")" \
+                "$(mtok "$(kv over_2x "$l")") ($(kv over_2x_rows "$l"))" "$(mtok "$(kv unused_pred "$l")")" \
+                "$(mtok "$(kv over_pred "$l")") ($(kv over_pred_rows "$l"))" "$(mtok "$(kv unused_2pred "$l")")" \
+                "$(mtok "$(kv over_2pred "$l")") ($(kv over_2pred_rows "$l"))" "$(mtok "$(kv unused_res "$l")")" \
+                "$(mtok "$(kv over_res "$l")") ($(kv over_res_rows "$l"))" "$(kv learned_rows "$l")"
+        done
+    done
+    [ -z "$ESTIMATE_LEARNED_NOTE" ] || echo "  run learned: not measured: $ESTIMATE_LEARNED_NOTE"
 }
 
 # estimate_target NAME LIMIT WHAT: the median 100-block error of trace NAME
@@ -1407,6 +1475,32 @@ estimate_target() {
     echo "  $what: $(pct "$(kv block100_median "$l")"): $(verdict "$(kv block100_median "$l") <= $limit")"
 }
 
+# coverage_target NAME WHAT: the share of trace NAME's 90% intervals (with
+# buckets, blocks of 100 and 1000 together) that held the actual, against
+# 85-95%.
+coverage_target() {
+    local name=$1 what l within n
+    what="estimate: 85-95% of 90% project intervals contain the actual on $2 (with buckets, blocks of 100"
+    what="$what and 1000)"
+    l=${EST_OF["$name buckets"]:-}
+    if [ -z "$l" ]; then
+        echo "  $what: not measured (BENCH_ESTIMATE_TRACES has no $name.csv)"
+        return 0
+    fi
+    if [ "$(kv coverage_error "$l")" != none ]; then
+        echo "  $what: not measured: the daemon's Estimate answered $(kv coverage_error "$l")"
+        return 0
+    fi
+    within=$(($(kv cov100_within "$l") + $(kv cov1000_within "$l")))
+    n=$(($(kv cov100_intervals "$l") + $(kv cov1000_intervals "$l")))
+    if [ "$n" = 0 ]; then
+        echo "  $what: not measured (no block had an interval)"
+        return 0
+    fi
+    echo "  $what: $(pct "$(awk -v a="$within" -v b="$n" 'BEGIN { print a / b }')") ($within of $n):" \
+        "$(verdict "$within >= 0.85 * $n && $within <= 0.95 * $n")"
+}
+
 print_estimate_targets() {
     if [ -n "$ESTIMATE_NOTE" ]; then
         echo "  estimate: not measured: $ESTIMATE_NOTE"
@@ -1414,7 +1508,8 @@ print_estimate_targets() {
     fi
     estimate_target azure-2023-conv 0.05 "the conversation trace"
     estimate_target azure-2023-code 0.07 "the code trace"
-    echo "  estimate: 85-95% of 90% project intervals contain the actual: not measured: no Estimate method yet"
+    coverage_target azure-2023-conv "the conversation trace"
+    coverage_target azure-2023-code "the code trace"
 }
 
 main() {
