@@ -85,6 +85,10 @@
 /* power.sensor: a thermal zone's type is at most 19 bytes (THERMAL_NAME_LENGTH),
  * an hwmon name and label each a line of sysfs; 255 holds "NAME/LABEL" of any. */
 #define SENSOR_MAX_BYTES 255
+/* prices.currency: "USD", "EUR", "€", "credits". */
+#define CURRENCY_MAX_BYTES 16
+/* Per million tokens. */
+#define PRICE_MAX 1000000.0
 
 /* power.pressure_file: a path open(2) takes (PATH_MAX, with its NUL). */
 #define PATH_SETTING_MAX_BYTES 4095
@@ -236,6 +240,8 @@ typedef enum SettingKind {
         SETTING_HARD_LIMIT,      /* HardLimitAction, from its name */
         SETTING_SYNC,            /* DurabilitySync, from its name */
         SETTING_ESTIMATE_SOURCE, /* EstimateSource, from its name */
+        SETTING_TEXT,            /* char *, [min, max] bytes of UTF-8 without control characters */
+        SETTING_PRICE,           /* double, a number in [0, PRICE_MAX] */
         SETTING_NAMES,           /* char ** and a size_t count: an array of model names */
         SETTING_SENSOR,          /* char *, "" or an fnmatch(3) pattern of at most SENSOR_MAX_BYTES */
         SETTING_PATH,            /* char *, "" (off) or an absolute path */
@@ -446,6 +452,18 @@ static const Setting settings[] = {
         UINT_ROW("estimator", "tail_half_life_samples", estimator_tail_half_life_samples, 1, 10000000),
         ROW("estimator", "clip_factor", SETTING_MULTIPLIER, Config, estimator_clip_permille, 1500, 100000),
         ROW("estimator", "spread_quantile", SETTING_MULTIPLIER, Config, estimator_spread_permille, 500, 999),
+        /* Last: config_format() writes the prices group itself, with its models
+         * (PRICE_ROWS rows here). "USD", "EUR", "€": a label, not checked. */
+        ROW("prices", "currency", SETTING_TEXT, Config, price_currency, 0, CURRENCY_MAX_BYTES),
+};
+#define PRICE_ROWS 1
+
+/* One element of "prices.models". A million per million tokens is far past
+ * any model's price. */
+static const Setting price_settings[] = {
+        ROW(NULL, "model", SETTING_TEXT, ConfigPrice, model, 1, CONFIG_MODEL_NAME_MAX_BYTES),
+        ROW(NULL, "input_per_million", SETTING_PRICE, ConfigPrice, input_per_million, 0, 0),
+        ROW(NULL, "output_per_million", SETTING_PRICE, ConfigPrice, output_per_million, 0, 0),
 };
 
 #define MATCH_ID_ROW(n, k, member, has, id)                                                                 \
@@ -554,7 +572,7 @@ static const void *field_const(const void *base, const Setting *s) {
 
 static bool is_string_kind(SettingKind k) {
         return k == SETTING_SOCKET || k == SETTING_USER || k == SETTING_GROUP || k == SETTING_GLOB ||
-               k == SETTING_RULE_NAME || k == SETTING_SENSOR || k == SETTING_PATH;
+               k == SETTING_RULE_NAME || k == SETTING_SENSOR || k == SETTING_PATH || k == SETTING_TEXT;
 }
 
 static bool is_id_kind(SettingKind k) {
@@ -703,7 +721,9 @@ int config_init_defaults(Config *c) {
         c->admin_group = strdup("");
         c->power.sensor = strdup("");
         c->power.pressure_file = strdup(DEFAULT_PRESSURE_FILE);
-        if (!c->socket_path || !c->admin_group || !c->power.sensor || !c->power.pressure_file) {
+        c->price_currency = strdup("");
+        if (!c->socket_path || !c->admin_group || !c->power.sensor || !c->power.pressure_file ||
+            !c->price_currency) {
                 config_done(c);
                 return -ENOMEM;
         }
@@ -747,6 +767,11 @@ void config_done(Config *c) {
         free(c->rules);
         c->rules = NULL;
         c->n_rules = 0;
+        for (size_t i = 0; i < c->n_prices; i++)
+                rows_done(price_settings, ELEMENTSOF(price_settings), &c->prices[i]);
+        free(c->prices);
+        c->prices = NULL;
+        c->n_prices = 0;
 }
 
 /* ---- error collection ---- */
@@ -1058,6 +1083,7 @@ typedef struct Context {
         /* config->n_rules x ELEMENTSOF(rule_settings): where each rule's settings were
          * set. A refused value is not marked set, so the relation checks skip it. */
         unsigned *rule_lines;
+        unsigned *price_lines; /* the same for config->n_prices x ELEMENTSOF(price_settings) */
 } Context;
 
 static bool check_type(Context *ctx, const config_setting_t *cs, const char *path, bool number_ok,
@@ -1727,6 +1753,57 @@ static const char *model_name_problem(const char *v) {
         return NULL;
 }
 
+/* Why v is not a SETTING_TEXT of s (NULL: it may be one), for "PATH %s". */
+static const char *text_problem(const Setting *s, const char *v, char buf[static 64]) {
+        size_t n = strlen(v);
+
+        if (n < s->min || n > s->max) {
+                snprintf(buf, 64, "must be %" PRIu64 " to %" PRIu64 " bytes", s->min, s->max);
+                return buf;
+        }
+        if (!utf8_valid(v, n))
+                return "must be valid UTF-8";
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+                        return "must not contain control characters";
+        return NULL;
+}
+
+static int apply_text(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                      const char *path) {
+        char q[QUOTE_MAX_BYTES + 4], buf[64];
+        const char *v, *problem;
+        int r = get_string(ctx, cs, path, &v);
+
+        if (r < 0)
+                return r;
+        problem = text_problem(s, v, buf);
+        if (problem) {
+                quote(v, q);
+                errors_add(ctx->errors, config_setting_source_line(cs), "%s %s, got '%s'", path, problem, q);
+                return -EINVAL;
+        }
+        return store_string(field(base, s), v);
+}
+
+static int apply_price(Context *ctx, const Setting *s, void *base, const config_setting_t *cs,
+                       const char *path) {
+        char text[32];
+        double v;
+
+        if (!check_type(ctx, cs, path, true, CONFIG_TYPE_FLOAT, "a number"))
+                return -EINVAL;
+        v = number_value(cs);
+        if (!(v >= 0.0 && v <= PRICE_MAX)) {
+                format_double(v, text);
+                errors_add(ctx->errors, config_setting_source_line(cs),
+                           "%s must be between 0 and 1000000 (per million tokens), got %s", path, text);
+                return -EINVAL;
+        }
+        *(double *)field(base, s) = v;
+        return 0;
+}
+
 /* The index of an earlier name equal to names[i], or -1. At most
  * CONFIG_MODEL_TIERS_MAX names: pairwise is cheap. */
 static ssize_t names_find_earlier(char *const *names, size_t i) {
@@ -1849,6 +1926,8 @@ static const ApplyFunc apply_funcs[_SETTING_KIND_MAX] = {
         [SETTING_PATH] = apply_path,
         [SETTING_DECIMAL] = apply_decimal,
         [SETTING_FACTOR] = apply_factor,
+        [SETTING_TEXT] = apply_text,
+        [SETTING_PRICE] = apply_price,
 };
 
 /* ---- the tree walk ---- */
@@ -1884,6 +1963,7 @@ static int apply_row(Context *ctx, const Walk *w, size_t index, const config_set
 }
 
 static int walk_rules(Context *ctx, const config_setting_t *cs);
+static int walk_prices(Context *ctx, const config_setting_t *cs);
 
 /* A setting of a group (group_name) or of the walk's own level (NULL). */
 static int walk_member(Context *ctx, const Walk *w, const config_setting_t *cs, const char *group_name,
@@ -1949,6 +2029,8 @@ static int walk_member(Context *ctx, const Walk *w, const config_setting_t *cs, 
 
         if (!group_name && w->top && strcmp(name, "rules") == 0)
                 return walk_rules(ctx, cs);
+        if (group_name && w->top && strcmp(group_name, "prices") == 0 && strcmp(name, "models") == 0)
+                return walk_prices(ctx, cs);
         make_path(path, sizeof(path), w->prefix, group_name, name);
         /* The group this member is if it is one: "power", "power.policy", "power.policy.hot". */
         snprintf(sub, sizeof(sub), "%s%s%s", group_name ?: "", group_name ? "." : "", name);
@@ -2050,6 +2132,74 @@ static int walk_rules(Context *ctx, const config_setting_t *cs) {
         c->n_rules = n;
         for (size_t i = 0; i < n; i++) {
                 int r = parse_rule(ctx, config_setting_get_elem(cs, (unsigned)i), i);
+                if (r == -ENOMEM)
+                        return r;
+        }
+        return 0;
+}
+
+/* "prices.models": a list of { model; input_per_million; output_per_million; },
+ * each given, no model twice. */
+static int parse_price(Context *ctx, const config_setting_t *cs, size_t i) {
+        ConfigPrice *price = &ctx->config->prices[i];
+        unsigned *lines = ctx->price_lines + i * ELEMENTSOF(price_settings);
+        char prefix[64];
+        Walk w = {
+                .table = price_settings,
+                .n_table = ELEMENTSOF(price_settings),
+                .base = price,
+                .lines = lines,
+                .prefix = prefix,
+        };
+        int r;
+
+        snprintf(prefix, sizeof(prefix), "prices.models[%zu]", i);
+        if (!check_type(ctx, cs, prefix, false, CONFIG_TYPE_GROUP, "a group { ... }"))
+                return 0;
+        r = walk_group(ctx, &w, cs, NULL);
+        if (r < 0)
+                return r;
+        for (size_t j = 0; j < ELEMENTSOF(price_settings); j++)
+                if (!lines[j] && !find_member(cs, price_settings[j].name, &r) && r == 0)
+                        errors_add(ctx->errors, config_setting_source_line(cs), "%s: missing setting '%s'",
+                                   prefix, price_settings[j].name);
+        if (!price->model)
+                return r;
+        for (size_t j = 0; j < i; j++)
+                if (ctx->config->prices[j].model &&
+                    strcmp(ctx->config->prices[j].model, price->model) == 0) {
+                        char q[QUOTE_MAX_BYTES + 4];
+                        quote(price->model, q);
+                        errors_add(ctx->errors, lines[0],
+                                   "%s: model '%s' is priced twice, first in prices.models[%zu]", prefix, q,
+                                   j);
+                        break;
+                }
+        return r;
+}
+
+static int walk_prices(Context *ctx, const config_setting_t *cs) {
+        Config *c = ctx->config;
+        size_t n;
+
+        if (!check_type(ctx, cs, "prices.models", false, CONFIG_TYPE_LIST, "a list ( { ... }, ... )"))
+                return 0;
+        n = (size_t)config_setting_length(cs);
+        if (n > CONFIG_PRICES_MAX) {
+                errors_add(ctx->errors,
+                           config_setting_source_line(config_setting_get_elem(cs, CONFIG_PRICES_MAX)),
+                           "prices.models must have at most %d models, got %zu", CONFIG_PRICES_MAX, n);
+                n = CONFIG_PRICES_MAX;
+        }
+        if (n == 0)
+                return 0;
+        c->prices = calloc(n, sizeof(ConfigPrice));
+        ctx->price_lines = calloc(n * ELEMENTSOF(price_settings), sizeof(unsigned));
+        if (!c->prices || !ctx->price_lines)
+                return -ENOMEM;
+        c->n_prices = n;
+        for (size_t i = 0; i < n; i++) {
+                int r = parse_price(ctx, config_setting_get_elem(cs, (unsigned)i), i);
                 if (r == -ENOMEM)
                         return r;
         }
@@ -2365,6 +2515,7 @@ int config_parse_buffer(const char *text, size_t size, const char *filename, Con
                 free(copy);
         }
         free(ctx.rule_lines);
+        free(ctx.price_lines);
         if (r >= 0 && errors.oom)
                 r = -ENOMEM;
         if (r >= 0 && errors.n > 0) {
@@ -2415,7 +2566,12 @@ static void format_value(FILE *f, const Setting *s, const void *base) {
         case SETTING_RULE_NAME:
         case SETTING_SENSOR:
         case SETTING_PATH:
+        case SETTING_TEXT:
                 format_string(f, *(char *const *)p ?: "");
+                break;
+        case SETTING_PRICE:
+                format_double(*(const double *)p, text);
+                fputs(text, f);
                 break;
         case SETTING_DECIMAL:
                 decimal_text(*(const int32_t *)p, s->scale, text);
@@ -2557,7 +2713,20 @@ char *config_format(const Config *c) {
         f = open_memstream(&buf, &size);
         if (!f)
                 return NULL;
-        format_rows(f, settings, ELEMENTSOF(settings), c, 0, 0);
+        format_rows(f, settings, ELEMENTSOF(settings) - PRICE_ROWS, c, 0, 0);
+        fputs("prices = {\n        currency = ", f);
+        format_string(f, c->price_currency ?: "");
+        if (c->n_prices == 0)
+                fputs(";\n        models = ( );\n};\n", f);
+        else {
+                fputs(";\n        models = (\n", f);
+                for (size_t i = 0; i < c->n_prices; i++) {
+                        fputs("                {\n", f);
+                        format_rows(f, price_settings, ELEMENTSOF(price_settings), &c->prices[i], 0, 24);
+                        fputs(i + 1 < c->n_prices ? "                },\n" : "                }\n", f);
+                }
+                fputs("        );\n};\n", f);
+        }
         if (c->n_rules == 0)
                 fputs("rules = ( );\n", f);
         else {
@@ -2615,6 +2784,8 @@ static bool row_equal(const Setting *s, const void *a, const void *b) {
                 return *(const int32_t *)pa == *(const int32_t *)pb;
         case SETTING_FACTOR:
                 return *(const uint16_t *)pa == *(const uint16_t *)pb;
+        case SETTING_PRICE:
+                return *(const double *)pa == *(const double *)pb;
         default:
                 return choice_get(s, a) == choice_get(s, b);
         }
@@ -2639,6 +2810,11 @@ bool config_equal(const Config *a, const Config *b) {
                 if (a->rules[i].set != b->rules[i].set ||
                     !rows_equal(rule_settings, ELEMENTSOF(rule_settings), &a->rules[i], &b->rules[i],
                                 a->rules[i].set))
+                        return false;
+        if (a->n_prices != b->n_prices)
+                return false;
+        for (size_t i = 0; i < a->n_prices; i++)
+                if (!rows_equal(price_settings, ELEMENTSOF(price_settings), &a->prices[i], &b->prices[i], 0))
                         return false;
         return true;
 }
@@ -2798,6 +2974,12 @@ static void pack_row(Packer *p, const Setting *s, const void *base) {
         case SETTING_SECONDS:
                 pack_u64(p, *(const uint64_t *)v);
                 break;
+        case SETTING_PRICE: {
+                uint64_t bits;
+                memcpy(&bits, v, sizeof(bits));
+                pack_u64(p, bits);
+                break;
+        }
         case SETTING_MULTIPLIER:
                 pack_u32(p, *(const uint32_t *)v);
                 break;
@@ -2858,6 +3040,9 @@ int config_pack(const Config *c, char **ret, size_t *ret_size) {
                 pack_u32(&p, c->rules[i].set);
                 pack_rows(&p, rule_settings, ELEMENTSOF(rule_settings), &c->rules[i], c->rules[i].set);
         }
+        pack_u32(&p, (uint32_t)c->n_prices);
+        for (size_t i = 0; i < c->n_prices; i++)
+                pack_rows(&p, price_settings, ELEMENTSOF(price_settings), &c->prices[i], 0);
         if (p.error) {
                 free(p.data);
                 return p.error;
@@ -2923,6 +3108,10 @@ static bool string_row_valid(const Setting *s, const void *base) {
                 return !sensor_problem(v);
         case SETTING_PATH:
                 return !path_problem(v);
+        case SETTING_TEXT: {
+                char buf[64];
+                return !text_problem(s, v, buf);
+        }
         default:
                 if (id_name_problem(s, v) || (has_id && id > ID_MAX) || (!has_id && id != 0))
                         return false;
@@ -2954,6 +3143,16 @@ static int unpack_scalar_row(Unpacker *u, const Setting *s, void *base) {
                         return -EPROTO;
                 *(uint32_t *)p = v32;
                 return 0;
+        case SETTING_PRICE: {
+                double d;
+                if (!unpack_bytes(u, &v64, sizeof(v64)))
+                        return -EPROTO;
+                memcpy(&d, &v64, sizeof(d));
+                if (!(d >= 0.0 && d <= PRICE_MAX))
+                        return -EPROTO;
+                *(double *)p = d;
+                return 0;
+        }
         case SETTING_BOOL:
                 if (!unpack_bytes(u, &v8, sizeof(v8)) || v8 > 1)
                         return -EPROTO;
@@ -3074,6 +3273,28 @@ static int unpack_rules(Unpacker *u, Config *c) {
         return duplicate ? -EPROTO : 0;
 }
 
+static int unpack_prices(Unpacker *u, Config *c) {
+        uint32_t n;
+
+        if (!unpack_bytes(u, &n, sizeof(n)) || n > CONFIG_PRICES_MAX)
+                return -EPROTO;
+        if (n == 0)
+                return 0;
+        c->prices = calloc(n, sizeof(ConfigPrice));
+        if (!c->prices)
+                return -ENOMEM;
+        c->n_prices = n;
+        for (size_t i = 0; i < n; i++) {
+                int r = unpack_rows(u, price_settings, ELEMENTSOF(price_settings), &c->prices[i], 0);
+                if (r < 0)
+                        return r;
+                for (size_t j = 0; j < i; j++)
+                        if (strcmp(c->prices[j].model, c->prices[i].model) == 0)
+                                return -EPROTO;
+        }
+        return 0;
+}
+
 int config_unpack(const char *buf, size_t size, Config *ret) {
         Unpacker u = {.p = buf, .left = size};
         char magic[sizeof(pack_magic)];
@@ -3089,6 +3310,8 @@ int config_unpack(const char *buf, size_t size, Config *ret) {
                 r = -EPROTO;
         if (r >= 0)
                 r = unpack_rules(&u, &c);
+        if (r >= 0)
+                r = unpack_prices(&u, &c);
         if (r >= 0 && u.left != 0)
                 r = -EPROTO;
         if (r < 0) {

@@ -335,6 +335,9 @@ static const OverrideRow override_rows[] = {
         PERMILLE("estimator.spread_quantile", "0.5", estimator_spread_permille, 500),
         PERMILLE("estimator.spread_quantile", "0.999", estimator_spread_permille, 999),
         PERMILLE("estimator.spread_quantile", "0.9", estimator_spread_permille, 900),
+        STRING("prices.currency", "\"USD\"", price_currency, "USD"),
+        STRING("prices.currency", "\"\xe2\x82\xac\"", price_currency, "\xe2\x82\xac"),
+        STRING("prices.currency", "\"sixteen bytes ok\"", price_currency, "sixteen bytes ok"),
         /* the power group (issue 11). Each row is valid with the other
          * settings at their defaults, and the last row of each setting with
          * the last of the others (test_round_trip applies them all). */
@@ -1506,6 +1509,37 @@ static const ExactRow exact_rows[] = {
          "1: estimator.spread_quantile must be between 0.5 and 0.999, got 1\n"},
         {"estimator unknown", "estimator = { half_life_sec = 5; };",
          "1: unknown setting 'estimator.half_life_sec'\n"},
+        {"price list not a list", "prices = { models = { }; };",
+         "1: prices.models must be a list ( { ... }, ... ), got a group\n"},
+        {"price missing", "prices = { models = ( { model = \"m\"; input_per_million = 1; } ); };",
+         "1: prices.models[0]: missing setting 'output_per_million'\n"},
+        {"price model missing",
+         "prices = { models = ( { input_per_million = 1; output_per_million = 2; } ); };",
+         "1: prices.models[0]: missing setting 'model'\n"},
+        {"price negative",
+         "prices = { models = ( { model = \"m\"; input_per_million = -1; output_per_million = 2; } ); };",
+         "1: prices.models[0].input_per_million must be between 0 and 1000000 (per million tokens), got "
+         "-1\n"},
+        {"price string",
+         "prices = { models = ( { model = \"m\"; input_per_million = \"$1\"; output_per_million = 2; } ); "
+         "};",
+         "1: prices.models[0].input_per_million must be a number, got a string\n"},
+        {"price model empty",
+         "prices = { models = ( { model = \"\"; input_per_million = 1; output_per_million = 2; } ); };",
+         "1: prices.models[0].model must be 1 to 255 bytes, got ''\n"},
+        {"price unknown",
+         "prices = { models = ( { model = \"m\"; input_per_million = 1; output_per_million = 2; "
+         "cache_per_million = 3; } ); };",
+         "1: prices.models[0]: unknown setting 'cache_per_million'\n"},
+        {"price twice",
+         "prices = { models = (\n { model = \"m\"; input_per_million = 1; output_per_million = 2; },\n"
+         " { model = \"m\"; input_per_million = 3; output_per_million = 4; } ); };",
+         "3: prices.models[1]: model 'm' is priced twice, first in prices.models[0]\n"},
+        {"currency long", "prices = { currency = \"seventeen bytes!!\"; };",
+         "1: prices.currency must be 0 to 16 bytes, got 'seventeen bytes!!'\n"},
+        {"currency control", "prices = { currency = \"U\\tSD\"; };",
+         "1: prices.currency must not contain control characters, got 'U?SD'\n"},
+        {"prices unknown", "prices = { tax = 0.2; };", "1: unknown setting 'prices.tax'\n"},
         {"rule source unknown", "rules = ( { name = \"x\"; estimate_source = \"client-ish\"; } );",
          "1: rules[0] ('x').estimate_source must be one of client, learned, max, got 'client-ish'\n"},
         {"timeout 0", "escalation = { timeout_sec = 0; };",
@@ -2426,6 +2460,16 @@ END_TEST
 /* ---- the power group ---- */
 
 /* Every power setting away from its default. */
+static const char prices_text[] =
+        "prices = {\n"
+        "  currency = \"USD\";\n"
+        "  models = (\n"
+        "    { model = \"gpt-4o\"; input_per_million = 2.5; output_per_million = 10.0; },\n"
+        "    { model = \"llama3.1:8b\"; input_per_million = 0; output_per_million = 0; },\n"
+        "    { model = \"claude \\\"opus\\\"\"; input_per_million = 15; output_per_million = 1000000; }\n"
+        "  );\n"
+        "};\n";
+
 static const char power_text[] =
         "power = {\n"
         "        enabled = false;\n"
@@ -2665,9 +2709,49 @@ static void check_unpacks_to(const char *buf, size_t size, const Config *c, cons
         config_done(&u);
 }
 
+/* The price table (issue 13, budgetctl estimate's cost). */
+START_TEST(test_prices) {
+        Config c;
+
+        parse_ok(prices_text, "prices", &c);
+        ck_assert_str_eq(c.price_currency, "USD");
+        ck_assert_uint_eq(c.n_prices, 3);
+        ck_assert_str_eq(c.prices[0].model, "gpt-4o");
+        ck_assert(c.prices[0].input_per_million == 2.5 && c.prices[0].output_per_million == 10.0);
+        ck_assert_str_eq(c.prices[1].model, "llama3.1:8b");
+        ck_assert(c.prices[1].input_per_million == 0.0 && c.prices[1].output_per_million == 0.0);
+        ck_assert_str_eq(c.prices[2].model, "claude \"opus\"");
+        ck_assert(c.prices[2].input_per_million == 15 && c.prices[2].output_per_million == 1000000.0);
+        check_round_trip(&c, "prices");
+        /* config_equal() sees each field of each model, and the count. */
+        for (int field = 0; field < 4; field++) {
+                Config d;
+
+                parse_ok(prices_text, "prices", &d);
+                ck_assert(config_equal(&c, &d));
+                if (field == 0)
+                        d.prices[1].input_per_million = 0.001;
+                else if (field == 1)
+                        d.prices[2].output_per_million = 999999.0;
+                else if (field == 2)
+                        d.prices[0].model[0] = 'G';
+                else
+                        d.n_prices--;
+                ck_assert_msg(!config_equal(&c, &d) && !config_equal(&d, &c),
+                              "field %d: difference not seen", field);
+                if (field == 3)
+                        d.n_prices++;
+                config_done(&d);
+        }
+        config_done(&c);
+}
+END_TEST
+
 START_TEST(test_pack_round_trip) {
         static const char *const texts[] = {
-                "", rich_rules, "rules = ( { name = \"a\"; } );\nadmin_group = 0;",
+                "",
+                rich_rules,
+                "rules = ( { name = \"a\"; } );\nadmin_group = 0;",
                 "model_tiers = [ \"1\", \"2\", \"3\", \"4\", \"5\", \"6\", \"7\", \"8\", \"9\", \"10\", "
                 "\"11\", "
                 "\"12\", \"13\", \"14\", \"15\", \"16\", \"17\", \"18\", \"19\", \"20\", \"21\", \"22\", "
@@ -2675,7 +2759,8 @@ START_TEST(test_pack_round_trip) {
                 "\"24\", \"25\", \"26\", \"27\", \"28\", \"29\", \"30\", \"31\", \"" LONG_NAME_64
                         LONG_NAME_64 LONG_NAME_64
                 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" ];",
-                power_text};
+                power_text,
+                prices_text};
         char *buf;
         size_t size;
         Config c;
@@ -2989,6 +3074,8 @@ START_TEST(test_conf_file) {
                 bool found = false;
                 for (size_t j = 0; j < ELEMENTSOF(override_rows); j++)
                         found = found || strcmp(override_rows[j].path, format_paths.items[i]) == 0;
+                /* The price list is a list of groups, parsed and compared in test_prices. */
+                found = found || strcmp(format_paths.items[i], "prices.models") == 0;
                 ck_assert_msg(found, "setting '%s' has no row in override_rows", format_paths.items[i]);
         }
 
@@ -3034,6 +3121,7 @@ static Suite *config_suite(void) {
         tcase_add_test(tc, test_round_trip_rules);
         tcase_add_test(tc, test_equal_rules);
         tcase_add_loop_test(tc, test_resolve_names, 0, (int)ELEMENTSOF(resolve_rows));
+        tcase_add_test(tc, test_prices);
         tcase_add_test(tc, test_pack_round_trip);
         tcase_add_test(tc, test_unpack_truncated);
         tcase_add_test(tc, test_unpack_garbage);
