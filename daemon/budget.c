@@ -294,6 +294,11 @@ int budget_set_config(Budget *b, const Config *config) {
                 BreakerSettings bs = breaker_settings(config);
                 breaker_table_set_settings(b->breakers, &bs, config->max_tracked_scopes);
         }
+        {
+                EstimatorSettings es = estimator_settings(config);
+                (void)estimator_table_set_settings(b->estimator, &es, config->max_tracked_scopes);
+                estimator_table_set_max_per_uid(b->estimator, config->max_tracked_scopes_per_uid);
+        }
         /* New factors apply at once; new thresholds with the next
          * budget_set_power() (the manager calls it after a reload). */
         power_factors_update(b);

@@ -124,6 +124,16 @@ EstimatorTable *estimator_table_free(EstimatorTable *t) {
         return NULL;
 }
 
+int estimator_table_set_settings(EstimatorTable *t, const EstimatorSettings *s, size_t max_entries) {
+        if (estimator_settings_validate(s) < 0)
+                return -EINVAL;
+        t->settings = *s;
+        t->alpha = half_life_alpha(s->half_life_samples);
+        t->alpha_tail = half_life_alpha(s->tail_half_life_samples);
+        t->max_entries = max_entries;
+        return 0;
+}
+
 void estimator_table_set_max_per_uid(EstimatorTable *t, size_t max_per_uid) {
         t->max_per_uid = max_per_uid ?: 1;
 }

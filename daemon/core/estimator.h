@@ -241,6 +241,10 @@ int estimator_settings_validate(const EstimatorSettings *s);
 /* NULL on invalid settings or no memory. */
 EstimatorTable *estimator_table_new(const EstimatorSettings *s, size_t max_entries);
 EstimatorTable *estimator_table_free(EstimatorTable *t); /* NULL-safe */
+/* New settings for what is learned from now on (a reload): what each class
+ * learned stays; a table above max_entries keeps its classes and takes no
+ * new one until the sweep has made room. 0 or -EINVAL. */
+int estimator_table_set_settings(EstimatorTable *t, const EstimatorSettings *s, size_t max_entries);
 /* At most this many classes of one uid (at least 1; default: no share, only
  * max_entries), so that one user naming classes cannot keep every other
  * user's from being learned: a new class past it is -EUSERS. */

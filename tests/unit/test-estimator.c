@@ -120,6 +120,31 @@ START_TEST(test_settings) {
                 estimator_table_free(t);
         }
         ck_assert_ptr_null(estimator_table_free(NULL));
+
+        /* New settings (a reload): refused when invalid, else what is learned
+         * from now on follows them and what was learned stays. */
+        {
+                EstimatorSettings fast = ESTIMATOR_SETTINGS_DEFAULT;
+                EstimatorTable *t = estimator_table_new(&fast, 10);
+                EstimatorPrediction p;
+
+                ck_assert_ptr_nonnull(t);
+                for (int i = 0; i < 100; i++)
+                        ck_assert_int_eq(estimator_observe(t, 1, "c", 0, 0, 100, 1), 0);
+                ck_assert_int_eq(estimator_table_set_settings(t, &rows[1].s, 10), -EINVAL);
+                fast.half_life_samples = 1;
+                fast.tail_half_life_samples = 1;
+                ck_assert_int_eq(estimator_table_set_settings(t, &fast, 1), 0);
+                ck_assert(estimator_predict(t, 1, "c", 0, &p) && p.predicted_output == 100);
+                /* Half-life 1: one sample of 300 moves it halfway. */
+                ck_assert_int_eq(estimator_observe(t, 1, "c", 0, 0, 300, 2), 0);
+                ck_assert(estimator_predict(t, 1, "c", 0, &p));
+                ck_assert_msg(p.predicted_output == 200, "after the new half-life: %" PRIu64,
+                              p.predicted_output);
+                /* max_entries 1: the table is full. */
+                ck_assert_int_eq(estimator_observe(t, 1, "d", 0, 0, 300, 2), -EUSERS);
+                estimator_table_free(t);
+        }
 }
 END_TEST
 
