@@ -1415,7 +1415,7 @@ print_estimate() {
     echo "  of each block of N counted rows (before its first Release), on a second connection; within: the"
     echo "  blocks whose actual output sum lay in [outputLow, outputHigh], of those that had an interval (below"
     echo "  and above it: the others); blocks: all; expected err: |expectedOutput - actual| / actual (median / p90)"
-    f='  %-16s %-7s | %-50s | %-50s\n'
+    f='  %-16s %-7s | %-53s | %s\n'
     # shellcheck disable=SC2059
     printf "$f" "" "" "blocks of 100" "blocks of 1000"
     # shellcheck disable=SC2059
