@@ -16,7 +16,7 @@ static const struct {
 } tables[] = {
         {service_methods, &service_n_methods}, {agent_methods, &agent_n_methods},
         {admin_methods, &admin_n_methods},     {history_methods, &history_n_methods},
-        {classes_methods, &classes_n_methods},
+        {classes_methods, &classes_n_methods}, {estimate_methods, &estimate_n_methods},
 };
 
 static const Method *method_find(const char *name) {

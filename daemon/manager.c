@@ -839,6 +839,7 @@ int manager_new(struct event_base *base, Config *config, const char *config_path
         m->context = (DispatchContext){
                 .budget = m->budget,
                 .store = m->store,
+                .config = &m->config,
                 .peers = m->peers,
                 .start_usec = m->start_usec,
                 .reload = reload_cb,

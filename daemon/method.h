@@ -22,7 +22,8 @@ typedef int (*ReloadFunc)(void *userdata, char **ret_errors);
 
 typedef struct DispatchContext {
         Budget *budget;
-        Store *store; /* the durable ledger; NULL when memory only */
+        Store *store;         /* the durable ledger; NULL when memory only */
+        const Config *config; /* the configuration in force (the same object across reloads) */
         const PeerSet *peers;
         uint64_t start_usec; /* when the daemon started, for uptime */
         ReloadFunc reload;
@@ -61,3 +62,6 @@ extern const size_t history_n_methods;
 /* io.tokenbudget.admin.Classes (admin-classes.c). */
 extern const Method classes_methods[];
 extern const size_t classes_n_methods;
+/* io.tokenbudget.admin.Estimate (admin-estimate.c). */
+extern const Method estimate_methods[];
+extern const size_t estimate_n_methods;
