@@ -827,3 +827,130 @@ const char *format_minute(char buf[static FORMAT_TIME_MAX], const struct tm *tm)
                  tm->tm_mday, tm->tm_hour, tm->tm_min);
         return buf;
 }
+
+/* ---- estimate ---- */
+
+const char *format_count(char buf[static FORMAT_COUNT_MAX], uint64_t n) {
+        char digits[24];
+        int len = snprintf(digits, sizeof(digits), "%" PRIu64, n);
+        size_t o = 0;
+
+        for (int i = 0; i < len; i++) {
+                if (i > 0 && (len - i) % 3 == 0)
+                        buf[o++] = ',';
+                buf[o++] = digits[i];
+        }
+        buf[o] = '\0';
+        return buf;
+}
+
+#define MICROS_PER_UNIT UINT64_C(1000000)
+#define MICROS_PER_CENT UINT64_C(10000)
+
+const char *format_money(char buf[static FORMAT_MONEY_MAX], int64_t micros) {
+        /* The magnitude as unsigned, so INT64_MIN has one too. */
+        uint64_t m = micros < 0 ? (uint64_t)0 - (uint64_t)micros : (uint64_t)micros, cents;
+        const char *sign = micros < 0 ? "-" : "";
+        char whole[FORMAT_COUNT_MAX], frac[24];
+        int decimals = 6;
+
+        if (m >= MICROS_PER_CENT || m == 0) {
+                /* Rounded to the nearest cent, a half up. */
+                cents = m / MICROS_PER_CENT + (m % MICROS_PER_CENT >= MICROS_PER_CENT / 2);
+                snprintf(buf, FORMAT_MONEY_MAX, "%s%s.%02" PRIu64, sign, format_count(whole, cents / 100),
+                         cents % 100);
+                return buf;
+        }
+        /* Below a cent: every digit there is, at least two decimals. */
+        for (; decimals > 2 && m % 10 == 0; decimals--)
+                m /= 10;
+        snprintf(frac, sizeof(frac), "%0*" PRIu64, decimals, m);
+        snprintf(buf, FORMAT_MONEY_MAX, "%s0.%s", sign, frac);
+        return buf;
+}
+
+/* Starts a line of the daemon's strings: where it begins, for the cleaning. */
+static size_t line_start(const Line *l) {
+        return l->len;
+}
+
+/* Ends a line begun at start: the daemon's strings in it cleaned, then "\n". */
+static void line_end(Line *l, size_t start) {
+        format_sanitize(l->buf + start);
+        line_printf(l, "\n");
+}
+
+/* ", 90% interval LOW .. HIGH (from ...)" or "; no interval yet: WHY". */
+static void estimate_interval(Line *l, const FormatEstimate *e) {
+        char low[FORMAT_COUNT_MAX], high[FORMAT_COUNT_MAX], tasks[FORMAT_COUNT_MAX],
+                blocks[FORMAT_COUNT_MAX];
+
+        if (!e->has_interval) {
+                line_printf(l, "; no interval yet%s%s", e->no_interval ? ": " : "",
+                            e->no_interval ? e->no_interval : "");
+                return;
+        }
+        line_printf(l, ", %" PRIu64, e->coverage_permille / 10);
+        if (e->coverage_permille % 10)
+                line_printf(l, ".%" PRIu64, e->coverage_permille % 10);
+        line_printf(l, "%% interval %s .. %s (from %s ", format_count(low, e->low),
+                    format_count(high, e->high), format_count(blocks, e->blocks));
+        if (e->block_size <= 1)
+                line_printf(l, "single %s", plural(e->blocks, "prediction", "predictions"));
+        else
+                line_printf(l, "%s of %" PRIu64, plural(e->blocks, "block", "blocks"), e->block_size);
+        if (e->scaled)
+                line_printf(l, ", not narrowed for %s tasks", format_count(tasks, e->tasks));
+        line_printf(l, ")");
+}
+
+static void estimate_cost(Line *l, const FormatEstimate *e) {
+        char cost[FORMAT_MONEY_MAX], low[FORMAT_MONEY_MAX], high[FORMAT_MONEY_MAX];
+        size_t start = line_start(l);
+
+        if (e->no_cost)
+                line_printf(l, "cost: %s", e->no_cost);
+        else {
+                line_printf(l, "cost: %s", format_money(cost, e->cost_micros));
+                if (e->currency && *e->currency)
+                        line_printf(l, " %s", e->currency);
+                if (e->has_cost_interval)
+                        line_printf(l, " (%s .. %s)", format_money(low, e->cost_low_micros),
+                                    format_money(high, e->cost_high_micros));
+                line_printf(l, " at %s prices", e->model ? e->model : "the model's");
+        }
+        line_end(l, start);
+}
+
+const char *format_estimate(char buf[static FORMAT_ESTIMATE_MAX], const FormatEstimate *e) {
+        char a[FORMAT_COUNT_MAX], b[FORMAT_COUNT_MAX], c[FORMAT_COUNT_MAX];
+        Line l = {buf, FORMAT_ESTIMATE_MAX, 0};
+        size_t start;
+
+        buf[0] = '\0';
+        start = line_start(&l);
+        line_printf(&l, "%s (uid %" PRIu64 "), %s %s", e->class_name, e->uid, format_count(a, e->samples),
+                    plural(e->samples, "sample", "samples"));
+        line_end(&l, start);
+
+        start = line_start(&l);
+        line_printf(&l, "one task");
+        if (e->prompt_tokens > 0)
+                line_printf(&l, " with a %s-token prompt", format_count(a, e->prompt_tokens));
+        line_printf(&l, ": %s tokens (output %s)", format_count(b, e->predicted),
+                    format_count(c, e->predicted_output));
+        if (e->tasks <= 1)
+                estimate_interval(&l, e);
+        line_end(&l, start);
+
+        if (e->tasks > 1) {
+                start = line_start(&l);
+                line_printf(&l, "%s tasks: %s tokens (output %s)", format_count(a, e->tasks),
+                            format_count(b, e->expected), format_count(c, e->expected_output));
+                estimate_interval(&l, e);
+                line_end(&l, start);
+        }
+        if (e->has_cost || e->no_cost)
+                estimate_cost(&l, e);
+        return buf;
+}

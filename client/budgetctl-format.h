@@ -4,7 +4,8 @@
  * suffixes, durations in their two largest units, waits to the millisecond,
  * percentages, used/limit ratios, and the cleaning of daemon strings before
  * they reach a terminal, power factors, the power and durability lines of
- * status; and the parsing of the durations it is given. Pure: values in,
+ * status, the counts, money and lines of estimate; and the parsing of the
+ * durations it is given. Pure: values in,
  * text out into a caller's buffer; no allocation, no I/O, no locale, no
  * clock (times come in as a struct tm the caller made with localtime_r(), or
  * as realtime microseconds: parse_time() is given now, and reads the C
@@ -196,3 +197,60 @@ int parse_time(const char *s, uint64_t now_usec, uint64_t *ret_usec, const char 
 #define FORMAT_TIME_MAX 64
 const char *format_day(char buf[static FORMAT_TIME_MAX], const struct tm *tm);
 const char *format_minute(char buf[static FORMAT_TIME_MAX], const struct tm *tm);
+
+/* A count in full with a comma every three digits: 0 "0", 999 "999", 1234
+ * "1,234", 81200 "81,200", UINT64_MAX "18,446,744,073,709,551,615".
+ * Returns buf. */
+#define FORMAT_COUNT_MAX 32
+const char *format_count(char buf[static FORMAT_COUNT_MAX], uint64_t n);
+
+/* An amount of money in millionths (micros, as budgetctl reads the daemon's
+ * floats: get_fixed() at 6 decimals), with a comma every three digits:
+ * from a cent up rounded to the cent ("1.23", "1,234.57"), below a cent in
+ * full without trailing zeros but with at least two decimals ("0.001234",
+ * "0.00005"), 0 "0.00"; a negative amount (no daemon sends one) has its
+ * '-' first. Returns buf. */
+#define FORMAT_MONEY_MAX 40
+const char *format_money(char buf[static FORMAT_MONEY_MAX], int64_t micros);
+
+/* The reply of io.tokenbudget.admin.Estimate, as budgetctl read it. */
+typedef struct FormatEstimate {
+        const char *class_name; /* "class:review", as the daemon sent it */
+        uint64_t uid, samples, tasks;
+        uint64_t prompt_tokens;               /* each task's prompt; 0: not given */
+        uint64_t predicted, predicted_output; /* one task: total and output */
+        uint64_t expected, expected_output;   /* all tasks */
+        bool has_interval;
+        uint64_t low, high;          /* of the total of all tasks */
+        uint64_t coverage_permille;  /* 900: the central 90% */
+        uint64_t block_size, blocks; /* what calibrated it: 1 (single predictions) or 10, 100, 1000 */
+        bool scaled;                 /* the project is larger than block_size: its spread as is */
+        const char *no_interval;     /* without an interval: why (the daemon's words); NULL: not said */
+        bool has_cost;
+        const char *model, *currency; /* of the cost, or model alone with no_cost */
+        int64_t cost_micros;          /* expected cost, in millionths of the currency */
+        bool has_cost_interval;
+        int64_t cost_low_micros, cost_high_micros;
+        const char *no_cost; /* a model asked for and not priced: why (the daemon's words); else NULL */
+} FormatEstimate;
+
+/*
+ * What budgetctl estimate prints, a line each:
+ *   CLASS (uid UID), N samples
+ *   one task[ with a P-token prompt]: T tokens (output O)[INTERVAL]
+ *   N tasks: T tokens (output O)[INTERVAL]          (only when tasks > 1)
+ *   cost: C[ CURRENCY][ (LOW .. HIGH)] at MODEL prices   (or: cost: NO_COST)
+ * where INTERVAL, on the line of the project (tasks 1: the one task's), is
+ * ", 90% interval LOW .. HIGH (from B blocks of S)" (S 1: "B single
+ * predictions"; scaled: ", not narrowed for N tasks" inside the
+ * parentheses), or "; no interval yet: NO_INTERVAL". Counts as
+ * format_count(), money as format_money(). The daemon's strings are
+ * cleaned as format_sanitize() does and what does not fit is cut. e.g.
+ *   class:review (uid 1000), 1,234 samples
+ *   one task: 812 tokens (output 412)
+ *   100 tasks: 81,200 tokens (output 41,200), 90% interval 74,000 .. 90,100 (from 37 blocks of 100)
+ *   cost: 1.23 USD (1.12 .. 1.37) at gpt-4o prices
+ * Returns buf.
+ */
+#define FORMAT_ESTIMATE_MAX 4096
+const char *format_estimate(char buf[static FORMAT_ESTIMATE_MAX], const FormatEstimate *e);

@@ -7,8 +7,9 @@
  * more than the value (a count shown is compared against a limit) and none
  * loses more than its precision; then the power factors and the power line of
  * status, and a power line too long for its buffer; the durability line of
- * status (working, memory only, degraded) and one too long for its buffer.
- * Failure messages name the row or the value.
+ * status (working, memory only, degraded) and one too long for its buffer;
+ * the counts, money and lines of budgetctl estimate, and its text too long
+ * for its buffer. Failure messages name the row or the value.
  */
 #include <check.h>
 #include <errno.h>
@@ -931,6 +932,239 @@ START_TEST(test_day_row) {
 }
 END_TEST
 
+/* ---- budgetctl estimate: counts, money and the lines ---- */
+
+typedef struct CountRow {
+        const char *name;
+        uint64_t n;
+        const char *want;
+} CountRow;
+
+static const CountRow count_rows[] = {
+        {"zero", 0, "0"},
+        {"below a thousand", 999, "999"},
+        {"a thousand", 1000, "1,000"},
+        {"four digits", 1234, "1,234"},
+        {"five digits", 81200, "81,200"},
+        {"six digits", 100000, "100,000"},
+        {"seven digits", 1234567, "1,234,567"},
+        {"UINT64_MAX", UINT64_MAX, "18,446,744,073,709,551,615"},
+};
+
+START_TEST(test_count_row) {
+        const CountRow *row = &count_rows[_i];
+        char buf[FORMAT_COUNT_MAX];
+
+        ck_assert_msg(strcmp(format_count(buf, row->n), row->want) == 0,
+                      "row '%s': format_count(%" PRIu64 ") = \"%s\", want \"%s\"", row->name, row->n, buf,
+                      row->want);
+}
+END_TEST
+
+typedef struct MoneyRow {
+        const char *name;
+        int64_t micros;
+        const char *want;
+} MoneyRow;
+
+static const MoneyRow money_rows[] = {
+        {"zero", 0, "0.00"},
+        {"a cent", 10000, "0.01"},
+        {"rounded down to the cent", 1234999, "1.23"},
+        {"a half cent rounds up", 1235000, "1.24"},
+        {"rounded up to the cent", 1236000, "1.24"},
+        {"rounded up to a whole unit", 999995000, "1,000.00"},
+        {"thousands", 1234567890, "1,234.57"},
+        {"below a cent: every digit", 1234, "0.001234"},
+        {"below a cent: trailing zeros go", 50, "0.00005"},
+        {"below a cent: at least two decimals", 1, "0.000001"},
+        {"just below a cent", 9999, "0.009999"},
+        {"negative", -1234567, "-1.23"},
+        {"INT64_MIN", INT64_MIN, "-9,223,372,036,854.78"},
+        {"INT64_MAX", INT64_MAX, "9,223,372,036,854.78"},
+};
+
+START_TEST(test_money_row) {
+        const MoneyRow *row = &money_rows[_i];
+        char buf[FORMAT_MONEY_MAX];
+
+        ck_assert_msg(strcmp(format_money(buf, row->micros), row->want) == 0,
+                      "row '%s': format_money(%" PRId64 ") = \"%s\", want \"%s\"", row->name, row->micros,
+                      buf, row->want);
+}
+END_TEST
+
+typedef struct EstimateRow {
+        const char *name;
+        FormatEstimate in;
+        const char *want;
+} EstimateRow;
+
+#define HEAD "class:review (uid 1000), 1,234 samples\n"
+static const EstimateRow estimate_rows[] = {
+        {"project with an interval and a cost",
+         {.class_name = "class:review",
+          .uid = 1000,
+          .samples = 1234,
+          .tasks = 100,
+          .predicted = 812,
+          .predicted_output = 412,
+          .expected = 81200,
+          .expected_output = 41200,
+          .has_interval = true,
+          .low = 74000,
+          .high = 90100,
+          .coverage_permille = 900,
+          .block_size = 100,
+          .blocks = 37,
+          .has_cost = true,
+          .model = "gpt-4o",
+          .currency = "USD",
+          .cost_micros = 1230000,
+          .has_cost_interval = true,
+          .cost_low_micros = 1120000,
+          .cost_high_micros = 1370000},
+         HEAD "one task: 812 tokens (output 412)\n"
+              "100 tasks: 81,200 tokens (output 41,200), 90% interval 74,000 .. 90,100 (from 37 blocks of "
+              "100)\n"
+              "cost: 1.23 USD (1.12 .. 1.37) at gpt-4o prices\n"},
+        {"one task: the interval on its line, from single predictions",
+         {.class_name = "class:review",
+          .uid = 1000,
+          .samples = 1234,
+          .tasks = 1,
+          .predicted = 812,
+          .predicted_output = 412,
+          .expected = 812,
+          .expected_output = 412,
+          .has_interval = true,
+          .low = 555,
+          .high = 1346,
+          .coverage_permille = 900,
+          .block_size = 1,
+          .blocks = 452},
+         HEAD
+         "one task: 812 tokens (output 412), 90% interval 555 .. 1,346 (from 452 single predictions)\n"},
+        {"scaled: not narrowed",
+         {.class_name = "class:review",
+          .uid = 1000,
+          .samples = 1234,
+          .tasks = 5000,
+          .predicted = 812,
+          .predicted_output = 412,
+          .expected = 4060000,
+          .expected_output = 2060000,
+          .has_interval = true,
+          .low = 3000000,
+          .high = 5000000,
+          .coverage_permille = 900,
+          .block_size = 10,
+          .blocks = 1,
+          .scaled = true},
+         HEAD
+         "one task: 812 tokens (output 412)\n"
+         "5,000 tasks: 4,060,000 tokens (output 2,060,000), 90% interval 3,000,000 .. 5,000,000 (from 1 "
+         "block of 10, not narrowed for 5,000 tasks)\n"},
+        {"no interval yet, with a prompt, a tenth of a percent",
+         {.class_name = "agent:coder",
+          .uid = 0,
+          .samples = 1,
+          .tasks = 10,
+          .prompt_tokens = 4000,
+          .predicted = 4100,
+          .predicted_output = 100,
+          .expected = 41000,
+          .expected_output = 1000,
+          .no_interval = "fewer than 10 predictions checked against their allocations yet (0)"},
+         "agent:coder (uid 0), 1 sample\n"
+         "one task with a 4,000-token prompt: 4,100 tokens (output 100)\n"
+         "10 tasks: 41,000 tokens (output 1,000); no interval yet: fewer than 10 predictions checked "
+         "against their allocations yet (0)\n"},
+        {"no interval, no reason said",
+         {.class_name = "command:make",
+          .uid = 7,
+          .samples = 3,
+          .tasks = 1,
+          .predicted = 5,
+          .predicted_output = 5,
+          .expected = 5,
+          .expected_output = 5},
+         "command:make (uid 7), 3 samples\none task: 5 tokens (output 5); no interval yet\n"},
+        {"coverage with a tenth",
+         {.class_name = "class:x",
+          .uid = 1,
+          .samples = 2,
+          .tasks = 1,
+          .has_interval = true,
+          .low = 1,
+          .high = 2,
+          .coverage_permille = 975,
+          .block_size = 1,
+          .blocks = 1},
+         "class:x (uid 1), 2 samples\none task: 0 tokens (output 0), 97.5% interval 1 .. 2 (from 1 single "
+         "prediction)\n"},
+        {"cost without an interval, no currency, below a cent",
+         {.class_name = "class:x",
+          .uid = 1,
+          .samples = 2,
+          .tasks = 1,
+          .has_interval = false,
+          .has_cost = true,
+          .model = "small",
+          .currency = "",
+          .cost_micros = 1234},
+         "class:x (uid 1), 2 samples\none task: 0 tokens (output 0); no interval yet\n"
+         "cost: 0.001234 at small prices\n"},
+        {"a model not priced",
+         {.class_name = "class:x",
+          .uid = 1,
+          .samples = 2,
+          .tasks = 1,
+          .model = "gpt-9",
+          .no_cost = "no price configured for model 'gpt-9'"},
+         "class:x (uid 1), 2 samples\none task: 0 tokens (output 0); no interval yet\n"
+         "cost: no price configured for model 'gpt-9'\n"},
+        {"control characters in the daemon's strings",
+         {.class_name = "class:\x1b[2Jx",
+          .uid = 1,
+          .samples = 2,
+          .tasks = 1,
+          .no_interval = "a\nb",
+          .has_cost = true,
+          .model = "m\x07",
+          .currency = "U\x9b",
+          .cost_micros = 0},
+         "class:?[2Jx (uid 1), 2 samples\none task: 0 tokens (output 0); no interval yet: a?b\n"
+         "cost: 0.00 U? at m? prices\n"},
+};
+#undef HEAD
+
+START_TEST(test_estimate_row) {
+        const EstimateRow *row = &estimate_rows[_i];
+        char buf[FORMAT_ESTIMATE_MAX];
+
+        ck_assert_msg(format_estimate(buf, &row->in) == buf && strcmp(buf, row->want) == 0,
+                      "row '%s': format_estimate() =\n%s\nwant\n%s", row->name, buf, row->want);
+}
+END_TEST
+
+/* A class name and reasons longer than the text: cut, NUL-terminated, clean. */
+START_TEST(test_estimate_long) {
+        char name[FORMAT_ESTIMATE_MAX], buf[FORMAT_ESTIMATE_MAX];
+        FormatEstimate e = {.class_name = name, .tasks = 10, .no_interval = name, .no_cost = name};
+        size_t n;
+
+        for (size_t i = 0; i + 2 < sizeof(name); i += 2)
+                memcpy(name + i, "\xc3\xa9", 2);
+        name[sizeof(name) - 2] = '\0';
+        format_estimate(buf, &e);
+        n = strlen(buf);
+        ck_assert_uint_eq(n, sizeof(buf) - 1);
+        for (size_t i = 0; i < n; i++)
+                ck_assert_msg((unsigned char)buf[i] >= 0x20 || buf[i] == '\n', "control byte at %zu", i);
+}
+END_TEST
+
 static Suite *format_suite(void) {
         Suite *s = suite_create("format");
         TCase *tc;
@@ -972,6 +1206,12 @@ static Suite *format_suite(void) {
         tcase_add_loop_test(tc, test_parse_time_row, 0, (int)ELEMENTSOF(parse_time_rows));
         tcase_add_test(tc, test_parse_time_round_trip);
         tcase_add_loop_test(tc, test_day_row, 0, (int)ELEMENTSOF(day_rows));
+        suite_add_tcase(s, tc);
+        tc = tcase_create("estimate");
+        tcase_add_loop_test(tc, test_count_row, 0, (int)ELEMENTSOF(count_rows));
+        tcase_add_loop_test(tc, test_money_row, 0, (int)ELEMENTSOF(money_rows));
+        tcase_add_loop_test(tc, test_estimate_row, 0, (int)ELEMENTSOF(estimate_rows));
+        tcase_add_test(tc, test_estimate_long);
         suite_add_tcase(s, tc);
         return s;
 }
