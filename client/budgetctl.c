@@ -6,8 +6,10 @@
  * libtokenbudget and prints the reply as a table or a line (budgetctl-format.h
  * formats the values), or as pretty JSON with --json: status, list and
  * history (History, with the times of --since and --until parsed here, as
- * journalctl does) and classes (Classes: what the estimator learned per task
- * class, and its error) read, set (SetLimits) and reload (Reload) steer. It checks every argument before
+ * journalctl does), classes (Classes: what the estimator learned per task
+ * class, and its error) and estimate (Estimate: what N tasks of a class will
+ * use, with an interval, and cost) read, set (SetLimits) and reload (Reload)
+ * steer. It checks every argument before
  * it connects (a user name becomes a uid with getpwnam(); the daemon decides
  * the rest, and who may do what), validates the shape of every reply it
  * prints from and never trusts the daemon's strings on a terminal (control
@@ -76,6 +78,7 @@ typedef enum OptionFlags {
         OPTION_UNTIL = 1 << 13,        /* history --until */
         OPTION_BY = 1 << 14,           /* history --by */
         OPTION_PERSISTENT = 1 << 15,   /* set --persistent */
+        OPTION_TASKS = 1 << 16,        /* estimate --tasks */
         OPTIONS_REQUEST = OPTION_MIN_TOKENS | OPTION_WAIT | OPTION_PRIORITY | OPTION_AGENT | OPTION_CLASS |
                           OPTION_MODEL | OPTION_PROMPT_TOKENS | OPTION_USE | OPTION_HOLD,
 } OptionFlags;
@@ -98,6 +101,7 @@ typedef struct Options {
         const char *until;         /* history --until, as given: NULL for no end */
         const char *by;            /* history --by: NULL for day */
         bool persistent;           /* set --persistent: kept in the durable ledger */
+        uint64_t tasks;            /* estimate --tasks: 0 for the default (1) */
 } Options;
 
 /* ---- tables ---- */
@@ -1979,6 +1983,178 @@ static int classes_failed(const Options *o, tb_client *c, int r, void *userdata)
         return 1;
 }
 
+/* ---- estimate ---- */
+
+/* The most tasks one estimate asks for (the daemon's limit, io.tokenbudget.admin Estimate). */
+#define ESTIMATE_TASKS_MAX UINT64_C(1000000000)
+/* The prefixes of the estimator's class names (io.tokenbudget.admin Class.class). */
+static const char *const class_prefixes[] = {"class:", "agent:", "command:"};
+
+/* --class as the estimator names it: with one of its prefixes as given, a
+ * bare name is a declared class ("review" is "class:review"). */
+static char *estimate_class_name(const char *s) {
+        char *name;
+
+        for (size_t i = 0; i < ELEMENTSOF(class_prefixes); i++)
+                if (strncmp(s, class_prefixes[i], strlen(class_prefixes[i])) == 0)
+                        return strdup(s);
+        return asprintf(&name, "class:%s", s) < 0 ? NULL : name;
+}
+
+/* An object field; with ret_present, absent or null is allowed. */
+static int get_object(json_object *o, const char *ctx, const char *key, json_object **ret,
+                      bool *ret_present) {
+        json_object *v = json_object_object_get(o, key);
+
+        if (ret_present) {
+                *ret_present = v != NULL;
+                if (!v)
+                        return 0;
+        }
+        if (!json_object_is_type(v, json_type_object))
+                return malformed("is missing or not an object", ctx, key);
+        *ret = v;
+        return 0;
+}
+
+/* A money field of cost in millionths (get_fixed() at 6 decimals), never negative. */
+static int estimate_money(json_object *cost, const char *key, int64_t *ret, bool *ret_present) {
+        if (get_fixed(cost, "cost.", key, 6, ret, ret_present) < 0)
+                return -EBADMSG;
+        if ((!ret_present || *ret_present) && *ret < 0)
+                return malformed("is negative", "cost.", key);
+        return 0;
+}
+
+static int estimate_read_cost(json_object *reply, FormatEstimate *e) {
+        bool low, high;
+        json_object *cost;
+
+        if (get_object(reply, "", VL_OUT_ADMIN_ESTIMATE_COST, &cost, &e->has_cost) < 0 ||
+            get_optional_string(reply, "", VL_OUT_ADMIN_ESTIMATE_NO_COST, &e->no_cost) < 0)
+                return -EBADMSG;
+        if (!e->has_cost)
+                return 0;
+        if (get_string(cost, "cost.", VL_FIELD_ADMIN_ESTIMATE_COST_MODEL, false, &e->model) < 0 ||
+            get_string(cost, "cost.", VL_FIELD_ADMIN_ESTIMATE_COST_CURRENCY, false, &e->currency) < 0 ||
+            estimate_money(cost, VL_FIELD_ADMIN_ESTIMATE_COST_EXPECTED, &e->cost_micros, NULL) < 0 ||
+            estimate_money(cost, VL_FIELD_ADMIN_ESTIMATE_COST_LOW, &e->cost_low_micros, &low) < 0 ||
+            estimate_money(cost, VL_FIELD_ADMIN_ESTIMATE_COST_HIGH, &e->cost_high_micros, &high) < 0)
+                return -EBADMSG;
+        if (low != high)
+                return malformed(low ? "is missing (low is there)" : "is there without high", "cost.",
+                                 VL_FIELD_ADMIN_ESTIMATE_COST_HIGH);
+        e->has_cost_interval = low;
+        return 0;
+}
+
+static int estimate_read_interval(json_object *reply, FormatEstimate *e) {
+        json_object *iv;
+        int64_t coverage;
+
+        if (get_object(reply, "", VL_OUT_ADMIN_ESTIMATE_INTERVAL, &iv, &e->has_interval) < 0 ||
+            get_optional_string(reply, "", VL_OUT_ADMIN_ESTIMATE_NO_INTERVAL, &e->no_interval) < 0)
+                return -EBADMSG;
+        if (!e->has_interval)
+                return 0;
+        if (get_uint(iv, "interval.", VL_FIELD_ADMIN_ESTIMATE_INTERVAL_LOW, &e->low, NULL) < 0 ||
+            get_uint(iv, "interval.", VL_FIELD_ADMIN_ESTIMATE_INTERVAL_HIGH, &e->high, NULL) < 0 ||
+            get_fixed(iv, "interval.", VL_FIELD_ADMIN_ESTIMATE_INTERVAL_COVERAGE, 3, &coverage, NULL) < 0 ||
+            get_uint(iv, "interval.", VL_FIELD_ADMIN_ESTIMATE_INTERVAL_BLOCK_SIZE, &e->block_size, NULL) <
+                    0 ||
+            get_uint(iv, "interval.", VL_FIELD_ADMIN_ESTIMATE_INTERVAL_BLOCKS, &e->blocks, NULL) < 0 ||
+            get_bool(iv, "interval.", VL_FIELD_ADMIN_ESTIMATE_INTERVAL_SCALED, &e->scaled, NULL) < 0)
+                return -EBADMSG;
+        if (coverage <= 0 || coverage >= 1000)
+                return malformed("is not between 0 and 1", "interval.",
+                                 VL_FIELD_ADMIN_ESTIMATE_INTERVAL_COVERAGE);
+        if (e->low > e->high)
+                return malformed("is below interval.high", "interval.",
+                                 VL_FIELD_ADMIN_ESTIMATE_INTERVAL_LOW);
+        e->coverage_permille = (uint64_t)coverage;
+        return 0;
+}
+
+static int estimate_print(json_object *reply, const Options *o, void *userdata) {
+        FormatEstimate e = {};
+        json_object *task;
+        bool has_prompt;
+        char buf[FORMAT_ESTIMATE_MAX];
+
+        if (get_string(reply, "", VL_OUT_ADMIN_ESTIMATE_CLASS, false, &e.class_name) < 0 ||
+            get_uint(reply, "", VL_OUT_ADMIN_ESTIMATE_UID, &e.uid, NULL) < 0 ||
+            get_uint(reply, "", VL_OUT_ADMIN_ESTIMATE_TASKS, &e.tasks, NULL) < 0 ||
+            get_uint(reply, "", VL_OUT_ADMIN_ESTIMATE_PROMPT_TOKENS, &e.prompt_tokens, &has_prompt) < 0 ||
+            get_uint(reply, "", VL_OUT_ADMIN_ESTIMATE_SAMPLES, &e.samples, NULL) < 0 ||
+            get_object(reply, "", VL_OUT_ADMIN_ESTIMATE_PER_TASK, &task, NULL) < 0 ||
+            get_uint(task, "perTask.", VL_FIELD_ADMIN_ESTIMATE_TASK_PREDICTED, &e.predicted, NULL) < 0 ||
+            get_uint(task, "perTask.", VL_FIELD_ADMIN_ESTIMATE_TASK_PREDICTED_OUTPUT, &e.predicted_output,
+                     NULL) < 0 ||
+            get_uint(reply, "", VL_OUT_ADMIN_ESTIMATE_EXPECTED, &e.expected, NULL) < 0 ||
+            get_uint(reply, "", VL_OUT_ADMIN_ESTIMATE_EXPECTED_OUTPUT, &e.expected_output, NULL) < 0 ||
+            estimate_read_interval(reply, &e) < 0 || estimate_read_cost(reply, &e) < 0)
+                return -EBADMSG;
+        if (e.tasks == 0)
+                return malformed("is 0", "", VL_OUT_ADMIN_ESTIMATE_TASKS);
+        if (!e.has_cost && !e.no_cost && o->request.model)
+                return malformed("and noCost are both missing (a model was asked for)", "",
+                                 VL_OUT_ADMIN_ESTIMATE_COST);
+        fputs(format_estimate(buf, &e), stdout);
+        return 0;
+}
+
+static int estimate_failed(const Options *o, tb_client *c, int r, void *userdata) {
+        const char *cls = userdata, *uid_text = o->user ? o->user : "you";
+
+        if (method_missing(c))
+                fprintf(stderr, "budgetctl: this tokenbudgetd is too old for 'estimate' (it has no "
+                                "io.tokenbudget.admin.Estimate)\n");
+        else if (error_is(c, VL_ERROR_ADMIN_UNKNOWN_CLASS))
+                fprintf(stderr,
+                        "budgetctl: no class '%s' learned for %s%s (nothing released in it yet, or "
+                        "forgotten); 'budgetctl classes' lists the classes\n",
+                        cls, o->user ? "user " : "", uid_text);
+        else if (o->user && r == -EACCES)
+                fprintf(stderr, "budgetctl: permission denied: other users' classes are for " ADMINS "\n");
+        else if (invalid_parameter_is(c, VL_IN_ADMIN_ESTIMATE_CLASS))
+                fprintf(stderr, "budgetctl: tokenbudgetd refused the class name '%s' (at most 255 bytes)\n",
+                        cls);
+        else if (invalid_parameter_is(c, VL_IN_ADMIN_ESTIMATE_MODEL))
+                fprintf(stderr, "budgetctl: tokenbudgetd refused the model name '%s' (at most 255 bytes)\n",
+                        o->request.model);
+        else
+                return 0;
+        return 1;
+}
+
+/* Estimate's parameters, as JSON text (malloc'ed into *ret); -EINVAL (printed), -ENOMEM. */
+static int estimate_parameters(const Options *o, const char *cls, char **ret) {
+        json_object *params = json_object_new_object();
+        uint64_t uid;
+        int r;
+
+        if (!params)
+                return -ENOMEM;
+        if (o->user && user_option(o->user, &uid) < 0) {
+                json_object_put(params);
+                return -EINVAL;
+        }
+        r = params_add(params, VL_IN_ADMIN_ESTIMATE_CLASS, json_object_new_string(cls));
+        if (r >= 0 && o->user)
+                r = params_add(params, VL_IN_ADMIN_ESTIMATE_UID, json_object_new_int64((int64_t)uid));
+        if (r >= 0 && o->tasks > 0)
+                r = params_add(params, VL_IN_ADMIN_ESTIMATE_TASKS, json_object_new_int64((int64_t)o->tasks));
+        if (r >= 0 && o->request.prompt_tokens > 0)
+                r = params_add(params, VL_IN_ADMIN_ESTIMATE_PROMPT_TOKENS,
+                               json_object_new_int64((int64_t)o->request.prompt_tokens));
+        if (r >= 0 && o->request.model)
+                r = params_add(params, VL_IN_ADMIN_ESTIMATE_MODEL, json_object_new_string(o->request.model));
+        if (r >= 0)
+                r = params_to_text(params, ret);
+        json_object_put(params);
+        return r;
+}
+
 /* ---- set ---- */
 
 /* The daemon's reason, a line or "FILE:LINE: message" lines, each made safe for the terminal. */
@@ -2581,6 +2757,34 @@ static int verb_classes(int argc, char **argv, const Options *o) {
         return exit_code;
 }
 
+static int verb_estimate(int argc, char **argv, const Options *o) {
+        char *cls, *text = NULL;
+        int r, exit_code;
+
+        /* Every option is checked before anything is sent. */
+        if (!o->request.task_class) {
+                fprintf(stderr, "budgetctl: 'estimate' needs --class CLASS (a class 'budgetctl classes' "
+                                "lists)\n");
+                return EXIT_USAGE;
+        }
+        cls = estimate_class_name(o->request.task_class);
+        if (!cls) {
+                fprintf(stderr, "budgetctl: out of memory\n");
+                return EXIT_FAILED;
+        }
+        r = estimate_parameters(o, cls, &text);
+        if (r < 0) {
+                if (r == -ENOMEM)
+                        fprintf(stderr, "budgetctl: out of memory\n");
+                free(cls);
+                return r == -EINVAL ? EXIT_USAGE : EXIT_FAILED;
+        }
+        exit_code = admin_show(o, VL_METHOD_ADMIN_ESTIMATE, text, estimate_print, estimate_failed, cls);
+        free(text);
+        free(cls);
+        return exit_code;
+}
+
 static int verb_help(int argc, char **argv, const Options *o);
 
 /* max_args: no maximum. */
@@ -2616,6 +2820,8 @@ static const Verb verbs[] = {
          "Show what was spent, per day or --by (--since, --until, --user)"},
         {"classes", 0, 0, OPTION_USER, verb_classes, "",
          "Show what was learned per task class, and its error (--user)"},
+        {"estimate", 0, 0, OPTION_CLASS | OPTION_TASKS | OPTION_PROMPT_TOKENS | OPTION_MODEL | OPTION_USER,
+         verb_estimate, "", "Predict what N tasks of a class use and cost (--class, --tasks)"},
         {"request", 0, 1, OPTIONS_REQUEST, verb_request, "[ESTIMATE]",
          "Request, hold, report and release an allocation, as an agent would"},
         {"help", 0, 0, 0, verb_help, "", "Show this help"},
@@ -2704,6 +2910,7 @@ static const struct {
         {OPTION_USE, "--use"},     {OPTION_HOLD, "--hold"},
         {OPTION_SINCE, "--since"}, {OPTION_UNTIL, "--until"},
         {OPTION_BY, "--by"},       {OPTION_PERSISTENT, "--persistent"},
+        {OPTION_TASKS, "--tasks"},
 };
 
 /* An option given that v does not take, as a usage error; 0 when all apply. */
@@ -2789,14 +2996,19 @@ static void help(void) {
                "  -k, --kind=KIND        status: only global and the scopes of KIND\n"
                "                         (" SCOPE_KINDS ")\n"
                "  -u, --user=USER        status: only global and the scopes of USER (a name or uid);\n"
-               "                         history: only USER's rows; classes: only USER's classes\n"
+               "                         history: only USER's rows; classes: only USER's classes;\n"
+               "                         estimate: USER's class (default: your own)\n"
                "      --min-tokens=N     request: the least the task can use (default: the estimate)\n"
                "      --wait=DURATION    request: wait up to DURATION for room (500ms, 2s, 1min, 1h)\n"
                "      --priority=P       request: interactive, normal or background\n"
                "      --agent=NAME       request: the agent asking\n"
-               "      --class=NAME       request: the task's class\n"
-               "      --model=NAME       request: the model it would call\n"
-               "      --prompt-tokens=N  request: the prompt's size\n"
+               "      --class=NAME       request: the task's class; estimate: the class to predict,\n"
+               "                         NAME (a declared class), class:NAME, agent:NAME or\n"
+               "                         command:COMM, as budgetctl classes shows it\n"
+               "      --model=NAME       request: the model it would call; estimate: the cost at\n"
+               "                         its prices (the daemon's price table)\n"
+               "      --prompt-tokens=N  request: the prompt's size; estimate: each task's\n"
+               "      --tasks=N          estimate: how many tasks (1 to 1000000000, default 1)\n"
                "      --use=N            request: output tokens to report and release (default 0)\n"
                "      --hold=DURATION    request: keep the allocation open this long first (default 0)\n"
                "  -S, --since=TIME       history: from TIME (default: the oldest kept)\n"
@@ -2830,9 +3042,9 @@ static void help(void) {
                "request: asks as an agent would (its budgets are those of budgetctl's process,\n"
                "  user and unit), prints the decision, then reports and releases. The call waits\n"
                "  --timeout plus --wait; pass --timeout 0 when an admin may have to decide.\n\n"
-               "Status, list, history, classes and request answer everyone (others see global\n"
-               "and their own scopes, history and classes); set, reload, pending, approve and\n"
-               "deny are for " ADMINS ".\n\n"
+               "Status, list, history, classes, estimate and request answer everyone (others\n"
+               "see global and their own scopes, history and classes); set, reload, pending,\n"
+               "approve and deny are for " ADMINS ".\n\n"
                "Exit status:\n"
                "  0  success\n"
                "  1  the daemon answered with an error (permission denied, an unknown scope,\n"
@@ -2884,6 +3096,7 @@ enum {
         ARG_HOLD,
         ARG_BY,
         ARG_PERSISTENT,
+        ARG_TASKS,
 };
 
 /* The longest --wait and --hold: a day (the daemon shortens a wait to its queue.max_wait_sec). */
@@ -2975,6 +3188,17 @@ static int parse_request_option(int ch, const char *arg, Options *o) {
         }
 }
 
+/* estimate --tasks: 1 to ESTIMATE_TASKS_MAX. */
+static int parse_tasks_option(const char *s, uint64_t *ret) {
+        if (!parse_decimal(s, strlen(s), ESTIMATE_TASKS_MAX, ret) || *ret == 0) {
+                fprintf(stderr,
+                        "budgetctl: invalid --tasks '%s': expected an integer from 1 to %" PRIu64 "\n", s,
+                        ESTIMATE_TASKS_MAX);
+                return -EINVAL;
+        }
+        return 0;
+}
+
 /* Returns -1 to go on with a command, else an exit code. */
 static int parse_options(int argc, char **argv, Options *o) {
         int r;
@@ -3002,6 +3226,7 @@ static int parse_options(int argc, char **argv, Options *o) {
                 {"until", required_argument, NULL, 'U'},
                 {"by", required_argument, NULL, ARG_BY},
                 {"persistent", no_argument, NULL, ARG_PERSISTENT},
+                {"tasks", required_argument, NULL, ARG_TASKS},
                 {},
         };
         int ch;
@@ -3041,6 +3266,11 @@ static int parse_options(int argc, char **argv, Options *o) {
                 case ARG_PERSISTENT:
                         o->persistent = true;
                         o->given |= OPTION_PERSISTENT;
+                        break;
+                case ARG_TASKS:
+                        o->given |= OPTION_TASKS;
+                        if (parse_tasks_option(optarg, &o->tasks) < 0)
+                                return EXIT_USAGE;
                         break;
                 case 't':
                         if (parse_timeout(optarg, o) < 0)

@@ -8,7 +8,11 @@
  * may do; set --persistent across restarts and reloads, refused by a daemon
  * in memory only, and the durability line of status; classes against what
  * the daemon learned, durable and memory only, as a non-admin, and against
- * replies of a fake daemon), the example agent,
+ * replies of a fake daemon); estimate and io.tokenbudget.admin.Estimate
+ * against what the daemon learned (the expectation, the interval young and
+ * grown, the cost at configured prices and after a reload, bad parameters,
+ * another uid's classes) and against replies of a fake daemon; the example
+ * agent,
  * and tokenbudgetd's own
  * command line (--help, --version,
  * --check-config, bad config at start, stale and live sockets, SIGTERM with
@@ -745,7 +749,7 @@ static const struct set_usage_row {
          "budgetctl: --persistent applies only to 'set'\n"},
         {"--user on list",
          {"list", "--user", "0"},
-         "budgetctl: --user applies only to 'status', 'history' and 'classes'\n"},
+         "budgetctl: --user applies only to 'status', 'history', 'classes' and 'estimate'\n"},
         {"an argument to reload", {"reload", "now"}, "budgetctl: 'reload' takes no arguments\n"},
         {"an unknown kind for status",
          {"status", "--kind", "team"},
@@ -1798,6 +1802,729 @@ START_TEST(test_budgetctl_classes_non_admin) {
 }
 END_TEST
 
+/* ---- budgetctl estimate and io.tokenbudget.admin.Estimate ---- */
+
+/* The estimate tests teach a class by the thousand in a few seconds: no
+ * window or in-flight limit of the machine or the process stops them. */
+#define ESTIMATE_UNLIMITED                                                                                  \
+        "global = { tokens_per_minute = 0; tokens_per_hour = 0; tokens_per_day = 0; max_tokens_in_flight "  \
+        "= "                                                                                                \
+        "0; };\nprocess = { tokens_per_minute = 0; tokens_per_hour = 0; tokens_per_day = 0; "               \
+        "max_tokens_in_flight = 0; };\n"
+/* The price table of the estimate tests. */
+#define ESTIMATE_PRICES                                                                                     \
+        ESTIMATE_UNLIMITED                                                                                  \
+        "prices = { currency = \"USD\"; models = ( { model = \"gpt-4o\"; input_per_million = 2.5; "         \
+        "output_per_million = 10.0; } ); };\n"
+
+/* Output tokens 100 to 700, spread by a hash of i: a stationary class with
+ * a CV of about 0.43 (uniform), the same on every run. */
+static uint64_t estimate_spread(int i) {
+        uint32_t x = (uint32_t)i * 2654435761u;
+
+        x ^= x >> 15;
+        return 100 + x % 601;
+}
+
+/* One call of Estimate with params (JSON members), the whole reply. */
+static json_object *estimate_call(RawConn *r, const char *params) {
+        return harness_callf(r, "{\"method\":\"io.tokenbudget.admin.Estimate\",\"parameters\":{%s}}",
+                             params);
+}
+
+/* Estimate's reply parameters; fails unless it is a reply (no error). */
+static json_object *estimate_ok(RawConn *r, const char *params, json_object **ret_reply) {
+        json_object *reply = estimate_call(r, params);
+
+        ck_assert_msg(!reply_error(reply), "Estimate {%s}: %s", params, json_object_to_json_string(reply));
+        *ret_reply = reply;
+        return reply_parameters(reply);
+}
+
+/* Estimate fails with error (and, when field, the parameter it names). */
+static void estimate_refused(RawConn *r, const char *params, const char *error, const char *field) {
+        json_object *reply = estimate_call(r, params);
+        const char *e = reply_error(reply);
+
+        ck_assert_msg(e && strcmp(e, error) == 0 &&
+                              (!field ||
+                               strcmp(json_str(reply_parameters(reply), "parameter", "error"), field) == 0),
+                      "Estimate {%s}: expected %s %s: %s", params, error, field ? field : "",
+                      json_object_to_json_string(reply));
+        json_object_put(reply);
+}
+
+static json_object *estimate_member(json_object *o, const char *key) {
+        json_object *v = NULL;
+
+        return json_object_object_get_ex(o, key, &v) ? v : NULL;
+}
+
+/* The interval of an Estimate reply is sound: the expectation inside it,
+ * the input part the same at both ends, coverage 0.9, from at least 10
+ * blocks of block_size, scaled as said. Returns its width / expected output. */
+static double estimate_check_interval(json_object *p, int64_t block_size, bool scaled, const char *what) {
+        json_object *iv = estimate_member(p, "interval");
+        int64_t exp, exp_out, low, high, out_low, out_high;
+
+        ck_assert_msg(iv && !estimate_member(p, "noInterval"), "%s: expected an interval (only): %s", what,
+                      json_object_to_json_string(p));
+        exp = json_int(p, "expected", what);
+        exp_out = json_int(p, "expectedOutput", what);
+        low = json_int(iv, "low", what);
+        high = json_int(iv, "high", what);
+        out_low = json_int(iv, "outputLow", what);
+        out_high = json_int(iv, "outputHigh", what);
+        ck_assert_msg(low <= exp && exp <= high && out_low <= exp_out && exp_out <= out_high && low < high,
+                      "%s: the expectation is outside its interval: %s", what,
+                      json_object_to_json_string(p));
+        /* The input part (prompts: known or learned) is added to both ends unchanged (±1: rounding). */
+        ck_assert_msg(llabs((low - out_low) - (exp - exp_out)) <= 1 &&
+                              llabs((high - out_high) - (exp - exp_out)) <= 1,
+                      "%s: the input part differs between the ends: %s", what,
+                      json_object_to_json_string(p));
+        ck_assert_msg(json_object_get_double(estimate_member(iv, "coverage")) == 0.9 &&
+                              json_int(iv, "blockSize", what) == block_size &&
+                              json_int(iv, "blocks", what) >= 10 &&
+                              json_object_get_boolean(estimate_member(iv, "scaled")) == scaled,
+                      "%s: expected coverage 0.9, at least 10 blocks of %lld, scaled %d: %s", what,
+                      (long long)block_size, scaled, json_object_to_json_string(iv));
+        return (double)(out_high - out_low) / (double)exp_out;
+}
+
+/*
+ * Estimate against what the daemon learned: unknown classes, a young class
+ * (the expectation is tasks x the prediction Classes and a Request show, no
+ * interval, and why), the defaults, nothing learned from asking; after
+ * 1,125 releases an interval for 1, 10, 100 and 5,000 tasks calibrated on
+ * blocks of 1, 10 and 100 (5,000: blocks of 100, not narrowed), narrower in
+ * proportion for 100 tasks than for one; bad parameters named.
+ */
+START_TEST(test_estimate_method) {
+        TestDaemon *d =
+                harness_daemon_start_with(ESTIMATE_UNLIMITED, &(HarnessDaemonOptions){.state_dir = ""});
+        tb_client *c = harness_client(d);
+        tb_request_params review = {.estimate = 1000, .task_class = "review", .prompt_tokens = 100};
+        tb_request_params agent = {.estimate = 1000, .agent = "coder"};
+        RawConn *r = harness_open_working(d, "estimate");
+        json_object *reply, *p, *classes, *cls, *task;
+        double width_1, width_100;
+        char long_name[300];
+
+        reply = estimate_call(r, "\"class\":\"class:review\",\"tasks\":3");
+        ck_assert_msg(reply_error(reply) &&
+                              strcmp(reply_error(reply), "io.tokenbudget.admin.UnknownClass") == 0 &&
+                              strcmp(json_str(reply_parameters(reply), "class", "UnknownClass"),
+                                     "class:review") == 0,
+                      "Estimate of a class never seen: %s", json_object_to_json_string(reply));
+        json_object_put(reply);
+
+        /* Young: 25 samples, 5 of them predicted (min_samples 20): no interval yet. */
+        classes_teach(c, &review, 25, 100, estimate_spread);
+        classes = harness_admin(c, "Classes");
+        cls = classes_find(classes, 0, "class:review", "Classes");
+        ck_assert_ptr_nonnull(cls);
+        p = estimate_ok(r, "\"class\":\"class:review\",\"tasks\":100", &reply);
+        task = estimate_member(p, "perTask");
+        ck_assert_msg(
+                json_int(p, "uid", "Estimate") == 0 && json_int(p, "tasks", "Estimate") == 100 &&
+                        strcmp(json_str(p, "class", "Estimate"), "class:review") == 0 &&
+                        json_int(p, "samples", "Estimate") == 25 &&
+                        json_int(task, "predicted", "perTask") == json_int(cls, "predicted", "Classes") &&
+                        json_int(task, "predictedOutput", "perTask") ==
+                                json_int(cls, "predictedOutput", "Classes") &&
+                        json_int(p, "expected", "Estimate") == 100 * json_int(cls, "predicted", "Classes") &&
+                        json_int(p, "expectedOutput", "Estimate") ==
+                                100 * json_int(cls, "predictedOutput", "Classes") &&
+                        !estimate_member(p, "promptTokens") && !estimate_member(p, "cost") &&
+                        !estimate_member(p, "noCost") && !estimate_member(p, "interval"),
+                "Estimate of 100 tasks is not 100 x what Classes predicts: %s\nClasses: %s",
+                json_object_to_json_string(p), json_object_to_json_string(cls));
+        ck_assert_str_eq(json_str(p, "noInterval", "Estimate"),
+                         "fewer than 10 predictions checked against their allocations yet (5)");
+        json_object_put(reply);
+        json_object_put(classes);
+
+        /* With a prompt size: what a Request of it is answered, tasks times. */
+        p = estimate_ok(r, "\"class\":\"class:review\",\"tasks\":7,\"promptTokens\":100", &reply);
+        {
+                json_object *grant = harness_callf(
+                                    r, "{\"method\":\"io.tokenbudget.agent.Request\",\"parameters\":"
+                                       "{\"estimate\":1000,\"class\":\"review\",\"promptTokens\":100}}"),
+                            *gp = reply_parameters(grant);
+
+                task = estimate_member(p, "perTask");
+                ck_assert_msg(json_int(task, "predicted", "perTask") ==
+                                              json_int(gp, "predicted", "Request") &&
+                                      json_int(task, "predictedOutput", "perTask") ==
+                                              json_int(gp, "predictedOutput", "Request") &&
+                                      json_int(p, "expected", "Estimate") ==
+                                              7 * json_int(gp, "predicted", "Request") &&
+                                      json_int(p, "promptTokens", "Estimate") == 100,
+                              "Estimate with promptTokens 100 is not 7 x the Request's prediction: "
+                              "%s\nRequest: %s",
+                              json_object_to_json_string(p), json_object_to_json_string(grant));
+                json_object_put(harness_callf(
+                        r,
+                        "{\"method\":\"io.tokenbudget.agent.Release\",\"parameters\":{"
+                        "\"allocation\":\"%s\",\"inputTokens\":100,\"outputTokens\":%llu}}",
+                        json_str(gp, "allocation", "Request"), (unsigned long long)estimate_spread(25)));
+                json_object_put(grant);
+        }
+        json_object_put(reply);
+
+        /* The default is one task; asking teaches nothing. */
+        for (int i = 0; i < 3; i++) {
+                p = estimate_ok(r, "\"class\":\"class:review\"", &reply);
+                ck_assert_msg(
+                        json_int(p, "tasks", "Estimate") == 1 && json_int(p, "samples", "Estimate") == 26 &&
+                                json_int(p, "expected", "Estimate") ==
+                                        json_int(estimate_member(p, "perTask"), "predicted", "perTask"),
+                        "Estimate without tasks: %s", json_object_to_json_string(p));
+                json_object_put(reply);
+        }
+
+        /* Grown: 1,125 releases; blocks of 100 have 10 ratios from 1,020 on. */
+        classes_teach(c, &review, 1099, 100, estimate_spread);
+        p = estimate_ok(r, "\"class\":\"class:review\",\"tasks\":1", &reply);
+        width_1 = estimate_check_interval(p, 1, false, "one task");
+        json_object_put(reply);
+        p = estimate_ok(r, "\"class\":\"class:review\",\"tasks\":10", &reply);
+        estimate_check_interval(p, 10, false, "10 tasks");
+        json_object_put(reply);
+        p = estimate_ok(r, "\"class\":\"class:review\",\"tasks\":100,\"promptTokens\":100", &reply);
+        width_100 = estimate_check_interval(p, 100, false, "100 tasks");
+        json_object_put(reply);
+        p = estimate_ok(r, "\"class\":\"class:review\",\"tasks\":5000", &reply);
+        estimate_check_interval(p, 100, true, "5000 tasks");
+        json_object_put(reply);
+        /* Block totals spread far less than single allocations (uniform outputs: about 1.35 against 0.14).
+         */
+        ck_assert_msg(width_100 < width_1 / 3,
+                      "the interval of 100 tasks (%.3f of the expectation) is not "
+                      "narrower than one task's (%.3f)",
+                      width_100, width_1);
+
+        /* An agent's class, and the names as Classes writes them. */
+        classes_teach(c, &agent, 3, 10, classes_flat);
+        p = estimate_ok(r, "\"class\":\"agent:coder\",\"tasks\":2", &reply);
+        ck_assert_msg(json_int(p, "samples", "Estimate") == 3 &&
+                              json_int(p, "expected", "Estimate") == 2 * 210,
+                      "Estimate of agent:coder: %s", json_object_to_json_string(p));
+        json_object_put(reply);
+        estimate_refused(r, "\"class\":\"coder\"", "io.tokenbudget.admin.UnknownClass", NULL);
+        estimate_refused(r, "\"class\":\"review\"", "io.tokenbudget.admin.UnknownClass", NULL);
+        estimate_refused(r, "\"class\":\"class:coder\"", "io.tokenbudget.admin.UnknownClass", NULL);
+
+        /* Bad parameters, each named. */
+        memset(long_name, 'x', 256);
+        memcpy(long_name, "class:", 6);
+        long_name[256] = '\0';
+        {
+                static const struct {
+                        const char *params, *field;
+                } bad[] = {
+                        {"\"class\":\"class:review\",\"tasks\":0", "tasks"},
+                        {"\"class\":\"class:review\",\"tasks\":1000000001", "tasks"},
+                        {"\"class\":\"class:review\",\"tasks\":-1", "tasks"},
+                        {"\"class\":\"class:review\",\"tasks\":1.5", "tasks"},
+                        {"\"class\":\"\"", "class"},
+                        {"\"tasks\":3", "class"},
+                        {"\"class\":7", "class"},
+                        {"\"class\":\"class:review\",\"model\":\"\"", "model"},
+                        {"\"class\":\"class:review\",\"uid\":4294967295", "uid"},
+                        {"\"class\":\"class:review\",\"promptTokens\":1000000000000", "promptTokens"},
+                        {"\"class\":\"class:review\",\"coverage\":0.5", "coverage"},
+                };
+                char params[400];
+
+                for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+                        estimate_refused(r, bad[i].params, "org.varlink.service.InvalidParameter",
+                                         bad[i].field);
+                snprintf(params, sizeof(params), "\"class\":\"%s\"", long_name);
+                estimate_refused(r, params, "org.varlink.service.InvalidParameter", "class");
+                long_name[255] = '\0';
+                snprintf(params, sizeof(params), "\"class\":\"%s\"", long_name);
+                estimate_refused(r, params, "io.tokenbudget.admin.UnknownClass", NULL);
+        }
+        /* Largest project: the integers saturate, nothing overflows. */
+        p = estimate_ok(r, "\"class\":\"class:review\",\"tasks\":1000000000,\"promptTokens\":999999999999",
+                        &reply);
+        ck_assert_msg(json_int(p, "expected", "Estimate") > 0 &&
+                              json_int(estimate_member(p, "interval"), "high", "interval") > 0,
+                      "the largest project: %s", json_object_to_json_string(p));
+        json_object_put(reply);
+
+        raw_close(r);
+        tb_client_close(c);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* The cost of the expectation and of an interval's ends, per million: input x 2.5 + output x 10. */
+static double estimate_price(int64_t total, int64_t output) {
+        return (double)(total - output) * 2.5 / 1e6 + (double)output * 10.0 / 1e6;
+}
+
+/*
+ * The cost of a project at the configuration's prices: with and without an
+ * interval, a model not priced (said, not an error), no model (no cost), and
+ * a reload's new prices taken at once.
+ */
+START_TEST(test_estimate_cost) {
+        TestDaemon *d = harness_daemon_start_with(ESTIMATE_PRICES, &(HarnessDaemonOptions){.state_dir = ""});
+        tb_client *c = harness_client(d);
+        tb_request_params review = {.estimate = 1000, .task_class = "review", .prompt_tokens = 300};
+        RawConn *r = harness_open_working(d, "estimate");
+        json_object *reply, *p, *cost, *iv;
+        FILE *f;
+
+        classes_teach(c, &review, 25, 300, estimate_spread);
+        p = estimate_ok(r,
+                        "\"class\":\"class:review\",\"tasks\":100,\"promptTokens\":300,\"model\":\"gpt-4o\"",
+                        &reply);
+        cost = estimate_member(p, "cost");
+        ck_assert_msg(cost && !estimate_member(p, "noCost") &&
+                              strcmp(json_str(cost, "model", "cost"), "gpt-4o") == 0 &&
+                              strcmp(json_str(cost, "currency", "cost"), "USD") == 0 &&
+                              json_object_get_double(estimate_member(cost, "inputPerMillion")) == 2.5 &&
+                              json_object_get_double(estimate_member(cost, "outputPerMillion")) == 10.0 &&
+                              !estimate_member(cost, "low") && !estimate_member(cost, "high"),
+                      "the cost of a young class: %s", json_object_to_json_string(p));
+        ck_assert_double_eq_tol(json_object_get_double(estimate_member(cost, "expected")),
+                                estimate_price(json_int(p, "expected", "Estimate"),
+                                               json_int(p, "expectedOutput", "Estimate")),
+                                1e-9);
+        json_object_put(reply);
+
+        classes_teach(c, &review, 200, 300, estimate_spread);
+        p = estimate_ok(r,
+                        "\"class\":\"class:review\",\"tasks\":100,\"promptTokens\":300,\"model\":\"gpt-4o\"",
+                        &reply);
+        cost = estimate_member(p, "cost");
+        iv = estimate_member(p, "interval");
+        ck_assert_msg(cost && iv, "no cost or no interval: %s", json_object_to_json_string(p));
+        ck_assert_double_eq_tol(json_object_get_double(estimate_member(cost, "expected")),
+                                estimate_price(json_int(p, "expected", "Estimate"),
+                                               json_int(p, "expectedOutput", "Estimate")),
+                                1e-9);
+        /* The ends from the unrounded interval: a token's worth (10 / 10^6) apart at most. */
+        ck_assert_double_eq_tol(
+                json_object_get_double(estimate_member(cost, "low")),
+                estimate_price(json_int(iv, "low", "interval"), json_int(iv, "outputLow", "interval")),
+                2e-5);
+        ck_assert_double_eq_tol(
+                json_object_get_double(estimate_member(cost, "high")),
+                estimate_price(json_int(iv, "high", "interval"), json_int(iv, "outputHigh", "interval")),
+                2e-5);
+        json_object_put(reply);
+
+        p = estimate_ok(r, "\"class\":\"class:review\",\"model\":\"gpt-5\"", &reply);
+        ck_assert_msg(!estimate_member(p, "cost") && strcmp(json_str(p, "noCost", "Estimate"),
+                                                            "no price configured for model 'gpt-5'") == 0,
+                      "a model without a price: %s", json_object_to_json_string(p));
+        json_object_put(reply);
+        p = estimate_ok(r, "\"class\":\"class:review\"", &reply);
+        ck_assert_msg(!estimate_member(p, "cost") && !estimate_member(p, "noCost"), "no model, a cost: %s",
+                      json_object_to_json_string(p));
+        json_object_put(reply);
+
+        /* A reload's prices apply to the next Estimate; no currency is "". */
+        f = fopen(d->config_path, "w");
+        ck_assert_ptr_nonnull(f);
+        fputs(ESTIMATE_UNLIMITED
+              "prices = { models = ( { model = \"gpt-5\"; input_per_million = 1.0; output_per_million = "
+              "4.0; } ); };\n",
+              f);
+        ck_assert_int_eq(fclose(f), 0);
+        json_object_put(harness_callf(r, "{\"method\":\"io.tokenbudget.admin.Reload\"}"));
+        p = estimate_ok(r, "\"class\":\"class:review\",\"model\":\"gpt-5\"", &reply);
+        cost = estimate_member(p, "cost");
+        ck_assert_msg(cost && strcmp(json_str(cost, "currency", "cost"), "") == 0 &&
+                              json_object_get_double(estimate_member(cost, "outputPerMillion")) == 4.0,
+                      "after the reload: %s", json_object_to_json_string(p));
+        json_object_put(reply);
+        p = estimate_ok(r, "\"class\":\"class:review\",\"model\":\"gpt-4o\"", &reply);
+        ck_assert_msg(!estimate_member(p, "cost") && estimate_member(p, "noCost"),
+                      "gpt-4o is still priced after the reload: %s", json_object_to_json_string(p));
+        json_object_put(reply);
+
+        raw_close(r);
+        tb_client_close(c);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* n with a comma every three digits, as budgetctl estimate prints counts. */
+static const char *estimate_count(char buf[static 32], int64_t n) {
+        char digits[24];
+        int len = snprintf(digits, sizeof(digits), "%lld", (long long)n);
+        size_t o = 0;
+
+        for (int i = 0; i < len; i++) {
+                if (i > 0 && (len - i) % 3 == 0)
+                        buf[o++] = ',';
+                buf[o++] = digits[i];
+        }
+        buf[o] = '\0';
+        return buf;
+}
+
+/* Money of at least a cent, to the cent (as budgetctl rounds: millionths first, then the cent). */
+static const char *estimate_money(char buf[static 48], double v) {
+        long long micros = (long long)(v * 1e6 + 0.5), cents = (micros + 5000) / 10000;
+
+        ck_assert_msg(micros >= 10000, "a cost below a cent (%g): the test wants more", v);
+        snprintf(buf, 48, "%lld.%02lld", cents / 100, cents % 100);
+        return buf;
+}
+
+/* What budgetctl estimate should print for an Estimate reply p with an
+ * interval of blocks and a cost, from the reply alone. */
+static void estimate_expected_text(json_object *p, char *buf, size_t size) {
+        json_object *t = estimate_member(p, "perTask"), *iv = estimate_member(p, "interval"),
+                    *cost = estimate_member(p, "cost");
+        char a[32], b[32], c2[32], e[32], f[32], g[32], h[32], m[3][48];
+        int64_t prompt = estimate_member(p, "promptTokens") ? json_int(p, "promptTokens", "Estimate") : 0;
+        int n = 0;
+
+        ck_assert_msg(iv && cost && json_int(iv, "blockSize", "interval") > 1,
+                      "the reply has no interval of blocks and cost: %s", json_object_to_json_string(p));
+        n += snprintf(buf + n, size - n, "class:review (uid 0), %s samples\n",
+                      estimate_count(a, json_int(p, "samples", "Estimate")));
+        if (prompt)
+                n += snprintf(buf + n, size - n, "one task with a %s-token prompt",
+                              estimate_count(a, prompt));
+        else
+                n += snprintf(buf + n, size - n, "one task");
+        n += snprintf(buf + n, size - n, ": %s tokens (output %s)\n",
+                      estimate_count(b, json_int(t, "predicted", "t")),
+                      estimate_count(c2, json_int(t, "predictedOutput", "t")));
+        n += snprintf(
+                buf + n, size - n,
+                "%s tasks: %s tokens (output %s), 90%% interval %s .. %s (from %s blocks of %lld%s%s%s)\n",
+                estimate_count(a, json_int(p, "tasks", "Estimate")),
+                estimate_count(b, json_int(p, "expected", "Estimate")),
+                estimate_count(c2, json_int(p, "expectedOutput", "Estimate")),
+                estimate_count(e, json_int(iv, "low", "interval")),
+                estimate_count(f, json_int(iv, "high", "interval")),
+                estimate_count(g, json_int(iv, "blocks", "interval")),
+                (long long)json_int(iv, "blockSize", "interval"),
+                json_object_get_boolean(estimate_member(iv, "scaled")) ? ", not narrowed for " : "",
+                json_object_get_boolean(estimate_member(iv, "scaled"))
+                        ? estimate_count(h, json_int(p, "tasks", "Estimate"))
+                        : "",
+                json_object_get_boolean(estimate_member(iv, "scaled")) ? " tasks" : "");
+        snprintf(buf + n, size - n, "cost: %s USD (%s .. %s) at gpt-4o prices\n",
+                 estimate_money(m[0], json_object_get_double(estimate_member(cost, "expected"))),
+                 estimate_money(m[1], json_object_get_double(estimate_member(cost, "low"))),
+                 estimate_money(m[2], json_object_get_double(estimate_member(cost, "high"))));
+}
+
+/*
+ * budgetctl estimate against the real daemon: its text is what the daemon's
+ * Estimate reply says (every number computed here from the reply), a bare
+ * class name is a declared class, --json is the reply field for field, a
+ * young class says why it has no interval, a model without a price is said;
+ * an unknown class, --user and every bad option have their message.
+ */
+START_TEST(test_budgetctl_estimate) {
+        TestDaemon *d = harness_daemon_start_with(ESTIMATE_PRICES, &(HarnessDaemonOptions){.state_dir = ""});
+        tb_client *c = harness_client(d);
+        tb_request_params review = {.estimate = 2000, .task_class = "review", .prompt_tokens = 400};
+        RawConn *r = harness_open_working(d, "estimate");
+        json_object *reply, *p, *printed;
+        char want[2048];
+        CommandResult res;
+
+        classes_teach(c, &review, 22, 400, estimate_spread);
+        /* Young: no interval yet, and why. */
+        p = estimate_ok(r, "\"class\":\"class:review\",\"tasks\":3,\"promptTokens\":400", &reply);
+        {
+                char n[4][32];
+
+                snprintf(
+                        want, sizeof(want),
+                        "class:review (uid 0), 22 samples\none task with a 400-token prompt: %s tokens "
+                        "(output %s)\n"
+                        "3 tasks: %s tokens (output %s); no interval yet: fewer than 10 predictions checked "
+                        "against their allocations yet (2)\n",
+                        estimate_count(n[0],
+                                       json_int(estimate_member(p, "perTask"), "predicted", "perTask")),
+                        estimate_count(
+                                n[1], json_int(estimate_member(p, "perTask"), "predictedOutput", "perTask")),
+                        estimate_count(n[2], json_int(p, "expected", "Estimate")),
+                        estimate_count(n[3], json_int(p, "expectedOutput", "Estimate")));
+        }
+        json_object_put(reply);
+        expect_output(d,
+                      (const char *const[]){"estimate", "--class", "review", "--tasks", "3",
+                                            "--prompt-tokens", "400", NULL},
+                      want, "estimate of a young class");
+
+        classes_teach(c, &review, 1100, 400, estimate_spread);
+        p = estimate_ok(r,
+                        "\"class\":\"class:review\",\"tasks\":250,\"promptTokens\":400,\"model\":\"gpt-4o\"",
+                        &reply);
+        estimate_expected_text(p, want, sizeof(want));
+        expect_output(d,
+                      (const char *const[]){"estimate", "--class", "review", "--tasks", "250",
+                                            "--prompt-tokens", "400", "--model", "gpt-4o", NULL},
+                      want, "estimate --class review");
+        expect_output(d,
+                      (const char *const[]){"--prompt-tokens", "400", "estimate", "--class", "class:review",
+                                            "--model", "gpt-4o", "--tasks", "250", "--user", "root", NULL},
+                      want, "estimate --class class:review --user root");
+        budgetctl_run(d->socket_path, NULL,
+                      (const char *const[]){"--json", "estimate", "--class", "review", "--tasks", "250",
+                                            "--prompt-tokens", "400", "--model", "gpt-4o", NULL},
+                      &res);
+        printed = parse_json_output(&res, "estimate --json");
+        ck_assert_msg(json_object_equal(printed, p), "estimate --json is not the daemon's reply:\n%s\n%s",
+                      res.out, json_object_to_json_string(p));
+        json_object_put(printed);
+        command_result_done(&res);
+        json_object_put(reply);
+
+        /* One task: the interval on its line; a model without a price. */
+        budgetctl_run(d->socket_path, NULL,
+                      (const char *const[]){"estimate", "--class", "review", "--model", "gpt-5", NULL},
+                      &res);
+        ck_assert_msg(res.status == 0 && lines(res.out) == 3 && strstr(res.out, "\none task: ") &&
+                              strstr(res.out, "), 90% interval ") &&
+                              strstr(res.out, " single predictions)\n") &&
+                              strstr(res.out, "\ncost: no price configured for model 'gpt-5'\n"),
+                      "estimate of one task with gpt-5: exit %d:\n%s%s", res.status, res.out, res.err);
+        command_result_done(&res);
+
+        expect_error(d, (const char *const[]){"estimate", "--class", "nothing", NULL}, 1,
+                     "budgetctl: no class 'class:nothing' learned for you (nothing released in it yet, or "
+                     "forgotten); 'budgetctl classes' lists the classes\n",
+                     "an unknown class");
+        expect_error(d, (const char *const[]){"estimate", "--class", "agent:nobody", "--user", "0", NULL}, 1,
+                     "budgetctl: no class 'agent:nobody' learned for user 0 (nothing released in it yet, or "
+                     "forgotten); 'budgetctl classes' lists the classes\n",
+                     "an unknown agent class of --user 0");
+        {
+                static const struct {
+                        const char *args[8];
+                        const char *err;
+                } usage[] = {
+                        {{"estimate"},
+                         "budgetctl: 'estimate' needs --class CLASS (a class 'budgetctl classes' lists)\n"},
+                        {{"estimate", "review"}, "budgetctl: 'estimate' takes no arguments\n"},
+                        {{"estimate", "--class", ""}, "budgetctl: --class needs a non-empty name\n"},
+                        {{"estimate", "--class", "review", "--tasks", "0"},
+                         "budgetctl: invalid --tasks '0': expected an integer from 1 to 1000000000\n"},
+                        {{"estimate", "--class", "review", "--tasks", "1000000001"},
+                         "budgetctl: invalid --tasks '1000000001': expected an integer from 1 to "
+                         "1000000000\n"},
+                        {{"estimate", "--class", "review", "--tasks", "ten"},
+                         "budgetctl: invalid --tasks 'ten': expected an integer from 1 to 1000000000\n"},
+                        {{"estimate", "--class", "review", "--prompt-tokens", "0"},
+                         "budgetctl: invalid --prompt-tokens '0': expected an integer from 1 to "
+                         "999999999999\n"},
+                        {{"estimate", "--class", "review", "--user", "no-such-user-tb"},
+                         "budgetctl: unknown user 'no-such-user-tb' (--user takes a user name or a uid)\n"},
+                        {{"estimate", "--class", "review", "--agent", "x"},
+                         "budgetctl: --agent applies only to 'request'\n"},
+                        {{"status", "--tasks", "3"}, "budgetctl: --tasks applies only to 'estimate'\n"},
+                };
+
+                for (size_t i = 0; i < sizeof(usage) / sizeof(usage[0]); i++)
+                        expect_error(d, usage[i].args, 2, usage[i].err, usage[i].err);
+        }
+        raw_close(r);
+        tb_client_close(c);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* An Estimate reply of class:fake with 250 tasks, whose fields after samples are fields. */
+static void fake_estimate_reply(char *buf, size_t size, const char *fields) {
+        snprintf(
+                buf, size,
+                "{\"parameters\":{\"uid\":1000,\"class\":\"class:fake\",\"tasks\":250,\"samples\":1234,%s}}",
+                fields);
+}
+
+#define FAKE_TASK                                                                                           \
+        "\"perTask\":{\"predicted\":812,\"predictedOutput\":412},\"expected\":203000,\"expectedOutput\":"   \
+        "103000"
+#define FAKE_INTERVAL_FIELDS                                                                                \
+        "\"outputLow\":1,\"outputHigh\":2,\"coverage\":0.9,\"blockSize\":100,\"blocks\":37,\"scaled\":"     \
+        "false"
+
+/*
+ * What budgetctl estimate makes of replies no daemon here sends (a fake
+ * daemon answers): money below a cent and in the thousands, no currency, a
+ * cost without an interval, malformed fields refused naming the field, and a
+ * daemon without Estimate.
+ */
+START_TEST(test_budgetctl_estimate_wire) {
+        static const char head[] =
+                "class:fake (uid 1000), 1,234 samples\none task: 812 tokens (output 412)\n";
+        static const struct {
+                const char *fields;
+                int status;
+                const char *out, *err; /* out after head (status 0); err exactly */
+        } rows[] = {
+                {FAKE_TASK
+                 ",\"interval\":{\"low\":190000,\"high\":1234567," FAKE_INTERVAL_FIELDS "},"
+                 "\"cost\":{\"model\":\"big\",\"currency\":\"EUR\",\"inputPerMillion\":1,"
+                 "\"outputPerMillion\":2,\"expected\":1234.5678,\"low\":0.001234,\"high\":99999.999}",
+                 0,
+                 "250 tasks: 203,000 tokens (output 103,000), 90% interval 190,000 .. 1,234,567 (from 37 "
+                 "blocks "
+                 "of 100)\ncost: 1,234.57 EUR (0.001234 .. 100,000.00) at big prices\n",
+                 ""},
+                {FAKE_TASK ",\"noInterval\":\"not yet\",\"cost\":{\"model\":\"m\",\"currency\":\"\","
+                           "\"inputPerMillion\":0,\"outputPerMillion\":0,\"expected\":0}",
+                 0,
+                 "250 tasks: 203,000 tokens (output 103,000); no interval yet: not yet\ncost: 0.00 at m "
+                 "prices\n",
+                 ""},
+                {FAKE_TASK ",\"interval\":{\"low\":5,\"high\":4," FAKE_INTERVAL_FIELDS "}", 1, NULL,
+                 "budgetctl: malformed reply from tokenbudgetd: interval.low is below interval.high\n"},
+                {FAKE_TASK
+                 ",\"interval\":{\"low\":4,\"high\":5,\"outputLow\":1,\"outputHigh\":2,\"coverage\":1.5,"
+                 "\"blockSize\":100,\"blocks\":37,\"scaled\":false}",
+                 1, NULL,
+                 "budgetctl: malformed reply from tokenbudgetd: interval.coverage is not between 0 and 1\n"},
+                {FAKE_TASK
+                 ",\"cost\":{\"model\":\"m\",\"currency\":\"\",\"inputPerMillion\":0,\"outputPerMillion\":0,"
+                 "\"expected\":1,\"low\":0.5}",
+                 1, NULL,
+                 "budgetctl: malformed reply from tokenbudgetd: cost.high is missing (low is there)\n"},
+                {FAKE_TASK
+                 ",\"cost\":{\"model\":\"m\",\"currency\":\"\",\"inputPerMillion\":0,\"outputPerMillion\":0,"
+                 "\"expected\":-1}",
+                 1, NULL, "budgetctl: malformed reply from tokenbudgetd: cost.expected is negative\n"},
+                {"\"perTask\":{\"predicted\":812},\"expected\":1,\"expectedOutput\":1", 1, NULL,
+                 "budgetctl: malformed reply from tokenbudgetd: perTask.predictedOutput is missing or not a "
+                 "non-negative integer\n"},
+                {"\"perTask\":[],\"expected\":1,\"expectedOutput\":1", 1, NULL,
+                 "budgetctl: malformed reply from tokenbudgetd: perTask is missing or not an object\n"},
+        };
+
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+                char path[300], reply[1500], want[1024];
+                CommandResult res;
+                pid_t pid;
+
+                snprintf(path, sizeof(path), "%s/estimate-%zu.sock", harness_dir(), i);
+                fake_estimate_reply(reply, sizeof(reply), rows[i].fields);
+                pid = fake_daemon_start(path, reply);
+                budgetctl_run(path, NULL, (const char *const[]){"estimate", "--class", "fake", NULL}, &res);
+                snprintf(want, sizeof(want), "%s%s", head, rows[i].out ? rows[i].out : "");
+                ck_assert_msg(res.status == rows[i].status && strcmp(res.err, rows[i].err) == 0 &&
+                                      (!rows[i].out || strcmp(res.out, want) == 0),
+                              "row %zu: exit %d (want %d), stdout\n%s\nwant\n%s\nstderr\n%s\nwant\n%s", i,
+                              res.status, rows[i].status, res.out, rows[i].out ? want : "(any)", res.err,
+                              rows[i].err);
+                command_result_done(&res);
+                ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+        }
+        {
+                char path[300];
+                CommandResult res;
+                pid_t pid;
+
+                snprintf(path, sizeof(path), "%s/estimate-old.sock", harness_dir());
+                pid = fake_daemon_start(path,
+                                        "{\"error\":\"org.varlink.service.MethodNotFound\","
+                                        "\"parameters\":{\"method\":\"io.tokenbudget.admin.Estimate\"}}");
+                budgetctl_run(path, NULL, (const char *const[]){"estimate", "--class", "x", NULL}, &res);
+                ck_assert_msg(res.status == 1 &&
+                                      strcmp(res.err, "budgetctl: this tokenbudgetd is too old for "
+                                                      "'estimate' (it has no "
+                                                      "io.tokenbudget.admin.Estimate)\n") == 0,
+                              "an old daemon and estimate: exit %d, stderr:\n%s", res.status, res.err);
+                command_result_done(&res);
+                ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+        }
+}
+END_TEST
+
+/*
+ * A user who is no admin (uid 65534) estimates their own classes (the
+ * default uid is the caller's), is refused another uid's; root names theirs
+ * with uid (or --user) and has no class of that name of its own.
+ */
+START_TEST(test_estimate_non_admin) {
+        const char *denied = "budgetctl: permission denied: other users' classes are for " ADMINS_TEXT "\n";
+        json_object *reply, *p;
+        TestDaemon *d;
+        RawConn *root, *other;
+        CommandResult res;
+        int fd, status;
+        pid_t pid;
+
+        if (!tb_check_need_root("Estimate as uid 65534"))
+                return;
+        d = harness_daemon_start("");
+        pid = classes_other_teach(d);
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child of uid %d failed: %d",
+                      OTHER_UID, status);
+        root = harness_open_working(d, "root");
+        ck_assert_int_eq(harness_connect_as(d->socket_path, OTHER_UID, 1, &fd), 1);
+        other = calloc(1, sizeof(*other));
+        ck_assert_ptr_nonnull(other);
+        other->fd = fd;
+
+        p = estimate_ok(other, "\"class\":\"class:theirs\",\"tasks\":2", &reply);
+        ck_assert_msg(json_int(p, "uid", "Estimate") == OTHER_UID &&
+                              json_int(p, "samples", "Estimate") == 3 &&
+                              json_int(p, "expectedOutput", "Estimate") == 14,
+                      "Estimate as uid 65534: %s", json_object_to_json_string(p));
+        json_object_put(reply);
+        p = estimate_ok(other, "\"class\":\"class:theirs\",\"uid\":65534", &reply);
+        json_object_put(reply);
+        estimate_refused(other, "\"class\":\"class:theirs\",\"uid\":0",
+                         "org.varlink.service.PermissionDenied", NULL);
+        estimate_refused(other, "\"class\":\"class:nothing\",\"uid\":0",
+                         "org.varlink.service.PermissionDenied", NULL);
+        p = estimate_ok(root, "\"class\":\"class:theirs\",\"uid\":65534", &reply);
+        ck_assert_int_eq(json_int(p, "uid", "Estimate"), OTHER_UID);
+        json_object_put(reply);
+        estimate_refused(root, "\"class\":\"class:theirs\"", "io.tokenbudget.admin.UnknownClass", NULL);
+
+        if (access(SETPRIV, X_OK) != 0)
+                tb_check_skip_part("budgetctl estimate as uid 65534: no %s (util-linux)", SETPRIV);
+        else {
+                budgetctl_as_other(d->socket_path, false,
+                                   (const char *const[]){"estimate", "--class", "theirs", NULL}, &res);
+                if (res.status == 126 || res.status == 127)
+                        tb_check_skip_part("uid 65534 cannot run %s (is the build directory private?): %s",
+                                           harness_env("BUDGETCTL"), res.err);
+                else {
+                        ck_assert_msg(
+                                res.status == 0 &&
+                                        strncmp(res.out, "class:theirs (uid 65534), 3 samples\n", 36) == 0,
+                                "estimate as uid 65534: exit %d:\n%s%s", res.status, res.out, res.err);
+                        command_result_done(&res);
+                        budgetctl_as_other(
+                                d->socket_path, false,
+                                (const char *const[]){"estimate", "--class", "theirs", "--user", "0", NULL},
+                                &res);
+                        ck_assert_msg(res.status == 1 && strcmp(res.err, denied) == 0,
+                                      "estimate --user 0 as uid 65534: exit %d, stderr\n%s\nexpected\n%s",
+                                      res.status, res.err, denied);
+                }
+                command_result_done(&res);
+        }
+        budgetctl_run(d->socket_path, NULL,
+                      (const char *const[]){"estimate", "--class", "theirs", "--user", "65534", NULL}, &res);
+        ck_assert_msg(res.status == 0 && strncmp(res.out, "class:theirs (uid 65534), 3 samples\n", 36) == 0,
+                      "estimate --user 65534 as root: exit %d:\n%s%s", res.status, res.out, res.err);
+        command_result_done(&res);
+        raw_close(other);
+        raw_close(root);
+        harness_daemon_stop(d);
+}
+END_TEST
+
 /* ---- 10. tokenbudgetd's command line ------------------------------------------------ */
 
 static void run_daemon(const char *a1, const char *a2, const char *a3, const char *a4, CommandResult *ret) {
@@ -2501,6 +3228,16 @@ static Suite *tools_suite(void) {
         tc = harness_tcase("budgetctl_classes_non_admin", 60);
         tb_check_tag_root(tc);
         tcase_add_test(tc, test_budgetctl_classes_non_admin);
+        suite_add_tcase(s, tc);
+        tc = harness_tcase("budgetctl_estimate", 90);
+        tcase_add_test(tc, test_estimate_method);
+        tcase_add_test(tc, test_estimate_cost);
+        tcase_add_test(tc, test_budgetctl_estimate);
+        tcase_add_test(tc, test_budgetctl_estimate_wire);
+        suite_add_tcase(s, tc);
+        tc = harness_tcase("budgetctl_estimate_non_admin", 60);
+        tb_check_tag_root(tc);
+        tcase_add_test(tc, test_estimate_non_admin);
         suite_add_tcase(s, tc);
         tc = harness_tcase("example_agent", 30);
         tcase_add_test(tc, test_example_agent);
