@@ -53,11 +53,15 @@ static json_object *tokens_json(double v) {
 
 /* A float of the reply in its shortest faithful form: 15 significant
  * digits, so 0.9 is "0.9" and a price of 2.5 "2.5", not json-c's default
- * 17 digits ("0.90000000000000002"). */
+ * 17 digits ("0.90000000000000002"). Only finite values come here (prices
+ * are 0..10^6, token counts finite). */
 static json_object *float_json(double v) {
         char text[32];
 
         snprintf(text, sizeof(text), "%.15g", v);
+        /* A float stays a float on the wire: 10 is "10.0". */
+        if (!strpbrk(text, ".eEn"))
+                strcat(text, ".0");
         return json_object_new_double_s(v, text);
 }
 

@@ -2095,6 +2095,9 @@ START_TEST(test_estimate_cost) {
                                 estimate_price(json_int(p, "expected", "Estimate"),
                                                json_int(p, "expectedOutput", "Estimate")),
                                 1e-9);
+        /* Floats stay floats on the wire (the IDL says float): 10.0, not 10. */
+        ck_assert_msg(json_object_is_type(estimate_member(cost, "outputPerMillion"), json_type_double),
+                      "outputPerMillion is not a float: %s", json_object_to_json_string(cost));
         json_object_put(reply);
 
         classes_teach(c, &review, 200, 300, estimate_spread);
