@@ -2061,6 +2061,60 @@ START_TEST(test_estimate_method) {
 }
 END_TEST
 
+/*
+ * What Estimate answers survives a restart on the same state directory to
+ * the token: the prediction and the interval's blocks (saved at the stop)
+ * come back as they were.
+ */
+START_TEST(test_estimate_restart) {
+        static const char *const calls[] = {
+                "\"class\":\"class:kept\"",
+                "\"class\":\"class:kept\",\"tasks\":10",
+                "\"class\":\"class:kept\",\"tasks\":100,\"promptTokens\":200",
+                "\"class\":\"class:kept\",\"tasks\":5000",
+        };
+        tb_request_params kept = {.estimate = 1000, .task_class = "kept", .prompt_tokens = 200};
+        json_object *before[sizeof(calls) / sizeof(calls[0])], *reply;
+        HarnessDaemonOptions o = {};
+        char *state;
+        TestDaemon *d;
+        tb_client *c;
+        RawConn *r;
+
+        ck_assert_int_ge(asprintf(&state, "%s/estimate-restart-%d", harness_dir(), (int)getpid()), 0);
+        ck_assert_int_eq(mkdir(state, 0700), 0);
+        o.state_dir = state;
+        d = harness_daemon_start_with(ESTIMATE_UNLIMITED, &o);
+        c = harness_client(d);
+        classes_teach(c, &kept, 1125, 200, estimate_spread);
+        r = harness_open_working(d, "before the restart");
+        for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
+                (void)estimate_ok(r, calls[i], &before[i]);
+                ck_assert_msg(
+                        i == 0 || json_object_object_get_ex(reply_parameters(before[i]), "interval", NULL),
+                        "Estimate {%s}: no interval to compare: %s", calls[i],
+                        json_object_to_json_string(before[i]));
+        }
+        raw_close(r);
+        tb_client_close(c);
+        harness_daemon_stop(d);
+
+        d = harness_daemon_start_with(ESTIMATE_UNLIMITED, &o);
+        r = harness_open_working(d, "after the restart");
+        for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
+                (void)estimate_ok(r, calls[i], &reply);
+                ck_assert_msg(json_object_equal(reply, before[i]),
+                              "Estimate {%s} after the restart:\n%s\nbefore:\n%s", calls[i],
+                              json_object_to_json_string(reply), json_object_to_json_string(before[i]));
+                json_object_put(reply);
+                json_object_put(before[i]);
+        }
+        raw_close(r);
+        harness_daemon_stop(d);
+        free(state);
+}
+END_TEST
+
 /* The cost of the expectation and of an interval's ends, per million: input x 2.5 + output x 10. */
 static double estimate_price(int64_t total, int64_t output) {
         return (double)(total - output) * 2.5 / 1e6 + (double)output * 10.0 / 1e6;
@@ -3234,6 +3288,7 @@ static Suite *tools_suite(void) {
         suite_add_tcase(s, tc);
         tc = harness_tcase("budgetctl_estimate", 90);
         tcase_add_test(tc, test_estimate_method);
+        tcase_add_test(tc, test_estimate_restart);
         tcase_add_test(tc, test_estimate_cost);
         tcase_add_test(tc, test_budgetctl_estimate);
         tcase_add_test(tc, test_budgetctl_estimate_wire);
