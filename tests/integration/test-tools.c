@@ -10,8 +10,8 @@
  * the daemon learned, durable and memory only, as a non-admin, and against
  * replies of a fake daemon); estimate and io.tokenbudget.admin.Estimate
  * against what the daemon learned (the expectation, the interval young and
- * grown, the cost at configured prices and after a reload, bad parameters,
- * another uid's classes) and against replies of a fake daemon; the example
+ * grown, the same after a restart, the cost at configured prices and after
+ * a reload, bad parameters, another uid's classes) and against replies of a fake daemon; the example
  * agent,
  * and tokenbudgetd's own
  * command line (--help, --version,
