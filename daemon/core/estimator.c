@@ -368,7 +368,7 @@ static void blocks_count(EstimatorBlocks *b, uint32_t size, double pred, double 
 static void metrics_count(const EstimatorTable *t, EstimatorClassState *st, uint64_t prompt_tokens,
                           double act) {
         EstimatorPrediction p;
-        double pred;
+        double pred, m0;
 
         if (st->output.samples < t->settings.min_samples)
                 return;
@@ -378,9 +378,15 @@ static void metrics_count(const EstimatorTable *t, EstimatorClassState *st, uint
         st->err_pred += pred;
         st->err_act += act;
         st->n_predicted++;
+        /* A project estimate made by a young class is as noisy as its few
+         * samples: its blocks would widen every later interval until the
+         * ring forgets them (64,000 requests for blocks of 1000). So the
+         * ratios count from 2 half-lives on, when the average has its
+         * steady weight (m0 0: the block keeps no ratio). */
+        m0 = st->output.samples >= 2 * (uint64_t)t->settings.half_life_samples ? stat_estimate(&st->output)
+                                                                               : 0.0;
         for (uint32_t i = 0; i < ESTIMATOR_BLOCK_SIZES; i++)
-                blocks_count(&st->blocks[i], estimator_block_sizes[i], pred, act,
-                             stat_estimate(&st->output));
+                blocks_count(&st->blocks[i], estimator_block_sizes[i], pred, act, m0);
         if (pred > 0.0)
                 ratio_learn(t, st, act / pred);
 }

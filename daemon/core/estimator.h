@@ -81,7 +81,12 @@
  * first observation, m0 = the class-level output prediction (what a project
  * estimate made then, without a prompt, would have multiplied), and keeps
  * at its end ratio = sum act / (size x m0) in a second ring of
- * ESTIMATOR_BLOCK_RING (skipped when m0 is 0). A ratio, signed, so the
+ * ESTIMATOR_BLOCK_RING (skipped when m0 is 0, and m0 is 0 for a block
+ * begun before the class had 2 x half_life_samples: a young class's project
+ * estimate is as noisy as its few samples, and its blocks would widen every
+ * later interval until the ring forgets them; on the conversation trace one
+ * such 1000-block ratio of 2.98 set the upper end of every 1000-task
+ * interval for 64,000 requests). A ratio, signed, so the
  * interval can be asymmetric (lognormal sums are skewed up). From these:
  * - the quantiles (1 - c)/2 and (1 + c)/2 of a size's kept ratios, linear
  *   between order statistics at the positions (n + 1) p, clamped to the

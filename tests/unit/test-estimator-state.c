@@ -85,7 +85,7 @@ START_TEST(test_round_trip) {
         /* The interval rings: full for 10, some of 1000, and blocks in
          * progress with their m0 (2480 predictions: 80 into a 100-block). */
         ck_assert_uint_eq(st.blocks[0].n_ratios, ESTIMATOR_BLOCK_RING);
-        ck_assert_uint_eq(st.blocks[2].n_ratios, 2);
+        ck_assert_uint_eq(st.blocks[2].n_ratios, 1); /* the first began before 2 half-lives */
         ck_assert(st.blocks[1].m0 > 0.0 && st.blocks[2].m0 > 0.0);
         printf("a learned class's saved state: %zu bytes of JSON\n", strlen(text));
         ck_assert_int_eq(estimator_state_from_json(text, &back), 0);
@@ -249,10 +249,11 @@ START_TEST(test_version_1) {
         estimator_class_state(estimator_find(t, 1000, "v1"), &after);
         ck_assert_uint_eq(after.blocks[0].n_errors, 3);
         ck_assert_uint_eq(after.blocks[0].n_ratios, 0);
-        for (int i = 0; i < 10; i++)
+        /* The next blocks keep one once the class has 2 half-lives (100 samples). */
+        for (int i = 0; i < 100; i++)
                 ck_assert_int_eq(estimator_observe(t, 1000, "v1", 0, 0, 130, T0), 0);
         estimator_class_state(estimator_find(t, 1000, "v1"), &after);
-        ck_assert_uint_eq(after.blocks[0].n_ratios, 1);
+        ck_assert_uint_ge(after.blocks[0].n_ratios, 1);
         ck_assert(after.blocks[0].ratios[0] > 0.9 && after.blocks[0].ratios[0] < 1.1);
 
         /* Saved again, it is version 2. */

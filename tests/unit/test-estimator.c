@@ -822,7 +822,8 @@ static Coverage coverage_run(Drift drift, uint64_t seed, uint64_t n, uint32_t wa
  * observation, ratio sum act / (size x m0) at its end; none while m0 is 0;
  * counted from min_samples on, like the errors. */
 START_TEST(test_project_blocks) {
-        EstimatorTable *t = table_new(0, 10);
+        /* Half-life 10: the ratios count from 2 x 10 = min_samples on. */
+        EstimatorTable *t = table_new(10, 10);
         EstimatorClassState st;
 
         for (int k = 0; k < 20; k++)
@@ -846,7 +847,7 @@ START_TEST(test_project_blocks) {
         estimator_table_free(t);
 
         /* A class predicting 0 at a block's start keeps that block's error but no ratio. */
-        t = table_new(0, 10);
+        t = table_new(10, 10);
         for (int k = 0; k < 20; k++)
                 observe(t, "z", 0, 0, T0);
         for (int k = 0; k < 10; k++)
@@ -859,12 +860,29 @@ START_TEST(test_project_blocks) {
         estimator_class_state(estimator_find(t, 1000, "z"), &st);
         ck_assert_uint_eq(st.blocks[0].n_ratios, 1);
         estimator_table_free(t);
+
+        /* With the default half-life (50) the blocks begun before 100 samples
+         * keep their errors but no ratio: a young class's project estimate is
+         * as noisy as its few samples, and would widen later intervals. */
+        t = table_new(0, 10);
+        for (int k = 0; k < 100; k++)
+                observe(t, "c", 0, 100, T0);
+        estimator_class_state(estimator_find(t, 1000, "c"), &st);
+        ck_assert_uint_eq(st.blocks[0].n_errors, 8); /* predictions 21..100 */
+        ck_assert_uint_eq(st.blocks[0].n_ratios, 0);
+        ck_assert(st.blocks[0].m0 == 0.0);
+        for (int k = 0; k < 10; k++)
+                observe(t, "c", 0, 100, T0);
+        estimator_class_state(estimator_find(t, 1000, "c"), &st);
+        ck_assert_uint_eq(st.blocks[0].n_ratios, 1);
+        ck_assert(st.blocks[0].ratios[0] == 1.0);
+        estimator_table_free(t);
 }
 END_TEST
 
 /* Arguments, expected values to the token, and when there is an interval. */
 START_TEST(test_project_basics) {
-        EstimatorTable *t = table_new(0, 10);
+        EstimatorTable *t = table_new(10, 10); /* ratios from min_samples on, as in test_project_blocks */
         EstimatorProject pr = {.tasks = 9};
         EstimatorPrediction p;
 
