@@ -85,6 +85,8 @@
 /* power.sensor: a thermal zone's type is at most 19 bytes (THERMAL_NAME_LENGTH),
  * an hwmon name and label each a line of sysfs; 255 holds "NAME/LABEL" of any. */
 #define SENSOR_MAX_BYTES 255
+/* Setting.scale of a SETTING_NAMES row of user names (trusted_proxies). */
+#define NAMES_USERS 1
 /* prices.currency: "USD", "EUR", "€", "credits". */
 #define CURRENCY_MAX_BYTES 16
 /* Per million tokens. */
@@ -242,7 +244,8 @@ typedef enum SettingKind {
         SETTING_ESTIMATE_SOURCE, /* EstimateSource, from its name */
         SETTING_TEXT,            /* char *, [min, max] bytes of UTF-8 without control characters */
         SETTING_PRICE,           /* double, a number in [0, PRICE_MAX] */
-        SETTING_NAMES,           /* char ** and a size_t count: an array of model names */
+        SETTING_NAMES,           /* char ** and a size_t count: an array of model names (scale
+                                  * NAMES_USERS: of user names or uids, trusted_proxies) */
         SETTING_SENSOR,          /* char *, "" or an fnmatch(3) pattern of at most SENSOR_MAX_BYTES */
         SETTING_PATH,            /* char *, "" (off) or an absolute path */
         SETTING_DECIMAL,         /* int32_t, from a number in [decimal_min, decimal_max] / scale */
@@ -359,6 +362,15 @@ static const Setting settings[] = {
          .min = 1,
          .max = CONFIG_MODEL_NAME_MAX_BYTES,
          .count_offset = offsetof(Config, n_model_tiers)},
+        /* Users whose connections may ask onBehalfOf another process (issue 14). */
+        {.group = NULL,
+         .name = "trusted_proxies",
+         .kind = SETTING_NAMES,
+         .offset = offsetof(Config, trusted_proxies),
+         .min = 1,
+         .max = ID_NAME_MAX_BYTES,
+         .count_offset = offsetof(Config, n_trusted_proxies),
+         .scale = NAMES_USERS},
         ROW(NULL, "log_level", SETTING_LOG_LEVEL, Config, log_level, 0, 0),
         {.group = NULL,
          .name = "admin_group",
@@ -1825,8 +1837,8 @@ static void names_store(const Setting *s, void *base, char **names, size_t n) {
 }
 
 /* One element of an array of names; false when it is refused (reported). */
-static int apply_name_elem(Context *ctx, const config_setting_t *elem, unsigned line, const char *path,
-                           char **names, size_t i) {
+static int apply_name_elem(Context *ctx, const Setting *s, const config_setting_t *elem, unsigned line,
+                           const char *path, char **names, size_t i) {
         char q[QUOTE_MAX_BYTES + 4];
         const char *v, *problem;
         ssize_t first;
@@ -1835,7 +1847,7 @@ static int apply_name_elem(Context *ctx, const config_setting_t *elem, unsigned 
         if (!v)
                 return -ENOMEM;
         quote(v, q);
-        problem = model_name_problem(v);
+        problem = s->scale == NAMES_USERS ? id_name_problem(s, v) : model_name_problem(v);
         if (problem) {
                 errors_add(ctx->errors, line, "%s[%zu] %s, got '%s'", path, i, problem, q);
                 return -EINVAL;
@@ -1850,6 +1862,20 @@ static int apply_name_elem(Context *ctx, const config_setting_t *elem, unsigned 
                 return -EINVAL;
         }
         return 0;
+}
+
+/* trusted_proxies as parsed: a uid written as digits is known now, a name
+ * when config_resolve_names() finds it. */
+static void trusted_proxies_parsed(Config *c, unsigned line) {
+        for (size_t i = 0; i < CONFIG_TRUSTED_PROXIES_MAX; i++) {
+                uint32_t id = 0;
+
+                c->trusted_proxy_known[i] = i < c->n_trusted_proxies &&
+                                            is_all_digits(c->trusted_proxies[i]) &&
+                                            parse_id(c->trusted_proxies[i], &id);
+                c->trusted_proxy_uid[i] = c->trusted_proxy_known[i] ? id : 0;
+        }
+        c->trusted_proxies_line = line;
 }
 
 /* An array of names: [ "a", "b" ], every element checked and reported. An
@@ -1885,7 +1911,7 @@ static int apply_names(Context *ctx, const Setting *s, void *base, const config_
                         r = -EINVAL;
                         break;
                 }
-                k = apply_name_elem(ctx, elem, line, path, names, i);
+                k = apply_name_elem(ctx, s, elem, line, path, names, i);
                 if (k == -ENOMEM) {
                         r = k;
                         break;
@@ -1898,6 +1924,8 @@ static int apply_names(Context *ctx, const Setting *s, void *base, const config_
                 return r;
         }
         names_store(s, base, names, n);
+        if (s->scale == NAMES_USERS)
+                trusted_proxies_parsed(base, line);
         return 0;
 }
 
@@ -2770,6 +2798,14 @@ static bool row_equal(const Setting *s, const void *a, const void *b) {
                 for (size_t i = 0; i < n; i++)
                         if (!streq_ptr((*(char **const *)pa)[i], (*(char **const *)pb)[i]))
                                 return false;
+                if (s->scale == NAMES_USERS) {
+                        const Config *ca = a, *cb = b;
+
+                        for (size_t i = 0; i < n && i < CONFIG_TRUSTED_PROXIES_MAX; i++)
+                                if (ca->trusted_proxy_known[i] != cb->trusted_proxy_known[i] ||
+                                    ca->trusted_proxy_uid[i] != cb->trusted_proxy_uid[i])
+                                        return false;
+                }
                 return true;
         }
         switch (s->kind) {
@@ -2885,6 +2921,10 @@ int config_resolve_names(Config *c, const char *filename, ConfigLookupFunc looku
                         "admin_group", "it makes nobody an admin");
         for (size_t i = 0; r >= 0 && i < c->n_rules; i++)
                 r = resolve_rule(&res, &c->rules[i]);
+        for (size_t i = 0; r >= 0 && i < c->n_trusted_proxies && i < CONFIG_TRUSTED_PROXIES_MAX; i++)
+                r = resolve_one(&res, false, c->trusted_proxies[i], &c->trusted_proxy_known[i],
+                                &c->trusted_proxy_uid[i], c->trusted_proxies_line, "trusted_proxies",
+                                "it is not trusted");
         if (r >= 0 && res.warnings.oom)
                 r = -ENOMEM;
         if (r >= 0 && res.warnings.n > 0 && ret_warnings) {
@@ -2900,7 +2940,7 @@ int config_resolve_names(Config *c, const char *filename, ConfigLookupFunc looku
 
 /* "tokenbudget config", version 3 (issue 11's power group): bump it with any
  * change to what follows. */
-static const char pack_magic[8] = {'T', 'B', 'C', 'O', 'N', 'F', 0, 5};
+static const char pack_magic[8] = {'T', 'B', 'C', 'O', 'N', 'F', 0, 6};
 
 #define PACK_NULL_STRING UINT32_MAX
 
@@ -3011,6 +3051,14 @@ static void pack_row(Packer *p, const Setting *s, const void *base) {
                 pack_u32(p, n > UINT32_MAX ? UINT32_MAX : (uint32_t)n);
                 for (size_t i = 0; i < n; i++)
                         pack_string(p, (*(char **const *)v)[i]);
+                if (s->scale == NAMES_USERS) {
+                        const Config *c = base;
+
+                        for (size_t i = 0; i < n && i < CONFIG_TRUSTED_PROXIES_MAX; i++) {
+                                pack_u8(p, c->trusted_proxy_known[i]);
+                                pack_u32(p, c->trusted_proxy_uid[i]);
+                        }
+                }
                 break;
         }
         default:
@@ -3034,6 +3082,7 @@ int config_pack(const Config *c, char **ret, size_t *ret_size) {
         pack_bytes(&p, pack_magic, sizeof(pack_magic));
         pack_rows(&p, settings, ELEMENTSOF(settings), c, 0);
         pack_u32(&p, c->admin_group_line);
+        pack_u32(&p, c->trusted_proxies_line);
         pack_u32(&p, (uint32_t)c->n_rules);
         for (size_t i = 0; i < c->n_rules; i++) {
                 pack_u32(&p, c->rules[i].line);
@@ -3197,8 +3246,29 @@ static int unpack_names(Unpacker *u, const Setting *s, void *base) {
 
                 if (r < 0)
                         return r;
-                if (!names[i] || model_name_problem(names[i]) || names_find_earlier(names, i) >= 0)
+                if (!names[i] ||
+                    (s->scale == NAMES_USERS ? id_name_problem(s, names[i]) != NULL
+                                             : model_name_problem(names[i]) != NULL) ||
+                    names_find_earlier(names, i) >= 0)
                         return -EPROTO;
+        }
+        if (s->scale == NAMES_USERS) {
+                Config *c = base;
+
+                for (size_t i = 0; i < n; i++) {
+                        uint8_t known;
+                        uint32_t id, digits_id;
+
+                        if (!unpack_bytes(u, &known, sizeof(known)) || known > 1 ||
+                            !unpack_bytes(u, &id, sizeof(id)) || (!known && id != 0) || id > ID_MAX)
+                                return -EPROTO;
+                        /* Digits are a uid, known when parsed. */
+                        if (is_all_digits(names[i]) &&
+                            (!known || !parse_id(names[i], &digits_id) || digits_id != id))
+                                return -EPROTO;
+                        c->trusted_proxy_known[i] = known;
+                        c->trusted_proxy_uid[i] = id;
+                }
         }
         return 0;
 }
@@ -3306,7 +3376,8 @@ int config_unpack(const char *buf, size_t size, Config *ret) {
 
         if (unpack_bytes(&u, magic, sizeof(magic)) && memcmp(magic, pack_magic, sizeof(magic)) == 0)
                 r = unpack_rows(&u, settings, ELEMENTSOF(settings), &c, 0);
-        if (r >= 0 && !unpack_bytes(&u, &c.admin_group_line, sizeof(c.admin_group_line)))
+        if (r >= 0 && (!unpack_bytes(&u, &c.admin_group_line, sizeof(c.admin_group_line)) ||
+                       !unpack_bytes(&u, &c.trusted_proxies_line, sizeof(c.trusted_proxies_line))))
                 r = -EPROTO;
         if (r >= 0)
                 r = unpack_rules(&u, &c);

@@ -223,6 +223,9 @@ typedef struct RuleConfig {
 #define CONFIG_MODEL_TIERS_MAX      32
 #define CONFIG_MODEL_NAME_MAX_BYTES 255
 
+/* At most this many trusted_proxies. */
+#define CONFIG_TRUSTED_PROXIES_MAX CONFIG_MODEL_TIERS_MAX
+
 /* At most this many rules in one file. */
 #define CONFIG_RULES_MAX 10000
 
@@ -250,6 +253,16 @@ typedef struct Config {
          * of UTF-8 without control characters, no two alike. */
         char **model_tiers;
         size_t n_model_tiers;
+        /* "trusted_proxies" = [ ]: users (names, or uids as digits) whose
+         * connections may Request onBehalfOf another process (tokenbudget-proxy,
+         * issue 14); root always may. At most CONFIG_TRUSTED_PROXIES_MAX, no two
+         * alike. trusted_proxy_known[i]: the uid of entry i is known (digits,
+         * or config_resolve_names() found the name), then trusted_proxy_uid[i]. */
+        char **trusted_proxies;
+        size_t n_trusted_proxies;
+        bool trusted_proxy_known[CONFIG_TRUSTED_PROXIES_MAX];
+        uint32_t trusted_proxy_uid[CONFIG_TRUSTED_PROXIES_MAX];
+        unsigned trusted_proxies_line; /* where the file set it, for messages; 0: not set */
 
         /* "global" and "process" groups: tokens_per_minute, tokens_per_hour,
          * tokens_per_day, max_tokens_in_flight; 0 = no limit */

@@ -121,6 +121,7 @@ typedef enum FieldType {
         FIELD_SYNC,            /* a DurabilitySync, number */
         FIELD_ESTIMATE_SOURCE, /* an EstimateSource, number */
         FIELD_NAMES,           /* model_tiers: string is the names joined by commas, "" for none */
+        FIELD_PROXIES,         /* trusted_proxies: the same; digits are known uids */
         FIELD_DECIMAL,         /* an int32_t (power thresholds), number (as int64_t) */
         FIELD_FACTOR,          /* a uint16_t power factor in permille, number */
 } FieldType;
@@ -151,6 +152,8 @@ typedef struct OverrideRow {
         { "durability.sync", v, offsetof(Config, durability_sync), FIELD_SYNC, n, NULL }
 #define SOURCE(v, n)                                                                                        \
         { "estimate_source", v, offsetof(Config, estimate_source), FIELD_ESTIMATE_SOURCE, n, NULL }
+#define PROXIES(v, joined)                                                                                  \
+        { "trusted_proxies", v, offsetof(Config, trusted_proxies), FIELD_PROXIES, 0, joined }
 #define TIERS(v, joined)                                                                                    \
         { "model_tiers", v, offsetof(Config, model_tiers), FIELD_NAMES, 0, joined }
 #define ADMIN(v, string, id)                                                                                \
@@ -274,6 +277,9 @@ static const OverrideRow override_rows[] = {
         U64("terminate_grace_sec", "3600", terminate_grace_usec, 3600000000),
         BOOL("enforce", "false", enforce, false),
         BOOL("enforce", "true", enforce, true),
+        PROXIES("[ ]", ""),
+        PROXIES("[ \"tokenbudget-proxy\" ]", "tokenbudget-proxy"),
+        PROXIES("[ \"proxy\", \"1234\", \"0\" ]", "proxy,1234,0"),
         TIERS("[ ]", ""),
         TIERS("[ \"only\" ]", "only"),
         TIERS("[ \"large\", \"medium\", \"small\" ]", "large,medium,small"),
@@ -452,6 +458,31 @@ static void tiers_set(Config *c, const char *joined) {
         }
 }
 
+static void proxies_set(Config *c, const char *joined) {
+        for (size_t i = 0; i < c->n_trusted_proxies; i++)
+                free(c->trusted_proxies[i]);
+        free(c->trusted_proxies);
+        c->trusted_proxies = NULL;
+        c->n_trusted_proxies = 0;
+        memset(c->trusted_proxy_known, 0, sizeof(c->trusted_proxy_known));
+        memset(c->trusted_proxy_uid, 0, sizeof(c->trusted_proxy_uid));
+        for (const char *p = joined; *p;) {
+                size_t n = strcspn(p, ","), i = c->n_trusted_proxies;
+                char **names = realloc(c->trusted_proxies, (i + 1) * sizeof(char *));
+
+                ck_assert_ptr_nonnull(names);
+                c->trusted_proxies = names;
+                names[i] = strndup(p, n);
+                ck_assert_ptr_nonnull(names[i]);
+                if (n > 0 && strspn(names[i], "0123456789") == n) {
+                        c->trusted_proxy_known[i] = true;
+                        c->trusted_proxy_uid[i] = (uint32_t)strtoul(names[i], NULL, 10);
+                }
+                c->n_trusted_proxies++;
+                p += n + (p[n] == ',');
+        }
+}
+
 static void row_apply(const OverrideRow *row, Config *c) {
         char *p = (char *)c + row->offset;
 
@@ -470,6 +501,9 @@ static void row_apply(const OverrideRow *row, Config *c) {
                 break;
         case FIELD_NAMES:
                 tiers_set(c, row->string);
+                break;
+        case FIELD_PROXIES:
+                proxies_set(c, row->string);
                 break;
         case FIELD_ADMIN_GROUP:
                 free(c->admin_group);
@@ -716,6 +750,8 @@ START_TEST(test_equal_detects_each_field) {
                 b.durability_sync = DURABILITY_FULL;
         } else if (config_equal(&a, &b) && row->type == FIELD_ESTIMATE_SOURCE) {
                 b.estimate_source = ESTIMATE_MAX;
+        } else if (config_equal(&a, &b) && row->type == FIELD_PROXIES) {
+                proxies_set(&b, "x");
         } else if (config_equal(&a, &b) && row->type == FIELD_NAMES) {
                 tiers_set(&b, "x");
         } else if (config_equal(&a, &b) && row->type == FIELD_STRING) {
@@ -1540,6 +1576,14 @@ static const ExactRow exact_rows[] = {
         {"currency control", "prices = { currency = \"U\\tSD\"; };",
          "1: prices.currency must not contain control characters, got 'U?SD'\n"},
         {"prices unknown", "prices = { tax = 0.2; };", "1: unknown setting 'prices.tax'\n"},
+        {"proxies not an array", "trusted_proxies = \"proxy\";",
+         "1: trusted_proxies must be an array of strings [ \"...\", ... ], got a string\n"},
+        {"proxies number", "trusted_proxies = [ 1000 ];",
+         "1: trusted_proxies[0] must be a string, got an integer\n"},
+        {"proxies empty name", "trusted_proxies = [ \"\" ];",
+         "1: trusted_proxies[0] must not be empty, got ''\n"},
+        {"proxies twice", "trusted_proxies = [ \"a\", \"b\", \"a\" ];",
+         "1: trusted_proxies[2]: duplicate name 'a', first given as trusted_proxies[0]\n"},
         {"rule source unknown", "rules = ( { name = \"x\"; estimate_source = \"client-ish\"; } );",
          "1: rules[0] ('x').estimate_source must be one of client, learned, max, got 'client-ish'\n"},
         {"timeout 0", "escalation = { timeout_sec = 0; };",
@@ -2709,6 +2753,46 @@ static void check_unpacks_to(const char *buf, size_t size, const Config *c, cons
         config_done(&u);
 }
 
+/* trusted_proxies (issue 14): uids written as digits are known at once,
+ * names when resolved; the ids travel through a pack and count in
+ * config_equal(). */
+START_TEST(test_trusted_proxies) {
+        static const char text[] = "\ntrusted_proxies = [ \"alice\", \"1234\", \"bob\", \"nss-down\" ];";
+        char *warnings = NULL, *buf;
+        size_t size;
+        Config c, d;
+
+        parse_ok(text, "trusted_proxies", &c);
+        ck_assert_uint_eq(c.n_trusted_proxies, 4);
+        ck_assert(!c.trusted_proxy_known[0] && c.trusted_proxy_known[1] && c.trusted_proxy_uid[1] == 1234 &&
+                  !c.trusted_proxy_known[2] && !c.trusted_proxy_known[3]);
+        ck_assert_int_eq(config_resolve_names(&c, FILENAME, table_lookup, &lookup_calls, &warnings), 0);
+        ck_assert(c.trusted_proxy_known[0] && c.trusted_proxy_uid[0] == 1000);
+        ck_assert(c.trusted_proxy_known[1] && c.trusted_proxy_uid[1] == 1234);
+        ck_assert(!c.trusted_proxy_known[2] && !c.trusted_proxy_known[3]);
+        ck_assert_str_eq(
+                warnings, FILENAME
+                ":2: warning: trusted_proxies 'bob' is not a known user; it is not trusted\n" FILENAME
+                ":2: warning: trusted_proxies 'nss-down': cannot look the user up "
+                "(Input/output error); it is not trusted\n");
+        free(warnings);
+        pack_ok(&c, &buf, &size);
+        check_unpacks_to(buf, size, &c, "trusted_proxies");
+        free(buf);
+        /* A resolved uid counts in config_equal(). */
+        parse_ok(text, "trusted_proxies", &d);
+        ck_assert_int_eq(config_resolve_names(&d, FILENAME, table_lookup, &lookup_calls, NULL), 0);
+        ck_assert(config_equal(&c, &d));
+        d.trusted_proxy_uid[0] = 1001;
+        ck_assert(!config_equal(&c, &d) && !config_equal(&d, &c));
+        d.trusted_proxy_uid[0] = 1000;
+        d.trusted_proxy_known[2] = true;
+        ck_assert(!config_equal(&c, &d));
+        config_done(&d);
+        config_done(&c);
+}
+END_TEST
+
 /* The price table (issue 13, budgetctl estimate's cost). */
 START_TEST(test_prices) {
         Config c;
@@ -3122,6 +3206,7 @@ static Suite *config_suite(void) {
         tcase_add_test(tc, test_equal_rules);
         tcase_add_loop_test(tc, test_resolve_names, 0, (int)ELEMENTSOF(resolve_rows));
         tcase_add_test(tc, test_prices);
+        tcase_add_test(tc, test_trusted_proxies);
         tcase_add_test(tc, test_pack_round_trip);
         tcase_add_test(tc, test_unpack_truncated);
         tcase_add_test(tc, test_unpack_garbage);
