@@ -159,7 +159,8 @@ enum {
         REQ_PRIORITY,
         REQ_MIN_TOKENS,
         REQ_WAIT_USEC,
-        REQ_PROMPT_TOKENS
+        REQ_PROMPT_TOKENS,
+        REQ_ON_BEHALF_OF,
 };
 static const VarlinkField request_fields[] = {
         [REQ_ESTIMATE] = {VL_IN_AGENT_REQUEST_ESTIMATE, VARLINK_FIELD_INT, true, TOKENS_FIELD_MAX},
@@ -170,7 +171,44 @@ static const VarlinkField request_fields[] = {
         [REQ_MIN_TOKENS] = {VL_IN_AGENT_REQUEST_MIN_TOKENS, VARLINK_FIELD_INT, true, TOKENS_FIELD_MAX},
         [REQ_WAIT_USEC] = {VL_IN_AGENT_REQUEST_WAIT_USEC, VARLINK_FIELD_INT, true, WAIT_USEC_MAX},
         [REQ_PROMPT_TOKENS] = {VL_IN_AGENT_REQUEST_PROMPT_TOKENS, VARLINK_FIELD_INT, true, TOKENS_FIELD_MAX},
+        [REQ_ON_BEHALF_OF] = {VL_IN_AGENT_REQUEST_ON_BEHALF_OF, VARLINK_FIELD_OBJECT, true, 0},
 };
+
+/* OnBehalfOf's members: a pid (pid_max is at most 2^22) and a uid. */
+enum { OBO_PID, OBO_UID };
+static const VarlinkField on_behalf_of_fields[] = {
+        [OBO_PID] = {VL_FIELD_AGENT_ON_BEHALF_OF_PID, VARLINK_FIELD_INT, false, INT32_MAX},
+        [OBO_UID] = {VL_FIELD_AGENT_ON_BEHALF_OF_UID, VARLINK_FIELD_INT, false, UINT32_MAX - 1},
+};
+
+/* The client a Request is charged as: the caller's, or with onBehalfOf the
+ * delegate for that process (trusted proxies only). 0 with *ret, or the
+ * error answered (r > 0 as call_error() returns) and NULL. */
+static int request_session(const DispatchContext *ctx, Call *call, const VarlinkValue *v, uint64_t now,
+                           Client **ret) {
+        Client *session = call_session(call);
+        VarlinkValue obo[ELEMENTSOF(on_behalf_of_fields)];
+        int r;
+
+        *ret = NULL;
+        if (!v->present) {
+                *ret = session;
+                return 0;
+        }
+        if (!budget_client_may_delegate(ctx->budget, session))
+                return call_error(call, VL_ERROR_SERVICE_PERMISSION_DENIED, NULL);
+        if (varlink_params_parse(v->o, on_behalf_of_fields, ELEMENTSOF(on_behalf_of_fields), obo, NULL) < 0)
+                return call_invalid_parameter(call, VL_IN_AGENT_REQUEST_ON_BEHALF_OF);
+        r = budget_client_delegate(ctx->budget, session, (pid_t)obo[OBO_PID].i, (uid_t)obo[OBO_UID].i, now,
+                                   ret);
+        if (r == -ENOMEM)
+                return r;
+        /* No such process, another uid's, or none can be tracked: the proxy
+         * named what cannot be charged. */
+        if (r < 0)
+                return call_invalid_parameter(call, VL_IN_AGENT_REQUEST_ON_BEHALF_OF);
+        return 0;
+}
 
 static const char *label(const VarlinkValue *v) {
         return v->present ? v->s : NULL;
@@ -280,6 +318,7 @@ static int method_request(const DispatchContext *ctx, Call *call, const VarlinkV
         Ticket *ticket = NULL;
         Allocation *a;
         Call *deferred;
+        Client *session;
         int r;
 
         if (v[REQ_ESTIMATE].present) {
@@ -307,7 +346,10 @@ static int method_request(const DispatchContext *ctx, Call *call, const VarlinkV
                 req.wait_usec = (uint64_t)v[REQ_WAIT_USEC].i;
         if (v[REQ_PROMPT_TOKENS].present)
                 req.prompt_tokens = (uint64_t)v[REQ_PROMPT_TOKENS].i;
-        r = budget_request(ctx->budget, call_session(call), &req, now, &a, &grant, &refusal, &ticket);
+        r = request_session(ctx, call, &v[REQ_ON_BEHALF_OF], now, &session);
+        if (!session)
+                return r;
+        r = budget_request(ctx->budget, session, &req, now, &a, &grant, &refusal, &ticket);
         if (r == -EDQUOT)
                 return error_refused(call, &refusal);
         if (r == -EINPROGRESS) {

@@ -40,7 +40,19 @@ struct Client {
         unsigned n_tickets;
         char *user_name; /* for history rows: looked up at the first one */
         bool user_looked_up;
+        /* onBehalfOf (issue 14): a trusted proxy's connection holds a
+         * delegate Client per process it asked for, charged as that process;
+         * a delegate's delegator is the proxy's. Idle delegates are kept for
+         * reuse, at most DELEGATES_IDLE_MAX of them. */
+        Client *delegator;
+        LIST_FIELDS(Client, delegates);
+        Client *delegates;
+        unsigned n_delegates;
 };
+
+/* Idle delegates a proxy's connection keeps for the next Request of the same
+ * process (a new one reads four /proc files); past it the oldest idle go. */
+#define DELEGATES_IDLE_MAX 64
 
 struct Allocation {
         Client *owner;
@@ -449,11 +461,101 @@ bool budget_client_is_admin(const Client *c) {
 }
 
 bool budget_client_has_allocations(const Client *c) {
-        return c->n_allocations > 0;
+        if (c->n_allocations > 0)
+                return true;
+        for (const Client *d = c->delegates; d; d = d->delegates_next)
+                if (d->n_allocations > 0)
+                        return true;
+        return false;
+}
+
+static bool client_busy_self(const Client *c) {
+        return c->n_allocations > 0 || c->n_tickets > 0;
 }
 
 bool budget_client_busy(const Client *c) {
-        return c->n_allocations > 0 || c->n_tickets > 0;
+        if (client_busy_self(c))
+                return true;
+        for (const Client *d = c->delegates; d; d = d->delegates_next)
+                if (client_busy_self(d))
+                        return true;
+        return false;
+}
+
+bool budget_client_may_delegate(const Budget *b, const Client *c) {
+        const Config *config = b->config;
+
+        if (c->delegator)
+                return false;
+        if (c->identity.uid == 0)
+                return true;
+        for (size_t i = 0; i < config->n_trusted_proxies && i < CONFIG_TRUSTED_PROXIES_MAX; i++)
+                if (config->trusted_proxy_known[i] && config->trusted_proxy_uid[i] == c->identity.uid)
+                        return true;
+        return false;
+}
+
+/* The oldest idle delegates of proxy go while more than DELEGATES_IDLE_MAX are idle. */
+static void delegates_trim(Budget *b, Client *proxy, uint64_t now) {
+        unsigned idle = 0;
+        Client *last = NULL;
+
+        for (Client *d = proxy->delegates; d; d = d->delegates_next) {
+                idle += !client_busy_self(d);
+                last = d;
+        }
+        for (Client *d = last, *prev; d && idle > DELEGATES_IDLE_MAX; d = prev) {
+                prev = d->delegates_prev;
+                if (client_busy_self(d))
+                        continue;
+                budget_client_free(b, d, SETTLE_ABANDONED, now);
+                idle--;
+        }
+}
+
+int budget_client_delegate(Budget *b, Client *proxy, pid_t pid, uid_t uid, uint64_t now, Client **ret) {
+        Identity id;
+        gid_t *groups;
+        size_t n_groups;
+        Client *d;
+        int r;
+
+        if (pid <= 0 || proxy->delegator)
+                return -EINVAL;
+        r = identity_read_other("/proc", pid, &id, &groups, &n_groups);
+        if (r < 0)
+                return r;
+        if (id.uid != uid) {
+                free(groups);
+                return -EPERM;
+        }
+        for (d = proxy->delegates; d; d = d->delegates_next)
+                if (d->identity.pid == pid && d->identity.start_time == id.start_time) {
+                        free(groups);
+                        /* Most recently used first: the trim takes the oldest. */
+                        if (d != proxy->delegates) {
+                                LIST_REMOVE(delegates, proxy->delegates, d);
+                                LIST_PREPEND(delegates, proxy->delegates, d);
+                        }
+                        *ret = d;
+                        return 0;
+                }
+        if (proxy->n_delegates >= b->config->max_tracked_processes) {
+                delegates_trim(b, proxy, now);
+                if (proxy->n_delegates >= b->config->max_tracked_processes) {
+                        free(groups);
+                        return -EUSERS;
+                }
+        }
+        r = budget_client_new(b, &id, groups, n_groups, now, &d);
+        if (r < 0)
+                return r;
+        d->delegator = proxy;
+        LIST_PREPEND(delegates, proxy->delegates, d);
+        proxy->n_delegates++;
+        delegates_trim(b, proxy, now);
+        *ret = d;
+        return 0;
 }
 
 /* ---- the durable ledger (issue 12) ---- */
@@ -1255,6 +1357,12 @@ static void allocation_settle_unreleased(Budget *b, Allocation *a, SettleCause c
 void budget_client_free(Budget *b, Client *c, SettleCause cause, uint64_t now) {
         if (!c)
                 return;
+        while (c->delegates)
+                budget_client_free(b, c->delegates, cause, now);
+        if (c->delegator) {
+                LIST_REMOVE(delegates, c->delegator->delegates, c);
+                c->delegator->n_delegates--;
+        }
         /* Its deferred calls were cancelled first (call.h); none is left to answer. */
         while (c->tickets)
                 ticket_free(b, c->tickets);
@@ -2586,7 +2694,8 @@ Allocation *budget_client_find(Budget *b, const Client *c, const char *id) {
                 return NULL;
         la = ledger_find(b->ledger, v);
         a = la ? ledger_allocation_get_userdata(la) : NULL;
-        return a && a->owner == c ? a : NULL;
+        /* A proxy's connection reports for the processes it asked for. */
+        return a && (a->owner == c || a->owner->delegator == c) ? a : NULL;
 }
 
 /* A total lower than the last one reported is an error naming the field. */

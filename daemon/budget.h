@@ -151,6 +151,16 @@ int budget_client_new(Budget *b, const Identity *identity, gid_t *groups, size_t
 /* The connection is gone: what it left open is settled for cause. */
 void budget_client_free(Budget *b, Client *c, SettleCause cause, uint64_t now);
 bool budget_client_has_allocations(const Client *c);
+/* Whether c may Request onBehalfOf another process: root or a uid in
+ * trusted_proxies (issue 14). */
+bool budget_client_may_delegate(const Budget *b, const Client *c);
+/* The client a trusted proxy's Request onBehalfOf (pid, uid) is charged as:
+ * pid's own identity, groups, units and process scope, as if it had
+ * connected; kept on proxy (its allocations are the proxy connection's to
+ * report, release, and settle when it closes) and reused for the same
+ * process. 0, -ESRCH (no such process), -EPERM (its uid is not uid),
+ * -EINVAL, -EUSERS / -ETOOMANYREFS (process_table_connect()), -ENOMEM. */
+int budget_client_delegate(Budget *b, Client *proxy, pid_t pid, uid_t uid, uint64_t now, Client **ret);
 /* Whether the client holds allocations or waits for a deferred answer (then
  * its connection is not idle). */
 bool budget_client_busy(const Client *c);

@@ -182,3 +182,48 @@ int identity_read_exe(const char *proc_root, pid_t pid, char **ret_basename) {
         *ret_basename = name;
         return 0;
 }
+
+int identity_read_other(const char *proc_root, pid_t pid, Identity *ret, gid_t **ret_groups, size_t *ret_n) {
+        char path[256], text[4096];
+        _cleanup_close_ int fd = -1;
+        uint32_t uid, gid, *groups;
+        Identity id = {.pid = pid};
+        ssize_t n;
+        size_t n_groups;
+        int r;
+
+        _Static_assert(sizeof(gid_t) == sizeof(uint32_t), "groups are read as uint32_t");
+        *ret_groups = NULL;
+        *ret_n = 0;
+        if (pid <= 0 || identity_read_proc(proc_root, &id) < 0)
+                return -ESRCH;
+        snprintf(path, sizeof(path), "%s/%d/status", proc_root, (int)pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -ESRCH;
+        /* Groups: comes before the long lines (Cpus_allowed, ...); a process
+         * in thousands of groups is cut off here and fails to parse. */
+        n = read(fd, text, sizeof(text) - 1);
+        if (n <= 0)
+                return -ESRCH;
+        r = procfs_parse_status(text, (size_t)n, &uid, &gid, &groups, &n_groups);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return -ESRCH;
+        /* Both went by pid: the same process only if it started when the first read said. */
+        {
+                Identity again = {.pid = pid};
+
+                if (identity_read_proc(proc_root, &again) < 0 || again.start_time != id.start_time) {
+                        free(groups);
+                        return -ESRCH;
+                }
+        }
+        id.uid = uid;
+        id.gid = gid;
+        *ret = id;
+        *ret_groups = (gid_t *)groups;
+        *ret_n = n_groups;
+        return 0;
+}

@@ -51,6 +51,12 @@ int identity_read_proc(const char *proc_root, Identity *id);
  * interface's callers, who get the limits.admin_connections slots and are
  * exempt from per-uid process limits. */
 bool identity_is_admin(const Identity *id);
+/* Another process's credentials, for a trusted proxy's onBehalfOf: pid,
+ * comm and start time from PROC_ROOT/PID/stat, the real uid and gid and the
+ * supplementary groups (malloc'ed, *ret_groups NULL when *ret_n is 0) from
+ * PROC_ROOT/PID/status. Never admin. Returns 0, -ESRCH when the process is
+ * gone (or the files do not parse), -ENOMEM. */
+int identity_read_other(const char *proc_root, pid_t pid, Identity *ret, gid_t **ret_groups, size_t *ret_n);
 
 /*
  * The units and slices of process pid: its cgroup from libsystemd

@@ -42,13 +42,15 @@ typedef struct Method {
         bool admin; /* admins only (identity_is_admin()) */
 } Method;
 
+/* A table of more than METHOD_FIELDS_MAX fields does not compile (the
+ * dispatcher's values array has that many). */
 #define METHOD(n, h, f, adm)                                                                                \
-        { n, h, f, ELEMENTSOF(f), adm }
+        { n, h, f, ELEMENTSOF(f) + 0 * sizeof(char[ELEMENTSOF(f) <= METHOD_FIELDS_MAX ? 1 : -1]), adm }
 #define METHOD0(n, h, adm)                                                                                  \
         { n, h, NULL, 0, adm }
 
 /* Every method takes at most this many parameters. */
-#define METHOD_FIELDS_MAX 8
+#define METHOD_FIELDS_MAX 16
 
 extern const Method service_methods[];
 extern const size_t service_n_methods;

@@ -35,7 +35,9 @@ class ProtocolFiles(unittest.TestCase):
         self.assertEqual([(f.name, str(f.type)) for f in request.params],
                          [('estimate', '?int'), ('class', '?string'), ('agent', '?string'),
                           ('model', '?string'), ('priority', '?string'), ('minTokens', '?int'),
-                          ('waitUsec', '?int'), ('promptTokens', '?int')])
+                          ('waitUsec', '?int'), ('promptTokens', '?int'), ('onBehalfOf', '?OnBehalfOf')])
+        self.assertEqual([(f.name, str(f.type)) for f in iface.member('OnBehalfOf').type.fields],
+                         [('pid', 'int'), ('uid', 'int')])
         self.assertEqual([f.name for f in request.returns],
                          ['allocation', 'decision', 'granted', 'warnAt', 'hardLimit', 'priority',
                           'requestedPriority', 'reason', 'waitedUsec', 'suggestedMaxTokens',

@@ -303,6 +303,8 @@ static bool flat_param_valid(const VarlinkField *f, const VarlinkFlatParam *v, V
         case VARLINK_FIELD_BOOL:
                 ret->b = v->b;
                 return true;
+        case VARLINK_FIELD_OBJECT: /* a flat call's values are scalars: never one */
+                return false;
         }
         assert(!"unknown field type");
         return false;

@@ -569,6 +569,11 @@ static bool param_valid(const VarlinkField *f, struct json_object *v, VarlinkVal
                         return false;
                 ret->b = json_object_get_boolean(v);
                 return true;
+        case VARLINK_FIELD_OBJECT:
+                if (!json_object_is_type(v, json_type_object))
+                        return false;
+                ret->o = v;
+                return true;
         }
         assert(!"unknown field type");
         return false;

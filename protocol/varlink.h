@@ -101,7 +101,9 @@ int varlink_format_call(VarlinkBuffer *b, const char *method, struct json_object
  * table, every non-optional field present; int fields must be JSON integers
  * (not doubles) within [0, max] (max 0 means INT64_MAX); string fields must be
  * strings of at most max bytes (max 0 means no limit) and contain no NUL; bool
- * fields booleans; null counts as absent for optional fields. Returns 0 and
+ * fields booleans, object fields objects (their members are the caller's to
+ * check: varlink_params_parse() again with their own table); null counts as
+ * absent for optional fields. Returns 0 and
  * fills the values, or -EINVAL with *ret_bad_parameter naming the field
  * (a pointer into the table or into parameters, valid while both live).
  */
@@ -109,6 +111,7 @@ typedef enum VarlinkFieldType {
         VARLINK_FIELD_INT,
         VARLINK_FIELD_STRING,
         VARLINK_FIELD_BOOL,
+        VARLINK_FIELD_OBJECT, /* a JSON object, borrowed for the caller to parse (never flat) */
 } VarlinkFieldType;
 
 typedef struct VarlinkField {
@@ -123,6 +126,7 @@ typedef struct VarlinkValue {
         int64_t i;     /* VARLINK_FIELD_INT */
         const char *s; /* VARLINK_FIELD_STRING, borrowed from parameters */
         bool b;        /* VARLINK_FIELD_BOOL */
+        struct json_object *o; /* VARLINK_FIELD_OBJECT, borrowed from parameters */
 } VarlinkValue;
 
 int varlink_params_parse(struct json_object *parameters, const VarlinkField *fields, size_t n_fields,

@@ -149,3 +149,84 @@ int procfs_parse_cgroup(const char *text, size_t size, char **ret_path) {
         *ret_path = path;
         return 0;
 }
+
+/* The value of "KEY:\t..." at the start of a line, up to the line's end, or NULL. */
+static const char *status_field(const char *text, size_t len, const char *key, size_t *ret_len) {
+        size_t k = strlen(key);
+
+        for (size_t i = 0; i < len;) {
+                const char *line = text + i, *nl = memchr(line, '\n', len - i);
+                size_t n = nl ? (size_t)(nl - line) : len - i;
+
+                if (n > k && memcmp(line, key, k) == 0 && line[k] == ':') {
+                        *ret_len = n - k - 1;
+                        return line + k + 1;
+                }
+                i += n + 1;
+        }
+        return NULL;
+}
+
+/* The next decimal number of at most 32 bits in [*p, end), after blanks. */
+static int status_number(const char **p, const char *end, uint32_t *ret) {
+        uint64_t v = 0;
+        const char *q;
+
+        while (*p < end && (**p == ' ' || **p == '\t'))
+                (*p)++;
+        for (q = *p; q < end && *q >= '0' && *q <= '9'; q++) {
+                v = v * 10 + (uint64_t)(*q - '0');
+                if (v > UINT32_MAX)
+                        return -EINVAL;
+        }
+        if (q == *p)
+                return -EINVAL;
+        *p = q;
+        *ret = (uint32_t)v;
+        return 0;
+}
+
+int procfs_parse_status(const char *text, size_t len, uint32_t *ret_uid, uint32_t *ret_gid,
+                        uint32_t **ret_groups, size_t *ret_n) {
+        const char *v, *end;
+        uint32_t *groups = NULL;
+        size_t n = 0, cap = 0, vlen;
+
+        *ret_groups = NULL;
+        *ret_n = 0;
+        v = status_field(text, len, "Uid", &vlen);
+        if (!v || status_number(&v, v + vlen, ret_uid) < 0)
+                return -EINVAL;
+        v = status_field(text, len, "Gid", &vlen);
+        if (!v || status_number(&v, v + vlen, ret_gid) < 0)
+                return -EINVAL;
+        v = status_field(text, len, "Groups", &vlen);
+        if (!v)
+                return -EINVAL;
+        for (end = v + vlen;;) {
+                uint32_t g;
+                uint32_t *bigger;
+
+                while (v < end && (*v == ' ' || *v == '\t'))
+                        v++;
+                if (v == end)
+                        break;
+                if (n >= PROCFS_GROUPS_MAX || status_number(&v, end, &g) < 0) {
+                        free(groups);
+                        return -EINVAL;
+                }
+                if (n == cap) {
+                        cap = cap ? 2 * cap : 16;
+                        bigger = realloc(groups, cap * sizeof(*groups));
+                        if (!bigger) {
+                                free(groups);
+                                return -ENOMEM;
+                        }
+                        groups = bigger;
+                }
+                groups[n++] = g;
+        }
+        *ret_groups = groups;
+        *ret_n = n;
+        return 0;
+}

@@ -42,3 +42,15 @@ int procfs_parse_stat(const char *text, size_t len, char ret_comm[PROCFS_COMM_MA
  * line is there, or -ENOMEM.
  */
 int procfs_parse_cgroup(const char *text, size_t size, char **ret_path);
+
+/*
+ * Parses the contents of /proc/PID/status for the process's real uid and gid
+ * (the first number of "Uid:" and "Gid:", as SO_PEERCRED reports them) and its
+ * supplementary groups ("Groups:", space separated, possibly none): a
+ * malloc'ed array in *ret_groups (NULL when *ret_n is 0), at most
+ * PROCFS_GROUPS_MAX (the kernel's NGROUPS_MAX). Returns 0, -EINVAL when a line
+ * is missing or malformed, or -ENOMEM.
+ */
+#define PROCFS_GROUPS_MAX 65536
+int procfs_parse_status(const char *text, size_t len, uint32_t *ret_uid, uint32_t *ret_gid,
+                        uint32_t **ret_groups, size_t *ret_n);

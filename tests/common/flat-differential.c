@@ -112,6 +112,9 @@ static void flat_compare_call(const char *label, const VarlinkCall *call, const 
                                               json_object_get_boolean(o) == v->b,
                                       "%s: %s bool", label, key);
                         break;
+                case VARLINK_FIELD_OBJECT:
+                        ck_assert_msg(false, "%s: %s: a flat call holds no object", label, key);
+                        break;
                 }
         }
 }

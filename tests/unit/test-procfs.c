@@ -286,6 +286,52 @@ START_TEST(test_cgroup_every_cut) {
 }
 END_TEST
 
+/* /proc/PID/status: the real uid and gid and the supplementary groups. */
+START_TEST(test_status) {
+        static const char real[] = "Name:\tbash\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\n"
+                                   "Uid:\t1000\t1001\t1002\t1003\nGid:\t100\t101\t102\t103\nFDSize:\t256\n"
+                                   "Groups:\t4 24 27 1000 \nNStgid:\t4242\n";
+        static const struct {
+                const char *text;
+                int r;
+                uint32_t uid, gid;
+                size_t n;
+        } status_rows[] = {
+                {real, 0, 1000, 100, 4},
+                {"Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n", 0, 0, 0, 0},
+                {"Uid:\t0\nGid:\t0\nGroups:", 0, 0, 0, 0},                  /* no newline at the end */
+                {"Gid:\t5\nGroups:\t1\n", -EINVAL, 0, 0, 0},                /* no Uid */
+                {"Uid:\t5\nGroups:\t1\n", -EINVAL, 0, 0, 0},                /* no Gid */
+                {"Uid:\t5\nGid:\t5\n", -EINVAL, 0, 0, 0},                   /* no Groups */
+                {"Uid:\tx\nGid:\t5\nGroups:\n", -EINVAL, 0, 0, 0},          /* not a number */
+                {"Uid:\t4294967296\nGid:\t5\nGroups:\n", -EINVAL, 0, 0, 0}, /* past 32 bits */
+                {"Uid:\t1\nGid:\t5\nGroups:\t7 x\n", -EINVAL, 0, 0, 0},
+                {"XUid:\t1\nUid:\t2\nGid:\t3\nGroups:\t9\n", 0, 2, 3, 1}, /* only at a line's start */
+                {"", -EINVAL, 0, 0, 0},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(status_rows); i++) {
+                uint32_t uid = 7, gid = 7, *groups = NULL;
+                size_t n = 9;
+                int r = procfs_parse_status(status_rows[i].text, strlen(status_rows[i].text), &uid, &gid,
+                                            &groups, &n);
+
+                ck_assert_msg(r == status_rows[i].r, "row %zu: %d", i, r);
+                if (r < 0) {
+                        ck_assert_ptr_null(groups);
+                        ck_assert_uint_eq(n, 0);
+                        continue;
+                }
+                ck_assert_msg(uid == status_rows[i].uid && gid == status_rows[i].gid &&
+                                      n == status_rows[i].n,
+                              "row %zu: %u %u %zu", i, uid, gid, n);
+                if (i == 0)
+                        ck_assert(groups[0] == 4 && groups[1] == 24 && groups[2] == 27 && groups[3] == 1000);
+                free(groups);
+        }
+}
+END_TEST
+
 static Suite *procfs_suite(void) {
         Suite *s = suite_create("procfs");
         TCase *tc = tcase_create("stat");
@@ -296,6 +342,9 @@ static Suite *procfs_suite(void) {
         tc = tcase_create("cgroup");
         tcase_add_loop_test(tc, test_cgroup_rows, 0, (int)ELEMENTSOF(cgroup_rows));
         tcase_add_test(tc, test_cgroup_every_cut);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("status");
+        tcase_add_test(tc, test_status);
         suite_add_tcase(s, tc);
         return s;
 }
