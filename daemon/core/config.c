@@ -2138,32 +2138,56 @@ static int parse_rule(Context *ctx, const config_setting_t *cs, size_t i) {
         return walk_group(ctx, &w, cs, NULL);
 }
 
-static int walk_rules(Context *ctx, const config_setting_t *cs) {
-        Config *c = ctx->config;
+/* A list of groups ("rules", "prices.models"): at most max, each element
+ * parsed by parse into the n items of elem_size bytes calloc'ed at *items,
+ * with n_fields lines each at *lines. */
+typedef struct ListOf {
+        const char *path, *what; /* "rules", "rules" */
+        size_t max, elem_size, n_fields;
+        void **items;
+        size_t *n_items;
+        unsigned **lines;
+        int (*parse)(Context *ctx, const config_setting_t *cs, size_t i);
+} ListOf;
+
+static int walk_list(Context *ctx, const config_setting_t *cs, const ListOf *l) {
         size_t n;
 
-        if (!check_type(ctx, cs, "rules", false, CONFIG_TYPE_LIST, "a list ( { ... }, ... )"))
+        if (!check_type(ctx, cs, l->path, false, CONFIG_TYPE_LIST, "a list ( { ... }, ... )"))
                 return 0;
         n = (size_t)config_setting_length(cs);
-        if (n > CONFIG_RULES_MAX) {
+        if (n > l->max) {
                 errors_add(ctx->errors,
-                           config_setting_source_line(config_setting_get_elem(cs, CONFIG_RULES_MAX)),
-                           "rules must have at most %d rules, got %zu", CONFIG_RULES_MAX, n);
-                n = CONFIG_RULES_MAX;
+                           config_setting_source_line(config_setting_get_elem(cs, (unsigned)l->max)),
+                           "%s must have at most %zu %s, got %zu", l->path, l->max, l->what, n);
+                n = l->max;
         }
         if (n == 0)
                 return 0;
-        c->rules = calloc(n, sizeof(RuleConfig));
-        ctx->rule_lines = calloc(n * ELEMENTSOF(rule_settings), sizeof(unsigned));
-        if (!c->rules || !ctx->rule_lines)
+        *l->items = calloc(n, l->elem_size);
+        *l->lines = calloc(n * l->n_fields, sizeof(unsigned));
+        if (!*l->items || !*l->lines)
                 return -ENOMEM;
-        c->n_rules = n;
+        *l->n_items = n;
         for (size_t i = 0; i < n; i++) {
-                int r = parse_rule(ctx, config_setting_get_elem(cs, (unsigned)i), i);
+                int r = l->parse(ctx, config_setting_get_elem(cs, (unsigned)i), i);
                 if (r == -ENOMEM)
                         return r;
         }
         return 0;
+}
+
+static int walk_rules(Context *ctx, const config_setting_t *cs) {
+        return walk_list(ctx, cs,
+                         &(ListOf){.path = "rules",
+                                   .what = "rules",
+                                   .max = CONFIG_RULES_MAX,
+                                   .elem_size = sizeof(RuleConfig),
+                                   .n_fields = ELEMENTSOF(rule_settings),
+                                   .items = (void **)&ctx->config->rules,
+                                   .n_items = &ctx->config->n_rules,
+                                   .lines = &ctx->rule_lines,
+                                   .parse = parse_rule});
 }
 
 /* "prices.models": a list of { model; input_per_million; output_per_million; },
@@ -2207,31 +2231,16 @@ static int parse_price(Context *ctx, const config_setting_t *cs, size_t i) {
 }
 
 static int walk_prices(Context *ctx, const config_setting_t *cs) {
-        Config *c = ctx->config;
-        size_t n;
-
-        if (!check_type(ctx, cs, "prices.models", false, CONFIG_TYPE_LIST, "a list ( { ... }, ... )"))
-                return 0;
-        n = (size_t)config_setting_length(cs);
-        if (n > CONFIG_PRICES_MAX) {
-                errors_add(ctx->errors,
-                           config_setting_source_line(config_setting_get_elem(cs, CONFIG_PRICES_MAX)),
-                           "prices.models must have at most %d models, got %zu", CONFIG_PRICES_MAX, n);
-                n = CONFIG_PRICES_MAX;
-        }
-        if (n == 0)
-                return 0;
-        c->prices = calloc(n, sizeof(ConfigPrice));
-        ctx->price_lines = calloc(n * ELEMENTSOF(price_settings), sizeof(unsigned));
-        if (!c->prices || !ctx->price_lines)
-                return -ENOMEM;
-        c->n_prices = n;
-        for (size_t i = 0; i < n; i++) {
-                int r = parse_price(ctx, config_setting_get_elem(cs, (unsigned)i), i);
-                if (r == -ENOMEM)
-                        return r;
-        }
-        return 0;
+        return walk_list(ctx, cs,
+                         &(ListOf){.path = "prices.models",
+                                   .what = "models",
+                                   .max = CONFIG_PRICES_MAX,
+                                   .elem_size = sizeof(ConfigPrice),
+                                   .n_fields = ELEMENTSOF(price_settings),
+                                   .items = (void **)&ctx->config->prices,
+                                   .n_items = &ctx->config->n_prices,
+                                   .lines = &ctx->price_lines,
+                                   .parse = parse_price});
 }
 
 /* ---- relations between settings ---- */

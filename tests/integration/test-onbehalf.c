@@ -111,6 +111,13 @@ static int64_t scope_minute_used(const TestDaemon *d, const char *name) {
         return used;
 }
 
+/* The daemon settles a closed connection's allocations when it reads the close. */
+static void expect_released(const TestDaemon *d, const char *scope) {
+        for (int i = 0; i < 100 && scope_reserved(d, scope) != 0; i++)
+                harness_sleep_msec(10);
+        ck_assert_int_eq(scope_reserved(d, scope), 0);
+}
+
 /* Root asks for a root process and for one of another uid: each is charged
  * to its own process and user scopes, and released through root's connection. */
 START_TEST(test_charged_as_the_process) {
@@ -149,9 +156,7 @@ START_TEST(test_charged_as_the_process) {
         json_object_put(g);
         ck_assert_int_eq(scope_reserved(d, scope), 1000);
         raw_close(proxy);
-        for (int i = 0; i < 100 && scope_reserved(d, scope) != 0; i++)
-                harness_sleep_msec(10);
-        ck_assert_int_eq(scope_reserved(d, scope), 0);
+        expect_released(d, scope);
         reap(agent);
         harness_daemon_stop(d);
 }
@@ -214,9 +219,7 @@ START_TEST(test_who_may) {
         /* The reservation is still the agent's, and only the proxy's connection held it. */
         ck_assert_int_eq(scope_reserved(d, scope), 200);
         raw_close(trusted);
-        for (int i = 0; i < 100 && scope_reserved(d, scope) != 0; i++)
-                harness_sleep_msec(10);
-        ck_assert_int_eq(scope_reserved(d, scope), 0);
+        expect_released(d, scope);
         reap(agent);
         harness_daemon_stop(d);
 }
