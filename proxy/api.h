@@ -42,9 +42,14 @@ typedef enum ApiEndpoint {
 
 const char *api_endpoint_to_string(ApiEndpoint ep);
 
-/* kind AUTO: by path. OPENAI upstream: /v1/chat/completions etc.; OLLAMA: /api/chat, /api/generate and
- * its /v1 endpoints (flavor ollama: clamp max_tokens, not max_completion_tokens); ANTHROPIC: /v1/messages.
- * method other than POST: API_EP_NONE. A query string ("?...") is ignored. */
+/* Which endpoint a request is. Every kind knows every path below (a budgeted path passed through
+ * unbudgeted because the listener's kind did not expect it would let a client skip its budget); the
+ * kind decides the flavor: OLLAMA's /v1/chat/completions and /v1/completions set *ret_ollama_flavor
+ * (Ollama honours max_tokens, not max_completion_tokens: ollama#7125), which AUTO cannot know. Paths:
+ * /v1/chat/completions, /v1/completions, /v1/responses, /api/chat, /api/generate, /v1/messages,
+ * compared after dropping the query, percent-decoding, and resolving empty, "." and ".." segments
+ * (so /v1//chat/./completions/ is budgeted as the upstream's router would route it). A method other
+ * than POST: API_EP_NONE. */
 ApiEndpoint api_endpoint(ApiKind kind, const char *method, const char *path, bool *ret_ollama_flavor);
 
 typedef struct ApiRequest {
@@ -66,7 +71,11 @@ int api_request_parse(ApiEndpoint ep, bool ollama_flavor, const char *body, size
 /* The body to forward: max output clamped to min(client's, max_output) in the API's own field
  * (max_completion_tokens for OpenAI chat, max_output_tokens for Responses, max_tokens for Anthropic,
  * OpenAI completions and Ollama /v1, options.num_predict for Ollama native), include_usage injected
- * for OpenAI-shaped streams, model replaced when model != NULL. Malloc'ed. */
+ * for OpenAI-shaped streams (other stream_options kept), model replaced when model != NULL. Malloc'ed.
+ * OpenAI chat: a client that sent only the deprecated max_tokens has it clamped in place (OpenAI
+ * answers 400 invalid_parameter_combination to both fields at once); llama.cpp's n_predict, which
+ * takes precedence there and in completions, is clamped when present. Edits r->body in place.
+ * 0 or -ENOMEM. */
 int api_request_rewrite(ApiEndpoint ep, bool ollama_flavor, ApiRequest *r, uint64_t max_output,
                         const char *model, char **ret_body, size_t *ret_len);
 
@@ -77,12 +86,13 @@ typedef struct ApiUsage {
 } ApiUsage;
 
 /* A whole non-streamed response body: 0 with the usage (llama.cpp timings as a fallback), -ENODATA
- * when it has none. */
+ * when it has none, -EBADMSG when it is not a JSON object or a count has the wrong type. */
 int api_response_usage(ApiEndpoint ep, const char *body, size_t len, ApiUsage *ret);
 
 typedef struct ApiStream ApiStream;
 
-/* strip_usage: the proxy injected include_usage, so the extra usage chunk is not forwarded. */
+/* strip_usage: the proxy injected include_usage, so the extra usage chunk is not forwarded (OpenAI
+ * chat and completions only). NULL for API_EP_NONE or when out of memory. */
 ApiStream *api_stream_new(ApiEndpoint ep, bool strip_usage);
 ApiStream *api_stream_free(ApiStream *s);
 
@@ -92,21 +102,35 @@ typedef struct ApiBuffer {
 } ApiBuffer; /* api_buffer_done() frees */
 
 void api_buffer_done(ApiBuffer *b);
+int api_buffer_append(ApiBuffer *b, const void *p, size_t n); /* 0 or -ENOMEM; data stays NUL-terminated */
+
+/* The longest SSE event or NDJSON line a stream may send. */
+#define API_STREAM_MAX_EVENT (1024 * 1024)
 
 /* Feeds upstream bytes (any split); appends to *out what to forward to the client (whole events only,
  * held back until complete) and updates usage (counted output deltas until the upstream's own usage
  * arrives; Anthropic's message_delta output_tokens is cumulative). Returns 0, or -EBADMSG for an
  * event that is not what the API sends (the caller ends the stream); a too-long line (1 MiB) is -E2BIG. */
 int api_stream_feed(ApiStream *s, const char *data, size_t len, ApiBuffer *out);
+/* The upstream's own count when it came (usage, else llama.cpp's timings), else output counted from
+ * the deltas (one token per delta, or its text's bytes / 4 when more) and input as far as the stream
+ * said it (Anthropic's message_start; else 0: the caller has its prompt estimate). */
 void api_stream_usage(const ApiStream *s, ApiUsage *ret);
 bool api_stream_done(const ApiStream *s); /* the terminal event was seen */
 
 /* The bytes that end the stream cleanly at a limit, in the API's own terms (a chunk with
  * finish_reason "length" then "data: [DONE]"; message_delta stop_reason "max_tokens" + message_stop;
- * {"done": true, "done_reason": "length", counts}), with the usage counted so far. */
+ * {"done": true, "done_reason": "length", counts}; Responses: response.incomplete with reason
+ * max_output_tokens), with the usage counted so far; what the client has not seen yet is made up
+ * (a message_start, a usage chunk when the client asked for one). Nothing after the terminal event.
+ * Feeding after a cut forwards nothing. 0 or -ENOMEM. */
 int api_stream_cut(ApiStream *s, ApiBuffer *out);
 
 /* An error response body for status (400, 413, 429, 502, 503) in the API's shape (OpenAI
  * {"error": {"message", "type", "code"}}, Anthropic {"type": "error", "error": {"type", "message"}},
  * Ollama {"error": "..."}); type e.g. "rate_limit_error". Malloc'ed JSON text. */
 char *api_error_body(ApiEndpoint ep, int status, const char *type, const char *message);
+/* type NULL: the API's own for status (OpenAI invalid_request_error, rate_limit_error with code
+ * rate_limit_exceeded, server_error; Anthropic invalid_request_error, request_too_large,
+ * rate_limit_error, api_error, overloaded_error).
+ * API_EP_NONE answers in OpenAI's shape. NULL only when out of memory. */
