@@ -28,8 +28,16 @@ BUILD_PACKAGES=(gcc libc6-dev dpkg-dev pkg-config meson ninja-build python3
 # umockdev.h) fake sysfs devices and uevents for the power monitor's system
 # test (tests/system/test-power-monitor.c): batteries, AC adapters and
 # thermal zones that our machines lack, seen by the real sd-device code.
+# nodejs and npm: tokenbudget-proxy's test upstream (tests/proxy/upstream.js)
+# and the real client libraries its tests drive (the openai,
+# @anthropic-ai/sdk and ollama npm packages, pinned in
+# tests/proxy/clients/package-lock.json, which npm-install.sh installs into the
+# build directory from the npm registry; Debian 12's nodejs 18 runs them). A
+# nodejs from elsewhere (NodeSource's) bundles its own npm and conflicts with
+# Debian's, so npm is named only when there is no npm on PATH.
 TEST_PACKAGES=(check golang-go golang-github-varlink-go-dev clang-format systemd man-db
-    clang libclang-rt-14-dev llvm strace umockdev libumockdev-dev)
+    clang libclang-rt-14-dev llvm strace umockdev libumockdev-dev nodejs)
+command -v npm >/dev/null 2>&1 || TEST_PACKAGES+=(npm)
 
 install_packages() {
     local missing=() pkg log
