@@ -10,9 +10,14 @@
 # units' ExecReload= runs. gcc brings binutils, whose nm the core boundary
 # test reads libtbcore.a with. libsqlite3-dev: the durable store's SQLite
 # (daemon/store.c: the ledger's usage, open allocations and history in the
-# state directory); it brings the runtime libsqlite3-0.
+# state directory); it brings the runtime libsqlite3-0. libcurl4-openssl-dev:
+# tokenbudget-proxy's upstream side (libcurl's multi interface on the proxy's
+# libevent loop: HTTP/1.1 and 2, HTTP over Unix sockets, TLS with OpenSSL
+# that verifies certificates); it brings libcurl4. libevent-dev already has
+# libevent_extra (evhttp, the proxy's server side).
 BUILD_PACKAGES=(gcc libc6-dev dpkg-dev pkg-config meson ninja-build python3
-    libevent-dev libconfig-dev libsystemd-dev libjson-c-dev procps libsqlite3-dev)
+    libevent-dev libconfig-dev libsystemd-dev libjson-c-dev procps libsqlite3-dev
+    libcurl4-openssl-dev)
 # Check for the unit tests; Go and Debian's varlink-go for the conformance test;
 # clang-format for the format check; systemd (journald, journalctl,
 # systemd-socket-activate, systemd-analyze) for the system suite and man-db

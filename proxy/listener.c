@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: MIT */
+#define _GNU_SOURCE
+/*
+ * Parses a listen address, binds it (a TCP socket on 127.0.0.1/::1 or any
+ * address given, or a Unix socket whose stale file is replaced) and serves it
+ * with evhttp. See listener.h.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "exchange.h"
+#include "listener.h"
+
+static int parse_inet(const char *addr, struct sockaddr_storage *ss, socklen_t *ret_len) {
+        char host[64];
+        const char *port;
+        char *end;
+        unsigned long p;
+
+        if (addr[0] == '[') {
+                const char *close = strchr(addr, ']');
+                if (!close || close[1] != ':' || (size_t)(close - addr - 1) >= sizeof(host))
+                        return -EINVAL;
+                memcpy(host, addr + 1, close - addr - 1);
+                host[close - addr - 1] = '\0';
+                port = close + 2;
+        } else {
+                const char *colon = strrchr(addr, ':');
+                if (!colon || (size_t)(colon - addr) >= sizeof(host))
+                        return -EINVAL;
+                memcpy(host, addr, colon - addr);
+                host[colon - addr] = '\0';
+                port = colon + 1;
+        }
+        errno = 0;
+        p = strtoul(port, &end, 10);
+        if (!*port || *end || errno || p > 65535)
+                return -EINVAL;
+        memset(ss, 0, sizeof(*ss));
+        struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+        if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+                in4->sin_family = AF_INET;
+                in4->sin_port = htons((uint16_t)p);
+                *ret_len = sizeof(*in4);
+        } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+                in6->sin6_family = AF_INET6;
+                in6->sin6_port = htons((uint16_t)p);
+                *ret_len = sizeof(*in6);
+        } else
+                return -EINVAL;
+        return 0;
+}
+
+static int bind_unix(ProxyListener *l, const char *path, char **ret_error) {
+        struct sockaddr_un un = {.sun_family = AF_UNIX};
+        struct stat st;
+
+        if (strlen(path) >= sizeof(un.sun_path) || path[0] != '/') {
+                return asprintf(ret_error,
+                                "unix:%s: the socket path must be absolute and shorter than %zu bytes", path,
+                                sizeof(un.sun_path)) < 0
+                               ? -ENOMEM
+                               : -EINVAL;
+        }
+        strcpy(un.sun_path, path);
+        /* A socket file left by an earlier run is replaced; anything else is not touched. */
+        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+                unlink(path);
+        l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (l->fd < 0 || bind(l->fd, (struct sockaddr *)&un, sizeof(un)) < 0 || listen(l->fd, 128) < 0) {
+                int r = -errno;
+                if (asprintf(ret_error, "unix:%s: %s", path, strerror(-r)) < 0)
+                        *ret_error = NULL;
+                return r;
+        }
+        l->is_unix = true;
+        l->unix_path = strdup(path);
+        if (asprintf(&l->name, "unix:%s", path) < 0)
+                l->name = NULL;
+        return 0;
+}
+
+static int bind_inet(ProxyListener *l, const char *addr, char **ret_error) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        int one = 1, r;
+
+        if (parse_inet(addr, &ss, &len) < 0)
+                return asprintf(ret_error, "%s: expected 127.0.0.1:PORT, [::1]:PORT or unix:PATH", addr) < 0
+                               ? -ENOMEM
+                               : -EINVAL;
+        l->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (l->fd < 0 || setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+            bind(l->fd, (struct sockaddr *)&ss, len) < 0 || listen(l->fd, 128) < 0) {
+                r = -errno;
+                if (asprintf(ret_error, "%s: %s", addr, strerror(-r)) < 0)
+                        *ret_error = NULL;
+                return r;
+        }
+        len = sizeof(ss);
+        if (getsockname(l->fd, (struct sockaddr *)&ss, &len) == 0) {
+                char host[INET6_ADDRSTRLEN] = "";
+                unsigned port;
+                if (ss.ss_family == AF_INET) {
+                        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
+                        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+                        r = asprintf(&l->name, "%s:%u", host, port);
+                } else {
+                        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
+                        port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+                        r = asprintf(&l->name, "[%s]:%u", host, port);
+                }
+                if (r < 0)
+                        l->name = NULL;
+        }
+        return 0;
+}
+
+static void request_cb(struct evhttp_request *req, void *userdata) {
+        exchange_start(userdata, req);
+}
+
+int proxy_listener_new(ProxyContext *ctx, const ListenerConfig *config, ProxyListener **ret,
+                       char **ret_error) {
+        ProxyListener *l = calloc(1, sizeof(*l));
+        const char *reason;
+        int r;
+
+        if (!l)
+                return -ENOMEM;
+        l->ctx = ctx;
+        l->config = config;
+        l->fd = -1;
+        r = upstream_target_parse(config->upstream, &l->target, &reason);
+        if (r < 0) {
+                if (asprintf(ret_error, "upstream %s: %s", config->upstream, reason) < 0)
+                        *ret_error = NULL;
+                proxy_listener_free(l);
+                return r;
+        }
+        r = strncmp(config->listen, "unix:", 5) == 0 ? bind_unix(l, config->listen + 5, ret_error)
+                                                     : bind_inet(l, config->listen, ret_error);
+        if (r < 0) {
+                proxy_listener_free(l);
+                return r;
+        }
+        l->http = evhttp_new(ctx->base);
+        if (!l->http || evhttp_accept_socket(l->http, l->fd) < 0) {
+                proxy_listener_free(l);
+                return -ENOMEM;
+        }
+        evhttp_set_max_body_size(l->http, (ev_ssize_t)ctx->config->max_body_bytes);
+        evhttp_set_max_headers_size(l->http, (ev_ssize_t)ctx->config->max_header_bytes);
+        evhttp_set_timeout(l->http, (int)ctx->config->idle_timeout_sec);
+        evhttp_set_allowed_methods(l->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                                    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                                                    EVHTTP_REQ_PATCH);
+        evhttp_set_gencb(l->http, request_cb, l);
+        *ret = l;
+        return 0;
+}
+
+ProxyListener *proxy_listener_free(ProxyListener *l) {
+        if (!l)
+                return NULL;
+        if (l->http)
+                evhttp_free(l->http); /* closes the bound socket too */
+        else if (l->fd >= 0)
+                close(l->fd);
+        if (l->unix_path)
+                unlink(l->unix_path);
+        upstream_target_done(&l->target);
+        free(l->unix_path);
+        free(l->name);
+        free(l);
+        return NULL;
+}

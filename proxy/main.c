@@ -1,0 +1,234 @@
+/* SPDX-License-Identifier: MIT */
+#define _GNU_SOURCE
+/*
+ * tokenbudget-proxy: HTTP in front of model servers (OpenAI-compatible,
+ * Ollama, Anthropic) that asks tokenbudgetd before forwarding, clamps the max
+ * output to the grant, counts the usage of replies and streams, and cuts a
+ * stream at its hard limit. This file is the wiring: options, the config,
+ * the event loop with the listeners, the upstream multi handle and the daemon
+ * pool, and a clean stop on SIGTERM/SIGINT. See tokenbudget-proxy(1).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+
+#include "api.h"
+#include "config.h"
+#include "daemon-client.h"
+#include "exchange.h"
+#include "listener.h"
+#include "tb-config.h"
+
+static void usage(FILE *f) {
+        fprintf(f, "Usage: tokenbudget-proxy --listen ADDR --upstream URL [--api KIND] [--socket "
+                   "DAEMON_SOCKET]\n"
+                   "       tokenbudget-proxy --config FILE [--socket DAEMON_SOCKET]\n"
+                   "\n"
+                   "  -l, --listen ADDR      127.0.0.1:PORT, [::1]:PORT or unix:PATH\n"
+                   "  -u, --upstream URL     http://HOST:PORT[/base], https://..., unix:PATH[:/base]\n"
+                   "  -a, --api KIND         auto (by path, the default), openai, ollama, anthropic\n"
+                   "  -s, --socket PATH      the daemon's socket (default: $TOKENBUDGET_SOCKET, the system\n"
+                   "                         socket, the user's)\n"
+                   "  -c, --config FILE      listeners and settings (libconfig; see tokenbudget-proxy(1))\n"
+                   "      --fail MODE        closed (503 when the daemon is down, the default) or open\n"
+                   "      --forward-malformed  forward bodies that are not the API's JSON unbudgeted\n"
+                   "  -v, --verbose          log every request (debug)\n"
+                   "  -h, --help, --version\n");
+}
+
+static void stop_cb(evutil_socket_t sig, short what, void *userdata) {
+        event_base_loopbreak(userdata);
+}
+
+typedef struct Options {
+        const char *listen, *upstream, *api, *socket, *config, *fail;
+        bool forward_malformed, verbose;
+} Options;
+
+static int parse_options(int argc, char **argv, Options *o) {
+        static const struct option longopts[] = {
+                {"listen", required_argument, NULL, 'l'},
+                {"upstream", required_argument, NULL, 'u'},
+                {"api", required_argument, NULL, 'a'},
+                {"socket", required_argument, NULL, 's'},
+                {"config", required_argument, NULL, 'c'},
+                {"fail", required_argument, NULL, 'F'},
+                {"forward-malformed", no_argument, NULL, 'M'},
+                {"verbose", no_argument, NULL, 'v'},
+                {"help", no_argument, NULL, 'h'},
+                {"version", no_argument, NULL, 'V'},
+                {},
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "l:u:a:s:c:vh", longopts, NULL)) >= 0) {
+                switch (c) {
+                case 'l':
+                        o->listen = optarg;
+                        break;
+                case 'u':
+                        o->upstream = optarg;
+                        break;
+                case 'a':
+                        o->api = optarg;
+                        break;
+                case 's':
+                        o->socket = optarg;
+                        break;
+                case 'c':
+                        o->config = optarg;
+                        break;
+                case 'F':
+                        o->fail = optarg;
+                        break;
+                case 'M':
+                        o->forward_malformed = true;
+                        break;
+                case 'v':
+                        o->verbose = true;
+                        break;
+                case 'h':
+                        usage(stdout);
+                        exit(EXIT_SUCCESS);
+                case 'V':
+                        printf("tokenbudget-proxy %s\n", TB_VERSION);
+                        exit(EXIT_SUCCESS);
+                default:
+                        usage(stderr);
+                        return -EINVAL;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "tokenbudget-proxy: unexpected argument '%s'\n", argv[optind]);
+                return -EINVAL;
+        }
+        if (!o->listen != !o->upstream) {
+                fprintf(stderr, "tokenbudget-proxy: --listen and --upstream go together\n");
+                return -EINVAL;
+        }
+        if (!o->listen && !o->config) {
+                usage(stderr);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int build_config(const Options *o, ProxyConfig *cfg) {
+        char *err = NULL;
+        int r;
+
+        if (o->config) {
+                r = proxy_config_load(cfg, o->config, &err);
+                if (r < 0) {
+                        fprintf(stderr, "tokenbudget-proxy: %s\n", err ? err : strerror(-r));
+                        free(err);
+                        return r;
+                }
+        }
+        if (o->listen) {
+                int kind = o->api ? api_kind_from_string(o->api) : API_KIND_AUTO;
+                ListenerConfig *l;
+                if (kind < 0) {
+                        fprintf(stderr,
+                                "tokenbudget-proxy: --api %s: expected auto, openai, ollama or anthropic\n",
+                                o->api);
+                        return -EINVAL;
+                }
+                r = proxy_config_add_listener(cfg, o->listen, o->upstream, kind, &l);
+                if (r < 0)
+                        return r;
+                if (o->fail && strcmp(o->fail, "open") == 0)
+                        l->fail = PROXY_FAIL_OPEN;
+                else if (o->fail && strcmp(o->fail, "closed") != 0) {
+                        fprintf(stderr, "tokenbudget-proxy: --fail %s: expected closed or open\n", o->fail);
+                        return -EINVAL;
+                }
+                l->forward_malformed = o->forward_malformed;
+        }
+        if (cfg->n_listeners == 0) {
+                fprintf(stderr, "tokenbudget-proxy: %s has no listeners\n", o->config);
+                return -EINVAL;
+        }
+        if (o->socket) {
+                free(cfg->daemon_socket);
+                cfg->daemon_socket = strdup(o->socket);
+        }
+        if (o->verbose)
+                cfg->log_level = 7;
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        ProxyListener *listeners[PROXY_LISTENERS_MAX] = {};
+        ProxyContext ctx = {};
+        ProxyConfig cfg;
+        Options o = {};
+        struct event *sigterm = NULL, *sigint = NULL;
+        int r, ret = EXIT_FAILURE;
+
+        if (parse_options(argc, argv, &o) < 0)
+                return 2;
+        proxy_config_init(&cfg);
+        if (build_config(&o, &cfg) < 0) {
+                proxy_config_done(&cfg);
+                return 2;
+        }
+        proxy_log_set_level(cfg.log_level);
+        signal(SIGPIPE, SIG_IGN);
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+                log_err("curl_global_init() failed");
+                return EXIT_FAILURE;
+        }
+        ctx.config = &cfg;
+        ctx.base = event_base_new();
+        if (!ctx.base)
+                goto out;
+        ctx.upstream = upstream_new(ctx.base);
+        ctx.daemon = daemon_pool_new(ctx.base, cfg.daemon_socket, (unsigned)cfg.daemon_idle_connections);
+        if (!ctx.upstream || !ctx.daemon)
+                goto out;
+        for (size_t i = 0; i < cfg.n_listeners; i++) {
+                char *err = NULL;
+                r = proxy_listener_new(&ctx, &cfg.listeners[i], &listeners[i], &err);
+                if (r < 0) {
+                        log_err("cannot listen on %s: %s", cfg.listeners[i].listen,
+                                err ? err : strerror(-r));
+                        free(err);
+                        goto out;
+                }
+                log_info("listening on %s for %s (api %s, fail %s)",
+                         listeners[i]->name ? listeners[i]->name : "?", cfg.listeners[i].upstream,
+                         api_kind_to_string(cfg.listeners[i].api),
+                         cfg.listeners[i].fail == PROXY_FAIL_OPEN ? "open" : "closed");
+        }
+        sigterm = evsignal_new(ctx.base, SIGTERM, stop_cb, ctx.base);
+        sigint = evsignal_new(ctx.base, SIGINT, stop_cb, ctx.base);
+        if (!sigterm || !sigint || evsignal_add(sigterm, NULL) < 0 || evsignal_add(sigint, NULL) < 0)
+                goto out;
+        event_base_dispatch(ctx.base);
+        log_info("stopping: %" PRIu64 " budgeted, %" PRIu64 " passed through, %" PRIu64 " refused, %" PRIu64
+                 " cut",
+                 ctx.n_budgeted, ctx.n_passthrough, ctx.n_refused, ctx.n_cut);
+        ret = EXIT_SUCCESS;
+out:
+        exchange_free_all(&ctx);
+        for (size_t i = 0; i < cfg.n_listeners; i++)
+                proxy_listener_free(listeners[i]);
+        if (sigterm)
+                event_free(sigterm);
+        if (sigint)
+                event_free(sigint);
+        daemon_pool_free(ctx.daemon);
+        upstream_free(ctx.upstream);
+        if (ctx.base)
+                event_base_free(ctx.base);
+        curl_global_cleanup();
+        proxy_config_done(&cfg);
+        return ret;
+}
