@@ -183,6 +183,10 @@ void daemon_pool_put(DaemonPool *p, DaemonConn *c) {
                 daemon_conn_arm(c);
 }
 
+void daemon_conn_discard(DaemonConn *c) {
+        c->broken = true;
+}
+
 tb_client *daemon_conn_client(DaemonConn *c) {
         return c->client;
 }

@@ -28,6 +28,8 @@ int daemon_pool_get(DaemonPool *p, DaemonConn **ret, char **ret_error);
  * room, else closed (its open allocations are settled by the daemon). NULL-safe. */
 void daemon_pool_put(DaemonPool *p, DaemonConn *c);
 tb_client *daemon_conn_client(DaemonConn *c);
+/* Not to be kept idle (an allocation may be left open on it): daemon_pool_put() closes it. */
+void daemon_conn_discard(DaemonConn *c);
 /* Watch the connection again after calls were queued on it. */
 void daemon_conn_arm(DaemonConn *c);
 /* The daemon refused onBehalfOf with PermissionDenied (the proxy's user is not trusted): leave it out

@@ -75,7 +75,7 @@ struct Exchange {
         ApiBuffer kept; /* a non-streamed budgeted body, for its usage */
         bool kept_overflow;
         ApiUsage usage;
-        uint64_t reported_total, last_report_usec;
+        uint64_t reported_input, reported_output, last_report_usec;
 };
 
 static uint64_t now_usec(void) {
@@ -212,13 +212,30 @@ static void client_peek_cb(evutil_socket_t fd, short what, void *userdata) {
 
 /* ---- the daemon ---- */
 
+/* What to tell the daemon: totals never go down (the daemon refuses a total lower than the last
+ * reported); with final (the end, a cut), an upstream that answered 2xx without its own count is
+ * charged the prompt estimate as input, never zero. Reports send what was counted, so that the
+ * upstream's exact count can still follow. */
+static void exchange_totals(Exchange *ex, bool final, uint64_t *ret_input, uint64_t *ret_output) {
+        uint64_t input = ex->usage.input, output = ex->usage.output;
+
+        if (final && !ex->usage.final && ex->status >= 200 && ex->status < 300 &&
+            input < ex->api.prompt_estimate)
+                input = ex->api.prompt_estimate;
+        *ret_input = input > ex->reported_input ? input : ex->reported_input;
+        *ret_output = output > ex->reported_output ? output : ex->reported_output;
+}
+
 static void release_cb(tb_client *c, int error, const tb_release_reply *reply, void *userdata) {
         Exchange *ex = userdata;
 
         ex->daemon_pending--;
-        if (error < 0)
+        if (error < 0) {
+                /* The allocation stays open on that connection: closed instead of kept idle, so the
+                 * daemon settles it at what was reported. */
                 log_warning("Release of %s failed: %s", ex->allocation, tb_client_error(c));
-        else
+                daemon_conn_discard(ex->conn);
+        } else
                 log_debug("released %s: used %" PRIu64 ", refunded %" PRIu64, ex->allocation, reply->used,
                           reply->refunded);
         if (ex->error_after_release)
@@ -231,10 +248,12 @@ static void release_cb(tb_client *c, int error, const tb_release_reply *reply, v
 /* Settles the allocation with what was counted (once); without one, finishes what is pending. */
 static void exchange_release(Exchange *ex) {
         if (ex->granted && !ex->released && ex->conn) {
+                uint64_t input, output;
+                exchange_totals(ex, true, &input, &output);
                 tb_release_params p = {
                         .allocation = ex->allocation,
-                        .input_tokens = ex->usage.input,
-                        .output_tokens = ex->usage.output,
+                        .input_tokens = input,
+                        .output_tokens = output,
                 };
                 ex->released = true;
                 if (tb_release_async(daemon_conn_client(ex->conn), &p, release_cb, ex) == 0) {
@@ -272,24 +291,26 @@ static void report_cb(tb_client *c, int error, const tb_report_reply *reply, voi
 }
 
 static void maybe_report(Exchange *ex) {
-        uint64_t total = ex->usage.input + ex->usage.output, now = now_usec();
+        uint64_t input, output, now = now_usec(), reported = ex->reported_input + ex->reported_output;
         const ProxyConfig *cfg = ex->ctx->config;
 
-        if (!ex->granted || ex->released || ex->report_pending || total <= ex->reported_total)
+        exchange_totals(ex, false, &input, &output);
+        if (!ex->granted || ex->released || ex->report_pending || input + output <= reported)
                 return;
-        if (total - ex->reported_total < cfg->report_tokens &&
+        if (input + output - reported < cfg->report_tokens &&
             now - ex->last_report_usec < cfg->report_interval_msec * 1000)
                 return;
         tb_report_params p = {
                 .allocation = ex->allocation,
-                .input_tokens = ex->usage.input,
-                .output_tokens = ex->usage.output,
+                .input_tokens = input,
+                .output_tokens = output,
         };
         if (tb_report_async(daemon_conn_client(ex->conn), &p, report_cb, ex) < 0)
                 return;
         ex->report_pending = true;
         ex->daemon_pending++;
-        ex->reported_total = total;
+        ex->reported_input = input;
+        ex->reported_output = output;
         ex->last_report_usec = now;
         daemon_conn_arm(ex->conn);
 }
@@ -493,12 +514,8 @@ static void send_to_client(Exchange *ex, const char *data, size_t len) {
         evbuffer_free(buf);
 }
 
-/* The stream's usage so far; until the upstream's own count arrives the input is the prompt estimate
- * (never charged as zero). */
 static void stream_usage(Exchange *ex) {
         api_stream_usage(ex->stream, &ex->usage);
-        if (!ex->usage.final && ex->usage.input == 0)
-                ex->usage.input = ex->api.prompt_estimate;
 }
 
 static void cut_stream(Exchange *ex) {
@@ -570,8 +587,9 @@ static size_t upstream_body_cb(UpstreamTransfer *t, const char *data, size_t len
                         exchange_end_reply(ex);
                         return 0;
                 }
-                if (ex->hard_limit && ex->usage.input + ex->usage.output >= ex->hard_limit &&
-                    !api_stream_done(ex->stream)) {
+                uint64_t input, output;
+                exchange_totals(ex, true, &input, &output);
+                if (ex->hard_limit && input + output >= ex->hard_limit && !api_stream_done(ex->stream)) {
                         cut_stream(ex);
                         return 0;
                 }

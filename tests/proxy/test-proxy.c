@@ -1,0 +1,623 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tokenbudget-proxy end to end: the real tokenbudgetd (the integration
+ * harness), the test upstream tests/proxy/upstream.js (node) and the proxy in
+ * front of it, driven by curl(1) and raw HTTP. Each test checks what reaches
+ * the daemon (admin Status: the tokens used and reserved in a scope) against
+ * what the upstream says it produced (its /__requests record), and what the
+ * upstream was sent (the clamped field, include_usage):
+ * - a whole reply's usage lands exactly, charged to the agent named by a
+ *   header and to the curl process (onBehalfOf), nothing left reserved;
+ * - a stream's usage lands exactly, the injected include_usage is seen
+ *   upstream and its extra chunk stripped for the client; Ollama NDJSON and
+ *   Anthropic SSE streams too;
+ * - the max output is clamped to the grant's suggestedMaxTokens;
+ * - a refusal is 429 with Retry-After and an OpenAI error body naming the
+ *   scope and limit, and nothing reaches the upstream;
+ * - an upstream that ignores the clamp is cut at the hard limit with
+ *   finish_reason "length" and [DONE], and the usage is charged;
+ * - a client that leaves mid-stream: the upstream is closed, the allocation
+ *   released with what was counted;
+ * - upstream down: 502, the allocation released; daemon down: 503, or
+ *   forwarded with --fail open; malformed JSON 400 (forwarded with
+ *   --forward-malformed); a body over limits.max_body_bytes 413.
+ * Skips (77) when node is missing.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "tb-check.h"
+
+#define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+
+typedef struct Proc {
+        pid_t pid;
+        int port;
+        char log[300];
+} Proc;
+
+static int free_port(void) {
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(a);
+        int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+        ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+        port = ntohs(a.sin_port);
+        close(fd);
+        return port;
+}
+
+static pid_t spawn(char *const argv[], const char *log, int stdout_pipe[2]) {
+        pid_t parent = getpid(), pid = fork();
+
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+                int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                if (getppid() != parent)
+                        _exit(127);
+                if (fd >= 0) {
+                        dup2(fd, STDERR_FILENO);
+                        dup2(stdout_pipe ? stdout_pipe[1] : fd, STDOUT_FILENO);
+                }
+                if (stdout_pipe)
+                        close(stdout_pipe[0]);
+                execvp(argv[0], argv);
+                _exit(127);
+        }
+        return pid;
+}
+
+static bool have_node(void) {
+        const char *node = getenv("NODE");
+        return node && *node && access(node, X_OK) == 0;
+}
+
+/* upstream.js on 127.0.0.1:0, flavor NULL for openai; its port from "listening on HOST:PORT". */
+static void upstream_start(Proc *p, const char *flavor) {
+        char script[512], line[256] = "";
+        int pfd[2];
+        size_t n = 0;
+
+        snprintf(script, sizeof(script), "%s/tests/proxy/upstream.js", harness_env("SRCDIR"));
+        snprintf(p->log, sizeof(p->log), "%s/upstream-%d.log", harness_dir(), free_port());
+        char *argv[] = {(char *)harness_env("NODE"), script,         "--listen", "127.0.0.1:0",
+                        flavor ? "--flavor" : NULL,  (char *)flavor, NULL};
+        ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+        p->pid = spawn(argv, p->log, pfd);
+        close(pfd[1]);
+        for (uint64_t deadline = harness_now_usec() + 10000000;
+             harness_now_usec() < deadline && n < sizeof(line) - 1;) {
+                struct pollfd pl = {.fd = pfd[0], .events = POLLIN};
+                if (poll(&pl, 1, 100) <= 0)
+                        continue;
+                ssize_t k = read(pfd[0], line + n, 1);
+                if (k <= 0)
+                        break;
+                if (line[n++] == '\n')
+                        break;
+        }
+        close(pfd[0]);
+        line[n] = '\0';
+        char *colon = strrchr(line, ':');
+        ck_assert_msg(strstr(line, "listening on") && colon, "upstream.js did not start: '%s'", line);
+        p->port = atoi(colon + 1);
+}
+
+static void wait_listening(int port, const char *log) {
+        for (int i = 0; i < 500; i++) {
+                struct sockaddr_in a = {.sin_family = AF_INET,
+                                        .sin_port = htons((uint16_t)port),
+                                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+                int fd = socket(AF_INET, SOCK_STREAM, 0);
+                if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+                        close(fd);
+                        return;
+                }
+                close(fd);
+                harness_sleep_msec(10);
+        }
+        char *text = harness_read_file(log, NULL);
+        ck_abort_msg("the proxy does not listen on %d: %s", port, text ? text : "");
+}
+
+/* tokenbudget-proxy --listen 127.0.0.1:PORT --upstream URL --socket D [extra...]. */
+static void proxy_start(Proc *p, const char *upstream, const char *socket, const char *const *extra) {
+        char listen[64], *argv[32];
+        size_t n = 0;
+
+        p->port = free_port();
+        snprintf(listen, sizeof(listen), "127.0.0.1:%d", p->port);
+        snprintf(p->log, sizeof(p->log), "%s/proxy-%d.log", harness_dir(), p->port);
+        argv[n++] = (char *)harness_env("TOKENBUDGET_PROXY");
+        argv[n++] = "--listen";
+        argv[n++] = listen;
+        argv[n++] = "--upstream";
+        argv[n++] = (char *)upstream;
+        argv[n++] = "--socket";
+        argv[n++] = (char *)socket;
+        argv[n++] = "--verbose";
+        for (; extra && *extra && n < ELEMENTSOF(argv) - 1; extra++)
+                argv[n++] = (char *)*extra;
+        argv[n] = NULL;
+        p->pid = spawn(argv, p->log, NULL);
+        wait_listening(p->port, p->log);
+}
+
+/* SIGTERM; the proxy must exit 0 (the upstream is node: killed). */
+static void proc_stop(Proc *p, bool expect_clean) {
+        int status = 0;
+
+        kill(p->pid, SIGTERM);
+        for (int i = 0; i < 500 && waitpid(p->pid, &status, WNOHANG) == 0; i++)
+                harness_sleep_msec(10);
+        if (waitpid(p->pid, &status, WNOHANG) == 0) {
+                kill(p->pid, SIGKILL);
+                waitpid(p->pid, &status, 0);
+                ck_abort_msg("pid %d did not stop on SIGTERM", (int)p->pid);
+        }
+        if (expect_clean) {
+                char *text = harness_read_file(p->log, NULL);
+                ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the proxy exited with %d: %s",
+                              status, text ? text : "");
+                free(text);
+        }
+}
+
+typedef struct Reply {
+        int status;
+        char *headers, *body;
+} Reply;
+
+static void reply_done(Reply *r) {
+        free(r->headers);
+        free(r->body);
+}
+
+/* curl -sS -D headers -o body -w %{http_code} [-H ...] [-d body] URL. */
+static void http(int port, const char *method, const char *path, const char *body,
+                 const char *const *headers, Reply *ret) {
+        char url[256], hfile[300], bfile[300], *argv[48];
+        static unsigned counter;
+        CommandResult r;
+        size_t n = 0;
+
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+        snprintf(hfile, sizeof(hfile), "%s/h-%u", harness_dir(), counter);
+        snprintf(bfile, sizeof(bfile), "%s/b-%u", harness_dir(), counter++);
+        argv[n++] = "/usr/bin/curl";
+        argv[n++] = "-sS";
+        argv[n++] = "-N";
+        argv[n++] = "-X";
+        argv[n++] = (char *)method;
+        argv[n++] = "-D";
+        argv[n++] = hfile;
+        argv[n++] = "-o";
+        argv[n++] = bfile;
+        argv[n++] = "-w";
+        argv[n++] = "%{http_code}";
+        for (; headers && *headers && n < ELEMENTSOF(argv) - 6; headers++) {
+                argv[n++] = "-H";
+                argv[n++] = (char *)*headers;
+        }
+        if (body) {
+                argv[n++] = "-H";
+                argv[n++] = "Content-Type: application/json";
+                argv[n++] = "--data-binary";
+                argv[n++] = (char *)body;
+        }
+        argv[n++] = url;
+        argv[n] = NULL;
+        harness_run(argv, NULL, 30000, &r);
+        ret->status = atoi(r.out ? r.out : "0");
+        ret->headers = harness_read_file(hfile, NULL);
+        ret->body = harness_read_file(bfile, NULL);
+        if (!ret->body)
+                ret->body = strdup("");
+        if (!ret->headers)
+                ret->headers = strdup("");
+        command_result_done(&r);
+}
+
+/* The upstream's record of every request, as an array. */
+static json_object *upstream_requests(const Proc *up) {
+        Reply r;
+        http(up->port, "GET", "/__requests", NULL, NULL, &r);
+        ck_assert_int_eq(r.status, 200);
+        json_object *a = json_tokener_parse(r.body);
+        ck_assert_msg(a && json_object_is_type(a, json_type_array), "/__requests: %s", r.body);
+        reply_done(&r);
+        return a;
+}
+
+static json_object *last_request(json_object *all) {
+        size_t n = json_object_array_length(all);
+        ck_assert_uint_gt(n, 0);
+        return json_object_array_get_idx(all, n - 1);
+}
+
+static json_object *path_get(json_object *o, const char *a, const char *b) {
+        json_object *v = NULL;
+        if (!json_object_object_get_ex(o, a, &v))
+                return NULL;
+        if (b && !json_object_object_get_ex(v, b, &v))
+                return NULL;
+        return v;
+}
+
+static int64_t scope_field(const TestDaemon *d, const char *name, const char *field) {
+        tb_client *c = harness_client(d);
+        json_object *status = harness_admin(c, "Status"), *scope = status_scope(status, name), *v = NULL;
+        int64_t r = -1;
+
+        if (scope && strcmp(field, "used") == 0)
+                r = scope_window_used(scope, "minute", NULL);
+        else if (scope)
+                r = json_object_object_get_ex(scope, field, &v) ? json_object_get_int64(v) : 0;
+        json_object_put(status);
+        tb_client_close(c);
+        return r;
+}
+
+/* The proxy releases after the reply is sent: wait for nothing reserved. */
+static void expect_settled(const TestDaemon *d, int64_t used) {
+        for (int i = 0; i < 300 && (scope_field(d, "global", "reserved") != 0 ||
+                                    (used >= 0 && scope_field(d, "global", "used") != used));
+             i++)
+                harness_sleep_msec(10);
+        ck_assert_int_eq(scope_field(d, "global", "reserved"), 0);
+        if (used >= 0)
+                ck_assert_int_eq(scope_field(d, "global", "used"), used);
+}
+
+static int64_t reply_tokens(json_object *rec) {
+        json_object *in = path_get(rec, "reply", "input_tokens"),
+                    *out = path_get(rec, "reply", "output_tokens");
+        ck_assert_msg(in && out, "no reply counts: %s", json_object_to_json_string(rec));
+        return json_object_get_int64(in) + json_object_get_int64(out);
+}
+
+typedef struct World {
+        TestDaemon *d;
+        Proc up, proxy;
+} World;
+
+static bool world_start(World *w, const char *daemon_config, const char *flavor,
+                        const char *const *proxy_args) {
+        char url[64];
+
+        if (!have_node()) {
+                tb_check_skip("node not found (NODE=%s): apt-get install nodejs", getenv("NODE") ?: "");
+                return false;
+        }
+        w->d = harness_daemon_start(daemon_config);
+        upstream_start(&w->up, flavor);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d", w->up.port);
+        proxy_start(&w->proxy, url, w->d->socket_path, proxy_args);
+        return true;
+}
+
+static void world_stop(World *w) {
+        proc_stop(&w->proxy, true);
+        proc_stop(&w->up, false);
+        harness_daemon_stop(w->d);
+}
+
+#define CHAT(extra)                                                                                         \
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hello there friend\"}]" extra "}"
+
+START_TEST(test_whole_reply) {
+        static const char *const h[] = {"X-Test-Output-Tokens: 20", "X-TokenBudget-Agent: demo", NULL};
+        World w;
+        Reply r;
+        char scope[64];
+
+        if (!world_start(&w, "", NULL, NULL))
+                return;
+        http(w.proxy.port, "POST", "/v1/chat/completions", CHAT(",\"max_completion_tokens\":100"), h, &r);
+        ck_assert_msg(r.status == 200, "status %d: %s", r.status, r.body);
+        ck_assert_ptr_nonnull(strstr(r.body, "\"completion_tokens\":20"));
+        json_object *all = upstream_requests(&w.up), *rec = last_request(all);
+        int64_t total = reply_tokens(rec);
+        ck_assert_int_eq(total, 23); /* 3 prompt words + 20 */
+        /* Clamped to min(100, suggestedMaxTokens = 100 + 5 - 5): unchanged. */
+        ck_assert_int_eq(json_object_get_int64(path_get(rec, "body", "max_completion_tokens")), 100);
+        expect_settled(w.d, total);
+        snprintf(scope, sizeof(scope), "agent:%u:demo", (unsigned)getuid());
+        ck_assert_int_eq(scope_field(w.d, scope, "used"), total);
+        json_object_put(all);
+        reply_done(&r);
+        world_stop(&w);
+}
+END_TEST
+
+START_TEST(test_stream_usage) {
+        static const char *const h[] = {"X-Test-Output-Tokens: 37", NULL};
+        World w;
+        Reply r;
+
+        if (!world_start(&w, "", NULL, NULL))
+                return;
+        http(w.proxy.port, "POST", "/v1/chat/completions", CHAT(",\"stream\":true"), h, &r);
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_msg(strstr(r.body, "data: [DONE]"), "no [DONE]: %s", r.body);
+        ck_assert_msg(!strstr(r.body, "\"choices\":[]"), "the injected usage chunk reached the client: %s",
+                      r.body);
+        json_object *all = upstream_requests(&w.up), *rec = last_request(all);
+        ck_assert_msg(json_object_get_boolean(path_get(rec, "body", "stream_options")
+                                                      ? path_get(path_get(rec, "body", "stream_options"),
+                                                                 "include_usage", NULL)
+                                                      : NULL),
+                      "include_usage not injected: %s", json_object_to_json_string(rec));
+        /* No max output asked: default_max_output (4096) clamped to suggestedMaxTokens. */
+        ck_assert_int_eq(json_object_get_int64(path_get(rec, "body", "max_completion_tokens")), 4096);
+        expect_settled(w.d, reply_tokens(rec));
+        json_object_put(all);
+        reply_done(&r);
+
+        /* A client that asked for usage gets the chunk. */
+        http(w.proxy.port, "POST", "/v1/chat/completions",
+             CHAT(",\"stream\":true,\"stream_options\":{\"include_usage\":true}"), h, &r);
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_msg(strstr(r.body, "\"choices\":[]"), "the usage chunk was stripped: %s", r.body);
+        reply_done(&r);
+        world_stop(&w);
+}
+END_TEST
+
+START_TEST(test_other_apis) {
+        static const char *const h[] = {"X-Test-Output-Tokens: 12", NULL};
+        World w;
+        Reply r;
+        int64_t total = 0;
+
+        if (!world_start(&w, "", NULL, NULL))
+                return;
+        /* Ollama native, NDJSON streamed by default; clamp in options.num_predict. */
+        http(w.proxy.port, "POST", "/api/chat",
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a b c "
+             "d\"}],\"options\":{\"num_predict\":50}}",
+             h, &r);
+        ck_assert_msg(r.status == 200, "ollama: %d %s", r.status, r.body);
+        ck_assert_ptr_nonnull(strstr(r.body, "\"done\":true"));
+        reply_done(&r);
+        json_object *all = upstream_requests(&w.up);
+        total += reply_tokens(last_request(all));
+        json_object_put(all);
+        expect_settled(w.d, total);
+
+        /* Anthropic Messages SSE with cache fields: input = input + both cache fields. */
+        static const char *const ha[] = {"X-Test-Output-Tokens: 9", "X-Test-Cache-Read-Tokens: 7",
+                                         "X-Test-Cache-Creation-Tokens: 5", NULL};
+        http(w.proxy.port, "POST", "/v1/messages",
+             "{\"model\":\"claude\",\"max_tokens\":100,\"stream\":true,\"messages\":[{\"role\":\"user\","
+             "\"content\":\"x y\"}]}",
+             ha, &r);
+        ck_assert_msg(r.status == 200, "anthropic: %d %s", r.status, r.body);
+        ck_assert_ptr_nonnull(strstr(r.body, "message_stop"));
+        reply_done(&r);
+        all = upstream_requests(&w.up);
+        int64_t t = reply_tokens(last_request(all));
+        ck_assert_int_eq(t, 2 + 7 + 5 + 9);
+        total += t;
+        json_object_put(all);
+        expect_settled(w.d, total);
+
+        /* A path that is not budgeted passes through and is not charged. */
+        http(w.proxy.port, "GET", "/v1/models", NULL, NULL, &r);
+        reply_done(&r);
+        expect_settled(w.d, total);
+        world_stop(&w);
+}
+END_TEST
+
+/* max_request_tokens caps the grant: the upstream sees the clamped field. */
+START_TEST(test_clamp) {
+        World w;
+        Reply r;
+
+        if (!world_start(&w, "max_request_tokens = 60;\n", NULL, NULL))
+                return;
+        http(w.proxy.port, "POST", "/v1/chat/completions", CHAT(",\"max_completion_tokens\":100"), NULL, &r);
+        ck_assert_msg(r.status == 200, "status %d: %s", r.status, r.body);
+        json_object *all = upstream_requests(&w.up), *rec = last_request(all);
+        /* granted 60, promptTokens 5 (the estimate of the prompt text): 55 */
+        int64_t clamped = json_object_get_int64(path_get(rec, "body", "max_completion_tokens"));
+        ck_assert_msg(clamped > 0 && clamped < 60, "not clamped: %lld", (long long)clamped);
+        ck_assert_int_le(json_object_get_int64(path_get(rec, "reply", "output_tokens")), clamped);
+        expect_settled(w.d, reply_tokens(rec));
+        json_object_put(all);
+        reply_done(&r);
+        world_stop(&w);
+}
+END_TEST
+
+START_TEST(test_refused) {
+        World w;
+        Reply r;
+
+        if (!world_start(&w, "global = { tokens_per_minute = 500; };\n", NULL, NULL))
+                return;
+        http(w.proxy.port, "POST", "/v1/chat/completions", CHAT(",\"max_completion_tokens\":1000"), NULL,
+             &r);
+        ck_assert_msg(r.status == 429, "status %d: %s", r.status, r.body);
+        ck_assert_msg(strstr(r.body, "\"error\"") && strstr(r.body, "rate_limit_error") &&
+                              strstr(r.body, "scope=global") && strstr(r.body, "limit=500"),
+                      "the 429 body: %s", r.body);
+        json_object *all = upstream_requests(&w.up);
+        ck_assert_uint_eq(json_object_array_length(all), 0);
+        json_object_put(all);
+        reply_done(&r);
+        expect_settled(w.d, 0);
+        world_stop(&w);
+}
+END_TEST
+
+/* The Ollama flavor ignores max_completion_tokens (ollama#7125); with --api openai the proxy clamps that
+ * field, the upstream goes on, and the proxy cuts the stream at the hard limit. */
+START_TEST(test_cut_at_hard_limit) {
+        static const char *const args[] = {"--api", "openai", NULL};
+        static const char *const h[] = {"X-Test-Output-Tokens: 400", "X-Test-Delay-Ms: 2", NULL};
+        World w;
+        Reply r;
+
+        if (!world_start(&w, "", "ollama", args))
+                return;
+        http(w.proxy.port, "POST", "/v1/chat/completions",
+             CHAT(",\"stream\":true,\"max_completion_tokens\":10"), h, &r);
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_msg(strstr(r.body, "\"finish_reason\":\"length\"") && strstr(r.body, "data: [DONE]"),
+                      "not ended in OpenAI's terms: %s", r.body);
+        reply_done(&r);
+        expect_settled(w.d, -1);
+        int64_t used = scope_field(w.d, "global", "used");
+        /* hard limit: (10 + 5) x 2 = 30; a few deltas past it at most */
+        ck_assert_msg(used >= 30 && used < 60, "used %lld", (long long)used);
+        json_object *all = upstream_requests(&w.up), *rec = last_request(all);
+        ck_assert_int_lt(json_object_get_int64(path_get(rec, "sent", NULL)), 400);
+        json_object_put(all);
+        world_stop(&w);
+}
+END_TEST
+
+/* Raw HTTP: read the start of a slow stream, then close. */
+START_TEST(test_client_gone) {
+        World w;
+        char req[1024], buf[4096];
+
+        if (!world_start(&w, "", NULL, NULL))
+                return;
+        const char *body = CHAT(",\"stream\":true");
+        snprintf(req, sizeof(req),
+                 "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 "X-Test-Output-Tokens: 300\r\nX-Test-Delay-Ms: 20\r\nContent-Length: %zu\r\n\r\n%s",
+                 strlen(body), body);
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)w.proxy.port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+        ck_assert_int_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+        size_t got = 0;
+        while (got < 2000) {
+                ssize_t k = read(fd, buf, sizeof(buf));
+                ck_assert_int_gt(k, 0);
+                got += (size_t)k;
+        }
+        ck_assert_int_gt(scope_field(w.d, "global", "reserved"), 0);
+        close(fd);
+        expect_settled(w.d, -1);
+        ck_assert_int_gt(scope_field(w.d, "global", "used"), 0);
+        harness_sleep_msec(100);
+        json_object *all = upstream_requests(&w.up), *rec = last_request(all);
+        ck_assert_int_lt(json_object_get_int64(path_get(rec, "sent", NULL)), 300);
+        json_object_put(all);
+        world_stop(&w);
+}
+END_TEST
+
+START_TEST(test_faults) {
+        static const char *const args[] = {"--forward-malformed", NULL};
+        World w;
+        Reply r;
+        Proc p2;
+        char url[64];
+
+        if (!world_start(&w, "", NULL, NULL))
+                return;
+        /* Malformed JSON: 400 in the API's shape, nothing forwarded. */
+        http(w.proxy.port, "POST", "/v1/chat/completions", "{\"model\": ", NULL, &r);
+        ck_assert_msg(r.status == 400 && strstr(r.body, "\"error\""), "%d %s", r.status, r.body);
+        reply_done(&r);
+        json_object *all = upstream_requests(&w.up);
+        ck_assert_uint_eq(json_object_array_length(all), 0);
+        json_object_put(all);
+
+        /* Over max_body_bytes (8 MiB): 413. */
+        size_t big = 9 << 20;
+        char *huge = malloc(big + 1);
+        memset(huge, ' ', big);
+        huge[0] = '{';
+        huge[big - 1] = '}';
+        huge[big] = '\0';
+        char path[300];
+        snprintf(path, sizeof(path), "%s/huge.json", harness_dir());
+        FILE *f = fopen(path, "w");
+        fwrite(huge, 1, big, f);
+        fclose(f);
+        free(huge);
+        char at[310];
+        snprintf(at, sizeof(at), "@%s", path);
+        http(w.proxy.port, "POST", "/v1/chat/completions", at, NULL, &r);
+        ck_assert_int_eq(r.status, 413);
+        reply_done(&r);
+
+        /* --forward-malformed: forwarded unbudgeted. */
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d", w.up.port);
+        proxy_start(&p2, url, w.d->socket_path, args);
+        http(p2.port, "POST", "/v1/chat/completions", "{\"model\": ", NULL, &r);
+        ck_assert_int_eq(r.status, 400); /* the upstream's own answer */
+        reply_done(&r);
+        all = upstream_requests(&w.up);
+        ck_assert_uint_eq(json_object_array_length(all), 1);
+        json_object_put(all);
+        proc_stop(&p2, true);
+
+        /* Upstream down: 502, the allocation released (nothing reserved, nothing used). */
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d", free_port());
+        proxy_start(&p2, url, w.d->socket_path, NULL);
+        http(p2.port, "POST", "/v1/chat/completions", CHAT(""), NULL, &r);
+        ck_assert_msg(r.status == 502 && strstr(r.body, "\"error\""), "%d %s", r.status, r.body);
+        reply_done(&r);
+        ck_assert_int_eq(scope_field(w.d, "global", "reserved"), 0);
+        proc_stop(&p2, true);
+
+        /* Daemon down: 503 (fail closed), forwarded with --fail open. */
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d", w.up.port);
+        snprintf(path, sizeof(path), "%s/no-daemon.sock", harness_dir());
+        proxy_start(&p2, url, path, NULL);
+        http(p2.port, "POST", "/v1/chat/completions", CHAT(""), NULL, &r);
+        ck_assert_msg(r.status == 503, "%d %s", r.status, r.body);
+        reply_done(&r);
+        proc_stop(&p2, true);
+        static const char *const open_args[] = {"--fail", "open", NULL};
+        proxy_start(&p2, url, path, open_args);
+        http(p2.port, "POST", "/v1/chat/completions", CHAT(""), NULL, &r);
+        ck_assert_msg(r.status == 200, "%d %s", r.status, r.body);
+        reply_done(&r);
+        proc_stop(&p2, true);
+        expect_settled(w.d, 0);
+        world_stop(&w);
+}
+END_TEST
+
+int main(void) {
+        Suite *s = suite_create("proxy");
+        TCase *tc = harness_tcase("proxy", 120);
+
+        tcase_add_test(tc, test_whole_reply);
+        tcase_add_test(tc, test_stream_usage);
+        tcase_add_test(tc, test_other_apis);
+        tcase_add_test(tc, test_clamp);
+        tcase_add_test(tc, test_refused);
+        tcase_add_test(tc, test_cut_at_hard_limit);
+        tcase_add_test(tc, test_client_gone);
+        tcase_add_test(tc, test_faults);
+        suite_add_tcase(s, tc);
+        return harness_main(s);
+}
