@@ -189,9 +189,10 @@ static int buffer_puts(ApiBuffer *b, const char *s) {
 
 /* What json-c 0.16's strict mode still accepts and JSON does not: outside strings only JSON's
  * structural characters, numbers and the letters of true, false and null; inside strings no raw
- * control characters. NULL or the reason. */
+ * control characters; nothing after the top-level object or array closes. NULL or the reason. */
 static const char *json_lexical_check(const char *s, size_t len) {
-        bool in_string = false;
+        bool in_string = false, closed = false;
+        size_t depth = 0;
 
         for (size_t i = 0; i < len; i++) {
                 unsigned char c = (unsigned char)s[i];
@@ -205,8 +206,14 @@ static const char *json_lexical_check(const char *s, size_t len) {
                                 return "body: a control character in a string";
                         continue;
                 }
+                if (closed && !strchr(" \t\n\r", c))
+                        return "body: data after the JSON object";
                 if (c == '"')
                         in_string = true;
+                else if (c == '{' || c == '[')
+                        depth++;
+                else if ((c == '}' || c == ']') && depth > 0)
+                        closed = --depth == 0;
                 else if (!strchr(" \t\n\r{}[]:,-+.0123456789truefalsnE", c) || c == '\0')
                         return "body: not JSON (NaN, Infinity, a comment, a single quote or a byte JSON has "
                                "not)";
@@ -828,7 +835,7 @@ struct ApiStream {
         int64_t block_index;
         bool stop_seen;          /* Anthropic: message_delta with a stop_reason was seen */
         json_object *response;   /* Responses: the response object of response.created */
-        int64_t sequence_number; /* Responses: the last seen */
+        int64_t sequence_number; /* Responses: the last seen, -1 before one */
 };
 
 static uint64_t delta_tokens(uint64_t bytes) {
@@ -858,6 +865,7 @@ ApiStream *api_stream_new(ApiEndpoint ep, bool strip_usage) {
         if (!s)
                 return NULL;
         s->ep = ep;
+        s->sequence_number = -1;
         s->strip_usage = strip_usage && ep_openai_shaped(ep);
         s->parser = sse_parser_new(ep_ollama_native(ep) ? SSE_FORMAT_NDJSON : SSE_FORMAT_SSE,
                                    API_STREAM_MAX_EVENT);
@@ -1025,7 +1033,7 @@ static int responses_event(ApiStream *s, json_object *o, const char *type) {
         ApiUsage u = {};
         int r;
 
-        if (member_int(o, "sequence_number", &seq) == INT_OK)
+        if (member_int(o, "sequence_number", &seq) == INT_OK && seq >= 0 && seq < INT64_MAX)
                 s->sequence_number = seq;
         if (n > 6 && strcmp(type + n - 6, ".delta") == 0 && !strstr(type, "audio")) {
                 stream_count(s, member_string_len(o, "delta"));
@@ -1103,7 +1111,7 @@ static int stream_event(ApiStream *s, const SseEvent *ev) {
         int r;
 
         if (!ev->has_data)
-                return s->done ? EV_DROP : EV_FORWARD; /* comments, keep-alives, blank lines */
+                return EV_FORWARD; /* comments, keep-alives, blank lines, an LF after a CR */
         if (sse_openai && ev->data_len == 6 && memcmp(ev->data, "[DONE]", 6) == 0) {
                 /* also after a Responses stream's terminal event, as some servers send it */
                 s->done = true;
@@ -1192,7 +1200,11 @@ static int sse_emit(ApiBuffer *out, const char *event, json_object *o) {
 static json_object *openai_chunk_new(const ApiStream *s) {
         json_object *o = json_object_new_object();
 
-        if (!o || json_set_string(o, "id", s->id ? s->id : "chatcmpl-tokenbudget") < 0 ||
+        const char *id = s->id                                ? s->id
+                         : s->ep == API_EP_OPENAI_COMPLETIONS ? "cmpl-tokenbudget"
+                                                              : "chatcmpl-tokenbudget";
+
+        if (!o || json_set_string(o, "id", id) < 0 ||
             json_set_string(o, "object",
                             s->ep == API_EP_OPENAI_COMPLETIONS ? "text_completion"
                                                                : "chat.completion.chunk") < 0 ||
@@ -1353,8 +1365,7 @@ static int responses_cut(ApiStream *s, const ApiUsage *u, ApiBuffer *out) {
             json_set_int(usage, "total_tokens", add_sat(u->input, u->output)) < 0)
                 return -ENOMEM;
         if (!ev || json_set_string(ev, "type", "response.incomplete") < 0 ||
-            json_set_int(ev, "sequence_number",
-                         s->sequence_number >= 0 ? (uint64_t)s->sequence_number + 1 : 0) < 0)
+            json_set_int(ev, "sequence_number", (uint64_t)(s->sequence_number + 1)) < 0)
                 return -ENOMEM;
         x = TAKE_PTR(resp);
         if (json_set(ev, "response", x) < 0)

@@ -5,8 +5,9 @@
  * far terminators were searched, so each byte is looked at once whatever the
  * split. A '\r' that is the last byte seen ends its line at once (SSE allows
  * a bare CR); a '\n' arriving next belongs to that terminator and is skipped
- * as a line end, but stays in the raw bytes of what follows so the bytes
- * forwarded are exactly the bytes received.
+ * as a line end, but stays in the raw bytes: of the event the CR was in, or,
+ * when that CR ended the event, as an event of its own without data, so the
+ * bytes forwarded are exactly the bytes received.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -190,8 +191,14 @@ int sse_parser_feed(SseParser *p, const char *data, size_t len, sse_event_cb cb,
                 return r;
         if (p->skip_lf) {
                 p->skip_lf = false;
-                if (p->raw.data[p->scan] == '\n')
+                if (p->raw.data[p->scan] == '\n') {
+                        bool own = p->line_start == p->base; /* the CR ended an event */
+
                         p->line_start = ++p->scan;
+                        /* its LF alone, so that it goes out now and not with the next event, if any */
+                        if (own && (r = dispatch(p, p->scan, cb, userdata)) < 0)
+                                return r;
+                }
         }
         for (size_t i = p->scan; i < p->raw.len;) {
                 char c = p->raw.data[i];
