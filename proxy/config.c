@@ -42,6 +42,7 @@ void proxy_config_init(ProxyConfig *c) {
                 .max_header_bytes = 64 * 1024,
                 .max_response_bytes = 16 * 1024 * 1024,
                 .idle_timeout_sec = 60,
+                .max_connections = 256,
                 .connect_timeout_msec = 10000,
                 .default_max_output = 4096,
                 .report_tokens = 256,
@@ -101,6 +102,7 @@ static const Setting limit_ints[] = {
         {"max_header_bytes", offsetof(ProxyConfig, max_header_bytes), 1024, 1024 * 1024},
         {"max_response_bytes", offsetof(ProxyConfig, max_response_bytes), 1024, UINT64_C(1) << 32},
         {"idle_timeout_sec", offsetof(ProxyConfig, idle_timeout_sec), 1, 86400},
+        {"max_connections", offsetof(ProxyConfig, max_connections), 1, 65536},
         {"connect_timeout_msec", offsetof(ProxyConfig, connect_timeout_msec), 1, 600000},
 };
 static const Setting report_ints[] = {
@@ -303,4 +305,35 @@ int proxy_config_load(ProxyConfig *c, const char *path, char **ret_error) {
                 r = read_top(c, path, config_setting_get_elem(root, (unsigned)i), ret_error);
         config_destroy(&cf);
         return r;
+}
+
+void proxy_config_print(const ProxyConfig *c, FILE *f) {
+        static const char *const levels[] = {"err", "warning", "notice", "info", "debug"};
+
+        fprintf(f, "daemon_socket = \"%s\";\n", c->daemon_socket ? c->daemon_socket : "");
+        fprintf(f, "log_level = \"%s\";\n",
+                c->log_level >= 3 && c->log_level <= 7 ? levels[c->log_level - 3] : "info");
+        for (size_t i = 0; i < ELEMENTSOF(top_ints); i++)
+                fprintf(f, "%s = %" PRIu64 ";\n", top_ints[i].name,
+                        *(const uint64_t *)((const char *)c + top_ints[i].offset));
+        fprintf(f, "limits = {\n");
+        for (size_t i = 0; i < ELEMENTSOF(limit_ints); i++)
+                fprintf(f, "        %s = %" PRIu64 ";\n", limit_ints[i].name,
+                        *(const uint64_t *)((const char *)c + limit_ints[i].offset));
+        fprintf(f, "};\nreport = {\n");
+        for (size_t i = 0; i < ELEMENTSOF(report_ints); i++)
+                fprintf(f, "        %s = %" PRIu64 ";\n", report_ints[i].name,
+                        *(const uint64_t *)((const char *)c + report_ints[i].offset));
+        fprintf(f, "};\nlisteners = (\n");
+        for (size_t i = 0; i < c->n_listeners; i++) {
+                const ListenerConfig *l = &c->listeners[i];
+                fprintf(f,
+                        "        { listen = \"%s\"; upstream = \"%s\"; api = \"%s\"; fail = \"%s\"; "
+                        "forward_malformed = %s; allow_model_substitution = %s; }%s\n",
+                        l->listen, l->upstream, api_kind_to_string(l->api),
+                        l->fail == PROXY_FAIL_OPEN ? "open" : "closed",
+                        l->forward_malformed ? "true" : "false",
+                        l->allow_model_substitution ? "true" : "false", i + 1 < c->n_listeners ? "," : "");
+        }
+        fprintf(f, ");\n");
 }

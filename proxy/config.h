@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "api.h"
 #include "macro.h"
@@ -41,6 +42,7 @@ typedef struct ProxyConfig {
         uint64_t max_header_bytes;     /* request header section (64 KiB) */
         uint64_t max_response_bytes;   /* a non-streamed budgeted response kept to read its usage (16 MiB) */
         uint64_t idle_timeout_sec;     /* a client connection idle this long is closed (60) */
+        uint64_t max_connections;      /* client connections per listener; more wait in the backlog (256) */
         uint64_t connect_timeout_msec; /* connecting to the upstream (10000) */
         /* budgeting */
         uint64_t default_max_output;      /* tokens asked for when the request names no max output (4096) */
@@ -58,6 +60,9 @@ int proxy_config_add_listener(ProxyConfig *c, const char *listen, const char *up
 /* Reads a libconfig file over the defaults: 0, or a negative errno with "FILE:LINE: what" in
  * *ret_error (malloc'ed). */
 int proxy_config_load(ProxyConfig *c, const char *path, char **ret_error);
+
+/* The settings in effect, in the file's syntax (tokenbudget-proxy --check-config). */
+void proxy_config_print(const ProxyConfig *c, FILE *f);
 
 void proxy_log_set_level(int level);
 void proxy_log(int level, const char *fmt, ...) _printf_(2, 3);

@@ -39,6 +39,7 @@ struct Exchange {
         ProxyContext *ctx;
         struct evhttp_request *req;
         struct evhttp_connection *evcon;
+        ProxyConn *client; /* evcon's record: its close reaches us through it */
         struct event *peek;
         LIST_FIELDS(Exchange, exchanges);
 
@@ -114,6 +115,13 @@ static void exchange_maybe_free(Exchange *ex) {
         free(ex);
 }
 
+/* No more news of the connection's close. */
+static void exchange_detach(Exchange *ex) {
+        if (ex->client && ex->client->exchange == ex)
+                ex->client->exchange = NULL;
+        ex->client = NULL;
+}
+
 /* The reply is over, or the client left: libevent owns the request from here. */
 static void exchange_end_reply(Exchange *ex) {
         if (ex->reply_done)
@@ -121,8 +129,7 @@ static void exchange_end_reply(Exchange *ex) {
         ex->reply_done = true;
         if (ex->peek)
                 event_del(ex->peek);
-        if (ex->evcon)
-                evhttp_connection_set_closecb(ex->evcon, NULL, NULL);
+        exchange_detach(ex);
         if (ex->req)
                 evhttp_send_reply_end(ex->req); /* a request whose client left is freed by this */
         ex->req = NULL;
@@ -155,7 +162,7 @@ static void reply_error(Exchange *ex, int status, const char *type, const char *
         ex->reply_done = true;
         if (ex->peek)
                 event_del(ex->peek);
-        evhttp_connection_set_closecb(ex->evcon, NULL, NULL);
+        exchange_detach(ex);
         evhttp_send_reply(ex->req, status, NULL, buf);
         ex->req = NULL;
         ex->evcon = NULL;
@@ -179,11 +186,10 @@ static void exchange_client_gone(Exchange *ex) {
         exchange_maybe_free(ex);
 }
 
-static void client_close_cb(struct evhttp_connection *evcon, void *userdata) {
-        Exchange *ex = userdata;
-
+void exchange_client_closed(Exchange *ex) {
         /* libevent frees the connection after this; a request we have not finished is detached
          * from it and freed by exchange_end_reply(). */
+        ex->client = NULL;
         ex->evcon = NULL;
         exchange_client_gone(ex);
 }
@@ -203,10 +209,9 @@ static void client_peek_cb(evutil_socket_t fd, short what, void *userdata) {
         struct evhttp_connection *evcon = ex->evcon;
         ex->req = NULL; /* freed with the connection */
         ex->evcon = NULL;
-        if (evcon) {
-                evhttp_connection_set_closecb(evcon, NULL, NULL);
-                evhttp_connection_free(evcon);
-        }
+        exchange_detach(ex);
+        if (evcon)
+                evhttp_connection_free(evcon); /* its record goes with it */
         exchange_client_gone(ex);
 }
 
@@ -762,13 +767,27 @@ static int collect_headers(Exchange *ex) {
         return 0;
 }
 
+/* Who the client is, once per connection (the /proc walk is the costly part). */
 static void exchange_identify(Exchange *ex) {
         struct bufferevent *bev = evhttp_connection_get_bufferevent(ex->evcon);
         int fd = bev ? bufferevent_getfd(bev) : -1, r;
+        ProxyConn *c = ex->client;
 
         if (fd < 0)
                 return;
-        r = peer_identify(fd, &ex->peer_uid, &ex->peer_pid);
+        if (c && c->peer_looked_up) {
+                r = c->peer_error;
+                ex->peer_uid = c->peer_uid;
+                ex->peer_pid = c->peer_pid;
+        } else {
+                r = peer_identify(fd, &ex->peer_uid, &ex->peer_pid);
+                if (c) {
+                        c->peer_looked_up = true;
+                        c->peer_error = r;
+                        c->peer_uid = ex->peer_uid;
+                        c->peer_pid = ex->peer_pid;
+                }
+        }
         if (r < 0) {
                 if (r != -EADDRNOTAVAIL)
                         log_debug("%s %s: who the client is is unknown: %s", ex->method, ex->uri,
@@ -842,7 +861,9 @@ void exchange_start(ProxyListener *l, struct evhttp_request *req) {
         }
         evbuffer_copyout(in, ex->body, ex->body_len);
         ex->body[ex->body_len] = '\0';
-        evhttp_connection_set_closecb(ex->evcon, client_close_cb, ex);
+        ex->client = proxy_conn_get(l, ex->evcon);
+        if (ex->client)
+                ex->client->exchange = ex;
         struct bufferevent *bev = evhttp_connection_get_bufferevent(ex->evcon);
         if (bev && bufferevent_getfd(bev) >= 0) {
                 ex->peek = event_new(ctx->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, client_peek_cb,
@@ -871,8 +892,7 @@ void exchange_free_all(ProxyContext *ctx) {
         while (ctx->exchanges) {
                 Exchange *ex = ctx->exchanges;
                 ex->transfer = upstream_transfer_cancel(ex->transfer);
-                if (ex->evcon)
-                        evhttp_connection_set_closecb(ex->evcon, NULL, NULL);
+                exchange_detach(ex);
                 ex->reply_done = true;
                 ex->daemon_pending = 0; /* the handles are closed with the pool: no callback runs */
                 daemon_pool_put(ctx->daemon, TAKE_PTR(ex->conn));

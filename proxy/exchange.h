@@ -14,8 +14,11 @@
 struct evhttp_request;
 typedef struct ProxyListener ProxyListener;
 typedef struct ProxyContext ProxyContext;
+typedef struct Exchange Exchange;
 
 void exchange_start(ProxyListener *l, struct evhttp_request *req);
+/* Its client's connection closed (libevent frees it after this). */
+void exchange_client_closed(Exchange *ex);
 /* At shutdown: every exchange still in flight is dropped (upstreams cancelled; the daemon settles
  * their allocations when the connections close). */
 void exchange_free_all(ProxyContext *ctx);

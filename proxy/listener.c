@@ -18,6 +18,7 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 
 #include "exchange.h"
 #include "listener.h"
@@ -128,6 +129,67 @@ static int bind_inet(ProxyListener *l, const char *addr, char **ret_error) {
         return 0;
 }
 
+int proxy_listener_check_address(const char *listen, char **ret_error) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+
+        if (strncmp(listen, "unix:", 5) == 0) {
+                const char *path = listen + 5;
+                if (path[0] == '/' && strlen(path) < sizeof(((struct sockaddr_un *)NULL)->sun_path))
+                        return 0;
+                return asprintf(ret_error, "%s: the socket path must be absolute and shorter than 108 bytes",
+                                listen) < 0
+                               ? -ENOMEM
+                               : -EINVAL;
+        }
+        if (parse_inet(listen, &ss, &len) == 0)
+                return 0;
+        return asprintf(ret_error, "%s: expected 127.0.0.1:PORT, [::1]:PORT or unix:PATH", listen) < 0
+                       ? -ENOMEM
+                       : -EINVAL;
+}
+
+static void conn_close_cb(struct evhttp_connection *evcon, void *userdata) {
+        ProxyConn *c = userdata;
+        ProxyListener *l = c->listener;
+        Exchange *ex = c->exchange;
+
+        LIST_REMOVE(conns, l->conns, c);
+        l->n_conns--;
+        free(c);
+        if (ex)
+                exchange_client_closed(ex);
+        if (l->paused && !l->closing && l->n_conns < l->ctx->config->max_connections) {
+                l->paused = false;
+                evconnlistener_enable(evhttp_bound_socket_get_listener(l->bound));
+        }
+}
+
+ProxyConn *proxy_conn_get(ProxyListener *l, struct evhttp_connection *evcon) {
+        ProxyConn *c;
+
+        for (c = l->conns; c; c = c->conns_next)
+                if (c->evcon == evcon)
+                        return c;
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return NULL;
+        c->listener = l;
+        c->evcon = evcon;
+        LIST_PREPEND(conns, l->conns, c);
+        l->n_conns++;
+        evhttp_connection_set_closecb(evcon, conn_close_cb, c);
+        if (!l->paused && l->n_conns >= l->ctx->config->max_connections) {
+                log_warning(
+                        "%s: %u client connections (limits.max_connections): not accepting more until one "
+                        "closes",
+                        l->name ? l->name : l->config->listen, l->n_conns);
+                l->paused = true;
+                evconnlistener_disable(evhttp_bound_socket_get_listener(l->bound));
+        }
+        return c;
+}
+
 static void request_cb(struct evhttp_request *req, void *userdata) {
         exchange_start(userdata, req);
 }
@@ -157,7 +219,7 @@ int proxy_listener_new(ProxyContext *ctx, const ListenerConfig *config, ProxyLis
                 return r;
         }
         l->http = evhttp_new(ctx->base);
-        if (!l->http || evhttp_accept_socket(l->http, l->fd) < 0) {
+        if (!l->http || !(l->bound = evhttp_accept_socket_with_handle(l->http, l->fd))) {
                 proxy_listener_free(l);
                 return -ENOMEM;
         }
@@ -175,8 +237,9 @@ int proxy_listener_new(ProxyContext *ctx, const ListenerConfig *config, ProxyLis
 ProxyListener *proxy_listener_free(ProxyListener *l) {
         if (!l)
                 return NULL;
+        l->closing = true;
         if (l->http)
-                evhttp_free(l->http); /* closes the bound socket too */
+                evhttp_free(l->http); /* closes the bound socket and the connections (conn_close_cb) */
         else if (l->fd >= 0)
                 close(l->fd);
         if (l->unix_path)

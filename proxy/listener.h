@@ -8,6 +8,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "config.h"
 #include "upstream.h"
@@ -30,6 +31,19 @@ typedef struct ProxyContext {
         uint64_t n_budgeted, n_passthrough, n_refused, n_cut;
 } ProxyContext;
 
+/* A client connection that sent a request: counted against limits.max_connections (the listener
+ * stops accepting while the count is there), with who the client is, looked up once. */
+typedef struct ProxyConn {
+        struct ProxyListener *listener;
+        struct evhttp_connection *evcon;
+        Exchange *exchange; /* the one in flight, told when the connection closes */
+        bool peer_looked_up;
+        int peer_error;
+        uid_t peer_uid;
+        pid_t peer_pid;
+        LIST_FIELDS(struct ProxyConn, conns);
+} ProxyConn;
+
 typedef struct ProxyListener {
         ProxyContext *ctx;
         const ListenerConfig *config;
@@ -39,7 +53,18 @@ typedef struct ProxyListener {
         bool is_unix;
         char *unix_path; /* removed at the end */
         char *name;      /* the address actually bound, "127.0.0.1:41234" */
+        struct evhttp_bound_socket *bound;
+        ProxyConn *conns;
+        unsigned n_conns;
+        bool paused;  /* at max_connections: not accepting */
+        bool closing; /* evhttp_free() closes the connections: nothing to resume */
 } ProxyListener;
+
+/* Whether listen is an address proxy_listener_new() takes (its form, without binding). */
+int proxy_listener_check_address(const char *listen, char **ret_error);
+
+/* The record of evcon (made on its first request). */
+ProxyConn *proxy_conn_get(ProxyListener *l, struct evhttp_connection *evcon);
 
 /* Binds and listens: 0, or a negative errno with the reason in *ret_error (malloc'ed). */
 int proxy_listener_new(ProxyContext *ctx, const ListenerConfig *config, ProxyListener **ret,

@@ -26,20 +26,23 @@
 #include "tb-config.h"
 
 static void usage(FILE *f) {
-        fprintf(f, "Usage: tokenbudget-proxy --listen ADDR --upstream URL [--api KIND] [--socket "
-                   "DAEMON_SOCKET]\n"
-                   "       tokenbudget-proxy --config FILE [--socket DAEMON_SOCKET]\n"
-                   "\n"
-                   "  -l, --listen ADDR      127.0.0.1:PORT, [::1]:PORT or unix:PATH\n"
-                   "  -u, --upstream URL     http://HOST:PORT[/base], https://..., unix:PATH[:/base]\n"
-                   "  -a, --api KIND         auto (by path, the default), openai, ollama, anthropic\n"
-                   "  -s, --socket PATH      the daemon's socket (default: $TOKENBUDGET_SOCKET, the system\n"
-                   "                         socket, the user's)\n"
-                   "  -c, --config FILE      listeners and settings (libconfig; see tokenbudget-proxy(1))\n"
-                   "      --fail MODE        closed (503 when the daemon is down, the default) or open\n"
-                   "      --forward-malformed  forward bodies that are not the API's JSON unbudgeted\n"
-                   "  -v, --verbose          log every request (debug)\n"
-                   "  -h, --help, --version\n");
+        fprintf(f,
+                "Usage: tokenbudget-proxy --listen ADDR --upstream URL [--api KIND] [--socket "
+                "DAEMON_SOCKET]\n"
+                "       tokenbudget-proxy --config FILE [--socket DAEMON_SOCKET]\n"
+                "\n"
+                "  -l, --listen ADDR      127.0.0.1:PORT, [::1]:PORT or unix:PATH\n"
+                "  -u, --upstream URL     http://HOST:PORT[/base], https://..., unix:PATH[:/base]\n"
+                "  -a, --api KIND         auto (by path, the default), openai, ollama, anthropic\n"
+                "  -s, --socket PATH      the daemon's socket (default: $TOKENBUDGET_SOCKET, the system\n"
+                "                         socket, the user's)\n"
+                "  -c, --config FILE      listeners and settings (libconfig; see tokenbudget-proxy(1))\n"
+                "      --check-config FILE  read FILE, check every listener's address and upstream, print\n"
+                "                         the settings in effect and exit (0 when valid, 2 when not)\n"
+                "      --fail MODE        closed (503 when the daemon is down, the default) or open\n"
+                "      --forward-malformed  forward bodies that are not the API's JSON unbudgeted\n"
+                "  -v, --verbose          log every request (debug)\n"
+                "  -h, --help, --version\n");
 }
 
 static void stop_cb(evutil_socket_t sig, short what, void *userdata) {
@@ -47,7 +50,7 @@ static void stop_cb(evutil_socket_t sig, short what, void *userdata) {
 }
 
 typedef struct Options {
-        const char *listen, *upstream, *api, *socket, *config, *fail;
+        const char *listen, *upstream, *api, *socket, *config, *fail, *check_config;
         bool forward_malformed, verbose;
 } Options;
 
@@ -61,6 +64,7 @@ static int parse_options(int argc, char **argv, Options *o) {
                 {"fail", required_argument, NULL, 'F'},
                 {"forward-malformed", no_argument, NULL, 'M'},
                 {"verbose", no_argument, NULL, 'v'},
+                {"check-config", required_argument, NULL, 'C'},
                 {"help", no_argument, NULL, 'h'},
                 {"version", no_argument, NULL, 'V'},
                 {},
@@ -90,6 +94,9 @@ static int parse_options(int argc, char **argv, Options *o) {
                 case 'M':
                         o->forward_malformed = true;
                         break;
+                case 'C':
+                        o->check_config = optarg;
+                        break;
                 case 'v':
                         o->verbose = true;
                         break;
@@ -111,6 +118,14 @@ static int parse_options(int argc, char **argv, Options *o) {
         if (!o->listen != !o->upstream) {
                 fprintf(stderr, "tokenbudget-proxy: --listen and --upstream go together\n");
                 return -EINVAL;
+        }
+        if (o->check_config) {
+                if (o->config) {
+                        fprintf(stderr,
+                                "tokenbudget-proxy: --check-config and --config do not go together\n");
+                        return -EINVAL;
+                }
+                o->config = o->check_config;
         }
         if (!o->listen && !o->config) {
                 usage(stderr);
@@ -164,6 +179,32 @@ static int build_config(const Options *o, ProxyConfig *cfg) {
         return 0;
 }
 
+/* What binding would find without binding: the upstream URL and the listen address's form. */
+static int check_listeners(const ProxyConfig *cfg) {
+        int ret = 0;
+
+        for (size_t i = 0; i < cfg->n_listeners; i++) {
+                const ListenerConfig *l = &cfg->listeners[i];
+                UpstreamTarget t;
+                const char *reason;
+                char *err = NULL;
+
+                if (upstream_target_parse(l->upstream, &t, &reason) < 0) {
+                        fprintf(stderr, "tokenbudget-proxy: listener %zu: upstream %s: %s\n", i + 1,
+                                l->upstream, reason);
+                        ret = -EINVAL;
+                } else
+                        upstream_target_done(&t);
+                if (proxy_listener_check_address(l->listen, &err) < 0) {
+                        fprintf(stderr, "tokenbudget-proxy: listener %zu: %s\n", i + 1,
+                                err ? err : l->listen);
+                        ret = -EINVAL;
+                }
+                free(err);
+        }
+        return ret;
+}
+
 int main(int argc, char **argv) {
         ProxyListener *listeners[PROXY_LISTENERS_MAX] = {};
         ProxyContext ctx = {};
@@ -178,6 +219,13 @@ int main(int argc, char **argv) {
         if (build_config(&o, &cfg) < 0) {
                 proxy_config_done(&cfg);
                 return 2;
+        }
+        if (o.check_config) {
+                r = check_listeners(&cfg);
+                if (r == 0)
+                        proxy_config_print(&cfg, stdout);
+                proxy_config_done(&cfg);
+                return r < 0 ? 2 : EXIT_SUCCESS;
         }
         proxy_log_set_level(cfg.log_level);
         signal(SIGPIPE, SIG_IGN);
