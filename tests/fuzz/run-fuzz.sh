@@ -17,7 +17,7 @@
 # (clang missing, or BUILD_DIR has no fuzz targets), 2 usage.
 set -u
 
-TARGETS=(codec config procfs)
+TARGETS=(codec config procfs proxy-stream)
 
 usage() {
         echo "usage: $0 [-j JOBS] BUILD_DIR SECONDS" >&2
