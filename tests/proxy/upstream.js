@@ -46,7 +46,9 @@
 // tokens, or before a whole reply); X-Test-Timings: 1 (llama.cpp timings in
 // any flavor); X-Test-No-Usage: 1 (no usage at all, as an upstream without
 // it: no usage object, no usage chunk, no Ollama counts, Anthropic's
-// message_delta without usage); X-Test-Flavor: per request.
+// message_delta without usage); X-Test-Ignore-Max: 1 (no max-output field is
+// honoured: a server that runs past the grant, for the proxy to cut);
+// X-Test-Flavor: per request.
 //
 // GET /__requests: every request received, in order, as JSON (method, path,
 // headers, body parsed or raw, and what was sent back: input and output
@@ -290,6 +292,7 @@ function parseAnthropic(b) {
 function plan(req, ep, body, flavor) {
         const p = ep.parse(body, flavor, ep);
         const target = headerInt(req, 'X-Test-Output-Tokens') ?? DEFAULT_TARGET;
+        if (req.headers['x-test-ignore-max'] === '1') p.limit = undefined;
         const limited = p.limit !== undefined && p.limit < target;
         const output = p.load ? 0 : limited ? p.limit : target;
         const inputHeader = headerInt(req, 'X-Test-Input-Tokens');

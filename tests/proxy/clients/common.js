@@ -17,6 +17,7 @@
 //   --stop-after K      a stream: abort it through the library after K deltas
 //                       (the client going away mid-stream)
 //
+// The result line has the client's pid: the process a proxy charges.
 // Exit status: 0 with the result line, 3 with an error line
 // {"error": CLASS, "status": N, "message": ...} for an error the library
 // raised, 2 for a usage error.
@@ -96,7 +97,8 @@ class Deltas {
 }
 
 function printResult(library, o, fields) {
-        const out = {library, version: libraryVersion(library), endpoint: o.endpoint, stream: o.stream, ...fields};
+        const out = {library, version: libraryVersion(library), pid: process.pid, endpoint: o.endpoint, stream: o.stream,
+            ...fields};
         process.stdout.write(JSON.stringify(out) + '\n');
 }
 
@@ -104,8 +106,8 @@ async function run(library, o, fn) {
         try {
                 printResult(library, o, await fn());
         } catch (e) {
-                const out = {library, version: libraryVersion(library), endpoint: o.endpoint, stream: o.stream,
-                    error: e && e.constructor ? e.constructor.name : String(e),
+                const out = {library, version: libraryVersion(library), pid: process.pid, endpoint: o.endpoint,
+                    stream: o.stream, error: e && e.constructor ? e.constructor.name : String(e),
                     status: e && (e.status ?? e.status_code ?? null), message: e && e.message};
                 process.stdout.write(JSON.stringify(out) + '\n');
                 process.exitCode = 3;

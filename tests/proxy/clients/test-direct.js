@@ -18,84 +18,12 @@
 // case (each named with what differed), 77 on a skip.
 'use strict';
 
-const {spawn, spawnSync} = require('child_process');
+const fs = require('fs');
 const http = require('http');
 const os = require('os');
 const path = require('path');
-const fs = require('fs');
-
-const HERE = __dirname;
-const UPSTREAM = path.join(HERE, '..', 'upstream.js');
-const PROMPT_WORDS = 4; // common.js's default prompt, "say something short please"
-
-function fail(msg) {
-        process.stderr.write(`FAIL: ${msg}\n`);
-        process.exit(1);
-}
-
-function installLibraries() {
-        const dest = process.env.CLIENTS_BUILD;
-        if (!dest) fail('$CLIENTS_BUILD is not set: run this test through meson test');
-        const r = spawnSync(path.join(HERE, 'npm-install.sh'), [dest], {encoding: 'utf8'});
-        process.stdout.write(r.stdout || '');
-        process.stderr.write(r.stderr || '');
-        if (r.status === 77) process.exit(77);
-        if (r.status !== 0) fail(`npm-install.sh exited ${r.status}`);
-        return path.join(dest, 'node_modules');
-}
-
-// Starts upstream.js with ARGS; resolves {proc, address} once it prints
-// "listening on".
-function startUpstream(args) {
-        return new Promise((resolve, reject) => {
-                const proc = spawn(process.execPath, [UPSTREAM, ...args], {stdio: ['ignore', 'pipe', 'inherit']});
-                let out = '';
-                const timer = setTimeout(() => reject(new Error(`upstream.js ${args.join(' ')}: not listening in 10 s`)),
-                    10000);
-                proc.stdout.on('data', (c) => {
-                        out += c;
-                        const m = /listening on (\S+)\n/.exec(out);
-                        if (m) {
-                                clearTimeout(timer);
-                                resolve({proc, address: m[1]});
-                        }
-                });
-                proc.on('exit', (code) => reject(new Error(`upstream.js ${args.join(' ')} exited ${code}`)));
-        });
-}
-
-function httpGet(opts) {
-        return new Promise((resolve, reject) => {
-                http.get(opts, (res) => {
-                        let body = '';
-                        res.on('data', (c) => (body += c));
-                        res.on('end', () => resolve({status: res.statusCode, headers: res.headers, body}));
-                }).on('error', reject);
-        });
-}
-
-async function records(address) {
-        const [host, port] = address.split(':');
-        return JSON.parse((await httpGet({host, port, path: '/__requests'})).body);
-}
-
-function runClient(nodeModules, script, args) {
-        return new Promise((resolve) => {
-                const env = {...process.env, NODE_PATH: nodeModules};
-                const proc = spawn(process.execPath, [path.join(HERE, script), ...args], {env});
-                let stdout = '';
-                let stderr = '';
-                proc.stdout.on('data', (c) => (stdout += c));
-                proc.stderr.on('data', (c) => (stderr += c));
-                proc.on('exit', (code) => resolve({code, stdout, stderr}));
-        });
-}
-
-function tokens(n) {
-        const t = [];
-        for (let i = 1; i <= n; i++) t.push(`tok${i}`);
-        return t.join(' ');
-}
+const {PROMPT_WORDS, fail, installLibraries, startUpstream, recordOf, runClient, tokens, compare, compareRecord,
+    runCases, OPENAI_USAGE, RESP_USAGE, ANTH_USAGE, OLLAMA_USAGE} = require('./harness.js');
 
 // ---- the cases --------------------------------------------------------------
 // lib: the script; up: which upstream (openai or ollama flavor); args; want:
@@ -103,11 +31,6 @@ function tokens(n) {
 // finish, n (output tokens: the text and, for streams, the deltas), record:
 // fields of what the upstream recorded (dotted paths into the request).
 
-const OPENAI_USAGE = (i, n) => ({prompt_tokens: i, completion_tokens: n, total_tokens: i + n});
-const RESP_USAGE = (i, n) => ({input_tokens: i, output_tokens: n, total_tokens: i + n});
-const ANTH_USAGE = (i, n, read = 0, create = 0) => ({input_tokens: i, output_tokens: n,
-    cache_read_input_tokens: read, cache_creation_input_tokens: create});
-const OLLAMA_USAGE = (i, n) => ({prompt_eval_count: i, eval_count: n});
 const I = PROMPT_WORDS;
 const DELAY = ['--header', 'X-Test-Delay-Ms: 40'];
 
@@ -143,6 +66,10 @@ const CASES = [
         {name: 'openai-chat-abort', lib: 'openai.js',
             args: ['--endpoint', 'chat', '--stream', '--header', 'X-Test-Abort-After: 2'],
             want: {error: true}, record: {aborted: true, sent: 2}},
+        {name: 'openai-chat-ignore-max', lib: 'openai.js',
+            args: ['--endpoint', 'chat', '--max', '3', '--header', 'X-Test-Ignore-Max: 1', '--header',
+                'X-Test-Output-Tokens: 9'],
+            want: {usage: OPENAI_USAGE(I, 9), finish: 'stop', n: 9}},
         {name: 'openai-chat-429', lib: 'openai.js', args: ['--endpoint', 'chat', '--header', 'X-Test-Status: 429'],
             want: {error: 'RateLimitError', status: 429}},
         // OpenAI completions
@@ -229,89 +156,15 @@ const CASES = [
             want: {error: 'ResponseError', status: 429}},
 ];
 
-function dig(obj, dotted) {
-        let v = obj;
-        for (const k of dotted.split('.')) {
-                if (v === undefined || v === null) return undefined;
-                v = v[k];
-        }
-        return v;
-}
-
-// Returns what differs between a client's result and the case's want.
-function compare(c, r) {
-        const bad = [];
-        const w = c.want;
-        if (w.error !== undefined) {
-                if (!r.error) return [`expected an error, the library reported success: ${JSON.stringify(r)}`];
-                if (w.error !== true && r.error !== w.error) bad.push(`error class ${r.error}, expected ${w.error}`);
-                if (w.status !== undefined && r.status !== w.status) bad.push(`status ${r.status}, expected ${w.status}`);
-                return bad;
-        }
-        if (r.error) return [`the library raised ${r.error} (status ${r.status}): ${r.message}`];
-        if (w.stopped !== undefined) {
-                if (!r.stopped || r.deltas !== w.stopped) bad.push(`stopped ${r.stopped} after ${r.deltas} deltas`);
-                return bad;
-        }
-        if (w.usage === null) {
-                if (r.usage !== null) bad.push(`usage ${JSON.stringify(r.usage)}, expected none`);
-        } else {
-                for (const [k, v] of Object.entries(w.usage))
-                        if (dig(r.usage, k) !== v) bad.push(`usage.${k} ${dig(r.usage, k)}, expected ${v}`);
-                if (c.lib === 'ollama.js')
-                        for (const k of Object.keys(r.usage || {}))
-                                if (!(k in w.usage)) bad.push(`usage.${k} present (${r.usage[k]}), expected absent`);
-        }
-        if (r.finish !== w.finish) bad.push(`finish ${r.finish}, expected ${w.finish}`);
-        if (r.text !== tokens(w.n)) bad.push(`text "${r.text}", expected ${w.n} tokens`);
-        if (c.args.includes('--stream') && r.deltas !== w.n) bad.push(`${r.deltas} deltas, expected ${w.n}`);
-        if (w.delayMs) {
-                // One token per chunk, a delay apart: the library hands them
-                // over as they come (the first two may coalesce while the
-                // client is still busy with the first).
-                const spread = r.delta_ms[r.delta_ms.length - 1] - r.delta_ms[0];
-                const min = (w.n - 2) * w.delayMs * 0.75;
-                if (spread < min)
-                        bad.push(`deltas arrived within ${spread.toFixed(1)} ms, expected at least ${min} ms apart overall`);
-        }
-        for (const [k, v] of Object.entries(w)) {
-                if (['usage', 'finish', 'n', 'delayMs'].includes(k)) continue;
-                if (dig(r, k) !== v) bad.push(`${k} ${JSON.stringify(dig(r, k))}, expected ${JSON.stringify(v)}`);
-        }
-        return bad;
-}
-
-async function checkRecord(c, address) {
-        const bad = [];
-        let rec;
-        // The upstream learns of a client going away a moment after the
-        // client exited.
-        for (let i = 0; i < 50; i++) {
-                rec = (await records(address)).find((x) => x.headers['x-test-case'] === c.name);
-                if (!c.record || !('client_closed' in c.record) || (rec && rec.client_closed)) break;
-                await new Promise((resolve) => setTimeout(resolve, 20));
-        }
-        if (!rec) return ['the upstream recorded no request for this case'];
-        for (const [k, v] of Object.entries(c.record || {}))
-                if (dig(rec, k) !== v) bad.push(`recorded ${k} ${JSON.stringify(dig(rec, k))}, expected ${JSON.stringify(v)}`);
-        if (c.want.n !== undefined && rec.reply && rec.reply.output_tokens !== c.want.n)
-                bad.push(`recorded reply.output_tokens ${rec.reply.output_tokens}, expected ${c.want.n}`);
-        return bad;
-}
-
 async function runCase(nodeModules, ups, c) {
         const address = ups[c.up || 'openai'];
         const args = [...c.args, '--base', `http://${address}`, '--header', `X-Test-Case: ${c.name}`];
         const res = await runClient(nodeModules, c.lib, args);
-        let r;
-        try {
-                r = JSON.parse(res.stdout.trim().split('\n').pop());
-        } catch (e) {
-                return [`${c.lib} exited ${res.code} without a result line: ${res.stdout}${res.stderr}`];
-        }
-        const bad = compare(c, r);
-        if ((r.error ? 3 : 0) !== res.code) bad.push(`exit status ${res.code}`);
-        bad.push(...(await checkRecord(c, address)));
+        if (!res.result) return [`${c.lib} exited ${res.code} without a result line: ${res.stdout}${res.stderr}`];
+        const bad = compare(c, res.result);
+        if ((res.result.error ? 3 : 0) !== res.code) bad.push(`exit status ${res.code}`);
+        const wantClosed = Boolean(c.record && c.record.client_closed);
+        bad.push(...compareRecord(c, await recordOf(address, c.name, wantClosed)));
         if (bad.length) bad.push(`(result: ${res.stdout.trim()})`);
         return bad;
 }
@@ -350,23 +203,7 @@ async function main() {
         const openai = await startUpstream(['--listen', '0']);
         const ollama = await startUpstream(['--listen', '127.0.0.1:0', '--flavor', 'ollama']);
         const ups = {openai: openai.address, ollama: ollama.address};
-        let failed = 0;
-        const queue = [...CASES];
-        const workers = [];
-        for (let w = 0; w < Math.max(2, os.cpus().length); w++) {
-                workers.push((async () => {
-                        for (let c = queue.shift(); c; c = queue.shift()) {
-                                const bad = await runCase(nodeModules, ups, c);
-                                if (bad.length) {
-                                        failed++;
-                                        process.stdout.write(`not ok ${c.name}: ${bad.join('; ')}\n`);
-                                } else {
-                                        process.stdout.write(`ok ${c.name}\n`);
-                                }
-                        }
-                })());
-        }
-        await Promise.all(workers);
+        let failed = await runCases(CASES, (c) => runCase(nodeModules, ups, c));
         const unix = await checkUnixListener();
         if (unix.length) {
                 failed++;
