@@ -163,7 +163,7 @@ const CASES = [
         {name: 'p-429-ollama', lib: 'ollama.js', up: 'ollama', args: ['--header', 'X-TokenBudget-Agent: broke'],
             want: {error: 'ResponseError', status: 429}, record: null, charge: 0},
         // Cut at the hard limit: a normal end for the library, the upstream
-        // request closed, no more charged than the hard limit.
+        // request closed, exactly the hard limit charged.
         {name: 'p-cut-openai', lib: 'openai.js',
             args: ['--endpoint', 'chat', '--stream', '--include-usage', '--max', String(CUT_MAX), '--header',
                 'X-TokenBudget-Agent: cut1', ...RUNAWAY],
@@ -217,8 +217,10 @@ async function runCase(nodeModules, ctx, c) {
         if (want !== undefined && used !== want) bad.push(`the daemon charged process:${r.pid} ${used}, expected ${want}`);
         if (c.chargeRange && !(used >= c.chargeRange[0] && used <= c.chargeRange[1]))
                 bad.push(`the daemon charged ${used}, expected ${c.chargeRange[0]} to ${c.chargeRange[1]}`);
-        if (c.cut && !(used >= r.deltas && used <= CUT_HARD))
-                bad.push(`the daemon charged ${used} for ${r.deltas} tokens delivered, expected at least that and at most the hard limit ${CUT_HARD}`);
+        // Cut when the allocation reached its hard limit: charged exactly
+        // that, every token delivered within it.
+        if (c.cut && !(used === CUT_HARD && r.deltas < used))
+                bad.push(`the daemon charged ${used} for ${r.deltas} tokens delivered, expected the hard limit ${CUT_HARD}`);
         if (c.agent) {
                 const a = await settled(ctx.sock, `agent:${process.getuid()}:${c.agent}`);
                 if (a.used !== want) bad.push(`agent:${process.getuid()}:${c.agent} charged ${a.used}, expected ${want}`);
