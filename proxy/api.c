@@ -35,6 +35,10 @@
 #define API_JSON_MAX_DEPTH 64
 /* Choices of an OpenAI stream the cut closes; n above this is not seen in practice. */
 #define API_MAX_CHOICES 128
+/* Responses: the output items and text parts a cut rebuilds, and the text it keeps for them (the
+ * client saw it as deltas; the incomplete response the cut sends carries it, as OpenAI's does). */
+#define API_MAX_OUTPUT_ITEMS 64
+#define API_MAX_TEXT_PARTS   16
 
 static const char *const kind_names[_API_KIND_MAX] = {
         [API_KIND_AUTO] = "auto",
@@ -807,6 +811,12 @@ int api_response_usage(ApiEndpoint ep, const char *body, size_t len, ApiUsage *r
 
 /* ---- streams ---- */
 
+/* The text of one content part (content_index >= 0) or one function call's arguments (-1). */
+typedef struct ResponsesText {
+        int64_t output_index, content_index;
+        ApiBuffer text;
+} ResponsesText;
+
 struct ApiStream {
         ApiEndpoint ep;
         bool strip_usage;
@@ -833,9 +843,12 @@ struct ApiStream {
         bool started;       /* Anthropic: message_start was seen */
         bool block_open;    /* Anthropic: a content block is open */
         int64_t block_index;
-        bool stop_seen;          /* Anthropic: message_delta with a stop_reason was seen */
-        json_object *response;   /* Responses: the response object of response.created */
-        int64_t sequence_number; /* Responses: the last seen, -1 before one */
+        bool stop_seen;                          /* Anthropic: message_delta with a stop_reason was seen */
+        json_object *response;                   /* Responses: the response object of response.created */
+        int64_t sequence_number;                 /* Responses: the last seen, -1 before one */
+        json_object *items;                      /* Responses: output items by output_index, as added */
+        ResponsesText texts[API_MAX_TEXT_PARTS]; /* Responses: text of parts not yet done */
+        size_t n_texts, text_bytes;
 };
 
 static uint64_t delta_tokens(uint64_t bytes) {
@@ -881,6 +894,9 @@ ApiStream *api_stream_free(ApiStream *s) {
         free(s->id);
         free(s->model);
         json_object_put(s->response);
+        json_object_put(s->items);
+        for (size_t i = 0; i < s->n_texts; i++)
+                api_buffer_done(&s->texts[i].text);
         free(s);
         return NULL;
 }
@@ -1026,6 +1042,104 @@ static int anthropic_event(ApiStream *s, json_object *o, const char *type) {
         return EV_FORWARD;
 }
 
+static ResponsesText *responses_text(ApiStream *s, int64_t oi, int64_t ci, bool create) {
+        for (size_t i = 0; i < s->n_texts; i++)
+                if (s->texts[i].output_index == oi && s->texts[i].content_index == ci)
+                        return &s->texts[i];
+        if (!create || s->n_texts >= API_MAX_TEXT_PARTS)
+                return NULL;
+        s->texts[s->n_texts] = (ResponsesText){.output_index = oi, .content_index = ci};
+        return &s->texts[s->n_texts++];
+}
+
+/* The part (or all of the item's, ci -1 with all) is done: its text is in the event's part or item. */
+static void responses_text_drop(ApiStream *s, int64_t oi, int64_t ci, bool all) {
+        for (size_t i = 0; i < s->n_texts;)
+                if (s->texts[i].output_index == oi && (all || s->texts[i].content_index == ci)) {
+                        s->text_bytes -= s->texts[i].text.len;
+                        api_buffer_done(&s->texts[i].text);
+                        s->texts[i] = s->texts[--s->n_texts];
+                } else
+                        i++;
+}
+
+/* Text for a part: appended (a delta) or set (a .done with the whole text). Past the bound the rest
+ * is left out of the cut's response, which the client has in its deltas anyway. */
+static int responses_text_put(ApiStream *s, int64_t oi, int64_t ci, json_object *text, bool append) {
+        ResponsesText *t;
+        size_t n;
+
+        if (!json_object_is_type(text, json_type_string))
+                return 0;
+        n = (size_t)json_object_get_string_len(text);
+        if (!(t = responses_text(s, oi, ci, true)))
+                return 0;
+        if (!append) {
+                s->text_bytes -= t->text.len;
+                t->text.len = 0;
+        }
+        if (s->text_bytes + n > API_STREAM_MAX_EVENT)
+                return 0;
+        s->text_bytes += n;
+        return api_buffer_append(&t->text, json_object_get_string(text), n);
+}
+
+static json_object *responses_item(ApiStream *s, int64_t oi) {
+        return s->items && oi < (int64_t)json_object_array_length(s->items)
+                       ? json_object_array_get_idx(s->items, (size_t)oi)
+                       : NULL;
+}
+
+/* Follows the output as openai-python's and openai-node's accumulators do, for the cut. */
+static int responses_accumulate(ApiStream *s, json_object *o, const char *type) {
+        int64_t oi = -1, ci = -1;
+        json_object *v, *item, *content;
+
+        if (member_int(o, "output_index", &oi) != INT_OK || oi < 0 || oi >= API_MAX_OUTPUT_ITEMS)
+                return 0;
+        (void)member_int(o, "content_index", &ci);
+        if (strcmp(type, "response.output_item.added") == 0 ||
+            strcmp(type, "response.output_item.done") == 0) {
+                if (!json_object_is_type(v = member(o, "item"), json_type_object))
+                        return 0;
+                if (!s->items && !(s->items = json_object_new_array()))
+                        return -ENOMEM;
+                if (json_object_array_put_idx(s->items, (size_t)oi, json_object_get(v)) < 0) {
+                        json_object_put(v);
+                        return -ENOMEM;
+                }
+                if (type[21] == 'd') /* .done: the item has its text */
+                        responses_text_drop(s, oi, -1, true);
+                return 0;
+        }
+        item = responses_item(s, oi);
+        if (strcmp(type, "response.content_part.added") == 0 ||
+            strcmp(type, "response.content_part.done") == 0) {
+                content = member(item, "content");
+                if (!json_object_is_type(v = member(o, "part"), json_type_object) ||
+                    !json_object_is_type(content, json_type_array) || ci < 0 || ci >= API_MAX_OUTPUT_ITEMS)
+                        return 0;
+                if (json_object_array_put_idx(content, (size_t)ci, json_object_get(v)) < 0) {
+                        json_object_put(v);
+                        return -ENOMEM;
+                }
+                if (type[22] == 'd')
+                        responses_text_drop(s, oi, ci, false);
+                return 0;
+        }
+        if (strcmp(type, "response.output_text.delta") == 0 || strcmp(type, "response.refusal.delta") == 0)
+                return ci >= 0 ? responses_text_put(s, oi, ci, member(o, "delta"), true) : 0;
+        if (strcmp(type, "response.output_text.done") == 0)
+                return ci >= 0 ? responses_text_put(s, oi, ci, member(o, "text"), false) : 0;
+        if (strcmp(type, "response.refusal.done") == 0)
+                return ci >= 0 ? responses_text_put(s, oi, ci, member(o, "refusal"), false) : 0;
+        if (strcmp(type, "response.function_call_arguments.delta") == 0)
+                return responses_text_put(s, oi, -1, member(o, "delta"), true);
+        if (strcmp(type, "response.function_call_arguments.done") == 0)
+                return responses_text_put(s, oi, -1, member(o, "arguments"), false);
+        return 0;
+}
+
 static int responses_event(ApiStream *s, json_object *o, const char *type) {
         size_t n = strlen(type);
         int64_t seq;
@@ -1035,6 +1149,8 @@ static int responses_event(ApiStream *s, json_object *o, const char *type) {
 
         if (member_int(o, "sequence_number", &seq) == INT_OK && seq >= 0 && seq < INT64_MAX)
                 s->sequence_number = seq;
+        if ((r = responses_accumulate(s, o, type)) < 0)
+                return r;
         if (n > 6 && strcmp(type + n - 6, ".delta") == 0 && !strstr(type, "audio")) {
                 stream_count(s, member_string_len(o, "delta"));
                 return EV_FORWARD;
@@ -1334,9 +1450,56 @@ static int ollama_cut(ApiStream *s, const ApiUsage *u, ApiBuffer *out) {
         return buffer_puts(out, "\n");
 }
 
+/* The output so far into resp: the items as added, the text of each part from its deltas, the items
+ * still in progress marked incomplete (as an incomplete response from OpenAI has them). */
+static int responses_cut_output(ApiStream *s, json_object *resp) {
+        json_object *items = NULL, *item, *part;
+        const char *st;
+        int r;
+
+        if (!s->items)
+                return 0;
+        if (json_object_deep_copy(s->items, &items, NULL) < 0)
+                return -ENOMEM;
+        if ((r = json_set(resp, "output", items)) < 0)
+                return r;
+        for (size_t i = 0; i < s->n_texts; i++) {
+                const ResponsesText *t = &s->texts[i];
+                json_object *text;
+
+                if (t->output_index >= (int64_t)json_object_array_length(items) ||
+                    !(item = json_object_array_get_idx(items, (size_t)t->output_index)))
+                        continue;
+                if (t->content_index < 0)
+                        part = item; /* a function call's arguments */
+                else if (!(part = member(item, "content")) || !json_object_is_type(part, json_type_array) ||
+                         t->content_index >= (int64_t)json_object_array_length(part) ||
+                         !json_object_is_type(
+                                 part = json_object_array_get_idx(part, (size_t)t->content_index),
+                                 json_type_object))
+                        continue;
+                text = json_object_new_string_len(t->text.data ? t->text.data : "", (int)t->text.len);
+                st = t->content_index < 0                                               ? "arguments"
+                     : (st = member_string(part, "type")) && strcmp(st, "refusal") == 0 ? "refusal"
+                                                                                        : "text";
+                if ((r = json_set(part, st, text)) < 0)
+                        return r;
+        }
+        for (size_t i = json_object_array_length(items); i > 0; i--) {
+                item = json_object_array_get_idx(items, i - 1);
+                if (!item)
+                        json_object_array_del_idx(items, i - 1, 1); /* a gap the upstream left */
+                else if ((st = member_string(item, "status")) && strcmp(st, "in_progress") == 0 &&
+                         (r = json_set_string(item, "status", "incomplete")) < 0)
+                        return r;
+        }
+        return 0;
+}
+
 static int responses_cut(ApiStream *s, const ApiUsage *u, ApiBuffer *out) {
         _cleanup_(json_object_putp) json_object *ev = json_object_new_object(), *resp = NULL;
         json_object *x, *usage;
+        int r;
 
         if (s->response) {
                 if (json_object_deep_copy(s->response, &resp, NULL) < 0)
@@ -1350,6 +1513,8 @@ static int responses_cut(ApiStream *s, const ApiUsage *u, ApiBuffer *out) {
                     json_set(resp, "output", json_object_new_array()) < 0)
                         return -ENOMEM;
         }
+        if ((r = responses_cut_output(s, resp)) < 0)
+                return r;
         if (json_set_string(resp, "status", "incomplete") < 0 ||
             json_set(resp, "incomplete_details", json_object_new_object()) < 0 ||
             json_set_string(member(resp, "incomplete_details"), "reason", "max_output_tokens") < 0 ||

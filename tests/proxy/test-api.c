@@ -1153,6 +1153,18 @@ static void check_responses_cut(const StreamRow *row, Collected *c, size_t kept,
         ck_assert_int_eq(path_int(path(o, "response", NULL), "usage", "input_tokens"), (int64_t)in);
         ck_assert_int_eq(path_int(path(o, "response", NULL), "usage", "output_tokens"), (int64_t)out);
         ck_assert_int_eq(path_int(path(o, "response", NULL), "usage", "total_tokens"), (int64_t)(in + out));
+        /* the output the client saw as deltas, in the response, as OpenAI's incomplete responses have it */
+        if (kept >= 6) {
+                json_object *item = json_object_array_get_idx(path(o, "response", "output"), 0), *part;
+
+                ck_assert_int_eq(json_object_array_length(path(o, "response", "output")), 1);
+                ck_assert_str_eq(path_str(item, "type", NULL), "message");
+                ck_assert_str_eq(path_str(item, "status", NULL), "incomplete");
+                part = json_object_array_get_idx(path(item, "content", NULL), 0);
+                ck_assert_str_eq(path_str(part, "type", NULL), "output_text");
+                ck_assert_str_eq(path_str(part, "text", NULL), "Hi there, friend");
+        } else
+                ck_assert_int_eq(json_object_array_length(path(o, "response", "output")), 0);
 }
 
 static void check_cut(const StreamRow *row, size_t kept, bool had_finish, uint64_t in, uint64_t out) {
@@ -1484,6 +1496,73 @@ START_TEST(test_stream_cut_two_choices) {
 }
 END_TEST
 
+/* Responses: a function call cut mid-arguments, after a finished message: both in the cut's output,
+ * the message as it was done, the call with the arguments so far and marked incomplete. */
+START_TEST(test_responses_cut_output) {
+        static const char text[] =
+                "event: response.created\ndata: "
+                "{\"type\":\"response.created\",\"sequence_number\":0,\"response\":{"
+                "\"id\":\"resp_1\",\"object\":\"response\",\"created_at\":1,\"status\":\"in_progress\","
+                "\"model\":"
+                "\"gpt-4.1\",\"output\":[],\"usage\":null}}\n\n"
+                "event: response.output_item.added\ndata: "
+                "{\"type\":\"response.output_item.added\",\"sequence_number\":1,"
+                "\"output_index\":0,\"item\":{\"id\":\"msg_1\",\"type\":\"message\",\"status\":\"in_"
+                "progress\","
+                "\"role\":\"assistant\",\"content\":[]}}\n\n"
+                "event: response.content_part.added\ndata: {\"type\":\"response.content_part.added\","
+                "\"sequence_number\":2,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,"
+                "\"part\":{"
+                "\"type\":\"output_text\",\"text\":\"\",\"annotations\":[]}}\n\n"
+                "event: response.output_text.delta\ndata: "
+                "{\"type\":\"response.output_text.delta\",\"sequence_number\":"
+                "3,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Checking.\"}\n\n"
+                "event: response.output_item.done\ndata: "
+                "{\"type\":\"response.output_item.done\",\"sequence_number\":4,"
+                "\"output_index\":0,\"item\":{\"id\":\"msg_1\",\"type\":\"message\",\"status\":"
+                "\"completed\","
+                "\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"Checking.\","
+                "\"annotations\":[]}]}}\n\n"
+                "event: response.output_item.added\ndata: "
+                "{\"type\":\"response.output_item.added\",\"sequence_number\":5,"
+                "\"output_index\":1,\"item\":{\"id\":\"fc_1\",\"type\":\"function_call\",\"status\":"
+                "\"in_progress\",\"arguments\":\"\",\"call_id\":\"call_1\",\"name\":\"get_weather\"}}\n\n"
+                "event: response.function_call_arguments.delta\ndata: {\"type\":"
+                "\"response.function_call_arguments.delta\",\"sequence_number\":6,\"item_id\":\"fc_1\","
+                "\"output_index\":1,\"delta\":\"{\\\"city\\\":\"}\n\n"
+                "event: response.function_call_arguments.delta\ndata: {\"type\":"
+                "\"response.function_call_arguments.delta\",\"sequence_number\":7,\"item_id\":\"fc_1\","
+                "\"output_index\":1,\"delta\":\" \\\"Par\"}\n\n";
+        ApiBuffer out = {};
+        ApiStream *s = api_stream_new(API_EP_OPENAI_RESPONSES, false);
+        json_object *resp, *item;
+        Collected c;
+
+        ck_assert_int_eq(api_stream_feed(s, text, strlen(text), &out), 0);
+        ck_assert_int_eq(out.len, strlen(text));
+        out.len = 0;
+        ck_assert_int_eq(api_stream_cut(s, &out), 0);
+        collect(API_EP_OPENAI_RESPONSES, out.data, out.len, &c);
+        ck_assert_int_eq(c.n, 1);
+        ck_assert_int_eq(path_int(c.data[0], "sequence_number", NULL), 8);
+        resp = path(c.data[0], "response", NULL);
+        ck_assert_str_eq(path_str(resp, "id", NULL), "resp_1");
+        ck_assert_int_eq(json_object_array_length(path(resp, "output", NULL)), 2);
+        item = json_object_array_get_idx(path(resp, "output", NULL), 0);
+        ck_assert_str_eq(path_str(item, "status", NULL), "completed");
+        ck_assert_str_eq(path_str(json_object_array_get_idx(path(item, "content", NULL), 0), "text", NULL),
+                         "Checking.");
+        item = json_object_array_get_idx(path(resp, "output", NULL), 1);
+        ck_assert_str_eq(path_str(item, "type", NULL), "function_call");
+        ck_assert_str_eq(path_str(item, "status", NULL), "incomplete");
+        ck_assert_str_eq(path_str(item, "arguments", NULL), "{\"city\": \"Par");
+        ck_assert_str_eq(path_str(item, "name", NULL), "get_weather");
+        collected_done(&c);
+        api_stream_free(s);
+        api_buffer_done(&out);
+}
+END_TEST
+
 /* ---- error bodies ---- */
 
 typedef struct ErrorRow {
@@ -1555,6 +1634,7 @@ static Suite *api_suite(void) {
         tcase_add_test(tc, test_stream_new_refuses_none);
         tcase_add_test(tc, test_stream_continuous_usage);
         tcase_add_test(tc, test_stream_cut_two_choices);
+        tcase_add_test(tc, test_responses_cut_output);
         tcase_add_loop_test(tc, test_error_body, 0, (int)ELEMENTSOF(error_rows));
         suite_add_tcase(s, tc);
         return s;
