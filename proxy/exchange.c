@@ -136,6 +136,24 @@ static void exchange_end_reply(Exchange *ex) {
         ex->evcon = NULL;
 }
 
+/* libevent 2.1 calls 429 "Client Error" and 413 "Request Entity Too Large". */
+static const char *status_phrase(int status) {
+        switch (status) {
+        case 400:
+                return "Bad Request";
+        case 429:
+                return "Too Many Requests";
+        case 500:
+                return "Internal Server Error";
+        case 502:
+                return "Bad Gateway";
+        case 503:
+                return "Service Unavailable";
+        default:
+                return NULL;
+        }
+}
+
 static void reply_error(Exchange *ex, int status, const char *type, const char *message,
                         uint64_t retry_after_usec) {
         if (ex->reply_done)
@@ -163,7 +181,7 @@ static void reply_error(Exchange *ex, int status, const char *type, const char *
         if (ex->peek)
                 event_del(ex->peek);
         exchange_detach(ex);
-        evhttp_send_reply(ex->req, status, NULL, buf);
+        evhttp_send_reply(ex->req, status, status_phrase(status), buf);
         ex->req = NULL;
         ex->evcon = NULL;
         if (buf)
