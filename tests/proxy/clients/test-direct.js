@@ -32,7 +32,7 @@ const {PROMPT_WORDS, fail, installLibraries, startUpstream, recordOf, runClient,
 // fields of what the upstream recorded (dotted paths into the request).
 
 const I = PROMPT_WORDS;
-const DELAY = ['--header', 'X-Test-Delay-Ms: 40'];
+const DELAY = ['--header', 'X-Test-Delay-Ms: 100'];
 
 const CASES = [
         // OpenAI chat completions
@@ -47,7 +47,7 @@ const CASES = [
             want: {usage: OPENAI_USAGE(I, 12), finish: 'stop', n: 12}},
         {name: 'openai-chat-stream-usage', lib: 'openai.js',
             args: ['--endpoint', 'chat', '--stream', '--include-usage', '--header', 'X-Test-Output-Tokens: 5', ...DELAY],
-            want: {usage: OPENAI_USAGE(I, 5), finish: 'stop', n: 5, delayMs: 40},
+            want: {usage: OPENAI_USAGE(I, 5), finish: 'stop', n: 5, delayMs: 100},
             record: {'body.stream': true, 'body.stream_options.include_usage': true}},
         {name: 'openai-chat-stream-no-usage', lib: 'openai.js',
             args: ['--endpoint', 'chat', '--stream', '--max', '7'],
@@ -85,7 +85,7 @@ const CASES = [
                 'incomplete_details.reason': 'max_output_tokens'}},
         {name: 'openai-responses-stream', lib: 'openai.js',
             args: ['--endpoint', 'responses', '--stream', '--header', 'X-Test-Output-Tokens: 6', ...DELAY],
-            want: {usage: RESP_USAGE(I, 6), finish: 'completed', n: 6, delayMs: 40, final_text: tokens(6)}},
+            want: {usage: RESP_USAGE(I, 6), finish: 'completed', n: 6, delayMs: 100, final_text: tokens(6)}},
         {name: 'openai-responses-stream-incomplete', lib: 'openai.js',
             args: ['--endpoint', 'responses', '--stream', '--max', '16', '--header', 'X-Test-Output-Tokens: 40'],
             want: {usage: RESP_USAGE(I, 16), finish: 'incomplete', n: 16, terminal: 'response.incomplete'}},
@@ -118,7 +118,7 @@ const CASES = [
         {name: 'anthropic-stream', lib: 'anthropic.js',
             args: ['--stream', '--max', '100', '--header', 'X-Test-Output-Tokens: 5', '--header',
                 'X-Test-Cache-Read-Tokens: 50', ...DELAY],
-            want: {usage: ANTH_USAGE(I, 5, 50, 0), finish: 'end_turn', n: 5, delayMs: 40, final_text: tokens(5)}},
+            want: {usage: ANTH_USAGE(I, 5, 50, 0), finish: 'end_turn', n: 5, delayMs: 100, final_text: tokens(5)}},
         {name: 'anthropic-stream-max-tokens', lib: 'anthropic.js', args: ['--stream', '--max', '9'],
             want: {usage: ANTH_USAGE(I, 9), finish: 'max_tokens', n: 9}},
         {name: 'anthropic-stop-after', lib: 'anthropic.js',
@@ -133,7 +133,7 @@ const CASES = [
             want: {usage: OLLAMA_USAGE(I, 4), finish: 'length', n: 4}, record: {'body.options.num_predict': 4}},
         {name: 'ollama-chat-stream', lib: 'ollama.js', up: 'ollama',
             args: ['--endpoint', 'chat', '--stream', '--header', 'X-Test-Output-Tokens: 6', ...DELAY],
-            want: {usage: OLLAMA_USAGE(I, 6), finish: 'stop', n: 6, delayMs: 40}},
+            want: {usage: OLLAMA_USAGE(I, 6), finish: 'stop', n: 6, delayMs: 100}},
         {name: 'ollama-generate', lib: 'ollama.js', up: 'ollama',
             args: ['--endpoint', 'generate', '--max', '-1', '--header', 'X-Test-Output-Tokens: 7'],
             want: {usage: OLLAMA_USAGE(I, 7), finish: 'stop', n: 7}},

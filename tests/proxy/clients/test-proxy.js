@@ -34,7 +34,7 @@ const I = PROMPT_WORDS;
 // rounded up): what a grant covers besides the max output.
 const PROMPT_ESTIMATE = Math.ceil(Buffer.byteLength(PROMPT) / 4);
 const HARD_MULTIPLIER = 2; // the daemon's default hard_multiplier
-const DELAY = ['--header', 'X-Test-Delay-Ms: 40'];
+const DELAY = ['--header', 'X-Test-Delay-Ms: 100'];
 // A stream that runs past any max output: 100 tokens, 2 ms apart, so that the
 // upstream is still sending when the proxy cuts it.
 const RUNAWAY = ['--header', 'X-Test-Ignore-Max: 1', '--header', 'X-Test-Output-Tokens: 100', '--header',
@@ -100,7 +100,7 @@ const CASES = [
             record: {'body.stream_options.include_usage': true, 'body.max_completion_tokens': 7}, charge: I + 7},
         {name: 'p-openai-chat-stream-usage', lib: 'openai.js',
             args: ['--endpoint', 'chat', '--stream', '--include-usage', '--header', 'X-Test-Output-Tokens: 5', ...DELAY],
-            want: {usage: OPENAI_USAGE(I, 5), finish: 'stop', n: 5, delayMs: 40}, charge: I + 5},
+            want: {usage: OPENAI_USAGE(I, 5), finish: 'stop', n: 5, delayMs: 100}, charge: I + 5},
         {name: 'p-openai-completions-stream', lib: 'openai.js',
             args: ['--endpoint', 'completions', '--stream', '--include-usage', '--max', '4'],
             want: {usage: OPENAI_USAGE(I, 4), finish: 'length', n: 4}, record: {'body.max_tokens': 4}, charge: I + 4},
@@ -119,13 +119,13 @@ const CASES = [
         {name: 'p-anthropic-stream', lib: 'anthropic.js',
             args: ['--stream', '--max', '100', '--header', 'X-Test-Output-Tokens: 5', '--header',
                 'X-Test-Cache-Read-Tokens: 50', ...DELAY],
-            want: {usage: ANTH_USAGE(I, 5, 50, 0), finish: 'end_turn', n: 5, delayMs: 40}, charge: I + 50 + 5},
+            want: {usage: ANTH_USAGE(I, 5, 50, 0), finish: 'end_turn', n: 5, delayMs: 100}, charge: I + 50 + 5},
         {name: 'p-ollama-chat', lib: 'ollama.js', up: 'ollama', args: ['--endpoint', 'chat', '--max', '4'],
             want: {usage: OLLAMA_USAGE(I, 4), finish: 'length', n: 4}, record: {'body.options.num_predict': 4},
             charge: I + 4},
         {name: 'p-ollama-generate-stream', lib: 'ollama.js', up: 'ollama',
             args: ['--endpoint', 'generate', '--stream', '--header', 'X-Test-Output-Tokens: 6', ...DELAY],
-            want: {usage: OLLAMA_USAGE(I, 6), finish: 'stop', n: 6, delayMs: 40}, charge: I + 6},
+            want: {usage: OLLAMA_USAGE(I, 6), finish: 'stop', n: 6, delayMs: 100}, charge: I + 6},
         {name: 'p-ollama-zero-prompt-omitted', lib: 'ollama.js', up: 'ollama',
             args: ['--endpoint', 'chat', '--stream', '--max', '2', '--header', 'X-Test-Input-Tokens: 0'],
             want: {usage: {eval_count: 2}, finish: 'length', n: 2}, charge: 2},
