@@ -91,11 +91,14 @@ static void exchange_forward(Exchange *ex);
 static void exchange_maybe_free(Exchange *ex) {
         if (ex->daemon_pending > 0 || ex->transfer || !ex->reply_done)
                 return;
-        if (ex->budgeted)
+        if (ex->budgeted && ex->granted)
                 log_info("%s %s: %ld%s%s, %s input %" PRIu64 " output %" PRIu64 " tokens%s", ex->method,
                          ex->uri, ex->status, ex->cut ? " cut at the hard limit" : "",
-                         ex->client_gone ? " (client gone)" : "", ex->allocation[0] ? ex->allocation : "-",
-                         ex->usage.input, ex->usage.output, ex->usage.final ? "" : " (counted)");
+                         ex->client_gone ? " (client gone)" : "", ex->allocation, ex->usage.input,
+                         ex->usage.output, ex->usage.final ? "" : " (counted)");
+        else if (ex->budgeted)
+                log_info("%s %s: %ld, nothing granted%s", ex->method, ex->uri, ex->status,
+                         ex->client_gone ? " (client gone)" : "");
         LIST_REMOVE(exchanges, ex->ctx->exchanges, ex);
         ex->ctx->n_exchanges--;
         daemon_pool_put(ex->ctx->daemon, ex->conn);
