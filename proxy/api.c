@@ -84,11 +84,11 @@ static int hexval(char c) {
         return -1;
 }
 
-/* path (up to '?' or '#') percent-decoded, with empty, "." and ".." segments resolved, into out
- * ("/a/b"); false when it does not fit (no endpoint is that long). */
-static bool normalize_path(const char *path, char *out, size_t size) {
-        char seg[64];
-        size_t n = 0, o = 0;
+/* path (up to '?' or '#') percent-decoded, with empty, "." and ".." segments resolved, into out (of
+ * strlen(path) + 2 bytes at least): "/a/b", or "" for the root. false for an escaped NUL. */
+static bool normalize_path(const char *path, char *out) {
+        size_t o = 0, seg = 0;
+        bool started = false; /* the segment in progress has its slash in out */
 
         for (const char *p = path;; p++) {
                 char c = *p;
@@ -101,22 +101,22 @@ static bool normalize_path(const char *path, char *out, size_t size) {
                 } else if (c == '?' || c == '#')
                         c = '\0';
                 if (c != '/' && c != '\0') {
-                        if (n + 1 >= sizeof(seg))
-                                return false;
-                        seg[n++] = c;
+                        if (!started) {
+                                out[o++] = '/';
+                                seg = o;
+                                started = true;
+                        }
+                        out[o++] = c;
                         continue;
                 }
-                if (n == 2 && seg[0] == '.' && seg[1] == '.') {
+                if (started && o - seg == 1 && out[seg] == '.')
+                        o = seg - 1;
+                else if (started && o - seg == 2 && out[seg] == '.' && out[seg + 1] == '.') {
+                        o = seg - 1;
                         while (o > 0 && out[--o] != '/')
                                 ;
-                } else if (n > 0 && !(n == 1 && seg[0] == '.')) {
-                        if (o + 1 + n + 1 > size)
-                                return false;
-                        out[o++] = '/';
-                        memcpy(out + o, seg, n);
-                        o += n;
                 }
-                n = 0;
+                started = false;
                 if (c == '\0')
                         break;
         }
@@ -137,11 +137,14 @@ ApiEndpoint api_endpoint(ApiKind kind, const char *method, const char *path, boo
                 {"/api/generate", API_EP_OLLAMA_GENERATE, false},
                 {"/v1/messages", API_EP_ANTHROPIC_MESSAGES, false},
         };
-        char norm[128];
+        _cleanup_free_ char *norm = NULL;
 
         if (ret_ollama_flavor)
                 *ret_ollama_flavor = false;
-        if (!method || !path || strcmp(method, "POST") != 0 || !normalize_path(path, norm, sizeof(norm)))
+        if (!method || !path || strcmp(method, "POST") != 0)
+                return API_EP_NONE;
+        /* a path the proxy cannot look at is forwarded unbudgeted only when memory is out */
+        if (!(norm = malloc(strlen(path) + 2)) || !normalize_path(path, norm))
                 return API_EP_NONE;
         for (size_t i = 0; i < ELEMENTSOF(table); i++)
                 if (strcmp(norm, table[i].path) == 0) {
@@ -559,6 +562,43 @@ void api_request_done(ApiRequest *r) {
         *r = (ApiRequest){};
 }
 
+/* OpenAI's n and completions' best_of: the choices the output is made of. */
+static int read_choices(ApiEndpoint ep, bool ollama_flavor, json_object *body, uint64_t *ret,
+                        const char **ret_error) {
+        static const struct {
+                const char *key, *not_int, *range;
+                int64_t max; /* OpenAI's limits */
+        } fields[] = {
+                {"n", "n: not an integer", "n: out of range (1 to 128)", 128},
+                {"best_of", "best_of: not an integer", "best_of: out of range (1 to 20)", 20},
+        };
+        int64_t v = 1;
+
+        *ret = 1;
+        if (!ep_openai_shaped(ep) || ollama_flavor)
+                return 0;
+        for (size_t i = 0; i < (ep == API_EP_OPENAI_COMPLETIONS ? 2u : 1u); i++)
+                switch (member_int(body, fields[i].key, &v)) {
+                case INT_ABSENT:
+                        break;
+                case INT_NOT_INT:
+                        *ret_error = fields[i].not_int;
+                        return -EBADMSG;
+                default:
+                        if (v < 1 || v > fields[i].max) {
+                                *ret_error = fields[i].range;
+                                return -EBADMSG;
+                        }
+                        if ((uint64_t)v > *ret)
+                                *ret = (uint64_t)v;
+                }
+        return 0;
+}
+
+static uint64_t mul_sat(uint64_t a, uint64_t b) {
+        return b && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
+
 static int request_check_types(ApiEndpoint ep, json_object *body, ApiRequest *r, const char **ret_error) {
         json_object *v, *so;
 
@@ -619,6 +659,9 @@ int api_request_parse(ApiEndpoint ep, bool ollama_flavor, const char *body, size
                 if (fields[i] &&
                     (k = read_max_field(r.body, fields[i], &r.has_max_output, &r.max_output, ret_error)) < 0)
                         return k;
+        if ((k = read_choices(ep, ollama_flavor, r.body, &r.choices, ret_error)) < 0)
+                return k;
+        r.max_output = mul_sat(r.max_output, r.choices);
         r.prompt_estimate = prompt_estimate(r.body);
         *ret = TAKE_STRUCT(r);
         return 0;
@@ -673,7 +716,13 @@ int api_request_rewrite(ApiEndpoint ep, bool ollama_flavor, ApiRequest *r, uint6
         if (!r->body)
                 return -EINVAL;
         if (ep != API_EP_NONE) {
-                uint64_t v = r->has_max_output && r->max_output < max_output ? r->max_output : max_output;
+                uint64_t choices = r->choices ? r->choices : 1;
+                uint64_t per = max_output / choices, v;
+
+                /* each choice may reach the field's value: the grant shared out, never 0 unless it is */
+                if (per == 0 && max_output > 0)
+                        per = 1;
+                v = r->has_max_output && r->max_output / choices < per ? r->max_output / choices : per;
 
                 if ((k = rewrite_max(ep, ollama_flavor, r->body, v)) < 0)
                         return k;

@@ -57,9 +57,11 @@ typedef struct ApiRequest {
         bool stream;             /* the client asked for a stream */
         bool client_wants_usage; /* OpenAI: stream_options.include_usage was true */
         bool has_max_output;
-        uint64_t max_output;      /* the client's max-output field, per API */
+        uint64_t max_output;      /* the client's max-output field, per API, times choices */
         uint64_t prompt_estimate; /* tokens: bytes of the prompt text / 4, rounded up, at least 1 */
         json_object *body;        /* the parsed body, owned */
+        uint64_t choices;         /* OpenAI's n (completions: the larger of n and best_of), each as long
+                                   * as the max output allows; 1 elsewhere (Ollama's /v1 has no n) */
 } ApiRequest;
 
 void api_request_done(ApiRequest *r);
@@ -68,7 +70,8 @@ void api_request_done(ApiRequest *r);
 int api_request_parse(ApiEndpoint ep, bool ollama_flavor, const char *body, size_t len, ApiRequest *ret,
                       const char **ret_error);
 
-/* The body to forward: max output clamped to min(client's, max_output) in the API's own field
+/* The body to forward: max output clamped to min(client's, max_output) in the API's own field (per
+ * choice: max_output / choices, at least 1 when max_output is not 0)
  * (max_completion_tokens for OpenAI chat, max_output_tokens for Responses, max_tokens for Anthropic,
  * OpenAI completions and Ollama /v1, options.num_predict for Ollama native), include_usage injected
  * for OpenAI-shaped streams (other stream_options kept), model replaced when model != NULL. Malloc'ed.

@@ -113,13 +113,17 @@ static void fuzz_request(ApiEndpoint ep, bool flavor, uint64_t grant, const uint
         if (k < 0)
                 return;
         fuzz_check(r.body && r.prompt_estimate >= 1, "parse: no body or estimate", data, size);
-        v = r.has_max_output && r.max_output < grant ? r.max_output : grant;
+        /* the clamp per choice: the grant shared out (at least 1 unless it is 0), or the client's smaller */
+        v = grant / r.choices ? grant / r.choices : grant ? 1 : 0;
+        if (r.has_max_output && r.max_output / r.choices < v)
+                v = r.max_output / r.choices;
         fuzz_check(api_request_rewrite(ep, flavor, &r, grant, grant & 1 ? "fuzz-model" : NULL, &body,
                                        &body_len) == 0,
                    "rewrite", data, size);
         k = api_request_parse(ep, flavor, body, body_len, &r2, &error);
         fuzz_check(k == 0, "the rewritten body does not parse", data, size);
-        fuzz_check(r2.has_max_output && r2.max_output == v,
+        fuzz_check(r.choices >= 1 && r2.choices == r.choices, "choices changed", data, size);
+        fuzz_check(r2.has_max_output && r2.max_output == v * r.choices,
                    "the rewritten body's max output is not the clamp", data, size);
         fuzz_check(r2.stream == r.stream, "the rewrite changed stream", data, size);
         fuzz_check(!(grant & 1) || (r2.model && strcmp(r2.model, "fuzz-model") == 0),

@@ -63,6 +63,15 @@ static const EndpointRow endpoint_rows[] = {
         {API_KIND_OPENAI, "POST", "/v1/models/../chat/completions", API_EP_OPENAI_CHAT, false},
         {API_KIND_OPENAI, "POST", "/../../v1/messages#x", API_EP_ANTHROPIC_MESSAGES, false},
         {API_KIND_OLLAMA, "POST", "/api/chat%00", API_EP_NONE, false},
+        /* however long the segments resolved away */
+        {API_KIND_OPENAI, "POST",
+         "/a-segment-longer-than-any-endpoint-is-still-resolved-away-by-its-dot-dot-"
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx/../v1/chat/"
+         "completions",
+         API_EP_OPENAI_CHAT, false},
+        {API_KIND_OPENAI, "POST", "v1/responses", API_EP_OPENAI_RESPONSES, false},
+        {API_KIND_OPENAI, "POST", "/v1/chat/completions/..", API_EP_NONE, false},
         /* not budgeted */
         {API_KIND_OPENAI, "GET", "/v1/chat/completions", API_EP_NONE, false},
         {API_KIND_OPENAI, "post", "/v1/chat/completions", API_EP_NONE, false},
@@ -113,6 +122,7 @@ typedef struct ParseRow {
         const char *model;
         bool stream, wants_usage, has_max;
         uint64_t max, estimate;
+        uint64_t choices; /* 0: 1 */
 } ParseRow;
 
 #define CHAT_HELLO                                                                                          \
@@ -201,6 +211,19 @@ static const ParseRow parse_rows[] = {
          NULL, false, false, true, 5, 1},
         {"whitespace around the object", API_EP_OPENAI_CHAT, false, " \r\n\t{\"max_tokens\":3}\n", NULL,
          NULL, false, false, true, 3, 1},
+        /* n choices, each up to the max: the request's output is n times it */
+        {"openai chat n", API_EP_OPENAI_CHAT, false,
+         "{" CHAT_HELLO ",\"n\":3,\"max_completion_tokens\":100}", NULL, NULL, false, false, true, 300, 5,
+         3},
+        {"openai chat n without a max", API_EP_OPENAI_CHAT, false, "{" CHAT_HELLO ",\"n\":128}", NULL, NULL,
+         false, false, false, 0, 5, 128},
+        {"completions best_of over n", API_EP_OPENAI_COMPLETIONS, false,
+         "{\"prompt\":\"Say this is a test\",\"n\":2,\"best_of\":5,\"max_tokens\":10}", NULL, NULL, false,
+         false, true, 50, 5, 5},
+        {"ollama /v1 has no n", API_EP_OPENAI_CHAT, true, "{" CHAT_HELLO ",\"n\":3,\"max_tokens\":100}",
+         NULL, NULL, false, false, true, 100, 5, 1},
+        {"n null", API_EP_OPENAI_CHAT, false, "{\"n\":null,\"max_tokens\":7}", NULL, NULL, false, false,
+         true, 7, 1, 1},
 
         {"not an object", API_EP_OPENAI_CHAT, false, "[1,2]", "body: not a JSON object"},
         {"a string", API_EP_OPENAI_CHAT, false, "\"hi\"", "body: not a JSON object"},
@@ -253,6 +276,11 @@ static const ParseRow parse_rows[] = {
          "options.num_predict: not an integer"},
         {"options not an object", API_EP_OLLAMA_CHAT, false, "{\"options\":[]}", "options: not an object"},
         {"model a number", API_EP_OPENAI_CHAT, false, "{\"model\":4}", "model: not a string"},
+        {"n zero", API_EP_OPENAI_CHAT, false, "{\"n\":0}", "n: out of range (1 to 128)"},
+        {"n 129", API_EP_OPENAI_CHAT, false, "{\"n\":129}", "n: out of range (1 to 128)"},
+        {"n a string", API_EP_OPENAI_COMPLETIONS, false, "{\"n\":\"2\"}", "n: not an integer"},
+        {"best_of 21", API_EP_OPENAI_COMPLETIONS, false, "{\"best_of\":21}",
+         "best_of: out of range (1 to 20)"},
         {"stream a string", API_EP_OPENAI_CHAT, false, "{\"stream\":\"true\"}", "stream: not a boolean"},
         {"stream_options a number", API_EP_OPENAI_CHAT, false, "{\"stream\":true,\"stream_options\":1}",
          "stream_options: not an object"},
@@ -284,6 +312,8 @@ START_TEST(test_request_parse) {
         ck_assert_msg(r.max_output == row->max, "%s: max %" PRIu64, row->name, r.max_output);
         ck_assert_msg(r.prompt_estimate == row->estimate, "%s: estimate %" PRIu64, row->name,
                       r.prompt_estimate);
+        ck_assert_msg(r.choices == (row->choices ? row->choices : 1), "%s: choices %" PRIu64, row->name,
+                      r.choices);
         ck_assert_ptr_nonnull(r.body);
         api_request_done(&r);
         ck_assert_ptr_null(r.body);
@@ -368,6 +398,14 @@ static const RewriteRow rewrite_rows[] = {
          "{\"stream\":true,\"stream_options\":{\"include_usage\":true},\"max_tokens\":10}"},
         {"not streaming: no stream_options", API_EP_OPENAI_CHAT, false, "{\"stream\":false}", 10, NULL,
          "{\"stream\":false,\"max_completion_tokens\":10}"},
+        {"n: the grant shared out among the choices", API_EP_OPENAI_CHAT, false,
+         "{\"n\":4,\"max_completion_tokens\":50}", 100, NULL, "{\"n\":4,\"max_completion_tokens\":25}"},
+        {"n: the client's smaller value per choice stays", API_EP_OPENAI_CHAT, false,
+         "{\"n\":4,\"max_completion_tokens\":10}", 100, NULL, "{\"n\":4,\"max_completion_tokens\":10}"},
+        {"n: a grant below n still lets each choice a token", API_EP_OPENAI_COMPLETIONS, false,
+         "{\"n\":2,\"best_of\":3}", 2, NULL, "{\"n\":2,\"best_of\":3,\"max_tokens\":1}"},
+        {"n: a grant of 0 is 0", API_EP_OPENAI_CHAT, false, "{\"n\":2}", 0, NULL,
+         "{\"n\":2,\"max_completion_tokens\":0}"},
         {"model replaced", API_EP_OPENAI_CHAT, false, "{\"model\":\"gpt-4o\",\"max_completion_tokens\":5}",
          10, "gpt-4o-mini", "{\"model\":\"gpt-4o-mini\",\"max_completion_tokens\":5}"},
         {"model added", API_EP_ANTHROPIC_MESSAGES, false, "{\"max_tokens\":5}", 10, "claude-haiku",
