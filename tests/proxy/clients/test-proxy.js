@@ -40,7 +40,8 @@ const DELAY = ['--header', 'X-Test-Delay-Ms: 100'];
 const RUNAWAY = ['--header', 'X-Test-Ignore-Max: 1', '--header', 'X-Test-Output-Tokens: 100', '--header',
     'X-Test-Delay-Ms: 2'];
 const CUT_MAX = 10;
-const CUT_HARD = HARD_MULTIPLIER * (CUT_MAX + PROMPT_ESTIMATE);
+const RESPONSES_CUT_MAX = 16; // the least max_output_tokens OpenAI accepts
+const hardLimit = (max) => HARD_MULTIPLIER * (max + PROMPT_ESTIMATE);
 
 function env(name) {
         const v = process.env[name];
@@ -170,20 +171,39 @@ const CASES = [
             want: {...CUT_WANT, finish: 'length', final_finish: 'length'}, record: {client_closed: true},
             check: (rec, r) => (r.usage && r.usage.completion_tokens === r.deltas ? []
                                                                                  : [`usage ${JSON.stringify(r.usage)} for ${r.deltas} deltas`]),
-            cut: true},
+            cut: CUT_MAX},
         {name: 'p-cut-anthropic', lib: 'anthropic.js',
             args: ['--stream', '--max', String(CUT_MAX), '--header', 'X-TokenBudget-Agent: cut2', ...RUNAWAY],
             want: {...CUT_WANT, finish: 'max_tokens'}, record: {client_closed: true},
             check: (rec, r) => (r.usage.output_tokens === r.deltas ? []
                                                                     : [`output_tokens ${r.usage.output_tokens} for ${r.deltas} deltas`]),
-            cut: true},
+            cut: CUT_MAX},
         {name: 'p-cut-ollama', lib: 'ollama.js', up: 'ollama',
             args: ['--endpoint', 'generate', '--stream', '--max', String(CUT_MAX), '--header',
                 'X-TokenBudget-Agent: cut3', ...RUNAWAY],
             want: {...CUT_WANT, finish: 'length', done: true}, record: {client_closed: true},
             check: (rec, r) => (r.usage.eval_count === r.deltas ? []
                                                                  : [`eval_count ${r.usage.eval_count} for ${r.deltas} deltas`]),
-            cut: true},
+            cut: CUT_MAX},
+        {name: 'p-cut-responses', lib: 'openai.js',
+            args: ['--endpoint', 'responses', '--stream', '--max', String(RESPONSES_CUT_MAX), '--header',
+                'X-TokenBudget-Agent: cut4', ...RUNAWAY],
+            want: {...CUT_WANT, finish: 'incomplete', terminal: 'response.incomplete',
+                'incomplete_details.reason': 'max_output_tokens'},
+            record: {client_closed: true},
+            check: (rec, r) => (r.usage && r.usage.output_tokens === r.deltas ? []
+                                                                              : [`usage ${JSON.stringify(r.usage)} for ${r.deltas} deltas`]),
+            cut: RESPONSES_CUT_MAX},
+        {name: 'p-cut-completions', lib: 'openai.js',
+            args: ['--endpoint', 'completions', '--stream', '--max', String(CUT_MAX), '--header',
+                'X-TokenBudget-Agent: cut5', ...RUNAWAY],
+            want: {...CUT_WANT, finish: 'length'}, record: {client_closed: true}, cut: CUT_MAX},
+        // A whole reply past the grant cannot be cut: it is charged in full,
+        // past the hard limit (never less than the upstream's count).
+        {name: 'p-overrun-whole', lib: 'anthropic.js',
+            args: ['--max', String(CUT_MAX), '--header', 'X-TokenBudget-Agent: over', '--header', 'X-Test-Ignore-Max: 1',
+                '--header', 'X-Test-Output-Tokens: 100'],
+            want: {usage: ANTH_USAGE(I, 100), finish: 'end_turn', n: 100}, charge: I + 100},
         // The client goes away: the proxy cancels upstream and releases what
         // was counted.
         {name: 'p-client-gone', lib: 'openai.js',
@@ -219,8 +239,9 @@ async function runCase(nodeModules, ctx, c) {
                 bad.push(`the daemon charged ${used}, expected ${c.chargeRange[0]} to ${c.chargeRange[1]}`);
         // Cut when the allocation reached its hard limit: charged exactly
         // that, every token delivered within it.
-        if (c.cut && !(used === CUT_HARD && r.deltas < used))
-                bad.push(`the daemon charged ${used} for ${r.deltas} tokens delivered, expected the hard limit ${CUT_HARD}`);
+        if (c.cut && !(used === hardLimit(c.cut) && r.deltas < used))
+                bad.push(`the daemon charged ${used} for ${r.deltas} tokens delivered, expected the hard limit ${
+                        hardLimit(c.cut)}`);
         if (c.agent) {
                 const a = await settled(ctx.sock, `agent:${process.getuid()}:${c.agent}`);
                 if (a.used !== want) bad.push(`agent:${process.getuid()}:${c.agent} charged ${a.used}, expected ${want}`);
