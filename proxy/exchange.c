@@ -75,6 +75,7 @@ struct Exchange {
         ApiStream *stream;
         ApiBuffer kept; /* a non-streamed budgeted body, for its usage */
         bool kept_overflow;
+        uint64_t reply_bytes; /* of that body, kept or not */
         ApiUsage usage;
         uint64_t reported_input, reported_output, last_report_usec;
 };
@@ -622,6 +623,7 @@ static size_t upstream_body_cb(UpstreamTransfer *t, const char *data, size_t len
                 maybe_report(ex);
                 return len;
         }
+        ex->reply_bytes += len;
         if (ex->budgeted && !ex->kept_overflow) {
                 if (ex->kept.len + len > ex->ctx->config->max_response_bytes) {
                         ex->kept_overflow = true;
@@ -674,7 +676,7 @@ static void upstream_done_cb(UpstreamTransfer *t, int error, const char *message
                 if (r < 0) {
                         /* No usage in the reply: never charge it as zero; about 4 bytes a token. */
                         ex->usage = (ApiUsage){.input = ex->api.prompt_estimate,
-                                               .output = (ex->kept.len + 3) / 4};
+                                               .output = (ex->reply_bytes + 3) / 4};
                         log_notice("%s %s: no usage in the reply: counted %" PRIu64
                                    " output tokens from its size",
                                    ex->method, ex->uri, ex->usage.output);

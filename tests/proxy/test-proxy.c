@@ -35,6 +35,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -96,14 +97,14 @@ static bool have_node(void) {
 }
 
 /* upstream.js on 127.0.0.1:0, flavor NULL for openai; its port from "listening on HOST:PORT". */
-static void upstream_start(Proc *p, const char *flavor) {
+static void upstream_start_at(Proc *p, const char *flavor, const char *listen) {
         char script[512], line[256] = "";
         int pfd[2];
         size_t n = 0;
 
         snprintf(script, sizeof(script), "%s/tests/proxy/upstream.js", harness_env("SRCDIR"));
         snprintf(p->log, sizeof(p->log), "%s/upstream-%d.log", harness_dir(), free_port());
-        char *argv[] = {(char *)harness_env("NODE"), script,         "--listen", "127.0.0.1:0",
+        char *argv[] = {(char *)harness_env("NODE"), script,         "--listen", (char *)listen,
                         flavor ? "--flavor" : NULL,  (char *)flavor, NULL};
         ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
         p->pid = spawn(argv, p->log, pfd);
@@ -122,8 +123,31 @@ static void upstream_start(Proc *p, const char *flavor) {
         close(pfd[0]);
         line[n] = '\0';
         char *colon = strrchr(line, ':');
-        ck_assert_msg(strstr(line, "listening on") && colon, "upstream.js did not start: '%s'", line);
-        p->port = atoi(colon + 1);
+        ck_assert_msg(strstr(line, "listening on") && (colon || listen[0] == '/'),
+                      "upstream.js did not start: '%s'", line);
+        p->port = colon ? atoi(colon + 1) : 0;
+}
+
+static void upstream_start(Proc *p, const char *flavor) {
+        upstream_start_at(p, flavor, "127.0.0.1:0");
+}
+
+static void wait_unix(const char *path, const char *log) {
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+
+        ck_assert_uint_lt(strlen(path), sizeof(a.sun_path));
+        memcpy(a.sun_path, path, strlen(path) + 1);
+        for (int i = 0; i < 500; i++) {
+                int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+                if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+                        close(fd);
+                        return;
+                }
+                close(fd);
+                harness_sleep_msec(10);
+        }
+        char *text = harness_read_file(log, NULL);
+        ck_abort_msg("nothing listens on %s: %s", path, text ? text : "");
 }
 
 static void wait_listening(int port, const char *log) {
@@ -196,9 +220,9 @@ static void reply_done(Reply *r) {
         free(r->body);
 }
 
-/* curl -sS -D headers -o body -w %{http_code} [-H ...] [-d body] URL. */
-static void http(int port, const char *method, const char *path, const char *body,
-                 const char *const *headers, Reply *ret) {
+/* curl -sS -D headers -o body -w %{http_code} [--unix-socket PATH] [-H ...] [-d body] URL. */
+static void http_at(int port, const char *unix_path, const char *method, const char *path, const char *body,
+                    const char *const *headers, Reply *ret) {
         char url[256], hfile[300], bfile[300], *argv[48];
         static unsigned counter;
         CommandResult r;
@@ -218,6 +242,10 @@ static void http(int port, const char *method, const char *path, const char *bod
         argv[n++] = bfile;
         argv[n++] = "-w";
         argv[n++] = "%{http_code}";
+        if (unix_path) {
+                argv[n++] = "--unix-socket";
+                argv[n++] = (char *)unix_path;
+        }
         for (; headers && *headers && n < ELEMENTSOF(argv) - 6; headers++) {
                 argv[n++] = "-H";
                 argv[n++] = (char *)*headers;
@@ -239,6 +267,11 @@ static void http(int port, const char *method, const char *path, const char *bod
         if (!ret->headers)
                 ret->headers = strdup("");
         command_result_done(&r);
+}
+
+static void http(int port, const char *method, const char *path, const char *body,
+                 const char *const *headers, Reply *ret) {
+        http_at(port, NULL, method, path, body, headers, ret);
 }
 
 /* The upstream's record of every request, as an array. */
@@ -830,6 +863,135 @@ START_TEST(test_config) {
 }
 END_TEST
 
+/* A Unix listener (SO_PEERCRED) in front of a unix: upstream: usage lands exactly. */
+START_TEST(test_unix_sockets) {
+        static const char *const h[] = {"X-Test-Output-Tokens: 11", "Authorization: Bearer tb-unixagent",
+                                        NULL};
+        char up_path[300], proxy_path[300], listen[310], upstream[310], scope[64];
+        Proc up, proxy;
+        TestDaemon *d;
+        Reply r;
+
+        if (!have_node()) {
+                tb_check_skip("node not found: apt-get install nodejs");
+                return;
+        }
+        d = harness_daemon_start("");
+        snprintf(up_path, sizeof(up_path), "%s/up.sock", harness_dir());
+        snprintf(proxy_path, sizeof(proxy_path), "%s/proxy.sock", harness_dir());
+        upstream_start_at(&up, NULL, up_path);
+        snprintf(listen, sizeof(listen), "unix:%s", proxy_path);
+        snprintf(upstream, sizeof(upstream), "unix:%s", up_path);
+        snprintf(proxy.log, sizeof(proxy.log), "%s/proxy-unix.log", harness_dir());
+        char *argv[] = {(char *)harness_env("TOKENBUDGET_PROXY"),
+                        "--listen",
+                        listen,
+                        "--upstream",
+                        upstream,
+                        "--socket",
+                        d->socket_path,
+                        NULL};
+        proxy.pid = spawn(argv, proxy.log, NULL);
+        wait_unix(proxy_path, proxy.log);
+
+        http_at(0, proxy_path, "POST", "/v1/chat/completions", CHAT(""), h, &r);
+        ck_assert_msg(r.status == 200, "%d %s", r.status, r.body);
+        reply_done(&r);
+        http_at(0, up_path, "GET", "/__requests", NULL, NULL, &r);
+        json_object *all = json_tokener_parse(r.body), *rec = last_request(all);
+        reply_done(&r);
+        /* The tb- key is the proxy's: not forwarded. */
+        ck_assert_ptr_null(path_get(rec, "headers", "authorization"));
+        int64_t total = reply_tokens(rec);
+        ck_assert_int_eq(total, 3 + 11);
+        expect_settled(d, total);
+        snprintf(scope, sizeof(scope), "agent:%u:unixagent", (unsigned)getuid());
+        ck_assert_int_eq(scope_field(d, scope, "used"), total);
+        json_object_put(all);
+        proc_stop(&proxy, true);
+        ck_assert_int_eq(access(proxy_path, F_OK), -1); /* removed at the end */
+        proc_stop(&up, false);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* https upstreams verify certificates: a self-signed one is a 502, and the allocation is released. */
+START_TEST(test_tls_verified) {
+        char key[300], cert[300], accept[64], url[64], log[300];
+        CommandResult c;
+        Proc tls, proxy;
+        TestDaemon *d;
+        Reply r;
+
+        if (access("/usr/bin/openssl", X_OK) < 0) {
+                tb_check_skip("no /usr/bin/openssl (apt-get install openssl)");
+                return;
+        }
+        snprintf(key, sizeof(key), "%s/key.pem", harness_dir());
+        snprintf(cert, sizeof(cert), "%s/cert.pem", harness_dir());
+        char *gen[] = {"/usr/bin/openssl",
+                       "req",
+                       "-x509",
+                       "-newkey",
+                       "rsa:2048",
+                       "-nodes",
+                       "-keyout",
+                       key,
+                       "-out",
+                       cert,
+                       "-subj",
+                       "/CN=127.0.0.1",
+                       "-days",
+                       "1",
+                       NULL};
+        harness_run(gen, NULL, 30000, &c);
+        ck_assert_msg(c.status == 0, "openssl req: %s", c.err);
+        command_result_done(&c);
+        tls.port = free_port();
+        snprintf(accept, sizeof(accept), "127.0.0.1:%d", tls.port);
+        snprintf(log, sizeof(log), "%s/s_server.log", harness_dir());
+        char *srv[] = {"/usr/bin/openssl", "s_server", "-accept", accept, "-cert", cert, "-key", key, "-www",
+                       "-quiet",           NULL};
+        tls.pid = spawn(srv, log, NULL);
+        wait_listening(tls.port, log);
+
+        d = harness_daemon_start("");
+        snprintf(url, sizeof(url), "https://127.0.0.1:%d", tls.port);
+        proxy_start(&proxy, url, d->socket_path, NULL);
+        http(proxy.port, "POST", "/v1/chat/completions", CHAT(""), NULL, &r);
+        ck_assert_msg(r.status == 502 && strcasestr(r.body, "certificate"), "%d %s", r.status, r.body);
+        reply_done(&r);
+        expect_settled(d, 0);
+        proc_stop(&proxy, true);
+        proc_stop(&tls, false);
+        harness_daemon_stop(d);
+}
+END_TEST
+
+/* An upstream without usage is never charged zero: a stream by its counted deltas and the prompt
+ * estimate, a whole reply by its size. */
+START_TEST(test_no_usage) {
+        static const char *const h[] = {"X-Test-Output-Tokens: 37", "X-Test-No-Usage: 1", NULL};
+        World w;
+        Reply r;
+
+        if (!world_start(&w, "", NULL, NULL))
+                return;
+        http(w.proxy.port, "POST", "/v1/chat/completions", CHAT(",\"stream\":true"), h, &r);
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_ptr_nonnull(strstr(r.body, "data: [DONE]"));
+        reply_done(&r);
+        /* 37 deltas of one token each (" tok37" is 6 bytes) and 5 for "hello there friend" (18 bytes) */
+        expect_settled(w.d, 37 + 5);
+        http(w.proxy.port, "POST", "/v1/chat/completions", CHAT(""), h, &r);
+        ck_assert_int_eq(r.status, 200);
+        size_t bytes = strlen(r.body);
+        reply_done(&r);
+        expect_settled(w.d, 37 + 5 + 5 + (int64_t)(bytes + 3) / 4);
+        world_stop(&w);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("proxy");
         TCase *tc = harness_tcase("proxy", 120);
@@ -847,6 +1009,9 @@ int main(void) {
         tcase_add_test(tc, test_retry_after);
         tcase_add_test(tc, test_connection_limit);
         tcase_add_test(tc, test_config);
+        tcase_add_test(tc, test_unix_sockets);
+        tcase_add_test(tc, test_tls_verified);
+        tcase_add_test(tc, test_no_usage);
         suite_add_tcase(s, tc);
         return harness_main(s);
 }
