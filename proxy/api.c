@@ -898,6 +898,7 @@ struct ApiStream {
         json_object *items;                      /* Responses: output items by output_index, as added */
         ResponsesText texts[API_MAX_TEXT_PARTS]; /* Responses: text of parts not yet done */
         size_t n_texts, text_bytes;
+        uint64_t input_estimate; /* the input a cut reports when the stream gave none */
 };
 
 static uint64_t delta_tokens(uint64_t bytes) {
@@ -1346,6 +1347,10 @@ bool api_stream_done(const ApiStream *s) {
         return s->done;
 }
 
+void api_stream_set_input_estimate(ApiStream *s, uint64_t tokens) {
+        s->input_estimate = tokens;
+}
+
 /* ---- the cut ---- */
 
 static int sse_emit(ApiBuffer *out, const char *event, json_object *o) {
@@ -1379,6 +1384,17 @@ static json_object *openai_chunk_new(const ApiStream *s) {
         return o;
 }
 
+/* The last delta: empty, or, when no choice came yet, the first one with its role (openai-node's
+ * ChatCompletionStream refuses a choice without one: "missing role for choice 0"). */
+static json_object *openai_cut_delta(const ApiStream *s) {
+        json_object *d = json_object_new_object();
+
+        if (d && s->n_choices == 0 &&
+            (json_set_string(d, "role", "assistant") < 0 || json_set_string(d, "content", "") < 0))
+                return json_object_put(d), NULL;
+        return d;
+}
+
 static int openai_cut(ApiStream *s, const ApiUsage *u, ApiBuffer *out) {
         _cleanup_(json_object_putp) json_object *fin = NULL, *use = NULL;
         json_object *choices, *c, *usage;
@@ -1394,7 +1410,7 @@ static int openai_cut(ApiStream *s, const ApiUsage *u, ApiBuffer *out) {
                         if (json_set_int(c, "index", i) < 0 ||
                             (s->ep == API_EP_OPENAI_COMPLETIONS
                                      ? json_set_string(c, "text", "")
-                                     : json_set(c, "delta", json_object_new_object())) < 0 ||
+                                     : json_set(c, "delta", openai_cut_delta(s))) < 0 ||
                             json_object_object_add(c, "logprobs", NULL) < 0 ||
                             json_set_string(c, "finish_reason", "length") < 0)
                                 return -ENOMEM;
@@ -1554,13 +1570,23 @@ static int responses_cut(ApiStream *s, const ApiUsage *u, ApiBuffer *out) {
                 if (json_object_deep_copy(s->response, &resp, NULL) < 0)
                         return -ENOMEM;
         } else {
+                /* the client has seen no response: response.created first, which the accumulators of
+                 * openai-python and openai-node want before anything else */
+                _cleanup_(json_object_putp) json_object *created = json_object_new_object();
+
                 if (!(resp = json_object_new_object()) ||
                     json_set_string(resp, "id", "resp_tokenbudget") < 0 ||
                     json_set_string(resp, "object", "response") < 0 ||
                     json_set_int(resp, "created_at", 0) < 0 ||
+                    json_set_string(resp, "status", "in_progress") < 0 ||
                     json_set_string(resp, "model", s->model ? s->model : "") < 0 ||
-                    json_set(resp, "output", json_object_new_array()) < 0)
+                    json_set(resp, "output", json_object_new_array()) < 0 || !created ||
+                    json_set_string(created, "type", "response.created") < 0 ||
+                    json_set_int(created, "sequence_number", (uint64_t)(++s->sequence_number)) < 0 ||
+                    json_set(created, "response", json_object_get(resp)) < 0)
                         return -ENOMEM;
+                if ((r = sse_emit(out, "response.created", created)) < 0)
+                        return r;
         }
         if ((r = responses_cut_output(s, resp)) < 0)
                 return r;
@@ -1596,6 +1622,8 @@ int api_stream_cut(ApiStream *s, ApiBuffer *out) {
                 return 0;
         }
         api_stream_usage(s, &u);
+        if (!u.final && u.input == 0)
+                u.input = s->input_estimate;
         switch (s->ep) {
         case API_EP_OPENAI_CHAT:
         case API_EP_OPENAI_COMPLETIONS:

@@ -120,12 +120,16 @@ int api_stream_feed(ApiStream *s, const char *data, size_t len, ApiBuffer *out);
  * said it (Anthropic's message_start; else 0: the caller has its prompt estimate). */
 void api_stream_usage(const ApiStream *s, ApiUsage *ret);
 bool api_stream_done(const ApiStream *s); /* the terminal event was seen */
+/* The input a cut reports when the stream has said none yet (the request's prompt estimate): in the
+ * cut's bytes only, never in api_stream_usage(). 0 by default. */
+void api_stream_set_input_estimate(ApiStream *s, uint64_t tokens);
 
 /* The bytes that end the stream cleanly at a limit, in the API's own terms (a chunk with
  * finish_reason "length" then "data: [DONE]"; message_delta stop_reason "max_tokens" + message_stop;
  * {"done": true, "done_reason": "length", counts}; Responses: response.incomplete with reason
  * max_output_tokens), with the usage counted so far; what the client has not seen yet is made up
- * (a message_start, a usage chunk when the client asked for one). Nothing after the terminal event.
+ * (a message_start, a response.created, a first delta's role, a usage chunk when the client asked
+ * for one). Nothing after the terminal event.
  * Feeding after a cut forwards nothing. 0 or -ENOMEM. */
 int api_stream_cut(ApiStream *s, ApiBuffer *out);
 

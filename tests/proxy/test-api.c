@@ -1101,6 +1101,11 @@ static void check_openai_cut(const StreamRow *row, Collected *c, size_t kept, bo
                 ck_assert_str_eq(path_str(c0, "finish_reason", NULL), "length");
                 if (row->ep == API_EP_OPENAI_CHAT)
                         ck_assert(json_object_is_type(path(c0, "delta", NULL), json_type_object));
+                /* the first delta of a choice carries its role (openai-node's accumulator wants it) */
+                if (chat && kept == 0)
+                        ck_assert_str_eq(path_str(c0, "delta", "role"), "assistant");
+                else if (chat)
+                        ck_assert_ptr_null(path(path(c0, "delta", NULL), "role", NULL));
                 else
                         ck_assert_str_eq(path_str(c0, "text", NULL), "");
                 i++;
@@ -1175,11 +1180,19 @@ static void check_ollama_cut(const StreamRow *row, const ApiBuffer *b, Collected
 static void check_responses_cut(const StreamRow *row, Collected *c, size_t kept, uint64_t in, uint64_t out) {
         json_object *o;
 
-        ck_assert_int_eq(c->n, 1);
-        o = c->data[0];
-        ck_assert_str_eq(c->names[0], "response.incomplete");
+        /* nothing came: a response.created first (the accumulators want it before anything else) */
+        ck_assert_int_eq(c->n, kept ? 1 : 2);
+        if (!kept) {
+                ck_assert_str_eq(c->names[0], "response.created");
+                ck_assert_str_eq(path_str(c->data[0], "type", NULL), "response.created");
+                ck_assert_int_eq(path_int(c->data[0], "sequence_number", NULL), 0);
+                ck_assert_str_eq(path_str(c->data[0], "response", "status"), "in_progress");
+                ck_assert_str_eq(path_str(c->data[0], "response", "id"), "resp_tokenbudget");
+        }
+        o = c->data[kept ? 0 : 1];
+        ck_assert_str_eq(c->names[kept ? 0 : 1], "response.incomplete");
         ck_assert_str_eq(path_str(o, "type", NULL), "response.incomplete");
-        ck_assert_int_eq(path_int(o, "sequence_number", NULL), kept ? (int64_t)kept : 0);
+        ck_assert_int_eq(path_int(o, "sequence_number", NULL), kept ? (int64_t)kept : 1);
         ck_assert_str_eq(path_str(o, "response", "status"), "incomplete");
         ck_assert_str_eq(path_str(path(o, "response", NULL), "incomplete_details", "reason"),
                          "max_output_tokens");
@@ -1601,6 +1614,45 @@ START_TEST(test_responses_cut_output) {
 }
 END_TEST
 
+/* The prompt estimate the caller sets goes into the cut's counts when the stream gave no input; never
+ * into api_stream_usage(), and not over the stream's own input. */
+START_TEST(test_stream_cut_input_estimate) {
+        static const struct {
+                size_t row, kept;
+                uint64_t want;
+        } cases[] = {
+                {0, 4, 19},   /* openai chat: the usage chunk's prompt_tokens */
+                {5, 6, 19},   /* responses: usage.input_tokens */
+                {6, 3, 19},   /* ollama: prompt_eval_count */
+                {8, 0, 19},   /* anthropic before message_start: the made-up one's input_tokens */
+                {8, 5, 2125}, /* anthropic after message_start: its own input */
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                const StreamRow *row = &stream_rows[cases[i].row];
+                size_t len;
+                char *in = join_parts(row, cases[i].kept, false, &len);
+                ApiBuffer out = {}, again = {};
+                ApiStream *s = feed_split(row->ep, row->strip, in, len, len, len, &out), *s2;
+                ApiUsage u;
+
+                api_stream_set_input_estimate(s, 19);
+                api_stream_usage(s, &u);
+                ck_assert_uint_eq(u.input, cases[i].kept && row->ep == API_EP_ANTHROPIC_MESSAGES ? 2125 : 0);
+                ck_assert_int_eq(api_stream_cut(s, &out), 0);
+                /* what the cut said, read back by a stream of the same API */
+                s2 = feed_split(row->ep, false, out.data, out.len, out.len, out.len, &again);
+                api_stream_usage(s2, &u);
+                ck_assert_msg(u.input == cases[i].want, "case %zu: %" PRIu64, i, u.input);
+                api_stream_free(s);
+                api_stream_free(s2);
+                api_buffer_done(&out);
+                api_buffer_done(&again);
+                free(in);
+        }
+}
+END_TEST
+
 /* ---- error bodies ---- */
 
 typedef struct ErrorRow {
@@ -1673,6 +1725,7 @@ static Suite *api_suite(void) {
         tcase_add_test(tc, test_stream_continuous_usage);
         tcase_add_test(tc, test_stream_cut_two_choices);
         tcase_add_test(tc, test_responses_cut_output);
+        tcase_add_test(tc, test_stream_cut_input_estimate);
         tcase_add_loop_test(tc, test_error_body, 0, (int)ELEMENTSOF(error_rows));
         suite_add_tcase(s, tc);
         return s;
