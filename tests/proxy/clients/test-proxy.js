@@ -210,6 +210,21 @@ const CASES = [
             args: ['--endpoint', 'chat', '--stream', '--stop-after', '2', '--header', 'X-Test-Output-Tokens: 10',
                 ...DELAY],
             want: {stopped: 2}, record: {client_closed: true}, chargeRange: [2, PROMPT_ESTIMATE + 10]},
+        // Faults: the upstream down (502, the allocation released with
+        // nothing charged) and the daemon down (503, fail closed), in each
+        // API's error shape, which each library raises as its server error.
+        {name: 'p-502-openai', lib: 'openai.js', up: 'down', args: ['--endpoint', 'chat'],
+            want: {error: 'InternalServerError', status: 502}, record: null, charge: 0},
+        {name: 'p-502-anthropic', lib: 'anthropic.js', up: 'down', args: ['--stream'],
+            want: {error: 'InternalServerError', status: 502}, record: null, charge: 0},
+        {name: 'p-502-ollama', lib: 'ollama.js', up: 'down', args: ['--stream'],
+            want: {error: 'ResponseError', status: 502}, record: null, charge: 0},
+        {name: 'p-503-openai', lib: 'openai.js', up: 'nodaemon', args: ['--endpoint', 'responses', '--stream'],
+            want: {error: 'InternalServerError', status: 503}, record: null, charge: 0},
+        {name: 'p-503-anthropic', lib: 'anthropic.js', up: 'nodaemon', args: [],
+            want: {error: 'ServiceUnavailableError', status: 503}, record: null, charge: 0},
+        {name: 'p-503-ollama', lib: 'ollama.js', up: 'nodaemon', args: ['--endpoint', 'generate'],
+            want: {error: 'ResponseError', status: 503}, record: null, charge: 0},
         // Agent names: a tb-NAME key (kept from the upstream), a header.
         {name: 'p-agent-key', lib: 'openai.js', args: ['--endpoint', 'chat', '--max', '3', '--api-key', 'tb-keyagent'],
             want: {usage: OPENAI_USAGE(I, 3), n: 3}, record: {'headers.authorization': undefined}, charge: I + 3,
@@ -226,7 +241,8 @@ async function runCase(nodeModules, ctx, c) {
         const r = res.result;
         const bad = compare(c, r);
         if ((r.error ? 3 : 0) !== res.code) bad.push(`exit status ${res.code}`);
-        const rec = await recordOf(where.upstream, c.name, Boolean(c.record && c.record.client_closed));
+        const rec = where.upstream ? await recordOf(where.upstream, c.name, Boolean(c.record && c.record.client_closed))
+                                   : undefined;
         bad.push(...compareRecord(c, rec));
         if (rec && c.check && !r.error) bad.push(...c.check(rec, r));
         const {used, scope} = await settled(ctx.sock, `process:${r.pid}`);
@@ -269,6 +285,18 @@ function waitSocket(sock, daemon) {
         });
 }
 
+// A loopback port nothing listens on (bound, then closed).
+function closedPort() {
+        return new Promise((resolve, reject) => {
+                const srv = net.createServer();
+                srv.on('error', reject);
+                srv.listen(0, '127.0.0.1', () => {
+                        const port = srv.address().port;
+                        srv.close(() => resolve(port));
+                });
+        });
+}
+
 // SIGTERM, then its exit code (or signal name); SIGKILL after 10 s.
 function stop(p) {
         return new Promise((resolve) => {
@@ -304,8 +332,18 @@ async function main() {
                 const proxyOllama = await startListening([proxyBin, '--listen', '127.0.0.1:0', '--upstream',
                         `http://${upOllama.address}`, '--api', 'ollama', '--socket', sock], 'tokenbudget-proxy --api ollama');
                 procs.push([proxy.proc, 'tokenbudget-proxy'], [proxyOllama.proc, 'tokenbudget-proxy --api ollama']);
+                // In front of a port nobody listens on; and with no daemon.
+                const proxyDown = await startListening([proxyBin, '--listen', '127.0.0.1:0', '--upstream',
+                        `http://127.0.0.1:${await closedPort()}`, '--socket', sock], 'tokenbudget-proxy (upstream down)');
+                const proxyNoDaemon = await startListening([proxyBin, '--listen', '127.0.0.1:0', '--upstream',
+                        `http://${up.address}`, '--socket', path.join(dir, 'no-daemon.sock')],
+                    'tokenbudget-proxy (no daemon)');
+                procs.push([proxyDown.proc, 'tokenbudget-proxy (upstream down)'],
+                    [proxyNoDaemon.proc, 'tokenbudget-proxy (no daemon)']);
                 const ctx = {sock, openai: {proxy: proxy.address, upstream: up.address},
-                        ollama: {proxy: proxyOllama.address, upstream: upOllama.address}};
+                        ollama: {proxy: proxyOllama.address, upstream: upOllama.address},
+                        down: {proxy: proxyDown.address, upstream: null},
+                        nodaemon: {proxy: proxyNoDaemon.address, upstream: null}};
                 failed = await runCases(CASES, (c) => runCase(nodeModules, ctx, c));
                 for (const p of [proxy, proxyOllama])
                         if (p.proc.exitCode !== null) {
