@@ -992,6 +992,93 @@ START_TEST(test_no_usage) {
 }
 END_TEST
 
+/* X-TokenBudget-Wait: a request that does not fit while another is in flight waits in the daemon's
+ * queue and is served when that one is released. */
+START_TEST(test_wait) {
+        World w;
+        char buf[1 << 14];
+        Reply r;
+
+        if (!world_start(&w, "global = { max_tokens_in_flight = 300; };\n", NULL, NULL))
+                return;
+        /* (100 + 5) x 2 = 210 in flight for about two seconds */
+        int fd = raw_http(w.proxy.port, "POST", "/v1/chat/completions",
+                          "X-Test-Output-Tokens: 100\r\nX-Test-Delay-Ms: 20\r\n",
+                          CHAT(",\"stream\":true,\"max_completion_tokens\":100"));
+        ck_assert_uint_gt(read_within(fd, buf, sizeof(buf), 300), 0);
+        static const char *const now[] = {"X-Test-Output-Tokens: 5", NULL};
+        http(w.proxy.port, "POST", "/v1/chat/completions", CHAT(",\"max_completion_tokens\":100"), now, &r);
+        ck_assert_msg(r.status == 429 && strstr(r.body, "in-flight"), "without waiting: %d %s", r.status,
+                      r.body);
+        reply_done(&r);
+        static const char *const wait[] = {"X-Test-Output-Tokens: 5", "X-TokenBudget-Wait: 10000", NULL};
+        uint64_t t0 = harness_now_usec();
+        http(w.proxy.port, "POST", "/v1/chat/completions", CHAT(",\"max_completion_tokens\":100"), wait, &r);
+        ck_assert_msg(r.status == 200, "waiting: %d %s", r.status, r.body);
+        ck_assert_uint_gt(harness_now_usec() - t0, 200000); /* it waited for the stream's end */
+        reply_done(&r);
+        while (read_within(fd, buf, sizeof(buf), 1000) > 0)
+                ;
+        close(fd);
+        expect_settled(w.d, -1);
+        world_stop(&w);
+}
+END_TEST
+
+/* allow_model_substitution: a degraded grant's suggestedModel (model_tiers) replaces the model;
+ * without it the model stays. */
+START_TEST(test_model_substitution) {
+        char path[300];
+        Reply r;
+        World w;
+
+        snprintf(path, sizeof(path), "%s/subst.conf", harness_dir());
+        if (!world_start(&w, "max_request_tokens = 60;\nmodel_tiers = [ \"big\", \"small\" ];\n", NULL,
+                         NULL))
+                return;
+        const char *body = "{\"model\":\"big\",\"max_completion_tokens\":100,"
+                           "\"messages\":[{\"role\":\"user\",\"content\":\"hello there friend\"}]}";
+        http(w.proxy.port, "POST", "/v1/chat/completions", body, NULL, &r);
+        ck_assert_int_eq(r.status, 200);
+        reply_done(&r);
+        json_object *all = upstream_requests(&w.up);
+        ck_assert_str_eq(json_object_get_string(path_get(last_request(all), "body", "model")), "big");
+        json_object_put(all);
+
+        /* The same daemon and upstream, a proxy from a config file whose listener allows it. */
+        Proc p2;
+        char url[64], listen[64];
+        p2.port = free_port();
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d", w.up.port);
+        snprintf(listen, sizeof(listen), "127.0.0.1:%d", p2.port);
+        FILE *f = fopen(path, "w");
+        ck_assert_ptr_nonnull(f);
+        fprintf(f,
+                "listeners = ( { listen = \"%s\"; upstream = \"%s\"; allow_model_substitution = true; } "
+                ");\n",
+                listen, url);
+        fclose(f);
+        snprintf(p2.log, sizeof(p2.log), "%s/proxy-subst.log", harness_dir());
+        char *argv[] = {(char *)harness_env("TOKENBUDGET_PROXY"),
+                        "--config",
+                        path,
+                        "--socket",
+                        w.d->socket_path,
+                        NULL};
+        p2.pid = spawn(argv, p2.log, NULL);
+        wait_listening(p2.port, p2.log);
+        http(p2.port, "POST", "/v1/chat/completions", body, NULL, &r);
+        ck_assert_int_eq(r.status, 200);
+        reply_done(&r);
+        all = upstream_requests(&w.up);
+        ck_assert_str_eq(json_object_get_string(path_get(last_request(all), "body", "model")), "small");
+        json_object_put(all);
+        proc_stop(&p2, true);
+        expect_settled(w.d, -1);
+        world_stop(&w);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("proxy");
         TCase *tc = harness_tcase("proxy", 120);
@@ -1012,6 +1099,8 @@ int main(void) {
         tcase_add_test(tc, test_unix_sockets);
         tcase_add_test(tc, test_tls_verified);
         tcase_add_test(tc, test_no_usage);
+        tcase_add_test(tc, test_wait);
+        tcase_add_test(tc, test_model_substitution);
         suite_add_tcase(s, tc);
         return harness_main(s);
 }
