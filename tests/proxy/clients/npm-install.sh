@@ -27,13 +27,26 @@ sum=$(sha256sum "$src/package-lock.json" | cut -d' ' -f1)
 if [ -d "$dest/node_modules" ] && [ "$(cat "$dest/.installed" 2>/dev/null)" = "$sum" ]; then
     exit 0
 fi
-rm -f "$dest/.installed"
-cp "$src/package.json" "$src/package-lock.json" "$dest/"
 log=$dest/npm-ci.log
-if ! (cd "$dest" && timeout 300 npm ci --no-audit --no-fund --prefer-offline --loglevel=error) >"$log" 2>&1; then
+skip_failed() {
     tail -n 20 "$log"
     echo "SKIP: npm ci could not install the client libraries of $src/package-lock.json" \
         "into $dest (output above, whole log: $log): is the npm registry reachable?"
     exit 77
+}
+# A failure in the last 10 minutes with this lockfile: skip at once, not
+# after npm's timeouts again (the tests that need the libraries run one
+# after another).
+if [ "$(cat "$dest/.failed" 2>/dev/null)" = "$sum" ] && [ -n "$(find "$dest/.failed" -mmin -10)" ]; then
+    skip_failed
+fi
+rm -f "$dest/.installed" "$dest/.failed"
+cp "$src/package.json" "$src/package-lock.json" "$dest/"
+# npm's default retries take minutes to give up on an unreachable registry.
+if ! (cd "$dest" && timeout 240 npm ci --no-audit --no-fund --prefer-offline --loglevel=error \
+    --fetch-retries=1 --fetch-retry-mintimeout=2000 --fetch-retry-maxtimeout=10000 --fetch-timeout=30000) \
+    >"$log" 2>&1; then
+    echo "$sum" >"$dest/.failed"
+    skip_failed
 fi
 echo "$sum" >"$dest/.installed"
