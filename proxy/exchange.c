@@ -804,6 +804,13 @@ static void exchange_identify(Exchange *ex) {
                 ex->peer_pid = c->peer_pid;
         } else {
                 r = peer_identify(fd, &ex->peer_uid, &ex->peer_pid);
+                if (r >= 0 && ex->peer_pid == 0)
+                        /* /proc/PID/fd of another user's process is closed to a proxy without
+                         * CAP_SYS_PTRACE: the uid alone cannot be sent (onBehalfOf needs the pid). */
+                        log_notice(
+                                "%s %s: the client (uid %u) has no process this proxy can see: charged to "
+                                "the proxy (a Unix listener gives its pid, SO_PEERCRED)",
+                                ex->method, ex->uri, (unsigned)ex->peer_uid);
                 if (c) {
                         c->peer_looked_up = true;
                         c->peer_error = r;

@@ -35,6 +35,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1079,6 +1080,112 @@ START_TEST(test_model_substitution) {
 }
 END_TEST
 
+/* Who pays, with the proxy running as uid 65534 and curl as root. On a Unix listener (SO_PEERCRED):
+ * untrusted, the daemon refuses onBehalfOf and the proxy's own user is charged (said once in its
+ * log); listed in trusted_proxies, the client's user. On TCP the proxy finds the client's uid
+ * (sock_diag) but cannot see another user's /proc/PID/fd: without a pid it cannot ask onBehalfOf
+ * and its own user is charged, which its log says. */
+static void who_pays(const char *daemon_config, bool unix_listener, bool client_charged, const char *said) {
+        static const char *const h[] = {"X-Test-Output-Tokens: 7", NULL};
+        char url[64], listen[320], path[300];
+        Proc up, proxy;
+        TestDaemon *d;
+        Reply r;
+
+        d = harness_daemon_start(daemon_config);
+        upstream_start(&up, NULL);
+        proxy.port = free_port();
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d", up.port);
+        snprintf(path, sizeof(path), "%s/nobody", harness_dir());
+        if (access(path, F_OK) < 0) { /* where uid 65534 may create its socket */
+                ck_assert_int_eq(mkdir(path, 0755), 0);
+                ck_assert_int_eq(chown(path, 65534, 65534), 0);
+        }
+        snprintf(path, sizeof(path), "%s/nobody/p-%d.sock", harness_dir(), proxy.port);
+        if (unix_listener)
+                snprintf(listen, sizeof(listen), "unix:%s", path);
+        else
+                snprintf(listen, sizeof(listen), "127.0.0.1:%d", proxy.port);
+        snprintf(proxy.log, sizeof(proxy.log), "%s/proxy-%d.log", harness_dir(), proxy.port);
+        char *argv[] = {"/usr/bin/setpriv",
+                        "--reuid=65534",
+                        "--regid=65534",
+                        "--clear-groups",
+                        (char *)harness_env("TOKENBUDGET_PROXY"),
+                        "--listen",
+                        listen,
+                        "--upstream",
+                        url,
+                        "--socket",
+                        d->socket_path,
+                        NULL};
+        proxy.pid = spawn(argv, proxy.log, NULL);
+        if (unix_listener)
+                wait_unix(path, proxy.log);
+        else
+                wait_listening(proxy.port, proxy.log);
+        for (int i = 0; i < 2; i++) {
+                http_at(proxy.port, unix_listener ? path : NULL, "POST", "/v1/chat/completions", CHAT(""), h,
+                        &r);
+                ck_assert_msg(r.status == 200, "%d %s", r.status, r.body);
+                reply_done(&r);
+        }
+        expect_settled(d, 2 * (3 + 7));
+        /* A scope never charged is not listed (-1). */
+        int64_t proxy_user = scope_field(d, "user:65534", "used"),
+                client_user = scope_field(d, "user:0", "used");
+        ck_assert_int_eq(proxy_user > 0 ? proxy_user : 0, client_charged ? 0 : 2 * (3 + 7));
+        ck_assert_int_eq(client_user > 0 ? client_user : 0, client_charged ? 2 * (3 + 7) : 0);
+        proc_stop(&proxy, true);
+        char *log = harness_read_file(proxy.log, NULL);
+        const char *at = log && said ? strstr(log, said) : NULL;
+        ck_assert_msg(said ? at != NULL : !strstr(log, "PermissionDenied"), "the log: %s", log);
+        if (said && strcmp(said, "PermissionDenied") == 0)
+                ck_assert_msg(!strstr(at + 1, said), "said more than once: %s", log);
+        free(log);
+        proc_stop(&up, false);
+        harness_daemon_stop(d);
+}
+
+START_TEST(test_who_pays) {
+        if (!have_node()) {
+                tb_check_skip("node not found: apt-get install nodejs");
+                return;
+        }
+        if (!tb_check_need_root("running the proxy as uid 65534"))
+                return;
+        who_pays("", true, false, "PermissionDenied");
+        who_pays("trusted_proxies = [ \"65534\" ];\n", true, true, NULL);
+        who_pays("trusted_proxies = [ \"65534\" ];\n", false, false, "no process this proxy can see");
+}
+END_TEST
+
+/* A header section over limits.max_header_bytes is refused by evhttp before any budget. */
+START_TEST(test_header_limit) {
+        World w;
+        Reply r;
+
+        if (!world_start(&w, "", NULL, NULL))
+                return;
+        size_t n = 70 * 1024;
+        char *big = malloc(n + 16);
+        ck_assert_ptr_nonnull(big);
+        strcpy(big, "X-Big: ");
+        memset(big + 7, 'a', n);
+        big[7 + n] = '\0';
+        const char *const h[] = {big, NULL};
+        http(w.proxy.port, "POST", "/v1/chat/completions", CHAT(""), h, &r);
+        ck_assert_msg(r.status == 400 || r.status == 431 || r.status == 0, "status %d", r.status);
+        reply_done(&r);
+        free(big);
+        json_object *all = upstream_requests(&w.up);
+        ck_assert_uint_eq(json_object_array_length(all), 0);
+        json_object_put(all);
+        expect_settled(w.d, 0);
+        world_stop(&w);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("proxy");
         TCase *tc = harness_tcase("proxy", 120);
@@ -1101,6 +1208,8 @@ int main(void) {
         tcase_add_test(tc, test_no_usage);
         tcase_add_test(tc, test_wait);
         tcase_add_test(tc, test_model_substitution);
+        tcase_add_test(tc, test_who_pays);
+        tcase_add_test(tc, test_header_limit);
         suite_add_tcase(s, tc);
         return harness_main(s);
 }
