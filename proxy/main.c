@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,11 @@ static void usage(FILE *f) {
 
 static void stop_cb(evutil_socket_t sig, short what, void *userdata) {
         event_base_loopbreak(userdata);
+}
+
+/* No reload yet: SIGHUP (which would end the process) is said and ignored. */
+static void hup_cb(evutil_socket_t sig, short what, void *userdata) {
+        log_notice("SIGHUP: the configuration is not reloaded (restart the proxy to apply changes)");
 }
 
 typedef struct Options {
@@ -210,7 +216,7 @@ int main(int argc, char **argv) {
         ProxyContext ctx = {};
         ProxyConfig cfg;
         Options o = {};
-        struct event *sigterm = NULL, *sigint = NULL;
+        struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL;
         int r, ret = EXIT_FAILURE;
 
         if (parse_options(argc, argv, &o) < 0)
@@ -257,7 +263,9 @@ int main(int argc, char **argv) {
         }
         sigterm = evsignal_new(ctx.base, SIGTERM, stop_cb, ctx.base);
         sigint = evsignal_new(ctx.base, SIGINT, stop_cb, ctx.base);
-        if (!sigterm || !sigint || evsignal_add(sigterm, NULL) < 0 || evsignal_add(sigint, NULL) < 0)
+        sighup = evsignal_new(ctx.base, SIGHUP, hup_cb, NULL);
+        if (!sigterm || !sigint || !sighup || evsignal_add(sigterm, NULL) < 0 ||
+            evsignal_add(sigint, NULL) < 0 || evsignal_add(sighup, NULL) < 0)
                 goto out;
         event_base_dispatch(ctx.base);
         log_info("stopping: %" PRIu64 " budgeted, %" PRIu64 " passed through, %" PRIu64 " refused, %" PRIu64
@@ -272,6 +280,8 @@ out:
                 event_free(sigterm);
         if (sigint)
                 event_free(sigint);
+        if (sighup)
+                event_free(sighup);
         daemon_pool_free(ctx.daemon);
         upstream_free(ctx.upstream);
         if (ctx.base)
