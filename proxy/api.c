@@ -234,8 +234,11 @@ static void json_tokener_freep(json_tokener **t) {
 }
 
 /* Parses s[0..len), which must be one JSON object with only whitespace around it; the reasons are
- * static and name the body. */
-static int json_parse_object(const char *s, size_t len, json_object **ret, const char **ret_error) {
+ * static and name the body. *reuse (may be NULL) keeps a tokener from one call to the next (a stream's
+ * events): one that failed is freed, never reset and reused (json-c 0.16 keeps half a surrogate pair
+ * across a reset after an error: tests/fuzz/corpus/codec/crash-tokener-surrogate-state). */
+static int json_parse_object_with(json_tokener **reuse, const char *s, size_t len, json_object **ret,
+                                  const char **ret_error) {
         _cleanup_(json_tokener_freep) json_tokener *tok = NULL;
         json_object *o;
         const char *why;
@@ -250,8 +253,10 @@ static int json_parse_object(const char *s, size_t len, json_object **ret, const
                 *ret_error = why;
                 return -EBADMSG;
         }
-        tok = json_tokener_new_ex(API_JSON_MAX_DEPTH);
-        if (!tok)
+        if (reuse && *reuse) {
+                tok = TAKE_PTR(*reuse);
+                json_tokener_reset(tok);
+        } else if (!(tok = json_tokener_new_ex(API_JSON_MAX_DEPTH)))
                 return -ENOMEM;
         json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
         o = json_tokener_parse_ex(tok, s, (int)len);
@@ -283,7 +288,13 @@ static int json_parse_object(const char *s, size_t len, json_object **ret, const
                 return -EBADMSG;
         }
         *ret = o;
+        if (reuse)
+                *reuse = TAKE_PTR(tok);
         return 0;
+}
+
+static int json_parse_object(const char *s, size_t len, json_object **ret, const char **ret_error) {
+        return json_parse_object_with(NULL, s, len, ret, ret_error);
 }
 
 static void json_object_putp(json_object **o) {
@@ -899,6 +910,7 @@ struct ApiStream {
         ResponsesText texts[API_MAX_TEXT_PARTS]; /* Responses: text of parts not yet done */
         size_t n_texts, text_bytes;
         uint64_t input_estimate; /* the input a cut reports when the stream gave none */
+        json_tokener *tok;       /* for the events, reused while they parse */
 };
 
 static uint64_t delta_tokens(uint64_t bytes) {
@@ -945,6 +957,7 @@ ApiStream *api_stream_free(ApiStream *s) {
         free(s->model);
         json_object_put(s->response);
         json_object_put(s->items);
+        json_tokener_freep(&s->tok);
         for (size_t i = 0; i < s->n_texts; i++)
                 api_buffer_done(&s->texts[i].text);
         free(s);
@@ -1285,7 +1298,7 @@ static int stream_event(ApiStream *s, const SseEvent *ev) {
         }
         if (s->done)
                 return -EBADMSG; /* nothing comes after the terminal event */
-        if ((r = json_parse_object(ev->data, ev->data_len, &o, &why)) < 0)
+        if ((r = json_parse_object_with(&s->tok, ev->data, ev->data_len, &o, &why)) < 0)
                 return r;
         switch (s->ep) {
         case API_EP_OPENAI_CHAT:
