@@ -70,10 +70,10 @@ void api_request_done(ApiRequest *r);
 int api_request_parse(ApiEndpoint ep, bool ollama_flavor, const char *body, size_t len, ApiRequest *ret,
                       const char **ret_error);
 
-/* The body to forward: max output clamped to min(client's, max_output) in the API's own field (per
- * choice: max_output / choices, at least 1 when max_output is not 0)
+/* The body to forward: max output clamped to min(client's, max_output) in the API's own field
  * (max_completion_tokens for OpenAI chat, max_output_tokens for Responses, max_tokens for Anthropic,
- * OpenAI completions and Ollama /v1, options.num_predict for Ollama native), include_usage injected
+ * OpenAI completions and Ollama /v1, options.num_predict for Ollama native; with n choices each gets
+ * max_output / n, at least 1 unless max_output is 0), include_usage injected
  * for OpenAI-shaped streams (other stream_options kept), model replaced when model != NULL. Malloc'ed.
  * OpenAI chat: a client that sent only the deprecated max_tokens has it clamped in place (OpenAI
  * answers 400 invalid_parameter_combination to both fields at once); llama.cpp's n_predict, which
@@ -113,7 +113,8 @@ int api_buffer_append(ApiBuffer *b, const void *p, size_t n); /* 0 or -ENOMEM; d
 /* Feeds upstream bytes (any split); appends to *out what to forward to the client (whole events only,
  * held back until complete) and updates usage (counted output deltas until the upstream's own usage
  * arrives; Anthropic's message_delta output_tokens is cumulative). Returns 0, or -EBADMSG for an
- * event that is not what the API sends (the caller ends the stream); a too-long line (1 MiB) is -E2BIG. */
+ * event that is not what the API sends (the caller ends the stream); a too-long line (1 MiB) is -E2BIG.
+ * After an error the stream is over: free it (usage and cut still answer for what came before). */
 int api_stream_feed(ApiStream *s, const char *data, size_t len, ApiBuffer *out);
 /* The upstream's own count when it came (usage, else llama.cpp's timings), else output counted from
  * the deltas (one token per delta, or its text's bytes / 4 when more) and input as far as the stream
