@@ -123,9 +123,9 @@ typedef struct VarlinkField {
 
 typedef struct VarlinkValue {
         bool present;
-        int64_t i;     /* VARLINK_FIELD_INT */
-        const char *s; /* VARLINK_FIELD_STRING, borrowed from parameters */
-        bool b;        /* VARLINK_FIELD_BOOL */
+        int64_t i;             /* VARLINK_FIELD_INT */
+        const char *s;         /* VARLINK_FIELD_STRING, borrowed from parameters */
+        bool b;                /* VARLINK_FIELD_BOOL */
         struct json_object *o; /* VARLINK_FIELD_OBJECT, borrowed from parameters */
 } VarlinkValue;
 
