@@ -158,6 +158,7 @@ static const char *status_phrase(int status) {
         }
 }
 
+/* type NULL: the API's own for status (api_error_body()). */
 static void reply_error(Exchange *ex, int status, const char *type, const char *message,
                         uint64_t retry_after_usec) {
         if (ex->reply_done)
@@ -266,8 +267,7 @@ static void release_cb(tb_client *c, int error, const tb_release_reply *reply, v
                 log_debug("released %s: used %" PRIu64 ", refunded %" PRIu64, ex->allocation, reply->used,
                           reply->refunded);
         if (ex->error_after_release)
-                reply_error(ex, ex->error_after_release,
-                            ex->error_after_release == 502 ? "api_error" : "api_error",
+                reply_error(ex, ex->error_after_release, NULL,
                             ex->error_message ? ex->error_message : "upstream failed", 0);
         exchange_maybe_free(ex);
 }
@@ -294,8 +294,7 @@ static void exchange_release(Exchange *ex) {
         if (ex->error_after_release) {
                 int status = ex->error_after_release;
                 ex->error_after_release = 0;
-                reply_error(ex, status, "api_error",
-                            ex->error_message ? ex->error_message : "upstream failed", 0);
+                reply_error(ex, status, NULL, ex->error_message ? ex->error_message : "upstream failed", 0);
         }
 }
 
@@ -353,7 +352,7 @@ static void daemon_down(Exchange *ex, const char *why) {
         log_warning("the daemon is unreachable (%s): %s %s answered 503", why, ex->method, ex->uri);
         char msg[512];
         snprintf(msg, sizeof(msg), "tokenbudget: the budget daemon is unreachable (%s)", why);
-        reply_error(ex, 503, "api_error", msg, 0);
+        reply_error(ex, 503, NULL, msg, 0);
         exchange_maybe_free(ex);
 }
 
@@ -364,7 +363,7 @@ static void refused(Exchange *ex, tb_client *c) {
 
         ex->ctx->n_refused++;
         snprintf(msg, sizeof(msg), "tokenbudget refused the request: %s", tb_client_error(c));
-        reply_error(ex, 429, "rate_limit_error", msg, tb_client_retry_after_usec(c));
+        reply_error(ex, 429, NULL, msg, tb_client_retry_after_usec(c));
 }
 
 static bool transport_error(int error) {
@@ -586,6 +585,8 @@ static int upstream_response_cb(UpstreamTransfer *t, long status, char **headers
                 ex->stream = api_stream_new(ex->ep, injected);
                 if (!ex->stream)
                         return -1;
+                /* A cut before the stream said its input reports the prompt estimate. */
+                api_stream_set_input_estimate(ex->stream, ex->api.prompt_estimate);
         }
         ex->reply_started = true;
         evhttp_send_reply_start(ex->req, (int)status, NULL);
@@ -844,11 +845,14 @@ static void exchange_budget(Exchange *ex) {
                 char msg[512];
                 snprintf(msg, sizeof(msg), "tokenbudget-proxy: the request body is not valid: %s",
                          err ? err : "malformed JSON");
-                reply_error(ex, 400, "invalid_request_error", msg, 0);
+                reply_error(ex, 400, NULL, msg, 0);
                 exchange_maybe_free(ex);
                 return;
         }
-        ex->estimate = (ex->api.has_max_output ? ex->api.max_output : ex->ctx->config->default_max_output) +
+        /* max_output counts every choice (OpenAI's n); so does the default. */
+        ex->estimate = (ex->api.has_max_output ? ex->api.max_output
+                                               : ex->ctx->config->default_max_output *
+                                                         (ex->api.choices ? ex->api.choices : 1)) +
                        ex->api.prompt_estimate;
         exchange_identify(ex);
         r = daemon_pool_get(ex->ctx->daemon, &ex->conn, &why);
@@ -884,8 +888,7 @@ void exchange_start(ProxyListener *l, struct evhttp_request *req) {
         ex->body = malloc(ex->body_len + 1);
         if (!ex->method || !ex->uri || !ex->body || ex->uri[0] != '/') {
                 ex->method = ex->method ? ex->method : "?";
-                reply_error(ex, 400, "invalid_request_error",
-                            "tokenbudget-proxy: not a request it can forward", 0);
+                reply_error(ex, 400, NULL, "tokenbudget-proxy: not a request it can forward", 0);
                 exchange_maybe_free(ex);
                 return;
         }
@@ -905,7 +908,7 @@ void exchange_start(ProxyListener *l, struct evhttp_request *req) {
         ex->ep = api_endpoint(l->config->api, ex->method, ex->uri, &ex->ollama_flavor);
         ex->budgeted = ex->ep != API_EP_NONE;
         if (collect_headers(ex) < 0) {
-                reply_error(ex, 503, "api_error", "tokenbudget-proxy: out of memory", 0);
+                reply_error(ex, 503, NULL, "tokenbudget-proxy: out of memory", 0);
                 exchange_maybe_free(ex);
                 return;
         }
