@@ -78,6 +78,12 @@ chmod 0755 "$root"
 rm -f "$root/etc/apt/sources.list"
 cp "$sources" "$root/etc/apt/sources.list.d/"
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+# The network this host reaches the world through: a local certificate
+# authority (an egress proxy's) goes in too, so that https from the root (the
+# npm registry) verifies as it does here; update-ca-certificates adds it to the
+# bundle when test.sh installs ca-certificates. A host without one copies nothing.
+mkdir -p "$root/usr/local/share/ca-certificates"
+cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/" 2>/dev/null || true
 git clone -q --no-hardlinks "$repo" "$root/root/tokenbudget"
 git -C "$root/root/tokenbudget" checkout -q --detach "$head"
 echo "check-fresh: commit $(git -C "$repo" log -1 --format='%h %s' "$head") in a minbase Debian 12 root ($work)"

@@ -41,9 +41,12 @@ BUILD_PACKAGES=(gcc libc6-dev dpkg-dev pkg-config meson ninja-build python3
 # nodejs from elsewhere (NodeSource's) bundles its own npm and conflicts with
 # Debian's, so npm is named only when there is no npm on PATH. On a bare
 # Debian 12 the two bring 387 packages (npm is packaged as node-* modules):
-# 47 MB of downloads, 225 MB on disk.
+# 47 MB of downloads, 225 MB on disk. curl(1): tests/proxy/test-proxy.c
+# drives the proxy with it, as people do (0.3 MB over libcurl4, which the
+# proxy needs anyway); ca-certificates: the npm registry over https (nodejs
+# reads the system's store), and https upstreams.
 TEST_PACKAGES=(check golang-go golang-github-varlink-go-dev clang-format systemd man-db
-    clang libclang-rt-14-dev llvm strace umockdev libumockdev-dev nodejs)
+    clang libclang-rt-14-dev llvm strace umockdev libumockdev-dev nodejs curl ca-certificates)
 command -v npm >/dev/null 2>&1 || TEST_PACKAGES+=(npm)
 
 install_packages() {
