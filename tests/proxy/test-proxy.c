@@ -1186,6 +1186,67 @@ START_TEST(test_header_limit) {
 }
 END_TEST
 
+/* A client that leaves while its request waits in the daemon's queue: nothing is forwarded, and the
+ * allocation granted after it left is released at once (the proxy watches the socket while evhttp
+ * does not read it). */
+START_TEST(test_gone_while_queued) {
+        World w;
+        char buf[1 << 14];
+
+        if (!world_start(&w, "global = { max_tokens_in_flight = 300; };\n", NULL, NULL))
+                return;
+        int holder = raw_http(w.proxy.port, "POST", "/v1/chat/completions",
+                              "X-Test-Output-Tokens: 60\r\nX-Test-Delay-Ms: 20\r\n",
+                              CHAT(",\"stream\":true,\"max_completion_tokens\":100"));
+        ck_assert_uint_gt(read_within(holder, buf, sizeof(buf), 300), 0);
+        int waiter = raw_http(w.proxy.port, "POST", "/v1/chat/completions", "X-TokenBudget-Wait: 10000\r\n",
+                              CHAT(",\"max_completion_tokens\":100"));
+        harness_sleep_msec(200);
+        close(waiter);
+        while (read_within(holder, buf, sizeof(buf), 1000) > 0)
+                ;
+        close(holder);
+        expect_settled(w.d, -1);
+        harness_sleep_msec(200);
+        json_object *all = upstream_requests(&w.up);
+        ck_assert_uint_eq(json_object_array_length(all), 1); /* only the holder's */
+        json_object_put(all);
+        ck_assert_int_eq(scope_field(w.d, "global", "reserved"), 0);
+        world_stop(&w);
+}
+END_TEST
+
+/* limits.idle_timeout_sec: a connection that sends nothing is closed. */
+START_TEST(test_idle_timeout) {
+        char path[300], arg[310], buf[64];
+        World w;
+
+        snprintf(path, sizeof(path), "%s/idle.conf", harness_dir());
+        FILE *f = fopen(path, "w");
+        ck_assert_ptr_nonnull(f);
+        fputs("limits = { idle_timeout_sec = 1; };\n", f);
+        fclose(f);
+        snprintf(arg, sizeof(arg), "%s", path);
+        const char *const args[] = {"--config", arg, NULL};
+        if (!world_start(&w, "", NULL, args))
+                return;
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)w.proxy.port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+        uint64_t t0 = harness_now_usec();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        ck_assert_int_eq(poll(&p, 1, 5000), 1);
+        ck_assert_int_eq(read(fd, buf, sizeof(buf)), 0);
+        uint64_t waited = harness_now_usec() - t0;
+        ck_assert_msg(waited > 800000 && waited < 4000000, "closed after %llu us",
+                      (unsigned long long)waited);
+        close(fd);
+        world_stop(&w);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("proxy");
         TCase *tc = harness_tcase("proxy", 120);
@@ -1210,6 +1271,8 @@ int main(void) {
         tcase_add_test(tc, test_model_substitution);
         tcase_add_test(tc, test_who_pays);
         tcase_add_test(tc, test_header_limit);
+        tcase_add_test(tc, test_gone_while_queued);
+        tcase_add_test(tc, test_idle_timeout);
         suite_add_tcase(s, tc);
         return harness_main(s);
 }
