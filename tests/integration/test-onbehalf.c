@@ -262,6 +262,57 @@ START_TEST(test_allocation_is_the_proxys) {
 }
 END_TEST
 
+/* A Request on behalf of another process that waits in the queue, its
+ * proxy's connection then closed: the wait is cancelled with the delegate,
+ * the daemon carries on (ASan checks the delegate's ticket is not used after
+ * it went). */
+START_TEST(test_waiting_then_closed) {
+        TestDaemon *d;
+        RawConn *proxy, *other;
+        json_object *g;
+        pid_t agent;
+        char scope[64];
+
+        if (!tb_check_need_root("processes of another uid"))
+                return;
+        d = harness_daemon_start("user = { max_tokens_in_flight = 300; };\n");
+        proxy = harness_open_working(d, "proxy");
+        agent = spawn_sleeper(AGENT_UID);
+        g = request_for(proxy, agent, AGENT_UID, 100); /* 200 reserved of the user's 300 */
+        ck_assert_msg(!reply_error(g), "first Request: %s", json_object_to_json_string(g));
+        json_object_put(g);
+        ck_assert_int_eq(raw_send_msg(proxy,
+                                      "{\"method\":\"io.tokenbudget.agent.Request\",\"parameters\":{"
+                                      "\"estimate\":100,\"waitUsec\":30000000,\"onBehalfOf\":{\"pid\":0,"
+                                      "\"uid\":0}}}"),
+                         0);
+        g = harness_reply_within(proxy, 2000); /* pid 0: refused at once, nothing waits */
+        ck_assert_str_eq(reply_error(g), "org.varlink.service.InvalidParameter");
+        json_object_put(g);
+        {
+                char msg[256];
+
+                snprintf(msg, sizeof(msg),
+                         "{\"method\":\"io.tokenbudget.agent.Request\",\"parameters\":{\"estimate\":100,"
+                         "\"waitUsec\":30000000,\"onBehalfOf\":{\"pid\":%d,\"uid\":%d}}}",
+                         (int)agent, AGENT_UID);
+                ck_assert_int_eq(raw_send_msg(proxy, msg), 0);
+        }
+        ck_assert_ptr_null(harness_reply_within(proxy, 200)); /* it waits: no reply */
+        raw_close(proxy);
+        snprintf(scope, sizeof(scope), "user:%d", AGENT_UID);
+        expect_released(d, scope);
+        /* The daemon carries on. */
+        other = harness_open_working(d, "after");
+        g = request_for(other, agent, AGENT_UID, 100);
+        ck_assert_msg(!reply_error(g), "after the close: %s", json_object_to_json_string(g));
+        json_object_put(g);
+        raw_close(other);
+        reap(agent);
+        harness_daemon_stop(d);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("onbehalf");
         TCase *tc = harness_tcase("onbehalf-root", 60);
@@ -270,6 +321,7 @@ int main(void) {
         tcase_add_test(tc, test_charged_as_the_process);
         tcase_add_test(tc, test_who_may);
         tcase_add_test(tc, test_allocation_is_the_proxys);
+        tcase_add_test(tc, test_waiting_then_closed);
         suite_add_tcase(s, tc);
         return harness_main(s);
 }
