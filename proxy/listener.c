@@ -16,6 +16,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <systemd/sd-daemon.h>
+
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/listener.h>
@@ -61,6 +64,170 @@ static int parse_inet(const char *addr, struct sockaddr_storage *ss, socklen_t *
                 *ret_len = sizeof(*in6);
         } else
                 return -EINVAL;
+        return 0;
+}
+
+/* The address fd is bound to, as a listen address: "127.0.0.1:41234", "[::1]:8080", "unix:/run/x". */
+static char *socket_name(int fd) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        char host[INET6_ADDRSTRLEN] = "", *name = NULL;
+        int r = -1;
+
+        if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+                return NULL;
+        if (ss.ss_family == AF_INET) {
+                inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
+                r = asprintf(&name, "%s:%u", host, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+        } else if (ss.ss_family == AF_INET6) {
+                inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
+                r = asprintf(&name, "[%s]:%u", host, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+        } else if (ss.ss_family == AF_UNIX) {
+                const struct sockaddr_un *un = (const struct sockaddr_un *)&ss;
+                size_t n = len > offsetof(struct sockaddr_un, sun_path)
+                                   ? len - offsetof(struct sockaddr_un, sun_path)
+                                   : 0;
+                if (n > 0 && un->sun_path[0] == '\0')
+                        r = asprintf(&name, "unix:@%.*s", (int)n - 1, un->sun_path + 1);
+                else
+                        r = asprintf(&name, "unix:%.*s", (int)strnlen(un->sun_path, n), un->sun_path);
+        }
+        return r < 0 ? NULL : name;
+}
+
+int passed_sockets_take(PassedSockets *ret) {
+        char **names = NULL;
+        int n;
+
+        *ret = (PassedSockets){};
+        n = sd_listen_fds_with_names(1, &names);
+        if (n <= 0)
+                return n;
+        ret->used = calloc((size_t)n, sizeof(bool));
+        if (!ret->used) {
+                for (int i = 0; names && i < n; i++)
+                        free(names[i]);
+                free(names);
+                return -ENOMEM;
+        }
+        ret->n = n;
+        ret->names = names;
+        return 0;
+}
+
+void passed_sockets_done(PassedSockets *p) {
+        for (int i = 0; i < p->n; i++) {
+                if (!p->used[i]) {
+                        char *name = socket_name(SD_LISTEN_FDS_START + i);
+                        log_warning("the socket systemd passed as %s (%s) matches no listener: closed",
+                                    p->names && p->names[i] ? p->names[i] : "unknown", name ? name : "?");
+                        free(name);
+                        close(SD_LISTEN_FDS_START + i);
+                }
+                if (p->names)
+                        free(p->names[i]);
+        }
+        free(p->names);
+        free(p->used);
+        *p = (PassedSockets){};
+}
+
+/* A FileDescriptorName= systemd accepts: up to 255 printable ASCII characters but ':'. */
+static bool fd_name_valid(const char *name) {
+        size_t n = strlen(name);
+
+        if (n > 255)
+                return false;
+        for (const char *c = name; *c; c++)
+                if (*c < ' ' || *c > '~' || *c == ':')
+                        return false;
+        return true;
+}
+
+/* Takes passed socket i for l: it must be a listening stream socket. */
+static int take_passed(ProxyListener *l, int i, char **ret_error) {
+        int fd = SD_LISTEN_FDS_START + i, flags;
+
+        if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0 ||
+            (sd_is_socket(fd, AF_INET, 0, -1) <= 0 && sd_is_socket(fd, AF_INET6, 0, -1) <= 0 &&
+             sd_is_socket(fd, AF_UNIX, 0, -1) <= 0))
+                return asprintf(ret_error,
+                                "%s: the socket systemd passed as %s is not a listening TCP or Unix stream "
+                                "socket (ListenStream= in the socket unit)",
+                                l->config->listen,
+                                l->ctx->passed->names ? l->ctx->passed->names[i] : "?") < 0
+                               ? -ENOMEM
+                               : -ENOTSOCK;
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+                return asprintf(ret_error, "%s: %m", l->config->listen) < 0 ? -ENOMEM : -errno;
+        l->ctx->passed->used[i] = true;
+        l->fd = fd;
+        l->passed = true;
+        l->is_unix = sd_is_socket(fd, AF_UNIX, 0, -1) > 0;
+        l->name = socket_name(fd);
+        return 0;
+}
+
+/* "systemd:NAME": the passed socket named NAME; "systemd:" alone, the only one passed. */
+static int take_named(ProxyListener *l, const char *name, char **ret_error) {
+        const PassedSockets *p = l->ctx->passed;
+
+        if (!p || p->n == 0)
+                return asprintf(ret_error,
+                                "%s: systemd passed no socket (LISTEN_FDS; start the proxy from its socket "
+                                "unit or systemd-socket-activate)",
+                                l->config->listen) < 0
+                               ? -ENOMEM
+                               : -ENOENT;
+        if (!*name) {
+                if (p->n != 1)
+                        return asprintf(
+                                       ret_error,
+                                       "%s: systemd passed %d sockets: name the one to serve (systemd:NAME, "
+                                       "its FileDescriptorName=) or give each listener its address",
+                                       l->config->listen, p->n) < 0
+                                       ? -ENOMEM
+                                       : -EINVAL;
+                if (p->used[0])
+                        return asprintf(ret_error, "%s: the socket systemd passed is another listener's",
+                                        l->config->listen) < 0
+                                       ? -ENOMEM
+                                       : -EADDRINUSE;
+                return take_passed(l, 0, ret_error);
+        }
+        for (int i = 0; i < p->n; i++)
+                if (p->names && p->names[i] && strcmp(p->names[i], name) == 0 && !p->used[i])
+                        return take_passed(l, i, ret_error);
+        return asprintf(ret_error, "%s: systemd passed no unclaimed socket named %s (FileDescriptorName=)",
+                        l->config->listen, name) < 0
+                       ? -ENOMEM
+                       : -ENOENT;
+}
+
+/* The passed socket bound to listen's own address, if any: 1 taken, 0 none, or a negative errno. */
+static int take_by_address(ProxyListener *l, const char *listen, char **ret_error) {
+        const PassedSockets *p = l->ctx->passed;
+        struct sockaddr_storage ss;
+        socklen_t len;
+
+        if (!p)
+                return 0;
+        for (int i = 0; i < p->n; i++) {
+                int fd = SD_LISTEN_FDS_START + i, r;
+                if (p->used[i])
+                        continue;
+                if (strncmp(listen, "unix:", 5) == 0)
+                        r = sd_is_socket_unix(fd, SOCK_STREAM, 1, listen + 5, 0);
+                else if (parse_inet(listen, &ss, &len) == 0)
+                        r = sd_is_socket_sockaddr(fd, SOCK_STREAM, (struct sockaddr *)&ss, len, 1);
+                else
+                        r = 0;
+                if (r > 0) {
+                        r = take_passed(l, i, ret_error);
+                        return r < 0 ? r : 1;
+                }
+        }
         return 0;
 }
 
@@ -110,22 +277,7 @@ static int bind_inet(ProxyListener *l, const char *addr, char **ret_error) {
                         *ret_error = NULL;
                 return r;
         }
-        len = sizeof(ss);
-        if (getsockname(l->fd, (struct sockaddr *)&ss, &len) == 0) {
-                char host[INET6_ADDRSTRLEN] = "";
-                unsigned port;
-                if (ss.ss_family == AF_INET) {
-                        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
-                        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-                        r = asprintf(&l->name, "%s:%u", host, port);
-                } else {
-                        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
-                        port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-                        r = asprintf(&l->name, "[%s]:%u", host, port);
-                }
-                if (r < 0)
-                        l->name = NULL;
-        }
+        l->name = socket_name(l->fd);
         return 0;
 }
 
@@ -133,6 +285,16 @@ int proxy_listener_check_address(const char *listen, char **ret_error) {
         struct sockaddr_storage ss;
         socklen_t len;
 
+        if (strncmp(listen, "systemd:", 8) == 0) {
+                if (fd_name_valid(listen + 8))
+                        return 0;
+                return asprintf(ret_error,
+                                "%s: the name after systemd: is a FileDescriptorName= (up to 255 printable "
+                                "characters, no ':')",
+                                listen) < 0
+                               ? -ENOMEM
+                               : -EINVAL;
+        }
         if (strncmp(listen, "unix:", 5) == 0) {
                 const char *path = listen + 5;
                 if (path[0] == '/' && strlen(path) < sizeof(((struct sockaddr_un *)NULL)->sun_path))
@@ -144,7 +306,8 @@ int proxy_listener_check_address(const char *listen, char **ret_error) {
         }
         if (parse_inet(listen, &ss, &len) == 0)
                 return 0;
-        return asprintf(ret_error, "%s: expected 127.0.0.1:PORT, [::1]:PORT or unix:PATH", listen) < 0
+        return asprintf(ret_error, "%s: expected 127.0.0.1:PORT, [::1]:PORT, unix:PATH or systemd:NAME",
+                        listen) < 0
                        ? -ENOMEM
                        : -EINVAL;
 }
@@ -212,8 +375,15 @@ int proxy_listener_new(ProxyContext *ctx, const ListenerConfig *config, ProxyLis
                 proxy_listener_free(l);
                 return r;
         }
-        r = strncmp(config->listen, "unix:", 5) == 0 ? bind_unix(l, config->listen + 5, ret_error)
-                                                     : bind_inet(l, config->listen, ret_error);
+        if (strncmp(config->listen, "systemd:", 8) == 0)
+                r = take_named(l, config->listen + 8, ret_error);
+        else {
+                r = take_by_address(l, config->listen, ret_error);
+                if (r == 0)
+                        r = strncmp(config->listen, "unix:", 5) == 0
+                                    ? bind_unix(l, config->listen + 5, ret_error)
+                                    : bind_inet(l, config->listen, ret_error);
+        }
         if (r < 0) {
                 proxy_listener_free(l);
                 return r;

@@ -19,13 +19,29 @@ struct evhttp;
 typedef struct DaemonPool DaemonPool;
 typedef struct Exchange Exchange;
 
+/* The listening sockets systemd passed (LISTEN_FDS, LISTEN_FDNAMES: the socket unit's
+ * FileDescriptorName=, else "unknown"), fds SD_LISTEN_FDS_START + i. A listener takes the one whose
+ * address is its listen address, or the one named NAME for "systemd:NAME" ("systemd:" alone: the only
+ * one passed); otherwise it binds its address itself. */
+typedef struct PassedSockets {
+        int n;
+        char **names;
+        bool *used;
+} PassedSockets;
+
+/* Takes them (and unsets LISTEN_FDS): 0 with n = 0 when none were passed, or a negative errno. */
+int passed_sockets_take(PassedSockets *ret);
+/* Closes the ones no listener took, each said in a warning, and frees the rest. */
+void passed_sockets_done(PassedSockets *p);
+
 /* What every exchange needs, owned by main. */
 typedef struct ProxyContext {
         struct event_base *base;
         Upstream *upstream;
         DaemonPool *daemon;
         const ProxyConfig *config;
-        Exchange *exchanges; /* in flight */
+        PassedSockets *passed; /* from systemd, NULL or none when started by hand */
+        Exchange *exchanges;   /* in flight */
         unsigned n_exchanges;
         /* stats */
         uint64_t n_budgeted, n_passthrough, n_refused, n_cut;
@@ -51,7 +67,8 @@ typedef struct ProxyListener {
         struct evhttp *http;
         int fd;
         bool is_unix;
-        char *unix_path; /* removed at the end */
+        bool passed;     /* the socket came from systemd: it is not ours to remove */
+        char *unix_path; /* removed at the end (NULL for a passed socket) */
         char *name;      /* the address actually bound, "127.0.0.1:41234" */
         struct evhttp_bound_socket *bound;
         ProxyConn *conns;
@@ -60,7 +77,8 @@ typedef struct ProxyListener {
         bool closing; /* evhttp_free() closes the connections: nothing to resume */
 } ProxyListener;
 
-/* Whether listen is an address proxy_listener_new() takes (its form, without binding). */
+/* Whether listen is an address proxy_listener_new() takes (its form, without binding): 127.0.0.1:PORT,
+ * [::1]:PORT, unix:PATH or systemd:NAME. */
 int proxy_listener_check_address(const char *listen, char **ret_error);
 
 /* The record of evcon (made on its first request). */

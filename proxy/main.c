@@ -30,9 +30,12 @@ static void usage(FILE *f) {
         fprintf(f,
                 "Usage: tokenbudget-proxy --listen ADDR --upstream URL [--api KIND] [--socket "
                 "DAEMON_SOCKET]\n"
+                "       tokenbudget-proxy --upstream URL ...   (socket-activated: the one socket passed)\n"
                 "       tokenbudget-proxy --config FILE [--socket DAEMON_SOCKET]\n"
                 "\n"
-                "  -l, --listen ADDR      127.0.0.1:PORT, [::1]:PORT or unix:PATH\n"
+                "  -l, --listen ADDR      127.0.0.1:PORT, [::1]:PORT, unix:PATH or systemd:NAME (the\n"
+                "                         socket passed by systemd with that FileDescriptorName=);\n"
+                "                         default with --upstream: the only socket systemd passed\n"
                 "  -u, --upstream URL     http://HOST:PORT[/base], https://..., unix:PATH[:/base]\n"
                 "  -a, --api KIND         auto (by path, the default), openai, ollama, anthropic\n"
                 "  -s, --socket PATH      the daemon's socket (default: $TOKENBUDGET_SOCKET, the system\n"
@@ -121,10 +124,13 @@ static int parse_options(int argc, char **argv, Options *o) {
                 fprintf(stderr, "tokenbudget-proxy: unexpected argument '%s'\n", argv[optind]);
                 return -EINVAL;
         }
-        if (!o->listen != !o->upstream) {
-                fprintf(stderr, "tokenbudget-proxy: --listen and --upstream go together\n");
+        if (o->listen && !o->upstream) {
+                fprintf(stderr, "tokenbudget-proxy: --listen needs --upstream\n");
                 return -EINVAL;
         }
+        /* Socket-activated with one socket: --upstream alone serves it. */
+        if (o->upstream && !o->listen)
+                o->listen = "systemd:";
         if (o->check_config) {
                 if (o->config) {
                         fprintf(stderr,
@@ -214,6 +220,7 @@ static int check_listeners(const ProxyConfig *cfg) {
 int main(int argc, char **argv) {
         ProxyListener *listeners[PROXY_LISTENERS_MAX] = {};
         ProxyContext ctx = {};
+        PassedSockets passed = {};
         ProxyConfig cfg;
         Options o = {};
         struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL;
@@ -234,6 +241,15 @@ int main(int argc, char **argv) {
                 return r < 0 ? 2 : EXIT_SUCCESS;
         }
         proxy_log_set_level(cfg.log_level);
+        r = passed_sockets_take(&passed);
+        if (r < 0) {
+                log_err("the sockets systemd passed (LISTEN_FDS): %s", strerror(-r));
+                proxy_config_done(&cfg);
+                return EXIT_FAILURE;
+        }
+        if (passed.n > 0)
+                log_debug("systemd passed %d socket(s)", passed.n);
+        ctx.passed = &passed;
         signal(SIGPIPE, SIG_IGN);
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
                 log_err("curl_global_init() failed");
@@ -256,11 +272,14 @@ int main(int argc, char **argv) {
                         free(err);
                         goto out;
                 }
-                log_info("listening on %s for %s (api %s, fail %s)",
-                         listeners[i]->name ? listeners[i]->name : "?", cfg.listeners[i].upstream,
+                log_info("listening on %s%s for %s (api %s, fail %s)",
+                         listeners[i]->name ? listeners[i]->name : "?",
+                         listeners[i]->passed ? " (passed by systemd)" : "", cfg.listeners[i].upstream,
                          api_kind_to_string(cfg.listeners[i].api),
                          cfg.listeners[i].fail == PROXY_FAIL_OPEN ? "open" : "closed");
         }
+        passed_sockets_done(&passed); /* the ones no listener took are closed */
+        ctx.passed = NULL;
         sigterm = evsignal_new(ctx.base, SIGTERM, stop_cb, ctx.base);
         sigint = evsignal_new(ctx.base, SIGINT, stop_cb, ctx.base);
         sighup = evsignal_new(ctx.base, SIGHUP, hup_cb, NULL);
@@ -273,6 +292,7 @@ int main(int argc, char **argv) {
                  ctx.n_budgeted, ctx.n_passthrough, ctx.n_refused, ctx.n_cut);
         ret = EXIT_SUCCESS;
 out:
+        passed_sockets_done(&passed);
         exchange_free_all(&ctx);
         for (size_t i = 0; i < cfg.n_listeners; i++)
                 proxy_listener_free(listeners[i]);
