@@ -22,7 +22,7 @@
 # fifth server "base" interleaved with the others, and a before/after
 # section compares it with TOKENBUDGETD; unset, nothing changes; the scopes
 # section needs it: it is the 2-scope figure), BENCH_SECTIONS (which parts
-# to run, any of "matrix durable scale scopes rules queue estimate"; default
+# to run, any of "matrix durable scale scopes rules queue estimate proxy"; default
 # all), BENCH_ESTIMATE_TRACES (the estimate section's trace CSVs, default the
 # two Azure traces in ../shared/data/traces), BENCH_ESTIMATE_CLIENT_OUTPUT
 # (the output tokens its client adds to ContextTokens in its estimate, 1000),
@@ -52,7 +52,9 @@ REPORTS=${BENCH_REPORTS:-1}
 # estimates (issue 13, point 6): their error on single requests and on
 # blocks of 10 to 1,000, how often the daemon's 90% project intervals hold
 # the actual, and what learned reservations leave unused (about 15 s).
-SECTIONS=${BENCH_SECTIONS:-matrix durable scale scopes rules queue estimate}
+# proxy: tokenbudget-proxy next to nginx in front of the same upstream
+# (issue 14, point 8): added latency, requests/s, CPU per streamed token.
+SECTIONS=${BENCH_SECTIONS:-matrix durable scale scopes rules queue estimate proxy}
 SCOPES_CONCURRENCY=${BENCH_SCOPES_CONCURRENCY:-64}
 DURABLE_CONCURRENCY=${BENCH_DURABLE_CONCURRENCY:-$CONCURRENCY}
 # The durable section's servers, interleaved like the matrix: the daemon
@@ -191,7 +193,10 @@ install_deps() {
     # shellcheck source=../scripts/deps.sh
     . "$ROOT/scripts/deps.sh"
     # sqlite3: the durable section counts the history rows its daemons wrote.
-    install_packages "${BUILD_PACKAGES[@]}" redis-server sqlite3
+    # nginx: the proxy section's plain reverse proxy (run from a generated
+    # config in BENCH_DIR, not as the system service).
+    install_packages "${BUILD_PACKAGES[@]}" redis-server sqlite3 nginx
+    command -v nginx >/dev/null || die "nginx not installed"
     if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
         die "redis-server not installed"
     fi
@@ -205,11 +210,27 @@ build() {
     for prog in loadgen floor readytime queue estimate; do
         cc "${cflags[@]}" -o "$BIN/$prog" "$HERE/$prog.c" || die "cannot build $prog"
     done
+    if section proxy; then
+        cc "${cflags[@]}" -o "$BIN/proxy-load" "$HERE/proxy-load.c" || die "cannot build proxy-load"
+        # shellcheck disable=SC2046 # pkg-config's words
+        cc "${cflags[@]}" -o "$BIN/proxy-upstream" "$HERE/proxy-upstream.c" $(pkg-config --cflags --libs libevent) ||
+            die "cannot build proxy-upstream"
+    fi
     if [ -z "${TOKENBUDGETD:-}" ]; then
         echo "bench: building tokenbudgetd (meson, buildtype debugoptimized) in $BENCH_DIR/build" >&2
         [ -d "$BENCH_DIR/build" ] || meson setup "$BENCH_DIR/build" "$ROOT" -Dtests=false >"$BENCH_DIR/build.log"
         ninja -C "$BENCH_DIR/build" >>"$BENCH_DIR/build.log" || die "daemon build failed: $BENCH_DIR/build.log"
         TOKENBUDGETD=$BENCH_DIR/build/daemon/tokenbudgetd
+        TOKENBUDGET_PROXY=${TOKENBUDGET_PROXY:-$BENCH_DIR/build/proxy/tokenbudget-proxy}
+    fi
+    if section proxy; then
+        if [ -z "${TOKENBUDGET_PROXY:-}" ]; then
+            echo "bench: building tokenbudget-proxy (meson, buildtype debugoptimized) in $BENCH_DIR/build" >&2
+            [ -d "$BENCH_DIR/build" ] || meson setup "$BENCH_DIR/build" "$ROOT" -Dtests=false >"$BENCH_DIR/build.log"
+            ninja -C "$BENCH_DIR/build" >>"$BENCH_DIR/build.log" || die "proxy build failed: $BENCH_DIR/build.log"
+            TOKENBUDGET_PROXY=$BENCH_DIR/build/proxy/tokenbudget-proxy
+        fi
+        [ -x "$TOKENBUDGET_PROXY" ] || die "no proxy at $TOKENBUDGET_PROXY"
     fi
     [ -x "$TOKENBUDGETD" ] || die "no daemon at $TOKENBUDGETD"
     [ -z "$BASELINE" ] || [ -x "$BASELINE" ] || die "no baseline daemon at TOKENBUDGETD_BASELINE=$BASELINE"
@@ -1096,7 +1117,11 @@ print_targets() {
         [ -n "$NEW_DAEMON" ] && print_queue_targets || echo "  queue: not measured: $NEW_DAEMON_NOTE"
     fi
     ! section estimate || print_estimate_targets
-    for name in matrix durable scale scopes rules queue estimate; do
+    if section proxy; then
+        print_proxy_targets
+        echo "  proxy section under 3 minutes: ${SECTION_SEC[proxy]} s: $(verdict "${SECTION_SEC[proxy]} < 180")"
+    fi
+    for name in matrix durable scale scopes rules queue estimate proxy; do
         [ -z "${SECTION_SEC[$name]:-}" ] || times+="${times:+, }$name ${SECTION_SEC[$name]} s"
     done
     [ -z "$BASELINE" ] || with=" (with the baseline points)"
@@ -1535,11 +1560,264 @@ print_estimate_targets() {
     coverage_target_all
 }
 
+# The proxy section (issue 14, point 8): tokenbudget-proxy next to Debian's
+# nginx as a plain reverse proxy, both in front of the same upstream
+# (bench/proxy-upstream.c, evhttp: a fixed small chat completion, or a stream
+# of PROXY_CHUNKS chunks one every PROXY_INTERVAL_US), all over loopback TCP.
+# The proxy asks a memory-only tokenbudgetd (the matrix's config: every limit
+# checked, none reached) for every request. bench/proxy-load.c drives each
+# target with keep-alive HTTP/1.1: non-streaming at concurrency 1 and 16
+# (per-request latency, requests/s) and streaming at 16 (the CPU time of
+# nginx, of the proxy and of its daemon per token received). Every point of
+# every target once per run, interleaved; medians of the per-run figures.
+# Placement: loadgen and upstream on CPU 0 (the outside world), nginx, the
+# proxy and its daemon on CPU 1 (the hop measured).
+PROXY_DURATION=${BENCH_PROXY_DURATION:-2}
+PROXY_STREAM_DURATION=${BENCH_PROXY_STREAM_DURATION:-3}
+PROXY_CONCURRENCY=${BENCH_PROXY_CONCURRENCY:-1 16}
+PROXY_STREAM_CONNS=${BENCH_PROXY_STREAM_CONNS:-16}
+PROXY_CHUNKS=${BENCH_PROXY_CHUNKS:-200}
+PROXY_INTERVAL_US=${BENCH_PROXY_INTERVAL_US:-1000}
+PROXY_TARGETS=(direct nginx proxy)
+declare -A PORT_OF=() # proxy section: target -> its TCP port on 127.0.0.1
+
+# A TCP port on 127.0.0.1 nothing listens on (from 20000 up).
+free_port() {
+    local port used
+    used=$(ss -Htln 2>/dev/null | awk '{ print $4 }')
+    for port in $(seq "${1:-20000}" 20999); do
+        grep -q ":$port\$" <<<"$used" || { echo "$port"; return 0; }
+    done
+    die "no free TCP port in 20000-20999"
+}
+
+# wait_port PORT PID: until something accepts on 127.0.0.1:PORT.
+wait_port() {
+    local _
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+proxy_section() {
+    local out=$BENCH_DIR/upstream.out run conns t line pids _ nport pport
+    # The upstream.
+    : >"$out"
+    "${CLIENT_PIN[@]}" "$BIN/proxy-upstream" --port 0 --chunks "$PROXY_CHUNKS" --interval-us "$PROXY_INTERVAL_US" \
+        >"$out" 2>"$BENCH_DIR/upstream.log" &
+    PID_OF[upstream]=$!
+    for _ in $(seq 100); do
+        grep -q port= "$out" && break
+        sleep 0.05
+    done
+    PORT_OF[direct]=$(kv port "$(cat "$out")")
+    [ -n "${PORT_OF[direct]}" ] || die "proxy-upstream did not start: $BENCH_DIR/upstream.log"
+    # nginx: one process (no master), no access log, keep-alive to the client
+    # and to the upstream without a request limit, no response buffering (what
+    # a reverse proxy for SSE streams is configured with).
+    nport=$(free_port 20000)
+    mkdir -p "$BENCH_DIR/nginx"
+    cat >"$BENCH_DIR/nginx/nginx.conf" <<EOF
+# Generated by bench/run.sh: nginx as a plain reverse proxy.
+daemon off;
+master_process off;
+worker_processes 1;
+pid $BENCH_DIR/nginx/nginx.pid;
+error_log $BENCH_DIR/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $BENCH_DIR/nginx/body;
+    proxy_temp_path $BENCH_DIR/nginx/proxy;
+    fastcgi_temp_path $BENCH_DIR/nginx/fastcgi;
+    uwsgi_temp_path $BENCH_DIR/nginx/uwsgi;
+    scgi_temp_path $BENCH_DIR/nginx/scgi;
+    keepalive_requests 1000000000;
+    keepalive_timeout 300s;
+    upstream bench { server 127.0.0.1:${PORT_OF[direct]}; keepalive 64; keepalive_requests 1000000000; }
+    server {
+        listen 127.0.0.1:$nport;
+        location / {
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+    "${SERVER_PIN[@]}" nginx -p "$BENCH_DIR/nginx" -c "$BENCH_DIR/nginx/nginx.conf" 2>"$BENCH_DIR/nginx.log" &
+    PID_OF[nginx]=$!
+    PORT_OF[nginx]=$nport
+    wait_port "$nport" "${PID_OF[nginx]}" || die "nginx did not start: $BENCH_DIR/nginx.log $BENCH_DIR/nginx/error.log"
+    # The proxy and its daemon.
+    start_daemon proxyd "$BENCH_DIR/proxyd.sock"
+    pport=$(free_port $((nport + 1)))
+    # Like nginx's: no line per request (log_level "warning"; at "info" the
+    # proxy logs every request), and as many idle daemon connections kept as
+    # nginx keeps to its upstream (the default, 8, opens a new daemon
+    # connection for most requests beyond 8 at a time: each allocation holds
+    # its connection until its Release).
+    cat >"$BENCH_DIR/proxy.conf" <<EOF
+# Generated by bench/run.sh.
+log_level = "warning";
+daemon_idle_connections = 64;
+listeners = ( { listen = "127.0.0.1:$pport"; upstream = "http://127.0.0.1:${PORT_OF[direct]}"; api = "openai"; } );
+EOF
+    "$TOKENBUDGET_PROXY" --check-config "$BENCH_DIR/proxy.conf" >/dev/null 2>&1 ||
+        die "tokenbudget-proxy refuses the generated $BENCH_DIR/proxy.conf"
+    "${SERVER_PIN[@]}" "$TOKENBUDGET_PROXY" --config "$BENCH_DIR/proxy.conf" --socket "$BENCH_DIR/proxyd.sock" \
+        2>"$BENCH_DIR/proxy.log" &
+    PID_OF[proxy]=$!
+    PORT_OF[proxy]=$pport
+    wait_port "$pport" "${PID_OF[proxy]}" || die "tokenbudget-proxy did not start: $BENCH_DIR/proxy.log"
+    for run in $(seq "$RUNS"); do
+        for conns in $PROXY_CONCURRENCY stream; do
+            for t in "${PROXY_TARGETS[@]}"; do
+                case $t in
+                direct) pids=(--pid "${PID_OF[upstream]}") ;;
+                nginx) pids=(--pid "${PID_OF[nginx]}" --pid "${PID_OF[upstream]}") ;;
+                proxy) pids=(--pid "${PID_OF[proxy]}" --pid "${PID_OF[upstream]}" --pid "${PID_OF[proxyd]}") ;;
+                esac
+                if [ "$conns" = stream ]; then
+                    line=$("${CLIENT_PIN[@]}" "$BIN/proxy-load" --port "${PORT_OF[$t]}" --conns "$PROXY_STREAM_CONNS" \
+                        --stream --duration "$PROXY_STREAM_DURATION" --warmup "$WARMUP" "${pids[@]}" \
+                        2>>"$BENCH_DIR/loadgen.err") ||
+                        die "proxy-load (stream) against $t failed: $(tail -n 3 "$BENCH_DIR/loadgen.err")"
+                else
+                    line=$("${CLIENT_PIN[@]}" "$BIN/proxy-load" --port "${PORT_OF[$t]}" --conns "$conns" \
+                        --duration "$PROXY_DURATION" --warmup "$WARMUP" "${pids[@]}" 2>>"$BENCH_DIR/loadgen.err") ||
+                        die "proxy-load ($conns conns) against $t failed: $(tail -n 3 "$BENCH_DIR/loadgen.err")"
+                fi
+                R["proxy-$t $conns $run"]=$line
+                echo "run=$run server=proxy-$t conns=$conns $line" >>"$RESULTS"
+                check_alive
+            done
+        done
+        echo "bench: run $run/$RUNS proxy: c1 p50 direct/nginx/proxy" \
+            "$(kv p50_us "${R["proxy-direct 1 $run"]:-}")/$(kv p50_us "${R["proxy-nginx 1 $run"]:-}")/$(kv p50_us "${R["proxy-proxy 1 $run"]:-}") us" >&2
+    done
+    for t in proxy proxyd nginx upstream; do
+        stop_server "$t"
+    done
+}
+
+# pmed TARGET CONNS KEY: the median over the runs of KEY of that point.
+pmed() {
+    local run
+    for run in $(seq "$RUNS"); do
+        kv "$3" "${R["proxy-$1 $2 $run"]}"
+    done | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+
+# padded TARGET CONNS KEY: the median over the runs of KEY(TARGET) - KEY(direct), each run's pair.
+padded() {
+    local run
+    for run in $(seq "$RUNS"); do
+        awk -v a="$(kv "$3" "${R["proxy-$1 $2 $run"]}")" -v b="$(kv "$3" "${R["proxy-direct $2 $run"]}")" \
+            'BEGIN { printf "%.1f\n", a - b }'
+    done | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+
+# pcpu TARGET CPUINDEX...: the median over the runs of the summed CPU
+# (cpuN_us) of those pids per streamed token.
+pcpu() {
+    local t=$1 run l i sum
+    shift
+    for run in $(seq "$RUNS"); do
+        l=${R["proxy-$t stream $run"]}
+        sum=0
+        for i in "$@"; do
+            sum=$(awk -v a="$sum" -v b="$(kv "cpu${i}_us" "$l")" 'BEGIN { print a + b }')
+        done
+        awk -v a="$sum" -v n="$(kv tokens "$l")" 'BEGIN { printf "%.3f\n", (n > 0 ? a / n : 0) }'
+    done | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+
+# pcpu_ratio: the median of the per-run ratios of the proxy's CPU per token
+# (with its daemon's when $1 is "daemon") to nginx's.
+pcpu_ratio() {
+    local run lp ln cp
+    for run in $(seq "$RUNS"); do
+        lp=${R["proxy-proxy stream $run"]}
+        ln=${R["proxy-nginx stream $run"]}
+        cp=$(kv cpu0_us "$lp")
+        [ "$1" != daemon ] || cp=$((cp + $(kv cpu2_us "$lp")))
+        awk -v a="$cp" -v na="$(kv tokens "$lp")" -v b="$(kv cpu0_us "$ln")" -v nb="$(kv tokens "$ln")" \
+            'BEGIN { printf "%.3f\n", (a / na) / (b / nb) }'
+    done | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+
+print_proxy() {
+    local conns t f tps a50 a99
+    echo
+    echo "proxy: tokenbudget-proxy (memory-only tokenbudgetd behind it) and nginx $(nginx -v 2>&1 | sed 's|.*/||') (plain"
+    echo "  reverse proxy, keep-alive both sides, proxy_buffering off) in front of the same upstream over loopback"
+    echo "  TCP; keep-alive HTTP/1.1 clients; one small POST /v1/chat/completions at a time per connection;"
+    echo "  medians of $RUNS interleaved runs of $PROXY_DURATION s (streams: $PROXY_STREAM_DURATION s; after $WARMUP s warmup); added: median of"
+    echo "  the per-run differences to direct"
+    f='  %-6s %-7s | %9s %9s | %9s %9s | %10s\n'
+    # shellcheck disable=SC2059 # the format is ours
+    printf "$f" conns target "p50 us" "p99 us" "added p50" "added p99" "requests/s"
+    for conns in $PROXY_CONCURRENCY; do
+        for t in "${PROXY_TARGETS[@]}"; do
+            a50=- a99=-
+            if [ "$t" != direct ]; then
+                a50=$(padded "$t" "$conns" p50_us)
+                a99=$(padded "$t" "$conns" p99_us)
+            fi
+            # shellcheck disable=SC2059
+            printf "$f" "$conns" "$t" "$(pmed "$t" "$conns" p50_us)" "$(pmed "$t" "$conns" p99_us)" "$a50" "$a99" \
+                "$(fmt "$(pmed "$t" "$conns" rps)")"
+        done
+    done
+    echo "  streaming: $PROXY_STREAM_CONNS streams at a time, $PROXY_CHUNKS content chunks (one token each) per stream, one every"
+    echo "  $PROXY_INTERVAL_US us, include_usage asked by the client; CPU: utime + stime (/proc/PID/stat) over the run / tokens received"
+    f='  %-7s | %12s | %14s | %14s | %15s\n'
+    # shellcheck disable=SC2059
+    printf "$f" target "tokens/s" "hop us/token" "daemon us/tok" "upstream us/tok"
+    for t in "${PROXY_TARGETS[@]}"; do
+        tps=$(awk -v n="$(pmed "$t" stream tokens)" -v d="$PROXY_STREAM_DURATION" 'BEGIN { printf "%.0f", n / d }')
+        # shellcheck disable=SC2059
+        case $t in
+        direct) printf "$f" "$t" "$tps" - - "$(pcpu direct 0)" ;;
+        nginx) printf "$f" "$t" "$tps" "$(pcpu nginx 0)" - "$(pcpu nginx 1)" ;;
+        proxy) printf "$f" "$t" "$tps" "$(pcpu proxy 0)" "$(pcpu proxy 2)" "$(pcpu proxy 1)" ;;
+        esac
+    done
+}
+
+# padded_runs: each run's added p50 at concurrency 1, proxy/nginx.
+padded_runs() {
+    local run out=""
+    for run in $(seq "$RUNS"); do
+        out+="${out:+ }$(awk -v p="$(kv p50_us "${R["proxy-proxy 1 $run"]}")" -v n="$(kv p50_us "${R["proxy-nginx 1 $run"]}")" \
+            -v d="$(kv p50_us "${R["proxy-direct 1 $run"]}")" 'BEGIN { printf "%.1f/%.1f", p - d, n - d }')"
+    done
+    echo "$out"
+}
+
+print_proxy_targets() {
+    local ap an r
+    ap=$(padded proxy 1 p50_us)
+    an=$(padded nginx 1 p50_us)
+    echo "  proxy: added p50 at concurrency 1 <= 2x nginx's: $ap us against $an us:" \
+        "$(verdict "$ap <= 2 * $an")"
+    echo "    (per run, added p50 us proxy/nginx: $(padded_runs))"
+    echo "  proxy: added p50 at concurrency 1 <= 200 us: $ap us: $(verdict "$ap <= 200")"
+    r=$(pcpu_ratio daemon)
+    echo "  proxy: streaming CPU per token (the proxy's + its daemon's) <= 1.05x nginx's: ${r}x: $(verdict "$r <= 1.05")"
+    echo "    (the proxy alone: $(pcpu_ratio proxy)x)"
+}
+
 main() {
     local name
     [ "$(id -u)" -eq 0 ] || echo "bench: not root: cannot install packages or raise limits" >&2
     for name in $SECTIONS; do
-        [[ $name =~ ^(matrix|durable|scale|scopes|rules|queue|estimate)$ ]] || die "BENCH_SECTIONS: unknown section '$name'"
+        [[ $name =~ ^(matrix|durable|scale|scopes|rules|queue|estimate|proxy)$ ]] || die "BENCH_SECTIONS: unknown section '$name'"
     done
     install_deps
     build
@@ -1566,6 +1844,7 @@ main() {
     [ -z "$NEW_DAEMON" ] || ! section queue || timed queue queue_section
     ! section scale || timed scale scale_section
     ! section estimate || timed estimate estimate_section
+    ! section proxy || timed proxy proxy_section
 
     {
         if section matrix; then
@@ -1578,6 +1857,7 @@ main() {
         [ -z "$NEW_DAEMON" ] || ! section rules || print_rules
         [ -z "$NEW_DAEMON" ] || ! section queue || print_queue
         ! section estimate || print_estimate
+        ! section proxy || print_proxy
         print_targets
         echo
         echo "raw results: $RESULTS (kept with BENCH_KEEP=1); reproduce: bench/run.sh"
