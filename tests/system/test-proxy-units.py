@@ -18,6 +18,12 @@
 - the same line with the config file present: two passed sockets, one
   taken by its FileDescriptorName= (listen "systemd:proxy"), the other by
   its address, each serving its own upstream;
+- the same line as another user (65534, which the daemon trusts) with the
+  unit's AmbientCapabilities= and a /proc mounted as its ProtectProc= and
+  ProcSubset= make it: a loopback request from this process (root) is
+  charged to this process; with no capabilities the proxy cannot see it and
+  it is charged to the proxy, as the unit's comments say (root, setpriv and
+  unshare needed, else that part is skipped with a note);
 - a passed socket that is not a listening stream socket is refused: the
   proxy exits non-zero and says why."""
 
@@ -112,15 +118,17 @@ def check_settings(unitdir):
                        ("Service", "User"): "tokenbudget-proxy",
                        ("Service", "NoNewPrivileges"): "yes",
                        ("Service", "ProtectSystem"): "strict",
-                       ("Service", "CapabilityBoundingSet"): "CAP_SYS_PTRACE",
+                       ("Service", "CapabilityBoundingSet"): "CAP_SYS_PTRACE CAP_DAC_READ_SEARCH",
+                       ("Service", "AmbientCapabilities"): "CAP_SYS_PTRACE CAP_DAC_READ_SEARCH",
+                       ("Service", "ProtectProc"): "invisible",
+                       ("Service", "ProcSubset"): "pid",
                        ("Service", "Environment"): "TOKENBUDGET_PROXY_UPSTREAM=http://127.0.0.1:11434"}.items():
         check(service.get(key) == [value],
               f"tokenbudget-proxy.service: {key[1]} is {service.get(key)}, expected {value}")
     families = set(" ".join(service.get(("Service", "RestrictAddressFamilies"), [])).split())
     check(families == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"},
           f"tokenbudget-proxy.service: RestrictAddressFamilies= {sorted(families)}")
-    for key, value in {("Service", "PrivateNetwork"): "yes", ("Service", "PrivateUsers"): "yes",
-                       ("Service", "ProtectProc"): "invisible"}.items():
+    for key, value in {("Service", "PrivateNetwork"): "yes", ("Service", "PrivateUsers"): "yes"}.items():
         for unit in ("tokenbudget-proxy.service", "user/tokenbudget-proxy.service"):
             check(value not in parse_unit(os.path.join(unitdir, unit)).get(key, []),
                   f"{unit}: {key[1]}={value} breaks the proxy")
@@ -313,6 +321,53 @@ listeners = (
     err = read(err_path)
     check("matches no listener" not in err, f"a passed socket was left unserved:\n{err}")
     stop(proc, "activated proxy with config")
+    os.unlink(config_path)  # the next cases run the unit's --upstream branch again
+
+
+def as_other_user(work, argv, service_path):
+    """The unit's capabilities and /proc view, as uid 65534 (trusted by a daemon of its own)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("unshare"):
+        print("note: not root or no setpriv/unshare (util-linux): the unit's capabilities are not exercised")
+        return
+    unit = parse_unit(service_path)
+    caps = unit[("Service", "AmbientCapabilities")][0].split()
+    proc_opts = f"hidepid={unit[('Service', 'ProtectProc')][0]},subset={unit[('Service', 'ProcSubset')][0]}"
+    # Where 65534 can reach the daemon's socket and read the config.
+    shared = os.path.join(work, "shared")
+    os.makedirs(shared)
+    os.chmod(work, 0o755)
+    os.chmod(shared, 0o755)
+    conf = write(os.path.join(shared, "tokenbudgetd.conf"), 'trusted_proxies = [ "65534" ];\n')
+    daemon = Daemon(shared, "trusting", config=conf).wait_serving()
+    upstream = start_upstream(work, "upstream-d")
+    scope = f"process:{os.getpid()}"
+    for name, with_caps in (("caps", True), ("no-caps", False)):
+        capset = ",".join("+" + c[len("CAP_"):].lower() for c in caps) if with_caps else "-all"
+        port = free_port()
+        inner = (f"mount -t proc -o {proc_opts} proc /proc && exec setpriv --reuid 65534 --regid 65534 "
+                 f"--clear-groups --inh-caps {capset} --ambient-caps {capset} --no-new-privs "
+                 + shlex.join([need_program("systemd-socket-activate"), "-l", f"127.0.0.1:{port}",
+                               "--fdname=proxy", "-E", f"TOKENBUDGET_PROXY_UPSTREAM={upstream}",
+                               "-E", f"TOKENBUDGET_SOCKET={daemon.socket_path}"] + argv))
+        err_path = os.path.join(work, f"{name}.stderr")
+        with open(err_path, "wb") as err:
+            proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", inner],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        _procs.append(proc)
+        wait_until(lambda: listening("127.0.0.1", port) or proc.poll() is not None, 5, "the activator to listen")
+        check(proc.poll() is None, f"{name}: the activator exited with {proc.returncode}:\n{read(err_path)}")
+        before = minute_used(daemon.socket_path, scope) or 0
+        chat(port, 20, 4, err_path)
+        err = read(err_path)
+        used = (minute_used(daemon.socket_path, scope) or 0) - before
+        if with_caps:
+            check(used == 14, f"with {caps} as uid 65534, {scope} was charged {used}, expected 10 + 4:\n{err}")
+        else:
+            check(used == 0 and "has no process this proxy can see" in err,
+                  f"without capabilities as uid 65534, {scope} was charged {used}, expected 0 and the proxy "
+                  f"charged, saying why:\n{err}")
+        stop(proc, f"proxy as 65534 ({name})")
+    daemon.stop()
 
 
 def wrong_type(work, argv):
@@ -358,6 +413,7 @@ def main():
     daemon = Daemon(work).wait_serving()
     without_config(work, argv, daemon)
     with_config(work, argv, config_path, daemon)
+    as_other_user(work, argv, system[0])
     wrong_type(work, argv)
     daemon.stop()
 
