@@ -15,9 +15,10 @@
   the test upstream (tests/proxy/upstream.js) clamped to the grant and is
   charged in the real daemon to the process that sent it (this test's:
   the proxy runs as root, so the daemon takes its onBehalfOf);
-- the same line with the config file present: two passed sockets, one
-  taken by its FileDescriptorName= (listen "systemd:proxy"), the other by
-  its address, each serving its own upstream;
+- the same line with the config file present: three passed sockets, one
+  taken by its FileDescriptorName= (listen "systemd:proxy"), a TCP and a
+  Unix one by their address, each serving its own upstream; the passed Unix
+  socket's file is systemd's and stays when the proxy stops;
 - the same line as another user (65534, which the daemon trusts) with the
   unit's AmbientCapabilities= and a /proc mounted as its ProtectProc= and
   ProcSubset= make it: a loopback request from this process (root) is
@@ -208,6 +209,9 @@ def activate(work, name, listen, argv, extra_env, extra=()):
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=e)
     _procs.append(proc)
     for addr in listen:
+        if addr.startswith("/"):
+            wait_until(lambda: os.path.exists(addr), 5, f"systemd-socket-activate to listen on {addr}")
+            continue
         host, port = addr.rsplit(":", 1)
         wait_until(lambda: listening(host, int(port)), 5, f"systemd-socket-activate to listen on {addr}")
     return proc, err_path
@@ -224,8 +228,23 @@ def read(path):
         return f.read()
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
 def chat(port, max_tokens, output_tokens, err_path):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    """A chat request to 127.0.0.1:port, or to the Unix socket port when it is a path."""
+    if isinstance(port, str):
+        c = UnixHTTPConnection(port, 10)
+    else:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "one two three"}],
                        "max_completion_tokens": max_tokens})
     try:
@@ -300,27 +319,33 @@ def without_config(work, argv, daemon):
 
 
 def with_config(work, argv, config_path, daemon):
-    """The config file present: one socket taken by name, the other by its address."""
+    """The config file present: one socket taken by name, the others by their address (TCP and Unix)."""
     up_named, up_addr = start_upstream(work, "upstream-b"), start_upstream(work, "upstream-c")
+    up_unix = start_upstream(work, "upstream-e")
     named_port, addr_port = free_port(), free_port()
+    unix_path = os.path.join(work, "proxy.sock")
     write(config_path, f"""
 daemon_socket = "{daemon.socket_path}";
 listeners = (
         {{ listen = "systemd:proxy"; upstream = "{up_named}"; }},
-        {{ listen = "127.0.0.1:{addr_port}"; upstream = "{up_addr}"; }}
+        {{ listen = "127.0.0.1:{addr_port}"; upstream = "{up_addr}"; }},
+        {{ listen = "unix:{unix_path}"; upstream = "{up_unix}"; }}
 );
 """)
-    proc, err_path = activate(work, "config", [f"127.0.0.1:{addr_port}", f"127.0.0.1:{named_port}"], argv,
-                              {"TOKENBUDGET_PROXY_UPSTREAM": "http://127.0.0.1:9"},
-                              ["--fdname=other:proxy"])
+    proc, err_path = activate(work, "config", [f"127.0.0.1:{addr_port}", f"127.0.0.1:{named_port}", unix_path],
+                              argv, {"TOKENBUDGET_PROXY_UPSTREAM": "http://127.0.0.1:9"},
+                              ["--fdname=other:proxy:unix"])
     chat(named_port, 20, 5, err_path)
     chat(addr_port, 20, 6, err_path)
-    for upstream, n in ((up_named, 5), (up_addr, 6)):
+    chat(unix_path, 20, 7, err_path)
+    for upstream, n in ((up_named, 5), (up_addr, 6), (up_unix, 7)):
         sent = [r["sent"] for r in upstream_requests(upstream) if r["path"] == "/v1/chat/completions"]
         check(sent == [n], f"{upstream} answered {sent}, expected [{n}] (a socket served the wrong upstream)")
     err = read(err_path)
     check("matches no listener" not in err, f"a passed socket was left unserved:\n{err}")
     stop(proc, "activated proxy with config")
+    # systemd owns a passed Unix socket: the proxy leaves its file (a socket it bound, it removes).
+    check(os.path.exists(unix_path), f"the proxy removed {unix_path}, the socket systemd passed")
     os.unlink(config_path)  # the next cases run the unit's --upstream branch again
 
 
