@@ -807,7 +807,8 @@ static void exchange_identify(Exchange *ex) {
                 r = peer_identify(fd, &ex->peer_uid, &ex->peer_pid);
                 if (r >= 0 && ex->peer_pid == 0)
                         /* /proc/PID/fd of another user's process is closed to a proxy without
-                         * CAP_SYS_PTRACE: the uid alone cannot be sent (onBehalfOf needs the pid). */
+                         * CAP_DAC_READ_SEARCH (to list it) and CAP_SYS_PTRACE (to read its links):
+                         * the uid alone cannot be sent (onBehalfOf needs the pid). */
                         log_notice(
                                 "%s %s: the client (uid %u) has no process this proxy can see: charged to "
                                 "the proxy (a Unix listener gives its pid, SO_PEERCRED)",
