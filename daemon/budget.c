@@ -20,6 +20,7 @@
 #include "allocation-id.h"
 #include "budget.h"
 #include "estimator-state.h"
+#include "hashmap.h"
 #include "log.h"
 #include "macro.h"
 #include "siphash.h"
@@ -48,6 +49,7 @@ struct Client {
         LIST_FIELDS(Client, delegates);
         Client *delegates;
         unsigned n_delegates;
+        Hashmap *delegate_by_pid; /* pid -> the newest delegate of that pid; made at the first */
 };
 
 /* Idle delegates a proxy's connection keeps for the next Request of the same
@@ -522,16 +524,23 @@ int budget_client_delegate(Budget *b, Client *proxy, pid_t pid, uid_t uid, uint6
 
         if (pid <= 0 || proxy->delegator)
                 return -EINVAL;
-        r = identity_read_other("/proc", pid, &id, &groups, &n_groups);
-        if (r < 0)
-                return r;
-        if (id.uid != uid) {
-                free(groups);
-                return -EPERM;
+        if (!proxy->delegate_by_pid) {
+                proxy->delegate_by_pid = hashmap_new();
+                if (!proxy->delegate_by_pid)
+                        return -ENOMEM;
         }
-        for (d = proxy->delegates; d; d = d->delegates_next)
-                if (d->identity.pid == pid && d->identity.start_time == id.start_time) {
-                        free(groups);
+        /* The process asked for before: the same one while its start time is
+         * (one read of /proc/PID/stat); its identity is what it was then, as a
+         * connection's is what it was at connect(). */
+        d = hashmap_get(proxy->delegate_by_pid, (uint64_t)pid);
+        if (d) {
+                Identity again = {.pid = pid};
+
+                if (identity_read_proc("/proc", &again) < 0)
+                        return -ESRCH;
+                if (again.start_time == d->identity.start_time) {
+                        if (d->identity.uid != uid)
+                                return -EPERM;
                         /* Most recently used first: the trim takes the oldest. */
                         if (d != proxy->delegates) {
                                 LIST_REMOVE(delegates, proxy->delegates, d);
@@ -540,6 +549,17 @@ int budget_client_delegate(Budget *b, Client *proxy, pid_t pid, uid_t uid, uint6
                         *ret = d;
                         return 0;
                 }
+                /* The pid was reused: the old delegate stays (its allocations are
+                 * still the proxy's) and a new one takes the entry. */
+                hashmap_remove(proxy->delegate_by_pid, (uint64_t)pid);
+        }
+        r = identity_read_other("/proc", pid, &id, &groups, &n_groups);
+        if (r < 0)
+                return r;
+        if (id.uid != uid) {
+                free(groups);
+                return -EPERM;
+        }
         if (proxy->n_delegates >= b->config->max_tracked_processes) {
                 delegates_trim(b, proxy, now);
                 if (proxy->n_delegates >= b->config->max_tracked_processes) {
@@ -550,6 +570,11 @@ int budget_client_delegate(Budget *b, Client *proxy, pid_t pid, uid_t uid, uint6
         r = budget_client_new(b, &id, groups, n_groups, now, &d);
         if (r < 0)
                 return r;
+        r = hashmap_put(proxy->delegate_by_pid, (uint64_t)pid, d);
+        if (r < 0) {
+                budget_client_free(b, d, SETTLE_ABANDONED, now);
+                return r;
+        }
         d->delegator = proxy;
         LIST_PREPEND(delegates, proxy->delegates, d);
         proxy->n_delegates++;
@@ -1359,7 +1384,12 @@ void budget_client_free(Budget *b, Client *c, SettleCause cause, uint64_t now) {
                 return;
         while (c->delegates)
                 budget_client_free(b, c->delegates, cause, now);
+        hashmap_free(c->delegate_by_pid);
         if (c->delegator) {
+                Hashmap *by_pid = c->delegator->delegate_by_pid;
+
+                if (hashmap_get(by_pid, (uint64_t)c->identity.pid) == c)
+                        hashmap_remove(by_pid, (uint64_t)c->identity.pid);
                 LIST_REMOVE(delegates, c->delegator->delegates, c);
                 c->delegator->n_delegates--;
         }
@@ -1986,11 +2016,9 @@ static bool learned_estimate(const RuleEffective *eff, const EstimatorPrediction
                 limit = (double)(pred->predicted_total - pred->predicted_output) +
                         pred->ratio_q * (double)pred->predicted_output;
                 m = ceil(1000.0 * limit / (double)learned);
-                *hard_permille = m >= ADAPTIVE_HARD_MAX_PERMILLE ? ADAPTIVE_HARD_MAX_PERMILLE
-                                 : m <= eff->warn_permille       ? eff->warn_permille
-                                                                 : (uint32_t)m;
-                if (*hard_permille < eff->warn_permille) /* a warn_multiplier above 2.5 */
-                        *hard_permille = eff->warn_permille;
+                m = fmin(m, ADAPTIVE_HARD_MAX_PERMILLE);
+                /* At least warn_multiplier (which may itself be above 2.5). */
+                *hard_permille = m > eff->warn_permille ? (uint32_t)m : eff->warn_permille;
         }
         return true;
 }

@@ -195,6 +195,20 @@ START_TEST(test_who_may) {
                      "onBehalfOf", "a pid that is gone");
         expect_error(request_for(trusted, 0, AGENT_UID, 100), "org.varlink.service.InvalidParameter",
                      "onBehalfOf", "pid 0");
+        /* A process asked for before, then gone: its delegate is not taken for it. */
+        gone = spawn_sleeper(AGENT_UID);
+        g = request_for(trusted, gone, AGENT_UID, 10);
+        ck_assert_msg(!reply_error(g), "before it went: %s", json_object_to_json_string(g));
+        json_object_put(harness_callf(trusted,
+                                      "{\"method\":\"io.tokenbudget.agent.Release\",\"parameters\":{"
+                                      "\"allocation\":\"%s\"}}",
+                                      json_str(reply_parameters(g), "allocation", "grant")));
+        json_object_put(g);
+        expect_error(request_for(trusted, gone, PROXY_UID, 10), "org.varlink.service.InvalidParameter",
+                     "onBehalfOf", "a known process under the wrong uid");
+        reap(gone);
+        expect_error(request_for(trusted, gone, AGENT_UID, 10), "org.varlink.service.InvalidParameter",
+                     "onBehalfOf", "a known process that is gone");
         /* Malformed objects. */
         {
                 static const char *const bad[] = {
