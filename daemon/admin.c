@@ -242,7 +242,7 @@ static json_object *durability_json(const DispatchContext *ctx) {
         r = r ?: json_add(o, VL_FIELD_ADMIN_DURABILITY_DEGRADED, json_object_new_boolean(error != NULL));
         if (error)
                 r = r ?: json_add(o, VL_FIELD_ADMIN_DURABILITY_ERROR, json_object_new_string(error));
-        r = r ?: json_add(o, VL_FIELD_ADMIN_DURABILITY_PENDING, json_u64(st ? store_staged(st) : 0));
+        r = r ?: json_add(o, VL_FIELD_ADMIN_DURABILITY_PENDING, json_u64(st ? store_unlogged(st) : 0));
         r = r
                     ?: json_add(o, VL_FIELD_ADMIN_DURABILITY_LOST,
                                 json_u64((st ? store_lost(st) : 0) + budget_store_failures(ctx->budget)));

@@ -68,6 +68,7 @@ struct Manager {
         bool durability_degraded;  /* the last commit failed */
         uint64_t degraded_since;   /* monotonic */
         uint64_t last_prune_usec;  /* monotonic; 0: not yet */
+        uint64_t last_apply_usec;  /* monotonic: the commit log last applied by the timer */
         bool prune_more;           /* the last prune step was full: more is due */
 };
 
@@ -265,6 +266,7 @@ static void budget_terminate_cb(void *userdata, pid_t pid, uint64_t start_time, 
 
 /* Retry a failed commit this often while nothing else commits. */
 #define STORE_RETRY_USEC USEC_PER_SEC
+#define STORE_APPLY_USEC USEC_PER_SEC
 /* Old history and usage go in steps of this many rows (about 0.2 ms per 128
  * here), one step per turn, a round every PRUNE_INTERVAL_USEC. */
 #define PRUNE_STEP_ROWS     256
@@ -272,18 +274,11 @@ static void budget_terminate_cb(void *userdata, pid_t pid, uint64_t start_time, 
 /* Usage rows are kept for the day window, one hour bucket and a minute. */
 #define USAGE_KEEP_SEC (86400 + 3600 + 60)
 
-/* Commits what is staged. A failure keeps it (store.h) and degrades
- * durability, said in the journal, STATUS= and Status, until a commit works. */
-static void store_commit_now(Manager *m, bool all_refusals) {
+/* Durability degrades on a failed commit or apply (said in the journal,
+ * STATUS= and Status) and comes back with the first that succeeds. */
+static void store_result(Manager *m, int r) {
         uint64_t now = now_usec();
-        int r;
 
-        if (!m->store)
-                return;
-        budget_store_flush(m->budget, realtime_usec(), all_refusals);
-        if (!store_pending(m->store))
-                return;
-        r = store_commit(m->store);
         if (r < 0 && !m->durability_degraded) {
                 Event e = {.reason = store_error_message(m->store)};
 
@@ -305,6 +300,26 @@ static void store_commit_now(Manager *m, bool all_refusals) {
                              store_path(m->store), reason);
                 notify_status_changed(m->notify);
         }
+}
+
+/* Commits what is staged (store.h: one commit log row). A failure keeps it
+ * and degrades durability until a commit works. */
+static void store_commit_now(Manager *m, bool all_refusals) {
+        if (!m->store)
+                return;
+        budget_store_flush(m->budget, realtime_usec(), all_refusals);
+        if (!store_pending(m->store))
+                return;
+        store_result(m, store_commit(m->store));
+}
+
+/* Applies the commit log to the tables: a second after the last time,
+ * while anything is staged (a busy daemon's commits apply it every few
+ * thousand operations themselves), and at stop. */
+static void store_apply_now(Manager *m, uint64_t now) {
+        m->last_apply_usec = now;
+        if (m->store && store_staged(m->store) > 0)
+                store_result(m, store_apply(m->store));
 }
 
 /* One bounded step of pruning: history past history.retention_days, usage
@@ -333,6 +348,9 @@ static void store_event_cb(evutil_socket_t fd, short what, void *userdata) {
         uint64_t now = now_usec();
 
         store_commit_now(m, false);
+        if (store_staged(m->store) > 0 &&
+            (m->durability_degraded || now - m->last_apply_usec >= STORE_APPLY_USEC))
+                store_apply_now(m, now);
         if (prune_due(m, now))
                 store_prune(m, now);
         store_schedule(m);
@@ -352,8 +370,16 @@ static void store_schedule(Manager *m) {
                 delay = STORE_RETRY_USEC;
         else if (store_pending(m->store) || prune_due(m, now))
                 delay = 0;
-        else if (budget_store_waiting(m->budget))
-                delay = USEC_PER_SEC - realtime_usec() % USEC_PER_SEC + 10 * USEC_PER_MSEC;
+        else {
+                if (budget_store_waiting(m->budget))
+                        delay = USEC_PER_SEC - realtime_usec() % USEC_PER_SEC + 10 * USEC_PER_MSEC;
+                if (store_staged(m->store) > 0) {
+                        uint64_t due = m->last_apply_usec + STORE_APPLY_USEC;
+                        uint64_t d = due > now ? due - now : 0;
+
+                        delay = d < delay ? d : delay;
+                }
+        }
         if (delay == UINT64_MAX || evtimer_pending(m->store_event, NULL))
                 return;
         tv = (struct timeval){.tv_sec = (time_t)(delay / USEC_PER_SEC),
@@ -873,6 +899,10 @@ Manager *manager_free(Manager *m) {
                 if (store_pending(m->store))
                         log_error("durable ledger %s: the last writes could not be committed at exit: %s",
                                   store_path(m->store), store_error_message(m->store) ?: "unknown error");
+                else if (store_apply(m->store) < 0)
+                        log_warning("durable ledger %s: the commit log could not be applied at exit (the "
+                                    "next start replays it): %s",
+                                    store_path(m->store), store_error_message(m->store) ?: "unknown error");
         }
         if (m->store_event)
                 event_free(m->store_event);

@@ -86,6 +86,12 @@ static const char *const migrations[] = {
         /* what the estimator learned per class (issue 13) */
         "CREATE TABLE estimators(uid INTEGER NOT NULL, class TEXT NOT NULL, seen_usec INTEGER NOT NULL,"
         " state TEXT NOT NULL, PRIMARY KEY(uid, class)) WITHOUT ROWID;",
+        /* 2 -> 3: the commit log. A commit point appends one row holding what
+         * its iteration staged, in a compact encoding (1 to 3 pages written
+         * instead of a page per table and index touched); the rows are
+         * applied to the tables above in larger steps and then deleted, and
+         * replayed at open when the daemon stopped before applying them. */
+        "CREATE TABLE log(seq INTEGER PRIMARY KEY, ops BLOB NOT NULL);",
 };
 _Static_assert(ELEMENTSOF(migrations) == STORE_SCHEMA_VERSION, "one migration per schema version");
 
@@ -100,6 +106,8 @@ typedef enum Statement {
         STMT_HISTORY_ADD,
         STMT_HOURLY_ADD,
         STMT_ESTIMATOR_PUT,
+        STMT_LOG_ADD,
+        STMT_LOG_CLEAR,
         _STMT_MAX,
 } Statement;
 
@@ -120,6 +128,8 @@ static const char *const statement_sql[_STMT_MAX] = {
                 "INSERT INTO history(realtime_usec, uid, user, unit, comm, agent, class, model,"
                 " priority, estimate, granted, input, output, outcome, count, scopes)"
                 " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        [STMT_LOG_ADD] = "INSERT INTO log(ops) VALUES(?1)",
+        [STMT_LOG_CLEAR] = "DELETE FROM log WHERE seq <= ?1",
         [STMT_ESTIMATOR_PUT] = "INSERT OR REPLACE INTO estimators(uid, class, seen_usec, state)"
                                " VALUES(?1, ?2, ?3, ?4)",
         [STMT_HOURLY_ADD] =
@@ -152,13 +162,15 @@ typedef struct CellTable {
 } CellTable;
 
 typedef enum AllocOpKind {
-        ALLOC_OP_DROP, /* delete the row */
-        ALLOC_OP_PUT,  /* the whole row */
-        ALLOC_OP_USAGE /* only input and output: the row was written by an earlier commit */
+        ALLOC_OP_DROP,  /* delete the row */
+        ALLOC_OP_PUT,   /* the whole row */
+        ALLOC_OP_USAGE, /* only input and output: the row was written by an earlier apply */
+        ALLOC_OP_NONE   /* put and dropped before an apply: nothing to write */
 } AllocOpKind;
 
 typedef struct AllocOp {
         AllocOpKind kind;
+        bool new_row;      /* first staged as a put: no row of it in the tables yet */
         StoreAllocation a; /* strings owned; scopes unused (joined below) */
         char *scopes;
 } AllocOp;
@@ -202,7 +214,16 @@ struct Store {
         EstimatorOp *estimators;
         size_t n_estimators, cap_estimators;
 
-        uint64_t lost, commits;
+        /* The commit log's next row: what was staged since the last commit,
+         * encoded (log_*()); log_ops operations in it. log_rows: rows
+         * committed since the last apply. */
+        uint8_t *log;
+        size_t log_len, log_cap, log_ops;
+        uint64_t log_rows;
+        size_t apply_ops;
+        bool replaying; /* staging from the log at open: nothing to encode */
+
+        uint64_t lost, commits, applies;
         bool failing;
         char error[ERROR_MAX];
 };
@@ -247,6 +268,94 @@ static int grow(void **p, size_t *cap, size_t n, size_t size) {
         *p = q;
         *cap = new_cap;
         return 0;
+}
+
+/* ---- the commit log's encoding ----
+ *
+ * A log row is a sequence of records, each a kind byte and its fields in a
+ * fixed order: integers as LEB128 varints (signed ones zigzagged), strings
+ * as a varint of their length + 1 (0: NULL), their bytes and a NUL (so that
+ * a replay reads them in place), a scope list as its count and the names.
+ * Every staging function encodes its record before staging and takes it
+ * back when staging fails, so the row holds exactly what was staged. */
+enum {
+        LOG_USAGE = 'U',
+        LOG_ALLOC_PUT = 'P',
+        LOG_ALLOC_USAGE = 'A',
+        LOG_ALLOC_DROP = 'D',
+        LOG_HISTORY = 'H',
+        LOG_META = 'M',
+        LOG_ESTIMATOR = 'E',
+};
+
+static int log_need(Store *s, size_t n) {
+        size_t cap;
+        uint8_t *p;
+
+        if (s->log_cap - s->log_len >= n)
+                return 0;
+        for (cap = s->log_cap ?: 4096; cap - s->log_len < n; cap *= 2)
+                ;
+        p = realloc(s->log, cap);
+        if (!p)
+                return -ENOMEM;
+        s->log = p;
+        s->log_cap = cap;
+        return 0;
+}
+
+static int log_u64(Store *s, uint64_t v) {
+        int r;
+
+        if (s->replaying)
+                return 0;
+        r = log_need(s, 10);
+        if (r < 0)
+                return r;
+        for (; v >= 0x80; v >>= 7)
+                s->log[s->log_len++] = (uint8_t)(v | 0x80);
+        s->log[s->log_len++] = (uint8_t)v;
+        return 0;
+}
+
+static int log_i64(Store *s, int64_t v) {
+        return log_u64(s, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
+}
+
+static int log_str(Store *s, const char *str) {
+        size_t n = str ? strlen(str) + 1 : 0;
+        int r;
+
+        if (s->replaying)
+                return 0;
+        r = log_u64(s, n);
+        if (r >= 0 && n > 0)
+                r = log_need(s, n);
+        if (r < 0 || n == 0)
+                return r;
+        memcpy(s->log + s->log_len, str, n);
+        s->log_len += n;
+        return 0;
+}
+
+static int log_scopes(Store *s, const char *const *scopes, size_t n) {
+        int r = log_u64(s, n);
+
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = log_str(s, scopes[i]);
+        return r;
+}
+
+/* The end of a staging function: its record stays in the log row when it
+ * was staged (r >= 0), else it is taken back. */
+static int log_end(Store *s, size_t mark, int r) {
+        if (s->replaying)
+                return r;
+        if (r < 0)
+                s->log_len = mark;
+        else
+                s->log_ops++;
+        return r;
 }
 
 static size_t staged_count(const Store *s) {
@@ -345,12 +454,23 @@ static void cells_free(CellTable *t) {
 }
 
 int store_add_usage(Store *s, const char *scope, uint64_t realtime_sec, uint64_t tokens) {
+        size_t mark;
+        int r;
+
         assert(s);
         if (!scope || !*scope || realtime_sec > INT64_MAX || tokens > INT64_MAX)
                 return -EINVAL;
         if (tokens == 0)
                 return 0;
-        return cell_add(s, &s->usage, scope, strlen(scope), realtime_sec, (uint64_t[_CELL_VALUES]){tokens});
+        mark = s->log_len;
+        r = log_u64(s, LOG_USAGE);
+        r = r ?: log_str(s, scope);
+        r = r ?: log_u64(s, realtime_sec);
+        r = r ?: log_u64(s, tokens);
+        r = r
+                    ?: cell_add(s, &s->usage, scope, strlen(scope), realtime_sec,
+                                (uint64_t[_CELL_VALUES]){tokens});
+        return log_end(s, mark, r);
 }
 
 /* "a\nb\nc", or -EINVAL for a name that is empty or has a newline. */
@@ -452,52 +572,98 @@ static bool valid_scopes(const char *const *scopes, size_t n) {
         return true;
 }
 
+static int log_allocation(Store *s, const StoreAllocation *a) {
+        int r = log_u64(s, LOG_ALLOC_PUT);
+
+        r = r ?: log_u64(s, a->id);
+        r = r ?: log_u64(s, a->granted_usec);
+        r = r ?: log_u64(s, a->granted);
+        r = r ?: log_u64(s, a->reservation);
+        r = r ?: log_u64(s, a->estimate);
+        r = r ?: log_u64(s, a->input);
+        r = r ?: log_u64(s, a->output);
+        r = r ?: log_i64(s, a->priority);
+        r = r ?: log_i64(s, a->pid);
+        r = r ?: log_u64(s, a->uid);
+        r = r ?: log_str(s, a->comm);
+        r = r ?: log_str(s, a->agent);
+        r = r ?: log_str(s, a->class_name);
+        r = r ?: log_str(s, a->model);
+        r = r ?: log_str(s, a->unit);
+        return r ?: log_scopes(s, a->scopes, a->n_scopes);
+}
+
 int store_put_allocation(Store *s, const StoreAllocation *a) {
         AllocOp *op;
+        size_t mark;
+        bool fresh, new_row;
         int r;
 
         assert(s);
         if (!a || !valid_scopes(a->scopes, a->n_scopes))
                 return -EINVAL;
+        mark = s->log_len;
+        r = log_allocation(s, a);
+        if (r < 0)
+                return log_end(s, mark, r);
+        fresh = !hashmap_get(s->alloc_by_id, a->id);
         r = alloc_op_get(s, a->id, &op);
         if (r < 0)
-                return r;
+                return log_end(s, mark, r);
+        new_row = fresh || op->new_row;
         r = alloc_op_fill(op, a);
         if (r < 0)
-                return r;
+                return log_end(s, mark, r);
         op->kind = ALLOC_OP_PUT;
-        return 0;
+        op->new_row = new_row;
+        return log_end(s, mark, 0);
 }
 
 int store_put_allocation_usage(Store *s, uint64_t id, uint64_t input, uint64_t output) {
         AllocOp *op;
         bool fresh = !hashmap_get(s->alloc_by_id, id);
+        size_t mark;
         int r;
 
         assert(s);
-        r = alloc_op_get(s, id, &op);
+        if (!fresh) {
+                op = &s->allocs[(uintptr_t)hashmap_get(s->alloc_by_id, id) - 1];
+                if (op->kind == ALLOC_OP_DROP || op->kind == ALLOC_OP_NONE)
+                        return 0; /* settled since the last apply already: nothing to update */
+        }
+        mark = s->log_len;
+        r = log_u64(s, LOG_ALLOC_USAGE);
+        r = r ?: log_u64(s, id);
+        r = r ?: log_u64(s, input);
+        r = r ?: log_u64(s, output);
+        r = r ?: alloc_op_get(s, id, &op);
         if (r < 0)
-                return r;
+                return log_end(s, mark, r);
         if (fresh)
                 op->kind = ALLOC_OP_USAGE;
-        else if (op->kind == ALLOC_OP_DROP)
-                return 0; /* settled in this commit already: nothing to update */
         op->a.input = input;
         op->a.output = output;
-        return 0;
+        return log_end(s, mark, 0);
 }
 
 int store_drop_allocation(Store *s, uint64_t id) {
         AllocOp *op;
+        size_t mark;
+        bool new_row;
         int r;
 
         assert(s);
-        r = alloc_op_get(s, id, &op);
+        mark = s->log_len;
+        r = log_u64(s, LOG_ALLOC_DROP);
+        r = r ?: log_u64(s, id);
+        r = r ?: alloc_op_get(s, id, &op);
         if (r < 0)
-                return r;
+                return log_end(s, mark, r);
+        new_row = op->new_row;
         alloc_op_clear(op);
-        *op = (AllocOp){.kind = ALLOC_OP_DROP, .a.id = id};
-        return 0;
+        /* Granted and settled between two applies: the tables never see it. */
+        *op = (AllocOp){.kind = new_row ? ALLOC_OP_NONE : ALLOC_OP_DROP, .a.id = id, .new_row = new_row};
+        return log_end(s, mark, 0);
 }
 
 static void history_op_clear(HistoryOp *op) {
@@ -511,9 +677,31 @@ static void history_op_clear(HistoryOp *op) {
         *op = (HistoryOp){};
 }
 
+static int log_history(Store *s, const StoreHistoryRow *h) {
+        int r = log_u64(s, LOG_HISTORY);
+
+        r = r ?: log_u64(s, h->realtime_usec);
+        r = r ?: log_u64(s, h->uid);
+        r = r ?: log_str(s, h->user);
+        r = r ?: log_str(s, h->unit);
+        r = r ?: log_str(s, h->comm);
+        r = r ?: log_str(s, h->agent);
+        r = r ?: log_str(s, h->class_name);
+        r = r ?: log_str(s, h->model);
+        r = r ?: log_i64(s, h->priority);
+        r = r ?: log_u64(s, h->estimate);
+        r = r ?: log_u64(s, h->granted);
+        r = r ?: log_u64(s, h->input);
+        r = r ?: log_u64(s, h->output);
+        r = r ?: log_u64(s, (uint64_t)h->outcome);
+        r = r ?: log_u64(s, h->count);
+        return r ?: log_scopes(s, h->scopes, h->n_scopes);
+}
+
 int store_add_history(Store *s, const StoreHistoryRow *h) {
         HistoryOp op;
         bool refused;
+        size_t mark;
         int r;
 
         assert(s);
@@ -525,9 +713,13 @@ int store_add_history(Store *s, const StoreHistoryRow *h) {
                 s->lost++;
                 return -ENOBUFS;
         }
+        mark = s->log_len;
+        r = log_history(s, h);
+        if (r < 0)
+                return log_end(s, mark, r);
         r = grow((void **)&s->history, &s->cap_history, s->n_history, sizeof(*s->history));
         if (r < 0)
-                return r;
+                return log_end(s, mark, r);
         refused = h->outcome == STORE_OUTCOME_REFUSED;
         for (size_t i = 0; i < h->n_scopes; i++) {
                 uint64_t v[_CELL_VALUES] = {
@@ -541,7 +733,7 @@ int store_add_history(Store *s, const StoreHistoryRow *h) {
                 r = cell_add(s, &s->hourly, h->scopes[i], strlen(h->scopes[i]),
                              h->realtime_usec / USEC_PER_HOUR, v);
                 if (r < 0)
-                        return r;
+                        return log_end(s, mark, r);
         }
         op = (HistoryOp){.h = *h};
         op.h.user = op.h.unit = op.h.comm = op.h.agent = op.h.class_name = op.h.model = NULL;
@@ -554,60 +746,70 @@ int store_add_history(Store *s, const StoreHistoryRow *h) {
             dup_opt(h->agent, &op.h.agent) < 0 || dup_opt(h->class_name, &op.h.class_name) < 0 ||
             dup_opt(h->model, &op.h.model) < 0) {
                 history_op_clear(&op);
-                return -ENOMEM;
+                return log_end(s, mark, -ENOMEM);
         }
         s->history[s->n_history++] = op;
-        return 0;
+        return log_end(s, mark, 0);
 }
 
 int store_meta_put_u64(Store *s, const char *key, uint64_t value) {
         char *copy;
+        size_t mark;
         int r;
 
         assert(s);
         if (!key || !*key || value > INT64_MAX)
                 return -EINVAL;
+        mark = s->log_len;
+        r = log_u64(s, LOG_META);
+        r = r ?: log_str(s, key);
+        r = r ?: log_u64(s, value);
+        if (r < 0)
+                return log_end(s, mark, r);
         for (size_t i = 0; i < s->n_meta; i++)
                 if (strcmp(s->meta[i].key, key) == 0) {
                         s->meta[i].value = value;
-                        return 0;
+                        return log_end(s, mark, 0);
                 }
         r = check_room(s);
+        r = r ?: grow((void **)&s->meta, &s->cap_meta, s->n_meta, sizeof(*s->meta));
         if (r < 0)
-                return r;
-        r = grow((void **)&s->meta, &s->cap_meta, s->n_meta, sizeof(*s->meta));
-        if (r < 0)
-                return r;
+                return log_end(s, mark, r);
         copy = strdup(key);
         if (!copy)
-                return -ENOMEM;
+                return log_end(s, mark, -ENOMEM);
         s->meta[s->n_meta++] = (MetaOp){.key = copy, .value = value};
-        return 0;
+        return log_end(s, mark, 0);
 }
 
 int store_put_estimator(Store *s, uint32_t uid, const char *class_name, uint64_t seen_usec,
                         const char *state) {
         EstimatorOp op = {.uid = uid, .seen_usec = seen_usec};
+        size_t mark;
         int r;
 
         assert(s);
         if (!class_name || !*class_name || !state || seen_usec > INT64_MAX)
                 return -EINVAL;
-        r = check_room(s);
+        mark = s->log_len;
+        r = log_u64(s, LOG_ESTIMATOR);
+        r = r ?: log_u64(s, uid);
+        r = r ?: log_str(s, class_name);
+        r = r ?: log_u64(s, seen_usec);
+        r = r ?: log_str(s, state);
+        r = r ?: check_room(s);
+        r = r ?: grow((void **)&s->estimators, &s->cap_estimators, s->n_estimators, sizeof(*s->estimators));
         if (r < 0)
-                return r;
-        r = grow((void **)&s->estimators, &s->cap_estimators, s->n_estimators, sizeof(*s->estimators));
-        if (r < 0)
-                return r;
+                return log_end(s, mark, r);
         op.class_name = strdup(class_name);
         op.state = strdup(state);
         if (!op.class_name || !op.state) {
                 free(op.class_name);
                 free(op.state);
-                return -ENOMEM;
+                return log_end(s, mark, -ENOMEM);
         }
         s->estimators[s->n_estimators++] = op;
-        return 0;
+        return log_end(s, mark, 0);
 }
 
 static void staging_clear(Store *s) {
@@ -632,7 +834,11 @@ static void staging_clear(Store *s) {
 }
 
 bool store_pending(const Store *s) {
-        return s && staged_count(s) > 0;
+        return s && s->log_ops > 0;
+}
+
+size_t store_unlogged(const Store *s) {
+        return s ? s->log_ops : 0;
 }
 
 size_t store_staged(const Store *s) {
@@ -645,6 +851,14 @@ uint64_t store_lost(const Store *s) {
 
 uint64_t store_commits(const Store *s) {
         return s ? s->commits : 0;
+}
+
+uint64_t store_applies(const Store *s) {
+        return s ? s->applies : 0;
+}
+
+void store_set_apply_ops(Store *s, size_t ops) {
+        s->apply_ops = ops ?: 1;
 }
 
 const char *store_path(const Store *s) {
@@ -809,6 +1023,8 @@ static int write_allocation(Store *s, const AllocOp *op) {
         sqlite3_stmt *st;
 
         switch (op->kind) {
+        case ALLOC_OP_NONE:
+                return 0;
         case ALLOC_OP_DROP:
                 st = s->stmt[STMT_ALLOC_DROP];
                 sqlite3_bind_int64(st, 1, (sqlite3_int64)op->a.id); /* all 64 bits: two's complement */
@@ -899,25 +1115,72 @@ static void rollback(Store *s) {
                 sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
+/* Writes everything staged into the tables and deletes the log rows up to
+ * seq (they hold nothing else), in one transaction. */
+static int apply(Store *s, int64_t upto_seq) {
+        sqlite3_stmt *st = s->stmt[STMT_LOG_CLEAR];
+        int r;
+
+        if (staged_count(s) == 0 && s->log_rows == 0)
+                return 0;
+        if (step_done(s->stmt[STMT_BEGIN]) != SQLITE_DONE) {
+                r = db_error(s, "beginning to apply the commit log");
+                rollback(s);
+                return r;
+        }
+        r = write_staged(s);
+        if (r >= 0 && s->log_rows > 0) {
+                sqlite3_bind_int64(st, 1, upto_seq);
+                if (step_done(st) != SQLITE_DONE)
+                        r = db_error(s, "deleting applied commit log rows");
+        }
+        if (r >= 0 && step_done(s->stmt[STMT_COMMIT]) != SQLITE_DONE)
+                r = db_error(s, "committing the applied commit log");
+        if (r < 0) {
+                rollback(s);
+                return r; /* everything stays staged (and logged) */
+        }
+        staging_clear(s);
+        if (!s->replaying) {
+                /* what the next log row would have held is in the tables now */
+                s->log_len = s->log_ops = 0;
+                s->log_rows = 0;
+        }
+        s->commits++;
+        s->applies++;
+        s->failing = false;
+        return 0;
+}
+
+int store_apply(Store *s) {
+        assert(s);
+        return apply(s, INT64_MAX);
+}
+
 int store_commit(Store *s) {
+        sqlite3_stmt *st = s->stmt[STMT_LOG_ADD];
         int r;
 
         assert(s);
         if (!store_pending(s))
                 return 0;
+        if (staged_count(s) >= s->apply_ops)
+                return apply(s, INT64_MAX);
         if (step_done(s->stmt[STMT_BEGIN]) != SQLITE_DONE) {
                 r = db_error(s, "beginning the commit");
                 rollback(s);
                 return r;
         }
-        r = write_staged(s);
+        sqlite3_bind_blob(st, 1, s->log, (int)s->log_len, SQLITE_STATIC);
+        r = step_done(st) == SQLITE_DONE ? 0 : db_error(s, "writing the commit log");
         if (r >= 0 && step_done(s->stmt[STMT_COMMIT]) != SQLITE_DONE)
                 r = db_error(s, "committing");
         if (r < 0) {
                 rollback(s);
-                return r; /* everything stays staged for the next commit */
+                return r; /* the row stays encoded for the next commit */
         }
-        staging_clear(s);
+        s->log_len = s->log_ops = 0;
+        s->log_rows++;
         s->commits++;
         s->failing = false;
         return 0;
@@ -1303,6 +1566,242 @@ static int load_ledger_key(Store *s, char **ret_reason) {
         return 0;
 }
 
+/* ---- replaying the commit log ---- */
+
+typedef struct LogReader {
+        const uint8_t *p, *start, *end;
+        bool bad;
+} LogReader;
+
+static uint64_t rd_u64(LogReader *rd) {
+        uint64_t v = 0;
+
+        for (unsigned shift = 0; shift < 64; shift += 7) {
+                uint8_t b;
+
+                if (rd->p >= rd->end)
+                        break;
+                b = *rd->p++;
+                v |= (uint64_t)(b & 0x7f) << shift;
+                if (!(b & 0x80))
+                        return v;
+        }
+        rd->bad = true;
+        return 0;
+}
+
+static int64_t rd_i64(LogReader *rd) {
+        uint64_t u = rd_u64(rd);
+        return (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+}
+
+static const char *rd_str(LogReader *rd) {
+        uint64_t n = rd_u64(rd);
+        const char *str = (const char *)rd->p;
+
+        if (rd->bad || n == 0)
+                return NULL;
+        if (n > (uint64_t)(rd->end - rd->p) || rd->p[n - 1] != 0 || memchr(str, 0, n - 1)) {
+                rd->bad = true;
+                return NULL;
+        }
+        rd->p += n;
+        return str;
+}
+
+static size_t rd_scopes(LogReader *rd, const char *scopes[static STORE_SCOPES_MAX]) {
+        uint64_t n = rd_u64(rd);
+
+        if (n > STORE_SCOPES_MAX) {
+                rd->bad = true;
+                return 0;
+        }
+        for (size_t i = 0; i < n; i++)
+                if (!(scopes[i] = rd_str(rd)))
+                        rd->bad = true;
+        return rd->bad ? 0 : n;
+}
+
+static uint32_t rd_u32(LogReader *rd) {
+        uint64_t v = rd_u64(rd);
+
+        if (v > UINT32_MAX)
+                rd->bad = true;
+        return (uint32_t)v;
+}
+
+static int32_t rd_i32(LogReader *rd) {
+        int64_t v = rd_i64(rd);
+
+        if (v < INT32_MIN || v > INT32_MAX)
+                rd->bad = true;
+        return (int32_t)v;
+}
+
+/* Stages one record; -EBADMSG when it is not one. */
+static int replay_record(Store *s, LogReader *rd) {
+        const char *scopes[STORE_SCOPES_MAX];
+        uint8_t kind = *rd->p++;
+        int r = 0;
+
+        switch (kind) {
+        case LOG_USAGE: {
+                const char *scope = rd_str(rd);
+                uint64_t second = rd_u64(rd), tokens = rd_u64(rd);
+
+                if (!rd->bad)
+                        r = store_add_usage(s, scope, second, tokens);
+                break;
+        }
+        case LOG_ALLOC_PUT: {
+                StoreAllocation a = {.id = rd_u64(rd)};
+
+                a.granted_usec = rd_u64(rd);
+                a.granted = rd_u64(rd);
+                a.reservation = rd_u64(rd);
+                a.estimate = rd_u64(rd);
+                a.input = rd_u64(rd);
+                a.output = rd_u64(rd);
+                a.priority = rd_i32(rd);
+                a.pid = rd_i64(rd);
+                a.uid = rd_u32(rd);
+                a.comm = rd_str(rd);
+                a.agent = rd_str(rd);
+                a.class_name = rd_str(rd);
+                a.model = rd_str(rd);
+                a.unit = rd_str(rd);
+                a.n_scopes = rd_scopes(rd, scopes);
+                a.scopes = scopes;
+                if (!rd->bad)
+                        r = store_put_allocation(s, &a);
+                break;
+        }
+        case LOG_ALLOC_USAGE: {
+                uint64_t id = rd_u64(rd), input = rd_u64(rd), output = rd_u64(rd);
+
+                if (!rd->bad)
+                        r = store_put_allocation_usage(s, id, input, output);
+                break;
+        }
+        case LOG_ALLOC_DROP: {
+                uint64_t id = rd_u64(rd);
+
+                if (!rd->bad)
+                        r = store_drop_allocation(s, id);
+                break;
+        }
+        case LOG_HISTORY: {
+                StoreHistoryRow h = {.realtime_usec = rd_u64(rd)};
+
+                h.uid = rd_u32(rd);
+                h.user = rd_str(rd);
+                h.unit = rd_str(rd);
+                h.comm = rd_str(rd);
+                h.agent = rd_str(rd);
+                h.class_name = rd_str(rd);
+                h.model = rd_str(rd);
+                h.priority = rd_i32(rd);
+                h.estimate = rd_u64(rd);
+                h.granted = rd_u64(rd);
+                h.input = rd_u64(rd);
+                h.output = rd_u64(rd);
+                h.outcome = (StoreOutcome)rd_u32(rd);
+                h.count = rd_u64(rd);
+                h.n_scopes = rd_scopes(rd, scopes);
+                h.scopes = scopes;
+                if (!rd->bad)
+                        r = store_add_history(s, &h);
+                break;
+        }
+        case LOG_META: {
+                const char *key = rd_str(rd);
+                uint64_t value = rd_u64(rd);
+
+                if (!rd->bad)
+                        r = store_meta_put_u64(s, key, value);
+                break;
+        }
+        case LOG_ESTIMATOR: {
+                uint32_t uid = rd_u32(rd);
+                const char *class_name = rd_str(rd);
+                uint64_t seen = rd_u64(rd);
+                const char *state = rd_str(rd);
+
+                if (!rd->bad)
+                        r = store_put_estimator(s, uid, class_name, seen, state);
+                break;
+        }
+        default:
+                rd->bad = true;
+        }
+        if (rd->bad || r == -EINVAL)
+                return -EBADMSG;
+        return r;
+}
+
+/* Stages what the commit log holds, row by row in order, applying (and
+ * deleting the rows applied) whenever as much is staged as a commit would
+ * apply, and at the end: the tables are then whole and the log empty. */
+static int replay_log(Store *s, char **ret_reason) {
+        sqlite3_stmt *st = NULL;
+        int64_t seq = 0;
+        uint64_t rows = 0;
+        int r = 0, rc;
+
+        if (sqlite3_prepare_v2(s->db, "SELECT seq, ops FROM log WHERE seq > ?1 ORDER BY seq LIMIT 1", -1,
+                               &st, NULL) != SQLITE_OK)
+                return open_error(s, "reading its commit log", ret_reason);
+        s->replaying = true;
+        for (;;) {
+                LogReader rd;
+
+                sqlite3_bind_int64(st, 1, seq);
+                rc = sqlite3_step(st);
+                if (rc != SQLITE_ROW)
+                        break;
+                seq = sqlite3_column_int64(st, 0);
+                rd.start = rd.p = sqlite3_column_blob(st, 1);
+                rd.end = rd.p + sqlite3_column_bytes(st, 1);
+                rd.bad = false;
+                while (r >= 0 && rd.p < rd.end)
+                        r = replay_record(s, &rd);
+                sqlite3_reset(st);
+                if (r == -EBADMSG) {
+                        reason_set(
+                                ret_reason,
+                                "%s: row %lld of its commit log (table log) is damaged (byte %zu of %zu). "
+                                "Move the file away to start with empty windows and history (what it "
+                                "held is lost), or put back a backup",
+                                s->path, (long long)seq, (size_t)(rd.p - rd.start),
+                                (size_t)(rd.end - rd.start));
+                        break;
+                }
+                if (r < 0) {
+                        reason_set(ret_reason, "%s: replaying row %lld of its commit log: %s", s->path,
+                                   (long long)seq, strerror(-r));
+                        break;
+                }
+                s->log_rows = ++rows;
+                if (staged_count(s) >= s->apply_ops) {
+                        r = apply(s, seq);
+                        if (r < 0)
+                                break;
+                        s->log_rows = rows = 0;
+                }
+        }
+        sqlite3_finalize(st);
+        if (r >= 0 && rc != SQLITE_DONE)
+                r = open_error(s, "reading its commit log", ret_reason);
+        if (r >= 0)
+                r = apply(s, INT64_MAX);
+        s->replaying = false;
+        if (r < 0 && ret_reason && !*ret_reason)
+                reason_set(ret_reason, "%s: applying its commit log failed: %s", s->path,
+                           store_error_message(s) ?: strerror(-r));
+        s->log_rows = 0;
+        return r;
+}
+
 int store_open(const char *path, StoreSync sync, unsigned flags, Store **ret, char **ret_reason) {
         Store *s;
         int r;
@@ -1327,6 +1826,7 @@ int store_open(const char *path, StoreSync sync, unsigned flags, Store **ret, ch
                 return -ENOMEM;
         s->path = strdup(path);
         s->sync = sync;
+        s->apply_ops = STORE_APPLY_OPS;
         s->alloc_by_id = hashmap_new();
         if (!s->path || !s->alloc_by_id) {
                 store_free(s);
@@ -1341,6 +1841,8 @@ int store_open(const char *path, StoreSync sync, unsigned flags, Store **ret, ch
                 r = prepare_all(s, ret_reason);
         if (r >= 0)
                 r = load_ledger_key(s, ret_reason);
+        if (r >= 0)
+                r = replay_log(s, ret_reason);
         if (r < 0) {
                 store_free(s);
                 return r;
@@ -1363,6 +1865,7 @@ Store *store_free(Store *s) {
         free(s->history);
         free(s->meta);
         free(s->estimators);
+        free(s->log);
         free(s->path);
         free(s);
         return NULL;
@@ -1424,6 +1927,7 @@ int store_load_usage(Store *s, uint64_t since_sec, StoreUsageFunc cb, void *user
         int r;
 
         assert(s && cb);
+        (void)store_apply(s); /* the tables hold everything staged */
         r = prepare(s, "SELECT scope, second, tokens FROM usage WHERE second >= ?1 ORDER BY scope, second",
                     &st);
         if (r < 0)
@@ -1470,6 +1974,7 @@ int store_load_allocations(Store *s, StoreAllocationFunc cb, void *userdata) {
         int r;
 
         assert(s && cb);
+        (void)store_apply(s); /* the tables hold everything staged */
         r = prepare(
                 s,
                 "SELECT id, granted_usec, granted, reservation, estimate, input, output, priority, pid, uid,"
@@ -1490,6 +1995,7 @@ int store_load_limits(Store *s, StoreLimitFunc cb, void *userdata) {
         int r;
 
         assert(s && cb);
+        (void)store_apply(s); /* the tables hold everything staged */
         r = prepare(s, "SELECT scope, field, value FROM limits ORDER BY scope, field", &st);
         if (r < 0)
                 return r;
@@ -1518,6 +2024,7 @@ int store_load_estimators(Store *s, uint64_t seen_since_usec, StoreEstimatorFunc
         int r;
 
         assert(s && cb);
+        (void)store_apply(s); /* the tables hold everything staged */
         /* Classes unseen since then are forgotten, here as in memory. */
         r = prepare(s, "DELETE FROM estimators WHERE seen_usec < ?1", &st);
         if (r < 0)
@@ -1550,6 +2057,7 @@ int store_load_breakers(Store *s, StoreBreakerFunc cb, void *userdata) {
         int r;
 
         assert(s && cb);
+        (void)store_apply(s); /* the tables hold everything staged */
         r = prepare(s,
                     "SELECT name, disc, state, breaches, cooldown_usec, until_usec, owner FROM breakers "
                     "ORDER BY "
@@ -1687,6 +2195,9 @@ int store_history_query(Store *s, const StoreQuery *q, StoreHistoryFunc cb, void
             q->until_usec > INT64_MAX || (q->until_usec && q->until_usec < q->since_usec) ||
             q->utc_offset_sec < -86400 || q->utc_offset_sec > 86400)
                 return -EINVAL;
+        /* What the last commits logged is in the answer; when the apply
+         * fails (the error is kept for Status), the tables as they are. */
+        (void)store_apply(s);
         if (asprintf(&sql,
                      "SELECT %s, max(user),"
                      " sum(CASE outcome WHEN 'refused' THEN 0 ELSE count END),"
@@ -1732,6 +2243,7 @@ int store_prune_step(Store *s, uint64_t history_before_usec, uint64_t usage_befo
         assert(s);
         if (max_rows == 0)
                 return 0;
+        (void)store_apply(s); /* old rows still in the commit log are pruned too */
         if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
                 return db_error(s, "beginning pruning");
         for (size_t i = 0; i < ELEMENTSOF(prune_sql) && done < max_rows && r >= 0; i++) {

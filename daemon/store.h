@@ -8,7 +8,7 @@
  * manager stages what the iteration's calls did and commits at the commit
  * point.
  *
- * How it is meant to be used (the daemon, next session):
+ * How it is used (the daemon):
  *  - At start: store_open(path, sync, flags, &s, &reason); on failure log the
  *    reason (it names the file and what to do) and exit: never start from
  *    zero silently. Then store_ledger_key() and store_meta_get_u64("serial")
@@ -23,8 +23,13 @@
  *    store_drop_allocation() + store_add_history() when it is settled,
  *    store_add_history() for a refusal, store_meta_put_u64("serial", hwm).
  *  - At the commit point (PeerSetOps.commit_pending = store_pending,
- *    .commit = store_commit): everything staged is written in ONE
- *    transaction, then the replies leave. On failure (-ENOSPC, -EIO, -EROFS,
+ *    .commit = store_commit): everything staged since the last commit is
+ *    written in ONE transaction, as one row of the commit log, then the
+ *    replies leave. The log is applied to the tables in larger steps (a
+ *    commit with STORE_APPLY_OPS staged, store_apply() when idle, before a
+ *    history query and at stop): an allocation granted and settled between
+ *    two applies is never written to the allocations table, and each page
+ *    of the tables is written once per apply instead of once per commit. On failure (-ENOSPC, -EIO, -EROFS,
  *    ...) what was staged is kept and retried at the next commit; the
  *    daemon goes on enforcing from memory and reports store_error_message()
  *    (journal, STATUS=) until a commit succeeds again. The replies may still
@@ -35,8 +40,9 @@
  *    store_put_breaker()/store_delete_breaker() are written at once, each in
  *    its own transaction (rare; the caller answers after it returns).
  *
- * Schema version 2 (PRAGMA user_version; STORE_SCHEMA_VERSION; version 1
- * had usage and hourly keyed scope first, with indexes on the time):
+ * Schema version 3 (PRAGMA user_version; STORE_SCHEMA_VERSION; version 1
+ * had usage and hourly keyed scope first, with indexes on the time;
+ * version 2 had no log):
  *  meta(key TEXT PRIMARY KEY, value)  -- "ledger_key" (16 random bytes, hex,
  *      created once), "serial" (the allocation serial high-water mark), and
  *      whatever later versions need.
@@ -61,6 +67,9 @@
  *  estimators(uid, class, seen_usec, state) PK(uid, class) WITHOUT ROWID --
  *      what the estimator learned per class (state: the daemon's JSON;
  *      seen_usec realtime of the last sample; saved every minute and at stop).
+ *  log(seq INTEGER PRIMARY KEY, ops BLOB) -- the commit log: per commit what
+ *      its iteration staged, encoded (store.c: kind byte, varints, strings
+ *      with a NUL); replayed in seq order at open, deleted when applied.
  *  breakers(name, disc, state, breaches, cooldown_usec, until_usec, owner)
  *      PK(name, disc) WITHOUT ROWID -- open and half-open runaway breakers
  *      (until_usec realtime; owner the uid, -1 shared; version 1 had no owner).
@@ -75,7 +84,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
+/* A commit applies the log once this many operations are staged (see
+ * store_commit()): about 2,000 agent cycles, a few milliseconds of SQL. */
+#define STORE_APPLY_OPS 4096
 /* Scope names per allocation or history row (the core has a handful). */
 #define STORE_SCOPES_MAX 32
 /* What may be staged between commits (usage cells + allocation changes +
@@ -213,22 +225,40 @@ int store_meta_put_u64(Store *s, const char *key, uint64_t value);
 int store_put_estimator(Store *s, uint32_t uid, const char *class_name, uint64_t seen_usec,
                         const char *state);
 
-/* Whether anything is staged (the commit point's commit_pending). */
+/* Whether anything was staged since the last commit (the commit point's
+ * commit_pending): it is not durable until store_commit(). */
 bool store_pending(const Store *s);
+/* Operations staged and not yet applied to the tables (committed to the
+ * log or not). */
 size_t store_staged(const Store *s);
+/* Operations staged since the last commit: not durable yet (Status'
+ * "pending"). */
+size_t store_unlogged(const Store *s);
 uint64_t store_lost(const Store *s); /* refused with -ENOBUFS since open */
 
 /*
- * Writes everything staged in one transaction. 0 (staging emptied) or
- * -errno (-ENOSPC, -EIO, -EROFS, -EBUSY, -ENOMEM, -EBADMSG): nothing of it
+ * The commit point. What was staged since the last commit is appended to
+ * the commit log as one row, in one transaction (one to three pages of WAL,
+ * whatever the iteration did); once STORE_APPLY_OPS operations are staged,
+ * instead, everything staged is applied to the tables and the log emptied
+ * in one transaction. Either way it is durable when this returns 0. -errno
+ * (-ENOSPC, -EIO, -EROFS, -EBUSY, -ENOMEM, -EBADMSG): nothing of it
  * written, everything kept for the next commit; store_error_message() says
  * what failed until a commit succeeds.
  */
 int store_commit(Store *s);
+/* Applies everything staged (committed or not) to the tables and empties
+ * the log, in one transaction: when idle, before a query, at stop. The log
+ * rows left when the daemon died are replayed by store_open(). 0 or -errno
+ * as store_commit(). */
+int store_apply(Store *s);
+uint64_t store_applies(const Store *s); /* successful applies (also counted in commits) */
+/* The STORE_APPLY_OPS of this store (tests: small to apply often). */
+void store_set_apply_ops(Store *s, size_t ops);
 /* The last failure in words (naming the file), or NULL when the last
  * commit (or open) succeeded. */
 const char *store_error_message(const Store *s);
-uint64_t store_commits(const Store *s); /* successful commits with something to write */
+uint64_t store_commits(const Store *s); /* successful commits and applies with something to write */
 
 /* The ledger's 16-byte key, created at the first open. */
 void store_ledger_key(const Store *s, uint8_t ret[16]);
@@ -236,7 +266,7 @@ void store_ledger_key(const Store *s, uint8_t ret[16]);
 int store_meta_get_u64(Store *s, const char *key, uint64_t *ret);
 
 /* Loading, for restore at start: number of rows given to the callback, or
- * -errno. */
+ * -errno. Each applies what is staged first (store_apply()). */
 int store_load_usage(Store *s, uint64_t since_sec, StoreUsageFunc cb, void *userdata);
 int store_load_allocations(Store *s, StoreAllocationFunc cb, void *userdata);
 int store_load_limits(Store *s, StoreLimitFunc cb, void *userdata);

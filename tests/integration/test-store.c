@@ -9,7 +9,10 @@
  * every earlier version; a full disk (a 2 MiB tmpfs in a private mount
  * namespace, root only) fails commits with -ENOSPC keeping what was staged,
  * and the commit after space is freed loses nothing; history queries for
- * every grouping; pruning in bounded steps. Prints staged operations per
+ * every grouping; pruning in bounded steps; the commit log: a commit is a
+ * log row, a close without an apply (kill -9) is replayed at the next open
+ * exactly once, a commit applies once STORE_APPLY_OPS are staged, a damaged
+ * log row refuses the open. Prints staged operations per
  * second at commit for synchronous=NORMAL and FULL (a figure, not a check).
  */
 #define _GNU_SOURCE
@@ -383,6 +386,8 @@ START_TEST(test_allocation_usage) {
         a = allocation(2, 20);
         ck_assert_int_eq(store_put_allocation(s, &a), 0);
         ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(store_apply(s), 0); /* the rows are in the table: a report is an update */
+        ck_assert_uint_eq(store_staged(s), 0);
         ck_assert_int_eq(store_put_allocation_usage(s, 2, 21, 4), 0); /* a later commit */
         ck_assert_int_eq(store_put_allocation_usage(s, 2, 22, 5), 0); /* the latest wins */
         ck_assert_uint_eq(store_staged(s), 1);
@@ -621,8 +626,34 @@ typedef struct MigrationRow {
         const char *check_sql; /* must give 1 after the open */
 } MigrationRow;
 
+#define SCHEMA_V2                                                                                           \
+        "CREATE TABLE meta(key TEXT PRIMARY KEY, value);"                                                   \
+        "CREATE TABLE usage(second INTEGER NOT NULL, scope TEXT NOT NULL, tokens INTEGER NOT NULL,"         \
+        " PRIMARY KEY(second, scope)) WITHOUT ROWID;"                                                       \
+        "CREATE TABLE allocations(id INTEGER PRIMARY KEY, granted_usec INTEGER, granted INTEGER,"           \
+        " reservation INTEGER, estimate INTEGER, input INTEGER, output INTEGER, priority INTEGER,"          \
+        " pid INTEGER, uid INTEGER, comm TEXT, agent TEXT, class TEXT, model TEXT, unit TEXT,"              \
+        " scopes TEXT);"                                                                                    \
+        "CREATE TABLE history(id INTEGER PRIMARY KEY, realtime_usec INTEGER NOT NULL, uid INTEGER,"         \
+        " user TEXT, unit TEXT, comm TEXT, agent TEXT, class TEXT, model TEXT, priority INTEGER,"           \
+        " estimate INTEGER, granted INTEGER, input INTEGER, output INTEGER, outcome TEXT NOT NULL,"         \
+        " count INTEGER NOT NULL DEFAULT 1, scopes TEXT);"                                                  \
+        "CREATE INDEX history_time ON history(realtime_usec);"                                              \
+        "CREATE INDEX history_uid_time ON history(uid, realtime_usec);"                                     \
+        "CREATE TABLE hourly(hour INTEGER NOT NULL, scope TEXT NOT NULL, requests INTEGER NOT NULL,"        \
+        " refused INTEGER NOT NULL, tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL,"               \
+        " granted INTEGER NOT NULL, PRIMARY KEY(hour, scope)) WITHOUT ROWID;"                               \
+        "CREATE TABLE limits(scope TEXT NOT NULL, field TEXT NOT NULL, value INTEGER NOT NULL,"             \
+        " PRIMARY KEY(scope, field)) WITHOUT ROWID;"                                                        \
+        "CREATE TABLE breakers(name TEXT NOT NULL, disc INTEGER NOT NULL, state TEXT NOT NULL,"             \
+        " breaches INTEGER NOT NULL, cooldown_usec INTEGER NOT NULL, until_usec INTEGER NOT NULL,"          \
+        " PRIMARY KEY(name, disc)) WITHOUT ROWID;"                                                          \
+        "ALTER TABLE breakers ADD COLUMN owner INTEGER NOT NULL DEFAULT -1;"                                \
+        "CREATE TABLE estimators(uid INTEGER NOT NULL, class TEXT NOT NULL, seen_usec INTEGER NOT NULL,"    \
+        " state TEXT NOT NULL, PRIMARY KEY(uid, class)) WITHOUT ROWID;"
+
 /* One row per earlier version, each as that version would have left a
- * database with data in it (and the current one); a version 3 adds its row here. */
+ * database with data in it (and the current one); a version 4 adds its row here. */
 static const MigrationRow migration_rows[] = {
         {0, NULL, "SELECT count(*) = 0 FROM usage"},
         {1,
@@ -667,34 +698,22 @@ static const MigrationRow migration_rows[] = {
          " (SELECT pk FROM pragma_table_info('usage') WHERE name = 'second') = 1 AND"
          " (SELECT state || '/' || owner FROM breakers WHERE name = 'agent:7:x') = 'open/-1'"},
         {2,
-         "CREATE TABLE meta(key TEXT PRIMARY KEY, value);"
-         "CREATE TABLE usage(second INTEGER NOT NULL, scope TEXT NOT NULL, tokens INTEGER NOT NULL,"
-         " PRIMARY KEY(second, scope)) WITHOUT ROWID;"
-         "CREATE TABLE allocations(id INTEGER PRIMARY KEY, granted_usec INTEGER, granted INTEGER,"
-         " reservation INTEGER, estimate INTEGER, input INTEGER, output INTEGER, priority INTEGER,"
-         " pid INTEGER, uid INTEGER, comm TEXT, agent TEXT, class TEXT, model TEXT, unit TEXT,"
-         " scopes TEXT);"
-         "CREATE TABLE history(id INTEGER PRIMARY KEY, realtime_usec INTEGER NOT NULL, uid INTEGER,"
-         " user TEXT, unit TEXT, comm TEXT, agent TEXT, class TEXT, model TEXT, priority INTEGER,"
-         " estimate INTEGER, granted INTEGER, input INTEGER, output INTEGER, outcome TEXT NOT NULL,"
-         " count INTEGER NOT NULL DEFAULT 1, scopes TEXT);"
-         "CREATE INDEX history_time ON history(realtime_usec);"
-         "CREATE INDEX history_uid_time ON history(uid, realtime_usec);"
-         "CREATE TABLE hourly(hour INTEGER NOT NULL, scope TEXT NOT NULL, requests INTEGER NOT NULL,"
-         " refused INTEGER NOT NULL, tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL,"
-         " granted INTEGER NOT NULL, PRIMARY KEY(hour, scope)) WITHOUT ROWID;"
-         "CREATE TABLE limits(scope TEXT NOT NULL, field TEXT NOT NULL, value INTEGER NOT NULL,"
-         " PRIMARY KEY(scope, field)) WITHOUT ROWID;"
-         "CREATE TABLE breakers(name TEXT NOT NULL, disc INTEGER NOT NULL, state TEXT NOT NULL,"
-         " breaches INTEGER NOT NULL, cooldown_usec INTEGER NOT NULL, until_usec INTEGER NOT NULL,"
-         " PRIMARY KEY(name, disc)) WITHOUT ROWID;"
-         "ALTER TABLE breakers ADD COLUMN owner INTEGER NOT NULL DEFAULT -1;"
-         "CREATE TABLE estimators(uid INTEGER NOT NULL, class TEXT NOT NULL, seen_usec INTEGER NOT NULL,"
-         " state TEXT NOT NULL, PRIMARY KEY(uid, class)) WITHOUT ROWID;"
-         "INSERT INTO meta VALUES('ledger_key', '00112233445566778899aabbccddeeff');"
-         "INSERT INTO usage VALUES(1700000000, 'user:7', 77);"
-         "PRAGMA user_version = 2;",
-         "SELECT (SELECT tokens FROM usage WHERE scope = 'user:7') = 77"},
+         SCHEMA_V2 "INSERT INTO meta VALUES('ledger_key', '00112233445566778899aabbccddeeff');"
+                   "INSERT INTO usage VALUES(1700000000, 'user:7', 77);"
+                   "PRAGMA user_version = 2;",
+         "SELECT (SELECT tokens FROM usage WHERE scope = 'user:7') = 77 AND"
+         " (SELECT count(*) FROM log) = 0"},
+        /* the current version with a commit log row left by a daemon killed
+         * before it applied it (encoded by hand: 5 tokens for user:7 at
+         * 1700000000, meta serial 42): the open replays it into the tables */
+        {3,
+         SCHEMA_V2 "CREATE TABLE log(seq INTEGER PRIMARY KEY, ops BLOB NOT NULL);"
+                   "INSERT INTO meta VALUES('ledger_key', '00112233445566778899aabbccddeeff');"
+                   "INSERT INTO usage VALUES(1700000000, 'user:7', 77);"
+                   "INSERT INTO log(ops) VALUES(X'5507757365723a370080e2cfaa06054d0773657269616c002a');"
+                   "PRAGMA user_version = 3;",
+         "SELECT (SELECT tokens FROM usage WHERE scope = 'user:7') = 82 AND"
+         " (SELECT value FROM meta WHERE key = 'serial') = 42 AND (SELECT count(*) FROM log) = 0"},
 };
 _Static_assert(ELEMENTSOF(migration_rows) == STORE_SCHEMA_VERSION + 1,
                "a migration row per earlier version");
@@ -806,6 +825,7 @@ START_TEST(test_full_disk) {
         s = open_ok(db, STORE_SYNC_FULL);
         stage_ops(s, 200, 0);
         ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(store_apply(s), 0);
         fill_disk(filler);
         stage_ops(s, 2000, 1000);
         ck_assert_uint_eq(store_staged(s), 2000 + 2); /* + 2 hourly cells */
@@ -815,13 +835,19 @@ START_TEST(test_full_disk) {
         ck_assert_ptr_nonnull(strstr(store_error_message(s), db));
         printf("full disk: %s\n", store_error_message(s));
         ck_assert_uint_eq(store_staged(s), 2000 + 2); /* kept */
-        ck_assert_int_eq(store_commit(s), -ENOSPC);   /* still full: still kept */
-        stage_ops(s, 10, 5000);                       /* more staged while failing */
+        ck_assert(store_pending(s));
+        ck_assert_int_eq(store_commit(s), -ENOSPC); /* still full: still kept */
+        store_set_apply_ops(s, 1000);               /* now a commit applies: that fails alike */
+        ck_assert_int_eq(store_commit(s), -ENOSPC);
+        ck_assert_int_eq(store_apply(s), -ENOSPC);
+        ck_assert_uint_eq(store_applies(s), 1);
+        stage_ops(s, 10, 5000); /* more staged while failing */
         ck_assert_uint_eq(store_staged(s), 2010 + 2);
         ck_assert_int_eq(unlink(filler), 0);
         ck_assert_int_eq(store_commit(s), 0);
         ck_assert_ptr_null(store_error_message(s));
         ck_assert(!store_pending(s));
+        ck_assert_uint_eq(store_applies(s), 2);
         store_free(s);
 
         s = open_ok(db, STORE_SYNC_NORMAL);
@@ -890,12 +916,9 @@ START_TEST(test_history_queries) {
         dir_init(&d);
         s = open_ok(d.db, STORE_SYNC_NORMAL);
         stage_known_history(s);
-        for (size_t i = 0; i < ELEMENTSOF(query_rows); i++) { /* staged rows are not in answers */
-                l = (Loaded){};
-                ck_assert_int_eq(store_history_query(s, &query_rows[i].q, group_cb, &l), 0);
-        }
-        ck_assert_int_eq(store_commit(s), 0);
-        for (size_t i = 0; i < ELEMENTSOF(query_rows); i++) {
+        ck_assert_int_eq(store_commit(s), 0); /* in the commit log, not yet in the tables */
+        ck_assert_uint_eq(store_staged(s), 6 + 6);
+        for (size_t i = 0; i < ELEMENTSOF(query_rows); i++) { /* a query applies the log first */
                 int n;
 
                 l = (Loaded){};
@@ -904,6 +927,7 @@ START_TEST(test_history_queries) {
                 ck_assert_msg(strcmp(l.text, query_rows[i].want) == 0, "row %zu: got %s, want %s", i, l.text,
                               query_rows[i].want);
         }
+        ck_assert_uint_eq(store_staged(s), 0);
         l = (Loaded){};
         ck_assert_int_eq(store_history_query(s, &(StoreQuery){.group = _STORE_GROUP_MAX}, group_cb, &l),
                          -EINVAL);
@@ -987,6 +1011,111 @@ START_TEST(test_staging_cap) {
 }
 END_TEST
 
+/* ---- the commit log ---- */
+
+/* A commit is one log row; a close without an apply (what kill -9 leaves)
+ * keeps it there, and the next open replays it into the tables, once. */
+START_TEST(test_commit_log_replay) {
+        Dir d;
+        Store *s;
+        Loaded l;
+        StoreAllocation a;
+        StoreHistoryRow h;
+
+        dir_init(&d);
+        s = open_ok(d.db, STORE_SYNC_NORMAL);
+        a = allocation(1, 10);
+        ck_assert_int_eq(store_put_allocation(s, &a), 0);
+        a = allocation(2, 20);
+        ck_assert_int_eq(store_put_allocation(s, &a), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(store_put_allocation_usage(s, 1, 15, 6), 0);
+        ck_assert_int_eq(store_drop_allocation(s, 2), 0); /* granted and settled between applies */
+        h = history(T0_USEC, 1000, "a.service", STORE_OUTCOME_RELEASED, 20, 10);
+        ck_assert_int_eq(store_add_history(s, &h), 0);
+        ck_assert_int_eq(store_add_usage(s, "user:1000", 1700000000, 30), 0);
+        ck_assert_int_eq(store_meta_put_u64(s, "serial", 7), 0);
+        ck_assert_int_eq(store_put_estimator(s, 1000, "batch", T0_USEC, "{\"v\":1}"), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert(!store_pending(s));
+        ck_assert_uint_eq(store_commits(s), 2);
+        ck_assert_uint_eq(store_applies(s), 0);
+        ck_assert_int_eq(store_add_usage(s, "user:1000", 1700000000, 1000), 0); /* never committed */
+        s = store_free(s);
+        ck_assert_int_eq(sql_int(d.db, "SELECT count(*) FROM log"), 2);
+        ck_assert_int_eq(sql_int(d.db, "SELECT count(*) FROM history"), 0);
+        ck_assert_int_eq(sql_int(d.db, "SELECT count(*) FROM allocations"), 0);
+
+        s = open_ok(d.db, STORE_SYNC_NORMAL);
+        ck_assert_uint_eq(store_staged(s), 0);
+        ck_assert_str_eq(load_all(s, &l),
+                         "user:1000@1700000000=30;|1:1700000000000001/1001/1201/901/15/6/-3/4242/1000/"
+                         "agent-bin/coder/batch/llama/a.service/[user:1000,unit:a.service,];||");
+        s = store_free(s);
+        ck_assert_int_eq(sql_int(d.db, "SELECT count(*) FROM log"), 0);
+        ck_assert_int_eq(sql_int(d.db, "SELECT count(*) FROM history WHERE input = 20 AND output = 10"), 1);
+        ck_assert_int_eq(sql_int(d.db, "SELECT value FROM meta WHERE key = 'serial'"), 7);
+        ck_assert_int_eq(sql_int(d.db, "SELECT count(*) FROM estimators WHERE class = 'batch'"), 1);
+        ck_assert_int_eq(sql_int(d.db, "SELECT requests FROM hourly WHERE scope = 'user:1000'"), 1);
+        /* replayed once: a second open finds nothing more */
+        s = open_ok(d.db, STORE_SYNC_NORMAL);
+        s = store_free(s);
+        ck_assert_int_eq(sql_int(d.db, "SELECT count(*) FROM history"), 1);
+        ck_assert_int_eq(sql_int(d.db, "SELECT sum(tokens) FROM usage"), 30);
+        dir_done(&d);
+}
+END_TEST
+
+/* Once STORE_APPLY_OPS are staged a commit applies instead of logging. */
+START_TEST(test_commit_log_apply_threshold) {
+        Dir d;
+        Store *s;
+
+        dir_init(&d);
+        s = open_ok(d.db, STORE_SYNC_NORMAL);
+        store_set_apply_ops(s, 100);
+        for (unsigned i = 0; i < 10; i++) {
+                stage_ops(s, 20, i * 20);
+                ck_assert_int_eq(store_commit(s), 0);
+        }
+        /* 20 ops (+ 1 hourly cell per scope) per commit: the 5th reaches 100 */
+        ck_assert_uint_eq(store_applies(s), 2);
+        ck_assert_uint_eq(store_commits(s), 10);
+        s = store_free(s);
+        ck_assert_int_eq(sql_int(d.db, "SELECT count(*) FROM history"), 100);
+        ck_assert_int_eq(sql_int(d.db, "SELECT count(*) FROM log"), 0);
+        dir_done(&d);
+}
+END_TEST
+
+/* A damaged log row is refused at open, naming the file and the row. */
+START_TEST(test_commit_log_damaged) {
+        static const char *const blobs[] = {
+                "X'5A'",                   /* no such record kind */
+                "X'5507757365723A37'",     /* a string without its NUL, cut short */
+                "X'550775736572003700'",   /* a NUL inside a string */
+                "X'550775736572A3370080'", /* a varint running off the end */
+                "X'5501000101'",           /* an empty scope name */
+        };
+        static const char *const words[] = {"commit log", "damaged", "Move the file away", NULL};
+
+        for (size_t i = 0; i < ELEMENTSOF(blobs); i++) {
+                char sql[256];
+                Dir d;
+                Store *s;
+
+                dir_init(&d);
+                s = open_ok(d.db, STORE_SYNC_NORMAL);
+                store_free(s);
+                snprintf(sql, sizeof(sql), "INSERT INTO log(seq, ops) VALUES(5, %s)", blobs[i]);
+                sql_exec(d.db, sql);
+                open_refused(d.db, -EBADMSG, words);
+                ck_assert_int_eq(sql_int(d.db, "SELECT count(*) FROM log"), 1); /* kept for a backup */
+                dir_done(&d);
+        }
+}
+END_TEST
+
 static Suite *store_suite(void) {
         Suite *s = suite_create("store");
         TCase *tc = tcase_create("store");
@@ -1010,6 +1139,9 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_history_queries);
         tcase_add_test(tc, test_prune_steps);
         tcase_add_test(tc, test_staging_cap);
+        tcase_add_test(tc, test_commit_log_replay);
+        tcase_add_test(tc, test_commit_log_apply_threshold);
+        tcase_add_test(tc, test_commit_log_damaged);
         suite_add_tcase(s, tc);
         return s;
 }
