@@ -880,6 +880,7 @@ typedef struct ResponsesText {
 struct ApiStream {
         ApiEndpoint ep;
         bool strip_usage;
+        bool last_dropped; /* the last event was not forwarded */
         SseParser *parser;
         ApiBuffer *out; /* during a feed */
         bool done;      /* the terminal event was seen */
@@ -1320,10 +1321,15 @@ static int stream_event(ApiStream *s, const SseEvent *ev) {
 
 static int stream_event_cb(const SseEvent *ev, void *userdata) {
         ApiStream *s = userdata;
-        int r = stream_event(s, ev);
+        int r;
 
+        /* the rest of the previous event's terminator: its fate */
+        if (ev->crlf_tail)
+                return s->last_dropped ? 0 : api_buffer_append(s->out, ev->raw, ev->raw_len);
+        r = stream_event(s, ev);
         if (r < 0)
                 return r;
+        s->last_dropped = r != EV_FORWARD;
         if (r == EV_FORWARD)
                 return api_buffer_append(s->out, ev->raw, ev->raw_len);
         return 0;

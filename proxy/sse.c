@@ -98,8 +98,9 @@ static void event_reset(SseParser *p) {
         p->has_event = false;
 }
 
-static int dispatch(SseParser *p, size_t end, sse_event_cb cb, void *userdata) {
+static int dispatch_as(SseParser *p, size_t end, bool crlf_tail, sse_event_cb cb, void *userdata) {
         SseEvent ev = {
+                .crlf_tail = crlf_tail,
                 .raw = p->raw.data + p->base,
                 .raw_len = end - p->base,
                 .data = p->has_data ? p->data.data : "",
@@ -115,6 +116,10 @@ static int dispatch(SseParser *p, size_t end, sse_event_cb cb, void *userdata) {
         p->base = end;
         event_reset(p);
         return r < 0 ? r : 0;
+}
+
+static int dispatch(SseParser *p, size_t end, sse_event_cb cb, void *userdata) {
+        return dispatch_as(p, end, false, cb, userdata);
 }
 
 /* One SSE line (without its terminator) that ends at raw[end). */
@@ -196,7 +201,7 @@ int sse_parser_feed(SseParser *p, const char *data, size_t len, sse_event_cb cb,
 
                         p->line_start = ++p->scan;
                         /* its LF alone, so that it goes out now and not with the next event, if any */
-                        if (own && (r = dispatch(p, p->scan, cb, userdata)) < 0)
+                        if (own && (r = dispatch_as(p, p->scan, true, cb, userdata)) < 0)
                                 return r;
                 }
         }

@@ -29,6 +29,9 @@ typedef struct SseEvent {
         size_t data_len;
         bool has_data;
         const char *event; /* SSE: the last "event:" value (NUL-terminated), NULL when none */
+        /* raw is only the LF of a CR LF split across feeds whose CR ended the previous event: it
+         * belongs to that event (forward it, or not, as that one was) */
+        bool crlf_tail;
 } SseEvent;
 
 /* 0 to go on, negative errno to fail the feed. The pointers in ev are valid during the call only. */
