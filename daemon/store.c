@@ -28,6 +28,7 @@
 #include "hashmap.h"
 #include "macro.h"
 #include "store.h"
+#include "varlink.h"
 
 #define ERROR_MAX 1024
 /* How long a statement waits for a lock another process holds (the sqlite3
@@ -217,8 +218,8 @@ struct Store {
         /* The commit log's next row: what was staged since the last commit,
          * encoded (log_*()); log_ops operations in it. log_rows: rows
          * committed since the last apply. */
-        uint8_t *log;
-        size_t log_len, log_cap, log_ops;
+        VarlinkBuffer log;
+        size_t log_ops;
         uint64_t log_rows;
         size_t apply_ops;
         bool replaying; /* staging from the log at open: nothing to encode */
@@ -288,33 +289,17 @@ enum {
         LOG_ESTIMATOR = 'E',
 };
 
-static int log_need(Store *s, size_t n) {
-        size_t cap;
-        uint8_t *p;
-
-        if (s->log_cap - s->log_len >= n)
-                return 0;
-        for (cap = s->log_cap ?: 4096; cap - s->log_len < n; cap *= 2)
-                ;
-        p = realloc(s->log, cap);
-        if (!p)
-                return -ENOMEM;
-        s->log = p;
-        s->log_cap = cap;
-        return 0;
-}
-
 static int log_u64(Store *s, uint64_t v) {
         int r;
 
         if (s->replaying)
                 return 0;
-        r = log_need(s, 10);
+        r = varlink_buffer_reserve(&s->log, 10);
         if (r < 0)
                 return r;
         for (; v >= 0x80; v >>= 7)
-                s->log[s->log_len++] = (uint8_t)(v | 0x80);
-        s->log[s->log_len++] = (uint8_t)v;
+                s->log.data[s->log.len++] = (char)(uint8_t)(v | 0x80);
+        s->log.data[s->log.len++] = (char)(uint8_t)v;
         return 0;
 }
 
@@ -330,11 +315,11 @@ static int log_str(Store *s, const char *str) {
                 return 0;
         r = log_u64(s, n);
         if (r >= 0 && n > 0)
-                r = log_need(s, n);
+                r = varlink_buffer_reserve(&s->log, n);
         if (r < 0 || n == 0)
                 return r;
-        memcpy(s->log + s->log_len, str, n);
-        s->log_len += n;
+        memcpy(s->log.data + s->log.len, str, n);
+        s->log.len += n;
         return 0;
 }
 
@@ -352,7 +337,7 @@ static int log_end(Store *s, size_t mark, int r) {
         if (s->replaying)
                 return r;
         if (r < 0)
-                s->log_len = mark;
+                s->log.len = mark;
         else
                 s->log_ops++;
         return r;
@@ -462,7 +447,7 @@ int store_add_usage(Store *s, const char *scope, uint64_t realtime_sec, uint64_t
                 return -EINVAL;
         if (tokens == 0)
                 return 0;
-        mark = s->log_len;
+        mark = s->log.len;
         r = log_u64(s, LOG_USAGE);
         r = r ?: log_str(s, scope);
         r = r ?: log_u64(s, realtime_sec);
@@ -602,7 +587,7 @@ int store_put_allocation(Store *s, const StoreAllocation *a) {
         assert(s);
         if (!a || !valid_scopes(a->scopes, a->n_scopes))
                 return -EINVAL;
-        mark = s->log_len;
+        mark = s->log.len;
         r = log_allocation(s, a);
         if (r < 0)
                 return log_end(s, mark, r);
@@ -631,7 +616,7 @@ int store_put_allocation_usage(Store *s, uint64_t id, uint64_t input, uint64_t o
                 if (op->kind == ALLOC_OP_DROP || op->kind == ALLOC_OP_NONE)
                         return 0; /* settled since the last apply already: nothing to update */
         }
-        mark = s->log_len;
+        mark = s->log.len;
         r = log_u64(s, LOG_ALLOC_USAGE);
         r = r ?: log_u64(s, id);
         r = r ?: log_u64(s, input);
@@ -653,7 +638,7 @@ int store_drop_allocation(Store *s, uint64_t id) {
         int r;
 
         assert(s);
-        mark = s->log_len;
+        mark = s->log.len;
         r = log_u64(s, LOG_ALLOC_DROP);
         r = r ?: log_u64(s, id);
         r = r ?: alloc_op_get(s, id, &op);
@@ -713,7 +698,7 @@ int store_add_history(Store *s, const StoreHistoryRow *h) {
                 s->lost++;
                 return -ENOBUFS;
         }
-        mark = s->log_len;
+        mark = s->log.len;
         r = log_history(s, h);
         if (r < 0)
                 return log_end(s, mark, r);
@@ -760,7 +745,7 @@ int store_meta_put_u64(Store *s, const char *key, uint64_t value) {
         assert(s);
         if (!key || !*key || value > INT64_MAX)
                 return -EINVAL;
-        mark = s->log_len;
+        mark = s->log.len;
         r = log_u64(s, LOG_META);
         r = r ?: log_str(s, key);
         r = r ?: log_u64(s, value);
@@ -791,7 +776,7 @@ int store_put_estimator(Store *s, uint32_t uid, const char *class_name, uint64_t
         assert(s);
         if (!class_name || !*class_name || !state || seen_usec > INT64_MAX)
                 return -EINVAL;
-        mark = s->log_len;
+        mark = s->log.len;
         r = log_u64(s, LOG_ESTIMATOR);
         r = r ?: log_u64(s, uid);
         r = r ?: log_str(s, class_name);
@@ -1143,7 +1128,7 @@ static int apply(Store *s, int64_t upto_seq) {
         staging_clear(s);
         if (!s->replaying) {
                 /* what the next log row would have held is in the tables now */
-                s->log_len = s->log_ops = 0;
+                s->log.len = s->log_ops = 0;
                 s->log_rows = 0;
         }
         s->commits++;
@@ -1171,7 +1156,7 @@ int store_commit(Store *s) {
                 rollback(s);
                 return r;
         }
-        sqlite3_bind_blob(st, 1, s->log, (int)s->log_len, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 1, s->log.data, (int)s->log.len, SQLITE_STATIC);
         r = step_done(st) == SQLITE_DONE ? 0 : db_error(s, "writing the commit log");
         if (r >= 0 && step_done(s->stmt[STMT_COMMIT]) != SQLITE_DONE)
                 r = db_error(s, "committing");
@@ -1179,7 +1164,7 @@ int store_commit(Store *s) {
                 rollback(s);
                 return r; /* the row stays encoded for the next commit */
         }
-        s->log_len = s->log_ops = 0;
+        s->log.len = s->log_ops = 0;
         s->log_rows++;
         s->commits++;
         s->failing = false;
@@ -1865,7 +1850,7 @@ Store *store_free(Store *s) {
         free(s->history);
         free(s->meta);
         free(s->estimators);
-        free(s->log);
+        varlink_buffer_clear(&s->log);
         free(s->path);
         free(s);
         return NULL;
