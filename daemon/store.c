@@ -149,8 +149,35 @@ static const char *const statement_sql[_STMT_MAX] = {
  * commit however many messages charged it. */
 enum { HOURLY_REQUESTS, HOURLY_REFUSED, HOURLY_IN, HOURLY_OUT, HOURLY_GRANTED, _CELL_VALUES };
 
+/* The strings of what is staged, each kept once until the next apply: the
+ * staged operations point into it (nothing is copied per operation), cells
+ * compare scopes by pointer, and a log row writes each string once and
+ * refers back to it after (row_gen and row_index: where it was defined in
+ * the row being encoded). */
+typedef struct PoolString {
+        const char *str;
+        size_t len;
+        uint64_t hash;
+        uint64_t row_gen;
+        uint32_t row_index;
+} PoolString;
+
+typedef struct PoolChunk {
+        struct PoolChunk *next;
+        size_t used, size;
+        char data[];
+} PoolChunk;
+
+typedef struct StrPool {
+        PoolString *strings;
+        size_t n, cap;
+        uint32_t *index; /* string index + 1, 0 empty; n_index a power of two */
+        size_t n_index;
+        PoolChunk *chunks;
+} StrPool;
+
 typedef struct Cell {
-        char *scope;
+        const char *scope; /* pooled */
         uint64_t bucket, hash;
         uint64_t v[_CELL_VALUES];
 } Cell;
@@ -172,23 +199,23 @@ typedef enum AllocOpKind {
 typedef struct AllocOp {
         AllocOpKind kind;
         bool new_row;      /* first staged as a put: no row of it in the tables yet */
-        StoreAllocation a; /* strings owned; scopes unused (joined below) */
-        char *scopes;
+        StoreAllocation a; /* strings pooled; scopes unused (joined below) */
+        const char *scopes;
 } AllocOp;
 
 typedef struct HistoryOp {
-        StoreHistoryRow h; /* strings owned; scopes unused (joined below) */
-        char *scopes;
+        StoreHistoryRow h; /* strings pooled; scopes unused (joined below) */
+        const char *scopes;
 } HistoryOp;
 
 typedef struct EstimatorOp {
         uint32_t uid;
-        char *class_name, *state;
+        const char *class_name, *state; /* pooled */
         uint64_t seen_usec;
 } EstimatorOp;
 
 typedef struct MetaOp {
-        char *key;
+        const char *key; /* pooled */
         uint64_t value;
 } MetaOp;
 
@@ -199,6 +226,7 @@ struct Store {
         sqlite3_stmt *stmt[_STMT_MAX];
         uint8_t ledger_key[16];
 
+        StrPool pool;
         CellTable usage;  /* (scope, second) */
         CellTable hourly; /* (scope, hour) */
 
@@ -217,8 +245,14 @@ struct Store {
 
         /* The commit log's next row: what was staged since the last commit,
          * encoded (log_*()); log_ops operations in it. log_rows: rows
-         * committed since the last apply. */
+         * committed since the last apply. A row's strings are written once
+         * (log_gen tells rows apart, log_strings counts those written) and its
+         * ids and times as differences from the previous record's (log_id,
+         * log_usec, log_second). */
         VarlinkBuffer log;
+        uint64_t log_gen;
+        uint32_t log_strings;
+        uint64_t log_id, log_usec, log_second;
         size_t log_ops;
         uint64_t log_rows;
         size_t apply_ops;
@@ -271,15 +305,166 @@ static int grow(void **p, size_t *cap, size_t n, size_t size) {
         return 0;
 }
 
+/* ---- the string pool ---- */
+
+#define POOL_CHUNK_SIZE 65536
+
+static uint64_t str_hash(const char *str, size_t len) {
+        uint64_t h = UINT64_C(14695981039346656037); /* FNV-1a */
+
+        for (size_t i = 0; i < len; i++)
+                h = (h ^ (unsigned char)str[i]) * UINT64_C(1099511628211);
+        return h ^ (h >> 29);
+}
+
+static int pool_index_rebuild(StrPool *p, size_t n_index) {
+        uint32_t *index = calloc(n_index, sizeof(*index));
+
+        if (!index)
+                return -ENOMEM;
+        for (size_t i = 0; i < p->n; i++) {
+                size_t j = p->strings[i].hash & (n_index - 1);
+
+                while (index[j])
+                        j = (j + 1) & (n_index - 1);
+                index[j] = (uint32_t)(i + 1);
+        }
+        free(p->index);
+        p->index = index;
+        p->n_index = n_index;
+        return 0;
+}
+
+static char *pool_copy(StrPool *p, const char *str, size_t len) {
+        PoolChunk *c = p->chunks;
+        char *out;
+
+        if (!c || c->size - c->used < len + 1) {
+                size_t size = len + 1 > POOL_CHUNK_SIZE / 4 ? len + 1 : POOL_CHUNK_SIZE;
+
+                c = malloc(sizeof(*c) + size);
+                if (!c)
+                        return NULL;
+                *c = (PoolChunk){.size = size};
+                if (size == POOL_CHUNK_SIZE || !p->chunks) {
+                        c->next = p->chunks;
+                        p->chunks = c;
+                } else { /* a big one of its own: the current chunk stays current */
+                        c->next = p->chunks->next;
+                        p->chunks->next = c;
+                }
+        }
+        out = c->data + c->used;
+        memcpy(out, str, len);
+        out[len] = 0;
+        c->used += len + 1;
+        return out;
+}
+
+/* The pooled copy of str[0..len), made when new. */
+static int pool_intern(StrPool *p, const char *str, size_t len, PoolString **ret) {
+        uint64_t hash = str_hash(str, len);
+        PoolString *e;
+        size_t j;
+        char *copy;
+        int r;
+
+        for (j = p->n_index ? hash & (p->n_index - 1) : 0; p->n_index && p->index[j];
+             j = (j + 1) & (p->n_index - 1)) {
+                e = &p->strings[p->index[j] - 1];
+                if (e->hash == hash && e->len == len && memcmp(e->str, str, len) == 0) {
+                        *ret = e;
+                        return 0;
+                }
+        }
+        if (p->n >= UINT32_MAX - 1)
+                return -ENOBUFS;
+        if ((p->n + 1) * 2 > p->n_index) { /* load at most 1/2 */
+                r = pool_index_rebuild(p, p->n_index ? p->n_index * 2 : 256);
+                if (r < 0)
+                        return r;
+        }
+        r = grow((void **)&p->strings, &p->cap, p->n, sizeof(*p->strings));
+        if (r < 0)
+                return r;
+        copy = pool_copy(p, str, len);
+        if (!copy)
+                return -ENOMEM;
+        e = &p->strings[p->n++];
+        *e = (PoolString){.str = copy, .len = len, .hash = hash};
+        for (j = hash & (p->n_index - 1); p->index[j]; j = (j + 1) & (p->n_index - 1))
+                ;
+        p->index[j] = (uint32_t)p->n;
+        *ret = e;
+        return 0;
+}
+
+/* Empties the pool, keeping one chunk and the arrays for reuse. */
+static void pool_clear(StrPool *p) {
+        PoolChunk *keep = NULL;
+
+        while (p->chunks) {
+                PoolChunk *c = p->chunks;
+
+                p->chunks = c->next;
+                if (!keep && c->size == POOL_CHUNK_SIZE) {
+                        keep = c;
+                        continue;
+                }
+                free(c);
+        }
+        if (keep) {
+                keep->used = 0;
+                keep->next = NULL;
+                p->chunks = keep;
+        }
+        p->n = 0;
+        if (p->index)
+                memset(p->index, 0, p->n_index * sizeof(*p->index));
+}
+
+static void pool_free(StrPool *p) {
+        pool_clear(p);
+        free(p->chunks);
+        free(p->strings);
+        free(p->index);
+        *p = (StrPool){};
+}
+
+/* The pooled copy of an optional string (NULL for NULL). */
+static int pool_opt(Store *s, const char *str, const char **ret) {
+        PoolString *e;
+        int r;
+
+        *ret = NULL;
+        if (!str)
+                return 0;
+        r = pool_intern(&s->pool, str, strlen(str), &e);
+        if (r < 0)
+                return r;
+        *ret = e->str;
+        return 0;
+}
+
 /* ---- the commit log's encoding ----
  *
  * A log row is a sequence of records, each a kind byte and its fields in a
- * fixed order: integers as LEB128 varints (signed ones zigzagged), strings
- * as a varint of their length + 1 (0: NULL), their bytes and a NUL (so that
- * a replay reads them in place), a scope list as its count and the names.
+ * fixed order: integers as LEB128 varints (signed ones zigzagged). Rows of
+ * format 2 (schema 3 since tokenbudget's second commit-log encoding) start
+ * with the byte LOG_FORMAT_2 and then:
+ *   - a string is a varint v: 0 NULL; odd, the (v >> 1)-th string this row
+ *     has defined; even, a new one, (v >> 1) - 1 bytes and a NUL follow (so
+ *     that a replay reads it in place), numbered next;
+ *   - allocation ids, granted and history times and usage seconds are the
+ *     zigzagged difference from the row's previous id, time (microseconds)
+ *     or second (each 0 at the row's start).
+ * Rows of format 1 (those written before; their first byte is a kind) write
+ * every string whole (a varint of its length + 1, 0: NULL, the bytes, a
+ * NUL) and every value whole. A scope list is its count and the names.
  * Every staging function encodes its record before staging and takes it
  * back when staging fails, so the row holds exactly what was staged. */
 enum {
+        LOG_FORMAT_2 = 2,
         LOG_USAGE = 'U',
         LOG_ALLOC_PUT = 'P',
         LOG_ALLOC_USAGE = 'A',
@@ -289,14 +474,27 @@ enum {
         LOG_ESTIMATOR = 'E',
 };
 
+/* Where a record began: what log_end() takes back when it was not staged. */
+typedef struct LogMark {
+        size_t len;
+        uint32_t strings;
+        uint64_t id, usec, second;
+} LogMark;
+
 static int log_u64(Store *s, uint64_t v) {
         int r;
 
         if (s->replaying)
                 return 0;
-        r = varlink_buffer_reserve(&s->log, 10);
+        r = varlink_buffer_reserve(&s->log, 11);
         if (r < 0)
                 return r;
+        if (s->log.len == 0) { /* a new row */
+                s->log.data[s->log.len++] = LOG_FORMAT_2;
+                s->log_gen++;
+                s->log_strings = 0;
+                s->log_id = s->log_usec = s->log_second = 0;
+        }
         for (; v >= 0x80; v >>= 7)
                 s->log.data[s->log.len++] = (char)(uint8_t)(v | 0x80);
         s->log.data[s->log.len++] = (char)(uint8_t)v;
@@ -307,38 +505,79 @@ static int log_i64(Store *s, int64_t v) {
         return log_u64(s, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
 }
 
-static int log_str(Store *s, const char *str) {
-        size_t n = str ? strlen(str) + 1 : 0;
+/* v as the difference from *last, which becomes v. */
+static int log_delta(Store *s, uint64_t *last, uint64_t v) {
+        int r = log_i64(s, (int64_t)(v - *last));
+
+        if (r >= 0 && !s->replaying)
+                *last = v;
+        return r;
+}
+
+/* A pooled string (NULL for NULL): a reference when this row has it. */
+static int log_pooled(Store *s, PoolString *e) {
         int r;
 
         if (s->replaying)
                 return 0;
-        r = log_u64(s, n);
-        if (r >= 0 && n > 0)
-                r = varlink_buffer_reserve(&s->log, n);
-        if (r < 0 || n == 0)
+        if (!e)
+                return log_u64(s, 0);
+        if (s->log.len > 0 && e->row_gen == s->log_gen && e->row_index < s->log_strings)
+                return log_u64(s, ((uint64_t)e->row_index << 1) | 1);
+        r = log_u64(s, ((uint64_t)e->len + 1) << 1);
+        r = r ?: varlink_buffer_reserve(&s->log, e->len + 1);
+        if (r < 0)
                 return r;
-        memcpy(s->log.data + s->log.len, str, n);
-        s->log.len += n;
+        memcpy(s->log.data + s->log.len, e->str, e->len + 1);
+        s->log.len += e->len + 1;
+        e->row_gen = s->log_gen;
+        e->row_index = s->log_strings++;
         return 0;
+}
+
+/* An optional string: pooled (*ret, for staging) and logged. */
+static int log_str(Store *s, const char *str, const char **ret) {
+        PoolString *e = NULL;
+        int r;
+
+        if (str) {
+                r = pool_intern(&s->pool, str, strlen(str), &e);
+                if (r < 0)
+                        return r;
+        }
+        if (ret)
+                *ret = e ? e->str : NULL;
+        return log_pooled(s, e);
 }
 
 static int log_scopes(Store *s, const char *const *scopes, size_t n) {
         int r = log_u64(s, n);
 
         for (size_t i = 0; r >= 0 && i < n; i++)
-                r = log_str(s, scopes[i]);
+                r = log_str(s, scopes[i], NULL);
         return r;
+}
+
+static LogMark log_mark(const Store *s) {
+        return (LogMark){.len = s->log.len,
+                         .strings = s->log_strings,
+                         .id = s->log_id,
+                         .usec = s->log_usec,
+                         .second = s->log_second};
 }
 
 /* The end of a staging function: its record stays in the log row when it
  * was staged (r >= 0), else it is taken back. */
-static int log_end(Store *s, size_t mark, int r) {
+static int log_end(Store *s, LogMark mark, int r) {
         if (s->replaying)
                 return r;
-        if (r < 0)
-                s->log.len = mark;
-        else
+        if (r < 0) {
+                s->log.len = mark.len;
+                s->log_strings = mark.strings; /* the strings it defined are undefined again */
+                s->log_id = mark.id;
+                s->log_usec = mark.usec;
+                s->log_second = mark.second;
+        } else
                 s->log_ops++;
         return r;
 }
@@ -354,12 +593,8 @@ static int check_room(Store *s) {
         return -ENOBUFS;
 }
 
-static uint64_t cell_hash(const char *scope, size_t len, uint64_t bucket) {
-        uint64_t h = UINT64_C(14695981039346656037); /* FNV-1a */
-
-        for (size_t i = 0; i < len; i++)
-                h = (h ^ (unsigned char)scope[i]) * UINT64_C(1099511628211);
-        h ^= bucket * UINT64_C(0x9e3779b97f4a7c15);
+static uint64_t cell_hash(const PoolString *scope, uint64_t bucket) {
+        uint64_t h = scope->hash ^ (bucket * UINT64_C(0x9e3779b97f4a7c15));
         return h ^ (h >> 29);
 }
 
@@ -381,10 +616,10 @@ static int index_rebuild(CellTable *t, size_t n_index) {
         return 0;
 }
 
-/* Adds v[] to the cell (scope[0..len), bucket), making it when new. */
-static int cell_add(Store *s, CellTable *t, const char *scope, size_t len, uint64_t bucket,
+/* Adds v[] to the cell (scope, bucket), making it when new. */
+static int cell_add(Store *s, CellTable *t, const PoolString *scope, uint64_t bucket,
                     const uint64_t v[static _CELL_VALUES]) {
-        uint64_t hash = cell_hash(scope, len, bucket);
+        uint64_t hash = cell_hash(scope, bucket);
         Cell *c;
         size_t j;
         int r;
@@ -392,8 +627,7 @@ static int cell_add(Store *s, CellTable *t, const char *scope, size_t len, uint6
         for (j = t->n_index ? hash & (t->n_index - 1) : 0; t->n_index && t->index[j];
              j = (j + 1) & (t->n_index - 1)) {
                 c = &t->cells[t->index[j] - 1];
-                if (c->hash == hash && c->bucket == bucket && strncmp(c->scope, scope, len) == 0 &&
-                    c->scope[len] == 0) {
+                if (c->bucket == bucket && c->scope == scope->str) {
                         for (size_t k = 0; k < _CELL_VALUES; k++)
                                 c->v[k] += v[k]; /* two INT64_MAX never come from a ledger */
                         return 0;
@@ -411,9 +645,7 @@ static int cell_add(Store *s, CellTable *t, const char *scope, size_t len, uint6
         if (r < 0)
                 return r;
         c = &t->cells[t->n];
-        *c = (Cell){.scope = strndup(scope, len), .bucket = bucket, .hash = hash};
-        if (!c->scope)
-                return -ENOMEM;
+        *c = (Cell){.scope = scope->str, .bucket = bucket, .hash = hash};
         memcpy(c->v, v, sizeof(c->v));
         t->n++;
         j = hash & (t->n_index - 1);
@@ -424,8 +656,6 @@ static int cell_add(Store *s, CellTable *t, const char *scope, size_t len, uint6
 }
 
 static void cells_clear(CellTable *t) {
-        for (size_t i = 0; i < t->n; i++)
-                free(t->cells[i].scope);
         t->n = 0;
         if (t->index)
                 memset(t->index, 0, t->n_index * sizeof(*t->index));
@@ -439,7 +669,8 @@ static void cells_free(CellTable *t) {
 }
 
 int store_add_usage(Store *s, const char *scope, uint64_t realtime_sec, uint64_t tokens) {
-        size_t mark;
+        PoolString *e;
+        LogMark mark;
         int r;
 
         assert(s);
@@ -447,21 +678,23 @@ int store_add_usage(Store *s, const char *scope, uint64_t realtime_sec, uint64_t
                 return -EINVAL;
         if (tokens == 0)
                 return 0;
-        mark = s->log.len;
+        r = pool_intern(&s->pool, scope, strlen(scope), &e);
+        if (r < 0)
+                return r;
+        mark = log_mark(s);
         r = log_u64(s, LOG_USAGE);
-        r = r ?: log_str(s, scope);
-        r = r ?: log_u64(s, realtime_sec);
+        r = r ?: log_pooled(s, e);
+        r = r ?: log_delta(s, &s->log_second, realtime_sec);
         r = r ?: log_u64(s, tokens);
-        r = r
-                    ?: cell_add(s, &s->usage, scope, strlen(scope), realtime_sec,
-                                (uint64_t[_CELL_VALUES]){tokens});
+        r = r ?: cell_add(s, &s->usage, e, realtime_sec, (uint64_t[_CELL_VALUES]){tokens});
         return log_end(s, mark, r);
 }
 
-/* "a\nb\nc", or -EINVAL for a name that is empty or has a newline. */
-static int scopes_join(const char *const *scopes, size_t n, char **ret) {
+/* The pooled "a\nb\nc", or -EINVAL for a name that is empty or has a newline. */
+static int scopes_join(Store *s, const char *const *scopes, size_t n, const char **ret) {
+        char stack[1024], *buf = stack, *p;
         size_t len = 1;
-        char *out, *p;
+        int r;
 
         if (n > STORE_SCOPES_MAX || (n > 0 && !scopes))
                 return -EINVAL;
@@ -470,59 +703,19 @@ static int scopes_join(const char *const *scopes, size_t n, char **ret) {
                         return -EINVAL;
                 len += strlen(scopes[i]) + 1;
         }
-        p = out = malloc(len);
-        if (!out)
-                return -ENOMEM;
+        if (len > sizeof(stack)) {
+                buf = malloc(len);
+                if (!buf)
+                        return -ENOMEM;
+        }
+        p = buf;
         *p = 0;
         for (size_t i = 0; i < n; i++)
                 p = stpcpy(stpcpy(p, i ? "\n" : ""), scopes[i]);
-        *ret = out;
-        return 0;
-}
-
-/* strdup of an optional string: 0, or -ENOMEM. */
-static int dup_opt(const char *in, const char **out) {
-        char *c;
-
-        *out = NULL;
-        if (!in)
-                return 0;
-        c = strdup(in);
-        if (!c)
-                return -ENOMEM;
-        *out = c;
-        return 0;
-}
-
-static void alloc_op_clear(AllocOp *op) {
-        free((char *)op->a.comm);
-        free((char *)op->a.agent);
-        free((char *)op->a.class_name);
-        free((char *)op->a.model);
-        free((char *)op->a.unit);
-        free(op->scopes);
-        *op = (AllocOp){};
-}
-
-static int alloc_op_fill(AllocOp *op, const StoreAllocation *a) {
-        AllocOp n = {.a = *a};
-        int r;
-
-        n.a.comm = n.a.agent = n.a.class_name = n.a.model = n.a.unit = NULL;
-        n.a.scopes = NULL;
-        n.a.n_scopes = 0;
-        r = scopes_join(a->scopes, a->n_scopes, &n.scopes);
-        if (r < 0)
-                return r;
-        if (dup_opt(a->comm, &n.a.comm) < 0 || dup_opt(a->agent, &n.a.agent) < 0 ||
-            dup_opt(a->class_name, &n.a.class_name) < 0 || dup_opt(a->model, &n.a.model) < 0 ||
-            dup_opt(a->unit, &n.a.unit) < 0) {
-                alloc_op_clear(&n);
-                return -ENOMEM;
-        }
-        alloc_op_clear(op);
-        *op = n;
-        return 0;
+        r = pool_opt(s, buf, ret);
+        if (buf != stack)
+                free(buf);
+        return r;
 }
 
 /* The staged entry of id, creating an empty one. */
@@ -557,11 +750,15 @@ static bool valid_scopes(const char *const *scopes, size_t n) {
         return true;
 }
 
-static int log_allocation(Store *s, const StoreAllocation *a) {
+/* Logs the allocation and fills out with it, its strings pooled. */
+static int log_allocation(Store *s, const StoreAllocation *a, AllocOp *out) {
         int r = log_u64(s, LOG_ALLOC_PUT);
 
-        r = r ?: log_u64(s, a->id);
-        r = r ?: log_u64(s, a->granted_usec);
+        *out = (AllocOp){.a = *a};
+        out->a.scopes = NULL;
+        out->a.n_scopes = 0;
+        r = r ?: log_delta(s, &s->log_id, a->id);
+        r = r ?: log_delta(s, &s->log_usec, a->granted_usec);
         r = r ?: log_u64(s, a->granted);
         r = r ?: log_u64(s, a->reservation);
         r = r ?: log_u64(s, a->estimate);
@@ -570,25 +767,26 @@ static int log_allocation(Store *s, const StoreAllocation *a) {
         r = r ?: log_i64(s, a->priority);
         r = r ?: log_i64(s, a->pid);
         r = r ?: log_u64(s, a->uid);
-        r = r ?: log_str(s, a->comm);
-        r = r ?: log_str(s, a->agent);
-        r = r ?: log_str(s, a->class_name);
-        r = r ?: log_str(s, a->model);
-        r = r ?: log_str(s, a->unit);
-        return r ?: log_scopes(s, a->scopes, a->n_scopes);
+        r = r ?: log_str(s, a->comm, &out->a.comm);
+        r = r ?: log_str(s, a->agent, &out->a.agent);
+        r = r ?: log_str(s, a->class_name, &out->a.class_name);
+        r = r ?: log_str(s, a->model, &out->a.model);
+        r = r ?: log_str(s, a->unit, &out->a.unit);
+        r = r ?: log_scopes(s, a->scopes, a->n_scopes);
+        return r ?: scopes_join(s, a->scopes, a->n_scopes, &out->scopes);
 }
 
 int store_put_allocation(Store *s, const StoreAllocation *a) {
-        AllocOp *op;
-        size_t mark;
+        AllocOp *op, n;
+        LogMark mark;
         bool fresh, new_row;
         int r;
 
         assert(s);
         if (!a || !valid_scopes(a->scopes, a->n_scopes))
                 return -EINVAL;
-        mark = s->log.len;
-        r = log_allocation(s, a);
+        mark = log_mark(s);
+        r = log_allocation(s, a, &n);
         if (r < 0)
                 return log_end(s, mark, r);
         fresh = !hashmap_get(s->alloc_by_id, a->id);
@@ -596,9 +794,7 @@ int store_put_allocation(Store *s, const StoreAllocation *a) {
         if (r < 0)
                 return log_end(s, mark, r);
         new_row = fresh || op->new_row;
-        r = alloc_op_fill(op, a);
-        if (r < 0)
-                return log_end(s, mark, r);
+        *op = n;
         op->kind = ALLOC_OP_PUT;
         op->new_row = new_row;
         return log_end(s, mark, 0);
@@ -607,7 +803,7 @@ int store_put_allocation(Store *s, const StoreAllocation *a) {
 int store_put_allocation_usage(Store *s, uint64_t id, uint64_t input, uint64_t output) {
         AllocOp *op;
         bool fresh = !hashmap_get(s->alloc_by_id, id);
-        size_t mark;
+        LogMark mark;
         int r;
 
         assert(s);
@@ -616,9 +812,9 @@ int store_put_allocation_usage(Store *s, uint64_t id, uint64_t input, uint64_t o
                 if (op->kind == ALLOC_OP_DROP || op->kind == ALLOC_OP_NONE)
                         return 0; /* settled since the last apply already: nothing to update */
         }
-        mark = s->log.len;
+        mark = log_mark(s);
         r = log_u64(s, LOG_ALLOC_USAGE);
-        r = r ?: log_u64(s, id);
+        r = r ?: log_delta(s, &s->log_id, id);
         r = r ?: log_u64(s, input);
         r = r ?: log_u64(s, output);
         r = r ?: alloc_op_get(s, id, &op);
@@ -633,46 +829,40 @@ int store_put_allocation_usage(Store *s, uint64_t id, uint64_t input, uint64_t o
 
 int store_drop_allocation(Store *s, uint64_t id) {
         AllocOp *op;
-        size_t mark;
+        LogMark mark;
         bool new_row;
         int r;
 
         assert(s);
-        mark = s->log.len;
+        mark = log_mark(s);
         r = log_u64(s, LOG_ALLOC_DROP);
-        r = r ?: log_u64(s, id);
+        r = r ?: log_delta(s, &s->log_id, id);
         r = r ?: alloc_op_get(s, id, &op);
         if (r < 0)
                 return log_end(s, mark, r);
         new_row = op->new_row;
-        alloc_op_clear(op);
         /* Granted and settled between two applies: the tables never see it. */
         *op = (AllocOp){.kind = new_row ? ALLOC_OP_NONE : ALLOC_OP_DROP, .a.id = id, .new_row = new_row};
         return log_end(s, mark, 0);
 }
 
-static void history_op_clear(HistoryOp *op) {
-        free((char *)op->h.user);
-        free((char *)op->h.unit);
-        free((char *)op->h.comm);
-        free((char *)op->h.agent);
-        free((char *)op->h.class_name);
-        free((char *)op->h.model);
-        free(op->scopes);
-        *op = (HistoryOp){};
-}
-
-static int log_history(Store *s, const StoreHistoryRow *h) {
+/* Logs the row and fills out with it, its strings pooled. */
+static int log_history(Store *s, const StoreHistoryRow *h, HistoryOp *out) {
         int r = log_u64(s, LOG_HISTORY);
 
-        r = r ?: log_u64(s, h->realtime_usec);
+        *out = (HistoryOp){.h = *h};
+        out->h.scopes = NULL;
+        out->h.n_scopes = 0;
+        if (out->h.count == 0)
+                out->h.count = 1;
+        r = r ?: log_delta(s, &s->log_usec, h->realtime_usec);
         r = r ?: log_u64(s, h->uid);
-        r = r ?: log_str(s, h->user);
-        r = r ?: log_str(s, h->unit);
-        r = r ?: log_str(s, h->comm);
-        r = r ?: log_str(s, h->agent);
-        r = r ?: log_str(s, h->class_name);
-        r = r ?: log_str(s, h->model);
+        r = r ?: log_str(s, h->user, &out->h.user);
+        r = r ?: log_str(s, h->unit, &out->h.unit);
+        r = r ?: log_str(s, h->comm, &out->h.comm);
+        r = r ?: log_str(s, h->agent, &out->h.agent);
+        r = r ?: log_str(s, h->class_name, &out->h.class_name);
+        r = r ?: log_str(s, h->model, &out->h.model);
         r = r ?: log_i64(s, h->priority);
         r = r ?: log_u64(s, h->estimate);
         r = r ?: log_u64(s, h->granted);
@@ -680,13 +870,14 @@ static int log_history(Store *s, const StoreHistoryRow *h) {
         r = r ?: log_u64(s, h->output);
         r = r ?: log_u64(s, (uint64_t)h->outcome);
         r = r ?: log_u64(s, h->count);
-        return r ?: log_scopes(s, h->scopes, h->n_scopes);
+        r = r ?: log_scopes(s, h->scopes, h->n_scopes);
+        return r ?: scopes_join(s, h->scopes, h->n_scopes, &out->scopes);
 }
 
 int store_add_history(Store *s, const StoreHistoryRow *h) {
         HistoryOp op;
         bool refused;
-        size_t mark;
+        LogMark mark;
         int r;
 
         assert(s);
@@ -698,61 +889,49 @@ int store_add_history(Store *s, const StoreHistoryRow *h) {
                 s->lost++;
                 return -ENOBUFS;
         }
-        mark = s->log.len;
-        r = log_history(s, h);
+        mark = log_mark(s);
+        r = log_history(s, h, &op);
+        r = r ?: grow((void **)&s->history, &s->cap_history, s->n_history, sizeof(*s->history));
         if (r < 0)
                 return log_end(s, mark, r);
-        r = grow((void **)&s->history, &s->cap_history, s->n_history, sizeof(*s->history));
-        if (r < 0)
-                return log_end(s, mark, r);
+        /* Cells first, then the row: a cell that fails midway leaves the
+         * earlier cells added (the log record is taken back; -ENOMEM only). */
         refused = h->outcome == STORE_OUTCOME_REFUSED;
         for (size_t i = 0; i < h->n_scopes; i++) {
                 uint64_t v[_CELL_VALUES] = {
-                        [HOURLY_REQUESTS] = refused ? 0 : (h->count ?: 1),
-                        [HOURLY_REFUSED] = refused ? (h->count ?: 1) : 0,
+                        [HOURLY_REQUESTS] = refused ? 0 : op.h.count,
+                        [HOURLY_REFUSED] = refused ? op.h.count : 0,
                         [HOURLY_IN] = h->input,
                         [HOURLY_OUT] = h->output,
                         [HOURLY_GRANTED] = h->granted,
                 };
+                PoolString *e;
 
-                r = cell_add(s, &s->hourly, h->scopes[i], strlen(h->scopes[i]),
-                             h->realtime_usec / USEC_PER_HOUR, v);
+                r = pool_intern(&s->pool, h->scopes[i], strlen(h->scopes[i]), &e);
+                r = r ?: cell_add(s, &s->hourly, e, h->realtime_usec / USEC_PER_HOUR, v);
                 if (r < 0)
                         return log_end(s, mark, r);
-        }
-        op = (HistoryOp){.h = *h};
-        op.h.user = op.h.unit = op.h.comm = op.h.agent = op.h.class_name = op.h.model = NULL;
-        op.h.scopes = NULL;
-        op.h.n_scopes = 0;
-        if (op.h.count == 0)
-                op.h.count = 1;
-        if (scopes_join(h->scopes, h->n_scopes, &op.scopes) < 0 || dup_opt(h->user, &op.h.user) < 0 ||
-            dup_opt(h->unit, &op.h.unit) < 0 || dup_opt(h->comm, &op.h.comm) < 0 ||
-            dup_opt(h->agent, &op.h.agent) < 0 || dup_opt(h->class_name, &op.h.class_name) < 0 ||
-            dup_opt(h->model, &op.h.model) < 0) {
-                history_op_clear(&op);
-                return log_end(s, mark, -ENOMEM);
         }
         s->history[s->n_history++] = op;
         return log_end(s, mark, 0);
 }
 
 int store_meta_put_u64(Store *s, const char *key, uint64_t value) {
-        char *copy;
-        size_t mark;
+        const char *pooled;
+        LogMark mark;
         int r;
 
         assert(s);
         if (!key || !*key || value > INT64_MAX)
                 return -EINVAL;
-        mark = s->log.len;
+        mark = log_mark(s);
         r = log_u64(s, LOG_META);
-        r = r ?: log_str(s, key);
+        r = r ?: log_str(s, key, &pooled);
         r = r ?: log_u64(s, value);
         if (r < 0)
                 return log_end(s, mark, r);
         for (size_t i = 0; i < s->n_meta; i++)
-                if (strcmp(s->meta[i].key, key) == 0) {
+                if (s->meta[i].key == pooled) {
                         s->meta[i].value = value;
                         return log_end(s, mark, 0);
                 }
@@ -760,39 +939,29 @@ int store_meta_put_u64(Store *s, const char *key, uint64_t value) {
         r = r ?: grow((void **)&s->meta, &s->cap_meta, s->n_meta, sizeof(*s->meta));
         if (r < 0)
                 return log_end(s, mark, r);
-        copy = strdup(key);
-        if (!copy)
-                return log_end(s, mark, -ENOMEM);
-        s->meta[s->n_meta++] = (MetaOp){.key = copy, .value = value};
+        s->meta[s->n_meta++] = (MetaOp){.key = pooled, .value = value};
         return log_end(s, mark, 0);
 }
 
 int store_put_estimator(Store *s, uint32_t uid, const char *class_name, uint64_t seen_usec,
                         const char *state) {
         EstimatorOp op = {.uid = uid, .seen_usec = seen_usec};
-        size_t mark;
+        LogMark mark;
         int r;
 
         assert(s);
         if (!class_name || !*class_name || !state || seen_usec > INT64_MAX)
                 return -EINVAL;
-        mark = s->log.len;
+        mark = log_mark(s);
         r = log_u64(s, LOG_ESTIMATOR);
         r = r ?: log_u64(s, uid);
-        r = r ?: log_str(s, class_name);
+        r = r ?: log_str(s, class_name, &op.class_name);
         r = r ?: log_u64(s, seen_usec);
-        r = r ?: log_str(s, state);
+        r = r ?: log_str(s, state, &op.state);
         r = r ?: check_room(s);
         r = r ?: grow((void **)&s->estimators, &s->cap_estimators, s->n_estimators, sizeof(*s->estimators));
         if (r < 0)
                 return log_end(s, mark, r);
-        op.class_name = strdup(class_name);
-        op.state = strdup(state);
-        if (!op.class_name || !op.state) {
-                free(op.class_name);
-                free(op.state);
-                return log_end(s, mark, -ENOMEM);
-        }
         s->estimators[s->n_estimators++] = op;
         return log_end(s, mark, 0);
 }
@@ -800,22 +969,13 @@ int store_put_estimator(Store *s, uint32_t uid, const char *class_name, uint64_t
 static void staging_clear(Store *s) {
         cells_clear(&s->usage);
         cells_clear(&s->hourly);
-        for (size_t i = 0; i < s->n_allocs; i++) {
+        for (size_t i = 0; i < s->n_allocs; i++)
                 hashmap_remove(s->alloc_by_id, s->allocs[i].a.id);
-                alloc_op_clear(&s->allocs[i]);
-        }
         s->n_allocs = 0;
-        for (size_t i = 0; i < s->n_history; i++)
-                history_op_clear(&s->history[i]);
         s->n_history = 0;
-        for (size_t i = 0; i < s->n_meta; i++)
-                free(s->meta[i].key);
         s->n_meta = 0;
-        for (size_t i = 0; i < s->n_estimators; i++) {
-                free(s->estimators[i].class_name);
-                free(s->estimators[i].state);
-        }
         s->n_estimators = 0;
+        pool_clear(&s->pool);
 }
 
 bool store_pending(const Store *s) {
@@ -1555,7 +1715,11 @@ static int load_ledger_key(Store *s, char **ret_reason) {
 
 typedef struct LogReader {
         const uint8_t *p, *start, *end;
-        bool bad;
+        bool bad, nomem;
+        int format;           /* 1 or 2 (see the encoding) */
+        const char **strings; /* format 2: the row's strings so far */
+        size_t n_strings, cap_strings;
+        uint64_t id, usec, second; /* format 2: the previous record's */
 } LogReader;
 
 static uint64_t rd_u64(LogReader *rd) {
@@ -1586,12 +1750,39 @@ static const char *rd_str(LogReader *rd) {
 
         if (rd->bad || n == 0)
                 return NULL;
+        if (rd->format == 2) {
+                if (n & 1) { /* one this row defined */
+                        if ((n >> 1) >= rd->n_strings) {
+                                rd->bad = true;
+                                return NULL;
+                        }
+                        return rd->strings[n >> 1];
+                }
+                n >>= 1;
+        }
         if (n > (uint64_t)(rd->end - rd->p) || rd->p[n - 1] != 0 || memchr(str, 0, n - 1)) {
                 rd->bad = true;
                 return NULL;
         }
         rd->p += n;
+        if (rd->format == 2) {
+                if (grow((void **)&rd->strings, &rd->cap_strings, rd->n_strings, sizeof(*rd->strings)) < 0) {
+                        rd->nomem = rd->bad = true;
+                        return NULL;
+                }
+                rd->strings[rd->n_strings++] = str;
+        }
         return str;
+}
+
+/* An id, time or second: format 2 writes the difference from *last. */
+static uint64_t rd_delta(LogReader *rd, uint64_t *last) {
+        uint64_t u = rd_u64(rd);
+
+        if (rd->format != 2)
+                return u;
+        *last += (uint64_t)((int64_t)(u >> 1) ^ -(int64_t)(u & 1));
+        return *last;
 }
 
 static size_t rd_scopes(LogReader *rd, const char *scopes[static STORE_SCOPES_MAX]) {
@@ -1632,16 +1823,16 @@ static int replay_record(Store *s, LogReader *rd) {
         switch (kind) {
         case LOG_USAGE: {
                 const char *scope = rd_str(rd);
-                uint64_t second = rd_u64(rd), tokens = rd_u64(rd);
+                uint64_t second = rd_delta(rd, &rd->second), tokens = rd_u64(rd);
 
                 if (!rd->bad)
                         r = store_add_usage(s, scope, second, tokens);
                 break;
         }
         case LOG_ALLOC_PUT: {
-                StoreAllocation a = {.id = rd_u64(rd)};
+                StoreAllocation a = {.id = rd_delta(rd, &rd->id)};
 
-                a.granted_usec = rd_u64(rd);
+                a.granted_usec = rd_delta(rd, &rd->usec);
                 a.granted = rd_u64(rd);
                 a.reservation = rd_u64(rd);
                 a.estimate = rd_u64(rd);
@@ -1662,21 +1853,21 @@ static int replay_record(Store *s, LogReader *rd) {
                 break;
         }
         case LOG_ALLOC_USAGE: {
-                uint64_t id = rd_u64(rd), input = rd_u64(rd), output = rd_u64(rd);
+                uint64_t id = rd_delta(rd, &rd->id), input = rd_u64(rd), output = rd_u64(rd);
 
                 if (!rd->bad)
                         r = store_put_allocation_usage(s, id, input, output);
                 break;
         }
         case LOG_ALLOC_DROP: {
-                uint64_t id = rd_u64(rd);
+                uint64_t id = rd_delta(rd, &rd->id);
 
                 if (!rd->bad)
                         r = store_drop_allocation(s, id);
                 break;
         }
         case LOG_HISTORY: {
-                StoreHistoryRow h = {.realtime_usec = rd_u64(rd)};
+                StoreHistoryRow h = {.realtime_usec = rd_delta(rd, &rd->usec)};
 
                 h.uid = rd_u32(rd);
                 h.user = rd_str(rd);
@@ -1719,6 +1910,8 @@ static int replay_record(Store *s, LogReader *rd) {
         default:
                 rd->bad = true;
         }
+        if (rd->nomem)
+                return -ENOMEM;
         if (rd->bad || r == -EINVAL)
                 return -EBADMSG;
         return r;
@@ -1728,6 +1921,7 @@ static int replay_record(Store *s, LogReader *rd) {
  * deleting the rows applied) whenever as much is staged as a commit would
  * apply, and at the end: the tables are then whole and the log empty. */
 static int replay_log(Store *s, char **ret_reason) {
+        LogReader rd = {};
         sqlite3_stmt *st = NULL;
         int64_t seq = 0;
         uint64_t rows = 0;
@@ -1738,16 +1932,18 @@ static int replay_log(Store *s, char **ret_reason) {
                 return open_error(s, "reading its commit log", ret_reason);
         s->replaying = true;
         for (;;) {
-                LogReader rd;
-
                 sqlite3_bind_int64(st, 1, seq);
                 rc = sqlite3_step(st);
                 if (rc != SQLITE_ROW)
                         break;
                 seq = sqlite3_column_int64(st, 0);
+                rd = (LogReader){.strings = rd.strings, .cap_strings = rd.cap_strings, .format = 1};
                 rd.start = rd.p = sqlite3_column_blob(st, 1);
                 rd.end = rd.p + sqlite3_column_bytes(st, 1);
-                rd.bad = false;
+                if (rd.p < rd.end && *rd.p == LOG_FORMAT_2) {
+                        rd.format = 2;
+                        rd.p++;
+                }
                 while (r >= 0 && rd.p < rd.end)
                         r = replay_record(s, &rd);
                 sqlite3_reset(st);
@@ -1775,6 +1971,7 @@ static int replay_log(Store *s, char **ret_reason) {
                 }
         }
         sqlite3_finalize(st);
+        free(rd.strings);
         if (r >= 0 && rc != SQLITE_DONE)
                 r = open_error(s, "reading its commit log", ret_reason);
         if (r >= 0)
@@ -1845,6 +2042,7 @@ Store *store_free(Store *s) {
         sqlite3_close(s->db);
         cells_free(&s->usage);
         cells_free(&s->hourly);
+        pool_free(&s->pool);
         free(s->allocs);
         hashmap_free(s->alloc_by_id);
         free(s->history);

@@ -1096,6 +1096,12 @@ START_TEST(test_commit_log_damaged) {
                 "X'550775736572003700'",   /* a NUL inside a string */
                 "X'550775736572A3370080'", /* a varint running off the end */
                 "X'5501000101'",           /* an empty scope name */
+                /* format 2 (strings once per row, then referred to) */
+                "X'0255010202'",                       /* a reference to a string not defined */
+                "X'02550E75736572'",                   /* a definition cut short */
+                "X'02550E757365723A3000020255050202'", /* a reference past the row's strings */
+                "X'02550E757365723A300002025501'",     /* cut short after a reference */
+                "X'0202'",                             /* the format byte twice */
         };
         static const char *const words[] = {"commit log", "damaged", "Move the file away", NULL};
 
@@ -1113,6 +1119,30 @@ START_TEST(test_commit_log_damaged) {
                 ck_assert_int_eq(sql_int(d.db, "SELECT count(*) FROM log"), 1); /* kept for a backup */
                 dir_done(&d);
         }
+}
+END_TEST
+
+/* A format-2 row written by hand (an independent check of the encoding):
+ * the second record refers back to the first one's string and its second is
+ * the first's minus 2 (zigzag 3). */
+START_TEST(test_commit_log_format_2) {
+        Dir d;
+        Store *s;
+
+        dir_init(&d);
+        s = open_ok(d.db, STORE_SYNC_NORMAL);
+        store_free(s);
+        sql_exec(d.db, "INSERT INTO log(seq, ops) VALUES(1, X'02550E676C6F62616C00D00F0555010307')");
+        sql_exec(d.db, "INSERT INTO log(seq, ops) VALUES(2, X'02550E676C6F62616C00D00F09')");
+        s = open_ok(d.db, STORE_SYNC_NORMAL);
+        store_free(s);
+        ck_assert_int_eq(sql_int(d.db, "SELECT count(*) FROM log"), 0);
+        ck_assert_int_eq(sql_int(d.db, "SELECT tokens FROM usage WHERE scope = 'global' AND second = 1000"),
+                         14);
+        ck_assert_int_eq(sql_int(d.db, "SELECT tokens FROM usage WHERE scope = 'global' AND second = 998"),
+                         7);
+        ck_assert_int_eq(sql_int(d.db, "SELECT count(*) FROM usage"), 2);
+        dir_done(&d);
 }
 END_TEST
 
@@ -1142,6 +1172,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_commit_log_replay);
         tcase_add_test(tc, test_commit_log_apply_threshold);
         tcase_add_test(tc, test_commit_log_damaged);
+        tcase_add_test(tc, test_commit_log_format_2);
         suite_add_tcase(s, tc);
         return s;
 }
