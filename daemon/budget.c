@@ -589,21 +589,53 @@ int budget_client_delegate(Budget *b, Client *proxy, pid_t pid, uid_t uid, uint6
  * the same scope again at restart ("KIND|OWNER|DISCRIMINATOR|NAME"; a
  * process scope is "process|UID|START_TIME|process:PID"). 0, or -ENOENT for
  * a scope that is neither the table's nor the allocation's process's. */
+static char *key_put(char *p, const char *end, const char *str) {
+        size_t n = strlen(str);
+
+        if (!p || (size_t)(end - p) <= n)
+                return NULL;
+        return mempcpy(p, str, n);
+}
+
+static char *key_put_u64(char *p, const char *end, uint64_t v, bool negative) {
+        char digits[24], *d = digits + sizeof(digits);
+
+        *--d = 0;
+        do
+                *--d = (char)('0' + v % 10);
+        while ((v /= 10) > 0);
+        if (negative)
+                *--d = '-';
+        return key_put(p, end, d);
+}
+
+/* Formatted by hand: this runs at every allocation's first charge. */
 static int scope_store_key(const Allocation *a, const LedgerScope *s, char *buf, size_t size) {
         const ScopeEntry *e = scope_table_entry_of(s);
-        int n;
+        const char *end = buf + size;
+        char *p = buf;
 
-        if (e)
-                n = snprintf(buf, size, "%s|%" PRId64 "|%" PRIu64 "|%s",
-                             scope_kind_to_string(scope_entry_kind(e)), scope_entry_owner(e),
-                             scope_entry_discriminator(e), ledger_scope_name(s));
-        else if (s == process_entry_scope(a->owner->process))
-                n = snprintf(buf, size, "process|%" PRIu32 "|%" PRIu64 "|%s",
-                             (uint32_t)process_entry_uid(a->owner->process),
-                             process_entry_start_time(a->owner->process), ledger_scope_name(s));
-        else
+        if (e) {
+                int64_t owner = scope_entry_owner(e);
+
+                p = key_put(p, end, scope_kind_to_string(scope_entry_kind(e)));
+                p = key_put(p, end, "|");
+                p = key_put_u64(p, end, owner < 0 ? -(uint64_t)owner : (uint64_t)owner, owner < 0);
+                p = key_put(p, end, "|");
+                p = key_put_u64(p, end, scope_entry_discriminator(e), false);
+        } else if (s == process_entry_scope(a->owner->process)) {
+                p = key_put(p, end, "process|");
+                p = key_put_u64(p, end, (uint32_t)process_entry_uid(a->owner->process), false);
+                p = key_put(p, end, "|");
+                p = key_put_u64(p, end, process_entry_start_time(a->owner->process), false);
+        } else
                 return -ENOENT;
-        return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+        p = key_put(p, end, "|");
+        p = key_put(p, end, ledger_scope_name(s));
+        if (!p)
+                return -ENAMETOOLONG;
+        *p = 0;
+        return 0;
 }
 
 #define SCOPE_STORE_KEY_MAX 640

@@ -219,6 +219,21 @@ static int64_t history_rows(const char *db, const char *outcome, int64_t *ret_to
         return n;
 }
 
+static int64_t sql_count(const char *db, const char *sql) {
+        sqlite3 *s = NULL;
+        sqlite3_stmt *q = NULL;
+        int64_t n;
+
+        ck_assert_int_eq(sqlite3_open_v2(db, &s, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        ck_assert_msg(sqlite3_prepare_v2(s, sql, -1, &q, NULL) == SQLITE_OK, "%s: %s", sql,
+                      sqlite3_errmsg(s));
+        ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
+        n = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+        sqlite3_close(s);
+        return n;
+}
+
 static void sql_exec(const char *db, const char *sql) {
         sqlite3 *s = NULL;
         char *err = NULL;
@@ -681,6 +696,21 @@ START_TEST(test_clean_stop) {
         ck_assert_int_eq(history_rows(db, "shutdown", &sd_tokens), 1);
         ck_assert_int_eq(sd_tokens, 31 + 20);
         ck_assert_int_eq(history_rows(db, "abandoned", NULL), 0);
+        /* The usage rows' scope keys, exactly ("KIND|OWNER|DISCRIMINATOR|NAME"). */
+        {
+                char sql[256];
+
+                ck_assert_int_eq(
+                        sql_count(db, "SELECT sum(tokens) FROM usage WHERE scope = 'global|-1|0|global'"),
+                        total + 4 * 20);
+                snprintf(sql, sizeof(sql), "SELECT sum(tokens) FROM usage WHERE scope = 'user|%u|0|user:%u'",
+                         (unsigned)getuid(), (unsigned)getuid());
+                ck_assert_int_eq(sql_count(db, sql), total + 4 * 20);
+                snprintf(sql, sizeof(sql),
+                         "SELECT count(*) FROM usage WHERE scope GLOB 'process|%u|[1-9]*|process:[1-9]*'",
+                         (unsigned)getuid());
+                ck_assert_int_gt(sql_count(db, sql), 0);
+        }
         munmap(ids, (CLEAN_CYCLES + 16) * ID_SIZE);
         free(db);
         free(dir);
