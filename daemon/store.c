@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdalign.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,23 +156,23 @@ enum { HOURLY_REQUESTS, HOURLY_REFUSED, HOURLY_IN, HOURLY_OUT, HOURLY_GRANTED, _
  * refers back to it after (row_gen and row_index: where it was defined in
  * the row being encoded). */
 typedef struct PoolString {
-        const char *str;
-        size_t len;
         uint64_t hash;
         uint64_t row_gen;
         uint32_t row_index;
+        uint32_t len;
+        char str[]; /* len bytes and a NUL */
 } PoolString;
 
 typedef struct PoolChunk {
         struct PoolChunk *next;
         size_t used, size;
-        char data[];
+        alignas(PoolString) char data[];
 } PoolChunk;
 
 typedef struct StrPool {
-        PoolString *strings;
-        size_t n, cap;
-        uint32_t *index; /* string index + 1, 0 empty; n_index a power of two */
+        uint64_t seed; /* random: a client cannot choose names that collide */
+        size_t n;
+        PoolString **index; /* open addressing, NULL empty; n_index a power of two */
         size_t n_index;
         PoolChunk *chunks;
 } StrPool;
@@ -309,25 +310,41 @@ static int grow(void **p, size_t *cap, size_t n, size_t size) {
 
 #define POOL_CHUNK_SIZE 65536
 
-static uint64_t str_hash(const char *str, size_t len) {
-        uint64_t h = UINT64_C(14695981039346656037); /* FNV-1a */
+static uint64_t mix(uint64_t a, uint64_t b) {
+        unsigned __int128 m = (unsigned __int128)a * b;
+        return (uint64_t)m ^ (uint64_t)(m >> 64);
+}
 
-        for (size_t i = 0; i < len; i++)
-                h = (h ^ (unsigned char)str[i]) * UINT64_C(1099511628211);
-        return h ^ (h >> 29);
+/* Eight bytes at a time (these are hashed at every staged operation; a
+ * byte at a time was a few percent of the durable daemon), keyed. */
+static uint64_t str_hash(uint64_t seed, const char *str, size_t len) {
+        uint64_t h = seed ^ mix(len, UINT64_C(0x9e3779b97f4a7c15)), w;
+
+        for (; len >= 8; str += 8, len -= 8) {
+                memcpy(&w, str, 8);
+                h = mix(h ^ w, UINT64_C(0xa0761d6478bd642f));
+        }
+        if (len > 0) {
+                w = 0;
+                memcpy(&w, str, len);
+                h = mix(h ^ w, UINT64_C(0xe7037ed1a0b428db));
+        }
+        return mix(h, UINT64_C(0x8ebc6af09c88c6e3));
 }
 
 static int pool_index_rebuild(StrPool *p, size_t n_index) {
-        uint32_t *index = calloc(n_index, sizeof(*index));
+        PoolString **index = calloc(n_index, sizeof(*index));
 
         if (!index)
                 return -ENOMEM;
-        for (size_t i = 0; i < p->n; i++) {
-                size_t j = p->strings[i].hash & (n_index - 1);
+        for (size_t i = 0; i < p->n_index; i++) {
+                size_t j;
 
-                while (index[j])
-                        j = (j + 1) & (n_index - 1);
-                index[j] = (uint32_t)(i + 1);
+                if (!p->index[i])
+                        continue;
+                for (j = p->index[i]->hash & (n_index - 1); index[j]; j = (j + 1) & (n_index - 1))
+                        ;
+                index[j] = p->index[i];
         }
         free(p->index);
         p->index = index;
@@ -335,12 +352,13 @@ static int pool_index_rebuild(StrPool *p, size_t n_index) {
         return 0;
 }
 
-static char *pool_copy(StrPool *p, const char *str, size_t len) {
+static PoolString *pool_new(StrPool *p, const char *str, size_t len) {
+        size_t need = (sizeof(PoolString) + len + 1 + alignof(PoolString) - 1) & ~(alignof(PoolString) - 1);
         PoolChunk *c = p->chunks;
-        char *out;
+        PoolString *e;
 
-        if (!c || c->size - c->used < len + 1) {
-                size_t size = len + 1 > POOL_CHUNK_SIZE / 4 ? len + 1 : POOL_CHUNK_SIZE;
+        if (!c || c->size - c->used < need) {
+                size_t size = need > POOL_CHUNK_SIZE / 4 ? need : POOL_CHUNK_SIZE;
 
                 c = malloc(sizeof(*c) + size);
                 if (!c)
@@ -354,47 +372,45 @@ static char *pool_copy(StrPool *p, const char *str, size_t len) {
                         p->chunks->next = c;
                 }
         }
-        out = c->data + c->used;
-        memcpy(out, str, len);
-        out[len] = 0;
-        c->used += len + 1;
-        return out;
+        e = (PoolString *)(void *)(c->data + c->used);
+        c->used += need;
+        *e = (PoolString){.len = (uint32_t)len};
+        memcpy(e->str, str, len);
+        e->str[len] = 0;
+        return e;
 }
 
-/* The pooled copy of str[0..len), made when new. */
+/* The pooled copy of str[0..len), made when new; it stays where it is until
+ * pool_clear(). */
 static int pool_intern(StrPool *p, const char *str, size_t len, PoolString **ret) {
-        uint64_t hash = str_hash(str, len);
+        uint64_t hash = str_hash(p->seed, str, len);
         PoolString *e;
         size_t j;
-        char *copy;
         int r;
 
         for (j = p->n_index ? hash & (p->n_index - 1) : 0; p->n_index && p->index[j];
              j = (j + 1) & (p->n_index - 1)) {
-                e = &p->strings[p->index[j] - 1];
+                e = p->index[j];
                 if (e->hash == hash && e->len == len && memcmp(e->str, str, len) == 0) {
                         *ret = e;
                         return 0;
                 }
         }
-        if (p->n >= UINT32_MAX - 1)
-                return -ENOBUFS;
+        if (len > UINT32_MAX - 1)
+                return -E2BIG;
         if ((p->n + 1) * 2 > p->n_index) { /* load at most 1/2 */
                 r = pool_index_rebuild(p, p->n_index ? p->n_index * 2 : 256);
                 if (r < 0)
                         return r;
         }
-        r = grow((void **)&p->strings, &p->cap, p->n, sizeof(*p->strings));
-        if (r < 0)
-                return r;
-        copy = pool_copy(p, str, len);
-        if (!copy)
+        e = pool_new(p, str, len);
+        if (!e)
                 return -ENOMEM;
-        e = &p->strings[p->n++];
-        *e = (PoolString){.str = copy, .len = len, .hash = hash};
+        e->hash = hash;
         for (j = hash & (p->n_index - 1); p->index[j]; j = (j + 1) & (p->n_index - 1))
                 ;
-        p->index[j] = (uint32_t)p->n;
+        p->index[j] = e;
+        p->n++;
         *ret = e;
         return 0;
 }
@@ -426,7 +442,6 @@ static void pool_clear(StrPool *p) {
 static void pool_free(StrPool *p) {
         pool_clear(p);
         free(p->chunks);
-        free(p->strings);
         free(p->index);
         *p = (StrPool){};
 }
@@ -550,11 +565,18 @@ static int log_str(Store *s, const char *str, const char **ret) {
         return log_pooled(s, e);
 }
 
-static int log_scopes(Store *s, const char *const *scopes, size_t n) {
+/* The scope names, pooled into pooled[] when it is not NULL. */
+static int log_scopes(Store *s, const char *const *scopes, size_t n, PoolString **pooled) {
         int r = log_u64(s, n);
 
-        for (size_t i = 0; r >= 0 && i < n; i++)
-                r = log_str(s, scopes[i], NULL);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                PoolString *e = NULL;
+
+                r = pool_intern(&s->pool, scopes[i], strlen(scopes[i]), &e);
+                r = r ?: log_pooled(s, e);
+                if (pooled)
+                        pooled[i] = e;
+        }
         return r;
 }
 
@@ -772,7 +794,7 @@ static int log_allocation(Store *s, const StoreAllocation *a, AllocOp *out) {
         r = r ?: log_str(s, a->class_name, &out->a.class_name);
         r = r ?: log_str(s, a->model, &out->a.model);
         r = r ?: log_str(s, a->unit, &out->a.unit);
-        r = r ?: log_scopes(s, a->scopes, a->n_scopes);
+        r = r ?: log_scopes(s, a->scopes, a->n_scopes, NULL);
         return r ?: scopes_join(s, a->scopes, a->n_scopes, &out->scopes);
 }
 
@@ -847,7 +869,7 @@ int store_drop_allocation(Store *s, uint64_t id) {
 }
 
 /* Logs the row and fills out with it, its strings pooled. */
-static int log_history(Store *s, const StoreHistoryRow *h, HistoryOp *out) {
+static int log_history(Store *s, const StoreHistoryRow *h, HistoryOp *out, PoolString **scopes) {
         int r = log_u64(s, LOG_HISTORY);
 
         *out = (HistoryOp){.h = *h};
@@ -870,11 +892,12 @@ static int log_history(Store *s, const StoreHistoryRow *h, HistoryOp *out) {
         r = r ?: log_u64(s, h->output);
         r = r ?: log_u64(s, (uint64_t)h->outcome);
         r = r ?: log_u64(s, h->count);
-        r = r ?: log_scopes(s, h->scopes, h->n_scopes);
+        r = r ?: log_scopes(s, h->scopes, h->n_scopes, scopes);
         return r ?: scopes_join(s, h->scopes, h->n_scopes, &out->scopes);
 }
 
 int store_add_history(Store *s, const StoreHistoryRow *h) {
+        PoolString *scopes[STORE_SCOPES_MAX];
         HistoryOp op;
         bool refused;
         LogMark mark;
@@ -890,7 +913,7 @@ int store_add_history(Store *s, const StoreHistoryRow *h) {
                 return -ENOBUFS;
         }
         mark = log_mark(s);
-        r = log_history(s, h, &op);
+        r = log_history(s, h, &op, scopes);
         r = r ?: grow((void **)&s->history, &s->cap_history, s->n_history, sizeof(*s->history));
         if (r < 0)
                 return log_end(s, mark, r);
@@ -905,10 +928,7 @@ int store_add_history(Store *s, const StoreHistoryRow *h) {
                         [HOURLY_OUT] = h->output,
                         [HOURLY_GRANTED] = h->granted,
                 };
-                PoolString *e;
-
-                r = pool_intern(&s->pool, h->scopes[i], strlen(h->scopes[i]), &e);
-                r = r ?: cell_add(s, &s->hourly, e, h->realtime_usec / USEC_PER_HOUR, v);
+                r = cell_add(s, &s->hourly, scopes[i], h->realtime_usec / USEC_PER_HOUR, v);
                 if (r < 0)
                         return log_end(s, mark, r);
         }
@@ -2010,6 +2030,8 @@ int store_open(const char *path, StoreSync sync, unsigned flags, Store **ret, ch
         s->sync = sync;
         s->apply_ops = STORE_APPLY_OPS;
         s->alloc_by_id = hashmap_new();
+        if (getrandom(&s->pool.seed, sizeof(s->pool.seed), 0) != (ssize_t)sizeof(s->pool.seed))
+                s->pool.seed = (uint64_t)(uintptr_t)s ^ (uint64_t)getpid(); /* only the pool's spread */
         if (!s->path || !s->alloc_by_id) {
                 store_free(s);
                 return -ENOMEM;
